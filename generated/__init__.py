@@ -1,0 +1,1 @@
+"""Generated stacks for the bundled specs (do not edit by hand: run `ttgen generate`)."""

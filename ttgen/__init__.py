@@ -1,0 +1,1 @@
+"""ttgen package."""
