@@ -1,0 +1,1 @@
+"""Runtime monitor layer: metrics, health and their HTTP exposition."""

@@ -1,0 +1,1 @@
+"""Runtime services layer: the cluster services (login, msg, router, biz, file, gateway, ...)."""
