@@ -73,6 +73,9 @@ class Field:
     oneof: str | None = None  # name of the containing oneof
     renamed_from: str | None = None  # evolution hint for `ttgen diff`
     deprecated: bool = False
+    # False when the spec omitted the label (proto3 singular, map, oneof member): emitters then print none.
+    explicit_label: bool = True
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def is_map(self) -> bool:
@@ -109,6 +112,7 @@ class Enum:
     reserved: Reserved = Reserved()
     allow_alias: bool = False
     renamed_from: str | None = None
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def qualname(self) -> str:
@@ -126,6 +130,7 @@ class Message:
     reserved: Reserved = Reserved()
     nested_enums: tuple[Enum, ...] = ()
     renamed_from: str | None = None
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def qualname(self) -> str:
@@ -144,6 +149,7 @@ class ProtoService:
     id_enum_value: str | None = None  # e.g. IM.BaseDefine.ServiceID.SID_LOGIN
     command_enum: str | None = None  # e.g. IM.BaseDefine.LoginCmdID; every command name must be a value of it
     command_range: tuple[int, int] | None = None  # default: (id << 8, (id << 8) | 0xff)
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def range(self) -> tuple[int, int]:
@@ -163,6 +169,7 @@ class Command:
     module: str = ""  # package of the module that declares it
     renamed_from: str | None = None
     deprecated: bool = False
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -225,6 +232,7 @@ class ClusterService:
     listen: str = ""  # "tcp" | "http" | "tcp+http" | "" (none)
     default_port: int | None = None
     plugin: str | None = None
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -234,6 +242,14 @@ class Plugin:
     loc: Loc
     doc: str = ""
     requires: str = ""  # spec name and version range it extends, e.g. "teamtalk>=1.0"
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+def loc_at(node: Any, key: str) -> Loc:
+    """The location of `key`'s value in a model node (falls back to the node's own location)."""
+    locs: dict[str, Loc] = getattr(node, "key_locs", {})
+    loc: Loc = locs.get(key, node.loc)
+    return loc
 
 
 @dataclass(frozen=True)
@@ -259,6 +275,11 @@ class Spec:
     stages: tuple[StagePolicy, ...] = ()
     plugins: tuple[Plugin, ...] = ()
     options: tuple[tuple[str, str], ...] = ()  # file options applied to every module unless overridden
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # Manifest `output:` / `docs_output:`: where `ttgen generate` writes the stack's parent folder and an extra
+    # copy of the protocol docs, relative to the manifest folder (None: the default `<root>/../generated`, no copy).
+    output: str | None = None
+    docs_output: str | None = None
 
     # Convenience look-ups (computed; the model stays immutable).
     def messages(self) -> dict[str, Message]:

@@ -1,0 +1,164 @@
+"""Benchmark: frame decode+parse and encode+serialize rates against bare protobuf parse/serialize of the same
+messages in the same run, plus the in-memory server dispatch path (decode, gate, parse, handler, reply).
+
+Run: .venv/bin/python bench/bench_framing.py [--n 200000] [--runs 7]
+Prints medians of several runs; the goal is that framing adds < 30% over bare protobuf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runtime.framing import FrameDecoder, append_frame  # noqa: E402
+
+
+def messages() -> tuple[str, list[tuple[int, int, Any]]]:
+    """(source, [(service id, command id, message)]): TeamTalk messages of typical sizes."""
+    try:
+        from generated.teamtalk import IM_Message_pb2 as msg_pb2
+        from generated.teamtalk import IM_Other_pb2 as other_pb2
+    except ImportError:
+        sys.path.insert(0, str(ROOT / "tests" / "unit" / "runtime"))
+        import rt_testproto as tp
+
+        chat = tp.MsgData(from_user_id=1001, to_session_id=1002, msg_id=123456, msg_type=1, msg_data=b"x" * 100)
+        return "test protocol", [(3, 0x0301, chat), (7, 0x0701, tp.HeartBeat()),
+                                 (3, 0x0302, tp.MsgDataAck(user_id=1001, session_id=1002, msg_id=123456))]
+    chat = msg_pb2.IMMsgData(from_user_id=1001, to_session_id=1002, msg_id=123456, create_time=1700000000,
+                             msg_type=1, msg_data=b"x" * 100)
+    ack = msg_pb2.IMMsgDataAck(user_id=1001, session_id=1002, msg_id=123456, session_type=1)
+    return "generated teamtalk", [(3, 0x0301, chat), (7, 0x0701, other_pb2.IMHeartBeat()), (3, 0x0302, ack)]
+
+
+def timed(fn: Callable[[], object], runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def bench_codec(n: int, runs: int) -> None:
+    source, kinds = messages()
+    batch = [kinds[i % 10 == 9 and 1 or (2 if i % 2 else 0)] for i in range(n)]  # mostly chat + acks
+    bodies = [(sid, cid, m.SerializeToString(), type(m)) for sid, cid, m in batch]
+    stream = bytearray()
+    for sid, cid, body, _cls in bodies:
+        append_frame(stream, sid, cid, 1, body)
+    wire = bytes(stream)
+    chunks = [wire[i:i + 65536] for i in range(0, len(wire), 65536)]  # reads as a socket would deliver them
+    classes = {cid: cls for _sid, cid, _b, cls in bodies}
+
+    def bare_parse() -> None:
+        for _sid, _cid, body, cls in bodies:
+            cls.FromString(body)
+
+    def frame_parse() -> None:
+        decoder = FrameDecoder()
+        for chunk in chunks:
+            for frame in decoder.feed(chunk):
+                classes[frame.command_id].FromString(frame.body)
+
+    def bare_serialize() -> None:
+        for _sid, _cid, m in batch:
+            m.SerializeToString()
+
+    def frame_serialize() -> None:
+        out = bytearray()
+        for sid, cid, m in batch:
+            append_frame(out, sid, cid, 1, m.SerializeToString())
+        bytes(out)
+
+    print(f"messages: {source}; {n} per run (chat 100 B, acks, heartbeats), {len(wire) / n:.1f} wire B/frame; "
+          f"median of {runs} runs")
+    for label, bare, framed in (("parse", bare_parse, frame_parse), ("serialize", bare_serialize, frame_serialize)):
+        tb, tf = timed(bare, runs), timed(framed, runs)
+        print(f"  {label:9s} bare protobuf {n / tb / 1e6:6.2f} M msg/s | with framing {n / tf / 1e6:6.2f} M msg/s"
+              f" | framing adds {100 * (tf - tb) / tb:5.1f}% ({(tf - tb) / n * 1e9:.0f} ns/frame)")
+
+
+def bench_dispatch(n: int, runs: int) -> None:
+    """Frames through Link + Connection + Dispatcher (input/unpack stages, handler, reply) on a memory transport."""
+    sys.path.insert(0, str(ROOT / "tests" / "unit" / "runtime"))
+    import rt_testproto as tp
+
+    from runtime.connection import Kind
+    from runtime.dispatch import Context, Dispatcher
+    from runtime.transport import Link
+
+    class Sink(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bytes = 0
+
+        def write(self, data: Any) -> None:
+            self.bytes += len(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return ("127.0.0.1", 1) if name == "peername" else default
+
+        def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+            pass
+
+    class Service:
+        __mapping__ = {0x0301: "on_msg", 0x0103: "on_login"}
+
+        async def on_login(self, ctx: Context, msg: Any) -> Any:
+            ctx.authenticate(1, 1)
+            return tp.LoginRes(result_code=0)
+
+        async def on_msg(self, ctx: Context, msg: Any) -> Any:
+            return tp.MsgDataAck(user_id=ctx.user_id, session_id=msg.to_session_id, msg_id=msg.msg_id)
+
+    async def main() -> None:
+        for label, policy in (("no stage policy", {}),
+                              ("input policy (rate, reject rules)", {"input": {
+                                  "rate": "1000000/s", "reject": ["self_message", "empty_body"]}})):
+            registry = tp.build_registry({"MSG_DATA": policy})
+            dispatcher = Dispatcher(registry, Service())
+            body = tp.MsgData(from_user_id=1, to_session_id=2, msg_id=3, msg_type=1, msg_data=b"x" * 100)
+            frame = bytearray()
+            append_frame(frame, 3, 0x0301, 7, body.SerializeToString())
+            per_read = 32
+            chunk = bytes(frame) * per_read
+
+            def run_once() -> None:
+                link = Link(registry, Kind.CLIENT_SESSION, dispatcher)
+                link.connection_made(Sink())
+                assert link.conn is not None
+                link.conn.authenticate(1, 1)
+                for _ in range(n // per_read):
+                    link.data_received(chunk)
+
+            t = timed(run_once, runs)
+            print(f"  dispatch, {label:34s}: {n / t / 1e3:7.1f} k req+reply/s ({t / n * 1e6:.2f} us each)")
+
+    print(f"server dispatch path (test protocol, {n} requests per run, 32 frames per read):")
+    asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    bench_codec(args.n, args.runs)
+    bench_dispatch(args.n // 2, args.runs)
+
+
+if __name__ == "__main__":
+    main()

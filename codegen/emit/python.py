@@ -1,0 +1,172 @@
+"""Codegen emit layer: the Python side of a stack: package init, registry, server bases and clients."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from codegen.emit import EmitOptions, FileMap
+from codegen.emit.common import (
+    camel,
+    client_method_name,
+    handler_name,
+    header_line,
+    hex_id,
+    lookups,
+    one_line,
+    pb2_module,
+    py_doc,
+    py_literal,
+    python_ref,
+    render,
+    split_qualname,
+)
+from codegen.model import Command, Spec
+
+
+def emit_package_init(spec: Spec, options: EmitOptions, files: Mapping[str, str | bytes]) -> FileMap:
+    """Emitter: `__init__.py`, so the stack is a package; it imports nothing, keeping `import stack` cheap."""
+    return {"__init__.py": render("init.py.j2", header=header_line(spec, options.spec_label, "#"), spec=spec,
+                                  doc=py_doc(one_line(spec.doc) or f"Generated stack of spec {spec.name}."))}
+
+
+def commands_sorted(spec: Spec) -> list[Command]:
+    """Every command of the spec in id order: the order of every generated table."""
+    return sorted(lookups(spec).commands.values(), key=lambda c: c.id)
+
+
+def hosts_of(spec: Spec) -> dict[str, list[str]]:
+    """Command name -> names of the cluster services hosting it, sorted."""
+    out: dict[str, list[str]] = {}
+    for service in spec.cluster:
+        for name in service.hosts:
+            out.setdefault(name, []).append(service.name)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def used_pb2_modules(spec: Spec, qualnames: list[str]) -> list[str]:
+    """The `_pb2` modules that define the given messages, sorted (what a generated module must import)."""
+    return sorted({pb2_module(split_qualname(spec, q)[0]) for q in qualnames})
+
+
+def emit_registry(spec: Spec, options: EmitOptions, files: Mapping[str, str | bytes]) -> FileMap:
+    """Emitter: `registry.py`: id enums and `REGISTRY`, the runtime's only door into the stack."""
+    hosts = hosts_of(spec)
+    names = lookups(spec)
+    commands = [
+        {
+            "name": c.name,
+            "service_id": names.services[c.service].id if c.service in names.services else c.id >> 8,
+            "id": hex_id(c.id),
+            "message": python_ref(spec, c.message),
+            "direction": c.direction,
+            "reply": py_literal(c.reply),
+            "hosted_by": py_literal(tuple(hosts.get(c.name, ()))),
+            "stages": py_literal(spec.effective_stages(c)),
+            "doc": py_literal(one_line(c.doc)),
+        }
+        for c in commands_sorted(spec)
+    ]
+    services = sorted(names.services.values(), key=lambda s: s.id)
+    cluster = {
+        s.name: {
+            "role": s.role, "listen": s.listen, "default_port": s.default_port, "links": sorted(s.links),
+            "hosts": sorted(s.hosts, key=lambda n: names.commands[n].id if n in names.commands else 0),
+            "plugin": s.plugin,
+        }
+        for s in spec.cluster
+    }
+    text = render(
+        "registry.py.j2",
+        header=header_line(spec, options.spec_label, "#"),
+        spec=spec,
+        imports=used_pb2_modules(spec, [c.message for c in names.commands.values()]),
+        services=[{"name": s.name, "id": hex_id(s.id), "doc": one_line(s.doc)} for s in services],
+        doc=py_doc(one_line(spec.doc)),
+        commands=commands,
+        cluster=[(name, py_literal(cluster[name])) for name in sorted(cluster)],
+        frame=py_literal({"kind": spec.frame.kind, "max_frame_bytes": spec.frame.max_frame_bytes,
+                          "version": spec.frame.version}),
+    )
+    return {"registry.py": text}
+
+
+def emit_servers(spec: Spec, options: EmitOptions, files: Mapping[str, str | bytes]) -> FileMap:
+    """Emitter: `servers.py`: one abstract async base class per cluster service, with a `__mapping__`."""
+    commands = lookups(spec).commands
+    bases: list[dict[str, Any]] = []
+    used: list[str] = []
+    for service in sorted(spec.cluster, key=lambda s: s.name):
+        hosted = sorted((commands[n] for n in service.hosts if n in commands), key=lambda c: c.id)
+        used.extend(c.message for c in hosted)
+        bases.append(
+            {
+                "class_name": camel(service.name) + "ServiceBase",
+                "name": service.name,
+                "role": service.role,
+                "doc": py_doc(one_line(service.doc) or f"The {service.name} cluster service."),
+                "handlers": [
+                    {
+                        "id": hex_id(c.id),
+                        "method": handler_name(c),
+                        "message": python_ref(spec, c.message),
+                        "summary": py_doc(handler_summary(spec, c)),
+                    }
+                    for c in hosted
+                ],
+            }
+        )
+    text = render(
+        "servers.py.j2",
+        header=header_line(spec, options.spec_label, "#"),
+        spec=spec,
+        imports=used_pb2_modules(spec, used),
+        bases=bases,
+    )
+    return {"servers.py": text}
+
+
+def handler_summary(spec: Spec, c: Command) -> str:
+    """The docstring of a handler: command, id, direction, the reply it should return, and the spec's doc."""
+    text = f"{c.name} ({hex_id(c.id)}, {c.direction})"
+    if c.reply:
+        reply = lookups(spec).commands.get(c.reply)
+        reply_msg = reply.message.rsplit(".", 1)[-1] if reply else "?"
+        text += f"; return the {c.reply} reply ({reply_msg})"
+    else:
+        text += "; no reply (return None)"
+    doc = one_line(c.doc)
+    return f"{text}. {doc}".rstrip() if doc else text + "."
+
+
+def emit_clients(spec: Spec, options: EmitOptions, files: Mapping[str, str | bytes]) -> FileMap:
+    """Emitter: `clients.py`: a typed async client with one method per client-sendable command."""
+    commands = lookups(spec).commands
+    methods = []
+    used: list[str] = []
+    for c in commands_sorted(spec):
+        if c.direction not in ("c2s", "both"):
+            continue
+        reply = commands.get(c.reply) if c.reply else None
+        used.append(c.message)
+        if reply is not None:
+            used.append(reply.message)
+        methods.append(
+            {
+                "name": client_method_name(c),
+                "command": c.name,
+                "message": python_ref(spec, c.message),
+                "reply": python_ref(spec, reply.message) if reply else None,
+                "reply_name": reply.name if reply else None,
+                "summary": py_doc(f"{c.name} ({hex_id(c.id)})" + (f": {one_line(c.doc)}" if c.doc else ".")),
+            }
+        )
+    text = render(
+        "clients.py.j2",
+        header=header_line(spec, options.spec_label, "#"),
+        spec=spec,
+        class_name=camel(spec.name) + "Client",
+        imports=used_pb2_modules(spec, used),
+        methods=methods,
+    )
+    return {"clients.py": text}

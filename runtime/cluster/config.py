@@ -1,0 +1,316 @@
+"""Runtime cluster layer: the deployment config (`ttgen.yaml`), its defaults and its validation.
+
+Every key is optional. Errors name the offending key as a dotted path (`services.msg.instances: ...`) and,
+when the config came from a file, the file, so a typo is found at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runtime.services.registry_table import SERVICE_TABLE, BadServiceClass, ServiceRef, start_rank
+
+# Per-service defaults. `http_port: preferred:8080` means "8080 if it is free, else any free port".
+DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
+    "login": {"instances": 1, "http_port": "preferred:8080", "client_port": 0, "internal_port": 0},
+    "msg": {"instances": 2, "client_port": 0, "max_conn": 100000},
+    "router": {"instances": 2},
+    "biz": {"instances": 1},
+    "file": {"instances": 1},
+    "storage": {"instances": 1},
+    "gateway": {"instances": 1, "http_port": 0},
+}
+# The SQLite database is `<dir>/ttgen.db`; `dir` defaults to data_dir (relative: to the config's folder).
+DEFAULT_STORAGE: dict[str, Any] = {"backend": "sqlite", "encrypt_at_rest": True}
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "data_dir",
+        "host",
+        "spec",
+        "storage",
+        "services",
+        "plugins",
+        "drain_timeout",
+        "start_timeout",
+        "endpoints",
+    }
+)
+STORAGE_BACKENDS = frozenset({"sqlite", "postgres"})
+# Keys every service section understands; anything else is passed to the service unchanged.
+COMMON_SERVICE_KEYS = frozenset({"instances", "class", "metrics_port"})
+
+
+class ConfigError(ValueError):
+    """A config problem, naming the dotted key (and the file, when there is one)."""
+
+    def __init__(self, key: str, message: str, source: str | None = None) -> None:
+        self.key, self.problem, self.source = key, message, source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {message}")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """One cluster service: how many instances, which class, and the section handed to each instance."""
+
+    name: str
+    instances: int
+    class_ref: str
+    options: Mapping[str, Any]
+
+    def instance_options(self, instance: int) -> dict[str, Any]:
+        """The section for one instance: a fixed (non-zero) `*_port` is offset by the instance number."""
+        out: dict[str, Any] = {}
+        for key, value in self.options.items():
+            if key.endswith("_port") and isinstance(value, int) and value > 0:
+                value += instance
+            out[key] = value
+        return out
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A validated deployment config."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    spec: str = "teamtalk"
+    storage: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_STORAGE))
+    services: Mapping[str, ServiceConfig] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
+    drain_timeout: float = 5.0
+    start_timeout: float = 30.0
+    endpoints: tuple[Mapping[str, Any], ...] = ()  # static endpoints of other hosts
+    source: str | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def storage_dir(self) -> Path:
+        """The folder of the SQLite database (and its at-rest key)."""
+        folder = self.storage.get("dir")
+        return Path(str(folder)) if folder else self.data_dir
+
+    def ordered_services(self) -> list[ServiceConfig]:
+        """Enabled services (instances > 0) in start order."""
+        enabled = [s for s in self.services.values() if s.instances > 0]
+        return sorted(enabled, key=lambda s: (start_rank(s.name), s.name))
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain mapping (JSON-safe) that `parse_config` turns back into an equal config."""
+        return {
+            "data_dir": str(self.data_dir),
+            "host": self.host,
+            "spec": self.spec,
+            "storage": dict(self.storage),
+            "plugins": list(self.plugins),
+            "drain_timeout": self.drain_timeout,
+            "start_timeout": self.start_timeout,
+            "endpoints": [dict(e) for e in self.endpoints],
+            "services": {
+                name: {"instances": s.instances, "class": s.class_ref, **dict(s.options)}
+                for name, s in self.services.items()
+            },
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if `port` can be bound on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def resolve_preferred_ports(config: ClusterConfig) -> ClusterConfig:
+    """Replace every `preferred:N` port by N if it is free on the config host, else by 0 (any free port)."""
+    services: dict[str, ServiceConfig] = {}
+    for name, svc in config.services.items():
+        options = dict(svc.options)
+        for key, value in svc.options.items():
+            if isinstance(value, str) and value.startswith("preferred:"):
+                wanted = int(value.split(":", 1)[1])
+                options[key] = wanted if port_is_free(config.host, wanted) else 0
+        services[name] = ServiceConfig(name, svc.instances, svc.class_ref, options)
+    return replace(config, services=services)
+
+
+def _int(value: Any, key: str, source: str | None, *, minimum: int = 0, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, f"must be an integer (got {value!r})", source)
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f"..{maximum}" if maximum is not None else " or more"
+        raise ConfigError(key, f"must be {minimum}{upper} (got {value})", source)
+    return value
+
+
+def _number(value: Any, key: str, source: str | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(key, f"must be a positive number of seconds (got {value!r})", source)
+    return float(value)
+
+
+def _mapping(value: Any, key: str, source: str | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"must be a mapping (got {type(value).__name__})", source)
+    for k in value:
+        if not isinstance(k, str):
+            raise ConfigError(f"{key}.{k}", "keys must be strings", source)
+    return dict(value)
+
+
+def _service(name: str, raw: Any, source: str | None) -> ServiceConfig:
+    key = f"services.{name}"
+    section = {**DEFAULT_SERVICES.get(name, {"instances": 1}), **_mapping(raw, key, source)}
+    instances = _int(section.pop("instances"), f"{key}.instances", source, maximum=64)
+    class_ref = section.pop("class", None) or SERVICE_TABLE.get(name)
+    if class_ref is None:
+        known = ", ".join(sorted(SERVICE_TABLE))
+        raise ConfigError(key, f"unknown service (known: {known}; or give a 'class: module:Class')", source)
+    if not isinstance(class_ref, str):
+        raise ConfigError(f"{key}.class", f"must be a 'module:Class' string (got {class_ref!r})", source)
+    try:
+        ServiceRef.parse(class_ref)
+    except BadServiceClass as exc:
+        raise ConfigError(f"{key}.class", str(exc), source) from None
+    for opt, value in section.items():
+        if opt.endswith("_port"):
+            if isinstance(value, str) and value.startswith("preferred:") and value[10:].isdigit():
+                continue
+            _int(value, f"{key}.{opt}", source, maximum=65535)
+    return ServiceConfig(name, instances, class_ref, section)
+
+
+def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None = None) -> ClusterConfig:
+    """Validate a parsed YAML/JSON document and fill in defaults; ConfigError names the first bad key."""
+    doc = _mapping(raw, "(top level)", source)
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(key, f"unknown key (known: {', '.join(sorted(TOP_LEVEL_KEYS))})", source)
+    data_dir = doc.get("data_dir", "ttgen-data")
+    if not isinstance(data_dir, str) or not data_dir:
+        raise ConfigError("data_dir", f"must be a non-empty path (got {data_dir!r})", source)
+    data_path = Path(data_dir).expanduser()
+    if not data_path.is_absolute():
+        data_path = (base_dir or Path.cwd()) / data_path
+    host = doc.get("host", "127.0.0.1")
+    if not isinstance(host, str) or not host:
+        raise ConfigError("host", f"must be a host name or address (got {host!r})", source)
+    spec = doc.get("spec", "teamtalk")
+    if not isinstance(spec, str) or not (spec == "" or spec.isidentifier()):
+        raise ConfigError("spec", f"must name a generated stack, e.g. teamtalk (got {spec!r})", source)
+    storage = {**DEFAULT_STORAGE, **_mapping(doc.get("storage"), "storage", source)}
+    if storage["backend"] not in STORAGE_BACKENDS:
+        raise ConfigError(
+            "storage.backend",
+            f"must be one of {sorted(STORAGE_BACKENDS)} (got {storage['backend']!r})",
+            source,
+        )
+    if "path" in storage:
+        raise ConfigError(
+            "storage.path",
+            "not supported: the database is <storage.dir>/ttgen.db; set storage.dir (default: data_dir)",
+            source,
+        )
+    if "dir" in storage:
+        folder = storage["dir"]
+        if not isinstance(folder, str) or not folder:
+            raise ConfigError("storage.dir", f"must be a folder path (got {folder!r})", source)
+        folder_path = Path(folder).expanduser()
+        if not folder_path.is_absolute():
+            folder_path = (base_dir or Path.cwd()) / folder_path
+        storage["dir"] = str(folder_path)
+    if not isinstance(storage.get("encrypt_at_rest"), bool):
+        got = storage["encrypt_at_rest"]
+        raise ConfigError("storage.encrypt_at_rest", f"must be true or false (got {got!r})", source)
+    services_raw = _mapping(doc.get("services"), "services", source)
+    names = list(DEFAULT_SERVICES) + [n for n in services_raw if n not in DEFAULT_SERVICES]
+    services = {name: _service(name, services_raw.get(name), source) for name in names}
+    plugins = doc.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError("plugins", f"must be a list of plugin names (got {plugins!r})", source)
+    endpoints = doc.get("endpoints", [])
+    if not isinstance(endpoints, list):
+        raise ConfigError("endpoints", "must be a list of {service, instance, kind, host, port}", source)
+    for i, ep in enumerate(endpoints):
+        item = _mapping(ep, f"endpoints[{i}]", source)
+        for needed in ("service", "kind", "host", "port"):
+            if needed not in item:
+                raise ConfigError(f"endpoints[{i}].{needed}", "is required", source)
+        _int(item["port"], f"endpoints[{i}].port", source, minimum=1, maximum=65535)
+    return ClusterConfig(
+        data_dir=data_path,
+        host=host,
+        spec=spec,
+        storage=storage,
+        services=services,
+        plugins=tuple(plugins),
+        drain_timeout=_number(doc.get("drain_timeout", 5.0), "drain_timeout", source),
+        start_timeout=_number(doc.get("start_timeout", 30.0), "start_timeout", source),
+        endpoints=tuple(dict(e) for e in endpoints),
+        source=source,
+    )
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> ClusterConfig:
+    """Read a YAML config (or none: all defaults) and apply command-line overrides (dotted keys allowed).
+
+    A relative `data_dir` in a file is relative to the file's folder; one given as an override is relative to
+    the current directory.
+    """
+    doc: Any = {}
+    source = None
+    base_dir = None
+    if path is not None:
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("(file)", f"cannot read: {exc.strerror}", source) from None
+        try:
+            doc = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "somewhere"
+            raise ConfigError("(yaml)", f"not valid YAML at {where}", source) from None
+        base_dir = path.parent.resolve()
+    doc = copy.deepcopy(doc)
+    if isinstance(doc, dict):
+        for dotted, value in (overrides or {}).items():
+            if dotted == "data_dir" and value is not None:
+                value = str(Path(str(value)).resolve())
+            _set_dotted(doc, dotted, value)
+    return parse_config(doc, source=source, base_dir=base_dir)
+
+
+def _set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = doc
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value

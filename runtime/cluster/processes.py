@@ -1,0 +1,209 @@
+"""Runtime cluster layer: the `--processes` supervisor, one worker process per service instance.
+
+Workers start service by service in table order; the supervisor waits for each worker's `READY` line (its
+endpoints are then published) before starting the next service. A worker that dies is reported loudly and
+never restarted silently; the rest keeps running. On SIGINT/SIGTERM workers get SIGTERM in reverse start
+order, drain and exit; a worker still running after the drain timeout plus a grace period is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.cluster.config import ClusterConfig
+from runtime.cluster.discovery import RunDirDiscovery
+from runtime.cluster.runner import (
+    ClusterStartError,
+    Console,
+    claim_data_dir,
+    plan_services,
+    release_data_dir,
+    update_cluster_state,
+)
+from runtime.cluster.worker import FAILED, READY
+from runtime.services.base import Endpoint
+
+CONFIG_FILE = "cluster.config"
+KILL_GRACE = 5.0
+
+
+@dataclass
+class Worker:
+    """One worker process and what it reported."""
+
+    service: str
+    instance: int
+    process: asyncio.subprocess.Process
+    endpoints: list[Endpoint] = field(default_factory=list)
+    watcher: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.service}-{self.instance}"
+
+
+class ProcessSupervisor:
+    """Runs every service instance in its own process."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        stack_module: str,
+        *,
+        console: Console = print,
+        verbose: bool = False,
+        python: str = sys.executable,
+    ) -> None:
+        self.config, self.stack_module = config, stack_module
+        self.console, self.verbose, self.python = console, verbose, python
+        self.workers: list[Worker] = []
+        self.exited: list[tuple[str, int | None]] = []  # workers that died on their own: (name, exit code)
+        self._stopping = False
+        self._stop = asyncio.Event()
+
+    async def start(self) -> list[Worker]:
+        """Spawn every worker and wait until each is ready; on failure stop all, raise ClusterStartError."""
+        planned = plan_services(self.config, self.console)
+        claim_data_dir(self.config, "processes")
+        config_path = self.config.run_dir / CONFIG_FILE
+        config_path.write_text(self.config.to_json() + "\n", encoding="utf-8")
+        try:
+            for item in planned:
+                spawned = [
+                    await self._spawn(item.config.name, i, str(config_path))
+                    for i in range(item.config.instances)
+                ]
+                self.workers.extend(spawned)
+                await asyncio.gather(*(self._await_ready(w) for w in spawned))
+        except BaseException:
+            await self.stop()
+            raise
+        for worker in self.workers:
+            worker.watcher = asyncio.create_task(self._watch(worker))
+        pids = {w.name: w.process.pid for w in self.workers}
+        update_cluster_state(self.config, state="running", workers=pids)
+        return self.workers
+
+    async def _spawn(self, service: str, instance: int, config_path: str) -> Worker:
+        argv = [
+            self.python,
+            "-m",
+            "runtime.cluster.worker",
+            "--config",
+            config_path,
+            "--service",
+            service,
+            "--instance",
+            str(instance),
+            "--stack",
+            self.stack_module,
+        ]
+        if self.verbose:
+            argv.append("--verbose")
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops workers in order
+        )
+        return Worker(service, instance, process)
+
+    async def _await_ready(self, worker: Worker) -> None:
+        assert worker.process.stdout is not None
+        try:
+            line = await asyncio.wait_for(worker.process.stdout.readline(), self.config.start_timeout)
+        except TimeoutError:
+            raise ClusterStartError(
+                f"{worker.name} did not report ready within {self.config.start_timeout}s"
+            ) from None
+        kind, _, payload = line.decode("utf-8", "replace").strip().partition(" ")
+        if kind == READY:
+            doc: dict[str, Any] = json.loads(payload)
+            worker.endpoints = [
+                Endpoint(worker.service, worker.instance, e["kind"], e["host"], int(e["port"]))
+                for e in doc["endpoints"]
+            ]
+            return
+        if kind == FAILED:
+            error = json.loads(payload).get("error", "unknown error")
+        else:
+            code = await worker.process.wait()
+            error = f"exited with code {code} before reporting ready (see its log and the console)"
+        raise ClusterStartError(f"{worker.name} failed to start: {error}")
+
+    async def _watch(self, worker: Worker) -> None:
+        """Forward stray stdout and report a worker that exits while the cluster is running."""
+        assert worker.process.stdout is not None
+        while line := await worker.process.stdout.readline():
+            self.console(f"{worker.name}: {line.decode('utf-8', 'replace').rstrip()}")
+        code = await worker.process.wait()
+        if not self._stopping:
+            self.exited.append((worker.name, code))
+            self.console(
+                f"error: {worker.name} (pid {worker.process.pid}) exited with code {code}; "
+                "it is NOT restarted, the rest of the cluster keeps running"
+            )
+            RunDirDiscovery(self.config.run_dir).sweep_stale()
+
+    def endpoints(self) -> list[Endpoint]:
+        """Every endpoint reported by a worker (metrics included), in start order."""
+        return [e for w in self.workers for e in w.endpoints]
+
+    def request_stop(self) -> None:
+        """Ask `run_until_stopped` to return (safe from a signal handler)."""
+        self._stop.set()
+
+    async def run_until_stopped(self) -> None:
+        """Wait for SIGINT/SIGTERM (or `request_stop`), then stop every worker in reverse order."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    async def stop(self) -> None:
+        """SIGTERM workers service by service (reverse start order); kill any outliving the grace period."""
+        self._stopping = True
+        if self.workers:
+            update_cluster_state(self.config, state="stopping")
+        groups: dict[str, list[Worker]] = {}
+        for worker in self.workers:
+            groups.setdefault(worker.service, []).append(worker)
+        for service in reversed(list(groups)):
+            await asyncio.gather(*(self._terminate(w) for w in groups[service]))
+        for worker in self.workers:
+            if worker.watcher is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.watcher
+        self.workers.clear()
+        RunDirDiscovery(self.config.run_dir).sweep_stale()
+        (self.config.run_dir / CONFIG_FILE).unlink(missing_ok=True)
+        release_data_dir(self.config)
+
+    async def _terminate(self, worker: Worker) -> None:
+        process = worker.process
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), self.config.drain_timeout + KILL_GRACE)
+            except TimeoutError:
+                self.console(f"warning: {worker.name} did not stop in time; killing pid {process.pid}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                await process.wait()
+        if process.stdin is not None:
+            process.stdin.close()
+        if process.returncode not in (0, None) and (worker.name, process.returncode) not in self.exited:
+            self.console(f"warning: {worker.name} exited with code {process.returncode} while stopping")

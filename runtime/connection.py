@@ -1,0 +1,272 @@
+"""Runtime connection layer: the sans-IO per-connection state machine (auth gate, heartbeats, deadlines).
+
+Like h11, a `Connection` takes bytes and the current time and returns frames to dispatch; it queues bytes to
+send (`data_to_send`). It never touches a socket or a clock: `now` is passed in, so tests need no sleeps.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from runtime.errors import FrameError, InvalidTransition
+from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame, FrameDecoder, append_frame
+from runtime.registry import CommandInfo, Registry
+
+log = logging.getLogger("runtime.connection")
+
+HEARTBEAT_SERVICE_ID = 7
+HEARTBEAT_COMMAND_ID = 0x0701
+MOBILE_CLIENT_BIT = 0x10
+
+
+class State(enum.Enum):
+    """Connection states; see `TRANSITIONS`."""
+
+    HANDSHAKE = "handshake"  # open, not (yet) authenticated
+    AUTHENTICATED = "authenticated"
+    CLOSING = "closing"  # close decided; queued bytes may still drain
+    CLOSED = "closed"
+
+
+class Event(enum.Enum):
+    """Inputs that move the state machine."""
+
+    AUTHENTICATE = "authenticate"
+    CLOSE = "close"  # local decision: timeout, protocol violation, logout, shutdown
+    CONNECTION_LOST = "connection_lost"
+
+
+class Kind(enum.Enum):
+    """Which end of which link a connection is; it selects the heartbeat and timeout rules."""
+
+    CLIENT_SESSION = "client_session"  # the server's side of a client connection
+    SERVER_LINK = "server_link"  # either side of a server-to-server link
+    CLIENT = "client"  # the client's side of its connection to a server
+
+
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.HANDSHAKE, Event.AUTHENTICATE): State.AUTHENTICATED,
+    (State.HANDSHAKE, Event.CLOSE): State.CLOSING,
+    (State.AUTHENTICATED, Event.CLOSE): State.CLOSING,
+    (State.CLOSING, Event.CLOSE): State.CLOSING,
+    (State.HANDSHAKE, Event.CONNECTION_LOST): State.CLOSED,
+    (State.AUTHENTICATED, Event.CONNECTION_LOST): State.CLOSED,
+    (State.CLOSING, Event.CONNECTION_LOST): State.CLOSED,
+    (State.CLOSED, Event.CONNECTION_LOST): State.CLOSED,
+    (State.CLOSED, Event.CLOSE): State.CLOSED,
+}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Deadlines in seconds (TeamTalk's values by default; PROTOCOL.md section 1.2)."""
+
+    login: float = 15.0
+    idle_pc: float = 120.0
+    idle_mobile: float = 300.0
+    link_heartbeat_after: float = 5.0  # server links: send a heartbeat after this long without sending
+    link_dead_after: float = 30.0  # server links: close after this long without receiving
+    client_heartbeat_every: float = 30.0  # clients: send a heartbeat this often
+    client_dead_after: float = 60.0  # clients: server silence that means a dead link
+    max_unknown_commands: int = 8  # unknown or unauthorized commands tolerated before closing
+
+
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+class Connection:
+    """State of one connection: decoding, auth gate, heartbeat echo/initiation and deadlines."""
+
+    __slots__ = (
+        "_decoder",
+        "_out",
+        "client_type",
+        "close_reason",
+        "kind",
+        "last_received",
+        "last_sent",
+        "opened_at",
+        "peer",
+        "registry",
+        "state",
+        "timeouts",
+        "unknown_count",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        registry: Registry,
+        kind: Kind,
+        now: float,
+        *,
+        peer: str = "?",
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        authenticated: bool | None = None,
+    ) -> None:
+        self.registry = registry
+        self.kind = kind
+        self.peer = peer
+        self.timeouts = timeouts
+        self._decoder = FrameDecoder(max_frame_bytes)
+        self._out = bytearray()
+        # Only client sessions pass an auth gate; server links are trusted peers on the cluster's listener.
+        if authenticated is None:
+            authenticated = kind is not Kind.CLIENT_SESSION
+        self.state = State.AUTHENTICATED if authenticated else State.HANDSHAKE
+        self.opened_at = now
+        self.last_received = now
+        self.last_sent = now
+        self.user_id = 0
+        self.client_type = 0
+        self.unknown_count = 0
+        self.close_reason: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.peer} {self.kind.value} {self.state.value} user={self.user_id}>"
+
+    # -- state table -----------------------------------------------------------------------------------------
+    def _apply(self, event: Event) -> None:
+        try:
+            self.state = TRANSITIONS[(self.state, event)]
+        except KeyError:
+            raise InvalidTransition(f"{event.value} not allowed in state {self.state.value}") from None
+
+    @property
+    def is_open(self) -> bool:
+        """True while frames may still be received and dispatched."""
+        return self.state is State.HANDSHAKE or self.state is State.AUTHENTICATED
+
+    @property
+    def is_mobile(self) -> bool:
+        """Mobile clients (client_type bit 0x10) get the longer idle timeout."""
+        return bool(self.client_type & MOBILE_CLIENT_BIT)
+
+    def authenticate(self, user_id: int, client_type: int) -> None:
+        """Mark a successful login: binds the user and lifts the auth gate."""
+        self._apply(Event.AUTHENTICATE)
+        self.user_id = user_id
+        self.client_type = client_type
+
+    def close(self, reason: str) -> None:
+        """Decide to close (first reason wins); queued bytes still go out before the socket closes."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        self._apply(Event.CLOSE)
+
+    def connection_lost(self) -> None:
+        """The socket is gone."""
+        if self.close_reason is None:
+            self.close_reason = "connection lost"
+        self._apply(Event.CONNECTION_LOST)
+
+    # -- receiving -------------------------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float) -> Iterator[tuple[Frame, CommandInfo]]:
+        """Feed received bytes; yield the frames a dispatcher should handle, each with its command.
+
+        Decoding happens at once; the auth gate is applied as frames are taken, so a login handled before the
+        next frame is taken lifts the gate for it. Heartbeats are answered here and not yielded. On a violation
+        the connection moves to CLOSING with `close_reason` set and nothing after it is yielded.
+        """
+        if not self.is_open:
+            return iter(())
+        self.last_received = now
+        try:
+            frames = self._decoder.feed(data)
+        except FrameError as exc:
+            self._violation(f"bad frame: {exc}")
+            return iter(())
+        return self._admit(frames, now)
+
+    def _admit(self, frames: list[Frame], now: float) -> Iterator[tuple[Frame, CommandInfo]]:
+        get = self.registry.get
+        for frame in frames:
+            if not self.is_open:
+                return
+            cid = frame.command_id
+            if cid == HEARTBEAT_COMMAND_ID:
+                if self.kind is Kind.CLIENT_SESSION:
+                    # The server echoes a client's heartbeat and never initiates one (PROTOCOL.md 1.2).
+                    append_frame(self._out, frame.service_id, cid, frame.seq, frame.body)
+                    self.last_sent = now
+                continue
+            info = get(cid)
+            if info is None:
+                if self.note_unknown(f"unknown command 0x{cid:04x}"):
+                    return
+                continue
+            if self.state is State.HANDSHAKE and info.policy("input").get("require_auth", True):
+                # Unlike TeamTalk (defect: pre-login commands ran as user 0), refuse and close.
+                self._violation(f"command {info.name} before authentication")
+                return
+            yield frame, info
+
+    def note_unknown(self, what: str) -> bool:
+        """Count an unknown or unaccepted command; past the limit the connection closes (returns True)."""
+        self.unknown_count += 1
+        limit = self.timeouts.max_unknown_commands
+        log.warning("%s from %s: ignored (%d of %d allowed)", what, self.peer, self.unknown_count, limit)
+        if self.unknown_count > limit:
+            self._violation(f"too many unknown commands ({self.unknown_count})")
+            return True
+        return False
+
+    def _violation(self, reason: str) -> None:
+        log.warning("closing %r: %s", self, reason)
+        self.close(reason)
+
+    # -- sending ---------------------------------------------------------------------------------------------
+    def send_frame(
+        self,
+        service_id: int,
+        command_id: int,
+        seq: int,
+        body: bytes | bytearray | memoryview,
+        now: float,
+        *,
+        flag: int = 0,
+    ) -> None:
+        """Queue one frame; `data_to_send` returns everything queued as one buffer."""
+        append_frame(self._out, service_id, command_id, seq, body, flag=flag)
+        self.last_sent = now
+
+    @property
+    def pending_output(self) -> int:
+        """Bytes queued and not yet taken by `data_to_send`."""
+        return len(self._out)
+
+    def data_to_send(self) -> bytes:
+        """Take all queued output (empty if none)."""
+        if not self._out:
+            return b""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    # -- timers ----------------------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Apply deadlines at `now`: login deadline, idle close, link heartbeats. Call about once a second."""
+        if not self.is_open:
+            return
+        t = self.timeouts
+        if self.kind is Kind.CLIENT_SESSION:
+            if self.state is State.HANDSHAKE and now - self.opened_at >= t.login:
+                self.close(f"login not completed within {t.login:g} s")
+                return
+            idle = t.idle_mobile if self.is_mobile else t.idle_pc
+            if now - self.last_received >= idle:
+                self.close(f"idle for {idle:g} s")
+        elif self.kind is Kind.SERVER_LINK:
+            if now - self.last_received >= t.link_dead_after:
+                self.close(f"server link silent for {t.link_dead_after:g} s")
+            elif now - self.last_sent >= t.link_heartbeat_after:
+                self.send_frame(HEARTBEAT_SERVICE_ID, HEARTBEAT_COMMAND_ID, 0, b"", now)
+        else:
+            if now - self.last_received >= t.client_dead_after:
+                self.close(f"server silent for {t.client_dead_after:g} s")
+            elif now - self.last_sent >= t.client_heartbeat_every:
+                self.send_frame(HEARTBEAT_SERVICE_ID, HEARTBEAT_COMMAND_ID, 0, b"", now)

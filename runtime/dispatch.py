@@ -1,0 +1,382 @@
+"""Runtime dispatch layer: command id -> service handler, with the input/unpack/pack stages around each call.
+
+A service object has `__mapping__: dict[int, str]` (command id -> method name) and methods
+`async def on_x(self, ctx: Context, msg) -> Message | None`; a returned message is sent as the command's
+`reply` with the request's seq. Handlers that finish without suspending run inline, without an asyncio Task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from runtime.connection import Kind
+from runtime.errors import BodyError, StageError
+from runtime.framing import Frame
+from runtime.registry import CommandInfo, Registry
+from runtime.stages import CommandStages, build_stages
+from runtime.stages.crypto import SessionCipher, SessionKeys
+from runtime.stages.input import missing_fields
+from runtime.stages.transport import DedupWindow
+from runtime.stages.unpack import ReplayWindow
+from runtime.transport import Link
+
+log = logging.getLogger("runtime.dispatch")
+
+Handler = Callable[["Context", Any], Awaitable[Message | None]]
+
+
+class Route:
+    """Everything the hot path needs for one command, computed once."""
+
+    __slots__ = ("dedup", "fast_in", "handler", "info", "name", "reply", "stages")
+
+    def __init__(
+        self,
+        info: CommandInfo,
+        handler: Handler,
+        stages: CommandStages,
+        reply: tuple[CommandInfo, CommandStages] | None,
+    ) -> None:
+        self.info = info
+        self.name = info.name
+        self.handler = handler
+        self.stages = stages
+        self.reply = reply
+        # No input checks, no decryption: parse the body directly.
+        self.fast_in = not stages.input.active and not stages.unpack.require_encryption
+        self.dedup = DedupWindow(stages.transport.dedup_window) if stages.transport.dedup else None
+
+
+class Context:
+    """What a handler sees of the request: its connection, seq, command, and helpers to answer or push."""
+
+    __slots__ = ("close_reason", "dispatcher", "info", "link", "seq")
+
+    def __init__(self, dispatcher: Dispatcher, link: Link, info: CommandInfo, seq: int) -> None:
+        self.dispatcher = dispatcher
+        self.link = link
+        self.info = info
+        self.seq = seq
+        self.close_reason: str | None = None
+
+    @property
+    def connection(self) -> Link:
+        return self.link
+
+    @property
+    def peer(self) -> str:
+        return self.link.peer
+
+    @property
+    def user_id(self) -> int:
+        conn = self.link.conn
+        return conn.user_id if conn is not None else 0
+
+    @property
+    def client_type(self) -> int:
+        conn = self.link.conn
+        return conn.client_type if conn is not None else 0
+
+    @property
+    def authenticated(self) -> bool:
+        conn = self.link.conn
+        return conn is not None and conn.user_id != 0 and conn.is_open
+
+    def authenticate(self, user_id: int, client_type: int) -> None:
+        """Complete login on this connection: binds the user and lifts the auth gate."""
+        assert self.link.conn is not None
+        self.link.conn.authenticate(user_id, client_type)
+
+    def enable_encryption(self, keys: SessionKeys, algorithm: str = "aes-256-gcm") -> None:
+        """Install the session keys agreed at login; `session_aead` commands are sealed from now on."""
+        data = self.link.extras()
+        data["cipher"] = SessionCipher(keys, algorithm)
+        data["replay"] = ReplayWindow()
+
+    def reply(self, msg: Message) -> bool:
+        """Send `msg` as this command's reply with the request's seq (same as returning it)."""
+        return self.dispatcher.send(self.link, self.info.reply or self.info.name, msg, self.seq)
+
+    def send(self, command: str, msg: Message, seq: int = 0) -> bool:
+        """Send `command` on this connection."""
+        return self.dispatcher.send(self.link, command, msg, seq)
+
+    def push(self, link: Link, command: str, msg: Message) -> bool:
+        """Send a server-initiated `command` (seq 0) on another connection, e.g. to fan out a message."""
+        return self.dispatcher.send(link, command, msg, 0)
+
+    def close(self, reason: str) -> None:
+        """Close this connection once the handler has finished and its reply is written (e.g. a failed login
+        or a logout: reply, then close)."""
+        self.close_reason = reason
+
+
+class _Resume:
+    """Continue a coroutine that already ran up to its first suspension (a hand-rolled eager task start)."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        yielded = self.first
+        while True:
+            try:
+                value = yield yielded
+            except BaseException as exc:  # cancellation and errors go into the handler, as with a plain await
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    yielded = coro.send(value)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class Dispatcher:
+    """Routes the frames of every connection of a server to one service object's handlers."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        service: Any,
+        *,
+        stages: dict[int, CommandStages] | None = None,
+        legacy_key: bytes | None = None,
+        close_on_handler_error: bool = False,
+    ) -> None:
+        self.registry = registry
+        self.service = service
+        self.stages = stages if stages is not None else build_stages(registry, legacy_key=legacy_key)
+        self.close_on_handler_error = close_on_handler_error
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._outbound: dict[str, tuple[CommandInfo, CommandStages]] = {
+            info.name: (info, self.stages[info.command_id]) for info in registry
+        }
+        self.routes: dict[int, Route] = {}
+        mapping: dict[int, str] = getattr(service, "__mapping__", {})
+        for cid, method in mapping.items():
+            info = registry.by_id(cid)
+            reply = self._outbound.get(info.reply) if info.reply else None
+            if info.reply and reply is None:
+                raise ValueError(f"{info.name}: reply command {info.reply!r} is not in the registry")
+            self.routes[cid] = Route(info, getattr(service, method), self.stages[cid], reply)
+        self._on_connect = getattr(service, "on_connect", None)
+        self._on_disconnect = getattr(service, "on_disconnect", None)
+        self._on_rejected = getattr(service, "on_rejected", None)
+
+    def handler_factory(self) -> Dispatcher:
+        """For `runtime.transport.serve`: the dispatcher keeps no per-connection state, so it is shared."""
+        return self
+
+    # -- FrameHandler ----------------------------------------------------------------------------------------
+    def connection_made(self, link: Link) -> None:
+        if self._on_connect is not None:
+            self._guard(self._on_connect, link)
+
+    def connection_lost(self, link: Link, reason: str) -> None:
+        log.debug("%r closed: %s", link, reason)
+        if self._on_disconnect is not None:
+            self._guard(self._on_disconnect, link, reason)
+
+    def frames_received(self, link: Link, frames: Iterable[tuple[Frame, CommandInfo]]) -> None:
+        routes = self.routes
+        for frame, info in frames:
+            route = routes.get(frame.command_id)
+            if route is None or (link.kind is Kind.CLIENT_SESSION and not info.from_client):
+                assert link.conn is not None
+                if link.conn.note_unknown(f"command {info.name} not handled by this service"):
+                    link.close(link.conn.close_reason or "too many unknown commands")
+                    return
+                continue
+            if frame.service_id != info.service_id:
+                log.warning(
+                    "%r: %s arrived with service id %d, expected %d (dispatching on command id)",
+                    link,
+                    info.name,
+                    frame.service_id,
+                    info.service_id,
+                )
+            self._dispatch(link, frame, route)
+            if link.conn is None or not link.conn.is_open:
+                return
+
+    # -- the hot path ----------------------------------------------------------------------------------------
+    def _dispatch(self, link: Link, frame: Frame, route: Route) -> None:
+        info = route.info
+        try:
+            if route.fast_in and not frame.flag:
+                msg = info.message_class.FromString(frame.body)  # type: ignore[arg-type]
+                if not msg.IsInitialized():
+                    raise BodyError(f"{info.name}: required fields missing: {', '.join(missing_fields(msg))}")
+            else:
+                msg = self._unpack(link, frame, route)
+        except BodyError as exc:
+            log.warning("closing %r: %s on %s (seq %d)", link, exc, info.name, frame.seq)
+            link.close(f"bad body: {exc}")
+            return
+        except StageError as exc:
+            self._refused(link, frame, route, None, exc)
+            return
+        except Exception as exc:  # protobuf raises a few undocumented types on garbage
+            log.warning("closing %r: undecodable %s body (seq %d): %s", link, info.name, frame.seq, exc)
+            link.close(f"undecodable body: {exc}")
+            return
+        if not route.fast_in:
+            try:
+                if not route.stages.unpack.verify:
+                    route.stages.input.check_required(msg)
+                self._check(link, frame, route, msg)
+            except StageError as exc:
+                self._refused(link, frame, route, msg, exc)
+                return
+        ctx = Context(self, link, info, frame.seq)
+        key = None
+        if route.dedup is not None:
+            key = self._dedup_key(frame, msg)
+            seen, cached = route.dedup.lookup(ctx.user_id, key, link.now())
+            if seen:
+                log.info(
+                    "%r: duplicate %s (seq %d) answered from the dedup window", link, info.name, frame.seq
+                )
+                if cached is not None:
+                    self._send_reply(ctx, route, cached)
+                return
+            route.dedup.remember(ctx.user_id, key, None, link.now())
+        self._run(ctx, route, msg, key)
+
+    def _unpack(self, link: Link, frame: Frame, route: Route) -> Message:
+        route.stages.input.check_size(len(frame.body))
+        data = link.data
+        cipher = data.get("cipher") if data else None
+        window = data.get("replay") if data else None
+        return route.stages.unpack.unpack(frame, route.info.message_class, cipher, window)
+
+    @staticmethod
+    def _check(link: Link, frame: Frame, route: Route, msg: Message) -> None:
+        stage = route.stages.input
+        if stage.rate is not None:
+            stage.check_rate(link.extras().setdefault("buckets", {}), frame.command_id, link.now())
+        conn = link.conn
+        stage.check_message(msg, conn.user_id if conn is not None else 0)
+
+    def _refused(self, link: Link, frame: Frame, route: Route, msg: Message | None, exc: StageError) -> None:
+        if exc.action == "close":
+            log.warning("closing %r: %s refused (%s): %s", link, route.name, exc.rule, exc)
+            link.close(f"{route.name} refused: {exc}")
+        elif exc.action == "reject" and self._on_rejected is not None:
+            log.info("%r: %s rejected (%s): %s", link, route.name, exc.rule, exc)
+            self._guard(self._on_rejected, Context(self, link, route.info, frame.seq), msg, exc)
+        else:
+            log.debug("%r: %s dropped (%s): %s", link, route.name, exc.rule, exc)
+
+    @staticmethod
+    def _dedup_key(frame: Frame, msg: Message) -> tuple[int, int, int]:
+        # A retransmit repeats the seq and the content. Sealed bodies differ per attempt (fresh nonce), so for
+        # those the key hashes the plaintext. The key is computed once and handed to `_finish`.
+        if not frame.flag:
+            return frame.command_id, frame.seq, hash(bytes(frame.body))
+        return frame.command_id, frame.seq, hash(msg.SerializePartialToString())
+
+    def _run(self, ctx: Context, route: Route, msg: Message, key: tuple[int, int, int] | None) -> None:
+        try:
+            coro = route.handler(ctx, msg)
+            first = coro.send(None)  # type: ignore[attr-defined]
+        except StopIteration as stop:
+            self._finish(ctx, route, stop.value, key)
+            return
+        except Exception as exc:
+            self._handler_failed(ctx, route, exc)
+            return
+        task = asyncio.get_running_loop().create_task(self._resume(ctx, route, coro, first, key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resume(
+        self, ctx: Context, route: Route, coro: Any, first: Any, key: tuple[int, int, int] | None
+    ) -> None:
+        try:
+            result = await _Resume(coro, first)
+        except Exception as exc:
+            self._handler_failed(ctx, route, exc)
+            return
+        self._finish(ctx, route, result, key)
+
+    def _finish(self, ctx: Context, route: Route, result: Any, key: tuple[int, int, int] | None) -> None:
+        try:
+            self._complete(ctx, route, result, key)
+        except Exception as exc:  # e.g. a reply missing required fields cannot be serialized
+            self._handler_failed(ctx, route, exc)
+        if ctx.close_reason is not None:
+            ctx.link.close(ctx.close_reason)
+
+    def _complete(self, ctx: Context, route: Route, result: Any, key: tuple[int, int, int] | None) -> None:
+        if route.dedup is not None and key is not None and result is not None:
+            route.dedup.remember(ctx.user_id, key, result, ctx.link.now())
+        if result is not None:
+            self._send_reply(ctx, route, result)
+
+    def _send_reply(self, ctx: Context, route: Route, result: Any) -> None:
+        if route.reply is None:
+            log.error("%s returned a %s but the command has no reply", route.name, type(result).__name__)
+            return
+        info, stages = route.reply
+        if type(result) is not info.message_class:
+            log.error(
+                "%s returned a %s; its reply %s carries %s",
+                route.name,
+                type(result).__name__,
+                info.name,
+                info.message_class.__name__,
+            )
+            return
+        self._send_packed(ctx.link, info, stages, result, ctx.seq)
+
+    def _handler_failed(self, ctx: Context, route: Route, exc: BaseException) -> None:
+        log.error("handler %s failed for %r (seq %d): %r", route.name, ctx.link, ctx.seq, exc, exc_info=exc)
+        if self.close_on_handler_error:
+            ctx.link.close(f"handler {route.name} failed")
+        elif ctx.close_reason is not None:
+            ctx.link.close(ctx.close_reason)
+
+    # -- sending ---------------------------------------------------------------------------------------------
+    def send(self, link: Link, command: str, msg: Message, seq: int = 0) -> bool:
+        """Pack and queue `command` on `link` (seq 0 for pushes); False if the connection is closing."""
+        try:
+            info, stages = self._outbound[command]
+        except KeyError:
+            raise ValueError(f"unknown command {command!r}") from None
+        return self._send_packed(link, info, stages, msg, seq)
+
+    @staticmethod
+    def _send_packed(link: Link, info: CommandInfo, stages: CommandStages, msg: Message, seq: int) -> bool:
+        if stages.pack.trivial:
+            return link.send_frame(info.service_id, info.command_id, seq, msg.SerializeToString())
+        cipher = link.data.get("cipher") if link.data else None
+        flag, body = stages.pack.pack(msg, info.service_id, info.command_id, seq, cipher)
+        return link.send_frame(info.service_id, info.command_id, seq, body, flag=flag)
+
+    def _guard(self, hook: Callable[..., Any], *args: Any) -> None:
+        try:
+            result = hook(*args)
+            if asyncio.iscoroutine(result):
+                task = asyncio.get_running_loop().create_task(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except Exception:
+            log.exception("service hook %s failed", getattr(hook, "__name__", hook))
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait for handlers still running (on shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)

@@ -1,0 +1,120 @@
+"""Runtime services layer (biz): storage records to protobuf fields, and storage errors to result codes."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from runtime.services.links import ResultCode
+from runtime.storage import errors as se
+from runtime.storage.models import Department, Group, Message, User
+
+GROUP_MSG_BIT = 0x10  # MsgType: 0x11/0x12 are group types
+_REPLY = struct.Struct(">IIB")  # biz -> msg IMMsgData reply envelope: result, group version, duplicate
+_VERSION = struct.Struct(">I")
+
+
+def fill_user(info: Any, user: User) -> None:
+    """Copy a storage User into an IM.BaseDefine.UserInfo."""
+    info.user_id = user.id
+    info.user_gender = user.gender
+    info.user_nick_name = user.nick
+    info.avatar_url = user.avatar
+    info.department_id = user.department_id
+    info.email = user.email
+    info.user_real_name = user.real_name
+    info.user_tel = user.phone
+    info.user_domain = user.domain
+    info.status = user.status
+    info.sign_info = user.sign_info
+
+
+def fill_msg(info: Any, msg: Message) -> None:
+    """Copy a stored message into an IM.BaseDefine.MsgInfo."""
+    info.msg_id = msg.msg_id
+    info.from_session_id = msg.from_user_id
+    info.create_time = msg.created
+    info.msg_type = msg.msg_type
+    info.msg_data = msg.content
+
+
+def fill_latest(info: Any, msg: Message | None) -> None:
+    """The latest_msg_* fields of ContactSessionInfo/UnreadInfo (zeroes for an empty session)."""
+    if msg is None:
+        info.latest_msg_id = 0
+        info.latest_msg_data = b""
+        info.latest_msg_type = 1
+        info.latest_msg_from_user_id = 0
+        return
+    info.latest_msg_id = msg.msg_id
+    info.latest_msg_data = msg.content
+    info.latest_msg_type = msg.msg_type
+    info.latest_msg_from_user_id = msg.from_user_id
+
+
+def fill_department(info: Any, dept: Department) -> None:
+    """Copy a Department into an IM.BaseDefine.DepartInfo."""
+    info.dept_id = dept.id
+    info.priority = dept.priority
+    info.dept_name = dept.name
+    info.parent_dept_id = dept.parent_id
+    info.dept_status = 1 if dept.status else 0
+
+
+def fill_group(info: Any, group: Group) -> None:
+    """Copy a Group into an IM.BaseDefine.GroupInfo."""
+    info.group_id = group.id
+    info.version = group.version
+    info.group_name = group.name
+    info.group_avatar = group.avatar
+    info.group_creator_id = group.creator_id
+    info.group_type = int(group.group_type)
+    info.shield_status = 1 if group.shield else 0
+    info.group_member_list.extend(m.user_id for m in group.members)
+
+
+def result_of(exc: Exception) -> ResultCode:
+    """The result code a client sees for a storage error."""
+    if isinstance(exc, se.ValueTooLarge):
+        return ResultCode.VALUE_TOO_LARGE
+    if isinstance(exc, se.RecallWindowExpired):
+        return ResultCode.RECALL_WINDOW_EXPIRED
+    if isinstance(exc, se.InvalidArgument):
+        return ResultCode.INVALID_ARGUMENT
+    if isinstance(exc, se.NotFound):
+        return ResultCode.NOT_FOUND
+    if isinstance(exc, se.AccessDenied):
+        return ResultCode.ACCESS_DENIED
+    if isinstance(exc, se.Conflict):
+        return ResultCode.CONFLICT
+    return ResultCode.INTERNAL
+
+
+def pack_store_reply(
+    result: int, version: int = 0, duplicate: bool = False, members: list[int] | None = None
+) -> bytes:
+    """The attach_data biz puts on its IMMsgData reply; members follow when the msg server's cache is stale."""
+    out = _REPLY.pack(result, version, 1 if duplicate else 0)
+    if members:
+        out += struct.pack(f">{len(members)}I", *members)
+    return out
+
+
+def unpack_store_reply(data: bytes) -> tuple[int, int, bool, list[int] | None]:
+    """(result, group version, duplicate, members or None) from a biz IMMsgData reply's attach_data."""
+    if len(data) < _REPLY.size:
+        return int(ResultCode.INTERNAL), 0, False, None
+    result, version, dup = _REPLY.unpack_from(data, 0)
+    rest = data[_REPLY.size :]
+    members = list(struct.unpack(f">{len(rest) // 4}I", rest)) if rest else None
+    return result, version, bool(dup), members
+
+
+def pack_version(version: int) -> bytes:
+    """The attach_data msg puts on IMMsgData to biz: the group version it has cached (0 = none)."""
+    return _VERSION.pack(version)
+
+
+def unpack_version(data: bytes) -> int:
+    """Inverse of pack_version (0 when absent)."""
+    return _VERSION.unpack_from(data, 0)[0] if len(data) >= 4 else 0

@@ -1,0 +1,208 @@
+"""Runtime services layer (biz): message handlers: store, read acks, unread, history, get-by-id, recall."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from google.protobuf.message import Message as PbMessage
+
+from runtime.services.biz.convert import (
+    GROUP_MSG_BIT,
+    fill_latest,
+    fill_msg,
+    pack_store_reply,
+    result_of,
+    unpack_version,
+)
+from runtime.services.links import Link, Proto, ResultCode
+from runtime.storage import errors as se
+from runtime.storage.base import Storage
+from runtime.storage.models import GroupVersion, SessionType
+
+log = logging.getLogger("ttgen.biz")
+
+RECALL_OK, RECALL_NOT_FOUND, RECALL_NOT_SENDER, RECALL_TIME_LIMIT = 0, 1, 2, 3
+
+
+class MessageHandlers:
+    """IMMsgData storage and the message read paths. Mixed into BizService."""
+
+    HANDLES: ClassVar[dict[str, str]] = {
+        "CID_MSG_DATA": "h_msg_data",
+        "CID_EXT_MSG_BURN": "h_msg_burn",
+        "CID_MSG_READ_ACK": "h_read_ack",
+        "CID_EXT_MSG_BURN_READ": "h_read_ack",
+        "CID_EXT_MSG_RECALL_REQ": "h_recall",
+        "CID_MSG_UNREAD_CNT_REQUEST": "h_unread",
+        "CID_MSG_LIST_REQUEST": "h_msg_list",
+        "CID_MSG_GET_LATEST_MSG_ID_REQ": "h_latest_id",
+        "CID_MSG_GET_BY_MSG_ID_REQ": "h_by_ids",
+    }
+    storage: Storage
+    proto: Proto
+    _group_cache: dict[int, tuple[int, list[int]]]
+
+    async def group_state(self, group_id: int, member_id: int) -> tuple[int, list[int]]:
+        """(version, member ids) of a group, cached; invalidated by member changes made through this biz."""
+        cached = self._group_cache.get(group_id)
+        if cached is not None:
+            return cached
+        groups = await self.storage.get_groups_info(member_id, [GroupVersion(group_id, 0)])
+        if not groups:
+            raise se.NotFound(f"group {group_id}")
+        g = groups[0]
+        state = (g.version, sorted(m.user_id for m in g.members))
+        self._group_cache[group_id] = state
+        return state
+
+    async def h_msg_burn(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+        """Store a burn-after-reading 1:1 message (CID_EXT_MSG_BURN)."""
+        return await self.h_msg_data(user_id, msg, link, burn=True)
+
+    async def h_msg_data(self, user_id: int, msg: Any, link: Link, burn: bool = False) -> PbMessage:
+        """Store a message (msg id allocated in the same transaction) and answer with the durable id."""
+        msg.from_user_id = user_id
+        client_msg_id = msg.msg_id
+        cached_version = unpack_version(msg.attach_data) if msg.HasField("attach_data") else 0
+        is_group = bool(msg.msg_type & GROUP_MSG_BIT)
+        dedup = None
+        if client_msg_id:
+            kind = 2 if is_group else 1
+            dedup = f"{kind}:{msg.to_session_id}:{client_msg_id}".encode()
+        try:
+            if is_group:
+                if burn:
+                    raise se.InvalidArgument("burn-after-reading is for 1:1 messages")
+                res = await self.storage.send_group(
+                    user_id, msg.to_session_id, msg.msg_type, msg.msg_data, dedup_key=dedup
+                )
+                version, members = await self.group_state(msg.to_session_id, user_id)
+                attach = pack_store_reply(
+                    ResultCode.OK,
+                    version,
+                    res.duplicate,
+                    members if cached_version == 0 or version != cached_version else None,
+                )
+            else:
+                res = await self.storage.send_single(
+                    user_id, msg.to_session_id, msg.msg_type, msg.msg_data, dedup_key=dedup, burn=burn
+                )
+                attach = pack_store_reply(ResultCode.OK, 0, res.duplicate)
+        except se.StorageError as exc:
+            msg.msg_id = 0
+            msg.attach_data = pack_store_reply(result_of(exc))
+            return msg
+        msg.msg_id = res.msg_id
+        msg.create_time = res.created
+        msg.attach_data = attach
+        return msg
+
+    async def h_read_ack(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+        """Clear unread up to the msg id; the reply lists burned msg ids in attach-free form (see msg)."""
+        msg.user_id = user_id
+        try:
+            res = await self.storage.mark_read(
+                user_id, SessionType(msg.session_type), msg.session_id, msg.msg_id
+            )
+        except (se.StorageError, ValueError) as exc:
+            log.info("read ack refused: %s", exc)
+            msg.msg_id = 0
+            return msg
+        reply: Any = self.proto.new(
+            "CID_MSG_GET_BY_MSG_ID_RES",
+            user_id=user_id,
+            session_type=msg.session_type,
+            session_id=msg.session_id,
+        )
+        # The burned ids travel back as an id-only msg list: msg needs them to tell every device.
+        for mid in res.burned:
+            info = reply.msg_list.add()
+            info.msg_id, info.from_session_id, info.create_time, info.msg_type = mid, 0, 0, 1
+            info.msg_data = b""
+        return reply
+
+    async def h_unread(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+        """Unread count per session with its latest message, and the total."""
+        summary = await self.storage.unread_summary(user_id)
+        rsp: Any = self.proto.new("CID_MSG_UNREAD_CNT_RESPONSE", user_id=user_id, total_cnt=summary.total)
+        for item in summary.items:
+            info = rsp.unreadinfo_list.add()
+            info.session_id = item.session_id
+            info.session_type = int(item.session_type)
+            info.unread_cnt = item.unread
+            fill_latest(info, item.latest)
+        return rsp
+
+    async def h_msg_list(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+        """History page, newest first; refused sessions answer with an empty list."""
+        rsp: Any = self.proto.new(
+            "CID_MSG_LIST_RESPONSE",
+            user_id=user_id,
+            session_type=msg.session_type,
+            session_id=msg.session_id,
+            msg_id_begin=msg.msg_id_begin,
+        )
+        try:
+            msgs = await self.storage.get_history(
+                user_id, SessionType(msg.session_type), msg.session_id, msg.msg_id_begin, max(0, msg.msg_cnt)
+            )
+        except (se.StorageError, ValueError) as exc:
+            log.info("history refused: %s", exc)
+            return rsp
+        for m in msgs:
+            fill_msg(rsp.msg_list.add(), m)
+        return rsp
+
+    async def h_latest_id(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+        """The session's latest msg id (0 when refused or empty)."""
+        try:
+            latest = await self.storage.latest_msg_id(user_id, SessionType(msg.session_type), msg.session_id)
+        except (se.StorageError, ValueError):
+            latest = 0
+        return self.proto.new(
+            "CID_MSG_GET_LATEST_MSG_ID_RSP",
+            user_id=user_id,
+            session_type=msg.session_type,
+            session_id=msg.session_id,
+            latest_msg_id=latest,
+        )
+
+    async def h_by_ids(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+        """Specific messages by id (visible ones only)."""
+        rsp: Any = self.proto.new(
+            "CID_MSG_GET_BY_MSG_ID_RES",
+            user_id=user_id,
+            session_type=msg.session_type,
+            session_id=msg.session_id,
+        )
+        try:
+            msgs = await self.storage.get_messages_by_ids(
+                user_id, SessionType(msg.session_type), msg.session_id, list(msg.msg_id_list)
+            )
+        except (se.StorageError, ValueError) as exc:
+            log.info("get-by-id refused: %s", exc)
+            return rsp
+        for m in msgs:
+            fill_msg(rsp.msg_list.add(), m)
+        return rsp
+
+    async def h_recall(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+        """The sender withdraws a message within the recall window; no copy of the content remains."""
+        rsp: Any = self.proto.new(
+            "CID_EXT_MSG_RECALL_RSP",
+            user_id=user_id,
+            session_type=msg.session_type,
+            session_id=msg.session_id,
+            msg_id=msg.msg_id,
+        )
+        try:
+            await self.storage.recall(user_id, SessionType(msg.session_type), msg.session_id, msg.msg_id)
+            rsp.result_code = RECALL_OK
+        except se.RecallWindowExpired:
+            rsp.result_code = RECALL_TIME_LIMIT
+        except se.AccessDenied:
+            rsp.result_code = RECALL_NOT_SENDER
+        except (se.StorageError, ValueError):
+            rsp.result_code = RECALL_NOT_FOUND
+        return rsp

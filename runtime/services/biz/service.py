@@ -1,0 +1,146 @@
+"""Runtime services layer (biz): the biz service's lifecycle, its internal listener and request dispatch.
+
+msg servers forward client requests in a relay envelope whose single target is the authenticated user, so biz
+never trusts a `user_id` written by a client. Each request runs as its own task: storage commits in groups, so
+many concurrent sends share one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as PbMessage
+
+from runtime.framing import Frame
+from runtime.monitor.metrics import Metrics
+from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.biz.handlers_dir import DirectoryHandlers
+from runtime.services.biz.handlers_group import GroupHandlers
+from runtime.services.biz.handlers_msg import MessageHandlers
+from runtime.services.biz.storage_open import open_auth, open_storage
+from runtime.services.links import FLAG_RELAY, Link, Proto, serve_links, unpack_relay
+from runtime.storage.base import Storage
+
+Handler = Callable[[int, Any, Link], Awaitable[PbMessage | None]]
+
+
+class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
+    """Business logic over runtime.storage: users, sessions, messages, unread, groups, tokens, validation."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        Service.__init__(self, ctx)
+        self.metrics = Metrics(labels={"service": "biz", "instance": str(ctx.instance)})
+        self.proto = Proto(ctx.registry)
+        self.storage: Storage = None  # type: ignore[assignment]  # set in start()
+        self.auth: Any = None
+        self._server: asyncio.Server | None = None
+        self._endpoints: list[Endpoint] = []
+        self._links: set[Link] = set()
+        self._handlers: dict[int, tuple[str, Handler]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._group_cache: dict[int, tuple[int, list[int]]] = {}
+        self._m_requests = self.metrics.counter("biz_requests_total", "requests handled")
+        self._m_errors = self.metrics.counter("biz_errors_total", "requests answered with an error")
+        self._m_latency = self.metrics.histogram("biz_request_seconds", "request handling time")
+        self._m_links = self.metrics.gauge("biz_links", "connected msg servers")
+
+    # lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open storage, bind the internal listener and publish it."""
+        self.storage = await open_storage(self.ctx)
+        self.auth = open_auth(self.ctx, self.storage)
+        table: dict[str, Handler] = {}
+        for base in (MessageHandlers, DirectoryHandlers, GroupHandlers):
+            table.update({name: getattr(self, meth) for name, meth in base.HANDLES.items()})
+        for name, handler in table.items():
+            if self.proto.has(name):
+                self._handlers[self.proto.cid(name)] = (name, handler)
+        port = int(self.ctx.config.get("internal_port", 0))
+        self._server = await serve_links(self.ctx.host, port, self._on_link, name="biz")
+        bound = self._server.sockets[0].getsockname()[1]
+        ep = Endpoint("biz", self.ctx.instance, "internal", self.ctx.host, bound)
+        self._endpoints = [ep]
+        self.ctx.discovery.publish(ep)
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Stop accepting, let running requests finish, close links and storage."""
+        for ep in self._endpoints:
+            with contextlib.suppress(Exception):
+                self.ctx.discovery.withdraw(ep)
+        if self._server is not None:
+            self._server.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=drain_timeout)
+        for link in list(self._links):
+            link.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        if self.storage is not None:
+            await self.storage.close()
+
+    def endpoints(self) -> list[Endpoint]:
+        """The internal listener."""
+        return list(self._endpoints)
+
+    def health(self) -> dict[str, Any]:
+        """Links and in-flight requests."""
+        return {"status": "ok", "links": len(self._links), "in_flight": len(self._tasks)}
+
+    # dispatch --------------------------------------------------------------------------------------------
+    def _on_link(self, link: Link) -> None:
+        link.name = "biz<-msg"
+        link.on_frame = self._on_frame
+        self._links.add(link)
+        self._m_links.set(len(self._links))
+        link.on_lost.append(self._lost)
+
+    def _lost(self, link: Link) -> None:
+        self._links.discard(link)
+        self._m_links.set(len(self._links))
+
+    def _on_frame(self, link: Link, frame: Frame) -> None:
+        entry = self._handlers.get(frame.command_id)
+        if entry is None:
+            self.log.warning("biz: no handler for 0x%04x", frame.command_id)
+            link.reply(frame, frame.command_id, b"")
+            return
+        user_id = 0
+        body: bytes | memoryview = frame.body
+        try:
+            if frame.flag & FLAG_RELAY:
+                targets, body = unpack_relay(body)
+                user_id = targets[0] if targets else 0
+            msg = self.proto.parse(frame.command_id, body)
+        except (DecodeError, Exception) as exc:  # noqa: BLE001 - any bad body is refused the same way
+            self.log.warning("biz: bad body for 0x%04x: %s", frame.command_id, exc)
+            link.reply(frame, frame.command_id, b"")
+            return
+        task = asyncio.get_running_loop().create_task(self._run(link, frame, entry, user_id, msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self, link: Link, frame: Frame, entry: tuple[str, Handler], user_id: int, msg: Any
+    ) -> None:
+        name, handler = entry
+        started = time.perf_counter()
+        self._m_requests.inc()
+        try:
+            reply = await handler(user_id, msg, link)
+        except Exception:
+            self._m_errors.inc()
+            self.log.exception("biz: %s failed", name)
+            reply = None
+        self._m_latency.observe(time.perf_counter() - started)
+        if reply is None:
+            link.reply(frame, frame.command_id, b"")
+            return
+        infos = self.proto.registry.for_message(type(reply))
+        cid = infos[0].command_id if infos else frame.command_id
+        link.reply(frame, cid, reply.SerializeToString())

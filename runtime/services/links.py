@@ -1,0 +1,391 @@
+"""Runtime services layer: server-to-server links (TeamTalk frames over TCP) with request/response and relays.
+
+Internal links speak the client protocol's 16-byte frames, with three flag bits of their own (TeamTalk leaves
+`flag` 0, and internal links never reach a client):
+
+- `FLAG_REQUEST`: the sender expects exactly one `FLAG_RESPONSE` frame carrying the same correlation id;
+- `FLAG_RESPONSE`: the answer to a request; the correlation id is `seq | reserved << 16` (32 bits, so a
+  pipelined link never reuses an id while it is still outstanding);
+- `FLAG_RELAY`: the body is a relay envelope (`pack_relay`): the target user ids, then the inner message body.
+  A router reads the targets without parsing the protobuf body.
+
+Writes are corked: every frame queued during one event-loop iteration leaves in one `transport.write`. Links
+send a heartbeat after 5 s without sending and close after 30 s without receiving (PROTOCOL.md 1.2); `Dialer`
+reconnects with backoff and re-resolves the peer's address each time (ports change across restarts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import struct
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from google.protobuf.message import Message as PbMessage
+
+from runtime.errors import CallTimeout, ConnectionClosed, FrameError
+from runtime.framing import HEADER, Frame, FrameDecoder
+from runtime.registry import CommandInfo, Registry, UnknownCommand
+
+log = logging.getLogger("ttgen.links")
+
+FLAG_RELAY = 0x1000
+FLAG_REQUEST = 0x4000
+FLAG_RESPONSE = 0x8000
+HEARTBEAT_CID = 0x0701
+BROADCAST = 0xFFFF  # relay target count meaning "every msg server, every user"
+MAX_LINK_FRAME = 16 << 20
+
+_pack_header = HEADER.pack
+_u16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+ReplyCallback = Callable[[Frame | None], None]
+
+
+def pack_relay(targets: Sequence[int] | None, body: bytes) -> bytes:
+    """A relay envelope: u16 count (BROADCAST for all), count x u32 user ids, then the message body."""
+    if targets is None:
+        return _u16.pack(BROADCAST) + body
+    n = len(targets)
+    if n >= BROADCAST:
+        raise ValueError("too many relay targets")
+    return struct.pack(f">H{n}I", n, *targets) + body
+
+
+def unpack_relay(data: bytes | memoryview) -> tuple[tuple[int, ...] | None, bytes]:
+    """Split a relay envelope into (targets or None for broadcast, body)."""
+    data = bytes(data)
+    (n,) = _u16.unpack_from(data, 0)
+    if n == BROADCAST:
+        return None, data[2:]
+    end = 2 + 4 * n
+    if len(data) < end:
+        raise FrameError("truncated relay envelope")
+    return struct.unpack_from(f">{n}I", data, 2), data[end:]
+
+
+def correlation(frame: Frame) -> int:
+    """The 32-bit correlation id of an internal frame."""
+    return frame.seq | (frame.reserved << 16)
+
+
+class Link(asyncio.Protocol):
+    """One end of an internal link: frames in (to `on_frame`), frames out (corked), requests with replies."""
+
+    def __init__(self, name: str = "link", on_frame: Callable[[Link, Frame], None] | None = None) -> None:
+        self.name = name
+        self.on_frame = on_frame or (lambda _link, _frame: None)
+        self.on_lost: list[Callable[[Link], None]] = []
+        self.transport: asyncio.Transport | None = None
+        self.peer: dict[str, object] = {}  # what the owner learns about the peer (e.g. a registration)
+        self.opened = time.monotonic()
+        self.last_received = self.opened
+        self.last_sent = self.opened
+        self.closed = asyncio.Event()
+        self._decoder = FrameDecoder(MAX_LINK_FRAME)
+        self._out = bytearray()
+        self._flush_scheduled = False
+        self._next_id = 1
+        self._pending: dict[int, ReplyCallback] = {}
+        self._loop = asyncio.get_event_loop()
+
+    def __repr__(self) -> str:
+        return f"<Link {self.name} open={self.is_open}>"
+
+    @property
+    def is_open(self) -> bool:
+        """True while frames can be sent."""
+        return self.transport is not None and not self.closed.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered."""
+        return len(self._pending)
+
+    # asyncio.Protocol --------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                import socket
+
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
+        try:
+            frames = self._decoder.feed(data)
+        except FrameError as exc:
+            log.warning("%s: %s; closing", self.name, exc)
+            self.close()
+            return
+        pending = self._pending
+        for frame in frames:
+            flag = frame.flag
+            if flag & FLAG_RESPONSE:
+                cb = pending.pop(frame.seq | (frame.reserved << 16), None)
+                if cb is not None:
+                    try:
+                        cb(frame)
+                    except Exception:  # a buggy callback must not kill the link
+                        log.exception("%s: reply callback failed", self.name)
+                continue
+            if frame.command_id == HEARTBEAT_CID:
+                continue
+            try:
+                self.on_frame(self, frame)
+            except Exception:
+                log.exception("%s: handler for 0x%04x failed", self.name, frame.command_id)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.closed.set()
+        pending, self._pending = self._pending, {}
+        for cb in pending.values():
+            with contextlib.suppress(Exception):
+                cb(None)
+        for hook in self.on_lost:
+            try:
+                hook(self)
+            except Exception:
+                log.exception("%s: on_lost hook failed", self.name)
+
+    # sending -----------------------------------------------------------------------------------------------
+    def send(self, command_id: int, body: bytes = b"", *, flag: int = 0, corr: int = 0) -> bool:
+        """Queue one frame; False if the link is closed (the frame is dropped)."""
+        if self.transport is None:
+            return False
+        out = self._out
+        out += _pack_header(16 + len(body), 1, flag, command_id >> 8, command_id, corr & 0xFFFF, corr >> 16)
+        out += body
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return True
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.transport is not None:
+            self.transport.write(bytes(self._out))
+            self.last_sent = time.monotonic()
+        self._out.clear()
+
+    def request(self, command_id: int, body: bytes, callback: ReplyCallback, *, flag: int = 0) -> bool:
+        """Send a request; `callback(reply frame)` runs on the answer, `callback(None)` if the link is lost."""
+        if self.transport is None:
+            return False
+        corr = self._next_id
+        self._next_id = corr + 1 if corr < 0xFFFFFFFF else 1
+        self._pending[corr] = callback
+        return self.send(command_id, body, flag=flag | FLAG_REQUEST, corr=corr)
+
+    async def call(self, command_id: int, body: bytes, timeout: float = 10.0, *, flag: int = 0) -> Frame:
+        """Send a request and wait for its reply (CallTimeout, or ConnectionClosed if the link drops)."""
+        fut: asyncio.Future[Frame | None] = self._loop.create_future()
+
+        def done(frame: Frame | None) -> None:
+            if not fut.done():
+                fut.set_result(frame)
+
+        if not self.request(command_id, body, done, flag=flag):
+            raise ConnectionClosed(f"{self.name} is closed")
+        try:
+            frame = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise CallTimeout(f"{self.name}: no reply to 0x{command_id:04x} within {timeout:g} s") from None
+        if frame is None:
+            raise ConnectionClosed(f"{self.name} closed before replying")
+        return frame
+
+    def reply(self, request: Frame, command_id: int, body: bytes = b"") -> bool:
+        """Answer a `FLAG_REQUEST` frame (a no-op for frames that did not ask for a reply)."""
+        if not request.flag & FLAG_REQUEST:
+            return False
+        return self.send(command_id, body, flag=FLAG_RESPONSE, corr=correlation(request))
+
+    def tick(self, now: float, heartbeat_after: float = 5.0, dead_after: float = 30.0) -> None:
+        """Heartbeat and dead-peer rules; call about once a second."""
+        if not self.is_open:
+            return
+        if now - self.last_received >= dead_after:
+            log.warning("%s silent for %.0f s; closing", self.name, dead_after)
+            self.close()
+        elif now - self.last_sent >= heartbeat_after:
+            self.send(HEARTBEAT_CID)
+
+    def close(self) -> None:
+        """Flush what is queued and close."""
+        if self.transport is not None:
+            self._flush()
+            self.transport.close()
+
+
+async def serve_links(
+    host: str, port: int, on_link: Callable[[Link], None], name: str = "link"
+) -> asyncio.Server:
+    """Listen for internal links; `on_link(link)` runs for each accepted link (set `link.on_frame` there)."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> Link:
+        link = Link(name)
+        loop.call_soon(on_link, link)
+        return link
+
+    return await loop.create_server(factory, host, port)
+
+
+class Dialer:
+    """Keeps one outgoing link to a peer alive: connect, run until lost, back off, re-resolve, reconnect."""
+
+    def __init__(
+        self,
+        name: str,
+        resolve: Callable[[], tuple[str, int] | None],
+        on_frame: Callable[[Link, Frame], None],
+        on_up: Callable[[Link], Awaitable[None] | None] | None = None,
+        on_down: Callable[[Link], None] | None = None,
+        min_backoff: float = 0.05,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.name = name
+        self.resolve = resolve
+        self.on_frame = on_frame
+        self.on_up = on_up
+        self.on_down = on_down
+        self.min_backoff, self.max_backoff = min_backoff, max_backoff
+        self.link: Link | None = None
+        self.up = asyncio.Event()
+        self.connected_at = 0.0  # monotonic time of the current connection (0 when down)
+        self.gave_up = False
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        """Begin connecting in the background."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"dial-{self.name}")
+
+    async def _run(self) -> None:
+        backoff = self.min_backoff
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            addr = self.resolve()
+            link: Link | None = None
+            if addr is not None:
+                try:
+                    _, link = await loop.create_connection(lambda: Link(self.name, self.on_frame), *addr)
+                except OSError:
+                    link = None
+            if link is None:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            backoff = self.min_backoff
+            self.link = link
+            self.connected_at = time.monotonic()
+            if self.on_up is not None:
+                try:
+                    res = self.on_up(link)
+                    if res is not None:
+                        await res
+                except Exception:
+                    log.exception("%s: on_up failed", self.name)
+            self.up.set()
+            await link.closed.wait()
+            self.up.clear()
+            self.link = None
+            self.connected_at = 0.0
+            if self.on_down is not None:
+                try:
+                    self.on_down(link)
+                except Exception:
+                    log.exception("%s: on_down failed", self.name)
+            if not self._stopping:
+                await asyncio.sleep(self.min_backoff)
+
+    async def wait_up(self, timeout: float) -> bool:
+        """Wait until connected; False on timeout."""
+        try:
+            await asyncio.wait_for(self.up.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop reconnecting and close the link."""
+        self._stopping = True
+        if self.link is not None:
+            self.link.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+class Proto:
+    """Message classes and command ids by command name, resolved through the registry (never by import)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._cache: dict[str, CommandInfo] = {}
+
+    def info(self, name: str) -> CommandInfo:
+        """The registry entry of a command name."""
+        info = self._cache.get(name)
+        if info is None:
+            info = self._cache[name] = self.registry.by_name(name)
+        return info
+
+    def has(self, name: str) -> bool:
+        """Whether the protocol declares the command (extension commands may be absent)."""
+        try:
+            self.info(name)
+        except UnknownCommand:
+            return False
+        return True
+
+    def cid(self, name: str) -> int:
+        """The command id of a command name."""
+        return self.info(name).command_id
+
+    def new(self, name: str, **fields: Any) -> PbMessage:
+        """A new message of the command's type with the given fields set."""
+        return self.info(name).message_class(**fields)
+
+    def parse(self, command_id: int, body: bytes | memoryview) -> PbMessage:
+        """Decode a body of that command (DecodeError on bad bytes)."""
+        return self.registry.by_id(command_id).message_class.FromString(bytes(body))
+
+
+class ResultCode(enum.IntEnum):
+    """Result codes services put in `result_code` fields (and in the biz reply envelope of IMMsgData).
+
+    0-7 keep TeamTalk's login ResultType numbering where they overlap; the rest are ttgen's own, so a client
+    can tell "not a member" from "no such group" from "bad value".
+    """
+
+    OK = 0
+    NO_MSG_SERVER = 1
+    MSG_SERVER_FULL = 2
+    NO_DB_SERVER = 3
+    NO_LOGIN_SERVER = 4
+    NO_ROUTE_SERVER = 5
+    DB_VALIDATE_FAILED = 6
+    VERSION_TOO_OLD = 7
+    INVALID_ARGUMENT = 20
+    NOT_FOUND = 21
+    ACCESS_DENIED = 22
+    CONFLICT = 23
+    VALUE_TOO_LARGE = 24
+    LOCKED_OUT = 25
+    UNKNOWN_USER = 26
+    RATE_LIMITED = 27
+    RECALL_WINDOW_EXPIRED = 28
+    NOT_LOGGED_IN = 29
+    INTERNAL = 99

@@ -1,0 +1,376 @@
+"""Runtime services layer (login): msg-server registry, least-loaded choice, admission queue, HTTP and TCP lookup.
+
+Config keys (`services.login`): `http_port`, `client_port`, `internal_port` (0 = any), `admission_rate`
+(logins handed out per second, default 500), `admission_burst` (default 1000), `msfs` and `discovery` (URLs
+handed to clients), `ticket_ttl` (seconds a queued client keeps its place without asking again, default 30).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from runtime.dispatch import Context, Dispatcher
+from runtime.framing import Frame
+from runtime.monitor.metrics import Metrics
+from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.links import Link, Proto, serve_links
+from runtime.transport import Server, serve
+
+MAX_REQUEST = 1024
+IDLE_SECONDS = 60.0
+ASSIGN_MEMORY = 10.0  # seconds an assignment counts toward a server's load before its counter catches up
+NONE, NO_MSG_SERVER, MSG_SERVER_FULL = 0, 1, 2
+
+
+@dataclass
+class MsgServer:
+    """A registered msg server and its load."""
+
+    ip1: str
+    ip2: str
+    port: int
+    max_conn: int
+    cur_conn: int
+    host_name: str
+    recent: deque[float] = field(default_factory=deque)
+
+    def load(self, now: float) -> int:
+        """Connections plus assignments not yet reflected in the counter."""
+        while self.recent and now - self.recent[0] > ASSIGN_MEMORY:
+            self.recent.popleft()
+        return self.cur_conn + len(self.recent)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one lookup: a server, or a queue place, or nothing registered."""
+
+    code: int
+    server: MsgServer | None = None
+    position: int = 0
+    retry_after_ms: int = 0
+    ticket: str = ""
+
+
+class Admission:
+    """Least-loaded choice under max_conn, gated by a token bucket; a FIFO of tickets when it says wait."""
+
+    def __init__(self, rate: float, burst: float, ticket_ttl: float) -> None:
+        self.rate, self.burst, self.ticket_ttl = max(rate, 0.001), max(burst, 1.0), ticket_ttl
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+        self.queue: OrderedDict[str, float] = OrderedDict()  # ticket -> last seen
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        for ticket, seen in list(self.queue.items()):
+            if now - seen > self.ticket_ttl:
+                del self.queue[ticket]
+
+    def decide(self, servers: list[MsgServer], ticket: str = "") -> Decision:
+        """Assign a server, or queue the caller (keeping its place if it shows its ticket)."""
+        now = time.monotonic()
+        self._refill(now)
+        if not servers:
+            return Decision(NO_MSG_SERVER)
+        open_ = [s for s in servers if s.load(now) < s.max_conn]
+        ahead = list(self.queue).index(ticket) if ticket in self.queue else len(self.queue)
+        if open_ and self.tokens >= 1 and ahead < int(self.tokens):
+            best = min(open_, key=lambda s: s.load(now))
+            best.recent.append(now)
+            self.tokens -= 1
+            self.queue.pop(ticket, None)
+            return Decision(NONE, best)
+        if ticket not in self.queue:
+            ticket = secrets.token_hex(16)
+        self.queue[ticket] = now
+        position = list(self.queue).index(ticket) + 1
+        wait = position / self.rate if open_ else max(1.0, position / self.rate)
+        return Decision(
+            MSG_SERVER_FULL, position=position, retry_after_ms=int(wait * 1000) + 100, ticket=ticket
+        )
+
+
+class LoginHandlers:
+    """Client-facing commands of the login service (bound to the generated LoginServiceBase)."""
+
+    def __init__(self, svc: LoginService) -> None:
+        self.svc = svc
+
+    async def on_cid_login_req_msgserver(self, ctx: Context, msg: Any) -> Any:
+        """Legacy TCP lookup: answer and close (TeamTalk's path was dead; this one works)."""
+        d = self.svc.decide("")
+        rsp: Any = self.svc.proto.new("CID_LOGIN_RES_MSGSERVER", result_code=d.code)
+        if d.server is not None:
+            rsp.prior_ip, rsp.backip_ip, rsp.port = d.server.ip1, d.server.ip2, d.server.port
+        ctx.reply(rsp)
+        ctx.close("lookup answered")
+        return None
+
+    async def on_cid_ext_login_queue_req(self, ctx: Context, msg: Any) -> Any:
+        """Lookup that queues instead of refusing."""
+        d = self.svc.decide(msg.queue_ticket.hex() if msg.queue_ticket else "")
+        rsp: Any = self.svc.proto.new("CID_EXT_LOGIN_QUEUE_RSP", result_code=d.code)
+        if d.server is not None:
+            rsp.prior_ip, rsp.backup_ip, rsp.port = d.server.ip1, d.server.ip2, d.server.port
+        elif d.ticket:
+            rsp.queue_position, rsp.retry_after_ms = d.position, d.retry_after_ms
+            rsp.queue_ticket = bytes.fromhex(d.ticket)
+        return rsp
+
+    async def on_cid_other_heartbeat(self, ctx: Context, msg: Any) -> None:
+        """Heartbeats are answered by the connection layer."""
+        return None
+
+    async def on_cid_other_msg_serv_info(self, ctx: Context, msg: Any) -> None:
+        """Registration arrives on the internal listener, never from clients."""
+        return None
+
+    async def on_cid_other_user_cnt_update(self, ctx: Context, msg: Any) -> None:
+        """Load counters arrive on the internal listener, never from clients."""
+        return None
+
+
+class LoginService(Service):
+    """The login service: where clients ask which msg server to use."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.metrics = Metrics(labels={"service": "login", "instance": str(ctx.instance)})
+        self.proto = Proto(ctx.registry)
+        cfg = ctx.config
+        self.admission = Admission(
+            float(cfg.get("admission_rate", 500)),
+            float(cfg.get("admission_burst", 1000)),
+            float(cfg.get("ticket_ttl", 30)),
+        )
+        self.servers: dict[Link, MsgServer] = {}
+        base = getattr(ctx.servers, "LoginServiceBase", None) if ctx.servers is not None else None
+        cls: type[LoginHandlers] = (
+            type("LoginServiceHandlers", (LoginHandlers, base), {}) if base else LoginHandlers
+        )
+        self.handlers = cls(self)
+        if base is None:
+            self.handlers.__mapping__ = {  # type: ignore[attr-defined]
+                ctx.registry.by_name(n).command_id: "on_" + n.lower()
+                for n in ("CID_LOGIN_REQ_MSGSERVER", "CID_EXT_LOGIN_QUEUE_REQ")
+            }
+        self.dispatcher = Dispatcher(ctx.registry, self.handlers)
+        self._internal: asyncio.Server | None = None
+        self._http: asyncio.Server | None = None
+        self._client: Server | None = None
+        self._endpoints: list[Endpoint] = []
+        self._http_conns: set[asyncio.Task[None]] = set()
+        self.m_lookups = self.metrics.counter("login_lookups_total", "msg server lookups answered")
+        self.m_queued = self.metrics.counter("login_queued_total", "lookups answered with a queue place")
+        self.g_servers = self.metrics.gauge("login_msg_servers", "registered msg servers")
+        self.g_queue = self.metrics.gauge("login_queue_depth", "clients waiting in the login queue")
+
+    # lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind internal, HTTP and client listeners."""
+        host, cfg = self.ctx.host, self.ctx.config
+        self._internal = await serve_links(host, _port(cfg.get("internal_port")), self._on_link, name="login")
+        self._http = await asyncio.start_server(self._http_conn, host, _port(cfg.get("http_port")))
+        self._client = await serve(
+            host, _port(cfg.get("client_port")), self.dispatcher.handler_factory, registry=self.ctx.registry
+        )
+        i = self.ctx.instance
+        self._endpoints = [
+            Endpoint("login", i, "internal", host, self._internal.sockets[0].getsockname()[1]),
+            Endpoint("login", i, "http", host, self._http.sockets[0].getsockname()[1]),
+            Endpoint("login", i, "client", host, self._client.port),
+        ]
+        for ep in self._endpoints:
+            self.ctx.discovery.publish(ep)
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Close every listener and connection."""
+        for ep in self._endpoints:
+            with contextlib.suppress(Exception):
+                self.ctx.discovery.withdraw(ep)
+        if self._client is not None:
+            await self._client.shutdown(min(drain_timeout, 1.0))
+        for srv in (self._http, self._internal):
+            if srv is not None:
+                srv.close()
+        for task in list(self._http_conns):
+            task.cancel()
+        for link in list(self.servers):
+            link.close()
+
+    def endpoints(self) -> list[Endpoint]:
+        """Internal, HTTP and client listeners."""
+        return list(self._endpoints)
+
+    def health(self) -> dict[str, Any]:
+        """Registered msg servers and queue depth."""
+        return {
+            "status": "ok" if self.servers else "degraded",
+            "msg_servers": len(self.servers),
+            "queue": len(self.admission.queue),
+        }
+
+    def decide(self, ticket: str) -> Decision:
+        """One lookup through the admission gate."""
+        d = self.admission.decide(list(self.servers.values()), ticket)
+        self.m_lookups.inc()
+        if d.code == MSG_SERVER_FULL:
+            self.m_queued.inc()
+        self.g_queue.set(len(self.admission.queue))
+        return d
+
+    # msg server registry ---------------------------------------------------------------------------------
+    def _on_link(self, link: Link) -> None:
+        link.name = "login<-msg"
+        link.on_frame = self._on_frame
+        link.on_lost.append(self._lost)
+
+    def _lost(self, link: Link) -> None:
+        self.servers.pop(link, None)  # the whole count of a lost msg server goes with it
+        self.g_servers.set(len(self.servers))
+
+    def _on_frame(self, link: Link, frame: Frame) -> None:
+        try:
+            msg: Any = self.proto.parse(frame.command_id, frame.body)
+        except Exception as exc:  # noqa: BLE001
+            self.log.warning("login: bad 0x%04x from %s: %s", frame.command_id, link.name, exc)
+            return
+        name = self.proto.registry.by_id(frame.command_id).name
+        if name == "CID_OTHER_MSG_SERV_INFO":
+            self.servers[link] = MsgServer(
+                msg.ip1, msg.ip2, msg.port, msg.max_conn_cnt, msg.cur_conn_cnt, msg.host_name
+            )
+            self.g_servers.set(len(self.servers))
+        elif name == "CID_OTHER_USER_CNT_UPDATE":
+            server = self.servers.get(link)
+            if server is not None:
+                server.cur_conn = max(0, server.cur_conn + (1 if msg.user_action == 1 else -1))
+                if msg.user_action == 1 and server.recent:
+                    server.recent.popleft()
+
+    # HTTP ------------------------------------------------------------------------------------------------
+    async def _http_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._http_conns.add(task)
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_SECONDS)
+                except (
+                    asyncio.LimitOverrunError,
+                    asyncio.IncompleteReadError,
+                    TimeoutError,
+                    ConnectionError,
+                ):
+                    return
+                if len(head) > MAX_REQUEST:
+                    await self._respond(writer, 431, {"code": -1, "msg": "request too large"}, close=True)
+                    return
+                status, doc, headers = self._route(head)
+                keep = b"connection: close" not in head.lower() and status == 200
+                await self._respond(writer, status, doc, close=not keep, headers=headers)
+                if not keep:
+                    return
+        finally:
+            if task is not None:
+                self._http_conns.discard(task)
+            writer.close()
+
+    def _route(self, head: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        try:
+            method, target, _version = head.split(b"\r\n", 1)[0].decode("ascii").split(" ")
+        except (ValueError, UnicodeDecodeError):
+            return 400, {"code": -1, "msg": "bad request"}, {}
+        if method != "GET":
+            return 405, {"code": -1, "msg": "method not allowed"}, {}
+        url = urlsplit(target)
+        if url.path != "/msg_server":
+            return 404, {"code": -1, "msg": "not found"}, {}
+        ticket = (parse_qs(url.query).get("ticket") or [""])[0][:64]
+        d = self.decide(ticket)
+        doc: dict[str, Any] = {
+            "code": d.code,
+            "msg": "",
+            "priorIP": "",
+            "backupIP": "",
+            "port": "",
+            "msfsPrior": self._msfs(),
+            "msfsBackup": self._msfs(),
+            "discovery": self._discovery(),
+        }
+        headers: dict[str, str] = {}
+        if d.server is not None:
+            doc.update(priorIP=d.server.ip1, backupIP=d.server.ip2, port=str(d.server.port))
+        elif d.code == NO_MSG_SERVER:
+            doc["msg"] = "no msg server"
+        else:
+            doc.update(
+                msg="all msg servers are busy; queued",
+                queuePosition=d.position,
+                retryAfterMs=d.retry_after_ms,
+                queueTicket=d.ticket,
+            )
+            headers["Retry-After"] = str(max(1, (d.retry_after_ms + 999) // 1000))
+        return 200, doc, headers
+
+    def _msfs(self) -> str:
+        url = self.ctx.config.get("msfs")
+        if url:
+            return str(url)
+        eps = self.ctx.discovery.endpoints("storage", "http")
+        return f"http://{eps[0].host}:{eps[0].port}/" if eps else ""
+
+    def _discovery(self) -> str:
+        url = self.ctx.config.get("discovery")
+        if url:
+            return str(url)
+        eps = self.ctx.discovery.endpoints("gateway", "http")
+        return f"http://{eps[0].host}:{eps[0].port}/api/discovery" if eps else ""
+
+    @staticmethod
+    async def _respond(
+        writer: asyncio.StreamWriter,
+        status: int,
+        doc: dict[str, Any],
+        *,
+        close: bool,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        body = json.dumps(doc).encode()
+        reason = {
+            200: "OK",
+            400: "Bad Request",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            431: "Request Header Fields Too Large",
+        }.get(status, "Error")
+        lines = [
+            f"HTTP/1.1 {status} {reason}",
+            "Content-Type: application/json; charset=utf-8",
+            f"Content-Length: {len(body)}",
+            f"Connection: {'close' if close else 'keep-alive'}",
+        ]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+
+
+def _port(value: Any) -> int:
+    """A configured port; 0 (any free port) for absent or `preferred:N` values the supervisor did not resolve."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.startswith("preferred:"):
+        return 0
+    return 0

@@ -1,0 +1,181 @@
+"""Runtime services layer (msg): chat handlers: send (1:1, group, burn), client acks, read acks, recall, relays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.dispatch import Context
+from runtime.services.biz.convert import pack_version, unpack_store_reply
+from runtime.services.links import FLAG_RELAY, pack_relay
+from runtime.services.msg.common import HandlerBase
+from runtime.services.msg.delivery import GROUP_MSG_BIT, delivery_key
+
+SINGLE, GROUP = 1, 2
+
+
+class ChatHandlers(HandlerBase):
+    """IMMsgData and everything that follows a message's life."""
+
+    async def on_cid_msg_data(self, ctx: Context, msg: Any) -> Any:
+        """Store through biz, ack the sender with the durable id, deliver to every device of every party."""
+        return await self._send_chat(ctx, msg, "CID_MSG_DATA")
+
+    async def on_cid_ext_msg_burn(self, ctx: Context, msg: Any) -> Any:
+        """A burn-after-reading 1:1 message: stored flagged, destroyed when the recipient reads it."""
+        return await self._send_chat(ctx, msg, "CID_EXT_MSG_BURN")
+
+    async def _send_chat(self, ctx: Context, msg: Any, command: str) -> Any:
+        st = self.state(ctx)
+        user = st.user_id
+        is_group = bool(msg.msg_type & GROUP_MSG_BIT)
+        session_type = GROUP if is_group else SINGLE
+        ack: Any = self.proto.new(
+            "CID_MSG_DATA_ACK",
+            user_id=user,
+            session_id=msg.to_session_id,
+            msg_id=0,
+            session_type=session_type,
+        )
+        if not msg.msg_data or (not is_group and msg.to_session_id == user) or msg.to_session_id == 0:
+            return ack  # msg_id 0: refused (the input stage normally drops these first)
+        msg.from_user_id = user
+        if is_group:
+            cached = self.svc.group_members.get(msg.to_session_id)
+            msg.attach_data = pack_version(cached[0] if cached else 0)
+        else:
+            msg.ClearField("attach_data")
+        link = self.svc.biz_link()
+        if link is None:
+            return ack
+        frame = await link.call(
+            self.proto.cid(command), pack_relay([user], msg.SerializeToString()), 10.0, flag=FLAG_RELAY
+        )
+        stored: Any = self.proto.parse(frame.command_id, frame.body) if frame.body else None
+        if stored is None or stored.msg_id == 0:
+            return ack
+        result, version, _dup, members = unpack_store_reply(stored.attach_data)
+        stored.ClearField("attach_data")
+        ack.msg_id = stored.msg_id
+        if is_group:
+            if members is not None:
+                self.svc.group_members[msg.to_session_id] = (version, members)
+            targets = self.svc.group_members.get(msg.to_session_id, (0, [user]))[1]
+        else:
+            targets = [user, msg.to_session_id]
+        self.deliver_chat(command, stored, targets, skip=st)
+        self.svc.routers.relay(self.proto.cid(command), stored.SerializeToString(), targets)
+        return ack
+
+    def deliver_chat(self, command: str, msg: Any, targets: Any, skip: Any = None) -> None:
+        """Local delivery with retransmit tracking (every connection of every target but `skip`)."""
+        tracker = self.svc.tracker
+        for uid in targets:
+            states = self.svc.states_of(uid)
+            if not states:
+                continue
+            key = delivery_key(uid, msg)
+            for st in states:
+                if st is not skip:
+                    tracker.deliver(st, command, msg, key)
+                else:
+                    st.mark_seen(key)
+
+    async def on_cid_msg_data_ack(self, ctx: Context, msg: Any) -> None:
+        """The client received a delivered message: stop retransmitting it."""
+        st = self.state(ctx)
+        self.svc.tracker.ack(st, (msg.session_type, msg.session_id, msg.msg_id))
+
+    async def on_cid_msg_read_ack(self, ctx: Context, msg: Any) -> None:
+        """Clear unread through biz; tell the user's other devices; erase burned messages everywhere."""
+        await self._read(ctx, msg, "CID_MSG_READ_ACK")
+
+    async def on_cid_ext_msg_burn_read(self, ctx: Context, msg: Any) -> None:
+        """The recipient opened a burn-after-reading message."""
+        await self._read(ctx, msg, "CID_EXT_MSG_BURN_READ")
+
+    async def _read(self, ctx: Context, msg: Any, command: str) -> None:
+        st = self.state(ctx)
+        user = st.user_id
+        msg.user_id = user
+        rsp = await self.biz_call(command, user, msg)
+        if rsp is None:
+            return
+        notify: Any = self.proto.new(
+            "CID_MSG_READ_NOTIFY",
+            user_id=user,
+            session_id=msg.session_id,
+            msg_id=msg.msg_id,
+            session_type=msg.session_type,
+        )
+        self.notify("CID_MSG_READ_NOTIFY", notify, [user], skip=st)
+        burned = [m.msg_id for m in rsp.msg_list]
+        if burned and msg.session_type == SINGLE:
+            now = self.now()
+            for mid in burned:
+                note: Any = self.proto.new(
+                    "CID_EXT_MSG_BURNED_NOTIFY",
+                    from_user_id=msg.session_id,
+                    to_session_id=user,
+                    session_type=SINGLE,
+                    msg_id=mid,
+                    reader_id=user,
+                    burn_time=now,
+                )
+                self.notify("CID_EXT_MSG_BURNED_NOTIFY", note, [user, msg.session_id])
+
+    async def on_cid_ext_msg_recall_req(self, ctx: Context, msg: Any) -> Any:
+        """The sender withdraws a message; every device of every party is told to remove it."""
+        st = self.state(ctx)
+        user = st.user_id
+        msg.user_id = user
+        rsp = await self.biz_call("CID_EXT_MSG_RECALL_REQ", user, msg)
+        if rsp is None:
+            return self.proto.new(
+                "CID_EXT_MSG_RECALL_RSP",
+                user_id=user,
+                session_type=msg.session_type,
+                session_id=msg.session_id,
+                msg_id=msg.msg_id,
+                result_code=1,
+            )
+        rsp.ClearField("attach_data")
+        if rsp.result_code == 0:
+            if msg.session_type == GROUP:
+                targets = await self.group_members(user, msg.session_id)
+            else:
+                targets = [user, msg.session_id]
+            note: Any = self.proto.new(
+                "CID_EXT_MSG_RECALL_NOTIFY",
+                from_user_id=user,
+                to_session_id=msg.session_id,
+                session_type=msg.session_type,
+                msg_id=msg.msg_id,
+                recall_time=self.now(),
+            )
+            self.notify("CID_EXT_MSG_RECALL_NOTIFY", note, targets, skip=st)
+        return rsp
+
+    async def on_cid_switch_p2p_cmd(self, ctx: Context, msg: Any) -> None:
+        """Opaque user-to-user command: relayed to both users' devices, never stored."""
+        st = self.state(ctx)
+        msg.from_user_id = st.user_id
+        self.notify("CID_SWITCH_P2P_CMD", msg, [st.user_id, msg.to_user_id], skip=st)
+
+    async def on_cid_ext_typing(self, ctx: Context, msg: Any) -> None:
+        """Typing indicator: to the peer's devices or the group's online members; ephemeral."""
+        await self._ephemeral(ctx, msg, "CID_EXT_TYPING")
+
+    async def on_cid_ext_signal(self, ctx: Context, msg: Any) -> None:
+        """Other ephemeral signals, relayed like typing."""
+        await self._ephemeral(ctx, msg, "CID_EXT_SIGNAL")
+
+    async def _ephemeral(self, ctx: Context, msg: Any, command: str) -> None:
+        st = self.state(ctx)
+        msg.from_user_id = st.user_id
+        if msg.session_type == GROUP:
+            targets = await self.group_members(st.user_id, msg.to_session_id)
+            if st.user_id not in targets:
+                return
+        else:
+            targets = [msg.to_session_id]
+        self.notify(command, msg, targets, skip=st)

@@ -1,0 +1,147 @@
+"""Runtime services layer (msg): per-connection client state and delivery with retransmit until the client acks.
+
+Every chat message pushed to a client is remembered under the key the client's IMMsgDataAck names
+(session type, session id from the receiver's side, msg id) and sent again with doubling timeouts until the ack
+arrives or `max_attempts` sends were made (then it is left to the client's pull on its next login). A
+connection also remembers the keys it was already given, so a message that reaches this server twice (a router
+retry, a retried send) is shown once.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from runtime.monitor.metrics import Metrics
+
+MOBILE_BIT = 0x10
+GROUP_MSG_BIT = 0x10
+SEEN_LIMIT = 4096  # delivered keys remembered per connection
+
+DeliveryKey = tuple[int, int, int]  # (session type, session id as the receiver sees it, msg id)
+
+
+def is_mobile(client_type: int) -> bool:
+    """ClientType bit 0x10 marks a mobile client."""
+    return bool(client_type & MOBILE_BIT)
+
+
+def same_class(a: int, b: int) -> bool:
+    """TeamTalk's rule: two clients are of the same class when (a XOR b) >> 4 == 0."""
+    return ((a ^ b) >> 4) == 0
+
+
+def delivery_key(receiver: int, msg: Any) -> DeliveryKey:
+    """The ack key of an IMMsgData for one receiving user."""
+    if msg.msg_type & GROUP_MSG_BIT:
+        return (2, msg.to_session_id, msg.msg_id)
+    peer = msg.to_session_id if msg.from_user_id == receiver else msg.from_user_id
+    return (1, peer, msg.msg_id)
+
+
+class ClientState:
+    """What msg keeps about one authenticated client connection."""
+
+    __slots__ = ("client_type", "link", "logged_in", "seen", "unacked", "user_id")
+
+    def __init__(self, link: Any) -> None:
+        self.link = link
+        self.user_id = 0
+        self.client_type = 0
+        self.logged_in = False
+        self.unacked: dict[DeliveryKey, tuple[str, Any, int]] = {}  # key -> (command, message, attempt)
+        self.seen: OrderedDict[DeliveryKey, None] = OrderedDict()
+
+    @property
+    def mobile(self) -> bool:
+        """Whether the client is a mobile device."""
+        return is_mobile(self.client_type)
+
+    def mark_seen(self, key: DeliveryKey) -> bool:
+        """Remember a delivered key; False if it was delivered before (a duplicate)."""
+        seen = self.seen
+        if key in seen:
+            return False
+        seen[key] = None
+        if len(seen) > SEEN_LIMIT:
+            seen.popitem(last=False)
+        return True
+
+
+class DeliveryTracker:
+    """Pushes chat messages to connections and retransmits the ones not acked in time."""
+
+    def __init__(
+        self,
+        send: Callable[[Any, str, Any], bool],
+        metrics: Metrics,
+        *,
+        timeout: float = 5.0,
+        max_attempts: int = 5,
+        clock: Callable[[], float],
+    ) -> None:
+        self._send = send
+        self.timeout = timeout
+        self.max_attempts = max(1, max_attempts)
+        self._clock = clock
+        self._heap: list[tuple[float, int, ClientState, DeliveryKey, int]] = []
+        self._counter = itertools.count()
+        self.m_delivered = metrics.counter("msg_delivered_total", "chat messages pushed to clients")
+        self.m_retransmits = metrics.counter(
+            "msg_retransmits_total", "chat messages sent again for want of an ack"
+        )
+        self.m_acked = metrics.counter("msg_client_acks_total", "client receipts (IMMsgDataAck)")
+        self.m_gave_up = metrics.counter(
+            "msg_delivery_abandoned_total", "deliveries never acked after max attempts"
+        )
+        self.m_dups = metrics.counter("msg_dedup_hits_total", "duplicate deliveries suppressed")
+
+    def deliver(self, state: ClientState, command: str, msg: Any, key: DeliveryKey) -> bool:
+        """Push once per connection (duplicates suppressed) and track it until the client acks."""
+        if not state.mark_seen(key):
+            self.m_dups.inc()
+            return False
+        if not self._send(state.link, command, msg):
+            return False
+        self.m_delivered.inc()
+        state.unacked[key] = (command, msg, 1)
+        heapq.heappush(self._heap, (self._clock() + self.timeout, next(self._counter), state, key, 1))
+        return True
+
+    def ack(self, state: ClientState, key: DeliveryKey) -> bool:
+        """The client confirmed receipt."""
+        if state.unacked.pop(key, None) is None:
+            return False
+        self.m_acked.inc()
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Deliveries waiting for an ack (including stale heap entries)."""
+        return len(self._heap)
+
+    def tick(self) -> None:
+        """Retransmit every delivery whose ack is overdue."""
+        now = self._clock()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, state, key, attempt = heapq.heappop(heap)
+            entry = state.unacked.get(key)
+            if entry is None or entry[2] != attempt:
+                continue  # acked, or superseded by a later attempt
+            command, msg, _ = entry
+            if attempt >= self.max_attempts or not state.logged_in:
+                del state.unacked[key]
+                self.m_gave_up.inc()
+                continue
+            if not self._send(state.link, command, msg):
+                del state.unacked[key]
+                continue
+            self.m_retransmits.inc()
+            state.unacked[key] = (command, msg, attempt + 1)
+            heapq.heappush(
+                heap, (now + self.timeout * (2**attempt), next(self._counter), state, key, attempt + 1)
+            )

@@ -1,0 +1,292 @@
+"""Runtime services layer (msg): session handlers (login, logout, kicks, presence) and commands biz answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runtime.dispatch import Context
+from runtime.services.links import ResultCode
+from runtime.services.msg.chat import ChatHandlers
+from runtime.services.msg.common import stamp_user, strip_attach
+from runtime.services.msg.delivery import ClientState, same_class
+
+ONLINE, OFFLINE = 1, 2
+KICK_DUPLICATE, KICK_MOBILE = 1, 2
+GROUP_ADD = 1
+
+# Client commands biz answers as they are (the user id is stamped, attach_data stripped on the way back).
+FORWARDED = (
+    "CID_LOGIN_REQ_DEVICETOKEN",
+    "CID_LOGIN_REQ_PUSH_SHIELD",
+    "CID_LOGIN_REQ_QUERY_PUSH_SHIELD",
+    "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST",
+    "CID_BUDDY_LIST_USER_INFO_REQUEST",
+    "CID_BUDDY_LIST_ALL_USER_REQUEST",
+    "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST",
+    "CID_BUDDY_LIST_DEPARTMENT_REQUEST",
+    "CID_MSG_UNREAD_CNT_REQUEST",
+    "CID_MSG_LIST_REQUEST",
+    "CID_MSG_GET_LATEST_MSG_ID_REQ",
+    "CID_MSG_GET_BY_MSG_ID_REQ",
+    "CID_GROUP_NORMAL_LIST_REQUEST",
+    "CID_GROUP_INFO_REQUEST",
+    "CID_GROUP_SHIELD_GROUP_REQUEST",
+    "CID_FILE_HAS_OFFLINE_REQ",
+    "CID_FILE_ADD_OFFLINE_REQ",
+    "CID_FILE_DEL_OFFLINE_REQ",
+)
+# Server-to-server commands the generated base lists for msg; on our links they arrive as replies or relays.
+INTERNAL_ONLY = (
+    "CID_OTHER_HEARTBEAT",
+    "CID_OTHER_STOP_RECV_PACKET",
+    "CID_OTHER_VALIDATE_RSP",
+    "CID_OTHER_GET_DEVICE_TOKEN_RSP",
+    "CID_OTHER_SERVER_KICK_USER",
+    "CID_OTHER_LOGIN_STATUS_NOTIFY",
+    "CID_OTHER_PUSH_TO_USER_RSP",
+    "CID_OTHER_GET_SHIELD_RSP",
+    "CID_OTHER_FILE_TRANSFER_RSP",
+    "CID_OTHER_FILE_SERVER_IP_RSP",
+)
+
+
+class MsgHandlers(ChatHandlers):
+    """Every client command the msg service hosts (bound to the generated MsgServiceBase by the service)."""
+
+    # connection hooks (runtime.dispatch) -----------------------------------------------------------------
+    def on_disconnect(self, link: Any, reason: str) -> None:
+        """A client connection closed: forget it, tell routers and login."""
+        st = (link.data or {}).get("msg")
+        if isinstance(st, ClientState):
+            self.retire(st)
+
+    def retire(self, st: ClientState) -> None:
+        """Take a session out of service (idempotent): presence offline, load counter -1."""
+        if not st.logged_in:
+            return
+        st.logged_in = False
+        st.unacked.clear()
+        if self.svc.remove_session(st):
+            upd = self.proto.new(
+                "CID_OTHER_USER_STATUS_UPDATE",
+                user_status=OFFLINE,
+                user_id=st.user_id,
+                client_type=st.client_type,
+            )
+            self.svc.routers.to_all(self.proto.cid("CID_OTHER_USER_STATUS_UPDATE"), upd.SerializeToString())
+            self.svc.report_count(st.user_id, -1)
+
+    def kick(self, st: ClientState, reason: int) -> None:
+        """Tell a session it was kicked, retire it and close it once the notice is written."""
+        self.svc.push(
+            st.link,
+            "CID_LOGIN_KICK_USER",
+            self.proto.new("CID_LOGIN_KICK_USER", user_id=st.user_id, kick_reason=reason),
+        )
+        self.retire(st)
+        st.link.close(f"kicked (reason {reason})")
+
+    # login -----------------------------------------------------------------------------------------------
+    async def on_cid_login_req_userlogin(self, ctx: Context, msg: Any) -> Any:
+        """Authenticate through biz; enforce one PC and one mobile session per user, cluster-wide."""
+        res: Any = self.proto.new("CID_LOGIN_RES_USERLOGIN", server_time=self.now(), result_code=0)
+        st = self.state(ctx)
+        if st.logged_in:
+            res.result_code, res.result_string = ResultCode.DB_VALIDATE_FAILED, "already logged in"
+            return res
+        refusal = None
+        if self.svc.biz_link() is None:
+            refusal = (ResultCode.NO_DB_SERVER, "biz service unavailable")
+        elif not self.svc.routers.available:
+            refusal = (ResultCode.NO_ROUTE_SERVER, "router service unavailable")
+        elif self.svc.g_conns.value >= self.svc.max_conn:
+            refusal = (ResultCode.MSG_SERVER_FULL, "msg server full")
+        if refusal is None:
+            req: Any = self.proto.new(
+                "CID_OTHER_VALIDATE_REQ",
+                user_name=msg.user_name,
+                password=msg.password,
+                attach_data=ctx.peer.rsplit(":", 1)[0].encode(),
+            )
+            rsp = await self.biz_call("CID_OTHER_VALIDATE_REQ", 0, req)
+            if rsp is None:
+                refusal = (ResultCode.NO_DB_SERVER, "biz did not answer")
+            elif rsp.result_code != 0:
+                # The wire enum ends at 7: every validation refusal is DB_VALIDATE_FAILED, the text says why.
+                refusal = (ResultCode.DB_VALIDATE_FAILED, rsp.result_string or "validation failed")
+        if refusal is not None:
+            res.result_code, res.result_string = int(refusal[0]), refusal[1]
+            ctx.reply(res)
+            ctx.close(f"login refused: {refusal[1]}")
+            return None
+        if not ctx.link.conn or not ctx.link.conn.is_open:
+            return None
+        assert rsp is not None
+        user_id = rsp.user_info.user_id
+        client_type = msg.client_type
+        ctx.authenticate(user_id, client_type)
+        st.user_id, st.client_type, st.logged_in = user_id, client_type, True
+        for other in list(self.svc.states_of(user_id)):
+            if same_class(other.client_type, client_type):
+                self.kick(other, KICK_DUPLICATE)
+        self.svc.add_session(st)
+        kick = self.proto.new(
+            "CID_OTHER_SERVER_KICK_USER", user_id=user_id, client_type=client_type, reason=KICK_DUPLICATE
+        )
+        self.svc.routers.relay(
+            self.proto.cid("CID_OTHER_SERVER_KICK_USER"), kick.SerializeToString(), [user_id]
+        )
+        upd = self.proto.new(
+            "CID_OTHER_USER_STATUS_UPDATE", user_status=ONLINE, user_id=user_id, client_type=client_type
+        )
+        self.svc.routers.to_all(self.proto.cid("CID_OTHER_USER_STATUS_UPDATE"), upd.SerializeToString())
+        self.svc.report_count(user_id, +1)
+        res.online_status = msg.online_status
+        res.user_info.CopyFrom(rsp.user_info)
+        return res
+
+    async def on_cid_login_req_loginout(self, ctx: Context, msg: Any) -> Any:
+        """Clear the push token, answer, close."""
+        st = self.state(ctx)
+        await self.biz_call("CID_LOGIN_REQ_LOGINOUT", st.user_id, msg)
+        ctx.reply(self.proto.new("CID_LOGIN_RES_LOGINOUT", result_code=0))
+        self.retire(st)
+        ctx.close("logout")
+        return None
+
+    async def on_cid_login_req_kickpcclient(self, ctx: Context, msg: Any) -> Any:
+        """A mobile client kicks the user's PC sessions everywhere (reason MOBILE_KICK)."""
+        st = self.state(ctx)
+        rsp: Any = self.proto.new("CID_LOGIN_RES_KICKPCCLIENT", user_id=st.user_id, result_code=0)
+        if not st.mobile:
+            rsp.result_code = int(ResultCode.ACCESS_DENIED)
+            return rsp
+        for other in list(self.svc.states_of(st.user_id)):
+            if not other.mobile:
+                self.kick(other, KICK_MOBILE)
+        kick = self.proto.new(
+            "CID_OTHER_SERVER_KICK_USER", user_id=st.user_id, client_type=st.client_type, reason=KICK_MOBILE
+        )
+        self.svc.routers.relay(
+            self.proto.cid("CID_OTHER_SERVER_KICK_USER"), kick.SerializeToString(), [st.user_id]
+        )
+        return rsp
+
+    async def on_cid_msg_time_request(self, ctx: Context, msg: Any) -> Any:
+        """Clock sync."""
+        return self.proto.new("CID_MSG_TIME_RESPONSE", server_time=self.now())
+
+    async def on_cid_buddy_list_users_status_request(self, ctx: Context, msg: Any) -> Any:
+        """Presence query, answered by a router."""
+        st = self.state(ctx)
+        msg.user_id = st.user_id
+        del msg.user_id_list[1000:]
+        frame = await self.svc.routers.call(
+            self.proto.cid("CID_BUDDY_LIST_USERS_STATUS_REQUEST"), msg.SerializeToString()
+        )
+        return strip_attach(self.proto.parse(frame.command_id, frame.body))
+
+    # forwarded to biz ------------------------------------------------------------------------------------
+    async def forward(self, ctx: Context, msg: Any) -> Any:
+        """Stamp the user, ask biz, strip attach_data from the answer."""
+        st = self.state(ctx)
+        stamp_user(msg, st.user_id)
+        rsp = await self.biz_call(ctx.info.name, st.user_id, msg)
+        return None if rsp is None else strip_attach(rsp)
+
+    async def on_cid_buddy_list_remove_session_req(self, ctx: Context, msg: Any) -> Any:
+        """Remove a recent session and tell the user's other devices."""
+        rsp = await self.forward(ctx, msg)
+        if rsp is not None and rsp.result_code == 0:
+            st = self.state(ctx)
+            note = self.proto.new(
+                "CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY",
+                user_id=st.user_id,
+                session_type=msg.session_type,
+                session_id=msg.session_id,
+            )
+            self.notify("CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY", note, [st.user_id], skip=st)
+        return rsp
+
+    async def on_cid_buddy_list_change_sign_info_request(self, ctx: Context, msg: Any) -> Any:
+        """Set the signature and tell every online user."""
+        rsp = await self.forward(ctx, msg)
+        if rsp is not None and rsp.result_code == 0:
+            st = self.state(ctx)
+            note = self.proto.new(
+                "CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY", changed_user_id=st.user_id, sign_info=msg.sign_info
+            )
+            self.notify("CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY", note, None, skip=st)
+        return rsp
+
+    async def on_cid_group_create_request(self, ctx: Context, msg: Any) -> Any:
+        """Create a TMP group; members learn of it through a member-change notify."""
+        rsp = await self.forward(ctx, msg)
+        if rsp is not None and rsp.result_code == 0:
+            members = sorted(rsp.user_id_list)
+            self.svc.group_members.pop(rsp.group_id, None)
+            st = self.state(ctx)
+            note = self.proto.new(
+                "CID_GROUP_CHANGE_MEMBER_NOTIFY",
+                user_id=st.user_id,
+                change_type=GROUP_ADD,
+                group_id=rsp.group_id,
+                cur_user_id_list=members,
+                chg_user_id_list=members,
+            )
+            self.notify("CID_GROUP_CHANGE_MEMBER_NOTIFY", note, members, skip=st)
+        return rsp
+
+    async def on_cid_group_change_member_request(self, ctx: Context, msg: Any) -> Any:
+        """Change members under the permission rules; tell current and changed members."""
+        rsp = await self.forward(ctx, msg)
+        if rsp is not None and rsp.result_code == 0:
+            self.svc.group_members.pop(msg.group_id, None)
+            st = self.state(ctx)
+            note = self.proto.new(
+                "CID_GROUP_CHANGE_MEMBER_NOTIFY",
+                user_id=st.user_id,
+                change_type=rsp.change_type,
+                group_id=rsp.group_id,
+                cur_user_id_list=list(rsp.cur_user_id_list),
+                chg_user_id_list=list(rsp.chg_user_id_list),
+            )
+            users = sorted(set(rsp.cur_user_id_list) | set(rsp.chg_user_id_list))
+            self.notify("CID_GROUP_CHANGE_MEMBER_NOTIFY", note, users, skip=st)
+        return rsp
+
+    async def on_cid_file_request(self, ctx: Context, msg: Any) -> Any:
+        """File transfer needs the file service, which this msg server does not link to yet."""
+        st = self.state(ctx)
+        return self.proto.new(
+            "CID_FILE_RESPONSE",
+            result_code=1,
+            from_user_id=st.user_id,
+            to_user_id=msg.to_user_id,
+            file_name=msg.file_name,
+            task_id="",
+            trans_mode=msg.trans_mode,
+        )
+
+    async def on_cid_ext_handshake_req(self, ctx: Context, msg: Any) -> Any:
+        """Secure sessions are not offered by this msg server yet: no common suite."""
+        return self.proto.new("CID_EXT_HANDSHAKE_RSP", result_code=1)
+
+    async def internal_only(self, ctx: Context, msg: Any) -> None:
+        """Server-to-server commands never come from clients (the dispatcher refuses them first)."""
+        return None
+
+
+def _bind(name: str, method: str) -> None:
+    async def handler(self: MsgHandlers, ctx: Context, msg: Any) -> Any:
+        return await getattr(self, method)(ctx, msg)
+
+    handler.__name__ = "on_" + name.lower()
+    handler.__doc__ = f"{name}: see MsgHandlers.{method}."
+    setattr(MsgHandlers, handler.__name__, handler)
+
+
+for _name in FORWARDED:
+    _bind(_name, "forward")
+for _name in INTERNAL_ONLY:
+    _bind(_name, "internal_only")

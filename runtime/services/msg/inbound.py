@@ -1,0 +1,78 @@
+"""Runtime services layer (msg): frames a router sends this msg server: relays, kicks, presence notices."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from runtime.framing import Frame
+from runtime.services.links import FLAG_RELAY, Link, unpack_relay
+from runtime.services.msg.delivery import same_class
+
+if TYPE_CHECKING:
+    from runtime.services.msg.service import MsgService
+
+log = logging.getLogger("ttgen.msg.inbound")
+
+KICK_MOBILE = 2
+CHAT = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
+
+
+class InboundRelays:
+    """Turns router frames into local pushes. Chat messages are tracked for retransmit like local ones."""
+
+    def __init__(self, svc: MsgService) -> None:
+        self.svc = svc
+        self.proto = svc.proto
+        reg = svc.ctx.registry
+        self._names = {info.command_id: info.name for info in reg}
+        self.m_inbound = svc.metrics.counter("msg_relays_in_total", "relayed frames received from routers")
+
+    def on_frame(self, link: Link, frame: Frame) -> None:
+        """Handle one frame from a router; confirm relays once they are queued to local clients."""
+        name = self._names.get(frame.command_id)
+        if name is None:
+            link.reply(frame, frame.command_id)
+            return
+        targets: tuple[int, ...] | None = None
+        body: bytes | memoryview = frame.body
+        try:
+            if frame.flag & FLAG_RELAY:
+                targets, body = unpack_relay(body)
+            msg: Any = self.proto.parse(frame.command_id, body)
+        except Exception as exc:  # noqa: BLE001 - a bad relay is dropped, the link survives
+            log.warning("bad frame 0x%04x from %s: %s", frame.command_id, link.name, exc)
+            link.reply(frame, frame.command_id)
+            return
+        self.m_inbound.inc()
+        try:
+            self._handle(name, msg, targets)
+        finally:
+            link.reply(frame, frame.command_id)
+
+    def _handle(self, name: str, msg: Any, targets: tuple[int, ...] | None) -> None:
+        svc = self.svc
+        handlers = svc.handlers
+        if name in CHAT:
+            handlers.deliver_chat(name, msg, targets or ())
+        elif name == "CID_OTHER_SERVER_KICK_USER":
+            for st in list(svc.states_of(msg.user_id)):
+                if msg.reason == KICK_MOBILE:
+                    if not st.mobile:
+                        handlers.kick(st, msg.reason)
+                elif same_class(st.client_type, msg.client_type):
+                    handlers.kick(st, msg.reason)
+        elif name == "CID_BUDDY_LIST_STATUS_NOTIFY":
+            handlers.fan_out(name, msg, list(svc.sessions), pc_only=True)
+        elif name == "CID_OTHER_LOGIN_STATUS_NOTIFY":
+            note = self.proto.new(
+                "CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY",
+                user_id=msg.user_id,
+                login_stat=1 if msg.login_status else 2,
+            )
+            handlers.fan_out("CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY", note, [msg.user_id], mobile_only=True)
+        elif name == "CID_GROUP_CHANGE_MEMBER_NOTIFY":
+            svc.group_members.pop(msg.group_id, None)
+            handlers.fan_out(name, msg, targets if targets is not None else list(svc.sessions))
+        else:
+            handlers.fan_out(name, msg, targets if targets is not None else list(svc.sessions))

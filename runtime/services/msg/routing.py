@@ -1,0 +1,195 @@
+"""Runtime services layer (msg): the msg server's links to every router, master choice and reliable relay.
+
+Status updates go to every router (each keeps the whole user table); relays go through the master, the oldest
+live router. A relay stays pending until a router confirms it; when the master's link drops, pending relays
+are sent again through the next master, and receivers drop what they already delivered. On every (re)connect
+the router gets this server's full online snapshot, so any router can take over at any time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from runtime.framing import Frame
+from runtime.monitor.metrics import Metrics
+from runtime.services.base import Discovery
+from runtime.services.links import FLAG_RELAY, Dialer, Link, Proto, pack_relay
+
+log = logging.getLogger("ttgen.msg.routing")
+
+
+class RouterPool:
+    """Dialers to all routers (from discovery), the current master, and the relay outbox."""
+
+    def __init__(
+        self,
+        proto: Proto,
+        discovery: Discovery,
+        metrics: Metrics,
+        on_frame: Callable[[Link, Frame], None],
+        snapshot: Callable[[], list[tuple[int, int, int]]],
+    ) -> None:
+        self.proto = proto
+        self.discovery = discovery
+        self.on_frame = on_frame
+        self.snapshot = snapshot  # -> [(user_id, status, client_type)] of local sessions
+        self.dialers: dict[tuple[str, int], Dialer] = {}
+        self._order: list[tuple[str, int]] = []
+        self.master: Link | None = None
+        self._outbox: dict[int, tuple[int, bytes]] = {}  # relay id -> (command id, envelope)
+        self._in_flight: dict[int, Link] = {}
+        self._next = 1
+        self.cid_relay_ack = 0
+        self.m_relays = metrics.counter("msg_relays_total", "frames relayed through a router")
+        self.m_relay_retries = metrics.counter(
+            "msg_relay_retries_total", "relays re-sent after a router loss"
+        )
+        self.m_master_changes = metrics.counter("msg_router_failovers_total", "master router changes")
+        self.g_outbox = metrics.gauge("msg_relay_outbox", "relays not yet confirmed by a router")
+
+    # membership ------------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Dial routers that appeared in discovery; keep discovery order (oldest first) for master choice."""
+        order = []
+        for ep in self.discovery.endpoints("router", "internal"):
+            key = (ep.host, ep.port)
+            order.append(key)
+            if key not in self.dialers:
+                dialer = Dialer(
+                    f"msg->router:{ep.port}",
+                    lambda k=key: k,
+                    self.on_frame,
+                    on_up=self._up,
+                    on_down=self._down,
+                    max_backoff=1.0,
+                )
+                self.dialers[key] = dialer
+                dialer.start()
+        # Routers that vanished from discovery stay dialled until their link drops; they sort last.
+        self._order = order + [k for k in self.dialers if k not in order]
+        self._elect()
+
+    def live_links(self) -> list[Link]:
+        """Connected router links, master candidates first."""
+        out = []
+        for key in self._order:
+            d = self.dialers.get(key)
+            if d is not None and d.link is not None and d.link.is_open:
+                out.append(d.link)
+        return out
+
+    @property
+    def available(self) -> bool:
+        """Whether at least one router is connected."""
+        return self.master is not None
+
+    def _elect(self) -> None:
+        links = self.live_links()
+        new = links[0] if links else None
+        if new is self.master:
+            return
+        old, self.master = self.master, new
+        if new is None:
+            return
+        if old is not None:
+            self.m_master_changes.inc()
+        new.send(
+            self.proto.cid("CID_OTHER_ROLE_SET"),
+            self.proto.new("CID_OTHER_ROLE_SET", master=1).SerializeToString(),
+        )
+        if old is not None:
+            self._send_snapshot(new)  # the new master may have missed updates while it was a standby
+        self._flush_outbox()
+
+    def _up(self, link: Link) -> None:
+        self._send_snapshot(link)
+        self._elect()
+
+    def _down(self, link: Link) -> None:
+        if link is self.master:
+            self.master = None
+        self._elect()
+
+    def _send_snapshot(self, link: Link) -> None:
+        msg: Any = self.proto.new("CID_OTHER_ONLINE_USER_INFO")
+        for user_id, status, client_type in self.snapshot():
+            s = msg.user_stat_list.add()
+            s.user_id, s.status, s.client_type = user_id, status, client_type
+        link.send(self.proto.cid("CID_OTHER_ONLINE_USER_INFO"), msg.SerializeToString())
+
+    # sending ---------------------------------------------------------------------------------------------
+    def to_all(self, command_id: int, body: bytes) -> None:
+        """Send a frame to every connected router (status updates)."""
+        for link in self.live_links():
+            link.send(command_id, body)
+
+    def relay(self, command_id: int, body: bytes, targets: Sequence[int] | None) -> None:
+        """Relay to the msg servers holding `targets` (None: every msg server), retried until confirmed."""
+        rid = self._next
+        self._next += 1
+        envelope = pack_relay(targets, body)
+        self._outbox[rid] = (command_id, envelope)
+        self.m_relays.inc()
+        self._send_relay(rid)
+        self.g_outbox.set(len(self._outbox))
+
+    def _send_relay(self, rid: int) -> None:
+        link = self.master
+        entry = self._outbox.get(rid)
+        if link is None or entry is None:
+            return
+        command_id, envelope = entry
+
+        def confirmed(frame: Frame | None, rid: int = rid) -> None:
+            if frame is not None:
+                self._outbox.pop(rid, None)
+                self._in_flight.pop(rid, None)
+                self.g_outbox.set(len(self._outbox))
+                return
+            # Link lost before the confirmation: send it again through whichever router is master now.
+            self._in_flight.pop(rid, None)
+            if rid in self._outbox:
+                self.m_relay_retries.inc()
+                self._send_relay(rid)
+
+        if link.request(command_id, envelope, confirmed, flag=FLAG_RELAY):
+            self._in_flight[rid] = link
+
+    def _flush_outbox(self) -> None:
+        for rid in list(self._outbox):
+            if rid not in self._in_flight:
+                self._send_relay(rid)
+
+    async def call(self, command_id: int, body: bytes, timeout: float = 5.0) -> Frame:
+        """A request answered by a router itself (presence queries); tries each live router in turn."""
+        last: Exception | None = None
+        for link in self.live_links():
+            try:
+                return await link.call(command_id, body, timeout)
+            except Exception as exc:  # noqa: BLE001 - try the next router
+                last = exc
+        raise ConnectionError(f"no router answered: {last}")
+
+    def tick(self, now: float) -> None:
+        """Heartbeats and dead-link detection; re-resolve routers; resend stuck relays."""
+        self.refresh()
+        for d in self.dialers.values():
+            if d.link is not None:
+                d.link.tick(now)
+        if self.master is not None and len(self._in_flight) < len(self._outbox):
+            self._flush_outbox()
+
+    async def stop(self) -> None:
+        """Close every router link."""
+        for d in list(self.dialers.values()):
+            await d.stop()
+        self.dialers.clear()
+        self.master = None
+
+
+def monotonic() -> float:
+    """The clock links use for heartbeats."""
+    return time.monotonic()

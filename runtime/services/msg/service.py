@@ -1,0 +1,232 @@
+"""Runtime services layer (msg): the msg service's lifecycle: client listener, peer links, timers, local sessions.
+
+Config keys (`services.msg`): `client_port` (0 = any), `max_conn`, `retransmit_timeout` (s, default from the
+spec's IMMsgData transport policy), `max_attempts`, `group_cache` (groups whose member lists are cached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from typing import Any
+
+from runtime.dispatch import Dispatcher
+from runtime.framing import Frame
+from runtime.monitor.metrics import Metrics
+from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.links import Dialer, Link, Proto
+from runtime.services.msg.delivery import ClientState, DeliveryTracker
+from runtime.services.msg.handlers import MsgHandlers
+from runtime.services.msg.inbound import InboundRelays
+from runtime.services.msg.routing import RouterPool
+from runtime.transport import Server, serve
+
+TICK = 0.1  # retransmit resolution; link heartbeats and discovery run every 10th tick
+
+
+def _seconds(text: Any, default: float) -> float:
+    if isinstance(text, int | float):
+        return float(text)
+    if isinstance(text, str) and text:
+        units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+        for suffix in ("ms", "s", "m", "h"):
+            if text.endswith(suffix):
+                with contextlib.suppress(ValueError):
+                    return float(text[: -len(suffix)]) * units[suffix]
+    return default
+
+
+class MsgService(Service):
+    """Client sessions, the auth gate, local fan-out, delivery with retransmit, relays through routers."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.metrics = Metrics(labels={"service": "msg", "instance": str(ctx.instance)})
+        self.proto = Proto(ctx.registry)
+        self.sessions: dict[int, list[ClientState]] = {}  # user id -> authenticated connections here
+        self.group_members: dict[int, tuple[int, list[int]]] = {}  # group id -> (version, members)
+        self.max_conn = int(ctx.config.get("max_conn", 100000))
+        policy = ctx.registry.by_name("CID_MSG_DATA").policy("transport")
+        timeout = _seconds(ctx.config.get("retransmit_timeout", policy.get("timeout")), 5.0)
+        attempts = int(ctx.config.get("max_attempts", policy.get("max_attempts", 5)))
+        self.handlers = self._make_handlers()
+        self.dispatcher = Dispatcher(ctx.registry, self.handlers)
+        self.tracker = DeliveryTracker(
+            self.push, self.metrics, timeout=timeout, max_attempts=attempts, clock=time.monotonic
+        )
+        self.inbound = InboundRelays(self)
+        self.routers = RouterPool(
+            self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot
+        )
+        self.biz: list[Dialer] = []
+        self.logins: dict[tuple[str, int], Dialer] = {}
+        self._server: Server | None = None
+        self._endpoints: list[Endpoint] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self.g_conns = self.metrics.gauge("msg_connections", "authenticated client connections")
+        self.g_users = self.metrics.gauge("msg_online_users", "users with a connection here")
+
+    def _make_handlers(self) -> MsgHandlers:
+        base = getattr(self.ctx.servers, "MsgServiceBase", None) if self.ctx.servers is not None else None
+        cls: type[MsgHandlers] = MsgHandlers
+        if base is not None:
+            # The generated base proves (through the ABC machinery) that every hosted command has a handler.
+            cls = type("MsgServiceHandlers", (MsgHandlers, base), {})
+        handlers = cls(self)
+        if base is None:
+            handlers.__mapping__ = {  # type: ignore[attr-defined]
+                info.command_id: "on_" + info.name.lower()
+                for info in self.ctx.registry.hosted_by("msg")
+                if hasattr(handlers, "on_" + info.name.lower())
+            }
+        return handlers
+
+    # lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Listen for clients, dial biz, login and routers."""
+        port = int(self.ctx.config.get("client_port", 0) or 0)
+        self._server = await serve(
+            self.ctx.host, port, self.dispatcher.handler_factory, registry=self.ctx.registry
+        )
+        ep = Endpoint("msg", self.ctx.instance, "client", self.ctx.host, self._server.port)
+        self._endpoints = [ep]
+        self._refresh_peers()
+        self.routers.refresh()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="msg-tick")
+        for d in self.biz:
+            await d.wait_up(5.0)
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Close client connections (after queued output), then peer links."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._server is not None:
+            await self._server.shutdown(drain_timeout)
+        await self.dispatcher.drain(min(drain_timeout, 2.0))
+        await self.routers.stop()
+        for d in [*self.biz, *self.logins.values()]:
+            await d.stop()
+
+    def endpoints(self) -> list[Endpoint]:
+        """The client listener."""
+        return list(self._endpoints)
+
+    def health(self) -> dict[str, Any]:
+        """Peers and load."""
+        biz_up = any(d.link is not None for d in self.biz)
+        ok = biz_up and self.routers.available
+        return {
+            "status": "ok" if ok else "degraded",
+            "biz": biz_up,
+            "routers": len(self.routers.live_links()),
+            "connections": int(self.g_conns.value),
+            "pending_acks": self.tracker.pending,
+        }
+
+    # peers -----------------------------------------------------------------------------------------------
+    def _refresh_peers(self) -> None:
+        if not self.biz:
+            for i, _ep in enumerate(self.ctx.discovery.endpoints("biz", "internal")[:1] or [None]):
+                self.biz.append(self._dial(f"msg->biz{i}", "biz", i, None))
+        for ep in self.ctx.discovery.endpoints("login", "internal"):
+            key = (ep.host, ep.port)
+            if key not in self.logins:
+                self.logins[key] = self._dial(f"msg->login:{ep.port}", "login", ep.instance, self._login_up)
+
+    def _dial(self, name: str, service: str, instance: int, on_up: Any) -> Dialer:
+        def resolve() -> tuple[str, int] | None:
+            eps = [e for e in self.ctx.discovery.endpoints(service, "internal") if e.instance == instance]
+            return eps[0].address if eps else None
+
+        d = Dialer(name, resolve, self._unexpected_frame, on_up=on_up, max_backoff=1.0)
+        d.start()
+        return d
+
+    def _unexpected_frame(self, link: Link, frame: Frame) -> None:
+        if frame.command_id == self.proto.cid("CID_OTHER_STOP_RECV_PACKET"):
+            self.log.info("%s asked us to stop sending", link.name)
+
+    def biz_link(self) -> Link | None:
+        """A connected biz link, if any."""
+        for d in self.biz:
+            if d.link is not None and d.link.is_open:
+                return d.link
+        return None
+
+    def _login_up(self, link: Link) -> None:
+        info = self.proto.new(
+            "CID_OTHER_MSG_SERV_INFO",
+            ip1=self.ctx.host,
+            ip2=self.ctx.host,
+            port=self._endpoints[0].port if self._endpoints else 0,
+            max_conn_cnt=self.max_conn,
+            cur_conn_cnt=int(self.g_conns.value),
+            host_name=socket.gethostname(),
+        )
+        link.send(self.proto.cid("CID_OTHER_MSG_SERV_INFO"), info.SerializeToString())
+
+    def report_count(self, user_id: int, delta: int) -> None:
+        """IMUserCntUpdate (+1 action 1, -1 action 2) to every login server."""
+        body = self.proto.new(
+            "CID_OTHER_USER_CNT_UPDATE", user_action=1 if delta > 0 else 2, user_id=user_id
+        ).SerializeToString()
+        cid = self.proto.cid("CID_OTHER_USER_CNT_UPDATE")
+        for d in self.logins.values():
+            if d.link is not None:
+                d.link.send(cid, body)
+
+    async def _tick_loop(self) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self.tracker.tick()
+                n += 1
+                if n % 10 == 0:
+                    now = time.monotonic()
+                    self._refresh_peers()
+                    self.routers.tick(now)
+                    for d in [*self.biz, *self.logins.values()]:
+                        if d.link is not None:
+                            d.link.tick(now)
+            except Exception:
+                self.log.exception("msg tick failed")
+
+    # local sessions --------------------------------------------------------------------------------------
+    def snapshot(self) -> list[tuple[int, int, int]]:
+        """(user id, ONLINE, client type) of every local session, for a router snapshot."""
+        return [(uid, 1, st.client_type) for uid, states in self.sessions.items() for st in states]
+
+    def add_session(self, state: ClientState) -> None:
+        """Register an authenticated connection."""
+        self.sessions.setdefault(state.user_id, []).append(state)
+        self.g_conns.inc()
+        self.g_users.set(len(self.sessions))
+
+    def remove_session(self, state: ClientState) -> bool:
+        """Forget a connection; True if it was registered."""
+        states = self.sessions.get(state.user_id)
+        if not states or state not in states:
+            return False
+        states.remove(state)
+        if not states:
+            del self.sessions[state.user_id]
+        self.g_conns.dec()
+        self.g_users.set(len(self.sessions))
+        return True
+
+    def states_of(self, user_id: int) -> list[ClientState]:
+        """Local authenticated connections of a user."""
+        return self.sessions.get(user_id, [])
+
+    def push(self, link: Any, command: str, msg: Any) -> bool:
+        """Send a server-initiated frame (seq 0) to a client connection."""
+        try:
+            return self.dispatcher.send(link, command, msg, 0)
+        except Exception:
+            self.log.exception("push %s failed", command)
+            return False

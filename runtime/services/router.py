@@ -1,0 +1,269 @@
+"""Runtime services layer (router): user -> msg server table, targeted relay, presence (TeamTalk's route_server).
+
+Unlike TeamTalk's route_server, a relay goes only to the msg servers that hold a target user (the envelope names
+them; see runtime.services.links), and the sender gets a confirmation once every destination has confirmed, so
+a msg server can retry through another router when this one dies. Several routers run side by side: every msg
+server reports status to all of them and relays through its master; a router speaks presence changes only for
+the msg servers that chose it as master, so each change is announced once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from runtime.framing import Frame
+from runtime.monitor.metrics import Metrics
+from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.links import (
+    FLAG_RELAY,
+    FLAG_REQUEST,
+    Link,
+    Proto,
+    pack_relay,
+    serve_links,
+    unpack_relay,
+)
+
+ONLINE, OFFLINE = 1, 2
+MOBILE_BIT = 0x10
+
+
+class UserTable:
+    """user id -> {msg server link -> {client type -> connection count}}."""
+
+    def __init__(self) -> None:
+        self.users: dict[int, dict[Link, dict[int, int]]] = {}
+
+    def pc_online(self, user_id: int) -> bool:
+        """TeamTalk's presence rule: online iff some PC client is connected somewhere."""
+        for types in self.users.get(user_id, {}).values():
+            if any(n > 0 and not t & MOBILE_BIT for t, n in types.items()):
+                return True
+        return False
+
+    def update(self, link: Link, user_id: int, client_type: int, delta: int) -> None:
+        """Count one connection of a user on a msg server up or down."""
+        links = self.users.setdefault(user_id, {})
+        types = links.setdefault(link, {})
+        n = types.get(client_type, 0) + delta
+        if n > 0:
+            types[client_type] = n
+        else:
+            types.pop(client_type, None)
+            if not types:
+                del links[link]
+                if not links:
+                    del self.users[user_id]
+
+    def drop_link(self, link: Link) -> list[int]:
+        """Forget every entry of a msg server; returns the users it held."""
+        held = []
+        for uid in list(self.users):
+            links = self.users[uid]
+            if link in links:
+                del links[link]
+                held.append(uid)
+                if not links:
+                    del self.users[uid]
+        return held
+
+    def links_for(self, user_ids: Any) -> set[Link]:
+        """The msg servers holding any of the users."""
+        out: set[Link] = set()
+        users = self.users
+        for uid in user_ids:
+            links = users.get(uid)
+            if links:
+                out.update(links)
+        return out
+
+
+class RouterService(Service):
+    """One router instance."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.metrics = Metrics(labels={"service": "router", "instance": str(ctx.instance)})
+        self.proto = Proto(ctx.registry)
+        self.table = UserTable()
+        self.links: set[Link] = set()
+        self._server: asyncio.Server | None = None
+        self._endpoints: list[Endpoint] = []
+        self._ticker: asyncio.Task[None] | None = None
+        p = self.proto
+        self._cid_status = p.cid("CID_OTHER_USER_STATUS_UPDATE")
+        self._cid_snapshot = p.cid("CID_OTHER_ONLINE_USER_INFO")
+        self._cid_role = p.cid("CID_OTHER_ROLE_SET")
+        self._cid_stat_req = p.cid("CID_BUDDY_LIST_USERS_STATUS_REQUEST")
+        self._cid_stat_notify = p.cid("CID_BUDDY_LIST_STATUS_NOTIFY")
+        self._cid_pc_notify = p.cid("CID_OTHER_LOGIN_STATUS_NOTIFY")
+        self.m_relayed = self.metrics.counter("router_relays_total", "relays received")
+        self.m_forwarded = self.metrics.counter("router_forwards_total", "relay copies sent to msg servers")
+        self.m_broadcasts = self.metrics.counter("router_broadcasts_total", "relays sent to every msg server")
+        self.g_users = self.metrics.gauge("router_online_users", "users in the table")
+        self.g_links = self.metrics.gauge("router_links", "connected msg servers")
+
+    async def start(self) -> None:
+        """Bind the internal listener for msg servers."""
+        port = int(self.ctx.config.get("internal_port", 0) or 0)
+        self._server = await serve_links(self.ctx.host, port, self._on_link, name="router")
+        bound = self._server.sockets[0].getsockname()[1]
+        ep = Endpoint("router", self.ctx.instance, "internal", self.ctx.host, bound)
+        self._endpoints = [ep]
+        self.ctx.discovery.publish(ep)
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Close the listener and every link."""
+        for ep in self._endpoints:
+            with contextlib.suppress(Exception):
+                self.ctx.discovery.withdraw(ep)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._server is not None:
+            self._server.close()
+        for link in list(self.links):
+            link.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    def endpoints(self) -> list[Endpoint]:
+        """The internal listener."""
+        return list(self._endpoints)
+
+    def health(self) -> dict[str, Any]:
+        """Links and table size."""
+        return {"status": "ok", "links": len(self.links), "users": len(self.table.users)}
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for link in list(self.links):
+                link.tick(now)
+
+    # links -----------------------------------------------------------------------------------------------
+    def _on_link(self, link: Link) -> None:
+        link.name = "router<-msg"
+        link.on_frame = self._on_frame
+        link.on_lost.append(self._lost)
+        self.links.add(link)
+        self.g_links.set(len(self.links))
+
+    def _lost(self, link: Link) -> None:
+        self.links.discard(link)
+        self.g_links.set(len(self.links))
+        was_master = bool(link.peer.get("master"))
+        for uid in self.table.drop_link(link):
+            if was_master and not self.table.pc_online(uid):
+                self._announce(uid, False)
+        self.g_users.set(len(self.table.users))
+
+    def _on_frame(self, link: Link, frame: Frame) -> None:
+        if frame.flag & FLAG_RELAY:
+            self._relay(link, frame)
+            return
+        cid = frame.command_id
+        try:
+            if cid == self._cid_status:
+                self._status(link, self.proto.parse(cid, frame.body))
+            elif cid == self._cid_snapshot:
+                self._snapshot(link, self.proto.parse(cid, frame.body))
+            elif cid == self._cid_role:
+                link.peer["master"] = bool(self.proto.parse(cid, frame.body).master)
+            elif cid == self._cid_stat_req:
+                self._users_stat(link, frame)
+            else:
+                link.reply(frame, cid)
+        except Exception as exc:  # noqa: BLE001 - a malformed frame must not break the link
+            self.log.warning("router: bad 0x%04x from %s: %s", cid, link.name, exc)
+            link.reply(frame, cid)
+
+    # presence --------------------------------------------------------------------------------------------
+    def _status(self, link: Link, msg: Any) -> None:
+        uid = msg.user_id
+        before = self.table.pc_online(uid)
+        self.table.update(link, uid, msg.client_type, 1 if msg.user_status == ONLINE else -1)
+        after = self.table.pc_online(uid)
+        self.g_users.set(len(self.table.users))
+        if before != after and link.peer.get("master"):
+            self._announce(uid, after)
+
+    def _snapshot(self, link: Link, msg: Any) -> None:
+        self.table.drop_link(link)
+        for s in msg.user_stat_list:
+            self.table.update(link, s.user_id, s.client_type, 1)
+        self.g_users.set(len(self.table.users))
+
+    def _announce(self, user_id: int, pc_online: bool) -> None:
+        """IMUserStatNotify to every msg server (PC clients), PC login status to the user's servers (mobiles)."""
+        note: Any = self.proto.new("CID_BUDDY_LIST_STATUS_NOTIFY")
+        note.user_stat.user_id = user_id
+        note.user_stat.status = ONLINE if pc_online else OFFLINE
+        body = pack_relay(None, note.SerializeToString())
+        for link in self.links:
+            link.send(self._cid_stat_notify, body, flag=FLAG_RELAY)
+        pc = self.proto.new(
+            "CID_OTHER_LOGIN_STATUS_NOTIFY", user_id=user_id, login_status=1 if pc_online else 0
+        )
+        body = pack_relay([user_id], pc.SerializeToString())
+        for link in self.table.links_for([user_id]):
+            link.send(self._cid_pc_notify, body, flag=FLAG_RELAY)
+
+    def _users_stat(self, link: Link, frame: Frame) -> None:
+        req: Any = self.proto.parse(frame.command_id, frame.body)
+        rsp: Any = self.proto.new("CID_BUDDY_LIST_USERS_STATUS_RESPONSE", user_id=req.user_id)
+        for uid in req.user_id_list:
+            s = rsp.user_stat_list.add()
+            s.user_id = uid
+            s.status = ONLINE if self.table.pc_online(uid) else OFFLINE
+        link.reply(frame, self.proto.cid("CID_BUDDY_LIST_USERS_STATUS_RESPONSE"), rsp.SerializeToString())
+
+    # relay -----------------------------------------------------------------------------------------------
+    def _relay(self, origin: Link, frame: Frame) -> None:
+        self.m_relayed.inc()
+        try:
+            targets, _ = unpack_relay(frame.body)
+        except Exception:  # noqa: BLE001
+            origin.reply(frame, frame.command_id)
+            return
+        if targets is None:
+            dests = [link for link in self.links if link is not origin]
+            self.m_broadcasts.inc()
+        else:
+            dests = [link for link in self.table.links_for(targets) if link is not origin]
+        if not dests:
+            origin.reply(frame, frame.command_id)
+            return
+        body = bytes(frame.body)
+        confirm = _Countdown(len(dests), lambda: origin.reply(frame, frame.command_id))
+        for link in dests:
+            if link.request(frame.command_id, body, confirm, flag=FLAG_RELAY):
+                self.m_forwarded.inc()
+            else:
+                confirm(None)
+
+
+class _Countdown:
+    """Calls `done` after `n` replies (or losses) arrived."""
+
+    __slots__ = ("done", "n")
+
+    def __init__(self, n: int, done: Callable[[], object]) -> None:
+        self.n = n
+        self.done = done
+
+    def __call__(self, _frame: Frame | None) -> None:
+        self.n -= 1
+        if self.n == 0:
+            self.done()
+
+
+__all__ = ["FLAG_REQUEST", "RouterService", "UserTable"]

@@ -1,0 +1,173 @@
+"""Runtime stage layer, transport stage: ack tracking with retransmit, send-wait ordering and dedup (sans-IO).
+
+Time is passed in (`now`); the owners (msg service delivery, `ClientCore`) drive these from their timers.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from runtime.stages.policy import choice, parse_duration
+
+P = TypeVar("P")
+K = TypeVar("K", bound=Hashable)
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_DEDUP_WINDOW = 600.0
+
+
+@dataclass(frozen=True)
+class TransportPolicy:
+    """A command's `transport` policy, parsed."""
+
+    ack: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    retransmit: bool = False
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    dedup: bool = False
+    dedup_window: float = DEFAULT_DEDUP_WINDOW
+    send_wait: bool = False
+    ephemeral: bool = False
+
+    @classmethod
+    def from_mapping(cls, policy: Mapping[str, Any]) -> TransportPolicy:
+        return cls(
+            ack=policy.get("ack"),
+            timeout=parse_duration(policy.get("timeout", DEFAULT_TIMEOUT)),
+            retransmit=choice(policy, "retransmit", ("none", "until_ack"), "none") == "until_ack",
+            max_attempts=int(policy.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
+            dedup=choice(policy, "dedup", ("none", "per_sender"), "none") == "per_sender",
+            dedup_window=parse_duration(policy.get("dedup_window", DEFAULT_DEDUP_WINDOW)),
+            send_wait=choice(policy, "ordering", ("none", "send_wait"), "none") == "send_wait",
+            ephemeral=bool(policy.get("ephemeral", False)),
+        )
+
+
+class _Pending(Generic[P]):
+    __slots__ = ("attempts", "deadline", "payload")
+
+    def __init__(self, payload: P, deadline: float) -> None:
+        self.payload = payload
+        self.deadline = deadline
+        self.attempts = 1
+
+
+class AckTracker(Generic[K, P]):
+    """Messages sent and not yet acknowledged. `due` says which to resend and which gave up after the cap."""
+
+    def __init__(
+        self, timeout: float, *, retransmit: bool = True, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> None:
+        self.timeout = timeout
+        self.retransmit = retransmit
+        self.max_attempts = max(1, max_attempts)
+        self._pending: dict[K, _Pending[P]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._pending
+
+    def track(self, key: K, payload: P, now: float) -> None:
+        """Start waiting for `key`'s ack (first attempt sent at `now`)."""
+        self._pending[key] = _Pending(payload, now + self.timeout)
+
+    def ack(self, key: K) -> P | None:
+        """The ack for `key` arrived; returns the payload, or None for an unknown or duplicate ack."""
+        entry = self._pending.pop(key, None)
+        return entry.payload if entry is not None else None
+
+    def due(self, now: float) -> tuple[list[tuple[K, P]], list[tuple[K, P]]]:
+        """(to resend now, given up). Resent entries count an attempt and get a new deadline."""
+        resend: list[tuple[K, P]] = []
+        failed: list[tuple[K, P]] = []
+        for key, entry in list(self._pending.items()):
+            if entry.deadline > now:
+                continue
+            if self.retransmit and entry.attempts < self.max_attempts:
+                entry.attempts += 1
+                entry.deadline = now + self.timeout
+                resend.append((key, entry.payload))
+            else:
+                del self._pending[key]
+                failed.append((key, entry.payload))
+        return resend, failed
+
+
+class SendWait(Generic[K, P]):
+    """Send-wait ordering per stream: message n+1 is released only after message n is acknowledged."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[Hashable, K] = {}
+        self._queued: dict[Hashable, deque[tuple[K, P]]] = {}
+
+    def submit(self, stream: Hashable, key: K, payload: P) -> bool:
+        """Offer a message; True means send it now, False means it was queued behind an unacked one."""
+        if stream in self._inflight:
+            self._queued.setdefault(stream, deque()).append((key, payload))
+            return False
+        self._inflight[stream] = key
+        return True
+
+    def ack(self, stream: Hashable, key: K) -> tuple[K, P] | None:
+        """`key` was acked (or given up); returns the next message of the stream to send now, if any."""
+        if self._inflight.get(stream) != key:
+            return None  # stale or duplicate ack: ordering state is unchanged
+        queue = self._queued.get(stream)
+        if not queue:
+            del self._inflight[stream]
+            self._queued.pop(stream, None)
+            return None
+        nxt = queue.popleft()
+        self._inflight[stream] = nxt[0]
+        return nxt
+
+    def inflight(self, stream: Hashable) -> K | None:
+        """The key currently awaiting its ack on `stream`."""
+        return self._inflight.get(stream)
+
+
+_UNSET: Any = object()
+
+
+class DedupWindow:
+    """Remembers (sender, key) for `window` seconds, with the reply given, so a retransmit is answered again
+    without being processed (and stored) twice. Bounded by `max_entries` as well as by time."""
+
+    def __init__(self, window: float = DEFAULT_DEDUP_WINDOW, max_entries: int = 1_000_000) -> None:
+        self.window = window
+        self.max_entries = max_entries
+        self._seen: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def lookup(self, sender: Hashable, key: Hashable, now: float) -> tuple[bool, Any]:
+        """(seen before, the remembered result)."""
+        self._expire(now)
+        hit = self._seen.get((sender, key), _UNSET)
+        if hit is _UNSET:
+            return False, None
+        return True, hit[1]
+
+    def remember(self, sender: Hashable, key: Hashable, result: Any, now: float) -> None:
+        """Record that (sender, key) was processed with `result`."""
+        ident = (sender, key)
+        self._seen.pop(ident, None)
+        self._seen[ident] = (now + self.window, result)
+        while len(self._seen) > self.max_entries:
+            self._seen.popitem(last=False)
+
+    def _expire(self, now: float) -> None:
+        seen = self._seen
+        # Insertion order is expiry order (the window is constant), so expired entries are at the front.
+        while seen:
+            ident, (expiry, _result) = next(iter(seen.items()))
+            if expiry > now:
+                break
+            del seen[ident]

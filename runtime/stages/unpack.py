@@ -1,0 +1,89 @@
+"""Runtime stage layer, unpack stage: open (verify + decrypt), replay check, decompress, parse a body."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf.message import DecodeError, Message
+
+from runtime.errors import BodyError, IntegrityError, ReplayRejected
+from runtime.framing import DEFAULT_MAX_FRAME_BYTES, FLAG_COMPRESSED, FLAG_ENCRYPTED, Frame
+from runtime.stages.crypto import SessionCipher, header_ad
+from runtime.stages.input import missing_fields
+from runtime.stages.policy import choice
+
+
+class ReplayWindow:
+    """Sliding window over nonce counters (as in IPsec): each counter is accepted once; too old is refused."""
+
+    __slots__ = ("bitmap", "highest", "size")
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.highest = -1
+        self.bitmap = 0  # bit i set: counter (highest - i) was seen
+
+    def accept(self, counter: int) -> None:
+        """Record `counter`; raise `ReplayRejected` if it was seen or is older than the window."""
+        if counter > self.highest:
+            shift = counter - self.highest
+            self.bitmap = ((self.bitmap << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            self.highest = counter
+            return
+        offset = self.highest - counter
+        if offset >= self.size:
+            raise ReplayRejected(f"nonce counter {counter} is older than the replay window")
+        if self.bitmap >> offset & 1:
+            raise ReplayRejected(f"nonce counter {counter} replayed")
+        self.bitmap |= 1 << offset
+
+
+class UnpackStage:
+    """Parses one command's frames according to its `unpack` policy (and the pack flags on the frame)."""
+
+    def __init__(self, policy: Mapping[str, Any], *, require_encryption: bool = False) -> None:
+        self.verify = bool(policy.get("verify", True))
+        self.replay = choice(policy, "replay", ("allow", "reject"), "allow")
+        self.max_bytes = int(policy.get("max_bytes", DEFAULT_MAX_FRAME_BYTES))
+        self.require_encryption = require_encryption
+
+    def unpack(
+        self,
+        frame: Frame,
+        message_class: type[Message],
+        cipher: SessionCipher | None = None,
+        window: ReplayWindow | None = None,
+    ) -> Message:
+        """Return the parsed message. Raises `IntegrityError`, `ReplayRejected` or `BodyError`."""
+        body: bytes | memoryview = frame.body
+        flag = frame.flag
+        if flag & FLAG_ENCRYPTED:
+            if cipher is None:
+                raise IntegrityError("encrypted frame but no session keys agreed")
+            ad = header_ad(frame.version, flag, frame.service_id, frame.command_id, frame.seq)
+            counter, body = cipher.open(body, ad)
+            if self.replay == "reject":
+                if window is None:
+                    raise ReplayRejected("replay protection needs a replay window")
+                window.accept(counter)
+        elif self.require_encryption and cipher is not None:
+            raise IntegrityError("plaintext frame on a session that requires encryption")
+        if flag & FLAG_COMPRESSED:
+            inflater = zlib.decompressobj()
+            try:
+                # max_length bounds the output, so a small zlib bomb cannot expand beyond the size limit.
+                body = inflater.decompress(body, self.max_bytes + 1)
+            except zlib.error as exc:
+                raise BodyError(f"bad compressed body: {exc}") from None
+            if len(body) > self.max_bytes or inflater.unconsumed_tail:
+                raise BodyError(f"decompressed body exceeds {self.max_bytes} bytes")
+        try:
+            msg = message_class.FromString(body)  # type: ignore[arg-type]  # any buffer works
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            raise BodyError(f"undecodable {message_class.DESCRIPTOR.full_name} body: {exc}") from None
+        if self.verify and not msg.IsInitialized():
+            missing = ", ".join(missing_fields(msg))
+            raise BodyError(f"{message_class.DESCRIPTOR.full_name} missing required fields: {missing}")
+        return msg

@@ -1,0 +1,362 @@
+"""Storage layer (SQLite): the embedded default backend, implementing runtime.storage.base.Storage.
+
+Durability: WAL journal with `synchronous=FULL`, so every commit is fsynced before a sender is acked (NORMAL
+in WAL mode may lose the last commits on power loss, breaking "an ack means durably stored"). The cost of
+FULL is paid once per batch by the group-commit writer, not once per message. `secure_delete` overwrites
+deleted rows so burn and recall leave no bytes behind, and a burn/recall batch truncates the WAL after commit.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from runtime.storage.at_rest import ContentCipher, load_or_create_key
+from runtime.storage.base import Storage
+from runtime.storage.errors import InvalidArgument, KeyMismatch, StorageClosed
+from runtime.storage.models import (
+    Credentials,
+    Department,
+    DeviceToken,
+    Group,
+    GroupMember,
+    GroupModify,
+    GroupType,
+    GroupVersion,
+    Limits,
+    MemberChange,
+    Message,
+    NewUser,
+    OfflineFile,
+    ReadResult,
+    RecentSession,
+    SendResult,
+    SessionType,
+    UnreadSummary,
+    User,
+    UserPatch,
+)
+from runtime.storage.sqlite import directory, groups, messages, sessions
+from runtime.storage.sqlite.context import OpContext
+from runtime.storage.sqlite.readers import ReaderPool, connect
+from runtime.storage.sqlite.schema import MIGRATIONS, Migration, migrate
+from runtime.storage.sqlite.writer import GroupCommitWriter
+
+T = TypeVar("T")
+DB_FILE_NAME = "ttgen.db"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PRUNE_EVERY = 4096  # sends between dedup-table prunes
+
+
+class SqliteStorage(Storage):
+    """SQLite backend: one group-commit writer thread, a pool of reader threads, optional AES-GCM at rest."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        encrypt_at_rest: bool = False,
+        at_rest_key: bytes | None = None,
+        group_commit: bool = True,
+        max_batch: int = 1024,
+        readers: int = 2,
+        synchronous: str = "FULL",
+        limits: Limits | None = None,
+        dedup_window: int = 600,
+        recall_window: int = 120,
+        clock: Callable[[], float] = time.time,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        """`group_commit=False` commits every write alone (max_batch 1): the benchmark baseline."""
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise InvalidArgument(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DB_FILE_NAME
+        self._encrypt = encrypt_at_rest
+        self._key = at_rest_key
+        self._max_batch = max_batch if group_commit else 1
+        self._n_readers = readers
+        self._synchronous = synchronous.upper()
+        self._migrations = migrations
+        self._ctx = OpContext(limits or Limits(), None, clock, dedup_window, recall_window)
+        self._writer: GroupCommitWriter | None = None
+        self._readers: ReaderPool | None = None
+        self._wconn: sqlite3.Connection | None = None
+        self._sends = 0
+        self.schema_version = 0
+
+    # lifecycle -------------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create the data dir and database, migrate, check the at-rest key, start writer and readers."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._encrypt:
+            self._ctx.cipher = ContentCipher(self._key or load_or_create_key(self.data_dir))
+        conn = connect(self.path, read_only=False)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")  # validated keyword, not a value
+            conn.execute("PRAGMA secure_delete = ON")
+            self.schema_version = migrate(conn, self._migrations)
+            self._check_key(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._wconn = conn
+        self._writer = GroupCommitWriter(conn, self._max_batch, after_commit=self._after_commit)
+        self._writer.start()
+        self._readers = ReaderPool(self.path, self._n_readers)
+
+    def _check_key(self, conn: sqlite3.Connection) -> None:
+        cipher = self._ctx.cipher
+        row = conn.execute("SELECT value FROM meta WHERE key = 'at_rest_key_id'").fetchone()
+        if cipher is None:
+            return
+        if row is None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('at_rest_key_id', ?)", (cipher.key_id,))
+        elif row[0] != cipher.key_id:
+            raise KeyMismatch(f"{self.path}: the at-rest key is not the key this database was encrypted with")
+
+    def _after_commit(self, conn: sqlite3.Connection) -> None:
+        if self._ctx.checkpoint_wanted:
+            self._ctx.checkpoint_wanted = False
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def close(self) -> None:
+        """Drain the writer, then close readers and the write connection (which checkpoints the WAL)."""
+        if self._writer is not None:
+            await self._writer.close()
+        if self._readers is not None:
+            await self._readers.close()
+        if self._wconn is not None:
+            self._wconn.close()
+        self._writer = self._readers = self._wconn = None
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        """The group-commit writer (its batch counters are useful to benchmarks)."""
+        if self._writer is None:
+            raise StorageClosed("storage is not open")
+        return self._writer
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.writer.submit(fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            raise StorageClosed("storage is not open")
+        return await self._readers.run(fn)
+
+    # directory -------------------------------------------------------------------------------------------
+    async def create_user(self, user: NewUser) -> User:
+        return await self._write(lambda c: directory.create_user(c, self._ctx, user))
+
+    async def update_user(self, user_id: int, patch: UserPatch) -> User:
+        return await self._write(lambda c: directory.update_user(c, self._ctx, user_id, patch))
+
+    async def get_users(self, user_ids: Sequence[int]) -> list[User]:
+        ids = list(user_ids)
+        if len(ids) > self._ctx.limits.max_group_members:
+            raise InvalidArgument(f"too many user ids ({len(ids)})")
+        return await self._read(lambda c: directory.get_users(c, ids))
+
+    async def get_user_by_login(self, login_name: str) -> User | None:
+        return await self._read(lambda c: directory.get_user_by_login(c, login_name))
+
+    async def list_users_since(self, latest_update_time: int) -> list[User]:
+        return await self._read(lambda c: directory.list_users_since(c, latest_update_time))
+
+    async def get_credentials(self, login_name: str) -> Credentials | None:
+        return await self._read(lambda c: directory.get_credentials(c, login_name))
+
+    async def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        await self._write(
+            lambda c: directory.set_user_field(c, self._ctx, user_id, "password_hash", password_hash)
+        )
+
+    async def set_sign_info(self, user_id: int, sign_info: str) -> None:
+        await self._write(lambda c: directory.set_user_field(c, self._ctx, user_id, "sign_info", sign_info))
+
+    async def set_push_shield(self, user_id: int, shield: bool) -> None:
+        await self._write(
+            lambda c: directory.set_user_field(c, self._ctx, user_id, "push_shield", int(shield))
+        )
+
+    async def get_push_shield(self, user_id: int) -> bool:
+        return (await self._read(lambda c: directory.get_user(c, user_id))).push_shield
+
+    async def create_department(self, name: str, priority: int = 0, parent_id: int = 0) -> Department:
+        return await self._write(
+            lambda c: directory.create_department(c, self._ctx, name, priority, parent_id)
+        )
+
+    async def list_departments_since(self, latest_update_time: int) -> list[Department]:
+        return await self._read(lambda c: directory.list_departments_since(c, latest_update_time))
+
+    # messages --------------------------------------------------------------------------------------------
+    def _maybe_prune(self) -> bool:
+        self._sends += 1
+        return self._sends % _PRUNE_EVERY == 0
+
+    async def send_single(
+        self,
+        from_id: int,
+        to_id: int,
+        msg_type: int,
+        content: bytes,
+        *,
+        dedup_key: bytes | None = None,
+        burn: bool = False,
+    ) -> SendResult:
+        prune = self._maybe_prune()
+
+        def op(c: sqlite3.Connection) -> SendResult:
+            if prune:
+                messages.prune_dedup(c, self._ctx)
+            return messages.send_single(c, self._ctx, from_id, to_id, msg_type, content, dedup_key, burn)
+
+        return await self._write(op)
+
+    async def send_group(
+        self, from_id: int, group_id: int, msg_type: int, content: bytes, *, dedup_key: bytes | None = None
+    ) -> SendResult:
+        prune = self._maybe_prune()
+
+        def op(c: sqlite3.Connection) -> SendResult:
+            if prune:
+                messages.prune_dedup(c, self._ctx)
+            return messages.send_group(c, self._ctx, from_id, group_id, msg_type, content, dedup_key)
+
+        return await self._write(op)
+
+    async def get_history(
+        self, user_id: int, session_type: SessionType, session_id: int, msg_id_begin: int, count: int
+    ) -> list[Message]:
+        return await self._read(
+            lambda c: messages.get_history(
+                c, self._ctx, user_id, session_type, session_id, msg_id_begin, count
+            )
+        )
+
+    async def get_messages_by_ids(
+        self, user_id: int, session_type: SessionType, session_id: int, msg_ids: Sequence[int]
+    ) -> list[Message]:
+        ids = list(msg_ids)
+        return await self._read(
+            lambda c: messages.get_by_ids(c, self._ctx, user_id, session_type, session_id, ids)
+        )
+
+    async def latest_msg_id(self, user_id: int, session_type: SessionType, session_id: int) -> int:
+        return await self._read(lambda c: messages.latest_msg_id(c, user_id, session_type, session_id))
+
+    async def mark_read(
+        self, user_id: int, session_type: SessionType, session_id: int, up_to_msg_id: int = 0
+    ) -> ReadResult:
+        return await self._write(
+            lambda c: messages.mark_read(c, self._ctx, user_id, session_type, session_id, up_to_msg_id)
+        )
+
+    async def unread_summary(self, user_id: int) -> UnreadSummary:
+        return await self._read(lambda c: sessions.unread_summary(c, self._ctx, user_id))
+
+    async def recall(self, user_id: int, session_type: SessionType, session_id: int, msg_id: int) -> None:
+        await self._write(lambda c: messages.recall(c, self._ctx, user_id, session_type, session_id, msg_id))
+
+    # sessions --------------------------------------------------------------------------------------------
+    async def recent_sessions(self, user_id: int, latest_update_time: int = 0) -> list[RecentSession]:
+        return await self._read(lambda c: sessions.recent_sessions(c, self._ctx, user_id, latest_update_time))
+
+    async def remove_session(self, user_id: int, session_type: SessionType, session_id: int) -> None:
+        await self._write(lambda c: sessions.remove_session(c, self._ctx, user_id, session_type, session_id))
+
+    # groups ----------------------------------------------------------------------------------------------
+    async def create_group(
+        self,
+        creator_id: int,
+        name: str,
+        group_type: GroupType,
+        member_ids: Sequence[int],
+        *,
+        avatar: str = "",
+        by_admin: bool = False,
+    ) -> Group:
+        members = list(member_ids)
+
+        def op(c: sqlite3.Connection) -> Group:
+            gid = groups.create_group(c, self._ctx, creator_id, name, group_type, members, avatar, by_admin)
+            return groups.get_group(c, None, gid)
+
+        return await self._write(op)
+
+    async def change_group_members(
+        self, actor_id: int | None, group_id: int, modify: GroupModify, user_ids: Sequence[int]
+    ) -> MemberChange:
+        ids = list(user_ids)
+        return await self._write(
+            lambda c: groups.change_members(c, self._ctx, actor_id, group_id, modify, ids)
+        )
+
+    async def get_group_members(self, group_id: int) -> list[GroupMember]:
+        return await self._read(lambda c: groups.get_members(c, group_id))
+
+    async def list_user_groups(self, user_id: int, group_type: GroupType | None = None) -> list[GroupVersion]:
+        return await self._read(lambda c: groups.list_user_groups(c, user_id, group_type))
+
+    async def get_groups_info(self, user_id: int, known: Sequence[GroupVersion]) -> list[Group]:
+        items = list(known)
+        return await self._read(lambda c: groups.groups_info(c, self._ctx, user_id, items))
+
+    async def set_group_shield(self, user_id: int, group_id: int, shield: bool) -> None:
+        await self._write(lambda c: groups.set_shield(c, user_id, group_id, shield))
+
+    async def is_group_member(self, user_id: int, group_id: int) -> bool:
+        return await self._read(lambda c: groups.is_member(c, user_id, group_id))
+
+    # push tokens -----------------------------------------------------------------------------------------
+    async def set_device_token(self, user_id: int, token: str, client_type: int) -> None:
+        await self._write(lambda c: directory.set_device_token(c, self._ctx, user_id, token, client_type))
+
+    async def clear_device_token(self, user_id: int) -> None:
+        await self._write(lambda c: c.execute("DELETE FROM device_tokens WHERE user_id = ?", (user_id,)))
+
+    async def get_device_tokens(self, user_ids: Sequence[int]) -> list[DeviceToken]:
+        ids = list(user_ids)
+        return await self._read(lambda c: directory.get_device_tokens(c, ids))
+
+    # offline files ---------------------------------------------------------------------------------------
+    async def add_offline_file(self, record: OfflineFile) -> OfflineFile:
+        return await self._write(lambda c: directory.add_offline_file(c, self._ctx, record))
+
+    async def list_offline_files(self, to_user_id: int) -> list[OfflineFile]:
+        return await self._read(lambda c: directory.list_offline_files(c, to_user_id))
+
+    async def delete_offline_file(self, user_id: int, task_id: str) -> None:
+        await self._write(lambda c: directory.delete_offline_file(c, user_id, task_id))
+
+    # inspection ------------------------------------------------------------------------------------------
+    async def find_bytes(self, needle: bytes) -> list[str]:
+        """Scan every column of every table for the raw bytes (stored form: ciphertext when encrypted)."""
+        if not needle:
+            raise InvalidArgument("needle must not be empty")
+        return await self._read(lambda c: _scan(c, needle))
+
+
+def _scan(conn: sqlite3.Connection, needle: bytes) -> list[str]:
+    hits = []
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    for table in tables:
+        if not _IDENT.match(table):
+            continue
+        for col in conn.execute(f'PRAGMA table_info("{table}")').fetchall():
+            column = col[1]
+            if not _IDENT.match(column):
+                continue
+            found = conn.execute(
+                f'SELECT 1 FROM "{table}" WHERE instr(CAST("{column}" AS BLOB), ?) > 0 LIMIT 1', (needle,)
+            ).fetchone()
+            if found:
+                hits.append(f"{table}.{column}")
+    return hits

@@ -1,0 +1,314 @@
+"""Storage layer (SQLite): storing, reading, read-acking, burning and recalling messages (sync operations).
+
+Kinds: "s" rows live in `messages` keyed by (pair id, msg_id); "g" rows in `group_messages` keyed by
+(group id, msg_id). Message content is stored only there: previews are read from these rows, never copied.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from runtime.storage.errors import AccessDenied, InvalidArgument, NotFound, RecallWindowExpired
+from runtime.storage.models import Message, ReadResult, SendResult, SessionType
+from runtime.storage.sqlite.context import (
+    OpContext,
+    check_bytes,
+    check_ids,
+    check_int,
+    message_from_row,
+    placeholders,
+    require_users,
+)
+
+_SINGLE_COLS = "msg_id, from_id, created, msg_type, content, encrypted, burn"
+_GROUP_COLS = "msg_id, from_id, created, msg_type, content, encrypted"
+
+
+def pair_id(conn: sqlite3.Connection, a: int, b: int) -> tuple[int, int] | None:
+    """(pair id, last msg_id) of two users, or None if they never exchanged a message."""
+    row = conn.execute(
+        "SELECT id, last_msg_id FROM pairs WHERE small_id = ? AND big_id = ?", (min(a, b), max(a, b))
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def _dedup_hit(
+    conn: sqlite3.Connection, ctx: OpContext, sender: int, stype: int, sid: int, key: bytes | None
+) -> SendResult | None:
+    if key is None:
+        return None
+    row = conn.execute(
+        "SELECT msg_id, created FROM dedup WHERE sender_id = ? AND session_type = ? AND session_id = ? "
+        "AND dedup_key = ? AND created >= ?",
+        (sender, stype, sid, key, ctx.now() - ctx.dedup_window),
+    ).fetchone()
+    return SendResult(row[0], row[1], duplicate=True) if row else None
+
+
+def _dedup_record(
+    conn: sqlite3.Connection, sender: int, stype: int, sid: int, key: bytes | None, msg_id: int, now: int
+) -> None:
+    if key is not None:
+        conn.execute(
+            "INSERT INTO dedup (sender_id, session_type, session_id, dedup_key, msg_id, created) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET msg_id = excluded.msg_id, created = excluded.created",
+            (sender, stype, sid, key, msg_id, now),
+        )
+
+
+def prune_dedup(conn: sqlite3.Connection, ctx: OpContext) -> int:
+    """Forget dedup keys older than the window; returns how many were dropped."""
+    return conn.execute("DELETE FROM dedup WHERE created < ?", (ctx.now() - ctx.dedup_window,)).rowcount
+
+
+def _touch_session(conn: sqlite3.Connection, user: int, stype: int, peer: int, now: int) -> None:
+    conn.execute(
+        "INSERT INTO sessions (user_id, session_type, peer_id, status, read_msg_id, created, updated) "
+        "VALUES (?, ?, ?, 0, 0, ?, ?) ON CONFLICT DO UPDATE SET status = 0, updated = excluded.updated",
+        (user, stype, peer, now, now),
+    )
+
+
+def _touch_both(conn: sqlite3.Connection, a: int, b: int, now: int) -> None:
+    """Touch both sides' 1:1 sessions in one statement (TeamTalk overwrote the sender's, never the peer's)."""
+    conn.execute(
+        "INSERT INTO sessions (user_id, session_type, peer_id, status, read_msg_id, created, updated) "
+        "VALUES (?, 1, ?, 0, 0, ?, ?), (?, 1, ?, 0, 0, ?, ?) "
+        "ON CONFLICT DO UPDATE SET status = 0, updated = excluded.updated",
+        (a, b, now, now, b, a, now, now),
+    )
+
+
+def send_single(
+    conn: sqlite3.Connection,
+    ctx: OpContext,
+    from_id: int,
+    to_id: int,
+    msg_type: int,
+    content: bytes,
+    dedup_key: bytes | None,
+    burn: bool,
+) -> SendResult:
+    """Store a 1:1 message; the msg_id comes from the pair counter in the same transaction."""
+    check_int("msg_type", msg_type)
+    data = check_bytes("content", content, ctx.limits.max_content, non_empty=True)
+    key = None if dedup_key is None else check_bytes("dedup_key", dedup_key, ctx.limits.max_dedup_key)
+    if from_id == to_id:
+        raise InvalidArgument("a single-chat message to oneself is refused")
+    hit = _dedup_hit(conn, ctx, from_id, int(SessionType.SINGLE), to_id, key)
+    if hit:
+        return hit
+    now = ctx.now()
+    try:
+        pid, msg_id = conn.execute(
+            "INSERT INTO pairs (small_id, big_id, last_msg_id, created) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (small_id, big_id) DO UPDATE SET last_msg_id = last_msg_id + 1 "
+            "RETURNING id, last_msg_id",
+            (min(from_id, to_id), max(from_id, to_id), now),
+        ).fetchone()
+    except sqlite3.IntegrityError:  # the pair's foreign keys: one of the users does not exist
+        require_users(conn, [from_id, to_id])
+        raise
+    stored, encrypted = ctx.seal("s", pid, msg_id, data)
+    conn.execute(
+        "INSERT INTO messages (pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (pid, msg_id, from_id, to_id, msg_type, stored, encrypted, int(burn), now),
+    )
+    _touch_both(conn, from_id, to_id, now)
+    _dedup_record(conn, from_id, int(SessionType.SINGLE), to_id, key, msg_id, now)
+    return SendResult(msg_id, now)
+
+
+def member_floor(conn: sqlite3.Connection, user_id: int, group_id: int) -> tuple[int, int]:
+    """(visible_from, read_msg_id) of an active member; AccessDenied if not one, NotFound if no group."""
+    row = conn.execute(
+        "SELECT m.visible_from, m.read_msg_id, m.status FROM groups g LEFT JOIN group_members m "
+        "ON m.group_id = g.id AND m.user_id = ? WHERE g.id = ? AND g.status = 0",
+        (user_id, group_id),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"group {group_id}")
+    if row[2] is None or row[2] != 0:
+        raise AccessDenied(f"user {user_id} is not a member of group {group_id}")
+    return row[0], row[1]
+
+
+def send_group(
+    conn: sqlite3.Connection,
+    ctx: OpContext,
+    from_id: int,
+    group_id: int,
+    msg_type: int,
+    content: bytes,
+    dedup_key: bytes | None,
+) -> SendResult:
+    """Store a group message from a current member; the msg_id comes from the group counter."""
+    check_int("msg_type", msg_type)
+    data = check_bytes("content", content, ctx.limits.max_content, non_empty=True)
+    key = None if dedup_key is None else check_bytes("dedup_key", dedup_key, ctx.limits.max_dedup_key)
+    member_floor(conn, from_id, group_id)
+    hit = _dedup_hit(conn, ctx, from_id, int(SessionType.GROUP), group_id, key)
+    if hit:
+        return hit
+    now = ctx.now()
+    (msg_id,) = conn.execute(
+        "UPDATE groups SET last_msg_id = last_msg_id + 1, last_chated = ? WHERE id = ? RETURNING last_msg_id",
+        (now, group_id),
+    ).fetchone()
+    stored, encrypted = ctx.seal("g", group_id, msg_id, data)
+    conn.execute(
+        "INSERT INTO group_messages (group_id, msg_id, from_id, msg_type, content, encrypted, created) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (group_id, msg_id, from_id, msg_type, stored, encrypted, now),
+    )
+    # Sending reads the group (TeamTalk copies the counter into the sender's snapshot).
+    conn.execute(
+        "UPDATE group_members SET read_msg_id = ? WHERE group_id = ? AND user_id = ?",
+        (msg_id, group_id, from_id),
+    )
+    _touch_session(conn, from_id, int(SessionType.GROUP), group_id, now)
+    _dedup_record(conn, from_id, int(SessionType.GROUP), group_id, key, msg_id, now)
+    return SendResult(msg_id, now)
+
+
+def _scope(conn: sqlite3.Connection, user_id: int, stype: SessionType, sid: int) -> tuple[str, int, int, int]:
+    """(kind, scope id, visible floor, last msg_id) after the authorization check."""
+    if stype == SessionType.SINGLE:
+        pair = pair_id(conn, user_id, sid)
+        if pair is None or user_id == sid:
+            return "s", 0, 0, 0
+        return "s", pair[0], 0, pair[1]
+    if stype == SessionType.GROUP:
+        floor, _ = member_floor(conn, user_id, sid)
+        last = conn.execute("SELECT last_msg_id FROM groups WHERE id = ?", (sid,)).fetchone()[0]
+        return "g", sid, floor, int(last)
+    raise InvalidArgument(f"unknown session type {stype!r}")
+
+
+def _select(kind: str) -> str:
+    if kind == "s":
+        return f"SELECT {_SINGLE_COLS} FROM messages WHERE pair_id = ?"
+    return f"SELECT {_GROUP_COLS} FROM group_messages WHERE group_id = ?"
+
+
+def get_history(
+    conn: sqlite3.Connection,
+    ctx: OpContext,
+    user_id: int,
+    stype: SessionType,
+    sid: int,
+    begin: int,
+    count: int,
+) -> list[Message]:
+    """Newest-first page of messages with msg_id <= begin (0 = newest) the user may see."""
+    check_int("msg_id_begin", begin)
+    check_int("count", count)
+    kind, scope, floor, _ = _scope(conn, user_id, stype, sid)
+    if scope == 0:
+        return []
+    top = begin if begin else 2**63 - 1
+    rows = conn.execute(
+        _select(kind) + " AND msg_id <= ? AND msg_id > ? ORDER BY msg_id DESC LIMIT ?",
+        (scope, top, floor, min(count, ctx.limits.max_page)),
+    ).fetchall()
+    return [message_from_row(ctx, kind, scope, r) for r in rows]
+
+
+def get_by_ids(
+    conn: sqlite3.Connection, ctx: OpContext, user_id: int, stype: SessionType, sid: int, ids: Sequence[int]
+) -> list[Message]:
+    """The visible messages among the ids, ascending."""
+    wanted = check_ids("msg_ids", ids, ctx.limits.max_page)
+    kind, scope, floor, _ = _scope(conn, user_id, stype, sid)
+    if scope == 0 or not wanted:
+        return []
+    rows = conn.execute(
+        _select(kind) + f" AND msg_id > ? AND msg_id IN ({placeholders(len(wanted))}) ORDER BY msg_id",
+        (scope, floor, *wanted),
+    ).fetchall()
+    return [message_from_row(ctx, kind, scope, r) for r in rows]
+
+
+def latest_msg_id(conn: sqlite3.Connection, user_id: int, stype: SessionType, sid: int) -> int:
+    """The session's counter (0 if nothing was sent)."""
+    return _scope(conn, user_id, stype, sid)[3]
+
+
+def latest_message(
+    conn: sqlite3.Connection, ctx: OpContext, kind: str, scope: int, floor: int
+) -> Message | None:
+    """The newest visible message of a session, read from the message row itself."""
+    row = conn.execute(
+        _select(kind) + " AND msg_id > ? ORDER BY msg_id DESC LIMIT 1", (scope, floor)
+    ).fetchone()
+    return message_from_row(ctx, kind, scope, row) if row else None
+
+
+def mark_read(
+    conn: sqlite3.Connection, ctx: OpContext, user_id: int, stype: SessionType, sid: int, up_to: int
+) -> ReadResult:
+    """Advance the read position and destroy burn-after-reading messages the user has now read."""
+    check_int("msg_id", up_to)
+    kind, scope, _, last = _scope(conn, user_id, stype, sid)
+    target = min(up_to, last) if up_to else last
+    if kind == "g":
+        conn.execute(
+            "UPDATE group_members SET read_msg_id = max(read_msg_id, ?) WHERE group_id = ? AND user_id = ?",
+            (target, sid, user_id),
+        )
+        return ReadResult(target)
+    if scope == 0:
+        return ReadResult(0)
+    (read,) = conn.execute(
+        "INSERT INTO sessions (user_id, session_type, peer_id, status, read_msg_id, created, updated) "
+        "VALUES (?, 1, ?, 0, ?, ?, ?) "
+        "ON CONFLICT DO UPDATE SET read_msg_id = max(read_msg_id, excluded.read_msg_id) "
+        "RETURNING read_msg_id",
+        (user_id, sid, target, ctx.now(), ctx.now()),
+    ).fetchone()
+    burned = [
+        r[0]
+        for r in conn.execute(
+            "DELETE FROM messages WHERE pair_id = ? AND to_id = ? AND burn = 1 AND msg_id <= ? "
+            "RETURNING msg_id",
+            (scope, user_id, read),
+        )
+    ]
+    if burned:
+        _forget_dedup(conn, sid, int(SessionType.SINGLE), user_id, burned)
+        ctx.checkpoint_wanted = True
+    return ReadResult(read, sorted(burned))
+
+
+def _forget_dedup(
+    conn: sqlite3.Connection, sender: int, stype: int, sid: int, msg_ids: Sequence[int]
+) -> None:
+    conn.execute(
+        f"DELETE FROM dedup WHERE sender_id = ? AND session_type = ? AND session_id = ? "
+        f"AND msg_id IN ({placeholders(len(msg_ids))})",
+        (sender, stype, sid, *msg_ids),
+    )
+
+
+def recall(
+    conn: sqlite3.Connection, ctx: OpContext, user_id: int, stype: SessionType, sid: int, msg_id: int
+) -> None:
+    """Delete the sender's own message within the recall window."""
+    check_int("msg_id", msg_id, 1)
+    kind, scope, _, _ = _scope(conn, user_id, stype, sid)
+    table, column = ("messages", "pair_id") if kind == "s" else ("group_messages", "group_id")
+    row = conn.execute(
+        f"SELECT from_id, created FROM {table} WHERE {column} = ? AND msg_id = ?", (scope, msg_id)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"message {msg_id}")
+    if row[0] != user_id:
+        raise AccessDenied("only the sender may recall a message")
+    if ctx.now() - row[1] > ctx.recall_window:
+        raise RecallWindowExpired(f"message {msg_id} is older than the {ctx.recall_window} s recall window")
+    conn.execute(f"DELETE FROM {table} WHERE {column} = ? AND msg_id = ?", (scope, msg_id))
+    _forget_dedup(conn, user_id, int(stype), sid, [msg_id])
+    ctx.checkpoint_wanted = True

@@ -1,0 +1,186 @@
+"""Storage layer (SQLite): the group-commit writer, one thread owning the only write connection.
+
+Callers submit operations (functions of a connection). The thread takes every operation queued (up to
+`max_batch`), runs them in one transaction, commits once, and only then resolves the callers' futures: an
+acknowledged write is durable, and one fsync is shared by the whole batch. Operations run without savepoints
+first; if one raises, the transaction is rolled back and the batch replayed with a savepoint per operation, so
+the failing one is undone alone and the others still commit. Operations must therefore depend only on the
+connection (they may run twice before the commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from runtime.storage.errors import StorageClosed
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+
+
+@dataclass
+class _Pending:
+    op: Operation
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
+_log = logging.getLogger(__name__)
+
+
+def _settle_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class GroupCommitWriter:
+    """A single writer thread that batches queued operations into one transaction per batch."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        max_batch: int = 1024,
+        after_commit: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._conn = conn
+        self._after_commit = after_commit
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ttgen-sqlite-writer", daemon=True)
+        self._closed = False
+        self.batches = 0  # committed transactions, for benchmarks and tests
+        self.operations = 0
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    async def submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue an operation and wait until the transaction that ran it has committed."""
+        if self._closed:
+            raise StorageClosed("storage is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Pending(op, loop, future))
+        return await future
+
+    async def close(self) -> None:
+        """Finish every queued operation, then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    def _take_batch(self) -> tuple[list[_Pending], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        assert isinstance(first, _Pending)
+        batch = [first]
+        stop = False
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stop = True
+                break
+            assert isinstance(item, _Pending)
+            batch.append(item)
+        return batch, stop
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch, stop = self._take_batch()
+            if batch:
+                self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        conn = self._conn
+        outcomes: list[tuple[Any, BaseException | None]]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            fast = self._fast_pass(conn, batch)
+            if fast is None:  # an operation failed: undo, then replay with one savepoint per operation
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                fast = self._isolated_pass(conn, batch)
+            outcomes = fast
+            conn.execute("COMMIT")
+            self.batches += 1
+            self.operations += len(batch)
+        except Exception as exc:  # commit failed: nothing in the batch is durable, so nobody gets an ack
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(None, exc)] * len(batch)
+        else:
+            if self._after_commit is not None:
+                try:
+                    self._after_commit(conn)
+                except Exception:  # housekeeping only: the batch is committed either way
+                    _log.exception("after-commit hook failed")
+        self._resolve(batch, outcomes)
+
+    @staticmethod
+    def _fast_pass(
+        conn: sqlite3.Connection, batch: list[_Pending]
+    ) -> list[tuple[Any, BaseException | None]] | None:
+        """Run every operation with no savepoints (the common case); None if any of them raised."""
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        for pending in batch:
+            try:
+                outcomes.append((pending.op(conn), None))
+            except Exception:
+                return None
+        return outcomes
+
+    @staticmethod
+    def _isolated_pass(
+        conn: sqlite3.Connection, batch: list[_Pending]
+    ) -> list[tuple[Any, BaseException | None]]:
+        """Run every operation in its own savepoint so a failing one is undone alone."""
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        for pending in batch:
+            conn.execute("SAVEPOINT op")
+            try:
+                result = pending.op(conn)
+            except Exception as exc:  # the caller gets it; the rest of the batch goes on
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                outcomes.append((None, exc))
+            else:
+                conn.execute("RELEASE op")
+                outcomes.append((result, None))
+        return outcomes
+
+    @staticmethod
+    def _resolve(batch: list[_Pending], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        """Settle the futures with one wake-up per event loop, not one per operation."""
+        by_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+        ] = {}
+        for pending, (result, error) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(pending.loop, []).append((pending.future, result, error))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, items)
+            except RuntimeError:  # the caller's loop is gone; nobody is waiting
+                pass

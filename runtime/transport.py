@@ -1,0 +1,358 @@
+"""Runtime transport layer: a thin asyncio Protocol around the sans-IO `Connection`, with flow control."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol, TypeVar
+
+from runtime.connection import DEFAULT_TIMEOUTS, Connection, Kind, Timeouts
+from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
+from runtime.registry import CommandInfo, Registry
+
+log = logging.getLogger("runtime.transport")
+
+T = TypeVar("T")
+
+# Write-buffer marks: above HIGH the peer is not reading, so we stop reading its requests (and the replies
+# they would cause) until the buffer drains below LOW. MAX_BUFFER bounds what pushes from other connections
+# may queue for a stalled peer; beyond it the peer is dropped as a slow consumer instead of growing memory.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+MAX_BUFFER = 8 * 1024 * 1024
+TICK_SECONDS = 1.0
+
+
+class FrameHandler(Protocol):
+    """What a `Link` reports to: a dispatcher on servers, the client core on clients."""
+
+    def connection_made(self, link: Link) -> None: ...
+
+    def frames_received(self, link: Link, frames: Iterable[tuple[Frame, CommandInfo]]) -> None: ...
+
+    def connection_lost(self, link: Link, reason: str) -> None: ...
+
+
+class Link(asyncio.Protocol):
+    """One TCP connection: feeds bytes to its `Connection`, hands frames to a handler, batches writes.
+
+    Frames sent while a read is being handled go out with one `transport.write` at the end of that read;
+    frames sent from elsewhere (pushes, async handlers) are flushed once per event-loop iteration.
+    """
+
+    __slots__ = (
+        "_flush_handle",
+        "_in_batch",
+        "_loop",
+        "closed",
+        "conn",
+        "data",
+        "handler",
+        "kind",
+        "max_buffer",
+        "max_frame_bytes",
+        "registry",
+        "timeouts",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(
+        self,
+        registry: Registry,
+        kind: Kind,
+        handler: FrameHandler,
+        *,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_buffer: int = MAX_BUFFER,
+    ) -> None:
+        self.registry = registry
+        self.kind = kind
+        self.handler = handler
+        self.timeouts = timeouts
+        self.max_frame_bytes = max_frame_bytes
+        self.max_buffer = max_buffer
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.conn: Connection | None = None
+        self.data: dict[str, Any] | None = None  # per-connection state of stages and services, made on demand
+        self._in_batch = False
+        self._flush_handle: asyncio.Handle | None = None
+        self.write_paused = False
+        self.closed = self._loop.create_future()
+
+    def __repr__(self) -> str:
+        return f"<Link {self.conn!r}>"
+
+    @property
+    def peer(self) -> str:
+        """The peer address as `host:port`."""
+        return self.conn.peer if self.conn is not None else "?"
+
+    def now(self) -> float:
+        """The event loop's clock (what deadlines and rate limits are measured in)."""
+        return self._loop.time()
+
+    def extras(self) -> dict[str, Any]:
+        """Per-connection storage for stages and services (created on first use to keep idle links small)."""
+        if self.data is None:
+            self.data = {}
+        return self.data
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peername = transport.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        self.conn = Connection(
+            self.registry,
+            self.kind,
+            self._loop.time(),
+            peer=peer,
+            timeouts=self.timeouts,
+            max_frame_bytes=self.max_frame_bytes,
+        )
+        self.handler.connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        self._in_batch = True
+        try:
+            self.handler.frames_received(self, conn.receive_data(data, self._loop.time()))
+        finally:
+            self._in_batch = False
+        self.flush()
+        if not conn.is_open:
+            self._close_transport()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        conn = self.conn
+        if conn is not None:
+            if exc is not None and conn.close_reason is None:
+                conn.close_reason = f"connection lost: {exc}"
+            conn.connection_lost()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        reason = conn.close_reason if conn is not None and conn.close_reason else "connection lost"
+        try:
+            self.handler.connection_lost(self, reason)
+        finally:
+            if not self.closed.done():
+                self.closed.set_result(reason)
+
+    # -- sending ---------------------------------------------------------------------------------------------
+    def send_frame(
+        self,
+        service_id: int,
+        command_id: int,
+        seq: int,
+        body: bytes | bytearray | memoryview = b"",
+        *,
+        flag: int = 0,
+    ) -> bool:
+        """Queue a frame for sending; returns False if the connection is already closing or closed."""
+        conn = self.conn
+        if conn is None or not conn.is_open:
+            return False
+        conn.send_frame(service_id, command_id, seq, body, self._loop.time(), flag=flag)
+        if not self._in_batch and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self.flush)
+        return True
+
+    def flush(self) -> None:
+        """Write all queued frames with one transport write."""
+        self._flush_handle = None
+        conn, transport = self.conn, self.transport
+        if conn is None or transport is None or transport.is_closing():
+            return
+        data = conn.data_to_send()
+        if data:
+            transport.write(data)
+            if self.write_paused and transport.get_write_buffer_size() > self.max_buffer:
+                conn.close(f"slow consumer: more than {self.max_buffer} bytes unsent")
+                log.warning("closing %r: peer does not read", self)
+                transport.abort()
+
+    def tick(self, now: float) -> None:
+        """Apply the connection's deadlines (called by the server's 1 s sweep, or the client's timer)."""
+        conn = self.conn
+        if conn is None or not conn.is_open:
+            return
+        conn.tick(now)
+        if conn.pending_output:
+            self.flush()
+        if not conn.is_open:
+            log.info("closing %r: %s", self, conn.close_reason)
+            self._close_transport()
+
+    def close(self, reason: str = "closed locally") -> None:
+        """Close gracefully: queued frames are written first; the socket closes once the buffer drains."""
+        conn = self.conn
+        if conn is not None and conn.is_open:
+            conn.close(reason)
+        self._close_transport()
+
+    def abort(self, reason: str = "aborted") -> None:
+        """Close at once, discarding unsent data."""
+        if self.conn is not None and self.conn.is_open:
+            self.conn.close(reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _close_transport(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.conn is not None:
+            data = self.conn.data_to_send()
+            if data:
+                transport.write(data)
+        transport.close()  # asyncio drains the write buffer before closing the socket
+
+
+class Server:
+    """A listening socket, its live links, and the 1 s sweep that applies connection deadlines."""
+
+    def __init__(self, server: asyncio.Server, links: set[Link]) -> None:
+        self._server = server
+        self.links = links
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._server.sockets)
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = loop.time()
+            for link in list(self.links):
+                try:
+                    link.tick(now)
+                except Exception:  # one broken link must not stop the deadlines of all others
+                    log.exception("tick failed for %r", link)
+
+    async def shutdown(self, drain_timeout: float = 5.0) -> None:
+        """Stop accepting, close every link after writing what is queued; abort stragglers after a timeout."""
+        self._server.close()
+        self._sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sweeper
+        links = list(self.links)
+        for link in links:
+            link.close("server shutting down")
+        if links:
+            await asyncio.wait([link.closed for link in links], timeout=drain_timeout)
+            for link in links:
+                if not link.closed.done():
+                    link.abort("drain timeout")
+        await self._server.wait_closed()
+
+
+async def serve(
+    host: str,
+    port: int,
+    handler_factory: Callable[[], FrameHandler],
+    *,
+    registry: Registry,
+    kind: Kind = Kind.CLIENT_SESSION,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    backlog: int = 4096,
+) -> Server:
+    """Listen on host:port; each accepted connection gets a `Link` and `handler_factory()` as its handler."""
+    links: set[Link] = set()
+
+    class _TrackedLink(Link):
+        __slots__ = ()
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            links.add(self)
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            links.discard(self)
+            super().connection_lost(exc)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: _TrackedLink(
+            registry, kind, handler_factory(), timeouts=timeouts, max_frame_bytes=max_frame_bytes
+        ),
+        host,
+        port,
+        backlog=backlog,
+        reuse_address=True,
+    )
+    return Server(server, links)
+
+
+async def connect(
+    host: str,
+    port: int,
+    handler: FrameHandler,
+    *,
+    registry: Registry,
+    kind: Kind = Kind.CLIENT,
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+) -> Link:
+    """Open a TCP connection and return its `Link` (the handler has seen `connection_made` by then)."""
+    loop = asyncio.get_running_loop()
+    _transport, link = await loop.create_connection(
+        lambda: Link(registry, kind, handler, timeouts=timeouts, max_frame_bytes=max_frame_bytes), host, port
+    )
+    return link
+
+
+def install_event_loop_policy() -> bool:
+    """Use uvloop's event loop when it is installed; returns True if it is."""
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
+    """Run a coroutine on uvloop when available, else on asyncio's default loop."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)

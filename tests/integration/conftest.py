@@ -1,0 +1,222 @@
+"""Integration fixtures: a real cluster (login, 2 msg, 2 routers, biz, SQLite) on 127.0.0.1, and real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generated.teamtalk import servers as tt_servers
+from generated.teamtalk.registry import REGISTRY
+from runtime.auth import PasswordHasher
+from runtime.client import ClientCore
+from runtime.cluster.config import parse_config
+from runtime.cluster.runner import ClusterRunner
+from runtime.storage import NewUser
+from runtime.storage.sqlite import SqliteStorage
+
+# Cheap argon2 parameters keep seeding fast; the biz config below uses the same ones, so no rehash happens.
+AUTH = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+PASSWORD = "secret"
+WINDOWS, MAC, IOS, ANDROID = 0x01, 0x02, 0x11, 0x12
+
+
+def md5hex(text: str) -> str:
+    """What TeamTalk clients send as the password."""
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def cluster_config(data_dir: Path, encrypt: bool = True, **msg: Any) -> dict[str, Any]:
+    """A cluster for tests: every port 0, short retransmit timeout, only the services this suite needs."""
+    return {
+        "data_dir": str(data_dir),
+        "storage": {"backend": "sqlite", "encrypt_at_rest": encrypt},
+        "services": {
+            "login": {"instances": 1, "http_port": 0, "client_port": 0, "internal_port": 0},
+            "msg": {"instances": 2, "client_port": 0, "retransmit_timeout": 0.3, "max_attempts": 4, **msg},
+            "router": {"instances": 2},
+            "biz": {"instances": 1, "auth": {**AUTH, "max_user_failures": 5, "max_address_failures": 12}},
+            "file": {"instances": 0}, "storage": {"instances": 0}, "gateway": {"instances": 0},
+        },
+        "drain_timeout": 2.0,
+    }
+
+
+async def seed_users(data_dir: Path, names: list[str], encrypt: bool = True) -> dict[str, int]:
+    """Create users (login name = nick) before the cluster starts; returns name -> id."""
+    hasher = PasswordHasher(**AUTH)
+    digest = hasher.hash_wire(md5hex(PASSWORD))
+    storage = SqliteStorage(data_dir, encrypt_at_rest=encrypt)
+    await storage.open()
+    try:
+        ids = {}
+        for name in names:
+            existing = await storage.get_user_by_login(name)
+            if existing is None:
+                existing = await storage.create_user(NewUser(login_name=name, nick=name, password_hash=digest))
+            ids[name] = existing.id
+        return ids
+    finally:
+        await storage.close()
+
+
+class Client:
+    """A logged-in test client over runtime.client.ClientCore, collecting pushes by command name."""
+
+    def __init__(self, core: ClientCore, user_id: int, name: str) -> None:
+        self.core, self.user_id, self.name = core, user_id, name
+        self.pushes: list[tuple[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self.auto_ack = True
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        async for info, msg in self.core.pushes():
+            if info.name in ("CID_MSG_DATA", "CID_EXT_MSG_BURN") and self.auto_ack:
+                ack = REGISTRY.by_name("CID_MSG_DATA_ACK").message_class(
+                    user_id=self.user_id, msg_id=msg.msg_id,
+                    session_type=2 if msg.msg_type & 0x10 else 1,
+                    session_id=msg.to_session_id if msg.msg_type & 0x10 or msg.from_user_id == self.user_id
+                    else msg.from_user_id)
+                with contextlib.suppress(Exception):
+                    await self.core.send("CID_MSG_DATA_ACK", ack)
+            async with self._changed:
+                self.pushes.append((info.name, msg))
+                self._changed.notify_all()
+
+    def received(self, command: str, pred: Callable[[Any], bool] = lambda m: True) -> list[Any]:
+        """Pushes of that command matching pred, in arrival order."""
+        return [m for name, m in self.pushes if name == command and pred(m)]
+
+    async def wait_for(self, command: str, pred: Callable[[Any], bool] = lambda m: True, *, count: int = 1,
+                       timeout: float = 5.0) -> list[Any]:
+        """Wait until at least `count` matching pushes arrived (TimeoutError otherwise)."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.received(command, pred)) >= count),
+                                   timeout)
+        return self.received(command, pred)
+
+    async def call(self, command: str, **fields: Any) -> Any:
+        """Send a request and return its reply."""
+        msg = REGISTRY.by_name(command).message_class(**fields)
+        return await self.core.call(command, msg)
+
+    async def send(self, command: str, **fields: Any) -> None:
+        """Send a command that has no reply."""
+        await self.core.send(command, REGISTRY.by_name(command).message_class(**fields))
+
+    async def text(self, to: int, data: bytes, *, group: bool = False, client_msg_id: int = 0) -> Any:
+        """Send a chat message; returns the IMMsgDataAck."""
+        return await self.call("CID_MSG_DATA", from_user_id=self.user_id, to_session_id=to, msg_id=client_msg_id,
+                               create_time=0, msg_type=0x11 if group else 0x01, msg_data=data)
+
+    async def close(self) -> None:
+        """Disconnect."""
+        await self.core.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+class TestCluster:
+    """A running cluster plus helpers to log clients in on a chosen msg server."""
+
+    __test__ = False
+
+    def __init__(self, data_dir: Path, users: dict[str, int], overrides: dict[str, Any] | None = None) -> None:
+        self.data_dir, self.users = data_dir, users
+        self.overrides = overrides or {}
+        self.runner: ClusterRunner | None = None
+        self.clients: list[Client] = []
+
+    async def start(self) -> None:
+        """Start every service in this process."""
+        config = parse_config(cluster_config(self.data_dir, **self.overrides))
+        self.runner = ClusterRunner(config, REGISTRY, tt_servers, console=lambda _s: None)
+        await self.runner.start()
+        await self.wait_ready()
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Until every msg server has biz, a router, and login registration."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ok = all(s.health()["status"] == "ok" for s in self.services("msg"))
+            login = self.services("login")
+            if ok and login and len(login[0].servers) == len(self.services("msg")):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("cluster not ready")
+            await asyncio.sleep(0.02)
+
+    def services(self, name: str) -> list[Any]:
+        """In-process instances of a service."""
+        assert self.runner is not None
+        return list(self.runner.local.get(name, []))
+
+    def msg_port(self, index: int) -> int:
+        """Client port of msg server `index`."""
+        return int(self.services("msg")[index].endpoints()[0].port)
+
+    async def connect(self, index: int) -> ClientCore:
+        """A raw connection to msg server `index` (not logged in)."""
+        core = ClientCore(REGISTRY, host="127.0.0.1", port=self.msg_port(index), reconnect=False)
+        await core.connect()
+        return core
+
+    async def login(self, name: str, index: int = 0, client_type: int = WINDOWS) -> Client:
+        """Connect to msg server `index` and log in as `name`."""
+        core = await self.connect(index)
+        res: Any = await core.call("CID_LOGIN_REQ_USERLOGIN", REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN")
+                                   .message_class(user_name=name, password=md5hex(PASSWORD), online_status=1,
+                                                  client_type=client_type))
+        assert res.result_code == 0, res
+        client = Client(core, res.user_info.user_id, name)
+        self.clients.append(client)
+        return client
+
+    async def stop(self) -> None:
+        """Close clients and stop the cluster."""
+        for c in self.clients:
+            with contextlib.suppress(Exception):
+                await c.close()
+        self.clients.clear()
+        if self.runner is not None:
+            await self.runner.stop()
+            self.runner = None
+
+
+NAMES = [f"user{i:02d}" for i in range(60)]
+
+
+Body = Callable[[TestCluster], Awaitable[None]]
+
+
+def run_in_cluster(data_dir: Path, body: Body, **overrides: Any) -> None:
+    """Seed users, start a cluster, run `body(cluster)`, stop the cluster (in a fresh event loop)."""
+
+    async def main() -> None:
+        users = await seed_users(data_dir, NAMES, overrides.get("encrypt", True))
+        c = TestCluster(data_dir, users, overrides)
+        await c.start()
+        try:
+            await body(c)
+        finally:
+            await c.stop()
+
+    asyncio.run(main())
+
+
+@pytest.fixture
+def with_cluster(tmp_path: Path) -> Callable[..., None]:
+    """`with_cluster(body, **msg_overrides)` runs `async body(cluster)` against a fresh cluster."""
+
+    def run(body: Body, **overrides: Any) -> None:
+        run_in_cluster(tmp_path, body, **overrides)
+
+    return run

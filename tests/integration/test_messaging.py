@@ -1,0 +1,102 @@
+"""Integration: 1:1 messaging across msg servers on a real cluster (loopback, SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.integration.conftest import ANDROID, IOS, MAC, WINDOWS, TestCluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_one_to_one_across_servers_both_ways(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        a = await c.login("user00", 0)
+        b = await c.login("user01", 1)
+        acks = [await a.text(b.user_id, f"a->b {i}".encode()) for i in range(5)]
+        acks += [await b.text(a.user_id, f"b->a {i}".encode()) for i in range(5)]
+        ids = [ack.msg_id for ack in acks]
+        assert all(i > 0 for i in ids)
+        assert ids == sorted(ids) and len(set(ids)) == 10  # one counter per pair, shared both ways
+        got_b = await b.wait_for("CID_MSG_DATA", lambda m: m.from_user_id == a.user_id, count=5)
+        got_a = await a.wait_for("CID_MSG_DATA", lambda m: m.from_user_id == b.user_id, count=5)
+        assert [m.msg_data for m in got_b] == [f"a->b {i}".encode() for i in range(5)]
+        assert [m.msg_id for m in got_b] == ids[:5]
+        assert [m.msg_data for m in got_a] == [f"b->a {i}".encode() for i in range(5)]
+
+    with_cluster(body)
+
+
+def test_offline_recipient_unread_then_read_sync(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        a = await c.login("user00", 0)
+        b_id = c.users["user01"]
+        sent = [await a.text(b_id, f"offline {i}".encode()) for i in range(3)]
+        assert all(ack.msg_id for ack in sent)
+        b_pc = await c.login("user01", 1, WINDOWS)
+        b_phone = await c.login("user01", 0, ANDROID)
+        unread = await b_pc.call("CID_MSG_UNREAD_CNT_REQUEST", user_id=0)
+        assert unread.total_cnt == 3
+        (item,) = [u for u in unread.unreadinfo_list if u.session_id == a.user_id]
+        assert item.unread_cnt == 3 and item.latest_msg_data == b"offline 2"
+        page = await b_pc.call("CID_MSG_LIST_REQUEST", user_id=0, session_type=1, session_id=a.user_id,
+                               msg_id_begin=0, msg_cnt=10)
+        assert [m.msg_data for m in page.msg_list] == [b"offline 2", b"offline 1", b"offline 0"]
+        await b_pc.send("CID_MSG_READ_ACK", user_id=0, session_id=a.user_id, msg_id=sent[-1].msg_id,
+                        session_type=1)
+        (note,) = await b_phone.wait_for("CID_MSG_READ_NOTIFY")
+        assert (note.user_id, note.session_id, note.msg_id) == (b_id, a.user_id, sent[-1].msg_id)
+        assert not b_pc.received("CID_MSG_READ_NOTIFY")  # not echoed to the device that read
+        unread = await b_phone.call("CID_MSG_UNREAD_CNT_REQUEST", user_id=0)
+        assert unread.total_cnt == 0
+
+    with_cluster(body)
+
+
+def test_sender_other_devices_receive_sent_messages(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        a_pc = await c.login("user00", 0, WINDOWS)
+        a_phone = await c.login("user00", 1, IOS)
+        b = await c.login("user01", 1)
+        ack = await a_pc.text(b.user_id, b"hello")
+        (copy,) = await a_phone.wait_for("CID_MSG_DATA")
+        assert (copy.msg_id, copy.from_user_id, copy.to_session_id) == (ack.msg_id, a_pc.user_id, b.user_id)
+        await b.wait_for("CID_MSG_DATA")
+        assert not a_pc.received("CID_MSG_DATA")
+
+    with_cluster(body)
+
+
+def test_second_pc_login_kicks_first_mobile_does_not(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        watcher = await c.login("user05", 0, WINDOWS)
+        first = await c.login("user02", 0, WINDOWS)
+        await watcher.wait_for("CID_BUDDY_LIST_STATUS_NOTIFY",
+                               lambda m: m.user_stat.user_id == first.user_id and m.user_stat.status == 1)
+        phone = await c.login("user02", 1, ANDROID)
+        second = await c.login("user02", 1, MAC)
+        (kick,) = await first.wait_for("CID_LOGIN_KICK_USER")
+        assert kick.kick_reason == 1 and kick.user_id == first.user_id
+        assert not phone.received("CID_LOGIN_KICK_USER")
+        # The phone learns that the user's PC is online again (PC login status goes to mobiles only).
+        stat = await watcher.call("CID_BUDDY_LIST_USERS_STATUS_REQUEST", user_id=0, user_id_list=[first.user_id])
+        assert [s.status for s in stat.user_stat_list] == [1]
+        # A message reaches the new PC session and the phone, not the kicked one.
+        peer = await c.login("user03", 0)
+        await peer.text(first.user_id, b"to the new session")
+        await second.wait_for("CID_MSG_DATA")
+        await phone.wait_for("CID_MSG_DATA")
+        assert not first.received("CID_MSG_DATA")
+        # Mobile kicks PC (reason MOBILE_KICK); presence goes offline for everyone's PCs.
+        rsp = await phone.call("CID_LOGIN_REQ_KICKPCCLIENT", user_id=0)
+        assert rsp.result_code == 0
+        (kick2,) = await second.wait_for("CID_LOGIN_KICK_USER")
+        assert kick2.kick_reason == 2
+        await watcher.wait_for("CID_BUDDY_LIST_STATUS_NOTIFY",
+                               lambda m: m.user_stat.user_id == first.user_id and m.user_stat.status == 2)
+        assert not phone.received("CID_BUDDY_LIST_STATUS_NOTIFY")  # presence notices go to PCs only
+        await phone.wait_for("CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY", lambda m: m.login_stat == 2)
+
+    with_cluster(body)

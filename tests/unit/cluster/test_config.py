@@ -1,0 +1,127 @@
+"""Cluster config: defaults, overrides, and validation errors that name the offending key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.cluster.config import (
+    ConfigError,
+    ServiceConfig,
+    load_config,
+    parse_config,
+    resolve_preferred_ports,
+)
+
+
+def test_defaults_need_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None)
+    assert config.data_dir == tmp_path / "ttgen-data"
+    assert config.host == "127.0.0.1"
+    assert config.spec == "teamtalk"
+    assert config.storage["backend"] == "sqlite"
+    assert config.storage_dir == config.data_dir
+    counts = {name: s.instances for name, s in config.services.items()}
+    assert counts == {"login": 1, "msg": 2, "router": 2, "biz": 1, "file": 1, "storage": 1, "gateway": 1}
+    assert [s.name for s in config.ordered_services()][:4] == ["storage", "biz", "router", "login"]
+    assert config.services["login"].options["http_port"] == "preferred:8080"
+
+
+def test_file_and_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "ttgen.yaml"
+    cfg.write_text("data_dir: data\nservices:\n  msg: {instances: 3, client_port: 9000}\n"
+                   "  router: {instances: 1}\n")
+    config = load_config(cfg, {"services.msg.instances": 4, "host": "127.0.0.2"})
+    assert config.data_dir == tmp_path / "data"  # relative to the file's folder
+    assert config.services["msg"].instances == 4
+    assert config.services["msg"].options["max_conn"] == 100000  # default kept beside the override
+    assert config.services["router"].instances == 1
+    assert config.host == "127.0.0.2"
+
+
+def test_override_data_dir_is_relative_to_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, {"data_dir": "elsewhere"})
+    assert config.data_dir == tmp_path / "elsewhere"
+
+
+def test_fixed_ports_are_offset_per_instance() -> None:
+    svc = ServiceConfig("msg", 3, "m:C", {"client_port": 9000, "internal_port": 0, "max_conn": 5})
+    assert [svc.instance_options(i)["client_port"] for i in range(3)] == [9000, 9001, 9002]
+    assert svc.instance_options(2)["internal_port"] == 0
+    assert svc.instance_options(2)["max_conn"] == 5
+
+
+def test_preferred_port_falls_back_to_any_when_taken(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = parse_config({"data_dir": str(tmp_path),
+                               "services": {"login": {"http_port": f"preferred:{port}"}}})
+        assert resolve_preferred_ports(config).services["login"].options["http_port"] == 0
+    assert resolve_preferred_ports(config).services["login"].options["http_port"] == port
+
+
+def test_round_trip_through_json(tmp_path: Path) -> None:
+    import json
+
+    config = parse_config({"data_dir": str(tmp_path), "services": {"msg": {"instances": 1}}})
+    again = parse_config(json.loads(config.to_json()))
+    assert again.as_dict() == config.as_dict()
+
+
+@pytest.mark.parametrize(("doc", "key"), [
+    ({"services": {"msg": {"instances": -1}}}, "services.msg.instances"),
+    ({"services": {"msg": {"instances": "two"}}}, "services.msg.instances"),
+    ({"services": {"msg": {"instances": True}}}, "services.msg.instances"),
+    ({"services": {"msg": {"client_port": 70000}}}, "services.msg.client_port"),
+    ({"services": {"login": {"http_port": "8080"}}}, "services.login.http_port"),
+    ({"services": {"nosuch": {}}}, "services.nosuch"),
+    ({"services": {"x": {"class": "not a ref"}}}, "services.x.class"),
+    ({"services": {"msg": 3}}, "services.msg"),
+    ({"services": []}, "services"),
+    ({"storage": {"backend": "mysql"}}, "storage.backend"),
+    ({"storage": {"path": "x.db"}}, "storage.path"),
+    ({"storage": {"encrypt_at_rest": "yes"}}, "storage.encrypt_at_rest"),
+    ({"data_dir": ""}, "data_dir"),
+    ({"host": 5}, "host"),
+    ({"spec": "no-such spec"}, "spec"),
+    ({"plugins": "shake"}, "plugins"),
+    ({"drain_timeout": 0}, "drain_timeout"),
+    ({"endpoints": [{"service": "router", "kind": "internal", "host": "h"}]}, "endpoints[0].port"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_errors_name_the_key(doc: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(doc)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}: ")
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("services:\n  msg: {instances: [1]}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert str(info.value).startswith(f"{cfg}: services.msg.instances: ")
+    cfg.write_text("services: {msg: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert info.value.key == "(yaml)"
+    assert "line " in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "missing.yaml")
+    assert info.value.key == "(file)"
+
+
+def test_custom_service_class_and_disabled_services(tmp_path: Path) -> None:
+    config = parse_config({"data_dir": str(tmp_path), "services": {
+        "msg": {"instances": 0}, "probe": {"instances": 2, "class": "runtime.cluster.probe:ProbeService"}}})
+    names = [s.name for s in config.ordered_services()]
+    assert "msg" not in names
+    assert names[-1] == "probe"  # services outside the table start last

@@ -1,0 +1,8 @@
+"""Runtime unit tests: make the test protocol helper importable."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,0 +1,344 @@
+"""Unit tests of the dispatcher over in-memory transports (no sockets): replies, errors, gates, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import rt_testproto as tp
+
+from runtime.connection import Kind, State
+from runtime.dispatch import Context, Dispatcher
+from runtime.errors import StageError
+from runtime.framing import Frame, FrameDecoder, encode_frame
+from runtime.transport import Link
+
+
+class MemoryTransport(asyncio.Transport):
+    """Captures writes; closing reports connection_lost to the protocol like a real transport would."""
+
+    def __init__(self, peer: tuple[str, int]) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closing = False
+        self.reading = True
+        self.protocol: Link | None = None
+        self.peer = peer
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            assert self.protocol is not None
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    abort = close
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.peer if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def frames(self) -> list[Frame]:
+        return FrameDecoder().feed(b"".join(self.writes))
+
+
+class Service:
+    __mapping__ = {0x0103: "on_login", 0x0305: "on_echo", 0x0301: "on_msg"}
+
+    def __init__(self) -> None:
+        self.msgs: list[Any] = []
+        self.rejected: list[StageError] = []
+        self.gate = asyncio.Event()
+
+    async def on_login(self, ctx: Context, msg: Any) -> Any:
+        if msg.password != "ok":
+            ctx.close("bad password")
+            return tp.LoginRes(result_code=6)
+        ctx.authenticate(len(msg.user_name), msg.client_type)
+        return tp.LoginRes(result_code=0, user_id=ctx.user_id)
+
+    async def on_echo(self, ctx: Context, msg: Any) -> Any:
+        if msg.text == "boom":
+            raise RuntimeError("handler bug")
+        if msg.text == "wait":
+            await self.gate.wait()
+        if msg.text == "wrong type":
+            return tp.Notify(text="?")
+        if msg.text == "push":
+            for link in LINKS:
+                if link is not ctx.link:
+                    ctx.push(link, "NOTIFY", tp.Notify(text="pushed"))
+            return None
+        return tp.Echo(text=msg.text.upper(), items=msg.items)
+
+    async def on_msg(self, ctx: Context, msg: Any) -> Any:
+        self.msgs.append(msg)
+        return tp.MsgDataAck(user_id=ctx.user_id, session_id=msg.to_session_id, msg_id=len(self.msgs))
+
+    def on_rejected(self, ctx: Context, msg: Any, error: StageError) -> None:
+        self.rejected.append(error)
+
+
+LINKS: list[Link] = []
+
+
+def open_link(dispatcher: Dispatcher, port: int) -> tuple[Link, MemoryTransport]:
+    link = Link(dispatcher.registry, Kind.CLIENT_SESSION, dispatcher)
+    transport = MemoryTransport(("10.0.0.1", port))
+    transport.protocol = link
+    link.connection_made(transport)
+    LINKS.append(link)
+    return link, transport
+
+
+def req(cid: int, seq: int, msg: Any, sid: int | None = None) -> bytes:
+    return encode_frame(sid if sid is not None else cid >> 8, cid, seq, msg.SerializeToString())
+
+
+LOGIN_OK = req(0x0103, 1, tp.LoginReq(user_name="alice", password="ok", client_type=1))
+
+
+def run(
+    test: Callable[[Dispatcher, Service], Awaitable[None]], overrides: dict[str, Any] | None = None
+) -> None:
+    async def main() -> None:
+        LINKS.clear()
+        service = Service()
+        await test(Dispatcher(tp.build_registry(overrides), service), service)
+
+    asyncio.run(main())
+
+
+def msg_data(to: int = 9, data: bytes = b"hi") -> Any:
+    return tp.MsgData(from_user_id=0, to_session_id=to, msg_id=0, msg_type=1, msg_data=data)
+
+
+def test_login_then_request_reply_keeps_seq_and_uses_one_write() -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        link.data_received(LOGIN_OK + req(0x0305, 77, tp.Echo(text="hi", items=[1])))
+        assert len(t.writes) == 1  # both replies batched into one write
+        login, echo = t.frames()
+        assert (login.command_id, login.seq) == (0x0104, 1)
+        assert tp.LoginRes.FromString(login.body).user_id == 5
+        assert (echo.service_id, echo.command_id, echo.seq) == (3, 0x0306, 77)
+        assert tp.Echo.FromString(echo.body).text == "HI"
+
+    run(body)
+
+
+def test_failed_login_replies_then_closes() -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        link.data_received(req(0x0103, 1, tp.LoginReq(user_name="a", password="no", client_type=1)))
+        assert tp.LoginRes.FromString(t.frames()[0].body).result_code == 6
+        assert t.closing and link.conn is not None and link.conn.close_reason == "bad password"
+
+    run(body)
+
+
+def test_request_before_login_closes_only_that_connection() -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        bad, bt = open_link(d, 1)
+        good, gt = open_link(d, 2)
+        good.data_received(LOGIN_OK)
+        bad.data_received(req(0x0305, 1, tp.Echo(text="sneaky")))
+        assert bt.closing and bt.frames() == []
+        good.data_received(req(0x0305, 2, tp.Echo(text="fine")))
+        assert not gt.closing and gt.frames()[-1].seq == 2
+        await asyncio.wait_for(bad.closed, 1)
+        assert "before authentication" in bad.closed.result()
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\xff\xff", "undecodable"),
+        (tp.Echo(text="x").SerializeToString() + b"\x0a", "undecodable"),
+        (tp.MsgData(from_user_id=1).SerializePartialToString(), "required"),
+    ],
+)
+def test_garbage_and_incomplete_bodies_close_that_connection(
+    payload: bytes, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        bad, bt = open_link(d, 1)
+        good, gt = open_link(d, 2)
+        for link in (bad, good):
+            link.data_received(LOGIN_OK)
+        cid = 0x0301 if reason == "required" else 0x0305
+        bad.data_received(encode_frame(3, cid, 5, payload))
+        assert bt.closing and len(bt.frames()) == 1  # only the login reply
+        good.data_received(req(0x0301, 6, msg_data()))
+        assert not gt.closing and gt.frames()[-1].command_id == 0x0302
+
+    with caplog.at_level(logging.WARNING, logger="runtime.dispatch"):
+        run(body)
+    assert any("10.0.0.1:1" in r.getMessage() and "seq 5" in r.getMessage() for r in caplog.records)
+
+
+def test_handler_exception_is_logged_and_the_connection_survives(caplog: pytest.LogCaptureFixture) -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        link.data_received(
+            LOGIN_OK + req(0x0305, 2, tp.Echo(text="boom")) + req(0x0305, 3, tp.Echo(text="ok"))
+        )
+        assert [f.seq for f in t.frames()] == [1, 3] and not t.closing
+
+    with caplog.at_level(logging.ERROR, logger="runtime.dispatch"):
+        run(body)
+    assert any("ECHO_REQ failed" in r.getMessage() for r in caplog.records)
+
+
+def test_wrong_reply_type_is_not_sent(caplog: pytest.LogCaptureFixture) -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        link.data_received(LOGIN_OK + req(0x0305, 2, tp.Echo(text="wrong type")))
+        assert [f.seq for f in t.frames()] == [1]
+
+    with caplog.at_level(logging.ERROR, logger="runtime.dispatch"):
+        run(body)
+    assert any("returned a Notify" in r.getMessage() for r in caplog.records)
+
+
+def test_suspending_handler_replies_later_and_in_its_own_task() -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        link.data_received(
+            LOGIN_OK + req(0x0305, 2, tp.Echo(text="wait")) + req(0x0305, 3, tp.Echo(text="now"))
+        )
+        assert [f.seq for f in t.frames()] == [1, 3]  # the waiting handler does not block the next one
+        s.gate.set()
+        await d.drain(1.0)
+        await asyncio.sleep(0)  # let the scheduled flush run
+        assert [f.seq for f in t.frames()] == [1, 3, 2]
+
+    run(body)
+
+
+def test_unknown_and_unhosted_commands_are_ignored_then_close() -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        link.data_received(LOGIN_OK)
+        unknown = encode_frame(9, 0x09EE, 2, b"")
+        s2c = req(0x0306, 3, tp.Echo())  # a server-to-client command sent by a client
+        s2s = req(0x0709, 4, tp.Notify())  # a server-only command
+        link.data_received(unknown + s2c + s2s)
+        assert not t.closing and link.conn is not None and link.conn.unknown_count == 3
+        link.data_received(unknown * 6)
+        assert t.closing
+
+    run(body)
+
+
+def test_service_id_mismatch_is_logged_but_dispatched(caplog: pytest.LogCaptureFixture) -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        link.data_received(LOGIN_OK + req(0x0305, 2, tp.Echo(text="x"), sid=6))
+        assert t.frames()[-1].seq == 2
+
+    with caplog.at_level(logging.WARNING, logger="runtime.dispatch"):
+        run(body)
+    assert any("service id 6" in r.getMessage() for r in caplog.records)
+
+
+def test_input_stage_drops_self_and_empty_messages_and_rate_limits() -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        link.data_received(LOGIN_OK)  # user id 5
+        link.data_received(req(0x0301, 2, msg_data(to=5)) + req(0x0301, 3, msg_data(data=b"")))
+        assert s.msgs == [] and not t.closing
+        link.data_received(b"".join(req(0x0301, 10 + i, msg_data()) for i in range(25)))
+        # 20/s per connection, counting the two dropped above (floods cost tokens whatever their content);
+        # the excess is dropped silently as in TeamTalk.
+        assert len(s.msgs) == 18
+        other, _ot = open_link(d, 2)
+        other.data_received(LOGIN_OK + req(0x0301, 2, msg_data()))
+        assert len(s.msgs) == 19  # another connection has its own bucket
+
+    run(body)
+
+
+def test_reject_action_reaches_the_service_hook() -> None:
+    policy = {"MSG_DATA": {"input": {"rate": "1/s", "on_rate_exceeded": "reject"}}}
+
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, _t = open_link(d, 1)
+        link.data_received(LOGIN_OK + req(0x0301, 2, msg_data()) + req(0x0301, 3, msg_data()))
+        assert len(s.msgs) == 1 and [e.rule for e in s.rejected] == ["rate"]
+
+    run(body, policy)
+
+
+def test_dedup_answers_a_retransmit_without_processing_it_twice() -> None:
+    policy = {"MSG_DATA": {"transport": {"dedup": "per_sender", "retransmit": "until_ack"}}}
+
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        frame = req(0x0301, 2, msg_data())
+        link.data_received(LOGIN_OK + frame + frame)
+        acks = [f for f in t.frames() if f.command_id == 0x0302]
+        assert len(s.msgs) == 1 and len(acks) == 2 and acks[0].body == acks[1].body
+        link.data_received(req(0x0301, 3, msg_data()))  # a new seq is a new message
+        assert len(s.msgs) == 2
+
+    run(body, policy)
+
+
+def test_push_to_another_connection_is_flushed_once_per_loop_iteration() -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        a, _at = open_link(d, 1)
+        b, bt = open_link(d, 2)
+        a.data_received(LOGIN_OK)
+        b.data_received(LOGIN_OK)
+        a.data_received(req(0x0305, 2, tp.Echo(text="push")) + req(0x0305, 3, tp.Echo(text="push")))
+        writes = len(bt.writes)
+        await asyncio.sleep(0)
+        assert len(bt.writes) == writes + 1  # two pushes, one write
+        pushes = [f for f in bt.frames() if f.command_id == 0x0203]
+        assert [(p.seq, tp.Notify.FromString(p.body).text) for p in pushes] == [(0, "pushed")] * 2
+
+    run(body)
+
+
+def test_flow_control_pauses_reading_while_the_peer_does_not_read() -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        link.pause_writing()
+        assert not t.reading
+        link.resume_writing()
+        assert t.reading
+
+    run(body)
+
+
+def test_connection_state_after_lost() -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, _t = open_link(d, 1)
+        link.close("bye")
+        assert await asyncio.wait_for(link.closed, 1) == "bye"
+        assert link.conn is not None and link.conn.state is State.CLOSED
+        assert not link.send_frame(1, 2, 3, b"")
+
+    run(body)

@@ -1,0 +1,97 @@
+"""Encryption at rest: content sealed with AES-256-GCM under a 0600 key file; wrong keys are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from runtime.storage import GroupType, KeyMismatch, SessionType, User
+from runtime.storage.at_rest import KEY_FILE_NAME, ContentCipher, load_or_create_key
+from runtime.storage.sqlite import SqliteStorage
+
+MkUsers = Callable[..., Awaitable[list[User]]]
+TEXT = b"plaintext that must not reach the disk"
+
+
+def test_content_encrypted_and_readable_after_reopen(
+    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+) -> None:
+    store = make_store(encrypt_at_rest=True)
+
+    async def first() -> tuple[int, int, int]:
+        async with store as s:
+            a, b = await mk_users(s, "a", "b")
+            g = await s.create_group(a.id, "g", GroupType.TMP, [b.id])
+            await s.send_single(a.id, b.id, 1, TEXT)
+            await s.send_group(a.id, g.id, 0x11, TEXT)
+            assert await s.find_bytes(TEXT) == []
+            assert (await s.get_history(b.id, SessionType.SINGLE, a.id, 0, 1))[0].content == TEXT
+            return a.id, b.id, g.id
+
+    a, b, g = asyncio.run(first())
+    key_path = store.data_dir / KEY_FILE_NAME
+    assert stat.S_IMODE(os.stat(key_path).st_mode) == 0o600
+    assert len(key_path.read_bytes()) == 32
+    assert TEXT not in b"".join(p.read_bytes() for p in store.data_dir.glob("ttgen.db*"))
+
+    async def second() -> None:
+        async with make_store(encrypt_at_rest=True) as s:
+            assert (await s.get_history(a, SessionType.GROUP, g, 0, 1))[0].content == TEXT
+            recent = await s.recent_sessions(b)
+            assert recent[0].latest is not None and recent[0].latest.content == TEXT
+
+    asyncio.run(second())
+
+
+def test_wrong_key_is_refused(make_store: Callable[..., SqliteStorage], mk_users: MkUsers) -> None:
+    async def first() -> None:
+        async with make_store(encrypt_at_rest=True) as s:
+            a, b = await mk_users(s, "a", "b")
+            await s.send_single(a.id, b.id, 1, TEXT)
+
+    asyncio.run(first())
+    with pytest.raises(KeyMismatch, match="not the key"):
+        asyncio.run(_open(make_store(encrypt_at_rest=True, at_rest_key=b"k" * 32)))
+
+    async def without_key() -> None:
+        async with make_store() as s:  # encryption turned off: old rows cannot be read, and say why
+            with pytest.raises(KeyMismatch, match="no at-rest key"):
+                await s.get_history(2, SessionType.SINGLE, 1, 0, 1)
+
+    asyncio.run(without_key())
+
+
+def test_plaintext_policy_stores_plaintext(
+    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+) -> None:
+    async def body() -> None:
+        async with make_store() as s:
+            a, b = await mk_users(s, "a", "b")
+            await s.send_single(a.id, b.id, 1, TEXT)
+            assert await s.find_bytes(TEXT) == ["messages.content"]
+
+    asyncio.run(body())
+
+
+def test_key_file_created_once_and_rows_bound(tmp_path: Path) -> None:
+    key = load_or_create_key(tmp_path)
+    assert load_or_create_key(tmp_path) == key
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / KEY_FILE_NAME).write_bytes(b"short")
+    with pytest.raises(KeyMismatch):
+        load_or_create_key(tmp_path / "bad")
+    cipher = ContentCipher(key)
+    sealed = cipher.seal(b"m", b"s:1:5")
+    assert cipher.open(sealed, b"s:1:5") == b"m"
+    with pytest.raises(KeyMismatch):  # a row copied to another msg_id does not decrypt
+        cipher.open(sealed, b"s:1:6")
+
+
+async def _open(store: SqliteStorage) -> None:
+    async with store:
+        pass

@@ -1,0 +1,349 @@
+"""CLI layer: `ttgen chat`, a line-based terminal client for a running cluster (also drivable through a pipe).
+
+`ChatSession` wraps the generated TeamTalk client over `runtime.client.ClientCore`: login, the directory and
+group lists (to turn names into ids), 1:1 and group sends (waiting for the durable msg id), history, unread,
+presence, and a push loop that prints incoming messages and acknowledges them. The demo uses it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runtime.auth import wire_password
+from runtime.client import ClientCore
+from runtime.cluster.discovery import RunDirDiscovery
+from runtime.errors import RuntimeProtocolError
+from ttgen.stack import Stack, load_stack
+
+ONLINE, CLIENT_WINDOWS = 1, 1
+SINGLE, GROUP = 1, 2
+SINGLE_TEXT, GROUP_TEXT = 0x01, 0x11
+STATUS_NAMES = {1: "online", 2: "offline", 3: "away"}
+HELP = """commands:
+  /msg USER text       send a 1:1 message          /group NAME text    send to a group
+  /history USER|GROUP  last messages of a session  /unread             unread counts
+  /who                 who is online               /users /groups      the directory
+  /help                this text                   /quit               leave
+  text without a command goes to the last /msg or /group target"""
+
+
+class ChatError(RuntimeError):
+    """A chat operation failed (login refused, unknown user or group, a message not acknowledged)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a message goes: a user or a group."""
+
+    session_type: int
+    session_id: int
+    label: str  # "bob" or "#team"
+
+
+class ChatSession:
+    """One logged-in user: typed calls over the generated client, names resolved to ids."""
+
+    def __init__(self, stack: Stack, core: ClientCore, say: Callable[[str], None]) -> None:
+        client_cls = stack.client_class()
+        if client_cls is None:
+            raise ChatError(f"the stack {stack.name!r} has no generated client")
+        self.registry = stack.registry
+        self.core = core
+        self.client: Any = client_cls(core)
+        self.say = say
+        self.user_id = 0
+        self.name = ""
+        self.users: dict[int, Any] = {}  # id -> UserInfo
+        self.groups: dict[int, Any] = {}  # id -> GroupInfo
+        self._msg_seq = random.randrange(1, 1 << 20)
+        self._push_task: asyncio.Task[None] | None = None
+        self.received: list[tuple[str, str, int]] = []  # (from label, text, msg id), for scripts and tests
+        self._arrived = asyncio.Event()
+
+    def new(self, command: str, **fields: Any) -> Any:
+        """A message of the command's type, built from the registry (no generated module named here)."""
+        return self.registry.by_name(command).message_class(**fields)
+
+    # -- session ---------------------------------------------------------------------------------------------
+    async def login(self, user: str, password: str) -> None:
+        """Connect, log in with MD5hex(password) as TeamTalk clients do, load the directory, start pushes."""
+        await self.core.connect()
+        res = await self.client.login_req_userlogin(self.new(
+            "CID_LOGIN_REQ_USERLOGIN", user_name=user, password=wire_password(password),
+            online_status=ONLINE, client_type=CLIENT_WINDOWS, client_version="ttgen-chat"))
+        if res.result_code != 0:
+            raise ChatError(f"login refused: {res.result_string or 'code ' + str(res.result_code)}")
+        self.user_id, self.name = res.user_info.user_id, user
+        await self.refresh()
+        self._push_task = asyncio.create_task(self._push_loop(), name="chat-pushes")
+
+    async def refresh(self) -> None:
+        """Reload the user directory and this user's groups."""
+        rsp = await self.client.buddy_list_all_user_request(
+            self.new("CID_BUDDY_LIST_ALL_USER_REQUEST", user_id=self.user_id, latest_update_time=0))
+        self.users = {u.user_id: u for u in rsp.user_list}
+        normal = await self.client.group_normal_list_request(
+            self.new("CID_GROUP_NORMAL_LIST_REQUEST", user_id=self.user_id))
+        req = self.new("CID_GROUP_INFO_REQUEST", user_id=self.user_id)
+        for gv in normal.group_version_list:
+            req.group_version_list.add(group_id=gv.group_id, version=0)
+        info = await self.client.group_info_request(req) if normal.group_version_list else None
+        self.groups = {g.group_id: g for g in (info.group_info_list if info else [])}
+
+    async def close(self) -> None:
+        """Stop the push loop and close the connection."""
+        if self._push_task is not None:
+            self._push_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._push_task
+        await self.core.close()
+
+    # -- names -----------------------------------------------------------------------------------------------
+    def user_label(self, user_id: int) -> str:
+        if user_id == self.user_id:
+            return self.name
+        u = self.users.get(user_id)
+        return (u.user_domain or u.user_nick_name) if u is not None else f"user{user_id}"
+
+    def find_user(self, name: str) -> int:
+        for u in self.users.values():
+            if name in (u.user_domain, u.user_nick_name, u.user_real_name, str(u.user_id)):
+                return int(u.user_id)
+        raise ChatError(f"unknown user {name!r} (try /users)")
+
+    def find_group(self, name: str) -> int:
+        for g in self.groups.values():
+            if name.lstrip("#") in (g.group_name, str(g.group_id)):
+                return int(g.group_id)
+        raise ChatError(f"unknown group {name!r} (try /groups)")
+
+    def target(self, name: str, *, group: bool | None = None) -> Target:
+        """A user or group by name; `group=None` tries users first, then groups."""
+        if group is not True:
+            with contextlib.suppress(ChatError):
+                return Target(SINGLE, self.find_user(name), self.user_label(self.find_user(name)))
+            if group is False:
+                raise ChatError(f"unknown user {name!r} (try /users)")
+        gid = self.find_group(name)
+        return Target(GROUP, gid, f"#{self.groups[gid].group_name}")
+
+    async def wait_received(self, text: str, timeout: float = 10.0) -> tuple[str, str, int]:
+        """Wait until a message with exactly this text has arrived; returns (sender, text, msg id)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for item in self.received:
+                    if item[1] == text:
+                        return item
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    # -- operations ------------------------------------------------------------------------------------------
+    async def send(self, target: Target, text: str) -> int:
+        """Send a text message and wait for the server's ack; returns the durable msg id."""
+        self._msg_seq += 1
+        msg = self.new("CID_MSG_DATA", from_user_id=self.user_id, to_session_id=target.session_id,
+                       msg_id=self._msg_seq, create_time=int(time.time()),
+                       msg_type=GROUP_TEXT if target.session_type == GROUP else SINGLE_TEXT,
+                       msg_data=text.encode("utf-8"))
+        ack = await self.client.msg_data(msg)
+        if not ack.msg_id:
+            raise ChatError(f"message to {target.label} was refused (no msg id in the ack)")
+        return int(ack.msg_id)
+
+    async def history(self, target: Target, count: int = 10) -> list[tuple[int, str, str]]:
+        """The last `count` messages of a session, oldest first: (msg id, sender, text)."""
+        rsp = await self.client.msg_list_request(self.new(
+            "CID_MSG_LIST_REQUEST", user_id=self.user_id, session_type=target.session_type,
+            session_id=target.session_id, msg_id_begin=0, msg_cnt=count))
+        return [(m.msg_id, self.user_label(m.from_session_id), m.msg_data.decode("utf-8", "replace"))
+                for m in reversed(rsp.msg_list)]
+
+    async def unread(self) -> list[tuple[str, int]]:
+        """(session label, unread count) for every session with unread messages."""
+        rsp = await self.client.msg_unread_cnt_request(self.new("CID_MSG_UNREAD_CNT_REQUEST",
+                                                                 user_id=self.user_id))
+        return [(self.user_label(i.session_id) if i.session_type == SINGLE
+                 else f"#{getattr(self.groups.get(i.session_id), 'group_name', i.session_id)}", i.unread_cnt)
+                for i in rsp.unreadinfo_list]
+
+    async def who(self) -> list[tuple[str, str]]:
+        """(user, status) for every user in the directory."""
+        req = self.new("CID_BUDDY_LIST_USERS_STATUS_REQUEST", user_id=self.user_id)
+        req.user_id_list.extend(sorted(self.users))
+        rsp = await self.client.buddy_list_users_status_request(req)
+        return [(self.user_label(s.user_id), STATUS_NAMES.get(s.status, str(s.status)))
+                for s in rsp.user_stat_list]
+
+    async def _push_loop(self) -> None:
+        async for info, msg in self.core.pushes():
+            try:
+                await self._on_push(info.name, msg)
+            except Exception as exc:  # one odd push must not end the session
+                self.say(f"! could not handle {info.name}: {exc}")
+
+    async def _on_push(self, name: str, msg: Any) -> None:
+        if name == "CID_MSG_DATA":
+            is_group = bool(msg.msg_type & 0x10)
+            session = msg.to_session_id if is_group else msg.from_user_id
+            await self.client.msg_data_ack(self.new(
+                "CID_MSG_DATA_ACK", user_id=self.user_id, session_id=session, msg_id=msg.msg_id,
+                session_type=GROUP if is_group else SINGLE))
+            text = msg.msg_data.decode("utf-8", "replace")
+            sender = self.user_label(msg.from_user_id)
+            if is_group:
+                group = self.groups.get(msg.to_session_id)
+                where = f"#{group.group_name}" if group is not None else f"#group{msg.to_session_id}"
+            else:
+                where = "you"
+            self.received.append((sender, text, int(msg.msg_id)))
+            self._arrived.set()
+            self.say(f"[{time.strftime('%H:%M:%S')}] {sender} -> {where}: {text}   (msg {msg.msg_id})")
+        elif name == "CID_BUDDY_LIST_STATUS_NOTIFY":
+            status = STATUS_NAMES.get(msg.user_stat.status, str(msg.user_stat.status))
+            self.say(f"* {self.user_label(msg.user_stat.user_id)} is {status}")
+        elif name == "CID_LOGIN_KICK_USER":
+            self.say("* you were signed in elsewhere and have been disconnected")
+        elif name == "CID_GROUP_CHANGE_MEMBER_NOTIFY":
+            await self.refresh()
+            self.say(f"* members of group {msg.group_id} changed")
+
+
+async def execute(session: ChatSession, line: str, state: dict[str, Target]) -> bool:
+    """Run one input line; returns False on /quit."""
+    line = line.strip()
+    if not line:
+        return True
+    cmd, _, rest = line.partition(" ") if line.startswith("/") else ("", "", line)
+    rest = rest.strip()
+    say = session.say
+    try:
+        if cmd in ("/quit", "/exit"):
+            return False
+        if cmd == "/help":
+            say(HELP)
+        elif cmd in ("/msg", "/group") or (not cmd and "last" in state):
+            if cmd:
+                name, _, text = rest.partition(" ")
+                state["last"] = session.target(name, group=(cmd == "/group"))
+            else:
+                text = rest
+            if not text.strip():
+                raise ChatError("nothing to send")
+            target = state["last"]
+            msg_id = await session.send(target, text)
+            say(f"-> {target.label}: {text}   (acked, msg {msg_id})")
+        elif not cmd:
+            raise ChatError("use /msg USER text or /group NAME text first (see /help)")
+        elif cmd == "/history":
+            name, _, count = rest.partition(" ")
+            target = session.target(name)
+            rows = await session.history(target, int(count) if count.isdigit() else 10)
+            say(f"history of {target.label} ({len(rows)} messages):")
+            for msg_id, sender, text in rows:
+                say(f"  {msg_id:>5}  {sender}: {text}")
+        elif cmd == "/unread":
+            rows = await session.unread()
+            say("unread: " + (", ".join(f"{label} {n}" for label, n in rows) if rows else "nothing"))
+        elif cmd == "/who":
+            say("presence: " + ", ".join(f"{user} {status}" for user, status in await session.who()))
+        elif cmd == "/users":
+            await session.refresh()
+            say("users: " + ", ".join(session.user_label(uid) for uid in sorted(session.users)))
+        elif cmd == "/groups":
+            await session.refresh()
+            say("groups: " + (", ".join(f"#{g.group_name}" for g in session.groups.values()) or "none"))
+        else:
+            raise ChatError(f"unknown command {cmd} (see /help)")
+    except ChatError as exc:
+        say(f"! {exc}")
+    except (TimeoutError, ConnectionError, OSError, RuntimeProtocolError) as exc:
+        say(f"! {type(exc).__name__}: {exc}")
+    return True
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
+    """Read stdin on a daemon thread (works for a terminal, a pipe and a file alike)."""
+    for line in sys.stdin:
+        loop.call_soon_threadsafe(queue.put_nowait, line)
+    loop.call_soon_threadsafe(queue.put_nowait, None)
+
+
+def login_url_from_run_dir(data_dir: Path) -> str | None:
+    """The login service's `/msg_server` URL published in a local cluster's run dir, if any."""
+    found = RunDirDiscovery(data_dir / "run").endpoints("login", "http")
+    return f"http://{found[0].host}:{found[0].port}/msg_server" if found else None
+
+
+async def run_chat(stack: Stack, core: ClientCore, user: str, password: str, say: Callable[[str], None]) -> int:
+    """The interactive loop; returns the exit code."""
+    session = ChatSession(stack, core, say)
+    try:
+        await session.login(user, password)
+    except (ChatError, OSError, TimeoutError, RuntimeProtocolError) as exc:
+        say(f"! cannot log in: {exc}")
+        await core.close()
+        return 1
+    say(f"logged in as {user} (id {session.user_id}); {len(session.users)} users, "
+        f"{len(session.groups)} groups. /help for commands")
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+    threading.Thread(target=_stdin_lines, args=(asyncio.get_running_loop(), queue), daemon=True).start()
+    state: dict[str, Target] = {}
+    try:
+        while (line := await queue.get()) is not None and await execute(session, line, state):
+            pass
+    finally:
+        await session.close()
+    say("bye")
+    return 0
+
+
+@click.command("chat")
+@click.option("--user", "-u", required=True, help="Login name.")
+@click.option("--password", "-p", envvar="TTGEN_PASSWORD", help="Password (or TTGEN_PASSWORD; asked if absent).")
+@click.option("--login-url", help="Login service URL (default: found in --data-dir, else :8080).")
+@click.option("--server", help="Connect to this msg server (host:port) directly, skipping the login service.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("ttgen-data"),
+              show_default=True, help="A local cluster's data dir, to find the login service.")
+@click.option("--spec", default="teamtalk", show_default=True, help="The generated stack to speak.")
+def chat(user: str, password: str | None, login_url: str | None, server: str | None, data_dir: Path,
+         spec: str) -> None:
+    """Chat in the terminal: /msg USER text, /group NAME text, /history, /unread, /who, /quit.
+
+    \b
+    Examples:
+      ttgen chat --user alice               # against `ttgen up` in ./ttgen-data
+      ttgen chat -u bob --server 127.0.0.1:8000
+      printf '/msg bob hi\\n/quit\\n' | ttgen chat -u alice -p secret
+    """
+    if password is None:
+        password = click.prompt("password", hide_input=True)
+    stack = load_stack(spec)
+    if server:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            raise click.BadParameter("expected host:port", param_hint="--server")
+        core_args: dict[str, Any] = {"host": host, "port": int(port)}
+    else:
+        url = login_url or login_url_from_run_dir(data_dir) or "http://127.0.0.1:8080/msg_server"
+        core_args = {"login_url": url}
+
+    def say(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    async def main() -> int:
+        core = ClientCore(stack.registry, reconnect=False, **core_args)
+        return await run_chat(stack, core, user, password or "", say)
+
+    sys.exit(asyncio.run(main()))

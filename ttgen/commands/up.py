@@ -1,0 +1,150 @@
+"""CLI layer: `ttgen up`, which starts the IM cluster (one process, or one process per service instance)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runtime.cluster.config import ClusterConfig, ConfigError, load_config, resolve_preferred_ports
+from runtime.cluster.logs import setup_console
+from runtime.cluster.processes import ProcessSupervisor
+from runtime.cluster.runner import ClusterRunner, ClusterStartError
+from runtime.services.base import Endpoint
+from ttgen.stack import Stack, load_stack
+
+
+def endpoint_table(endpoints: list[Endpoint]) -> str:
+    """The 'where does everything listen' table printed at start."""
+    rows = [("SERVICE", "KIND", "ADDRESS")]
+    for e in endpoints:
+        address = f"{e.host}:{e.port}"
+        if e.kind == "http" and e.service == "login":
+            address = f"http://{address}/msg_server"
+        elif e.kind in ("http", "metrics"):
+            address = f"http://{address}/"
+        rows.append((f"{e.service}-{e.instance}", e.kind, address))
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    return "\n".join(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}" for r in rows)
+
+
+def build_config(config_file: Path | None, data_dir: Path | None, host: str | None,
+                 msg_servers: int | None) -> ClusterConfig:
+    """Config file (or defaults) plus command-line overrides, with preferred ports resolved."""
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = str(data_dir)
+    if host is not None:
+        overrides["host"] = host
+    if msg_servers is not None:
+        overrides["services.msg.instances"] = msg_servers
+    try:
+        return resolve_preferred_ports(load_config(config_file, overrides))
+    except ConfigError as exc:
+        raise click.ClickException(f"config error: {exc}") from None
+
+
+async def _run(config: ClusterConfig, stack: Stack, *, processes: bool, demo: bool, demo_once: bool,
+               verbose: bool, say: Callable[[str], None]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    supervisor: ClusterRunner | ProcessSupervisor
+    if processes:
+        supervisor = ProcessSupervisor(config, stack.module, console=say, verbose=verbose)
+    else:
+        supervisor = ClusterRunner(config, stack.registry, stack.servers, console=say)
+    mode = "one process per service instance" if processes else "one process"
+    say(f"ttgen: starting the {stack.name or 'bare'} cluster ({mode}) in {config.data_dir}")
+    start = asyncio.create_task(supervisor.start())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if not start.done():  # signalled while starting: let start finish its cleanup, then stop
+        start.cancel()
+        try:
+            await start
+        except (asyncio.CancelledError, ClusterStartError):
+            pass
+        await supervisor.stop()
+        say("ttgen: stopped before the cluster was up")
+        return 0
+    try:
+        start.result()
+    except ClusterStartError as exc:
+        stopper.cancel()
+        say(f"ttgen: error: {exc}")
+        say(f"ttgen: logs are in {config.log_dir}")
+        return 1
+    say("ttgen: cluster is up; listening on:")
+    say(endpoint_table(supervisor.endpoints()))
+    say(f"ttgen: logs in {config.log_dir}; `ttgen status --data-dir {config.data_dir}` shows health and load")
+    code = 0
+    if demo or demo_once:
+        from ttgen.demo import run_demo
+
+        demo_task = asyncio.create_task(run_demo(config, stack, say=say))
+        await asyncio.wait({demo_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not demo_task.done():
+            demo_task.cancel()
+        else:
+            try:
+                ok = demo_task.result()
+            except Exception as exc:  # the demo failing must still stop the cluster cleanly
+                say(f"ttgen: demo failed: {type(exc).__name__}: {exc}")
+                ok = False
+            code = 0 if ok else 1
+    if demo_once:
+        stopper.cancel()
+    else:
+        if demo:
+            from ttgen.demo import join_hint
+
+            say(join_hint(config, config.data_dir == Path.cwd() / "ttgen-data"))
+        say("ttgen: running; press Ctrl-C to stop")
+        await stopper
+    say("ttgen: stopping (draining connections)...")
+    await supervisor.stop()
+    say("ttgen: stopped")
+    return code
+
+
+@click.command("up")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Cluster config (ttgen.yaml); every key optional.")
+@click.option("--processes", is_flag=True, help="Run one process per service instance.")
+@click.option("--msg-servers", type=click.IntRange(0, 64), help="Number of msg server instances.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the database, logs and run files live (default ./ttgen-data).")
+@click.option("--host", help="Address every service binds (default 127.0.0.1).")
+@click.option("--demo", is_flag=True,
+              help="Create demo users and run a scripted conversation, then keep running.")
+@click.option("--demo-once", "--exit-after-demo", "demo_once", is_flag=True,
+              help="Run the demo conversation, then stop the cluster and exit (for tests).")
+@click.option("-v", "--verbose", is_flag=True, help="Show every service's info log lines on the console.")
+def up(config_file: Path | None, processes: bool, msg_servers: int | None, data_dir: Path | None,
+       host: str | None, demo: bool, demo_once: bool, verbose: bool) -> None:
+    """Start the IM cluster and run it until Ctrl-C (SIGINT) or SIGTERM; then drain, stop and exit 0.
+
+    \b
+    Examples:
+      ttgen up                          # defaults: SQLite in ./ttgen-data, 2 msg servers, 2 routers
+      ttgen up --processes --msg-servers 4
+      ttgen up --demo                   # what `./dev demo` runs
+    """
+    config = build_config(config_file, data_dir, host, msg_servers)
+    stack = load_stack(config.spec)
+    setup_console(verbose)
+
+    def say(line: str) -> None:
+        click.echo(line)
+        sys.stdout.flush()
+
+    code = asyncio.run(_run(config, stack, processes=processes, demo=demo, demo_once=demo_once,
+                            verbose=verbose, say=say))
+    sys.exit(code)
