@@ -95,7 +95,7 @@ class _Converter:
         else:
             table: dict[Any, Any] = self.constructor.yaml_constructors
             value = table.get(node.tag, table[None])(self.constructor, node)  # None: unknown tag, an error
-        return Y("scalar", value, self.loc(node), raw=node.value, plain=node.style is None)
+        return Y("scalar", value, self.loc(node), raw=node.value, plain=not node.style)
 
     def _fill_map(self, node: MappingNode, result: Y, out: dict[str, Y]) -> None:
         # `<<` merge keys are flattened first so that anchors can share stage policies.

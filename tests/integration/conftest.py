@@ -180,6 +180,22 @@ class TestCluster:
         self.clients.append(client)
         return client
 
+    async def stop_instance(self, service: str, index: int) -> None:
+        """Stop one service instance (its links close; peers see it go away)."""
+        assert self.runner is not None
+        for hosted in list(self.runner.instances):
+            if hosted.service.ctx.name == service and hosted.service.ctx.instance == index:
+                await hosted.stop(0.5)
+                self.runner.instances.remove(hosted)
+                self.runner.local[service].remove(hosted.service)
+                return
+        raise LookupError(f"{service}.{index} is not running")
+
+    async def restart(self) -> None:
+        """Stop everything (clients too) and start a new cluster over the same data dir."""
+        await self.stop()
+        await self.start()
+
     async def stop(self) -> None:
         """Close clients and stop the cluster."""
         for c in self.clients:

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-Verdict = Literal["ok", "lossy", "broken", "ignored"]
-VERDICT_RANK: dict[str, int] = {"ok": 0, "ignored": 0, "lossy": 1, "broken": 2}
+Verdict = Literal["ok", "lossy", "broken", "ignored", "skipped"]
+VERDICT_RANK: dict[str, int] = {"ok": 0, "ignored": 0, "skipped": 0, "lossy": 1, "broken": 2}
 OLD_CLIENT = "old-client/new-server"
 NEW_CLIENT = "new-client/old-server"
 
@@ -66,7 +66,7 @@ class CompatReport:
         counts: dict[str, int] = {}
         for e in self.exchanges:
             counts[e.verdict] = counts.get(e.verdict, 0) + 1
-        parts = [f"{counts[v]} {v}" for v in ("broken", "lossy", "ok", "ignored") if counts.get(v)]
+        parts = [f"{counts[v]} {v}" for v in ("broken", "lossy", "ok", "ignored", "skipped") if counts.get(v)]
         head = f"{self.old_version} -> {self.new_version}: {len(self.exchanges)} exchanges"
         return head + (": " + ", ".join(parts) if parts else "")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from google.protobuf.message import Message
 
 from codegen.model import Spec
-from runtime.connection import Kind
+from runtime.connection import HEARTBEAT_COMMAND_ID, Kind
 from runtime.dispatch import Context, Dispatcher
 from runtime.framing import Frame
 from runtime.registry import CommandInfo
@@ -111,11 +111,12 @@ class Pairing:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(link.closed), self.timeout)
 
-    async def _server_reason(self, server_link: Link) -> str:
-        try:
-            return str(await asyncio.wait_for(asyncio.shield(server_link.closed), self.timeout))
-        except TimeoutError:
-            return f"no answer within {self.timeout}s"
+    def _no_answer(self, server_link: Link) -> str:
+        """Why no answer came: the server's close reason (set before its socket closes), or silence."""
+        reason = server_link.conn.close_reason if server_link.conn is not None else None
+        if reason:
+            return f"the server closed the connection: {reason}"
+        return f"no answer within {self.timeout}s"
 
     async def _next_frame(self, collector: _Collector) -> tuple[int, bytes] | None:
         try:
@@ -125,6 +126,9 @@ class Pairing:
 
     async def request(self, info: CommandInfo, port: int) -> Exchange:
         """Send the client's sample of `info`, let the server echo it, compare both views."""
+        if info.command_id == HEARTBEAT_COMMAND_ID:
+            heartbeat = "heartbeats are answered by the connection layer"
+            return self._exchange(info, "request", "skipped", [heartbeat])
         target = self.server.registry.get(info.command_id)
         if target is None:
             missing = f"the server has no command 0x{info.command_id:04x}"
@@ -140,9 +144,7 @@ class Pairing:
             link.send_frame(info.service_id, info.command_id, seq, sent.SerializeToString())
             frame = await self._next_frame(collector)
             if frame is None:
-                reason = await self._server_reason(server_link)
-                closed = f"the server closed the connection: {reason}"
-                return self._exchange(info, "request", "broken", [closed])
+                return self._exchange(info, "request", "broken", [self._no_answer(server_link)])
             detail, carried = self._server_view(target, seq, sent)
             try:
                 echoed = info.message_class.FromString(frame[1])

@@ -76,7 +76,8 @@ def _touch_both(conn: sqlite3.Connection, a: int, b: int, now: int) -> None:
     conn.execute(
         "INSERT INTO sessions (user_id, session_type, peer_id, status, read_msg_id, created, updated) "
         "VALUES (?, 1, ?, 0, 0, ?, ?), (?, 1, ?, 0, 0, ?, ?) "
-        "ON CONFLICT DO UPDATE SET status = 0, updated = excluded.updated",
+        "ON CONFLICT DO UPDATE SET status = 0, updated = excluded.updated "
+        "WHERE sessions.status != 0 OR sessions.updated != excluded.updated",  # skip rows already current
         (a, b, now, now, b, a, now, now),
     )
 
