@@ -94,7 +94,9 @@ def bench(label: str, spec_dir: Path, runs: int) -> None:
         subprocess.run(protoc_cmd, check=True, env=env)
         subprocess.run(cli_cmd, check=True, capture_output=True, env=env)
         t_in = median_seconds(in_process, runs)
-        t_cli = median_seconds(lambda: subprocess.run(cli_cmd, check=True, capture_output=True, env=env), runs)
+        t_cli = median_seconds(
+            lambda: subprocess.run(cli_cmd, check=True, capture_output=True, env=env), runs
+        )
         t_protoc = median_seconds(lambda: subprocess.run(protoc_cmd, check=True, env=env), runs)
     spec, _ = check_spec(spec_dir)
     print(f"{label}: {len(spec.messages())} messages, {len(spec.commands())} commands, "

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from codegen.checks import commands, names, numbers, plugins, stages, syntax
+from codegen.checks import commands, files, names, numbers, plugins, stages, syntax
 from codegen.diagnostics import Diagnostics
 from codegen.model import Spec
 
 Check = Callable[[Spec, Diagnostics], None]
 
 ALL_CHECKS: list[Check] = [
+    *files.CHECKS,
     *names.CHECKS,
     *numbers.CHECKS,
     *syntax.CHECKS,

@@ -1,4 +1,4 @@
-"""Codegen validate layer: TT1xx manifest rules and TT2xx names and references (identifiers, scopes)."""
+"""Codegen validate layer: TT2xx names and references (identifiers, keywords, scopes, types, oneofs)."""
 
 from __future__ import annotations
 
@@ -67,21 +67,6 @@ def all_enums(spec: Spec) -> Iterator[tuple[Enum, str]]:
 def all_messages(spec: Spec) -> Iterator[Message]:
     for mod in spec.modules:
         yield from mod.messages
-
-
-def check_semver(spec: Spec, diags: Diagnostics) -> None:
-    """TT110: the manifest version is semantic versioning (MAJOR.MINOR.PATCH[-pre][+build])."""
-    if not SEMVER_RE.match(spec.version):
-        diags.error(
-            "TT110", f"version '{spec.version}' is not semver (MAJOR.MINOR.PATCH)", loc_at(spec, "version")
-        )
-
-
-def check_frame(spec: Spec, diags: Diagnostics) -> None:
-    """TT114: the frame limit leaves room for the 16-byte header and fits the u32 length field."""
-    size = spec.frame.max_frame_bytes
-    if not 16 < size <= 0xFFFFFFFF:
-        diags.error("TT114", f"frame max_frame_bytes {size} must be in 17..4294967295", loc_at(spec, "frame"))
 
 
 def check_identifiers(spec: Spec, diags: Diagnostics) -> None:
@@ -244,8 +229,6 @@ def check_reserved_names(spec: Spec, diags: Diagnostics) -> None:
 
 
 CHECKS = [
-    check_semver,
-    check_frame,
     check_identifiers,
     check_keywords,
     check_scope_collisions,

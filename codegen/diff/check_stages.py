@@ -74,10 +74,15 @@ def _number(key: str, value: Any) -> float | None:
     return None
 
 
-def classify_stage_change(key: str, old: Any, new: Any) -> tuple[str, str | None]:
-    """(rule id, direction) for a change of `<stage>.<key>` from `old` to `new` (either may be missing)."""
+def classify_stage_change(key: str, old: Any, new: Any) -> tuple[str, str | None] | None:
+    """(rule id, direction) for a change of `<stage>.<key>` from `old` to `new` (either may be missing).
+
+    None when the two mean the same (a key spelled out with its default value, `20/s` vs `1200/m`).
+    """
     old = _DEFAULTS.get(key) if old is _MISSING else old
     new = _DEFAULTS.get(key) if new is _MISSING else new
+    if old == new:
+        return None
     weakened = _weakened(key, old, new)
     if weakened is True:
         return _WEAKENING_RULES[key], "relaxed"
@@ -89,7 +94,9 @@ def classify_stage_change(key: str, old: Any, new: Any) -> tuple[str, str | None
         if key in _LOWER_LIMITS:
             a = -math.inf if old is None else a
             b = -math.inf if new is None else b
-        if a is not None and b is not None and a != b:
+        if a is not None and b is not None and a == b:
+            return None
+        if a is not None and b is not None:
             stricter = b < a if key in _UPPER_LIMITS else b > a
             return ("STAGE_TIGHTENED", "tightened") if stricter else ("STAGE_RELAXED", "relaxed")
     if key in _SETS:
@@ -166,7 +173,10 @@ def check_stages(ctx: DiffContext) -> None:
                 if va == vb:
                     continue
                 dotted = f"{stage}.{key}"
-                rule_id, direction = classify_stage_change(dotted, va, vb)
+                change = classify_stage_change(dotted, va, vb)
+                if change is None:
+                    continue
+                rule_id, direction = change
                 if vb is _MISSING:
                     loc = _key_loc(ctx.old, oc, dotted) or oc.loc
                     what = f"{dotted} {_show(va)} removed"

@@ -100,6 +100,9 @@ def _register_builtin() -> None:
     register_emitter("servers", python.emit_servers)
     register_emitter("clients", python.emit_clients)
     register_emitter("docs", docs.emit_docs)
+    from codegen.emit import fuzz
+
+    register_emitter("fuzz", fuzz.emit_fuzz)
 
 
 _register_builtin()

@@ -42,3 +42,26 @@ def test_imports_as_generated_teamtalk() -> None:
     login = registry.REGISTRY.by_id(0x0103)
     assert login.name == "CID_LOGIN_REQ_USERLOGIN"
     assert login.message_class.DESCRIPTOR.full_name == "IM.Login.IMLoginReq"
+
+
+@pytest.mark.slow
+def test_generated_teamtalk_type_checks(tmp_path: Path) -> None:
+    """mypy --strict on the committed stack (protoc's `.pyi` files exempt from `type-arg` only)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    stack = ROOT / "generated" / "teamtalk"
+    shutil.copytree(stack, tmp_path / "teamtalk", ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+    pb2 = ",".join(f"teamtalk.{p.stem}" for p in sorted(stack.glob("*_pb2.pyi")))
+    (tmp_path / "mypy.ini").write_text(
+        f"[mypy]\nstrict = True\nfollow_imports = silent\n[mypy-{pb2}]\ndisable_error_code = type-arg\n"
+        "[mypy-teamtalk.tests.*]\nignore_errors = True\n"  # generated fuzz suites: run, not imported
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--no-error-summary",
+         "--cache-dir", str(ROOT / ".mypy_cache" / "bundled"), "-p", "teamtalk"],
+        cwd=tmp_path, env=dict(os.environ, MYPYPATH=str(ROOT)), capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

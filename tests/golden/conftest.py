@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Expected trees hold generated test modules (fuzz suites): compared as files here, never collected.
+collect_ignore_glob = ["*/expected/*", "*/expected/**/*"]
+
 
 def import_package(folder: Path, name: str) -> types.ModuleType:
     """Import `folder` (holding `__init__.py`) as top-level package `name`; its relative imports then work."""

@@ -200,6 +200,8 @@ class ChatSession:
                 "CID_MSG_DATA_ACK", user_id=self.user_id, session_id=session, msg_id=msg.msg_id,
                 session_type=GROUP if is_group else SINGLE))
             text = msg.msg_data.decode("utf-8", "replace")
+            if (is_group and msg.to_session_id not in self.groups) or msg.from_user_id not in self.users:
+                await self.refresh()  # a group or user made after we logged in
             sender = self.user_label(msg.from_user_id)
             if is_group:
                 group = self.groups.get(msg.to_session_id)

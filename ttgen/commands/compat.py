@@ -30,18 +30,40 @@ Exit codes: 0 nothing at or above --fail-on, 1 something is (or a spec has error
 @click.command("compat", epilog=EXAMPLES)
 @click.argument("old")
 @click.argument("new")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Output format.")
-@click.option("--fail-on", type=click.Choice(["lossy", "broken", "none"]), default="lossy", show_default=True,
-              help="Exit 1 when an exchange is at least this bad ('none': never).")
-@click.option("--command", "commands", multiple=True, metavar="NAME",
-              help="Probe only this command (repeatable).")
-@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Generate the two stacks into this folder (old/, new/) and keep them.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
-              help="Seconds to wait for one answer before calling the exchange broken.")
-def compat(old: str, new: str, fmt: str, fail_on: str, commands: tuple[str, ...], keep: Path | None,
-           timeout: float) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(["lossy", "broken", "none"]),
+    default="lossy",
+    show_default=True,
+    help="Exit 1 when an exchange is at least this bad ('none': never).",
+)
+@click.option(
+    "--command", "commands", multiple=True, metavar="NAME", help="Probe only this command (repeatable)."
+)
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Generate the two stacks into this folder (old/, new/) and keep them.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for one answer before calling the exchange broken.",
+)
+def compat(
+    old: str, new: str, fmt: str, fail_on: str, commands: tuple[str, ...], keep: Path | None, timeout: float
+) -> None:
     """Run old client vs new server and new client vs old server for every command.
 
     OLD and NEW are spec paths or git revisions (REV:path), as for `ttgen diff`.

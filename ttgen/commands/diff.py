@@ -49,10 +49,21 @@ def diff_sources(old: str, new: str) -> list[Finding]:
 @click.command("diff", epilog=EXAMPLES)
 @click.argument("old")
 @click.argument("new")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
-              show_default=True, help="Output format (github: workflow-command annotations).")
-@click.option("--fail-on", type=click.Choice(CATEGORY_CHOICES), default="wire-breaking", show_default=True,
-              help="Exit 1 when a finding at or above this category exists ('none': never).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "github"]),
+    default="text",
+    show_default=True,
+    help="Output format (github: workflow-command annotations).",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(CATEGORY_CHOICES),
+    default="wire-breaking",
+    show_default=True,
+    help="Exit 1 when a finding at or above this category exists ('none': never).",
+)
 def diff(old: str, new: str, fmt: str, fail_on: str) -> None:
     """Classify the changes between two spec versions.
 

@@ -17,13 +17,13 @@ from runtime.services.base import Endpoint
 
 # column -> substrings of metric names summed into it (names are `ttgen_<what>...`: runtime.monitor.metrics).
 LOAD_COLUMNS: dict[str, tuple[str, ...]] = {
-    "conns": ("connections", "conns"),
-    "msgs_in": ("msgs_in", "messages_in"),
-    "msgs_out": ("msgs_out", "messages_out"),
+    "conns": ("connections", "conns", "_sessions"),
+    "msgs_in": ("msgs_in", "messages_in", "frames_in"),
+    "msgs_out": ("msgs_out", "messages_out", "frames_out", "_delivered"),
     "acks": ("acks",),
     "retrans": ("retransmit",),
     "dedup": ("dedup",),
-    "queue": ("queue",),
+    "queue": ("queue", "outbox"),
 }
 
 

@@ -27,7 +27,7 @@ from runtime.dispatch import Context, Dispatcher
 from runtime.framing import Frame
 from runtime.registry import CommandInfo
 from runtime.transport import Link, connect, serve
-from ttgen.compat.report import NEW_CLIENT, OLD_CLIENT, CompatReport, Exchange
+from ttgen.compat.report import NEW_CLIENT, OLD_CLIENT, CompatReport, Exchange, Verdict
 from ttgen.compat.samples import compare, sample
 from ttgen.compat.stacks import VersionStack, build_stack
 
@@ -94,10 +94,23 @@ class Pairing:
         finally:
             await srv.shutdown(drain_timeout=self.timeout)
 
-    def _exchange(self, info: CommandInfo, leg: str, verdict: str, detail: Iterable[str] = (),
-                  carried: Iterable[str] = ()) -> Exchange:
-        return Exchange(info.name, info.command_id, self.name, leg, verdict,  # type: ignore[arg-type]
-                        tuple(detail), tuple(carried))
+    def _exchange(
+        self,
+        info: CommandInfo,
+        leg: str,
+        verdict: Verdict,
+        detail: Iterable[str] = (),
+        carried: Iterable[str] = (),
+    ) -> Exchange:
+        return Exchange(
+            info.name,
+            info.command_id,
+            self.name,
+            leg,
+            verdict,
+            tuple(detail),
+            tuple(carried),
+        )
 
     async def _connect(self, port: int) -> tuple[Link, _Collector, Link]:
         """A client connection, its frame collector, and the server's side of it."""
@@ -134,8 +147,12 @@ class Pairing:
             missing = f"the server has no command 0x{info.command_id:04x}"
             return self._exchange(info, "request", "broken", [missing])
         if not target.from_client:
-            return self._exchange(info, "request", "broken",
-                                  [f"the server takes {target.name} only from servers ({target.direction})"])
+            return self._exchange(
+                info,
+                "request",
+                "broken",
+                [f"the server takes {target.name} only from servers ({target.direction})"],
+            )
         sent = sample(info.message_class)
         self._seq = self._seq % 0xFFFF + 1
         seq = self._seq
@@ -190,7 +207,10 @@ class Pairing:
 
 
 async def run_stacks(
-    old: VersionStack, new: VersionStack, *, commands: set[str] | None = None,
+    old: VersionStack,
+    new: VersionStack,
+    *,
+    commands: set[str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> CompatReport:
     """Probe both pairings of two loaded stacks; the report lists old-client exchanges first."""
@@ -202,7 +222,11 @@ async def run_stacks(
 
 
 async def run_compat_async(
-    old: Spec, new: Spec, *, workdir: Path | None = None, commands: set[str] | None = None,
+    old: Spec,
+    new: Spec,
+    *,
+    workdir: Path | None = None,
+    commands: set[str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> CompatReport:
     """Generate both stacks side by side (under `workdir`, or a temporary folder) and probe them."""
@@ -215,7 +239,13 @@ async def run_compat_async(
         return await run_stacks(old_stack, new_stack, commands=commands, timeout=timeout)
 
 
-def run_compat(old: Spec, new: Spec, *, workdir: Path | None = None, commands: set[str] | None = None,
-               timeout: float = DEFAULT_TIMEOUT) -> CompatReport:
+def run_compat(
+    old: Spec,
+    new: Spec,
+    *,
+    workdir: Path | None = None,
+    commands: set[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> CompatReport:
     """Synchronous entry point: run the cross-version matrix of two spec versions on a fresh event loop."""
     return asyncio.run(run_compat_async(old, new, workdir=workdir, commands=commands, timeout=timeout))

@@ -44,12 +44,15 @@ class MessageHandlers:
     _group_cache: dict[int, tuple[int, list[int]]]
 
     async def group_state(self, group_id: int, member_id: int) -> tuple[int, list[int]]:
-        """(version, member ids) of a group, cached; invalidated by member changes made through this biz."""
+        """(version, member ids) of a group. The cache is checked against the stored version on every call (a
+        read that returns nothing while the version is unchanged), so changes made by other writers, e.g.
+        `ttgen admin`, are seen at once."""
         cached = self._group_cache.get(group_id)
-        if cached is not None:
-            return cached
-        groups = await self.storage.get_groups_info(member_id, [GroupVersion(group_id, 0)])
+        known = cached[0] if cached is not None else 0
+        groups = await self.storage.get_groups_info(member_id, [GroupVersion(group_id, known)])
         if not groups:
+            if cached is not None:
+                return cached
             raise se.NotFound(f"group {group_id}")
         g = groups[0]
         state = (g.version, sorted(m.user_id for m in g.members))

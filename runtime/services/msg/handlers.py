@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.dispatch import Context
+from runtime.services.file.msg_side import FileRequestHandlers
 from runtime.services.links import ResultCode
 from runtime.services.msg.chat import ChatHandlers
 from runtime.services.msg.common import stamp_user, strip_attach
@@ -31,10 +32,8 @@ FORWARDED = (
     "CID_GROUP_NORMAL_LIST_REQUEST",
     "CID_GROUP_INFO_REQUEST",
     "CID_GROUP_SHIELD_GROUP_REQUEST",
-    "CID_FILE_HAS_OFFLINE_REQ",
-    "CID_FILE_ADD_OFFLINE_REQ",
-    "CID_FILE_DEL_OFFLINE_REQ",
 )
+# IMFileReq and the offline-file commands: FileRequestHandlers (runtime.services.file.msg_side).
 # Server-to-server commands the generated base lists for msg; on our links they arrive as replies or relays.
 INTERNAL_ONLY = (
     "CID_OTHER_HEARTBEAT",
@@ -50,7 +49,7 @@ INTERNAL_ONLY = (
 )
 
 
-class MsgHandlers(ChatHandlers):
+class MsgHandlers(FileRequestHandlers, ChatHandlers):
     """Every client command the msg service hosts (bound to the generated MsgServiceBase by the service)."""
 
     # connection hooks (runtime.dispatch) -----------------------------------------------------------------
@@ -254,19 +253,6 @@ class MsgHandlers(ChatHandlers):
             users = sorted(set(rsp.cur_user_id_list) | set(rsp.chg_user_id_list))
             self.notify("CID_GROUP_CHANGE_MEMBER_NOTIFY", note, users, skip=st)
         return rsp
-
-    async def on_cid_file_request(self, ctx: Context, msg: Any) -> Any:
-        """File transfer needs the file service, which this msg server does not link to yet."""
-        st = self.state(ctx)
-        return self.proto.new(
-            "CID_FILE_RESPONSE",
-            result_code=1,
-            from_user_id=st.user_id,
-            to_user_id=msg.to_user_id,
-            file_name=msg.file_name,
-            task_id="",
-            trans_mode=msg.trans_mode,
-        )
 
     async def on_cid_ext_handshake_req(self, ctx: Context, msg: Any) -> Any:
         """Secure sessions are not offered by this msg server yet: no common suite."""

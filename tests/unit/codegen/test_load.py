@@ -147,7 +147,12 @@ def test_field_shapes(spec_dir: Path) -> None:
     spec = load_spec(spec_dir)
     fields = {f.name: f for f in spec.messages()["Mini.Chat.SendReq"].fields}
     props = fields["props"]
-    assert (props.map_key, props.type, props.label, props.explicit_label) == ("string", "uint32", "repeated", False)
+    assert (props.map_key, props.type, props.label, props.explicit_label) == (
+        "string",
+        "uint32",
+        "repeated",
+        False,
+    )
     assert (fields["by_name"].oneof, fields["by_name"].explicit_label) == ("target", False)
     assert fields["tags"].constraints.max_items == 4
     user = {f.name: f for f in spec.messages()["Mini.Base.User"].fields}
@@ -158,7 +163,10 @@ def test_field_shapes(spec_dir: Path) -> None:
 def test_enums_reserved_and_nesting(spec_dir: Path) -> None:
     spec = load_spec(spec_dir)
     status = spec.enums()["Mini.Base.Status"]
-    assert [(v.name, v.value, v.doc) for v in status.values] == [("STATUS_OK", 0, ""), ("STATUS_FAIL", 1, "it failed")]
+    assert [(v.name, v.value, v.doc) for v in status.values] == [
+        ("STATUS_OK", 0, ""),
+        ("STATUS_FAIL", 1, "it failed"),
+    ]
     assert status.reserved.numbers == ((5, 5), (7, 9), (100, (1 << 31) - 1))
     assert status.reserved.names == ("STATUS_OLD",)
     outer = spec.messages()["Mini.Base.User.Kind"]
@@ -182,7 +190,11 @@ def test_cluster_and_plugin_merge(spec_dir: Path) -> None:
     spec = load_spec(spec_dir)
     services = spec.cluster_services()
     assert services["chat"].hosts == ("CID_SEND_REQ", "CID_SHAKE")  # the plugin added to a base service
-    assert (services["chat"].listen, services["chat"].default_port, services["chat"].plugin) == ("tcp", 9000, None)
+    assert (services["chat"].listen, services["chat"].default_port, services["chat"].plugin) == (
+        "tcp",
+        9000,
+        None,
+    )
     assert services["store"].role == "storage" and services["chat"].role == "chat"
     assert services["shaker"].plugin == "shake" and services["shaker"].links == ("chat",)
     assert [(p.name, p.requires) for p in spec.plugins] == [("shake", "mini>=1.0,<2")]
@@ -203,8 +215,10 @@ def test_manifest_file_path_works_like_folder(spec_dir: Path) -> None:
 
 
 def test_all_problems_are_collected(tmp_path: Path) -> None:
-    bad = MINI["chat.yaml"].replace("number: 1, type: uint32", "number: one, type: uint32").replace(
-        "direction: s2c", "direction: down"
+    bad = (
+        MINI["chat.yaml"]
+        .replace("number: 1, type: uint32", "number: one, type: uint32")
+        .replace("direction: s2c", "direction: down")
     )
     write_spec(tmp_path, {**MINI, "base.yaml": fixed_base(), "chat.yaml": bad})
     with pytest.raises(SpecError) as info:
@@ -221,7 +235,11 @@ def test_file_over_the_size_limit(tmp_path: Path) -> None:
         load_spec(tmp_path)
     [diag] = info.value.diagnostics
     assert diag.code == "TT103"
-    assert (Path(diag.loc.file).name, diag.loc.line, diag.loc.col) == ("ttgen.yaml", 5, 22)  # where it is listed
+    assert (Path(diag.loc.file).name, diag.loc.line, diag.loc.col) == (
+        "ttgen.yaml",
+        5,
+        22,
+    )  # where it is listed
 
 
 def test_non_utf8_file(tmp_path: Path) -> None:

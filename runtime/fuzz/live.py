@@ -1,0 +1,141 @@
+"""Runtime fuzz layer: live-server invariants: what must hold after any input reaches a running server.
+
+For every frame sent the expected outcome is predicted from the spec, with the same stage units the server
+runs: `close` (undecodable body, required field missing, a command before login, a refusal whose action is
+close), `refuse` (a constraint or reject rule: no reply, nothing stored), `ignore` (a command a client may not
+send), or `accept`. Then, whatever the input: the server still answers a heartbeat on a new connection, an
+older bystander connection is unaffected, and refused input left the storage digest unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.errors import BodyError, StageError
+from runtime.framing import Frame, encode_frame
+from runtime.fuzz.targets import Target
+from runtime.fuzz.wire import NoAnswer, PeerClosed, RawConnection
+from runtime.registry import CommandInfo
+
+FUZZ_SEQ = 0x0BAD
+
+
+@dataclass
+class Recorder:
+    """The steps of the example being run (per thread): after hypothesis shrinks a failure and replays it
+    last, they are the minimal reproducer's command sequence."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def begin(self) -> None:
+        self.steps = []
+
+    def add(self, op: str, **data: Any) -> None:
+        self.steps.append({"op": op, **data})
+
+
+_LOCAL = threading.local()
+
+
+def recorder() -> Recorder:
+    """This thread's recorder."""
+    rec: Recorder | None = getattr(_LOCAL, "recorder", None)
+    if rec is None:
+        rec = _LOCAL.recorder = Recorder()
+    return rec
+
+
+def classify(target: Target, info: CommandInfo, body: bytes, *, authenticated: bool) -> str:
+    """The outcome the spec prescribes for `body` sent as `info` on a client connection."""
+    if not info.from_client or not info.hosted_by:
+        return "ignore"
+    if not authenticated and info.policy("input").get("require_auth", True):
+        return "close"
+    stages = target.stages()[info.command_id]
+    try:
+        stages.input.check_size(len(body))
+        frame = Frame(info.service_id, info.command_id, FUZZ_SEQ, body)
+        msg = stages.unpack.unpack(frame, info.message_class, None, None)
+        stages.input.check_required(msg)
+        stages.input.check_message(msg, target.fuzz_user_id if authenticated else 0)
+    except BodyError:
+        return "close"
+    except StageError as exc:
+        return "close" if exc.action == "close" else "refuse"
+    except Exception:  # protobuf's undocumented parse errors: the dispatcher closes on those too
+        return "close"
+    return "accept"
+
+
+def send_checked(target: Target, info: CommandInfo, body: bytes, *, login: bool = True) -> str:
+    """Send `body` as `info` on a fresh connection and check every invariant; returns the outcome."""
+    rec = recorder()
+    expected = classify(target, info, body, authenticated=login)
+    before = target.storage_digest() if expected in ("close", "refuse", "ignore") else None
+    rec.add("connect", login=login)
+    conn = target.connect(login=login)
+    frame = encode_frame(info.service_id, info.command_id, FUZZ_SEQ, body)
+    rec.add("send", command=info.name, hex=frame.hex(), expect=expected)
+    try:
+        conn.send_raw(frame)
+        target.frames_sent += 1
+        check_outcome(target, conn, info, expected)
+    finally:
+        conn.close()
+    check_server(target)
+    if before is not None:
+        after = target.storage_digest()
+        assert after == before, f"{info.name}: storage changed by {expected} input"
+    return expected
+
+
+def check_outcome(target: Target, conn: RawConnection, info: CommandInfo, expected: str) -> None:
+    """The connection reacted to one frame as the spec says."""
+    if expected == "close":
+        assert conn.wait_closed(), f"{info.name}: the server kept a connection open after input it must refuse"
+        return
+    try:
+        frames = conn.probe()
+    except PeerClosed:
+        if expected == "accept" and target.replies_always:
+            raise AssertionError(f"{info.name}: valid input closed the connection") from None
+        return
+    except NoAnswer:
+        raise AssertionError(f"{info.name}: no heartbeat answer after the frame (connection hung)") from None
+    reply = target.stack.registry.by_name(info.reply) if info.reply else None
+    replied = reply is not None and any(f.command_id == reply.command_id and f.seq == FUZZ_SEQ for f in frames)
+    if expected == "accept" and reply is not None and target.replies_always:
+        assert replied, f"{info.name}: valid request not answered with {reply.name}"
+    if expected in ("refuse", "ignore"):
+        assert not replied, f"{info.name}: {expected}d input was answered"
+
+
+def check_server(target: Target) -> None:
+    """The server survived: a new connection is answered and the bystander is unaffected."""
+    recorder().add("check_server")
+    target.check_alive()
+    target.check_bystander()
+
+
+def send_raw_checked(target: Target, chunks: list[bytes], *, login: bool = True) -> None:
+    """Send arbitrary bytes (mutated frames) on a fresh connection; only the server-wide invariants apply."""
+    rec = recorder()
+    rec.add("connect", login=login)
+    conn = target.connect(login=login)
+    try:
+        for chunk in chunks:
+            rec.add("raw", hex=chunk.hex())
+            try:
+                conn.send_raw(chunk)
+            except PeerClosed:
+                break
+            target.frames_sent += 1
+        try:
+            conn.probe()
+        except (PeerClosed, NoAnswer):
+            pass  # closing a connection that sent garbage is allowed; hanging it is checked via the bystander
+    finally:
+        conn.close()
+    check_server(target)

@@ -1,0 +1,40 @@
+"""Runtime fuzz layer: hypothesis profiles (`ci` short and derandomized, `long` for `ttgen fuzz`) and budgets."""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+from hypothesis.errors import InvalidArgument
+
+SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+# Per-example cost relative to a pure round-trip: live and stateful examples do socket round-trips.
+SUITE_SHARE = {"roundtrip": 1.0, "frames": 1.0, "live": 0.25, "stateful": 0.1}
+
+
+def ensure_profiles() -> None:
+    """Register `ci` and `long` unless a conftest already did, then load `$HYPOTHESIS_PROFILE` (default ci)."""
+    for name, examples, derandomize in (("ci", 40, True), ("long", 5000, False)):
+        try:
+            settings.get_profile(name)
+        except InvalidArgument:
+            settings.register_profile(
+                name, max_examples=examples, derandomize=derandomize, deadline=None,
+                suppress_health_check=SUPPRESSED,
+            )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def suite_settings(suite: str, **overrides: object) -> settings:
+    """Settings for one generated suite: the current profile, with fewer examples for costly suites."""
+    base = settings.default
+    examples = max(3, int(base.max_examples * SUITE_SHARE.get(suite, 1.0)))
+    opts: dict[str, object] = {
+        "max_examples": examples,
+        "deadline": None,
+        "suppress_health_check": list(set(base.suppress_health_check) | set(SUPPRESSED)),
+    }
+    if suite == "stateful":
+        opts["stateful_step_count"] = 12
+    opts.update(overrides)
+    return settings(base, **opts)  # type: ignore[arg-type]

@@ -1,0 +1,202 @@
+"""Runtime fuzz layer: the fuzz suites as cases (a strategy and a check), shared by generated tests and the engine.
+
+Suites: `roundtrip` (every message), `frames` (every command's frames, the decoder and the connection on
+malformed bytes), `live` (every hosted command against a running server: valid bodies, malformed bodies,
+frames before login, server-only commands from a client, mutated frames) and `stateful` (see
+`runtime.fuzz.stateful`). A case runs under `hypothesis.given`; the recorder keeps each example's steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runtime.framing import FrameDecoder, encode_frame
+from runtime.fuzz import framing, live, mutate
+from runtime.fuzz.live import recorder
+from runtime.fuzz.stack import FuzzStack
+from runtime.fuzz.targets import Target
+
+SUITES = ("roundtrip", "frames", "live", "stateful")
+Strat = st.SearchStrategy[Any]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One property: `check(example)` must hold for every example `strategy` draws."""
+
+    suite: str
+    name: str  # e.g. "live/malformed/CID_MSG_DATA"
+    strategy: Strat
+    check: Callable[[Any], None]
+    command: str = ""
+
+    def run(self, opts: settings, counter: Callable[[], None] | None = None) -> None:
+        """Run under hypothesis with `opts`; raises the (shrunk) failure."""
+
+        def body(example: Any) -> None:
+            recorder().begin()
+            if counter is not None:
+                counter()
+            self.check(example)
+
+        settings(opts)(given(self.strategy)(body))()
+
+
+# -- roundtrip ---------------------------------------------------------------------------------------------------
+def roundtrip_case(stack: FuzzStack, message: str) -> Case:
+    """Serialize, parse, serialize: the same bytes (bytes, not ==, so NaN compares), required fields kept."""
+    cls = stack.messages[message].cls
+
+    def check(msg: Any) -> None:
+        data = msg.SerializeToString()
+        recorder().add("roundtrip", message=message, hex=data.hex())
+        again = cls.FromString(data)
+        assert again.SerializeToString() == data, f"{message}: re-serialized bytes differ"
+        assert again.IsInitialized(), f"{message}: parsed message lost required fields"
+
+    return Case("roundtrip", f"roundtrip/{message}", stack.strats.valid(message), check)
+
+
+# -- frames ------------------------------------------------------------------------------------------------------
+def body_of(stack: FuzzStack, command: str) -> Strat:
+    """Serialized valid bodies of a command."""
+    return stack.strats.valid(stack.message_of(command)).map(lambda m: m.SerializeToString())
+
+
+def frame_of(stack: FuzzStack, command: str) -> Strat:
+    """Wire bytes of a valid frame of a command (random seq)."""
+    info = stack.command(command)
+    return st.tuples(body_of(stack, command), st.integers(0, 0xFFFF)).map(
+        lambda t: encode_frame(info.service_id, info.command_id, t[1], t[0])
+    )
+
+
+def frame_roundtrip_case(stack: FuzzStack, command: str, decoder: type[FrameDecoder] = FrameDecoder) -> Case:
+    """Frames of `command` (several, coalesced, split anywhere) decode back to themselves."""
+    info = stack.command(command)
+    one = st.tuples(st.integers(0, 0xFFFF), body_of(stack, command)).map(
+        lambda t: (info.service_id, info.command_id, t[0], t[1])
+    )
+    strategy = st.tuples(st.lists(one, min_size=1, max_size=3), st.lists(st.integers(0, 4096), max_size=4))
+    return Case(
+        "frames", f"frames/roundtrip/{command}", strategy,
+        lambda t: framing.check_roundtrip(t[0], t[1], decoder), command,
+    )
+
+
+def any_frame(stack: FuzzStack) -> Strat:
+    """A valid frame of any command of the stack."""
+    names = [c.name for c in stack.registry]
+    return st.sampled_from(names).flatmap(lambda n: frame_of(stack, n))
+
+
+def garbage(stack: FuzzStack) -> st.SearchStrategy[list[bytes]]:
+    """Byte streams worth feeding a decoder: random bytes, mutated frames, valid frames, in chunks."""
+    piece = st.one_of(st.binary(max_size=64), mutate.mutated(any_frame(stack)), any_frame(stack))
+    return st.lists(piece, min_size=1, max_size=4).flatmap(lambda ps: mutate.split(b"".join(ps)))
+
+
+def decoder_case(stack: FuzzStack, decoder: type[FrameDecoder] = FrameDecoder) -> Case:
+    return Case("frames", "frames/decoder", garbage(stack), lambda cs: framing.check_decoder(cs, decoder))
+
+
+def connection_case(stack: FuzzStack, decoder: type[FrameDecoder] = FrameDecoder) -> Case:
+    return Case(
+        "frames", "frames/connection", garbage(stack),
+        lambda cs: framing.check_connection(stack.registry, cs, decoder),
+    )
+
+
+# -- live --------------------------------------------------------------------------------------------------------
+def malformed_body(stack: FuzzStack, command: str) -> Strat:
+    """Bodies a server must survive: random bytes, truncated or bit-flipped valid bodies, undeclared enum values,
+    missing required fields, constraint-violating values."""
+    name = stack.message_of(command)
+    strats = stack.strats
+    valid = body_of(stack, command)
+    return st.one_of(
+        st.binary(max_size=64),
+        valid.flatmap(lambda b: st.integers(0, max(0, len(b) - 1)).map(lambda n: b[:n])),
+        valid.flatmap(mutate.bit_flip),
+        strats.unknown_enum(name),
+        strats.missing_required(name),
+        strats.invalid(name).map(lambda m: m.SerializeToString()),
+    )
+
+
+def live_valid_case(stack: FuzzStack, target: Target, command: str) -> Case:
+    info = stack.command(command)
+    return Case(
+        "live", f"live/valid/{command}", body_of(stack, command),
+        lambda body: _ignore(live.send_checked(target, info, body)), command,
+    )
+
+
+def live_malformed_case(stack: FuzzStack, target: Target, command: str) -> Case:
+    info = stack.command(command)
+    return Case(
+        "live", f"live/malformed/{command}", malformed_body(stack, command),
+        lambda body: _ignore(live.send_checked(target, info, body)), command,
+    )
+
+
+def live_prelogin_case(stack: FuzzStack, target: Target, command: str) -> Case:
+    info = stack.command(command)
+    return Case(
+        "live", f"live/prelogin/{command}", body_of(stack, command),
+        lambda body: _ignore(live.send_checked(target, info, body, login=False)), command,
+    )
+
+
+def live_internal_case(stack: FuzzStack, target: Target, command: str) -> Case:
+    """A server-to-server command sent by a client is never acted on."""
+    info = stack.command(command)
+    return Case(
+        "live", f"live/internal/{command}", body_of(stack, command),
+        lambda body: _ignore(live.send_checked(target, info, body)), command,
+    )
+
+
+def live_frames_case(stack: FuzzStack, target: Target) -> Case:
+    """Mutated frames on a logged-in connection: the server and other connections carry on."""
+    chunks = st.lists(st.one_of(mutate.mutated(any_frame(stack)), st.binary(min_size=1, max_size=48)),
+                      min_size=1, max_size=3)
+    return Case("live", "live/frames", chunks, lambda cs: live.send_raw_checked(target, cs))
+
+
+def _ignore(_: object) -> None:
+    return None
+
+
+# -- selection ---------------------------------------------------------------------------------------------------
+def client_commands(stack: FuzzStack) -> list[str]:
+    return [c.name for c in stack.registry if c.from_client and c.hosted_by]
+
+
+def internal_commands(stack: FuzzStack) -> list[str]:
+    return [c.name for c in stack.registry if c.direction == "s2s" and c.hosted_by]
+
+
+def sansio_cases(stack: FuzzStack, decoder: type[FrameDecoder] = FrameDecoder) -> list[Case]:
+    """Every case that needs no server."""
+    cases = [roundtrip_case(stack, m) for m in sorted(stack.messages)]
+    cases += [frame_roundtrip_case(stack, c.name, decoder) for c in stack.registry]
+    cases += [decoder_case(stack, decoder), connection_case(stack, decoder)]
+    return cases
+
+
+def live_cases(stack: FuzzStack, target: Target) -> list[Case]:
+    """Every case against a live server."""
+    cases: list[Case] = []
+    for name in client_commands(stack):
+        cases.append(live_valid_case(stack, target, name))
+        cases.append(live_malformed_case(stack, target, name))
+        cases.append(live_prelogin_case(stack, target, name))
+    cases += [live_internal_case(stack, target, n) for n in internal_commands(stack)]
+    cases.append(live_frames_case(stack, target))
+    return cases

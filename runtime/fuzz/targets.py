@@ -1,0 +1,304 @@
+"""Runtime fuzz layer: live targets: the server a fuzz suite talks to, and what it knows about that server.
+
+A `Target` hands out raw connections (logged in or not), a bystander connection that must stay unaffected, a
+storage digest, and the stage units that mirror the server's (to predict whether an input must be refused).
+`ValidatingTarget` serves the stack's generated server bases with a validating echo service in a background
+thread; `runtime.fuzz.cluster.ClusterTarget` runs the real in-process cluster; `RemoteTarget` is any running
+server (`TTGEN_FUZZ_TARGET=host:port`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+
+from runtime.fuzz.stack import FuzzStack
+from runtime.fuzz.strategies import minimal_message
+from runtime.fuzz.wire import NoAnswer, PeerClosed, RawConnection
+from runtime.registry import CommandInfo, Registry
+from runtime.stages import CommandStages, build_stages
+
+T = TypeVar("T")
+LOGIN_SEQ = 1
+
+
+class LoopThread:
+    """An asyncio event loop running in a daemon thread, for servers the blocking fuzz client talks to."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="fuzz-server", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run a coroutine on the loop and wait for its result."""
+        fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run a plain function on the loop thread and wait for its result."""
+
+        async def wrapper() -> T:
+            return fn()
+
+        return self.run(wrapper(), timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10.0)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class Target:
+    """A live server under fuzzing. Subclasses set the address and may override login and storage."""
+
+    name = "target"
+    enforces_limits = False  # the server's input stage applies the spec's field constraints
+    replies_always = False  # every accepted request that has a reply command is answered
+    fuzz_user_id = 0  # the user id fuzz connections log in as (0: unknown)
+
+    def __init__(self, stack: FuzzStack, host: str, port: int, *, timeout: float = 2.0) -> None:
+        self.stack = stack
+        self.host, self.port = host, port
+        self.timeout = timeout
+        self.frames_sent = 0
+        self._bystander: RawConnection | None = None
+        self._stages: dict[int, CommandStages] | None = None
+
+    # -- connections -----------------------------------------------------------------------------------------
+    def connect(self, *, login: bool = False) -> RawConnection:
+        """A new raw connection to the client port, logged in if asked."""
+        conn = RawConnection(self.host, self.port, timeout=self.timeout)
+        if login:
+            try:
+                self.login(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    def login_message(self) -> tuple[CommandInfo, Message] | None:
+        """The login command and body fuzz connections use (None: the stack has no login command)."""
+        candidates = self.stack.login_commands()
+        if not candidates:
+            return None
+        info = candidates[0]
+        return info, minimal_message(self.stack.strats, self.stack.message_of(info.name))
+
+    def login(self, conn: RawConnection) -> None:
+        """Log `conn` in; AssertionError if the server refuses."""
+        found = self.login_message()
+        if found is None:
+            return
+        info, msg = found
+        conn.send_frame(info.service_id, info.command_id, LOGIN_SEQ, msg.SerializeToString())
+        reply = self.stack.command(info.reply or info.name)
+        frame = conn.wait_for(lambda f: f.command_id == reply.command_id and f.seq == LOGIN_SEQ)
+        self.check_login_reply(reply.message_class.FromString(bytes(frame.body)))
+        conn.inbox.clear()
+
+    def check_login_reply(self, reply: Message) -> None:
+        """Raise AssertionError if a login reply says the login failed (any reply counts by default)."""
+
+    def bystander(self) -> RawConnection:
+        """A long-lived logged-in connection that fuzzing must never disturb (re-opened after a failure)."""
+        if self._bystander is None or self._bystander.closed:
+            self._bystander = self.connect(login=True)
+        return self._bystander
+
+    def check_bystander(self) -> None:
+        """The server still answers a heartbeat on another, older connection."""
+        conn = self.bystander()
+        try:
+            conn.probe()
+        except (PeerClosed, NoAnswer) as exc:
+            conn.close()
+            self._bystander = None
+            raise AssertionError(f"another connection was affected: {exc}") from None
+
+    def check_alive(self) -> None:
+        """A brand-new connection still gets a heartbeat answered (the server did not crash)."""
+        try:
+            with self.connect() as conn:
+                conn.probe()
+        except (OSError, PeerClosed, NoAnswer) as exc:
+            raise AssertionError(f"server no longer answers a new connection: {exc}") from None
+
+    # -- what the server does with input ---------------------------------------------------------------------
+    def stages(self) -> dict[int, CommandStages]:
+        """Stage units matching the server's own (to predict refusals)."""
+        if self._stages is None:
+            limits = self.stack.field_limits if self.enforces_limits else None
+            self._stages = build_stages(self.stack.registry, field_limits=limits)
+        return self._stages
+
+    def storage_digest(self) -> str | None:
+        """A digest of everything the server stores (None: not observable)."""
+        return None
+
+    def reset(self) -> None:
+        """Forget broken connections after a failure so the next example starts clean."""
+        if self._bystander is not None:
+            self._bystander.close()
+            self._bystander = None
+
+    def close(self) -> None:
+        self.reset()
+
+
+class RemoteTarget(Target):
+    """A server already running somewhere (`ttgen fuzz --target HOST:PORT`)."""
+
+    name = "remote"
+
+
+def strip_rates(registry: Registry) -> Registry:
+    """A copy of `registry` without input rate limits (the validating server answers as fast as it is fed)."""
+    infos = []
+    for info in registry:
+        stages = {k: dict(v) for k, v in info.stages.items()}
+        stages.get("input", {}).pop("rate", None)
+        infos.append(replace(info, stages=stages))
+    return Registry(registry.spec_name, registry.spec_version, infos, registry.services)
+
+
+class ValidatingService:
+    """Hosts every hosted command: checks come from the stages; it records what it accepted and replies."""
+
+    def __init__(self, stack: FuzzStack, registry: Registry) -> None:
+        self.stack = stack
+        self.accepted: list[tuple[str, bytes]] = []
+        self.plant: Callable[[Any, CommandInfo, Message], None] | None = None
+        self.__mapping__: dict[int, str] = {}
+        for info in registry:
+            if info.hosted_by:
+                method = "on_" + info.name.lower()
+                self.__mapping__[info.command_id] = method
+                setattr(self, method, self._handler(info))
+
+    def _handler(self, info: CommandInfo) -> Callable[[Any, Message], Coroutine[Any, Any, Message | None]]:
+        reply = self.stack.registry.by_name(info.reply) if info.reply else None
+        login = not info.policy("input").get("require_auth", True) and reply is not None
+
+        async def handle(ctx: Any, msg: Message) -> Message | None:
+            if self.plant is not None:
+                self.plant(ctx, info, msg)
+            self.accepted.append((info.name, msg.SerializePartialToString()))
+            if login and not ctx.authenticated:
+                ctx.authenticate(1, 1)
+            if reply is None:
+                return None
+            return minimal_message(self.stack.strats, str(reply.message_class.DESCRIPTOR.full_name))
+
+        return handle
+
+
+class ValidatingTarget(Target):
+    """The stack's hosted commands served by a validating echo service on 127.0.0.1 (port 0)."""
+
+    name = "validating"
+    enforces_limits = True
+    replies_always = True
+    fuzz_user_id = 1
+
+    def __init__(self, stack: FuzzStack, *, decoder: type | None = None, timeout: float = 2.0) -> None:
+        from runtime.dispatch import Dispatcher
+        from runtime.transport import serve
+
+        self.loop = LoopThread()
+        registry = strip_rates(stack.registry)
+        self.service = ValidatingService(stack, registry)
+        stages = build_stages(registry, field_limits=stack.field_limits)
+        self.dispatcher = Dispatcher(registry, self.service, stages=stages)
+        self.server = self.loop.run(
+            serve("127.0.0.1", 0, self.dispatcher.handler_factory, registry=registry)
+        )
+        self._stages_table = stages
+        self.decoder = decoder
+        if decoder is not None:
+            install_decoder(self.server, decoder)
+        super().__init__(stack, "127.0.0.1", self.server.port, timeout=timeout)
+
+    def stages(self) -> dict[int, CommandStages]:
+        return self._stages_table
+
+    def storage_digest(self) -> str:
+        accepted = list(self.service.accepted)
+        digest = hashlib.sha256()
+        for name, body in accepted:
+            digest.update(name.encode() + b"\0" + body + b"\0")
+        return digest.hexdigest()
+
+    def close(self) -> None:
+        super().close()
+        try:
+            self.loop.run(self.server.shutdown(1.0))
+        finally:
+            self.loop.stop()
+
+
+def install_decoder(server: Any, decoder: type) -> None:
+    """Make every new connection of `server` decode with `decoder` (used to plant a framing bug)."""
+    protocol_factory = server._server._protocol_factory
+
+    def factory() -> Any:
+        link = protocol_factory()
+        original = link.connection_made
+
+        def connection_made(transport: Any) -> None:
+            original(transport)
+            link.conn._decoder = decoder(link.max_frame_bytes)
+
+        link.connection_made = connection_made
+        return link
+
+    server._server._protocol_factory = factory
+
+
+def open_target(stack: FuzzStack, kind: str | None = None) -> Target:
+    """The target for a stack: `$TTGEN_FUZZ_TARGET` (host:port) if set, else `$TTGEN_FUZZ_SERVER`
+    (`validating` or `cluster`), else the in-process cluster for stacks the runtime services implement
+    (the TeamTalk protocol) and the validating server for any other stack."""
+    remote = os.environ.get("TTGEN_FUZZ_TARGET")
+    if remote and kind is None:
+        host, _, port = remote.rpartition(":")
+        return RemoteTarget(stack, host or "127.0.0.1", int(port))
+    kind = kind or os.environ.get("TTGEN_FUZZ_SERVER") or default_kind(stack)
+    if kind == "cluster":
+        from runtime.fuzz.cluster import ClusterTarget
+
+        return ClusterTarget(stack)
+    if kind == "validating":
+        return ValidatingTarget(stack)
+    raise ValueError(f"unknown fuzz target kind {kind!r} (validating, cluster)")
+
+
+def default_kind(stack: FuzzStack) -> str:
+    """`cluster` when the runtime's services implement this protocol, else `validating`."""
+    from runtime.fuzz.cluster import cluster_supports
+
+    return "cluster" if cluster_supports(stack) else "validating"
+
+
+_SHARED: dict[int, Target] = {}
+
+
+def shared_target(stack: FuzzStack) -> Target:
+    """One target per stack per process (test modules share it); closed at interpreter exit."""
+    key = id(stack.registry)
+    target = _SHARED.get(key)
+    if target is None:
+        import atexit
+
+        target = _SHARED[key] = open_target(stack)
+        atexit.register(target.close)
+    return target

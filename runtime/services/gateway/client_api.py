@@ -1,0 +1,295 @@
+"""Runtime services layer (gateway): the long-poll client API (`/api/...`), JSON in and out.
+
+- `POST /api/login` `{user, password}` (plain) or `{user, password_md5}`, optional `client_type` (1, 2, 17,
+  18) -> `{token, user_id, user, upload_token, poll_timeout}`;
+- `POST /api/send` `{to, text}` or `{to, data_b64}`, `group: true` for a group, optional `client_msg_id` (a
+  retry with the same id is stored once) -> `{msg_id, session_type, create_time}`;
+- `GET /api/poll?since=<last seq seen>&timeout=<s, max 30>` -> `{events: [...], last_seq, gap}`;
+- `POST /api/ack` `{seq}`; `POST /api/read` `{session_id, session_type, msg_id}`; `POST /api/logout`;
+- `GET /api/unread` -> `{total, sessions: [...]}`.
+
+Every answer carries `error_code` (0 OK, 1 bad request, 2 not logged in, 3 service unavailable, 6 login
+refused, 24 value too large, 27 rate limited, other values from biz: 20 invalid, 21 not found, 22 denied) and
+`error_msg`. The session token goes in `Authorization: Bearer <token>` (or `?token=`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.json_format import MessageToDict
+
+from runtime.http import Request, Response, json_response
+from runtime.services.biz.convert import pack_version, unpack_store_reply
+from runtime.services.blobs import issue_upload_token
+from runtime.services.gateway.relays import GROUP_MSG_BIT, chat_key
+from runtime.services.gateway.sessions import Session
+from runtime.services.links import FLAG_RELAY, pack_relay
+
+if TYPE_CHECKING:
+    from runtime.services.gateway.service import GatewayService
+
+OK, BAD_REQUEST, NOT_LOGGED_IN, UNAVAILABLE, LOGIN_REFUSED = 0, 1, 2, 3, 6
+TOO_LARGE, RATE_LIMITED = 24, 27
+ONLINE = 1
+KICK_DUPLICATE = 1
+CLIENT_TYPES = (1, 2, 17, 18)
+MAX_MSG_BYTES = 4096
+BIZ_TIMEOUT = 10.0
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def error(code: int, message: str, status: int = 400) -> Response:
+    """An error answer."""
+    return json_response({"error_code": code, "error_msg": message}, status)
+
+
+def ok(**fields: Any) -> Response:
+    """A success answer."""
+    return json_response({"error_code": OK, "error_msg": "", **fields})
+
+
+def _uint(value: Any, name: str, *, positive: bool = True) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 0xFFFFFFFF:
+        raise ValueError(f"{name} must be an unsigned 32-bit integer")
+    if positive and value == 0:
+        raise ValueError(f"{name} must not be 0")
+    return value
+
+
+class ClientApi:
+    """The `/api/` endpoints of one gateway."""
+
+    def __init__(self, svc: GatewayService) -> None:
+        self.svc = svc
+        self.proto = svc.proto
+        self.routes = {
+            ("POST", "/api/login"): self.login,
+            ("POST", "/api/logout"): self.logout,
+            ("POST", "/api/send"): self.send,
+            ("GET", "/api/poll"): self.poll,
+            ("POST", "/api/ack"): self.ack,
+            ("POST", "/api/read"): self.read,
+            ("GET", "/api/unread"): self.unread,
+        }
+
+    async def handle(self, request: Request) -> Response:
+        """Route, decode JSON bodies, check the session."""
+        route = self.routes.get((request.method, request.path))
+        if route is None:
+            if any(path == request.path for _m, path in self.routes):
+                return error(BAD_REQUEST, "method not allowed", 405)
+            return error(BAD_REQUEST, "no such endpoint", 404)
+        doc: dict[str, Any] = {}
+        if request.method == "POST" and request.body:
+            try:
+                parsed = request.json()
+            except ValueError as exc:
+                return error(BAD_REQUEST, str(exc))
+            if not isinstance(parsed, dict):
+                return error(BAD_REQUEST, "the body must be a JSON object")
+            doc = parsed
+        session = None
+        if route != self.login:
+            session = self._session(request)
+            if session is None:
+                return error(NOT_LOGGED_IN, "not logged in (missing, unknown or expired token)", 401)
+        try:
+            return await route(request, doc, session)
+        except ValueError as exc:
+            return error(BAD_REQUEST, str(exc))
+
+    def _session(self, request: Request) -> Session | None:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.query.get("token", "")
+        return self.svc.sessions.get(token) if token else None
+
+    async def _biz(self, command: str, user_id: int, msg: Any) -> Any | None:
+        link = self.svc.biz_link()
+        if link is None:
+            return None
+        body = pack_relay([user_id], msg.SerializeToString())
+        frame = await link.call(self.proto.cid(command), body, BIZ_TIMEOUT, flag=FLAG_RELAY)
+        return self.proto.parse(frame.command_id, frame.body) if frame.body else None
+
+    # endpoints -------------------------------------------------------------------------------------------
+    async def login(self, request: Request, doc: dict[str, Any], _s: Session | None) -> Response:
+        """Validate through biz, open a session, announce it to the routers (and kick same-class devices)."""
+        user = doc.get("user")
+        if not isinstance(user, str) or not user or len(user) > 64:
+            raise ValueError("user must be a non-empty string")
+        if isinstance(doc.get("password_md5"), str) and _MD5.match(doc["password_md5"]):
+            password = doc["password_md5"]
+        elif isinstance(doc.get("password"), str):
+            password = hashlib.md5(doc["password"].encode("utf-8")).hexdigest()
+        else:
+            raise ValueError("password (plain) or password_md5 (32 lower-case hex) is required")
+        client_type = doc.get("client_type", 1)
+        if client_type not in CLIENT_TYPES:
+            raise ValueError(f"client_type must be one of {CLIENT_TYPES}")
+        if self.svc.biz_link() is None or not self.svc.routers.available:
+            return error(UNAVAILABLE, "messaging is unavailable", 503)
+        req = self.proto.new(
+            "CID_OTHER_VALIDATE_REQ",
+            user_name=user,
+            password=password,
+            attach_data=request.peer.rsplit(":", 1)[0].encode(),
+        )
+        rsp = await self._biz("CID_OTHER_VALIDATE_REQ", 0, req)
+        if rsp is None:
+            return error(UNAVAILABLE, "biz did not answer", 503)
+        if rsp.result_code != 0:
+            return error(LOGIN_REFUSED, rsp.result_string or "login refused", 401)
+        user_id = rsp.user_info.user_id
+        svc = self.svc
+        for other in list(svc.sessions.of(user_id)):
+            if ((other.client_type ^ client_type) >> 4) == 0:
+                svc.kick(other, KICK_DUPLICATE)
+        session = svc.sessions.create(user_id, client_type)
+        svc.g_sessions.set(len(svc.sessions))
+        kick = self.proto.new(
+            "CID_OTHER_SERVER_KICK_USER", user_id=user_id, client_type=client_type, reason=KICK_DUPLICATE
+        )
+        svc.routers.relay(self.proto.cid("CID_OTHER_SERVER_KICK_USER"), kick.SerializeToString(), [user_id])
+        svc.status_update(session, ONLINE)
+        return ok(
+            token=session.token,
+            user_id=user_id,
+            user=MessageToDict(rsp.user_info, preserving_proto_field_name=True),
+            upload_token=issue_upload_token(svc.blob_secret, user_id),
+            poll_timeout=25,
+        )
+
+    async def logout(self, _r: Request, _d: dict[str, Any], session: Session | None) -> Response:
+        """End the session."""
+        assert session is not None
+        self.svc.retire(session)
+        return ok()
+
+    async def send(self, _r: Request, doc: dict[str, Any], session: Session | None) -> Response:
+        """Store a message through biz (store-then-ack) and deliver it everywhere."""
+        assert session is not None
+        if not session.sends.take():
+            return error(RATE_LIMITED, "more than 20 messages per second", 429)
+        to = _uint(doc.get("to"), "to")
+        group = doc.get("group", False)
+        if not isinstance(group, bool):
+            raise ValueError("group must be true or false")
+        client_msg_id = _uint(doc.get("client_msg_id", 0), "client_msg_id", positive=False)
+        if isinstance(doc.get("text"), str):
+            data = doc["text"].encode("utf-8")
+        elif isinstance(doc.get("data_b64"), str):
+            try:
+                data = base64.b64decode(doc["data_b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("data_b64 is not base64") from None
+        else:
+            raise ValueError("text (or data_b64) is required")
+        if not data:
+            raise ValueError("the message is empty")
+        if len(data) > MAX_MSG_BYTES:
+            return error(TOO_LARGE, f"message of {len(data)} bytes exceeds {MAX_MSG_BYTES}", 413)
+        user = session.user_id
+        if not group and to == user:
+            raise ValueError("a message to oneself")
+        link = self.svc.biz_link()
+        if link is None:
+            return error(UNAVAILABLE, "biz is unavailable", 503)
+        msg: Any = self.proto.new(
+            "CID_MSG_DATA",
+            from_user_id=user,
+            to_session_id=to,
+            msg_id=client_msg_id,
+            create_time=0,
+            msg_type=0x11 if group else 0x01,
+            msg_data=data,
+        )
+        if group:
+            cached = self.svc.group_members.get(to)
+            msg.attach_data = pack_version(cached[0] if cached else 0)
+        cid = self.proto.cid("CID_MSG_DATA")
+        frame = await link.call(
+            cid, pack_relay([user], msg.SerializeToString()), BIZ_TIMEOUT, flag=FLAG_RELAY
+        )
+        stored: Any = self.proto.parse(frame.command_id, frame.body) if frame.body else None
+        if stored is None:
+            return error(UNAVAILABLE, "biz did not answer", 503)
+        result, version, _dup, members = unpack_store_reply(stored.attach_data)
+        if stored.msg_id == 0:
+            return error(result or 99, "the message was refused", 403 if result == 22 else 400)
+        stored.ClearField("attach_data")
+        if group:
+            if members is not None:
+                self.svc.group_members[to] = (version, members)
+            targets = self.svc.group_members.get(to, (0, [user]))[1]
+        else:
+            targets = [user, to]
+        session.first_delivery(chat_key(user, stored))
+        self.svc.deliver_chat(stored, targets, skip=session)
+        self.svc.routers.relay(cid, stored.SerializeToString(), targets)
+        return ok(
+            msg_id=stored.msg_id,
+            session_type=2 if stored.msg_type & GROUP_MSG_BIT else 1,
+            create_time=stored.create_time,
+        )
+
+    async def poll(self, request: Request, _d: dict[str, Any], session: Session | None) -> Response:
+        """Wait for events after `since` (up to `timeout` seconds)."""
+        assert session is not None
+        try:
+            since = int(request.query.get("since", "0"))
+            timeout = float(request.query.get("timeout", "25"))
+        except ValueError:
+            raise ValueError("since and timeout must be numbers") from None
+        if since < 0 or not 0 <= timeout <= 3600:
+            raise ValueError("since and timeout must not be negative")
+        events, gap = await session.wait(since, min(timeout, self.svc.poll_timeout_max))
+        last = events[-1]["seq"] if events else max(since, 0)
+        return ok(events=events, last_seq=last, gap=gap)
+
+    async def ack(self, _r: Request, doc: dict[str, Any], session: Session | None) -> Response:
+        """Drop delivered events."""
+        assert session is not None
+        session.ack(_uint(doc.get("seq"), "seq", positive=False))
+        return ok()
+
+    async def read(self, _r: Request, doc: dict[str, Any], session: Session | None) -> Response:
+        """Clear unread through biz and tell the user's other devices."""
+        assert session is not None
+        session_id = _uint(doc.get("session_id"), "session_id")
+        session_type = doc.get("session_type", 1)
+        if session_type not in (1, 2):
+            raise ValueError("session_type must be 1 or 2")
+        msg_id = _uint(doc.get("msg_id", 0), "msg_id", positive=False)
+        req = self.proto.new(
+            "CID_MSG_READ_ACK",
+            user_id=session.user_id,
+            session_id=session_id,
+            msg_id=msg_id,
+            session_type=session_type,
+        )
+        if await self._biz("CID_MSG_READ_ACK", session.user_id, req) is None:
+            return error(UNAVAILABLE, "biz did not answer", 503)
+        note = self.proto.new(
+            "CID_MSG_READ_NOTIFY",
+            user_id=session.user_id,
+            session_id=session_id,
+            msg_id=msg_id,
+            session_type=session_type,
+        )
+        self.svc.notify("CID_MSG_READ_NOTIFY", note, [session.user_id], skip=session)
+        return ok()
+
+    async def unread(self, _r: Request, _d: dict[str, Any], session: Session | None) -> Response:
+        """Unread counts per session."""
+        assert session is not None
+        req = self.proto.new("CID_MSG_UNREAD_CNT_REQUEST", user_id=session.user_id)
+        rsp = await self._biz("CID_MSG_UNREAD_CNT_REQUEST", session.user_id, req)
+        if rsp is None:
+            return error(UNAVAILABLE, "biz did not answer", 503)
+        doc = MessageToDict(rsp, preserving_proto_field_name=True)
+        return ok(total=rsp.total_cnt, sessions=doc.get("unreadinfo_list", []))

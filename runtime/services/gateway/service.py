@@ -1,0 +1,224 @@
+"""Runtime services layer (gateway): HTTP long-poll access to messaging, and the admin HTTP API.
+
+The gateway is a msg server whose clients speak HTTP: it holds a session per logged-in HTTP user, reports
+their presence to every router (status updates, snapshots on reconnect) exactly as a msg server does, stores
+sends through biz with the same relay envelope (so the same dedup and msg-id rules apply), and delivers
+through the routers; routers relay to it whatever targets its users. See docs/gateway in client_api.py and
+admin.py for the endpoints.
+
+Config keys (`services.gateway`): `http_port`, `admin_api_key_file` (default `admin.key` in the data dir,
+created 0600), `poll_timeout_max` (s, default 30), `session_idle` (s without a poll before a session ends,
+default 90), `max_body_bytes` (default 64 KiB), `ip_rate` / `ip_burst` (requests per second per client
+address, default 50 / 100), `blob_secret_file` (default `blob.secret`, for upload tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict
+from typing import Any
+
+from runtime.http import HttpServer, Request, Response, json_response
+from runtime.monitor.metrics import Metrics
+from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.biz.storage_open import open_storage
+from runtime.services.blobs import read_or_create_secret
+from runtime.services.gateway.admin import AdminApi
+from runtime.services.gateway.client_api import ClientApi
+from runtime.services.gateway.relays import GatewayInbound, chat_event, chat_key
+from runtime.services.gateway.sessions import Session, SessionTable, TokenBucket
+from runtime.services.links import Dialer, Link, Proto
+from runtime.services.msg.routing import RouterPool
+from runtime.storage.base import Storage
+
+ONLINE, OFFLINE = 1, 2
+MAX_IPS = 10000
+
+
+class GatewayService(Service):
+    """Long-poll clients and the admin API over HTTP."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        cfg = ctx.config
+        self.metrics = Metrics(labels={"service": "gateway", "instance": str(ctx.instance)})
+        self.proto = Proto(ctx.registry)
+        self.sessions = SessionTable(float(cfg.get("session_idle", 90.0)))
+        self.poll_timeout_max = float(cfg.get("poll_timeout_max", 30.0))
+        self.group_members: dict[int, tuple[int, list[int]]] = {}
+        self.storage: Storage | None = None
+        self.admin_key = read_or_create_secret(ctx.data_dir / str(cfg.get("admin_api_key_file", "admin.key")))
+        self.blob_secret = read_or_create_secret(
+            ctx.data_dir / str(cfg.get("blob_secret_file", "blob.secret"))
+        )
+        self.ip_rate, self.ip_burst = float(cfg.get("ip_rate", 50)), float(cfg.get("ip_burst", 100))
+        self._ip_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.inbound = GatewayInbound(self)
+        self.routers = RouterPool(
+            self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot
+        )
+        self.biz: Dialer | None = None
+        self.client_api = ClientApi(self)
+        self.admin_api = AdminApi(self)
+        self.http = HttpServer(
+            self.handle,
+            host=ctx.host,
+            port=int(cfg.get("http_port", 0) or 0),
+            max_body=int(cfg.get("max_body_bytes", 64 * 1024)),
+            name="gateway",
+        )
+        self._endpoints: list[Endpoint] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self.m_requests = self.metrics.counter("gateway_requests_total", "HTTP requests")
+        self.m_rate_limited = self.metrics.counter("gateway_rate_limited_total", "requests refused by rate")
+        self.m_events = self.metrics.counter("gateway_events_total", "events queued for long-poll clients")
+        self.g_sessions = self.metrics.gauge("gateway_sessions", "live long-poll sessions")
+
+    # lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open storage (admin API), bind HTTP, dial biz and the routers."""
+        self.storage = await open_storage(self.ctx)
+        await self.http.start()
+        ep = Endpoint("gateway", self.ctx.instance, "http", self.ctx.host, self.http.port)
+        self._endpoints = [ep]
+        self.ctx.discovery.publish(ep)
+        self.biz = Dialer("gateway->biz", self._resolve_biz, lambda _l, _f: None, max_backoff=1.0)
+        self.biz.start()
+        self.routers.refresh()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="gateway-tick")
+        await self.biz.wait_up(5.0)
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """End every session, close HTTP, links and storage."""
+        for ep in self._endpoints:
+            with contextlib.suppress(Exception):
+                self.ctx.discovery.withdraw(ep)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for session in list(self.sessions.by_token.values()):
+            self.retire(session)
+        await self.http.stop(min(drain_timeout, 1.0))
+        await self.routers.stop()
+        if self.biz is not None:
+            await self.biz.stop()
+        if self.storage is not None:
+            await self.storage.close()
+
+    def endpoints(self) -> list[Endpoint]:
+        """The HTTP listener."""
+        return list(self._endpoints)
+
+    def health(self) -> dict[str, Any]:
+        """Peers and sessions."""
+        biz_up = self.biz_link() is not None
+        return {
+            "status": "ok" if biz_up and self.routers.available else "degraded",
+            "biz": biz_up,
+            "routers": len(self.routers.live_links()),
+            "sessions": len(self.sessions),
+        }
+
+    def _resolve_biz(self) -> tuple[str, int] | None:
+        eps = self.ctx.discovery.endpoints("biz", "internal")
+        return eps[0].address if eps else None
+
+    def biz_link(self) -> Link | None:
+        """The connected biz link, if any."""
+        link = self.biz.link if self.biz is not None else None
+        return link if link is not None and link.is_open else None
+
+    async def _tick_loop(self) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(1.0)
+            n += 1
+            try:
+                now = time.monotonic()
+                self.routers.tick(now)
+                link = self.biz_link()
+                if link is not None:
+                    link.tick(now)
+                for session in self.sessions.idle(now):
+                    self.retire(session)
+            except Exception:
+                self.log.exception("gateway tick failed")
+
+    # HTTP ------------------------------------------------------------------------------------------------
+    async def handle(self, request: Request) -> Response:
+        """Rate-limit per client address, then route."""
+        self.m_requests.inc()
+        ip = request.peer.rsplit(":", 1)[0]
+        bucket = self._ip_buckets.get(ip)
+        if bucket is None:
+            bucket = self._ip_buckets[ip] = TokenBucket(self.ip_rate, self.ip_burst)
+            while len(self._ip_buckets) > MAX_IPS:
+                self._ip_buckets.popitem(last=False)
+        if not bucket.take():
+            self.m_rate_limited.inc()
+            return json_response(
+                {"error_code": 429, "error_msg": "too many requests"}, 429, {"Retry-After": "1"}
+            )
+        if request.path.startswith("/query/"):
+            return await self.admin_api.handle(request)
+        if request.path.startswith("/api/"):
+            return await self.client_api.handle(request)
+        return json_response({"error_code": 404, "error_msg": "not found"}, 404)
+
+    # sessions --------------------------------------------------------------------------------------------
+    def snapshot(self) -> list[tuple[int, int, int]]:
+        """(user id, ONLINE, client type) of every session, for a router snapshot."""
+        return [(s.user_id, ONLINE, s.client_type) for s in self.sessions.by_token.values()]
+
+    def status_update(self, session: Session, status: int) -> None:
+        """Tell every router a session came or went."""
+        upd = self.proto.new(
+            "CID_OTHER_USER_STATUS_UPDATE",
+            user_status=status,
+            user_id=session.user_id,
+            client_type=session.client_type,
+        )
+        self.routers.to_all(self.proto.cid("CID_OTHER_USER_STATUS_UPDATE"), upd.SerializeToString())
+
+    def retire(self, session: Session) -> None:
+        """End a session: presence offline."""
+        if self.sessions.remove(session):
+            self.status_update(session, OFFLINE)
+            self.g_sessions.set(len(self.sessions))
+
+    def kick(self, session: Session, reason: int) -> None:
+        """Tell a session it was kicked (its pending poll returns it) and end it."""
+        session.push({"type": "kick", "reason": reason})
+        self.retire(session)
+
+    # delivery --------------------------------------------------------------------------------------------
+    def push_event(self, users: Any, event: dict[str, Any], skip: Session | None = None) -> int:
+        """Queue an event for every session of the users (not `skip`)."""
+        n = 0
+        for uid in users:
+            for session in self.sessions.of(uid):
+                if session is not skip:
+                    session.push(event)
+                    n += 1
+        self.m_events.inc(n)
+        return n
+
+    def deliver_chat(self, msg: Any, targets: Any, skip: Session | None = None) -> None:
+        """A stored chat message to every session of the targets, once per session."""
+        event = chat_event(msg)
+        for uid in targets:
+            key = chat_key(uid, msg)
+            for session in self.sessions.of(uid):
+                if session.first_delivery(key) and session is not skip:
+                    session.push(event)
+                    self.m_events.inc()
+
+    def notify(self, command: str, msg: Any, users: list[int], skip: Session | None = None) -> None:
+        """Local events plus a targeted relay through the routers (to TCP clients and other gateways)."""
+        from runtime.services.gateway.relays import generic_event
+
+        self.push_event(users, generic_event(command, msg), skip)
+        self.routers.relay(self.proto.cid(command), msg.SerializeToString(), sorted(set(users)))

@@ -1,0 +1,103 @@
+"""Integration: long-poll (HTTP) clients and TCP clients talk to each other through the same cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from runtime.http import http_request, post_json
+from tests.integration.conftest import ANDROID
+from tests.integration.file_support import FileCluster, run_file_cluster
+from tests.integration.gateway_support import GATEWAY, WebClient, wait_gateway
+
+pytestmark = pytest.mark.integration
+
+
+def test_long_poll_and_tcp_clients_talk_both_ways(tmp_path: Path) -> None:
+    async def body(c: FileCluster) -> None:
+        addr = await wait_gateway(c)
+        web = await WebClient.login(addr, "user10")
+        tcp = await c.login("user11", 1)
+        # TCP -> long-poll
+        ack = await tcp.text(web.user_id, "hello from tcp".encode())
+        assert ack.msg_id > 0
+        ev = await web.wait_for(lambda e: e["type"] == "msg")
+        assert (ev["from"], ev["to"], ev["text"], ev["msg_id"]) == (tcp.user_id, web.user_id, "hello from tcp",
+                                                                     ack.msg_id)
+        # long-poll -> TCP
+        sent = await web.send(tcp.user_id, "hello from http")
+        assert sent["error_code"] == 0 and sent["msg_id"] == ack.msg_id + 1
+        (got,) = await tcp.wait_for("CID_MSG_DATA", lambda m: m.from_user_id == web.user_id)
+        assert (got.msg_data, got.msg_id) == (b"hello from http", sent["msg_id"])
+        # Both are stored like any message: history shows them in order.
+        page = await tcp.call("CID_MSG_LIST_REQUEST", user_id=0, session_type=1, session_id=web.user_id,
+                              msg_id_begin=0, msg_cnt=10)
+        assert [m.msg_data for m in page.msg_list] == [b"hello from http", b"hello from tcp"]
+
+    asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))
+
+
+def test_presence_read_notify_and_dedup_across_transports(tmp_path: Path) -> None:
+    async def body(c: FileCluster) -> None:
+        addr = await wait_gateway(c)
+        watcher = await c.login("user12", 0)
+        web = await WebClient.login(addr, "user13")
+        await watcher.wait_for("CID_BUDDY_LIST_STATUS_NOTIFY",
+                               lambda m: m.user_stat.user_id == web.user_id and m.user_stat.status == 1)
+        phone = await c.login("user13", 1, ANDROID)  # the same user on a phone, over TCP
+        first = await web.send(watcher.user_id, "once", client_msg_id=77)
+        again = await web.send(watcher.user_id, "once", client_msg_id=77)  # a retry: stored once
+        assert first["error_code"] == again["error_code"] == 0 and first["msg_id"] == again["msg_id"]
+        await watcher.wait_for("CID_MSG_DATA", lambda m: m.msg_data == b"once")
+        (copy,) = await phone.wait_for("CID_MSG_DATA", lambda m: m.msg_data == b"once")
+        assert copy.from_user_id == web.user_id  # the sender's other device got it too
+        await tcp_to(watcher, web.user_id, b"read me")
+        ev = await web.wait_for(lambda e: e["type"] == "msg" and e["text"] == "read me")
+        rsp = await web.post("/api/read", {"session_id": watcher.user_id, "session_type": 1, "msg_id": ev["msg_id"]})
+        assert rsp.json()["error_code"] == 0
+        (note,) = await phone.wait_for("CID_MSG_READ_NOTIFY")
+        assert (note.session_id, note.msg_id) == (watcher.user_id, ev["msg_id"])
+        unread = await http_request(*addr, "GET", "/api/unread", headers=web.headers())
+        assert unread.json()["total"] == 0
+        await web.post("/api/logout", {})
+        await watcher.wait_for("CID_BUDDY_LIST_STATUS_NOTIFY",
+                               lambda m: m.user_stat.user_id == web.user_id and m.user_stat.status == 2)
+
+    asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))
+
+
+async def tcp_to(client: object, to: int, data: bytes) -> None:
+    ack = await client.text(to, data)  # type: ignore[attr-defined]
+    assert ack.msg_id > 0
+
+
+def test_client_api_refuses_bad_input_with_clear_codes(tmp_path: Path) -> None:
+    async def body(c: FileCluster) -> None:
+        addr = await wait_gateway(c)
+        bad = await post_json(*addr, "/api/login", {"user": "user14", "password": "wrong"})
+        assert (bad.status, bad.json()["error_code"]) == (401, 6)
+        no_token = await post_json(*addr, "/api/send", {"to": 1, "text": "x"})
+        assert (no_token.status, no_token.json()["error_code"]) == (401, 2)
+        web = await WebClient.login(addr, "user14")
+        other = c.users["user15"]
+        malformed = await http_request(*addr, "POST", "/api/send", b"{not json",
+                                       {**web.headers(), "Content-Type": "application/json"})
+        assert (malformed.status, malformed.json()["error_code"]) == (400, 1)
+        for doc, status, code in [
+            ({"to": other}, 400, 1),
+            ({"to": "1; DROP TABLE messages", "text": "x"}, 400, 1),
+            ({"to": web.user_id, "text": "me"}, 400, 1),
+            ({"to": other, "text": ""}, 400, 1),
+            ({"to": other, "text": "x" * 5000}, 413, 24),
+        ]:
+            rsp = await web.post("/api/send", doc)
+            assert (rsp.status, rsp.json()["error_code"]) == (status, code), doc
+        huge = await http_request(*addr, "POST", "/api/send", b"x" * 100_000, web.headers())
+        assert huge.status == 413
+        page = await (await c.login("user15", 0)).call(
+            "CID_MSG_LIST_REQUEST", user_id=0, session_type=1, session_id=web.user_id, msg_id_begin=0, msg_cnt=10)
+        assert not page.msg_list  # nothing was stored by any refused send
+
+    asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))
