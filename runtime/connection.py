@@ -12,10 +12,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from runtime.errors import FrameError, InvalidTransition
-from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame, FrameDecoder, append_frame
+from runtime.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    HEADER,
+    HEADER_SIZE,
+    PROTOCOL_VERSION,
+    Frame,
+    FrameDecoder,
+    append_frame,
+)
 from runtime.registry import CommandInfo, Registry
 
 log = logging.getLogger("runtime.connection")
+_pack_header = HEADER.pack
 
 HEARTBEAT_SERVICE_ID = 7
 HEARTBEAT_COMMAND_ID = 0x0701
@@ -81,10 +90,12 @@ class Connection:
     """State of one connection: decoding, auth gate, heartbeat echo/initiation and deadlines."""
 
     __slots__ = (
+        "_commands",
         "_decoder",
         "_out",
         "client_type",
         "close_reason",
+        "is_open",
         "kind",
         "last_received",
         "last_sent",
@@ -118,6 +129,9 @@ class Connection:
         if authenticated is None:
             authenticated = kind is not Kind.CLIENT_SESSION
         self.state = State.AUTHENTICATED if authenticated else State.HANDSHAKE
+        # A plain attribute, not a property: it is read for every frame. True in HANDSHAKE and AUTHENTICATED.
+        self.is_open = True
+        self._commands = registry.id_table
         self.opened_at = now
         self.last_received = now
         self.last_sent = now
@@ -135,11 +149,7 @@ class Connection:
             self.state = TRANSITIONS[(self.state, event)]
         except KeyError:
             raise InvalidTransition(f"{event.value} not allowed in state {self.state.value}") from None
-
-    @property
-    def is_open(self) -> bool:
-        """True while frames may still be received and dispatched."""
-        return self.state is State.HANDSHAKE or self.state is State.AUTHENTICATED
+        self.is_open = self.state is State.HANDSHAKE or self.state is State.AUTHENTICATED
 
     @property
     def is_mobile(self) -> bool:
@@ -168,9 +178,9 @@ class Connection:
     def receive_data(self, data: bytes, now: float) -> Iterator[tuple[Frame, CommandInfo]]:
         """Feed received bytes; yield the frames a dispatcher should handle, each with its command.
 
-        Decoding happens at once; the auth gate is applied as frames are taken, so a login handled before the
-        next frame is taken lifts the gate for it. Heartbeats are answered here and not yielded. On a violation
-        the connection moves to CLOSING with `close_reason` set and nothing after it is yielded.
+        Decoding happens at once; the auth gate is applied as frames are taken, so a login handled before
+        the next frame is taken lifts the gate for it. Heartbeats are answered here and not yielded. On a
+        violation the connection moves to CLOSING with `close_reason` set and nothing after it is yielded.
         """
         if not self.is_open:
             return iter(())
@@ -183,7 +193,7 @@ class Connection:
         return self._admit(frames, now)
 
     def _admit(self, frames: list[Frame], now: float) -> Iterator[tuple[Frame, CommandInfo]]:
-        get = self.registry.get
+        get = self._commands.get
         for frame in frames:
             if not self.is_open:
                 return
@@ -227,11 +237,12 @@ class Connection:
         seq: int,
         body: bytes | bytearray | memoryview,
         now: float,
-        *,
         flag: int = 0,
     ) -> None:
         """Queue one frame; `data_to_send` returns everything queued as one buffer."""
-        append_frame(self._out, service_id, command_id, seq, body, flag=flag)
+        out = self._out
+        out += _pack_header(HEADER_SIZE + len(body), PROTOCOL_VERSION, flag, service_id, command_id, seq, 0)
+        out += body
         self.last_sent = now
 
     @property

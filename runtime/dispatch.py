@@ -33,7 +33,18 @@ Handler = Callable[["Context", Any], Awaitable[Message | None]]
 class Route:
     """Everything the hot path needs for one command, computed once."""
 
-    __slots__ = ("dedup", "fast_in", "handler", "info", "name", "reply", "stages")
+    __slots__ = (
+        "client_ok",
+        "dedup",
+        "fast_in",
+        "fast_reply",
+        "handler",
+        "info",
+        "name",
+        "parse",
+        "reply",
+        "stages",
+    )
 
     def __init__(
         self,
@@ -50,6 +61,12 @@ class Route:
         # No input checks, no decryption: parse the body directly.
         self.fast_in = not stages.input.active and not stages.unpack.require_encryption
         self.dedup = DedupWindow(stages.transport.dedup_window) if stages.transport.dedup else None
+        self.client_ok = info.from_client
+        self.parse = info.message_class.FromString
+        # (message class, service id, command id) of a plain-protobuf reply: sent without the pack stage.
+        self.fast_reply: tuple[type[Message], int, int] | None = None
+        if reply is not None and reply[1].pack.trivial:
+            self.fast_reply = (reply[0].message_class, reply[0].service_id, reply[0].command_id)
 
 
 class Context:
@@ -191,12 +208,14 @@ class Dispatcher:
 
     def frames_received(self, link: Link, frames: Iterable[tuple[Frame, CommandInfo]]) -> None:
         routes = self.routes
+        conn = link.conn
+        assert conn is not None
+        from_client = link.kind is Kind.CLIENT_SESSION
         for frame, info in frames:
             route = routes.get(frame.command_id)
-            if route is None or (link.kind is Kind.CLIENT_SESSION and not info.from_client):
-                assert link.conn is not None
-                if link.conn.note_unknown(f"command {info.name} not handled by this service"):
-                    link.close(link.conn.close_reason or "too many unknown commands")
+            if route is None or (from_client and not route.client_ok):
+                if conn.note_unknown(f"command {info.name} not handled by this service"):
+                    link.close(conn.close_reason or "too many unknown commands")
                     return
                 continue
             if frame.service_id != info.service_id:
@@ -208,7 +227,7 @@ class Dispatcher:
                     info.service_id,
                 )
             self._dispatch(link, frame, route)
-            if link.conn is None or not link.conn.is_open:
+            if not conn.is_open:
                 return
 
     # -- the hot path ----------------------------------------------------------------------------------------
@@ -216,7 +235,7 @@ class Dispatcher:
         info = route.info
         try:
             if route.fast_in and not frame.flag:
-                msg = info.message_class.FromString(frame.body)  # type: ignore[arg-type]
+                msg = route.parse(frame.body)  # type: ignore[arg-type]
                 if not msg.IsInitialized():
                     raise BodyError(f"{info.name}: required fields missing: {', '.join(missing_fields(msg))}")
             else:
@@ -293,7 +312,18 @@ class Dispatcher:
             coro = route.handler(ctx, msg)
             first = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration as stop:
-            self._finish(ctx, route, stop.value, key)
+            result = stop.value
+            fast = route.fast_reply
+            if fast is not None and key is None and ctx.close_reason is None and type(result) is fast[0]:
+                # The common case, kept to one serialize and one buffer append.
+                try:
+                    body = result.SerializeToString()
+                except Exception as exc:  # e.g. required reply fields missing
+                    self._handler_failed(ctx, route, exc)
+                    return
+                ctx.link.send_frame(fast[1], fast[2], ctx.seq, body)
+                return
+            self._finish(ctx, route, result, key)
             return
         except Exception as exc:
             self._handler_failed(ctx, route, exc)

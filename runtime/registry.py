@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from google.protobuf.message import Message
@@ -46,8 +47,13 @@ class UnknownCommand(LookupError):
 class Registry:
     """Immutable look-up tables over a protocol's commands."""
 
-    def __init__(self, spec_name: str, spec_version: str, commands: Iterable[CommandInfo],
-                 services: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        spec_name: str,
+        spec_version: str,
+        commands: Iterable[CommandInfo],
+        services: Mapping[str, int] | None = None,
+    ) -> None:
         self.spec_name = spec_name
         self.spec_version = spec_version
         self._by_id: dict[int, CommandInfo] = {}
@@ -60,6 +66,7 @@ class Registry:
             self._by_name[info.name] = info
             self._by_message.setdefault(info.message_class, []).append(info)
         self.services: dict[str, int] = dict(services or {})
+        self._id_view: Mapping[int, CommandInfo] = MappingProxyType(self._by_id)
 
     def __iter__(self) -> Iterator[CommandInfo]:
         return iter(sorted(self._by_id.values(), key=lambda c: c.command_id))
@@ -78,6 +85,11 @@ class Registry:
 
     def get(self, command_id: int) -> CommandInfo | None:
         return self._by_id.get(command_id)
+
+    @property
+    def id_table(self) -> Mapping[int, CommandInfo]:
+        """Read-only view: command id -> command (for hot paths that look up every frame)."""
+        return self._id_view
 
     def by_name(self, name: str) -> CommandInfo:
         try:

@@ -179,7 +179,7 @@ class Link(asyncio.Protocol):
         conn = self.conn
         if conn is None or not conn.is_open:
             return False
-        conn.send_frame(service_id, command_id, seq, body, self._loop.time(), flag=flag)
+        conn.send_frame(service_id, command_id, seq, body, self._loop.time(), flag)
         if not self._in_batch and self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self.flush)
         return True

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from runtime.client import ClientCore
 from runtime.cluster.config import ClusterConfig
@@ -61,7 +65,8 @@ async def _login(stack: Stack, url: str, user: str, say: Callable[[str], None]) 
     session = ChatSession(stack, ClientCore(stack.registry, login_url=url, reconnect=False),
                           lambda line: say(f"    [{user}'s screen] {line}"))
     await session.login(user, DEMO_PASSWORD)
-    say(f"  {user} logged in (user id {session.user_id}) on msg server {session.core.host}:{session.core.port}")
+    where = f"{session.core.host}:{session.core.port}"
+    say(f"  {user} logged in (user id {session.user_id}) on msg server {where}")
     return session
 
 
@@ -117,8 +122,19 @@ async def run_demo(config: ClusterConfig, stack: Stack, *, say: Callable[[str], 
             await session.close()
 
 
+def program_name() -> str:
+    """How to invoke ttgen from the current directory: `ttgen` if it is on PATH, else its path (`./dev demo`
+    runs `.venv/bin/ttgen`, which a fresh shell does not find)."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "ttgen"
+    on_path = shutil.which("ttgen")
+    if Path(argv0).name != "ttgen" or (on_path and Path(on_path).resolve() == Path(argv0).resolve()):
+        return "ttgen"
+    return os.path.relpath(argv0)
+
+
 def join_hint(config: ClusterConfig, default_data_dir: bool) -> str:
     """How a person joins the running demo from another terminal."""
     where = "" if default_data_dir else f" --data-dir {config.data_dir}"
-    return (f"demo: join the chat from another terminal:  ttgen chat --user alice --password {DEMO_PASSWORD}"
-            f"{where}\n      (also bob and carol; type /help once logged in)")
+    return (f"demo: join the chat from another terminal:\n"
+            f"        {program_name()} chat --user alice --password {DEMO_PASSWORD}{where}\n"
+            f"      (or bob, or carol; type /help once logged in)")

@@ -65,6 +65,9 @@ class _Loader:
         self.plugins: list[Plugin] = []
 
     def _read(self, path: str, ref: Loc) -> Y | None:
+        if "\0" in path:  # the OS refuses such names; say so instead of raising ValueError
+            self.diags.error("TT101", f"invalid file name {path!r}", ref)
+            return None
         real = os.path.realpath(path)
         if real in self.seen:
             first = self.seen[real]

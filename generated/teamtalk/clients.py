@@ -19,6 +19,7 @@ from . import IM_Group_pb2
 from . import IM_Login_pb2
 from . import IM_Message_pb2
 from . import IM_Other_pb2
+from . import IM_Plugin_Shake_pb2
 from . import IM_SwitchService_pb2
 
 
@@ -327,3 +328,10 @@ class TeamtalkClient:
     async def ext_signal(self, msg: IM_Ext_pb2.IMEphemeralSignal) -> None:
         """CID_EXT_SIGNAL (0x100c): Other ephemeral signals; never stored."""
         await self.core.send("CID_EXT_SIGNAL", msg)
+
+    async def shake_req(self, msg: IM_Plugin_Shake_pb2.IMShakeReq, *, timeout: float | None = None) -> IM_Plugin_Shake_pb2.IMShakeRsp:
+        """CID_SHAKE_REQ (0x1101): Shake; the reply lists the users matched so far."""
+        reply = await self.core.call("CID_SHAKE_REQ", msg, timeout=timeout)
+        if not isinstance(reply, IM_Plugin_Shake_pb2.IMShakeRsp):
+            raise UnexpectedReply(f"CID_SHAKE_REQ: expected CID_SHAKE_RSP, got {type(reply).__name__}")
+        return reply

@@ -15,6 +15,7 @@ from . import IM_Group_pb2
 from . import IM_Login_pb2
 from . import IM_Message_pb2
 from . import IM_Other_pb2
+from . import IM_Plugin_Shake_pb2
 from . import IM_Server_pb2
 from . import IM_SwitchService_pb2
 
@@ -35,6 +36,7 @@ class ServiceId(enum.IntEnum):
     SWITCH_SERVICE = 0x0006
     OTHER = 0x0007
     EXT = 0x0010
+    SHAKE = 0x0011
 
 
 class CommandId(enum.IntEnum):
@@ -147,6 +149,10 @@ class CommandId(enum.IntEnum):
     CID_EXT_MSG_RECALL_NOTIFY = 0x100a
     CID_EXT_TYPING = 0x100b
     CID_EXT_SIGNAL = 0x100c
+    CID_SHAKE_REQ = 0x1101
+    CID_SHAKE_RSP = 0x1102
+    CID_SHAKE_MATCH_NOTIFY = 0x1103
+    CID_SHAKE_SHARE = 0x1104
 
 
 SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
@@ -158,8 +164,8 @@ CLUSTER_SERVICES: dict[str, dict[str, Any]] = {
     "gateway": {"default_port": 8400, "hosts": ["CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_REQ_LOGINOUT", "CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_KICKPCCLIENT", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_READ_ACK", "CID_MSG_TIME_REQUEST", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_STOP_RECV_PACKET", "CID_OTHER_VALIDATE_RSP", "CID_OTHER_SERVER_KICK_USER", "CID_OTHER_LOGIN_STATUS_NOTIFY", "CID_EXT_HANDSHAKE_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TYPING", "CID_EXT_SIGNAL"], "links": ["biz", "router"], "listen": "http", "plugin": None, "role": "gateway"},
     "login": {"default_port": 8008, "hosts": ["CID_LOGIN_REQ_MSGSERVER", "CID_OTHER_HEARTBEAT", "CID_OTHER_MSG_SERV_INFO", "CID_OTHER_USER_CNT_UPDATE", "CID_EXT_LOGIN_QUEUE_REQ"], "links": [], "listen": "tcp+http", "plugin": None, "role": "login"},
     "monitor": {"default_port": 8900, "hosts": ["CID_OTHER_HEARTBEAT"], "links": ["biz", "file", "gateway", "login", "msg", "router", "storage"], "listen": "http", "plugin": None, "role": "monitor"},
-    "msg": {"default_port": 8000, "hosts": ["CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_REQ_LOGINOUT", "CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_KICKPCCLIENT", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_READ_ACK", "CID_MSG_TIME_REQUEST", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_STOP_RECV_PACKET", "CID_OTHER_VALIDATE_RSP", "CID_OTHER_GET_DEVICE_TOKEN_RSP", "CID_OTHER_SERVER_KICK_USER", "CID_OTHER_LOGIN_STATUS_NOTIFY", "CID_OTHER_PUSH_TO_USER_RSP", "CID_OTHER_GET_SHIELD_RSP", "CID_OTHER_FILE_TRANSFER_RSP", "CID_OTHER_FILE_SERVER_IP_RSP", "CID_EXT_HANDSHAKE_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TYPING", "CID_EXT_SIGNAL"], "links": ["biz", "file", "login", "router"], "listen": "tcp", "plugin": None, "role": "msg"},
-    "router": {"default_port": 8200, "hosts": ["CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY", "CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY", "CID_MSG_DATA", "CID_MSG_READ_NOTIFY", "CID_GROUP_CHANGE_MEMBER_NOTIFY", "CID_FILE_NOTIFY", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_ROLE_SET", "CID_OTHER_ONLINE_USER_INFO", "CID_OTHER_USER_STATUS_UPDATE", "CID_OTHER_SERVER_KICK_USER", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURNED_NOTIFY", "CID_EXT_MSG_RECALL_NOTIFY", "CID_EXT_TYPING", "CID_EXT_SIGNAL"], "links": [], "listen": "tcp", "plugin": None, "role": "router"},
+    "msg": {"default_port": 8000, "hosts": ["CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_REQ_LOGINOUT", "CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_KICKPCCLIENT", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_READ_ACK", "CID_MSG_TIME_REQUEST", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_STOP_RECV_PACKET", "CID_OTHER_VALIDATE_RSP", "CID_OTHER_GET_DEVICE_TOKEN_RSP", "CID_OTHER_SERVER_KICK_USER", "CID_OTHER_LOGIN_STATUS_NOTIFY", "CID_OTHER_PUSH_TO_USER_RSP", "CID_OTHER_GET_SHIELD_RSP", "CID_OTHER_FILE_TRANSFER_RSP", "CID_OTHER_FILE_SERVER_IP_RSP", "CID_EXT_HANDSHAKE_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TYPING", "CID_EXT_SIGNAL", "CID_SHAKE_REQ", "CID_SHAKE_SHARE"], "links": ["biz", "file", "login", "router"], "listen": "tcp", "plugin": None, "role": "msg"},
+    "router": {"default_port": 8200, "hosts": ["CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY", "CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY", "CID_MSG_DATA", "CID_MSG_READ_NOTIFY", "CID_GROUP_CHANGE_MEMBER_NOTIFY", "CID_FILE_NOTIFY", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_ROLE_SET", "CID_OTHER_ONLINE_USER_INFO", "CID_OTHER_USER_STATUS_UPDATE", "CID_OTHER_SERVER_KICK_USER", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURNED_NOTIFY", "CID_EXT_MSG_RECALL_NOTIFY", "CID_EXT_TYPING", "CID_EXT_SIGNAL", "CID_SHAKE_SHARE"], "links": [], "listen": "tcp", "plugin": None, "role": "router"},
     "storage": {"default_port": None, "hosts": ["CID_OTHER_HEARTBEAT"], "links": [], "listen": "", "plugin": None, "role": "storage"},
 }
 
@@ -1340,6 +1346,50 @@ COMMANDS: tuple[CommandInfo, ...] = (
         hosted_by=("gateway", "msg", "router"),
         stages={"input": {"max_bytes": 2048, "on_rate_exceeded": "drop", "rate": "5/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"ephemeral": True}},
         doc="Other ephemeral signals; never stored.",
+    ),
+    CommandInfo(
+        name="CID_SHAKE_REQ",
+        service_id=17,
+        command_id=0x1101,
+        message_class=IM_Plugin_Shake_pb2.IMShakeReq,
+        direction="c2s",
+        reply="CID_SHAKE_RSP",
+        hosted_by=("msg",),
+        stages={"input": {"max_bytes": 64, "on_rate_exceeded": "drop", "rate": "2/s"}, "store": {"persist": False}, "transport": {"ephemeral": True}},
+        doc="Shake; the reply lists the users matched so far.",
+    ),
+    CommandInfo(
+        name="CID_SHAKE_RSP",
+        service_id=17,
+        command_id=0x1102,
+        message_class=IM_Plugin_Shake_pb2.IMShakeRsp,
+        direction="s2c",
+        reply=None,
+        hosted_by=(),
+        stages={"store": {"persist": False}},
+        doc="Matches at the time of the shake.",
+    ),
+    CommandInfo(
+        name="CID_SHAKE_MATCH_NOTIFY",
+        service_id=17,
+        command_id=0x1103,
+        message_class=IM_Plugin_Shake_pb2.IMShakeMatchNotify,
+        direction="s2c",
+        reply=None,
+        hosted_by=(),
+        stages={"store": {"persist": False}, "transport": {"ephemeral": True}},
+        doc="A later shake in the window matched this user.",
+    ),
+    CommandInfo(
+        name="CID_SHAKE_SHARE",
+        service_id=17,
+        command_id=0x1104,
+        message_class=IM_Plugin_Shake_pb2.IMShakeShare,
+        direction="s2s",
+        reply=None,
+        hosted_by=("msg", "router"),
+        stages={"input": {"max_bytes": 64}, "store": {"persist": False}, "transport": {"ephemeral": True}},
+        doc="A shake shared with every msg server (via the routers).",
     ),
 )
 

@@ -19,6 +19,7 @@ from . import IM_Group_pb2
 from . import IM_Login_pb2
 from . import IM_Message_pb2
 from . import IM_Other_pb2
+from . import IM_Plugin_Shake_pb2
 from . import IM_Server_pb2
 from . import IM_SwitchService_pb2
 
@@ -570,6 +571,8 @@ class MsgServiceBase(abc.ABC):
         0x1008: "on_cid_ext_msg_recall_req",
         0x100b: "on_cid_ext_typing",
         0x100c: "on_cid_ext_signal",
+        0x1101: "on_cid_shake_req",
+        0x1104: "on_cid_shake_share",
     }
 
     @abc.abstractmethod
@@ -764,6 +767,14 @@ class MsgServiceBase(abc.ABC):
     async def on_cid_ext_signal(self, ctx: Context, msg: IM_Ext_pb2.IMEphemeralSignal) -> Message | None:
         """CID_EXT_SIGNAL (0x100c, both); no reply (return None). Other ephemeral signals; never stored."""
 
+    @abc.abstractmethod
+    async def on_cid_shake_req(self, ctx: Context, msg: IM_Plugin_Shake_pb2.IMShakeReq) -> Message | None:
+        """CID_SHAKE_REQ (0x1101, c2s); return the CID_SHAKE_RSP reply (IMShakeRsp). Shake; the reply lists the users matched so far."""
+
+    @abc.abstractmethod
+    async def on_cid_shake_share(self, ctx: Context, msg: IM_Plugin_Shake_pb2.IMShakeShare) -> Message | None:
+        """CID_SHAKE_SHARE (0x1104, s2s); no reply (return None). A shake shared with every msg server (via the routers)."""
+
 
 class RouterServiceBase(abc.ABC):
     """User-to-server table, presence and targeted relay between msg servers (TeamTalk route_server); several instances, no single point of failure."""
@@ -789,6 +800,7 @@ class RouterServiceBase(abc.ABC):
         0x100a: "on_cid_ext_msg_recall_notify",
         0x100b: "on_cid_ext_typing",
         0x100c: "on_cid_ext_signal",
+        0x1104: "on_cid_shake_share",
     }
 
     @abc.abstractmethod
@@ -862,6 +874,10 @@ class RouterServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_ext_signal(self, ctx: Context, msg: IM_Ext_pb2.IMEphemeralSignal) -> Message | None:
         """CID_EXT_SIGNAL (0x100c, both); no reply (return None). Other ephemeral signals; never stored."""
+
+    @abc.abstractmethod
+    async def on_cid_shake_share(self, ctx: Context, msg: IM_Plugin_Shake_pb2.IMShakeShare) -> Message | None:
+        """CID_SHAKE_SHARE (0x1104, s2s); no reply (return None). A shake shared with every msg server (via the routers)."""
 
 
 class StorageServiceBase(abc.ABC):

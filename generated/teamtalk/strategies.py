@@ -20,6 +20,7 @@ from . import IM_Group_pb2
 from . import IM_Login_pb2
 from . import IM_Message_pb2
 from . import IM_Other_pb2
+from . import IM_Plugin_Shake_pb2
 from . import IM_Server_pb2
 from . import IM_SwitchService_pb2
 
@@ -643,6 +644,29 @@ MESSAGES: dict[str, MessageSpec] = {
     )),
     "IM.Other.IMHeartBeat": MessageSpec(IM_Other_pb2.IMHeartBeat, SYNTAX, (
     )),
+    "IM.Plugin.Shake.IMShakeMatchNotify": MessageSpec(IM_Plugin_Shake_pb2.IMShakeMatchNotify, SYNTAX, (
+        F("user_id", 1, "uint32", "required"),
+        F("matched_user_id", 2, "uint32", "required"),
+        F("lat", 3, "double", "optional"),
+        F("lng", 4, "double", "optional"),
+    )),
+    "IM.Plugin.Shake.IMShakeReq": MessageSpec(IM_Plugin_Shake_pb2.IMShakeReq, SYNTAX, (
+        F("user_id", 1, "uint32", "required"),
+        F("lat", 2, "double", "optional"),
+        F("lng", 3, "double", "optional"),
+    )),
+    "IM.Plugin.Shake.IMShakeRsp": MessageSpec(IM_Plugin_Shake_pb2.IMShakeRsp, SYNTAX, (
+        F("result_code", 1, "uint32", "required"),
+        F("user_id", 2, "uint32", "required"),
+        F("matched_user_ids", 3, "uint32", "repeated", max_items=100),
+        F("shake_time", 4, "uint64", "required"),
+    )),
+    "IM.Plugin.Shake.IMShakeShare": MessageSpec(IM_Plugin_Shake_pb2.IMShakeShare, SYNTAX, (
+        F("user_id", 1, "uint32", "required"),
+        F("shake_time", 2, "uint64", "required"),
+        F("lat", 3, "double", "optional"),
+        F("lng", 4, "double", "optional"),
+    )),
     "IM.Server.IMFileServerIPReq": MessageSpec(IM_Server_pb2.IMFileServerIPReq, SYNTAX, (
     )),
     "IM.Server.IMFileServerIPRsp": MessageSpec(IM_Server_pb2.IMFileServerIPRsp, SYNTAX, (
@@ -850,6 +874,10 @@ IM_Message_IMMsgDataReadNotify = STRATEGIES.valid("IM.Message.IMMsgDataReadNotif
 IM_Message_IMUnreadMsgCntReq = STRATEGIES.valid("IM.Message.IMUnreadMsgCntReq")
 IM_Message_IMUnreadMsgCntRsp = STRATEGIES.valid("IM.Message.IMUnreadMsgCntRsp")
 IM_Other_IMHeartBeat = STRATEGIES.valid("IM.Other.IMHeartBeat")
+IM_Plugin_Shake_IMShakeMatchNotify = STRATEGIES.valid("IM.Plugin.Shake.IMShakeMatchNotify")
+IM_Plugin_Shake_IMShakeReq = STRATEGIES.valid("IM.Plugin.Shake.IMShakeReq")
+IM_Plugin_Shake_IMShakeRsp = STRATEGIES.valid("IM.Plugin.Shake.IMShakeRsp")
+IM_Plugin_Shake_IMShakeShare = STRATEGIES.valid("IM.Plugin.Shake.IMShakeShare")
 IM_Server_IMFileServerIPReq = STRATEGIES.valid("IM.Server.IMFileServerIPReq")
 IM_Server_IMFileServerIPRsp = STRATEGIES.valid("IM.Server.IMFileServerIPRsp")
 IM_Server_IMFileTransferReq = STRATEGIES.valid("IM.Server.IMFileTransferReq")

@@ -27,7 +27,7 @@ def ensure_profiles() -> None:
 
 def suite_settings(suite: str, **overrides: object) -> settings:
     """Settings for one generated suite: the current profile, with fewer examples for costly suites."""
-    base = settings.default
+    base = settings()
     examples = max(3, int(base.max_examples * SUITE_SHARE.get(suite, 1.0)))
     opts: dict[str, object] = {
         "max_examples": examples,

@@ -178,7 +178,7 @@ class Link(asyncio.Protocol):
         self._out.clear()
 
     def request(self, command_id: int, body: bytes, callback: ReplyCallback, *, flag: int = 0) -> bool:
-        """Send a request; `callback(reply frame)` runs on the answer, `callback(None)` if the link is lost."""
+        """Send a request; `callback(reply frame)` on the answer, `callback(None)` if the link drops."""
         if self.transport is None:
             return False
         corr = self._next_id

@@ -1,4 +1,4 @@
-"""Runtime services layer (login): msg-server registry, least-loaded choice, admission queue, HTTP and TCP lookup.
+"""Runtime services layer (login): msg-server registry, least-loaded choice, admission queue, lookups.
 
 Config keys (`services.login`): `http_port`, `client_port`, `internal_port` (0 = any), `admission_rate`
 (logins handed out per second, default 500), `admission_burst` (default 1000), `msfs` and `discovery` (URLs
@@ -242,7 +242,7 @@ class LoginService(Service):
     def _on_frame(self, link: Link, frame: Frame) -> None:
         try:
             msg: Any = self.proto.parse(frame.command_id, frame.body)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.log.warning("login: bad 0x%04x from %s: %s", frame.command_id, link.name, exc)
             return
         name = self.proto.registry.by_id(frame.command_id).name
@@ -368,7 +368,7 @@ class LoginService(Service):
 
 
 def _port(value: Any) -> int:
-    """A configured port; 0 (any free port) for absent or `preferred:N` values the supervisor did not resolve."""
+    """A configured port; 0 (any free port) when absent or an unresolved `preferred:N`."""
     if isinstance(value, int):
         return value
     if isinstance(value, str) and value.startswith("preferred:"):

@@ -1,10 +1,10 @@
-"""Runtime services layer (router): user -> msg server table, targeted relay, presence (TeamTalk's route_server).
+"""Runtime services layer (router): user -> msg server table, targeted relay, presence (route_server).
 
-Unlike TeamTalk's route_server, a relay goes only to the msg servers that hold a target user (the envelope names
-them; see runtime.services.links), and the sender gets a confirmation once every destination has confirmed, so
-a msg server can retry through another router when this one dies. Several routers run side by side: every msg
-server reports status to all of them and relays through its master; a router speaks presence changes only for
-the msg servers that chose it as master, so each change is announced once.
+Unlike TeamTalk's route_server, a relay goes only to the msg servers that hold a target user (the envelope
+names them; see runtime.services.links), and the sender gets a confirmation once every destination has
+confirmed, so a msg server can retry through another router when this one dies. Several routers run side
+by side: every msg server reports status to all of them and relays through its master; a router speaks
+presence changes only for the msg servers that chose it as master, so each change is announced once.
 """
 
 from __future__ import annotations
@@ -177,12 +177,13 @@ class RouterService(Service):
             elif cid == self._cid_snapshot:
                 self._snapshot(link, self.proto.parse(cid, frame.body))
             elif cid == self._cid_role:
-                link.peer["master"] = bool(self.proto.parse(cid, frame.body).master)
+                role: Any = self.proto.parse(cid, frame.body)
+                link.peer["master"] = bool(role.master)
             elif cid == self._cid_stat_req:
                 self._users_stat(link, frame)
             else:
                 link.reply(frame, cid)
-        except Exception as exc:  # noqa: BLE001 - a malformed frame must not break the link
+        except Exception as exc:
             self.log.warning("router: bad 0x%04x from %s: %s", cid, link.name, exc)
             link.reply(frame, cid)
 
@@ -203,7 +204,7 @@ class RouterService(Service):
         self.g_users.set(len(self.table.users))
 
     def _announce(self, user_id: int, pc_online: bool) -> None:
-        """IMUserStatNotify to every msg server (PC clients), PC login status to the user's servers (mobiles)."""
+        """IMUserStatNotify to every msg server (for PCs); PC login status to the user's servers (mobiles)."""
         note: Any = self.proto.new("CID_BUDDY_LIST_STATUS_NOTIFY")
         note.user_stat.user_id = user_id
         note.user_stat.status = ONLINE if pc_online else OFFLINE
@@ -231,7 +232,7 @@ class RouterService(Service):
         self.m_relayed.inc()
         try:
             targets, _ = unpack_relay(frame.body)
-        except Exception:  # noqa: BLE001
+        except Exception:
             origin.reply(frame, frame.command_id)
             return
         if targets is None:

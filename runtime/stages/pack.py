@@ -35,11 +35,8 @@ class PackStage:
             if codec != "none" and legacy_key is not None
             else None
         )
-
-    @property
-    def trivial(self) -> bool:
-        """True when packing is plain protobuf serialization (the hot path skips this stage)."""
-        return not (self.compress or self.encrypt or self.codec)
+        # True when packing is plain protobuf serialization (the hot path skips this stage).
+        self.trivial = not (self.compress or self.encrypt or self.codec)
 
     def pack(
         self, msg: Message, service_id: int, command_id: int, seq: int, cipher: SessionCipher | None = None

@@ -1,4 +1,4 @@
-"""Integration fixtures: a real cluster (login, 2 msg, 2 routers, biz, SQLite) on 127.0.0.1, and real clients."""
+"""Integration fixtures: a real cluster (login, 2 msg, 2 routers, biz, SQLite) on loopback; real clients."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def cluster_config(data_dir: Path, encrypt: bool = True, **msg: Any) -> dict[str
             "msg": {"instances": 2, "client_port": 0, "retransmit_timeout": 0.3, "max_attempts": 4, **msg},
             "router": {"instances": 2},
             "biz": {"instances": 1, "auth": {**AUTH, "max_user_failures": 5, "max_address_failures": 12}},
-            "file": {"instances": 0}, "storage": {"instances": 0}, "gateway": {"instances": 0},
+            "file": {"instances": 0},
+            "storage": {"instances": 0},
+            "gateway": {"instances": 0},
         },
         "drain_timeout": 2.0,
     }
@@ -59,7 +61,9 @@ async def seed_users(data_dir: Path, names: list[str], encrypt: bool = True) -> 
         for name in names:
             existing = await storage.get_user_by_login(name)
             if existing is None:
-                existing = await storage.create_user(NewUser(login_name=name, nick=name, password_hash=digest))
+                existing = await storage.create_user(
+                    NewUser(login_name=name, nick=name, password_hash=digest)
+                )
             ids[name] = existing.id
         return ids
     finally:
@@ -80,10 +84,13 @@ class Client:
         async for info, msg in self.core.pushes():
             if info.name in ("CID_MSG_DATA", "CID_EXT_MSG_BURN") and self.auto_ack:
                 ack = REGISTRY.by_name("CID_MSG_DATA_ACK").message_class(
-                    user_id=self.user_id, msg_id=msg.msg_id,
+                    user_id=self.user_id,
+                    msg_id=msg.msg_id,
                     session_type=2 if msg.msg_type & 0x10 else 1,
-                    session_id=msg.to_session_id if msg.msg_type & 0x10 or msg.from_user_id == self.user_id
-                    else msg.from_user_id)
+                    session_id=msg.to_session_id
+                    if msg.msg_type & 0x10 or msg.from_user_id == self.user_id
+                    else msg.from_user_id,
+                )
                 with contextlib.suppress(Exception):
                     await self.core.send("CID_MSG_DATA_ACK", ack)
             async with self._changed:
@@ -94,12 +101,19 @@ class Client:
         """Pushes of that command matching pred, in arrival order."""
         return [m for name, m in self.pushes if name == command and pred(m)]
 
-    async def wait_for(self, command: str, pred: Callable[[Any], bool] = lambda m: True, *, count: int = 1,
-                       timeout: float = 5.0) -> list[Any]:
+    async def wait_for(
+        self,
+        command: str,
+        pred: Callable[[Any], bool] = lambda m: True,
+        *,
+        count: int = 1,
+        timeout: float = 5.0,
+    ) -> list[Any]:
         """Wait until at least `count` matching pushes arrived (TimeoutError otherwise)."""
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.received(command, pred)) >= count),
-                                   timeout)
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(self.received(command, pred)) >= count), timeout
+            )
         return self.received(command, pred)
 
     async def call(self, command: str, **fields: Any) -> Any:
@@ -113,8 +127,15 @@ class Client:
 
     async def text(self, to: int, data: bytes, *, group: bool = False, client_msg_id: int = 0) -> Any:
         """Send a chat message; returns the IMMsgDataAck."""
-        return await self.call("CID_MSG_DATA", from_user_id=self.user_id, to_session_id=to, msg_id=client_msg_id,
-                               create_time=0, msg_type=0x11 if group else 0x01, msg_data=data)
+        return await self.call(
+            "CID_MSG_DATA",
+            from_user_id=self.user_id,
+            to_session_id=to,
+            msg_id=client_msg_id,
+            create_time=0,
+            msg_type=0x11 if group else 0x01,
+            msg_data=data,
+        )
 
     async def close(self) -> None:
         """Disconnect."""
@@ -129,7 +150,9 @@ class TestCluster:
 
     __test__ = False
 
-    def __init__(self, data_dir: Path, users: dict[str, int], overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, users: dict[str, int], overrides: dict[str, Any] | None = None
+    ) -> None:
         self.data_dir, self.users = data_dir, users
         self.overrides = overrides or {}
         self.runner: ClusterRunner | None = None
@@ -172,9 +195,12 @@ class TestCluster:
     async def login(self, name: str, index: int = 0, client_type: int = WINDOWS) -> Client:
         """Connect to msg server `index` and log in as `name`."""
         core = await self.connect(index)
-        res: Any = await core.call("CID_LOGIN_REQ_USERLOGIN", REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN")
-                                   .message_class(user_name=name, password=md5hex(PASSWORD), online_status=1,
-                                                  client_type=client_type))
+        res: Any = await core.call(
+            "CID_LOGIN_REQ_USERLOGIN",
+            REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class(
+                user_name=name, password=md5hex(PASSWORD), online_status=1, client_type=client_type
+            ),
+        )
         assert res.result_code == 0, res
         client = Client(core, res.user_info.user_id, name)
         self.clients.append(client)

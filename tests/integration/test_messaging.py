@@ -41,11 +41,18 @@ def test_offline_recipient_unread_then_read_sync(with_cluster: Callable[..., Non
         assert unread.total_cnt == 3
         (item,) = [u for u in unread.unreadinfo_list if u.session_id == a.user_id]
         assert item.unread_cnt == 3 and item.latest_msg_data == b"offline 2"
-        page = await b_pc.call("CID_MSG_LIST_REQUEST", user_id=0, session_type=1, session_id=a.user_id,
-                               msg_id_begin=0, msg_cnt=10)
+        page = await b_pc.call(
+            "CID_MSG_LIST_REQUEST",
+            user_id=0,
+            session_type=1,
+            session_id=a.user_id,
+            msg_id_begin=0,
+            msg_cnt=10,
+        )
         assert [m.msg_data for m in page.msg_list] == [b"offline 2", b"offline 1", b"offline 0"]
-        await b_pc.send("CID_MSG_READ_ACK", user_id=0, session_id=a.user_id, msg_id=sent[-1].msg_id,
-                        session_type=1)
+        await b_pc.send(
+            "CID_MSG_READ_ACK", user_id=0, session_id=a.user_id, msg_id=sent[-1].msg_id, session_type=1
+        )
         (note,) = await b_phone.wait_for("CID_MSG_READ_NOTIFY")
         assert (note.user_id, note.session_id, note.msg_id) == (b_id, a.user_id, sent[-1].msg_id)
         assert not b_pc.received("CID_MSG_READ_NOTIFY")  # not echoed to the device that read
@@ -73,15 +80,19 @@ def test_second_pc_login_kicks_first_mobile_does_not(with_cluster: Callable[...,
     async def body(c: TestCluster) -> None:
         watcher = await c.login("user05", 0, WINDOWS)
         first = await c.login("user02", 0, WINDOWS)
-        await watcher.wait_for("CID_BUDDY_LIST_STATUS_NOTIFY",
-                               lambda m: m.user_stat.user_id == first.user_id and m.user_stat.status == 1)
+        await watcher.wait_for(
+            "CID_BUDDY_LIST_STATUS_NOTIFY",
+            lambda m: m.user_stat.user_id == first.user_id and m.user_stat.status == 1,
+        )
         phone = await c.login("user02", 1, ANDROID)
         second = await c.login("user02", 1, MAC)
         (kick,) = await first.wait_for("CID_LOGIN_KICK_USER")
         assert kick.kick_reason == 1 and kick.user_id == first.user_id
         assert not phone.received("CID_LOGIN_KICK_USER")
         # The phone learns that the user's PC is online again (PC login status goes to mobiles only).
-        stat = await watcher.call("CID_BUDDY_LIST_USERS_STATUS_REQUEST", user_id=0, user_id_list=[first.user_id])
+        stat = await watcher.call(
+            "CID_BUDDY_LIST_USERS_STATUS_REQUEST", user_id=0, user_id_list=[first.user_id]
+        )
         assert [s.status for s in stat.user_stat_list] == [1]
         # A message reaches the new PC session and the phone, not the kicked one.
         peer = await c.login("user03", 0)
@@ -94,8 +105,10 @@ def test_second_pc_login_kicks_first_mobile_does_not(with_cluster: Callable[...,
         assert rsp.result_code == 0
         (kick2,) = await second.wait_for("CID_LOGIN_KICK_USER")
         assert kick2.kick_reason == 2
-        await watcher.wait_for("CID_BUDDY_LIST_STATUS_NOTIFY",
-                               lambda m: m.user_stat.user_id == first.user_id and m.user_stat.status == 2)
+        await watcher.wait_for(
+            "CID_BUDDY_LIST_STATUS_NOTIFY",
+            lambda m: m.user_stat.user_id == first.user_id and m.user_stat.status == 2,
+        )
         assert not phone.received("CID_BUDDY_LIST_STATUS_NOTIFY")  # presence notices go to PCs only
         await phone.wait_for("CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY", lambda m: m.login_stat == 2)
 

@@ -20,7 +20,8 @@ async def try_login(c: TestCluster, name: str, password: str, index: int = 0) ->
     core = await c.connect(index)
     try:
         req = REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class(
-            user_name=name, password=password, online_status=1, client_type=WINDOWS)
+            user_name=name, password=password, online_status=1, client_type=WINDOWS
+        )
         res = await core.call("CID_LOGIN_REQ_USERLOGIN", req)
         if res.result_code != 0:
             await asyncio.wait_for(asyncio.shield(core.link.closed), 5)  # type: ignore[union-attr]
@@ -60,15 +61,26 @@ def test_commands_before_login_are_refused(with_cluster: Callable[..., None]) ->
         b = await c.login("user01", 1)
         core = await c.connect(0)
         msg = REGISTRY.by_name("CID_MSG_DATA").message_class(
-            from_user_id=c.users["user00"], to_session_id=b.user_id, msg_id=1, create_time=0, msg_type=1,
-            msg_data=b"sneaky")
+            from_user_id=c.users["user00"],
+            to_session_id=b.user_id,
+            msg_id=1,
+            create_time=0,
+            msg_type=1,
+            msg_data=b"sneaky",
+        )
         await core.send("CID_MSG_DATA", msg)
         # The server closes the connection (TeamTalk ran the command as user 0).
         await asyncio.wait_for(asyncio.shield(core.link.closed), 5)  # type: ignore[union-attr]
         assert not core.connected
         await core.close()
-        page = await b.call("CID_MSG_LIST_REQUEST", user_id=0, session_type=1, session_id=c.users["user00"],
-                            msg_id_begin=0, msg_cnt=10)
+        page = await b.call(
+            "CID_MSG_LIST_REQUEST",
+            user_id=0,
+            session_type=1,
+            session_id=c.users["user00"],
+            msg_id_begin=0,
+            msg_cnt=10,
+        )
         assert page.msg_list == []
         assert not b.received("CID_MSG_DATA")
 
@@ -86,8 +98,14 @@ def test_refused_messages_store_nothing(with_cluster: Callable[..., None]) -> No
         # Reading someone else's conversation: empty, not an error that leaks anything.
         c2 = await c.login("user02", 0)
         await a.text(b.user_id, b"private")
-        spy = await c2.call("CID_MSG_LIST_REQUEST", user_id=a.user_id, session_type=1, session_id=b.user_id,
-                            msg_id_begin=0, msg_cnt=10)
+        spy = await c2.call(
+            "CID_MSG_LIST_REQUEST",
+            user_id=a.user_id,
+            session_type=1,
+            session_id=b.user_id,
+            msg_id_begin=0,
+            msg_cnt=10,
+        )
         assert spy.msg_list == []
 
     with_cluster(body)
@@ -108,8 +126,14 @@ def test_sql_metacharacters_in_every_string_field(with_cluster: Callable[..., No
         avatar = await a.call("CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", user_id=0, avatar_url=SQL)
         assert avatar.result_code == 0
         await a.call("CID_LOGIN_REQ_DEVICETOKEN", user_id=0, device_token=SQL, client_type=WINDOWS)
-        grp = await a.call("CID_GROUP_CREATE_REQUEST", user_id=0, group_type=2, group_name=SQL,
-                           group_avatar=SQL, member_id_list=[b.user_id])
+        grp = await a.call(
+            "CID_GROUP_CREATE_REQUEST",
+            user_id=0,
+            group_type=2,
+            group_name=SQL,
+            group_avatar=SQL,
+            member_id_list=[b.user_id],
+        )
         assert grp.result_code == 0 and grp.group_name == SQL
         ack = await a.text(b.user_id, SQL.encode())
         (got,) = await b.wait_for("CID_MSG_DATA")
@@ -118,8 +142,9 @@ def test_sql_metacharacters_in_every_string_field(with_cluster: Callable[..., No
         assert info.user_info_list[0].sign_info == SQL and info.user_info_list[0].avatar_url == SQL
         everyone = await b.call("CID_BUDDY_LIST_ALL_USER_REQUEST", user_id=0, latest_update_time=0)
         assert len(everyone.user_list) == len(c.users)  # the users table is intact
-        ginfo = await b.call("CID_GROUP_INFO_REQUEST", user_id=0,
-                             group_version_list=[{"group_id": grp.group_id, "version": 0}])
+        ginfo = await b.call(
+            "CID_GROUP_INFO_REQUEST", user_id=0, group_version_list=[{"group_id": grp.group_id, "version": 0}]
+        )
         assert ginfo.group_info_list[0].group_name == SQL
 
     with_cluster(body)

@@ -17,8 +17,14 @@ def test_fifty_member_group_everyone_gets_each_message_once(with_cluster: Callab
         names = NAMES[:50]
         clients = await asyncio.gather(*(c.login(n, i % 2) for i, n in enumerate(names)))
         owner = clients[0]
-        rsp = await owner.call("CID_GROUP_CREATE_REQUEST", user_id=0, group_type=2, group_name="fifty",
-                               group_avatar="", member_id_list=[cl.user_id for cl in clients[1:]])
+        rsp = await owner.call(
+            "CID_GROUP_CREATE_REQUEST",
+            user_id=0,
+            group_type=2,
+            group_name="fifty",
+            group_avatar="",
+            member_id_list=[cl.user_id for cl in clients[1:]],
+        )
         assert rsp.result_code == 0 and len(rsp.user_id_list) == 50
         gid = rsp.group_id
         senders = [clients[0], clients[17], clients[33]]
@@ -41,12 +47,26 @@ def test_fifty_member_group_everyone_gets_each_message_once(with_cluster: Callab
 
 def test_group_rules_members_only_and_join_time(with_cluster: Callable[..., None]) -> None:
     async def body(c: TestCluster) -> None:
-        a, b, outsider = await asyncio.gather(c.login("user00", 0), c.login("user01", 1), c.login("user02", 1))
-        normal = await a.call("CID_GROUP_CREATE_REQUEST", user_id=0, group_type=1, group_name="n",
-                               group_avatar="", member_id_list=[b.user_id])
+        a, b, outsider = await asyncio.gather(
+            c.login("user00", 0), c.login("user01", 1), c.login("user02", 1)
+        )
+        normal = await a.call(
+            "CID_GROUP_CREATE_REQUEST",
+            user_id=0,
+            group_type=1,
+            group_name="n",
+            group_avatar="",
+            member_id_list=[b.user_id],
+        )
         assert normal.result_code != 0  # clients may only create TMP groups
-        rsp = await a.call("CID_GROUP_CREATE_REQUEST", user_id=0, group_type=2, group_name="g", group_avatar="",
-                           member_id_list=[b.user_id])
+        rsp = await a.call(
+            "CID_GROUP_CREATE_REQUEST",
+            user_id=0,
+            group_type=2,
+            group_name="g",
+            group_avatar="",
+            member_id_list=[b.user_id],
+        )
         gid = rsp.group_id
         await b.wait_for("CID_GROUP_CHANGE_MEMBER_NOTIFY", lambda m: m.group_id == gid)
         early = await a.text(gid, b"before the outsider joined", group=True)
@@ -56,27 +76,41 @@ def test_group_rules_members_only_and_join_time(with_cluster: Callable[..., None
         missing = await outsider.text(987654, b"no such group", group=True)
         assert missing.msg_id == 0
         # Anyone in a TMP group may add; the new member and the current ones are told.
-        add = await b.call("CID_GROUP_CHANGE_MEMBER_REQUEST", user_id=0, change_type=1, group_id=gid,
-                           member_id_list=[outsider.user_id])
+        add = await b.call(
+            "CID_GROUP_CHANGE_MEMBER_REQUEST",
+            user_id=0,
+            change_type=1,
+            group_id=gid,
+            member_id_list=[outsider.user_id],
+        )
         assert add.result_code == 0 and outsider.user_id in add.cur_user_id_list
         await outsider.wait_for("CID_GROUP_CHANGE_MEMBER_NOTIFY", lambda m: m.group_id == gid)
         await a.wait_for("CID_GROUP_CHANGE_MEMBER_NOTIFY", lambda m: outsider.user_id in m.chg_user_id_list)
         late = await a.text(gid, b"after", group=True)
         (got,) = await outsider.wait_for("CID_MSG_DATA", lambda m: m.to_session_id == gid)
         assert got.msg_id == late.msg_id
-        page = await outsider.call("CID_MSG_LIST_REQUEST", user_id=0, session_type=2, session_id=gid,
-                                   msg_id_begin=0, msg_cnt=10)
+        page = await outsider.call(
+            "CID_MSG_LIST_REQUEST", user_id=0, session_type=2, session_id=gid, msg_id_begin=0, msg_cnt=10
+        )
         assert [m.msg_data for m in page.msg_list] == [b"after"]  # nothing from before the join
         # Only the creator may remove members.
-        kick = await b.call("CID_GROUP_CHANGE_MEMBER_REQUEST", user_id=0, change_type=2, group_id=gid,
-                            member_id_list=[a.user_id])
+        kick = await b.call(
+            "CID_GROUP_CHANGE_MEMBER_REQUEST",
+            user_id=0,
+            change_type=2,
+            group_id=gid,
+            member_id_list=[a.user_id],
+        )
         assert kick.result_code != 0
-        info = await a.call("CID_GROUP_INFO_REQUEST", user_id=0, group_version_list=[{"group_id": gid,
-                                                                                      "version": 0}])
-        assert sorted(info.group_info_list[0].group_member_list) == sorted([a.user_id, b.user_id,
-                                                                             outsider.user_id])
-        denied = await outsider.call("CID_GROUP_INFO_REQUEST", user_id=0,
-                                     group_version_list=[{"group_id": 424242, "version": 0}])
+        info = await a.call(
+            "CID_GROUP_INFO_REQUEST", user_id=0, group_version_list=[{"group_id": gid, "version": 0}]
+        )
+        assert sorted(info.group_info_list[0].group_member_list) == sorted(
+            [a.user_id, b.user_id, outsider.user_id]
+        )
+        denied = await outsider.call(
+            "CID_GROUP_INFO_REQUEST", user_id=0, group_version_list=[{"group_id": 424242, "version": 0}]
+        )
         assert len(denied.group_info_list) == 0
 
     with_cluster(body)

@@ -164,9 +164,9 @@ def user_add(ctx: click.Context, name: str, password: str, nick: str, department
         try:
             # `domain` (TeamTalk's pinyin search key) carries the login name, so clients can address users
             # by it: UserInfo has no login-name field.
-            return await storage.create_user(NewUser(login_name=name, nick=nick or name, real_name=nick or name,
-                                                     domain=name, department_id=dept, email=email,
-                                                     password_hash=hashed))
+            return await storage.create_user(NewUser(
+                login_name=name, nick=nick or name, real_name=nick or name, domain=name, department_id=dept,
+                email=email, password_hash=hashed))
         except Conflict:
             raise click.ClickException(f"user {name!r} already exists") from None
 
@@ -226,7 +226,8 @@ def group_group() -> None:
 @group_group.command("create")
 @click.argument("name")
 @click.option("--members", required=True, help="Comma-separated login names; the first is the creator.")
-@click.option("--type", "group_type", type=click.Choice(["normal", "tmp"]), default="normal", show_default=True)
+@click.option("--type", "group_type", type=click.Choice(["normal", "tmp"]), default="normal",
+              show_default=True)
 @click.pass_context
 def group_create(ctx: click.Context, name: str, members: str, group_type: str) -> None:
     """Create a group NAME (NORMAL groups can only be made by admins)."""

@@ -255,8 +255,8 @@ async def execute(session: ChatSession, line: str, state: dict[str, Target]) -> 
             for msg_id, sender, text in rows:
                 say(f"  {msg_id:>5}  {sender}: {text}")
         elif cmd == "/unread":
-            rows = await session.unread()
-            say("unread: " + (", ".join(f"{label} {n}" for label, n in rows) if rows else "nothing"))
+            counts = await session.unread()
+            say("unread: " + (", ".join(f"{label} {n}" for label, n in counts) if counts else "nothing"))
         elif cmd == "/who":
             say("presence: " + ", ".join(f"{user} {status}" for user, status in await session.who()))
         elif cmd == "/users":
@@ -287,7 +287,8 @@ def login_url_from_run_dir(data_dir: Path) -> str | None:
     return f"http://{found[0].host}:{found[0].port}/msg_server" if found else None
 
 
-async def run_chat(stack: Stack, core: ClientCore, user: str, password: str, say: Callable[[str], None]) -> int:
+async def run_chat(stack: Stack, core: ClientCore, user: str, password: str,
+                   say: Callable[[str], None]) -> int:
     """The interactive loop; returns the exit code."""
     session = ChatSession(stack, core, say)
     try:
@@ -312,7 +313,8 @@ async def run_chat(stack: Stack, core: ClientCore, user: str, password: str, say
 
 @click.command("chat")
 @click.option("--user", "-u", required=True, help="Login name.")
-@click.option("--password", "-p", envvar="TTGEN_PASSWORD", help="Password (or TTGEN_PASSWORD; asked if absent).")
+@click.option("--password", "-p", envvar="TTGEN_PASSWORD",
+              help="Password (or TTGEN_PASSWORD; asked if absent).")
 @click.option("--login-url", help="Login service URL (default: found in --data-dir, else :8080).")
 @click.option("--server", help="Connect to this msg server (host:port) directly, skipping the login service.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("ttgen-data"),

@@ -67,6 +67,7 @@ CLIENT_COMMANDS = [
     "CID_EXT_MSG_RECALL_REQ",
     "CID_EXT_TYPING",
     "CID_EXT_SIGNAL",
+    "CID_SHAKE_REQ",
 ]
 # Server-to-server commands: a client sending one must be ignored.
 INTERNAL_COMMANDS = [
@@ -90,6 +91,7 @@ INTERNAL_COMMANDS = [
     "CID_OTHER_FILE_TRANSFER_RSP",
     "CID_OTHER_FILE_SERVER_IP_REQ",
     "CID_OTHER_FILE_SERVER_IP_RSP",
+    "CID_SHAKE_SHARE",
 ]
 
 

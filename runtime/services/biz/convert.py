@@ -93,7 +93,7 @@ def result_of(exc: Exception) -> ResultCode:
 def pack_store_reply(
     result: int, version: int = 0, duplicate: bool = False, members: list[int] | None = None
 ) -> bytes:
-    """The attach_data biz puts on its IMMsgData reply; members follow when the msg server's cache is stale."""
+    """The attach_data biz puts on its IMMsgData reply; members follow if msg's cache is stale."""
     out = _REPLY.pack(result, version, 1 if duplicate else 0)
     if members:
         out += struct.pack(f">{len(members)}I", *members)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from google.protobuf.message import Message as PbMessage
-
 from runtime.services.biz.convert import fill_department, fill_latest, fill_user, result_of
 from runtime.services.links import Link, Proto, ResultCode
 from runtime.storage import errors as se
@@ -40,7 +38,7 @@ class DirectoryHandlers:
     proto: Proto
     auth: Any
 
-    async def h_validate(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_validate(self, user_id: int, msg: Any, link: Link) -> Any:
         """Check a login: argon2id over the MD5hex the client sends; lockout per user and per address."""
         address = msg.attach_data.decode("utf-8", "replace") if msg.HasField("attach_data") else ""
         rsp: Any = self.proto.new("CID_OTHER_VALIDATE_RSP", user_name=msg.user_name)
@@ -55,7 +53,7 @@ class DirectoryHandlers:
                 fill_user(rsp.user_info, user)
         return rsp
 
-    async def h_recent(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_recent(self, user_id: int, msg: Any, link: Link) -> Any:
         """Recent sessions updated after the given time, each with its last message."""
         rsp: Any = self.proto.new("CID_BUDDY_LIST_RECENT_CONTACT_SESSION_RESPONSE", user_id=user_id)
         for s in await self.storage.recent_sessions(user_id, msg.latest_update_time):
@@ -67,14 +65,14 @@ class DirectoryHandlers:
             fill_latest(info, s.latest)
         return rsp
 
-    async def h_users_info(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_users_info(self, user_id: int, msg: Any, link: Link) -> Any:
         """Profiles of the asked ids."""
         rsp: Any = self.proto.new("CID_BUDDY_LIST_USER_INFO_RESPONSE", user_id=user_id)
         for user in await self.storage.get_users(list(msg.user_id_list)[:MAX_IDS]):
             fill_user(rsp.user_info_list.add(), user)
         return rsp
 
-    async def h_remove_session(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_remove_session(self, user_id: int, msg: Any, link: Link) -> Any:
         """Remove a recent session (msg then tells the user's other devices)."""
         rsp: Any = self.proto.new(
             "CID_BUDDY_LIST_REMOVE_SESSION_RES",
@@ -91,7 +89,7 @@ class DirectoryHandlers:
             rsp.result_code = int(ResultCode.INVALID_ARGUMENT)
         return rsp
 
-    async def h_all_users(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_all_users(self, user_id: int, msg: Any, link: Link) -> Any:
         """Incremental company directory (departed users hidden)."""
         users = await self.storage.list_users_since(msg.latest_update_time)
         latest = max([u.updated for u in users], default=msg.latest_update_time)
@@ -102,7 +100,7 @@ class DirectoryHandlers:
             fill_user(rsp.user_list.add(), user)
         return rsp
 
-    async def h_departments(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_departments(self, user_id: int, msg: Any, link: Link) -> Any:
         """Incremental department tree."""
         depts = await self.storage.list_departments_since(msg.latest_update_time)
         latest = max([d.updated for d in depts], default=msg.latest_update_time)
@@ -113,7 +111,7 @@ class DirectoryHandlers:
             fill_department(rsp.dept_list.add(), dept)
         return rsp
 
-    async def h_sign_info(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_sign_info(self, user_id: int, msg: Any, link: Link) -> Any:
         """Set the signature (msg broadcasts the change on success)."""
         rsp: Any = self.proto.new("CID_BUDDY_LIST_CHANGE_SIGN_INFO_RESPONSE", user_id=user_id)
         try:
@@ -124,7 +122,7 @@ class DirectoryHandlers:
             rsp.result_code = int(result_of(exc))
         return rsp
 
-    async def h_avatar(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_avatar(self, user_id: int, msg: Any, link: Link) -> Any:
         """Change the avatar URL (TeamTalk declared this and never answered it)."""
         rsp: Any = self.proto.new("CID_BUDDY_LIST_CHANGE_AVATAR_RESPONSE", user_id=user_id)
         try:
@@ -134,7 +132,7 @@ class DirectoryHandlers:
             rsp.result_code = int(result_of(exc))
         return rsp
 
-    async def h_device_token(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_device_token(self, user_id: int, msg: Any, link: Link) -> Any:
         """Bind a push token to the user."""
         try:
             await self.storage.set_device_token(user_id, msg.device_token, msg.client_type)
@@ -142,7 +140,7 @@ class DirectoryHandlers:
             log.info("device token refused: %s", exc)
         return self.proto.new("CID_LOGIN_RES_DEVICETOKEN", user_id=user_id)
 
-    async def h_push_shield(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_push_shield(self, user_id: int, msg: Any, link: Link) -> Any:
         """Set do-not-disturb."""
         rsp: Any = self.proto.new("CID_LOGIN_RES_PUSH_SHIELD", user_id=user_id)
         if msg.shield_status not in (0, 1):
@@ -153,7 +151,7 @@ class DirectoryHandlers:
         rsp.shield_status = msg.shield_status
         return rsp
 
-    async def h_query_push_shield(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_query_push_shield(self, user_id: int, msg: Any, link: Link) -> Any:
         """Read do-not-disturb."""
         shield = await self.storage.get_push_shield(user_id)
         return self.proto.new(
@@ -163,12 +161,12 @@ class DirectoryHandlers:
             shield_status=1 if shield else 0,
         )
 
-    async def h_logout(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_logout(self, user_id: int, msg: Any, link: Link) -> Any:
         """Forget the push token on logout."""
         await self.storage.clear_device_token(user_id)
         return self.proto.new("CID_LOGIN_RES_LOGINOUT", result_code=0)
 
-    async def h_get_tokens(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_get_tokens(self, user_id: int, msg: Any, link: Link) -> Any:
         """Push tokens with the badge (total unread) of each user (service call from msg)."""
         rsp: Any = self.proto.new("CID_OTHER_GET_DEVICE_TOKEN_RSP")
         for tok in await self.storage.get_device_tokens(list(msg.user_id)[:MAX_IDS]):

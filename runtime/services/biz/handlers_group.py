@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from google.protobuf.message import Message as PbMessage
-
 from runtime.services.biz.convert import fill_group, result_of
 from runtime.services.links import Link, Proto, ResultCode
 from runtime.storage import errors as se
@@ -31,7 +29,7 @@ class GroupHandlers:
     proto: Proto
     _group_cache: dict[int, tuple[int, list[int]]]
 
-    async def h_normal_list(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_normal_list(self, user_id: int, msg: Any, link: Link) -> Any:
         """The NORMAL groups the user belongs to, with versions."""
         rsp: Any = self.proto.new("CID_GROUP_NORMAL_LIST_RESPONSE", user_id=user_id)
         for gv in await self.storage.list_user_groups(user_id, GroupType.NORMAL):
@@ -39,7 +37,7 @@ class GroupHandlers:
             info.group_id, info.version = gv.group_id, gv.version
         return rsp
 
-    async def h_group_info(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_group_info(self, user_id: int, msg: Any, link: Link) -> Any:
         """Info of the user's groups whose version is above the one the client knows."""
         rsp: Any = self.proto.new("CID_GROUP_INFO_RESPONSE", user_id=user_id)
         known = [GroupVersion(v.group_id, v.version) for v in msg.group_version_list][:500]
@@ -52,7 +50,7 @@ class GroupHandlers:
             fill_group(rsp.group_info_list.add(), g)
         return rsp
 
-    async def h_group_create(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_group_create(self, user_id: int, msg: Any, link: Link) -> Any:
         """Create a TMP group (clients may not create NORMAL groups: refused with ACCESS_DENIED)."""
         rsp: Any = self.proto.new("CID_GROUP_CREATE_RESPONSE", user_id=user_id, group_name=msg.group_name)
         if msg.group_type != GroupType.TMP:
@@ -72,7 +70,7 @@ class GroupHandlers:
         rsp.user_id_list.extend(members)
         return rsp
 
-    async def h_group_change(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_group_change(self, user_id: int, msg: Any, link: Link) -> Any:
         """Add or remove members under the permission rules; bumps the version."""
         rsp: Any = self.proto.new(
             "CID_GROUP_CHANGE_MEMBER_RESPONSE",
@@ -96,7 +94,7 @@ class GroupHandlers:
         rsp.chg_user_id_list.extend(change.changed)
         return rsp
 
-    async def h_group_shield(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_group_shield(self, user_id: int, msg: Any, link: Link) -> Any:
         """Mute or unmute a group for the asking member."""
         rsp: Any = self.proto.new("CID_GROUP_SHIELD_GROUP_RESPONSE", user_id=user_id, group_id=msg.group_id)
         if msg.shield_status not in (0, 1):

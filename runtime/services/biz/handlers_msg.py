@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from google.protobuf.message import Message as PbMessage
-
 from runtime.services.biz.convert import (
     GROUP_MSG_BIT,
     fill_latest,
@@ -59,11 +57,13 @@ class MessageHandlers:
         self._group_cache[group_id] = state
         return state
 
-    async def h_msg_burn(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_msg_burn(self, user_id: int, msg: Any, link: Link) -> Any:
         """Store a burn-after-reading 1:1 message (CID_EXT_MSG_BURN)."""
         return await self.h_msg_data(user_id, msg, link, burn=True)
 
-    async def h_msg_data(self, user_id: int, msg: Any, link: Link, burn: bool = False) -> PbMessage:
+    async def h_msg_data(
+        self, user_id: int, msg: Any, link: Link, burn: bool = False
+    ) -> Any:
         """Store a message (msg id allocated in the same transaction) and answer with the durable id."""
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id
@@ -101,7 +101,7 @@ class MessageHandlers:
         msg.attach_data = attach
         return msg
 
-    async def h_read_ack(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_read_ack(self, user_id: int, msg: Any, link: Link) -> Any:
         """Clear unread up to the msg id; the reply lists burned msg ids in attach-free form (see msg)."""
         msg.user_id = user_id
         try:
@@ -125,7 +125,7 @@ class MessageHandlers:
             info.msg_data = b""
         return reply
 
-    async def h_unread(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_unread(self, user_id: int, msg: Any, link: Link) -> Any:
         """Unread count per session with its latest message, and the total."""
         summary = await self.storage.unread_summary(user_id)
         rsp: Any = self.proto.new("CID_MSG_UNREAD_CNT_RESPONSE", user_id=user_id, total_cnt=summary.total)
@@ -137,7 +137,7 @@ class MessageHandlers:
             fill_latest(info, item.latest)
         return rsp
 
-    async def h_msg_list(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_msg_list(self, user_id: int, msg: Any, link: Link) -> Any:
         """History page, newest first; refused sessions answer with an empty list."""
         rsp: Any = self.proto.new(
             "CID_MSG_LIST_RESPONSE",
@@ -157,7 +157,7 @@ class MessageHandlers:
             fill_msg(rsp.msg_list.add(), m)
         return rsp
 
-    async def h_latest_id(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_latest_id(self, user_id: int, msg: Any, link: Link) -> Any:
         """The session's latest msg id (0 when refused or empty)."""
         try:
             latest = await self.storage.latest_msg_id(user_id, SessionType(msg.session_type), msg.session_id)
@@ -171,7 +171,7 @@ class MessageHandlers:
             latest_msg_id=latest,
         )
 
-    async def h_by_ids(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_by_ids(self, user_id: int, msg: Any, link: Link) -> Any:
         """Specific messages by id (visible ones only)."""
         rsp: Any = self.proto.new(
             "CID_MSG_GET_BY_MSG_ID_RES",
@@ -190,7 +190,7 @@ class MessageHandlers:
             fill_msg(rsp.msg_list.add(), m)
         return rsp
 
-    async def h_recall(self, user_id: int, msg: Any, link: Link) -> PbMessage:
+    async def h_recall(self, user_id: int, msg: Any, link: Link) -> Any:
         """The sender withdraws a message within the recall window; no copy of the content remains."""
         rsp: Any = self.proto.new(
             "CID_EXT_MSG_RECALL_RSP",

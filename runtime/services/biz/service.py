@@ -117,7 +117,7 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
                 targets, body = unpack_relay(body)
                 user_id = targets[0] if targets else 0
             msg = self.proto.parse(frame.command_id, body)
-        except (DecodeError, Exception) as exc:  # noqa: BLE001 - any bad body is refused the same way
+        except (DecodeError, Exception) as exc:
             self.log.warning("biz: bad body for 0x%04x: %s", frame.command_id, exc)
             link.reply(frame, frame.command_id, b"")
             return

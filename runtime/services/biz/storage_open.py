@@ -1,4 +1,4 @@
-"""Runtime services layer (biz): opening the storage backend and the password checker from the cluster config."""
+"""Runtime services layer (biz): opening the storage backend and the password checker from config."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from runtime.storage.base import Storage
 
 
 async def open_storage(ctx: ServiceContext) -> Storage:
-    """The configured backend, opened (migrations applied). `storage: {backend: sqlite, ...}` in the config."""
+    """The configured backend (`storage: {backend: sqlite, ...}`), opened with migrations applied."""
     cfg: dict[str, Any] = dict(ctx.cluster_config.get("storage") or {})
     backend = cfg.get("backend", "sqlite")
     if backend != "sqlite":

@@ -76,12 +76,14 @@ class GatewayInbound:
     def __init__(self, svc: GatewayService) -> None:
         self.svc = svc
         self._names = {info.command_id: info.name for info in svc.ctx.registry}
+        # Server-to-server broadcasts (e.g. a plugin's CID_SHAKE_SHARE) are for msg servers, not for users.
+        self._internal = {info.command_id for info in svc.ctx.registry if info.direction == "s2s"}
 
     def on_frame(self, link: Link, frame: Frame) -> None:
         """Handle one router frame; always confirm a relay so the sender's router can finish it."""
         name = self._names.get(frame.command_id)
         try:
-            if name is None:
+            if name is None or frame.command_id in self._internal:
                 return
             targets: tuple[int, ...] | None = None
             body: bytes | memoryview = frame.body

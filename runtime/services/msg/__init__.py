@@ -1,4 +1,4 @@
-"""Runtime services layer (msg): client connections, the auth gate, fan-out and delivery (TeamTalk's msg_server)."""
+"""Runtime services layer (msg): client connections, auth gate, fan-out, delivery (TeamTalk's msg_server)."""
 
 from runtime.services.msg.service import MsgService
 

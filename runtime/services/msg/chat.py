@@ -1,4 +1,4 @@
-"""Runtime services layer (msg): chat handlers: send (1:1, group, burn), client acks, read acks, recall, relays."""
+"""Runtime services layer (msg): chat handlers: send (1:1, group, burn), acks, read acks, recall, relays."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class ChatHandlers(HandlerBase):
         stored: Any = self.proto.parse(frame.command_id, frame.body) if frame.body else None
         if stored is None or stored.msg_id == 0:
             return ack
-        result, version, _dup, members = unpack_store_reply(stored.attach_data)
+        _result, version, _dup, members = unpack_store_reply(stored.attach_data)
         stored.ClearField("attach_data")
         ack.msg_id = stored.msg_id
         if is_group:

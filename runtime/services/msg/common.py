@@ -1,4 +1,4 @@
-"""Runtime services layer (msg): what every msg handler mixin shares: the service, biz calls, local fan-out."""
+"""Runtime services layer (msg): what the msg handler mixins share: the service, biz calls, fan-out."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class HandlerBase:
         return int(time.time())
 
     async def biz_call(self, command: str, user_id: int, msg: Any) -> Any | None:
-        """Forward to biz on behalf of `user_id` and decode the reply (None if biz is down or answered empty)."""
+        """Forward to biz on behalf of `user_id`; the decoded reply (None: biz down or empty answer)."""
         link = self.svc.biz_link()
         if link is None:
             return None

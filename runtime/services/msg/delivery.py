@@ -1,8 +1,8 @@
-"""Runtime services layer (msg): per-connection client state and delivery with retransmit until the client acks.
+"""Runtime services layer (msg): per-connection client state and delivery with retransmit until acked.
 
 Every chat message pushed to a client is remembered under the key the client's IMMsgDataAck names
-(session type, session id from the receiver's side, msg id) and sent again with doubling timeouts until the ack
-arrives or `max_attempts` sends were made (then it is left to the client's pull on its next login). A
+(session type, session id from the receiver's side, msg id) and sent again with doubling timeouts until the
+ack arrives or `max_attempts` sends were made (then it is left to the client's pull on its next login). A
 connection also remembers the keys it was already given, so a message that reaches this server twice (a router
 retry, a retried send) is shown once.
 """

@@ -1,4 +1,4 @@
-"""Runtime services layer (msg): session handlers (login, logout, kicks, presence) and commands biz answers."""
+"""Runtime services layer (msg): session handlers (login, logout, kicks, presence), biz-answered commands."""
 
 from __future__ import annotations
 

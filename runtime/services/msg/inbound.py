@@ -40,7 +40,7 @@ class InboundRelays:
             if frame.flag & FLAG_RELAY:
                 targets, body = unpack_relay(body)
             msg: Any = self.proto.parse(frame.command_id, body)
-        except Exception as exc:  # noqa: BLE001 - a bad relay is dropped, the link survives
+        except Exception as exc:
             log.warning("bad frame 0x%04x from %s: %s", frame.command_id, link.name, exc)
             link.reply(frame, frame.command_id)
             return
@@ -53,6 +53,8 @@ class InboundRelays:
     def _handle(self, name: str, msg: Any, targets: tuple[int, ...] | None) -> None:
         svc = self.svc
         handlers = svc.handlers
+        if svc.plugins.on_relay(name, msg, targets):
+            return
         if name in CHAT:
             handlers.deliver_chat(name, msg, targets or ())
         elif name == "CID_OTHER_SERVER_KICK_USER":

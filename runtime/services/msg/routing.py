@@ -60,7 +60,7 @@ class RouterPool:
             if key not in self.dialers:
                 dialer = Dialer(
                     f"msg->router:{ep.port}",
-                    lambda k=key: k,
+                    _fixed(key),
                     self.on_frame,
                     on_up=self._up,
                     on_down=self._down,
@@ -169,7 +169,7 @@ class RouterPool:
         for link in self.live_links():
             try:
                 return await link.call(command_id, body, timeout)
-            except Exception as exc:  # noqa: BLE001 - try the next router
+            except Exception as exc:
                 last = exc
         raise ConnectionError(f"no router answered: {last}")
 
@@ -188,6 +188,11 @@ class RouterPool:
             await d.stop()
         self.dialers.clear()
         self.master = None
+
+
+def _fixed(address: tuple[str, int]) -> Callable[[], tuple[str, int] | None]:
+    """A resolver that always answers the same address (a router keeps its port for its lifetime)."""
+    return lambda: address
 
 
 def monotonic() -> float:

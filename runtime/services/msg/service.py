@@ -1,4 +1,4 @@
-"""Runtime services layer (msg): the msg service's lifecycle: client listener, peer links, timers, local sessions.
+"""Runtime services layer (msg): the msg service's lifecycle: client listener, peer links, timers, sessions.
 
 Config keys (`services.msg`): `client_port` (0 = any), `max_conn`, `retransmit_timeout` (s, default from the
 spec's IMMsgData transport policy), `max_attempts`, `group_cache` (groups whose member lists are cached).
@@ -15,6 +15,7 @@ from typing import Any
 from runtime.dispatch import Dispatcher
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
+from runtime.plugins import load_plugins
 from runtime.services.base import Endpoint, Service, ServiceContext
 from runtime.services.links import Dialer, Link, Proto
 from runtime.services.msg.delivery import ClientState, DeliveryTracker
@@ -51,6 +52,7 @@ class MsgService(Service):
         policy = ctx.registry.by_name("CID_MSG_DATA").policy("transport")
         timeout = _seconds(ctx.config.get("retransmit_timeout", policy.get("timeout")), 5.0)
         attempts = int(ctx.config.get("max_attempts", policy.get("max_attempts", 5)))
+        self.plugins = load_plugins(ctx.cluster_config.get("plugins") or (), self)  # runtime.plugins
         self.handlers = self._make_handlers()
         self.dispatcher = Dispatcher(ctx.registry, self.handlers)
         self.tracker = DeliveryTracker(
@@ -73,7 +75,8 @@ class MsgService(Service):
         cls: type[MsgHandlers] = MsgHandlers
         if base is not None:
             # The generated base proves (through the ABC machinery) that every hosted command has a handler.
-            cls = type("MsgServiceHandlers", (MsgHandlers, base), {})
+            plugin_methods = self.plugins.handler_namespace(self.ctx.registry.hosted_by("msg"), MsgHandlers)
+            cls = type("MsgServiceHandlers", (MsgHandlers, base), plugin_methods)
         handlers = cls(self)
         if base is None:
             handlers.__mapping__ = {  # type: ignore[attr-defined]

@@ -1,0 +1,84 @@
+"""Pure parts of monitoring and logging: Prometheus parsing, the status load columns and table, log formats."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from runtime.cluster.logs import ConsoleFormatter, JsonLineFormatter, NotInstanceRecords
+from runtime.monitor.http import parse_prometheus
+from runtime.monitor.metrics import Metrics
+from ttgen.commands.status import load_of, render_table
+
+
+def test_parse_prometheus_round_trip() -> None:
+    m = Metrics(labels={"service": "msg", "instance": "0"})
+    m.gauge("msg_connections").set(3)
+    m.counter("msg_client_acks_total").inc(7)
+    m.histogram("lat_seconds").observe(0.004)
+    samples = parse_prometheus(m.render() + "garbage line without value x\n")
+    assert samples["ttgen_msg_connections"] == 3
+    assert samples["ttgen_msg_client_acks_total"] == 7
+    assert samples["ttgen_lat_seconds_count"] == 1
+    assert samples["ttgen_lat_seconds_bucket"] > 0  # buckets summed across `le` labels
+
+
+def test_load_columns_from_metric_names() -> None:
+    m = Metrics()
+    m.gauge("msg_connections").set(4)
+    m.counter("msg_delivered_total").inc(10)
+    m.counter("msg_client_acks_total").inc(9)
+    m.counter("msg_retransmits_total").inc(2)
+    m.counter("msg_dedup_hits_total").inc(1)
+    m.gauge("msg_relay_outbox").set(5)
+    m.gauge("login_queue_depth").set(1)
+    h = m.histogram("req_seconds")
+    for v in (0.001, 0.002, 0.1):
+        h.observe(v)
+    load = load_of(parse_prometheus(m.render()), m.snapshot())
+    assert load == {"conns": 4, "msgs_in": 0, "msgs_out": 10, "acks": 9, "retrans": 2, "dedup": 1, "queue": 6,
+                    "p50": 0.002, "p99": 0.1}
+    assert load_of({}, {})["p50"] is None
+
+
+def test_render_table() -> None:
+    doc = {"data_dir": "/d", "cluster": {"pid": 1, "mode": "processes", "state": "running", "spec": "teamtalk"},
+           "instances": [
+               {"service": "msg", "instance": 0, "pid": 2, "status": "ok", "endpoints": {"client": "h:1"},
+                "load": {"conns": 4, "msgs_in": 0, "msgs_out": 10, "acks": 9, "retrans": 2, "dedup": 1,
+                         "queue": 0, "p50": 0.0025, "p99": None}},
+               {"service": "router", "instance": 1, "pid": 3, "status": "unreachable", "endpoints": {}}]}
+    text = render_table(doc)
+    assert "processes, running, spec teamtalk" in text
+    msg_line = next(line for line in text.splitlines() if "msg-0" in line)
+    assert msg_line.split()[:9] == ["msg-0", "ok", "2", "4", "0", "10", "9", "2", "1"]
+    assert "2.5ms" in msg_line and "client=h:1" in msg_line
+    assert "router-1  unreachable" in text
+
+
+def _record(name: str, level: int = logging.INFO, **extra: object) -> logging.LogRecord:
+    record = logging.LogRecord(name, level, __file__, 1, "hello %s", ("world",), None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_json_lines() -> None:
+    doc = json.loads(JsonLineFormatter().format(_record("ttgen.msg.1", endpoints="client=h:1", n=3)))
+    assert doc["msg"] == "hello world" and doc["level"] == "info" and doc["logger"] == "ttgen.msg.1"
+    assert doc["endpoints"] == "client=h:1" and doc["n"] == 3
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        rec = _record("x", logging.ERROR)
+        rec.exc_info = sys.exc_info()
+    assert "ValueError: boom" in json.loads(JsonLineFormatter().format(rec))["exc"]
+
+
+def test_console_lines_and_instance_filter() -> None:
+    line = ConsoleFormatter().format(_record("ttgen.router.1", logging.WARNING))
+    assert line.endswith("router-1 warning: hello world")
+    assert ConsoleFormatter().format(_record("runtime.dispatch")).endswith("runtime.dispatch hello world")
+    keep = NotInstanceRecords()
+    assert not keep.filter(_record("ttgen.msg.0")) and not keep.filter(_record("ttgen.msg.0.links"))
+    assert keep.filter(_record("runtime.dispatch")) and keep.filter(_record("ttgen.cluster"))
