@@ -13,16 +13,17 @@ SUITE_SHARE = {"roundtrip": 1.0, "frames": 1.0, "live": 0.25, "stateful": 0.1}
 
 
 def ensure_profiles() -> None:
-    """Register `ci` and `long` unless a conftest already did, then load `$HYPOTHESIS_PROFILE` (default ci)."""
-    for name, examples, derandomize in (("ci", 40, True), ("long", 5000, False)):
-        try:
-            settings.get_profile(name)
-        except InvalidArgument:
-            settings.register_profile(
-                name, max_examples=examples, derandomize=derandomize, deadline=None,
-                suppress_health_check=SUPPRESSED,
-            )
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+    """Register the project's `ci` and `long` profiles (as tests/conftest.py does) and load
+    `$HYPOTHESIS_PROFILE` (default ci). Other profiles a conftest registered are left alone."""
+    settings.register_profile(
+        "ci", max_examples=40, derandomize=True, deadline=None, database=None, suppress_health_check=SUPPRESSED
+    )
+    settings.register_profile("long", max_examples=5000, deadline=None, suppress_health_check=SUPPRESSED)
+    name = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+    try:
+        settings.load_profile(name)
+    except InvalidArgument:
+        settings.load_profile("ci")
 
 
 def suite_settings(suite: str, **overrides: object) -> settings:

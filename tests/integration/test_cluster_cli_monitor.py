@@ -20,13 +20,17 @@ pytestmark = pytest.mark.integration
 OFF = {name: {"instances": 0} for name in ("login", "msg", "router", "biz", "file", "storage", "gateway")}
 
 
-async def raw(port: int, data: bytes) -> bytes:
+async def raw(port: int, data: bytes, *, half_close: bool = False) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    out = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    return out
+    try:
+        writer.write(data)
+        if half_close:
+            writer.write_eof()
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 def test_monitor_server_answers_and_survives_bad_input() -> None:
@@ -52,7 +56,7 @@ def test_monitor_server_answers_and_survives_bad_input() -> None:
             assert (await raw(port, b"\x00\xff garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
             assert (await raw(port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n")
                     ).startswith(b"HTTP/1.1 431")
-            assert (await raw(port, b"GET /metr")) .startswith(b"HTTP/1.1 400")  # closed half-way
+            assert (await raw(port, b"GET /metr", half_close=True)).startswith(b"HTTP/1.1 400")
             assert (await http_get("127.0.0.1", port, "/health"))[0] == 200  # still serving
         finally:
             await server.stop()

@@ -70,6 +70,7 @@ class ChatSession:
         self._push_task: asyncio.Task[None] | None = None
         self.received: list[tuple[str, str, int]] = []  # (from label, text, msg id), for scripts and tests
         self._arrived = asyncio.Event()
+        self.lost = asyncio.Event()  # set when the connection to the msg server is gone
 
     def new(self, command: str, **fields: Any) -> Any:
         """A message of the command's type, built from the registry (no generated module named here)."""
@@ -191,6 +192,7 @@ class ChatSession:
                 await self._on_push(info.name, msg)
             except Exception as exc:  # one odd push must not end the session
                 self.say(f"! could not handle {info.name}: {exc}")
+        self.lost.set()  # pushes end only when the connection is gone
 
     async def _on_push(self, name: str, msg: Any) -> None:
         if name == "CID_MSG_DATA":
@@ -302,13 +304,25 @@ async def run_chat(stack: Stack, core: ClientCore, user: str, password: str,
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(target=_stdin_lines, args=(asyncio.get_running_loop(), queue), daemon=True).start()
     state: dict[str, Target] = {}
+    lost = asyncio.create_task(session.lost.wait())
+    code = 0
     try:
-        while (line := await queue.get()) is not None and await execute(session, line, state):
-            pass
+        while True:
+            next_line = asyncio.create_task(queue.get())
+            await asyncio.wait({next_line, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if lost.done():
+                next_line.cancel()
+                say("! the connection to the server was lost; log in again to continue")
+                code = 1
+                break
+            line = next_line.result()
+            if line is None or not await execute(session, line, state):
+                break
     finally:
+        lost.cancel()
         await session.close()
     say("bye")
-    return 0
+    return code
 
 
 @click.command("chat")

@@ -1,4 +1,4 @@
-"""Pure parts of monitoring and logging: Prometheus parsing, the status load columns and table, log formats."""
+"""Pure parts of monitoring and logging: Prometheus parsing, status load columns and table, log formats."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def test_load_columns_from_metric_names() -> None:
 
 
 def test_render_table() -> None:
-    doc = {"data_dir": "/d", "cluster": {"pid": 1, "mode": "processes", "state": "running", "spec": "teamtalk"},
+    cluster = {"pid": 1, "mode": "processes", "state": "running", "spec": "teamtalk"}
+    doc = {"data_dir": "/d", "cluster": cluster,
            "instances": [
                {"service": "msg", "instance": 0, "pid": 2, "status": "ok", "endpoints": {"client": "h:1"},
                 "load": {"conns": 4, "msgs_in": 0, "msgs_out": 10, "acks": 9, "retrans": 2, "dedup": 1,
