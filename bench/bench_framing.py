@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+PER_READ = 32  # frames per socket read in the dispatch benchmark
 sys.path.insert(0, str(ROOT))
 
 from runtime.framing import FrameDecoder, append_frame  # noqa: E402
 
 
-def messages() -> tuple[str, list[tuple[int, int, Any]]]:
+def messages(chat_bytes: int) -> tuple[str, list[tuple[int, int, Any]]]:
     """(source, [(service id, command id, message)]): TeamTalk messages of typical sizes."""
     try:
         from generated.teamtalk import IM_Message_pb2 as msg_pb2
@@ -31,11 +32,22 @@ def messages() -> tuple[str, list[tuple[int, int, Any]]]:
         sys.path.insert(0, str(ROOT / "tests" / "unit" / "runtime"))
         import rt_testproto as tp
 
-        chat = tp.MsgData(from_user_id=1001, to_session_id=1002, msg_id=123456, msg_type=1, msg_data=b"x" * 100)
-        return "test protocol", [(3, 0x0301, chat), (7, 0x0701, tp.HeartBeat()),
-                                 (3, 0x0302, tp.MsgDataAck(user_id=1001, session_id=1002, msg_id=123456))]
-    chat = msg_pb2.IMMsgData(from_user_id=1001, to_session_id=1002, msg_id=123456, create_time=1700000000,
-                             msg_type=1, msg_data=b"x" * 100)
+        chat = tp.MsgData(
+            from_user_id=1001, to_session_id=1002, msg_id=123456, msg_type=1, msg_data=b"x" * chat_bytes
+        )
+        return "test protocol", [
+            (3, 0x0301, chat),
+            (7, 0x0701, tp.HeartBeat()),
+            (3, 0x0302, tp.MsgDataAck(user_id=1001, session_id=1002, msg_id=123456)),
+        ]
+    chat = msg_pb2.IMMsgData(
+        from_user_id=1001,
+        to_session_id=1002,
+        msg_id=123456,
+        create_time=1700000000,
+        msg_type=1,
+        msg_data=b"x" * chat_bytes,
+    )
     ack = msg_pb2.IMMsgDataAck(user_id=1001, session_id=1002, msg_id=123456, session_type=1)
     return "generated teamtalk", [(3, 0x0301, chat), (7, 0x0701, other_pb2.IMHeartBeat()), (3, 0x0302, ack)]
 
@@ -49,15 +61,25 @@ def timed(fn: Callable[[], object], runs: int) -> float:
     return statistics.median(samples)
 
 
-def bench_codec(n: int, runs: int) -> None:
-    source, kinds = messages()
-    batch = [kinds[i % 10 == 9 and 1 or (2 if i % 2 else 0)] for i in range(n)]  # mostly chat + acks
+def paired(a: Callable[[], object], b: Callable[[], object], runs: int) -> tuple[float, float]:
+    """Medians of a and b, measured alternately so a busy machine slows both alike."""
+    ta, tb = [], []
+    for _ in range(runs):
+        ta.append(timed(a, 1))
+        tb.append(timed(b, 1))
+    return statistics.median(ta), statistics.median(tb)
+
+
+def bench_codec(n: int, runs: int, chat_bytes: int) -> None:
+    source, (chat, heartbeat, ack) = messages(chat_bytes)
+    # The msg server's mix: chats and their acks, a heartbeat every tenth frame.
+    batch = [heartbeat if i % 10 == 9 else (ack if i % 2 else chat) for i in range(n)]
     bodies = [(sid, cid, m.SerializeToString(), type(m)) for sid, cid, m in batch]
     stream = bytearray()
     for sid, cid, body, _cls in bodies:
         append_frame(stream, sid, cid, 1, body)
     wire = bytes(stream)
-    chunks = [wire[i:i + 65536] for i in range(0, len(wire), 65536)]  # reads as a socket would deliver them
+    chunks = [wire[i : i + 65536] for i in range(0, len(wire), 65536)]  # reads as a socket would deliver them
     classes = {cid: cls for _sid, cid, _b, cls in bodies}
 
     def bare_parse() -> None:
@@ -80,16 +102,24 @@ def bench_codec(n: int, runs: int) -> None:
             append_frame(out, sid, cid, 1, m.SerializeToString())
         bytes(out)
 
-    print(f"messages: {source}; {n} per run (chat 100 B, acks, heartbeats), {len(wire) / n:.1f} wire B/frame; "
-          f"median of {runs} runs")
-    for label, bare, framed in (("parse", bare_parse, frame_parse), ("serialize", bare_serialize, frame_serialize)):
-        tb, tf = timed(bare, runs), timed(framed, runs)
-        print(f"  {label:9s} bare protobuf {n / tb / 1e6:6.2f} M msg/s | with framing {n / tf / 1e6:6.2f} M msg/s"
-              f" | framing adds {100 * (tf - tb) / tb:5.1f}% ({(tf - tb) / n * 1e9:.0f} ns/frame)")
+    print(
+        f"messages: {source}; {n} per run (chat {chat_bytes} B, acks, heartbeats), "
+        f"{len(wire) / n:.1f} wire B/frame; median of {runs} runs"
+    )
+    for label, bare, framed in (
+        ("parse", bare_parse, frame_parse),
+        ("serialize", bare_serialize, frame_serialize),
+    ):
+        tb, tf = paired(bare, framed, runs)
+        print(
+            f"  {label:9s} bare protobuf {n / tb / 1e6:6.2f} M msg/s | "
+            f"with framing {n / tf / 1e6:6.2f} M msg/s | "
+            f"framing adds {100 * (tf - tb) / tb:5.1f}% ({(tf - tb) / n * 1e9:.0f} ns/frame)"
+        )
 
 
 def bench_dispatch(n: int, runs: int) -> None:
-    """Frames through Link + Connection + Dispatcher (input/unpack stages, handler, reply) on a memory transport."""
+    """Frames through Link + Connection + Dispatcher (stages, handler, reply) on an in-memory transport."""
     sys.path.insert(0, str(ROOT / "tests" / "unit" / "runtime"))
     import rt_testproto as tp
 
@@ -125,23 +155,28 @@ def bench_dispatch(n: int, runs: int) -> None:
             return tp.MsgDataAck(user_id=ctx.user_id, session_id=msg.to_session_id, msg_id=msg.msg_id)
 
     async def main() -> None:
-        for label, policy in (("no stage policy", {}),
-                              ("input policy (rate, reject rules)", {"input": {
-                                  "rate": "1000000/s", "reject": ["self_message", "empty_body"]}})):
+        for label, policy in (
+            ("no stage policy", {}),
+            (
+                "input policy (rate, reject rules)",
+                {"input": {"rate": "1000000/s", "reject": ["self_message", "empty_body"]}},
+            ),
+        ):
             registry = tp.build_registry({"MSG_DATA": policy})
             dispatcher = Dispatcher(registry, Service())
             body = tp.MsgData(from_user_id=1, to_session_id=2, msg_id=3, msg_type=1, msg_data=b"x" * 100)
             frame = bytearray()
             append_frame(frame, 3, 0x0301, 7, body.SerializeToString())
-            per_read = 32
-            chunk = bytes(frame) * per_read
+            chunk = bytes(frame) * PER_READ
 
-            def run_once() -> None:
+            def run_once(
+                registry: Any = registry, dispatcher: Any = dispatcher, chunk: bytes = chunk
+            ) -> None:
                 link = Link(registry, Kind.CLIENT_SESSION, dispatcher)
                 link.connection_made(Sink())
                 assert link.conn is not None
                 link.conn.authenticate(1, 1)
-                for _ in range(n // per_read):
+                for _ in range(n // PER_READ):
                     link.data_received(chunk)
 
             t = timed(run_once, runs)
@@ -156,7 +191,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    bench_codec(args.n, args.runs)
+    for chat_bytes in (100, 1000):
+        bench_codec(args.n, args.runs, chat_bytes)
     bench_dispatch(args.n // 2, args.runs)
 
 

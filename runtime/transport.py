@@ -7,7 +7,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from runtime.connection import DEFAULT_TIMEOUTS, Connection, Kind, Timeouts
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
@@ -105,7 +105,8 @@ class Link(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's TCPTransport implements asyncio.Transport without subclassing it: no isinstance check.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         sock = transport.get_extra_info("socket")

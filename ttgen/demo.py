@@ -42,14 +42,24 @@ async def seed_demo_data(storage: Storage, say: Callable[[str], None]) -> bool:
     ids = []
     for login, nick in DEMO_USERS:
         with contextlib.suppress(Conflict):
-            await storage.create_user(NewUser(login_name=login, nick=nick, real_name=nick, domain=login,
-                                              department_id=dept.id, password_hash=hashed))
+            await storage.create_user(
+                NewUser(
+                    login_name=login,
+                    nick=nick,
+                    real_name=nick,
+                    domain=login,
+                    department_id=dept.id,
+                    password_hash=hashed,
+                )
+            )
         user = await storage.get_user_by_login(login)
         assert user is not None
         ids.append(user.id)
     await storage.create_group(ids[0], DEMO_GROUP, GroupType.NORMAL, ids, by_admin=True)
-    say(f"demo: created department {DEMO_DEPARTMENT}, users {', '.join(u for u, _ in DEMO_USERS)} "
-        f"(password '{DEMO_PASSWORD}') and group #{DEMO_GROUP}")
+    say(
+        f"demo: created department {DEMO_DEPARTMENT}, users {', '.join(u for u, _ in DEMO_USERS)} "
+        f"(password '{DEMO_PASSWORD}') and group #{DEMO_GROUP}"
+    )
     return True
 
 
@@ -62,18 +72,22 @@ def login_url(config: ClusterConfig) -> str:
 
 
 async def _login(stack: Stack, url: str, user: str, say: Callable[[str], None]) -> ChatSession:
-    session = ChatSession(stack, ClientCore(stack.registry, login_url=url, reconnect=False),
-                          lambda line: say(f"    [{user}'s screen] {line}"))
+    session = ChatSession(
+        stack,
+        ClientCore(stack.registry, login_url=url, reconnect=False),
+        lambda line: say(f"    [{user}'s screen] {line}"),
+    )
     await session.login(user, DEMO_PASSWORD)
     where = f"{session.core.host}:{session.core.port}"
     say(f"  {user} logged in (user id {session.user_id}) on msg server {where}")
     return session
 
 
-async def _send(sender: ChatSession, to: Target, text: str, receivers: list[ChatSession],
-                say: Callable[[str], None]) -> None:
+async def _send(
+    sender: ChatSession, to: Target, text: str, receivers: list[ChatSession], say: Callable[[str], None]
+) -> None:
     msg_id = await sender.send(to, text)
-    say(f"  {sender.name} -> {to.label}: \"{text}\"   acked by the server: stored as msg {msg_id}")
+    say(f'  {sender.name} -> {to.label}: "{text}"   acked by the server: stored as msg {msg_id}')
     for receiver in receivers:
         who, _, got_id = await receiver.wait_received(text, STEP_TIMEOUT)
         say(f"  {receiver.name} received it from {who} (msg {got_id}) and acked it")
@@ -99,12 +113,14 @@ async def run_demo(config: ClusterConfig, stack: Stack, *, say: Callable[[str], 
         say("")
         say("demo: a 1:1 conversation (store, ack with the durable msg id, deliver, client ack)")
         await _send(alice, alice.target("bob", group=False), "Hi Bob! Is the new cluster up?", [bob], say)
-        await _send(bob, bob.target("alice", group=False), "Yes: two msg servers, two routers, SQLite.",
-                    [alice], say)
+        await _send(
+            bob, bob.target("alice", group=False), "Yes: two msg servers, two routers, SQLite.", [alice], say
+        )
         say("")
         say(f"demo: a group message to #{DEMO_GROUP} (fan-out to every member, across msg servers)")
-        await _send(carol, carol.target(DEMO_GROUP, group=True), "Stand-up in 5 minutes, everyone!",
-                    [alice, bob], say)
+        await _send(
+            carol, carol.target(DEMO_GROUP, group=True), "Stand-up in 5 minutes, everyone!", [alice, bob], say
+        )
         say("")
         say("demo: alice reads her history with bob (what an offline client pulls on reconnect)")
         for msg_id, sender, text in await alice.history(alice.target("bob", group=False), 10):
@@ -135,6 +151,8 @@ def program_name() -> str:
 def join_hint(config: ClusterConfig, default_data_dir: bool) -> str:
     """How a person joins the running demo from another terminal."""
     where = "" if default_data_dir else f" --data-dir {config.data_dir}"
-    return (f"demo: join the chat from another terminal:\n"
-            f"        {program_name()} chat --user alice --password {DEMO_PASSWORD}{where}\n"
-            f"      (or bob, or carol; type /help once logged in)")
+    return (
+        f"demo: join the chat from another terminal:\n"
+        f"        {program_name()} chat --user alice --password {DEMO_PASSWORD}{where}\n"
+        f"      (or bob, or carol; type /help once logged in)"
+    )

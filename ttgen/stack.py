@@ -54,11 +54,15 @@ def load_stack(name: str) -> Stack:
     try:
         registry_mod = importlib.import_module(f"{module_name}.registry")
     except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")
-                         or exc.name == f"{module_name}.registry"):
+        if exc.name and (
+            module_name == exc.name
+            or module_name.startswith(exc.name + ".")
+            or exc.name == f"{module_name}.registry"
+        ):
             raise StackNotFound(
                 f"no generated stack '{name}' ({module_name} is not importable); "
-                f"run: ttgen generate spec/{name}") from None
+                f"run: ttgen generate spec/{name}"
+            ) from None
         raise
     registry = registry_mod.REGISTRY
     if not isinstance(registry, Registry):

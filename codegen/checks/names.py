@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 
 from codegen.diagnostics import Diagnostics, did_you_mean
-from codegen.model import SCALAR_TYPES, Enum, Loc, Message, Spec, loc_at
+from codegen.model import SCALAR_TYPES, Enum, Loc, Message, Module, Spec, loc_at
 
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SPEC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -150,7 +150,10 @@ def check_scope_collisions(spec: Spec, diags: Diagnostics) -> None:
 
     # Declarations in file order, so the later of two colliding names is the one reported.
     decls: list[tuple[int, Loc, str, str, str]] = []
+    base_packages = {mod.package for mod in spec.modules if mod.plugin is None}
     for i, mod in enumerate(spec.modules):
+        if mod.plugin and mod.package in base_packages:
+            continue  # a plugin redeclaring base types: TT702 says so once
         for m in mod.messages:
             outer, _, simple = m.qualname.rpartition(".")
             decls.append((i, m.loc, outer, simple, "message"))
@@ -203,17 +206,21 @@ def check_nested_parents(spec: Spec, diags: Diagnostics) -> None:
 
 
 def check_packages(spec: Spec, diags: Diagnostics) -> None:
-    """TT211: two base modules declare one package (each package is one .proto file)."""
-    seen: dict[str, Loc] = {}
+    """TT211: two modules declare one package (each package is one .proto file).
+
+    A plugin module reusing a base package is TT702 instead (reported by the plugin rules).
+    """
+    seen: dict[str, Module] = {}
     for mod in spec.modules:
-        if mod.package in seen and mod.plugin is None:
-            diags.error(
-                "TT211",
-                f"package '{mod.package}' is already declared by another module",
-                mod.loc,
-                hint=f"first declared at {seen[mod.package]}",
-            )
-        seen.setdefault(mod.package, mod.loc)
+        first = seen.setdefault(mod.package, mod)
+        if first is mod or (mod.plugin and first.plugin is None):
+            continue
+        diags.error(
+            "TT211",
+            f"package '{mod.package}' is already declared by another module",
+            mod.loc,
+            hint=f"first declared at {first.loc}",
+        )
 
 
 def check_reserved_names(spec: Spec, diags: Diagnostics) -> None:

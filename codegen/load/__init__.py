@@ -63,6 +63,7 @@ class _Loader:
         self.cluster: list[ClusterService] = []
         self.stage_entries: list[tuple[str, Y, Loc, str]] = []  # target, policy, loc, package scope
         self.plugins: list[Plugin] = []
+        self.table = TypeTable()  # every declared type, filled once all files are read
 
     def _read(self, path: str, ref: Loc) -> Y | None:
         if "\0" in path:  # the OS refuses such names; say so instead of raising ValueError
@@ -198,11 +199,9 @@ class _Loader:
                 self.cluster = merge_cluster(self.cluster, build_cluster(self.r, cy, name))
 
     def _build_modules(self) -> list[Module]:
-        table = TypeTable()
         for src in self.sources:
-            declare_types(src, table)
-        self.table = table
-        builder = ModuleBuilder(self.r, table)
+            declare_types(src, self.table)
+        builder = ModuleBuilder(self.r, self.table)
         modules = []
         for src in self.sources:
             modules.append(builder.build(src))

@@ -207,6 +207,8 @@ class ModuleBuilder:
             return Reserved()
         ranges: list[tuple[int, int]] = []
         nums = m.get("numbers")
+        if nums is not None and nums.kind == "map":
+            self.r.diags.error("TT105", "reserved numbers: expected a list, got a mapping", nums.loc)
         items = (
             ([nums] if nums.kind == "scalar" else nums.value if nums.kind == "seq" else []) if nums else []
         )

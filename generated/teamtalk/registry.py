@@ -1355,7 +1355,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_SHAKE_RSP",
         hosted_by=("msg",),
-        stages={"input": {"max_bytes": 64, "on_rate_exceeded": "drop", "rate": "2/s"}, "store": {"persist": False}, "transport": {"ephemeral": True}},
+        stages={"input": {"max_bytes": 64, "on_rate_exceeded": "drop", "rate": "2/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"ephemeral": True, "timeout": "5s"}},
         doc="Shake; the reply lists the users matched so far.",
     ),
     CommandInfo(
@@ -1366,7 +1366,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="s2c",
         reply=None,
         hosted_by=(),
-        stages={"store": {"persist": False}},
+        stages={"pack": {"encrypt": "session_aead"}, "store": {"persist": False}},
         doc="Matches at the time of the shake.",
     ),
     CommandInfo(
@@ -1377,7 +1377,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="s2c",
         reply=None,
         hosted_by=(),
-        stages={"store": {"persist": False}, "transport": {"ephemeral": True}},
+        stages={"pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"ephemeral": True}},
         doc="A later shake in the window matched this user.",
     ),
     CommandInfo(

@@ -27,15 +27,11 @@ def empty_registry() -> Registry:
 
 
 def instance_metrics(service: Service) -> Metrics:
-    """The service's `metrics` attribute if it has one, else an empty set (rendering nothing)."""
+    """The service's `metrics` attribute if it is a Metrics, else a new empty set (rendering nothing)."""
     metrics = getattr(service, "metrics", None)
     if isinstance(metrics, Metrics):
         return metrics
-    fallback = Metrics(labels={"service": service.ctx.name, "instance": str(service.ctx.instance)})
-    service.__dict__.setdefault("_cluster_fallback_metrics", fallback)
-    result = service.__dict__["_cluster_fallback_metrics"]
-    assert isinstance(result, Metrics)
-    return result
+    return Metrics(labels={"service": service.ctx.name, "instance": str(service.ctx.instance)})
 
 
 class HostedInstance:
@@ -43,8 +39,9 @@ class HostedInstance:
 
     def __init__(self, service: Service, log_handler: logging.Handler, metrics_port: int = 0) -> None:
         self.service = service
+        self.metrics = instance_metrics(service)
         self.monitor = MonitorServer(
-            lambda: instance_metrics(service).render(), self.health, host=service.ctx.host, port=metrics_port
+            self.metrics.render, self.health, host=service.ctx.host, port=metrics_port
         )
         self.started = time.time()
         self._log_handler = log_handler
@@ -78,7 +75,7 @@ class HostedInstance:
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 3),
             "endpoints": [{"kind": e.kind, "host": e.host, "port": e.port} for e in self.endpoints()],
-            "metrics": instance_metrics(self.service).snapshot(),
+            "metrics": self.metrics.snapshot(),
         }
 
     async def stop(self, drain_timeout: float) -> None:

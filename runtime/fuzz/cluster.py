@@ -92,6 +92,7 @@ class ClusterTarget(Target):
     """The in-process cluster; fuzz frames go to its msg server's client port."""
 
     name = "cluster"
+    serves = frozenset({"msg"})
 
     def __init__(self, stack: FuzzStack, *, plant_command: str | None = None, timeout: float = 3.0) -> None:
         from runtime.cluster.config import parse_config
@@ -167,8 +168,8 @@ class ClusterTarget(Target):
                 "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
             for table in tables:
                 digest.update(table.encode())
-                for row in db.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
-                    digest.update(repr(row).encode())
+                for text in sorted(repr(row) for row in db.execute(f'SELECT * FROM "{table}"')):
+                    digest.update(text.encode())
             db.execute("COMMIT")
         finally:
             db.close()

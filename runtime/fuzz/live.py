@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.connection import HEARTBEAT_COMMAND_ID
 from runtime.errors import BodyError, StageError
 from runtime.framing import Frame, encode_frame
 from runtime.fuzz.targets import Target
@@ -49,10 +50,15 @@ def recorder() -> Recorder:
 
 def classify(target: Target, info: CommandInfo, body: bytes, *, authenticated: bool) -> str:
     """The outcome the spec prescribes for `body` sent as `info` on a client connection."""
-    if not info.from_client or not info.hosted_by:
-        return "ignore"
+    # In the order the server applies them: connection layer (heartbeat echo, auth gate), dispatcher (does this
+    # port's service host the command, may a client send it), then the stages.
+    if info.command_id == HEARTBEAT_COMMAND_ID:
+        return "accept"  # echoed by the connection layer whatever the body
     if not authenticated and info.policy("input").get("require_auth", True):
         return "close"
+    served = target.serves is None or bool(target.serves & set(info.hosted_by))
+    if not info.from_client or not info.hosted_by or not served:
+        return "ignore"
     stages = target.stages()[info.command_id]
     try:
         stages.input.check_size(len(body))
@@ -73,9 +79,9 @@ def send_checked(target: Target, info: CommandInfo, body: bytes, *, login: bool 
     """Send `body` as `info` on a fresh connection and check every invariant; returns the outcome."""
     rec = recorder()
     expected = classify(target, info, body, authenticated=login)
-    before = target.storage_digest() if expected in ("close", "refuse", "ignore") else None
     rec.add("connect", login=login)
     conn = target.connect(login=login)
+    before = target.storage_digest() if expected in ("close", "refuse", "ignore") else None
     frame = encode_frame(info.service_id, info.command_id, FUZZ_SEQ, body)
     rec.add("send", command=info.name, hex=frame.hex(), expect=expected)
     try:
@@ -133,7 +139,7 @@ def send_raw_checked(target: Target, chunks: list[bytes], *, login: bool = True)
                 break
             target.frames_sent += 1
         try:
-            conn.probe()
+            conn.probe(timeout=0.25)  # a cut-short frame leaves the connection waiting: allowed, so wait briefly
         except (PeerClosed, NoAnswer):
             pass  # closing a connection that sent garbage is allowed; hanging it is checked via the bystander
     finally:

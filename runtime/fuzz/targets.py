@@ -65,6 +65,7 @@ class Target:
     enforces_limits = False  # the server's input stage applies the spec's field constraints
     replies_always = False  # every accepted request that has a reply command is answered
     fuzz_user_id = 0  # the user id fuzz connections log in as (0: unknown)
+    serves: frozenset[str] | None = None  # cluster services whose commands the client port dispatches (None: all)
 
     def __init__(self, stack: FuzzStack, host: str, port: int, *, timeout: float = 2.0) -> None:
         self.stack = stack

@@ -54,8 +54,9 @@ def test_monitor_server_answers_and_survives_bad_input() -> None:
             assert (await http_get("127.0.0.1", port, "/nope"))[0] == 404
             assert (await raw(port, b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
             assert (await raw(port, b"\x00\xff garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
-            assert (await raw(port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n")
-                    ).startswith(b"HTTP/1.1 431")
+            assert (await raw(port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n")).startswith(
+                b"HTTP/1.1 431"
+            )
             assert (await raw(port, b"GET /metr", half_close=True)).startswith(b"HTTP/1.1 400")
             assert (await http_get("127.0.0.1", port, "/health"))[0] == 200  # still serving
         finally:
@@ -65,8 +66,17 @@ def test_monitor_server_answers_and_survives_bad_input() -> None:
 
 
 def probe_config(tmp_path: Path, **probe: Any) -> Any:
-    return parse_config({"data_dir": str(tmp_path), "spec": "", "drain_timeout": 1, "services": {
-        **OFF, "probe": {"instances": 2, "class": "runtime.cluster.probe:ProbeService", **probe}}})
+    return parse_config(
+        {
+            "data_dir": str(tmp_path),
+            "spec": "",
+            "drain_timeout": 1,
+            "services": {
+                **OFF,
+                "probe": {"instances": 2, "class": "runtime.cluster.probe:ProbeService", **probe},
+            },
+        }
+    )
 
 
 def test_runner_starts_publishes_and_withdraws(tmp_path: Path) -> None:
@@ -77,8 +87,12 @@ def test_runner_starts_publishes_and_withdraws(tmp_path: Path) -> None:
         runner = ClusterRunner(config, empty_registry(), console=said.append)
         await runner.start()
         kinds = sorted((e.service, e.instance, e.kind) for e in runner.endpoints())
-        assert kinds == [("probe", 0, "client"), ("probe", 0, "metrics"), ("probe", 1, "client"),
-                         ("probe", 1, "metrics")]
+        assert kinds == [
+            ("probe", 0, "client"),
+            ("probe", 0, "metrics"),
+            ("probe", 1, "client"),
+            ("probe", 1, "metrics"),
+        ]
         discovery = RunDirDiscovery(config.run_dir)
         assert discovery.endpoints("probe", "client") == [e for e in runner.endpoints() if e.kind == "client"]
         assert [type(s).__name__ for s in runner.local["probe"]] == ["ProbeService", "ProbeService"]

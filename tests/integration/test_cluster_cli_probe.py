@@ -36,8 +36,9 @@ class Up:
     """A running `ttgen up` with its stdout read line by line on a thread (so waits have deadlines)."""
 
     def __init__(self, args: list[str]) -> None:
-        self.proc = subprocess.Popen([*CLI, "up", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [*CLI, "up", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.lines: list[str] = []
         self._q: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._pump, daemon=True)
@@ -85,8 +86,12 @@ class Up:
 
 
 def status(data_dir: Path) -> tuple[int, dict[str, object]]:
-    done = subprocess.run([*CLI, "status", "--data-dir", str(data_dir), "--format", "json"],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [*CLI, "status", "--data-dir", str(data_dir), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return done.returncode, json.loads(done.stdout)
 
 
@@ -106,8 +111,12 @@ def test_up_status_and_sigterm(tmp_path: Path, mode: list[str]) -> None:
         table = "\n".join(up.lines)
         assert "probe-0" in table and "probe-1" in table and "metrics" in table
         run_files = sorted(p.name for p in (data / "run").glob("*.json"))
-        assert run_files == ["probe-0-client.json", "probe-0-metrics.json", "probe-1-client.json",
-                             "probe-1-metrics.json"]
+        assert run_files == [
+            "probe-0-client.json",
+            "probe-0-metrics.json",
+            "probe-1-client.json",
+            "probe-1-metrics.json",
+        ]
         port = json.loads((data / "run" / "probe-1-client.json").read_text())["port"]
         assert echo(port, "hello") == "hello"
 
@@ -124,8 +133,9 @@ def test_up_status_and_sigterm(tmp_path: Path, mode: list[str]) -> None:
             assert len(pids) == 2 and up.proc.pid not in pids  # one worker process per instance
         else:
             assert pids == {up.proc.pid}
-        human = subprocess.run([*CLI, "status", "--data-dir", str(data)], capture_output=True, text=True,
-                               timeout=30)
+        human = subprocess.run(
+            [*CLI, "status", "--data-dir", str(data)], capture_output=True, text=True, timeout=30
+        )
         assert human.returncode == 0 and "probe-1" in human.stdout and "msgs_in" in human.stdout
 
         assert up.finish(signal.SIGTERM) == 0
@@ -209,8 +219,12 @@ def test_second_cluster_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
 def test_bad_config_names_the_key(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("services:\n  msg: {instances: lots}\n")
-    done = subprocess.run([*CLI, "up", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [*CLI, "up", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 1
     assert "services.msg.instances" in done.stderr and str(cfg) in done.stderr
 

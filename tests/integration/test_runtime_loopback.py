@@ -31,11 +31,27 @@ pytestmark = pytest.mark.integration
 HOST = "127.0.0.1"
 
 
+LOOP = ["asyncio"]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"], autouse=True)
+def event_loop_kind(request: pytest.FixtureRequest) -> None:
+    """Every test runs on asyncio's loop and on uvloop (whose transports are not asyncio.Transport subclasses)."""
+    if request.param == "uvloop":
+        pytest.importorskip("uvloop")
+    LOOP[0] = request.param
+
+
 def run(main: Callable[[], Awaitable[None]], timeout: float = 20.0) -> None:
     async def bounded() -> None:
         await asyncio.wait_for(main(), timeout)
 
-    asyncio.run(bounded())
+    if LOOP[0] == "uvloop":
+        import uvloop
+
+        uvloop.run(bounded())
+    else:
+        asyncio.run(bounded())
 
 
 class EchoService:

@@ -29,9 +29,16 @@ async def open_cluster_storage(config: ClusterConfig) -> Storage:
     """The cluster's storage, opened exactly the way the biz service opens it."""
     from runtime.services.biz.storage_open import open_storage
 
-    ctx = ServiceContext(name="admin", instance=0, registry=Registry("none", "0", []), config={},
-                         cluster_config=config.as_dict(), data_dir=config.data_dir,
-                         discovery=RunDirDiscovery(config.run_dir), host=config.host)
+    ctx = ServiceContext(
+        name="admin",
+        instance=0,
+        registry=Registry("none", "0", []),
+        config={},
+        cluster_config=config.as_dict(),
+        data_dir=config.data_dir,
+        discovery=RunDirDiscovery(config.run_dir),
+        host=config.host,
+    )
     return await open_storage(ctx)
 
 
@@ -95,7 +102,7 @@ async def all_groups(storage: Storage) -> list[Group]:
         mine = await storage.list_user_groups(user.id)
         unknown = [GroupVersion(g.group_id, 0) for g in mine if g.group_id not in found]
         for start in range(0, len(unknown), 100):
-            for group in await storage.get_groups_info(user.id, unknown[start:start + 100]):
+            for group in await storage.get_groups_info(user.id, unknown[start : start + 100]):
                 found[group.id] = group
     return sorted(found.values(), key=lambda g: g.id)
 
@@ -106,8 +113,9 @@ async def find_group(storage: Storage, name_or_id: str) -> Group:
     if not matches:
         raise click.ClickException(f"unknown group {name_or_id!r}")
     if len(matches) > 1:
-        raise click.ClickException(f"several groups are named {name_or_id!r}; use the id: "
-                                   + ", ".join(str(g.id) for g in matches))
+        raise click.ClickException(
+            f"several groups are named {name_or_id!r}; use the id: " + ", ".join(str(g.id) for g in matches)
+        )
     return matches[0]
 
 
@@ -116,15 +124,27 @@ def _csv(value: str) -> list[str]:
 
 
 def _user_doc(user: User) -> dict[str, Any]:
-    return {"id": user.id, "name": user.login_name, "nick": user.nick, "department_id": user.department_id,
-            "status": user.status}
+    return {
+        "id": user.id,
+        "name": user.login_name,
+        "nick": user.nick,
+        "department_id": user.department_id,
+        "status": user.status,
+    }
 
 
 @click.group("admin")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="The cluster's data dir (default ./ttgen-data, or the config's).")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The cluster config, to find the database.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The cluster's data dir (default ./ttgen-data, or the config's).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The cluster config, to find the database.",
+)
 @click.pass_context
 def admin(ctx: click.Context, data_dir: Path | None, config_file: Path | None) -> None:
     """Create users, departments and groups (works before and while the cluster runs).
@@ -152,8 +172,9 @@ def user_group() -> None:
 @click.option("--department", help="Department name or id.")
 @click.option("--email", default="")
 @click.pass_context
-def user_add(ctx: click.Context, name: str, password: str, nick: str, department: str | None,
-             email: str) -> None:
+def user_add(
+    ctx: click.Context, name: str, password: str, nick: str, department: str | None, email: str
+) -> None:
     """Create a user NAME."""
     if not name.strip() or not password:
         raise click.BadParameter("name and password must not be empty")
@@ -164,9 +185,17 @@ def user_add(ctx: click.Context, name: str, password: str, nick: str, department
         try:
             # `domain` (TeamTalk's pinyin search key) carries the login name, so clients can address users
             # by it: UserInfo has no login-name field.
-            return await storage.create_user(NewUser(
-                login_name=name, nick=nick or name, real_name=nick or name, domain=name, department_id=dept,
-                email=email, password_hash=hashed))
+            return await storage.create_user(
+                NewUser(
+                    login_name=name,
+                    nick=nick or name,
+                    real_name=nick or name,
+                    domain=name,
+                    department_id=dept,
+                    email=email,
+                    password_hash=hashed,
+                )
+            )
         except Conflict:
             raise click.ClickException(f"user {name!r} already exists") from None
 
@@ -226,8 +255,9 @@ def group_group() -> None:
 @group_group.command("create")
 @click.argument("name")
 @click.option("--members", required=True, help="Comma-separated login names; the first is the creator.")
-@click.option("--type", "group_type", type=click.Choice(["normal", "tmp"]), default="normal",
-              show_default=True)
+@click.option(
+    "--type", "group_type", type=click.Choice(["normal", "tmp"]), default="normal", show_default=True
+)
 @click.pass_context
 def group_create(ctx: click.Context, name: str, members: str, group_type: str) -> None:
     """Create a group NAME (NORMAL groups can only be made by admins)."""

@@ -80,9 +80,16 @@ class ChatSession:
     async def login(self, user: str, password: str) -> None:
         """Connect, log in with MD5hex(password) as TeamTalk clients do, load the directory, start pushes."""
         await self.core.connect()
-        res = await self.client.login_req_userlogin(self.new(
-            "CID_LOGIN_REQ_USERLOGIN", user_name=user, password=wire_password(password),
-            online_status=ONLINE, client_type=CLIENT_WINDOWS, client_version="ttgen-chat"))
+        res = await self.client.login_req_userlogin(
+            self.new(
+                "CID_LOGIN_REQ_USERLOGIN",
+                user_name=user,
+                password=wire_password(password),
+                online_status=ONLINE,
+                client_type=CLIENT_WINDOWS,
+                client_version="ttgen-chat",
+            )
+        )
         if res.result_code != 0:
             raise ChatError(f"login refused: {res.result_string or 'code ' + str(res.result_code)}")
         self.user_id, self.name = res.user_info.user_id, user
@@ -92,10 +99,12 @@ class ChatSession:
     async def refresh(self) -> None:
         """Reload the user directory and this user's groups."""
         rsp = await self.client.buddy_list_all_user_request(
-            self.new("CID_BUDDY_LIST_ALL_USER_REQUEST", user_id=self.user_id, latest_update_time=0))
+            self.new("CID_BUDDY_LIST_ALL_USER_REQUEST", user_id=self.user_id, latest_update_time=0)
+        )
         self.users = {u.user_id: u for u in rsp.user_list}
         normal = await self.client.group_normal_list_request(
-            self.new("CID_GROUP_NORMAL_LIST_REQUEST", user_id=self.user_id))
+            self.new("CID_GROUP_NORMAL_LIST_REQUEST", user_id=self.user_id)
+        )
         req = self.new("CID_GROUP_INFO_REQUEST", user_id=self.user_id)
         for gv in normal.group_version_list:
             req.group_version_list.add(group_id=gv.group_id, version=0)
@@ -153,10 +162,15 @@ class ChatSession:
     async def send(self, target: Target, text: str) -> int:
         """Send a text message and wait for the server's ack; returns the durable msg id."""
         self._msg_seq += 1
-        msg = self.new("CID_MSG_DATA", from_user_id=self.user_id, to_session_id=target.session_id,
-                       msg_id=self._msg_seq, create_time=int(time.time()),
-                       msg_type=GROUP_TEXT if target.session_type == GROUP else SINGLE_TEXT,
-                       msg_data=text.encode("utf-8"))
+        msg = self.new(
+            "CID_MSG_DATA",
+            from_user_id=self.user_id,
+            to_session_id=target.session_id,
+            msg_id=self._msg_seq,
+            create_time=int(time.time()),
+            msg_type=GROUP_TEXT if target.session_type == GROUP else SINGLE_TEXT,
+            msg_data=text.encode("utf-8"),
+        )
         ack = await self.client.msg_data(msg)
         if not ack.msg_id:
             raise ChatError(f"message to {target.label} was refused (no msg id in the ack)")
@@ -164,27 +178,45 @@ class ChatSession:
 
     async def history(self, target: Target, count: int = 10) -> list[tuple[int, str, str]]:
         """The last `count` messages of a session, oldest first: (msg id, sender, text)."""
-        rsp = await self.client.msg_list_request(self.new(
-            "CID_MSG_LIST_REQUEST", user_id=self.user_id, session_type=target.session_type,
-            session_id=target.session_id, msg_id_begin=0, msg_cnt=count))
-        return [(m.msg_id, self.user_label(m.from_session_id), m.msg_data.decode("utf-8", "replace"))
-                for m in reversed(rsp.msg_list)]
+        rsp = await self.client.msg_list_request(
+            self.new(
+                "CID_MSG_LIST_REQUEST",
+                user_id=self.user_id,
+                session_type=target.session_type,
+                session_id=target.session_id,
+                msg_id_begin=0,
+                msg_cnt=count,
+            )
+        )
+        return [
+            (m.msg_id, self.user_label(m.from_session_id), m.msg_data.decode("utf-8", "replace"))
+            for m in reversed(rsp.msg_list)
+        ]
 
     async def unread(self) -> list[tuple[str, int]]:
         """(session label, unread count) for every session with unread messages."""
-        rsp = await self.client.msg_unread_cnt_request(self.new("CID_MSG_UNREAD_CNT_REQUEST",
-                                                                 user_id=self.user_id))
-        return [(self.user_label(i.session_id) if i.session_type == SINGLE
-                 else f"#{getattr(self.groups.get(i.session_id), 'group_name', i.session_id)}", i.unread_cnt)
-                for i in rsp.unreadinfo_list]
+        rsp = await self.client.msg_unread_cnt_request(
+            self.new("CID_MSG_UNREAD_CNT_REQUEST", user_id=self.user_id)
+        )
+        return [
+            (
+                self.user_label(i.session_id)
+                if i.session_type == SINGLE
+                else f"#{getattr(self.groups.get(i.session_id), 'group_name', i.session_id)}",
+                i.unread_cnt,
+            )
+            for i in rsp.unreadinfo_list
+        ]
 
     async def who(self) -> list[tuple[str, str]]:
         """(user, status) for every user in the directory."""
         req = self.new("CID_BUDDY_LIST_USERS_STATUS_REQUEST", user_id=self.user_id)
         req.user_id_list.extend(sorted(self.users))
         rsp = await self.client.buddy_list_users_status_request(req)
-        return [(self.user_label(s.user_id), STATUS_NAMES.get(s.status, str(s.status)))
-                for s in rsp.user_stat_list]
+        return [
+            (self.user_label(s.user_id), STATUS_NAMES.get(s.status, str(s.status)))
+            for s in rsp.user_stat_list
+        ]
 
     async def _push_loop(self) -> None:
         async for info, msg in self.core.pushes():
@@ -198,9 +230,15 @@ class ChatSession:
         if name == "CID_MSG_DATA":
             is_group = bool(msg.msg_type & 0x10)
             session = msg.to_session_id if is_group else msg.from_user_id
-            await self.client.msg_data_ack(self.new(
-                "CID_MSG_DATA_ACK", user_id=self.user_id, session_id=session, msg_id=msg.msg_id,
-                session_type=GROUP if is_group else SINGLE))
+            await self.client.msg_data_ack(
+                self.new(
+                    "CID_MSG_DATA_ACK",
+                    user_id=self.user_id,
+                    session_id=session,
+                    msg_id=msg.msg_id,
+                    session_type=GROUP if is_group else SINGLE,
+                )
+            )
             text = msg.msg_data.decode("utf-8", "replace")
             if (is_group and msg.to_session_id not in self.groups) or msg.from_user_id not in self.users:
                 await self.refresh()  # a group or user made after we logged in
@@ -289,8 +327,9 @@ def login_url_from_run_dir(data_dir: Path) -> str | None:
     return f"http://{found[0].host}:{found[0].port}/msg_server" if found else None
 
 
-async def run_chat(stack: Stack, core: ClientCore, user: str, password: str,
-                   say: Callable[[str], None]) -> int:
+async def run_chat(
+    stack: Stack, core: ClientCore, user: str, password: str, say: Callable[[str], None]
+) -> int:
     """The interactive loop; returns the exit code."""
     session = ChatSession(stack, core, say)
     try:
@@ -299,8 +338,10 @@ async def run_chat(stack: Stack, core: ClientCore, user: str, password: str,
         say(f"! cannot log in: {exc}")
         await core.close()
         return 1
-    say(f"logged in as {user} (id {session.user_id}); {len(session.users)} users, "
-        f"{len(session.groups)} groups. /help for commands")
+    say(
+        f"logged in as {user} (id {session.user_id}); {len(session.users)} users, "
+        f"{len(session.groups)} groups. /help for commands"
+    )
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(target=_stdin_lines, args=(asyncio.get_running_loop(), queue), daemon=True).start()
     state: dict[str, Target] = {}
@@ -327,15 +368,22 @@ async def run_chat(stack: Stack, core: ClientCore, user: str, password: str,
 
 @click.command("chat")
 @click.option("--user", "-u", required=True, help="Login name.")
-@click.option("--password", "-p", envvar="TTGEN_PASSWORD",
-              help="Password (or TTGEN_PASSWORD; asked if absent).")
+@click.option(
+    "--password", "-p", envvar="TTGEN_PASSWORD", help="Password (or TTGEN_PASSWORD; asked if absent)."
+)
 @click.option("--login-url", help="Login service URL (default: found in --data-dir, else :8080).")
 @click.option("--server", help="Connect to this msg server (host:port) directly, skipping the login service.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("ttgen-data"),
-              show_default=True, help="A local cluster's data dir, to find the login service.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("ttgen-data"),
+    show_default=True,
+    help="A local cluster's data dir, to find the login service.",
+)
 @click.option("--spec", default="teamtalk", show_default=True, help="The generated stack to speak.")
-def chat(user: str, password: str | None, login_url: str | None, server: str | None, data_dir: Path,
-         spec: str) -> None:
+def chat(
+    user: str, password: str | None, login_url: str | None, server: str | None, data_dir: Path, spec: str
+) -> None:
     """Chat in the terminal: /msg USER text, /group NAME text, /history, /unread, /who, /quit.
 
     \b

@@ -51,8 +51,12 @@ async def probe_instance(metrics: Endpoint, timeout: float) -> dict[str, Any]:
     except (OSError, TimeoutError, ValueError) as exc:
         return {"status": "unreachable", "error": f"{type(exc).__name__}: {exc}"}
     snapshot = health.get("metrics", {}) if isinstance(health, dict) else {}
-    return {"status": str(health.get("status", "unknown")), "health": health,
-            "load": load_of(samples, snapshot if isinstance(snapshot, dict) else {}), "metrics": samples}
+    return {
+        "status": str(health.get("status", "unknown")),
+        "health": health,
+        "load": load_of(samples, snapshot if isinstance(snapshot, dict) else {}),
+        "metrics": samples,
+    }
 
 
 async def gather_status(data_dir: Path, timeout: float = 3.0) -> dict[str, Any]:
@@ -64,16 +68,26 @@ async def gather_status(data_dir: Path, timeout: float = 3.0) -> dict[str, Any]:
     for record in records:
         instances.setdefault((record.endpoint.service, record.endpoint.instance), []).append(record)
     keys = list(instances)
-    probes = await asyncio.gather(*(
-        probe_instance(next(r.endpoint for r in instances[k] if r.endpoint.kind == "metrics"), timeout)
-        if any(r.endpoint.kind == "metrics" for r in instances[k])
-        else _no_metrics() for k in keys))
+    probes = await asyncio.gather(
+        *(
+            probe_instance(next(r.endpoint for r in instances[k] if r.endpoint.kind == "metrics"), timeout)
+            if any(r.endpoint.kind == "metrics" for r in instances[k])
+            else _no_metrics()
+            for k in keys
+        )
+    )
     rows = []
     for (service, instance), probe in zip(keys, probes, strict=True):
         recs = instances[(service, instance)]
-        rows.append({"service": service, "instance": instance, "pid": recs[0].pid,
-                     "endpoints": {r.endpoint.kind: f"{r.endpoint.host}:{r.endpoint.port}" for r in recs},
-                     **probe})
+        rows.append(
+            {
+                "service": service,
+                "instance": instance,
+                "pid": recs[0].pid,
+                "endpoints": {r.endpoint.kind: f"{r.endpoint.host}:{r.endpoint.port}" for r in recs},
+                **probe,
+            }
+        )
     return {"data_dir": str(data_dir), "cluster": state, "instances": rows}
 
 
@@ -92,16 +106,26 @@ def _fmt(value: float | None, seconds: bool = False) -> str:
 def render_table(doc: dict[str, Any]) -> str:
     """The human view: one line per instance with its health and load."""
     state = doc.get("cluster") or {}
-    lines = [f"cluster: pid {state.get('pid', '?')}, {state.get('mode', '?')}, {state.get('state', '?')}, "
-             f"spec {state.get('spec') or '-'}, data {doc['data_dir']}"]
+    lines = [
+        f"cluster: pid {state.get('pid', '?')}, {state.get('mode', '?')}, {state.get('state', '?')}, "
+        f"spec {state.get('spec') or '-'}, data {doc['data_dir']}"
+    ]
     header = ["INSTANCE", "STATUS", "PID", *LOAD_COLUMNS, "p50", "p99", "ENDPOINTS"]
     rows = [header]
     for inst in doc["instances"]:
         load = inst.get("load") or {}
         endpoints = " ".join(f"{k}={v}" for k, v in sorted(inst["endpoints"].items()))
-        rows.append([f"{inst['service']}-{inst['instance']}", inst["status"], str(inst["pid"]),
-                     *(_fmt(load.get(c)) for c in LOAD_COLUMNS),
-                     _fmt(load.get("p50"), True), _fmt(load.get("p99"), True), endpoints])
+        rows.append(
+            [
+                f"{inst['service']}-{inst['instance']}",
+                inst["status"],
+                str(inst["pid"]),
+                *(_fmt(load.get(c)) for c in LOAD_COLUMNS),
+                _fmt(load.get("p50"), True),
+                _fmt(load.get("p99"), True),
+                endpoints,
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     for row in rows:
         cells = "  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=False))
@@ -110,11 +134,21 @@ def render_table(doc: dict[str, Any]) -> str:
 
 
 @click.command("status")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("ttgen-data"),
-              show_default=True, help="The data dir of the running cluster.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("ttgen-data"),
+    show_default=True,
+    help="The data dir of the running cluster.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--timeout", type=click.FloatRange(0.1, 60), default=3.0, show_default=True,
-              help="Seconds to wait for each instance's monitor endpoint.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 60),
+    default=3.0,
+    show_default=True,
+    help="Seconds to wait for each instance's monitor endpoint.",
+)
 def status(data_dir: Path, fmt: str, timeout: float) -> None:
     """Show each running service instance's health and load (exit 1 if none runs or any is not ok).
 

@@ -33,8 +33,9 @@ def endpoint_table(endpoints: list[Endpoint]) -> str:
     return "\n".join(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}" for r in rows)
 
 
-def build_config(config_file: Path | None, data_dir: Path | None, host: str | None,
-                 msg_servers: int | None) -> ClusterConfig:
+def build_config(
+    config_file: Path | None, data_dir: Path | None, host: str | None, msg_servers: int | None
+) -> ClusterConfig:
     """Config file (or defaults) plus command-line overrides, with preferred ports resolved."""
     overrides: dict[str, Any] = {}
     if data_dir is not None:
@@ -49,8 +50,16 @@ def build_config(config_file: Path | None, data_dir: Path | None, host: str | No
         raise click.ClickException(f"config error: {exc}") from None
 
 
-async def _run(config: ClusterConfig, stack: Stack, *, processes: bool, demo: bool, demo_once: bool,
-               verbose: bool, say: Callable[[str], None]) -> int:
+async def _run(
+    config: ClusterConfig,
+    stack: Stack,
+    *,
+    processes: bool,
+    demo: bool,
+    demo_once: bool,
+    verbose: bool,
+    say: Callable[[str], None],
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -115,20 +124,41 @@ async def _run(config: ClusterConfig, stack: Stack, *, processes: bool, demo: bo
 
 
 @click.command("up")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Cluster config (ttgen.yaml); every key optional.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Cluster config (ttgen.yaml); every key optional.",
+)
 @click.option("--processes", is_flag=True, help="Run one process per service instance.")
 @click.option("--msg-servers", type=click.IntRange(0, 64), help="Number of msg server instances.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where the database, logs and run files live (default ./ttgen-data).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the database, logs and run files live (default ./ttgen-data).",
+)
 @click.option("--host", help="Address every service binds (default 127.0.0.1).")
-@click.option("--demo", is_flag=True,
-              help="Create demo users and run a scripted conversation, then keep running.")
-@click.option("--demo-once", "--exit-after-demo", "demo_once", is_flag=True,
-              help="Run the demo conversation, then stop the cluster and exit (for tests).")
+@click.option(
+    "--demo", is_flag=True, help="Create demo users and run a scripted conversation, then keep running."
+)
+@click.option(
+    "--demo-once",
+    "--exit-after-demo",
+    "demo_once",
+    is_flag=True,
+    help="Run the demo conversation, then stop the cluster and exit (for tests).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show every service's info log lines on the console.")
-def up(config_file: Path | None, processes: bool, msg_servers: int | None, data_dir: Path | None,
-       host: str | None, demo: bool, demo_once: bool, verbose: bool) -> None:
+def up(
+    config_file: Path | None,
+    processes: bool,
+    msg_servers: int | None,
+    data_dir: Path | None,
+    host: str | None,
+    demo: bool,
+    demo_once: bool,
+    verbose: bool,
+) -> None:
     """Start the IM cluster and run it until Ctrl-C (SIGINT) or SIGTERM; then drain, stop and exit 0.
 
     \b
@@ -145,6 +175,7 @@ def up(config_file: Path | None, processes: bool, msg_servers: int | None, data_
         click.echo(line)
         sys.stdout.flush()
 
-    code = asyncio.run(_run(config, stack, processes=processes, demo=demo, demo_once=demo_once,
-                            verbose=verbose, say=say))
+    code = asyncio.run(
+        _run(config, stack, processes=processes, demo=demo, demo_once=demo_once, verbose=verbose, say=say)
+    )
     sys.exit(code)

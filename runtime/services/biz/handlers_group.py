@@ -23,7 +23,6 @@ class GroupHandlers:
         "CID_GROUP_CREATE_REQUEST": "h_group_create",
         "CID_GROUP_CHANGE_MEMBER_REQUEST": "h_group_change",
         "CID_GROUP_SHIELD_GROUP_REQUEST": "h_group_shield",
-        "CID_GROUP_CHANGE_MEMBER_NOTIFY": "h_member_notify",
     }
     storage: Storage
     proto: Proto
@@ -106,7 +105,3 @@ class GroupHandlers:
         except se.StorageError as exc:
             rsp.result_code = int(result_of(exc))
         return rsp
-
-    async def h_member_notify(self, user_id: int, msg: Any, link: Link) -> None:
-        """Members changed elsewhere (the gateway's admin API): drop the cached member list."""
-        self._group_cache.pop(msg.group_id, None)

@@ -9,19 +9,17 @@ TeamTalk's key check was a stub; here `app_key` (or an `X-Api-Key` header) must 
 `<data_dir>/admin.key` (created 0600 on first start), compared in constant time. Error codes keep TeamTalk's
 numbering: 0 OK, 1 bad params (400), 2 unknown app_key (401), 4 forbidden ids: unknown users or group (404),
 9 server exception (503), 10 create-group failure, 11 change-member failure (409). Nothing is written unless
-the request is authenticated and valid; members learn of changes through CID_GROUP_CHANGE_MEMBER_NOTIFY, and
-every biz drops its cached member list.
+the request is authenticated and valid; members (and every msg server's member cache) learn of changes through
+CID_GROUP_CHANGE_MEMBER_NOTIFY; biz re-checks the stored group version on every group send.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from runtime.http import Request, Response, json_response
-from runtime.services.links import Link
 from runtime.storage import errors as se
 from runtime.storage.models import GroupModify, GroupType
 
@@ -158,7 +156,7 @@ class AdminApi:
     async def _announce(
         self, actor: int, group_id: int, change_type: int, cur: list[int], chg: list[int]
     ) -> None:
-        """Drop cached member lists (gateway, msg servers, every biz); tell current and changed members."""
+        """Drop cached member lists (gateway, msg servers) and tell current and changed members."""
         svc = self.svc
         svc.group_members.pop(group_id, None)
         note: Any = svc.proto.new(
@@ -169,20 +167,4 @@ class AdminApi:
             cur_user_id_list=cur,
             chg_user_id_list=chg,
         )
-        body = note.SerializeToString()
-        cid = svc.proto.cid("CID_GROUP_CHANGE_MEMBER_NOTIFY")
-        loop = asyncio.get_running_loop()
-        for ep in svc.ctx.discovery.endpoints("biz", "internal"):
-            try:
-                _tr, link = await loop.create_connection(
-                    lambda: Link("gateway->biz(admin)"), ep.host, ep.port
-                )
-            except OSError:
-                continue
-            try:
-                await link.call(cid, body, 5.0)
-            except Exception as exc:  # a biz that cannot be told keeps a stale cache until it restarts
-                svc.log.warning("could not tell biz %s:%d of group %d: %s", ep.host, ep.port, group_id, exc)
-            finally:
-                link.close()
         svc.notify("CID_GROUP_CHANGE_MEMBER_NOTIFY", note, sorted(set(cur) | set(chg)))

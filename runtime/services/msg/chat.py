@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.dispatch import Context
+from runtime.framing import Frame
 from runtime.services.biz.convert import pack_version, unpack_store_reply
 from runtime.services.links import FLAG_RELAY, pack_relay
 from runtime.services.msg.common import HandlerBase
@@ -16,55 +17,79 @@ SINGLE, GROUP = 1, 2
 class ChatHandlers(HandlerBase):
     """IMMsgData and everything that follows a message's life."""
 
+    def __init__(self, svc: Any) -> None:
+        super().__init__(svc)
+        self._ack_class = self.proto.info("CID_MSG_DATA_ACK").message_class
+        self._data_class = self.proto.info("CID_MSG_DATA").message_class
+
     async def on_cid_msg_data(self, ctx: Context, msg: Any) -> Any:
         """Store through biz, ack the sender with the durable id, deliver to every device of every party."""
-        return await self._send_chat(ctx, msg, "CID_MSG_DATA")
+        return self._send_chat(ctx, msg, "CID_MSG_DATA")
 
     async def on_cid_ext_msg_burn(self, ctx: Context, msg: Any) -> Any:
         """A burn-after-reading 1:1 message: stored flagged, destroyed when the recipient reads it."""
-        return await self._send_chat(ctx, msg, "CID_EXT_MSG_BURN")
+        return self._send_chat(ctx, msg, "CID_EXT_MSG_BURN")
 
-    async def _send_chat(self, ctx: Context, msg: Any, command: str) -> Any:
+    def _send_chat(self, ctx: Context, msg: Any, command: str) -> Any:
+        """The hot path. It never suspends: biz's answer arrives in a callback that acks and fans out, so no
+        task, future or timer is made per message (the dispatcher runs a handler that does not suspend inline).
+        Returns the ack only for a refusal decided here."""
         st = self.state(ctx)
         user = st.user_id
         is_group = bool(msg.msg_type & GROUP_MSG_BIT)
-        session_type = GROUP if is_group else SINGLE
-        ack: Any = self.proto.new(
-            "CID_MSG_DATA_ACK",
-            user_id=user,
-            session_id=msg.to_session_id,
-            msg_id=0,
-            session_type=session_type,
+        to = msg.to_session_id
+        ack: Any = self._ack_class(
+            user_id=user, session_id=to, msg_id=0, session_type=GROUP if is_group else SINGLE
         )
-        if not msg.msg_data or (not is_group and msg.to_session_id == user) or msg.to_session_id == 0:
+        if not msg.msg_data or (not is_group and to == user) or to == 0:
             return ack  # msg_id 0: refused (the input stage normally drops these first)
-        msg.from_user_id = user
-        if is_group:
-            cached = self.svc.group_members.get(msg.to_session_id)
-            msg.attach_data = pack_version(cached[0] if cached else 0)
-        else:
-            msg.ClearField("attach_data")
         link = self.svc.biz_link()
         if link is None:
             return ack
-        frame = await link.call(
-            self.proto.cid(command), pack_relay([user], msg.SerializeToString()), 10.0, flag=FLAG_RELAY
-        )
-        stored: Any = self.proto.parse(frame.command_id, frame.body) if frame.body else None
-        if stored is None or stored.msg_id == 0:
-            return ack
+        msg.from_user_id = user
+        if is_group:
+            cached = self.svc.group_members.get(to)
+            msg.attach_data = pack_version(cached[0] if cached else 0)
+        else:
+            msg.ClearField("attach_data")
+        cid = self.proto.cid(command)
+
+        def stored(frame: Frame | None) -> None:
+            if frame is not None and frame.body:
+                self._stored(ctx, st, command, cid, ack, frame.body, is_group)
+            else:
+                ctx.reply(ack)  # biz lost before answering: msg_id 0, the client may send again (dedup)
+
+        link.request(cid, pack_relay([user], msg.SerializeToString()), stored, flag=FLAG_RELAY)
+        return None
+
+    def _stored(
+        self,
+        ctx: Context,
+        st: Any,
+        command: str,
+        cid: int,
+        ack: Any,
+        body: bytes | memoryview,
+        is_group: bool,
+    ) -> None:
+        stored: Any = self._data_class.FromString(bytes(body))
+        if stored.msg_id == 0:
+            ctx.reply(ack)
+            return
         _result, version, _dup, members = unpack_store_reply(stored.attach_data)
         stored.ClearField("attach_data")
         ack.msg_id = stored.msg_id
+        ctx.reply(ack)  # stored and committed: only now does the sender hear of it
+        user, to = st.user_id, stored.to_session_id
         if is_group:
             if members is not None:
-                self.svc.group_members[msg.to_session_id] = (version, members)
-            targets = self.svc.group_members.get(msg.to_session_id, (0, [user]))[1]
+                self.svc.group_members[to] = (version, members)
+            targets = self.svc.group_members.get(to, (0, [user]))[1]
         else:
-            targets = [user, msg.to_session_id]
+            targets = [user, to]
         self.deliver_chat(command, stored, targets, skip=st)
-        self.svc.routers.relay(self.proto.cid(command), stored.SerializeToString(), targets)
-        return ack
+        self.svc.routers.relay(cid, stored.SerializeToString(), targets)
 
     def deliver_chat(self, command: str, msg: Any, targets: Any, skip: Any = None) -> None:
         """Local delivery with retransmit tracking (every connection of every target but `skip`)."""

@@ -31,8 +31,9 @@ def test_defaults_need_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_file_and_overrides(tmp_path: Path) -> None:
     cfg = tmp_path / "ttgen.yaml"
-    cfg.write_text("data_dir: data\nservices:\n  msg: {instances: 3, client_port: 9000}\n"
-                   "  router: {instances: 1}\n")
+    cfg.write_text(
+        "data_dir: data\nservices:\n  msg: {instances: 3, client_port: 9000}\n  router: {instances: 1}\n"
+    )
     config = load_config(cfg, {"services.msg.instances": 4, "host": "127.0.0.2"})
     assert config.data_dir == tmp_path / "data"  # relative to the file's folder
     assert config.services["msg"].instances == 4
@@ -61,8 +62,9 @@ def test_preferred_port_falls_back_to_any_when_taken(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = parse_config({"data_dir": str(tmp_path),
-                               "services": {"login": {"http_port": f"preferred:{port}"}}})
+        config = parse_config(
+            {"data_dir": str(tmp_path), "services": {"login": {"http_port": f"preferred:{port}"}}}
+        )
         assert resolve_preferred_ports(config).services["login"].options["http_port"] == 0
     assert resolve_preferred_ports(config).services["login"].options["http_port"] == port
 
@@ -75,27 +77,30 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     assert again.as_dict() == config.as_dict()
 
 
-@pytest.mark.parametrize(("doc", "key"), [
-    ({"services": {"msg": {"instances": -1}}}, "services.msg.instances"),
-    ({"services": {"msg": {"instances": "two"}}}, "services.msg.instances"),
-    ({"services": {"msg": {"instances": True}}}, "services.msg.instances"),
-    ({"services": {"msg": {"client_port": 70000}}}, "services.msg.client_port"),
-    ({"services": {"login": {"http_port": "8080"}}}, "services.login.http_port"),
-    ({"services": {"nosuch": {}}}, "services.nosuch"),
-    ({"services": {"x": {"class": "not a ref"}}}, "services.x.class"),
-    ({"services": {"msg": 3}}, "services.msg"),
-    ({"services": []}, "services"),
-    ({"storage": {"backend": "mysql"}}, "storage.backend"),
-    ({"storage": {"path": "x.db"}}, "storage.path"),
-    ({"storage": {"encrypt_at_rest": "yes"}}, "storage.encrypt_at_rest"),
-    ({"data_dir": ""}, "data_dir"),
-    ({"host": 5}, "host"),
-    ({"spec": "no-such spec"}, "spec"),
-    ({"plugins": "shake"}, "plugins"),
-    ({"drain_timeout": 0}, "drain_timeout"),
-    ({"endpoints": [{"service": "router", "kind": "internal", "host": "h"}]}, "endpoints[0].port"),
-    ({"colour": "blue"}, "colour"),
-])
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ({"services": {"msg": {"instances": -1}}}, "services.msg.instances"),
+        ({"services": {"msg": {"instances": "two"}}}, "services.msg.instances"),
+        ({"services": {"msg": {"instances": True}}}, "services.msg.instances"),
+        ({"services": {"msg": {"client_port": 70000}}}, "services.msg.client_port"),
+        ({"services": {"login": {"http_port": "8080"}}}, "services.login.http_port"),
+        ({"services": {"nosuch": {}}}, "services.nosuch"),
+        ({"services": {"x": {"class": "not a ref"}}}, "services.x.class"),
+        ({"services": {"msg": 3}}, "services.msg"),
+        ({"services": []}, "services"),
+        ({"storage": {"backend": "mysql"}}, "storage.backend"),
+        ({"storage": {"path": "x.db"}}, "storage.path"),
+        ({"storage": {"encrypt_at_rest": "yes"}}, "storage.encrypt_at_rest"),
+        ({"data_dir": ""}, "data_dir"),
+        ({"host": 5}, "host"),
+        ({"spec": "no-such spec"}, "spec"),
+        ({"plugins": "shake"}, "plugins"),
+        ({"drain_timeout": 0}, "drain_timeout"),
+        ({"endpoints": [{"service": "router", "kind": "internal", "host": "h"}]}, "endpoints[0].port"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
 def test_errors_name_the_key(doc: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(doc)
@@ -120,8 +125,15 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_custom_service_class_and_disabled_services(tmp_path: Path) -> None:
-    config = parse_config({"data_dir": str(tmp_path), "services": {
-        "msg": {"instances": 0}, "probe": {"instances": 2, "class": "runtime.cluster.probe:ProbeService"}}})
+    config = parse_config(
+        {
+            "data_dir": str(tmp_path),
+            "services": {
+                "msg": {"instances": 0},
+                "probe": {"instances": 2, "class": "runtime.cluster.probe:ProbeService"},
+            },
+        }
+    )
     names = [s.name for s in config.ordered_services()]
     assert "msg" not in names
     assert names[-1] == "probe"  # services outside the table start last

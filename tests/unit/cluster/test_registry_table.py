@@ -26,8 +26,9 @@ def test_missing_module_is_unavailable() -> None:
         load_service_class("runtime.cluster.probe:NoSuchClass")
 
 
-@pytest.mark.parametrize("ref", ["nocolon", "a.b:", ":C", "a-b:C", "a:C.D",
-                                 "runtime.cluster.probe:ProbeStartFailed"])
+@pytest.mark.parametrize(
+    "ref", ["nocolon", "a.b:", ":C", "a-b:C", "a:C.D", "runtime.cluster.probe:ProbeStartFailed"]
+)
 def test_bad_references(ref: str) -> None:
     with pytest.raises(BadServiceClass):
         load_service_class(ref)

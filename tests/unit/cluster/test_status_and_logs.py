@@ -37,19 +37,47 @@ def test_load_columns_from_metric_names() -> None:
     for v in (0.001, 0.002, 0.1):
         h.observe(v)
     load = load_of(parse_prometheus(m.render()), m.snapshot())
-    assert load == {"conns": 4, "msgs_in": 0, "msgs_out": 10, "acks": 9, "retrans": 2, "dedup": 1, "queue": 6,
-                    "p50": 0.002, "p99": 0.1}
+    assert load == {
+        "conns": 4,
+        "msgs_in": 0,
+        "msgs_out": 10,
+        "acks": 9,
+        "retrans": 2,
+        "dedup": 1,
+        "queue": 6,
+        "p50": 0.002,
+        "p99": 0.1,
+    }
     assert load_of({}, {})["p50"] is None
 
 
 def test_render_table() -> None:
     cluster = {"pid": 1, "mode": "processes", "state": "running", "spec": "teamtalk"}
-    doc = {"data_dir": "/d", "cluster": cluster,
-           "instances": [
-               {"service": "msg", "instance": 0, "pid": 2, "status": "ok", "endpoints": {"client": "h:1"},
-                "load": {"conns": 4, "msgs_in": 0, "msgs_out": 10, "acks": 9, "retrans": 2, "dedup": 1,
-                         "queue": 0, "p50": 0.0025, "p99": None}},
-               {"service": "router", "instance": 1, "pid": 3, "status": "unreachable", "endpoints": {}}]}
+    doc = {
+        "data_dir": "/d",
+        "cluster": cluster,
+        "instances": [
+            {
+                "service": "msg",
+                "instance": 0,
+                "pid": 2,
+                "status": "ok",
+                "endpoints": {"client": "h:1"},
+                "load": {
+                    "conns": 4,
+                    "msgs_in": 0,
+                    "msgs_out": 10,
+                    "acks": 9,
+                    "retrans": 2,
+                    "dedup": 1,
+                    "queue": 0,
+                    "p50": 0.0025,
+                    "p99": None,
+                },
+            },
+            {"service": "router", "instance": 1, "pid": 3, "status": "unreachable", "endpoints": {}},
+        ],
+    }
     text = render_table(doc)
     assert "processes, running, spec teamtalk" in text
     msg_line = next(line for line in text.splitlines() if "msg-0" in line)

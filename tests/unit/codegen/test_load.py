@@ -270,3 +270,36 @@ def test_bundled_teamtalk_spec_checks_clean() -> None:
     assert spec.name == "teamtalk"
     assert len(spec.commands()) > 50
     assert os.path.isabs(spec.root)
+
+
+def test_plugin_with_module_files_and_cluster_file(spec_dir: Path) -> None:
+    write_spec(
+        spec_dir,
+        {
+            "plugins/shake.yaml": "plugin: shake\nmodules: [m/poke.yaml]\ncluster: poke_cluster.yaml\n"
+            "stages: {CID_POKE: {transport: {ephemeral: true}}}\n",
+            "plugins/m/poke.yaml": "module: Mini.Poke\nservice: {name: POKE, id: 3}\n"
+            "messages: {Poke: {fields: {}}}\n"
+            "commands: {CID_POKE: {id: 0x0301, message: Poke, direction: both}}\n",
+            "plugins/poke_cluster.yaml": "services:\n  chat: {hosts: [CID_POKE]}\n",
+        },
+    )
+    spec, _ = check_spec(spec_dir)
+    poke = spec.modules[-1]
+    assert (poke.package, poke.file, poke.plugin) == ("Mini.Poke", "plugins/m/poke.yaml", "shake")
+    assert "CID_POKE" in spec.cluster_services()["chat"].hosts
+    policy = spec.stage_policy("CID_POKE")
+    assert policy is not None and policy.transport == {"ephemeral": True}
+
+
+def test_plugin_including_a_base_module_is_circular(spec_dir: Path) -> None:
+    write_spec(spec_dir, {"plugins/shake.yaml": "plugin: shake\nmodules: [../chat.yaml]\n"})
+    with pytest.raises(SpecError) as info:
+        load_spec(spec_dir)
+    [diag] = info.value.diagnostics
+    assert (diag.code, Path(diag.loc.file).name, diag.loc.line, diag.loc.col) == (
+        "TT108",
+        "shake.yaml",
+        2,
+        11,
+    )

@@ -1,5 +1,5 @@
-"""Robustness of load + validate: a valid spec with one value anywhere replaced by junk of another shape must end
-in diagnostics (or load cleanly), never in any exception other than `SpecError`."""
+"""Robustness of load + validate: a valid spec with one value anywhere replaced by junk of another shape must
+end in diagnostics (or load cleanly), never in any exception other than `SpecError`."""
 
 from __future__ import annotations
 
