@@ -20,31 +20,31 @@ import asyncio
 import contextlib
 import hashlib
 import multiprocessing as mp
+import os
 import shutil
 import statistics
 import struct
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from generated.teamtalk.registry import REGISTRY  # noqa: E402
-from runtime.auth import PasswordHasher  # noqa: E402
-from runtime.cluster.config import parse_config  # noqa: E402
-from runtime.cluster.discovery import RunDirDiscovery  # noqa: E402
-from runtime.cluster.processes import ProcessSupervisor  # noqa: E402
-from runtime.framing import FrameDecoder, encode_frame  # noqa: E402
-from runtime.storage import NewUser  # noqa: E402
-from runtime.storage.sqlite import SqliteStorage  # noqa: E402
+from generated.teamtalk.registry import REGISTRY
+from runtime.auth import PasswordHasher
+from runtime.cluster.config import parse_config
+from runtime.cluster.discovery import RunDirDiscovery
+from runtime.cluster.processes import ProcessSupervisor
+from runtime.framing import FrameDecoder, encode_frame
+from runtime.storage import NewUser
+from runtime.storage.sqlite import SqliteStorage
 
 AUTH = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 PASSWORD_MD5 = hashlib.md5(b"bench").hexdigest()
-CID = {name: REGISTRY.by_name(name).command_id for name in (
-    "CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_RES_USERLOGIN", "CID_MSG_DATA", "CID_MSG_DATA_ACK")}
+CID = {
+    name: REGISTRY.by_name(name).command_id
+    for name in ("CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_RES_USERLOGIN", "CID_MSG_DATA", "CID_MSG_DATA_ACK")
+}
 MsgData = REGISTRY.by_name("CID_MSG_DATA").message_class
 MsgAck = REGISTRY.by_name("CID_MSG_DATA_ACK").message_class
 LoginReq = REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class
@@ -83,8 +83,9 @@ class BenchConn(asyncio.Protocol):
                 (stamp,) = STAMP.unpack_from(msg.msg_data, 0)
                 self.stats.delivered += 1
                 self.stats.delivery_ns.append(now - stamp)
-                ack = MsgAck(user_id=self.user_id, session_id=msg.from_user_id, msg_id=msg.msg_id,
-                             session_type=1)
+                ack = MsgAck(
+                    user_id=self.user_id, session_id=msg.from_user_id, msg_id=msg.msg_id, session_type=1
+                )
                 self.send(CID["CID_MSG_DATA_ACK"], ack.SerializeToString())
             elif cid == CID["CID_MSG_DATA_ACK"]:
                 sent = self.sent_at.pop(frame.seq, None)
@@ -131,12 +132,18 @@ async def _login(host: str, port: int, name: str, stats: Stats) -> BenchConn:
     return conn
 
 
-async def _client_main(pairs: list[tuple[str, str]], eps: list[tuple[str, int]], start_at: float,
-                       duration: float, rate: float, drain: float) -> Stats:
+async def _client_main(
+    pairs: list[tuple[str, str]],
+    eps: list[tuple[str, int]],
+    start_at: float,
+    duration: float,
+    rate: float,
+    drain: float,
+) -> Stats:
     stats = Stats()
     senders, receivers = [], []
     for i in range(0, len(pairs), 50):  # log in in batches, like clients arriving
-        chunk = pairs[i:i + 50]
+        chunk = pairs[i : i + 50]
         senders += await asyncio.gather(*(_login(*eps[0], s, stats) for s, _ in chunk))
         receivers += await asyncio.gather(*(_login(*eps[1], r, stats) for _, r in chunk))
     await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -154,8 +161,14 @@ async def _client_main(pairs: list[tuple[str, str]], eps: list[tuple[str, int]],
             if next_due[k] <= now:
                 next_due[k] += interval
                 s, r = senders[k], receivers[k]
-                msg = MsgData(from_user_id=s.user_id, to_session_id=r.user_id, msg_id=0, create_time=0,
-                              msg_type=1, msg_data=STAMP.pack(time.monotonic_ns()) + pad)
+                msg = MsgData(
+                    from_user_id=s.user_id,
+                    to_session_id=r.user_id,
+                    msg_id=0,
+                    create_time=0,
+                    msg_type=1,
+                    msg_data=STAMP.pack(time.monotonic_ns()) + pad,
+                )
                 seq = s.send(CID["CID_MSG_DATA"], msg.SerializeToString())
                 s.sent_at[seq] = time.monotonic_ns()
                 stats.sent += 1
@@ -180,7 +193,7 @@ def client_process(args: tuple[Any, ...], out: Any) -> None:
     out.put(stats)
 
 
-# -- orchestration --------------------------------------------------------------------------------------------
+# -- orchestration -----------------------------------------------------------------------------------------
 async def seed(data_dir: Path, n: int) -> list[str]:
     """Create n users with the bench password (cheap argon2 so seeding is quick)."""
     digest = PasswordHasher(**AUTH).hash_wire(PASSWORD_MD5)
@@ -195,6 +208,15 @@ async def seed(data_dir: Path, n: int) -> list[str]:
         await storage.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[int], q: float) -> float:
     """Percentile in milliseconds."""
     if not values:
@@ -203,21 +225,38 @@ def pct(values: list[int], q: float) -> float:
     return data[min(len(data) - 1, int(q * len(data)))] / 1e6
 
 
+def use_uvloop_in_workers(data_dir: Path) -> None:
+    """Make the worker processes run on uvloop (the workers call asyncio.run; a sitecustomize on PYTHONPATH
+    installs uvloop's policy first). Measurement aid until the worker itself opts in to uvloop."""
+    site = data_dir / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import asyncio, uvloop\nasyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\n"
+    )
+    os.environ["PYTHONPATH"] = f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+
+
 async def one_run(opts: argparse.Namespace) -> dict[str, float]:
     data_dir = Path(tempfile.mkdtemp(prefix="ttgen-bench-"))
+    if opts.uvloop:
+        use_uvloop_in_workers(data_dir)
     try:
         names = await seed(data_dir, 2 * opts.pairs)
-        config = parse_config({
-            "data_dir": str(data_dir),
-            "storage": {"backend": "sqlite", "encrypt_at_rest": True},
-            "services": {
-                "login": {"instances": 1, "http_port": 0},
-                "msg": {"instances": 2, "client_port": 0},
-                "router": {"instances": opts.routers},
-                "biz": {"instances": 1, "auth": AUTH},
-                "file": {"instances": 0}, "storage": {"instances": 0}, "gateway": {"instances": 0},
-            },
-        })
+        config = parse_config(
+            {
+                "data_dir": str(data_dir),
+                "storage": {"backend": "sqlite", "encrypt_at_rest": True, "synchronous": opts.synchronous},
+                "services": {
+                    "login": {"instances": 1, "http_port": 0},
+                    "msg": {"instances": 2, "client_port": 0},
+                    "router": {"instances": opts.routers},
+                    "biz": {"instances": 1, "auth": AUTH},
+                    "file": {"instances": 0},
+                    "storage": {"instances": 0},
+                    "gateway": {"instances": 0},
+                },
+            }
+        )
         sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
         await sup.start()
         try:
@@ -229,12 +268,16 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             start_at = time.time() + 3.0 + opts.pairs / 200
             procs = []
             for p in range(opts.client_procs):
-                share = pairs[p::opts.client_procs]
+                share = pairs[p :: opts.client_procs]
                 args = (share, addrs, start_at, opts.duration, opts.rate, opts.drain)
                 proc = ctx.Process(target=client_process, args=(args, out))
                 proc.start()
                 procs.append(proc)
+            workers = {f"{w.service}{w.instance}": w.process.pid for w in sup.workers}
+            time.sleep(max(0.0, start_at - time.time()))
+            cpu_before = {name: cpu_seconds(pid) for name, pid in workers.items()}
             results = [out.get(timeout=120 + opts.duration + opts.drain) for _ in procs]
+            cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in workers.items()}
             for proc in procs:
                 proc.join(10)
         finally:
@@ -247,14 +290,21 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             total.delivered += s.delivered
             total.ack_ns += s.ack_ns
             total.delivery_ns += s.delivery_ns
+        per_msg = {f"cpu_us_{k}": 1e6 * v / max(1, total.delivered) for k, v in sorted(cpu_used.items())}
+        server_us = sum(per_msg.values())
         return {
+            **per_msg,
+            "cpu_us_cluster": server_us,
+            "capacity_2cores_per_s": 2e6 / server_us if server_us else float("nan"),
             "offered_per_s": total.sent / opts.duration,
             "acked_per_s": total.acked / opts.duration,
             "delivered_per_s": total.delivered / opts.duration,
             "delivered_ratio": total.delivered / max(1, total.sent),
             "refused": total.refused,
-            "ack_p50_ms": pct(total.ack_ns, 0.5), "ack_p99_ms": pct(total.ack_ns, 0.99),
-            "e2e_p50_ms": pct(total.delivery_ns, 0.5), "e2e_p99_ms": pct(total.delivery_ns, 0.99),
+            "ack_p50_ms": pct(total.ack_ns, 0.5),
+            "ack_p99_ms": pct(total.ack_ns, 0.99),
+            "e2e_p50_ms": pct(total.delivery_ns, 0.5),
+            "e2e_p99_ms": pct(total.delivery_ns, 0.99),
         }
     finally:
         with contextlib.suppress(OSError):
@@ -270,13 +320,23 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--client-procs", type=int, default=2)
     ap.add_argument("--routers", type=int, default=1)
+    ap.add_argument(
+        "--synchronous",
+        default="FULL",
+        choices=["FULL", "NORMAL"],
+        help="SQLite synchronous mode (FULL: every commit fsynced before the ack)",
+    )
+    ap.add_argument("--uvloop", action="store_true", help="run the cluster's workers on uvloop")
     opts = ap.parse_args()
     rows = []
     for i in range(opts.runs):
         row = asyncio.run(one_run(opts))
         rows.append(row)
-        print(f"run {i + 1}: " + "  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                                           for k, v in row.items()), flush=True)
+        print(
+            f"run {i + 1}: "
+            + "  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+            flush=True,
+        )
     print("median: " + "  ".join(f"{k}={statistics.median(r[k] for r in rows):.1f}" for k in rows[0]))
 
 

@@ -43,6 +43,7 @@ class Route:
         "name",
         "parse",
         "reply",
+        "reply_sealed",
         "stages",
     )
 
@@ -64,9 +65,12 @@ class Route:
         self.client_ok = info.from_client
         self.parse = info.message_class.FromString
         # (message class, service id, command id) of a plain-protobuf reply: sent without the pack stage.
+        # `session_aead` replies take it too while a connection has no session keys (checked per reply).
         self.fast_reply: tuple[type[Message], int, int] | None = None
-        if reply is not None and reply[1].pack.trivial:
+        self.reply_sealed = False
+        if reply is not None and not reply[1].pack.compress and reply[1].pack.codec is None:
             self.fast_reply = (reply[0].message_class, reply[0].service_id, reply[0].command_id)
+            self.reply_sealed = reply[1].pack.encrypt
 
 
 class Context:
@@ -251,11 +255,16 @@ class Dispatcher:
             log.warning("closing %r: undecodable %s body (seq %d): %s", link, info.name, frame.seq, exc)
             link.close(f"undecodable body: {exc}")
             return
+        conn = link.conn
+        user_id = conn.user_id if conn is not None else 0
         if not route.fast_in:
             try:
+                stage = route.stages.input
                 if not route.stages.unpack.verify:
-                    route.stages.input.check_required(msg)
-                self._check(link, frame, route, msg)
+                    stage.check_required(msg)
+                if stage.rate is not None:
+                    stage.check_rate(link.extras().setdefault("buckets", {}), frame.command_id, link.now())
+                stage.check_message(msg, user_id)
             except StageError as exc:
                 self._refused(link, frame, route, msg, exc)
                 return
@@ -263,7 +272,8 @@ class Dispatcher:
         key = None
         if route.dedup is not None:
             key = self._dedup_key(frame, msg)
-            seen, cached = route.dedup.lookup(ctx.user_id, key, link.now())
+            now = link.now()
+            seen, cached = route.dedup.lookup(user_id, key, now)
             if seen:
                 log.info(
                     "%r: duplicate %s (seq %d) answered from the dedup window", link, info.name, frame.seq
@@ -271,7 +281,7 @@ class Dispatcher:
                 if cached is not None:
                     self._send_reply(ctx, route, cached)
                 return
-            route.dedup.remember(ctx.user_id, key, None, link.now())
+            route.dedup.remember(user_id, key, None, now)
         self._run(ctx, route, msg, key)
 
     def _unpack(self, link: Link, frame: Frame, route: Route) -> Message:
@@ -280,14 +290,6 @@ class Dispatcher:
         cipher = data.get("cipher") if data else None
         window = data.get("replay") if data else None
         return route.stages.unpack.unpack(frame, route.info.message_class, cipher, window)
-
-    @staticmethod
-    def _check(link: Link, frame: Frame, route: Route, msg: Message) -> None:
-        stage = route.stages.input
-        if stage.rate is not None:
-            stage.check_rate(link.extras().setdefault("buckets", {}), frame.command_id, link.now())
-        conn = link.conn
-        stage.check_message(msg, conn.user_id if conn is not None else 0)
 
     def _refused(self, link: Link, frame: Frame, route: Route, msg: Message | None, exc: StageError) -> None:
         if exc.action == "close":
@@ -314,14 +316,22 @@ class Dispatcher:
         except StopIteration as stop:
             result = stop.value
             fast = route.fast_reply
-            if fast is not None and key is None and ctx.close_reason is None and type(result) is fast[0]:
+            link = ctx.link
+            if (
+                fast is not None
+                and type(result) is fast[0]
+                and ctx.close_reason is None
+                and not (route.reply_sealed and link.data and link.data.get("cipher"))
+            ):
                 # The common case, kept to one serialize and one buffer append.
                 try:
                     body = result.SerializeToString()
                 except Exception as exc:  # e.g. required reply fields missing
                     self._handler_failed(ctx, route, exc)
                     return
-                ctx.link.send_frame(fast[1], fast[2], ctx.seq, body)
+                if key is not None and route.dedup is not None:
+                    route.dedup.remember(ctx.user_id, key, result, link.now())
+                link.send_frame(fast[1], fast[2], ctx.seq, body)
                 return
             self._finish(ctx, route, result, key)
             return

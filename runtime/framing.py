@@ -44,44 +44,50 @@ class FrameHeader(NamedTuple):
         return cls(*_unpack_header(data, offset))
 
 
-class Frame(NamedTuple):
-    """One decoded frame. `body` is bytes, or a memoryview into the read chunk for large bodies."""
-
+class _FrameFields(NamedTuple):
+    # The header's fields in wire order, then the body: the decoder builds a frame from the unpacked header
+    # tuple plus the body in one step, which is what keeps per-frame decoding cheap.
+    length: int
+    version: int
+    flag: int
     service_id: int
     command_id: int
     seq: int
+    reserved: int
     body: bytes | memoryview
-    flag: int = 0
-    version: int = PROTOCOL_VERSION
-    reserved: int = 0
+
+
+class Frame(_FrameFields):
+    """One frame: the header fields (`length` includes the 16-byte header) and the body.
+
+    Construct with `Frame(service_id, command_id, seq, body, flag=0, version=1, reserved=0)`; the length is
+    computed. A decoded `body` is bytes, or a memoryview into the read chunk for large bodies.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        service_id: int,
+        command_id: int,
+        seq: int,
+        body: bytes | memoryview,
+        flag: int = 0,
+        version: int = PROTOCOL_VERSION,
+        reserved: int = 0,
+    ) -> Frame:
+        return tuple.__new__(
+            cls, (HEADER_SIZE + len(body), version, flag, service_id, command_id, seq, reserved, body)
+        )
 
     @property
     def header(self) -> FrameHeader:
-        """This frame's header, with the length computed from the body."""
-        return FrameHeader(
-            HEADER_SIZE + len(self.body),
-            self.version,
-            self.flag,
-            self.service_id,
-            self.command_id,
-            self.seq,
-            self.reserved,
-        )
+        """This frame's header."""
+        return tuple.__new__(FrameHeader, self[:7])
 
     def encode(self) -> bytes:
         """The frame's wire bytes."""
-        return (
-            _pack_header(
-                HEADER_SIZE + len(self.body),
-                self.version,
-                self.flag,
-                self.service_id,
-                self.command_id,
-                self.seq,
-                self.reserved,
-            )
-            + self.body
-        )
+        return _pack_header(*self[:7]) + self.body
 
 
 def encode_frame(
@@ -153,27 +159,30 @@ class FrameDecoder:
             self._pending_len = 0
         frames: list[Frame] = []
         append = frames.append
-        new_tuple = tuple.__new__  # skips NamedTuple's Python-level __new__: a third of the per-frame cost
+        new_tuple = tuple.__new__  # builds the frame from the header tuple without Frame.__new__'s work
+        unpack = _unpack_header
         size = len(data)
+        last_header = size - HEADER_SIZE
+        copy_below = ZERO_COPY_THRESHOLD + HEADER_SIZE
         pos = 0
         view: memoryview | None = None
         max_bytes = self.max_frame_bytes
         need = HEADER_SIZE
-        while size - pos >= HEADER_SIZE:
-            length, version, flag, sid, cid, seq, reserved = _unpack_header(data, pos)
+        while pos <= last_header:
+            header = unpack(data, pos)
+            length = header[0]
             if length < HEADER_SIZE or length > max_bytes:
                 self._fail(length)
             end = pos + length
             if end > size:
                 need = length
                 break
-            if length - HEADER_SIZE < ZERO_COPY_THRESHOLD:
-                body: bytes | memoryview = data[pos + HEADER_SIZE : end]
+            if length < copy_below:
+                append(new_tuple(Frame, (*header, data[pos + HEADER_SIZE : end])))
             else:
                 if view is None:
                     view = memoryview(data)
-                body = view[pos + HEADER_SIZE : end]
-            append(new_tuple(Frame, (sid, cid, seq, body, flag, version, reserved)))
+                append(new_tuple(Frame, (*header, view[pos + HEADER_SIZE : end])))
             pos = end
         self._need = need
         if pos < size:

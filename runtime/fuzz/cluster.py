@@ -23,8 +23,9 @@ from runtime.registry import CommandInfo
 
 PASSWORD = "fuzz-secret"
 AUTH = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}  # cheap argon2: seeding and login stay fast
-USERS = ("fuzz", "bystander", "peer")
+USERS = ("fuzz", "bystander", "peer", "alice", "bob")
 PC_CLIENT = 0x01
+MOBILE_CLIENT = 0x11
 ONLINE = 1
 LOGIN_COMMAND = "CID_LOGIN_REQ_USERLOGIN"
 
@@ -50,7 +51,7 @@ def md5hex(text: str) -> str:
 
 def cluster_config(data_dir: Path, plant_command: str | None = None) -> dict[str, Any]:
     """One login, msg, router and biz instance on port 0 with SQLite (the smallest complete cluster)."""
-    msg: dict[str, Any] = {"instances": 1, "client_port": 0, "retransmit_timeout": 0.5, "max_attempts": 3}
+    msg: dict[str, Any] = {"instances": 1, "client_port": 0, "retransmit_timeout": 2.0, "max_attempts": 3}
     if plant_command:
         msg.update({"class": "runtime.fuzz.plant:PlantedMsgService", "fuzz_plant_command": plant_command})
     return {
@@ -114,6 +115,7 @@ class ClusterTarget(Target):
         host, port = msg.endpoints()[0].address
         super().__init__(stack, host, port, timeout=timeout)
         self._login_as = "fuzz"
+        self._client_type = PC_CLIENT
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -131,20 +133,21 @@ class ClusterTarget(Target):
     def login_message(self) -> tuple[CommandInfo, Message] | None:
         info = self.stack.command(LOGIN_COMMAND)
         msg = info.message_class(
-            user_name=self._login_as, password=md5hex(PASSWORD), online_status=ONLINE, client_type=PC_CLIENT
+            user_name=self._login_as, password=md5hex(PASSWORD), online_status=ONLINE,
+            client_type=self._client_type,
         )
         return info, msg
 
     def login(self, conn: RawConnection) -> None:
         super().login(conn)
 
-    def login_as(self, conn: RawConnection, user: str) -> None:
-        """Log `conn` in as one of the seeded users."""
-        self._login_as = user
+    def login_as(self, conn: RawConnection, user: str, client_type: int = PC_CLIENT) -> None:
+        """Log `conn` in as one of the seeded users (as a PC client unless told otherwise)."""
+        self._login_as, self._client_type = user, client_type
         try:
             self.login(conn)
         finally:
-            self._login_as = "fuzz"
+            self._login_as, self._client_type = "fuzz", PC_CLIENT
 
     def check_login_reply(self, reply: Message) -> None:
         code = getattr(reply, "result_code", 0)

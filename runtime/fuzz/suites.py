@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from runtime.framing import FrameDecoder, encode_frame
@@ -35,8 +36,8 @@ class Case:
     check: Callable[[Any], None]
     command: str = ""
 
-    def run(self, opts: settings, counter: Callable[[], None] | None = None) -> None:
-        """Run under hypothesis with `opts`; raises the (shrunk) failure."""
+    def run(self, opts: settings, counter: Callable[[], None] | None = None, seed: int | None = None) -> None:
+        """Run under hypothesis with `opts` (and a fixed `seed` if given); raises the (shrunk) failure."""
 
         def body(example: Any) -> None:
             recorder().begin()
@@ -44,7 +45,10 @@ class Case:
                 counter()
             self.check(example)
 
-        settings(opts)(given(self.strategy)(body))()
+        test = settings(opts)(given(self.strategy)(body))
+        if seed is not None:
+            test = hypothesis_seed(seed)(test)
+        test()
 
 
 # -- roundtrip ---------------------------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ class Admission:
             return Decision(NO_MSG_SERVER)
         open_ = [s for s in servers if s.load(now) < s.max_conn]
         ahead = list(self.queue).index(ticket) if ticket in self.queue else len(self.queue)
-        if open_ and self.tokens >= 1 and ahead < int(self.tokens):
+        free = sum(s.max_conn - s.load(now) for s in open_)
+        if open_ and self.tokens >= 1 and ahead < min(int(self.tokens), free):
             best = min(open_, key=lambda s: s.load(now))
             best.recent.append(now)
             self.tokens -= 1

@@ -143,6 +143,7 @@ class DedupWindow:
         self.window = window
         self.max_entries = max_entries
         self._seen: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
+        self._first_expiry = float("inf")  # expiry of the oldest entry: nothing to do before then
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -158,16 +159,25 @@ class DedupWindow:
     def remember(self, sender: Hashable, key: Hashable, result: Any, now: float) -> None:
         """Record that (sender, key) was processed with `result`."""
         ident = (sender, key)
-        self._seen.pop(ident, None)
-        self._seen[ident] = (now + self.window, result)
-        while len(self._seen) > self.max_entries:
-            self._seen.popitem(last=False)
+        seen = self._seen
+        seen.pop(ident, None)
+        expiry = now + self.window
+        seen[ident] = (expiry, result)
+        # A lower bound of the oldest expiry is enough: `_expire` corrects it when it is reached.
+        self._first_expiry = min(self._first_expiry, expiry)
+        while len(seen) > self.max_entries:
+            seen.popitem(last=False)
 
     def _expire(self, now: float) -> None:
+        if now < self._first_expiry:
+            return
         seen = self._seen
         # Insertion order is expiry order (the window is constant), so expired entries are at the front.
+        first = float("inf")
         while seen:
             ident, (expiry, _result) = next(iter(seen.items()))
             if expiry > now:
+                first = expiry
                 break
             del seen[ident]
+        self._first_expiry = first

@@ -32,13 +32,15 @@ def md5hex(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
-def cluster_config(data_dir: Path, encrypt: bool = True, **msg: Any) -> dict[str, Any]:
+def cluster_config(
+    data_dir: Path, encrypt: bool = True, login: dict[str, Any] | None = None, **msg: Any
+) -> dict[str, Any]:
     """A cluster for tests: every port 0, short retransmit timeout, only the services this suite needs."""
     return {
         "data_dir": str(data_dir),
         "storage": {"backend": "sqlite", "encrypt_at_rest": encrypt},
         "services": {
-            "login": {"instances": 1, "http_port": 0, "client_port": 0, "internal_port": 0},
+            "login": {"instances": 1, "http_port": 0, "client_port": 0, "internal_port": 0, **(login or {})},
             "msg": {"instances": 2, "client_port": 0, "retransmit_timeout": 0.3, "max_attempts": 4, **msg},
             "router": {"instances": 2},
             "biz": {"instances": 1, "auth": {**AUTH, "max_user_failures": 5, "max_address_failures": 12}},

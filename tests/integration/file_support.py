@@ -67,9 +67,9 @@ class FileClient:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def login(cls, addr: Any, user_id: int, task_id: str, role: int, data: bytes = b"") -> tuple[
-        FileClient, Any
-    ]:
+    async def login(
+        cls, addr: Any, user_id: int, task_id: str, role: int, data: bytes = b""
+    ) -> tuple[FileClient, Any]:
         """Connect to the address from IMFileRsp/IMFileNotify and log in; returns (client, login reply)."""
         core = ClientCore(REGISTRY, host=addr.ip, port=addr.port, reconnect=False)
         await core.connect()
@@ -83,8 +83,14 @@ class FileClient:
         async for info, m in self.core.pushes():
             if info.name == "CID_FILE_PULL_DATA_REQ":
                 chunk = self.data[m.offset : m.offset + m.data_size]
-                rsp = msg("CID_FILE_PULL_DATA_RSP", result_code=0, task_id=m.task_id, user_id=self.user_id,
-                          offset=m.offset, file_data=chunk)
+                rsp = msg(
+                    "CID_FILE_PULL_DATA_RSP",
+                    result_code=0,
+                    task_id=m.task_id,
+                    user_id=self.user_id,
+                    offset=m.offset,
+                    file_data=chunk,
+                )
                 self.pulls_served += 1
                 with contextlib.suppress(Exception):
                     await self.core.send("CID_FILE_PULL_DATA_RSP", rsp)
@@ -94,19 +100,29 @@ class FileClient:
 
     async def wait_state(self, state: int, timeout: float = 10.0) -> None:
         """Until a CID_FILE_STATE with that state arrived."""
+
         async def until() -> None:
             while state not in self.states:
                 self.state_changed.clear()
                 await self.state_changed.wait()
+
         await asyncio.wait_for(until(), timeout)
 
     async def pull_all(self, size: int, chunk: int = 64 * 1024, *, mode: int = ONLINE) -> bytes:
         """Pull the whole file in chunks, in order."""
         out = bytearray()
         while len(out) < size:
-            rsp = await self.core.call("CID_FILE_PULL_DATA_REQ", msg(
-                "CID_FILE_PULL_DATA_REQ", task_id=self.task_id, user_id=self.user_id, trans_mode=mode,
-                offset=len(out), data_size=chunk))
+            rsp = await self.core.call(
+                "CID_FILE_PULL_DATA_REQ",
+                msg(
+                    "CID_FILE_PULL_DATA_REQ",
+                    task_id=self.task_id,
+                    user_id=self.user_id,
+                    trans_mode=mode,
+                    offset=len(out),
+                    data_size=chunk,
+                ),
+            )
             assert rsp.result_code == 0, rsp
             assert rsp.file_data, "empty chunk before the end"
             out += rsp.file_data

@@ -35,7 +35,9 @@ class WebClient:
         self.events: list[dict[str, Any]] = []
 
     @classmethod
-    async def login(cls, addr: tuple[str, int], user: str, password: str = PASSWORD, **extra: Any) -> WebClient:
+    async def login(
+        cls, addr: tuple[str, int], user: str, password: str = PASSWORD, **extra: Any
+    ) -> WebClient:
         """POST /api/login; asserts success."""
         rsp = await post_json(*addr, "/api/login", {"user": user, "password": password, **extra})
         doc = rsp.json()
@@ -57,8 +59,13 @@ class WebClient:
 
     async def poll(self, timeout: float = 5.0) -> list[dict[str, Any]]:
         """One long poll from the last seen seq."""
-        rsp = await http_request(*self.addr, "GET", f"/api/poll?since={self.since}&timeout={timeout}",
-                                 headers=self.headers(), timeout=timeout + 5)
+        rsp = await http_request(
+            *self.addr,
+            "GET",
+            f"/api/poll?since={self.since}&timeout={timeout}",
+            headers=self.headers(),
+            timeout=timeout + 5,
+        )
         doc = rsp.json()
         assert rsp.status == 200 and doc["error_code"] == 0, doc
         self.since = doc["last_seq"]

@@ -1,4 +1,4 @@
-"""Integration: the msfs-compatible blob store (`storage` service): uploads with a token, downloads, limits."""
+"""Integration: the msfs-compatible blob store (`storage` service): token uploads, downloads, limits."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(2000)
 async def raw_head_only(host: str, port: int, length: int, token: str) -> bytes:
     """Send only a request head announcing a large body; return the answer."""
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(f"POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-                 f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {length}\r\n\r\n".encode())
+    writer.write(
+        f"POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {length}\r\n\r\n".encode()
+    )
     await writer.drain()
     data = await asyncio.wait_for(reader.read(), 5)
     writer.close()
@@ -36,6 +38,7 @@ def test_upload_with_login_token_then_download_and_limits(tmp_path: Path) -> Non
         token = web.login_doc["upload_token"]
         (blobs,) = c.services("storage")
         host, port = blobs.endpoints()[0].address
+        assert web.login_doc["upload_url"] == f"http://{host}:{port}/"
         ctype, payload = encode_multipart([("file", "avatar_100x100.png", PNG)])
         auth = {"Authorization": f"Bearer {token}", "Content-Type": ctype}
         rsp = await http_request(host, port, "POST", "/", payload, auth)
@@ -55,7 +58,12 @@ def test_upload_with_login_token_then_download_and_limits(tmp_path: Path) -> Non
             ({"Authorization": f"Bearer {forged}", "Content-Type": ctype}, payload, 401, 1),
             ({"Authorization": f"Bearer {token}", "Content-Type": "application/json"}, b"{}", 400, 2),
             (auth, b"--ttgen-boundary-7d1f\r\nno headers end", 400, 2),
-            (auth, encode_multipart([("file", "a.png", b"x")])[1].replace(b'; filename="a.png"', b""), 400, 4),
+            (
+                auth,
+                encode_multipart([("file", "a.png", b"x")])[1].replace(b'; filename="a.png"', b""),
+                400,
+                4,
+            ),
             (auth, encode_multipart([("file", "evil.p?g", b"x")])[1], 400, 7),
             (auth, encode_multipart([("file", "big.jpg", b"\0" * (5 * 1024 * 1024 + 1))])[1], 413, 5),
         ]
@@ -67,7 +75,9 @@ def test_upload_with_login_token_then_download_and_limits(tmp_path: Path) -> Non
         stored_after = sorted(p.name for p in (c.data_dir / "blobs").rglob("*") if p.is_file())
         assert stored_after == stored_before
         key = (c.data_dir / "admin.key").read_text().strip()
-        by_key = await http_request(host, port, "POST", "/", payload, {"X-Api-Key": key, "Content-Type": ctype})
+        by_key = await http_request(
+            host, port, "POST", "/", payload, {"X-Api-Key": key, "Content-Type": ctype}
+        )
         assert by_key.json()["path"] == doc["path"]  # same content, same name
 
     asyncio.run(run_file_cluster(tmp_path, body, services=dict(SERVICES)))

@@ -21,19 +21,29 @@ def test_long_poll_and_tcp_clients_talk_both_ways(tmp_path: Path) -> None:
         web = await WebClient.login(addr, "user10")
         tcp = await c.login("user11", 1)
         # TCP -> long-poll
-        ack = await tcp.text(web.user_id, "hello from tcp".encode())
+        ack = await tcp.text(web.user_id, b"hello from tcp")
         assert ack.msg_id > 0
         ev = await web.wait_for(lambda e: e["type"] == "msg")
-        assert (ev["from"], ev["to"], ev["text"], ev["msg_id"]) == (tcp.user_id, web.user_id, "hello from tcp",
-                                                                     ack.msg_id)
+        assert (ev["from"], ev["to"], ev["text"], ev["msg_id"]) == (
+            tcp.user_id,
+            web.user_id,
+            "hello from tcp",
+            ack.msg_id,
+        )
         # long-poll -> TCP
         sent = await web.send(tcp.user_id, "hello from http")
         assert sent["error_code"] == 0 and sent["msg_id"] == ack.msg_id + 1
         (got,) = await tcp.wait_for("CID_MSG_DATA", lambda m: m.from_user_id == web.user_id)
         assert (got.msg_data, got.msg_id) == (b"hello from http", sent["msg_id"])
         # Both are stored like any message: history shows them in order.
-        page = await tcp.call("CID_MSG_LIST_REQUEST", user_id=0, session_type=1, session_id=web.user_id,
-                              msg_id_begin=0, msg_cnt=10)
+        page = await tcp.call(
+            "CID_MSG_LIST_REQUEST",
+            user_id=0,
+            session_type=1,
+            session_id=web.user_id,
+            msg_id_begin=0,
+            msg_cnt=10,
+        )
         assert [m.msg_data for m in page.msg_list] == [b"hello from http", b"hello from tcp"]
 
     asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))
@@ -44,8 +54,10 @@ def test_presence_read_notify_and_dedup_across_transports(tmp_path: Path) -> Non
         addr = await wait_gateway(c)
         watcher = await c.login("user12", 0)
         web = await WebClient.login(addr, "user13")
-        await watcher.wait_for("CID_BUDDY_LIST_STATUS_NOTIFY",
-                               lambda m: m.user_stat.user_id == web.user_id and m.user_stat.status == 1)
+        await watcher.wait_for(
+            "CID_BUDDY_LIST_STATUS_NOTIFY",
+            lambda m: m.user_stat.user_id == web.user_id and m.user_stat.status == 1,
+        )
         phone = await c.login("user13", 1, ANDROID)  # the same user on a phone, over TCP
         first = await web.send(watcher.user_id, "once", client_msg_id=77)
         again = await web.send(watcher.user_id, "once", client_msg_id=77)  # a retry: stored once
@@ -55,15 +67,19 @@ def test_presence_read_notify_and_dedup_across_transports(tmp_path: Path) -> Non
         assert copy.from_user_id == web.user_id  # the sender's other device got it too
         await tcp_to(watcher, web.user_id, b"read me")
         ev = await web.wait_for(lambda e: e["type"] == "msg" and e["text"] == "read me")
-        rsp = await web.post("/api/read", {"session_id": watcher.user_id, "session_type": 1, "msg_id": ev["msg_id"]})
+        rsp = await web.post(
+            "/api/read", {"session_id": watcher.user_id, "session_type": 1, "msg_id": ev["msg_id"]}
+        )
         assert rsp.json()["error_code"] == 0
         (note,) = await phone.wait_for("CID_MSG_READ_NOTIFY")
         assert (note.session_id, note.msg_id) == (watcher.user_id, ev["msg_id"])
         unread = await http_request(*addr, "GET", "/api/unread", headers=web.headers())
         assert unread.json()["total"] == 0
         await web.post("/api/logout", {})
-        await watcher.wait_for("CID_BUDDY_LIST_STATUS_NOTIFY",
-                               lambda m: m.user_stat.user_id == web.user_id and m.user_stat.status == 2)
+        await watcher.wait_for(
+            "CID_BUDDY_LIST_STATUS_NOTIFY",
+            lambda m: m.user_stat.user_id == web.user_id and m.user_stat.status == 2,
+        )
 
     asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))
 
@@ -82,8 +98,9 @@ def test_client_api_refuses_bad_input_with_clear_codes(tmp_path: Path) -> None:
         assert (no_token.status, no_token.json()["error_code"]) == (401, 2)
         web = await WebClient.login(addr, "user14")
         other = c.users["user15"]
-        malformed = await http_request(*addr, "POST", "/api/send", b"{not json",
-                                       {**web.headers(), "Content-Type": "application/json"})
+        malformed = await http_request(
+            *addr, "POST", "/api/send", b"{not json", {**web.headers(), "Content-Type": "application/json"}
+        )
         assert (malformed.status, malformed.json()["error_code"]) == (400, 1)
         for doc, status, code in [
             ({"to": other}, 400, 1),
@@ -97,7 +114,41 @@ def test_client_api_refuses_bad_input_with_clear_codes(tmp_path: Path) -> None:
         huge = await http_request(*addr, "POST", "/api/send", b"x" * 100_000, web.headers())
         assert huge.status == 413
         page = await (await c.login("user15", 0)).call(
-            "CID_MSG_LIST_REQUEST", user_id=0, session_type=1, session_id=web.user_id, msg_id_begin=0, msg_cnt=10)
+            "CID_MSG_LIST_REQUEST",
+            user_id=0,
+            session_type=1,
+            session_id=web.user_id,
+            msg_id_begin=0,
+            msg_cnt=10,
+        )
         assert not page.msg_list  # nothing was stored by any refused send
 
     asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))
+
+
+def test_requests_above_the_per_address_rate_get_429_and_change_nothing(tmp_path: Path) -> None:
+    async def body(c: FileCluster) -> None:
+        addr = await wait_gateway(c)
+        web = await WebClient.login(addr, "user16")  # 1 of the burst of 3
+        to = c.users["user17"]
+        first = await web.send(to, "one")
+        second = await web.send(to, "two")
+        assert first["error_code"] == second["error_code"] == 0
+        limited = await web.post("/api/send", {"to": to, "text": "three"})
+        assert (limited.status, limited.json()["error_code"]) == (429, 429)
+        assert limited.headers["retry-after"] == "1"
+        (gw,) = c.services("gateway")
+        assert gw.m_rate_limited.value == 1
+        b = await c.login("user17", 0)
+        page = await b.call(
+            "CID_MSG_LIST_REQUEST",
+            user_id=0,
+            session_type=1,
+            session_id=web.user_id,
+            msg_id_begin=0,
+            msg_cnt=10,
+        )
+        assert [m.msg_data for m in page.msg_list] == [b"two", b"one"]
+
+    services = {**GATEWAY, "gateway": {"instances": 1, "ip_rate": 0.01, "ip_burst": 3}}
+    asyncio.run(run_file_cluster(tmp_path, body, services=services))

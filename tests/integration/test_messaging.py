@@ -113,3 +113,46 @@ def test_second_pc_login_kicks_first_mobile_does_not(with_cluster: Callable[...,
         await phone.wait_for("CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY", lambda m: m.login_stat == 2)
 
     with_cluster(body)
+
+
+def test_sessions_settings_and_ephemeral_signals(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        a_pc = await c.login("user00", 0, WINDOWS)
+        a_phone = await c.login("user00", 1, ANDROID)
+        b = await c.login("user01", 1)
+        await a_pc.text(b.user_id, b"hi")
+        recent = await a_pc.call(
+            "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", user_id=0, latest_update_time=0
+        )
+        assert [s.session_id for s in recent.contact_session_list] == [b.user_id]
+        assert recent.contact_session_list[0].latest_msg_data == b"hi"
+        rm = await a_pc.call(
+            "CID_BUDDY_LIST_REMOVE_SESSION_REQ", user_id=0, session_type=1, session_id=b.user_id
+        )
+        assert rm.result_code == 0
+        (note,) = await a_phone.wait_for("CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY")
+        assert note.session_id == b.user_id
+        shield = await a_phone.call("CID_LOGIN_REQ_PUSH_SHIELD", user_id=0, shield_status=1)
+        assert shield.result_code == 0
+        query = await a_pc.call("CID_LOGIN_REQ_QUERY_PUSH_SHIELD", user_id=0)
+        assert query.shield_status == 1
+        now = await a_pc.call("CID_MSG_TIME_REQUEST")
+        assert now.server_time > 1_600_000_000
+        # P2P commands reach both users' other devices; typing reaches the peer; neither is stored.
+        await a_pc.send("CID_SWITCH_P2P_CMD", from_user_id=0, to_user_id=b.user_id, cmd_msg_data="shake")
+        (p2p,) = await b.wait_for("CID_SWITCH_P2P_CMD")
+        assert (p2p.from_user_id, p2p.cmd_msg_data) == (a_pc.user_id, "shake")
+        await a_phone.wait_for("CID_SWITCH_P2P_CMD")
+        await b.send("CID_EXT_TYPING", from_user_id=0, to_session_id=a_pc.user_id, session_type=1, state=1)
+        (typing,) = await a_pc.wait_for("CID_EXT_TYPING")
+        assert typing.from_user_id == b.user_id
+        latest = await b.call(
+            "CID_MSG_GET_LATEST_MSG_ID_REQ", user_id=0, session_type=1, session_id=a_pc.user_id
+        )
+        assert latest.latest_msg_id == 1
+        by_id = await b.call(
+            "CID_MSG_GET_BY_MSG_ID_REQ", user_id=0, session_type=1, session_id=a_pc.user_id, msg_id_list=[1]
+        )
+        assert [m.msg_data for m in by_id.msg_list] == [b"hi"]
+
+    with_cluster(body)

@@ -36,7 +36,7 @@ LOOP = ["asyncio"]
 
 @pytest.fixture(params=["asyncio", "uvloop"], autouse=True)
 def event_loop_kind(request: pytest.FixtureRequest) -> None:
-    """Every test runs on asyncio's loop and on uvloop (whose transports are not asyncio.Transport subclasses)."""
+    """Every test runs on asyncio's loop and on uvloop (whose transports do not subclass asyncio's)."""
     if request.param == "uvloop":
         pytest.importorskip("uvloop")
     LOOP[0] = request.param

@@ -30,7 +30,9 @@ def test_two_shakes_within_two_seconds_match_a_third_three_seconds_later_does_no
         (note,) = await a.wait_for("CID_SHAKE_MATCH_NOTIFY")
         assert (note.user_id, note.matched_user_id, round(note.lat, 1)) == (a.user_id, b.user_id, 31.2)
         # b learns of a either in its reply or, if a's shake had not reached b's server yet, by a notify.
-        told_b = set(second.matched_user_ids) | {n.matched_user_id for n in b.received("CID_SHAKE_MATCH_NOTIFY")}
+        told_b = set(second.matched_user_ids) | {
+            n.matched_user_id for n in b.received("CID_SHAKE_MATCH_NOTIFY")
+        }
         if a.user_id not in told_b:
             (nb,) = await b.wait_for("CID_SHAKE_MATCH_NOTIFY")
             told_b.add(nb.matched_user_id)
@@ -63,4 +65,5 @@ def test_without_the_plugin_enabled_a_shake_gets_no_answer(tmp_path: Path) -> No
 
 def a_req() -> Any:
     from generated.teamtalk.registry import REGISTRY
+
     return REGISTRY.by_name("CID_SHAKE_REQ").message_class(user_id=0)

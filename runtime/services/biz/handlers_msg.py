@@ -61,9 +61,7 @@ class MessageHandlers:
         """Store a burn-after-reading 1:1 message (CID_EXT_MSG_BURN)."""
         return await self.h_msg_data(user_id, msg, link, burn=True)
 
-    async def h_msg_data(
-        self, user_id: int, msg: Any, link: Link, burn: bool = False
-    ) -> Any:
+    async def h_msg_data(self, user_id: int, msg: Any, link: Link, burn: bool = False) -> Any:
         """Store a message (msg id allocated in the same transaction) and answer with the durable id."""
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id

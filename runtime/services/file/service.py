@@ -63,6 +63,7 @@ class FileService(Service):
         self._client: Server | None = None
         self._internal: asyncio.Server | None = None
         self._links: set[Link] = set()
+        self._jobs: set[asyncio.Task[None]] = set()  # offline-record requests in flight (kept referenced)
         self._endpoints: list[Endpoint] = []
         self._ticker: asyncio.Task[None] | None = None
         self.m_tasks = self.metrics.counter("file_tasks_total", "transfer tasks created")
@@ -70,6 +71,9 @@ class FileService(Service):
         self.m_bytes = self.metrics.counter("file_bytes_total", "file bytes relayed, stored or served")
         self.m_uploads = self.metrics.counter("file_offline_uploads_total", "offline uploads completed")
         self.m_expired = self.metrics.counter("file_tasks_expired_total", "tasks ended by the idle timeout")
+        self.m_offline_refused = self.metrics.counter(
+            "file_offline_refused_total", "offline-file record changes refused"
+        )
         self.g_tasks = self.metrics.gauge("file_tasks", "live tasks")
 
     # lifecycle -------------------------------------------------------------------------------------------
@@ -113,6 +117,8 @@ class FileService(Service):
         for link in list(self._links):
             link.close()
         await self.dispatcher.drain(min(drain_timeout, 1.0))
+        if self._jobs:
+            await asyncio.wait(list(self._jobs), timeout=min(drain_timeout, 1.0))
         if self.storage is not None:
             await self.storage.close()
 
@@ -189,7 +195,9 @@ class FileService(Service):
                 a.ip, a.port = ip, port
             link.reply(frame, self.proto.cid("CID_OTHER_FILE_SERVER_IP_RSP"), ips.SerializeToString())
         elif name in ("CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ"):
-            asyncio.get_running_loop().create_task(self._offline(link, frame, name, user_id, msg))
+            job = asyncio.get_running_loop().create_task(self._offline(link, frame, name, user_id, msg))
+            self._jobs.add(job)
+            job.add_done_callback(self._jobs.discard)
         else:
             link.reply(frame, frame.command_id)
 
@@ -263,8 +271,10 @@ class FileService(Service):
         try:
             header = await asyncio.to_thread(read_header, self.ctx.data_dir, msg.task_id)
         except (OfflineFileError, OSError):
+            self.m_offline_refused.inc()
             return None
         if header.from_user_id != user_id or header.to_user_id != msg.to_user_id:
+            self.m_offline_refused.inc()
             return None
         record = OfflineFile(msg.task_id, user_id, header.to_user_id, header.file_name, header.size)
         try:
@@ -284,6 +294,7 @@ class FileService(Service):
             await self.storage.delete_offline_file(user_id, msg.task_id)
         except se.StorageError as exc:
             self.log.info("offline delete refused: %s", exc)
+            self.m_offline_refused.inc()
             return None
         with contextlib.suppress(OfflineFileError, OSError):
             await asyncio.to_thread(delete_offline, self.ctx.data_dir, msg.task_id)

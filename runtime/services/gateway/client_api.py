@@ -1,7 +1,7 @@
 """Runtime services layer (gateway): the long-poll client API (`/api/...`), JSON in and out.
 
 - `POST /api/login` `{user, password}` (plain) or `{user, password_md5}`, optional `client_type` (1, 2, 17,
-  18) -> `{token, user_id, user, upload_token, poll_timeout}`;
+  18) -> `{token, user_id, user, upload_token, upload_url, poll_timeout}`;
 - `POST /api/send` `{to, text}` or `{to, data_b64}`, `group: true` for a group, optional `client_msg_id` (a
   retry with the same id is stored once) -> `{msg_id, session_type, create_time}`;
 - `GET /api/poll?since=<last seq seen>&timeout=<s, max 30>` -> `{events: [...], last_seq, gap}`;
@@ -161,8 +161,14 @@ class ClientApi:
             user_id=user_id,
             user=MessageToDict(rsp.user_info, preserving_proto_field_name=True),
             upload_token=issue_upload_token(svc.blob_secret, user_id),
+            upload_url=self._blob_url(),
             poll_timeout=25,
         )
+
+    def _blob_url(self) -> str:
+        """Where to POST uploads with the upload token (the blob store), "" if none runs."""
+        eps = self.svc.ctx.discovery.endpoints("storage", "http")
+        return f"http://{eps[0].host}:{eps[0].port}/" if eps else ""
 
     async def logout(self, _r: Request, _d: dict[str, Any], session: Session | None) -> Response:
         """End the session."""

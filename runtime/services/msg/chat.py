@@ -32,7 +32,7 @@ class ChatHandlers(HandlerBase):
 
     def _send_chat(self, ctx: Context, msg: Any, command: str) -> Any:
         """The hot path. It never suspends: biz's answer arrives in a callback that acks and fans out, so no
-        task, future or timer is made per message (the dispatcher runs a handler that does not suspend inline).
+        task, future or timer is made per message (the dispatcher runs non-suspending handlers inline).
         Returns the ack only for a refusal decided here."""
         st = self.state(ctx)
         user = st.user_id

@@ -8,6 +8,7 @@ the router gets this server's full online snapshot, so any router can take over 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -68,7 +69,13 @@ class RouterPool:
                 )
                 self.dialers[key] = dialer
                 dialer.start()
-        # Routers that vanished from discovery stay dialled until their link drops; they sort last.
+        # Routers that vanished from discovery stay while their link is up (they sort last); dialers of gone
+        # routers whose link is down are dropped.
+        for key in [k for k in self.dialers if k not in order]:
+            dialer = self.dialers[key]
+            if dialer.link is None:
+                del self.dialers[key]
+                asyncio.get_running_loop().create_task(dialer.stop())
         self._order = order + [k for k in self.dialers if k not in order]
         self._elect()
 
@@ -174,8 +181,7 @@ class RouterPool:
         raise ConnectionError(f"no router answered: {last}")
 
     def tick(self, now: float) -> None:
-        """Heartbeats and dead-link detection; re-resolve routers; resend stuck relays."""
-        self.refresh()
+        """Heartbeats and dead-link detection; resend stuck relays."""
         for d in self.dialers.values():
             if d.link is not None:
                 d.link.tick(now)

@@ -24,7 +24,7 @@ from runtime.services.msg.inbound import InboundRelays
 from runtime.services.msg.routing import RouterPool
 from runtime.transport import Server, serve
 
-TICK = 0.1  # retransmit resolution; link heartbeats and discovery run every 10th tick
+TICK = 0.1  # retransmit resolution; link heartbeats every 10th tick, discovery every 50th
 
 
 def _seconds(text: Any, default: float) -> float:
@@ -191,7 +191,9 @@ class MsgService(Service):
                 n += 1
                 if n % 10 == 0:
                     now = time.monotonic()
-                    self._refresh_peers()
+                    if n % 50 == 0:  # new peers are rare; lost ones are noticed by their links at once
+                        self._refresh_peers()
+                        self.routers.refresh()
                     self.routers.tick(now)
                     for d in [*self.biz, *self.logins.values()]:
                         if d.link is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import rt_testproto as tp
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runtime.connection import TRANSITIONS, Connection, Event, Kind, State, Timeouts
 from runtime.errors import InvalidTransition
@@ -163,3 +165,14 @@ def test_connection_lost_and_close_reason() -> None:
     conn.connection_lost()
     assert conn.state is State.CLOSED and conn.close_reason == "logout"
     assert Event.CLOSE.value == "close"
+
+
+@given(st.binary(max_size=600), st.integers(1, 64), st.booleans())
+def test_arbitrary_bytes_never_raise(data: bytes, step: int, authenticated: bool) -> None:
+    conn = session()
+    if authenticated:
+        conn.authenticate(1, 1)
+    for i in range(0, len(data), step):
+        for frame, info in conn.receive_data(data[i : i + step], 1.0):
+            assert info.command_id == frame.command_id
+    assert conn.is_open or conn.close_reason

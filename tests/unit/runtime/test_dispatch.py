@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import rt_testproto as tp
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runtime.connection import Kind, State
 from runtime.dispatch import Context, Dispatcher
@@ -340,5 +342,24 @@ def test_connection_state_after_lost() -> None:
         assert await asyncio.wait_for(link.closed, 1) == "bye"
         assert link.conn is not None and link.conn.state is State.CLOSED
         assert not link.send_frame(1, 2, 3, b"")
+
+    run(body)
+
+
+@given(st.lists(st.binary(max_size=200), max_size=6), st.booleans())
+def test_arbitrary_bytes_reach_no_exception_and_spare_other_connections(
+    chunks: list[bytes], login: bool
+) -> None:
+    async def body(d: Dispatcher, s: Service) -> None:
+        fuzz, _ft = open_link(d, 1)
+        good, gt = open_link(d, 2)
+        good.data_received(LOGIN_OK)
+        if login:
+            fuzz.data_received(LOGIN_OK)
+        for chunk in chunks:
+            fuzz.data_received(chunk)
+        before = len(gt.frames())
+        good.data_received(req(0x0305, 9, tp.Echo(text="ok")))
+        assert len(gt.frames()) == before + 1 and not gt.closing
 
     run(body)

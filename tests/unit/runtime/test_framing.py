@@ -19,16 +19,13 @@ from runtime.framing import (
 )
 
 u16 = st.integers(0, 0xFFFF)
-frames_st = st.builds(
-    Frame,
-    service_id=u16,
-    command_id=u16,
-    seq=u16,
-    body=st.binary(max_size=300),
-    flag=u16,
-    version=u16,
-    reserved=u16,
-)
+frames_st = st.tuples(u16, u16, u16, st.binary(max_size=300), u16, u16, u16).map(lambda t: Frame(*t))
+
+
+def test_frame_fields_follow_the_header() -> None:
+    frame = Frame(3, 0x0301, 7, b"abc", flag=2)
+    assert frame.length == 19 and frame.header == FrameHeader(19, 1, 2, 3, 0x0301, 7, 0)
+    assert FrameDecoder().feed(frame.encode()) == [frame]
 
 
 def test_header_layout_is_big_endian_16_bytes() -> None:

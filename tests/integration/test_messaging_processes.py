@@ -1,0 +1,70 @@
+"""Integration: the messaging core as separate processes (one per service instance); SIGKILL of a router."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generated.teamtalk.registry import REGISTRY
+from runtime.client import ClientCore
+from runtime.cluster.config import parse_config
+from runtime.cluster.discovery import RunDirDiscovery
+from runtime.cluster.processes import ProcessSupervisor
+from tests.integration.conftest import NAMES, PASSWORD, WINDOWS, Client, cluster_config, md5hex, seed_users
+
+pytestmark = pytest.mark.integration
+
+
+async def login(eps: list[Any], index: int, name: str) -> Client:
+    ep = eps[index]
+    core = ClientCore(REGISTRY, host=ep.host, port=ep.port, reconnect=False)
+    await core.connect()
+    req = REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class(
+        user_name=name, password=md5hex(PASSWORD), online_status=1, client_type=WINDOWS
+    )
+    res: Any = await core.call("CID_LOGIN_REQ_USERLOGIN", req)
+    assert res.result_code == 0, res
+    return Client(core, res.user_info.user_id, name)
+
+
+def test_sigkill_of_the_master_router_loses_no_message(tmp_path: Path) -> None:
+    async def main() -> None:
+        await seed_users(tmp_path, NAMES[:8])
+        config = parse_config(cluster_config(tmp_path))
+        sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
+        await sup.start()
+        clients: list[Client] = []
+        try:
+            eps = sorted(RunDirDiscovery(config.run_dir).endpoints("msg", "client"), key=lambda e: e.instance)
+            senders = [await login(eps, 0, f"user0{i}") for i in range(3)]
+            receivers = [await login(eps, 1, f"user0{i + 4}") for i in range(3)]
+            clients = senders + receivers
+            per_sender = 15
+
+            async def talk(a: Client, b: Client) -> list[int]:
+                ids = []
+                for i in range(per_sender):
+                    ids.append((await a.text(b.user_id, f"m{i}".encode())).msg_id)
+                    await asyncio.sleep(0.02)
+                return ids
+
+            tasks = [asyncio.create_task(talk(a, b)) for a, b in zip(senders, receivers, strict=True)]
+            await receivers[0].wait_for("CID_MSG_DATA", count=3, timeout=10)
+            (router0,) = [w for w in sup.workers if w.service == "router" and w.instance == 0]
+            os.kill(router0.process.pid, signal.SIGKILL)
+            sent = await asyncio.gather(*tasks)
+            for b, ids in zip(receivers, sent, strict=True):
+                got = await b.wait_for("CID_MSG_DATA", count=per_sender, timeout=15)
+                assert [m.msg_id for m in got] == ids  # everything, in order, nothing twice
+            assert await router0.process.wait() == -signal.SIGKILL
+        finally:
+            for c in clients:
+                await c.close()
+            await sup.stop()
+
+    asyncio.run(main())

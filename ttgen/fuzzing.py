@@ -1,0 +1,96 @@
+"""CLI layer: wires a generated stack, a fuzz target (in-process cluster, validating server or a running server)
+and the planted test-only bugs into `runtime.fuzz.engine` for `ttgen fuzz`."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+
+import click
+
+from runtime.framing import FrameDecoder
+from runtime.fuzz import plant as plants
+from runtime.fuzz.cluster import ClusterTarget, cluster_supports, md5hex
+from runtime.fuzz.stack import FuzzStack
+from runtime.fuzz.targets import RemoteTarget, Target, ValidatingTarget
+from ttgen.stack import load_stack
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """`60s`, `2m`, `500ms`, `90` (seconds) -> seconds."""
+    match = DURATION.match(text.strip())
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a duration such as 60s, 2m or 500ms", param_hint="--time")
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+def fuzz_stack(name: str) -> FuzzStack:
+    """The generated stack of spec `name`, with its strategies module."""
+    stack = load_stack(name)
+    try:
+        strategies = importlib.import_module(f"{stack.module}.strategies")
+    except ModuleNotFoundError:
+        raise click.ClickException(
+            f"{stack.module} has no strategies module; regenerate it: ttgen generate spec/{name}"
+        ) from None
+    return FuzzStack(stack.registry, stack.servers, strategies)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to fuzz against: the live target (None: sans-IO suites only) and the decoder under test."""
+
+    target: Target | None
+    decoder: type[FrameDecoder]
+    description: str
+
+
+class TeamTalkRemote(RemoteTarget):
+    """A running TeamTalk cluster: fuzz connections log in with the given credentials."""
+
+    def __init__(self, stack: FuzzStack, host: str, port: int, user: str, password: str) -> None:
+        super().__init__(stack, host, port)
+        self.user, self.password = user, password
+
+    def login_message(self):  # type: ignore[no-untyped-def]
+        info = self.stack.command("CID_LOGIN_REQ_USERLOGIN")
+        msg = info.message_class(user_name=self.user, password=md5hex(self.password), online_status=1,
+                                 client_type=1)
+        return info, msg
+
+    def check_login_reply(self, reply) -> None:  # type: ignore[no-untyped-def]
+        assert getattr(reply, "result_code", 0) == 0, f"login refused: {reply}"
+
+
+def plan(stack: FuzzStack, *, target: str | None, server: str, plant: str | None, live: bool,
+         user: str, password: str) -> Plan:
+    """Choose the target for the run. `plant` (test-only) puts a known bug into the in-process server."""
+    decoder = plants.decoder_for(plant)
+    if not live:
+        return Plan(None, decoder, "sans-IO suites only")
+    if target:
+        host, _, port = target.rpartition(":")
+        if not port.isdigit():
+            raise click.BadParameter(f"{target!r} is not HOST:PORT", param_hint="--target")
+        remote: Target = (TeamTalkRemote(stack, host or "127.0.0.1", int(port), user, password)
+                          if cluster_supports(stack) else RemoteTarget(stack, host or "127.0.0.1", int(port)))
+        return Plan(remote, decoder, f"running server {target}")
+    kind = server if server != "auto" else ("cluster" if cluster_supports(stack) else "validating")
+    if kind == "cluster":
+        planted = plants.plant_command(stack, "msg").name if plant == "handler" else None
+        desc = "in-process cluster" + (f" (planted handler bug in {planted})" if planted else "")
+        return Plan(ClusterTarget(stack, plant_command=planted), decoder, desc)
+    validating = ValidatingTarget(stack, decoder=decoder if plant == "framing" else None)
+    desc = "in-process validating server"
+    if plant == "handler":
+        info = plants.plant_command(stack)
+        server_obj = validating.server
+        validating.service.plant = lambda ctx, cmd, msg: (
+            plants.crash(server_obj.links) if cmd.name == info.name and plants.trips(msg) else None
+        )
+        desc += f" (planted handler bug in {info.name})"
+    return Plan(validating, decoder, desc)
