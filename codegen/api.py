@@ -7,6 +7,7 @@ import os
 from codegen.diagnostics import Diagnostic, SpecError
 from codegen.load import load_spec
 from codegen.model import Spec
+from codegen.perf import gc_paused
 from codegen.validate import validate
 
 __all__ = ["check_spec", "load_spec", "validate"]
@@ -20,8 +21,9 @@ def check_spec(
     Raises `SpecError` carrying every diagnostic (warnings included) when any error exists, or when
     `warnings_as_errors` is set and any warning exists.
     """
-    spec = load_spec(path)
-    diagnostics = validate(spec)
+    with gc_paused():
+        spec = load_spec(path)
+        diagnostics = validate(spec)
     failing = [d for d in diagnostics if d.is_error or warnings_as_errors]
     if failing:
         raise SpecError(diagnostics)

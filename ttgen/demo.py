@@ -145,7 +145,8 @@ def program_name() -> str:
     on_path = shutil.which("ttgen")
     if Path(argv0).name != "ttgen" or (on_path and Path(on_path).resolve() == Path(argv0).resolve()):
         return "ttgen"
-    return os.path.relpath(argv0)
+    relative, absolute = os.path.relpath(argv0), os.path.abspath(argv0)
+    return relative if len(relative) <= len(absolute) else absolute
 
 
 def join_hint(config: ClusterConfig, default_data_dir: bool) -> str:

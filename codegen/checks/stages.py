@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from codegen.diagnostics import Diagnostics, did_you_mean
-from codegen.model import STAGES, Loc, Message, Spec, StagePolicy
+from codegen.model import STAGES, Command, Loc, Message, Spec, StagePolicy
 from codegen.stages_schema import STAGE_KEYS, value_problem
 
 
-def _message_of(spec: Spec, policy: StagePolicy) -> Message | None:
-    messages = spec.messages()
-    command = spec.commands().get(policy.target)
+def _message_of(
+    policy: StagePolicy, messages: dict[str, Message], commands: dict[str, Command]
+) -> Message | None:
+    command = commands.get(policy.target)
     return messages.get(command.message if command else policy.target)
 
 
@@ -61,6 +62,7 @@ def check_stage_keys(spec: Spec, diags: Diagnostics) -> None:
 def check_stage_references(spec: Spec, diags: Diagnostics) -> None:
     """TT605: transport.ack names no command. TT606/TT608: present.redact/pack.codec_fields name no field."""
     commands = spec.commands()
+    messages = spec.messages()
     for policy in spec.stages:
         ack = policy.transport.get("ack")
         if isinstance(ack, str) and ack not in commands:
@@ -69,7 +71,7 @@ def check_stage_references(spec: Spec, diags: Diagnostics) -> None:
                 f"transport.ack names unknown command '{ack}'" + did_you_mean(ack, commands),
                 policy.key_locs.get("transport.ack", policy.loc),
             )
-        message = _message_of(spec, policy)
+        message = _message_of(policy, messages, commands)
         if message is None:
             continue
         names = [f.name for f in message.fields]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from codegen.model import Spec
+from codegen.perf import gc_paused
 
 FileMap = dict[str, str | bytes]
 
@@ -80,12 +81,13 @@ def emit_stack(spec: Spec, options: EmitOptions | None = None) -> FileMap:
     if not opts.spec_label:
         opts = replace(opts, spec_label=default_spec_label(spec))
     files: FileMap = {}
-    for emitter in EMITTERS:
-        added = emitter.func(spec, opts, files)
-        clash = sorted(set(added) & set(files))
-        if clash:
-            raise RuntimeError(f"emitter {emitter.name!r} overwrote {', '.join(clash)}")
-        files.update(added)
+    with gc_paused():
+        for emitter in EMITTERS:
+            added = emitter.func(spec, opts, files)
+            clash = sorted(set(added) & set(files))
+            if clash:
+                raise RuntimeError(f"emitter {emitter.name!r} overwrote {', '.join(clash)}")
+            files.update(added)
     return dict(sorted(files.items()))
 
 

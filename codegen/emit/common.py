@@ -37,6 +37,16 @@ class Lookups:
         self.services: dict[str, ProtoService] = spec.services()
         # Longest first, so `A.B.C.Msg` splits at the most specific package.
         self.packages: list[str] = sorted({m.package for m in spec.modules}, key=len, reverse=True)
+        self.split: dict[str, tuple[str, str]] = {}  # memo of `split_qualname`
+        # Qualified message/enum name -> the `.proto` file declaring it.
+        self.proto_file_of: dict[str, str] = {}
+        for mod in spec.modules:
+            for m in mod.messages:
+                self.proto_file_of[m.qualname] = mod.proto_file
+                for e in m.nested_enums:
+                    self.proto_file_of[e.qualname] = mod.proto_file
+            for e in mod.enums:
+                self.proto_file_of[e.qualname] = mod.proto_file
 
 
 _LOOKUPS: dict[int, tuple[Spec, Lookups]] = {}
@@ -67,10 +77,29 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
     return jinja2.FileSystemBytecodeCache(folder) if os.access(folder, os.W_OK) else None
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(jinja2.Environment):
+    """`x.name` on the view-model dicts without jinja2's failed-attribute-then-item detour (an exception each).
+
+    jinja2 prefers an attribute to an item; a plain dict has no attribute of any name that is not one of
+    `dir(dict)`, so looking such names up as items first gives the very same result, only faster.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     """The template environment: strict (an unknown name is a bug), no autoescape, stable whitespace."""
-    env = jinja2.Environment(
+    env = _Environment(
         bytecode_cache=_bytecode_cache(),
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,
@@ -95,9 +124,14 @@ def pb2_module(package: str) -> str:
 
 def split_qualname(spec: Spec, qualname: str) -> tuple[str, str]:
     """Split `IM.Login.Outer.Inner` into its package `IM.Login` and its in-package name `Outer.Inner`."""
-    for package in lookups(spec).packages:
+    names = lookups(spec)
+    found = names.split.get(qualname)
+    if found is not None:
+        return found
+    for package in names.packages:
         if qualname.startswith(package + "."):
-            return package, qualname[len(package) + 1 :]
+            found = names.split[qualname] = (package, qualname[len(package) + 1 :])
+            return found
     raise KeyError(f"{qualname!r} is in no module of spec {spec.name!r}")
 
 

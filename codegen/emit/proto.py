@@ -88,14 +88,7 @@ def proto_text(spec: Spec, module: Module, options: EmitOptions) -> str:
 
 def imports_of(spec: Spec, module: Module) -> list[str]:
     """The `.proto` files this module's fields reference, sorted."""
-    owner: dict[str, str] = {}
-    for mod in spec.modules:
-        for m in mod.messages:
-            owner[m.qualname] = mod.proto_file
-            for e in m.nested_enums:
-                owner[e.qualname] = mod.proto_file
-        for e in mod.enums:
-            owner[e.qualname] = mod.proto_file
+    owner = lookups(spec).proto_file_of
     needed: set[str] = set()
     for message in module.messages:
         for f in message.fields:

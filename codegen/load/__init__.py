@@ -17,6 +17,7 @@ from codegen.load.reader import Reader
 from codegen.load.scope import TypeTable
 from codegen.load.yamlpos import Y, display_path, read_yaml
 from codegen.model import ClusterService, Frame, Loc, Module, Plugin, Spec, StagePolicy
+from codegen.perf import gc_paused
 
 __all__ = ["MAX_FILES", "MAX_MODULES", "load_spec"]
 
@@ -47,7 +48,8 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
     Raises `SpecError` with every load diagnostic when the spec cannot be built faithfully.
     """
     loader = _Loader()
-    spec = loader.load(os.fspath(path))
+    with gc_paused():
+        spec = loader.load(os.fspath(path))
     if spec is None or loader.diags.has_errors:
         raise SpecError(loader.diags.items)
     return spec

@@ -330,6 +330,8 @@ class ModuleBuilder:
         )
 
     def _constraints(self, m: dict[str, Y], name: str) -> Constraints:
+        if _CONSTRAINT_KEYS.isdisjoint(m):  # most fields: no constraint to read or report on
+            return _NO_CONSTRAINTS
         what = f"field '{name}'"
         return Constraints(
             max_len=self.r.integer(m.get("max_len"), f"{what} max_len"),
@@ -364,6 +366,10 @@ class ModuleBuilder:
             deprecated=bool(self.r.boolean(m.get("deprecated"), "deprecated")),
             key_locs=_locs(m),
         )
+
+
+_CONSTRAINT_KEYS = frozenset({"max_len", "min_len", "non_empty", "min", "max", "max_items", "pattern"})
+_NO_CONSTRAINTS = Constraints()
 
 
 def _locs(m: dict[str, Y]) -> dict[str, Loc]:

@@ -15,14 +15,47 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from codegen.diagnostics import Diagnostics
-from codegen.model import Loc
+from codegen.model import Loc, make_loc
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 # Cap on YAML nodes with aliases expanded; a real 4 MiB spec file has far fewer.
 MAX_NODES = 1_000_000
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# A document at most this long cannot hold MAX_NODES nodes (every node but an implicit null takes at least one
+# character, and each implicit null needs an indicator character), so without aliases it needs no node count.
+_SMALL_TEXT = MAX_NODES // 4
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]  # the base is chosen at run time
+    """The safe loader, with tag resolution memoized per document (the same few scalars recur).
+
+    The safe loader has no path resolvers, so the per-node descend/ascend hooks have nothing to do.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
+
+    def resolve(self, kind: type[Node], value: Any, implicit: Any) -> str:
+        if kind is not ScalarNode:
+            tag: str = super().resolve(kind, value, implicit)
+            return tag
+        key = (value, implicit)
+        found = self._resolved.get(key)
+        if found is None:
+            found = self._resolved[key] = super().resolve(kind, value, implicit)
+        return found
+
+    if not getattr(_BaseLoader, "yaml_path_resolvers", None):
+
+        def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+            return None
+
+        def ascend_resolver(self) -> None:
+            return None
 
 
 def display_path(path: str) -> str:
@@ -43,14 +76,23 @@ class Y:
 
     __slots__ = ("dups", "keys", "kind", "loc", "plain", "raw", "value")
 
-    def __init__(self, kind: str, value: Any, loc: Loc, raw: str = "", plain: bool = False) -> None:
+    def __init__(
+        self,
+        kind: str,
+        value: Any,
+        loc: Loc,
+        raw: str = "",
+        plain: bool = False,
+        keys: dict[str, Loc] | None = None,
+        dups: list[tuple[str, Loc]] | None = None,
+    ) -> None:
         self.kind = kind
         self.value = value
         self.loc = loc
         self.raw = raw
         self.plain = plain
-        self.keys: dict[str, Loc] = {}
-        self.dups: list[tuple[str, Loc]] = []
+        self.keys: dict[str, Loc] = {} if keys is None else keys
+        self.dups: list[tuple[str, Loc]] = [] if dups is None else dups
 
     def type_name(self) -> str:
         """The YAML kind as a user reads it: 'a mapping', 'a list', 'a string', 'an integer', ..."""
@@ -72,44 +114,58 @@ class Y:
         return f"a {type(v).__name__}"
 
 
+# Shared by every scalar and list `Y` (only mappings have keys): never mutated.
+_NO_KEYS: dict[str, Loc] = {}
+_NO_DUPS: list[tuple[str, Loc]] = []
+
+
 class _Converter:
     def __init__(self, file: str) -> None:
         self.file = file
         self.constructor = SafeConstructor()
+        self.table: dict[Any, Any] = self.constructor.yaml_constructors
 
     def loc(self, node: Node) -> Loc:
         mark = node.start_mark
-        return Loc(self.file, mark.line + 1, mark.column + 1)
+        return make_loc(self.file, mark.line + 1, mark.column + 1)
 
     def convert(self, node: Node) -> Y:
+        mark = node.start_mark
+        loc = make_loc(self.file, mark.line + 1, mark.column + 1)
+        if isinstance(node, ScalarNode):
+            if node.tag == _STR_TAG:  # the common case, without the constructor's bookkeeping
+                value: Any = node.value
+            else:
+                table = self.table
+                value = table.get(node.tag, table[None])(self.constructor, node)  # None: unknown tag, an error
+            return Y("scalar", value, loc, node.value, not node.style, _NO_KEYS, _NO_DUPS)
         if isinstance(node, MappingNode):
             out: dict[str, Y] = {}
-            result = Y("map", out, self.loc(node))
+            result = Y("map", out, loc)
             self._fill_map(node, result, out)
             return result
-        if isinstance(node, SequenceNode):
-            return Y("seq", [self.convert(n) for n in node.value], self.loc(node))
-        assert isinstance(node, ScalarNode)
-        if node.tag == _STR_TAG:  # the common case, without the constructor's bookkeeping
-            value: Any = node.value
-        else:
-            table: dict[Any, Any] = self.constructor.yaml_constructors
-            value = table.get(node.tag, table[None])(self.constructor, node)  # None: unknown tag, an error
-        return Y("scalar", value, self.loc(node), raw=node.value, plain=not node.style)
+        assert isinstance(node, SequenceNode)
+        convert = self.convert
+        return Y("seq", [convert(n) for n in node.value], loc, "", False, _NO_KEYS, _NO_DUPS)
 
     def _fill_map(self, node: MappingNode, result: Y, out: dict[str, Y]) -> None:
         # `<<` merge keys are flattened first so that anchors can share stage policies.
-        self.constructor.flatten_mapping(node)
+        if any(key_node.tag == _MERGE_TAG for key_node, _ in node.value):
+            self.constructor.flatten_mapping(node)
+        keys = result.keys
+        convert = self.convert
+        file = self.file
         for key_node, value_node in node.value:
-            key_loc = self.loc(key_node)
+            mark = key_node.start_mark
+            key_loc = make_loc(file, mark.line + 1, mark.column + 1)
             if not isinstance(key_node, ScalarNode):
                 raise _BadKey(key_loc)
             key = key_node.value
             if key in out:
                 result.dups.append((key, key_loc))
                 continue
-            out[key] = self.convert(value_node)
-            result.keys[key] = key_loc
+            out[key] = convert(value_node)
+            keys[key] = key_loc
 
 
 def _expanded_size(root: Node) -> int:
@@ -168,7 +224,8 @@ def read_yaml(path: str, diags: Diagnostics, ref: Loc) -> Y | None:
             diags.error("TT112", f"file is empty: {shown}", Loc(shown, 1, 1))
             return None
         # Checked before converting: aliases can make a small file expand exponentially ("billion laughs").
-        if _expanded_size(node) > MAX_NODES:
+        # An alias is written `*name`; a short document without a `*` cannot reach the limit.
+        if (len(text) > _SMALL_TEXT or "*" in text) and _expanded_size(node) > MAX_NODES:
             limit = f"more than {MAX_NODES} YAML nodes once aliases are expanded"
             diags.error("TT103", f"document too large: {limit}", Loc(shown, 1, 1))
             return None

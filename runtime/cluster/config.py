@@ -28,7 +28,7 @@ DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
     "storage": {"instances": 1},
     "gateway": {"instances": 1, "http_port": 0},
 }
-# The SQLite database is `<dir>/ttgen.db`; `dir` defaults to data_dir (relative: to the config's folder).
+# The SQLite database is `<dir>/ttgen.db`; `dir` defaults to data_dir (relative paths: under data_dir).
 DEFAULT_STORAGE: dict[str, Any] = {"backend": "sqlite", "encrypt_at_rest": True}
 TOP_LEVEL_KEYS = frozenset(
     {
@@ -227,20 +227,21 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
             f"must be one of {sorted(STORAGE_BACKENDS)} (got {storage['backend']!r})",
             source,
         )
-    if "path" in storage:
-        raise ConfigError(
-            "storage.path",
-            "not supported: the database is <storage.dir>/ttgen.db; set storage.dir (default: data_dir)",
-            source,
-        )
+    if "path" in storage:  # the form docs/cluster.md shows: the database file itself
+        db_file = storage.pop("path")
+        if not isinstance(db_file, str) or Path(db_file).name != "ttgen.db" or "dir" in storage:
+            raise ConfigError(
+                "storage.path",
+                f"must be a path ending in ttgen.db, without storage.dir (got {db_file!r}); "
+                "or set storage.dir, the folder of ttgen.db",
+                source,
+            )
+        storage["dir"] = str(Path(db_file).parent)
     if "dir" in storage:
         folder = storage["dir"]
         if not isinstance(folder, str) or not folder:
             raise ConfigError("storage.dir", f"must be a folder path (got {folder!r})", source)
-        folder_path = Path(folder).expanduser()
-        if not folder_path.is_absolute():
-            folder_path = (base_dir or Path.cwd()) / folder_path
-        storage["dir"] = str(folder_path)
+        storage["dir"] = str(data_path / Path(folder).expanduser())  # relative: under data_dir
     if not isinstance(storage.get("encrypt_at_rest"), bool):
         got = storage["encrypt_at_rest"]
         raise ConfigError("storage.encrypt_at_rest", f"must be true or false (got {got!r})", source)

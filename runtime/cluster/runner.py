@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from runtime.cluster.config import ClusterConfig, ServiceConfig
-from runtime.cluster.discovery import CLUSTER_FILE, RunDirDiscovery, pid_alive, write_json_atomic
+from runtime.cluster.discovery import (
+    CLUSTER_FILE,
+    CombinedDiscovery,
+    RunDirDiscovery,
+    StaticDiscovery,
+    pid_alive,
+    write_json_atomic,
+)
 from runtime.cluster.instance import HostedInstance, make_context, start_instance
 from runtime.cluster.logs import attach_process_log
 from runtime.registry import Registry
@@ -125,7 +132,8 @@ class ClusterRunner:
     async def start(self) -> list[HostedInstance]:
         """Start everything; on any failure stop what started and raise ClusterStartError."""
         planned = plan_services(self.config, self.console)
-        discovery = claim_data_dir(self.config, "one-process")
+        local = claim_data_dir(self.config, "one-process")
+        discovery = CombinedDiscovery(local, StaticDiscovery(self.config.endpoints))
         self._process_log = attach_process_log(self.config.log_dir / PROCESS_LOG)
         try:
             for item in planned:

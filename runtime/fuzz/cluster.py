@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.targets import LoopThread, Target
-from runtime.fuzz.wire import RawConnection
+from runtime.fuzz.wire import NoAnswer, PeerClosed, RawConnection
 from runtime.registry import CommandInfo
 
 PASSWORD = "fuzz-secret"
@@ -28,6 +28,7 @@ PC_CLIENT = 0x01
 MOBILE_CLIENT = 0x11
 ONLINE = 1
 LOGIN_COMMAND = "CID_LOGIN_REQ_USERLOGIN"
+SETTLE_SEQ = 0x0BAC
 
 
 def cluster_supports(stack: FuzzStack) -> bool:
@@ -114,6 +115,7 @@ class ClusterTarget(Target):
         msg = self.runner.local["msg"][0]
         host, port = msg.endpoints()[0].address
         super().__init__(stack, host, port, timeout=timeout)
+        self.reply_timeout = 1.0
         self._login_as = "fuzz"
         self._client_type = PC_CLIENT
 
@@ -159,6 +161,19 @@ class ClusterTarget(Target):
             self.login_as(conn, "bystander")
             self._bystander = conn
         return self._bystander
+
+    def settle(self, conn: RawConnection) -> None:
+        """A round trip through biz (an unread-count request on the bystander connection), so writes queued
+        by earlier examples land before a digest is taken."""
+        conn = self.bystander()
+        info = self.stack.command("CID_MSG_UNREAD_CNT_REQUEST")
+        reply = self.stack.command(info.reply or info.name)
+        body = info.message_class(user_id=self.fuzz_user_id).SerializeToString()
+        conn.send_frame(info.service_id, info.command_id, SETTLE_SEQ, body)
+        try:
+            conn.wait_for(lambda f: f.command_id == reply.command_id and f.seq == SETTLE_SEQ)
+        except (PeerClosed, NoAnswer):
+            conn.close()  # check_bystander reports it; settling is best effort
 
     def storage_digest(self) -> str:
         """SHA-256 over every row of every table of the SQLite database (read-only snapshot)."""

@@ -70,6 +70,7 @@ class Engine:
         decoder: type[FrameDecoder] = FrameDecoder,
         progress: Progress | None = None,
         progress_every: float = 1.0,
+        max_failures: int = 0,
     ) -> None:
         self.stack, self.target = stack, target
         self.suite_names = suite_names
@@ -77,6 +78,7 @@ class Engine:
         self.decoder = decoder
         self.progress = progress
         self.progress_every = progress_every
+        self.max_failures = max_failures  # stop after this many failures (0: run the whole budget)
         self.stats = Stats()
         self.reproducers: list[Reproducer] = []
         self._last_progress = 0.0
@@ -105,9 +107,9 @@ class Engine:
         deadline = self.stats.started + self.budget
         examples = FIRST_ROUND_EXAMPLES
         round_no = 0
-        while pending and time.monotonic() < deadline:
+        while pending and time.monotonic() < deadline and not self._enough():
             for index, case in enumerate(list(pending)):
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or self._enough():
                     break
                 failure = self._run_case(case, examples, self.seed + round_no * 100_003 + index)
                 if failure is not None:
@@ -120,6 +122,9 @@ class Engine:
             examples = min(MAX_ROUND_EXAMPLES, examples * 2)
         self._tick(force=True)
         return self.reproducers
+
+    def _enough(self) -> bool:
+        return bool(self.max_failures) and len(self.reproducers) >= self.max_failures
 
     def _run_case(self, case: Case, examples: int, seed: int) -> Reproducer | None:
         opts = engine_settings(examples)

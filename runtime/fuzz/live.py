@@ -78,10 +78,14 @@ def classify(target: Target, info: CommandInfo, body: bytes, *, authenticated: b
 def send_checked(target: Target, info: CommandInfo, body: bytes, *, login: bool = True) -> str:
     """Send `body` as `info` on a fresh connection and check every invariant; returns the outcome."""
     rec = recorder()
+    target.prepare()
     expected = classify(target, info, body, authenticated=login)
     rec.add("connect", login=login)
     conn = target.connect(login=login)
-    before = target.storage_digest() if expected in ("close", "refuse", "ignore") else None
+    before = None
+    if expected in ("close", "refuse", "ignore"):
+        target.settle(conn)
+        before = target.storage_digest()
     frame = encode_frame(info.service_id, info.command_id, FUZZ_SEQ, body)
     rec.add("send", command=info.name, hex=frame.hex(), expect=expected)
     try:
@@ -112,6 +116,15 @@ def check_outcome(target: Target, conn: RawConnection, info: CommandInfo, expect
         raise AssertionError(f"{info.name}: no heartbeat answer after the frame (connection hung)") from None
     reply = target.stack.registry.by_name(info.reply) if info.reply else None
     replied = reply is not None and any(f.command_id == reply.command_id and f.seq == FUZZ_SEQ for f in frames)
+    if expected == "accept" and reply is not None and not replied and not conn.closed:
+        # Handlers that suspend (a biz round trip) answer after the probe: wait for the reply, so the request's
+        # effects are complete before the next example looks at the storage.
+        try:
+            conn.wait_for(lambda f: f.command_id == reply.command_id and f.seq == FUZZ_SEQ,
+                          target.reply_timeout)
+            replied = True
+        except (PeerClosed, NoAnswer):
+            target.unanswered += 1
     if expected == "accept" and reply is not None and target.replies_always:
         assert replied, f"{info.name}: valid request not answered with {reply.name}"
     if expected in ("refuse", "ignore"):
@@ -128,6 +141,7 @@ def check_server(target: Target) -> None:
 def send_raw_checked(target: Target, chunks: list[bytes], *, login: bool = True) -> None:
     """Send arbitrary bytes (mutated frames) on a fresh connection; only the server-wide invariants apply."""
     rec = recorder()
+    target.prepare()
     rec.add("connect", login=login)
     conn = target.connect(login=login)
     try:

@@ -9,7 +9,7 @@ from hypothesis.errors import InvalidArgument
 
 SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 # Per-example cost relative to a pure round-trip: live and stateful examples do socket round-trips.
-SUITE_SHARE = {"roundtrip": 0.25, "frames": 0.25, "live": 0.1, "stateful": 0.05}
+SUITE_SHARE = {"roundtrip": 0.15, "frames": 0.15, "live": 0.1, "stateful": 0.25}
 
 
 def ensure_profiles() -> None:

@@ -103,6 +103,7 @@ def replay(rep: Reproducer, stack: FuzzStack, target: Target | None,
             elif op == "connect":
                 if conn is not None:
                     conn.close()
+                target.prepare()
                 conn = target.connect(login=bool(step.get("login")))
             elif op == "send":
                 assert conn is not None

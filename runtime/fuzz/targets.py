@@ -28,6 +28,7 @@ from runtime.stages import CommandStages, build_stages
 
 T = TypeVar("T")
 LOGIN_SEQ = 1
+LOGIN_ATTEMPTS = 5
 
 
 class LoopThread:
@@ -72,20 +73,32 @@ class Target:
         self.host, self.port = host, port
         self.timeout = timeout
         self.frames_sent = 0
+        self.unanswered = 0  # valid requests whose reply never came (not an error unless replies_always)
+        self.reply_timeout = timeout
         self._bystander: RawConnection | None = None
         self._stages: dict[int, CommandStages] | None = None
 
     # -- connections -----------------------------------------------------------------------------------------
     def connect(self, *, login: bool = False) -> RawConnection:
         """A new raw connection to the client port, logged in if asked."""
-        conn = RawConnection(self.host, self.port, timeout=self.timeout)
-        if login:
+        attempts = LOGIN_ATTEMPTS if login else 1
+        for attempt in range(attempts):
+            conn = RawConnection(self.host, self.port, timeout=self.timeout)
+            if not login:
+                return conn
             try:
                 self.login(conn)
+                return conn
+            except (AssertionError, PeerClosed, NoAnswer):
+                conn.close()
+                # Right after an earlier example broke a session the server may still be tearing it down
+                # (e.g. "already logged in"); a fresh attempt is a new round trip, not a sleep.
+                if attempt == attempts - 1:
+                    raise
             except BaseException:
                 conn.close()
                 raise
-        return conn
+        raise AssertionError("unreachable")
 
     def login_message(self) -> tuple[CommandInfo, Message] | None:
         """The login command and body fuzz connections use (None: the stack has no login command)."""
@@ -116,6 +129,18 @@ class Target:
             self._bystander = self.connect(login=True)
         return self._bystander
 
+    def prepare(self) -> None:
+        """Before an example: the bystander is open and healthy (one broken by an earlier example is replaced
+        without blaming this one), so whatever this example breaks, it breaks on an older connection."""
+        conn = self._bystander
+        if conn is not None:
+            try:
+                conn.probe()
+            except (PeerClosed, NoAnswer):
+                conn.close()
+                self._bystander = None
+        self.bystander()
+
     def check_bystander(self) -> None:
         """The server still answers a heartbeat on another, older connection."""
         conn = self.bystander()
@@ -141,6 +166,9 @@ class Target:
             limits = self.stack.field_limits if self.enforces_limits else None
             self._stages = build_stages(self.stack.registry, field_limits=limits)
         return self._stages
+
+    def settle(self, conn: RawConnection) -> None:
+        """Before a storage digest: wait, on `conn`, until work that earlier examples started is done."""
 
     def storage_digest(self) -> str | None:
         """A digest of everything the server stores (None: not observable)."""

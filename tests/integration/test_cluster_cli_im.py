@@ -201,6 +201,14 @@ def test_chat_through_pipes(cluster: Path) -> None:
         assert msg_id is not None
         got = bob.wait_for("alice -> you: hello bob")
         assert got.endswith(f"(msg {msg_id.group(1)})")  # the durable id of the sender's ack
+        # `ttgen status` sees the two clients and the delivery through the real services' metrics.
+        status = run(["status", "--data-dir", str(cluster), "--format", "json"])
+        assert status.returncode == 0, status.stdout
+        rows = json.loads(status.stdout)["instances"]
+        assert {r["service"] for r in rows} >= {"login", "msg", "router", "biz"}
+        msg_rows = [r for r in rows if r["service"] == "msg"]
+        assert sum(r["load"]["conns"] for r in msg_rows) == 2
+        assert sum(r["load"]["msgs_out"] for r in msg_rows) >= 1  # pushed to bob before bob printed it
         bob.send("and hello to you")  # no command: goes to... nobody yet, bob has no last target
         bob.wait_for("use /msg USER text or /group NAME text first")
         bob.send("/group team hi team")
@@ -230,6 +238,16 @@ def test_chat_bad_password_exits_1(cluster: Path) -> None:
     done = run(["chat", "--data-dir", str(cluster), "--user", "alice", "--password", "wrong"])
     assert done.returncode == 1
     assert "cannot log in" in done.stdout
+
+
+def test_chat_straight_to_a_msg_server(cluster: Path) -> None:
+    port = json.loads((cluster / "run" / "msg-1-client.json").read_text())["port"]
+    args = ["chat", "--server", f"127.0.0.1:{port}", "--user", "bob", "--password", "pw"]
+    done = subprocess.run([*CLI, *args], input="/users\n/quit\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "logged in as bob" in done.stdout and "users: " in done.stdout and "alice" in done.stdout
+    bad = run(["chat", "--server", "no-port", "--user", "bob", "--password", "pw"])
+    assert bad.returncode == 2 and "expected host:port" in bad.stderr
 
 
 def test_admin_while_running(cluster: Path) -> None:

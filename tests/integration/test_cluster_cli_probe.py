@@ -177,8 +177,10 @@ def test_worker_death_is_reported_not_restarted(tmp_path: Path) -> None:
         os.kill(pid, signal.SIGKILL)
         line = up.wait_for("exited with code")
         assert "probe-0" in line and "NOT restarted" in line
-        _, doc = status(data)
-        assert [f"{r['service']}-{r['instance']}" for r in doc["instances"]] == ["probe-1"]  # type: ignore[union-attr]
+        code, doc = status(data)
+        assert code == 1  # not every instance is ok
+        rows = {f"{r['service']}-{r['instance']}": r["status"] for r in doc["instances"]}  # type: ignore[union-attr]
+        assert rows == {"probe-1": "ok", "probe-0": "down"}
         assert up.finish() == 0
     finally:
         up.kill()

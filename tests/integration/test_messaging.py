@@ -88,6 +88,7 @@ def test_second_pc_login_kicks_first_mobile_does_not(with_cluster: Callable[...,
         second = await c.login("user02", 1, MAC)
         (kick,) = await first.wait_for("CID_LOGIN_KICK_USER")
         assert kick.kick_reason == 1 and kick.user_id == first.user_id
+
         assert not phone.received("CID_LOGIN_KICK_USER")
         # The phone learns that the user's PC is online again (PC login status goes to mobiles only).
         stat = await watcher.call(
@@ -110,6 +111,11 @@ def test_second_pc_login_kicks_first_mobile_does_not(with_cluster: Callable[...,
             lambda m: m.user_stat.user_id == first.user_id and m.user_stat.status == 2,
         )
         assert not phone.received("CID_BUDDY_LIST_STATUS_NOTIFY")  # presence notices go to PCs only
+        offline = watcher.received(
+            "CID_BUDDY_LIST_STATUS_NOTIFY",
+            lambda m: m.user_stat.user_id == first.user_id and m.user_stat.status == 2,
+        )
+        assert len(offline) == 1  # the re-login on another PC did not flap presence
         await phone.wait_for("CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY", lambda m: m.login_stat == 2)
 
     with_cluster(body)
@@ -154,5 +160,39 @@ def test_sessions_settings_and_ephemeral_signals(with_cluster: Callable[..., Non
             "CID_MSG_GET_BY_MSG_ID_REQ", user_id=0, session_type=1, session_id=a_pc.user_id, msg_id_list=[1]
         )
         assert [m.msg_data for m in by_id.msg_list] == [b"hi"]
+
+    with_cluster(body)
+
+
+def test_encrypted_session_then_login_and_chat(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        import os
+
+        from generated.teamtalk.registry import REGISTRY
+        from runtime.services.msg.handlers import derive_session_keys
+        from runtime.stages.crypto import KeyExchange
+        from tests.integration.conftest import PASSWORD, Client, md5hex
+
+        core = await c.connect(0)
+        kx, nonce = KeyExchange(), os.urandom(16)
+        req = REGISTRY.by_name("CID_EXT_HANDSHAKE_REQ").message_class(
+            client_public_key=kx.public_bytes, client_nonce=nonce, suites=[2, 1]
+        )
+        rsp = await core.call("CID_EXT_HANDSHAKE_REQ", req)
+        assert rsp.result_code == 0 and rsp.suite == 2
+        keys = derive_session_keys(kx, rsp.server_public_key, nonce, rsp.server_nonce, initiator=True)
+        core.enable_encryption(keys, "chacha20-poly1305")
+        login = REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class(
+            user_name="user00", password=md5hex(PASSWORD), online_status=1, client_type=WINDOWS
+        )
+        res = await core.call("CID_LOGIN_REQ_USERLOGIN", login)
+        assert res.result_code == 0
+        a = Client(core, res.user_info.user_id, "user00")
+        c.clients.append(a)
+        b = await c.login("user01", 1)
+        await b.text(a.user_id, b"sealed on the way to a")
+        (got,) = await a.wait_for("CID_MSG_DATA")
+        assert got.msg_data == b"sealed on the way to a"
+        assert core.link is not None and core.link.data is not None and "cipher" in core.link.data
 
     with_cluster(body)

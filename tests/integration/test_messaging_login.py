@@ -115,3 +115,19 @@ def test_login_storm_is_queued_with_position_and_retry_after(with_cluster: Calla
         await core.close()
 
     with_cluster(body, login={"admission_rate": 0.01, "admission_burst": 2})
+
+
+def test_a_lost_msg_server_is_no_longer_handed_out(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        survivor = c.msg_port(0)
+        await c.stop_instance("msg", 1)
+        (login,) = c.services("login")
+        for _ in range(300):
+            if len(login.servers) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert [s.port for s in login.servers.values()] == [survivor]
+        ports = {int((await http_get(c, "/msg_server"))[2]["port"]) for _ in range(5)}
+        assert ports == {survivor}
+
+    with_cluster(body)

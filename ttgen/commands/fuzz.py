@@ -36,10 +36,12 @@ def progress_line(stats: Stats) -> str:
               help="Where reproducers are saved (default: tests/fuzz/reproducers/<spec>).")
 @click.option("--user", default="fuzz", show_default=True, help="Login name on a running cluster (--target).")
 @click.option("--password", default="fuzz-secret", show_default=True, help="Password on a running cluster.")
+@click.option("--max-failures", type=int, default=0, show_default=True,
+              help="Stop after this many failures (0: use the whole time budget).")
 @click.option("--plant", type=click.Choice(["handler", "framing"]), default=None, hidden=True,
               help="Test-only: plant a known bug in the in-process target to prove the fuzzer finds it.")
 def fuzz(spec_path: str, target: str | None, duration: str, seed: int, suite_names: tuple[str, ...],
-         server: str, save_dir: Path | None, user: str, password: str, plant: str | None) -> None:
+         server: str, save_dir: Path | None, user: str, password: str, max_failures: int, plant: str | None) -> None:
     """Fuzz SPEC's generated stack: message round-trips, frames, every hosted command on a live server
     (valid and malformed bodies, frames before login, mutated frames) and stateful client sessions.
 
@@ -62,7 +64,7 @@ def fuzz(spec_path: str, target: str | None, duration: str, seed: int, suite_nam
     engine = Engine(
         stack, run_plan.target, suite_names=tuple(chosen), budget=budget, seed=seed, plant=plant,
         decoder=run_plan.decoder, progress=lambda s: click.echo(progress_line(s)),
-        progress_every=1.0 if tty else 5.0,
+        progress_every=1.0 if tty else 5.0, max_failures=max_failures,
     )
     try:
         found = engine.run()
@@ -71,9 +73,10 @@ def fuzz(spec_path: str, target: str | None, duration: str, seed: int, suite_nam
             run_plan.target.close()
     stats = engine.stats
     commands = {c.name for c in stack.registry}
+    unanswered = f"{run_plan.target.unanswered} valid requests unanswered; " if run_plan.target else ""
     click.echo(
         f"done: {stats.examples} examples in {stats.elapsed:.1f}s ({stats.rate:.1f}/s), "
-        f"{stats.frames} frames sent, {len(found)} failures; "
+        f"{stats.frames} frames sent, {len(found)} failures; {unanswered}"
         f"commands covered {len(stats.covered_commands & commands)}/{len(commands)}, "
         f"messages covered {len(stats.covered_messages)}/{len(stack.messages)}"
     )

@@ -88,6 +88,20 @@ async def gather_status(data_dir: Path, timeout: float = 3.0) -> dict[str, Any]:
                 **probe,
             }
         )
+    listed = {(r["service"], r["instance"]) for r in rows}
+    for name, pid in sorted(((state or {}).get("workers") or {}).items()):
+        worker_service, _, number = str(name).rpartition("-")
+        if number.isdigit() and (worker_service, int(number)) not in listed:  # a worker that died
+            rows.append(
+                {
+                    "service": worker_service,
+                    "instance": int(number),
+                    "pid": pid,
+                    "endpoints": {},
+                    "status": "down",
+                    "error": "worker process is gone (not restarted)",
+                }
+            )
     return {"data_dir": str(data_dir), "cluster": state, "instances": rows}
 
 

@@ -56,7 +56,7 @@ class ChatHandlers(HandlerBase):
 
         def stored(frame: Frame | None) -> None:
             if frame is not None and frame.body:
-                self._stored(ctx, st, command, cid, ack, frame.body, is_group)
+                self._stored(ctx, st, command, cid, ack, msg, frame.body, is_group)
             else:
                 ctx.reply(ack)  # biz lost before answering: msg_id 0, the client may send again (dedup)
 
@@ -70,14 +70,17 @@ class ChatHandlers(HandlerBase):
         command: str,
         cid: int,
         ack: Any,
+        stored: Any,
         body: bytes | memoryview,
         is_group: bool,
     ) -> None:
-        stored: Any = self._data_class.FromString(bytes(body))
-        if stored.msg_id == 0:
+        """Biz answered: `stored` is the sent message; the reply carries its durable id and time only."""
+        reply: Any = self._data_class.FromString(bytes(body))
+        if reply.msg_id == 0:
             ctx.reply(ack)
             return
-        _result, version, _dup, members = unpack_store_reply(stored.attach_data)
+        _result, version, _dup, members = unpack_store_reply(reply.attach_data)
+        stored.msg_id, stored.create_time = reply.msg_id, reply.create_time
         stored.ClearField("attach_data")
         ack.msg_id = stored.msg_id
         ctx.reply(ack)  # stored and committed: only now does the sender hear of it

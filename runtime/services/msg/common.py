@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from runtime.dispatch import Context
+from runtime.errors import CallTimeout, ConnectionClosed
 from runtime.services.links import FLAG_RELAY, pack_relay
 from runtime.services.msg.delivery import ClientState
 
@@ -44,11 +45,14 @@ class HandlerBase:
         if link is None:
             return None
         body = pack_relay([user_id], msg.SerializeToString())
-        frame = await link.call(self.proto.cid(command), body, BIZ_TIMEOUT, flag=FLAG_RELAY)
+        try:
+            frame = await link.call(self.proto.cid(command), body, BIZ_TIMEOUT, flag=FLAG_RELAY)
+        except (ConnectionClosed, CallTimeout) as exc:
+            self.svc.log.warning("biz did not answer %s: %s", command, exc)
+            return None
         if not frame.body:
             return None
-        reply = self.proto.parse(frame.command_id, frame.body)
-        return reply
+        return self.proto.parse(frame.command_id, frame.body)
 
     def fan_out(
         self,

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from runtime.dispatch import Context
+from runtime.errors import IntegrityError
 from runtime.services.file.msg_side import FileRequestHandlers
 from runtime.services.links import ResultCode
 from runtime.services.msg.chat import ChatHandlers
 from runtime.services.msg.common import stamp_user, strip_attach
 from runtime.services.msg.delivery import ClientState, same_class
+from runtime.stages.crypto import KeyExchange, SessionKeys
 
 ONLINE, OFFLINE = 1, 2
+HANDSHAKE_OK, HANDSHAKE_NO_COMMON_SUITE, HANDSHAKE_BAD_KEY, HANDSHAKE_ALREADY_SECURED = 0, 1, 2, 3
+SUITES = {1: "aes-256-gcm", 2: "chacha20-poly1305"}  # IM.Ext.AeadSuite -> runtime.stages.crypto algorithm
 KICK_DUPLICATE, KICK_MOBILE = 1, 2
 GROUP_ADD = 1
 
@@ -125,21 +130,22 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers):
         client_type = msg.client_type
         ctx.authenticate(user_id, client_type)
         st.user_id, st.client_type, st.logged_in = user_id, client_type, True
-        for other in list(self.svc.states_of(user_id)):
-            if same_class(other.client_type, client_type):
-                self.kick(other, KICK_DUPLICATE)
+        older = [o for o in self.svc.states_of(user_id) if same_class(o.client_type, client_type)]
         self.svc.add_session(st)
+        # ONLINE goes out before the older session's OFFLINE, so a re-login does not flap presence.
+        upd = self.proto.new(
+            "CID_OTHER_USER_STATUS_UPDATE", user_status=ONLINE, user_id=user_id, client_type=client_type
+        )
+        self.svc.routers.to_all(self.proto.cid("CID_OTHER_USER_STATUS_UPDATE"), upd.SerializeToString())
+        self.svc.report_count(user_id, +1)
+        for other in older:
+            self.kick(other, KICK_DUPLICATE)
         kick = self.proto.new(
             "CID_OTHER_SERVER_KICK_USER", user_id=user_id, client_type=client_type, reason=KICK_DUPLICATE
         )
         self.svc.routers.relay(
             self.proto.cid("CID_OTHER_SERVER_KICK_USER"), kick.SerializeToString(), [user_id]
         )
-        upd = self.proto.new(
-            "CID_OTHER_USER_STATUS_UPDATE", user_status=ONLINE, user_id=user_id, client_type=client_type
-        )
-        self.svc.routers.to_all(self.proto.cid("CID_OTHER_USER_STATUS_UPDATE"), upd.SerializeToString())
-        self.svc.report_count(user_id, +1)
         res.online_status = msg.online_status
         res.user_info.CopyFrom(rsp.user_info)
         return res
@@ -180,9 +186,15 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers):
         st = self.state(ctx)
         msg.user_id = st.user_id
         del msg.user_id_list[1000:]
-        frame = await self.svc.routers.call(
-            self.proto.cid("CID_BUDDY_LIST_USERS_STATUS_REQUEST"), msg.SerializeToString()
-        )
+        try:
+            frame = await self.svc.routers.call(
+                self.proto.cid("CID_BUDDY_LIST_USERS_STATUS_REQUEST"), msg.SerializeToString()
+            )
+        except ConnectionError:  # no router: nobody can be vouched for as online
+            rsp: Any = self.proto.new("CID_BUDDY_LIST_USERS_STATUS_RESPONSE", user_id=st.user_id)
+            for uid in msg.user_id_list:
+                rsp.user_stat_list.add(user_id=uid, status=OFFLINE)
+            return rsp
         return strip_attach(self.proto.parse(frame.command_id, frame.body))
 
     # forwarded to biz ------------------------------------------------------------------------------------
@@ -255,8 +267,43 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers):
         return rsp
 
     async def on_cid_ext_handshake_req(self, ctx: Context, msg: Any) -> Any:
-        """Secure sessions are not offered by this msg server yet: no common suite."""
-        return self.proto.new("CID_EXT_HANDSHAKE_RSP", result_code=1)
+        """Open an encrypted session (X25519 + AEAD, keys from runtime.stages.crypto). The answer goes out in
+        clear; every later `session_aead` frame on the connection is sealed. Derivation: HKDF-SHA256 with salt
+        client_nonce || server_nonce and context client_key || server_key (`derive_session_keys`)."""
+        rsp: Any = self.proto.new("CID_EXT_HANDSHAKE_RSP", result_code=HANDSHAKE_OK)
+        data = ctx.link.extras()
+        if "cipher" in data:
+            rsp.result_code = HANDSHAKE_ALREADY_SECURED
+            return rsp
+        suite = next((s for s in msg.suites if s in SUITES), None)
+        if suite is None:
+            rsp.result_code = HANDSHAKE_NO_COMMON_SUITE
+            return rsp
+        kx = KeyExchange()
+        server_nonce = os.urandom(16)
+        try:
+            keys = derive_session_keys(
+                kx, msg.client_public_key, msg.client_nonce, server_nonce, initiator=False
+            )
+        except (IntegrityError, ValueError):
+            rsp.result_code = HANDSHAKE_BAD_KEY
+            return rsp
+        rsp.server_public_key, rsp.server_nonce, rsp.suite = kx.public_bytes, server_nonce, suite
+        ctx.reply(rsp)  # in clear: the handshake pair is never sealed
+        ctx.enable_encryption(keys, SUITES[suite])
+        return None
+
+
+def derive_session_keys(
+    kx: KeyExchange, peer_public: bytes, client_nonce: bytes, server_nonce: bytes, *, initiator: bool
+) -> SessionKeys:
+    """Both sides' key schedule for the handshake (the client passes initiator=True and its own key first)."""
+    if len(peer_public) != 32:
+        raise ValueError("public key must be 32 bytes")
+    client_pub, server_pub = (kx.public_bytes, peer_public) if initiator else (peer_public, kx.public_bytes)
+    return kx.derive(
+        peer_public, initiator=initiator, salt=client_nonce + server_nonce, context=client_pub + server_pub
+    )
 
     async def internal_only(self, ctx: Context, msg: Any) -> None:
         """Server-to-server commands never come from clients (the dispatcher refuses them first)."""

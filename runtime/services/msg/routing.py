@@ -20,6 +20,7 @@ from runtime.services.base import Discovery
 from runtime.services.links import FLAG_RELAY, Dialer, Link, Proto, pack_relay
 
 log = logging.getLogger("ttgen.msg.routing")
+MAX_OUTBOX = 100_000  # relays kept while no router confirms; beyond it the oldest are dropped
 
 
 class RouterPool:
@@ -50,6 +51,7 @@ class RouterPool:
         )
         self.m_master_changes = metrics.counter("msg_router_failovers_total", "master router changes")
         self.g_outbox = metrics.gauge("msg_relay_outbox", "relays not yet confirmed by a router")
+        self.m_relay_dropped = metrics.counter("msg_relays_dropped_total", "relays dropped: outbox full")
 
     # membership ------------------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -138,6 +140,11 @@ class RouterPool:
         rid = self._next
         self._next += 1
         envelope = pack_relay(targets, body)
+        if len(self._outbox) >= MAX_OUTBOX:  # no router for a long time: the oldest relays go (clients pull)
+            oldest = next(iter(self._outbox))
+            del self._outbox[oldest]
+            self._in_flight.pop(oldest, None)
+            self.m_relay_dropped.inc()
         self._outbox[rid] = (command_id, envelope)
         self.m_relays.inc()
         self._send_relay(rid)

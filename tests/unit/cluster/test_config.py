@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from runtime.cluster.config import (
     ConfigError,
@@ -91,6 +92,8 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
         ({"services": []}, "services"),
         ({"storage": {"backend": "mysql"}}, "storage.backend"),
         ({"storage": {"path": "x.db"}}, "storage.path"),
+        ({"storage": {"path": "ttgen.db", "dir": "a"}}, "storage.path"),
+        ({"storage": {"dir": ""}}, "storage.dir"),
         ({"storage": {"encrypt_at_rest": "yes"}}, "storage.encrypt_at_rest"),
         ({"data_dir": ""}, "data_dir"),
         ({"host": 5}, "host"),
@@ -137,3 +140,35 @@ def test_custom_service_class_and_disabled_services(tmp_path: Path) -> None:
     names = [s.name for s in config.ordered_services()]
     assert "msg" not in names
     assert names[-1] == "probe"  # services outside the table start last
+
+
+def test_storage_folder(tmp_path: Path) -> None:
+    assert parse_config({"data_dir": str(tmp_path)}).storage_dir == tmp_path
+    as_in_cluster_md = parse_config({"data_dir": str(tmp_path), "storage": {"path": "ttgen.db"}})
+    assert as_in_cluster_md.storage_dir == tmp_path
+    assert parse_config({"data_dir": str(tmp_path), "storage": {"dir": "db"}}).storage_dir == tmp_path / "db"
+    assert parse_config({"data_dir": str(tmp_path), "storage": {"dir": "/abs"}}).storage_dir == Path("/abs")
+
+
+def test_the_example_of_cluster_md_parses(tmp_path: Path) -> None:
+    doc = yaml.safe_load(
+        """
+data_dir: ./ttgen-data
+host: 127.0.0.1
+spec: teamtalk
+storage: {backend: sqlite, path: ttgen.db, encrypt_at_rest: true}
+services:
+  login:   {instances: 1, http_port: 8080, client_port: 8008, internal_port: 8100}
+  msg:     {instances: 2, client_port: 0, max_conn: 100000}
+  router:  {instances: 2}
+  biz:     {instances: 1}
+  file:    {instances: 1}
+  storage: {instances: 1}
+  gateway: {instances: 1, http_port: 8400, admin_api_key_file: admin.key}
+plugins: [shake]
+"""
+    )
+    config = parse_config(doc, base_dir=tmp_path)
+    assert config.storage_dir == tmp_path / "ttgen-data"
+    assert config.services["gateway"].options["admin_api_key_file"] == "admin.key"
+    assert config.plugins == ("shake",)
