@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from codegen.api import check_spec
 from codegen.emit import EMITTERS, EmitOptions, FileMap, emit_stack
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = 4
 MESSAGES_PER_MODULE = 25
 GOAL_WALL_S = 2.0
+T = TypeVar("T")
 GOAL_RATIO = 2.0
 
 
@@ -121,7 +123,7 @@ def stage_cpu(spec_dir: Path, runs: int) -> dict[str, float]:
     """Median CPU seconds of each pipeline stage (load, validate, every emitter) in this process."""
     samples: dict[str, list[float]] = {}
 
-    def timed(name: str, func: Callable[[], object]) -> object:
+    def timed(name: str, func: Callable[[], T]) -> T:
         cpu = time.process_time()
         result = func()
         samples.setdefault(name, []).append(time.process_time() - cpu)
@@ -129,12 +131,12 @@ def stage_cpu(spec_dir: Path, runs: int) -> dict[str, float]:
 
     for _ in range(runs):
         with gc_paused():  # as `check_spec` and `emit_stack` run
-            spec: Spec = timed("load", partial(load_spec, spec_dir))  # type: ignore[assignment]
+            spec: Spec = timed("load", partial(load_spec, spec_dir))
             timed("validate", partial(validate, spec))
             options = EmitOptions(spec_label="bench")
             files: dict[str, str | bytes] = {}
             for emitter in EMITTERS:
-                added: FileMap = timed(emitter.name, partial(emitter.func, spec, options, files))  # type: ignore[assignment]
+                added: FileMap = timed(emitter.name, partial(emitter.func, spec, options, files))
                 files.update(added)
     return {name: statistics.median(values) for name, values in samples.items()}
 

@@ -105,7 +105,7 @@ class Field:
 class Reserved:
     numbers: tuple[tuple[int, int], ...] = ()  # inclusive ranges
     names: tuple[str, ...] = ()
-    loc: Loc = Loc.none()
+    loc: Loc = Loc.none()  # noqa: RUF009  (a Loc is immutable, so one shared default is safe)
 
 
 @dataclass(frozen=True)
@@ -213,8 +213,8 @@ class StagePolicy:
     """The policies of the six lifecycle stages for one message or command.
 
     Each stage is a plain mapping of policy keys to values, validated against the stage schema
-    (`codegen.stages_schema`) and carried verbatim into the generated registry, where the runtime's stage units
-    interpret it. A command's policy overrides its message's policy key by key.
+    (`codegen.stages_schema`) and carried verbatim into the generated registry, where the runtime's stage
+    units interpret it. A command's policy overrides its message's policy key by key.
     """
 
     target: str  # qualified message name or command name
@@ -239,7 +239,8 @@ class ClusterService:
     """A cluster service (a process role): which commands it hosts and which services it links to."""
 
     name: str  # e.g. msg
-    role: str  # login | msg | router | biz | storage | file | gateway | monitor | config | log | <plugin role>
+    # login | msg | router | biz | storage | file | gateway | monitor | config | log | <plugin role>
+    role: str
     loc: Loc
     doc: str = ""
     hosts: tuple[str, ...] = ()  # command names
@@ -291,8 +292,9 @@ class Spec:
     plugins: tuple[Plugin, ...] = ()
     options: tuple[tuple[str, str], ...] = ()  # file options applied to every module unless overridden
     key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
-    # Manifest `output:` / `docs_output:`: where `ttgen generate` writes the stack's parent folder and an extra
-    # copy of the protocol docs, relative to the manifest folder (None: the default `<root>/../generated`, no copy).
+    # Manifest `output:` / `docs_output:`: where `ttgen generate` writes the stack's parent folder and an
+    # extra copy of the protocol docs, relative to the manifest folder (None: the default
+    # `<root>/../generated`, no copy).
     output: str | None = None
     docs_output: str | None = None
 
@@ -324,8 +326,8 @@ class Spec:
 
     @functools.cached_property
     def _stage_policies(self) -> dict[str, StagePolicy]:
-        # Target -> its first policy. Built on first use (cached_property writes the instance __dict__ directly,
-        # so the spec stays frozen); `stage_policy` runs per command in several emitters.
+        # Target -> its first policy, built on first use (cached_property writes the instance __dict__
+        # directly, so the spec stays frozen): `stage_policy` runs per command in several emitters.
         out: dict[str, StagePolicy] = {}
         for p in self.stages:
             out.setdefault(p.target, p)

@@ -52,7 +52,7 @@ def compile_protos(protos: Mapping[str, str], *, spec: Spec | None = None) -> Pr
     """
     from grpc_tools import _protoc_compiler
 
-    with tempfile.TemporaryDirectory(prefix="ttgen-protoc-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ttgen-protoc-", dir=_scratch_parent()) as tmp:
         src = Path(tmp) / "src"
         out = Path(tmp) / "out"
         src.mkdir()
@@ -79,6 +79,20 @@ def compile_protos(protos: Mapping[str, str], *, spec: Spec | None = None) -> Pr
             for path in sorted(out.iterdir())
         }
         return ProtocResult(modules=modules, descriptor_set=descriptor_path.read_bytes())
+
+
+@functools.cache
+def _scratch_parent() -> str | None:
+    """Where protoc's private folder goes: a RAM-backed `/dev/shm` when there is one and TMPDIR is unset.
+
+    protoc reads and writes a few dozen small files per run; creating files costs about a millisecond each on
+    some disks (journaling, overlay file systems), and nothing here needs to outlive the run. None means the
+    platform's default temporary folder.
+    """
+    shm = "/dev/shm"
+    if os.environ.get("TMPDIR") or not os.path.isdir(shm) or not os.access(shm, os.W_OK | os.X_OK):
+        return None
+    return shm
 
 
 def relative_imports(source: str, proto_files: set[str]) -> str:

@@ -82,6 +82,7 @@ def sync_tree(
     `prune=False` leaves other files alone entirely (for a shared folder such as `docs/protocol/`).
     """
     report = WriteReport(root=root)
+    made: set[Path] = set()  # folders known to exist: one mkdir per folder, not per file
     for rel, content in sorted(files.items()):
         _check_relative(rel)
         data = encode(content)
@@ -94,7 +95,9 @@ def sync_tree(
             report.unchanged.append(rel)
             continue
         if not check:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
             target.write_bytes(data)
             report.written.append(rel)
     for rel in existing_files(root) if prune else []:

@@ -81,7 +81,7 @@ _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 class _Environment(jinja2.Environment):
-    """`x.name` on the view-model dicts without jinja2's failed-attribute-then-item detour (an exception each).
+    """`x.name` on view-model dicts without jinja2's failed-attribute-then-item detour (an exception each).
 
     jinja2 prefers an attribute to an item; a plain dict has no attribute of any name that is not one of
     `dir(dict)`, so looking such names up as items first gives the very same result, only faster.

@@ -136,8 +136,8 @@ class _Converter:
             if node.tag == _STR_TAG:  # the common case, without the constructor's bookkeeping
                 value: Any = node.value
             else:
-                table = self.table
-                value = table.get(node.tag, table[None])(self.constructor, node)  # None: unknown tag, an error
+                table = self.table  # None: an unknown tag, whose constructor raises
+                value = table.get(node.tag, table[None])(self.constructor, node)
             return Y("scalar", value, loc, node.value, not node.style, _NO_KEYS, _NO_DUPS)
         if isinstance(node, MappingNode):
             out: dict[str, Y] = {}

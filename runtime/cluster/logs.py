@@ -39,11 +39,22 @@ class JsonLineFormatter(logging.Formatter):
 
 
 class ConsoleFormatter(logging.Formatter):
-    """`12:00:01 msg-0 warning: text` (the logger `ttgen.msg.0` shown as `msg-0`)."""
+    """`12:00:01 msg-0 warning: text` (the logger `ttgen.msg.0` shown as `msg-0`).
+
+    A worker process passes its instance name as `process`, so lines of its library loggers say where they
+    come from: `12:00:01 [msg-0] ttgen.links warning: ...`.
+    """
+
+    def __init__(self, process: str = "") -> None:
+        super().__init__()
+        self.process = process
 
     def format(self, record: logging.LogRecord) -> str:
         parts = record.name.split(".")
-        who = f"{parts[1]}-{parts[2]}" if len(parts) >= 3 and parts[0] == "ttgen" else record.name
+        if _INSTANCE_LOGGER.match(record.name):
+            who = f"{parts[1]}-{parts[2]}"
+        else:
+            who = f"[{self.process}] {record.name}" if self.process else record.name
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
         line = f"{stamp} {who} {level}{record.getMessage()}"
@@ -99,7 +110,7 @@ def attach_process_log(path: Path) -> logging.Handler:
     return handler
 
 
-def setup_console(verbose: bool = False, stream: TextIO | None = None) -> logging.Handler:
+def setup_console(verbose: bool = False, stream: TextIO | None = None, process: str = "") -> logging.Handler:
     """Short human lines on stderr for every logger (warnings, or everything with verbose)."""
     root = logging.getLogger()
     if root.level > logging.INFO or root.level == logging.NOTSET:
@@ -108,7 +119,7 @@ def setup_console(verbose: bool = False, stream: TextIO | None = None) -> loggin
         if getattr(old, "_ttgen_console", False):
             root.removeHandler(old)
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(ConsoleFormatter())
+    handler.setFormatter(ConsoleFormatter(process))
     handler.setLevel(logging.INFO if verbose else logging.WARNING)
     handler._ttgen_console = True  # type: ignore[attr-defined]
     root.addHandler(handler)

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", default="", help="stack module providing registry and servers")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    setup_console(args.verbose)
+    setup_console(args.verbose, process=f"{args.service}-{args.instance}")
     config = parse_config(json.loads(args.config.read_text(encoding="utf-8")), source=str(args.config))
     return asyncio.run(serve(config, args.service, args.instance, args.stack))
 

@@ -22,7 +22,7 @@ import enum
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from google.protobuf.message import Message as PbMessage
@@ -388,3 +388,15 @@ class ResultCode(enum.IntEnum):
     RECALL_WINDOW_EXPIRED = 28
     NOT_LOGGED_IN = 29
     INTERNAL = 99
+
+
+async def keep_alive(links: Callable[[], Iterable[Link]], every: float = 1.0) -> None:
+    """Run forever: apply heartbeat and dead-peer rules to the links a listener accepted (cancel to stop)."""
+    while True:
+        await asyncio.sleep(every)
+        now = time.monotonic()
+        for link in list(links()):
+            try:
+                link.tick(now)
+            except Exception:
+                log.exception("%s: tick failed", link.name)

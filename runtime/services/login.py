@@ -21,7 +21,7 @@ from runtime.dispatch import Context, Dispatcher
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import Endpoint, Service, ServiceContext
-from runtime.services.links import Link, Proto, serve_links
+from runtime.services.links import Link, Proto, keep_alive, serve_links
 from runtime.transport import Server, serve
 
 MAX_REQUEST = 1024
@@ -171,6 +171,8 @@ class LoginService(Service):
         self._client: Server | None = None
         self._endpoints: list[Endpoint] = []
         self._http_conns: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self.links: set[Link] = set()  # every msg server link, registered or not
         self.m_lookups = self.metrics.counter("login_lookups_total", "msg server lookups answered")
         self.m_queued = self.metrics.counter("login_queued_total", "lookups answered with a queue place")
         self.g_servers = self.metrics.gauge("login_msg_servers", "registered msg servers")
@@ -193,12 +195,16 @@ class LoginService(Service):
         ]
         for ep in self._endpoints:
             self.ctx.discovery.publish(ep)
+        # Heartbeats after 5 s without sending: msg servers close a link that stays silent for 30 s.
+        self._ticker = asyncio.get_running_loop().create_task(keep_alive(lambda: self.links))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Close every listener and connection."""
         for ep in self._endpoints:
             with contextlib.suppress(Exception):
                 self.ctx.discovery.withdraw(ep)
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._client is not None:
             await self._client.shutdown(min(drain_timeout, 1.0))
         for srv in (self._http, self._internal):
@@ -206,7 +212,7 @@ class LoginService(Service):
                 srv.close()
         for task in list(self._http_conns):
             task.cancel()
-        for link in list(self.servers):
+        for link in list(self.links):
             link.close()
 
     def endpoints(self) -> list[Endpoint]:
@@ -235,8 +241,10 @@ class LoginService(Service):
         link.name = "login<-msg"
         link.on_frame = self._on_frame
         link.on_lost.append(self._lost)
+        self.links.add(link)
 
     def _lost(self, link: Link) -> None:
+        self.links.discard(link)
         self.servers.pop(link, None)  # the whole count of a lost msg server goes with it
         self.g_servers.set(len(self.servers))
 

@@ -127,10 +127,20 @@ def test_demo_runs_to_completion(tmp_path: Path, config_file: Path, mode: list[s
     assert "demo: conversation complete" in out and out.rstrip().endswith("ttgen: stopped")
     if mode:
         return
-    again = run(["up", "--config", str(config_file), "--data-dir", str(data), "--demo-once"], 120)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "created department" not in again.stdout  # demo data is made on the first run only
-    assert "stored as msg 3" in again.stdout  # the same users' conversation continues in the same database
+    # `--demo` (what ./dev demo runs) keeps running after the conversation and says how to join; SIGTERM
+    # stops it cleanly.
+    again = Proc(["up", "--config", str(config_file), "--data-dir", str(data), "--demo"])
+    try:
+        assert "stored as msg 3" in again.wait_for("acked by the server", 90)  # the conversation continues
+        again.wait_for("join the chat from another terminal")
+        hint = again.wait_for("chat --user alice --password demo")
+        assert f"--data-dir {data}" in hint
+        again.wait_for("press Ctrl-C")
+        assert again.finish(30, signal.SIGTERM) == 0
+    finally:
+        again.close()
+    assert not any("created department" in line for line in again.lines)  # demo data: first run only
+    assert again.lines[-1] == "ttgen: stopped"
 
 
 def test_admin_before_start(tmp_path: Path) -> None:

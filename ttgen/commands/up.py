@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Callable
@@ -99,8 +100,10 @@ async def _run(
 
         demo_task = asyncio.create_task(run_demo(config, stack, say=say))
         await asyncio.wait({demo_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if not demo_task.done():
+        if not demo_task.done():  # signalled during the demo: close its clients, then stop
             demo_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await demo_task
         else:
             try:
                 ok = demo_task.result()
@@ -110,7 +113,7 @@ async def _run(
             code = 0 if ok else 1
     if demo_once:
         stopper.cancel()
-    else:
+    elif not stopper.done():
         if demo:
             from ttgen.demo import join_hint
 

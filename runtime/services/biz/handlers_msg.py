@@ -97,7 +97,6 @@ class MessageHandlers:
         msg.msg_id = res.msg_id
         msg.create_time = res.created
         msg.attach_data = attach
-        msg.msg_data = b""  # msg still holds the content: only the stored identity travels back
         return msg
 
     async def h_read_ack(self, user_id: int, msg: Any, link: Link) -> Any:

@@ -23,7 +23,7 @@ from runtime.services.biz.handlers_dir import DirectoryHandlers
 from runtime.services.biz.handlers_group import GroupHandlers
 from runtime.services.biz.handlers_msg import MessageHandlers
 from runtime.services.biz.storage_open import open_auth, open_storage
-from runtime.services.links import FLAG_RELAY, Link, Proto, serve_links, unpack_relay
+from runtime.services.links import FLAG_RELAY, Link, Proto, keep_alive, serve_links, unpack_relay
 from runtime.storage.base import Storage
 
 Handler = Callable[[int, Any, Link], Awaitable[PbMessage | None]]
@@ -43,6 +43,7 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         self._links: set[Link] = set()
         self._handlers: dict[int, tuple[str, Handler]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
         self._group_cache: dict[int, tuple[int, list[int]]] = {}
         self._m_requests = self.metrics.counter("biz_requests_total", "requests handled")
         self._m_errors = self.metrics.counter("biz_errors_total", "requests answered with an error")
@@ -66,12 +67,16 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         ep = Endpoint("biz", self.ctx.instance, "internal", self.ctx.host, bound)
         self._endpoints = [ep]
         self.ctx.discovery.publish(ep)
+        # Heartbeats after 5 s without sending: peers close a link that stays silent for 30 s.
+        self._ticker = asyncio.get_running_loop().create_task(keep_alive(lambda: self._links))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Stop accepting, let running requests finish, close links and storage."""
         for ep in self._endpoints:
             with contextlib.suppress(Exception):
                 self.ctx.discovery.withdraw(ep)
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._server is not None:
             self._server.close()
         if self._tasks:

@@ -63,7 +63,7 @@ class MsgService(Service):
             self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot
         )
         self.biz: list[Dialer] = []
-        self.logins: dict[tuple[str, int], Dialer] = {}
+        self.logins: dict[int, Dialer] = {}  # login instance -> dialer
         self._server: Server | None = None
         self._endpoints: list[Endpoint] = []
         self._ticker: asyncio.Task[None] | None = None
@@ -132,13 +132,15 @@ class MsgService(Service):
 
     # peers -----------------------------------------------------------------------------------------------
     def _refresh_peers(self) -> None:
+        """One dialer per biz and per login instance (by instance number: a restarted peer keeps its dialer,
+        which re-resolves the new port)."""
         if not self.biz:
-            for i, _ep in enumerate(self.ctx.discovery.endpoints("biz", "internal")[:1] or [None]):
-                self.biz.append(self._dial(f"msg->biz{i}", "biz", i, None))
+            self.biz.append(self._dial("msg->biz0", "biz", 0, None))
         for ep in self.ctx.discovery.endpoints("login", "internal"):
-            key = (ep.host, ep.port)
-            if key not in self.logins:
-                self.logins[key] = self._dial(f"msg->login:{ep.port}", "login", ep.instance, self._login_up)
+            if ep.instance not in self.logins:
+                self.logins[ep.instance] = self._dial(
+                    f"msg->login{ep.instance}", "login", ep.instance, self._login_up
+                )
 
     def _dial(self, name: str, service: str, instance: int, on_up: Any) -> Dialer:
         def resolve() -> tuple[str, int] | None:

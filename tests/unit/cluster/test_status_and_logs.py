@@ -107,7 +107,9 @@ def test_json_lines() -> None:
 def test_console_lines_and_instance_filter() -> None:
     line = ConsoleFormatter().format(_record("ttgen.router.1", logging.WARNING))
     assert line.endswith("router-1 warning: hello world")
-    assert ConsoleFormatter().format(_record("runtime.dispatch")).endswith("runtime.dispatch hello world")
+    assert ConsoleFormatter().format(_record("runtime.dispatch")).endswith(" runtime.dispatch hello world")
+    in_worker = ConsoleFormatter("msg-1").format(_record("ttgen.links", logging.WARNING))
+    assert in_worker.endswith(" [msg-1] ttgen.links warning: hello world")
     keep = NotInstanceRecords()
     assert not keep.filter(_record("ttgen.msg.0")) and not keep.filter(_record("ttgen.msg.0.links"))
     assert keep.filter(_record("runtime.dispatch")) and keep.filter(_record("ttgen.cluster"))

@@ -151,3 +151,42 @@ def test_user_table_presence_counts_pcs_only() -> None:
     assert not table.pc_online(7) and table.links_for([7, 8]) == {link_a}
     table.update(link_a, 7, 0x11, -1)
     assert table.users == {}
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+
+def test_link_heartbeats_when_idle_and_closes_when_peer_is_silent() -> None:
+    import asyncio
+
+    from runtime.framing import FrameDecoder
+    from runtime.services.links import HEARTBEAT_CID, Link
+
+    async def body() -> None:
+        link = Link("t")
+        transport = FakeTransport()
+        link.connection_made(transport)  # type: ignore[arg-type]
+        t0 = link.last_sent
+        link.tick(t0 + 4.0)
+        await asyncio.sleep(0)
+        assert transport.written == []  # nothing sent for only 4 s: no heartbeat yet
+        link.tick(t0 + 5.0)
+        await asyncio.sleep(0)
+        (frame,) = FrameDecoder().feed(b"".join(transport.written))
+        assert frame.command_id == HEARTBEAT_CID
+        link.tick(link.last_received + 30.0)
+        assert transport.closed  # the peer said nothing for 30 s
+
+    asyncio.run(body())
