@@ -7,7 +7,6 @@ Codes are stable (tests and users match on them); the prose may improve. See doc
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -97,6 +96,8 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     pool = sorted(set(candidates))
     if not pool:
         return ""
+    import difflib  # only a spec with errors gets here: kept off the start-up path of a clean run
+
     best = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
     if not best:
         # A qualified candidate whose last component matches (e.g. 'UserInfo' -> 'IM.BaseDefine.UserInfo').

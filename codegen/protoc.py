@@ -50,9 +50,19 @@ def compile_protos(protos: Mapping[str, str], *, spec: Spec | None = None) -> Pr
 
     Raises `SpecError` with one TT901 diagnostic per protoc error, located in the spec when `spec` is given.
     """
+    scratch = _scratch_parent()
+    if scratch is not None:
+        try:
+            return _compile_in(scratch, protos, spec)
+        except (OSError, SpecError):
+            pass  # a full or unusable RAM disk (or a real error): the ordinary temporary folder decides
+    return _compile_in(None, protos, spec)
+
+
+def _compile_in(parent: str | None, protos: Mapping[str, str], spec: Spec | None) -> ProtocResult:
     from grpc_tools import _protoc_compiler
 
-    with tempfile.TemporaryDirectory(prefix="ttgen-protoc-", dir=_scratch_parent()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="ttgen-protoc-", dir=parent) as tmp:
         src = Path(tmp) / "src"
         out = Path(tmp) / "out"
         src.mkdir()

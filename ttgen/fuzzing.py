@@ -1,4 +1,4 @@
-"""CLI layer: wires a generated stack, a fuzz target (in-process cluster, validating server or a running server)
+"""CLI layer: wires a generated stack, a fuzz target (in-process cluster, validating server, running server)
 and the planted test-only bugs into `runtime.fuzz.engine` for `ttgen fuzz`."""
 
 from __future__ import annotations
@@ -58,16 +58,25 @@ class TeamTalkRemote(RemoteTarget):
 
     def login_message(self):  # type: ignore[no-untyped-def]
         info = self.stack.command("CID_LOGIN_REQ_USERLOGIN")
-        msg = info.message_class(user_name=self.user, password=md5hex(self.password), online_status=1,
-                                 client_type=1)
+        msg = info.message_class(
+            user_name=self.user, password=md5hex(self.password), online_status=1, client_type=1
+        )
         return info, msg
 
     def check_login_reply(self, reply) -> None:  # type: ignore[no-untyped-def]
         assert getattr(reply, "result_code", 0) == 0, f"login refused: {reply}"
 
 
-def plan(stack: FuzzStack, *, target: str | None, server: str, plant: str | None, live: bool,
-         user: str, password: str) -> Plan:
+def plan(
+    stack: FuzzStack,
+    *,
+    target: str | None,
+    server: str,
+    plant: str | None,
+    live: bool,
+    user: str,
+    password: str,
+) -> Plan:
     """Choose the target for the run. `plant` (test-only) puts a known bug into the in-process server."""
     decoder = plants.decoder_for(plant)
     if not live:
@@ -76,8 +85,11 @@ def plan(stack: FuzzStack, *, target: str | None, server: str, plant: str | None
         host, _, port = target.rpartition(":")
         if not port.isdigit():
             raise click.BadParameter(f"{target!r} is not HOST:PORT", param_hint="--target")
-        remote: Target = (TeamTalkRemote(stack, host or "127.0.0.1", int(port), user, password)
-                          if cluster_supports(stack) else RemoteTarget(stack, host or "127.0.0.1", int(port)))
+        remote: Target = (
+            TeamTalkRemote(stack, host or "127.0.0.1", int(port), user, password)
+            if cluster_supports(stack)
+            else RemoteTarget(stack, host or "127.0.0.1", int(port))
+        )
         return Plan(remote, decoder, f"running server {target}")
     kind = server if server != "auto" else ("cluster" if cluster_supports(stack) else "validating")
     if kind == "cluster":

@@ -1,7 +1,8 @@
 """Codegen emit layer: hypothesis strategies (`strategies.py`) and the generated fuzz suites (`tests/`).
 
 Every decision is computed here from the spec: which kind each field is (scalar type, enum, message), its
-presence (required, optional, implicit, repeated, map, oneof member), its constraints, the declared enum values,
+presence (required, optional, implicit, repeated, map, oneof member), its constraints, the declared enum
+values,
 which commands a client may send, which are hosted by a service and which messages are recursive. The
 templates under `codegen/templates/fuzz/` only lay those tables out; the machinery they call lives in
 `runtime.fuzz`.
@@ -36,7 +37,7 @@ def field_kind(spec: Spec, f: Field) -> tuple[str, str]:
 
 
 def field_label(spec: Spec, f: Field) -> str:
-    """Presence as the strategies see it: required, optional, implicit (proto3 singular), repeated, map, oneof."""
+    """Presence as strategies see it: required, optional, implicit (proto3 singular), repeated, map, oneof."""
     if f.is_map:
         return "map"
     if f.oneof is not None:

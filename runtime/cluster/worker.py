@@ -26,6 +26,7 @@ from runtime.cluster.instance import empty_registry, make_context, start_instanc
 from runtime.cluster.logs import attach_process_log, log_path, setup_console
 from runtime.registry import Registry
 from runtime.services.registry_table import load_service_class
+from runtime.transport import run as run_loop
 
 READY, FAILED = "READY", "FAILED"
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_console(args.verbose, process=f"{args.service}-{args.instance}")
     config = parse_config(json.loads(args.config.read_text(encoding="utf-8")), source=str(args.config))
-    return asyncio.run(serve(config, args.service, args.instance, args.stack))
+    return run_loop(serve(config, args.service, args.instance, args.stack))  # uvloop when installed
 
 
 if __name__ == "__main__":

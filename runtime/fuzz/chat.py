@@ -2,7 +2,8 @@
 
 Two seeded users (`alice`, `bob`) log in, send 1:1 messages, receive and ack pushes, read, ask for unread
 counts, log out and reconnect, in any order hypothesis picks (rules gated by preconditions on who is online).
-Invariants: every message the server acked has a fresh id, increasing per conversation; a recipient online when
+Invariants: every message the server acked has a fresh id, increasing per conversation; a recipient online
+when
 it was sent receives it exactly once, in order; unread counts match the model (messages after the last read).
 """
 
@@ -13,11 +14,11 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
+from runtime.framing import encode_frame
 from runtime.fuzz.cluster import MOBILE_CLIENT, ClusterTarget
 from runtime.fuzz.live import recorder
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.wire import PeerClosed, RawConnection
-from runtime.framing import encode_frame
 
 USERS = ("alice", "bob")
 SINGLE = 1  # SessionType SESSION_TYPE_SINGLE
@@ -55,8 +56,9 @@ class ChatClient:
     def send(self, command: str, **fields: Any) -> int:
         info = self.stack.command(command)
         seq = next_seq()
-        frame = encode_frame(info.service_id, info.command_id, seq,
-                             info.message_class(**fields).SerializeToString())
+        frame = encode_frame(
+            info.service_id, info.command_id, seq, info.message_class(**fields).SerializeToString()
+        )
         recorder().add("send", command=command, hex=frame.hex(), user=self.user_id)
         self.conn.send_raw(frame)
         self.target.frames_sent += 1
@@ -75,11 +77,16 @@ class ChatClient:
         got: list[Any] = []
 
         def take(frame: Any) -> None:
-            msg = cls.FromString(bytes(frame.body))
+            msg: Any = cls.FromString(bytes(frame.body))
             if msg.from_user_id in peers:
                 got.append(msg)
-            self.send("CID_MSG_DATA_ACK", user_id=self.user_id, session_id=msg.from_user_id,
-                      msg_id=msg.msg_id, session_type=SINGLE)
+            self.send(
+                "CID_MSG_DATA_ACK",
+                user_id=self.user_id,
+                session_id=msg.from_user_id,
+                msg_id=msg.msg_id,
+                session_type=SINGLE,
+            )
 
         while not set(expected) <= {m.msg_id for m in got}:
             take(self.conn.wait_for(lambda f: f.command_id == data_cid))
@@ -93,7 +100,7 @@ class ChatClient:
         info = self.stack.command("CID_MSG_READ_NOTIFY")
         while True:
             frame = self.observer.wait_for(lambda f: f.command_id == info.command_id)
-            note = info.message_class.FromString(bytes(frame.body))
+            note: Any = info.message_class.FromString(bytes(frame.body))
             if note.session_id == session_id and note.msg_id == msg_id:
                 return
 
@@ -117,7 +124,9 @@ class ChatMachine(RuleBasedStateMachine):
         self.pending: dict[str, list[int]] = {u: [] for u in USERS}  # pushes owed to an online user
         self.sent_to: dict[str, list[tuple[str, int]]] = {u: [] for u in USERS}  # (from, msg id) to a user
         self.read_upto: dict[tuple[str, str], int] = {}  # (reader, peer) -> msg id read up to
-        self.baseline: dict[tuple[str, str], int | None] = {}  # unread before this run, until a read clears it
+        self.baseline: dict[
+            tuple[str, str], int | None
+        ] = {}  # unread before this run, until a read clears it
 
     def other(self, user: str) -> str:
         return USERS[1 - USERS.index(user)]
@@ -131,7 +140,9 @@ class ChatMachine(RuleBasedStateMachine):
         client = self.online[user] = ChatClient(self.TARGET, self.STACK, user)
         peer = self.other(user)
         if (user, peer) not in self.baseline:
-            self.baseline[(user, peer)] = self._server_unread(client, peer) - self._model_unread(user, peer, 0)
+            self.baseline[(user, peer)] = self._server_unread(client, peer) - self._model_unread(
+                user, peer, 0
+            )
 
     @precondition(lambda self: bool(self.online))
     @rule(data=st.data(), text=st.binary(min_size=1, max_size=64))
@@ -139,8 +150,13 @@ class ChatMachine(RuleBasedStateMachine):
         sender = data.draw(st.sampled_from(sorted(self.online)), label="sender")
         to = self.other(sender)
         ack = self.online[sender].call(
-            "CID_MSG_DATA", from_user_id=self.ids[sender], to_session_id=self.ids[to], msg_id=0,
-            create_time=0, msg_type=SINGLE_TEXT, msg_data=text,
+            "CID_MSG_DATA",
+            from_user_id=self.ids[sender],
+            to_session_id=self.ids[to],
+            msg_id=0,
+            create_time=0,
+            msg_type=SINGLE_TEXT,
+            msg_data=text,
         )
         assert ack.msg_id > 0, f"{sender}->{to}: message refused (msg id 0)"
         last = self.last_id.get((sender, to), 0)
@@ -164,8 +180,13 @@ class ChatMachine(RuleBasedStateMachine):
         upto = max([mid for frm, mid in self.sent_to[user] if frm == peer], default=0)
         if not upto:
             return
-        self.online[user].send("CID_MSG_READ_ACK", user_id=self.ids[user], session_id=self.ids[peer],
-                               msg_id=upto, session_type=SINGLE)
+        self.online[user].send(
+            "CID_MSG_READ_ACK",
+            user_id=self.ids[user],
+            session_id=self.ids[peer],
+            msg_id=upto,
+            session_type=SINGLE,
+        )
         self.read_upto[(user, peer)] = upto
         self.baseline[(user, peer)] = 0
         # A read ack has no reply; the user's other device is told once the read position is stored.

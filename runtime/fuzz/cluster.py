@@ -40,8 +40,11 @@ def cluster_supports(stack: FuzzStack) -> bool:
         return False
     fields = login.message_class.DESCRIPTOR.fields_by_name
     servers = stack.servers
-    return "user_name" in fields and "password" in fields and servers is not None and hasattr(
-        servers, "MsgServiceBase"
+    return (
+        "user_name" in fields
+        and "password" in fields
+        and servers is not None
+        and hasattr(servers, "MsgServiceBase")
     )
 
 
@@ -62,8 +65,13 @@ def cluster_config(data_dir: Path, plant_command: str | None = None) -> dict[str
             "login": {"instances": 1, "http_port": 0, "client_port": 0, "internal_port": 0},
             "msg": msg,
             "router": {"instances": 1},
-            "biz": {"instances": 1, "auth": {**AUTH, "max_user_failures": 1000, "max_address_failures": 1000}},
-            "file": {"instances": 0}, "storage": {"instances": 0}, "gateway": {"instances": 0},
+            "biz": {
+                "instances": 1,
+                "auth": {**AUTH, "max_user_failures": 1000, "max_address_failures": 1000},
+            },
+            "file": {"instances": 0},
+            "storage": {"instances": 0},
+            "gateway": {"instances": 0},
         },
         "drain_timeout": 1.0,
     }
@@ -135,7 +143,9 @@ class ClusterTarget(Target):
     def login_message(self) -> tuple[CommandInfo, Message] | None:
         info = self.stack.command(LOGIN_COMMAND)
         msg = info.message_class(
-            user_name=self._login_as, password=md5hex(PASSWORD), online_status=ONLINE,
+            user_name=self._login_as,
+            password=md5hex(PASSWORD),
+            online_status=ONLINE,
             client_type=self._client_type,
         )
         return info, msg
@@ -182,8 +192,9 @@ class ClusterTarget(Target):
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
         try:
             db.execute("BEGIN")
-            tables = [r[0] for r in db.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+            tables = [
+                r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+            ]
             for table in tables:
                 digest.update(table.encode())
                 for text in sorted(repr(row) for row in db.execute(f'SELECT * FROM "{table}"')):

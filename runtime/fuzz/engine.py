@@ -10,6 +10,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
+from hypothesis.stateful import run_state_machine_as_test
 
 from runtime.framing import FrameDecoder
 from runtime.fuzz import stateful, suites
@@ -49,7 +50,11 @@ class Stats:
 def engine_settings(examples: int) -> settings:
     """Random (not derandomized), no database, one bug per case, no deadline."""
     return settings(
-        max_examples=examples, derandomize=False, database=None, deadline=None, report_multiple_bugs=False,
+        max_examples=examples,
+        derandomize=False,
+        database=None,
+        deadline=None,
+        report_multiple_bugs=False,
         phases=[Phase.explicit, Phase.generate, Phase.shrink],
         suppress_health_check=list(HealthCheck),
     )
@@ -147,17 +152,22 @@ class Engine:
                         super().__init__()
                         stats.examples += 1
 
-                hypothesis_seed(seed)(lambda: stateful.run_state_machine_as_test(Counted, settings=opts))()
+                hypothesis_seed(seed)(lambda: run_state_machine_as_test(Counted, settings=opts))()
             else:
                 case.run(opts, count, seed)
         except Exception as exc:  # a property failed (after shrinking): keep its minimal steps
             if self.target is not None:
                 self.target.reset()
             return Reproducer(
-                spec=self.stack.name, suite=case.suite, case=case.name, command=case.command,
+                spec=self.stack.name,
+                suite=case.suite,
+                case=case.name,
+                command=case.command,
                 failure=f"{type(exc).__name__}: {first_line(exc)}",
-                steps=list(recorder().steps), example="\n".join(getattr(exc, "__notes__", [])),
-                plant=self.plant, seed=seed,
+                steps=list(recorder().steps),
+                example="\n".join(getattr(exc, "__notes__", [])),
+                plant=self.plant,
+                seed=seed,
             )
         return None
 

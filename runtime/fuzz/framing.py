@@ -3,7 +3,8 @@
 - `check_roundtrip`: frames encoded, delivered in arbitrary chunks, decode to exactly the same frames.
 - `check_decoder`: any bytes: the decoder either returns frames that re-encode to exactly the bytes consumed,
   or raises `FrameError` (and then keeps raising it); a complete frame is never left undecoded.
-- `check_connection`: any bytes into a server-side `Connection`: no exception escapes, nothing is yielded after
+- `check_connection`: any bytes into a server-side `Connection`: no exception escapes, nothing is yielded
+  after
   it decided to close, and heartbeats are answered with the request's seq.
 """
 

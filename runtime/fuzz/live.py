@@ -50,7 +50,8 @@ def recorder() -> Recorder:
 
 def classify(target: Target, info: CommandInfo, body: bytes, *, authenticated: bool) -> str:
     """The outcome the spec prescribes for `body` sent as `info` on a client connection."""
-    # In the order the server applies them: connection layer (heartbeat echo, auth gate), dispatcher (does this
+    # In the order the server applies them: connection layer (heartbeat echo, auth gate), dispatcher (does
+    # this
     # port's service host the command, may a client send it), then the stages.
     if info.command_id == HEARTBEAT_COMMAND_ID:
         return "accept"  # echoed by the connection layer whatever the body
@@ -104,7 +105,9 @@ def send_checked(target: Target, info: CommandInfo, body: bytes, *, login: bool 
 def check_outcome(target: Target, conn: RawConnection, info: CommandInfo, expected: str) -> None:
     """The connection reacted to one frame as the spec says."""
     if expected == "close":
-        assert conn.wait_closed(), f"{info.name}: the server kept a connection open after input it must refuse"
+        assert conn.wait_closed(), (
+            f"{info.name}: the server kept a connection open after input it must refuse"
+        )
         return
     try:
         frames = conn.probe()
@@ -115,13 +118,17 @@ def check_outcome(target: Target, conn: RawConnection, info: CommandInfo, expect
     except NoAnswer:
         raise AssertionError(f"{info.name}: no heartbeat answer after the frame (connection hung)") from None
     reply = target.stack.registry.by_name(info.reply) if info.reply else None
-    replied = reply is not None and any(f.command_id == reply.command_id and f.seq == FUZZ_SEQ for f in frames)
+    replied = reply is not None and any(
+        f.command_id == reply.command_id and f.seq == FUZZ_SEQ for f in frames
+    )
     if expected == "accept" and reply is not None and not replied and not conn.closed:
-        # Handlers that suspend (a biz round trip) answer after the probe: wait for the reply, so the request's
+        # Handlers that suspend (a biz round trip) answer after the probe: wait for the reply, so the
+        # request's
         # effects are complete before the next example looks at the storage.
         try:
-            conn.wait_for(lambda f: f.command_id == reply.command_id and f.seq == FUZZ_SEQ,
-                          target.reply_timeout)
+            conn.wait_for(
+                lambda f: f.command_id == reply.command_id and f.seq == FUZZ_SEQ, target.reply_timeout
+            )
             replied = True
         except (PeerClosed, NoAnswer):
             target.unanswered += 1
@@ -153,7 +160,9 @@ def send_raw_checked(target: Target, chunks: list[bytes], *, login: bool = True)
                 break
             target.frames_sent += 1
         try:
-            conn.probe(timeout=0.25)  # a cut-short frame leaves the connection waiting: allowed, so wait briefly
+            conn.probe(
+                timeout=0.25
+            )  # a cut-short frame leaves the connection waiting: allowed, so wait briefly
         except (PeerClosed, NoAnswer):
             pass  # closing a connection that sent garbage is allowed; hanging it is checked via the bystander
     finally:

@@ -27,8 +27,7 @@ PLANTS = ("handler", "framing")
 def uint32_fields(info: CommandInfo) -> list[str]:
     """Top-level singular uint32/fixed32 fields of a command's message."""
     return [
-        f.name for f in info.message_class.DESCRIPTOR.fields
-        if f.type in _UINT32_TYPES and not f.is_repeated
+        f.name for f in info.message_class.DESCRIPTOR.fields if f.type in _UINT32_TYPES and not f.is_repeated
     ]
 
 
@@ -79,7 +78,7 @@ def planted_handler(
 def _msg_service_class() -> type:
     from runtime.services.msg import MsgService
 
-    class PlantedMsgService(MsgService):  # type: ignore[misc, valid-type]
+    class PlantedMsgService(MsgService):
         """The msg service with the planted handler bug on `fuzz_plant_command` (test-only)."""
 
         def _make_handlers(self) -> Any:
@@ -87,7 +86,9 @@ def _msg_service_class() -> type:
             command = str(self.ctx.config["fuzz_plant_command"])
             method = "on_" + command.lower()
             real = getattr(handlers, method)
-            setattr(handlers, method, planted_handler(real, lambda: self._server.links if self._server else ()))
+            setattr(
+                handlers, method, planted_handler(real, lambda: self._server.links if self._server else ())
+            )
             return handlers
 
     return PlantedMsgService
@@ -123,7 +124,9 @@ class OffByOneDecoder(FrameDecoder):
                 self._fail(length)
             if pos + length > size:
                 break
-            frames.append(Frame(sid, cid, seq, data[pos + HEADER_SIZE : pos + length], flag, version, reserved))
+            frames.append(
+                Frame(sid, cid, seq, data[pos + HEADER_SIZE : pos + length], flag, version, reserved)
+            )
             pos += length
         if pos < size:
             self._pending.append(data[pos:])

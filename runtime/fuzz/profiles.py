@@ -1,4 +1,4 @@
-"""Runtime fuzz layer: hypothesis profiles (`ci` short and derandomized, `long` for `ttgen fuzz`) and budgets."""
+"""Runtime fuzz layer: hypothesis profiles (`ci` short, derandomized; `long` for `ttgen fuzz`) and budgets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ def ensure_profiles() -> None:
     """Register the project's `ci` and `long` profiles (as tests/conftest.py does) and load
     `$HYPOTHESIS_PROFILE` (default ci). Other profiles a conftest registered are left alone."""
     settings.register_profile(
-        "ci", max_examples=40, derandomize=True, deadline=None, database=None, suppress_health_check=SUPPRESSED
+        "ci",
+        max_examples=40,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=SUPPRESSED,
     )
     settings.register_profile("long", max_examples=5000, deadline=None, suppress_health_check=SUPPRESSED)
     name = os.environ.get("HYPOTHESIS_PROFILE", "ci")

@@ -1,8 +1,8 @@
 """Runtime fuzz layer: reproducers: a failure's minimal steps saved as JSON, and their replay.
 
-A reproducer holds the command sequence of the shrunk failing example (connect/login, frames as hex, checks) or,
-for the sans-IO suites, the byte chunks fed to the decoder. `replay` runs the steps again against a target (or a
-decoder) and raises AssertionError while the bug is still there.
+A reproducer holds the command sequence of the shrunk failing example (connect/login, frames as hex,
+checks) or, for the sans-IO suites, the byte chunks fed to the decoder. `replay` runs the steps again against
+a target (or a decoder) and raises AssertionError while the bug is still there.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from runtime.framing import FrameDecoder
 from runtime.fuzz import framing, live
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.targets import Target
-from runtime.fuzz.wire import RawConnection
+from runtime.fuzz.wire import PeerClosed, RawConnection
 
 
 @dataclass
@@ -79,8 +79,9 @@ def load_all(folder: Path) -> list[Reproducer]:
     return [Reproducer.load(p) for p in sorted(folder.rglob("*.json"))] if folder.is_dir() else []
 
 
-def replay(rep: Reproducer, stack: FuzzStack, target: Target | None,
-           decoder: type[FrameDecoder] = FrameDecoder) -> None:
+def replay(
+    rep: Reproducer, stack: FuzzStack, target: Target | None, decoder: type[FrameDecoder] = FrameDecoder
+) -> None:
     """Run the steps again; AssertionError if an invariant still fails."""
     conn: RawConnection | None = None
     try:
@@ -112,7 +113,7 @@ def replay(rep: Reproducer, stack: FuzzStack, target: Target | None,
                 assert conn is not None
                 try:
                     conn.send_raw(bytes.fromhex(step["hex"]))
-                except live.PeerClosed:
+                except PeerClosed:
                     pass
             elif op == "check_server":
                 if conn is not None:

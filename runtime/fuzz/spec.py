@@ -41,7 +41,15 @@ class FieldSpec:
         """Whether the spec constrains this field (so an invalid value exists)."""
         return any(
             v not in (None, False)
-            for v in (self.max_len, self.min_len, self.non_empty, self.min, self.max, self.max_items, self.pattern)
+            for v in (
+                self.max_len,
+                self.min_len,
+                self.non_empty,
+                self.min,
+                self.max,
+                self.max_items,
+                self.pattern,
+            )
         )
 
     def limits(self) -> dict[str, Any]:
@@ -74,5 +82,5 @@ class MessageSpec:
 
 
 def field_limits(messages: dict[str, MessageSpec]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Message full name -> field -> constraints: what `runtime.stages.build_stages(field_limits=...)` takes."""
+    """Message full name -> field -> constraints, as `runtime.stages.build_stages(field_limits=...)` takes."""
     return {name: spec.field_limits() for name, spec in sorted(messages.items()) if spec.field_limits()}

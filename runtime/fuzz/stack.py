@@ -1,4 +1,4 @@
-"""Runtime fuzz layer: the parts of one generated stack the fuzz suites use (registry, servers, strategies)."""
+"""Runtime fuzz layer: the parts of a generated stack the fuzz suites use (registry, servers, strategies)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ class FuzzStack:
     strategies: ModuleType
 
     @classmethod
-    def from_modules(cls, registry: ModuleType, servers: ModuleType | None, strategies: ModuleType) -> FuzzStack:
+    def from_modules(
+        cls, registry: ModuleType, servers: ModuleType | None, strategies: ModuleType
+    ) -> FuzzStack:
         """From the stack's `registry`, `servers` and `strategies` modules."""
         return cls(registry.REGISTRY, servers, strategies)
 
@@ -53,7 +55,7 @@ class FuzzStack:
     def login_commands(self) -> list[CommandInfo]:
         """Client commands allowed before authentication that expect a reply (login candidates)."""
         return [
-            c for c in self.registry
-            if c.from_client and c.hosted_by and c.reply
-            and not c.policy("input").get("require_auth", True)
+            c
+            for c in self.registry
+            if c.from_client and c.hosted_by and c.reply and not c.policy("input").get("require_auth", True)
         ]

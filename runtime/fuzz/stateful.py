@@ -2,7 +2,8 @@
 
 `SessionMachine` works for any stack: rules connect (with or without login), send valid requests of hosted
 commands, heartbeat, disconnect; preconditions gate them on the session's stage (connected, logged in). Its
-model predicts each request's outcome with the spec's stage units and checks it, and that a bystander connection
+model predicts each request's outcome with the spec's stage units and checks it, and that a bystander
+connection
 is never affected. On the TeamTalk cluster, `runtime.fuzz.chat.ChatMachine` adds the messaging model (see
 there). `run_machine` picks the machine for the target.
 """
@@ -23,11 +24,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from runtime.framing import encode_frame
 from runtime.fuzz import live
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.targets import Target
-from runtime.fuzz.wire import RawConnection
-from runtime.framing import encode_frame
+from runtime.fuzz.wire import NoAnswer, PeerClosed, RawConnection
 
 MAX_SESSIONS = 4
 
@@ -73,7 +74,9 @@ class SessionMachine(RuleBasedStateMachine):
             return
         name = data.draw(st.sampled_from(self.COMMANDS), label="command")
         info = self.STACK.command(name)
-        body = data.draw(self.STACK.strats.valid(self.STACK.message_of(name)), label="body").SerializeToString()
+        body = data.draw(
+            self.STACK.strats.valid(self.STACK.message_of(name)), label="body"
+        ).SerializeToString()
         expected = live.classify(self.TARGET, info, body, authenticated=session.logged_in)
         seq = session.next_seq()
         frame = encode_frame(info.service_id, info.command_id, seq, body)
@@ -85,7 +88,7 @@ class SessionMachine(RuleBasedStateMachine):
             return
         try:
             session.conn.probe()
-        except (live.PeerClosed, live.NoAnswer) as exc:
+        except (PeerClosed, NoAnswer) as exc:
             if expected == "accept" and self.TARGET.replies_always:
                 raise AssertionError(f"{name}: session broke after a valid request: {exc}") from None
 

@@ -4,7 +4,8 @@
 `codegen.emit.fuzz` computed from the spec. It offers, per message (qualified name):
 
 - `valid(name)`: every required field set (proto2), optional ones sometimes, repeated/map sizes within
-  `max_items`, at most one member per oneof, enums from their declared values, the spec's constraints honoured;
+  `max_items`, at most one member per oneof, enums from their declared values, the spec's constraints
+  honoured;
 - `invalid(name)`: a valid message with one constrained field pushed just outside its constraint;
 - `unknown_enum(name)`: serialized bytes of a valid message plus an enum field holding an undeclared value;
 - `missing_required(name)`: serialized bytes of a valid message with one required field left out.
@@ -18,7 +19,7 @@ import math
 import re
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf.message import Message
 from hypothesis import strategies as st
@@ -59,7 +60,7 @@ def integers(kind: str, lo: int | float | None = None, hi: int | float | None = 
 
 def floats(kind: str, lo: int | float | None = None, hi: int | float | None = None) -> Strat:
     """Floats (width 32 for `float`); NaN and infinities only when the spec gives no bounds."""
-    width = 32 if kind == "float" else 64
+    width: Literal[32, 64] = 32 if kind == "float" else 64
     bounded = lo is not None or hi is not None
     if width == 32:  # bounds must be exactly representable in float32: round them inwards
         lo = _f32(lo, up=True) if lo is not None else None
@@ -111,9 +112,10 @@ def binaries(f: FieldSpec) -> Strat:
 
 
 def _scalar_table() -> dict[str, Callable[[FieldSpec], Strat]]:
-    table: dict[str, Callable[[FieldSpec], Strat]] = {
-        kind: (lambda f, kind=kind: integers(kind, f.min, f.max)) for kind in INT_RANGES
-    }
+    def ints(kind: str) -> Callable[[FieldSpec], Strat]:
+        return lambda f: integers(kind, f.min, f.max)
+
+    table: dict[str, Callable[[FieldSpec], Strat]] = {kind: ints(kind) for kind in INT_RANGES}
     table["float"] = lambda f: floats("float", f.min, f.max)
     table["double"] = lambda f: floats("double", f.min, f.max)
     table["bool"] = lambda f: st.booleans()
@@ -281,7 +283,9 @@ def violations(f: FieldSpec) -> Strat | None:
     item = FieldSpec(f.name, f.number, f.kind, "optional", ref=f.ref)
     if f.label == "repeated":
         if f.max_items is not None and f.kind in SCALARS:
-            options.append(st.lists(SCALARS[f.kind](item), min_size=f.max_items + 1, max_size=f.max_items + 3))
+            options.append(
+                st.lists(SCALARS[f.kind](item), min_size=f.max_items + 1, max_size=f.max_items + 3)
+            )
         return st.one_of(*options) if options else None
     if f.label == "map":
         return None
@@ -311,11 +315,12 @@ def violations(f: FieldSpec) -> Strat | None:
 
 
 def minimal_message(reg: StrategyRegistry, name: str) -> Message:
-    """The smallest valid instance of message `name`: required fields at their least valid values."""
+    """The smallest valid instance of message `name`: required (and proto3 singular) fields at their least
+    valid values, which for a proto3 field is its default unless a constraint rules that out."""
     spec = reg.messages[name]
     kwargs: dict[str, Any] = {}
     for f in spec.fields:
-        if f.label != "required":
+        if f.label not in ("required", "implicit"):
             continue
         kwargs[f.name] = minimal_value(reg, f)
     return spec.cls(**kwargs)

@@ -1,4 +1,4 @@
-"""Runtime fuzz layer: the fuzz suites as cases (a strategy and a check), shared by generated tests and the engine.
+"""Runtime fuzz layer: the fuzz suites as cases (a strategy and a check), shared by generated tests, engine.
 
 Suites: `roundtrip` (every message), `frames` (every command's frames, the decoder and the connection on
 malformed bytes), `live` (every hosted command against a running server: valid bodies, malformed bodies,
@@ -51,7 +51,7 @@ class Case:
         test()
 
 
-# -- roundtrip ---------------------------------------------------------------------------------------------------
+# -- roundtrip -----------------------------------------------------------------------------------------------
 def roundtrip_case(stack: FuzzStack, message: str) -> Case:
     """Serialize, parse, serialize: the same bytes (bytes, not ==, so NaN compares), required fields kept."""
     cls = stack.messages[message].cls
@@ -66,7 +66,7 @@ def roundtrip_case(stack: FuzzStack, message: str) -> Case:
     return Case("roundtrip", f"roundtrip/{message}", stack.strats.valid(message), check)
 
 
-# -- frames ------------------------------------------------------------------------------------------------------
+# -- frames --------------------------------------------------------------------------------------------------
 def body_of(stack: FuzzStack, command: str) -> Strat:
     """Serialized valid bodies of a command."""
     return stack.strats.valid(stack.message_of(command)).map(lambda m: m.SerializeToString())
@@ -88,8 +88,11 @@ def frame_roundtrip_case(stack: FuzzStack, command: str, decoder: type[FrameDeco
     )
     strategy = st.tuples(st.lists(one, min_size=1, max_size=3), st.lists(st.integers(0, 4096), max_size=4))
     return Case(
-        "frames", f"frames/roundtrip/{command}", strategy,
-        lambda t: framing.check_roundtrip(t[0], t[1], decoder), command,
+        "frames",
+        f"frames/roundtrip/{command}",
+        strategy,
+        lambda t: framing.check_roundtrip(t[0], t[1], decoder),
+        command,
     )
 
 
@@ -111,14 +114,17 @@ def decoder_case(stack: FuzzStack, decoder: type[FrameDecoder] = FrameDecoder) -
 
 def connection_case(stack: FuzzStack, decoder: type[FrameDecoder] = FrameDecoder) -> Case:
     return Case(
-        "frames", "frames/connection", garbage(stack),
+        "frames",
+        "frames/connection",
+        garbage(stack),
         lambda cs: framing.check_connection(stack.registry, cs, decoder),
     )
 
 
-# -- live --------------------------------------------------------------------------------------------------------
+# -- live ----------------------------------------------------------------------------------------------------
 def malformed_body(stack: FuzzStack, command: str) -> Strat:
-    """Bodies a server must survive: random bytes, truncated or bit-flipped valid bodies, undeclared enum values,
+    """Bodies a server must survive: random bytes, truncated or bit-flipped valid bodies, undeclared enum
+    values,
     missing required fields, constraint-violating values."""
     name = stack.message_of(command)
     strats = stack.strats
@@ -136,24 +142,33 @@ def malformed_body(stack: FuzzStack, command: str) -> Strat:
 def live_valid_case(stack: FuzzStack, target: Target, command: str) -> Case:
     info = stack.command(command)
     return Case(
-        "live", f"live/valid/{command}", body_of(stack, command),
-        lambda body: _ignore(live.send_checked(target, info, body)), command,
+        "live",
+        f"live/valid/{command}",
+        body_of(stack, command),
+        lambda body: _ignore(live.send_checked(target, info, body)),
+        command,
     )
 
 
 def live_malformed_case(stack: FuzzStack, target: Target, command: str) -> Case:
     info = stack.command(command)
     return Case(
-        "live", f"live/malformed/{command}", malformed_body(stack, command),
-        lambda body: _ignore(live.send_checked(target, info, body)), command,
+        "live",
+        f"live/malformed/{command}",
+        malformed_body(stack, command),
+        lambda body: _ignore(live.send_checked(target, info, body)),
+        command,
     )
 
 
 def live_prelogin_case(stack: FuzzStack, target: Target, command: str) -> Case:
     info = stack.command(command)
     return Case(
-        "live", f"live/prelogin/{command}", body_of(stack, command),
-        lambda body: _ignore(live.send_checked(target, info, body, login=False)), command,
+        "live",
+        f"live/prelogin/{command}",
+        body_of(stack, command),
+        lambda body: _ignore(live.send_checked(target, info, body, login=False)),
+        command,
     )
 
 
@@ -161,15 +176,21 @@ def live_internal_case(stack: FuzzStack, target: Target, command: str) -> Case:
     """A server-to-server command sent by a client is never acted on."""
     info = stack.command(command)
     return Case(
-        "live", f"live/internal/{command}", body_of(stack, command),
-        lambda body: _ignore(live.send_checked(target, info, body)), command,
+        "live",
+        f"live/internal/{command}",
+        body_of(stack, command),
+        lambda body: _ignore(live.send_checked(target, info, body)),
+        command,
     )
 
 
 def live_frames_case(stack: FuzzStack, target: Target) -> Case:
     """Mutated frames on a logged-in connection: the server and other connections carry on."""
-    chunks = st.lists(st.one_of(mutate.mutated(any_frame(stack)), st.binary(min_size=1, max_size=48)),
-                      min_size=1, max_size=3)
+    chunks = st.lists(
+        st.one_of(mutate.mutated(any_frame(stack)), st.binary(min_size=1, max_size=48)),
+        min_size=1,
+        max_size=3,
+    )
     return Case("live", "live/frames", chunks, lambda cs: live.send_raw_checked(target, cs))
 
 
@@ -177,7 +198,7 @@ def _ignore(_: object) -> None:
     return None
 
 
-# -- selection ---------------------------------------------------------------------------------------------------
+# -- selection -----------------------------------------------------------------------------------------------
 def client_commands(stack: FuzzStack) -> list[str]:
     return [c.name for c in stack.registry if c.from_client and c.hosted_by]
 

@@ -66,7 +66,9 @@ class Target:
     enforces_limits = False  # the server's input stage applies the spec's field constraints
     replies_always = False  # every accepted request that has a reply command is answered
     fuzz_user_id = 0  # the user id fuzz connections log in as (0: unknown)
-    serves: frozenset[str] | None = None  # cluster services whose commands the client port dispatches (None: all)
+    serves: frozenset[str] | None = (
+        None  # cluster services whose commands the client port dispatches (None: all)
+    )
 
     def __init__(self, stack: FuzzStack, host: str, port: int, *, timeout: float = 2.0) -> None:
         self.stack = stack
@@ -206,6 +208,9 @@ class ValidatingService:
     def __init__(self, stack: FuzzStack, registry: Registry) -> None:
         self.stack = stack
         self.accepted: list[tuple[str, bytes]] = []
+        # A protocol without a login command (none allowed before authentication) cannot authenticate a
+        # client; its sessions are authenticated on connect so its commands can be fuzzed at all.
+        self.auto_auth = not stack.login_commands()
         self.plant: Callable[[Any, CommandInfo, Message], None] | None = None
         self.__mapping__: dict[int, str] = {}
         for info in registry:
@@ -213,6 +218,10 @@ class ValidatingService:
                 method = "on_" + info.name.lower()
                 self.__mapping__[info.command_id] = method
                 setattr(self, method, self._handler(info))
+
+    def on_connect(self, link: Any) -> None:
+        if self.auto_auth and link.conn is not None:
+            link.conn.authenticate(1, 1)
 
     def _handler(self, info: CommandInfo) -> Callable[[Any, Message], Coroutine[Any, Any, Message | None]]:
         reply = self.stack.registry.by_name(info.reply) if info.reply else None
@@ -248,14 +257,13 @@ class ValidatingTarget(Target):
         self.service = ValidatingService(stack, registry)
         stages = build_stages(registry, field_limits=stack.field_limits)
         self.dispatcher = Dispatcher(registry, self.service, stages=stages)
-        self.server = self.loop.run(
-            serve("127.0.0.1", 0, self.dispatcher.handler_factory, registry=registry)
-        )
+        self.server = self.loop.run(serve("127.0.0.1", 0, self.dispatcher.handler_factory, registry=registry))
         self._stages_table = stages
         self.decoder = decoder
         if decoder is not None:
             install_decoder(self.server, decoder)
         super().__init__(stack, "127.0.0.1", self.server.port, timeout=timeout)
+        self.auto_auth = self.service.auto_auth
 
     def stages(self) -> dict[int, CommandStages]:
         return self._stages_table

@@ -1,4 +1,4 @@
-"""`ttgen fuzz` finds planted bugs (a handler and a frame decoder) with minimal, saved, replayable reproducers."""
+"""`ttgen fuzz` finds planted bugs (handler, frame decoder) with minimal, saved, replayable reproducers."""
 
 from __future__ import annotations
 
@@ -33,8 +33,18 @@ def test_clean_suites_exit_zero_and_cover_every_message(tmp_path: Path) -> None:
 
 
 def test_planted_handler_bug_is_found_on_the_cluster(tmp_path: Path, tt_stack: FuzzStack) -> None:
-    code, out = fuzz("--plant", "handler", "--suite", "live", "--time", "60s", "--max-failures", "1",
-                     "--save-dir", str(tmp_path))
+    code, out = fuzz(
+        "--plant",
+        "handler",
+        "--suite",
+        "live",
+        "--time",
+        "60s",
+        "--max-failures",
+        "1",
+        "--save-dir",
+        str(tmp_path),
+    )
     assert code == 1, out
     planted = plant_command(tt_stack, "msg")
     assert f"planted handler bug in {planted.name}" in out
@@ -52,15 +62,25 @@ def test_planted_handler_bug_is_found_on_the_cluster(tmp_path: Path, tt_stack: F
     # The reproducer replays: it still fails on a planted cluster.
     target = ClusterTarget(tt_stack, plant_command=planted.name)
     try:
-        with pytest.raises(AssertionError, match="affected|no longer answers"):
+        with pytest.raises(AssertionError, match=r"affected|no longer answers"):
             replay(rep, tt_stack, target)
     finally:
         target.close()
 
 
 def test_planted_framing_bug_is_found(tmp_path: Path, tt_stack: FuzzStack) -> None:
-    code, out = fuzz("--plant", "framing", "--suite", "frames", "--time", "60s", "--max-failures", "1",
-                     "--save-dir", str(tmp_path))
+    code, out = fuzz(
+        "--plant",
+        "framing",
+        "--suite",
+        "frames",
+        "--time",
+        "60s",
+        "--max-failures",
+        "1",
+        "--save-dir",
+        str(tmp_path),
+    )
     assert code == 1, out
     [rep] = load_all(tmp_path)
     doc = json.loads((tmp_path / "teamtalk" / f"{rep.id}.json").read_text())
@@ -75,8 +95,13 @@ def test_planted_framing_bug_is_found(tmp_path: Path, tt_stack: FuzzStack) -> No
 
 def test_reproducer_round_trips_through_json(tmp_path: Path) -> None:
     frame = encode_frame(7, 0x0701, 1, b"")
-    rep = Reproducer(spec="x", suite="frames", case="frames/decoder", failure="AssertionError: boom",
-                     steps=[{"op": "decode", "chunks": [frame.hex()], "expect": "consistent"}])
+    rep = Reproducer(
+        spec="x",
+        suite="frames",
+        case="frames/decoder",
+        failure="AssertionError: boom",
+        steps=[{"op": "decode", "chunks": [frame.hex()], "expect": "consistent"}],
+    )
     path = rep.save(tmp_path)
     again = Reproducer.load(path)
     assert again == rep and again.id == rep.id and len(rep.id) == 12

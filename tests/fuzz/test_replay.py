@@ -29,7 +29,9 @@ def test_reproducers_are_saved() -> None:
 
 
 @pytest.mark.parametrize("rep", SAVED, ids=[r.id for r in SAVED])
-def test_reproducer_replays_clean(rep: Reproducer, tt_stack: FuzzStack, request: pytest.FixtureRequest) -> None:
+def test_reproducer_replays_clean(
+    rep: Reproducer, tt_stack: FuzzStack, request: pytest.FixtureRequest
+) -> None:
     assert rep.spec == "teamtalk", "only the bundled spec's reproducers are kept here"
     needs_server = any(s["op"] in ("connect", "send", "raw", "check_server") for s in rep.steps)
     target = request.getfixturevalue("live_target") if needs_server else None

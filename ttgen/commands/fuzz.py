@@ -18,7 +18,8 @@ DEFAULT_SAVE = Path("tests/fuzz/reproducers")
 
 def progress_line(stats: Stats) -> str:
     return (
-        f"[{stats.elapsed:6.1f}s] examples {stats.examples} ({stats.rate:.1f}/s)  frames sent {stats.frames}  "
+        f"[{stats.elapsed:6.1f}s] examples {stats.examples} ({stats.rate:.1f}/s)  "
+        f"frames sent {stats.frames}  "
         f"failures {stats.failures}  cases run {stats.cases_run}"
     )
 
@@ -28,20 +29,55 @@ def progress_line(stats: Stats) -> str:
 @click.option("--target", metavar="HOST:PORT", help="Fuzz a running msg server instead of an in-process one.")
 @click.option("--time", "duration", default="60s", show_default=True, help="Time budget, e.g. 60s, 2m.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed of the random examples.")
-@click.option("--suite", "suite_names", multiple=True, type=click.Choice(SUITES),
-              help="Suites to run (repeatable; default: all).")
-@click.option("--server", type=click.Choice(["auto", "cluster", "validating"]), default="auto",
-              show_default=True, help="In-process target: the real cluster, or a validating echo server.")
-@click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where reproducers are saved (default: tests/fuzz/reproducers/<spec>).")
+@click.option(
+    "--suite",
+    "suite_names",
+    multiple=True,
+    type=click.Choice(SUITES),
+    help="Suites to run (repeatable; default: all).",
+)
+@click.option(
+    "--server",
+    type=click.Choice(["auto", "cluster", "validating"]),
+    default="auto",
+    show_default=True,
+    help="In-process target: the real cluster, or a validating echo server.",
+)
+@click.option(
+    "--save-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where reproducers are saved (default: tests/fuzz/reproducers/<spec>).",
+)
 @click.option("--user", default="fuzz", show_default=True, help="Login name on a running cluster (--target).")
 @click.option("--password", default="fuzz-secret", show_default=True, help="Password on a running cluster.")
-@click.option("--max-failures", type=int, default=0, show_default=True,
-              help="Stop after this many failures (0: use the whole time budget).")
-@click.option("--plant", type=click.Choice(["handler", "framing"]), default=None, hidden=True,
-              help="Test-only: plant a known bug in the in-process target to prove the fuzzer finds it.")
-def fuzz(spec_path: str, target: str | None, duration: str, seed: int, suite_names: tuple[str, ...],
-         server: str, save_dir: Path | None, user: str, password: str, max_failures: int, plant: str | None) -> None:
+@click.option(
+    "--max-failures",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Stop after this many failures (0: use the whole time budget).",
+)
+@click.option(
+    "--plant",
+    type=click.Choice(["handler", "framing"]),
+    default=None,
+    hidden=True,
+    help="Test-only: plant a known bug in the in-process target to prove the fuzzer finds it.",
+)
+def fuzz(
+    spec_path: str,
+    target: str | None,
+    duration: str,
+    seed: int,
+    suite_names: tuple[str, ...],
+    server: str,
+    save_dir: Path | None,
+    user: str,
+    password: str,
+    max_failures: int,
+    plant: str | None,
+) -> None:
     """Fuzz SPEC's generated stack: message round-trips, frames, every hosted command on a live server
     (valid and malformed bodies, frames before login, mutated frames) and stateful client sessions.
 
@@ -58,13 +94,22 @@ def fuzz(spec_path: str, target: str | None, duration: str, seed: int, suite_nam
     live = any(s in chosen for s in ("live", "stateful"))
     run_plan = plan(stack, target=target, server=server, plant=plant, live=live, user=user, password=password)
     folder = (save_dir or DEFAULT_SAVE) / spec.name
-    click.echo(f"fuzzing {spec.name} {spec.version} for {budget:g}s: suites {', '.join(chosen)}; "
-               f"target: {run_plan.description}; seed {seed}")
+    click.echo(
+        f"fuzzing {spec.name} {spec.version} for {budget:g}s: suites {', '.join(chosen)}; "
+        f"target: {run_plan.description}; seed {seed}"
+    )
     tty = sys.stdout.isatty()
     engine = Engine(
-        stack, run_plan.target, suite_names=tuple(chosen), budget=budget, seed=seed, plant=plant,
-        decoder=run_plan.decoder, progress=lambda s: click.echo(progress_line(s)),
-        progress_every=1.0 if tty else 5.0, max_failures=max_failures,
+        stack,
+        run_plan.target,
+        suite_names=tuple(chosen),
+        budget=budget,
+        seed=seed,
+        plant=plant,
+        decoder=run_plan.decoder,
+        progress=lambda s: click.echo(progress_line(s)),
+        progress_every=1.0 if tty else 5.0,
+        max_failures=max_failures,
     )
     try:
         found = engine.run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from runtime.services.biz.convert import (
@@ -56,6 +57,37 @@ class MessageHandlers:
         state = (g.version, sorted(m.user_id for m in g.members))
         self._group_cache[group_id] = state
         return state
+
+    def store_single_nowait(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> bool:
+        """`h_msg_data` for a 1:1 message without a task or a future: the storage calls back after the commit
+        and `done(reply)` gets what `h_msg_data` would return (None if storing failed unexpectedly). False
+        (nothing done) for a group message or a storage without the callback form."""
+        send = getattr(self.storage, "send_single_nowait", None)
+        if send is None or msg.msg_type & GROUP_MSG_BIT:
+            return False
+        msg.from_user_id = user_id
+        client_msg_id = msg.msg_id
+        dedup = f"1:{msg.to_session_id}:{client_msg_id}".encode() if client_msg_id else None
+
+        def stored(res: Any, error: BaseException | None) -> None:
+            if error is None:
+                msg.msg_id = res.msg_id
+                msg.create_time = res.created
+                msg.attach_data = pack_store_reply(ResultCode.OK, 0, res.duplicate)
+            elif isinstance(error, se.StorageError):
+                msg.msg_id = 0
+                msg.attach_data = pack_store_reply(result_of(error))
+            else:
+                log.error("biz: storing a message failed", exc_info=error)
+                done(None)
+                return
+            done(msg)
+
+        try:
+            send(user_id, msg.to_session_id, msg.msg_type, msg.msg_data, stored, dedup_key=dedup, burn=burn)
+        except se.StorageError as exc:  # closed
+            stored(None, exc)
+        return True
 
     async def h_msg_burn(self, user_id: int, msg: Any, link: Link) -> Any:
         """Store a burn-after-reading 1:1 message (CID_EXT_MSG_BURN)."""

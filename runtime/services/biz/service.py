@@ -45,6 +45,8 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._group_cache: dict[int, tuple[int, list[int]]] = {}
+        self._fast_store: dict[int, bool] = {}  # command id -> burn, for the 1:1 store fast path
+        self._reply_cids: dict[type[PbMessage], int] = {}
         self._m_requests = self.metrics.counter("biz_requests_total", "requests handled")
         self._m_errors = self.metrics.counter("biz_errors_total", "requests answered with an error")
         self._m_latency = self.metrics.histogram("biz_request_seconds", "request handling time")
@@ -61,6 +63,9 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         for name, handler in table.items():
             if self.proto.has(name):
                 self._handlers[self.proto.cid(name)] = (name, handler)
+        for name, burn in (("CID_MSG_DATA", False), ("CID_EXT_MSG_BURN", True)):
+            if self.proto.has(name) and self._handlers.get(self.proto.cid(name), ("",))[0] == name:
+                self._fast_store[self.proto.cid(name)] = burn
         port = int(self.ctx.config.get("internal_port", 0))
         self._server = await serve_links(self.ctx.host, port, self._on_link, name="biz")
         bound = self._server.sockets[0].getsockname()[1]
@@ -126,9 +131,37 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
             self.log.warning("biz: bad body for 0x%04x: %s", frame.command_id, exc)
             link.reply(frame, frame.command_id, b"")
             return
+        burn = self._fast_store.get(frame.command_id)
+        if burn is not None and self._store_fast(link, frame, user_id, msg, burn):
+            return
         task = asyncio.get_running_loop().create_task(self._run(link, frame, entry, user_id, msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _store_fast(self, link: Link, frame: Frame, user_id: int, msg: Any, burn: bool) -> bool:
+        """The hot path: a 1:1 message stored with a commit callback (no task, no future); same reply and
+        metrics as `_run`. False if the message must take the general path (a group message)."""
+        started = time.perf_counter()
+
+        def done(reply: Any) -> None:
+            self._m_latency.observe(time.perf_counter() - started)
+            if reply is None:
+                self._m_errors.inc()
+                link.reply(frame, frame.command_id, b"")
+                return
+            link.reply(frame, self._reply_cid(reply, frame.command_id), reply.SerializeToString())
+
+        if not self.store_single_nowait(user_id, msg, burn, done):
+            return False
+        self._m_requests.inc()
+        return True
+
+    def _reply_cid(self, reply: PbMessage, default: int) -> int:
+        cid = self._reply_cids.get(type(reply))
+        if cid is None:
+            infos = self.proto.registry.for_message(type(reply))
+            cid = self._reply_cids[type(reply)] = infos[0].command_id if infos else default
+        return cid
 
     async def _run(
         self, link: Link, frame: Frame, entry: tuple[str, Handler], user_id: int, msg: Any
@@ -146,6 +179,4 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         if reply is None:
             link.reply(frame, frame.command_id, b"")
             return
-        infos = self.proto.registry.for_message(type(reply))
-        cid = infos[0].command_id if infos else frame.command_id
-        link.reply(frame, cid, reply.SerializeToString())
+        link.reply(frame, self._reply_cid(reply, frame.command_id), reply.SerializeToString())

@@ -44,7 +44,8 @@ from runtime.storage.sqlite import directory, groups, messages, sessions
 from runtime.storage.sqlite.context import OpContext
 from runtime.storage.sqlite.readers import ReaderPool, connect
 from runtime.storage.sqlite.schema import MIGRATIONS, Migration, migrate
-from runtime.storage.sqlite.writer import GroupCommitWriter
+from runtime.storage.sqlite.write_cache import WriteCache
+from runtime.storage.sqlite.writer import Callback, GroupCommitWriter
 
 T = TypeVar("T")
 DB_FILE_NAME = "ttgen.db"
@@ -106,7 +107,10 @@ class SqliteStorage(Storage):
             conn.close()
             raise
         self._wconn = conn
-        self._writer = GroupCommitWriter(conn, self._max_batch, after_commit=self._after_commit)
+        cache = self._ctx.cache = WriteCache()
+        self._writer = GroupCommitWriter(
+            conn, self._max_batch, after_commit=self._after_commit, cache=cache
+        )
         self._writer.start()
         self._readers = ReaderPool(self.path, self._n_readers)
 
@@ -211,14 +215,39 @@ class SqliteStorage(Storage):
         dedup_key: bytes | None = None,
         burn: bool = False,
     ) -> SendResult:
+        return await self.writer.submit(
+            self._send_single_op(from_id, to_id, msg_type, content, dedup_key, burn), cached=True
+        )
+
+    def send_single_nowait(
+        self,
+        from_id: int,
+        to_id: int,
+        msg_type: int,
+        content: bytes,
+        callback: Callback,
+        *,
+        dedup_key: bytes | None = None,
+        burn: bool = False,
+    ) -> None:
+        """`send_single` without a future: `callback(SendResult | None, error | None)` runs on this loop once
+        the message is committed (or refused). For the hot path of biz; raises StorageClosed when closed."""
+        self.writer.submit_nowait(
+            self._send_single_op(from_id, to_id, msg_type, content, dedup_key, burn), callback, cached=True
+        )
+
+    def _send_single_op(
+        self, from_id: int, to_id: int, msg_type: int, content: bytes, dedup_key: bytes | None, burn: bool
+    ) -> Callable[[sqlite3.Connection], SendResult]:
         prune = self._maybe_prune()
+        ctx = self._ctx
 
         def op(c: sqlite3.Connection) -> SendResult:
             if prune:
-                messages.prune_dedup(c, self._ctx)
-            return messages.send_single(c, self._ctx, from_id, to_id, msg_type, content, dedup_key, burn)
+                messages.prune_dedup(c, ctx)
+            return messages.send_single(c, ctx, from_id, to_id, msg_type, content, dedup_key, burn)
 
-        return await self._write(op)
+        return op
 
     async def send_group(
         self, from_id: int, group_id: int, msg_type: int, content: bytes, *, dedup_key: bytes | None = None

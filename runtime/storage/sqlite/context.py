@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from runtime.storage.at_rest import ContentCipher, message_aad
 from runtime.storage.errors import InvalidArgument, KeyMismatch, NotFound, ValueTooLarge
 from runtime.storage.models import Limits, Message
+from runtime.storage.sqlite.write_cache import WriteCache
 
 _MAX_INT = 2**32 - 1  # ids, types and counters travel as uint32 on the wire
 
@@ -23,6 +24,7 @@ class OpContext:
     dedup_window: int
     recall_window: int
     checkpoint_wanted: bool = False  # set by burn/recall so the writer truncates the WAL after commit
+    cache: WriteCache | None = None  # the writer's write-behind state (None: every send hits the tables)
 
     def now(self) -> int:
         """Server time in unix seconds."""

@@ -82,6 +82,23 @@ def _touch_both(conn: sqlite3.Connection, a: int, b: int, now: int) -> None:
     )
 
 
+def _next_in_pair(
+    conn: sqlite3.Connection, from_id: int, to_id: int, small: int, big: int, now: int
+) -> tuple[int, int]:
+    """(pair id, next msg_id): creates the pair on its first message, else increments its counter."""
+    try:
+        row = conn.execute(
+            "INSERT INTO pairs (small_id, big_id, last_msg_id, created) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (small_id, big_id) DO UPDATE SET last_msg_id = last_msg_id + 1 "
+            "RETURNING id, last_msg_id",
+            (small, big, now),
+        ).fetchone()
+    except sqlite3.IntegrityError:  # the pair's foreign keys: one of the users does not exist
+        require_users(conn, [from_id, to_id])
+        raise
+    return int(row[0]), int(row[1])
+
+
 def send_single(
     conn: sqlite3.Connection,
     ctx: OpContext,
@@ -102,16 +119,27 @@ def send_single(
     if hit:
         return hit
     now = ctx.now()
-    try:
-        pid, msg_id = conn.execute(
-            "INSERT INTO pairs (small_id, big_id, last_msg_id, created) VALUES (?, ?, 1, ?) "
-            "ON CONFLICT (small_id, big_id) DO UPDATE SET last_msg_id = last_msg_id + 1 "
-            "RETURNING id, last_msg_id",
-            (min(from_id, to_id), max(from_id, to_id), now),
-        ).fetchone()
-    except sqlite3.IntegrityError:  # the pair's foreign keys: one of the users does not exist
-        require_users(conn, [from_id, to_id])
-        raise
+    small, big = (from_id, to_id) if from_id < to_id else (to_id, from_id)
+    cache = ctx.cache
+    if cache is not None and cache.enabled:
+        # Write-behind (runtime.storage.sqlite.write_cache): the counter is taken in memory and the rows are
+        # written by the writer's flush, in this same transaction, before COMMIT.
+        entry = cache.pairs.get((small, big))
+        if entry is None:
+            pid, msg_id = _next_in_pair(conn, from_id, to_id, small, big, now)
+            cache.pairs[(small, big)] = [pid, msg_id]
+        else:
+            entry[1] += 1
+            pid, msg_id = entry
+            cache.pairs_dirty[pid] = entry
+        stored, encrypted = ctx.seal("s", pid, msg_id, data)
+        cache.messages.append((pid, msg_id, from_id, to_id, msg_type, stored, encrypted, int(burn), now))
+        if cache.touched.get((small, big)) != now:
+            cache.touched[(small, big)] = now
+            cache.touches.append((from_id, to_id, now, now, to_id, from_id, now, now))
+        _dedup_record(conn, from_id, int(SessionType.SINGLE), to_id, key, msg_id, now)
+        return SendResult(msg_id, now)
+    pid, msg_id = _next_in_pair(conn, from_id, to_id, small, big, now)
     stored, encrypted = ctx.seal("s", pid, msg_id, data)
     conn.execute(
         "INSERT INTO messages (pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created) "

@@ -20,24 +20,33 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from runtime.storage.errors import StorageClosed
+from runtime.storage.sqlite.write_cache import WriteCache
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
+Callback = Callable[[Any, BaseException | None], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     op: Operation
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any] | Callback  # a future to resolve, or a callback(result, error) to call
+    cached: bool = False  # the operation uses the write cache (and needs no flush before it runs)
 
 
 _STOP = object()
 _log = logging.getLogger(__name__)
 
 
-def _settle_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle_all(items: list[tuple[asyncio.Future[Any] | Callback, Any, BaseException | None]]) -> None:
     for future, result, error in items:
+        if not isinstance(future, asyncio.Future):
+            try:
+                future(result, error)
+            except Exception:  # one caller's bug must not keep the others from their results
+                _log.exception("write callback failed")
+            continue
         if future.cancelled():
             continue
         if error is not None:
@@ -54,10 +63,12 @@ class GroupCommitWriter:
         conn: sqlite3.Connection,
         max_batch: int = 1024,
         after_commit: Callable[[sqlite3.Connection], None] | None = None,
+        cache: WriteCache | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._conn = conn
+        self._cache = cache
         self._after_commit = after_commit
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
@@ -70,14 +81,25 @@ class GroupCommitWriter:
         """Start the writer thread."""
         self._thread.start()
 
-    async def submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue an operation and wait until the transaction that ran it has committed."""
+    async def submit(self, op: Callable[[sqlite3.Connection], T], *, cached: bool = False) -> T:
+        """Queue an operation and wait until the transaction that ran it has committed.
+
+        `cached` marks an operation that works through the write cache (see `WriteCache`)."""
         if self._closed:
             raise StorageClosed("storage is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Pending(op, loop, future))
+        self._queue.put(_Pending(op, loop, future, cached))
         return await future
+
+    def submit_nowait(
+        self, op: Callable[[sqlite3.Connection], T], callback: Callback, *, cached: bool = False
+    ) -> None:
+        """Queue an operation; `callback(result, error)` runs on the calling loop once its batch committed
+        (or failed). No future and no task per operation: the hot send path of biz uses this."""
+        if self._closed:
+            raise StorageClosed("storage is closed")
+        self._queue.put(_Pending(op, asyncio.get_running_loop(), callback, cached))
 
     async def close(self) -> None:
         """Finish every queued operation, then stop the thread."""
@@ -115,19 +137,29 @@ class GroupCommitWriter:
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         conn = self._conn
+        cache = self._cache
         outcomes: list[tuple[Any, BaseException | None]]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            fast = self._fast_pass(conn, batch)
+            fast = self._fast_pass(conn, batch, cache)
             if fast is None:  # an operation failed: undo, then replay with one savepoint per operation
                 conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
-                fast = self._isolated_pass(conn, batch)
+                if cache is not None:  # the replay runs every operation on the tables alone
+                    cache.reset()
+                    cache.enabled = False
+                try:
+                    fast = self._isolated_pass(conn, batch)
+                finally:
+                    if cache is not None:
+                        cache.enabled = True
             outcomes = fast
             conn.execute("COMMIT")
             self.batches += 1
             self.operations += len(batch)
         except Exception as exc:  # commit failed: nothing in the batch is durable, so nobody gets an ack
+            if cache is not None:
+                cache.reset()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(None, exc)] * len(batch)
@@ -141,15 +173,33 @@ class GroupCommitWriter:
 
     @staticmethod
     def _fast_pass(
-        conn: sqlite3.Connection, batch: list[_Pending]
+        conn: sqlite3.Connection, batch: list[_Pending], cache: WriteCache | None
     ) -> list[tuple[Any, BaseException | None]] | None:
-        """Run every operation with no savepoints (the common case); None if any of them raised."""
+        """Run every operation with no savepoints (the common case); None if any of them raised (the cache
+        is then reset by the caller's rollback)."""
         outcomes: list[tuple[Any, BaseException | None]] = []
-        for pending in batch:
-            try:
-                outcomes.append((pending.op(conn), None))
-            except Exception:
-                return None
+        append = outcomes.append
+        try:
+            if cache is None:
+                for pending in batch:
+                    append((pending.op(conn), None))
+                return outcomes
+            cache.begin(conn)
+            for pending in batch:
+                if pending.cached:
+                    append((pending.op(conn), None))
+                    continue
+                # An operation that does not know the cache sees the queued rows, and may change what the
+                # cache holds (pairs, sessions): flush before, forget after.
+                if cache.pending:
+                    cache.flush(conn)
+                try:
+                    append((pending.op(conn), None))
+                finally:
+                    cache.reset()
+            cache.flush(conn)
+        except Exception:
+            return None
         return outcomes
 
     @staticmethod
@@ -173,9 +223,10 @@ class GroupCommitWriter:
 
     @staticmethod
     def _resolve(batch: list[_Pending], outcomes: list[tuple[Any, BaseException | None]]) -> None:
-        """Settle the futures with one wake-up per event loop, not one per operation."""
+        """Settle the futures and callbacks with one wake-up per event loop, not one per operation."""
         by_loop: dict[
-            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+            asyncio.AbstractEventLoop,
+            list[tuple[asyncio.Future[Any] | Callback, Any, BaseException | None]],
         ] = {}
         for pending, (result, error) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(pending.loop, []).append((pending.future, result, error))

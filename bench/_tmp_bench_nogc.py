@@ -1,0 +1,344 @@
+"""Benchmark: end-to-end 1:1 messages per second through a multi-process cluster on 127.0.0.1.
+
+Every message goes the whole way: client send -> msg (input stages) -> biz -> storage (group commit, at-rest
+encryption) -> ack to the sender -> router (targeted relay) -> the other msg server -> the recipient, whose
+IMMsgDataAck ends the delivery. Senders log in on msg server 0 and their peers on msg server 1, so every
+message crosses servers. Each sender sends open-loop at `--rate` messages per second (TeamTalk's limit is 20/s
+per connection, enforced by the input stage), so the offered load is `pairs x rate`.
+
+Reported per run: offered and delivered messages per second, sender-ack latency and send-to-delivery latency
+(p50/p99), then the median over `--runs`. Bounded: each run lasts `--duration` seconds plus a drain of at most
+`--drain` seconds, then the cluster is stopped.
+
+    .venv/bin/python bench/bench_cluster.py --pairs 300 --rate 15 --duration 10 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from generated.teamtalk.registry import REGISTRY
+from runtime.auth import PasswordHasher
+from runtime.cluster.config import parse_config
+from runtime.cluster.discovery import RunDirDiscovery
+from runtime.cluster.processes import ProcessSupervisor
+from runtime.framing import FrameDecoder, encode_frame
+from runtime.storage import NewUser
+from runtime.storage.sqlite import SqliteStorage
+
+AUTH = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+PASSWORD_MD5 = hashlib.md5(b"bench").hexdigest()
+CID = {
+    name: REGISTRY.by_name(name).command_id
+    for name in ("CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_RES_USERLOGIN", "CID_MSG_DATA", "CID_MSG_DATA_ACK")
+}
+MsgData = REGISTRY.by_name("CID_MSG_DATA").message_class
+MsgAck = REGISTRY.by_name("CID_MSG_DATA_ACK").message_class
+LoginReq = REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class
+LoginRes = REGISTRY.by_name("CID_LOGIN_RES_USERLOGIN").message_class
+STAMP = struct.Struct(">Q")
+
+
+# -- client side (runs in client processes) -----------------------------------------------------------------
+class BenchConn(asyncio.Protocol):
+    """A lean client connection: login, send chat messages, ack deliveries, record latencies."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.decoder = FrameDecoder()
+        self.transport: asyncio.Transport | None = None
+        self.login_done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.user_id = 0
+        self.seq = 0
+        self.sent_at: dict[int, int] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
+
+    def send(self, cid: int, body: bytes) -> int:
+        self.seq = self.seq % 0xFFFF + 1
+        assert self.transport is not None
+        self.transport.write(encode_frame(cid >> 8, cid, self.seq, body))
+        return self.seq
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic_ns()
+        for frame in self.decoder.feed(data):
+            cid = frame.command_id
+            if cid == CID["CID_MSG_DATA"]:
+                msg = MsgData.FromString(bytes(frame.body))
+                (stamp,) = STAMP.unpack_from(msg.msg_data, 0)
+                self.stats.delivered += 1
+                self.stats.delivery_ns.append(now - stamp)
+                ack = MsgAck(
+                    user_id=self.user_id, session_id=msg.from_user_id, msg_id=msg.msg_id, session_type=1
+                )
+                self.send(CID["CID_MSG_DATA_ACK"], ack.SerializeToString())
+            elif cid == CID["CID_MSG_DATA_ACK"]:
+                sent = self.sent_at.pop(frame.seq, None)
+                ack = MsgAck.FromString(bytes(frame.body))
+                if ack.msg_id:
+                    self.stats.acked += 1
+                else:
+                    self.stats.refused += 1
+                if sent is not None:
+                    self.stats.ack_ns.append(now - sent)
+            elif cid == CID["CID_LOGIN_RES_USERLOGIN"] and not self.login_done.done():
+                res = LoginRes.FromString(bytes(frame.body))
+                if res.result_code == 0:
+                    self.user_id = res.user_info.user_id
+                    self.login_done.set_result(self.user_id)
+                else:
+                    self.login_done.set_exception(RuntimeError(res.result_string))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.login_done.done():
+            self.login_done.set_exception(ConnectionError("closed during login"))
+        self.stats.lost += 1
+
+
+@dataclass
+class Stats:
+    """What one client process measured."""
+
+    sent: int = 0
+    acked: int = 0
+    refused: int = 0
+    delivered: int = 0
+    lost: int = 0
+    ack_ns: list[int] = field(default_factory=list)
+    delivery_ns: list[int] = field(default_factory=list)
+
+
+async def _login(host: str, port: int, name: str, stats: Stats) -> BenchConn:
+    loop = asyncio.get_running_loop()
+    _, conn = await loop.create_connection(lambda: BenchConn(stats), host, port)
+    req = LoginReq(user_name=name, password=PASSWORD_MD5, online_status=1, client_type=1)
+    conn.send(CID["CID_LOGIN_REQ_USERLOGIN"], req.SerializeToString())
+    await asyncio.wait_for(conn.login_done, 30)
+    return conn
+
+
+async def _client_main(
+    pairs: list[tuple[str, str]],
+    eps: list[tuple[str, int]],
+    start_at: float,
+    duration: float,
+    rate: float,
+    drain: float,
+) -> Stats:
+    stats = Stats()
+    senders, receivers = [], []
+    for i in range(0, len(pairs), 50):  # log in in batches, like clients arriving
+        chunk = pairs[i : i + 50]
+        senders += await asyncio.gather(*(_login(*eps[0], s, stats) for s, _ in chunk))
+        receivers += await asyncio.gather(*(_login(*eps[1], r, stats) for _, r in chunk))
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    interval = 1.0 / rate
+    t0 = time.monotonic()
+    n = len(senders)
+    # Spread senders over the interval so the offered load is smooth, not bursts.
+    next_due = [t0 + interval * k / n for k in range(n)]
+    pad = b"x" * 56
+    while True:
+        now = time.monotonic()
+        if now - t0 >= duration:
+            break
+        for k in range(n):
+            if next_due[k] <= now:
+                next_due[k] += interval
+                s, r = senders[k], receivers[k]
+                msg = MsgData(
+                    from_user_id=s.user_id,
+                    to_session_id=r.user_id,
+                    msg_id=0,
+                    create_time=0,
+                    msg_type=1,
+                    msg_data=STAMP.pack(time.monotonic_ns()) + pad,
+                )
+                seq = s.send(CID["CID_MSG_DATA"], msg.SerializeToString())
+                s.sent_at[seq] = time.monotonic_ns()
+                stats.sent += 1
+        await asyncio.sleep(0.005)
+    deadline = time.monotonic() + drain
+    while time.monotonic() < deadline and stats.delivered < stats.sent:
+        await asyncio.sleep(0.05)
+    for c in senders + receivers:
+        if c.transport is not None:
+            c.transport.close()
+    return stats
+
+
+def client_process(args: tuple[Any, ...], out: Any) -> None:
+    """Entry point of a client process: runs the load and puts its Stats on the queue."""
+    try:
+        import uvloop
+
+        stats = uvloop.run(_client_main(*args))
+    except ImportError:
+        stats = asyncio.run(_client_main(*args))
+    out.put(stats)
+
+
+# -- orchestration -----------------------------------------------------------------------------------------
+async def seed(data_dir: Path, n: int) -> list[str]:
+    """Create n users with the bench password (cheap argon2 so seeding is quick)."""
+    digest = PasswordHasher(**AUTH).hash_wire(PASSWORD_MD5)
+    storage = SqliteStorage(data_dir, encrypt_at_rest=True)
+    await storage.open()
+    try:
+        names = [f"bench{i:05d}" for i in range(n)]
+        for name in names:
+            await storage.create_user(NewUser(login_name=name, nick=name, password_hash=digest))
+        return names
+    finally:
+        await storage.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[int], q: float) -> float:
+    """Percentile in milliseconds."""
+    if not values:
+        return float("nan")
+    data = sorted(values)
+    return data[min(len(data) - 1, int(q * len(data)))] / 1e6
+
+
+def use_uvloop_in_workers(data_dir: Path) -> None:
+    """Make the worker processes run on uvloop (the workers call asyncio.run; a sitecustomize on PYTHONPATH
+    installs uvloop's policy first). Measurement aid until the worker itself opts in to uvloop."""
+    site = data_dir / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import asyncio, uvloop, gc\nasyncio.set_event_loop_policy(uvloop.EventLoopPolicy())\ngc.disable()\n"
+    )
+    os.environ["PYTHONPATH"] = f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+
+
+async def one_run(opts: argparse.Namespace) -> dict[str, float]:
+    data_dir = Path(tempfile.mkdtemp(prefix="ttgen-bench-"))
+    if opts.uvloop:
+        use_uvloop_in_workers(data_dir)
+    try:
+        names = await seed(data_dir, 2 * opts.pairs)
+        config = parse_config(
+            {
+                "data_dir": str(data_dir),
+                "storage": {"backend": "sqlite", "encrypt_at_rest": True, "synchronous": opts.synchronous},
+                "services": {
+                    "login": {"instances": 1, "http_port": 0},
+                    "msg": {"instances": 2, "client_port": 0},
+                    "router": {"instances": opts.routers},
+                    "biz": {"instances": 1, "auth": AUTH},
+                    "file": {"instances": 0},
+                    "storage": {"instances": 0},
+                    "gateway": {"instances": 0},
+                },
+            }
+        )
+        sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
+        await sup.start()
+        try:
+            eps = sorted(RunDirDiscovery(config.run_dir).endpoints("msg", "client"), key=lambda e: e.instance)
+            addrs = [(e.host, e.port) for e in eps]
+            pairs = [(names[2 * i], names[2 * i + 1]) for i in range(opts.pairs)]
+            ctx = mp.get_context("spawn")
+            out = ctx.Queue()
+            start_at = time.time() + 3.0 + opts.pairs / 200
+            procs = []
+            for p in range(opts.client_procs):
+                share = pairs[p :: opts.client_procs]
+                args = (share, addrs, start_at, opts.duration, opts.rate, opts.drain)
+                proc = ctx.Process(target=client_process, args=(args, out))
+                proc.start()
+                procs.append(proc)
+            workers = {f"{w.service}{w.instance}": w.process.pid for w in sup.workers}
+            time.sleep(max(0.0, start_at - time.time()))
+            cpu_before = {name: cpu_seconds(pid) for name, pid in workers.items()}
+            results = [out.get(timeout=120 + opts.duration + opts.drain) for _ in procs]
+            cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in workers.items()}
+            for proc in procs:
+                proc.join(10)
+        finally:
+            await sup.stop()
+        total = Stats()
+        for s in results:
+            total.sent += s.sent
+            total.acked += s.acked
+            total.refused += s.refused
+            total.delivered += s.delivered
+            total.ack_ns += s.ack_ns
+            total.delivery_ns += s.delivery_ns
+        per_msg = {f"cpu_us_{k}": 1e6 * v / max(1, total.delivered) for k, v in sorted(cpu_used.items())}
+        server_us = sum(per_msg.values())
+        return {
+            **per_msg,
+            "cpu_us_cluster": server_us,
+            "capacity_2cores_per_s": 2e6 / server_us if server_us else float("nan"),
+            "offered_per_s": total.sent / opts.duration,
+            "acked_per_s": total.acked / opts.duration,
+            "delivered_per_s": total.delivered / opts.duration,
+            "delivered_ratio": total.delivered / max(1, total.sent),
+            "refused": total.refused,
+            "ack_p50_ms": pct(total.ack_ns, 0.5),
+            "ack_p99_ms": pct(total.ack_ns, 0.99),
+            "e2e_p50_ms": pct(total.delivery_ns, 0.5),
+            "e2e_p99_ms": pct(total.delivery_ns, 0.99),
+        }
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(data_dir)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--pairs", type=int, default=200, help="sender/receiver pairs (connections = 2 x pairs)")
+    ap.add_argument("--rate", type=float, default=15.0, help="messages per second per sender (limit: 20)")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per run")
+    ap.add_argument("--drain", type=float, default=10.0, help="max seconds to wait for the last deliveries")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--client-procs", type=int, default=2)
+    ap.add_argument("--routers", type=int, default=1)
+    ap.add_argument(
+        "--synchronous",
+        default="FULL",
+        choices=["FULL", "NORMAL"],
+        help="SQLite synchronous mode (FULL: every commit fsynced before the ack)",
+    )
+    ap.add_argument("--uvloop", action="store_true", help="run the cluster's workers on uvloop")
+    opts = ap.parse_args()
+    rows = []
+    for i in range(opts.runs):
+        row = asyncio.run(one_run(opts))
+        rows.append(row)
+        print(
+            f"run {i + 1}: "
+            + "  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+            flush=True,
+        )
+    print("median: " + "  ".join(f"{k}={statistics.median(r[k] for r in rows):.1f}" for k in rows[0]))
+
+
+if __name__ == "__main__":
+    main()

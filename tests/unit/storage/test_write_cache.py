@@ -1,0 +1,74 @@
+"""The writer's write-behind cache of 1:1 sends: same results as the plain path, never stale."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+
+from runtime.storage import SessionType, User
+from runtime.storage.sqlite import SqliteStorage
+
+MkUsers = Callable[..., Awaitable[list[User]]]
+
+
+def test_other_connection_commits_invalidate_the_cache(
+    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+) -> None:
+    store = make_store()
+
+    async def body() -> None:
+        async with store as s:
+            a, b = await mk_users(s, "a", "b")
+            assert [(await s.send_single(a.id, b.id, 1, b"x")).msg_id for _ in range(3)] == [1, 2, 3]
+            # another process (e.g. `ttgen admin`) advances the pair's counter behind the writer's back
+            with sqlite3.connect(store.path) as other:
+                other.execute("UPDATE pairs SET last_msg_id = last_msg_id + 5")
+            assert (await s.send_single(b.id, a.id, 1, b"y")).msg_id == 9
+            assert await s.latest_msg_id(a.id, SessionType.SINGLE, b.id) == 9
+
+    asyncio.run(body())
+
+
+def test_cached_sends_mixed_with_other_writes_in_one_batch(
+    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+) -> None:
+    async def body() -> None:
+        async with make_store() as s:
+            a, b, c = await mk_users(s, "a", "b", "c")
+            await s.send_single(a.id, b.id, 1, b"first")
+            results = await asyncio.gather(
+                *[s.send_single(a.id, b.id, 1, b"m%d" % i) for i in range(5)],
+                s.mark_read(b.id, SessionType.SINGLE, a.id),  # sees the queued rows (flushed before it)
+                s.remove_session(a.id, SessionType.SINGLE, b.id),  # resets the session-touch cache
+                *[s.send_single(b.id, a.id, 1, b"r%d" % i) for i in range(5)],
+                s.send_single(a.id, c.id, 1, b"other pair"),
+            )
+            ids = [r.msg_id for r in results[:5]] + [r.msg_id for r in results[7:12]]
+            assert ids == list(range(2, 12))
+            assert results[5].read_msg_id == 6
+            assert results[12].msg_id == 1
+            assert await s.latest_msg_id(a.id, SessionType.SINGLE, b.id) == 11
+            history = await s.get_history(b.id, SessionType.SINGLE, a.id, 0, 20)
+            assert [m.msg_id for m in history] == list(range(11, 0, -1))
+            recent = {r.session_id for r in await s.recent_sessions(a.id)}
+            assert b.id in recent  # the sends after remove_session touched the session again
+
+    asyncio.run(body())
+
+
+def test_callback_send(make_store: Callable[..., SqliteStorage], mk_users: MkUsers) -> None:
+    async def body() -> None:
+        async with make_store() as s:
+            a, b = await mk_users(s, "a", "b")
+            done: asyncio.Future[tuple[object, BaseException | None]] = (
+                asyncio.get_running_loop().create_future()
+            )
+            s.send_single_nowait(a.id, b.id, 1, b"x", lambda r, e: done.set_result((r, e)))
+            result, error = await done
+            assert error is None and getattr(result, "msg_id", 0) == 1
+            failed: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+            s.send_single_nowait(a.id, a.id, 1, b"x", lambda r, e: failed.set_result(e))
+            assert await failed is not None  # a message to oneself is refused through the callback
+
+    asyncio.run(body())
