@@ -7,8 +7,11 @@ message crosses servers. Each sender sends open-loop at `--rate` messages per se
 per connection, enforced by the input stage), so the offered load is `pairs x rate`.
 
 Reported per run: offered and delivered messages per second, sender-ack latency and send-to-delivery latency
-(p50/p99), then the median over `--runs`. Bounded: each run lasts `--duration` seconds plus a drain of at most
-`--drain` seconds, then the cluster is stopped.
+(p50/p99), CPU per delivered message of every cluster process (user + system time from /proc, which stays
+meaningful on a shared machine) and the system-time share, and the CPU the load generator used per message (it
+runs in `--client-procs` separate processes, so it is not measured as cluster time); then the median over
+`--runs`. Bounded: each run lasts `--duration` seconds plus a drain of at most `--drain` seconds, then the
+cluster is stopped. Results of past runs: bench/RESULTS.md.
 
     .venv/bin/python bench/bench_cluster.py --pairs 300 --rate 15 --duration 10 --runs 3
 """
@@ -21,6 +24,7 @@ import contextlib
 import hashlib
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import statistics
 import struct
@@ -119,6 +123,7 @@ class Stats:
     refused: int = 0
     delivered: int = 0
     lost: int = 0
+    cpu_s: float = 0.0  # CPU time of the client process during the load and the drain
     ack_ns: list[int] = field(default_factory=list)
     delivery_ns: list[int] = field(default_factory=list)
 
@@ -147,6 +152,7 @@ async def _client_main(
         senders += await asyncio.gather(*(_login(*eps[0], s, stats) for s, _ in chunk))
         receivers += await asyncio.gather(*(_login(*eps[1], r, stats) for _, r in chunk))
     await asyncio.sleep(max(0.0, start_at - time.time()))
+    cpu0 = time.process_time()
     interval = 1.0 / rate
     t0 = time.monotonic()
     n = len(senders)
@@ -176,6 +182,7 @@ async def _client_main(
     deadline = time.monotonic() + drain
     while time.monotonic() < deadline and stats.delivered < stats.sent:
         await asyncio.sleep(0.05)
+    stats.cpu_s = time.process_time() - cpu0
     for c in senders + receivers:
         if c.transport is not None:
             c.transport.close()
@@ -184,6 +191,10 @@ async def _client_main(
 
 def client_process(args: tuple[Any, ...], out: Any) -> None:
     """Entry point of a client process: runs the load and puts its Stats on the queue."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 20_000 if hard == resource.RLIM_INFINITY else min(hard, 20_000)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     try:
         import uvloop
 
@@ -208,13 +219,14 @@ async def seed(data_dir: Path, n: int) -> list[str]:
         await storage.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all threads), from /proc."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (all threads), from /proc."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def pct(values: list[int], q: float) -> float:
@@ -277,13 +289,16 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             time.sleep(max(0.0, start_at - time.time()))
             cpu_before = {name: cpu_seconds(pid) for name, pid in workers.items()}
             results = [out.get(timeout=120 + opts.duration + opts.drain) for _ in procs]
-            cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in workers.items()}
+            cpu_after = {name: cpu_seconds(pid) for name, pid in workers.items()}
             for proc in procs:
                 proc.join(10)
         finally:
             await sup.stop()
         total = Stats()
+        cpu_used = {name: sum(cpu_after[name]) - sum(cpu_before[name]) for name in workers}
+        sys_used = sum(cpu_after[name][1] - cpu_before[name][1] for name in workers)
         for s in results:
+            total.cpu_s += s.cpu_s
             total.sent += s.sent
             total.acked += s.acked
             total.refused += s.refused
@@ -295,6 +310,8 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
         return {
             **per_msg,
             "cpu_us_cluster": server_us,
+            "sys_share_cluster": sys_used / max(1e-9, sum(cpu_used.values())),
+            "cpu_us_clients": 1e6 * total.cpu_s / max(1, total.delivered),
             "capacity_2cores_per_s": 2e6 / server_us if server_us else float("nan"),
             "offered_per_s": total.sent / opts.duration,
             "acked_per_s": total.acked / opts.duration,
@@ -311,6 +328,10 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             shutil.rmtree(data_dir)
 
 
+def _fmt(key: str, value: float) -> str:
+    return f"{key}={value:.2f}" if key.startswith("sys_share") else f"{key}={value:.1f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--pairs", type=int, default=200, help="sender/receiver pairs (connections = 2 x pairs)")
@@ -318,7 +339,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per run")
     ap.add_argument("--drain", type=float, default=10.0, help="max seconds to wait for the last deliveries")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--client-procs", type=int, default=2)
+    ap.add_argument(
+        "--client-procs", type=int, default=4, help="load-generator processes (separate from the cluster)"
+    )
     ap.add_argument("--routers", type=int, default=1)
     ap.add_argument(
         "--synchronous",
@@ -326,18 +349,21 @@ def main() -> None:
         choices=["FULL", "NORMAL"],
         help="SQLite synchronous mode (FULL: every commit fsynced before the ack)",
     )
-    ap.add_argument("--uvloop", action="store_true", help="run the cluster's workers on uvloop")
+    ap.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="force uvloop in the workers (they use it by default when it is installed)",
+    )
     opts = ap.parse_args()
     rows = []
     for i in range(opts.runs):
         row = asyncio.run(one_run(opts))
         rows.append(row)
         print(
-            f"run {i + 1}: "
-            + "  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+            f"run {i + 1}: " + "  ".join(_fmt(k, v) for k, v in row.items()),
             flush=True,
         )
-    print("median: " + "  ".join(f"{k}={statistics.median(r[k] for r in rows):.1f}" for k in rows[0]))
+    print("median: " + "  ".join(_fmt(k, statistics.median(r[k] for r in rows)) for k in rows[0]))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -81,6 +82,7 @@ async def serve(config: ClusterConfig, service: str, instance: int, stack_module
     except Exception as exc:
         _announce(FAILED, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
+    gc.freeze()  # the startup heap is never garbage: keep it out of every later collection
     _announce(
         READY,
         {
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_console(args.verbose, process=f"{args.service}-{args.instance}")
     config = parse_config(json.loads(args.config.read_text(encoding="utf-8")), source=str(args.config))
-    return run_loop(serve(config, args.service, args.instance, args.stack))  # uvloop when installed
+    # uvloop when installed, and GC settings for a server process
+    return run_loop(serve(config, args.service, args.instance, args.stack), server_gc=True)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ def classify(target: Target, info: CommandInfo, body: bytes, *, authenticated: b
     # port's service host the command, may a client send it), then the stages.
     if info.command_id == HEARTBEAT_COMMAND_ID:
         return "accept"  # echoed by the connection layer whatever the body
+    authenticated = authenticated or target.auto_auth
     if not authenticated and info.policy("input").get("require_auth", True):
         return "close"
     served = target.serves is None or bool(target.serves & set(info.hosted_by))

@@ -57,10 +57,10 @@ def roundtrip_case(stack: FuzzStack, message: str) -> Case:
     cls = stack.messages[message].cls
 
     def check(msg: Any) -> None:
-        data = msg.SerializeToString()
+        data = msg.SerializeToString(deterministic=True)  # map entries in key order
         recorder().add("roundtrip", message=message, hex=data.hex())
         again = cls.FromString(data)
-        assert again.SerializeToString() == data, f"{message}: re-serialized bytes differ"
+        assert again.SerializeToString(deterministic=True) == data, f"{message}: re-serialized bytes differ"
         assert again.IsInitialized(), f"{message}: parsed message lost required fields"
 
     return Case("roundtrip", f"roundtrip/{message}", stack.strats.valid(message), check)

@@ -66,6 +66,7 @@ class Target:
     enforces_limits = False  # the server's input stage applies the spec's field constraints
     replies_always = False  # every accepted request that has a reply command is answered
     fuzz_user_id = 0  # the user id fuzz connections log in as (0: unknown)
+    auto_auth = False  # sessions are authenticated on connect (the protocol has no login command)
     serves: frozenset[str] | None = (
         None  # cluster services whose commands the client port dispatches (None: all)
     )

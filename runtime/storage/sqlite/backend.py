@@ -108,9 +108,7 @@ class SqliteStorage(Storage):
             raise
         self._wconn = conn
         cache = self._ctx.cache = WriteCache()
-        self._writer = GroupCommitWriter(
-            conn, self._max_batch, after_commit=self._after_commit, cache=cache
-        )
+        self._writer = GroupCommitWriter(conn, self._max_batch, after_commit=self._after_commit, cache=cache)
         self._writer.start()
         self._readers = ReaderPool(self.path, self._n_readers)
 

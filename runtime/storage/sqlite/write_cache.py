@@ -40,7 +40,7 @@ class WriteCache:
         self.enabled = True  # off while the writer replays a failed batch operation by operation
         self.pairs: dict[tuple[int, int], list[int]] = {}  # (small id, big id) -> [pair id, last msg_id]
         self.pairs_dirty: dict[int, list[int]] = {}  # pair id -> the cached entry to write back
-        self.touched: dict[tuple[int, int], int] = {}  # (small id, big id) -> second both sessions were touched
+        self.touched: dict[tuple[int, int], int] = {}  # (small id, big id) -> second of the last touch
         self.messages: list[MessageRow] = []
         self.touches: list[tuple[int, ...]] = []
         self._data_version: int | None = None

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 
 from runtime.storage import SessionType, User
+from runtime.storage.models import ReadResult, SendResult
 from runtime.storage.sqlite import SqliteStorage
 
 MkUsers = Callable[..., Awaitable[list[User]]]
@@ -37,17 +38,19 @@ def test_cached_sends_mixed_with_other_writes_in_one_batch(
         async with make_store() as s:
             a, b, c = await mk_users(s, "a", "b", "c")
             await s.send_single(a.id, b.id, 1, b"first")
-            results = await asyncio.gather(
+            batch = await asyncio.gather(  # queued together: typically one batch
                 *[s.send_single(a.id, b.id, 1, b"m%d" % i) for i in range(5)],
                 s.mark_read(b.id, SessionType.SINGLE, a.id),  # sees the queued rows (flushed before it)
                 s.remove_session(a.id, SessionType.SINGLE, b.id),  # resets the session-touch cache
                 *[s.send_single(b.id, a.id, 1, b"r%d" % i) for i in range(5)],
                 s.send_single(a.id, c.id, 1, b"other pair"),
             )
-            ids = [r.msg_id for r in results[:5]] + [r.msg_id for r in results[7:12]]
-            assert ids == list(range(2, 12))
-            assert results[5].read_msg_id == 6
-            assert results[12].msg_id == 1
+            sent = [r for r in batch[:5] + batch[7:12] if isinstance(r, SendResult)]
+            assert [r.msg_id for r in sent] == list(range(2, 12))
+            read = batch[5]
+            assert isinstance(read, ReadResult) and read.read_msg_id == 6
+            other = batch[12]
+            assert isinstance(other, SendResult) and other.msg_id == 1
             assert await s.latest_msg_id(a.id, SessionType.SINGLE, b.id) == 11
             history = await s.get_history(b.id, SessionType.SINGLE, a.id, 0, 20)
             assert [m.msg_id for m in history] == list(range(11, 0, -1))

@@ -1,0 +1,43 @@
+"""Defects the fuzzers found in the cluster, kept as tests until fixed (xfail strict: a fix turns them green)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from runtime.framing import encode_frame
+from runtime.fuzz.cluster import ClusterTarget
+from runtime.fuzz.stack import FuzzStack
+from runtime.fuzz.wire import NoAnswer
+
+
+@pytest.fixture(scope="module")
+def cluster(tt_stack: FuzzStack) -> Iterator[ClusterTarget]:
+    target = ClusterTarget(tt_stack)
+    try:
+        yield target
+    finally:
+        target.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="msg dedup window (per sender: command, seq, body; 10 min) swallows a repeated MSG_DATA without an "
+    "ack: the first copy is acked from a biz callback (ctx.reply), so the window caches no reply to resend",
+)
+def test_a_repeated_msg_data_is_acked_again(cluster: ClusterTarget, tt_stack: FuzzStack) -> None:
+    info = tt_stack.command("CID_MSG_DATA")
+    ack = tt_stack.command("CID_MSG_DATA_ACK")
+    body = info.message_class(
+        from_user_id=cluster.fuzz_user_id, to_session_id=cluster.users["peer"], msg_id=0, create_time=0,
+        msg_type=1, msg_data=b"same words",
+    ).SerializeToString()
+    frame = encode_frame(info.service_id, info.command_id, 4242, body)
+    for attempt in ("first", "retransmit after reconnect"):
+        with cluster.connect(login=True) as conn:
+            conn.send_raw(frame)
+            try:
+                conn.wait_for(lambda f: f.command_id == ack.command_id and f.seq == 4242)
+            except NoAnswer:
+                raise AssertionError(f"{attempt}: MSG_DATA never acked") from None
