@@ -1,7 +1,7 @@
-"""CLI layer: the `ttgen` command, the only place that wires codegen, generated stacks and the runtime together.
+"""CLI layer: the `ttgen` command, the one place that wires codegen, generated stacks and the runtime.
 
-Sub-commands live in `ttgen.commands.<name>` and are imported only when invoked, so `ttgen --help` is fast and a
-broken sub-command cannot break the others.
+Sub-commands live in `ttgen.commands.<name>` and are imported only when invoked, so `ttgen --help` is fast
+and a broken sub-command cannot break the others.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ import click
 # name -> (module, attribute, one-line help). Order is the order shown by --help.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("ttgen.commands.check", "check", "Validate a spec and print diagnostics."),
-    "generate": ("ttgen.commands.generate", "generate", "Generate .proto, protobuf modules, servers, clients, docs and tests."),
+    "generate": (
+        "ttgen.commands.generate", "generate",
+        "Generate .proto, protobuf modules, servers, clients, docs and tests.",
+    ),
     "schema": ("ttgen.commands.schema", "schema", "Print the JSON Schema of the spec language."),
     "init": ("ttgen.commands.init", "init", "Scaffold a new spec project with a minimal chat protocol."),
     "diff": ("ttgen.commands.diff", "diff", "Classify the changes between two spec versions."),
     "compat": ("ttgen.commands.compat", "compat", "Run old/new client/server cross-version interop tests."),
-    "fuzz": ("ttgen.commands.fuzz", "fuzz", "Fuzz a generated stack against an in-process or running cluster."),
+    "fuzz": ("ttgen.commands.fuzz", "fuzz", "Fuzz a generated stack against a live cluster."),
     "up": ("ttgen.commands.up", "up", "Start the IM cluster (one process or one per service)."),
     "status": ("ttgen.commands.status", "status", "Show each running service's health and load."),
     "admin": ("ttgen.commands.admin", "admin", "Create users, departments and groups."),

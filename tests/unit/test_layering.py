@@ -1,5 +1,6 @@
-"""The dependency rule of ARCHITECTURE.md: runtime never imports codegen or ttgen; codegen never imports runtime
-or generated. Checked on the import statements of every module, so a violation fails even if never executed."""
+"""The dependency rule of ARCHITECTURE.md: runtime never imports codegen or ttgen; codegen never imports
+runtime or generated. Checked on the import statements of every module, so a violation fails even if the
+import is never executed."""
 
 from __future__ import annotations
 
