@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from runtime.connection import DEFAULT_TIMEOUTS, Kind, Timeouts
 from runtime.errors import CallTimeout, ConnectionClosed, LoginServiceError, RuntimeProtocolError
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
+from runtime.http import MalformedRequest, http_request
 from runtime.registry import CommandInfo, Registry
 from runtime.stages import CommandStages, build_stages
 from runtime.stages.crypto import SessionCipher, SessionKeys
@@ -40,28 +41,23 @@ async def resolve_msg_server(url: str, timeout: float = 10.0) -> tuple[str, int]
     path = parts.path or "/msg_server"
     host, port = parts.hostname, parts.port or 80
     try:
-        async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-            try:
-                writer.write(
-                    f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: application/json\r\n"
-                    f"Connection: close\r\n\r\n".encode()
-                )
-                raw = await reader.read(MAX_LOGIN_REPLY)
-                while len(raw) < MAX_LOGIN_REPLY and (more := await reader.read(MAX_LOGIN_REPLY - len(raw))):
-                    raw += more
-            finally:
-                writer.close()
+        response = await http_request(
+            host,
+            port,
+            "GET",
+            path,
+            headers={"Accept": "application/json"},
+            timeout=timeout,
+            max_response=MAX_LOGIN_REPLY,
+        )
     except (OSError, TimeoutError) as exc:
         raise LoginServiceError(f"login service {host}:{port} unreachable: {exc}") from None
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].split()
-    if len(status) < 2 or status[1] != b"200":
-        raise LoginServiceError(f"login service answered {head[:80]!r}")
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _dechunk(body)
+    except MalformedRequest as exc:
+        raise LoginServiceError(f"login service {host}:{port} answered badly: {exc}") from None
+    if response.status != 200:
+        raise LoginServiceError(f"login service answered HTTP {response.status}")
     try:
-        reply = json.loads(body)
+        reply = json.loads(response.body)
         code = int(reply.get("code", -1))
     except (ValueError, AttributeError, TypeError):
         raise LoginServiceError("login service reply is not the expected JSON") from None
@@ -71,18 +67,6 @@ async def resolve_msg_server(url: str, timeout: float = 10.0) -> tuple[str, int]
         return str(reply["priorIP"]), int(reply["port"])  # TeamTalk sends the port as a string
     except (KeyError, ValueError, TypeError):
         raise LoginServiceError("login service reply lacks priorIP/port") from None
-
-
-def _dechunk(body: bytes) -> bytes:
-    out = bytearray()
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return bytes(out)
 
 
 class _Pending:

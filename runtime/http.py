@@ -1,10 +1,12 @@
-"""Runtime HTTP layer: a small asyncio HTTP/1.1 server and client for the services' HTTP APIs.
+"""Runtime HTTP layer: the one asyncio HTTP/1.1 server and client of the runtime.
 
-Used by the blob store and the gateway. Deliberately small: requests carry a `Content-Length` body (chunked
-uploads are refused with 411), the head and the body have hard limits (431 / 413 before any body byte is
-buffered), every read has a timeout, and connections are kept alive between requests. A handler returns a
-`Response`; an exception in a handler is logged and answered with 500, and never affects other connections.
-`parse_multipart` decodes `multipart/form-data` bodies (the msfs upload format).
+Used by the blob store, the gateway and the monitor endpoint (`runtime.monitor.http`), and by every HTTP
+client in the runtime (`ttgen status`, the client library's login lookup). Deliberately small: requests carry
+a `Content-Length` body (chunked uploads are refused with 411), the head and the body have hard limits (431 /
+413 before any body byte is buffered), every read has a timeout, and connections are kept alive between
+requests unless the server is one-shot. A handler returns a `Response`; an exception in a handler is logged
+and answered with 500, and never affects other connections. The client caps the response it buffers and
+decodes chunked bodies. `parse_multipart` decodes `multipart/form-data` bodies (the msfs upload format).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ MAX_HEAD = 8192
 MAX_BODY = 1 << 20
 IDLE_TIMEOUT = 30.0
 BODY_TIMEOUT = 30.0
+MAX_RESPONSE = 64 << 20  # what the client buffers at most
 
 REASONS = {
     200: "OK",
@@ -76,6 +79,7 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
+    close: bool = False  # close the connection after this answer, even if the client would keep it
 
 
 def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -85,10 +89,18 @@ def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+# (status, reason) -> the answer to a request refused before its handler runs
+Refusal = Callable[[int, str], Response]
 
 
 class HttpServer:
-    """Serves one handler on a port (0: any free port)."""
+    """Serves one handler on a port (0: any free port).
+
+    `refusal` shapes the answers to requests refused before the handler runs (400, 408, 411, 413, 431; plain
+    text by default), `too_large` the 413 alone. With `keep_alive=False` every connection carries one request
+    and is closed after the answer; a request that times out (408) or ends early (400) is then answered too,
+    since no idle keep-alive wait can be mistaken for it.
+    """
 
     def __init__(
         self,
@@ -101,12 +113,17 @@ class HttpServer:
         idle_timeout: float = IDLE_TIMEOUT,
         name: str = "http",
         too_large: Callable[[int, int], Response] | None = None,
+        refusal: Refusal | None = None,
+        keep_alive: bool = True,
     ) -> None:
         self.handler = handler
         self.host, self._wanted_port = host, port
         self.max_head, self.max_body, self.idle_timeout = max_head, max_body, idle_timeout
         self.name = name
         self.too_large = too_large  # (declared length, limit) -> the 413 answer; a generic one by default
+        self.refusal: Refusal = refusal or _plain
+        self._shaped_refusals = refusal is not None
+        self.keep_alive = keep_alive
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.requests = 0
@@ -162,7 +179,11 @@ class HttpServer:
                     self.errors += 1
                     log.exception("%s: handler failed for %s %s", self.name, request.method, request.path)
                     response = json_response({"error_code": 99, "error_msg": "internal error"}, 500)
-                close = request.headers.get("connection", "").lower() == "close"
+                close = (
+                    not self.keep_alive
+                    or response.close
+                    or request.headers.get("connection", "").lower() == "close"
+                )
                 if not await _write(writer, response, close=close) or close:
                     return
         except (ConnectionError, asyncio.CancelledError):
@@ -173,30 +194,34 @@ class HttpServer:
             writer.close()
 
     async def _read(self, reader: asyncio.StreamReader, peer: str) -> tuple[Request | None, Response | None]:
+        refuse = self.refusal
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_timeout)
         except asyncio.LimitOverrunError:
-            return None, _plain(431, "request head too large")
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-            return None, None
+            return None, refuse(431, "request head too large")
+        except TimeoutError:
+            return None, None if self.keep_alive else refuse(408, "request timeout")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None, None if self.keep_alive else refuse(400, "incomplete request")
         if len(head) > self.max_head:
-            return None, _plain(431, "request head too large")
+            return None, refuse(431, "request head too large")
         try:
             method, target, headers = _parse_head(head)
         except MalformedRequest as exc:
-            return None, _plain(400, str(exc))
+            return None, refuse(400, str(exc))
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            return None, _plain(411, "a Content-Length is required")
+            return None, refuse(411, "a Content-Length is required")
         length_text = headers.get("content-length", "0").strip() or "0"
         if not length_text.isdigit():
-            return None, _plain(400, "bad Content-Length")
+            return None, refuse(400, "bad Content-Length")
         length = int(length_text)
         if length > self.max_body:
             if self.too_large is not None:
                 return None, self.too_large(length, self.max_body)
-            return None, json_response(
-                {"error_code": 413, "error_msg": f"body of {length} bytes exceeds {self.max_body}"}, 413
-            )
+            reason = f"body of {length} bytes exceeds {self.max_body}"
+            if self._shaped_refusals:
+                return None, refuse(413, reason)
+            return None, json_response({"error_code": 413, "error_msg": reason}, 413)
         try:
             body = await asyncio.wait_for(reader.readexactly(length), BODY_TIMEOUT) if length else b""
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
@@ -347,8 +372,14 @@ async def http_request(
     headers: Mapping[str, str] | None = None,
     *,
     timeout: float = 10.0,
+    max_response: int = MAX_RESPONSE,
 ) -> ClientResponse:
-    """One HTTP/1.1 request on a fresh connection (`Connection: close`)."""
+    """One HTTP/1.1 request on a fresh connection (`Connection: close`).
+
+    The whole exchange is bounded by `timeout` (TimeoutError); connection failures raise OSError; an answer
+    that is not HTTP, or longer than `max_response` bytes, raises MalformedRequest. Chunked bodies are
+    decoded.
+    """
 
     async def go() -> ClientResponse:
         reader, writer = await asyncio.open_connection(host, port)
@@ -360,9 +391,13 @@ async def http_request(
             lines += [f"{k}: {v}" for k, v in hdrs.items()]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
             await writer.drain()
-            raw = await reader.read()
+            raw = await reader.read(max_response + 1)
+            while len(raw) <= max_response and (more := await reader.read(max_response + 1 - len(raw))):
+                raw += more
         finally:
             writer.close()
+        if len(raw) > max_response:
+            raise MalformedRequest(f"response from {host}:{port} exceeds {max_response} bytes")
         head, _, payload = raw.partition(b"\r\n\r\n")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         parts = status_line.split(" ")
@@ -372,9 +407,32 @@ async def http_request(
         for line in header_lines:
             name, _, value = line.partition(":")
             out_headers[name.strip().lower()] = value.strip()
+        if "chunked" in out_headers.get("transfer-encoding", "").lower():
+            payload = _dechunk(payload)
         return ClientResponse(int(parts[1]), out_headers, payload)
 
     return await asyncio.wait_for(go(), timeout)
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0] or b"0", 16)
+        except ValueError:
+            raise MalformedRequest("malformed chunked body") from None
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(out)
+
+
+async def http_get(host: str, port: int, path: str, *, timeout: float = 3.0) -> tuple[int, bytes]:
+    """A GET (for `ttgen status` and tests): (status code, body); ValueError if the answer is not HTTP."""
+    response = await http_request(host, port, "GET", path, timeout=timeout)
+    return response.status, response.body
 
 
 def post_json(

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
 from runtime.framing import FrameDecoder
 from runtime.fuzz import plant as plants
+from runtime.fuzz.atheris_engine import available, chunks_of
 from runtime.fuzz.cluster import ClusterTarget, cluster_supports, md5hex
+from runtime.fuzz.reproducer import Reproducer
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.targets import RemoteTarget, Target, ValidatingTarget
 from ttgen.stack import load_stack
@@ -106,3 +112,48 @@ def plan(
         )
         desc += f" (planted handler bug in {info.name})"
     return Plan(validating, decoder, desc)
+
+
+def run_atheris(spec_name: str, budget: float, seed: int, plant: str | None) -> list[Reproducer]:
+    """Coverage-guided fuzzing of the decoder and connection in a child process; each crash -> reproducer."""
+    if not available():
+        raise click.ClickException("--engine atheris needs atheris: pip install 'ttgen[fuzz]'")
+    with tempfile.TemporaryDirectory(prefix="ttgen-atheris-") as tmp:
+        command = [
+            sys.executable,
+            "-m",
+            "runtime.fuzz.atheris_engine",
+            "--time",
+            str(max(1, int(budget))),
+            "--seed",
+            str(seed),
+            "--artifacts",
+            tmp,
+        ]
+        if plant == "framing":
+            command += ["--plant", "framing"]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        for line in [ln for ln in result.stderr.splitlines() if ln.startswith(("#", "stat::"))][-6:]:
+            click.echo(f"  atheris: {line}")
+        found = []
+        for crash in sorted(Path(tmp).glob("crash-*")):
+            chunks = chunks_of(crash.read_bytes())
+            found.append(
+                Reproducer(
+                    spec=spec_name,
+                    suite="frames",
+                    case="atheris/decoder",
+                    failure=_failure_line(result.stdout + result.stderr),
+                    plant=plant,
+                    seed=seed,
+                    steps=[{"op": "decode", "chunks": [c.hex() for c in chunks], "expect": "consistent"}],
+                )
+            )
+        return found
+
+
+def _failure_line(stderr: str) -> str:
+    for line in stderr.splitlines():
+        if "Error" in line and ":" in line:
+            return line.strip()
+    return "atheris reported a crash"

@@ -11,7 +11,15 @@ import asyncio
 import contextlib
 
 from runtime.monitor.metrics import Metrics
-from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.base import (
+    Endpoint,
+    Service,
+    ServiceContext,
+    config_port,
+    listener_port,
+    publish_endpoints,
+    withdraw_endpoints,
+)
 
 
 class ProbeStartFailed(RuntimeError):
@@ -28,16 +36,16 @@ class ProbeService(Service):
         self._lines = self.metrics.counter("msgs_in_total", "lines received")
         self._latency = self.metrics.histogram("echo_latency_seconds", "time to echo a line")
         self._server: asyncio.Server | None = None
+        self._endpoints: list[Endpoint] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         if self.ctx.config.get("fail_start"):
             raise ProbeStartFailed(f"{self.ctx.name}-{self.ctx.instance} configured to fail")
         self._server = await asyncio.start_server(
-            self._serve, self.ctx.host, int(self.ctx.config.get("client_port", 0))
+            self._serve, self.ctx.host, config_port(self.ctx.config, "client_port")
         )
-        for endpoint in self.endpoints():
-            self.ctx.discovery.publish(endpoint)
+        self._endpoints = publish_endpoints(self.ctx, {"client": listener_port(self._server)})
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         if self._server is not None:
@@ -48,15 +56,12 @@ class ProbeService(Service):
                 task.cancel()
         if self._server is not None:
             await self._server.wait_closed()
-        for endpoint in self.endpoints():
-            self.ctx.discovery.withdraw(endpoint)
+        withdraw_endpoints(self.ctx, self._endpoints)
+        self._endpoints = []
         self._server = None
 
     def endpoints(self) -> list[Endpoint]:
-        if self._server is None or not self._server.sockets:
-            return []
-        port = int(self._server.sockets[0].getsockname()[1])
-        return [Endpoint(self.ctx.name, self.ctx.instance, "client", self.ctx.host, port)]
+        return list(self._endpoints)
 
     def health(self) -> dict[str, object]:
         return {"status": "ok", "connections": int(self._connections.value)}

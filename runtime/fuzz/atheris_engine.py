@@ -55,8 +55,11 @@ def main(argv: list[str] | None = None) -> None:
 
     args.artifacts.mkdir(parents=True, exist_ok=True)
     flags = [
-        sys.argv[0], f"-max_total_time={args.time}", f"-seed={args.seed or 1}",
-        f"-artifact_prefix={args.artifacts}/", "-print_final_stats=1",
+        sys.argv[0],
+        f"-max_total_time={args.time}",
+        f"-seed={args.seed or 1}",
+        f"-artifact_prefix={args.artifacts}/",
+        "-print_final_stats=1",
     ]
     atheris.Setup(flags, one_input)
     atheris.Fuzz()

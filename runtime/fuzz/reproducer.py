@@ -98,7 +98,9 @@ def replay(
             elif op == "roundtrip":
                 cls = stack.messages[step["message"]].cls
                 data = bytes.fromhex(step["hex"])
-                assert cls.FromString(data).SerializeToString(deterministic=True) == data, "re-serialized bytes differ"
+                assert cls.FromString(data).SerializeToString(deterministic=True) == data, (
+                    "re-serialized bytes differ"
+                )
             elif target is None:
                 raise ValueError(f"step {op!r} needs a live target")
             elif op == "connect":

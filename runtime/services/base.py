@@ -9,11 +9,13 @@ the same code. Services find their peers through `ServiceContext.discovery`, nev
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from runtime.registry import Registry
 
@@ -92,3 +94,55 @@ class Service(abc.ABC):
     def health(self) -> dict[str, Any]:
         """A small health document: {"status": "ok"|"degraded", ...}."""
         return {"status": "ok"}
+
+
+# start-up helpers shared by the services ----------------------------------------------------------------
+H = TypeVar("H")
+
+
+def config_port(config: Mapping[str, Any], key: str) -> int:
+    """A configured listening port; 0 (any free port) when absent, empty or an unresolved `preferred:N`."""
+    value = config.get(key)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return 0
+
+
+def listener_port(server: asyncio.Server) -> int:
+    """The port an asyncio listener is bound to."""
+    return int(server.sockets[0].getsockname()[1])
+
+
+def publish_endpoints(ctx: ServiceContext, ports: Mapping[str, int]) -> list[Endpoint]:
+    """Publish an endpoint per (kind -> bound port) of this instance; returned for `withdraw_endpoints`."""
+    endpoints = [Endpoint(ctx.name, ctx.instance, kind, ctx.host, port) for kind, port in ports.items()]
+    for endpoint in endpoints:
+        ctx.discovery.publish(endpoint)
+    return endpoints
+
+
+def withdraw_endpoints(ctx: ServiceContext, endpoints: Iterable[Endpoint]) -> None:
+    """Withdraw published endpoints at stop; a discovery failure must not keep the rest from stopping."""
+    for endpoint in endpoints:
+        with contextlib.suppress(Exception):
+            ctx.discovery.withdraw(endpoint)
+
+
+async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task (a ticker) and wait until it has ended."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def generated_handlers(ctx: ServiceContext, handlers: type[H], base_name: str) -> type[H]:
+    """`handlers` bound to the generated server base `base_name` (the ABC then proves every hosted command
+    has a handler), or `handlers` itself when the stack has no such base (the caller builds `__mapping__`)."""
+    base = getattr(ctx.servers, base_name, None) if ctx.servers is not None else None
+    if base is None:
+        return handlers
+    return type(base_name.removesuffix("Base") + "Handlers", (handlers, base), {})

@@ -30,7 +30,14 @@ from typing import Any
 
 from runtime.http import HttpServer, MalformedRequest, Request, Response, json_response, parse_multipart
 from runtime.monitor.metrics import Metrics
-from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.base import (
+    Endpoint,
+    Service,
+    ServiceContext,
+    config_port,
+    publish_endpoints,
+    withdraw_endpoints,
+)
 from runtime.storage.blobs import MAX_FILE_BYTES, MAX_UPLOAD_BYTES, BlobStore
 from runtime.storage.errors import NotFound, StorageError, ValueTooLarge
 
@@ -118,7 +125,7 @@ class BlobService(Service):
         self.http = HttpServer(
             self.handle,
             host=ctx.host,
-            port=int(cfg.get("http_port", 0) or 0),
+            port=config_port(cfg, "http_port"),
             max_body=self.max_post,
             name="blobs",
             too_large=lambda n, limit: blob_error(
@@ -133,15 +140,11 @@ class BlobService(Service):
     async def start(self) -> None:
         """Bind the HTTP listener and publish it."""
         await self.http.start()
-        ep = Endpoint(self.ctx.name, self.ctx.instance, "http", self.ctx.host, self.http.port)
-        self._endpoints = [ep]
-        self.ctx.discovery.publish(ep)
+        self._endpoints = publish_endpoints(self.ctx, {"http": self.http.port})
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Withdraw and close."""
-        for ep in self._endpoints:
-            with contextlib.suppress(Exception):
-                self.ctx.discovery.withdraw(ep)
+        withdraw_endpoints(self.ctx, self._endpoints)
         await self.http.stop(min(drain_timeout, 1.0))
 
     def endpoints(self) -> list[Endpoint]:

@@ -47,26 +47,37 @@ _U32 = struct.Struct(">I")
 ReplyCallback = Callable[[Frame | None], None]
 
 
+_TARGETS = [struct.Struct(f">H{n}I") for n in range(9)]  # envelope heads of up to 8 targets (1:1 uses 1-2)
+
+
 def pack_relay(targets: Sequence[int] | None, body: bytes) -> bytes:
     """A relay envelope: u16 count (BROADCAST for all), count x u32 user ids, then the message body."""
     if targets is None:
         return _u16.pack(BROADCAST) + body
     n = len(targets)
+    if n < len(_TARGETS):
+        return _TARGETS[n].pack(n, *targets) + body
     if n >= BROADCAST:
         raise ValueError("too many relay targets")
     return struct.pack(f">H{n}I", n, *targets) + body
 
 
-def unpack_relay(data: bytes | memoryview) -> tuple[tuple[int, ...] | None, bytes]:
-    """Split a relay envelope into (targets or None for broadcast, body)."""
-    data = bytes(data)
+def relay_targets(data: bytes | memoryview) -> tuple[tuple[int, ...] | None, int]:
+    """(targets or None for broadcast, offset of the body) of a relay envelope, without copying the body."""
     (n,) = _u16.unpack_from(data, 0)
     if n == BROADCAST:
-        return None, data[2:]
+        return None, 2
     end = 2 + 4 * n
     if len(data) < end:
         raise FrameError("truncated relay envelope")
-    return struct.unpack_from(f">{n}I", data, 2), data[end:]
+    head = _TARGETS[n] if n < len(_TARGETS) else struct.Struct(f">H{n}I")
+    return head.unpack_from(data, 0)[1:], end
+
+
+def unpack_relay(data: bytes | memoryview) -> tuple[tuple[int, ...] | None, bytes]:
+    """Split a relay envelope into (targets or None for broadcast, body)."""
+    targets, start = relay_targets(data)
+    return targets, bytes(data[start:])
 
 
 def correlation(frame: Frame) -> int:

@@ -24,8 +24,8 @@ from runtime.services.links import (
     Link,
     Proto,
     pack_relay,
+    relay_targets,
     serve_links,
-    unpack_relay,
 )
 
 ONLINE, OFFLINE = 1, 2
@@ -231,7 +231,7 @@ class RouterService(Service):
     def _relay(self, origin: Link, frame: Frame) -> None:
         self.m_relayed.inc()
         try:
-            targets, _ = unpack_relay(frame.body)
+            targets, _ = relay_targets(frame.body)
         except Exception:
             origin.reply(frame, frame.command_id)
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -13,6 +14,16 @@ from runtime.storage.errors import KeyMismatch
 
 KEY_FILE_NAME = "storage.key"
 _NONCE = 12
+_NONCE_BLOCK = 256
+_fork_generation = 0  # bumped in a forked child, so it never reuses nonces drawn by its parent
+
+
+def _forked() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def load_or_create_key(data_dir: Path) -> bytes:
@@ -40,10 +51,27 @@ class ContentCipher:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
         self.key_id = hashlib.sha256(b"ttgen-at-rest-key-id\0" + key).hexdigest()[:32]
+        # Random nonces are drawn from the OS in blocks: one getrandom call per _NONCE_BLOCK messages instead
+        # of one per message (a syscall was a tenth of the storage writer's time). Each nonce is still 96
+        # fresh random bits, used once.
+        self._nonces = b""
+        self._next = 0
+        self._generation = _fork_generation
+        self._lock = threading.Lock()
+
+    def _nonce(self) -> bytes:
+        with self._lock:
+            pos = self._next
+            if pos >= len(self._nonces) or self._generation != _fork_generation:
+                self._nonces = os.urandom(_NONCE * _NONCE_BLOCK)
+                self._generation = _fork_generation
+                pos = 0
+            self._next = pos + _NONCE
+            return self._nonces[pos : pos + _NONCE]
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """nonce || ciphertext+tag."""
-        nonce = os.urandom(_NONCE)
+        nonce = self._nonce()
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, sealed: bytes, aad: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""Defects the fuzzers found in the cluster, kept as tests until fixed (xfail strict: a fix turns them green)."""
+"""Defects the fuzzers found in the cluster, kept as tests until fixed (xfail strict: a fix shows up)."""
 
 from __future__ import annotations
 
@@ -23,15 +23,19 @@ def cluster(tt_stack: FuzzStack) -> Iterator[ClusterTarget]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="msg dedup window (per sender: command, seq, body; 10 min) swallows a repeated MSG_DATA without an "
-    "ack: the first copy is acked from a biz callback (ctx.reply), so the window caches no reply to resend",
+    reason="msg dedup window (per sender: command, seq, body; 10 min) swallows a repeated MSG_DATA without "
+    "an ack: the first copy is acked from a biz callback (ctx.reply), the window caches no reply to resend",
 )
 def test_a_repeated_msg_data_is_acked_again(cluster: ClusterTarget, tt_stack: FuzzStack) -> None:
     info = tt_stack.command("CID_MSG_DATA")
     ack = tt_stack.command("CID_MSG_DATA_ACK")
     body = info.message_class(
-        from_user_id=cluster.fuzz_user_id, to_session_id=cluster.users["peer"], msg_id=0, create_time=0,
-        msg_type=1, msg_data=b"same words",
+        from_user_id=cluster.fuzz_user_id,
+        to_session_id=cluster.users["peer"],
+        msg_id=0,
+        create_time=0,
+        msg_type=1,
+        msg_data=b"same words",
     ).SerializeToString()
     frame = encode_frame(info.service_id, info.command_id, 4242, body)
     for attempt in ("first", "retransmit after reconnect"):

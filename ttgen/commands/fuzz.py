@@ -11,7 +11,7 @@ import click
 from runtime.fuzz.engine import Engine, Stats
 from runtime.fuzz.suites import SUITES
 from ttgen.commands._common import load_checked
-from ttgen.fuzzing import fuzz_stack, parse_duration, plan
+from ttgen.fuzzing import fuzz_stack, parse_duration, plan, run_atheris
 
 DEFAULT_SAVE = Path("tests/fuzz/reproducers")
 
@@ -52,6 +52,13 @@ def progress_line(stats: Stats) -> str:
 @click.option("--user", default="fuzz", show_default=True, help="Login name on a running cluster (--target).")
 @click.option("--password", default="fuzz-secret", show_default=True, help="Password on a running cluster.")
 @click.option(
+    "--engine",
+    type=click.Choice(["hypothesis", "atheris"]),
+    default="hypothesis",
+    show_default=True,
+    help="atheris: coverage-guided fuzzing of the frame decoder and connection (needs ttgen[fuzz]).",
+)
+@click.option(
     "--max-failures",
     type=int,
     default=0,
@@ -75,6 +82,7 @@ def fuzz(
     save_dir: Path | None,
     user: str,
     password: str,
+    engine: str,
     max_failures: int,
     plant: str | None,
 ) -> None:
@@ -89,6 +97,15 @@ def fuzz(
     logging.getLogger().addHandler(logging.NullHandler())
     spec, _ = load_checked(spec_path)
     budget = parse_duration(duration)
+    if engine == "atheris":
+        found_ = run_atheris(spec.name, budget, seed, plant)
+        folder_ = (save_dir or DEFAULT_SAVE) / spec.name
+        for rep in found_:
+            click.echo(f"\nFAILURE {rep.id} ({rep.suite}) saved to {rep.save(folder_)}\n{rep.describe()}")
+        click.echo(f"done: atheris ran {budget:g}s; {len(found_)} failures")
+        if found_:
+            raise SystemExit(1)
+        return
     stack = fuzz_stack(spec.name)
     chosen = suite_names or SUITES
     live = any(s in chosen for s in ("live", "stateful"))
@@ -99,7 +116,7 @@ def fuzz(
         f"target: {run_plan.description}; seed {seed}"
     )
     tty = sys.stdout.isatty()
-    engine = Engine(
+    runner = Engine(
         stack,
         run_plan.target,
         suite_names=tuple(chosen),
@@ -112,11 +129,11 @@ def fuzz(
         max_failures=max_failures,
     )
     try:
-        found = engine.run()
+        found = runner.run()
     finally:
         if run_plan.target is not None:
             run_plan.target.close()
-    stats = engine.stats
+    stats = runner.stats
     commands = {c.name for c in stack.registry}
     unanswered = f"{run_plan.target.unanswered} valid requests unanswered; " if run_plan.target else ""
     click.echo(

@@ -21,7 +21,17 @@ from typing import Any
 from runtime.dispatch import Dispatcher
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
-from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.base import (
+    Endpoint,
+    Service,
+    ServiceContext,
+    cancel_task,
+    config_port,
+    generated_handlers,
+    listener_port,
+    publish_endpoints,
+    withdraw_endpoints,
+)
 from runtime.services.biz.storage_open import open_storage
 from runtime.services.file import tasks as t
 from runtime.services.file.handlers import FileHandlers, close_quietly
@@ -48,12 +58,9 @@ class FileService(Service):
         self.pull_timeout = float(cfg.get("pull_timeout", 30.0))
         self.tasks = t.TaskTable(float(cfg.get("task_timeout", 60.0)))
         self.storage: Storage | None = None
-        base = getattr(ctx.servers, "FileServiceBase", None) if ctx.servers is not None else None
-        cls: type[FileHandlers] = (
-            type("FileServiceHandlers", (FileHandlers, base), {}) if base else FileHandlers
-        )
+        cls = generated_handlers(ctx, FileHandlers, "FileServiceBase")
         self.handlers = cls(self)
-        if base is None:
+        if cls is FileHandlers:
             self.handlers.__mapping__ = {  # type: ignore[attr-defined]
                 info.command_id: "on_" + info.name.lower()
                 for info in ctx.registry.hosted_by("file")
@@ -82,30 +89,18 @@ class FileService(Service):
         self.storage = await open_storage(self.ctx)
         host, cfg = self.ctx.host, self.ctx.config
         self._client = await serve(
-            host,
-            int(cfg.get("client_port", 0) or 0),
-            self.dispatcher.handler_factory,
-            registry=self.ctx.registry,
+            host, config_port(cfg, "client_port"), self.dispatcher.handler_factory, registry=self.ctx.registry
         )
-        self._internal = await serve_links(host, int(cfg.get("internal_port", 0) or 0), self._on_link, "file")
-        i = self.ctx.instance
-        self._endpoints = [
-            Endpoint("file", i, "client", host, self._client.port),
-            Endpoint("file", i, "internal", host, self._internal.sockets[0].getsockname()[1]),
-        ]
-        for ep in self._endpoints:
-            self.ctx.discovery.publish(ep)
+        self._internal = await serve_links(host, config_port(cfg, "internal_port"), self._on_link, "file")
+        self._endpoints = publish_endpoints(
+            self.ctx, {"client": self._client.port, "internal": listener_port(self._internal)}
+        )
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="file-tick")
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Withdraw, end every task, close connections, links and storage."""
-        for ep in self._endpoints:
-            with contextlib.suppress(Exception):
-                self.ctx.discovery.withdraw(ep)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        withdraw_endpoints(self.ctx, self._endpoints)
+        await cancel_task(self._ticker)
         for task in list(self.tasks.tasks.values()):
             if task.pump is not None:
                 task.pump.cancel()

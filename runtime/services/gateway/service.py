@@ -15,14 +15,21 @@ address, default 50 / 100), `blob_secret_file` (default `blob.secret`, for uploa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from typing import Any
 
 from runtime.http import HttpServer, Request, Response, json_response
 from runtime.monitor.metrics import Metrics
-from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.base import (
+    Endpoint,
+    Service,
+    ServiceContext,
+    cancel_task,
+    config_port,
+    publish_endpoints,
+    withdraw_endpoints,
+)
 from runtime.services.biz.storage_open import open_storage
 from runtime.services.blobs import read_or_create_secret
 from runtime.services.gateway.admin import AdminApi
@@ -65,7 +72,7 @@ class GatewayService(Service):
         self.http = HttpServer(
             self.handle,
             host=ctx.host,
-            port=int(cfg.get("http_port", 0) or 0),
+            port=config_port(cfg, "http_port"),
             max_body=int(cfg.get("max_body_bytes", 64 * 1024)),
             name="gateway",
         )
@@ -81,9 +88,7 @@ class GatewayService(Service):
         """Open storage (admin API), bind HTTP, dial biz and the routers."""
         self.storage = await open_storage(self.ctx)
         await self.http.start()
-        ep = Endpoint("gateway", self.ctx.instance, "http", self.ctx.host, self.http.port)
-        self._endpoints = [ep]
-        self.ctx.discovery.publish(ep)
+        self._endpoints = publish_endpoints(self.ctx, {"http": self.http.port})
         self.biz = Dialer("gateway->biz", self._resolve_biz, lambda _l, _f: None, max_backoff=1.0)
         self.biz.start()
         self.routers.refresh()
@@ -92,13 +97,8 @@ class GatewayService(Service):
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """End every session, close HTTP, links and storage."""
-        for ep in self._endpoints:
-            with contextlib.suppress(Exception):
-                self.ctx.discovery.withdraw(ep)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        withdraw_endpoints(self.ctx, self._endpoints)
+        await cancel_task(self._ticker)
         for session in list(self.sessions.by_token.values()):
             self.retire(session)
         await self.http.stop(min(drain_timeout, 1.0))

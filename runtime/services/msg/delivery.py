@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +88,10 @@ class DeliveryTracker:
         self.max_attempts = max(1, max_attempts)
         self._clock = clock
         self._heap: list[tuple[float, int, ClientState, DeliveryKey, int]] = []
+        # First sends all wait the same timeout, so they expire in the order they were made: a FIFO holds
+        # them (O(1) per message, where a heap cost O(log n) twice); only retransmits, with doubling timeouts,
+        # go to the heap. Both hold stale entries for acked deliveries, skipped when they come due.
+        self._first: deque[tuple[float, ClientState, DeliveryKey]] = deque()
         self._counter = itertools.count()
         self.m_delivered = metrics.counter("msg_delivered_total", "chat messages pushed to clients")
         self.m_retransmits = metrics.counter(
@@ -108,7 +112,7 @@ class DeliveryTracker:
             return False
         self.m_delivered.inc()
         state.unacked[key] = (command, msg, 1)
-        heapq.heappush(self._heap, (self._clock() + self.timeout, next(self._counter), state, key, 1))
+        self._first.append((self._clock() + self.timeout, state, key))
         return True
 
     def ack(self, state: ClientState, key: DeliveryKey) -> bool:
@@ -120,28 +124,37 @@ class DeliveryTracker:
 
     @property
     def pending(self) -> int:
-        """Deliveries waiting for an ack (including stale heap entries)."""
-        return len(self._heap)
+        """Deliveries waiting for an ack (including stale entries of acked ones)."""
+        return len(self._first) + len(self._heap)
 
     def tick(self) -> None:
         """Retransmit every delivery whose ack is overdue."""
         now = self._clock()
+        first = self._first
+        while first and first[0][0] <= now:
+            _, state, key = first.popleft()
+            entry = state.unacked.get(key)
+            if entry is not None and entry[2] == 1:
+                self._retry(now, state, key, entry)
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, _, state, key, attempt = heapq.heappop(heap)
             entry = state.unacked.get(key)
-            if entry is None or entry[2] != attempt:
-                continue  # acked, or superseded by a later attempt
-            command, msg, _ = entry
-            if attempt >= self.max_attempts or not state.logged_in:
-                del state.unacked[key]
-                self.m_gave_up.inc()
-                continue
-            if not self._send(state.link, command, msg):
-                del state.unacked[key]
-                continue
-            self.m_retransmits.inc()
-            state.unacked[key] = (command, msg, attempt + 1)
-            heapq.heappush(
-                heap, (now + self.timeout * (2**attempt), next(self._counter), state, key, attempt + 1)
-            )
+            if entry is not None and entry[2] == attempt:
+                self._retry(now, state, key, entry)
+
+    def _retry(self, now: float, state: ClientState, key: DeliveryKey, entry: tuple[str, Any, int]) -> None:
+        """A delivery's ack is overdue: send it again, or give up after `max_attempts` sends."""
+        command, msg, attempt = entry
+        if attempt >= self.max_attempts or not state.logged_in:
+            del state.unacked[key]
+            self.m_gave_up.inc()
+            return
+        if not self._send(state.link, command, msg):
+            del state.unacked[key]
+            return
+        self.m_retransmits.inc()
+        state.unacked[key] = (command, msg, attempt + 1)
+        heapq.heappush(
+            self._heap, (now + self.timeout * (2**attempt), next(self._counter), state, key, attempt + 1)
+        )

@@ -1,4 +1,4 @@
-"""Strategies derived from the bundled spec: exact type ranges, declared enums, constraints, invalid variants."""
+"""Strategies from the bundled spec: exact type ranges, declared enums, constraints, invalid variants."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from generated.teamtalk import strategies as tt
 from runtime.fuzz.spec import FieldSpec
-from runtime.fuzz.strategies import INT_RANGES, SCALARS, encode_varint, minimal_message, utf8_prefix, violations
+from runtime.fuzz.strategies import (
+    INT_RANGES,
+    SCALARS,
+    encode_varint,
+    minimal_message,
+    utf8_prefix,
+    violations,
+)
 from runtime.stages.input import missing_fields
 
 REG = tt.STRATEGIES
@@ -63,7 +70,10 @@ def test_unknown_enum_values_land_in_unknown_fields(data: bytes) -> None:
     cls = tt.MESSAGES["IM.Message.IMMsgData"].cls
     msg = cls.FromString(data)
     assert msg.msg_type in tt.ENUMS["IM.BaseDefine.MsgType"]  # proto2 closed enum: the bad value is not taken
-    assert msg.SerializeToString() != cls(**{f.name: getattr(msg, f.name) for f, _ in msg.ListFields()}).SerializeToString()
+    assert (
+        msg.SerializeToString()
+        != cls(**{f.name: getattr(msg, f.name) for f, _ in msg.ListFields()}).SerializeToString()
+    )
 
 
 @settings(max_examples=40, derandomize=True, database=None)
@@ -92,7 +102,9 @@ def test_every_message_has_a_named_strategy() -> None:
 def test_violations_exist_only_for_constrained_fields() -> None:
     assert violations(FieldSpec("x", 1, "uint32", "required")) is None
     assert violations(FieldSpec("x", 1, "uint32", "required", max=10)) is not None
-    assert violations(FieldSpec("x", 1, "uint32", "required", max=2**32 - 1)) is None  # nothing above the type
+    assert (
+        violations(FieldSpec("x", 1, "uint32", "required", max=2**32 - 1)) is None
+    )  # nothing above the type
 
 
 def test_helpers() -> None:

@@ -95,3 +95,24 @@ def test_key_file_created_once_and_rows_bound(tmp_path: Path) -> None:
 async def _open(store: SqliteStorage) -> None:
     async with store:
         pass
+
+
+def test_nonces_are_never_reused_even_across_fork() -> None:
+    cipher = ContentCipher(os.urandom(32))
+    parent = {cipher.seal(b"x", b"aad")[:12] for _ in range(600)}  # spans several nonce blocks
+    assert len(parent) == 600
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child draws from a fresh block, not from the parent's remaining one
+        os.close(read_end)
+        os.write(write_end, b"".join(cipher.seal(b"x", b"aad")[:12] for _ in range(10)))
+        os._exit(0)
+    os.close(write_end)
+    data = b""
+    while chunk := os.read(read_end, 4096):
+        data += chunk
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    child = {data[i : i + 12] for i in range(0, len(data), 12)}
+    following = {cipher.seal(b"x", b"aad")[:12] for _ in range(10)}
+    assert len(child) == 10 and not child & following and not child & parent
