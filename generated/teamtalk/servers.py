@@ -288,7 +288,6 @@ class GatewayServiceBase(abc.ABC):
         0x0704: "on_cid_other_validate_rsp",
         0x070d: "on_cid_other_server_kick_user",
         0x070e: "on_cid_other_login_status_notify",
-        0x1001: "on_cid_ext_handshake_req",
         0x1005: "on_cid_ext_msg_burn",
         0x1006: "on_cid_ext_msg_burn_read",
         0x1008: "on_cid_ext_msg_recall_req",
@@ -443,10 +442,6 @@ class GatewayServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_other_login_status_notify(self, ctx: Context, msg: IM_Server_pb2.IMServerPCLoginStatusNotify) -> Message | None:
         """CID_OTHER_LOGIN_STATUS_NOTIFY (0x070e, s2s); no reply (return None). A user's PC presence changed, router to msg."""
-
-    @abc.abstractmethod
-    async def on_cid_ext_handshake_req(self, ctx: Context, msg: IM_Ext_pb2.IMSecureHandshakeReq) -> Message | None:
-        """CID_EXT_HANDSHAKE_REQ (0x1001, c2s); return the CID_EXT_HANDSHAKE_RSP reply (IMSecureHandshakeRsp). Start an encrypted session (X25519 + AEAD); the only frame, with its reply, that is never sealed."""
 
     @abc.abstractmethod
     async def on_cid_ext_msg_burn(self, ctx: Context, msg: IM_Message_pb2.IMMsgData) -> Message | None:

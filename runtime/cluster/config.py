@@ -43,7 +43,8 @@ TOP_LEVEL_KEYS = frozenset(
         "endpoints",
     }
 )
-STORAGE_BACKENDS = frozenset({"sqlite", "postgres"})
+# The embedded default; a PostgreSQL backend sits behind the same storage interface but is not shipped yet.
+STORAGE_BACKENDS = frozenset({"sqlite"})
 # Keys every service section understands; anything else is passed to the service unchanged.
 COMMON_SERVICE_KEYS = frozenset({"instances", "class", "metrics_port"})
 
