@@ -16,4 +16,4 @@ def test_unshipped_backend_is_refused_at_config_time() -> None:
 
 def test_sqlite_backend_is_accepted() -> None:
     cfg = parse_config({"storage": {"backend": "sqlite"}})
-    assert cfg is not None
+    assert cfg.storage["backend"] == "sqlite"
