@@ -121,6 +121,8 @@ class Engine:
                     pending.remove(case)
                     self.reproducers.append(failure)
                     self.stats.failures += 1
+                if self.target is not None:
+                    self.stats.frames = self.target.frames_sent
                 self._tick(force=failure is not None)
             round_no += 1
             self.stats.rounds = round_no

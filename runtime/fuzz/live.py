@@ -133,6 +133,7 @@ def check_outcome(target: Target, conn: RawConnection, info: CommandInfo, expect
             replied = True
         except (PeerClosed, NoAnswer):
             target.unanswered += 1
+            target.unanswered_by[info.name] = target.unanswered_by.get(info.name, 0) + 1
     if expected == "accept" and reply is not None and target.replies_always:
         assert replied, f"{info.name}: valid request not answered with {reply.name}"
     if expected in ("refuse", "ignore"):

@@ -77,6 +77,7 @@ class Target:
         self.timeout = timeout
         self.frames_sent = 0
         self.unanswered = 0  # valid requests whose reply never came (not an error unless replies_always)
+        self.unanswered_by: dict[str, int] = {}  # the same, per command
         self.reply_timeout = timeout
         self._bystander: RawConnection | None = None
         self._stages: dict[int, CommandStages] | None = None

@@ -142,6 +142,9 @@ def fuzz(
         f"commands covered {len(stats.covered_commands & commands)}/{len(commands)}, "
         f"messages covered {len(stats.covered_messages)}/{len(stack.messages)}"
     )
+    if run_plan.target is not None and run_plan.target.unanswered_by:
+        top = sorted(run_plan.target.unanswered_by.items(), key=lambda kv: (-kv[1], kv[0]))
+        click.echo("unanswered valid requests: " + ", ".join(f"{name} x{n}" for name, n in top))
     for rep in found:
         path = rep.save(folder)
         click.echo(f"\nFAILURE {rep.id} ({rep.suite}) saved to {path}\n{rep.describe()}")

@@ -53,14 +53,8 @@ class ChatHandlers(HandlerBase):
         else:
             msg.ClearField("attach_data")
         cid = self.proto.cid(command)
-
-        def stored(frame: Frame | None) -> None:
-            if frame is not None and frame.body:
-                self._stored(ctx, st, command, cid, ack, msg, frame.body, is_group)
-            else:
-                ctx.reply(ack)  # biz lost before answering: msg_id 0, the client may send again (dedup)
-
-        link.request(cid, pack_relay([user], msg.SerializeToString()), stored, flag=FLAG_RELAY)
+        pending = _PendingStore(self, ctx, st, command, cid, ack, msg, is_group)
+        link.request(cid, pack_relay([user], msg.SerializeToString()), pending.stored, flag=FLAG_RELAY)
         return None
 
     def _stored(
@@ -207,3 +201,39 @@ class ChatHandlers(HandlerBase):
         else:
             targets = [msg.to_session_id]
         self.notify(command, msg, targets, skip=st)
+
+
+class _PendingStore:
+    """A message sent to biz, waiting for its durable id. One small object per message: a closure over the
+    same state cost a function, a tuple and a cell per variable (all garbage-collector tracked)."""
+
+    __slots__ = ("ack", "chat", "cid", "command", "ctx", "is_group", "msg", "st")
+
+    def __init__(
+        self,
+        chat: ChatHandlers,
+        ctx: Context,
+        st: Any,
+        command: str,
+        cid: int,
+        ack: Any,
+        msg: Any,
+        is_group: bool,
+    ) -> None:
+        self.chat = chat
+        self.ctx = ctx
+        self.st = st
+        self.command = command
+        self.cid = cid
+        self.ack = ack
+        self.msg = msg
+        self.is_group = is_group
+
+    def stored(self, frame: Frame | None) -> None:
+        """Biz answered (`frame`), or the link to it was lost (None)."""
+        if frame is not None and frame.body:
+            self.chat._stored(
+                self.ctx, self.st, self.command, self.cid, self.ack, self.msg, frame.body, self.is_group
+            )
+        else:
+            self.ctx.reply(self.ack)  # biz lost before answering: msg_id 0, the client may send again (dedup)
