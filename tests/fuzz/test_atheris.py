@@ -17,6 +17,7 @@ pytest.importorskip("atheris")
 SPEC = str(Path(__file__).resolve().parents[2] / "spec" / "teamtalk")
 
 
+@pytest.mark.slow  # a child process instrumenting the runtime: ~20-40 s
 def test_atheris_finds_the_planted_framing_bug(tmp_path: Path, tt_stack: FuzzStack) -> None:
     result = CliRunner().invoke(
         main,
