@@ -21,7 +21,10 @@ from codegen.emit.common import (
     render,
     split_qualname,
 )
-from codegen.model import Command, Spec
+from codegen.model import Command, Constraints, Message, Spec
+
+# The constraint keys `runtime.stages.input.FieldLimits` reads from an `input.fields` table, in its order.
+_LIMIT_KEYS = ("max_len", "min_len", "non_empty", "min", "max", "max_items", "pattern")
 
 
 def emit_package_init(spec: Spec, options: EmitOptions, files: Mapping[str, str | bytes]) -> FileMap:
@@ -49,6 +52,42 @@ def used_pb2_modules(spec: Spec, qualnames: list[str]) -> list[str]:
     return sorted({pb2_module(split_qualname(spec, q)[0]) for q in qualnames})
 
 
+def limits_of(c: Constraints) -> dict[str, Any]:
+    """A field's constraints as the input stage's `FieldLimits.from_mapping` takes them (set keys only)."""
+    out: dict[str, Any] = {}
+    for key in _LIMIT_KEYS:
+        value = getattr(c, key)
+        if value is None or value is False:
+            continue
+        out[key] = value
+    return out
+
+
+def field_limits_of(message: Message | None) -> dict[str, dict[str, Any]]:
+    """Field name -> constraints for the constrained top-level fields of a command's message, sorted by name.
+    The input stage checks top-level fields only (`descriptor.fields_by_name`), so nested messages' limits
+    are not carried here."""
+    if message is None:
+        return {}
+    table = {f.name: limits_of(f.constraints) for f in message.fields}
+    return {name: table[name] for name in sorted(table) if table[name]}
+
+
+def command_stages(spec: Spec, c: Command) -> dict[str, dict[str, Any]]:
+    """A command's effective stage policies, with its message's field constraints added as the input stage's
+    `fields` table, so the runtime enforces them on every server without extra wiring."""
+    stages = spec.effective_stages(c)
+    limits = field_limits_of(lookups(spec).messages.get(c.message))
+    if limits:
+        policy = dict(stages.get("input", {}))
+        fields = dict(policy.get("fields", {}))
+        for name, lim in limits.items():
+            fields.setdefault(name, lim)
+        policy["fields"] = fields
+        stages = {**stages, "input": policy}
+    return stages
+
+
 def emit_registry(spec: Spec, options: EmitOptions, files: Mapping[str, str | bytes]) -> FileMap:
     """Emitter: `registry.py`: id enums and `REGISTRY`, the runtime's only door into the stack."""
     hosts = hosts_of(spec)
@@ -62,7 +101,7 @@ def emit_registry(spec: Spec, options: EmitOptions, files: Mapping[str, str | by
             "direction": c.direction,
             "reply": py_literal(c.reply),
             "hosted_by": py_literal(tuple(hosts.get(c.name, ()))),
-            "stages": py_literal(spec.effective_stages(c)),
+            "stages": py_literal(command_stages(spec, c)),
             "doc": py_literal(one_line(c.doc)),
         }
         for c in commands_sorted(spec)

@@ -200,7 +200,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_LOGIN_RES_USERLOGIN",
         hosted_by=("gateway", "msg"),
-        stages={"input": {"max_bytes": 1024, "on_rate_exceeded": "close", "rate": "1/s", "require_auth": False}, "pack": {"encrypt": "session_aead"}, "present": {"redact": ["password"]}, "store": {"persist": False}, "transport": {"timeout": "15s"}},
+        stages={"input": {"fields": {"password": {"max_len": 64, "non_empty": True}, "user_name": {"max_len": 64, "non_empty": True}}, "max_bytes": 1024, "on_rate_exceeded": "close", "rate": "1/s", "require_auth": False}, "pack": {"encrypt": "session_aead"}, "present": {"redact": ["password"]}, "store": {"persist": False}, "transport": {"timeout": "15s"}},
         doc="Authenticate on a msg server; must be the first command on a client connection.",
     ),
     CommandInfo(
@@ -541,7 +541,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_BUDDY_LIST_CHANGE_SIGN_INFO_RESPONSE",
         hosted_by=("biz", "gateway", "msg"),
-        stages={"input": {"max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"at_rest": "plain", "persist": True, "retention": "forever"}, "transport": {"timeout": "10s"}},
+        stages={"input": {"fields": {"sign_info": {"max_len": 512}}, "max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"at_rest": "plain", "persist": True, "retention": "forever"}, "transport": {"timeout": "10s"}},
         doc="Set the personal signature.",
     ),
     CommandInfo(
@@ -574,7 +574,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="both",
         reply="CID_MSG_DATA_ACK",
         hosted_by=("biz", "gateway", "msg", "router"),
-        stages={"input": {"max_bytes": 8192, "on_rate_exceeded": "drop", "rate": "20/s", "reject": ["self_message", "empty_body"]}, "pack": {"codec_fields": ["msg_data"], "encrypt": "session_aead", "legacy_codec": "teamtalk_aes_ecb"}, "present": {"placeholder": "[voice]", "preview_bytes": 37}, "store": {"at_rest": "encrypted", "persist": True, "retention": "forever"}, "transport": {"ack": "CID_MSG_DATA_ACK", "dedup": "per_sender", "dedup_window": "10m", "max_attempts": 5, "ordering": "send_wait", "retransmit": "until_ack", "timeout": "5s"}, "unpack": {"max_bytes": 8192, "replay": "reject", "verify": True}},
+        stages={"input": {"fields": {"msg_data": {"max_len": 4096, "non_empty": True}}, "max_bytes": 8192, "on_rate_exceeded": "drop", "rate": "20/s", "reject": ["self_message", "empty_body"]}, "pack": {"codec_fields": ["msg_data"], "encrypt": "session_aead", "legacy_codec": "teamtalk_aes_ecb"}, "present": {"placeholder": "[voice]", "preview_bytes": 37}, "store": {"at_rest": "encrypted", "persist": True, "retention": "forever"}, "transport": {"ack": "CID_MSG_DATA_ACK", "dedup": "per_sender", "dedup_window": "10m", "max_attempts": 5, "ordering": "send_wait", "retransmit": "until_ack", "timeout": "5s"}, "unpack": {"max_bytes": 8192, "replay": "reject", "verify": True}},
         doc="Send a chat message (client to server) or deliver one (server to client).",
     ),
     CommandInfo(
@@ -706,7 +706,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_MSG_GET_BY_MSG_ID_RES",
         hosted_by=("biz", "gateway", "msg"),
-        stages={"input": {"max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
+        stages={"input": {"fields": {"msg_id_list": {"max_items": 100}}, "max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
         doc="Fetch messages by id.",
     ),
     CommandInfo(
@@ -772,7 +772,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_GROUP_CREATE_RESPONSE",
         hosted_by=("biz", "gateway", "msg"),
-        stages={"input": {"max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"at_rest": "plain", "persist": True, "retention": "forever"}, "transport": {"timeout": "10s"}},
+        stages={"input": {"fields": {"group_name": {"max_len": 256}, "member_id_list": {"max_items": 2000}}, "max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"at_rest": "plain", "persist": True, "retention": "forever"}, "transport": {"timeout": "10s"}},
         doc="Create a TMP group.",
     ),
     CommandInfo(
@@ -794,7 +794,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_GROUP_CHANGE_MEMBER_RESPONSE",
         hosted_by=("biz", "gateway", "msg"),
-        stages={"input": {"max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"at_rest": "plain", "persist": True, "retention": "forever"}, "transport": {"timeout": "10s"}},
+        stages={"input": {"fields": {"member_id_list": {"max_items": 2000}}, "max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"at_rest": "plain", "persist": True, "retention": "forever"}, "transport": {"timeout": "10s"}},
         doc="Add or remove group members.",
     ),
     CommandInfo(
@@ -904,7 +904,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_FILE_RESPONSE",
         hosted_by=("gateway", "msg"),
-        stages={"input": {"max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
+        stages={"input": {"fields": {"file_name": {"max_len": 1024, "non_empty": True}}, "max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
         doc="Offer a file to another user.",
     ),
     CommandInfo(
@@ -981,7 +981,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="both",
         reply=None,
         hosted_by=("gateway", "msg", "router"),
-        stages={"input": {"max_bytes": 8192, "on_rate_exceeded": "drop", "rate": "10/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"ephemeral": True}},
+        stages={"input": {"fields": {"cmd_msg_data": {"max_len": 4096}}, "max_bytes": 8192, "on_rate_exceeded": "drop", "rate": "10/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"ephemeral": True}},
         doc="Opaque user-to-user command relayed to both users' devices; never stored.",
     ),
     CommandInfo(
@@ -1223,7 +1223,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_EXT_HANDSHAKE_RSP",
         hosted_by=("file", "msg"),
-        stages={"input": {"max_bytes": 256, "on_rate_exceeded": "close", "rate": "1/s", "require_auth": False}, "pack": {"encrypt": "none"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
+        stages={"input": {"fields": {"client_nonce": {"max_len": 32, "min_len": 16}, "client_public_key": {"max_len": 32, "min_len": 32}, "suites": {"max_items": 8}}, "max_bytes": 256, "on_rate_exceeded": "close", "rate": "1/s", "require_auth": False}, "pack": {"encrypt": "none"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
         doc="Start an encrypted session (X25519 + AEAD); the only frame, with its reply, that is never sealed.",
     ),
     CommandInfo(
@@ -1234,7 +1234,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="s2c",
         reply=None,
         hosted_by=(),
-        stages={"pack": {"encrypt": "none"}, "store": {"persist": False}},
+        stages={"input": {"fields": {"server_nonce": {"max_len": 32, "min_len": 16}, "server_public_key": {"max_len": 32, "min_len": 32}}}, "pack": {"encrypt": "none"}, "store": {"persist": False}},
         doc="Server half of the handshake; frames after it are sealed.",
     ),
     CommandInfo(
@@ -1245,7 +1245,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_EXT_LOGIN_QUEUE_RSP",
         hosted_by=("login",),
-        stages={"input": {"max_bytes": 256, "on_rate_exceeded": "close", "rate": "1/s", "require_auth": False}, "pack": {"encrypt": "none"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
+        stages={"input": {"fields": {"client_version": {"max_len": 64}, "queue_ticket": {"max_len": 64}}, "max_bytes": 256, "on_rate_exceeded": "close", "rate": "1/s", "require_auth": False}, "pack": {"encrypt": "none"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
         doc="Msg server lookup that queues instead of refusing when every msg server is full.",
     ),
     CommandInfo(
@@ -1267,7 +1267,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="both",
         reply="CID_MSG_DATA_ACK",
         hosted_by=("biz", "gateway", "msg", "router"),
-        stages={"input": {"max_bytes": 8192, "on_rate_exceeded": "drop", "rate": "20/s", "reject": ["self_message", "empty_body"]}, "pack": {"codec_fields": ["msg_data"], "encrypt": "session_aead", "legacy_codec": "teamtalk_aes_ecb"}, "present": {"burn_on_read": True, "placeholder": "[voice]", "preview_bytes": 0, "redact": ["msg_data"]}, "store": {"at_rest": "encrypted", "burn_after_reading": True, "persist": True, "retention": "7d"}, "transport": {"ack": "CID_MSG_DATA_ACK", "dedup": "per_sender", "dedup_window": "10m", "max_attempts": 5, "ordering": "send_wait", "retransmit": "until_ack", "timeout": "5s"}, "unpack": {"max_bytes": 8192, "replay": "reject", "verify": True}},
+        stages={"input": {"fields": {"msg_data": {"max_len": 4096, "non_empty": True}}, "max_bytes": 8192, "on_rate_exceeded": "drop", "rate": "20/s", "reject": ["self_message", "empty_body"]}, "pack": {"codec_fields": ["msg_data"], "encrypt": "session_aead", "legacy_codec": "teamtalk_aes_ecb"}, "present": {"burn_on_read": True, "placeholder": "[voice]", "preview_bytes": 0, "redact": ["msg_data"]}, "store": {"at_rest": "encrypted", "burn_after_reading": True, "persist": True, "retention": "7d"}, "transport": {"ack": "CID_MSG_DATA_ACK", "dedup": "per_sender", "dedup_window": "10m", "max_attempts": 5, "ordering": "send_wait", "retransmit": "until_ack", "timeout": "5s"}, "unpack": {"max_bytes": 8192, "replay": "reject", "verify": True}},
         doc="Send or deliver a burn-after-reading message: the body is an ordinary IMMsgData; the command id alone marks it, so its stage policy can differ.",
     ),
     CommandInfo(
@@ -1344,7 +1344,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="both",
         reply=None,
         hosted_by=("gateway", "msg", "router"),
-        stages={"input": {"max_bytes": 2048, "on_rate_exceeded": "drop", "rate": "5/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"ephemeral": True}},
+        stages={"input": {"fields": {"payload": {"max_len": 1024}}, "max_bytes": 2048, "on_rate_exceeded": "drop", "rate": "5/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"ephemeral": True}},
         doc="Other ephemeral signals; never stored.",
     ),
     CommandInfo(
@@ -1366,7 +1366,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="s2c",
         reply=None,
         hosted_by=(),
-        stages={"pack": {"encrypt": "session_aead"}, "store": {"persist": False}},
+        stages={"input": {"fields": {"matched_user_ids": {"max_items": 100}}}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}},
         doc="Matches at the time of the shake.",
     ),
     CommandInfo(

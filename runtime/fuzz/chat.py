@@ -1,10 +1,10 @@
 """Runtime fuzz layer: the TeamTalk messaging model as a state machine against the in-process cluster.
 
-Two seeded users (`alice`, `bob`) log in, send 1:1 messages, receive and ack pushes, read, ask for unread
-counts, log out and reconnect, in any order hypothesis picks (rules gated by preconditions on who is online).
-Invariants: every message the server acked has a fresh id, increasing per conversation; a recipient online
-when
-it was sent receives it exactly once, in order; unread counts match the model (messages after the last read).
+Three seeded users (`alice`, `bob`, `carol`) log in, send 1:1 messages, receive and ack pushes, read, ask for
+unread counts, log out and reconnect, in any order hypothesis picks (rules gated by preconditions on who is
+online). Invariants: every message the server acked has a fresh id, increasing per conversation; a recipient
+online when it was sent receives it exactly once, in order; unread counts match the model (messages after the
+last read). `runtime.fuzz.stateful_group.GroupChatMachine` adds groups on top.
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ from runtime.fuzz.live import recorder
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.wire import PeerClosed, RawConnection
 
-USERS = ("alice", "bob")
+USERS = ("alice", "bob", "carol")
 SINGLE = 1  # SessionType SESSION_TYPE_SINGLE
+GROUP = 2  # SessionType SESSION_TYPE_GROUP
 SINGLE_TEXT = 1  # MsgType MSG_TYPE_SINGLE_TEXT
+GROUP_MSG_BIT = 0x10  # MsgType: group messages are 0x11 and 0x12
+
+Conv = tuple[int, int]  # (session type, session id as the receiver sees it: the peer's user id or the group id)
 
 
 _SEQ = [0]
@@ -37,6 +41,13 @@ def next_seq() -> int:
     """
     _SEQ[0] = _SEQ[0] % 0xEFFF + 1
     return _SEQ[0]
+
+
+def conv_of(msg: Any) -> Conv:
+    """The conversation a pushed IMMsgData belongs to, from its receiver's side."""
+    if msg.msg_type & GROUP_MSG_BIT:
+        return (GROUP, msg.to_session_id)
+    return (SINGLE, msg.from_user_id)
 
 
 class ChatClient:
@@ -70,39 +81,51 @@ class ChatClient:
         frame = self.conn.wait_for(lambda f: f.command_id == reply.command_id and f.seq == seq)
         return reply.message_class.FromString(bytes(frame.body))
 
-    def receive(self, expected: list[int], peers: set[int]) -> list[Any]:
-        """Chat pushes from `peers`, in arrival order, once the expected ids arrived; each one is acked."""
+    def receive(self, expected: dict[Conv, list[int]]) -> list[tuple[Conv, int]]:
+        """Every chat push, as (conversation, msg id) in arrival order, once the expected ones arrived (then
+        whatever else came before a heartbeat echo); each one is acked with the key the server tracks."""
         data_cid = self.stack.command("CID_MSG_DATA").command_id
         cls = self.stack.command("CID_MSG_DATA").message_class
-        got: list[Any] = []
+        want = {(conv, mid) for conv, ids in expected.items() for mid in ids}
+        got: list[tuple[Conv, int]] = []
 
         def take(frame: Any) -> None:
             msg: Any = cls.FromString(bytes(frame.body))
-            if msg.from_user_id in peers:
-                got.append(msg)
+            conv = conv_of(msg)
+            got.append((conv, msg.msg_id))
             self.send(
                 "CID_MSG_DATA_ACK",
                 user_id=self.user_id,
-                session_id=msg.from_user_id,
+                session_id=conv[1],
                 msg_id=msg.msg_id,
-                session_type=SINGLE,
+                session_type=conv[0],
             )
 
-        while not set(expected) <= {m.msg_id for m in got}:
+        while not want <= set(got):
             take(self.conn.wait_for(lambda f: f.command_id == data_cid))
         for frame in self.conn.probe():
             if frame.command_id == data_cid:
                 take(frame)
         return got
 
-    def wait_read_notify(self, session_id: int, msg_id: int) -> None:
-        """Until the second device hears that `session_id` was read up to `msg_id`."""
+    def wait_read_notify(self, session_type: int, session_id: int, msg_id: int) -> None:
+        """Until the second device hears that the session was read up to `msg_id`."""
         info = self.stack.command("CID_MSG_READ_NOTIFY")
         while True:
             frame = self.observer.wait_for(lambda f: f.command_id == info.command_id)
             note: Any = info.message_class.FromString(bytes(frame.body))
-            if note.session_id == session_id and note.msg_id == msg_id:
+            if (note.session_type, note.session_id, note.msg_id) == (session_type, session_id, msg_id):
                 return
+
+    def unread(self) -> dict[Conv, int]:
+        """The server's unread counts by conversation."""
+        rsp = self.call("CID_MSG_UNREAD_CNT_REQUEST", user_id=self.user_id)
+        out: dict[Conv, int] = {}
+        for i in rsp.unreadinfo_list:
+            conv = (int(i.session_type), int(i.session_id))
+            assert conv not in out, f"unread lists {conv} twice"
+            out[conv] = i.unread_cnt
+        return out
 
     def close(self) -> None:
         self.conn.close()
@@ -110,7 +133,7 @@ class ChatClient:
 
 
 class ChatMachine(RuleBasedStateMachine):
-    """Alice and Bob chatting through the cluster; `runtime.fuzz.stateful.machine_for` binds the target."""
+    """Three users chatting 1:1 through the cluster; `runtime.fuzz.stateful.machine_for` binds the target."""
 
     TARGET: ClusterTarget
     STACK: FuzzStack
@@ -120,35 +143,42 @@ class ChatMachine(RuleBasedStateMachine):
         recorder().begin()
         self.online: dict[str, ChatClient] = {}
         self.ids = {u: self.TARGET.users[u] for u in USERS}
-        self.last_id: dict[tuple[str, str], int] = {}  # (from, to) -> last acked msg id
-        self.pending: dict[str, list[int]] = {u: [] for u in USERS}  # pushes owed to an online user
+        self.names = {uid: u for u, uid in self.ids.items()}
+        self.last_id: dict[frozenset[str], int] = {}  # 1:1 pair -> last acked msg id (one counter per pair)
+        self.pending: dict[str, dict[Conv, list[int]]] = {u: {} for u in USERS}  # pushes owed to online users
         self.sent_to: dict[str, list[tuple[str, int]]] = {u: [] for u in USERS}  # (from, msg id) to a user
         self.read_upto: dict[tuple[str, str], int] = {}  # (reader, peer) -> msg id read up to
-        self.baseline: dict[
-            tuple[str, str], int | None
-        ] = {}  # unread before this run, until a read clears it
+        self.baseline: dict[tuple[str, str], int] = {}  # 1:1 unread before this run, until a read clears it
 
-    def other(self, user: str) -> str:
-        return USERS[1 - USERS.index(user)]
+    def others(self, user: str) -> list[str]:
+        return [u for u in USERS if u != user]
+
+    def owe(self, user: str, conv: Conv, msg_id: int) -> None:
+        """The model expects `user`'s main connection to be pushed `msg_id` of `conv`."""
+        self.pending[user].setdefault(conv, []).append(msg_id)
 
     # -- rules -----------------------------------------------------------------------------------------------
     @rule(user=st.sampled_from(USERS))
     def login(self, user: str) -> None:
         if user in self.online:
             return
+        self._login(user)
+
+    def _login(self, user: str) -> ChatClient:
         recorder().add("login", user=user)
         client = self.online[user] = ChatClient(self.TARGET, self.STACK, user)
-        peer = self.other(user)
-        if (user, peer) not in self.baseline:
-            self.baseline[(user, peer)] = self._server_unread(client, peer) - self._model_unread(
-                user, peer, 0
-            )
+        server = client.unread()
+        for peer in self.others(user):
+            if (user, peer) not in self.baseline:
+                got = server.get((SINGLE, self.ids[peer]), 0)
+                self.baseline[(user, peer)] = got - self._model_unread(user, peer, 0)
+        return client
 
     @precondition(lambda self: bool(self.online))
     @rule(data=st.data(), text=st.binary(min_size=1, max_size=64))
     def send(self, data: st.DataObject, text: bytes) -> None:
         sender = data.draw(st.sampled_from(sorted(self.online)), label="sender")
-        to = self.other(sender)
+        to = data.draw(st.sampled_from(self.others(sender)), label="to")
         ack = self.online[sender].call(
             "CID_MSG_DATA",
             from_user_id=self.ids[sender],
@@ -159,12 +189,13 @@ class ChatMachine(RuleBasedStateMachine):
             msg_data=text,
         )
         assert ack.msg_id > 0, f"{sender}->{to}: message refused (msg id 0)"
-        last = self.last_id.get((sender, to), 0)
+        pair = frozenset((sender, to))
+        last = self.last_id.get(pair, 0)
         assert ack.msg_id > last, f"{sender}->{to}: msg id {ack.msg_id} not after {last}"
-        self.last_id[(sender, to)] = ack.msg_id
+        self.last_id[pair] = ack.msg_id
         self.sent_to[to].append((sender, ack.msg_id))
         if to in self.online:
-            self.pending[to].append(ack.msg_id)
+            self.owe(to, (SINGLE, self.ids[sender]), ack.msg_id)
 
     @precondition(lambda self: bool(self.online))
     @rule(data=st.data())
@@ -172,14 +203,13 @@ class ChatMachine(RuleBasedStateMachine):
         user = data.draw(st.sampled_from(sorted(self.online)), label="user")
         self._receive(user)
 
-    @precondition(lambda self: bool(self.online))
+    @precondition(lambda self: any(frm != u for u in self.online for frm, _ in self.sent_to[u]))
     @rule(data=st.data())
     def read(self, data: st.DataObject) -> None:
-        user = data.draw(st.sampled_from(sorted(self.online)), label="user")
-        peer = self.other(user)
-        upto = max([mid for frm, mid in self.sent_to[user] if frm == peer], default=0)
-        if not upto:
-            return
+        readers = sorted(u for u in self.online if self.sent_to[u])
+        user = data.draw(st.sampled_from(readers), label="user")
+        peer = data.draw(st.sampled_from(sorted({frm for frm, _ in self.sent_to[user]})), label="peer")
+        upto = max(mid for frm, mid in self.sent_to[user] if frm == peer)
         self.online[user].send(
             "CID_MSG_READ_ACK",
             user_id=self.ids[user],
@@ -190,17 +220,20 @@ class ChatMachine(RuleBasedStateMachine):
         self.read_upto[(user, peer)] = upto
         self.baseline[(user, peer)] = 0
         # A read ack has no reply; the user's other device is told once the read position is stored.
-        self.online[user].wait_read_notify(self.ids[peer], upto)
+        self.online[user].wait_read_notify(SINGLE, self.ids[peer], upto)
 
     @precondition(lambda self: bool(self.online))
     @rule(data=st.data())
     def unread(self, data: st.DataObject) -> None:
         user = data.draw(st.sampled_from(sorted(self.online)), label="user")
-        peer = self.other(user)
-        got = self._server_unread(self.online[user], peer)
-        base = self.baseline.get((user, peer)) or 0
-        want = self._model_unread(user, peer, base)
-        assert got == want, f"{user}: unread from {peer} is {got}, the model says {want}"
+        server = self.online[user].unread()
+        self.check_unread(user, server)
+
+    def check_unread(self, user: str, server: dict[Conv, int]) -> None:
+        for peer in self.others(user):
+            got = server.get((SINGLE, self.ids[peer]), 0)
+            want = self._model_unread(user, peer, self.baseline.get((user, peer), 0))
+            assert got == want, f"{user}: unread from {peer} is {got}, the model says {want}"
 
     @precondition(lambda self: bool(self.online))
     @rule(data=st.data(), graceful=st.booleans())
@@ -220,21 +253,21 @@ class ChatMachine(RuleBasedStateMachine):
 
     # -- model -----------------------------------------------------------------------------------------------
     def _receive(self, user: str) -> None:
-        peer = self.other(user)
+        """Every push owed to `user` arrives exactly once, in msg-id order per conversation, and no other."""
         expected = self.pending[user]
-        got = [m.msg_id for m in self.online[user].receive(expected, {self.ids[peer]})]
-        assert len(got) == len(set(got)), f"{user}: a message was delivered twice: {got}"
-        assert got == sorted(got), f"{user}: messages out of order: {got}"
+        pushes = self.online[user].receive(expected)
+        assert len(pushes) == len(set(pushes)), f"{user}: a message was delivered twice: {pushes}"
+        got: dict[Conv, list[int]] = {}
+        for conv, mid in pushes:
+            got.setdefault(conv, []).append(mid)
+        for conv, ids in got.items():
+            assert ids == sorted(ids), f"{user}: messages of {conv} out of order: {ids}"
         assert got == expected, f"{user}: received {got}, the model expected {expected}"
-        self.pending[user] = []
+        self.pending[user] = {}
 
     def _model_unread(self, user: str, peer: str, base: int) -> int:
         upto = self.read_upto.get((user, peer), 0)
         return base + sum(1 for frm, mid in self.sent_to[user] if frm == peer and mid > upto)
-
-    def _server_unread(self, client: ChatClient, peer: str) -> int:
-        rsp = client.call("CID_MSG_UNREAD_CNT_REQUEST", user_id=client.user_id)
-        return sum(i.unread_cnt for i in rsp.unreadinfo_list if i.session_id == self.ids[peer])
 
     def teardown(self) -> None:
         for client in self.online.values():

@@ -23,7 +23,7 @@ from runtime.registry import CommandInfo
 
 PASSWORD = "fuzz-secret"
 AUTH = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}  # cheap argon2: seeding and login stay fast
-USERS = ("fuzz", "bystander", "peer", "alice", "bob")
+USERS = ("fuzz", "bystander", "peer", "alice", "bob", "carol")
 PC_CLIENT = 0x01
 MOBILE_CLIENT = 0x11
 ONLINE = 1
@@ -103,6 +103,9 @@ class ClusterTarget(Target):
 
     name = "cluster"
     serves = frozenset({"msg"})
+    # The generated registry carries each command's field constraints as `input.fields`, so the cluster's
+    # input stages refuse violating input: the oracle predicts those refusals and checks storage is unchanged.
+    enforces_limits = True
 
     def __init__(self, stack: FuzzStack, *, plant_command: str | None = None, timeout: float = 3.0) -> None:
         from runtime.cluster.config import parse_config

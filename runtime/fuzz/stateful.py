@@ -3,9 +3,9 @@
 `SessionMachine` works for any stack: rules connect (with or without login), send valid requests of hosted
 commands, heartbeat, disconnect; preconditions gate them on the session's stage (connected, logged in). Its
 model predicts each request's outcome with the spec's stage units and checks it, and that a bystander
-connection
-is never affected. On the TeamTalk cluster, `runtime.fuzz.chat.ChatMachine` adds the messaging model (see
-there). `run_machine` picks the machine for the target.
+connection is never affected. On the TeamTalk cluster, `runtime.fuzz.stateful_group.GroupChatMachine` (the
+1:1 model of `runtime.fuzz.chat.ChatMachine` plus TMP groups) takes its place (see there). `run_machine` picks
+the machine for the target.
 """
 
 from __future__ import annotations
@@ -120,9 +120,9 @@ def machine_for(stack: FuzzStack, target: Target) -> type[RuleBasedStateMachine]
     from runtime.fuzz.cluster import ClusterTarget
 
     if isinstance(target, ClusterTarget):
-        from runtime.fuzz.chat import ChatMachine
+        from runtime.fuzz.stateful_group import GroupChatMachine
 
-        return type("BoundChatMachine", (ChatMachine,), {"TARGET": target, "STACK": stack})
+        return type("BoundChatMachine", (GroupChatMachine,), {"TARGET": target, "STACK": stack})
     commands = [c.name for c in stack.registry if c.from_client and c.hosted_by]
     return type(
         "BoundSessionMachine", (SessionMachine,), {"TARGET": target, "STACK": stack, "COMMANDS": commands}
@@ -134,4 +134,7 @@ def run_machine(stack: FuzzStack, target: Target, opts: settings) -> None:
     machine = machine_for(stack, target)
     if not getattr(machine, "COMMANDS", True):
         return
+    steps = getattr(machine, "MIN_STEPS", 0)
+    if opts.stateful_step_count < steps:  # a model whose rules need a setup (groups) needs longer runs
+        opts = settings(opts, stateful_step_count=steps)
     run_state_machine_as_test(machine, settings=opts)

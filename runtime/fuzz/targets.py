@@ -167,8 +167,12 @@ class Target:
     def stages(self) -> dict[int, CommandStages]:
         """Stage units matching the server's own (to predict refusals)."""
         if self._stages is None:
-            limits = self.stack.field_limits if self.enforces_limits else None
-            self._stages = build_stages(self.stack.registry, field_limits=limits)
+            if self.enforces_limits:
+                self._stages = build_stages(self.stack.registry, field_limits=self.stack.field_limits)
+            else:
+                # A server not known to check the constraints: predict no constraint refusals, even though
+                # the generated registry carries them as `input.fields`.
+                self._stages = build_stages(strip_field_limits(self.stack.registry))
         return self._stages
 
     def settle(self, conn: RawConnection) -> None:
@@ -200,6 +204,16 @@ def strip_rates(registry: Registry) -> Registry:
     for info in registry:
         stages = {k: dict(v) for k, v in info.stages.items()}
         stages.get("input", {}).pop("rate", None)
+        infos.append(replace(info, stages=stages))
+    return Registry(registry.spec_name, registry.spec_version, infos, registry.services)
+
+
+def strip_field_limits(registry: Registry) -> Registry:
+    """A copy of `registry` without the field constraints in its `input.fields` tables."""
+    infos = []
+    for info in registry:
+        stages = {k: dict(v) for k, v in info.stages.items()}
+        stages.get("input", {}).pop("fields", None)
         infos.append(replace(info, stages=stages))
     return Registry(registry.spec_name, registry.spec_version, infos, registry.services)
 

@@ -84,7 +84,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="s2c",
         reply=None,
         hosted_by=(),
-        stages={},
+        stages={"input": {"fields": {"matched_user_ids": {"max_items": 10}}}},
         doc="",
     ),
     CommandInfo(
@@ -95,7 +95,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="s2s",
         reply=None,
         hosted_by=("shaker",),
-        stages={},
+        stages={"input": {"fields": {"matched_user_ids": {"max_items": 10}}}},
         doc="",
     ),
 )

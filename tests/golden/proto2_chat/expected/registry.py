@@ -49,7 +49,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_LOGIN_RES",
         hosted_by=("login",),
-        stages={},
+        stages={"input": {"fields": {"user_name": {"max_len": 64, "non_empty": True}}}},
         doc="Log in.",
     ),
     CommandInfo(
@@ -71,7 +71,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="both",
         reply="CID_MSG_DATA_ACK",
         hosted_by=("msg",),
-        stages={"input": {"rate": "20/s", "reject": ["self_message"]}, "present": {"preview_bytes": 37}, "store": {"at_rest": "encrypted", "persist": True, "retention": "forever"}, "transport": {"ack": "CID_MSG_DATA_ACK", "dedup": "per_sender", "retransmit": "until_ack", "timeout": "3s"}},
+        stages={"input": {"fields": {"body": {"max_len": 4096, "non_empty": True}, "sent_at": {"min": 0}}, "rate": "20/s", "reject": ["self_message"]}, "present": {"preview_bytes": 37}, "store": {"at_rest": "encrypted", "persist": True, "retention": "forever"}, "transport": {"ack": "CID_MSG_DATA_ACK", "dedup": "per_sender", "retransmit": "until_ack", "timeout": "3s"}},
         doc="",
     ),
     CommandInfo(

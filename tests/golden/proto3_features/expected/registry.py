@@ -72,7 +72,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="DOC_GET_RES",
         hosted_by=("gateway", "store"),
-        stages={},
+        stages={"input": {"fields": {"ids": {"max_items": 100}}}},
         doc="",
     ),
     CommandInfo(

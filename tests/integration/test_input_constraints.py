@@ -1,0 +1,157 @@
+"""Integration: the spec's field constraints (max_len, non_empty, max_items, ...) are enforced by the cluster.
+
+The generated registry carries each command's constraints as its `input.fields` table, so every server's input
+stage checks them. A violating message is dropped (the input stage's outcome for a field constraint: no
+reply, the connection stays open, logged with the rule name) and changes no stored data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generated.teamtalk.registry import REGISTRY
+from tests.integration.conftest import Client, TestCluster
+
+pytestmark = pytest.mark.integration
+
+MSG_MAX_LEN = 4096  # IMMsgData.msg_data: max_len 4096, non_empty (spec/teamtalk/message.yaml)
+SIGN_MAX_LEN = 512  # IMChangeSignInfoReq.sign_info: max_len 512 (spec/teamtalk/buddy.yaml)
+GROUP_NAME_MAX_LEN = 256  # IMGroupCreateReq.group_name: max_len 256 (spec/teamtalk/group.yaml)
+
+
+def storage_digest(data_dir: Path) -> str:
+    """SHA-256 over every row of every table of the cluster's SQLite database (a read-only snapshot)."""
+    digest = hashlib.sha256()
+    db = sqlite3.connect(f"file:{data_dir / 'ttgen.db'}?mode=ro", uri=True, timeout=10.0)
+    try:
+        db.execute("BEGIN")
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        for table in tables:
+            digest.update(table.encode())
+            for text in sorted(repr(row) for row in db.execute(f'SELECT * FROM "{table}"')):
+                digest.update(text.encode())
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return digest.hexdigest()
+
+
+async def settle(client: Client) -> None:
+    """A round trip through msg and biz on `client`'s connection: frames sent before it were dispatched (one
+    connection is dispatched in order) and the writes they caused have landed."""
+    await client.call("CID_MSG_UNREAD_CNT_REQUEST", user_id=0)
+
+
+def chat(sender: Client, to: int, data: bytes) -> Any:
+    return REGISTRY.by_name("CID_MSG_DATA").message_class(
+        from_user_id=sender.user_id, to_session_id=to, msg_id=0, create_time=0, msg_type=0x01, msg_data=data
+    )
+
+
+def drops(caplog: pytest.LogCaptureFixture, command: str) -> list[str]:
+    """Messages of the dispatcher's refusals of `command`."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "runtime.dispatch" and f"{command} dropped" in r.getMessage()
+    ]
+
+
+def test_registry_carries_the_constraints() -> None:
+    fields = REGISTRY.by_name("CID_MSG_DATA").policy("input")["fields"]
+    assert fields["msg_data"] == {"max_len": MSG_MAX_LEN, "non_empty": True}
+    login = REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").policy("input")["fields"]
+    assert login["user_name"] == {"max_len": 64, "non_empty": True}
+
+
+def test_constraint_violating_messages_are_dropped_and_store_nothing(
+    with_cluster: Callable[..., None], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="runtime.dispatch")
+
+    async def body(c: TestCluster) -> None:
+        a = await c.login("user00", 0)
+        b = await c.login("user01", 1)
+        await settle(a)
+        await settle(b)
+        before = storage_digest(tmp_path)
+
+        # Over-long and empty msg_data, an over-long signature and group name: each dropped, nothing stored.
+        await a.core.send("CID_MSG_DATA", chat(a, b.user_id, b"x" * (MSG_MAX_LEN + 1)))
+        await a.core.send("CID_MSG_DATA", chat(a, b.user_id, b""))
+        sign = REGISTRY.by_name("CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST").message_class
+        await a.core.send(
+            "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", sign(user_id=0, sign_info="s" * (SIGN_MAX_LEN + 1))
+        )
+        group = REGISTRY.by_name("CID_GROUP_CREATE_REQUEST").message_class
+        await a.core.send(
+            "CID_GROUP_CREATE_REQUEST",
+            group(
+                user_id=0,
+                group_type=2,
+                group_name="g" * (GROUP_NAME_MAX_LEN + 1),
+                group_avatar="",
+                member_id_list=[b.user_id],
+            ),
+        )
+        await settle(a)
+        await settle(b)
+        assert a.core.connected, "a field constraint drops the message; it does not close the connection"
+        assert storage_digest(tmp_path) == before, "refused input changed the stored data"
+        assert not b.received("CID_MSG_DATA")
+        assert not b.received("CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY")
+
+        rules = "\n".join(drops(caplog, "CID_MSG_DATA"))
+        assert f"{MSG_MAX_LEN + 1} bytes, more than {MSG_MAX_LEN}" in rules and "(max_len)" in rules
+        assert "msg_data: must not be empty" in rules and "(non_empty)" in rules
+        assert "(max_len)" in "\n".join(drops(caplog, "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST"))
+        assert "(max_len)" in "\n".join(drops(caplog, "CID_GROUP_CREATE_REQUEST"))
+
+        # Messages at the limits still go through, on the same connection.
+        ack = await a.text(b.user_id, b"y" * MSG_MAX_LEN)
+        assert ack.msg_id > 0
+        (got,) = await b.wait_for("CID_MSG_DATA")
+        assert got.msg_data == b"y" * MSG_MAX_LEN and got.msg_id == ack.msg_id
+        res = await a.call("CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", user_id=0, sign_info="s" * SIGN_MAX_LEN)
+        assert res.result_code == 0
+        page = await b.call(
+            "CID_MSG_LIST_REQUEST",
+            user_id=0,
+            session_type=1,
+            session_id=a.user_id,
+            msg_id_begin=0,
+            msg_cnt=10,
+        )
+        assert [m.msg_data for m in page.msg_list] == [b"y" * MSG_MAX_LEN]
+
+    with_cluster(body)
+
+
+def test_an_over_long_login_name_gets_no_answer(
+    with_cluster: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="runtime.dispatch")
+
+    async def body(c: TestCluster) -> None:
+        core = await c.connect(0)
+        try:
+            req = REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class(
+                user_name="u" * 65, password="p" * 32, online_status=1, client_type=1
+            )
+            with pytest.raises(TimeoutError):
+                await core.call("CID_LOGIN_REQ_USERLOGIN", req, timeout=0.5)
+            assert "(max_len)" in "\n".join(drops(caplog, "CID_LOGIN_REQ_USERLOGIN"))
+        finally:
+            await core.close()
+        # The refused attempt did not count as a login failure against anyone: a valid login still works.
+        ok = await c.login("user00", 0)
+        assert ok.user_id == c.users["user00"]
+
+    with_cluster(body)
