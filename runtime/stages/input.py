@@ -140,6 +140,8 @@ class InputStage:
     def _check_field(
         msg: Message, name: str, fd: FieldDescriptor, lim: FieldLimits, pattern: re.Pattern[str] | None
     ) -> None:
+        if not fd.is_repeated and fd.has_presence and not msg.HasField(name):
+            return  # an absent optional field has no value to constrain; required ones are checked at parse
         value = getattr(msg, name)
         if fd.is_repeated:
             if lim.max_items is not None and len(value) > lim.max_items:

@@ -97,3 +97,12 @@ def test_rate_limit_per_connection(action: str) -> None:
     assert info.value.action == action and info.value.rule == "rate"
     stage.check_rate(b, 0x0301, 5.0)  # another connection has its own bucket
     stage.check_rate(a, 0x0301, 6.0)  # a second later there are tokens again
+
+
+def test_absent_optional_field_is_not_constrained() -> None:
+    # A constraint applies to a value that is present: an unset optional field passes, an empty one does not.
+    stage = InputStage({}, tp.Echo.DESCRIPTOR, {"text": {"min_len": 2, "pattern": "[a-z]+"}})
+    stage.check_message(tp.Echo(items=[1]), 1)
+    with pytest.raises(InputRejected) as info:
+        stage.check_message(tp.Echo(text=""), 1)
+    assert info.value.rule == "min_len"
