@@ -29,6 +29,18 @@ log = logging.getLogger("runtime.dispatch")
 
 Handler = Callable[["Context", Any], Awaitable[Message | None]]
 
+EXTENSION_SERVICE = "EXT"  # the registry service whose commands only opted-in clients receive
+EXT_OPT_IN = "ext"  # link data key: the client sent an extension command
+
+
+def extension_capable(link: Link) -> bool:
+    """Whether `link` may receive extension commands: every server link does; a client connection once the
+    client sent one itself (an original TeamTalk client never does, and must never receive one)."""
+    if link.kind is not Kind.CLIENT_SESSION:
+        return True
+    data = link.data
+    return bool(data and data.get(EXT_OPT_IN))
+
 
 class Route:
     """Everything the hot path needs for one command, computed once."""
@@ -76,7 +88,7 @@ class Route:
 class Context:
     """What a handler sees of the request: its connection, seq, command, and helpers to answer or push."""
 
-    __slots__ = ("close_reason", "dispatcher", "info", "link", "seq")
+    __slots__ = ("close_reason", "dedup_key", "dispatcher", "info", "link", "seq")
 
     def __init__(self, dispatcher: Dispatcher, link: Link, info: CommandInfo, seq: int) -> None:
         self.dispatcher = dispatcher
@@ -84,6 +96,8 @@ class Context:
         self.info = info
         self.seq = seq
         self.close_reason: str | None = None
+        # The request's key in its command's dedup window (None: not deduplicated, or forgotten).
+        self.dedup_key: tuple[int, int, int] | None = None
 
     @property
     def connection(self) -> Link:
@@ -119,9 +133,27 @@ class Context:
         data["cipher"] = SessionCipher(keys, algorithm)
         data["replay"] = ReplayWindow()
 
-    def reply(self, msg: Message) -> bool:
-        """Send `msg` as this command's reply with the request's seq (same as returning it)."""
+    def reply(self, msg: Message, *, remember: bool = True) -> bool:
+        """Send `msg` as this command's reply with the request's seq (same as returning it).
+
+        For a deduplicated command the reply is remembered in the dedup window (a later retransmit of the
+        request is answered with it, and one that arrived while this request was pending gets it now);
+        `remember=False` sends a provisional answer instead (e.g. "not stored, try again") and forgets the
+        request, so a retransmit is processed afresh."""
+        if self.dedup_key is not None:
+            if remember:
+                self.dispatcher.remember_reply(self, msg)
+            else:
+                self.dispatcher.forget_request(self, msg)
+                self.dedup_key = None
         return self.dispatcher.send(self.link, self.info.reply or self.info.name, msg, self.seq)
+
+    def forget(self) -> None:
+        """Drop this request from its dedup window: a retransmit will be processed again, not answered from
+        the window. Requests that joined it while it was pending are answered by the next reply sent."""
+        if self.dedup_key is not None:
+            self.dispatcher.forget_request(self)
+            self.dedup_key = None
 
     def send(self, command: str, msg: Message, seq: int = 0) -> bool:
         """Send `command` on this connection."""
@@ -135,6 +167,20 @@ class Context:
         """Close this connection once the handler has finished and its reply is written (e.g. a failed login
         or a logout: reply, then close)."""
         self.close_reason = reason
+
+
+class _Waiting:
+    """A dedup window entry whose request has no reply yet: duplicates wait here for it (bounded)."""
+
+    __slots__ = ("waiters",)
+    LIMIT = 8
+
+    def __init__(self) -> None:
+        self.waiters: list[tuple[Link, int]] = []
+
+    def add(self, link: Link, seq: int) -> None:
+        if len(self.waiters) < self.LIMIT:
+            self.waiters.append((link, seq))
 
 
 class _Resume:
@@ -175,6 +221,7 @@ class Dispatcher:
         stages: dict[int, CommandStages] | None = None,
         legacy_key: bytes | None = None,
         close_on_handler_error: bool = False,
+        extension_service: str | None = EXTENSION_SERVICE,
     ) -> None:
         self.registry = registry
         self.service = service
@@ -184,6 +231,12 @@ class Dispatcher:
         self._outbound: dict[str, tuple[CommandInfo, CommandStages]] = {
             info.name: (info, self.stages[info.command_id]) for info in registry
         }
+        # Extension commands (docs/teamtalk-extensions.md): pushed to a client connection only once it opted in
+        # by sending one of them (the handshake, or any other); an original TeamTalk client never receives one.
+        ext_sid = registry.services.get(extension_service) if extension_service else None
+        self.extension_commands: frozenset[int] = frozenset(
+            info.command_id for info in registry if ext_sid is not None and info.service_id == ext_sid
+        )
         self.routes: dict[int, Route] = {}
         mapping: dict[int, str] = getattr(service, "__mapping__", {})
         for cid, method in mapping.items():
@@ -215,7 +268,10 @@ class Dispatcher:
         conn = link.conn
         assert conn is not None
         from_client = link.kind is Kind.CLIENT_SESSION
+        ext = self.extension_commands
         for frame, info in frames:
+            if from_client and frame.command_id in ext:
+                link.extras()[EXT_OPT_IN] = True
             route = routes.get(frame.command_id)
             if route is None or (from_client and not route.client_ok):
                 if conn.note_unknown(f"command {info.name} not handled by this service"):
@@ -275,13 +331,25 @@ class Dispatcher:
             now = link.now()
             seen, cached = route.dedup.lookup(user_id, key, now)
             if seen:
-                log.info(
-                    "%r: duplicate %s (seq %d) answered from the dedup window", link, info.name, frame.seq
-                )
-                if cached is not None:
-                    self._send_reply(ctx, route, cached)
+                if isinstance(cached, _Waiting):
+                    # The first copy is still being processed (e.g. its reply comes from a callback): this
+                    # copy gets the same reply when it is sent.
+                    log.info(
+                        "%r: duplicate %s (seq %d) waits for the first copy's reply",
+                        link,
+                        info.name,
+                        frame.seq,
+                    )
+                    cached.add(link, frame.seq)
+                else:
+                    log.info(
+                        "%r: duplicate %s (seq %d) answered from the dedup window", link, info.name, frame.seq
+                    )
+                    if cached is not None:
+                        self._send_reply(ctx, route, cached)
                 return
-            route.dedup.remember(user_id, key, None, now)
+            route.dedup.remember(user_id, key, _Waiting(), now)
+            ctx.dedup_key = key
         self._run(ctx, route, msg, key)
 
     def _unpack(self, link: Link, frame: Frame, route: Route) -> Message:
@@ -329,8 +397,8 @@ class Dispatcher:
                 except Exception as exc:  # e.g. required reply fields missing
                     self._handler_failed(ctx, route, exc)
                     return
-                if key is not None and route.dedup is not None:
-                    route.dedup.remember(ctx.user_id, key, result, link.now())
+                if ctx.dedup_key is not None:
+                    self.remember_reply(ctx, result)
                 link.send_frame(fast[1], fast[2], ctx.seq, body)
                 return
             self._finish(ctx, route, result, key)
@@ -361,10 +429,47 @@ class Dispatcher:
             ctx.link.close(ctx.close_reason)
 
     def _complete(self, ctx: Context, route: Route, result: Any, key: tuple[int, int, int] | None) -> None:
-        if route.dedup is not None and key is not None and result is not None:
-            route.dedup.remember(ctx.user_id, key, result, ctx.link.now())
+        if ctx.dedup_key is not None and result is not None:
+            self.remember_reply(ctx, result)
         if result is not None:
             self._send_reply(ctx, route, result)
+
+    # -- the dedup window ------------------------------------------------------------------------------------
+    def remember_reply(self, ctx: Context, result: Message) -> None:
+        """Record `result` as the reply to `ctx`'s request in its dedup window (whenever it is sent: returned
+        or through `ctx.reply` later) and answer the duplicates that arrived while it was pending."""
+        route = self.routes.get(ctx.info.command_id)
+        key = ctx.dedup_key
+        if route is None or route.dedup is None or key is None:
+            return
+        user_id = ctx.user_id
+        now = ctx.link.now()
+        _seen, cached = route.dedup.lookup(user_id, key, now)
+        route.dedup.remember(user_id, key, result, now)
+        self._answer_waiters(route, cached, result)
+
+    def forget_request(self, ctx: Context, provisional: Message | None = None) -> None:
+        """Drop `ctx`'s request from its dedup window, so a retransmit is processed afresh. Duplicates that
+        were waiting for its reply get `provisional` (the same answer the first copy got), if given."""
+        route = self.routes.get(ctx.info.command_id)
+        key = ctx.dedup_key
+        if route is None or route.dedup is None or key is None:
+            return
+        _seen, cached = route.dedup.lookup(ctx.user_id, key, ctx.link.now())
+        route.dedup.forget(ctx.user_id, key)
+        if provisional is not None:
+            self._answer_waiters(route, cached, provisional)
+
+    def _answer_waiters(self, route: Route, cached: Any, result: Message) -> None:
+        if not isinstance(cached, _Waiting) or not cached.waiters or route.reply is None:
+            return
+        info, stages = route.reply
+        if type(result) is not info.message_class:
+            return
+        for link, seq in cached.waiters:
+            conn = link.conn
+            if conn is not None and conn.is_open:
+                self._send_packed(link, info, stages, result, seq)
 
     def _send_reply(self, ctx: Context, route: Route, result: Any) -> None:
         if route.reply is None:
@@ -396,6 +501,9 @@ class Dispatcher:
             info, stages = self._outbound[command]
         except KeyError:
             raise ValueError(f"unknown command {command!r}") from None
+        if info.command_id in self.extension_commands and not extension_capable(link):
+            log.debug("%r: %s not sent: the client never opted in to extensions", link, command)
+            return False
         return self._send_packed(link, info, stages, msg, seq)
 
     @staticmethod

@@ -19,6 +19,7 @@ from runtime.fuzz.cluster import MOBILE_CLIENT, ClusterTarget
 from runtime.fuzz.live import recorder
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.wire import PeerClosed, RawConnection
+from runtime.stages.policy import parse_rate
 
 USERS = ("alice", "bob", "carol")
 SINGLE = 1  # SessionType SESSION_TYPE_SINGLE
@@ -26,7 +27,8 @@ GROUP = 2  # SessionType SESSION_TYPE_GROUP
 SINGLE_TEXT = 1  # MsgType MSG_TYPE_SINGLE_TEXT
 GROUP_MSG_BIT = 0x10  # MsgType: group messages are 0x11 and 0x12
 
-Conv = tuple[int, int]  # (session type, session id as the receiver sees it: the peer's user id or the group id)
+# A conversation: (session type, session id as the receiver sees it: the peer's user id or the group id).
+Conv = tuple[int, int]
 
 
 _SEQ = [0]
@@ -63,6 +65,20 @@ class ChatClient:
         # the read position), which is how the model knows a read ack took effect.
         self.observer: RawConnection = target.connect()
         target.login_as(self.observer, user, MOBILE_CLIENT)
+        self.sent: dict[str, int] = {}  # frames of each command sent on `conn`
+
+    def budget(self, command: str) -> int:
+        """Frames of `command` the connection may still send without ever meeting its input rate limit.
+
+        The limit is a token bucket per connection and command (`rate`, `burst`), and a frame over it is
+        dropped unanswered (IMMsgData: 20/s). The model stays within the burst, counting frames rather than
+        time, so what a rule does never depends on the clock (hypothesis replays a run and must see the same).
+        """
+        policy = self.stack.command(command).stages.get("input", {})
+        if policy.get("rate") is None:
+            return 1 << 30
+        burst = int(max(float(policy.get("burst", parse_rate(policy["rate"]))), 1.0))
+        return burst - self.sent.get(command, 0)
 
     def send(self, command: str, **fields: Any) -> int:
         info = self.stack.command(command)
@@ -71,6 +87,7 @@ class ChatClient:
             info.service_id, info.command_id, seq, info.message_class(**fields).SerializeToString()
         )
         recorder().add("send", command=command, hex=frame.hex(), user=self.user_id)
+        self.sent[command] = self.sent.get(command, 0) + 1
         self.conn.send_raw(frame)
         self.target.frames_sent += 1
         return seq
@@ -103,10 +120,21 @@ class ChatClient:
 
         while not want <= set(got):
             take(self.conn.wait_for(lambda f: f.command_id == data_cid))
-        for frame in self.conn.probe():
+        for frame in self.barrier():
             if frame.command_id == data_cid:
                 take(frame)
         return got
+
+    def barrier(self) -> list[Any]:
+        """A round trip on the main connection; returns the frames that arrived before its answer (so every
+        push queued for the connection before it), and empties the inbox. A clock request rather than a
+        heartbeat: heartbeats are rate limited to 2/s per connection (dropped beyond), a few times fewer
+        than the machine needs; with no budget left, the frames already received."""
+        command = "CID_MSG_TIME_REQUEST"
+        if self.budget(command) > 0:
+            self.call(command)
+        before, self.conn.inbox = self.conn.inbox, []
+        return before
 
     def wait_read_notify(self, session_type: int, session_id: int, msg_id: int) -> None:
         """Until the second device hears that the session was read up to `msg_id`."""
@@ -150,6 +178,10 @@ class ChatMachine(RuleBasedStateMachine):
         self.read_upto: dict[tuple[str, str], int] = {}  # (reader, peer) -> msg id read up to
         self.baseline: dict[tuple[str, str], int] = {}  # 1:1 unread before this run, until a read clears it
 
+    def able(self, command: str, frames: int = 1) -> list[str]:
+        """Online users whose connection may still send `frames` frames of `command` (see `budget`)."""
+        return sorted(u for u, c in self.online.items() if c.budget(command) >= frames)
+
     def others(self, user: str) -> list[str]:
         return [u for u in USERS if u != user]
 
@@ -174,10 +206,10 @@ class ChatMachine(RuleBasedStateMachine):
                 self.baseline[(user, peer)] = got - self._model_unread(user, peer, 0)
         return client
 
-    @precondition(lambda self: bool(self.online))
+    @precondition(lambda self: bool(self.able("CID_MSG_DATA")))
     @rule(data=st.data(), text=st.binary(min_size=1, max_size=64))
     def send(self, data: st.DataObject, text: bytes) -> None:
-        sender = data.draw(st.sampled_from(sorted(self.online)), label="sender")
+        sender = data.draw(st.sampled_from(self.able("CID_MSG_DATA")), label="sender")
         to = data.draw(st.sampled_from(self.others(sender)), label="to")
         ack = self.online[sender].call(
             "CID_MSG_DATA",
@@ -203,10 +235,10 @@ class ChatMachine(RuleBasedStateMachine):
         user = data.draw(st.sampled_from(sorted(self.online)), label="user")
         self._receive(user)
 
-    @precondition(lambda self: any(frm != u for u in self.online for frm, _ in self.sent_to[u]))
+    @precondition(lambda self: any(self.sent_to[u] for u in self.able("CID_MSG_READ_ACK")))
     @rule(data=st.data())
     def read(self, data: st.DataObject) -> None:
-        readers = sorted(u for u in self.online if self.sent_to[u])
+        readers = [u for u in self.able("CID_MSG_READ_ACK") if self.sent_to[u]]
         user = data.draw(st.sampled_from(readers), label="user")
         peer = data.draw(st.sampled_from(sorted({frm for frm, _ in self.sent_to[user]})), label="peer")
         upto = max(mid for frm, mid in self.sent_to[user] if frm == peer)
@@ -222,10 +254,10 @@ class ChatMachine(RuleBasedStateMachine):
         # A read ack has no reply; the user's other device is told once the read position is stored.
         self.online[user].wait_read_notify(SINGLE, self.ids[peer], upto)
 
-    @precondition(lambda self: bool(self.online))
+    @precondition(lambda self: bool(self.able("CID_MSG_UNREAD_CNT_REQUEST")))
     @rule(data=st.data())
     def unread(self, data: st.DataObject) -> None:
-        user = data.draw(st.sampled_from(sorted(self.online)), label="user")
+        user = data.draw(st.sampled_from(self.able("CID_MSG_UNREAD_CNT_REQUEST")), label="user")
         server = self.online[user].unread()
         self.check_unread(user, server)
 
@@ -242,6 +274,7 @@ class ChatMachine(RuleBasedStateMachine):
         user = data.draw(st.sampled_from(sorted(self.online)), label="user")
         self._receive(user)
         client = self.online.pop(user)
+        graceful = graceful and client.budget("CID_LOGIN_REQ_LOGINOUT") > 0
         recorder().add("logout" if graceful else "disconnect", user=user)
         if graceful:
             try:

@@ -2,7 +2,7 @@
 
 Rules: a user creates a TMP group (one at the start of every run, at most `MAX_GROUPS`), adds or removes
 members, sends to a group, reads it, pages its history; the inherited unread rule checks group counts too.
-The model predicts the cluster's documented outcome of each (runtime/storage/sqlite/groups.py and messages.py):
+The model predicts the cluster's documented outcome of each (runtime/storage/sqlite/groups.py, messages.py):
 
 - member changes: the creator may make any change (even after leaving the group); any current member may ADD
   to a TMP group; everything else is refused with ACCESS_DENIED and changes nothing. A successful change
@@ -89,10 +89,10 @@ class GroupChatMachine(ChatMachine):
         """Every run starts with a group, so the group rules are enabled from the first step."""
         self._create(creator, members)
 
-    @precondition(lambda self: bool(self.online) and len(self.groups) < MAX_GROUPS)
+    @precondition(lambda self: bool(self.able("CID_GROUP_CREATE_REQUEST")) and len(self.groups) < MAX_GROUPS)
     @rule(data=st.data(), members=st.frozensets(st.sampled_from(USERS)))
     def create_group(self, data: st.DataObject, members: frozenset[str]) -> None:
-        creator = data.draw(st.sampled_from(sorted(self.online)), label="creator")
+        creator = data.draw(st.sampled_from(self.able("CID_GROUP_CREATE_REQUEST")), label="creator")
         self._create(creator, members)
 
     def _create(self, creator: str, members: frozenset[str]) -> None:
@@ -116,10 +116,10 @@ class GroupChatMachine(ChatMachine):
         self.groups.append(group)
         self._wait_change_notify(group, ADD, set(group.members))
 
-    @precondition(lambda self: bool(self.online) and bool(self.groups))
+    @precondition(lambda self: bool(self.able("CID_GROUP_CHANGE_MEMBER_REQUEST")) and bool(self.groups))
     @rule(data=st.data(), add=st.booleans(), users=member_sets)
     def change_members(self, data: st.DataObject, add: bool, users: frozenset[str]) -> None:
-        actor = data.draw(st.sampled_from(sorted(self.online)), label="actor")
+        actor = data.draw(st.sampled_from(self.able("CID_GROUP_CHANGE_MEMBER_REQUEST")), label="actor")
         group = data.draw(st.sampled_from(self.groups), label="group")
         modify = ADD if add else DEL
         allowed = actor == group.creator or (modify == ADD and actor in group.members)
@@ -142,16 +142,16 @@ class GroupChatMachine(ChatMachine):
             for user in changed:
                 group.join(user)
         else:
-            changed = users & group.members
+            changed = set(users & group.members)
             group.members -= changed
         assert sorted(rsp.cur_user_id_list) == self._ids(group.members), f"{what}: members {rsp}"
         assert sorted(rsp.chg_user_id_list) == self._ids(changed), f"{what}: changed {rsp}"
         self._wait_change_notify(group, modify, changed)
 
-    @precondition(lambda self: bool(self.online) and bool(self.groups))
+    @precondition(lambda self: bool(self.able("CID_MSG_DATA")) and bool(self.groups))
     @rule(data=st.data(), text=st.binary(min_size=1, max_size=64))
     def group_send(self, data: st.DataObject, text: bytes) -> None:
-        sender = data.draw(st.sampled_from(sorted(self.online)), label="sender")
+        sender = data.draw(st.sampled_from(self.able("CID_MSG_DATA")), label="sender")
         group = data.draw(st.sampled_from(self.groups), label="group")
         client = self.online[sender]
         ack = client.call(
@@ -176,10 +176,10 @@ class GroupChatMachine(ChatMachine):
             if user in self.online and user != sender:
                 self.owe(user, (GROUP, group.gid), ack.msg_id)
 
-    @precondition(lambda self: any(u in self.online and g.unread(u) for g in self.groups for u in g.members))
+    @precondition(lambda self: bool(self._readers()))
     @rule(data=st.data())
     def group_read(self, data: st.DataObject) -> None:
-        choices = [(u, g) for g in self.groups for u in sorted(g.members) if u in self.online and g.unread(u)]
+        choices = self._readers()
         user, group = data.draw(st.sampled_from(choices), label="reader")
         upto = group.last
         self.online[user].send(
@@ -188,12 +188,12 @@ class GroupChatMachine(ChatMachine):
         group.read[user] = max(group.read.get(user, 0), upto)
         self.online[user].wait_read_notify(GROUP, group.gid, upto)
 
-    @precondition(lambda self: bool(self.online) and any(g.msgs for g in self.groups))
+    @precondition(lambda self: bool(self.able("CID_MSG_LIST_REQUEST")) and any(g.msgs for g in self.groups))
     @rule(data=st.data())
     def group_history(self, data: st.DataObject) -> None:
         """Join-time visibility: a member pages back only to the messages after their (last) join; a
         non-member sees nothing."""
-        user = data.draw(st.sampled_from(sorted(self.online)), label="user")
+        user = data.draw(st.sampled_from(self.able("CID_MSG_LIST_REQUEST")), label="user")
         group = data.draw(st.sampled_from([g for g in self.groups if g.msgs]), label="group")
         rsp = self.online[user].call(
             "CID_MSG_LIST_REQUEST",
@@ -215,6 +215,10 @@ class GroupChatMachine(ChatMachine):
             want = group.unread(user)
             assert got == want, f"{user}: unread in group {group.gid} is {got}, the model says {want}"
 
+    def _readers(self) -> list[tuple[str, GroupModel]]:
+        able = self.able("CID_MSG_READ_ACK")
+        return [(u, g) for g in self.groups for u in sorted(g.members) if u in able and g.unread(u)]
+
     def _ids(self, users: set[str]) -> list[int]:
         return sorted(self.ids[u] for u in users)
 
@@ -227,16 +231,25 @@ class GroupChatMachine(ChatMachine):
                 continue
             frame = self.online[user].observer.wait_for(lambda f: f.command_id == info.command_id)
             note: Any = info.message_class.FromString(bytes(frame.body))
-            got = (note.change_type, note.group_id, sorted(note.cur_user_id_list), sorted(note.chg_user_id_list))
+            got = (
+                note.change_type,
+                note.group_id,
+                sorted(note.cur_user_id_list),
+                sorted(note.chg_user_id_list),
+            )
             assert got == want, f"{user}: member-change notify {got}, want {want}"
 
     def _check_latest(self, group: GroupModel) -> None:
         """After a refused send: the group's latest id, as an online member sees it, did not move."""
-        member = next((u for u in sorted(group.members) if u in self.online), None)
+        able = self.able("CID_MSG_GET_LATEST_MSG_ID_REQ")
+        member = next((u for u in sorted(group.members) if u in able), None)
         if member is None:
             return
         rsp = self.online[member].call(
-            "CID_MSG_GET_LATEST_MSG_ID_REQ", user_id=self.ids[member], session_type=GROUP, session_id=group.gid
+            "CID_MSG_GET_LATEST_MSG_ID_REQ",
+            user_id=self.ids[member],
+            session_type=GROUP,
+            session_id=group.gid,
         )
         assert rsp.latest_msg_id == group.last, (
             f"group {group.gid}: latest msg id {rsp.latest_msg_id} after a refused send, want {group.last}"

@@ -8,19 +8,28 @@ handed to clients), `ticket_ttl` (seconds a queued client keeps its place withou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from runtime.dispatch import Context, Dispatcher
 from runtime.framing import Frame
+from runtime.http import HttpServer, Request, Response
 from runtime.monitor.metrics import Metrics
-from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.base import (
+    Endpoint,
+    Service,
+    ServiceContext,
+    cancel_task,
+    config_port,
+    generated_handlers,
+    listener_port,
+    publish_endpoints,
+    withdraw_endpoints,
+)
 from runtime.services.links import Link, Proto, keep_alive, serve_links
 from runtime.transport import Server, serve
 
@@ -155,22 +164,27 @@ class LoginService(Service):
             float(cfg.get("ticket_ttl", 30)),
         )
         self.servers: dict[Link, MsgServer] = {}
-        base = getattr(ctx.servers, "LoginServiceBase", None) if ctx.servers is not None else None
-        cls: type[LoginHandlers] = (
-            type("LoginServiceHandlers", (LoginHandlers, base), {}) if base else LoginHandlers
-        )
+        cls = generated_handlers(ctx, LoginHandlers, "LoginServiceBase")
         self.handlers = cls(self)
-        if base is None:
+        if cls is LoginHandlers:
             self.handlers.__mapping__ = {  # type: ignore[attr-defined]
                 ctx.registry.by_name(n).command_id: "on_" + n.lower()
                 for n in ("CID_LOGIN_REQ_MSGSERVER", "CID_EXT_LOGIN_QUEUE_REQ")
             }
         self.dispatcher = Dispatcher(ctx.registry, self.handlers)
         self._internal: asyncio.Server | None = None
-        self._http: asyncio.Server | None = None
+        self.http = HttpServer(
+            self._http_request,
+            host=ctx.host,
+            port=config_port(cfg, "http_port"),
+            max_head=MAX_REQUEST,
+            max_body=0,  # GET only: a declared body is refused before a byte of it is read
+            idle_timeout=IDLE_SECONDS,
+            name="login",
+            refusal=_refusal,
+        )
         self._client: Server | None = None
         self._endpoints: list[Endpoint] = []
-        self._http_conns: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.links: set[Link] = set()  # every msg server link, registered or not
         self.m_lookups = self.metrics.counter("login_lookups_total", "msg server lookups answered")
@@ -182,36 +196,28 @@ class LoginService(Service):
     async def start(self) -> None:
         """Bind internal, HTTP and client listeners."""
         host, cfg = self.ctx.host, self.ctx.config
-        self._internal = await serve_links(host, _port(cfg.get("internal_port")), self._on_link, name="login")
-        self._http = await asyncio.start_server(self._http_conn, host, _port(cfg.get("http_port")))
+        internal_port = config_port(cfg, "internal_port")
+        self._internal = await serve_links(host, internal_port, self._on_link, name="login")
+        await self.http.start()
         self._client = await serve(
-            host, _port(cfg.get("client_port")), self.dispatcher.handler_factory, registry=self.ctx.registry
+            host, config_port(cfg, "client_port"), self.dispatcher.handler_factory, registry=self.ctx.registry
         )
-        i = self.ctx.instance
-        self._endpoints = [
-            Endpoint("login", i, "internal", host, self._internal.sockets[0].getsockname()[1]),
-            Endpoint("login", i, "http", host, self._http.sockets[0].getsockname()[1]),
-            Endpoint("login", i, "client", host, self._client.port),
-        ]
-        for ep in self._endpoints:
-            self.ctx.discovery.publish(ep)
+        self._endpoints = publish_endpoints(
+            self.ctx,
+            {"internal": listener_port(self._internal), "http": self.http.port, "client": self._client.port},
+        )
         # Heartbeats after 5 s without sending: msg servers close a link that stays silent for 30 s.
         self._ticker = asyncio.get_running_loop().create_task(keep_alive(lambda: self.links))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Close every listener and connection."""
-        for ep in self._endpoints:
-            with contextlib.suppress(Exception):
-                self.ctx.discovery.withdraw(ep)
-        if self._ticker is not None:
-            self._ticker.cancel()
+        withdraw_endpoints(self.ctx, self._endpoints)
+        await cancel_task(self._ticker)
         if self._client is not None:
             await self._client.shutdown(min(drain_timeout, 1.0))
-        for srv in (self._http, self._internal):
-            if srv is not None:
-                srv.close()
-        for task in list(self._http_conns):
-            task.cancel()
+        if self._internal is not None:
+            self._internal.close()
+        await self.http.stop(0.0)  # lookups answer at once: idle keep-alive connections are just closed
         for link in list(self.links):
             link.close()
 
@@ -268,46 +274,13 @@ class LoginService(Service):
                     server.recent.popleft()
 
     # HTTP ------------------------------------------------------------------------------------------------
-    async def _http_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._http_conns.add(task)
-        try:
-            while True:
-                try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_SECONDS)
-                except (
-                    asyncio.LimitOverrunError,
-                    asyncio.IncompleteReadError,
-                    TimeoutError,
-                    ConnectionError,
-                ):
-                    return
-                if len(head) > MAX_REQUEST:
-                    await self._respond(writer, 431, {"code": -1, "msg": "request too large"}, close=True)
-                    return
-                status, doc, headers = self._route(head)
-                keep = b"connection: close" not in head.lower() and status == 200
-                await self._respond(writer, status, doc, close=not keep, headers=headers)
-                if not keep:
-                    return
-        finally:
-            if task is not None:
-                self._http_conns.discard(task)
-            writer.close()
-
-    def _route(self, head: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
-        try:
-            method, target, _version = head.split(b"\r\n", 1)[0].decode("ascii").split(" ")
-        except (ValueError, UnicodeDecodeError):
-            return 400, {"code": -1, "msg": "bad request"}, {}
-        if method != "GET":
-            return 405, {"code": -1, "msg": "method not allowed"}, {}
-        url = urlsplit(target)
-        if url.path != "/msg_server":
-            return 404, {"code": -1, "msg": "not found"}, {}
-        ticket = (parse_qs(url.query).get("ticket") or [""])[0][:64]
-        d = self.decide(ticket)
+    async def _http_request(self, request: Request) -> Response:
+        """`GET /msg_server[?ticket=]`: a lookup; any other request is refused and its connection closed."""
+        if request.method != "GET":
+            return _json_error(405, "method not allowed")
+        if request.path != "/msg_server":
+            return _json_error(404, "not found")
+        d = self.decide(request.query.get("ticket", "")[:64])
         doc: dict[str, Any] = {
             "code": d.code,
             "msg": "",
@@ -331,7 +304,7 @@ class LoginService(Service):
                 queueTicket=d.ticket,
             )
             headers["Retry-After"] = str(max(1, (d.retry_after_ms + 999) // 1000))
-        return 200, doc, headers
+        return Response(200, json.dumps(doc).encode(), JSON, headers)
 
     def _msfs(self) -> str:
         url = self.ctx.config.get("msfs")
@@ -347,39 +320,15 @@ class LoginService(Service):
         eps = self.ctx.discovery.endpoints("gateway", "http")
         return f"http://{eps[0].host}:{eps[0].port}/api/discovery" if eps else ""
 
-    @staticmethod
-    async def _respond(
-        writer: asyncio.StreamWriter,
-        status: int,
-        doc: dict[str, Any],
-        *,
-        close: bool,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        body = json.dumps(doc).encode()
-        reason = {
-            200: "OK",
-            400: "Bad Request",
-            404: "Not Found",
-            405: "Method Not Allowed",
-            431: "Request Header Fields Too Large",
-        }.get(status, "Error")
-        lines = [
-            f"HTTP/1.1 {status} {reason}",
-            "Content-Type: application/json; charset=utf-8",
-            f"Content-Length: {len(body)}",
-            f"Connection: {'close' if close else 'keep-alive'}",
-        ]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
+
+JSON = "application/json; charset=utf-8"
 
 
-def _port(value: Any) -> int:
-    """A configured port; 0 (any free port) when absent or an unresolved `preferred:N`."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.startswith("preferred:"):
-        return 0
-    return 0
+def _json_error(status: int, msg: str) -> Response:
+    """TeamTalk-shaped refusal `{code: -1, msg}`; the connection closes after it."""
+    return Response(status, json.dumps({"code": -1, "msg": msg}).encode(), JSON, close=True)
+
+
+def _refusal(status: int, reason: str) -> Response:
+    """Requests the HTTP layer refuses before the handler (head too large, malformed, ...)."""
+    return _json_error(status, "request too large" if status in (413, 431) else "bad request")

@@ -17,7 +17,16 @@ from typing import Any
 
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
-from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.base import (
+    Endpoint,
+    Service,
+    ServiceContext,
+    cancel_task,
+    config_port,
+    listener_port,
+    publish_endpoints,
+    withdraw_endpoints,
+)
 from runtime.services.links import (
     FLAG_RELAY,
     FLAG_REQUEST,
@@ -109,23 +118,15 @@ class RouterService(Service):
 
     async def start(self) -> None:
         """Bind the internal listener for msg servers."""
-        port = int(self.ctx.config.get("internal_port", 0) or 0)
+        port = config_port(self.ctx.config, "internal_port")
         self._server = await serve_links(self.ctx.host, port, self._on_link, name="router")
-        bound = self._server.sockets[0].getsockname()[1]
-        ep = Endpoint("router", self.ctx.instance, "internal", self.ctx.host, bound)
-        self._endpoints = [ep]
-        self.ctx.discovery.publish(ep)
+        self._endpoints = publish_endpoints(self.ctx, {"internal": listener_port(self._server)})
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Close the listener and every link."""
-        for ep in self._endpoints:
-            with contextlib.suppress(Exception):
-                self.ctx.discovery.withdraw(ep)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        withdraw_endpoints(self.ctx, self._endpoints)
+        await cancel_task(self._ticker)
         if self._server is not None:
             self._server.close()
         for link in list(self.links):

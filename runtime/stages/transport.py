@@ -168,6 +168,10 @@ class DedupWindow:
         while len(seen) > self.max_entries:
             seen.popitem(last=False)
 
+    def forget(self, sender: Hashable, key: Hashable) -> None:
+        """Drop (sender, key): its next copy is processed as new."""
+        self._seen.pop((sender, key), None)
+
     def _expire(self, now: float) -> None:
         if now < self._first_expiry:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -27,21 +28,34 @@ os.register_at_fork(after_in_child=_forked)
 
 
 def load_or_create_key(data_dir: Path) -> bytes:
-    """Read the 32-byte key from `<data_dir>/storage.key`, creating it (mode 0600, exclusive) if absent."""
+    """Read the 32-byte key from `<data_dir>/storage.key`, creating it (mode 0600) if absent.
+
+    The key is written to a private temporary file first and linked into place, so the file appears
+    complete or not at all: processes opening one database together (several biz instances) all read the one
+    key that won, never a half-written file."""
     path = data_dir / KEY_FILE_NAME
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) != 32:
-            raise KeyMismatch(f"{path}: expected a 32-byte key, found {len(key)} bytes") from None
-        return key
-    key = AESGCM.generate_key(bit_length=256)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if not path.exists():
+        key = AESGCM.generate_key(bit_length=256)
+        tmp = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{os.urandom(4).hex()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                os.write(fd, key)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process created it first: use its key
+            else:
+                return key
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise KeyMismatch(f"{path}: expected a 32-byte key, found {len(key)} bytes")
     return key
 
 

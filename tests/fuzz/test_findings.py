@@ -21,11 +21,6 @@ def cluster(tt_stack: FuzzStack) -> Iterator[ClusterTarget]:
         target.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="msg dedup window (per sender: command, seq, body; 10 min) swallows a repeated MSG_DATA without "
-    "an ack: the first copy is acked from a biz callback (ctx.reply), the window caches no reply to resend",
-)
 def test_a_repeated_msg_data_is_acked_again(cluster: ClusterTarget, tt_stack: FuzzStack) -> None:
     info = tt_stack.command("CID_MSG_DATA")
     ack = tt_stack.command("CID_MSG_DATA_ACK")

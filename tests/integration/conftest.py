@@ -33,7 +33,11 @@ def md5hex(text: str) -> str:
 
 
 def cluster_config(
-    data_dir: Path, encrypt: bool = True, login: dict[str, Any] | None = None, **msg: Any
+    data_dir: Path,
+    encrypt: bool = True,
+    login: dict[str, Any] | None = None,
+    biz: dict[str, Any] | None = None,
+    **msg: Any,
 ) -> dict[str, Any]:
     """A cluster for tests: every port 0, short retransmit timeout, only the services this suite needs."""
     return {
@@ -43,7 +47,11 @@ def cluster_config(
             "login": {"instances": 1, "http_port": 0, "client_port": 0, "internal_port": 0, **(login or {})},
             "msg": {"instances": 2, "client_port": 0, "retransmit_timeout": 0.3, "max_attempts": 4, **msg},
             "router": {"instances": 2},
-            "biz": {"instances": 1, "auth": {**AUTH, "max_user_failures": 5, "max_address_failures": 12}},
+            "biz": {
+                "instances": 1,
+                "auth": {**AUTH, "max_user_failures": 5, "max_address_failures": 12},
+                **(biz or {}),
+            },
             "file": {"instances": 0},
             "storage": {"instances": 0},
             "gateway": {"instances": 0},
@@ -194,9 +202,31 @@ class TestCluster:
         await core.connect()
         return core
 
-    async def login(self, name: str, index: int = 0, client_type: int = WINDOWS) -> Client:
-        """Connect to msg server `index` and log in as `name`."""
+    async def handshake(self, core: ClientCore) -> None:
+        """The IM.Ext handshake (docs/teamtalk-extensions.md): sealed frames from now on, and the connection
+        is extension-capable (it receives IM.Ext pushes)."""
+        import os
+
+        from runtime.services.msg.handlers import derive_session_keys
+        from runtime.stages.crypto import KeyExchange
+
+        kx, nonce = KeyExchange(), os.urandom(16)
+        req = REGISTRY.by_name("CID_EXT_HANDSHAKE_REQ").message_class(
+            client_public_key=kx.public_bytes, client_nonce=nonce, suites=[1]
+        )
+        rsp: Any = await core.call("CID_EXT_HANDSHAKE_REQ", req)
+        assert rsp.result_code == 0, rsp
+        keys = derive_session_keys(kx, rsp.server_public_key, nonce, rsp.server_nonce, initiator=True)
+        core.enable_encryption(keys, "aes-256-gcm")
+
+    async def login(
+        self, name: str, index: int = 0, client_type: int = WINDOWS, *, ext: bool = False
+    ) -> Client:
+        """Connect to msg server `index` and log in as `name` (`ext`: an extension-capable client, which
+        shakes hands first; otherwise an original TeamTalk client)."""
         core = await self.connect(index)
+        if ext:
+            await self.handshake(core)
         res: Any = await core.call(
             "CID_LOGIN_REQ_USERLOGIN",
             REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class(

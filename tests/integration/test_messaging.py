@@ -123,7 +123,9 @@ def test_second_pc_login_kicks_first_mobile_does_not(with_cluster: Callable[...,
 
 def test_sessions_settings_and_ephemeral_signals(with_cluster: Callable[..., None]) -> None:
     async def body(c: TestCluster) -> None:
-        a_pc = await c.login("user00", 0, WINDOWS)
+        a_pc = await c.login(
+            "user00", 0, WINDOWS, ext=True
+        )  # typing is an IM.Ext push: opted-in devices only
         a_phone = await c.login("user00", 1, ANDROID)
         b = await c.login("user01", 1)
         await a_pc.text(b.user_id, b"hi")
@@ -194,5 +196,59 @@ def test_encrypted_session_then_login_and_chat(with_cluster: Callable[..., None]
         (got,) = await a.wait_for("CID_MSG_DATA")
         assert got.msg_data == b"sealed on the way to a"
         assert core.link is not None and core.link.data is not None and "cipher" in core.link.data
+
+    with_cluster(body)
+
+
+def test_extension_pushes_reach_only_the_devices_that_opted_in(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        a_new = await c.login("user00", 0, WINDOWS, ext=True)  # shook hands: extension-capable
+        a_old = await c.login(
+            "user00", 1, ANDROID
+        )  # an original TeamTalk client: never sent an IM.Ext command
+        b = await c.login("user01", 1, ext=True)
+        await b.send("CID_EXT_TYPING", from_user_id=0, to_session_id=a_new.user_id, session_type=1, state=1)
+        await a_new.wait_for("CID_EXT_TYPING")
+        burn = await b.call(
+            "CID_EXT_MSG_BURN",
+            from_user_id=0,
+            to_session_id=a_new.user_id,
+            msg_id=0,
+            create_time=0,
+            msg_type=1,
+            msg_data=b"burn me",
+        )
+        assert burn.msg_id
+        await a_new.wait_for("CID_EXT_MSG_BURN")
+        # A plain message sent after them reaches both devices: the old one has had its chance to get the rest.
+        plain = await b.text(a_new.user_id, b"plain")
+        for device in (a_new, a_old):
+            await device.wait_for("CID_MSG_DATA", lambda m: m.msg_id == plain.msg_id)
+        assert [name for name, _ in a_old.pushes if name.startswith("CID_EXT_")] == []
+        # Sending any IM.Ext command opts a connection in (here a typing indicator, no handshake).
+        await a_old.send("CID_EXT_TYPING", from_user_id=0, to_session_id=b.user_id, session_type=1, state=3)
+        await b.wait_for("CID_EXT_TYPING")
+        await b.send("CID_EXT_TYPING", from_user_id=0, to_session_id=a_old.user_id, session_type=1, state=2)
+        (typing,) = await a_old.wait_for("CID_EXT_TYPING")
+        assert typing.state == 2
+
+    with_cluster(body)
+
+
+def test_msgs_in_counts_client_chat_messages_for_ttgen_status(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        from runtime.monitor.http import parse_prometheus
+        from ttgen.commands.status import load_of
+
+        a = await c.login("user00", 0)
+        b = await c.login("user01", 1)
+        for i in range(3):
+            await a.text(b.user_id, f"m{i}".encode())
+        await b.text(a.user_id, b"back")
+        sent_from = [svc.m_msgs_in.value for svc in sorted(c.services("msg"), key=lambda s: s.ctx.instance)]
+        assert sent_from == [3, 1]
+        samples = parse_prometheus(c.services("msg")[0].metrics.render())
+        assert any("msg_msgs_in_total" in name for name in samples)
+        assert load_of(samples, {})["msgs_in"] == 3
 
     with_cluster(body)

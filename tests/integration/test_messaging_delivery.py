@@ -147,8 +147,8 @@ def test_burn_after_reading_and_recall_leave_no_trace(with_cluster: Callable[...
     recall_text = b"RECALL-93ad7e-oops"
 
     async def body(c: TestCluster) -> None:
-        a = await c.login("user00", 0)
-        b = await c.login("user01", 1)
+        a = await c.login("user00", 0, ext=True)  # burn and recall pushes go to extension-capable devices
+        b = await c.login("user01", 1, ext=True)
         burn_ack = await a.call(
             "CID_EXT_MSG_BURN",
             from_user_id=a.user_id,

@@ -66,8 +66,29 @@ def test_http_lookup_least_loaded_and_limits(with_cluster: Callable[..., None]) 
         assert int(doc["port"]) == c.msg_port(1)
         status, _, doc = await http_get(c, "/nope")
         assert status == 404 and doc["code"] == -1
-        status, _, _ = await http_get(c, "/msg_server", extra=b"X-Pad: " + b"a" * 2000 + b"\r\n")
-        assert status == 431
+        status, _, doc = await http_get(c, "/msg_server", extra=b"X-Pad: " + b"a" * 2000 + b"\r\n")
+        assert status == 431 and doc == {"code": -1, "msg": "request too large"}
+
+    with_cluster(body)
+
+
+def test_http_lookup_runs_on_the_shared_http_server_with_logins_limits(
+    with_cluster: Callable[..., None],
+) -> None:
+    async def body(c: TestCluster) -> None:
+        (login,) = c.services("login")
+        assert (login.http.max_head, login.http.idle_timeout, login.http.max_body) == (1024, 60.0, 0)
+        # A head just over 1 KiB is refused (JSON, like every refusal); one under it is answered.
+        status, _, doc = await http_get(c, "/msg_server", extra=b"X-Pad: " + b"a" * 1000 + b"\r\n")
+        assert status == 431 and doc["code"] == -1
+        status, _, doc = await http_get(c, "/msg_server", extra=b"X-Pad: " + b"a" * 900 + b"\r\n")
+        assert status == 200 and doc["code"] == 0
+        reader, writer = await asyncio.open_connection(*endpoint(c, "http"))
+        writer.write(b"POST /msg_server HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(), 5)  # refused, then closed
+        writer.close()
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 405") and json.loads(payload)["code"] == -1
 
     with_cluster(body)
 

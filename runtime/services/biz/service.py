@@ -18,7 +18,16 @@ from google.protobuf.message import Message as PbMessage
 
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
-from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.base import (
+    Endpoint,
+    Service,
+    ServiceContext,
+    cancel_task,
+    config_port,
+    listener_port,
+    publish_endpoints,
+    withdraw_endpoints,
+)
 from runtime.services.biz.handlers_dir import DirectoryHandlers
 from runtime.services.biz.handlers_group import GroupHandlers
 from runtime.services.biz.handlers_msg import MessageHandlers
@@ -66,22 +75,16 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         for name, burn in (("CID_MSG_DATA", False), ("CID_EXT_MSG_BURN", True)):
             if self.proto.has(name) and self._handlers.get(self.proto.cid(name), ("",))[0] == name:
                 self._fast_store[self.proto.cid(name)] = burn
-        port = int(self.ctx.config.get("internal_port", 0))
+        port = config_port(self.ctx.config, "internal_port")
         self._server = await serve_links(self.ctx.host, port, self._on_link, name="biz")
-        bound = self._server.sockets[0].getsockname()[1]
-        ep = Endpoint("biz", self.ctx.instance, "internal", self.ctx.host, bound)
-        self._endpoints = [ep]
-        self.ctx.discovery.publish(ep)
+        self._endpoints = publish_endpoints(self.ctx, {"internal": listener_port(self._server)})
         # Heartbeats after 5 s without sending: peers close a link that stays silent for 30 s.
         self._ticker = asyncio.get_running_loop().create_task(keep_alive(lambda: self._links))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Stop accepting, let running requests finish, close links and storage."""
-        for ep in self._endpoints:
-            with contextlib.suppress(Exception):
-                self.ctx.discovery.withdraw(ep)
-        if self._ticker is not None:
-            self._ticker.cancel()
+        withdraw_endpoints(self.ctx, self._endpoints)
+        await cancel_task(self._ticker)
         if self._server is not None:
             self._server.close()
         if self._tasks:

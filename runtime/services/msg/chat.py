@@ -34,6 +34,7 @@ class ChatHandlers(HandlerBase):
         """The hot path. It never suspends: biz's answer arrives in a callback that acks and fans out, so no
         task, future or timer is made per message (the dispatcher runs non-suspending handlers inline).
         Returns the ack only for a refusal decided here."""
+        self.svc.m_msgs_in.inc()
         st = self.state(ctx)
         user = st.user_id
         is_group = bool(msg.msg_type & GROUP_MSG_BIT)
@@ -43,9 +44,10 @@ class ChatHandlers(HandlerBase):
         )
         if not msg.msg_data or (not is_group and to == user) or to == 0:
             return ack  # msg_id 0: refused (the input stage normally drops these first)
-        link = self.svc.biz_link()
+        link = self.svc.biz_link(user)
         if link is None:
-            return ack
+            ctx.reply(ack, remember=False)  # not stored: a retransmit is processed again, not answered with 0
+            return None
         msg.from_user_id = user
         if is_group:
             cached = self.svc.group_members.get(to)
@@ -236,4 +238,6 @@ class _PendingStore:
                 self.ctx, self.st, self.command, self.cid, self.ack, self.msg, frame.body, self.is_group
             )
         else:
-            self.ctx.reply(self.ack)  # biz lost before answering: msg_id 0, the client may send again (dedup)
+            # Biz lost before answering: msg_id 0, and the dedup window forgets the request, so the client's
+            # retransmit is stored (biz dedups by client msg id) rather than answered with 0 again.
+            self.ctx.reply(self.ack, remember=False)

@@ -41,7 +41,7 @@ class HandlerBase:
 
     async def biz_call(self, command: str, user_id: int, msg: Any) -> Any | None:
         """Forward to biz on behalf of `user_id`; the decoded reply (None: biz down or empty answer)."""
-        link = self.svc.biz_link()
+        link = self.svc.biz_link(user_id)
         if link is None:
             return None
         body = pack_relay([user_id], msg.SerializeToString())

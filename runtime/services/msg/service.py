@@ -1,7 +1,7 @@
 """Runtime services layer (msg): the msg service's lifecycle: client listener, peer links, timers, sessions.
 
 Config keys (`services.msg`): `client_port` (0 = any), `max_conn`, `retransmit_timeout` (s, default from the
-spec's IMMsgData transport policy), `max_attempts`, `group_cache` (groups whose member lists are cached).
+spec's IMMsgData transport policy), `max_attempts`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from runtime.dispatch import Dispatcher
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.plugins import load_plugins
-from runtime.services.base import Endpoint, Service, ServiceContext
+from runtime.services.base import Endpoint, Service, ServiceContext, cancel_task, config_port
 from runtime.services.links import Dialer, Link, Proto
 from runtime.services.msg.delivery import ClientState, DeliveryTracker
 from runtime.services.msg.handlers import MsgHandlers
@@ -62,13 +62,17 @@ class MsgService(Service):
         self.routers = RouterPool(
             self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot
         )
-        self.biz: list[Dialer] = []
+        self.biz: list[Dialer] = []  # one per biz instance, by instance number
+        self.biz_by_instance: dict[int, Dialer] = {}
         self.logins: dict[int, Dialer] = {}  # login instance -> dialer
         self._server: Server | None = None
         self._endpoints: list[Endpoint] = []
         self._ticker: asyncio.Task[None] | None = None
         self.g_conns = self.metrics.gauge("msg_connections", "authenticated client connections")
         self.g_users = self.metrics.gauge("msg_online_users", "users with a connection here")
+        self.m_msgs_in = self.metrics.counter(
+            "msg_msgs_in_total", "chat messages received from clients (IMMsgData and burn messages)"
+        )
 
     def _make_handlers(self) -> MsgHandlers:
         base = getattr(self.ctx.servers, "MsgServiceBase", None) if self.ctx.servers is not None else None
@@ -89,7 +93,7 @@ class MsgService(Service):
     # lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Listen for clients, dial biz, login and routers."""
-        port = int(self.ctx.config.get("client_port", 0) or 0)
+        port = config_port(self.ctx.config, "client_port")
         self._server = await serve(
             self.ctx.host, port, self.dispatcher.handler_factory, registry=self.ctx.registry
         )
@@ -103,10 +107,7 @@ class MsgService(Service):
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Close client connections (after queued output), then peer links."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await cancel_task(self._ticker)
         if self._server is not None:
             await self._server.shutdown(drain_timeout)
         await self.dispatcher.drain(min(drain_timeout, 2.0))
@@ -134,8 +135,11 @@ class MsgService(Service):
     def _refresh_peers(self) -> None:
         """One dialer per biz and per login instance (by instance number: a restarted peer keeps its dialer,
         which re-resolves the new port)."""
-        if not self.biz:
-            self.biz.append(self._dial("msg->biz0", "biz", 0, None))
+        biz_instances = {0} | {ep.instance for ep in self.ctx.discovery.endpoints("biz", "internal")}
+        for instance in sorted(biz_instances - set(self.biz_by_instance)):
+            self.biz_by_instance[instance] = self._dial(f"msg->biz{instance}", "biz", instance, None)
+        if len(self.biz) != len(self.biz_by_instance):
+            self.biz[:] = [self.biz_by_instance[i] for i in sorted(self.biz_by_instance)]
         for ep in self.ctx.discovery.endpoints("login", "internal"):
             if ep.instance not in self.logins:
                 self.logins[ep.instance] = self._dial(
@@ -155,11 +159,19 @@ class MsgService(Service):
         if frame.command_id == self.proto.cid("CID_OTHER_STOP_RECV_PACKET"):
             self.log.info("%s asked us to stop sending", link.name)
 
-    def biz_link(self) -> Link | None:
-        """A connected biz link, if any."""
-        for d in self.biz:
-            if d.link is not None and d.link.is_open:
-                return d.link
+    def biz_link(self, user_id: int = 0) -> Link | None:
+        """The biz link for requests on behalf of `user_id`: a stable hash of the user id picks one of the
+        known biz instances (so one user's requests, e.g. a sender's messages, keep their order on one link);
+        if that one is down, the next live instance takes over. None if no biz is connected."""
+        dialers = self.biz
+        n = len(dialers)
+        if n == 0:
+            return None
+        start = ((user_id * 0x9E3779B1) & 0xFFFFFFFF) % n if n > 1 else 0
+        for i in range(n):
+            link = dialers[(start + i) % n].link
+            if link is not None and link.is_open:
+                return link
         return None
 
     def _login_up(self, link: Link) -> None:

@@ -118,8 +118,12 @@ class SqliteStorage(Storage):
         if cipher is None:
             return
         if row is None:
-            conn.execute("INSERT INTO meta (key, value) VALUES ('at_rest_key_id', ?)", (cipher.key_id,))
-        elif row[0] != cipher.key_id:
+            # OR IGNORE: another process opening the same database may record it first; re-read what won.
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('at_rest_key_id', ?)", (cipher.key_id,)
+            )
+            row = conn.execute("SELECT value FROM meta WHERE key = 'at_rest_key_id'").fetchone()
+        if row[0] != cipher.key_id:
             raise KeyMismatch(f"{self.path}: the at-rest key is not the key this database was encrypted with")
 
     def _after_commit(self, conn: sqlite3.Connection) -> None:

@@ -308,6 +308,84 @@ def test_dedup_answers_a_retransmit_without_processing_it_twice() -> None:
     run(body, policy)
 
 
+class DeferredService(Service):
+    """Acks MSG_DATA from a later callback (`ctx.reply`), like msg does after biz stored the message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[tuple[Context, Any]] = []
+
+    async def on_msg(self, ctx: Context, msg: Any) -> Any:
+        self.msgs.append(msg)
+        self.pending.append((ctx, msg))
+        return None
+
+    def answer(self, *, remember: bool = True) -> None:
+        ctx, msg = self.pending.pop(0)
+        ack = tp.MsgDataAck(user_id=ctx.user_id, session_id=msg.to_session_id, msg_id=len(self.msgs))
+        ctx.reply(ack, remember=remember)
+
+
+def run_deferred(test: Callable[[Dispatcher, DeferredService], Awaitable[None]]) -> None:
+    policy = {"MSG_DATA": {"transport": {"dedup": "per_sender", "retransmit": "until_ack"}}}
+
+    async def main() -> None:
+        LINKS.clear()
+        service = DeferredService()
+        await test(Dispatcher(tp.build_registry(policy), service), service)
+
+    asyncio.run(main())
+
+
+def acks_of(t: MemoryTransport) -> list[Frame]:
+    return [f for f in t.frames() if f.command_id == 0x0302]
+
+
+def test_dedup_answers_a_retransmit_with_a_reply_sent_later_by_ctx_reply() -> None:
+    async def body(d: Dispatcher, s: DeferredService) -> None:
+        link, t = open_link(d, 1)
+        frame = req(0x0301, 2, msg_data())
+        link.data_received(LOGIN_OK + frame)
+        s.answer()
+        await asyncio.sleep(0)
+        link.data_received(frame)  # the ack was lost: the client sends again
+        acks = acks_of(t)
+        assert len(s.msgs) == 1 and len(acks) == 2 and acks[0].body == acks[1].body and acks[1].seq == 2
+
+    run_deferred(body)
+
+
+def test_a_duplicate_arriving_before_the_first_reply_gets_that_reply() -> None:
+    async def body(d: Dispatcher, s: DeferredService) -> None:
+        a, at = open_link(d, 1)
+        b, bt = open_link(d, 2)  # the same user on a new connection, e.g. after a reconnect
+        frame = req(0x0301, 2, msg_data())
+        a.data_received(LOGIN_OK + frame)
+        b.data_received(LOGIN_OK + frame)
+        assert len(s.msgs) == 1 and acks_of(bt) == []
+        s.answer()
+        await asyncio.sleep(0)  # writes outside a read are flushed once per loop iteration
+        assert len(acks_of(at)) == 1 and len(acks_of(bt)) == 1
+        assert acks_of(at)[0].body == acks_of(bt)[0].body
+
+    run_deferred(body)
+
+
+def test_a_provisional_reply_is_not_remembered() -> None:
+    async def body(d: Dispatcher, s: DeferredService) -> None:
+        link, t = open_link(d, 1)
+        frame = req(0x0301, 2, msg_data())
+        link.data_received(LOGIN_OK + frame)
+        s.answer(remember=False)  # e.g. "not stored, send again"
+        link.data_received(frame)
+        assert len(s.msgs) == 2  # processed afresh, not answered from the window
+        s.answer()
+        await asyncio.sleep(0)
+        assert len(acks_of(t)) == 2
+
+    run_deferred(body)
+
+
 def test_push_to_another_connection_is_flushed_once_per_loop_iteration() -> None:
     async def body(d: Dispatcher, s: Service) -> None:
         a, _at = open_link(d, 1)

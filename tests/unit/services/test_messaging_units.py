@@ -190,3 +190,20 @@ def test_link_heartbeats_when_idle_and_closes_when_peer_is_silent() -> None:
         assert transport.closed  # the peer said nothing for 30 s
 
     asyncio.run(body())
+
+
+def test_file_service_refuses_the_handshake_with_no_common_suite() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from generated.teamtalk.registry import REGISTRY
+    from runtime.services.file.handlers import FileHandlers
+    from runtime.services.links import Proto
+
+    handlers = FileHandlers(SimpleNamespace(proto=Proto(REGISTRY)))  # type: ignore[arg-type]
+    req = REGISTRY.by_name("CID_EXT_HANDSHAKE_REQ").message_class(
+        client_public_key=b"k" * 32, client_nonce=b"n" * 16, suites=[1, 2]
+    )
+    rsp = asyncio.run(handlers.on_cid_ext_handshake_req(None, req))  # type: ignore[arg-type]
+    enum = type(rsp).DESCRIPTOR.fields_by_name["result_code"].enum_type
+    assert enum.values_by_number[rsp.result_code].name == "HANDSHAKE_NO_COMMON_SUITE"

@@ -116,3 +116,34 @@ def test_nonces_are_never_reused_even_across_fork() -> None:
     child = {data[i : i + 12] for i in range(0, len(data), 12)}
     following = {cipher.seal(b"x", b"aad")[:12] for _ in range(10)}
     assert len(child) == 10 and not child & following and not child & parent
+
+
+def test_two_processes_opening_one_database_agree_on_the_key(tmp_path: Path) -> None:
+    """Several biz instances open one data dir at once: the key file appears whole or not at all, the key id
+    is recorded once, and every opener ends up with the same key."""
+
+    async def main() -> None:
+        stores = [SqliteStorage(tmp_path, encrypt_at_rest=True) for _ in range(4)]
+        await asyncio.gather(*(s.open() for s in stores))
+        try:
+            ids = {s._ctx.cipher.key_id for s in stores if s._ctx.cipher is not None}
+            assert len(ids) == 1
+        finally:
+            await asyncio.gather(*(s.close() for s in stores))
+        assert sorted(p.name for p in tmp_path.iterdir() if "storage.key" in p.name) == [KEY_FILE_NAME]
+
+    asyncio.run(main())
+
+
+def test_a_half_written_key_file_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key is linked into place only after it is fully written."""
+    seen: list[bool] = []
+    real_write = os.write
+
+    def spying_write(fd: int, data: bytes) -> int:
+        seen.append((tmp_path / KEY_FILE_NAME).exists())  # is the final name visible before the key is in it?
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", spying_write)
+    key = load_or_create_key(tmp_path)
+    assert seen == [False] and (tmp_path / KEY_FILE_NAME).read_bytes() == key

@@ -1,0 +1,67 @@
+"""Integration: msg servers spread their biz requests over every biz instance (stable per user) and fail
+over to a live one when an instance is lost; two biz instances on one SQLite database allocate msg ids
+correctly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from tests.integration.conftest import TestCluster
+
+pytestmark = pytest.mark.integration
+
+
+def biz_requests(c: TestCluster) -> list[float]:
+    return [b._m_requests.value for b in sorted(c.services("biz"), key=lambda s: s.ctx.instance)]
+
+
+def test_two_biz_instances_share_the_load_and_fail_over(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        msg = c.services("msg")[0]
+        for _ in range(200):
+            if sum(d.link is not None for d in msg.biz) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(msg.biz) == 2 and all(d.link is not None for d in msg.biz)
+        clients = [await c.login(f"user{i:02d}", 0) for i in range(8)]
+        # Users hash onto both instances; a user always gets the same one.
+        picks = {cl.user_id: msg.biz_link(cl.user_id) for cl in clients}
+        assert len(set(map(id, picks.values()))) == 2
+        assert all(msg.biz_link(u) is link for u, link in picks.items())
+        # Two users on different instances write to the same pair at once: ids stay unique and ordered.
+        a = clients[0]
+        b = next(cl for cl in clients if picks[cl.user_id] is not picks[a.user_id])
+        before = biz_requests(c)
+        sends = [a.text(b.user_id, f"a{i}".encode()) for i in range(20)]
+        sends += [b.text(a.user_id, f"b{i}".encode()) for i in range(20)]
+        acks = await asyncio.gather(*sends)
+        ids = [ack.msg_id for ack in acks]
+        assert 0 not in ids and len(set(ids)) == 40
+        assert ids[:20] == sorted(ids[:20]) and ids[20:] == sorted(ids[20:])  # per-sender order kept
+        after = biz_requests(c)
+        assert all(x > y for x, y in zip(after, before, strict=True))  # both instances stored messages
+        history = await a.call(
+            "CID_MSG_LIST_REQUEST",
+            user_id=0,
+            session_type=1,
+            session_id=b.user_id,
+            msg_id_begin=0,
+            msg_cnt=40,
+        )
+        assert sorted(m.msg_id for m in history.msg_list) == sorted(ids)
+        # Lose the instance `a` uses: its requests move to the other one and messaging goes on.
+        lost = next(i for i, d in enumerate(msg.biz) if d.link is picks[a.user_id])
+        await c.stop_instance("biz", lost)
+        for _ in range(300):
+            if msg.biz[lost].link is None:
+                break
+            await asyncio.sleep(0.01)
+        ack = await a.text(b.user_id, b"after the loss")
+        assert ack.msg_id > max(ids)
+        got = await b.wait_for("CID_MSG_DATA", lambda m: m.msg_id == ack.msg_id)
+        assert got[0].msg_data == b"after the loss"
+
+    with_cluster(body, biz={"instances": 2})
