@@ -231,8 +231,8 @@ class Dispatcher:
         self._outbound: dict[str, tuple[CommandInfo, CommandStages]] = {
             info.name: (info, self.stages[info.command_id]) for info in registry
         }
-        # Extension commands (docs/teamtalk-extensions.md): pushed to a client connection only once it opted in
-        # by sending one of them (the handshake, or any other); an original TeamTalk client never receives one.
+        # Extension commands (docs/teamtalk-extensions.md): pushed to a client connection only once it opted
+        # in by sending one of them (the handshake, or any other); an original TeamTalk client never gets one.
         ext_sid = registry.services.get(extension_service) if extension_service else None
         self.extension_commands: frozenset[int] = frozenset(
             info.command_id for info in registry if ext_sid is not None and info.service_id == ext_sid

@@ -220,7 +220,7 @@ def test_extension_pushes_reach_only_the_devices_that_opted_in(with_cluster: Cal
         )
         assert burn.msg_id
         await a_new.wait_for("CID_EXT_MSG_BURN")
-        # A plain message sent after them reaches both devices: the old one has had its chance to get the rest.
+        # A plain message sent after them reaches both devices: by then the old one would have had the rest.
         plain = await b.text(a_new.user_id, b"plain")
         for device in (a_new, a_old):
             await device.wait_for("CID_MSG_DATA", lambda m: m.msg_id == plain.msg_id)

@@ -31,36 +31,6 @@ def test_state_table_has_no_exit_from_closed() -> None:
         conn.authenticate(6, 1)
 
 
-def test_heartbeats_above_the_input_rate_are_not_echoed() -> None:
-    reg = tp.build_registry(
-        {"HEARTBEAT": {"input": {"rate": "2/s", "on_rate_exceeded": "drop", "require_auth": False}}}
-    )
-    conn = Connection(reg, Kind.CLIENT_SESSION, 0.0)
-    assert list(conn.receive_data(HEARTBEAT * 10, 1.0)) == []
-    assert conn.data_to_send() == HEARTBEAT * 2  # the burst (2); the flood is dropped, the connection stays
-    assert conn.is_open
-    assert list(conn.receive_data(HEARTBEAT, 1.5)) == [] and conn.data_to_send() == HEARTBEAT  # refilled
-    assert list(conn.receive_data(HEARTBEAT, 1.6)) == [] and conn.data_to_send() == b""
-
-
-def test_a_heartbeat_flood_closes_when_the_policy_says_close() -> None:
-    reg = tp.build_registry(
-        {"HEARTBEAT": {"input": {"rate": "1/s", "on_rate_exceeded": "close", "require_auth": False}}}
-    )
-    conn = Connection(reg, Kind.CLIENT_SESSION, 0.0)
-    list(conn.receive_data(HEARTBEAT * 3, 1.0))
-    assert conn.data_to_send() == HEARTBEAT and not conn.is_open
-    assert conn.close_reason is not None and "heartbeats above" in conn.close_reason
-
-
-def test_the_teamtalk_heartbeat_policy_is_applied() -> None:
-    from generated.teamtalk.registry import REGISTRY
-
-    conn = Connection(REGISTRY, Kind.CLIENT_SESSION, 0.0)
-    list(conn.receive_data(HEARTBEAT * 50, 1.0))
-    assert len(FrameDecoder().feed(conn.data_to_send())) == 2 and conn.is_open
-
-
 def test_heartbeat_is_echoed_and_not_dispatched() -> None:
     conn = session()
     assert list(conn.receive_data(HEARTBEAT, 1.0)) == []
