@@ -114,3 +114,40 @@ def test_group_rules_members_only_and_join_time(with_cluster: Callable[..., None
         assert len(denied.group_info_list) == 0
 
     with_cluster(body)
+
+
+def test_a_refused_group_read_is_not_synced_to_other_devices(with_cluster: Callable[..., None]) -> None:
+    # Found by the stateful fuzz model: a non-member's read ack was refused by biz yet still sent as a read
+    # notify to the reader's other devices.
+    async def body(c: TestCluster) -> None:
+        from tests.integration.conftest import ANDROID, WINDOWS
+
+        owner = await c.login("user00", 0)
+        rsp = await owner.call(
+            "CID_GROUP_CREATE_REQUEST",
+            user_id=0,
+            group_type=2,
+            group_name="closed",
+            group_avatar="",
+            member_id_list=[],
+        )
+        gid = rsp.group_id
+        ack = await owner.text(gid, b"members only", group=True)
+        outsider_pc = await c.login("user02", 0, WINDOWS)
+        outsider_phone = await c.login("user02", 0, ANDROID)
+        await outsider_pc.send(
+            "CID_MSG_READ_ACK", user_id=0, session_id=gid, msg_id=ack.msg_id, session_type=2
+        )
+        # An accepted 1:1 read from the same device afterwards: its notify follows the refused one in order.
+        await owner.text(outsider_pc.user_id, b"hi")
+        await outsider_pc.send(
+            "CID_MSG_READ_ACK", user_id=0, session_id=owner.user_id, msg_id=0, session_type=1
+        )
+        await outsider_phone.wait_for(
+            "CID_MSG_READ_NOTIFY", lambda m: (m.session_type, m.session_id) == (1, owner.user_id)
+        )
+        assert not outsider_phone.received(
+            "CID_MSG_READ_NOTIFY", lambda m: (m.session_type, m.session_id) == (2, gid)
+        )
+
+    with_cluster(body)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from runtime.dispatch import Context
 from runtime.framing import Frame
@@ -122,7 +122,9 @@ class ChatHandlers(HandlerBase):
         user = st.user_id
         msg.user_id = user
         rsp = await self.biz_call(command, user, msg)
-        if rsp is None:
+        # biz answers a refused read (not a member, no such session) with the read ack itself, msg id 0; an
+        # accepted one with the list of burned ids. Only an accepted read is synced to the other devices.
+        if rsp is None or not isinstance(rsp, self.proto.info("CID_MSG_GET_BY_MSG_ID_RES").message_class):
             return
         notify: Any = self.proto.new(
             "CID_MSG_READ_NOTIFY",
@@ -132,7 +134,7 @@ class ChatHandlers(HandlerBase):
             session_type=msg.session_type,
         )
         self.notify("CID_MSG_READ_NOTIFY", notify, [user], skip=st)
-        burned = [m.msg_id for m in rsp.msg_list]
+        burned = [m.msg_id for m in cast(Any, rsp).msg_list]
         if burned and msg.session_type == SINGLE:
             now = self.now()
             for mid in burned:
