@@ -77,9 +77,11 @@ def test_registry_carries_commands_and_merged_stages(stack: Any) -> None:
     send = reg.by_name("CID_SEND")
     assert send.message_class is pb.Send
     assert send.service_id == 3 and send.reply == "CID_SEND_ACK" and send.hosted_by == ("msg",)
-    # The command's own policy overrides its message's key by key.
+    # The command's own policy overrides its message's key by key; the message's field constraints ride along
+    # in the input policy, where the runtime's input stage enforces them.
     assert send.stages == {
-        "input": {"max_bytes": 1024}, "transport": {"retransmit": "until_ack", "timeout": "5s"},
+        "input": {"fields": {"text": {"max_len": 100}}, "max_bytes": 1024},
+        "transport": {"retransmit": "until_ack", "timeout": "5s"},
     }
     assert reg.by_name("CID_ARCHIVE").stages == {"input": {"max_bytes": 2048}}
     assert registry.CommandId.CID_PING == 0x0303 and registry.SERVICE_IDS == {"CHAT": 3}
