@@ -83,7 +83,8 @@ def test_registry_carries_commands_and_merged_stages(stack: Any) -> None:
         "input": {"fields": {"text": {"max_len": 100}}, "max_bytes": 1024},
         "transport": {"retransmit": "until_ack", "timeout": "5s"},
     }
-    assert reg.by_name("CID_ARCHIVE").stages == {"input": {"max_bytes": 2048}}
+    archive_input = {"fields": {"text": {"max_len": 100}}, "max_bytes": 2048}
+    assert reg.by_name("CID_ARCHIVE").stages == {"input": archive_input}
     assert registry.CommandId.CID_PING == 0x0303 and registry.SERVICE_IDS == {"CHAT": 3}
 
 
