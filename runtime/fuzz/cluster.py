@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.targets import LoopThread, Target
 from runtime.fuzz.wire import NoAnswer, PeerClosed, RawConnection
 from runtime.registry import CommandInfo
+from runtime.storage.sqlite.readers import database_digest
 
 PASSWORD = "fuzz-secret"
 AUTH = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}  # cheap argon2: seeding and login stay fast
@@ -190,22 +190,7 @@ class ClusterTarget(Target):
 
     def storage_digest(self) -> str:
         """SHA-256 over every row of every table of the SQLite database (read-only snapshot)."""
-        path = self.data_dir / "ttgen.db"
-        digest = hashlib.sha256()
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-        try:
-            db.execute("BEGIN")
-            tables = [
-                r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
-            ]
-            for table in tables:
-                digest.update(table.encode())
-                for text in sorted(repr(row) for row in db.execute(f'SELECT * FROM "{table}"')):
-                    digest.update(text.encode())
-            db.execute("COMMIT")
-        finally:
-            db.close()
-        return digest.hexdigest()
+        return database_digest(self.data_dir / "ttgen.db")
 
     def close(self) -> None:
         super().close()

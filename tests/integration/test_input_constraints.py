@@ -7,9 +7,7 @@ reply, the connection stays open, logged with the rule name) and changes no stor
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 
 from generated.teamtalk.registry import REGISTRY
+from runtime.storage.sqlite.readers import database_digest
 from tests.integration.conftest import Client, TestCluster
 
 pytestmark = pytest.mark.integration
@@ -28,19 +27,7 @@ GROUP_NAME_MAX_LEN = 256  # IMGroupCreateReq.group_name: max_len 256 (spec/teamt
 
 def storage_digest(data_dir: Path) -> str:
     """SHA-256 over every row of every table of the cluster's SQLite database (a read-only snapshot)."""
-    digest = hashlib.sha256()
-    db = sqlite3.connect(f"file:{data_dir / 'ttgen.db'}?mode=ro", uri=True, timeout=10.0)
-    try:
-        db.execute("BEGIN")
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
-        for table in tables:
-            digest.update(table.encode())
-            for text in sorted(repr(row) for row in db.execute(f'SELECT * FROM "{table}"')):
-                digest.update(text.encode())
-        db.execute("COMMIT")
-    finally:
-        db.close()
-    return digest.hexdigest()
+    return database_digest(data_dir / "ttgen.db")
 
 
 async def settle(client: Client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -13,6 +14,27 @@ from typing import TypeVar
 from runtime.storage.errors import StorageClosed
 
 T = TypeVar("T")
+
+
+def database_digest(path: Path) -> str:
+    """SHA-256 over every row of every table, read in one read-only snapshot.
+
+    Tests and the fuzz oracle compare it before and after refused input to prove nothing stored changed.
+    """
+    digest = hashlib.sha256()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        db.execute("BEGIN")
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        for table in tables:
+            digest.update(table.encode())
+            # Table names come from sqlite_master, not from input; identifiers cannot be bound parameters.
+            for text in sorted(repr(row) for row in db.execute(f'SELECT * FROM "{table}"')):
+                digest.update(text.encode())
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return digest.hexdigest()
 
 
 def connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
