@@ -496,7 +496,11 @@ class Dispatcher:
 
     # -- sending ---------------------------------------------------------------------------------------------
     def send(self, link: Link, command: str, msg: Message, seq: int = 0) -> bool:
-        """Pack and queue `command` on `link` (seq 0 for pushes); False if the connection is closing."""
+        """Pack and queue `command` on `link` (seq 0 for pushes).
+
+        False when nothing was queued: the connection is closing, or `command` is an extension command and
+        the client never opted in to extensions.
+        """
         try:
             info, stages = self._outbound[command]
         except KeyError:
