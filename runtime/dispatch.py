@@ -52,11 +52,13 @@ class Route:
         "fast_reply",
         "handler",
         "info",
+        "max_body",
         "name",
         "parse",
         "reply",
         "reply_sealed",
         "stages",
+        "verify",
     )
 
     def __init__(
@@ -73,6 +75,10 @@ class Route:
         self.reply = reply
         # No input checks, no decryption: parse the body directly.
         self.fast_in = not stages.input.active and not stages.unpack.require_encryption
+        # Required fields are checked at parse time unless the unpack policy turns `verify` off (then the
+        # input stage checks them, and refuses by its own rules).
+        self.verify = self.fast_in or stages.unpack.verify
+        self.max_body = stages.input.max_bytes if stages.input.max_bytes is not None else 1 << 62
         self.dedup = DedupWindow(stages.transport.dedup_window) if stages.transport.dedup else None
         self.client_ok = info.from_client
         self.parse = info.message_class.FromString
@@ -88,7 +94,7 @@ class Route:
 class Context:
     """What a handler sees of the request: its connection, seq, command, and helpers to answer or push."""
 
-    __slots__ = ("close_reason", "dedup_key", "dispatcher", "info", "link", "seq")
+    __slots__ = ("close_reason", "dedup_key", "dedup_slot", "dispatcher", "info", "link", "seq")
 
     def __init__(self, dispatcher: Dispatcher, link: Link, info: CommandInfo, seq: int) -> None:
         self.dispatcher = dispatcher
@@ -98,6 +104,7 @@ class Context:
         self.close_reason: str | None = None
         # The request's key in its command's dedup window (None: not deduplicated, or forgotten).
         self.dedup_key: tuple[int, int, int] | None = None
+        self.dedup_slot: _Waiting | None = None
 
     @property
     def connection(self) -> Link:
@@ -170,17 +177,23 @@ class Context:
 
 
 class _Waiting:
-    """A dedup window entry whose request has no reply yet: duplicates wait here for it (bounded)."""
+    """A dedup window entry: the request's reply once it is known (`result`), and until then the duplicates
+    that arrived meanwhile (`waiters`, bounded), which get that reply when it is sent. The entry is stored
+    once; the reply is filled in place."""
 
-    __slots__ = ("waiters",)
+    __slots__ = ("result", "waiters")
     LIMIT = 8
 
     def __init__(self) -> None:
-        self.waiters: list[tuple[Link, int]] = []
+        self.result: Message | None = None
+        self.waiters: list[tuple[Link, int]] | None = None
 
     def add(self, link: Link, seq: int) -> None:
-        if len(self.waiters) < self.LIMIT:
-            self.waiters.append((link, seq))
+        waiters = self.waiters
+        if waiters is None:
+            self.waiters = [(link, seq)]
+        elif len(waiters) < self.LIMIT:
+            waiters.append((link, seq))
 
 
 class _Resume:
@@ -294,9 +307,14 @@ class Dispatcher:
     def _dispatch(self, link: Link, frame: Frame, route: Route) -> None:
         info = route.info
         try:
-            if route.fast_in and not frame.flag:
-                msg = route.parse(frame.body)  # type: ignore[arg-type]
-                if not msg.IsInitialized():
+            data = link.data
+            if not frame.flag and (route.fast_in or not data or "cipher" not in data):
+                # Plain protobuf (no stage flag, no session keys): size limit, parse, required fields.
+                body = frame.body
+                if len(body) > route.max_body:
+                    route.stages.input.check_size(len(body))
+                msg = route.parse(body)  # type: ignore[arg-type]
+                if route.verify and not msg.IsInitialized():
                     raise BodyError(f"{info.name}: required fields missing: {', '.join(missing_fields(msg))}")
             else:
                 msg = self._unpack(link, frame, route)
@@ -316,7 +334,7 @@ class Dispatcher:
         if not route.fast_in:
             try:
                 stage = route.stages.input
-                if not route.stages.unpack.verify:
+                if not route.verify:
                     stage.check_required(msg)
                 if stage.rate is not None:
                     stage.check_rate(link.extras().setdefault("buckets", {}), frame.command_id, link.now())
@@ -329,9 +347,9 @@ class Dispatcher:
         if route.dedup is not None:
             key = self._dedup_key(frame, msg)
             now = link.now()
-            seen, cached = route.dedup.lookup(user_id, key, now)
-            if seen:
-                if isinstance(cached, _Waiting):
+            cached = route.dedup.get(user_id, key, now)
+            if cached is not None:
+                if cached.result is None:
                     # The first copy is still being processed (e.g. its reply comes from a callback): this
                     # copy gets the same reply when it is sent.
                     log.info(
@@ -345,11 +363,12 @@ class Dispatcher:
                     log.info(
                         "%r: duplicate %s (seq %d) answered from the dedup window", link, info.name, frame.seq
                     )
-                    if cached is not None:
-                        self._send_reply(ctx, route, cached)
+                    self._send_reply(ctx, route, cached.result)
                 return
-            route.dedup.remember(user_id, key, _Waiting(), now)
+            slot = _Waiting()
+            route.dedup.remember(user_id, key, slot, now)
             ctx.dedup_key = key
+            ctx.dedup_slot = slot
         self._run(ctx, route, msg, key)
 
     def _unpack(self, link: Link, frame: Frame, route: Route) -> Message:
@@ -438,35 +457,35 @@ class Dispatcher:
     def remember_reply(self, ctx: Context, result: Message) -> None:
         """Record `result` as the reply to `ctx`'s request in its dedup window (whenever it is sent: returned
         or through `ctx.reply` later) and answer the duplicates that arrived while it was pending."""
-        route = self.routes.get(ctx.info.command_id)
-        key = ctx.dedup_key
-        if route is None or route.dedup is None or key is None:
+        slot = ctx.dedup_slot
+        if slot is None or ctx.dedup_key is None:
             return
-        user_id = ctx.user_id
-        now = ctx.link.now()
-        _seen, cached = route.dedup.lookup(user_id, key, now)
-        route.dedup.remember(user_id, key, result, now)
-        self._answer_waiters(route, cached, result)
+        slot.result = result
+        if slot.waiters:
+            self._answer_waiters(ctx, slot, result)
 
     def forget_request(self, ctx: Context, provisional: Message | None = None) -> None:
         """Drop `ctx`'s request from its dedup window, so a retransmit is processed afresh. Duplicates that
         were waiting for its reply get `provisional` (the same answer the first copy got), if given."""
         route = self.routes.get(ctx.info.command_id)
         key = ctx.dedup_key
+        slot = ctx.dedup_slot
         if route is None or route.dedup is None or key is None:
             return
-        _seen, cached = route.dedup.lookup(ctx.user_id, key, ctx.link.now())
         route.dedup.forget(ctx.user_id, key)
-        if provisional is not None:
-            self._answer_waiters(route, cached, provisional)
+        ctx.dedup_slot = None
+        if provisional is not None and slot is not None and slot.waiters:
+            self._answer_waiters(ctx, slot, provisional)
 
-    def _answer_waiters(self, route: Route, cached: Any, result: Message) -> None:
-        if not isinstance(cached, _Waiting) or not cached.waiters or route.reply is None:
+    def _answer_waiters(self, ctx: Context, slot: _Waiting, result: Message) -> None:
+        waiters, slot.waiters = slot.waiters, None
+        route = self.routes.get(ctx.info.command_id)
+        if not waiters or route is None or route.reply is None:
             return
         info, stages = route.reply
         if type(result) is not info.message_class:
             return
-        for link, seq in cached.waiters:
+        for link, seq in waiters:
             conn = link.conn
             if conn is not None and conn.is_open:
                 self._send_packed(link, info, stages, result, seq)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +98,17 @@ class InputStage:
             lim = limits if isinstance(limits, FieldLimits) else FieldLimits.from_mapping(limits)
             self.limits[name] = (fd, lim, re.compile(lim.pattern) if lim.pattern else None)
         self._fields = descriptor.fields_by_name
+        self._has_to_user = "to_user_id" in self._fields
+        self._has_to_session = "to_session_id" in self._fields
+        self._has_msg_type = "msg_type" in self._fields
+        self._has_msg_data = "msg_data" in self._fields
         self.active = bool(self.max_bytes or self.rate or self.rules or self.limits)
+        # The policy compiled to one small function per constraint and rule, so the per-message work is only
+        # what the policy asks for (the generic `_check_field` handles the rarer shapes).
+        self._checks: tuple[Callable[[Message, int], None], ...] = tuple(
+            [self._compile_field(name, *entry) for name, entry in self.limits.items()]
+            + [self._compile_rule(rule) for rule in self.rules]
+        )
 
     def check_size(self, body_len: int) -> None:
         """Before parsing: refuse oversized bodies without spending time on them."""
@@ -128,13 +138,49 @@ class InputStage:
 
     def check_message(self, msg: Message, user_id: int) -> None:
         """After parsing: field constraints and reject rules."""
-        for name, (fd, lim, pattern) in self.limits.items():
-            self._check_field(msg, name, fd, lim, pattern)
-        for rule in self.rules:
-            if rule == "self_message" and self._is_self_message(msg, user_id):
-                raise InputRejected("message to oneself", action="drop", rule="self_message")
-            if rule == "empty_body" and self._is_empty(msg):
+        for check in self._checks:
+            check(msg, user_id)
+
+    def _compile_field(
+        self, name: str, fd: FieldDescriptor, lim: FieldLimits, pattern: re.Pattern[str] | None
+    ) -> Callable[[Message, int], None]:
+        generic = self._check_field
+        if fd.is_repeated or pattern is not None or fd.type not in (fd.TYPE_BYTES, fd.TYPE_STRING):
+            return lambda msg, _user: generic(msg, name, fd, lim, pattern)
+        # A singular string or bytes field: sizes in bytes (UTF-8 for strings).
+        is_str = fd.type == fd.TYPE_STRING
+        optional = fd.has_presence and not fd.is_required
+        high = lim.max_len
+        low = max(lim.min_len or 0, 1 if lim.non_empty else 0)
+
+        def check(msg: Message, _user: int) -> None:
+            value = getattr(msg, name)
+            size = len(value)
+            if is_str and not value.isascii():
+                size = len(value.encode())
+            if (high is not None and size > high) or size < low:
+                if optional and not msg.HasField(name):
+                    return  # an absent optional field has no value to constrain
+                generic(msg, name, fd, lim, pattern)  # raises with the precise reason
+
+        return check
+
+    def _compile_rule(self, rule: str) -> Callable[[Message, int], None]:
+        if rule == "self_message":
+            is_self = self._is_self_message
+
+            def self_message(msg: Message, user_id: int) -> None:
+                if is_self(msg, user_id):
+                    raise InputRejected("message to oneself", action="drop", rule="self_message")
+
+            return self_message
+        is_empty = self._is_empty
+
+        def empty_body(msg: Message, _user: int) -> None:
+            if is_empty(msg):
                 raise InputRejected("empty message body", action="drop", rule="empty_body")
+
+        return empty_body
 
     @staticmethod
     def _check_field(
@@ -169,14 +215,13 @@ class InputStage:
                     raise InputRejected(f"{name}: {item} above {lim.max}", rule="max")
 
     def _is_self_message(self, msg: Message, user_id: int) -> bool:
-        fields = self._fields
-        if "to_user_id" in fields and getattr(msg, "to_user_id", 0) == user_id:
+        if self._has_to_user and getattr(msg, "to_user_id", 0) == user_id:
             return True
-        if "to_session_id" not in fields or getattr(msg, "to_session_id", 0) != user_id:
+        if not self._has_to_session or getattr(msg, "to_session_id", 0) != user_id:
             return False
-        return "msg_type" not in fields or not (getattr(msg, "msg_type", 0) & GROUP_MSG_TYPE_BIT)
+        return not self._has_msg_type or not (getattr(msg, "msg_type", 0) & GROUP_MSG_TYPE_BIT)
 
     def _is_empty(self, msg: Message) -> bool:
-        if "msg_data" in self._fields:
+        if self._has_msg_data:
             return len(getattr(msg, "msg_data", b"")) == 0
         return msg.ByteSize() == 0

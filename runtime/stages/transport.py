@@ -5,7 +5,7 @@ Time is passed in (`now`); the owners (msg service delivery, `ClientCore`) drive
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -136,52 +136,63 @@ _UNSET: Any = object()
 
 
 class DedupWindow:
-    """Remembers (sender, key) for `window` seconds, with the reply given, so a retransmit is answered again
-    without being processed (and stored) twice. Bounded by `max_entries` as well as by time."""
+    """Remembers (sender, key) for at least `window` seconds (and less than twice that), with the reply given,
+    so a retransmit is answered again without being processed (and stored) twice. Bounded by `max_entries`.
+
+    Two generations of plain dicts: entries go into the young one; when it is `window` old (or holds half of
+    `max_entries`) it becomes the old one and the previous old one is dropped whole. A lookup is one or two
+    dict probes and expiry costs nothing per entry, where an ordered map with per-entry expiry cost a linked
+    list update and a tuple per message on the msg server's hot path.
+    """
 
     def __init__(self, window: float = DEFAULT_DEDUP_WINDOW, max_entries: int = 1_000_000) -> None:
         self.window = window
         self.max_entries = max_entries
-        self._seen: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
-        self._first_expiry = float("inf")  # expiry of the oldest entry: nothing to do before then
+        self._young: dict[Hashable, Any] = {}
+        self._old: dict[Hashable, Any] = {}
+        self._rotate_at = float("-inf")  # when the young generation turns old (set by the first entry)
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._young) + len(self._old)
+
+    def get(self, sender: Hashable, key: Hashable, now: float, default: Any = None) -> Any:
+        """The remembered result of (sender, key), or `default` if it was not seen (or has expired)."""
+        if now >= self._rotate_at:
+            self._rotate(now)
+        ident = (sender, key)
+        hit = self._young.get(ident, _UNSET)
+        if hit is _UNSET:
+            hit = self._old.get(ident, default)
+        return hit
 
     def lookup(self, sender: Hashable, key: Hashable, now: float) -> tuple[bool, Any]:
         """(seen before, the remembered result)."""
-        self._expire(now)
-        hit = self._seen.get((sender, key), _UNSET)
+        hit = self.get(sender, key, now, _UNSET)
         if hit is _UNSET:
             return False, None
-        return True, hit[1]
+        return True, hit
 
     def remember(self, sender: Hashable, key: Hashable, result: Any, now: float) -> None:
         """Record that (sender, key) was processed with `result`."""
+        if now >= self._rotate_at:
+            self._rotate(now)
         ident = (sender, key)
-        seen = self._seen
-        seen.pop(ident, None)
-        expiry = now + self.window
-        seen[ident] = (expiry, result)
-        # A lower bound of the oldest expiry is enough: `_expire` corrects it when it is reached.
-        self._first_expiry = min(self._first_expiry, expiry)
-        while len(seen) > self.max_entries:
-            seen.popitem(last=False)
+        young = self._young
+        young[ident] = result
+        self._old.pop(ident, None)
+        if len(young) * 2 >= self.max_entries:
+            self._rotate(now, full=True)
 
     def forget(self, sender: Hashable, key: Hashable) -> None:
         """Drop (sender, key): its next copy is processed as new."""
-        self._seen.pop((sender, key), None)
+        ident = (sender, key)
+        self._young.pop(ident, None)
+        self._old.pop(ident, None)
 
-    def _expire(self, now: float) -> None:
-        if now < self._first_expiry:
-            return
-        seen = self._seen
-        # Insertion order is expiry order (the window is constant), so expired entries are at the front.
-        first = float("inf")
-        while seen:
-            ident, (expiry, _result) = next(iter(seen.items()))
-            if expiry > now:
-                first = expiry
-                break
-            del seen[ident]
-        self._first_expiry = first
+    def _rotate(self, now: float, full: bool = False) -> None:
+        # Every young entry was made before `_rotate_at` (any later call rotates first), so it is kept one
+        # more generation unless the young generation began two windows ago (then all of it has expired).
+        young_since = self._rotate_at - self.window
+        self._old = self._young if full or now - young_since < 2 * self.window else {}
+        self._young = {}
+        self._rotate_at = now + self.window

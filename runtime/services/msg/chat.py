@@ -21,6 +21,11 @@ class ChatHandlers(HandlerBase):
         super().__init__(svc)
         self._ack_class = self.proto.info("CID_MSG_DATA_ACK").message_class
         self._data_class = self.proto.info("CID_MSG_DATA").message_class
+        self._cids = {
+            name: self.proto.cid(name)
+            for name in ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
+            if self.proto.has(name)
+        }
 
     async def on_cid_msg_data(self, ctx: Context, msg: Any) -> Any:
         """Store through biz, ack the sender with the durable id, deliver to every device of every party."""
@@ -34,30 +39,40 @@ class ChatHandlers(HandlerBase):
         """The hot path. It never suspends: biz's answer arrives in a callback that acks and fans out, so no
         task, future or timer is made per message (the dispatcher runs non-suspending handlers inline).
         Returns the ack only for a refusal decided here."""
-        self.svc.m_msgs_in.inc()
-        st = self.state(ctx)
+        svc = self.svc
+        svc.m_msgs_in.inc()
+        data = ctx.link.data
+        st = data.get("msg") if data else None
+        if st is None:
+            st = self.state(ctx)
         user = st.user_id
         is_group = bool(msg.msg_type & GROUP_MSG_BIT)
         to = msg.to_session_id
-        ack: Any = self._ack_class(
-            user_id=user, session_id=to, msg_id=0, session_type=GROUP if is_group else SINGLE
-        )
         if not msg.msg_data or (not is_group and to == user) or to == 0:
-            return ack  # msg_id 0: refused (the input stage normally drops these first)
-        link = self.svc.biz_link(user)
+            return self._ack(user, to, is_group)  # msg_id 0: refused (the input stage normally drops these)
+        link = svc.biz_link(user)
         if link is None:
-            ctx.reply(ack, remember=False)  # not stored: a retransmit is processed again, not answered with 0
+            # Not stored: a retransmit is processed again, not answered with 0.
+            ctx.reply(self._ack(user, to, is_group), remember=False)
             return None
         msg.from_user_id = user
         if is_group:
-            cached = self.svc.group_members.get(to)
+            cached = svc.group_members.get(to)
             msg.attach_data = pack_version(cached[0] if cached else 0)
-        else:
+        elif msg.HasField("attach_data"):
             msg.ClearField("attach_data")
-        cid = self.proto.cid(command)
-        pending = _PendingStore(self, ctx, st, command, cid, ack, msg, is_group)
-        link.request(cid, pack_relay([user], msg.SerializeToString()), pending.stored, flag=FLAG_RELAY)
+        cid = self._cids[command]
+        pending = _PendingStore(self, ctx, st, command, cid, msg, is_group)
+        link.request(cid, pack_relay((user,), msg.SerializeToString()), pending.stored, flag=FLAG_RELAY)
         return None
+
+    def _ack(self, user: int, to: int, is_group: bool, msg_id: int = 0) -> Any:
+        ack = self._ack_class()
+        ack.user_id = user
+        ack.session_id = to
+        ack.msg_id = msg_id
+        ack.session_type = GROUP if is_group else SINGLE
+        return ack
 
     def _stored(
         self,
@@ -65,44 +80,43 @@ class ChatHandlers(HandlerBase):
         st: Any,
         command: str,
         cid: int,
-        ack: Any,
         stored: Any,
         body: bytes | memoryview,
         is_group: bool,
     ) -> None:
         """Biz answered: `stored` is the sent message; the reply carries its durable id and time only."""
         reply: Any = self._data_class.FromString(bytes(body))
-        if reply.msg_id == 0:
-            ctx.reply(ack)
-            return
-        _result, version, _dup, members = unpack_store_reply(reply.attach_data)
-        stored.msg_id, stored.create_time = reply.msg_id, reply.create_time
-        stored.ClearField("attach_data")
-        ack.msg_id = stored.msg_id
-        ctx.reply(ack)  # stored and committed: only now does the sender hear of it
         user, to = st.user_id, stored.to_session_id
+        msg_id = reply.msg_id
+        if msg_id == 0:
+            ctx.reply(self._ack(user, to, is_group))
+            return
+        stored.msg_id, stored.create_time = msg_id, reply.create_time
+        stored.ClearField("attach_data")
+        ctx.reply(self._ack(user, to, is_group, msg_id))  # stored and committed: now the sender hears of it
         if is_group:
+            _result, version, _dup, members = unpack_store_reply(reply.attach_data)
             if members is not None:
                 self.svc.group_members[to] = (version, members)
-            targets = self.svc.group_members.get(to, (0, [user]))[1]
+            targets: Any = self.svc.group_members.get(to, (0, [user]))[1]
         else:
-            targets = [user, to]
+            targets = (user, to)
         self.deliver_chat(command, stored, targets, skip=st)
         self.svc.routers.relay(cid, stored.SerializeToString(), targets)
 
     def deliver_chat(self, command: str, msg: Any, targets: Any, skip: Any = None) -> None:
-        """Local delivery with retransmit tracking (every connection of every target but `skip`)."""
+        """Local delivery with retransmit tracking (every connection of every target but `skip`, the sending
+        connection: routers never relay a message back to the server it came from)."""
         tracker = self.svc.tracker
+        sessions = self.svc.sessions
         for uid in targets:
-            states = self.svc.states_of(uid)
-            if not states:
+            states = sessions.get(uid)
+            if not states or (len(states) == 1 and states[0] is skip):
                 continue
             key = delivery_key(uid, msg)
             for st in states:
                 if st is not skip:
                     tracker.deliver(st, command, msg, key)
-                else:
-                    st.mark_seen(key)
 
     async def on_cid_msg_data_ack(self, ctx: Context, msg: Any) -> None:
         """The client received a delivered message: stop retransmitting it."""
@@ -211,35 +225,25 @@ class _PendingStore:
     """A message sent to biz, waiting for its durable id. One small object per message: a closure over the
     same state cost a function, a tuple and a cell per variable (all garbage-collector tracked)."""
 
-    __slots__ = ("ack", "chat", "cid", "command", "ctx", "is_group", "msg", "st")
+    __slots__ = ("chat", "cid", "command", "ctx", "is_group", "msg", "st")
 
     def __init__(
-        self,
-        chat: ChatHandlers,
-        ctx: Context,
-        st: Any,
-        command: str,
-        cid: int,
-        ack: Any,
-        msg: Any,
-        is_group: bool,
+        self, chat: ChatHandlers, ctx: Context, st: Any, command: str, cid: int, msg: Any, is_group: bool
     ) -> None:
         self.chat = chat
         self.ctx = ctx
         self.st = st
         self.command = command
         self.cid = cid
-        self.ack = ack
         self.msg = msg
         self.is_group = is_group
 
     def stored(self, frame: Frame | None) -> None:
         """Biz answered (`frame`), or the link to it was lost (None)."""
         if frame is not None and frame.body:
-            self.chat._stored(
-                self.ctx, self.st, self.command, self.cid, self.ack, self.msg, frame.body, self.is_group
-            )
+            self.chat._stored(self.ctx, self.st, self.command, self.cid, self.msg, frame.body, self.is_group)
         else:
             # Biz lost before answering: msg_id 0, and the dedup window forgets the request, so the client's
             # retransmit is stored (biz dedups by client msg id) rather than answered with 0 again.
-            self.ctx.reply(self.ack, remember=False)
+            ack = self.chat._ack(self.st.user_id, self.msg.to_session_id, self.is_group)
+            self.ctx.reply(ack, remember=False)

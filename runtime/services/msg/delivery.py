@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +45,7 @@ def delivery_key(receiver: int, msg: Any) -> DeliveryKey:
 class ClientState:
     """What msg keeps about one authenticated client connection."""
 
-    __slots__ = ("client_type", "link", "logged_in", "seen", "unacked", "user_id")
+    __slots__ = ("client_type", "link", "logged_in", "seen", "seen_old", "unacked", "user_id")
 
     def __init__(self, link: Any) -> None:
         self.link = link
@@ -53,7 +53,11 @@ class ClientState:
         self.client_type = 0
         self.logged_in = False
         self.unacked: dict[DeliveryKey, tuple[str, Any, int]] = {}  # key -> (command, message, attempt)
-        self.seen: OrderedDict[DeliveryKey, None] = OrderedDict()
+        # Keys delivered on this connection, in two generations of SEEN_LIMIT / 2 (a set probe each, where an
+        # ordered map cost a linked-list update per delivery): between SEEN_LIMIT / 2 and SEEN_LIMIT recent
+        # keys are remembered.
+        self.seen: set[DeliveryKey] = set()
+        self.seen_old: set[DeliveryKey] = set()
 
     @property
     def mobile(self) -> bool:
@@ -63,11 +67,11 @@ class ClientState:
     def mark_seen(self, key: DeliveryKey) -> bool:
         """Remember a delivered key; False if it was delivered before (a duplicate)."""
         seen = self.seen
-        if key in seen:
+        if key in seen or key in self.seen_old:
             return False
-        seen[key] = None
-        if len(seen) > SEEN_LIMIT:
-            seen.popitem(last=False)
+        seen.add(key)
+        if len(seen) >= SEEN_LIMIT // 2:
+            self.seen_old, self.seen = seen, set()
         return True
 
 

@@ -106,8 +106,29 @@ def test_dedup_window_per_sender_with_expiry() -> None:
     d.remember(7, "k", "reply", 0.0)
     assert d.lookup(7, "k", 9.9) == (True, "reply")
     assert d.lookup(8, "k", 1.0) == (False, None)  # another sender's identical key is not a duplicate
-    assert d.lookup(7, "k", 10.0) == (False, None)
+    assert d.lookup(7, "k", 10.0) == (True, "reply")  # kept at least the window, less than twice it
+    assert d.lookup(7, "k", 20.0) == (False, None)
     assert len(d) == 0
+
+
+def test_dedup_window_drops_everything_after_a_long_silence() -> None:
+    d = DedupWindow(window=10.0)
+    d.remember(1, "a", 1, 0.0)
+    d.remember(1, "b", 2, 9.0)
+    assert d.lookup(1, "b", 18.0) == (True, 2)
+    assert d.lookup(1, "a", 30.0) == (False, None) and len(d) == 0
+    d.remember(1, "c", 3, 100.0)
+    assert d.lookup(1, "c", 109.0) == (True, 3) and d.lookup(1, "b", 109.0) == (False, None)
+
+
+def test_dedup_window_forget_and_refresh() -> None:
+    d = DedupWindow(window=10.0)
+    d.remember(1, "a", "x", 0.0)
+    assert d.get(1, "a", 12.0) == "x"  # in the old generation now
+    d.remember(1, "a", "y", 12.0)  # back in the young one with the new result
+    assert d.get(1, "a", 25.0) == "y"
+    d.forget(1, "a")
+    assert d.get(1, "a", 25.0) is None and d.lookup(1, "a", 25.0) == (False, None)
 
 
 def test_dedup_window_is_bounded() -> None:
