@@ -514,8 +514,11 @@ class Dispatcher:
             ctx.link.close(ctx.close_reason)
 
     # -- sending ---------------------------------------------------------------------------------------------
-    def send(self, link: Link, command: str, msg: Message, seq: int = 0) -> bool:
+    def send(self, link: Link, command: str, msg: Message, seq: int = 0, body: bytes | None = None) -> bool:
         """Pack and queue `command` on `link` (seq 0 for pushes).
+
+        `body`, if given, is `msg` already serialized (e.g. a relayed message as it arrived): it is sent as it
+        is whenever the pack stage would produce exactly those bytes for this connection.
 
         False when nothing was queued: the connection is closing, or `command` is an extension command and
         the client never opted in to extensions.
@@ -527,6 +530,11 @@ class Dispatcher:
         if info.command_id in self.extension_commands and not extension_capable(link):
             log.debug("%r: %s not sent: the client never opted in to extensions", link, command)
             return False
+        if body is not None and (
+            stages.pack.trivial
+            or (stages.pack.plain_unless_sealed and not (link.data and link.data.get("cipher")))
+        ):
+            return link.send_frame(info.service_id, info.command_id, seq, body)
         return self._send_packed(link, info, stages, msg, seq)
 
     @staticmethod

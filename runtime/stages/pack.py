@@ -37,6 +37,8 @@ class PackStage:
         )
         # True when packing is plain protobuf serialization (the hot path skips this stage).
         self.trivial = not (self.compress or self.encrypt or self.codec)
+        # True when only session sealing applies: on a connection without session keys the body is plain.
+        self.plain_unless_sealed = not (self.compress or self.codec)
 
     def pack(
         self, msg: Message, service_id: int, command_id: int, seq: int, cipher: SessionCipher | None = None

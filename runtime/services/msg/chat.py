@@ -101,10 +101,13 @@ class ChatHandlers(HandlerBase):
             targets: Any = self.svc.group_members.get(to, (0, [user]))[1]
         else:
             targets = (user, to)
-        self.deliver_chat(command, stored, targets, skip=st)
-        self.svc.routers.relay(cid, stored.SerializeToString(), targets)
+        body = stored.SerializeToString()
+        self.deliver_chat(command, stored, targets, skip=st, body=body)
+        self.svc.routers.relay(cid, body, targets)
 
-    def deliver_chat(self, command: str, msg: Any, targets: Any, skip: Any = None) -> None:
+    def deliver_chat(
+        self, command: str, msg: Any, targets: Any, skip: Any = None, body: bytes | None = None
+    ) -> None:
         """Local delivery with retransmit tracking (every connection of every target but `skip`, the sending
         connection: routers never relay a message back to the server it came from)."""
         tracker = self.svc.tracker
@@ -116,7 +119,7 @@ class ChatHandlers(HandlerBase):
             key = delivery_key(uid, msg)
             for st in states:
                 if st is not skip:
-                    tracker.deliver(st, command, msg, key)
+                    tracker.deliver(st, command, msg, key, body)
 
     async def on_cid_msg_data_ack(self, ctx: Context, msg: Any) -> None:
         """The client received a delivered message: stop retransmitting it."""

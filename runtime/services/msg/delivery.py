@@ -80,7 +80,7 @@ class DeliveryTracker:
 
     def __init__(
         self,
-        send: Callable[[Any, str, Any], bool],
+        send: Callable[[Any, str, Any, bytes | None], bool],
         metrics: Metrics,
         *,
         timeout: float = 5.0,
@@ -107,12 +107,15 @@ class DeliveryTracker:
         )
         self.m_dups = metrics.counter("msg_dedup_hits_total", "duplicate deliveries suppressed")
 
-    def deliver(self, state: ClientState, command: str, msg: Any, key: DeliveryKey) -> bool:
-        """Push once per connection (duplicates suppressed) and track it until the client acks."""
+    def deliver(
+        self, state: ClientState, command: str, msg: Any, key: DeliveryKey, body: bytes | None = None
+    ) -> bool:
+        """Push once per connection (duplicates suppressed) and track it until the client acks. `body` is
+        `msg` serialized, if the caller has it."""
         if not state.mark_seen(key):
             self.m_dups.inc()
             return False
-        if not self._send(state.link, command, msg):
+        if not self._send(state.link, command, msg, body):
             return False
         self.m_delivered.inc()
         state.unacked[key] = (command, msg, 1)
@@ -154,7 +157,7 @@ class DeliveryTracker:
             del state.unacked[key]
             self.m_gave_up.inc()
             return
-        if not self._send(state.link, command, msg):
+        if not self._send(state.link, command, msg, None):
             del state.unacked[key]
             return
         self.m_retransmits.inc()

@@ -46,17 +46,19 @@ class InboundRelays:
             return
         self.m_inbound.inc()
         try:
-            self._handle(name, msg, targets)
+            self._handle(name, msg, targets, body)
         finally:
             link.reply(frame, frame.command_id)
 
-    def _handle(self, name: str, msg: Any, targets: tuple[int, ...] | None) -> None:
+    def _handle(
+        self, name: str, msg: Any, targets: tuple[int, ...] | None, body: bytes | memoryview = b""
+    ) -> None:
         svc = self.svc
         handlers = svc.handlers
         if svc.plugins.on_relay(name, msg, targets):
             return
         if name in CHAT:
-            handlers.deliver_chat(name, msg, targets or ())
+            handlers.deliver_chat(name, msg, targets or (), body=bytes(body) if body else None)
         elif name == "CID_OTHER_SERVER_KICK_USER":
             for st in list(svc.states_of(msg.user_id)):
                 if msg.reason == KICK_MOBILE:

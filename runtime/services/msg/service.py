@@ -242,10 +242,10 @@ class MsgService(Service):
         """Local authenticated connections of a user."""
         return self.sessions.get(user_id, [])
 
-    def push(self, link: Any, command: str, msg: Any) -> bool:
-        """Send a server-initiated frame (seq 0) to a client connection."""
+    def push(self, link: Any, command: str, msg: Any, body: bytes | None = None) -> bool:
+        """Send a server-initiated frame (seq 0) to a client (`body`: `msg` serialized, if known)."""
         try:
-            return self.dispatcher.send(link, command, msg, 0)
+            return self.dispatcher.send(link, command, msg, 0, body)
         except Exception:
             self.log.exception("push %s failed", command)
             return False

@@ -441,3 +441,41 @@ def test_arbitrary_bytes_reach_no_exception_and_spare_other_connections(
         assert len(gt.frames()) == before + 1 and not gt.closing
 
     run(body)
+
+
+class _CaptureLink:
+    """Just what `Dispatcher.send` touches of a link."""
+
+    def __init__(self, data: dict[str, Any] | None) -> None:
+        self.kind = Kind.CLIENT_SESSION
+        self.data = data
+        self.sent: list[tuple[int, bytes, int]] = []
+
+    def send_frame(self, service_id: int, command_id: int, seq: int, body: Any, *, flag: int = 0) -> bool:
+        self.sent.append((command_id, bytes(body), flag))
+        return True
+
+
+def test_send_reuses_a_serialized_body_only_where_packing_would_give_the_same_bytes() -> None:
+    from generated.teamtalk.registry import REGISTRY
+    from runtime.framing import FLAG_ENCRYPTED
+    from runtime.stages.crypto import SessionCipher, SessionKeys
+
+    class NoHandlers:
+        __mapping__: dict[int, str] = {}
+
+    dispatcher = Dispatcher(REGISTRY, NoHandlers())
+    data_cls = REGISTRY.by_name("CID_MSG_DATA").message_class
+    msg = data_cls(from_user_id=1, to_session_id=2, msg_id=9, create_time=5, msg_type=1, msg_data=b"hi")
+    body = msg.SerializeToString()
+
+    plain = _CaptureLink(None)
+    assert dispatcher.send(plain, "CID_MSG_DATA", msg, 0, body)  # type: ignore[arg-type]
+    assert plain.sent[0][1] is body and plain.sent[0][2] == 0
+
+    # IMMsgData is sealed on a session with agreed keys: the given body must not go out in the clear.
+    cipher = SessionCipher(SessionKeys(send_key=b"k" * 32, recv_key=b"r" * 32))
+    sealed = _CaptureLink({"cipher": cipher})
+    assert dispatcher.send(sealed, "CID_MSG_DATA", msg, 0, body)  # type: ignore[arg-type]
+    _, out, flag = sealed.sent[0]
+    assert flag & FLAG_ENCRYPTED and body not in out

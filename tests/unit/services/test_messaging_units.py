@@ -68,7 +68,8 @@ class Clock:
 def make_tracker(clock: Clock, max_attempts: int = 3) -> tuple[DeliveryTracker, list[tuple[Any, str, Any]]]:
     sent: list[tuple[Any, str, Any]] = []
 
-    def send(link: Any, command: str, msg: Any) -> bool:
+    def send(link: Any, command: str, msg: Any, body: bytes | None) -> bool:
+        assert body is None or body == msg.SerializeToString()  # a given body is the message serialized
         sent.append((link, command, msg))
         return True
 
