@@ -37,6 +37,12 @@ STAGE_KEYS: dict[str, dict[str, KeySpec]] = {
         "max_bytes": KeySpec("int", "largest accepted body, in bytes"),
         "rate": KeySpec("rate", "per-connection rate limit such as 20/s or 100/m"),
         "on_rate_exceeded": _choice("what to do when the rate is exceeded", "drop", "reject", "close"),
+        "on_invalid": _choice(
+            "what to do with a message breaking a field constraint (default reject: answered with an error)",
+            "drop",
+            "reject",
+            "close",
+        ),
         "reject": KeySpec("rules", "named input rules to enforce", ("self_message", "empty_body")),
         "require_auth": KeySpec("bool", "the command is refused before login (default true)"),
     },

@@ -12,7 +12,11 @@ from codegen.model import STAGES, Command, Loc, Spec
 _MISSING: Any = object()
 
 # Documented defaults: a key left out means this value.
-_DEFAULTS: dict[str, Any] = {"input.require_auth": True, "store.retention": "forever"}
+_DEFAULTS: dict[str, Any] = {
+    "input.require_auth": True,
+    "input.on_invalid": "reject",
+    "store.retention": "forever",
+}
 
 # Numeric limits where a lower value is stricter, and ones where a higher value is stricter.
 _UPPER_LIMITS = {"input.max_bytes", "input.rate", "unpack.max_bytes", "present.preview_bytes"}
@@ -22,6 +26,7 @@ _SETS = {"input.reject", "present.redact"}
 # Enumerated keys, least strict first; a missing key is the first value.
 _ORDERED: dict[str, tuple[Any, ...]] = {
     "input.on_rate_exceeded": ("drop", "reject", "close"),
+    "input.on_invalid": ("drop", "reject", "close"),
     "transport.dedup": ("none", "per_sender"),
     "transport.ordering": ("none", "send_wait"),
     "store.burn_after_reading": (False, True),

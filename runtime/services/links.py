@@ -218,7 +218,7 @@ class Link(asyncio.Protocol):
         """Answer a `FLAG_REQUEST` frame (a no-op for frames that did not ask for a reply)."""
         if not request.flag & FLAG_REQUEST:
             return False
-        return self.send(command_id, body, flag=FLAG_RESPONSE, corr=correlation(request))
+        return self.send(command_id, body, flag=FLAG_RESPONSE, corr=request.seq | (request.reserved << 16))
 
     def tick(self, now: float, heartbeat_after: float = 5.0, dead_after: float = 30.0) -> None:
         """Heartbeat and dead-peer rules; call about once a second."""

@@ -31,6 +31,7 @@ from runtime.services.base import (
     withdraw_endpoints,
 )
 from runtime.services.links import Link, Proto, keep_alive, serve_links
+from runtime.services.refusals import RejectingHandlers
 from runtime.transport import Server, serve
 
 MAX_REQUEST = 1024
@@ -110,7 +111,7 @@ class Admission:
         )
 
 
-class LoginHandlers:
+class LoginHandlers(RejectingHandlers):
     """Client-facing commands of the login service (bound to the generated LoginServiceBase)."""
 
     def __init__(self, svc: LoginService) -> None:

@@ -83,6 +83,8 @@ class InputStage:
         self.rate = parse_rate(rate) if rate is not None else None
         self.burst = float(policy.get("burst", self.rate or 0.0))
         self.on_rate_exceeded = choice(policy, "on_rate_exceeded", RATE_ACTIONS, "drop")
+        # A message breaking a field constraint is answered with an error by default (`reject`).
+        self.on_invalid = choice(policy, "on_invalid", RATE_ACTIONS, "reject")
         self.rules = tuple(policy.get("reject", ()))
         for rule in self.rules:
             if rule not in REJECT_RULES:
@@ -144,7 +146,17 @@ class InputStage:
     def _compile_field(
         self, name: str, fd: FieldDescriptor, lim: FieldLimits, pattern: re.Pattern[str] | None
     ) -> Callable[[Message, int], None]:
-        generic = self._check_field
+        action = self.on_invalid
+        checker = self._check_field
+
+        def generic(msg: Message, name: str, fd: FieldDescriptor, lim: FieldLimits, pattern: Any) -> None:
+            try:
+                checker(msg, name, fd, lim, pattern)
+            except InputRejected as exc:
+                exc.action = action
+                exc.close_connection = action == "close"
+                raise
+
         if fd.is_repeated or pattern is not None or fd.type not in (fd.TYPE_BYTES, fd.TYPE_STRING):
             return lambda msg, _user: generic(msg, name, fd, lim, pattern)
         # A singular string or bytes field: sizes in bytes (UTF-8 for strings).

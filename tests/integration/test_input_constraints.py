@@ -1,8 +1,10 @@
 """Integration: the spec's field constraints (max_len, non_empty, max_items, ...) are enforced by the cluster.
 
 The generated registry carries each command's constraints as its `input.fields` table, so every server's input
-stage checks them. A violating message is dropped (the input stage's outcome for a field constraint: no
-reply, the connection stays open, logged with the rule name) and changes no stored data.
+stage checks them. A violating message is refused (`on_invalid: reject`, the default): it is answered with the
+command's reply carrying the error (IMMsgData: an IMMsgDataAck with msg id 0; others: result_code
+VALUE_TOO_LARGE or INVALID_ARGUMENT), the connection stays open, the refusal is logged with the rule name, and
+no stored data changes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 from generated.teamtalk.registry import REGISTRY
+from runtime.services.links import ResultCode
 from runtime.storage.sqlite.readers import database_digest
 from tests.integration.conftest import Client, TestCluster
 
@@ -42,12 +45,12 @@ def chat(sender: Client, to: int, data: bytes) -> Any:
     )
 
 
-def drops(caplog: pytest.LogCaptureFixture, command: str) -> list[str]:
+def refusals(caplog: pytest.LogCaptureFixture, command: str) -> list[str]:
     """Messages of the dispatcher's refusals of `command`."""
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "runtime.dispatch" and f"{command} dropped" in r.getMessage()
+        if r.name == "runtime.dispatch" and f"{command} rejected" in r.getMessage()
     ]
 
 
@@ -58,7 +61,7 @@ def test_registry_carries_the_constraints() -> None:
     assert login["user_name"] == {"max_len": 64, "non_empty": True}
 
 
-def test_constraint_violating_messages_are_dropped_and_store_nothing(
+def test_constraint_violating_messages_are_answered_with_an_error_and_store_nothing(
     with_cluster: Callable[..., None], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="runtime.dispatch")
@@ -70,15 +73,20 @@ def test_constraint_violating_messages_are_dropped_and_store_nothing(
         await settle(b)
         before = storage_digest(tmp_path)
 
-        # Over-long and empty msg_data, an over-long signature and group name: each dropped, nothing stored.
-        await a.core.send("CID_MSG_DATA", chat(a, b.user_id, b"x" * (MSG_MAX_LEN + 1)))
-        await a.core.send("CID_MSG_DATA", chat(a, b.user_id, b""))
+        # Over-long and empty msg_data: acked with msg id 0 (TeamTalk's "not stored").
+        for data in (b"x" * (MSG_MAX_LEN + 1), b""):
+            ack = await a.core.call("CID_MSG_DATA", chat(a, b.user_id, data), timeout=5)
+            assert ack.msg_id == 0 and ack.session_id == b.user_id and ack.user_id == a.user_id
+        # An over-long signature and group name: the reply carries VALUE_TOO_LARGE.
         sign = REGISTRY.by_name("CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST").message_class
-        await a.core.send(
-            "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", sign(user_id=0, sign_info="s" * (SIGN_MAX_LEN + 1))
+        res = await a.core.call(
+            "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST",
+            sign(user_id=0, sign_info="s" * (SIGN_MAX_LEN + 1)),
+            timeout=5,
         )
+        assert res.result_code == ResultCode.VALUE_TOO_LARGE and res.user_id == a.user_id
         group = REGISTRY.by_name("CID_GROUP_CREATE_REQUEST").message_class
-        await a.core.send(
+        res = await a.core.call(
             "CID_GROUP_CREATE_REQUEST",
             group(
                 user_id=0,
@@ -87,19 +95,21 @@ def test_constraint_violating_messages_are_dropped_and_store_nothing(
                 group_avatar="",
                 member_id_list=[b.user_id],
             ),
+            timeout=5,
         )
+        assert res.result_code == ResultCode.VALUE_TOO_LARGE and res.group_id == 0
         await settle(a)
         await settle(b)
-        assert a.core.connected, "a field constraint drops the message; it does not close the connection"
+        assert a.core.connected, "a field constraint refuses the message; it does not close the connection"
         assert storage_digest(tmp_path) == before, "refused input changed the stored data"
         assert not b.received("CID_MSG_DATA")
         assert not b.received("CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY")
 
-        rules = "\n".join(drops(caplog, "CID_MSG_DATA"))
+        rules = "\n".join(refusals(caplog, "CID_MSG_DATA"))
         assert f"{MSG_MAX_LEN + 1} bytes, more than {MSG_MAX_LEN}" in rules and "(max_len)" in rules
         assert "msg_data: must not be empty" in rules and "(non_empty)" in rules
-        assert "(max_len)" in "\n".join(drops(caplog, "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST"))
-        assert "(max_len)" in "\n".join(drops(caplog, "CID_GROUP_CREATE_REQUEST"))
+        assert "(max_len)" in "\n".join(refusals(caplog, "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST"))
+        assert "(max_len)" in "\n".join(refusals(caplog, "CID_GROUP_CREATE_REQUEST"))
 
         # Messages at the limits still go through, on the same connection.
         ack = await a.text(b.user_id, b"y" * MSG_MAX_LEN)
@@ -121,7 +131,7 @@ def test_constraint_violating_messages_are_dropped_and_store_nothing(
     with_cluster(body)
 
 
-def test_an_over_long_login_name_gets_no_answer(
+def test_an_over_long_login_name_is_refused_with_a_reason(
     with_cluster: Callable[..., None], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="runtime.dispatch")
@@ -132,9 +142,11 @@ def test_an_over_long_login_name_gets_no_answer(
             req = REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class(
                 user_name="u" * 65, password="p" * 32, online_status=1, client_type=1
             )
-            with pytest.raises(TimeoutError):
-                await core.call("CID_LOGIN_REQ_USERLOGIN", req, timeout=0.5)
-            assert "(max_len)" in "\n".join(drops(caplog, "CID_LOGIN_REQ_USERLOGIN"))
+            res = await core.call("CID_LOGIN_REQ_USERLOGIN", req, timeout=5)
+            # TeamTalk's login ResultType has no "too long": the refusal says validation failed, and why.
+            assert res.result_code == 6 and "max_len" in res.result_string
+            assert not res.HasField("user_info")
+            assert "(max_len)" in "\n".join(refusals(caplog, "CID_LOGIN_REQ_USERLOGIN"))
         finally:
             await core.close()
         # The refused attempt did not count as a login failure against anyone: a valid login still works.

@@ -23,6 +23,7 @@ from runtime.services.file.offline_store import (
     valid_task_id,
 )
 from runtime.services.file.tasks import Session, Task
+from runtime.services.refusals import RejectingHandlers
 
 if TYPE_CHECKING:
     from runtime.services.file.service import FileService
@@ -32,7 +33,7 @@ MAX_CHUNK = 128 * 1024  # largest chunk a client may ask for (the reply must fit
 PC = 0x01
 
 
-class FileHandlers:
+class FileHandlers(RejectingHandlers):
     """Bound to the generated FileServiceBase by the service (one instance, shared by every connection)."""
 
     def __init__(self, svc: FileService) -> None:

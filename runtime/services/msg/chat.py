@@ -123,7 +123,10 @@ class ChatHandlers(HandlerBase):
 
     async def on_cid_msg_data_ack(self, ctx: Context, msg: Any) -> None:
         """The client received a delivered message: stop retransmitting it."""
-        st = self.state(ctx)
+        data = ctx.link.data
+        st = data.get("msg") if data else None
+        if st is None:
+            st = self.state(ctx)
         self.svc.tracker.ack(st, (msg.session_type, msg.session_id, msg.msg_id))
 
     async def on_cid_msg_read_ack(self, ctx: Context, msg: Any) -> None:

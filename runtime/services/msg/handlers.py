@@ -12,6 +12,7 @@ from runtime.services.links import ResultCode
 from runtime.services.msg.chat import ChatHandlers
 from runtime.services.msg.common import stamp_user, strip_attach
 from runtime.services.msg.delivery import ClientState, same_class
+from runtime.services.refusals import RejectingHandlers
 from runtime.stages.crypto import KeyExchange, SessionKeys
 
 ONLINE, OFFLINE = 1, 2
@@ -54,7 +55,7 @@ INTERNAL_ONLY = (
 )
 
 
-class MsgHandlers(FileRequestHandlers, ChatHandlers):
+class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
     """Every client command the msg service hosts (bound to the generated MsgServiceBase by the service)."""
 
     # connection hooks (runtime.dispatch) -----------------------------------------------------------------

@@ -26,6 +26,7 @@ class InboundRelays:
         self.proto = svc.proto
         reg = svc.ctx.registry
         self._names = {info.command_id: info.name for info in reg}
+        self._parsers = {info.command_id: info.message_class.FromString for info in reg}
         self.m_inbound = svc.metrics.counter("msg_relays_in_total", "relayed frames received from routers")
 
     def on_frame(self, link: Link, frame: Frame) -> None:
@@ -39,7 +40,7 @@ class InboundRelays:
         try:
             if frame.flag & FLAG_RELAY:
                 targets, body = unpack_relay(body)
-            msg: Any = self.proto.parse(frame.command_id, body)
+            msg: Any = self._parsers[frame.command_id](bytes(body))
         except Exception as exc:
             log.warning("bad frame 0x%04x from %s: %s", frame.command_id, link.name, exc)
             link.reply(frame, frame.command_id)

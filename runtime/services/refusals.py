@@ -1,0 +1,142 @@
+"""Runtime services layer: answering a request the input stage refused (`on_invalid: reject`, or a rate limit
+with `on_rate_exceeded: reject`) with the command's own reply carrying an error, so a client learns why
+instead of waiting for an answer that never comes.
+
+The reply is the command's reply message with `result_code` set (VALUE_TOO_LARGE for size and count limits,
+RATE_LIMITED for a rate limit, INVALID_ARGUMENT otherwise), the caller's user id, the request's same-named
+scalar fields that identify what was refused (session, group, msg ids) and zero values in the other required
+fields. A chat message (IMMsgData, whose ack has no result code) gets its IMMsgDataAck with msg id 0, the
+refusal TeamTalk clients already understand. A command without a reply, or whose reply has no result code, is
+only logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from runtime.dispatch import Context
+from runtime.errors import StageError
+from runtime.services.links import ResultCode
+
+log = logging.getLogger("ttgen.refusals")
+
+CHAT_COMMANDS = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
+GROUP_MSG_BIT = 0x10
+_TOO_LARGE_RULES = frozenset({"max_len", "max_items", "max_bytes", "max"})
+# Request fields that say *what* was refused; echoed when the reply has a field of the same name and type.
+_ECHO = frozenset(
+    {
+        "session_id",
+        "session_type",
+        "group_id",
+        "msg_id",
+        "to_session_id",
+        "file_name",
+        "task_id",
+        "peer_user_id",
+    }
+)
+
+
+def result_code_for(exc: StageError) -> int:
+    """The result code that tells a client why its request was refused."""
+    if exc.rule == "rate":
+        return int(ResultCode.RATE_LIMITED)
+    if exc.rule in _TOO_LARGE_RULES:
+        return int(ResultCode.VALUE_TOO_LARGE)
+    return int(ResultCode.INVALID_ARGUMENT)
+
+
+def error_reply(ctx: Context, request: Message | None, exc: StageError) -> Message | None:
+    """The reply to send for a refused request, or None when the command cannot carry an error."""
+    info = ctx.info
+    if info.reply is None:
+        return None
+    reply_info = ctx.dispatcher.registry.by_name(info.reply)
+    cls = reply_info.message_class
+    if info.name in CHAT_COMMANDS and request is not None:
+        ack: Any = cls()
+        ack.user_id = ctx.user_id
+        ack.session_id = getattr(request, "to_session_id", 0)
+        ack.msg_id = 0  # TeamTalk's "not stored"
+        ack.session_type = 2 if getattr(request, "msg_type", 0) & GROUP_MSG_BIT else 1
+        refused: Message = ack
+        return refused
+    fields = cls.DESCRIPTOR.fields_by_name
+    code = fields.get("result_code")
+    if code is None or code.is_repeated:
+        return None
+    reply: Any = cls()
+    wanted = result_code_for(exc)
+    enum = code.enum_type if code.type == FieldDescriptor.TYPE_ENUM else None
+    if enum is not None and enum.values_by_number.get(wanted) is None:
+        wanted = _closest_enum_value(enum)
+    reply.result_code = wanted
+    text = fields.get("result_string")
+    if text is not None and text.type == FieldDescriptor.TYPE_STRING and not text.is_repeated:
+        reply.result_string = f"{info.name} refused ({exc.rule}): {exc}"
+    if "user_id" in fields and not fields["user_id"].is_repeated:
+        reply.user_id = ctx.user_id
+    if "server_time" in fields and not fields["server_time"].is_repeated:
+        reply.server_time = int(time.time())
+    if request is not None:
+        req_fields = request.DESCRIPTOR.fields_by_name
+        for name in _ECHO.intersection(fields.keys()).intersection(req_fields.keys()):
+            fd, rd = fields[name], req_fields[name]
+            if (
+                fd.is_repeated
+                or rd.is_repeated
+                or fd.type != rd.type
+                or fd.type == FieldDescriptor.TYPE_MESSAGE
+            ):
+                continue
+            if not rd.has_presence or request.HasField(name):
+                setattr(reply, name, getattr(request, name))
+    _fill_required(reply)
+    built: Message = reply
+    return built if built.IsInitialized() else None
+
+
+def _closest_enum_value(enum: Any) -> int:
+    """For a result field typed by an enum without our codes (e.g. TeamTalk's login ResultType): the value
+    whose name says the request was invalid, else the first non-zero value (0 means success)."""
+    values = [v for v in enum.values if v.number != 0]
+    for hint in ("INVALID", "VALIDATE", "ERROR", "FAIL"):
+        for v in values:
+            if hint in v.name:
+                return int(v.number)
+    return int(values[0].number) if values else 1
+
+
+def _fill_required(msg: Any) -> None:
+    """Give unset required scalar fields their default value (a refusal has nothing better to put there)."""
+    for fd in msg.DESCRIPTOR.fields:
+        if not fd.is_required or msg.HasField(fd.name):
+            continue
+        if fd.type == FieldDescriptor.TYPE_MESSAGE:
+            sub = getattr(msg, fd.name)
+            sub.SetInParent()
+            _fill_required(sub)
+        else:
+            setattr(msg, fd.name, fd.default_value)
+
+
+class RejectingHandlers:
+    """Mixin for a service's handler object: the dispatcher calls `on_rejected` for `reject` refusals."""
+
+    def on_rejected(self, ctx: Context, msg: Message | None, exc: StageError) -> None:
+        """Answer a refused request with its reply carrying the error (see the module docstring)."""
+        try:
+            reply = error_reply(ctx, msg, exc)
+        except Exception:  # a reply that cannot be built must not take the connection down
+            log.exception("building the refusal reply of %s failed", ctx.info.name)
+            return
+        if reply is None:
+            log.info("%r: %s refused (%s), no reply to carry it: %s", ctx.link, ctx.info.name, exc.rule, exc)
+            return
+        ctx.reply(reply)
