@@ -49,10 +49,11 @@ def recorder() -> Recorder:
 
 
 def classify(target: Target, info: CommandInfo, body: bytes, *, authenticated: bool) -> str:
-    """The outcome the spec prescribes for `body` sent as `info` on a client connection."""
+    """The outcome the spec prescribes for `body` sent as `info` on a client connection: accept, close,
+    ignore (not a command this port serves), refuse (dropped unanswered) or reject (refused, and answered
+    with an error where the command's reply can carry one). Stored data changes only on accept."""
     # In the order the server applies them: connection layer (heartbeat echo, auth gate), dispatcher (does
-    # this
-    # port's service host the command, may a client send it), then the stages.
+    # this port's service host the command, may a client send it), then the stages.
     if info.command_id == HEARTBEAT_COMMAND_ID:
         return "accept"  # echoed by the connection layer whatever the body
     authenticated = authenticated or target.auto_auth
@@ -71,7 +72,8 @@ def classify(target: Target, info: CommandInfo, body: bytes, *, authenticated: b
     except BodyError:
         return "close"
     except StageError as exc:
-        return "close" if exc.action == "close" else "refuse"
+        # `reject`: refused and answered with an error where the reply can carry one; `drop`: not answered.
+        return {"close": "close", "reject": "reject"}.get(exc.action, "refuse")
     except Exception:  # protobuf's undocumented parse errors: the dispatcher closes on those too
         return "close"
     return "accept"
@@ -85,7 +87,7 @@ def send_checked(target: Target, info: CommandInfo, body: bytes, *, login: bool 
     rec.add("connect", login=login)
     conn = target.connect(login=login)
     before = None
-    if expected in ("close", "refuse", "ignore"):
+    if expected in ("close", "refuse", "reject", "ignore"):
         target.settle(conn)
         before = target.storage_digest()
     frame = encode_frame(info.service_id, info.command_id, FUZZ_SEQ, body)
@@ -124,8 +126,7 @@ def check_outcome(target: Target, conn: RawConnection, info: CommandInfo, expect
     )
     if expected == "accept" and reply is not None and not replied and not conn.closed:
         # Handlers that suspend (a biz round trip) answer after the probe: wait for the reply, so the
-        # request's
-        # effects are complete before the next example looks at the storage.
+        # request's effects are complete before the next example looks at the storage.
         try:
             conn.wait_for(
                 lambda f: f.command_id == reply.command_id and f.seq == FUZZ_SEQ, target.reply_timeout
