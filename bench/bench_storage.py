@@ -5,23 +5,35 @@ measured several times and the median is reported. Senders are concurrent (async
 connections would be.
 
     .venv/bin/python bench/bench_storage.py [--messages 5000] [--baseline-messages 1000] [--runs 5]
+
+`--biz` measures instead the CPU the biz service spends per stored 1:1 message: relayed IMMsgData request
+frames go into `BizService._on_frame` as msg servers send them (parse, store with a commit callback, reply),
+on SQLite with group commit, at-rest encryption and synchronous=FULL. `--window` stores stay in flight (each
+reply lets the next frame in, so batches are about that size, as under load in the cluster). Reported: process
+CPU (time.process_time, event loop and writer thread together) per message, median of `--runs`.
+
+    .venv/bin/python bench/bench_storage.py --biz [--messages 20000] [--window 16] [--pairs 300] [--runs 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.storage import NewUser
 from runtime.storage.sqlite import SqliteStorage
+from runtime.transport import run as run_loop
 
 PAIRS = 50
 
@@ -55,13 +67,127 @@ def measure(messages: int, group_commit: bool, runs: int, encrypt: bool) -> tupl
     return statistics.median(rates), statistics.median(sizes)
 
 
+class _BenchLink:
+    """Stands in for the link from a msg server: counts replies and lets the next frame in."""
+
+    def __init__(self, total: int, feed: Callable[[], None], done: asyncio.Event) -> None:
+        self.total, self.feed, self.done = total, feed, done
+        self.replies = self.stored = 0
+
+    def reply(self, request: Any, command_id: int, body: bytes = b"") -> bool:
+        self.replies += 1
+        self.stored += bool(body)
+        if self.replies == self.total:
+            self.done.set()
+        else:
+            self.feed()
+        return True
+
+
+async def biz_run(data_dir: Path, messages: int, window: int, pairs: int) -> dict[str, float]:
+    """One run of the biz store path: CPU per message (all threads, and the writer thread alone)."""
+    from generated.teamtalk.registry import REGISTRY
+    from runtime.cluster.discovery import StaticDiscovery
+    from runtime.framing import Frame
+    from runtime.services.base import ServiceContext
+    from runtime.services.biz.service import BizService
+    from runtime.services.links import FLAG_RELAY, FLAG_REQUEST, pack_relay
+
+    info = REGISTRY.by_name("CID_MSG_DATA")
+    storage = {"backend": "sqlite", "encrypt_at_rest": True, "synchronous": "FULL"}
+    ctx = ServiceContext(
+        name="biz",
+        instance=0,
+        registry=REGISTRY,
+        config={"internal_port": 0},
+        cluster_config={"storage": storage},
+        data_dir=data_dir,
+        discovery=StaticDiscovery([]),
+    )
+    biz = BizService(ctx)
+    await biz.start()
+    gc.freeze()  # as a worker process does once its service started
+    try:
+        users = [(await biz.storage.create_user(NewUser(f"user{i}"))).id for i in range(2 * pairs)]
+        frames = []
+        for i in range(messages):
+            sender, peer = users[2 * (i % pairs)], users[2 * (i % pairs) + 1]
+            body = info.message_class(
+                from_user_id=sender,
+                to_session_id=peer,
+                msg_id=0,
+                create_time=0,
+                msg_type=1,
+                msg_data=b"%08d" % i + b"x" * 56,
+            ).SerializeToString()
+            flag = FLAG_RELAY | FLAG_REQUEST
+            frames.append(
+                Frame(info.service_id, info.command_id, i & 0xFFFF, pack_relay([sender], body), flag)
+            )
+        pending = iter(frames)
+        done = asyncio.Event()
+
+        def feed() -> None:
+            frame = next(pending, None)
+            if frame is not None:
+                biz._on_frame(link, frame)  # type: ignore[arg-type]
+
+        link = _BenchLink(messages, feed, done)
+        writer = biz.storage.writer  # type: ignore[attr-defined]
+        writer_clock = time.pthread_getcpuclockid(writer._thread.ident)
+        batches, operations = writer.batches, writer.operations
+        cpu, writer_cpu, wall = time.process_time(), time.clock_gettime(writer_clock), time.perf_counter()
+        for _ in range(window):
+            feed()
+        await done.wait()
+        cpu, writer_cpu = time.process_time() - cpu, time.clock_gettime(writer_clock) - writer_cpu
+        wall = time.perf_counter() - wall
+        assert link.stored == messages, f"{messages - link.stored} stores failed"
+        batch = (writer.operations - operations) / max(writer.batches - batches, 1)
+    finally:
+        await biz.stop()
+        gc.unfreeze()
+    return {
+        "cpu": cpu / messages * 1e6,
+        "writer": writer_cpu / messages * 1e6,
+        "rate": messages / wall,
+        "batch": batch,
+    }
+
+
+def measure_biz(messages: int, window: int, pairs: int, runs: int) -> None:
+    results = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="ttgen-bench-") as tmp:
+            # uvloop and the GC settings of a server process, as the cluster's worker processes run
+            results.append(run_loop(biz_run(Path(tmp), messages, window, pairs), server_gc=True))
+    med = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    print(
+        f"biz store path, sqlite {__import__('sqlite3').sqlite_version}, WAL, synchronous=FULL, encrypted, "
+        f"{window} in flight, {pairs} pairs, {messages} msgs/run, uvloop and server GC, median of {runs} runs"
+    )
+    print(
+        f"CPU per stored message: {med['cpu']:.1f} us (writer thread {med['writer']:.1f} us), "
+        f"{med['rate']:.0f} msg/s, batch {med['batch']:.1f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=5000, help="messages per group-commit run")
+    parser.add_argument(
+        "--messages", type=int, default=None, help="messages per group-commit run (5000; --biz: 20000)"
+    )
     parser.add_argument("--baseline-messages", type=int, default=1000, help="messages per baseline run")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--encrypt", action="store_true", help="AES-256-GCM at rest")
+    parser.add_argument("--biz", action="store_true", help="CPU per message of the biz store path instead")
+    parser.add_argument("--window", type=int, default=16, help="--biz: stores in flight")
+    parser.add_argument("--pairs", type=int, default=300, help="--biz: sender/recipient pairs")
     args = parser.parse_args()
+    if args.biz:
+        measure_biz(args.messages or 20000, args.window, args.pairs, args.runs)
+        return
+    args.messages = args.messages or 5000
     grouped, batch = measure(args.messages, True, args.runs, args.encrypt)
     single, _ = measure(args.baseline_messages, False, args.runs, args.encrypt)
     print(

@@ -79,7 +79,7 @@ class Histogram:
         if len(self.reservoir) < self.reservoir_size:
             self.reservoir.append(seconds)
         else:  # reservoir sampling keeps a uniform sample of everything observed
-            j = random.randrange(self.count)
+            j = int(random.random() * self.count)  # uniform in [0, count); a C call, unlike randrange
             if j < self.reservoir_size:
                 self.reservoir[j] = seconds
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
+import struct
 import threading
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -15,13 +19,23 @@ from runtime.storage.errors import KeyMismatch
 
 KEY_FILE_NAME = "storage.key"
 _NONCE = 12
-_NONCE_BLOCK = 256
-_fork_generation = 0  # bumped in a forked child, so it never reuses nonces drawn by its parent
+_PREFIX = 11  # random bytes that open every nonce of a series
+_SERIES_LEN = 256  # nonces per series: the one-byte counter that follows the prefix
+_SERIES = struct.Struct(">11sB")  # nonce = prefix || counter
+_ciphers: weakref.WeakSet[ContentCipher] = weakref.WeakSet()
+
+
+def _new_series() -> Iterator[bytes]:
+    """A fresh nonce series: prefix || 0, prefix || 1, ... prefix || 255, with a new random prefix."""
+    return map(_SERIES.pack, itertools.repeat(os.urandom(_PREFIX)), range(_SERIES_LEN))
 
 
 def _forked() -> None:
-    global _fork_generation
-    _fork_generation += 1
+    """In a forked child: every cipher starts a new series, so the child never reuses its parent's nonces
+    (and gets a fresh lock, in case a thread of the parent held it at the fork)."""
+    for cipher in list(_ciphers):
+        cipher._nonces = _new_series()
+        cipher._series_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -65,27 +79,40 @@ class ContentCipher:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
         self.key_id = hashlib.sha256(b"ttgen-at-rest-key-id\0" + key).hexdigest()[:32]
-        # Random nonces are drawn from the OS in blocks: one getrandom call per _NONCE_BLOCK messages instead
-        # of one per message (a syscall was a tenth of the storage writer's time). Each nonce is still 96
-        # fresh random bits, used once.
-        self._nonces = b""
-        self._next = 0
-        self._generation = _fork_generation
-        self._lock = threading.Lock()
+        # Nonces come in series of 256: 88 random bits from the OS, then a one-byte counter 0..255. Why a
+        # nonce never repeats under this key:
+        # - within a series each counter value is yielded once: a series is a chain of C iterators (map over
+        #   repeat and range, calling struct.pack), so one `next` runs no Python code and cannot interleave
+        #   with another thread's `next` under the GIL; no lock per nonce. A spent series never yields again;
+        #   the next one (a new random prefix) is made once, under a lock.
+        # - a forked child starts a new series in `_forked` (os.register_at_fork) before it runs anything
+        #   else, so it never continues its parent's series; a restart, or another process opening the same
+        #   database, draws series of its own.
+        # - two series can share a nonce only if they drew the same 88-bit prefix: over N messages (N / 256
+        #   series) the chance is about (N / 256)**2 / 2**89 = N**2 / 2**105, below the N**2 / 2**97 of 96
+        #   fresh random bits per nonce. A copy of the process memory (a VM snapshot) can replay at most the
+        #   rest of one series.
+        # Cost: one C-level `next` per message (no lock), one os.urandom per 256 messages.
+        self._nonces = _new_series()
+        self._series_lock = threading.Lock()
+        _ciphers.add(self)
 
     def _nonce(self) -> bytes:
-        with self._lock:
-            pos = self._next
-            if pos >= len(self._nonces) or self._generation != _fork_generation:
-                self._nonces = os.urandom(_NONCE * _NONCE_BLOCK)
-                self._generation = _fork_generation
-                pos = 0
-            self._next = pos + _NONCE
-            return self._nonces[pos : pos + _NONCE]
+        while True:
+            series = self._nonces
+            try:
+                return next(series)
+            except StopIteration:  # spent (after 256 nonces): start a new series, once
+                with self._series_lock:
+                    if self._nonces is series:
+                        self._nonces = _new_series()
 
     def seal(self, plaintext: bytes, aad: bytes) -> bytes:
         """nonce || ciphertext+tag."""
-        nonce = self._nonce()
+        try:
+            nonce = next(self._nonces)
+        except StopIteration:
+            nonce = self._nonce()
         return nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, sealed: bytes, aad: bytes) -> bytes:

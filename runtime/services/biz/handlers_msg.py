@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar
 
 from runtime.services.biz.convert import (
@@ -22,6 +23,26 @@ from runtime.storage.models import GroupVersion, SessionType
 log = logging.getLogger("ttgen.biz")
 
 RECALL_OK, RECALL_NOT_FOUND, RECALL_NOT_SENDER, RECALL_TIME_LIMIT = 0, 1, 2, 3
+
+
+_STORED = pack_store_reply(ResultCode.OK, 0, False)  # the reply envelope of a stored 1:1 message
+_STORED_DUPLICATE = pack_store_reply(ResultCode.OK, 0, True)
+
+
+def _single_stored(msg: Any, done: Callable[[Any], None], res: Any, error: BaseException | None) -> None:
+    """The storage callback of `store_single_nowait`: fill in the reply as `h_msg_data` would."""
+    if error is None:
+        msg.msg_id = res.msg_id
+        msg.create_time = res.created
+        msg.attach_data = _STORED_DUPLICATE if res.duplicate else _STORED
+    elif isinstance(error, se.StorageError):
+        msg.msg_id = 0
+        msg.attach_data = pack_store_reply(result_of(error))
+    else:
+        log.error("biz: storing a message failed", exc_info=error)
+        done(None)
+        return
+    done(msg)
 
 
 class MessageHandlers:
@@ -67,24 +88,11 @@ class MessageHandlers:
             return False
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id
-        dedup = f"1:{msg.to_session_id}:{client_msg_id}".encode() if client_msg_id else None
-
-        def stored(res: Any, error: BaseException | None) -> None:
-            if error is None:
-                msg.msg_id = res.msg_id
-                msg.create_time = res.created
-                msg.attach_data = pack_store_reply(ResultCode.OK, 0, res.duplicate)
-            elif isinstance(error, se.StorageError):
-                msg.msg_id = 0
-                msg.attach_data = pack_store_reply(result_of(error))
-            else:
-                log.error("biz: storing a message failed", exc_info=error)
-                done(None)
-                return
-            done(msg)
-
+        to = msg.to_session_id
+        dedup = f"1:{to}:{client_msg_id}".encode() if client_msg_id else None
+        stored = partial(_single_stored, msg, done)  # a partial, not a closure: cheaper per message
         try:
-            send(user_id, msg.to_session_id, msg.msg_type, msg.msg_data, stored, dedup_key=dedup, burn=burn)
+            send(user_id, to, msg.msg_type, msg.msg_data, stored, dedup_key=dedup, burn=burn)
         except se.StorageError as exc:  # closed
             stored(None, exc)
         return True

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -32,7 +33,7 @@ from runtime.services.biz.handlers_dir import DirectoryHandlers
 from runtime.services.biz.handlers_group import GroupHandlers
 from runtime.services.biz.handlers_msg import MessageHandlers
 from runtime.services.biz.storage_open import open_auth, open_storage
-from runtime.services.links import FLAG_RELAY, Link, Proto, keep_alive, serve_links, unpack_relay
+from runtime.services.links import FLAG_RELAY, Link, Proto, keep_alive, relay_targets, serve_links
 from runtime.storage.base import Storage
 
 Handler = Callable[[int, Any, Link], Awaitable[PbMessage | None]]
@@ -54,7 +55,8 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._group_cache: dict[int, tuple[int, list[int]]] = {}
-        self._fast_store: dict[int, bool] = {}  # command id -> burn, for the 1:1 store fast path
+        # command id -> (burn, parser of its message), for the 1:1 store fast path
+        self._fast_store: dict[int, tuple[bool, Callable[[bytes], PbMessage]]] = {}
         self._reply_cids: dict[type[PbMessage], int] = {}
         self._m_requests = self.metrics.counter("biz_requests_total", "requests handled")
         self._m_errors = self.metrics.counter("biz_errors_total", "requests answered with an error")
@@ -74,7 +76,8 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
                 self._handlers[self.proto.cid(name)] = (name, handler)
         for name, burn in (("CID_MSG_DATA", False), ("CID_EXT_MSG_BURN", True)):
             if self.proto.has(name) and self._handlers.get(self.proto.cid(name), ("",))[0] == name:
-                self._fast_store[self.proto.cid(name)] = burn
+                info = self.proto.info(name)
+                self._fast_store[info.command_id] = (burn, info.message_class.FromString)
         port = config_port(self.ctx.config, "internal_port")
         self._server = await serve_links(self.ctx.host, port, self._on_link, name="biz")
         self._endpoints = publish_endpoints(self.ctx, {"internal": listener_port(self._server)})
@@ -118,24 +121,26 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         self._m_links.set(len(self._links))
 
     def _on_frame(self, link: Link, frame: Frame) -> None:
-        entry = self._handlers.get(frame.command_id)
+        command_id = frame.command_id
+        entry = self._handlers.get(command_id)
         if entry is None:
-            self.log.warning("biz: no handler for 0x%04x", frame.command_id)
-            link.reply(frame, frame.command_id, b"")
+            self.log.warning("biz: no handler for 0x%04x", command_id)
+            link.reply(frame, command_id, b"")
             return
+        fast = self._fast_store.get(command_id)
         user_id = 0
         body: bytes | memoryview = frame.body
         try:
             if frame.flag & FLAG_RELAY:
-                targets, body = unpack_relay(body)
+                targets, start = relay_targets(body)  # `unpack_relay` without copying the body twice
                 user_id = targets[0] if targets else 0
-            msg = self.proto.parse(frame.command_id, body)
+                body = body[start:]
+            msg = fast[1](bytes(body)) if fast is not None else self.proto.parse(command_id, body)
         except (DecodeError, Exception) as exc:
-            self.log.warning("biz: bad body for 0x%04x: %s", frame.command_id, exc)
-            link.reply(frame, frame.command_id, b"")
+            self.log.warning("biz: bad body for 0x%04x: %s", command_id, exc)
+            link.reply(frame, command_id, b"")
             return
-        burn = self._fast_store.get(frame.command_id)
-        if burn is not None and self._store_fast(link, frame, user_id, msg, burn):
+        if fast is not None and self._store_fast(link, frame, user_id, msg, fast[0]):
             return
         task = asyncio.get_running_loop().create_task(self._run(link, frame, entry, user_id, msg))
         self._tasks.add(task)
@@ -144,20 +149,19 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
     def _store_fast(self, link: Link, frame: Frame, user_id: int, msg: Any, burn: bool) -> bool:
         """The hot path: a 1:1 message stored with a commit callback (no task, no future); same reply and
         metrics as `_run`. False if the message must take the general path (a group message)."""
-        started = time.perf_counter()
-
-        def done(reply: Any) -> None:
-            self._m_latency.observe(time.perf_counter() - started)
-            if reply is None:
-                self._m_errors.inc()
-                link.reply(frame, frame.command_id, b"")
-                return
-            link.reply(frame, self._reply_cid(reply, frame.command_id), reply.SerializeToString())
-
+        done = partial(self._stored_reply, link, frame, time.perf_counter())
         if not self.store_single_nowait(user_id, msg, burn, done):
             return False
         self._m_requests.inc()
         return True
+
+    def _stored_reply(self, link: Link, frame: Frame, started: float, reply: Any) -> None:
+        self._m_latency.observe(time.perf_counter() - started)
+        if reply is None:
+            self._m_errors.inc()
+            link.reply(frame, frame.command_id, b"")
+            return
+        link.reply(frame, self._reply_cid(reply, frame.command_id), reply.SerializeToString())
 
     def _reply_cid(self, reply: PbMessage, default: int) -> int:
         cid = self._reply_cids.get(type(reply))

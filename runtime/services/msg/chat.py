@@ -67,7 +67,7 @@ class ChatHandlers(HandlerBase):
         return None
 
     def _ack(self, user: int, to: int, is_group: bool, msg_id: int = 0) -> Any:
-        ack = self._ack_class()
+        ack: Any = self._ack_class()
         ack.user_id = user
         ack.session_id = to
         ack.msg_id = msg_id
@@ -101,9 +101,9 @@ class ChatHandlers(HandlerBase):
             targets: Any = self.svc.group_members.get(to, (0, [user]))[1]
         else:
             targets = (user, to)
-        body = stored.SerializeToString()
-        self.deliver_chat(command, stored, targets, skip=st, body=body)
-        self.svc.routers.relay(cid, body, targets)
+        wire = stored.SerializeToString()
+        self.deliver_chat(command, stored, targets, skip=st, body=wire)
+        self.svc.routers.relay(cid, wire, targets)
 
     def deliver_chat(
         self, command: str, msg: Any, targets: Any, skip: Any = None, body: bytes | None = None

@@ -8,10 +8,12 @@ deleted rows so burn and recall leave no bytes behind, and a burn/recall batch t
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,6 +53,7 @@ T = TypeVar("T")
 DB_FILE_NAME = "ttgen.db"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PRUNE_EVERY = 4096  # sends between dedup-table prunes
+_log = logging.getLogger(__name__)
 
 
 class SqliteStorage(Storage):
@@ -203,9 +206,16 @@ class SqliteStorage(Storage):
         return await self._read(lambda c: directory.list_departments_since(c, latest_update_time))
 
     # messages --------------------------------------------------------------------------------------------
-    def _maybe_prune(self) -> bool:
+    def _count_send(self, writer: GroupCommitWriter) -> None:
+        """Every `_PRUNE_EVERY` sends, queue a prune of expired dedup keys as an operation of its own, so
+        no send carries it (nor fails because of it). It only deletes dedup rows, which the write cache does
+        not hold, so it runs as a cached operation (no flush, no cache reset)."""
         self._sends += 1
-        return self._sends % _PRUNE_EVERY == 0
+        if self._sends % _PRUNE_EVERY == 0:
+            writer.submit_nowait(self._prune_dedup, _log_prune_failure, cached=True)
+
+    def _prune_dedup(self, conn: sqlite3.Connection) -> int:
+        return messages.prune_dedup(conn, self._ctx)
 
     async def send_single(
         self,
@@ -217,8 +227,11 @@ class SqliteStorage(Storage):
         dedup_key: bytes | None = None,
         burn: bool = False,
     ) -> SendResult:
-        return await self.writer.submit(
-            self._send_single_op(from_id, to_id, msg_type, content, dedup_key, burn), cached=True
+        writer = self.writer
+        self._count_send(writer)
+        return await writer.submit(
+            partial(messages.send_single_op, self._ctx, from_id, to_id, msg_type, content, dedup_key, burn),
+            cached=True,
         )
 
     def send_single_nowait(
@@ -234,34 +247,24 @@ class SqliteStorage(Storage):
     ) -> None:
         """`send_single` without a future: `callback(SendResult | None, error | None)` runs on this loop once
         the message is committed (or refused). For the hot path of biz; raises StorageClosed when closed."""
-        self.writer.submit_nowait(
-            self._send_single_op(from_id, to_id, msg_type, content, dedup_key, burn), callback, cached=True
+        writer = self._writer
+        if writer is None:
+            raise StorageClosed("storage is not open")
+        self._count_send(writer)
+        writer.submit_nowait(
+            partial(messages.send_single_op, self._ctx, from_id, to_id, msg_type, content, dedup_key, burn),
+            callback,
+            cached=True,
         )
-
-    def _send_single_op(
-        self, from_id: int, to_id: int, msg_type: int, content: bytes, dedup_key: bytes | None, burn: bool
-    ) -> Callable[[sqlite3.Connection], SendResult]:
-        prune = self._maybe_prune()
-        ctx = self._ctx
-
-        def op(c: sqlite3.Connection) -> SendResult:
-            if prune:
-                messages.prune_dedup(c, ctx)
-            return messages.send_single(c, ctx, from_id, to_id, msg_type, content, dedup_key, burn)
-
-        return op
 
     async def send_group(
         self, from_id: int, group_id: int, msg_type: int, content: bytes, *, dedup_key: bytes | None = None
     ) -> SendResult:
-        prune = self._maybe_prune()
-
-        def op(c: sqlite3.Connection) -> SendResult:
-            if prune:
-                messages.prune_dedup(c, self._ctx)
-            return messages.send_group(c, self._ctx, from_id, group_id, msg_type, content, dedup_key)
-
-        return await self._write(op)
+        writer = self.writer
+        self._count_send(writer)
+        return await writer.submit(
+            lambda c: messages.send_group(c, self._ctx, from_id, group_id, msg_type, content, dedup_key)
+        )
 
     async def get_history(
         self, user_id: int, session_type: SessionType, session_id: int, msg_id_begin: int, count: int
@@ -373,6 +376,11 @@ class SqliteStorage(Storage):
         if not needle:
             raise InvalidArgument("needle must not be empty")
         return await self._read(lambda c: _scan(c, needle))
+
+
+def _log_prune_failure(_result: object, error: BaseException | None) -> None:
+    if error is not None:
+        _log.warning("pruning expired dedup keys failed (tried again later): %s", error)
 
 
 def _scan(conn: sqlite3.Connection, needle: bytes) -> list[str]:

@@ -11,7 +11,7 @@ from runtime.storage.errors import InvalidArgument, KeyMismatch, NotFound, Value
 from runtime.storage.models import Limits, Message
 from runtime.storage.sqlite.write_cache import WriteCache
 
-_MAX_INT = 2**32 - 1  # ids, types and counters travel as uint32 on the wire
+MAX_INT = 2**32 - 1  # ids, types and counters travel as uint32 on the wire
 
 
 @dataclass
@@ -70,7 +70,7 @@ def check_bytes(field: str, value: bytes, limit: int, *, non_empty: bool = False
     return data
 
 
-def check_int(field: str, value: int, low: int = 0, high: int = _MAX_INT) -> int:
+def check_int(field: str, value: int, low: int = 0, high: int = MAX_INT) -> int:
     """An integer within [low, high] (uint32 by default)."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidArgument(f"{field}: {value!r} is not an integer in [{low}, {high}]")

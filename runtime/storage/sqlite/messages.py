@@ -9,9 +9,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from runtime.storage.at_rest import message_aad
 from runtime.storage.errors import AccessDenied, InvalidArgument, NotFound, RecallWindowExpired
 from runtime.storage.models import Message, ReadResult, SendResult, SessionType
 from runtime.storage.sqlite.context import (
+    MAX_INT,
     OpContext,
     check_bytes,
     check_ids,
@@ -21,6 +23,7 @@ from runtime.storage.sqlite.context import (
     require_users,
 )
 
+_SINGLE = int(SessionType.SINGLE)
 _SINGLE_COLS = "msg_id, from_id, created, msg_type, content, encrypted, burn"
 _GROUP_COLS = "msg_id, from_id, created, msg_type, content, encrypted"
 
@@ -110,34 +113,72 @@ def send_single(
     burn: bool,
 ) -> SendResult:
     """Store a 1:1 message; the msg_id comes from the pair counter in the same transaction."""
-    check_int("msg_type", msg_type)
-    data = check_bytes("content", content, ctx.limits.max_content, non_empty=True)
-    key = None if dedup_key is None else check_bytes("dedup_key", dedup_key, ctx.limits.max_dedup_key)
-    if from_id == to_id:
+    return send_single_op(ctx, from_id, to_id, msg_type, content, dedup_key, burn, conn)
+
+
+def send_single_op(
+    ctx: OpContext,
+    from_id: int,
+    to_id: int,
+    msg_type: int,
+    content: bytes,
+    dedup_key: bytes | None,
+    burn: bool,
+    conn: sqlite3.Connection,
+) -> SendResult:
+    """`send_single` with the connection last: `functools.partial(send_single_op, ctx, ...)` is a writer
+    operation, cheaper to make and to call than a closure (this runs once per stored 1:1 message).
+
+    The common input (exact bytes and ints within their limits) is accepted inline; anything else goes
+    through the same checks (and errors) as every other operation."""
+    if not (type(msg_type) is int and 0 <= msg_type <= MAX_INT):
+        check_int("msg_type", msg_type)
+    limits = ctx.limits
+    if type(content) is bytes and 0 < len(content) <= limits.max_content:
+        data = content
+    else:
+        data = check_bytes("content", content, limits.max_content, non_empty=True)
+    key = dedup_key
+    if key is not None:
+        if not (type(key) is bytes and len(key) <= limits.max_dedup_key):
+            key = check_bytes("dedup_key", key, limits.max_dedup_key)
+        if from_id == to_id:
+            raise InvalidArgument("a single-chat message to oneself is refused")
+        hit = _dedup_hit(conn, ctx, from_id, _SINGLE, to_id, key)
+        if hit:
+            return hit
+    elif from_id == to_id:
         raise InvalidArgument("a single-chat message to oneself is refused")
-    hit = _dedup_hit(conn, ctx, from_id, int(SessionType.SINGLE), to_id, key)
-    if hit:
-        return hit
-    now = ctx.now()
+    now = int(ctx.clock())
     small, big = (from_id, to_id) if from_id < to_id else (to_id, from_id)
     cache = ctx.cache
+    cipher = ctx.cipher
     if cache is not None and cache.enabled:
         # Write-behind (runtime.storage.sqlite.write_cache): the counter is taken in memory and the rows are
         # written by the writer's flush, in this same transaction, before COMMIT.
-        entry = cache.pairs.get((small, big))
+        pair = (small, big)
+        entry = cache.pairs.get(pair)
         if entry is None:
             pid, msg_id = _next_in_pair(conn, from_id, to_id, small, big, now)
-            cache.pairs[(small, big)] = [pid, msg_id]
+            cache.pairs[pair] = [pid, msg_id]
         else:
             entry[1] += 1
             pid, msg_id = entry
             cache.pairs_dirty[pid] = entry
-        stored, encrypted = ctx.seal("s", pid, msg_id, data)
-        cache.messages.append((pid, msg_id, from_id, to_id, msg_type, stored, encrypted, int(burn), now))
-        if cache.touched.get((small, big)) != now:
-            cache.touched[(small, big)] = now
+        # The content is queued as a bytearray: sqlite3 binds one as a BLOB at once, while a bytes parameter
+        # first goes through the adapter protocol (a failing attribute lookup, about 1 us per row on
+        # CPython 3.11). The stored value is the same BLOB.
+        if cipher is None:
+            row = (pid, msg_id, from_id, to_id, msg_type, bytearray(data), 0, int(burn), now)
+        else:
+            sealed = bytearray(cipher.seal(data, message_aad("s", pid, msg_id)))
+            row = (pid, msg_id, from_id, to_id, msg_type, sealed, 1, int(burn), now)
+        cache.messages.append(row)
+        if cache.touched.get(pair) != now:
+            cache.touched[pair] = now
             cache.touches.append((from_id, to_id, now, now, to_id, from_id, now, now))
-        _dedup_record(conn, from_id, int(SessionType.SINGLE), to_id, key, msg_id, now)
+        if key is not None:
+            _dedup_record(conn, from_id, _SINGLE, to_id, key, msg_id, now)
         return SendResult(msg_id, now)
     pid, msg_id = _next_in_pair(conn, from_id, to_id, small, big, now)
     stored, encrypted = ctx.seal("s", pid, msg_id, data)
@@ -147,7 +188,7 @@ def send_single(
         (pid, msg_id, from_id, to_id, msg_type, stored, encrypted, int(burn), now),
     )
     _touch_both(conn, from_id, to_id, now)
-    _dedup_record(conn, from_id, int(SessionType.SINGLE), to_id, key, msg_id, now)
+    _dedup_record(conn, from_id, _SINGLE, to_id, key, msg_id, now)
     return SendResult(msg_id, now)
 
 

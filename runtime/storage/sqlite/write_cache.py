@@ -15,11 +15,18 @@ not know about the cache see the queued rows, because `flush` runs before each o
 from __future__ import annotations
 
 import sqlite3
+from itertools import chain
 
-# The same statements as the uncached path (runtime.storage.sqlite.messages), run once per batch.
-_INSERT_MESSAGES = (
+# The same statements as the uncached path (runtime.storage.sqlite.messages), run once per batch. Messages go
+# in as multi-row INSERTs of 2**k rows (64 down to 1): one sqlite3_step per statement instead of one per row
+# (executemany), a fixed handful of cached statements, and at most 64 x 9 bound values.
+_INSERT_MESSAGES_HEAD = (
     "INSERT INTO messages (pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES "
+)
+_MESSAGE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_CHUNKS = tuple(
+    (n, _INSERT_MESSAGES_HEAD + ", ".join([_MESSAGE_VALUES] * n)) for n in (64, 32, 16, 8, 4, 2, 1)
 )
 _UPDATE_PAIRS = "UPDATE pairs SET last_msg_id = ? WHERE id = ?"
 _TOUCH_BOTH = (
@@ -28,7 +35,7 @@ _TOUCH_BOTH = (
     "ON CONFLICT DO UPDATE SET status = 0, updated = excluded.updated "
     "WHERE sessions.status != 0 OR sessions.updated != excluded.updated"
 )
-MessageRow = tuple[int, int, int, int, int, bytes, int, int, int]
+MessageRow = tuple[int, int, int, int, int, bytes | bytearray, int, int, int]
 
 
 class WriteCache:
@@ -68,7 +75,7 @@ class WriteCache:
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write the queued rows (inside the open transaction)."""
         if self.messages:
-            conn.executemany(_INSERT_MESSAGES, self.messages)
+            _insert_messages(conn, self.messages)
             self.messages.clear()
         if self.pairs_dirty:
             conn.executemany(_UPDATE_PAIRS, [(e[1], pid) for pid, e in self.pairs_dirty.items()])
@@ -76,3 +83,13 @@ class WriteCache:
         if self.touches:
             conn.executemany(_TOUCH_BOTH, self.touches)
             self.touches.clear()
+
+
+def _insert_messages(conn: sqlite3.Connection, rows: list[MessageRow]) -> None:
+    """Insert the rows in order, in as few multi-row statements as the fixed chunk sizes allow."""
+    start, left = 0, len(rows)
+    for size, sql in _INSERT_CHUNKS:
+        while left >= size:
+            conn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
+            start += size
+            left -= size

@@ -17,6 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, TypeVar
 
 from runtime.storage.errors import StorageClosed
@@ -138,7 +139,8 @@ class GroupCommitWriter:
     def _run_batch(self, batch: list[_Pending]) -> None:
         conn = self._conn
         cache = self._cache
-        outcomes: list[tuple[Any, BaseException | None]]
+        results: list[Any]
+        errors: list[BaseException | None] | None = None  # None: no operation failed
         try:
             conn.execute("BEGIN IMMEDIATE")
             fast = self._fast_pass(conn, batch, cache)
@@ -149,11 +151,12 @@ class GroupCommitWriter:
                     cache.reset()
                     cache.enabled = False
                 try:
-                    fast = self._isolated_pass(conn, batch)
+                    results, errors = self._isolated_pass(conn, batch)
                 finally:
                     if cache is not None:
                         cache.enabled = True
-            outcomes = fast
+            else:
+                results = fast
             conn.execute("COMMIT")
             self.batches += 1
             self.operations += len(batch)
@@ -162,52 +165,52 @@ class GroupCommitWriter:
                 cache.reset()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            outcomes = [(None, exc)] * len(batch)
+            results = [None] * len(batch)
+            errors = [exc] * len(batch)
         else:
             if self._after_commit is not None:
                 try:
                     self._after_commit(conn)
                 except Exception:  # housekeeping only: the batch is committed either way
                     _log.exception("after-commit hook failed")
-        self._resolve(batch, outcomes)
+        self._resolve(batch, results, errors)
 
     @staticmethod
     def _fast_pass(
         conn: sqlite3.Connection, batch: list[_Pending], cache: WriteCache | None
-    ) -> list[tuple[Any, BaseException | None]] | None:
-        """Run every operation with no savepoints (the common case); None if any of them raised (the cache
-        is then reset by the caller's rollback)."""
-        outcomes: list[tuple[Any, BaseException | None]] = []
-        append = outcomes.append
+    ) -> list[Any] | None:
+        """Run every operation with no savepoints (the common case) and return their results; None if any
+        of them raised (the cache is then reset by the caller's rollback)."""
         try:
             if cache is None:
-                for pending in batch:
-                    append((pending.op(conn), None))
-                return outcomes
+                return [pending.op(conn) for pending in batch]
+            results: list[Any] = []
+            append = results.append
             cache.begin(conn)
             for pending in batch:
                 if pending.cached:
-                    append((pending.op(conn), None))
+                    append(pending.op(conn))
                     continue
                 # An operation that does not know the cache sees the queued rows, and may change what the
                 # cache holds (pairs, sessions): flush before, forget after.
                 if cache.pending:
                     cache.flush(conn)
                 try:
-                    append((pending.op(conn), None))
+                    append(pending.op(conn))
                 finally:
                     cache.reset()
             cache.flush(conn)
         except Exception:
             return None
-        return outcomes
+        return results
 
     @staticmethod
     def _isolated_pass(
         conn: sqlite3.Connection, batch: list[_Pending]
-    ) -> list[tuple[Any, BaseException | None]]:
-        """Run every operation in its own savepoint so a failing one is undone alone."""
-        outcomes: list[tuple[Any, BaseException | None]] = []
+    ) -> tuple[list[Any], list[BaseException | None]]:
+        """Run every operation in its own savepoint so a failing one is undone alone: (results, errors)."""
+        results: list[Any] = []
+        errors: list[BaseException | None] = []
         for pending in batch:
             conn.execute("SAVEPOINT op")
             try:
@@ -215,23 +218,32 @@ class GroupCommitWriter:
             except Exception as exc:  # the caller gets it; the rest of the batch goes on
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
-                outcomes.append((None, exc))
+                results.append(None)
+                errors.append(exc)
             else:
                 conn.execute("RELEASE op")
-                outcomes.append((result, None))
-        return outcomes
+                results.append(result)
+                errors.append(None)
+        return results, errors
 
     @staticmethod
-    def _resolve(batch: list[_Pending], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+    def _resolve(
+        batch: list[_Pending], results: list[Any], errors: list[BaseException | None] | None
+    ) -> None:
         """Settle the futures and callbacks with one wake-up per event loop, not one per operation."""
         by_loop: dict[
             asyncio.AbstractEventLoop,
             list[tuple[asyncio.Future[Any] | Callback, Any, BaseException | None]],
         ] = {}
-        for pending, (result, error) in zip(batch, outcomes, strict=True):
-            by_loop.setdefault(pending.loop, []).append((pending.future, result, error))
-        for loop, items in by_loop.items():
+        loop: asyncio.AbstractEventLoop | None = None
+        items: list[tuple[asyncio.Future[Any] | Callback, Any, BaseException | None]] = []
+        for pending, result, error in zip(batch, results, errors or repeat(None), strict=False):
+            if pending.loop is not loop:  # usually one loop for the whole batch: one dict lookup
+                loop = pending.loop
+                items = by_loop.setdefault(loop, [])
+            items.append((pending.future, result, error))
+        for target, settled in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_settle_all, items)
+                target.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:  # the caller's loop is gone; nobody is waiting
                 pass

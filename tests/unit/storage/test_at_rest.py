@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from runtime.storage import GroupType, KeyMismatch, SessionType, User
+from runtime.storage import GroupType, KeyMismatch, SessionType, User, at_rest
 from runtime.storage.at_rest import KEY_FILE_NAME, ContentCipher, load_or_create_key
 from runtime.storage.sqlite import SqliteStorage
 
@@ -147,3 +148,52 @@ def test_a_half_written_key_file_is_never_read(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(os, "write", spying_write)
     key = load_or_create_key(tmp_path)
     assert seen == [False] and (tmp_path / KEY_FILE_NAME).read_bytes() == key
+
+
+def test_nonce_is_a_random_prefix_then_a_counter() -> None:
+    cipher = ContentCipher(os.urandom(32))
+    nonces = [cipher.seal(b"x", b"aad")[:12] for _ in range(3)]
+    assert len({n[:11] for n in nonces}) == 1  # one series: one prefix
+    assert [n[11] for n in nonces] == [0, 1, 2]
+    again = ContentCipher(os.urandom(32)).seal(b"x", b"aad")[:11]
+    assert again != nonces[0][:11]  # another cipher (a restart, another process) draws another prefix
+
+
+def test_simulated_fork_starts_a_new_series() -> None:
+    """The fork hook gives every live cipher a new prefix, so a child never continues its parent's counter."""
+    cipher = ContentCipher(os.urandom(32))
+    before = [cipher.seal(b"x", b"aad")[:12] for _ in range(5)]
+    at_rest._forked()  # what os.register_at_fork runs in a forked child
+    after = [cipher.seal(b"x", b"aad")[:12] for _ in range(5)]
+    assert after[0][:11] != before[0][:11] and after[0][11] == 0
+    assert len(set(before + after)) == 10
+
+
+def test_spent_series_is_replaced_by_a_new_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(at_rest, "_SERIES_LEN", 3)
+    cipher = ContentCipher(os.urandom(32))
+    nonces = [cipher.seal(b"x", b"aad")[:12] for _ in range(7)]
+    assert len(set(nonces)) == 7
+    prefixes = [n[:11] for n in nonces]
+    assert prefixes[0] == prefixes[2] != prefixes[3] == prefixes[5] != prefixes[6]
+    assert [n[11] for n in nonces] == [0, 1, 2, 0, 1, 2, 0]
+    assert all(cipher.open(cipher.seal(b"m", b"a"), b"a") == b"m" for _ in range(4))
+
+
+def test_nonces_unique_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No lock per nonce: concurrent sealers (and series roll-overs) still never share one."""
+    monkeypatch.setattr(at_rest, "_SERIES_LEN", 7)  # many roll-overs, raced by the threads
+    cipher = ContentCipher(os.urandom(32))
+    seen: list[list[bytes]] = [[] for _ in range(4)]
+
+    def work(out: list[bytes]) -> None:
+        for _ in range(3000):
+            out.append(cipher.seal(b"x", b"aad")[:12])
+
+    threads = [threading.Thread(target=work, args=(out,)) for out in seen]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [n for out in seen for n in out]
+    assert len(every) == 12000 and len(set(every)) == 12000

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
+from enum import IntEnum
 from typing import Any
 
 import pytest
@@ -14,11 +16,13 @@ from runtime.storage import (
     GroupType,
     GroupVersion,
     InvalidArgument,
+    Limits,
     NotFound,
     SessionType,
     User,
+    ValueTooLarge,
 )
-from runtime.storage.sqlite import SqliteStorage
+from runtime.storage.sqlite import SqliteStorage, backend, messages
 
 S, G = SessionType.SINGLE, SessionType.GROUP
 MkUsers = Callable[..., Awaitable[list[User]]]
@@ -248,3 +252,108 @@ def test_everything_persists_across_reopen(
             assert {(i.session_type, i.unread) for i in summary.items} == {(S, 30), (G, 1)}
 
     asyncio.run(second())
+
+
+def test_dedup_keys_pruned_by_an_operation_of_their_own(
+    make_store: Callable[..., SqliteStorage],
+    mk_users: MkUsers,
+    clock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Expired dedup keys are dropped every _PRUNE_EVERY sends by a queued prune, not inside a send: a prune
+    that fails is logged and no send fails with it."""
+    monkeypatch.setattr(backend, "_PRUNE_EVERY", 4)
+    store = make_store(dedup_window=60)
+
+    def dedup_rows() -> int:
+        with sqlite3.connect(store.path) as conn:
+            return int(conn.execute("SELECT count(*) FROM dedup").fetchone()[0])
+
+    async def body() -> None:
+        async with store as s:
+            a, b = await mk_users(s, "a", "b")
+            for i in range(3):
+                await s.send_single(a.id, b.id, 1, b"x", dedup_key=b"old%d" % i)
+            assert dedup_rows() == 3
+            clock.now += 61
+            await s.send_single(a.id, b.id, 1, b"x", dedup_key=b"new")  # the 4th send queues a prune first
+            assert dedup_rows() == 1
+            real = messages.prune_dedup
+
+            def broken(conn: sqlite3.Connection, ctx: Any) -> int:
+                raise sqlite3.OperationalError("disk I/O error")
+
+            monkeypatch.setattr(messages, "prune_dedup", broken)
+            sent = await asyncio.gather(*[s.send_single(a.id, b.id, 1, b"y") for _ in range(4)])
+            assert [r.msg_id for r in sent] == [5, 6, 7, 8]
+            await asyncio.sleep(0.01)  # the prune's callback runs on the loop after the commit
+            monkeypatch.setattr(messages, "prune_dedup", real)
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(body())
+    assert any("pruning expired dedup keys failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"content": b""}, InvalidArgument),
+        ({"content": "text"}, InvalidArgument),
+        ({"content": b"c" * 65}, ValueTooLarge),
+        ({"msg_type": True}, InvalidArgument),
+        ({"msg_type": -1}, InvalidArgument),
+        ({"msg_type": 2**32}, InvalidArgument),
+        ({"msg_type": 1.0}, InvalidArgument),
+        ({"dedup_key": "k"}, InvalidArgument),
+        ({"dedup_key": b"k" * 9}, ValueTooLarge),
+        ({"to_self": True}, InvalidArgument),
+        ({"to_self": True, "dedup_key": b"k"}, InvalidArgument),
+    ],
+)
+def test_send_single_refuses_bad_input(
+    make_store: Callable[..., SqliteStorage], mk_users: MkUsers, kwargs: dict[str, Any], error: type
+) -> None:
+    """The inline checks of the 1:1 send path refuse what the shared checkers refuse, with the same errors."""
+
+    async def body() -> None:
+        async with make_store(limits=Limits(max_content=64, max_dedup_key=8)) as s:
+            a, b = await mk_users(s, "a", "b")
+            args = dict(kwargs)
+            to = a.id if args.pop("to_self", False) else b.id
+            with pytest.raises(error):
+                await s.send_single(
+                    a.id,
+                    to,
+                    args.pop("msg_type", 1),
+                    args.pop("content", b"ok"),
+                    dedup_key=args.pop("dedup_key", None),
+                )
+            assert await s.latest_msg_id(a.id, S, b.id) == 0
+
+    asyncio.run(body())
+
+
+def test_send_single_accepts_any_bytes_like(
+    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+) -> None:
+    """What the shared checkers accept (bytes-like content and keys, int subclasses) passes inline too."""
+
+    class Kind(IntEnum):
+        TEXT = 1
+
+    array: Any = bytearray(b"one")
+    view: Any = memoryview(b"one")
+    key: Any = bytearray(b"k")
+
+    async def body() -> None:
+        async with make_store(limits=Limits(max_content=64, max_dedup_key=8), encrypt_at_rest=True) as s:
+            a, b = await mk_users(s, "a", "b")
+            first = await s.send_single(a.id, b.id, Kind.TEXT, array, dedup_key=key)
+            again = await s.send_single(a.id, b.id, 1, view, dedup_key=b"k")
+            other = await s.send_single(a.id, b.id, 2**32 - 1, b"c" * 64, dedup_key=b"k" * 8)
+            assert (first.msg_id, again.msg_id, again.duplicate, other.msg_id) == (1, 1, True, 2)
+            history = await s.get_history(b.id, S, a.id, 0, 10)
+            assert [(m.msg_type, m.content) for m in history] == [(2**32 - 1, b"c" * 64), (1, b"one")]
+
+    asyncio.run(body())

@@ -6,9 +6,12 @@ import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from runtime.storage import SessionType, User
 from runtime.storage.models import ReadResult, SendResult
 from runtime.storage.sqlite import SqliteStorage
+from runtime.storage.sqlite.write_cache import MessageRow, _insert_messages
 
 MkUsers = Callable[..., Awaitable[list[User]]]
 
@@ -75,3 +78,22 @@ def test_callback_send(make_store: Callable[..., SqliteStorage], mk_users: MkUse
             assert await failed is not None  # a message to oneself is refused through the callback
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 15, 16, 64, 65, 127, 200])
+def test_queued_messages_inserted_in_order_in_multi_row_chunks(count: int) -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY, pair_id, msg_id, from_id, to_id, msg_type, content, "
+        "encrypted, burn, created)"
+    )
+    rows: list[MessageRow] = [
+        (i % 7, i, 1, 2, 1, bytearray(b"c%d" % i), 1, 0, 1000 + i) for i in range(count)
+    ]
+    _insert_messages(conn, rows)
+    stored = conn.execute(
+        "SELECT pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created, "
+        "typeof(content) FROM messages ORDER BY id"
+    ).fetchall()
+    assert [r[:9] for r in stored] == [(*r[:5], bytes(r[5]), *r[6:]) for r in rows]
+    assert {r[9] for r in stored} <= {"blob"}  # a queued bytearray is stored as the same BLOB as bytes
