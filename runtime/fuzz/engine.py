@@ -87,6 +87,7 @@ class Engine:
         self.stats = Stats()
         self.reproducers: list[Reproducer] = []
         self._last_progress = 0.0
+        self._deadline = float("inf")  # set by run()
 
     def cases(self) -> list[Case]:
         """Every case of the selected suites (live and stateful only with a target)."""
@@ -109,7 +110,7 @@ class Engine:
                 self.stats.covered_commands.add(case.command)
             if case.suite == "roundtrip":
                 self.stats.covered_messages.add(case.name.split("/", 1)[1])
-        deadline = self.stats.started + self.budget
+        deadline = self._deadline = self.stats.started + self.budget
         examples = FIRST_ROUND_EXAMPLES
         round_no = 0
         while pending and time.monotonic() < deadline and not self._enough():
@@ -142,6 +143,8 @@ class Engine:
             if self.target is not None:
                 self.stats.frames = self.target.frames_sent
             self._tick()
+            if time.monotonic() >= self._deadline:
+                raise BudgetSpent  # ends this case's run between examples (never while shrinking a failure)
 
         try:
             if case.suite == "stateful":
@@ -157,6 +160,8 @@ class Engine:
                 hypothesis_seed(seed)(lambda: run_state_machine_as_test(Counted, settings=opts))()
             else:
                 case.run(opts, count, seed)
+        except BudgetSpent:
+            return None
         except Exception as exc:  # a property failed (after shrinking): keep its minimal steps
             if self.target is not None:
                 self.target.reset()
@@ -180,6 +185,11 @@ class Engine:
             if self.target is not None:
                 self.stats.frames = self.target.frames_sent
             self.progress(self.stats)
+
+
+class BudgetSpent(BaseException):
+    """Raised between two examples once the time budget is spent. A BaseException, so hypothesis lets it
+    through at once instead of treating it as a failure to shrink."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -39,11 +39,18 @@ class Case:
     def run(self, opts: settings, counter: Callable[[], None] | None = None, seed: int | None = None) -> None:
         """Run under hypothesis with `opts` (and a fixed `seed` if given); raises the (shrunk) failure."""
 
+        failed = False
+
         def body(example: Any) -> None:
+            nonlocal failed
             recorder().begin()
-            if counter is not None:
+            if counter is not None and not failed:  # not while shrinking: the counter may end the run
                 counter()
-            self.check(example)
+            try:
+                self.check(example)
+            except Exception:
+                failed = True
+                raise
 
         test = settings(opts)(given(self.strategy)(body))
         if seed is not None:

@@ -106,3 +106,22 @@ def test_reproducer_round_trips_through_json(tmp_path: Path) -> None:
     again = Reproducer.load(path)
     assert again == rep and again.id == rep.id and len(rep.id) == 12
     assert frame.hex() in again.describe()
+
+
+def test_the_time_budget_is_kept_between_examples(
+    tt_stack: FuzzStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case is cut short between two examples once the budget is spent (not only between cases), so a run
+    ends close to its budget however many examples a round asks for."""
+    import time
+
+    from runtime.fuzz import engine as engine_mod
+
+    # One round of 20,000 examples per case: a single case alone would take many times the budget.
+    monkeypatch.setattr(engine_mod, "FIRST_ROUND_EXAMPLES", 20_000)
+    engine = engine_mod.Engine(tt_stack, None, suite_names=("roundtrip",), budget=1.5, seed=7)
+    started = time.monotonic()
+    assert engine.run() == []
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5 + 0.75, f"a 1.5 s budget took {elapsed:.2f} s"
+    assert engine.stats.examples > 0
