@@ -61,6 +61,9 @@ def test_references() -> None:
         ("input.max_bytes", 4096, 8192, ("STAGE_RELAXED", "relaxed")),
         ("input.reject", ["self_message"], ["self_message", "empty_body"], ("STAGE_TIGHTENED", "tightened")),
         ("input.on_rate_exceeded", "drop", "close", ("STAGE_TIGHTENED", "tightened")),
+        ("input.on_invalid", _MISSING, "reject", None),  # the default, spelled out
+        ("input.on_invalid", _MISSING, "drop", ("STAGE_RELAXED", "relaxed")),  # errors no longer answered
+        ("input.on_invalid", "drop", "close", ("STAGE_TIGHTENED", "tightened")),
         ("input.require_auth", _MISSING, False, ("STAGE_AUTH_RELAXED", "relaxed")),  # default is true
         ("input.require_auth", False, _MISSING, ("STAGE_TIGHTENED", "tightened")),
         ("transport.ack", "CID_X_ACK", _MISSING, ("STAGE_ACK_REMOVED", "relaxed")),
