@@ -50,16 +50,21 @@ ReplyCallback = Callable[[Frame | None], None]
 _TARGETS = [struct.Struct(f">H{n}I") for n in range(9)]  # envelope heads of up to 8 targets (1:1 uses 1-2)
 
 
-def pack_relay(targets: Sequence[int] | None, body: bytes) -> bytes:
-    """A relay envelope: u16 count (BROADCAST for all), count x u32 user ids, then the message body."""
+def relay_head(targets: Sequence[int] | None) -> bytes:
+    """The head of a relay envelope: u16 count (BROADCAST for all), then count x u32 user ids."""
     if targets is None:
-        return _u16.pack(BROADCAST) + body
+        return _u16.pack(BROADCAST)
     n = len(targets)
     if n < len(_TARGETS):
-        return _TARGETS[n].pack(n, *targets) + body
+        return _TARGETS[n].pack(n, *targets)
     if n >= BROADCAST:
         raise ValueError("too many relay targets")
-    return struct.pack(f">H{n}I", n, *targets) + body
+    return struct.pack(f">H{n}I", n, *targets)
+
+
+def pack_relay(targets: Sequence[int] | None, body: bytes) -> bytes:
+    """A relay envelope: `relay_head(targets)`, then the message body."""
+    return relay_head(targets) + body
 
 
 def relay_targets(data: bytes | memoryview) -> tuple[tuple[int, ...] | None, int]:
@@ -111,7 +116,7 @@ class Link(asyncio.Protocol):
     @property
     def is_open(self) -> bool:
         """True while frames can be sent."""
-        return self.transport is not None and not self.closed.is_set()
+        return self.transport is not None  # None from the moment the link is lost (`closed` is set then)
 
     @property
     def in_flight(self) -> int:
@@ -168,12 +173,18 @@ class Link(asyncio.Protocol):
                 log.exception("%s: on_lost hook failed", self.name)
 
     # sending -----------------------------------------------------------------------------------------------
-    def send(self, command_id: int, body: bytes = b"", *, flag: int = 0, corr: int = 0) -> bool:
-        """Queue one frame; False if the link is closed (the frame is dropped)."""
+    def send(
+        self, command_id: int, body: bytes = b"", *, flag: int = 0, corr: int = 0, head: bytes = b""
+    ) -> bool:
+        """Queue one frame whose body is `head + body` (e.g. a relay envelope's targets, then the message,
+        without joining them first); False if the link is closed (the frame is dropped)."""
         if self.transport is None:
             return False
         out = self._out
-        out += _pack_header(16 + len(body), 1, flag, command_id >> 8, command_id, corr & 0xFFFF, corr >> 16)
+        size = 16 + len(head) + len(body)
+        out += _pack_header(size, 1, flag, command_id >> 8, command_id, corr & 0xFFFF, corr >> 16)
+        if head:
+            out += head
         out += body
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -187,14 +198,17 @@ class Link(asyncio.Protocol):
             self.last_sent = time.monotonic()
         self._out.clear()
 
-    def request(self, command_id: int, body: bytes, callback: ReplyCallback, *, flag: int = 0) -> bool:
-        """Send a request; `callback(reply frame)` on the answer, `callback(None)` if the link drops."""
+    def request(
+        self, command_id: int, body: bytes, callback: ReplyCallback, *, flag: int = 0, head: bytes = b""
+    ) -> bool:
+        """Send a request (body `head + body`); `callback(reply frame)` on the answer, `callback(None)` if the
+        link drops."""
         if self.transport is None:
             return False
         corr = self._next_id
         self._next_id = corr + 1 if corr < 0xFFFFFFFF else 1
         self._pending[corr] = callback
-        return self.send(command_id, body, flag=flag | FLAG_REQUEST, corr=corr)
+        return self.send(command_id, body, flag=flag | FLAG_REQUEST, corr=corr, head=head)
 
     async def call(self, command_id: int, body: bytes, timeout: float = 10.0, *, flag: int = 0) -> Frame:
         """Send a request and wait for its reply (CallTimeout, or ConnectionClosed if the link drops)."""

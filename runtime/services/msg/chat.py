@@ -7,7 +7,7 @@ from typing import Any, cast
 from runtime.dispatch import Context
 from runtime.framing import Frame
 from runtime.services.biz.convert import pack_version, unpack_store_reply
-from runtime.services.links import FLAG_RELAY, pack_relay
+from runtime.services.links import FLAG_RELAY, relay_head
 from runtime.services.msg.common import HandlerBase
 from runtime.services.msg.delivery import GROUP_MSG_BIT, delivery_key
 
@@ -63,7 +63,7 @@ class ChatHandlers(HandlerBase):
             msg.ClearField("attach_data")
         cid = self._cids[command]
         pending = _PendingStore(self, ctx, st, command, cid, msg, is_group)
-        link.request(cid, pack_relay((user,), msg.SerializeToString()), pending.stored, flag=FLAG_RELAY)
+        link.request(cid, msg.SerializeToString(), pending.stored, flag=FLAG_RELAY, head=relay_head((user,)))
         return None
 
     def _ack(self, user: int, to: int, is_group: bool, msg_id: int = 0) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import Discovery
-from runtime.services.links import FLAG_RELAY, Dialer, Link, Proto, pack_relay
+from runtime.services.links import FLAG_RELAY, Dialer, Link, Proto, relay_head
 
 log = logging.getLogger("ttgen.msg.routing")
 MAX_OUTBOX = 100_000  # relays kept while no router confirms; beyond it the oldest are dropped
@@ -41,7 +41,8 @@ class RouterPool:
         self.dialers: dict[tuple[str, int], Dialer] = {}
         self._order: list[tuple[str, int]] = []
         self.master: Link | None = None
-        self._outbox: dict[int, tuple[int, bytes]] = {}  # relay id -> (command id, envelope)
+        # relay id -> (command id, envelope head, message body): the envelope is sent as its two parts
+        self._outbox: dict[int, tuple[int, bytes, bytes]] = {}
         self._in_flight: dict[int, Link] = {}
         self._next = 1
         self.cid_relay_ack = 0
@@ -139,13 +140,13 @@ class RouterPool:
         """Relay to the msg servers holding `targets` (None: every msg server), retried until confirmed."""
         rid = self._next
         self._next += 1
-        envelope = pack_relay(targets, body)
+        head = relay_head(targets)
         if len(self._outbox) >= MAX_OUTBOX:  # no router for a long time: the oldest relays go (clients pull)
             oldest = next(iter(self._outbox))
             del self._outbox[oldest]
             self._in_flight.pop(oldest, None)
             self.m_relay_dropped.inc()
-        self._outbox[rid] = (command_id, envelope)
+        self._outbox[rid] = (command_id, head, body)
         self.m_relays.inc()
         self._send_relay(rid)
         self.g_outbox.set(len(self._outbox))
@@ -155,7 +156,7 @@ class RouterPool:
         entry = self._outbox.get(rid)
         if link is None or entry is None:
             return
-        command_id, envelope = entry
+        command_id, head, body = entry
 
         def confirmed(frame: Frame | None, rid: int = rid) -> None:
             if frame is not None:
@@ -169,7 +170,7 @@ class RouterPool:
                 self.m_relay_retries.inc()
                 self._send_relay(rid)
 
-        if link.request(command_id, envelope, confirmed, flag=FLAG_RELAY):
+        if link.request(command_id, body, confirmed, flag=FLAG_RELAY, head=head):
             self._in_flight[rid] = link
 
     def _flush_outbox(self) -> None:

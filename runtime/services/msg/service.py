@@ -165,6 +165,9 @@ class MsgService(Service):
         if that one is down, the next live instance takes over. None if no biz is connected."""
         dialers = self.biz
         n = len(dialers)
+        if n == 1:
+            link = dialers[0].link
+            return link if link is not None and link.transport is not None else None
         if n == 0:
             return None
         start = ((user_id * 0x9E3779B1) & 0xFFFFFFFF) % n if n > 1 else 0

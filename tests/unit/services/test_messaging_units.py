@@ -208,3 +208,37 @@ def test_file_service_refuses_the_handshake_with_no_common_suite() -> None:
     rsp = asyncio.run(handlers.on_cid_ext_handshake_req(None, req))  # type: ignore[arg-type]
     enum = type(rsp).DESCRIPTOR.fields_by_name["result_code"].enum_type
     assert enum.values_by_number[rsp.result_code].name == "HANDSHAKE_NO_COMMON_SUITE"
+
+
+@given(
+    st.one_of(st.none(), st.lists(st.integers(0, 2**32 - 1), max_size=12)),
+    st.binary(max_size=64),
+    st.integers(1, 0xFFFF),
+)
+def test_a_relay_sent_in_two_parts_is_the_same_frame(
+    targets: list[int] | None, body: bytes, cid: int
+) -> None:
+    """`Link.send(..., head=relay_head(t))` writes exactly the frame of `Link.send(pack_relay(t, body))`."""
+    import asyncio
+
+    from runtime.services.links import Link, relay_head
+
+    class Capture:
+        def __init__(self) -> None:
+            self.data = b""
+
+        def write(self, data: bytes) -> None:
+            self.data += data
+
+    async def frames() -> tuple[bytes, bytes]:
+        out = []
+        for parts in ({"head": relay_head(targets), "body": body}, {"body": pack_relay(targets, body)}):
+            link = Link("t")
+            link.transport = Capture()  # type: ignore[assignment]
+            assert link.send(cid, parts["body"], flag=0x1000, corr=7, head=parts.get("head", b""))
+            link._flush()
+            out.append(link.transport.data)  # type: ignore[union-attr]
+        return out[0], out[1]
+
+    split, joined = asyncio.run(frames())
+    assert split == joined
