@@ -147,13 +147,14 @@ class Context:
         request is answered with it, and one that arrived while this request was pending gets it now);
         `remember=False` sends a provisional answer instead (e.g. "not stored, try again") and forgets the
         request, so a retransmit is processed afresh."""
+        body = None
         if self.dedup_key is not None:
             if remember:
-                self.dispatcher.remember_reply(self, msg)
+                body = self.dispatcher.remember_reply(self, msg)
             else:
                 self.dispatcher.forget_request(self, msg)
                 self.dedup_key = None
-        return self.dispatcher.send(self.link, self.info.reply or self.info.name, msg, self.seq)
+        return self.dispatcher.send(self.link, self.info.reply or self.info.name, msg, self.seq, body)
 
     def forget(self) -> None:
         """Drop this request from its dedup window: a retransmit will be processed again, not answered from
@@ -348,6 +349,12 @@ class Dispatcher:
             key = self._dedup_key(frame, msg)
             now = link.now()
             cached = route.dedup.get(user_id, key, now)
+            if type(cached) is bytes:
+                log.info(
+                    "%r: duplicate %s (seq %d) answered from the dedup window", link, info.name, frame.seq
+                )
+                self._send_reply_body(ctx, route, cached)
+                return
             if cached is not None:
                 if cached.result is None:
                     # The first copy is still being processed (e.g. its reply comes from a callback): this
@@ -417,7 +424,7 @@ class Dispatcher:
                     self._handler_failed(ctx, route, exc)
                     return
                 if ctx.dedup_key is not None:
-                    self.remember_reply(ctx, result)
+                    self.remember_reply(ctx, result, body)
                 link.send_frame(fast[1], fast[2], ctx.seq, body)
                 return
             self._finish(ctx, route, result, key)
@@ -454,15 +461,28 @@ class Dispatcher:
             self._send_reply(ctx, route, result)
 
     # -- the dedup window ------------------------------------------------------------------------------------
-    def remember_reply(self, ctx: Context, result: Message) -> None:
+    def remember_reply(self, ctx: Context, result: Message, body: bytes | None = None) -> bytes | None:
         """Record `result` as the reply to `ctx`'s request in its dedup window (whenever it is sent: returned
-        or through `ctx.reply` later) and answer the duplicates that arrived while it was pending."""
+        or through `ctx.reply` later) and answer the duplicates that arrived while it was pending.
+
+        The window keeps the reply serialized (`body`, made here if not given, and returned): bytes are not
+        tracked by the cycle collector, where a message object and its slot would be, for the whole window."""
         slot = ctx.dedup_slot
-        if slot is None or ctx.dedup_key is None:
-            return
+        key = ctx.dedup_key
+        if slot is None or key is None:
+            return body
         slot.result = result
+        if body is None:
+            try:
+                body = result.SerializeToString()
+            except Exception:  # e.g. required fields missing: the send reports it; keep the message
+                body = None
+        route = self.routes.get(ctx.info.command_id)
+        if body is not None and route is not None and route.dedup is not None:
+            route.dedup.replace(ctx.user_id, key, slot, body)
         if slot.waiters:
             self._answer_waiters(ctx, slot, result)
+        return body
 
     def forget_request(self, ctx: Context, provisional: Message | None = None) -> None:
         """Drop `ctx`'s request from its dedup window, so a retransmit is processed afresh. Duplicates that
@@ -489,6 +509,19 @@ class Dispatcher:
             conn = link.conn
             if conn is not None and conn.is_open:
                 self._send_packed(link, info, stages, result, seq)
+
+    def _send_reply_body(self, ctx: Context, route: Route, body: bytes) -> None:
+        """Send a remembered (serialized) reply again, through the pack stage where it transforms it."""
+        if route.reply is None:
+            return
+        info, stages = route.reply
+        link = ctx.link
+        if stages.pack.trivial or (
+            stages.pack.plain_unless_sealed and not (link.data and link.data.get("cipher"))
+        ):
+            link.send_frame(info.service_id, info.command_id, ctx.seq, body)
+        else:
+            self._send_packed(link, info, stages, info.message_class.FromString(body), ctx.seq)
 
     def _send_reply(self, ctx: Context, route: Route, result: Any) -> None:
         if route.reply is None:

@@ -183,6 +183,16 @@ class DedupWindow:
         if len(young) * 2 >= self.max_entries:
             self._rotate(now, full=True)
 
+    def replace(self, sender: Hashable, key: Hashable, old: Any, new: Any) -> bool:
+        """Swap the remembered result of (sender, key) from `old` to `new` (compared by identity), keeping
+        its age; False if the entry is gone or holds something else."""
+        ident = (sender, key)
+        for gen in (self._young, self._old):
+            if gen.get(ident, _UNSET) is old:
+                gen[ident] = new
+                return True
+        return False
+
     def forget(self, sender: Hashable, key: Hashable) -> None:
         """Drop (sender, key): its next copy is processed as new."""
         ident = (sender, key)

@@ -479,3 +479,51 @@ def test_send_reuses_a_serialized_body_only_where_packing_would_give_the_same_by
     assert dispatcher.send(sealed, "CID_MSG_DATA", msg, 0, body)  # type: ignore[arg-type]
     _, out, flag = sealed.sent[0]
     assert flag & FLAG_ENCRYPTED and body not in out
+
+
+def test_the_dedup_window_keeps_answered_requests_as_bytes() -> None:
+    """Once answered, a request's window entry is the serialized reply: nothing the cycle collector must
+    visit stays in the window for its whole lifetime (up to a million entries per command)."""
+    import gc
+
+    async def body(d: Dispatcher, s: DeferredService) -> None:
+        link, t = open_link(d, 1)
+        link.data_received(LOGIN_OK + req(0x0301, 2, msg_data()) + req(0x0301, 3, msg_data()))
+        window = d.routes[0x0301].dedup
+        assert window is not None and len(window) == 2
+        s.answer()
+        entries = list(window._young.values()) + list(window._old.values())
+        assert sum(type(e) is bytes for e in entries) == 1  # the answered one; the other still waits
+        assert all(not gc.is_tracked(e) for e in entries if type(e) is bytes)
+        s.answer()
+        await asyncio.sleep(0)
+        link.data_received(req(0x0301, 2, msg_data()))  # a retransmit of the first: answered from the bytes
+        assert len(s.msgs) == 2 and [a.seq for a in acks_of(t)] == [2, 3, 2]
+        assert acks_of(t)[0].body == acks_of(t)[2].body
+
+    run_deferred(body)
+
+
+def test_a_remembered_reply_is_sealed_again_on_an_encrypted_session() -> None:
+    """A duplicate on a session with keys gets the remembered reply through the pack stage (sealed), never
+    the plain bytes the window keeps."""
+    from runtime.framing import FLAG_ENCRYPTED
+    from runtime.stages.crypto import SessionCipher, SessionKeys
+
+    policy = {
+        "MSG_DATA": {"transport": {"dedup": "per_sender", "retransmit": "until_ack"}},
+        "MSG_DATA_ACK": {"pack": {"encrypt": "session_aead"}},
+    }
+
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, t = open_link(d, 1)
+        frame = req(0x0301, 2, msg_data())
+        link.data_received(LOGIN_OK + frame)  # no keys yet: the ack goes out plain
+        link.extras()["cipher"] = SessionCipher(SessionKeys(send_key=b"s" * 32, recv_key=b"r" * 32))
+        link.data_received(frame)  # the retransmit, now on a session with keys
+        first, again = [f for f in t.frames() if f.command_id == 0x0302]
+        assert not first.flag & FLAG_ENCRYPTED
+        assert again.flag & FLAG_ENCRYPTED and first.body not in again.body
+        assert len(s.msgs) == 1
+
+    run(body, policy)
