@@ -1,13 +1,15 @@
 """Runtime dispatch layer: command id -> service handler, with the input/unpack/pack stages around each call.
 
 A service object has `__mapping__: dict[int, str]` (command id -> method name) and methods
-`async def on_x(self, ctx: Context, msg) -> Message | None`; a returned message is sent as the command's
-`reply` with the request's seq. Handlers that finish without suspending run inline, without an asyncio Task.
+`async def on_x(self, ctx: Context, msg) -> Message | None` (or a plain `def` for a hot command that never
+suspends); a returned message is sent as the command's `reply` with the request's seq. Handlers that finish
+without suspending run inline, without an asyncio Task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
@@ -27,7 +29,7 @@ from runtime.transport import Link
 
 log = logging.getLogger("runtime.dispatch")
 
-Handler = Callable[["Context", Any], Awaitable[Message | None]]
+Handler = Callable[["Context", Any], Awaitable[Message | None] | Message | None]
 
 EXTENSION_SERVICE = "EXT"  # the registry service whose commands only opted-in clients receive
 EXT_OPT_IN = "ext"  # link data key: the client sent an extension command
@@ -52,6 +54,7 @@ class Route:
         "fast_reply",
         "handler",
         "info",
+        "is_async",
         "max_body",
         "name",
         "parse",
@@ -71,6 +74,9 @@ class Route:
         self.info = info
         self.name = info.name
         self.handler = handler
+        # Handlers are `async def` as the generated bases declare them; a service may implement a hot command
+        # with a plain function (it must not block), which the dispatcher then calls without a coroutine.
+        self.is_async = inspect.iscoroutinefunction(handler)
         self.stages = stages
         self.reply = reply
         # No input checks, no decryption: parse the body directly.
@@ -404,30 +410,19 @@ class Dispatcher:
         return frame.command_id, frame.seq, hash(msg.SerializePartialToString())
 
     def _run(self, ctx: Context, route: Route, msg: Message, key: tuple[int, int, int] | None) -> None:
-        try:
-            coro = route.handler(ctx, msg)
-            first = coro.send(None)  # type: ignore[attr-defined]
-        except StopIteration as stop:
-            result = stop.value
-            fast = route.fast_reply
-            link = ctx.link
-            if (
-                fast is not None
-                and type(result) is fast[0]
-                and ctx.close_reason is None
-                and not (route.reply_sealed and link.data and link.data.get("cipher"))
-            ):
-                # The common case, kept to one serialize and one buffer append.
-                try:
-                    body = result.SerializeToString()
-                except Exception as exc:  # e.g. required reply fields missing
-                    self._handler_failed(ctx, route, exc)
-                    return
-                if ctx.dedup_key is not None:
-                    self.remember_reply(ctx, result, body)
-                link.send_frame(fast[1], fast[2], ctx.seq, body)
+        if not route.is_async:  # a plain function: no coroutine to make and step
+            try:
+                result = route.handler(ctx, msg)
+            except Exception as exc:
+                self._handler_failed(ctx, route, exc)
                 return
-            self._finish(ctx, route, result, key)
+            self._answer(ctx, route, result, key)
+            return
+        try:
+            coro: Any = route.handler(ctx, msg)
+            first = coro.send(None)
+        except StopIteration as stop:
+            self._answer(ctx, route, stop.value, key)
             return
         except Exception as exc:
             self._handler_failed(ctx, route, exc)
@@ -435,6 +430,28 @@ class Dispatcher:
         task = asyncio.get_running_loop().create_task(self._resume(ctx, route, coro, first, key))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _answer(self, ctx: Context, route: Route, result: Any, key: tuple[int, int, int] | None) -> None:
+        """A handler finished without suspending: send its reply (if any) now."""
+        fast = route.fast_reply
+        link = ctx.link
+        if (
+            fast is not None
+            and type(result) is fast[0]
+            and ctx.close_reason is None
+            and not (route.reply_sealed and link.data and link.data.get("cipher"))
+        ):
+            # The common case, kept to one serialize and one buffer append.
+            try:
+                body = result.SerializeToString()
+            except Exception as exc:  # e.g. required reply fields missing
+                self._handler_failed(ctx, route, exc)
+                return
+            if ctx.dedup_key is not None:
+                self.remember_reply(ctx, result, body)
+            link.send_frame(fast[1], fast[2], ctx.seq, body)
+            return
+        self._finish(ctx, route, result, key)
 
     async def _resume(
         self, ctx: Context, route: Route, coro: Any, first: Any, key: tuple[int, int, int] | None

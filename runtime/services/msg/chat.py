@@ -27,11 +27,12 @@ class ChatHandlers(HandlerBase):
             if self.proto.has(name)
         }
 
-    async def on_cid_msg_data(self, ctx: Context, msg: Any) -> Any:
-        """Store through biz, ack the sender with the durable id, deliver to every device of every party."""
+    def on_cid_msg_data(self, ctx: Context, msg: Any) -> Any:
+        """Store through biz, ack the sender with the durable id, deliver to every device of every party.
+        A plain function (the hot path never suspends), which the dispatcher calls without a coroutine."""
         return self._send_chat(ctx, msg, "CID_MSG_DATA")
 
-    async def on_cid_ext_msg_burn(self, ctx: Context, msg: Any) -> Any:
+    def on_cid_ext_msg_burn(self, ctx: Context, msg: Any) -> Any:
         """A burn-after-reading 1:1 message: stored flagged, destroyed when the recipient reads it."""
         return self._send_chat(ctx, msg, "CID_EXT_MSG_BURN")
 
@@ -121,7 +122,7 @@ class ChatHandlers(HandlerBase):
                 if st is not skip:
                     tracker.deliver(st, command, msg, key, body)
 
-    async def on_cid_msg_data_ack(self, ctx: Context, msg: Any) -> None:
+    def on_cid_msg_data_ack(self, ctx: Context, msg: Any) -> None:
         """The client received a delivered message: stop retransmitting it."""
         data = ctx.link.data
         st = data.get("msg") if data else None

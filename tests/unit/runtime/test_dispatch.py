@@ -527,3 +527,29 @@ def test_a_remembered_reply_is_sealed_again_on_an_encrypted_session() -> None:
         assert len(s.msgs) == 1
 
     run(body, policy)
+
+
+class PlainService(Service):
+    """MSG_DATA handled by a plain function, as msg does for its hot path."""
+
+    def on_msg(self, ctx: Context, msg: Any) -> Any:  # type: ignore[override]
+        if msg.msg_data == b"boom":
+            raise RuntimeError("handler bug")
+        self.msgs.append(msg)
+        return tp.MsgDataAck(user_id=ctx.user_id, session_id=msg.to_session_id, msg_id=len(self.msgs))
+
+
+def test_a_plain_function_handler_is_called_and_answered_inline() -> None:
+    async def main() -> None:
+        LINKS.clear()
+        service = PlainService()
+        d = Dispatcher(tp.build_registry(), service)
+        assert not d.routes[0x0301].is_async
+        link, t = open_link(d, 1)
+        link.data_received(LOGIN_OK + req(0x0301, 2, msg_data()) + req(0x0301, 3, msg_data(data=b"boom")))
+        link.data_received(req(0x0301, 4, msg_data()))  # a failing call does not stop the next one
+        acks = acks_of(t)
+        assert [a.seq for a in acks] == [2, 4] and len(service.msgs) == 2
+        assert tp.MsgDataAck.FromString(acks[1].body).msg_id == 2
+
+    asyncio.run(main())
