@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from typing import Any
 
 from runtime.framing import Frame
@@ -245,7 +244,7 @@ class RouterService(Service):
             origin.reply(frame, frame.command_id)
             return
         body = bytes(frame.body)
-        confirm = _Countdown(len(dests), lambda: origin.reply(frame, frame.command_id))
+        confirm = _Countdown(len(dests), origin, frame)
         for link in dests:
             if link.request(frame.command_id, body, confirm, flag=FLAG_RELAY):
                 self.m_forwarded.inc()
@@ -254,18 +253,20 @@ class RouterService(Service):
 
 
 class _Countdown:
-    """Calls `done` after `n` replies (or losses) arrived."""
+    """Confirms relay `frame` to `origin` after `n` replies (or losses) from the destinations arrived."""
 
-    __slots__ = ("done", "n")
+    __slots__ = ("frame", "n", "origin")
 
-    def __init__(self, n: int, done: Callable[[], object]) -> None:
+    def __init__(self, n: int, origin: Link, frame: Frame) -> None:
         self.n = n
-        self.done = done
+        self.origin = origin
+        self.frame = frame
 
     def __call__(self, _frame: Frame | None) -> None:
         self.n -= 1
         if self.n == 0:
-            self.done()
+            frame = self.frame
+            self.origin.reply(frame, frame.command_id)
 
 
 __all__ = ["FLAG_REQUEST", "RouterService", "UserTable"]
