@@ -22,6 +22,8 @@ from runtime.framing import (
     append_frame,
 )
 from runtime.registry import CommandInfo, Registry
+from runtime.stages.input import RATE_ACTIONS, TokenBucket
+from runtime.stages.policy import choice, parse_rate
 
 log = logging.getLogger("runtime.connection")
 _pack_header = HEADER.pack
@@ -86,12 +88,50 @@ class Timeouts:
 DEFAULT_TIMEOUTS = Timeouts()
 
 
+@dataclass(frozen=True)
+class HeartbeatLimit:
+    """The heartbeat command's `input` rate policy. Heartbeats never reach the stages (the connection layer
+    echoes them), so it is applied here: an excess heartbeat is not echoed (`drop`, and `reject`, which has
+    nothing to answer with) or closes the connection (`close`)."""
+
+    rate: float
+    burst: float
+    action: str
+
+    @classmethod
+    def of(cls, registry: Registry) -> HeartbeatLimit | None:
+        """The limit the registry's heartbeat policy sets (None: no `rate`, or no heartbeat command)."""
+        info = registry.id_table.get(HEARTBEAT_COMMAND_ID)
+        policy = info.policy("input") if info is not None else {}
+        if policy.get("rate") is None:
+            return None
+        rate = parse_rate(policy["rate"])
+        return cls(
+            rate,
+            max(float(policy.get("burst", rate)), 1.0),
+            choice(policy, "on_rate_exceeded", RATE_ACTIONS, "drop"),
+        )
+
+
+_HEARTBEAT_LIMITS: dict[int, tuple[Registry, HeartbeatLimit | None]] = {}
+
+
+def heartbeat_limit(registry: Registry) -> HeartbeatLimit | None:
+    """`HeartbeatLimit.of(registry)`, computed once per registry."""
+    hit = _HEARTBEAT_LIMITS.get(id(registry))
+    if hit is None or hit[0] is not registry:
+        hit = _HEARTBEAT_LIMITS[id(registry)] = (registry, HeartbeatLimit.of(registry))
+    return hit[1]
+
+
 class Connection:
     """State of one connection: decoding, auth gate, heartbeat echo/initiation and deadlines."""
 
     __slots__ = (
         "_commands",
         "_decoder",
+        "_hb_bucket",
+        "_hb_limit",
         "_out",
         "client_type",
         "close_reason",
@@ -139,6 +179,8 @@ class Connection:
         self.client_type = 0
         self.unknown_count = 0
         self.close_reason: str | None = None
+        self._hb_limit = heartbeat_limit(registry) if kind is Kind.CLIENT_SESSION else None
+        self._hb_bucket: TokenBucket | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.peer} {self.kind.value} {self.state.value} user={self.user_id}>"
@@ -200,7 +242,13 @@ class Connection:
             cid = frame.command_id
             if cid == HEARTBEAT_COMMAND_ID:
                 if self.kind is Kind.CLIENT_SESSION:
-                    # The server echoes a client's heartbeat and never initiates one (PROTOCOL.md 1.2).
+                    # The server echoes a client's heartbeat and never initiates one (PROTOCOL.md 1.2), within
+                    # the heartbeat's input rate policy: a flood is not echoed, or closes the connection.
+                    if self._hb_limit is not None and not self._heartbeat_allowed(now):
+                        if self._hb_limit.action == "close":
+                            self._violation(f"heartbeats above {self._hb_limit.rate:g}/s")
+                            return
+                        continue
                     append_frame(self._out, frame.service_id, cid, frame.seq, frame.body)
                     self.last_sent = now
                 continue
@@ -214,6 +262,14 @@ class Connection:
                 self._violation(f"command {info.name} before authentication")
                 return
             yield frame, info
+
+    def _heartbeat_allowed(self, now: float) -> bool:
+        limit = self._hb_limit
+        assert limit is not None
+        bucket = self._hb_bucket
+        if bucket is None:
+            bucket = self._hb_bucket = TokenBucket(limit.rate, limit.burst, now)
+        return bucket.take(now)
 
     def note_unknown(self, what: str) -> bool:
         """Count an unknown or unaccepted command; past the limit the connection closes (returns True)."""

@@ -992,7 +992,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="both",
         reply=None,
         hosted_by=("biz", "file", "gateway", "login", "monitor", "msg", "router", "storage"),
-        stages={"input": {"max_bytes": 64, "require_auth": False}, "store": {"persist": False}, "transport": {"ephemeral": True}},
+        stages={"input": {"max_bytes": 64, "on_rate_exceeded": "close", "rate": "1000/s", "require_auth": False}, "store": {"persist": False}, "transport": {"ephemeral": True}},
         doc="Keep-alive; a client's heartbeat is echoed back, server links send their own.",
     ),
     CommandInfo(

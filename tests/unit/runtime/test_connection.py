@@ -176,3 +176,44 @@ def test_arbitrary_bytes_never_raise(data: bytes, step: int, authenticated: bool
         for frame, info in conn.receive_data(data[i : i + step], 1.0):
             assert info.command_id == frame.command_id
     assert conn.is_open or conn.close_reason
+
+
+@pytest.mark.parametrize("action", ["drop", "close"])
+def test_heartbeat_rate_policy_is_applied_by_the_connection(action: str) -> None:
+    """Heartbeats never reach the stages, so the connection applies the heartbeat's input rate itself."""
+    reg = tp.build_registry(
+        {
+            "HEARTBEAT": {
+                "input": {"rate": "10/s", "burst": 10, "on_rate_exceeded": action, "require_auth": False}
+            }
+        }
+    )
+    conn = Connection(reg, Kind.CLIENT_SESSION, 0.0, peer="test")
+    list(conn.receive_data(HEARTBEAT * 10, 0.0))
+    assert conn.data_to_send() == HEARTBEAT * 10 and conn.is_open  # the burst is echoed
+    list(conn.receive_data(HEARTBEAT * 3, 0.0))
+    if action == "close":
+        assert not conn.is_open and "heartbeats above 10/s" in (conn.close_reason or "")
+        return
+    assert conn.data_to_send() == b"" and conn.is_open  # beyond it: not echoed
+    list(conn.receive_data(HEARTBEAT * 3, 0.25))  # 2.5 tokens came back
+    assert conn.data_to_send() == HEARTBEAT * 2
+
+
+def test_server_links_are_not_heartbeat_limited() -> None:
+    reg = tp.build_registry({"HEARTBEAT": {"input": {"rate": "1/s", "on_rate_exceeded": "close"}}})
+    link = Connection(reg, Kind.SERVER_LINK, 0.0, peer="peer")
+    list(link.receive_data(HEARTBEAT * 50, 0.0))
+    assert link.is_open
+
+
+def test_the_bundled_spec_closes_a_heartbeat_flood_but_not_a_client() -> None:
+    from generated.teamtalk.registry import REGISTRY
+
+    hb = encode_frame(7, 0x0701, 0)
+    conn = Connection(REGISTRY, Kind.CLIENT_SESSION, 0.0, peer="test")
+    for second in range(60):  # a busy client: a heartbeat every second
+        list(conn.receive_data(hb, float(second)))
+    assert conn.is_open
+    list(conn.receive_data(hb * 2000, 60.0))  # two thousand in one read
+    assert not conn.is_open
