@@ -115,6 +115,18 @@ def pack_version(version: int) -> bytes:
     return _VERSION.pack(version)
 
 
+def pack_store_request(version: int, token: bytes) -> bytes:
+    """The attach_data msg puts on IMMsgData to biz when the client gave no msg id: the cached group version,
+    then an 8-byte request token. A store retried after the link to biz dropped carries the same token, so biz
+    answers it with the id it already stored (see `request_token`)."""
+    return _VERSION.pack(version) + token
+
+
+def request_token(data: bytes) -> bytes | None:
+    """The request token of a store request's attach_data (None when it has none)."""
+    return data[4:12] if len(data) >= 12 else None
+
+
 def unpack_version(data: bytes) -> int:
     """Inverse of pack_version (0 when absent)."""
     return _VERSION.unpack_from(data, 0)[0] if len(data) >= 4 else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
@@ -12,10 +13,12 @@ from runtime.services.biz.convert import (
     fill_latest,
     fill_msg,
     pack_store_reply,
+    request_token,
     result_of,
     unpack_version,
 )
 from runtime.services.links import Link, Proto, ResultCode
+from runtime.stages.transport import DedupWindow
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import GroupVersion, SessionType
@@ -29,12 +32,34 @@ _STORED = pack_store_reply(ResultCode.OK, 0, False)  # the reply envelope of a s
 _STORED_DUPLICATE = pack_store_reply(ResultCode.OK, 0, True)
 
 
-def _single_stored(msg: Any, done: Callable[[Any], None], res: Any, error: BaseException | None) -> None:
+# Store requests without a client msg id carry a token from msg (convert.pack_store_request); the ids stored
+# for them are remembered this long, so a request msg sends again after its link to biz dropped is answered
+# with the id already stored instead of being stored twice. In memory: it covers a lost link, not a lost biz.
+STORE_TOKEN_WINDOW = 120.0
+STORE_TOKEN_LIMIT = 400_000
+
+
+def new_store_tokens() -> DedupWindow:
+    """The memory of recent store request tokens (sender, token) -> (msg id, created)."""
+    return DedupWindow(STORE_TOKEN_WINDOW, STORE_TOKEN_LIMIT)
+
+
+def _single_stored(
+    msg: Any,
+    done: Callable[[Any], None],
+    tokens: DedupWindow | None,
+    sender: int,
+    token: bytes | None,
+    res: Any,
+    error: BaseException | None,
+) -> None:
     """The storage callback of `store_single_nowait`: fill in the reply as `h_msg_data` would."""
     if error is None:
         msg.msg_id = res.msg_id
         msg.create_time = res.created
         msg.attach_data = _STORED_DUPLICATE if res.duplicate else _STORED
+        if tokens is not None and token is not None:
+            tokens.remember(sender, token, (res.msg_id, res.created), time.monotonic())
     elif isinstance(error, se.StorageError):
         msg.msg_id = 0
         msg.attach_data = pack_store_reply(result_of(error))
@@ -62,6 +87,17 @@ class MessageHandlers:
     storage: Storage
     proto: Proto
     _group_cache: dict[int, tuple[int, list[int]]]
+    _store_tokens: DedupWindow  # made by the service: new_store_tokens()
+
+    def _token_hit(self, user_id: int, msg: Any) -> tuple[bytes | None, tuple[int, int] | None]:
+        """(the request token, or None; the (msg id, created) already stored for it, or None)."""
+        if msg.msg_id or not msg.HasField("attach_data"):
+            return None, None
+        token = request_token(msg.attach_data)
+        if token is None:
+            return None, None
+        hit = self._store_tokens.get(user_id, token, time.monotonic())
+        return token, hit
 
     async def group_state(self, group_id: int, member_id: int) -> tuple[int, list[int]]:
         """(version, member ids) of a group. The cache is checked against the stored version on every call (a
@@ -90,7 +126,14 @@ class MessageHandlers:
         client_msg_id = msg.msg_id
         to = msg.to_session_id
         dedup = f"1:{to}:{client_msg_id}".encode() if client_msg_id else None
-        stored = partial(_single_stored, msg, done)  # a partial, not a closure: cheaper per message
+        token, hit = self._token_hit(user_id, msg)
+        if hit is not None:  # msg sent this request again: it was stored, its answer lost with the link
+            msg.msg_id, msg.create_time = hit
+            msg.attach_data = _STORED_DUPLICATE
+            done(msg)
+            return True
+        # A partial, not a closure: cheaper per message.
+        stored = partial(_single_stored, msg, done, self._store_tokens, user_id, token)
         try:
             send(user_id, to, msg.msg_type, msg.msg_data, stored, dedup_key=dedup, burn=burn)
         except se.StorageError as exc:  # closed
@@ -107,6 +150,15 @@ class MessageHandlers:
         client_msg_id = msg.msg_id
         cached_version = unpack_version(msg.attach_data) if msg.HasField("attach_data") else 0
         is_group = bool(msg.msg_type & GROUP_MSG_BIT)
+        token, hit = self._token_hit(user_id, msg)
+        if hit is not None:  # a retried request whose first copy was stored (see STORE_TOKEN_WINDOW)
+            msg.msg_id, msg.create_time = hit
+            if is_group:
+                version, members = await self.group_state(msg.to_session_id, user_id)
+                msg.attach_data = pack_store_reply(ResultCode.OK, version, True, members)
+            else:
+                msg.attach_data = _STORED_DUPLICATE
+            return msg
         dedup = None
         if client_msg_id:
             kind = 2 if is_group else 1
@@ -137,6 +189,8 @@ class MessageHandlers:
         msg.msg_id = res.msg_id
         msg.create_time = res.created
         msg.attach_data = attach
+        if token is not None:
+            self._store_tokens.remember(user_id, token, (res.msg_id, res.created), time.monotonic())
         return msg
 
     async def h_read_ack(self, user_id: int, msg: Any, link: Link) -> Any:

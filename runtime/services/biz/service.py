@@ -31,7 +31,7 @@ from runtime.services.base import (
 )
 from runtime.services.biz.handlers_dir import DirectoryHandlers
 from runtime.services.biz.handlers_group import GroupHandlers
-from runtime.services.biz.handlers_msg import MessageHandlers
+from runtime.services.biz.handlers_msg import MessageHandlers, new_store_tokens
 from runtime.services.biz.storage_open import open_auth, open_storage
 from runtime.services.links import FLAG_RELAY, Link, Proto, keep_alive, relay_targets, serve_links
 from runtime.storage.base import Storage
@@ -55,6 +55,7 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._group_cache: dict[int, tuple[int, list[int]]] = {}
+        self._store_tokens = new_store_tokens()
         # command id -> (burn, parser of its message), for the 1:1 store fast path
         self._fast_store: dict[int, tuple[bool, Callable[[bytes], PbMessage]]] = {}
         self._reply_cids: dict[type[PbMessage], int] = {}

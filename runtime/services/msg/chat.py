@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import os
+import struct
 from typing import Any, cast
 
 from runtime.dispatch import Context
 from runtime.framing import Frame
-from runtime.services.biz.convert import pack_version, unpack_store_reply
+from runtime.services.biz.convert import pack_store_request, pack_version, unpack_store_reply
 from runtime.services.links import FLAG_RELAY, relay_head
 from runtime.services.msg.common import HandlerBase
 from runtime.services.msg.delivery import GROUP_MSG_BIT, delivery_key
 
 SINGLE, GROUP = 1, 2
+STORE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)  # seconds before each resend of a store whose link to biz dropped
+_TOKEN = struct.Struct(">4sI")  # store request token: per-process random prefix, counter
 
 
 class ChatHandlers(HandlerBase):
@@ -21,6 +27,8 @@ class ChatHandlers(HandlerBase):
         super().__init__(svc)
         self._ack_class = self.proto.info("CID_MSG_DATA_ACK").message_class
         self._data_class = self.proto.info("CID_MSG_DATA").message_class
+        self._token_prefix = os.urandom(4)
+        self._tokens = itertools.count(1)
         self._cids = {
             name: self.proto.cid(name)
             for name in ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
@@ -57,14 +65,23 @@ class ChatHandlers(HandlerBase):
             ctx.reply(self._ack(user, to, is_group), remember=False)
             return None
         msg.from_user_id = user
+        version = 0
         if is_group:
             cached = svc.group_members.get(to)
-            msg.attach_data = pack_version(cached[0] if cached else 0)
+            version = cached[0] if cached else 0
+        if msg.msg_id == 0:
+            # No client msg id for biz to deduplicate by: a token of ours, so a store sent again after the
+            # link to biz dropped is answered with the id already stored (runtime.services.biz.handlers_msg).
+            token = _TOKEN.pack(self._token_prefix, next(self._tokens) & 0xFFFFFFFF)
+            msg.attach_data = pack_store_request(version, token)
+        elif is_group:
+            msg.attach_data = pack_version(version)
         elif msg.HasField("attach_data"):
             msg.ClearField("attach_data")
         cid = self._cids[command]
-        pending = _PendingStore(self, ctx, st, command, cid, msg, is_group)
-        link.request(cid, msg.SerializeToString(), pending.stored, flag=FLAG_RELAY, head=relay_head((user,)))
+        request = msg.SerializeToString()
+        pending = _PendingStore(self, ctx, st, command, cid, msg, is_group, request)
+        link.request(cid, request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,)))
         return None
 
     def _ack(self, user: int, to: int, is_group: bool, msg_id: int = 0) -> Any:
@@ -230,12 +247,24 @@ class ChatHandlers(HandlerBase):
 
 class _PendingStore:
     """A message sent to biz, waiting for its durable id. One small object per message: a closure over the
-    same state cost a function, a tuple and a cell per variable (all garbage-collector tracked)."""
+    same state cost a function, a tuple and a cell per variable (all garbage-collector tracked).
 
-    __slots__ = ("chat", "cid", "command", "ctx", "is_group", "msg", "st")
+    If the link to biz drops before the answer, the same request is sent again (to the same biz once it is
+    back, or the next live one) after STORE_RETRY_DELAYS: biz answers a request it already stored with that id
+    (by client msg id, or by msg's token), so the message is stored once and the sender acked with its id."""
+
+    __slots__ = ("attempts", "chat", "cid", "command", "ctx", "is_group", "msg", "request", "st")
 
     def __init__(
-        self, chat: ChatHandlers, ctx: Context, st: Any, command: str, cid: int, msg: Any, is_group: bool
+        self,
+        chat: ChatHandlers,
+        ctx: Context,
+        st: Any,
+        command: str,
+        cid: int,
+        msg: Any,
+        is_group: bool,
+        request: bytes,
     ) -> None:
         self.chat = chat
         self.ctx = ctx
@@ -244,13 +273,29 @@ class _PendingStore:
         self.cid = cid
         self.msg = msg
         self.is_group = is_group
+        self.request = request
+        self.attempts = 0
 
     def stored(self, frame: Frame | None) -> None:
         """Biz answered (`frame`), or the link to it was lost (None)."""
         if frame is not None and frame.body:
             self.chat._stored(self.ctx, self.st, self.command, self.cid, self.msg, frame.body, self.is_group)
+        elif frame is None and self.attempts < len(STORE_RETRY_DELAYS):
+            delay = STORE_RETRY_DELAYS[self.attempts]
+            self.attempts += 1
+            self.chat.svc.m_store_retries.inc()
+            asyncio.get_running_loop().call_later(delay, self.retry)
         else:
-            # Biz lost before answering: msg_id 0, and the dedup window forgets the request, so the client's
-            # retransmit is stored (biz dedups by client msg id) rather than answered with 0 again.
+            # Biz refused without an answer, or stayed out of reach: msg_id 0, and the dedup window forgets
+            # the request, so the client's retransmit is processed again rather than answered with 0.
             ack = self.chat._ack(self.st.user_id, self.msg.to_session_id, self.is_group)
             self.ctx.reply(ack, remember=False)
+
+    def retry(self) -> None:
+        """Send the same request again to the biz instance for this sender."""
+        user = self.st.user_id
+        link = self.chat.svc.biz_link(user)
+        if link is None or not link.request(
+            self.cid, self.request, self.stored, flag=FLAG_RELAY, head=relay_head((user,))
+        ):
+            self.stored(None)

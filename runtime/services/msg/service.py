@@ -70,6 +70,9 @@ class MsgService(Service):
         self._ticker: asyncio.Task[None] | None = None
         self.g_conns = self.metrics.gauge("msg_connections", "authenticated client connections")
         self.g_users = self.metrics.gauge("msg_online_users", "users with a connection here")
+        self.m_store_retries = self.metrics.counter(
+            "msg_store_retries_total", "store requests sent to biz again after the link dropped unanswered"
+        )
         self.m_msgs_in = self.metrics.counter(
             "msg_msgs_in_total", "chat messages received from clients (IMMsgData and burn messages)"
         )

@@ -1,0 +1,159 @@
+"""A store whose answer is lost with the msg-biz link is sent again by msg and stored once by biz.
+
+msg side: `_PendingStore` resends the same request bytes when the link drops unanswered, and acks with the
+stored id once an answer comes. biz side: a request without a client msg id carries msg's token; biz answers
+the token's second copy with the id it already stored instead of storing the message again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from generated.teamtalk.registry import REGISTRY
+from runtime.framing import Frame
+from runtime.monitor.metrics import Metrics
+from runtime.services.biz.convert import pack_store_request, unpack_store_reply
+from runtime.services.biz.handlers_msg import MessageHandlers, new_store_tokens
+from runtime.services.links import Proto, relay_head
+from runtime.services.msg import chat as chat_mod
+from runtime.storage import NewUser
+from runtime.storage.sqlite import SqliteStorage
+
+MsgData = REGISTRY.by_name("CID_MSG_DATA").message_class
+
+
+class Biz(MessageHandlers):
+    def __init__(self, storage: SqliteStorage) -> None:
+        self.storage = storage
+        self.proto = Proto(REGISTRY)
+        self._group_cache = {}
+        self._store_tokens = new_store_tokens()
+
+
+def rows(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+
+def test_biz_stores_a_resent_token_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with SqliteStorage(tmp_path) as store:
+            a = await store.create_user(NewUser(login_name="a", password_hash="x"))
+            b = await store.create_user(NewUser(login_name="b", password_hash="x"))
+            biz = Biz(store)
+            request = MsgData(
+                from_user_id=a.id,
+                to_session_id=b.id,
+                msg_id=0,
+                create_time=0,
+                msg_type=1,
+                msg_data=b"hello",
+                attach_data=pack_store_request(0, b"\x01\x02\x03\x04\x00\x00\x00\x07"),
+            ).SerializeToString()
+            replies: list[Any] = []
+            for _ in range(2):  # the first answer was lost with the link: msg sends the same bytes again
+                done = asyncio.get_running_loop().create_future()
+                assert biz.store_single_nowait(a.id, MsgData.FromString(request), False, done.set_result)
+                replies.append(await done)
+            first, again = replies
+            assert (
+                first.msg_id > 0 and again.msg_id == first.msg_id and again.create_time == first.create_time
+            )
+            assert unpack_store_reply(first.attach_data)[2] is False
+            assert unpack_store_reply(again.attach_data)[2] is True  # flagged as a duplicate
+            # Another token (another message with the same text) is a new message.
+            other = MsgData.FromString(request)
+            other.attach_data = pack_store_request(0, b"\x01\x02\x03\x04\x00\x00\x00\x08")
+            done = asyncio.get_running_loop().create_future()
+            biz.store_single_nowait(a.id, other, False, done.set_result)
+            assert (await done).msg_id == first.msg_id + 1
+        assert rows(tmp_path / "ttgen.db") == 2
+
+    asyncio.run(main())
+
+
+class FakeLink:
+    """Records requests; answers each with `answer(request)` (None: the link drops before answering)."""
+
+    def __init__(self, answers: list[bytes | None]) -> None:
+        self.answers = answers
+        self.sent: list[bytes] = []
+
+    def request(self, cid: int, body: bytes, callback: Any, *, flag: int = 0, head: bytes = b"") -> bool:
+        self.sent.append(head + body)
+        answer = self.answers.pop(0)
+        frame = None if answer is None else Frame(3, cid, 1, answer, flag=0x8000)
+        asyncio.get_running_loop().call_soon(callback, frame)
+        return True
+
+
+class FakeChat:
+    def __init__(self, link: FakeLink) -> None:
+        self.link = link
+        self.svc = self
+        self.m_store_retries = Metrics().counter("retries", "")
+        self.stored_bodies: list[bytes] = []
+        self.acks: list[Any] = []
+
+    def biz_link(self, _user: int) -> FakeLink:
+        return self.link
+
+    def _stored(self, _ctx: Any, _st: Any, _command: str, _cid: int, _msg: Any, body: Any, _g: bool) -> None:
+        self.stored_bodies.append(bytes(body))
+
+    def _ack(self, user: int, to: int, is_group: bool) -> Any:
+        return ("ack0", user, to)
+
+
+class FakeCtx:
+    def __init__(self, chat: FakeChat) -> None:
+        self.chat = chat
+
+    def reply(self, ack: Any, *, remember: bool = True) -> None:
+        self.chat.acks.append((ack, remember))
+
+
+class FakeState:
+    user_id = 7
+
+
+def test_msg_resends_the_same_request_after_the_link_dropped(monkeypatch: Any) -> None:
+    monkeypatch.setattr(chat_mod, "STORE_RETRY_DELAYS", (0.01, 0.01, 0.01))
+
+    async def main() -> tuple[FakeChat, FakeLink]:
+        link = FakeLink([None, None, b"stored"])  # dropped twice, then answered
+        chat = FakeChat(link)
+        msg = MsgData(from_user_id=7, to_session_id=8, msg_id=0, create_time=0, msg_type=1, msg_data=b"x")
+        request = msg.SerializeToString()
+        pending = chat_mod._PendingStore(
+            chat, FakeCtx(chat), FakeState(), "CID_MSG_DATA", 0x301, msg, False, request
+        )  # type: ignore[arg-type]
+        link.request(0x301, request, pending.stored, head=relay_head((7,)))  # as `_send_chat` sends it
+        await asyncio.sleep(0.2)
+        return chat, link
+
+    chat, link = asyncio.run(main())
+    assert len(link.sent) == 3 and len(set(link.sent)) == 1  # the very same bytes each time
+    assert chat.stored_bodies == [b"stored"] and chat.acks == []  # acked by `_stored`, never with msg id 0
+    assert chat.m_store_retries.value == 2
+
+
+def test_msg_gives_up_after_its_retries(monkeypatch: Any) -> None:
+    monkeypatch.setattr(chat_mod, "STORE_RETRY_DELAYS", (0.01, 0.01))
+
+    async def main() -> FakeChat:
+        link = FakeLink([None, None, None])
+        chat = FakeChat(link)
+        msg = MsgData(from_user_id=7, to_session_id=8, msg_id=0, create_time=0, msg_type=1, msg_data=b"x")
+        pending = chat_mod._PendingStore(
+            chat, FakeCtx(chat), FakeState(), "CID_MSG_DATA", 0x301, msg, False, b"r"
+        )  # type: ignore[arg-type]
+        link.request(0x301, b"r", pending.stored)
+        await asyncio.sleep(0.2)
+        return chat
+
+    chat = asyncio.run(main())
+    assert chat.stored_bodies == [] and chat.acks == [(("ack0", 7, 8), False)]  # msg id 0, not remembered
