@@ -50,10 +50,7 @@ class ChatHandlers(HandlerBase):
         Returns the ack only for a refusal decided here."""
         svc = self.svc
         svc.m_msgs_in.inc()
-        data = ctx.link.data
-        st = data.get("msg") if data else None
-        if st is None:
-            st = self.state(ctx)
+        st = self.state(ctx)
         user = st.user_id
         is_group = bool(msg.msg_type & GROUP_MSG_BIT)
         to = msg.to_session_id
@@ -141,10 +138,7 @@ class ChatHandlers(HandlerBase):
 
     def on_cid_msg_data_ack(self, ctx: Context, msg: Any) -> None:
         """The client received a delivered message: stop retransmitting it."""
-        data = ctx.link.data
-        st = data.get("msg") if data else None
-        if st is None:
-            st = self.state(ctx)
+        st = self.state(ctx)
         self.svc.tracker.ack(st, (msg.session_type, msg.session_id, msg.msg_id))
 
     async def on_cid_msg_read_ack(self, ctx: Context, msg: Any) -> None:

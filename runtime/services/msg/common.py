@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from runtime.dispatch import Context
 from runtime.errors import CallTimeout, ConnectionClosed
@@ -26,13 +26,12 @@ class HandlerBase:
 
     @staticmethod
     def state(ctx: Context) -> ClientState:
-        """The ClientState of the request's connection (created at login)."""
-        data = ctx.link.extras()
-        st = data.get("msg")
+        """The ClientState of the request's connection (created at login). On every chat message's path."""
+        data = ctx.link.data
+        st = data.get("msg") if data else None
         if st is None:
-            st = data["msg"] = ClientState(ctx.link)
-        assert isinstance(st, ClientState)
-        return st
+            st = ctx.link.extras()["msg"] = ClientState(ctx.link)
+        return cast(ClientState, st)
 
     @staticmethod
     def now() -> int:
