@@ -85,11 +85,6 @@ def unpack_relay(data: bytes | memoryview) -> tuple[tuple[int, ...] | None, byte
     return targets, bytes(data[start:])
 
 
-def correlation(frame: Frame) -> int:
-    """The 32-bit correlation id of an internal frame."""
-    return frame.seq | (frame.reserved << 16)
-
-
 class Link(asyncio.Protocol):
     """One end of an internal link: frames in (to `on_frame`), frames out (corked), requests with replies."""
 

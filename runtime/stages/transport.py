@@ -165,13 +165,6 @@ class DedupWindow:
             hit = self._old.get(ident, default)
         return hit
 
-    def lookup(self, sender: Hashable, key: Hashable, now: float) -> tuple[bool, Any]:
-        """(seen before, the remembered result)."""
-        hit = self.get(sender, key, now, _UNSET)
-        if hit is _UNSET:
-            return False, None
-        return True, hit
-
     def remember(self, sender: Hashable, key: Hashable, result: Any, now: float) -> None:
         """Record that (sender, key) was processed with `result`."""
         if now >= self._rotate_at:

@@ -9,6 +9,8 @@ import pytest
 
 from runtime.stages.transport import AckTracker, DedupWindow, SendWait, TransportPolicy
 
+UNSEEN = object()  # `DedupWindow.get` default: tells "not seen" from a remembered None
+
 
 def test_policy_parsing() -> None:
     p = TransportPolicy.from_mapping(
@@ -102,12 +104,12 @@ def test_send_wait_ignores_stale_acks_and_streams_are_independent() -> None:
 
 def test_dedup_window_per_sender_with_expiry() -> None:
     d = DedupWindow(window=10.0)
-    assert d.lookup(7, "k", 0.0) == (False, None)
+    assert d.get(7, "k", 0.0, UNSEEN) is UNSEEN
     d.remember(7, "k", "reply", 0.0)
-    assert d.lookup(7, "k", 9.9) == (True, "reply")
-    assert d.lookup(8, "k", 1.0) == (False, None)  # another sender's identical key is not a duplicate
-    assert d.lookup(7, "k", 10.0) == (True, "reply")  # kept at least the window, less than twice it
-    assert d.lookup(7, "k", 20.0) == (False, None)
+    assert d.get(7, "k", 9.9) == "reply"
+    assert d.get(8, "k", 1.0, UNSEEN) is UNSEEN  # another sender's identical key is not a duplicate
+    assert d.get(7, "k", 10.0) == "reply"  # kept at least the window, less than twice it
+    assert d.get(7, "k", 20.0, UNSEEN) is UNSEEN
     assert len(d) == 0
 
 
@@ -115,10 +117,10 @@ def test_dedup_window_drops_everything_after_a_long_silence() -> None:
     d = DedupWindow(window=10.0)
     d.remember(1, "a", 1, 0.0)
     d.remember(1, "b", 2, 9.0)
-    assert d.lookup(1, "b", 18.0) == (True, 2)
-    assert d.lookup(1, "a", 30.0) == (False, None) and len(d) == 0
+    assert d.get(1, "b", 18.0) == 2
+    assert d.get(1, "a", 30.0, UNSEEN) is UNSEEN and len(d) == 0
     d.remember(1, "c", 3, 100.0)
-    assert d.lookup(1, "c", 109.0) == (True, 3) and d.lookup(1, "b", 109.0) == (False, None)
+    assert d.get(1, "c", 109.0) == 3 and d.get(1, "b", 109.0, UNSEEN) is UNSEEN
 
 
 def test_dedup_window_forget_and_refresh() -> None:
@@ -128,11 +130,11 @@ def test_dedup_window_forget_and_refresh() -> None:
     d.remember(1, "a", "y", 12.0)  # back in the young one with the new result
     assert d.get(1, "a", 25.0) == "y"
     d.forget(1, "a")
-    assert d.get(1, "a", 25.0) is None and d.lookup(1, "a", 25.0) == (False, None)
+    assert d.get(1, "a", 25.0) is None and d.get(1, "a", 25.0, UNSEEN) is UNSEEN
 
 
 def test_dedup_window_is_bounded() -> None:
     d = DedupWindow(window=100.0, max_entries=3)
     for i in range(5):
         d.remember(1, i, None, 0.0)
-    assert len(d) == 3 and not d.lookup(1, 0, 0.0)[0] and d.lookup(1, 4, 0.0)[0]
+    assert len(d) == 3 and d.get(1, 0, 0.0, UNSEEN) is UNSEEN and d.get(1, 4, 0.0, UNSEEN) is None
