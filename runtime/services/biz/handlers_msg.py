@@ -39,6 +39,12 @@ STORE_TOKEN_WINDOW = 120.0
 STORE_TOKEN_LIMIT = 400_000
 
 
+def _stored_id(msg_id: int, created: int) -> int:
+    """(msg id, created) as one int: up to 400,000 of these are kept, and an int is smaller than a tuple and
+    never visited by the cycle collector."""
+    return (msg_id << 32) | (created & 0xFFFFFFFF)
+
+
 def new_store_tokens() -> DedupWindow:
     """The memory of recent store request tokens (sender, token) -> (msg id, created)."""
     return DedupWindow(STORE_TOKEN_WINDOW, STORE_TOKEN_LIMIT)
@@ -59,7 +65,7 @@ def _single_stored(
         msg.create_time = res.created
         msg.attach_data = _STORED_DUPLICATE if res.duplicate else _STORED
         if tokens is not None and token is not None:
-            tokens.remember(sender, token, (res.msg_id, res.created), time.monotonic())
+            tokens.remember(sender, token, _stored_id(res.msg_id, res.created), time.monotonic())
     elif isinstance(error, se.StorageError):
         msg.msg_id = 0
         msg.attach_data = pack_store_reply(result_of(error))
@@ -97,7 +103,7 @@ class MessageHandlers:
         if token is None:
             return None, None
         hit = self._store_tokens.get(user_id, token, time.monotonic())
-        return token, hit
+        return token, None if hit is None else (hit >> 32, hit & 0xFFFFFFFF)
 
     async def group_state(self, group_id: int, member_id: int) -> tuple[int, list[int]]:
         """(version, member ids) of a group. The cache is checked against the stored version on every call (a
@@ -190,7 +196,7 @@ class MessageHandlers:
         msg.create_time = res.created
         msg.attach_data = attach
         if token is not None:
-            self._store_tokens.remember(user_id, token, (res.msg_id, res.created), time.monotonic())
+            self._store_tokens.remember(user_id, token, _stored_id(res.msg_id, res.created), time.monotonic())
         return msg
 
     async def h_read_ack(self, user_id: int, msg: Any, link: Link) -> Any:
