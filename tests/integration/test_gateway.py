@@ -152,3 +152,47 @@ def test_requests_above_the_per_address_rate_get_429_and_change_nothing(tmp_path
 
     services = {**GATEWAY, "gateway": {"instances": 1, "ip_rate": 0.01, "ip_burst": 3}}
     asyncio.run(run_file_cluster(tmp_path, body, services=services))
+
+
+def test_burn_after_reading_reaches_long_poll_clients_and_burns_everywhere(tmp_path: Path) -> None:
+    async def body(c: FileCluster) -> None:
+        addr = await wait_gateway(c)
+        web = await WebClient.login(addr, "user30")
+        tcp = await c.login("user31", 0, ext=True)  # an extension-capable TCP sender
+        burn = await tcp.call(
+            "CID_EXT_MSG_BURN",
+            from_user_id=tcp.user_id,
+            to_session_id=web.user_id,
+            msg_id=0,
+            create_time=0,
+            msg_type=1,
+            msg_data=b"burn me",
+        )
+        assert burn.msg_id > 0
+        ev = await web.wait_for(lambda e: e["type"] == "msg" and e["msg_id"] == burn.msg_id)
+        assert (ev["text"], ev["burn"]) == ("burn me", True)
+        keep = await tcp.text(web.user_id, b"keep me")
+        ev = await web.wait_for(lambda e: e["type"] == "msg" and e["msg_id"] == keep.msg_id)
+        assert ev["burn"] is False
+        rsp = await web.post(
+            "/api/read", {"session_id": tcp.user_id, "session_type": 1, "msg_id": burn.msg_id}
+        )
+        assert (rsp.status, rsp.json()["error_code"], rsp.json()["burned"]) == (200, 0, [burn.msg_id])
+        (note,) = await tcp.wait_for("CID_EXT_MSG_BURNED_NOTIFY")  # the sender's device drops it
+        assert (note.msg_id, note.reader_id) == (burn.msg_id, web.user_id)
+        gone = await web.wait_for(lambda e: e["type"] == "CID_EXT_MSG_BURNED_NOTIFY")
+        assert gone["data"]["msg_id"] == burn.msg_id
+        page = await tcp.call(
+            "CID_MSG_LIST_REQUEST",
+            user_id=0,
+            session_type=1,
+            session_id=web.user_id,
+            msg_id_begin=0,
+            msg_cnt=10,
+        )
+        assert [m.msg_data for m in page.msg_list] == [b"keep me"]  # stored no more; the plain one stays
+        # A read of a session the user is not part of is refused, and nobody hears of it.
+        refused = await web.post("/api/read", {"session_id": 987654, "session_type": 2, "msg_id": 0})
+        assert (refused.status, refused.json()["error_code"]) == (403, 22)
+
+    asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))

@@ -5,7 +5,8 @@
 - `POST /api/send` `{to, text}` or `{to, data_b64}`, `group: true` for a group, optional `client_msg_id` (a
   retry with the same id is stored once) -> `{msg_id, session_type, create_time}`;
 - `GET /api/poll?since=<last seq seen>&timeout=<s, max 30>` -> `{events: [...], last_seq, gap}`;
-- `POST /api/ack` `{seq}`; `POST /api/read` `{session_id, session_type, msg_id}`; `POST /api/logout`;
+- `POST /api/ack` `{seq}`; `POST /api/read` `{session_id, session_type, msg_id}` -> `{burned: [msg ids]}`
+  (burn-after-reading messages the read destroyed); `POST /api/logout`;
 - `GET /api/unread` -> `{total, sessions: [...]}`.
 
 Every answer carries `error_code` (0 OK, 1 bad request, 2 not logged in, 3 service unavailable, 6 login
@@ -19,7 +20,8 @@ import base64
 import binascii
 import hashlib
 import re
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf.json_format import MessageToDict
 
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
 
 OK, BAD_REQUEST, NOT_LOGGED_IN, UNAVAILABLE, LOGIN_REFUSED = 0, 1, 2, 3, 6
-TOO_LARGE, RATE_LIMITED = 24, 27
+ACCESS_DENIED, TOO_LARGE, RATE_LIMITED = 22, 24, 27
 ONLINE = 1
 KICK_DUPLICATE = 1
 CLIENT_TYPES = (1, 2, 17, 18)
@@ -264,31 +266,46 @@ class ClientApi:
         return ok()
 
     async def read(self, _r: Request, doc: dict[str, Any], session: Session | None) -> Response:
-        """Clear unread through biz and tell the user's other devices."""
+        """Clear unread through biz; tell the user's other devices; burned messages leave every device."""
         assert session is not None
         session_id = _uint(doc.get("session_id"), "session_id")
         session_type = doc.get("session_type", 1)
         if session_type not in (1, 2):
             raise ValueError("session_type must be 1 or 2")
         msg_id = _uint(doc.get("msg_id", 0), "msg_id", positive=False)
+        user = session.user_id
         req = self.proto.new(
-            "CID_MSG_READ_ACK",
-            user_id=session.user_id,
-            session_id=session_id,
-            msg_id=msg_id,
-            session_type=session_type,
+            "CID_MSG_READ_ACK", user_id=user, session_id=session_id, msg_id=msg_id, session_type=session_type
         )
-        if await self._biz("CID_MSG_READ_ACK", session.user_id, req) is None:
+        rsp = await self._biz("CID_MSG_READ_ACK", user, req)
+        if rsp is None:
             return error(UNAVAILABLE, "biz did not answer", 503)
+        # biz answers an accepted read with the ids it burned (an IMMsgGetByMsgIdRsp), a refused one (no such
+        # session, not a member) with the read ack itself.
+        if not isinstance(rsp, self.proto.info("CID_MSG_GET_BY_MSG_ID_RES").message_class):
+            return error(ACCESS_DENIED, "read refused: no such session, or not a member of it", 403)
         note = self.proto.new(
             "CID_MSG_READ_NOTIFY",
-            user_id=session.user_id,
+            user_id=user,
             session_id=session_id,
             msg_id=msg_id,
             session_type=session_type,
         )
-        self.svc.notify("CID_MSG_READ_NOTIFY", note, [session.user_id], skip=session)
-        return ok()
+        self.svc.notify("CID_MSG_READ_NOTIFY", note, [user], skip=session)
+        burned = [m.msg_id for m in cast(Any, rsp).msg_list] if session_type == 1 else []
+        for mid in burned:
+            # As msg does for TCP readers: the reader's and the sender's devices all drop the message.
+            gone = self.proto.new(
+                "CID_EXT_MSG_BURNED_NOTIFY",
+                from_user_id=session_id,
+                to_session_id=user,
+                session_type=1,
+                msg_id=mid,
+                reader_id=user,
+                burn_time=int(time.time()),
+            )
+            self.svc.notify("CID_EXT_MSG_BURNED_NOTIFY", gone, [user, session_id])
+        return ok(burned=burned)
 
     async def unread(self, _r: Request, _d: dict[str, Any], session: Session | None) -> Response:
         """Unread counts per session."""

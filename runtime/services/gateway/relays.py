@@ -1,8 +1,9 @@
 """Runtime services layer (gateway): protocol messages as long-poll JSON events; frames from routers.
 
-Chat messages become `{"type": "msg", ...}` with the text (when it is UTF-8) and the raw bytes in base64;
-read notifies `{"type": "read", ...}`; everything else a router relays (presence, group changes, recalls,
-file offers, typing) becomes `{"type": <command name>, "data": <message as JSON>}`.
+Chat messages become `{"type": "msg", ...}` with the text (when it is UTF-8), the raw bytes in base64 and
+`burn` (true for a burn-after-reading message); read notifies `{"type": "read", ...}`; everything else a
+router relays (presence, group changes, recalls, burned notices, file offers, typing) becomes
+`{"type": <command name>, "data": <message as JSON>}`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ CHAT = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
 KICK_MOBILE = 2
 
 
-def chat_event(msg: Any) -> dict[str, Any]:
-    """A stored IMMsgData as a poll event."""
+def chat_event(msg: Any, burn: bool = False) -> dict[str, Any]:
+    """A stored IMMsgData as a poll event; `burn` marks a burn-after-reading message (CID_EXT_MSG_BURN): the
+    client shows it until it is read, then destroys it (storage destroys it when `/api/read` covers it)."""
     data = bytes(msg.msg_data)
     try:
         text: str | None = data.decode("utf-8")
@@ -44,6 +46,7 @@ def chat_event(msg: Any) -> dict[str, Any]:
         "create_time": msg.create_time,
         "text": text,
         "data_b64": base64.b64encode(data).decode("ascii"),
+        "burn": burn,
     }
 
 
@@ -99,7 +102,7 @@ class GatewayInbound:
     def _handle(self, name: str, msg: Any, targets: tuple[int, ...] | None) -> None:
         svc = self.svc
         if name in CHAT:
-            svc.deliver_chat(msg, targets or ())
+            svc.deliver_chat(msg, targets or (), burn=name == "CID_EXT_MSG_BURN")
         elif name == "CID_OTHER_SERVER_KICK_USER":
             for session in list(svc.sessions.of(msg.user_id)):
                 mobile = bool(session.client_type & 0x10)

@@ -206,9 +206,9 @@ class GatewayService(Service):
         self.m_events.inc(n)
         return n
 
-    def deliver_chat(self, msg: Any, targets: Any, skip: Session | None = None) -> None:
+    def deliver_chat(self, msg: Any, targets: Any, skip: Session | None = None, burn: bool = False) -> None:
         """A stored chat message to every session of the targets, once per session."""
-        event = chat_event(msg)
+        event = chat_event(msg, burn)
         for uid in targets:
             key = chat_key(uid, msg)
             for session in self.sessions.of(uid):
