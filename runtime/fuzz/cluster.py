@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.targets import LoopThread, Target
 from runtime.fuzz.wire import NoAnswer, PeerClosed, RawConnection
+from runtime.plugins import plugins_for
 from runtime.registry import CommandInfo
 from runtime.storage.sqlite.readers import database_digest
 
@@ -53,8 +54,11 @@ def md5hex(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
-def cluster_config(data_dir: Path, plant_command: str | None = None) -> dict[str, Any]:
-    """One login, msg, router and biz instance on port 0 with SQLite (the smallest complete cluster)."""
+def cluster_config(
+    data_dir: Path, plant_command: str | None = None, plugins: list[str] | None = None
+) -> dict[str, Any]:
+    """One login, msg, router and biz instance on port 0 with SQLite (the smallest complete cluster), with
+    `plugins` enabled (the stack's plugin commands are fuzzed like the others only if their handlers run)."""
     msg: dict[str, Any] = {"instances": 1, "client_port": 0, "retransmit_timeout": 2.0, "max_attempts": 3}
     if plant_command:
         msg.update({"class": "runtime.fuzz.plant:PlantedMsgService", "fuzz_plant_command": plant_command})
@@ -73,6 +77,7 @@ def cluster_config(data_dir: Path, plant_command: str | None = None) -> dict[str
             "storage": {"instances": 0},
             "gateway": {"instances": 0},
         },
+        "plugins": list(plugins or ()),
         "drain_timeout": 1.0,
     }
 
@@ -115,7 +120,8 @@ class ClusterTarget(Target):
         self.loop = LoopThread()
         self.users = self.loop.run(seed_users(self.data_dir, USERS))
         self.fuzz_user_id = self.users["fuzz"]
-        config = parse_config(cluster_config(self.data_dir, plant_command))
+        plugins = plugins_for(info.name for info in stack.registry)
+        config = parse_config(cluster_config(self.data_dir, plant_command, plugins))
         self.runner = ClusterRunner(config, stack.registry, stack.servers, console=lambda _line: None)
         try:
             self.loop.run(self.runner.start(), timeout=60.0)

@@ -109,6 +109,18 @@ def plugin_commands() -> set[str]:
     return names
 
 
+def plugins_for(command_names: Iterable[str]) -> list[str]:
+    """The plugin modules of this package whose commands a stack has (all of its `COMMANDS`), by name: what
+    a cluster built for exactly that stack can enable (e.g. `ttgen fuzz`'s in-process cluster)."""
+    have = set(command_names)
+    names = []
+    for info in pkgutil.iter_modules(__path__):
+        commands = getattr(importlib.import_module(f"{__name__}.{info.name}"), "COMMANDS", ())
+        if commands and set(commands) <= have:
+            names.append(info.name)
+    return sorted(names)
+
+
 def load_plugins(names: Iterable[str], service: Any) -> Plugins:
     """Import `runtime.plugins.<name>` for each enabled name and create its plugin for the service."""
     out = []

@@ -8,8 +8,10 @@ import pytest
 
 from runtime.framing import encode_frame
 from runtime.fuzz.cluster import ClusterTarget
+from runtime.fuzz.live import send_checked
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.wire import NoAnswer
+from runtime.plugins import plugins_for
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +42,21 @@ def test_a_repeated_msg_data_is_acked_again(cluster: ClusterTarget, tt_stack: Fu
                 conn.wait_for(lambda f: f.command_id == ack.command_id and f.seq == 4242)
             except NoAnswer:
                 raise AssertionError(f"{attempt}: MSG_DATA never acked") from None
+
+
+def test_the_stacks_plugin_commands_are_served_and_answered(
+    cluster: ClusterTarget, tt_stack: FuzzStack
+) -> None:
+    # A finding of `ttgen fuzz --time 90s`: valid CID_SHAKE_REQ frames went unanswered because the fuzz
+    # cluster ran without the plugin that serves them. It now enables the stack's plugins, which get fuzzed.
+    info = tt_stack.command("CID_SHAKE_REQ")
+    before = cluster.unanswered
+    outcome = send_checked(cluster, info, info.message_class(user_id=0, lat=1.5, lng=2.5).SerializeToString())
+    assert outcome == "accept"
+    assert cluster.unanswered == before
+
+
+def test_plugins_for_names_the_plugins_whose_commands_a_stack_has(tt_stack: FuzzStack) -> None:
+    names = [info.name for info in tt_stack.registry]
+    assert plugins_for(names) == ["shake"]
+    assert plugins_for(n for n in names if n != "CID_SHAKE_SHARE") == []  # all of a plugin's commands
