@@ -152,6 +152,38 @@ class ProcessSupervisor:
             )
             RunDirDiscovery(self.config.run_dir).sweep_stale()
 
+    async def restart(self, service: str, instance: int) -> Worker:
+        """Start a worker that exited (crashed, or was killed) again, in its place; returns the new worker
+        once it is ready. Nothing restarts workers by itself: this is for whoever embeds the supervisor (and
+        for the fault tests). Raises ValueError for an unknown or still-running worker, ClusterStartError if
+        the new process does not come up."""
+        index = next(
+            (i for i, w in enumerate(self.workers) if (w.service, w.instance) == (service, instance)), None
+        )
+        if index is None:
+            raise ValueError(f"no worker {service}-{instance}")
+        old = self.workers[index]
+        if old.process.returncode is None:
+            raise ValueError(f"{old.name} is still running (pid {old.process.pid})")
+        if old.watcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await old.watcher
+        RunDirDiscovery(self.config.run_dir).sweep_stale()  # its endpoint files must not outlive it
+        worker = await self._spawn(service, instance, str(self.config.run_dir / CONFIG_FILE))
+        try:
+            await self._await_ready(worker)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
+            await worker.process.wait()
+            raise
+        worker.watcher = asyncio.create_task(self._watch(worker))
+        self.workers[index] = worker
+        pids = {w.name: w.process.pid for w in self.workers}
+        update_cluster_state(self.config, state="running", workers=pids)
+        self.console(f"{worker.name} restarted (pid {worker.process.pid})")
+        return worker
+
     def endpoints(self) -> list[Endpoint]:
         """Every endpoint reported by a worker (metrics included), in start order."""
         return [e for w in self.workers for e in w.endpoints]

@@ -68,3 +68,62 @@ def test_sigkill_of_the_master_router_loses_no_message(tmp_path: Path) -> None:
             await sup.stop()
 
     asyncio.run(main())
+
+
+def test_sigkill_of_biz_and_a_restart_store_and_deliver_every_message_once(tmp_path: Path) -> None:
+    """biz dies mid-conversation and is started again: what it had committed without answering is answered
+    from the database when msg resends it, so each message is acked with one id, stored once, delivered once;
+    a send refused while biz was down (msg id 0) is sent again by the client, as an SDK does."""
+
+    async def main() -> None:
+        await seed_users(tmp_path, NAMES[:8])
+        config = parse_config(cluster_config(tmp_path))
+        sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
+        await sup.start()
+        clients: list[Client] = []
+        try:
+            eps = sorted(RunDirDiscovery(config.run_dir).endpoints("msg", "client"), key=lambda e: e.instance)
+            senders = [await login(eps, 0, f"user0{i}") for i in range(3)]
+            receivers = [await login(eps, 1, f"user0{i + 4}") for i in range(3)]
+            clients = senders + receivers
+            per_sender = 25
+
+            async def talk(a: Client, b: Client) -> list[int]:
+                ids = []
+                for i in range(per_sender):
+                    while (ack := await a.text(b.user_id, f"{a.user_id}:{i}".encode())).msg_id == 0:
+                        await asyncio.sleep(0.2)
+                    ids.append(ack.msg_id)
+                    await asyncio.sleep(0.02)
+                return ids
+
+            tasks = [asyncio.create_task(talk(a, b)) for a, b in zip(senders, receivers, strict=True)]
+            await receivers[0].wait_for("CID_MSG_DATA", count=5, timeout=10)
+            (biz,) = [w for w in sup.workers if w.service == "biz"]
+            with pytest.raises(ValueError, match="still running"):
+                await sup.restart("biz", 0)
+            os.kill(biz.process.pid, signal.SIGKILL)
+            assert await biz.process.wait() == -signal.SIGKILL
+            assert not any(t.done() for t in tasks)  # killed mid-conversation
+            await sup.restart("biz", 0)
+            sent = await asyncio.gather(*tasks)
+            for a, b, ids in zip(senders, receivers, sent, strict=True):
+                assert len(set(ids)) == per_sender
+                got = await b.wait_for("CID_MSG_DATA", count=per_sender, timeout=15)
+                assert [m.msg_id for m in got] == ids  # everything, in order, nothing twice
+                page = await a.call(
+                    "CID_MSG_LIST_REQUEST",
+                    user_id=0,
+                    session_type=1,
+                    session_id=b.user_id,
+                    msg_id_begin=0,
+                    msg_cnt=100,
+                )
+                stored = sorted(m.msg_data for m in page.msg_list)
+                assert stored == sorted(f"{a.user_id}:{i}".encode() for i in range(per_sender))  # once each
+        finally:
+            for c in clients:
+                await c.close()
+            await sup.stop()
+
+    asyncio.run(main())
