@@ -1,4 +1,5 @@
-"""Integration: the messaging core as separate processes (one per service instance); SIGKILL of a router."""
+"""Integration: the messaging core as separate processes (one per service instance); SIGKILL of a router, of
+biz (then restarted) and of a msg server (then restarted)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,65 @@ def test_sigkill_of_biz_and_a_restart_store_and_deliver_every_message_once(tmp_p
                 )
                 stored = sorted(m.msg_data for m in page.msg_list)
                 assert stored == sorted(f"{a.user_id}:{i}".encode() for i in range(per_sender))  # once each
+        finally:
+            for c in clients:
+                await c.close()
+            await sup.stop()
+
+    asyncio.run(main())
+
+
+def test_sigkill_of_the_receivers_msg_server_loses_no_message(tmp_path: Path) -> None:
+    """The msg server holding the receivers dies mid-conversation: senders keep being acked (store-then-ack
+    does not need the receiver's server), and after a restart the receivers find every acked message, once,
+    in history, and the unread count says how many they have not read."""
+
+    async def main() -> None:
+        await seed_users(tmp_path, NAMES[:8])
+        config = parse_config(cluster_config(tmp_path))
+        sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
+        await sup.start()
+        clients: list[Client] = []
+        try:
+            eps = sorted(RunDirDiscovery(config.run_dir).endpoints("msg", "client"), key=lambda e: e.instance)
+            senders = [await login(eps, 0, f"user0{i}") for i in range(3)]
+            receivers = [await login(eps, 1, f"user0{i + 4}") for i in range(3)]
+            clients = senders + receivers
+            per_sender = 20
+
+            async def talk(a: Client, b: Client) -> list[int]:
+                ids = []
+                for i in range(per_sender):
+                    ack = await a.text(b.user_id, f"{a.user_id}:{i}".encode())
+                    assert ack.msg_id > 0
+                    ids.append(ack.msg_id)
+                    await asyncio.sleep(0.02)
+                return ids
+
+            tasks = [asyncio.create_task(talk(a, b)) for a, b in zip(senders, receivers, strict=True)]
+            await receivers[0].wait_for("CID_MSG_DATA", count=3, timeout=10)
+            (msg1,) = [w for w in sup.workers if w.service == "msg" and w.instance == 1]
+            os.kill(msg1.process.pid, signal.SIGKILL)
+            assert await msg1.process.wait() == -signal.SIGKILL
+            assert not any(t.done() for t in tasks)  # killed mid-conversation
+            sent = await asyncio.gather(*tasks)
+            await sup.restart("msg", 1)
+            eps = sorted(RunDirDiscovery(config.run_dir).endpoints("msg", "client"), key=lambda e: e.instance)
+            for a, b, ids in zip(senders, receivers, sent, strict=True):
+                back = await login(eps, 1, b.name)
+                clients.append(back)
+                unread = await back.call("CID_MSG_UNREAD_CNT_REQUEST", user_id=0)
+                (info,) = [u for u in unread.unreadinfo_list if u.session_id == a.user_id]
+                assert info.unread_cnt == per_sender  # none was read
+                page = await back.call(
+                    "CID_MSG_LIST_REQUEST",
+                    user_id=0,
+                    session_type=1,
+                    session_id=a.user_id,
+                    msg_id_begin=0,
+                    msg_cnt=100,
+                )
+                assert sorted(m.msg_id for m in page.msg_list) == ids  # every acked message, once
         finally:
             for c in clients:
                 await c.close()
