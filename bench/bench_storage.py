@@ -13,6 +13,9 @@ reply lets the next frame in, so batches are about that size, as under load in t
 CPU (time.process_time, event loop and writer thread together) per message, median of `--runs`.
 
     .venv/bin/python bench/bench_storage.py --biz [--messages 20000] [--window 16] [--pairs 300] [--runs 5]
+
+`--tokens` gives each --biz request the 8-byte store token msg adds when the client sent no msg id
+(runtime.services.biz.convert.pack_store_request), as in the cluster: biz then remembers and stores it.
 """
 
 from __future__ import annotations
@@ -84,12 +87,15 @@ class _BenchLink:
         return True
 
 
-async def biz_run(data_dir: Path, messages: int, window: int, pairs: int) -> dict[str, float]:
+async def biz_run(
+    data_dir: Path, messages: int, window: int, pairs: int, tokens: bool = False
+) -> dict[str, float]:
     """One run of the biz store path: CPU per message (all threads, and the writer thread alone)."""
     from generated.teamtalk.registry import REGISTRY
     from runtime.cluster.discovery import StaticDiscovery
     from runtime.framing import Frame
     from runtime.services.base import ServiceContext
+    from runtime.services.biz.convert import pack_store_request
     from runtime.services.biz.service import BizService
     from runtime.services.links import FLAG_RELAY, FLAG_REQUEST, pack_relay
 
@@ -119,6 +125,9 @@ async def biz_run(data_dir: Path, messages: int, window: int, pairs: int) -> dic
                 create_time=0,
                 msg_type=1,
                 msg_data=b"%08d" % i + b"x" * 56,
+                attach_data=pack_store_request(0, b"\x5a\x5a\x5a\x5a" + i.to_bytes(4, "big"))
+                if tokens
+                else None,
             ).SerializeToString()
             flag = FLAG_RELAY | FLAG_REQUEST
             frames.append(
@@ -155,16 +164,17 @@ async def biz_run(data_dir: Path, messages: int, window: int, pairs: int) -> dic
     }
 
 
-def measure_biz(messages: int, window: int, pairs: int, runs: int) -> None:
+def measure_biz(messages: int, window: int, pairs: int, runs: int, tokens: bool) -> None:
     results = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="ttgen-bench-") as tmp:
             # uvloop and the GC settings of a server process, as the cluster's worker processes run
-            results.append(run_loop(biz_run(Path(tmp), messages, window, pairs), server_gc=True))
+            results.append(run_loop(biz_run(Path(tmp), messages, window, pairs, tokens), server_gc=True))
     med = {key: statistics.median(r[key] for r in results) for key in results[0]}
     print(
         f"biz store path, sqlite {__import__('sqlite3').sqlite_version}, WAL, synchronous=FULL, encrypted, "
-        f"{window} in flight, {pairs} pairs, {messages} msgs/run, uvloop and server GC, median of {runs} runs"
+        f"{window} in flight, {pairs} pairs, {messages} msgs/run, store tokens {'on' if tokens else 'off'}, "
+        f"uvloop and server GC, median of {runs} runs"
     )
     print(
         f"CPU per stored message: {med['cpu']:.1f} us (writer thread {med['writer']:.1f} us), "
@@ -183,9 +193,10 @@ def main() -> None:
     parser.add_argument("--biz", action="store_true", help="CPU per message of the biz store path instead")
     parser.add_argument("--window", type=int, default=16, help="--biz: stores in flight")
     parser.add_argument("--pairs", type=int, default=300, help="--biz: sender/recipient pairs")
+    parser.add_argument("--tokens", action="store_true", help="--biz: requests carry msg's store token")
     args = parser.parse_args()
     if args.biz:
-        measure_biz(args.messages or 20000, args.window, args.pairs, args.runs)
+        measure_biz(args.messages or 20000, args.window, args.pairs, args.runs, args.tokens)
         return
     args.messages = args.messages or 5000
     grouped, batch = measure(args.messages, True, args.runs, args.encrypt)

@@ -117,14 +117,30 @@ class Storage(abc.ABC):
         *,
         dedup_key: bytes | None = None,
         burn: bool = False,
+        token: int = 0,
+        resend: bool = False,
     ) -> SendResult:
-        """Store a 1:1 message, allocating its msg_id in the same transaction; returns after commit."""
+        """Store a 1:1 message, allocating its msg_id in the same transaction; returns after commit.
+
+        `token` is the sender's request token (a signed 64-bit int, 0 = none), kept durably with the message.
+        `resend` says the request may have been stored already (msg sent it again after its link to biz
+        dropped): a message of this sender in this conversation with this token, stored within the dedup
+        window, is then returned (duplicate=True) instead of storing a second copy. First sends never look."""
 
     @abc.abstractmethod
     async def send_group(
-        self, from_id: int, group_id: int, msg_type: int, content: bytes, *, dedup_key: bytes | None = None
+        self,
+        from_id: int,
+        group_id: int,
+        msg_type: int,
+        content: bytes,
+        *,
+        dedup_key: bytes | None = None,
+        token: int = 0,
+        resend: bool = False,
     ) -> SendResult:
-        """Store a group message from a current member; returns after commit."""
+        """Store a group message from a current member; returns after commit. `token` and `resend` as for
+        `send_single`."""
 
     @abc.abstractmethod
     async def get_history(

@@ -12,6 +12,8 @@ from runtime.storage.models import Department, Group, Message, User
 GROUP_MSG_BIT = 0x10  # MsgType: 0x11/0x12 are group types
 _REPLY = struct.Struct(">IIB")  # biz -> msg IMMsgData reply envelope: result, group version, duplicate
 _VERSION = struct.Struct(">I")
+_TOKEN = struct.Struct(">q")  # a store request token as biz keeps and stores it: a signed 64-bit int
+_RESEND = b"\x01"  # the flags byte of a store request sent again (bit 0: resend)
 
 
 def fill_user(info: Any, user: User) -> None:
@@ -115,16 +117,29 @@ def pack_version(version: int) -> bytes:
     return _VERSION.pack(version)
 
 
-def pack_store_request(version: int, token: bytes) -> bytes:
+def pack_store_request(version: int, token: bytes, resend: bool = False) -> bytes:
     """The attach_data msg puts on IMMsgData to biz when the client gave no msg id: the cached group version,
-    then an 8-byte request token. A store retried after the link to biz dropped carries the same token, so biz
-    answers it with the id it already stored (see `request_token`)."""
-    return _VERSION.pack(version) + token
+    then an 8-byte request token (never all zero), then for a resend a flags byte with bit 0 set
+    (`u32 version | token:8 [| flags:u8]`). A store retried after the link to biz dropped carries the same
+    token, so biz answers it with the id it already stored (see `request_token`); the resend flag tells biz
+    to look for that id in storage when its memory of tokens does not know it (biz may have restarted)."""
+    out = _VERSION.pack(version) + token
+    return out + _RESEND if resend else out
 
 
-def request_token(data: bytes) -> bytes | None:
-    """The request token of a store request's attach_data (None when it has none)."""
-    return data[4:12] if len(data) >= 12 else None
+def resend_request(data: bytes) -> bytes | None:
+    """A store request's attach_data with the resend flag set; None if it carries no token (or is flagged)."""
+    return data + _RESEND if len(data) == 12 else None
+
+
+def request_token(data: bytes) -> int:
+    """The request token of a store request's attach_data as a signed 64-bit int (0 when it has none)."""
+    return _TOKEN.unpack_from(data, 4)[0] if len(data) >= 12 else 0
+
+
+def is_resend(data: bytes) -> bool:
+    """Whether a store request's attach_data is flagged as a resend (a 12-byte one, the old form, is not)."""
+    return len(data) > 12 and data[12] & 1 == 1
 
 
 def unpack_version(data: bytes) -> int:

@@ -12,6 +12,7 @@ from runtime.services.biz.convert import (
     GROUP_MSG_BIT,
     fill_latest,
     fill_msg,
+    is_resend,
     pack_store_reply,
     request_token,
     result_of,
@@ -34,7 +35,9 @@ _STORED_DUPLICATE = pack_store_reply(ResultCode.OK, 0, True)
 
 # Store requests without a client msg id carry a token from msg (convert.pack_store_request); the ids stored
 # for them are remembered this long, so a request msg sends again after its link to biz dropped is answered
-# with the id already stored instead of being stored twice. In memory: it covers a lost link, not a lost biz.
+# with the id already stored instead of being stored twice. This memory covers a lost link; a lost biz (one
+# that crashed between its commit and its answer) is covered by the token stored with the message: a resend
+# (flagged by msg) that this memory does not know is looked up in storage (Storage.send_single(resend=True)).
 STORE_TOKEN_WINDOW = 120.0
 STORE_TOKEN_LIMIT = 400_000
 
@@ -55,7 +58,7 @@ def _single_stored(
     done: Callable[[Any], None],
     tokens: DedupWindow | None,
     sender: int,
-    token: bytes | None,
+    token: int,
     res: Any,
     error: BaseException | None,
 ) -> None:
@@ -64,7 +67,7 @@ def _single_stored(
         msg.msg_id = res.msg_id
         msg.create_time = res.created
         msg.attach_data = _STORED_DUPLICATE if res.duplicate else _STORED
-        if tokens is not None and token is not None:
+        if tokens is not None and token:
             tokens.remember(sender, token, _stored_id(res.msg_id, res.created), time.monotonic())
     elif isinstance(error, se.StorageError):
         msg.msg_id = 0
@@ -95,15 +98,19 @@ class MessageHandlers:
     _group_cache: dict[int, tuple[int, list[int]]]
     _store_tokens: DedupWindow  # made by the service: new_store_tokens()
 
-    def _token_hit(self, user_id: int, msg: Any) -> tuple[bytes | None, tuple[int, int] | None]:
-        """(the request token, or None; the (msg id, created) already stored for it, or None)."""
+    def _token_hit(self, user_id: int, msg: Any) -> tuple[int, tuple[int, int] | None, bool]:
+        """(the request token, 0 if none; the (msg id, created) remembered for it, or None; whether the
+        request is a resend the memory does not know, which storage is then asked about)."""
         if msg.msg_id or not msg.HasField("attach_data"):
-            return None, None
-        token = request_token(msg.attach_data)
-        if token is None:
-            return None, None
+            return 0, None, False
+        data = msg.attach_data
+        token = request_token(data)
+        if not token:
+            return 0, None, False
         hit = self._store_tokens.get(user_id, token, time.monotonic())
-        return token, None if hit is None else (hit >> 32, hit & 0xFFFFFFFF)
+        if hit is None:  # a first send (12 bytes) is never a resend: no call for it
+            return token, None, len(data) > 12 and is_resend(data)
+        return token, (hit >> 32, hit & 0xFFFFFFFF), False
 
     async def group_state(self, group_id: int, member_id: int) -> tuple[int, list[int]]:
         """(version, member ids) of a group. The cache is checked against the stored version on every call (a
@@ -124,7 +131,8 @@ class MessageHandlers:
     def store_single_nowait(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> bool:
         """`h_msg_data` for a 1:1 message without a task or a future: the storage calls back after the commit
         and `done(reply)` gets what `h_msg_data` would return (None if storing failed unexpectedly). False
-        (nothing done) for a group message or a storage without the callback form."""
+        (nothing done) for a group message, a storage without the callback form, or a resend whose token
+        the memory does not know (rare: `h_msg_data` asks storage whether its first copy was stored)."""
         send = getattr(self.storage, "send_single_nowait", None)
         if send is None or msg.msg_type & GROUP_MSG_BIT:
             return False
@@ -132,16 +140,18 @@ class MessageHandlers:
         client_msg_id = msg.msg_id
         to = msg.to_session_id
         dedup = f"1:{to}:{client_msg_id}".encode() if client_msg_id else None
-        token, hit = self._token_hit(user_id, msg)
+        token, hit, resend = self._token_hit(user_id, msg)
         if hit is not None:  # msg sent this request again: it was stored, its answer lost with the link
             msg.msg_id, msg.create_time = hit
             msg.attach_data = _STORED_DUPLICATE
             done(msg)
             return True
+        if resend:
+            return False
         # A partial, not a closure: cheaper per message.
         stored = partial(_single_stored, msg, done, self._store_tokens, user_id, token)
         try:
-            send(user_id, to, msg.msg_type, msg.msg_data, stored, dedup_key=dedup, burn=burn)
+            send(user_id, to, msg.msg_type, msg.msg_data, stored, dedup_key=dedup, burn=burn, token=token)
         except se.StorageError as exc:  # closed
             stored(None, exc)
         return True
@@ -156,7 +166,9 @@ class MessageHandlers:
         client_msg_id = msg.msg_id
         cached_version = unpack_version(msg.attach_data) if msg.HasField("attach_data") else 0
         is_group = bool(msg.msg_type & GROUP_MSG_BIT)
-        token, hit = self._token_hit(user_id, msg)
+        # A resend the token memory does not know (biz restarted since its first copy?) is looked up by
+        # storage in the same write as the store: found, it answers with that message (duplicate) as below.
+        token, hit, resend = self._token_hit(user_id, msg)
         if hit is not None:  # a retried request whose first copy was stored (see STORE_TOKEN_WINDOW)
             msg.msg_id, msg.create_time = hit
             if is_group:
@@ -174,7 +186,13 @@ class MessageHandlers:
                 if burn:
                     raise se.InvalidArgument("burn-after-reading is for 1:1 messages")
                 res = await self.storage.send_group(
-                    user_id, msg.to_session_id, msg.msg_type, msg.msg_data, dedup_key=dedup
+                    user_id,
+                    msg.to_session_id,
+                    msg.msg_type,
+                    msg.msg_data,
+                    dedup_key=dedup,
+                    token=token,
+                    resend=resend,
                 )
                 version, members = await self.group_state(msg.to_session_id, user_id)
                 attach = pack_store_reply(
@@ -185,7 +203,14 @@ class MessageHandlers:
                 )
             else:
                 res = await self.storage.send_single(
-                    user_id, msg.to_session_id, msg.msg_type, msg.msg_data, dedup_key=dedup, burn=burn
+                    user_id,
+                    msg.to_session_id,
+                    msg.msg_type,
+                    msg.msg_data,
+                    dedup_key=dedup,
+                    burn=burn,
+                    token=token,
+                    resend=resend,
                 )
                 attach = pack_store_reply(ResultCode.OK, 0, res.duplicate)
         except se.StorageError as exc:
@@ -195,7 +220,7 @@ class MessageHandlers:
         msg.msg_id = res.msg_id
         msg.create_time = res.created
         msg.attach_data = attach
-        if token is not None:
+        if token:
             self._store_tokens.remember(user_id, token, _stored_id(res.msg_id, res.created), time.monotonic())
         return msg
 

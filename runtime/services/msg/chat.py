@@ -10,7 +10,12 @@ from typing import Any, cast
 
 from runtime.dispatch import Context
 from runtime.framing import Frame
-from runtime.services.biz.convert import pack_store_request, pack_version, unpack_store_reply
+from runtime.services.biz.convert import (
+    pack_store_request,
+    pack_version,
+    resend_request,
+    unpack_store_reply,
+)
 from runtime.services.links import FLAG_RELAY, relay_head
 from runtime.services.msg.common import HandlerBase
 from runtime.services.msg.delivery import GROUP_MSG_BIT, delivery_key
@@ -28,6 +33,8 @@ class ChatHandlers(HandlerBase):
         self._ack_class = self.proto.info("CID_MSG_DATA_ACK").message_class
         self._data_class = self.proto.info("CID_MSG_DATA").message_class
         self._token_prefix = os.urandom(4)
+        while not any(self._token_prefix):  # a token is never all zero (0 means "no token" to storage)
+            self._token_prefix = os.urandom(4)
         self._tokens = itertools.count(1)
         self._cids = {
             name: self.proto.cid(name)
@@ -245,7 +252,9 @@ class _PendingStore:
 
     If the link to biz drops before the answer, the same request is sent again (to the same biz once it is
     back, or the next live one) after STORE_RETRY_DELAYS: biz answers a request it already stored with that id
-    (by client msg id, or by msg's token), so the message is stored once and the sender acked with its id."""
+    (by client msg id, or by msg's token), so the message is stored once and the sender acked with its id.
+    A resend with a token is flagged as one, so biz also asks storage for the token when its memory of tokens
+    does not know it (a biz that crashed after its commit, before its answer); first sends never pay that."""
 
     __slots__ = ("attempts", "chat", "cid", "command", "ctx", "is_group", "msg", "request", "st")
 
@@ -286,7 +295,14 @@ class _PendingStore:
             self.ctx.reply(ack, remember=False)
 
     def retry(self) -> None:
-        """Send the same request again to the biz instance for this sender."""
+        """Send the same request again to the biz instance for this sender (flagged as a resend if it
+        carries a token: the message is serialized again once, with the flag)."""
+        msg = self.msg
+        if not msg.msg_id and msg.HasField("attach_data"):
+            flagged = resend_request(msg.attach_data)
+            if flagged is not None:
+                msg.attach_data = flagged
+                self.request = msg.SerializeToString()
         user = self.st.user_id
         link = self.chat.svc.biz_link(user)
         if link is None or not link.request(

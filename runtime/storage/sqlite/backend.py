@@ -226,12 +226,14 @@ class SqliteStorage(Storage):
         *,
         dedup_key: bytes | None = None,
         burn: bool = False,
+        token: int = 0,
+        resend: bool = False,
     ) -> SendResult:
         writer = self.writer
         self._count_send(writer)
+        op = messages.resend_single_op if resend else messages.send_single_op
         return await writer.submit(
-            partial(messages.send_single_op, self._ctx, from_id, to_id, msg_type, content, dedup_key, burn),
-            cached=True,
+            partial(op, self._ctx, from_id, to_id, msg_type, content, dedup_key, burn, token), cached=True
         )
 
     def send_single_nowait(
@@ -244,26 +246,40 @@ class SqliteStorage(Storage):
         *,
         dedup_key: bytes | None = None,
         burn: bool = False,
+        token: int = 0,
     ) -> None:
         """`send_single` without a future: `callback(SendResult | None, error | None)` runs on this loop once
-        the message is committed (or refused). For the hot path of biz; raises StorageClosed when closed."""
+        the message is committed (or refused). For the hot path of biz (first sends: a resend goes through
+        `send_single`); raises StorageClosed when closed."""
         writer = self._writer
         if writer is None:
             raise StorageClosed("storage is not open")
         self._count_send(writer)
         writer.submit_nowait(
-            partial(messages.send_single_op, self._ctx, from_id, to_id, msg_type, content, dedup_key, burn),
+            partial(
+                messages.send_single_op, self._ctx, from_id, to_id, msg_type, content, dedup_key, burn, token
+            ),
             callback,
             cached=True,
         )
 
     async def send_group(
-        self, from_id: int, group_id: int, msg_type: int, content: bytes, *, dedup_key: bytes | None = None
+        self,
+        from_id: int,
+        group_id: int,
+        msg_type: int,
+        content: bytes,
+        *,
+        dedup_key: bytes | None = None,
+        token: int = 0,
+        resend: bool = False,
     ) -> SendResult:
         writer = self.writer
         self._count_send(writer)
         return await writer.submit(
-            lambda c: messages.send_group(c, self._ctx, from_id, group_id, msg_type, content, dedup_key)
+            lambda c: messages.send_group(
+                c, self._ctx, from_id, group_id, msg_type, content, dedup_key, token, resend
+            )
         )
 
     async def get_history(

@@ -2,6 +2,10 @@
 
 Kinds: "s" rows live in `messages` keyed by (pair id, msg_id); "g" rows in `group_messages` keyed by
 (group id, msg_id). Message content is stored only there: previews are read from these rows, never copied.
+
+A row may carry msg's request token (`token`, 0 for none): a send flagged as a resend first looks for a row of
+the same sender with that token (`find_token`) and answers with it, so a store whose answer was lost (even
+with the biz process that stored it) is not stored twice.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from runtime.storage.sqlite.context import (
 )
 
 _SINGLE = int(SessionType.SINGLE)
+TOKEN_MIN, TOKEN_MAX = -(2**63), 2**63 - 1  # a request token is a signed 64-bit int (0: none)
+TOKEN_SCAN_ROWS = 1024  # newest rows of a conversation searched for a resend's token
 _SINGLE_COLS = "msg_id, from_id, created, msg_type, content, encrypted, burn"
 _GROUP_COLS = "msg_id, from_id, created, msg_type, content, encrypted"
 
@@ -59,6 +65,34 @@ def _dedup_record(
             "ON CONFLICT DO UPDATE SET msg_id = excluded.msg_id, created = excluded.created",
             (sender, stype, sid, key, msg_id, now),
         )
+
+
+_FIND_TOKEN = {
+    kind: f"SELECT msg_id, created FROM (SELECT msg_id, created, from_id, token FROM {table} "
+    f"WHERE {column} = ? ORDER BY msg_id DESC LIMIT ?) "
+    "WHERE from_id = ? AND token = ? AND created >= ? LIMIT 1"
+    for kind, table, column in (("s", "messages", "pair_id"), ("g", "group_messages", "group_id"))
+}
+
+
+def find_token(
+    conn: sqlite3.Connection, ctx: OpContext, kind: str, scope: int, from_id: int, token: int
+) -> SendResult | None:
+    """The message `from_id` stored with this request token in a conversation (kind "s": pair id, "g": group
+    id) within the dedup window, as a duplicate SendResult; None if there is none. Only the conversation's
+    newest TOKEN_SCAN_ROWS rows are searched, newest first, down the (scope, msg_id) index: the token has no
+    index of its own (it would cost every insert), and a resend follows its first copy within seconds."""
+    if not token:
+        return None
+    row = conn.execute(
+        _FIND_TOKEN[kind], (scope, TOKEN_SCAN_ROWS, from_id, token, ctx.now() - ctx.dedup_window)
+    ).fetchone()
+    return SendResult(row[0], row[1], duplicate=True) if row else None
+
+
+def check_token(token: int) -> int:
+    """A request token: a signed 64-bit int (0: none)."""
+    return check_int("token", token, TOKEN_MIN, TOKEN_MAX)
 
 
 def prune_dedup(conn: sqlite3.Connection, ctx: OpContext) -> int:
@@ -111,9 +145,42 @@ def send_single(
     content: bytes,
     dedup_key: bytes | None,
     burn: bool,
+    token: int = 0,
+    resend: bool = False,
 ) -> SendResult:
-    """Store a 1:1 message; the msg_id comes from the pair counter in the same transaction."""
-    return send_single_op(ctx, from_id, to_id, msg_type, content, dedup_key, burn, conn)
+    """Store a 1:1 message; the msg_id comes from the pair counter in the same transaction. A `resend` is
+    first looked up by its token (see `resend_single_op`)."""
+    op = resend_single_op if resend else send_single_op
+    return op(ctx, from_id, to_id, msg_type, content, dedup_key, burn, token, conn)
+
+
+def resend_single_op(
+    ctx: OpContext,
+    from_id: int,
+    to_id: int,
+    msg_type: int,
+    content: bytes,
+    dedup_key: bytes | None,
+    burn: bool,
+    token: int,
+    conn: sqlite3.Connection,
+) -> SendResult:
+    """`send_single_op` for a request msg sent again after its link to biz dropped: if its first copy was
+    stored (a row of this sender with this token: still queued in the write cache, or in the table), answer
+    with that message, flagged duplicate, instead of storing it twice. It runs on the writer, after every
+    operation queued before it, so a first copy still waiting for its commit is found too."""
+    if token and from_id != to_id:
+        check_token(token)
+        cache = ctx.cache
+        if cache is not None and cache.enabled:
+            for row in reversed(cache.messages):
+                if row[9] == token and row[2] == from_id and row[3] == to_id:
+                    return SendResult(row[1], row[8], duplicate=True)
+        pair = pair_id(conn, from_id, to_id)
+        hit = None if pair is None else find_token(conn, ctx, "s", pair[0], from_id, token)
+        if hit is not None:
+            return hit
+    return send_single_op(ctx, from_id, to_id, msg_type, content, dedup_key, burn, token, conn)
 
 
 def send_single_op(
@@ -124,6 +191,7 @@ def send_single_op(
     content: bytes,
     dedup_key: bytes | None,
     burn: bool,
+    token: int,
     conn: sqlite3.Connection,
 ) -> SendResult:
     """`send_single` with the connection last: `functools.partial(send_single_op, ctx, ...)` is a writer
@@ -133,6 +201,8 @@ def send_single_op(
     through the same checks (and errors) as every other operation."""
     if not (type(msg_type) is int and 0 <= msg_type <= MAX_INT):
         check_int("msg_type", msg_type)
+    if not (type(token) is int and -0x8000_0000_0000_0000 <= token <= 0x7FFF_FFFF_FFFF_FFFF):  # TOKEN_MIN/MAX
+        check_token(token)
     limits = ctx.limits
     if type(content) is bytes and 0 < len(content) <= limits.max_content:
         data = content
@@ -169,10 +239,10 @@ def send_single_op(
         # first goes through the adapter protocol (a failing attribute lookup, about 1 us per row on
         # CPython 3.11). The stored value is the same BLOB.
         if cipher is None:
-            row = (pid, msg_id, from_id, to_id, msg_type, bytearray(data), 0, int(burn), now)
+            row = (pid, msg_id, from_id, to_id, msg_type, bytearray(data), 0, int(burn), now, token)
         else:
             sealed = bytearray(cipher.seal(data, message_aad("s", pid, msg_id)))
-            row = (pid, msg_id, from_id, to_id, msg_type, sealed, 1, int(burn), now)
+            row = (pid, msg_id, from_id, to_id, msg_type, sealed, 1, int(burn), now, token)
         cache.messages.append(row)
         if cache.touched.get(pair) != now:
             cache.touched[pair] = now
@@ -183,9 +253,10 @@ def send_single_op(
     pid, msg_id = _next_in_pair(conn, from_id, to_id, small, big, now)
     stored, encrypted = ctx.seal("s", pid, msg_id, data)
     conn.execute(
-        "INSERT INTO messages (pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (pid, msg_id, from_id, to_id, msg_type, stored, encrypted, int(burn), now),
+        "INSERT INTO messages "
+        "(pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created, token) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (pid, msg_id, from_id, to_id, msg_type, stored, encrypted, int(burn), now, token),
     )
     _touch_both(conn, from_id, to_id, now)
     _dedup_record(conn, from_id, _SINGLE, to_id, key, msg_id, now)
@@ -214,15 +285,23 @@ def send_group(
     msg_type: int,
     content: bytes,
     dedup_key: bytes | None,
+    token: int = 0,
+    resend: bool = False,
 ) -> SendResult:
-    """Store a group message from a current member; the msg_id comes from the group counter."""
+    """Store a group message from a current member; the msg_id comes from the group counter. A `resend`
+    whose token a row of this sender in the group carries is answered with that message (duplicate)."""
     check_int("msg_type", msg_type)
+    check_token(token)
     data = check_bytes("content", content, ctx.limits.max_content, non_empty=True)
     key = None if dedup_key is None else check_bytes("dedup_key", dedup_key, ctx.limits.max_dedup_key)
     member_floor(conn, from_id, group_id)
     hit = _dedup_hit(conn, ctx, from_id, int(SessionType.GROUP), group_id, key)
     if hit:
         return hit
+    if resend:
+        hit = find_token(conn, ctx, "g", group_id, from_id, token)
+        if hit:
+            return hit
     now = ctx.now()
     (msg_id,) = conn.execute(
         "UPDATE groups SET last_msg_id = last_msg_id + 1, last_chated = ? WHERE id = ? RETURNING last_msg_id",
@@ -230,9 +309,10 @@ def send_group(
     ).fetchone()
     stored, encrypted = ctx.seal("g", group_id, msg_id, data)
     conn.execute(
-        "INSERT INTO group_messages (group_id, msg_id, from_id, msg_type, content, encrypted, created) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (group_id, msg_id, from_id, msg_type, stored, encrypted, now),
+        "INSERT INTO group_messages "
+        "(group_id, msg_id, from_id, msg_type, content, encrypted, created, token) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (group_id, msg_id, from_id, msg_type, stored, encrypted, now, token),
     )
     # Sending reads the group (TeamTalk copies the counter into the sender's snapshot).
     conn.execute(

@@ -82,7 +82,17 @@ _V1 = (
     "CREATE INDEX offline_files_to ON offline_files (to_id)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, _V1),)
+# msg's request token of a message stored without a client msg id (runtime.services.biz.convert
+# .pack_store_request), 0 for none: a resend of a store whose answer was lost is recognized by it even after
+# biz restarted (messages.find_token). An INTEGER, not a BLOB: sqlite3 binds an int directly, a bytes value
+# (and None) only after an adapter lookup that costs more than the whole column on the multi-row insert; a 0
+# takes no bytes in the record. No index: a lookup scans the newest rows of one conversation (resends only).
+_V2 = (
+    "ALTER TABLE messages ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE group_messages ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, _V1), Migration(2, _V2))
 
 
 def current_version(conn: sqlite3.Connection) -> int:

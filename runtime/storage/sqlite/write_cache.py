@@ -19,12 +19,12 @@ from itertools import chain
 
 # The same statements as the uncached path (runtime.storage.sqlite.messages), run once per batch. Messages go
 # in as multi-row INSERTs of 2**k rows (64 down to 1): one sqlite3_step per statement instead of one per row
-# (executemany), a fixed handful of cached statements, and at most 64 x 9 bound values.
+# (executemany), a fixed handful of cached statements, and at most 64 x 10 bound values.
 _INSERT_MESSAGES_HEAD = (
-    "INSERT INTO messages (pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created) "
-    "VALUES "
+    "INSERT INTO messages "
+    "(pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created, token) VALUES "
 )
-_MESSAGE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_MESSAGE_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_CHUNKS = tuple(
     (n, _INSERT_MESSAGES_HEAD + ", ".join([_MESSAGE_VALUES] * n)) for n in (64, 32, 16, 8, 4, 2, 1)
 )
@@ -35,7 +35,8 @@ _TOUCH_BOTH = (
     "ON CONFLICT DO UPDATE SET status = 0, updated = excluded.updated "
     "WHERE sessions.status != 0 OR sessions.updated != excluded.updated"
 )
-MessageRow = tuple[int, int, int, int, int, bytes | bytearray, int, int, int]
+# pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created, token (0: none)
+MessageRow = tuple[int, int, int, int, int, bytes | bytearray, int, int, int, int]
 
 
 class WriteCache:

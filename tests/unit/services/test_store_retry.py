@@ -1,8 +1,9 @@
 """A store whose answer is lost with the msg-biz link is sent again by msg and stored once by biz.
 
-msg side: `_PendingStore` resends the same request bytes when the link drops unanswered, and acks with the
-stored id once an answer comes. biz side: a request without a client msg id carries msg's token; biz answers
-the token's second copy with the id it already stored instead of storing the message again.
+msg side: `_PendingStore` resends the same request when the link drops unanswered (flagged as a resend when it
+carries a token), and acks with the stored id once an answer comes. biz side: a request without a client msg
+id carries msg's token; biz answers the token's second copy with the id it already stored instead of storing
+the message again (tests/unit/services/test_store_resend_durable.py: also after biz restarted).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from typing import Any
 from generated.teamtalk.registry import REGISTRY
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
-from runtime.services.biz.convert import pack_store_request, unpack_store_reply
+from runtime.services.biz.convert import (
+    is_resend,
+    pack_store_request,
+    request_token,
+    resend_request,
+    unpack_store_reply,
+)
 from runtime.services.biz.handlers_msg import MessageHandlers, new_store_tokens
 from runtime.services.links import Proto, relay_head
 from runtime.services.msg import chat as chat_mod
@@ -123,10 +130,13 @@ class FakeState:
 def test_msg_resends_the_same_request_after_the_link_dropped(monkeypatch: Any) -> None:
     monkeypatch.setattr(chat_mod, "STORE_RETRY_DELAYS", (0.01, 0.01, 0.01))
 
+    token = b"\x11\x22\x33\x44\x00\x00\x00\x05"
+
     async def main() -> tuple[FakeChat, FakeLink]:
         link = FakeLink([None, None, b"stored"])  # dropped twice, then answered
         chat = FakeChat(link)
         msg = MsgData(from_user_id=7, to_session_id=8, msg_id=0, create_time=0, msg_type=1, msg_data=b"x")
+        msg.attach_data = pack_store_request(0, token)  # as `_send_chat` sets it when the client gave no id
         request = msg.SerializeToString()
         pending = chat_mod._PendingStore(
             chat, FakeCtx(chat), FakeState(), "CID_MSG_DATA", 0x301, msg, False, request
@@ -136,7 +146,16 @@ def test_msg_resends_the_same_request_after_the_link_dropped(monkeypatch: Any) -
         return chat, link
 
     chat, link = asyncio.run(main())
-    assert len(link.sent) == 3 and len(set(link.sent)) == 1  # the very same bytes each time
+    assert len(link.sent) == 3 and link.sent[1] == link.sent[2] != link.sent[0]
+    head = len(relay_head((7,)))
+    first, resent = (MsgData.FromString(body[head:]) for body in link.sent[:2])
+    # the same message, its resends flagged as such (so biz also asks storage for the token)
+    assert not is_resend(first.attach_data) and resent.attach_data == pack_store_request(
+        0, token, resend=True
+    )
+    assert request_token(resent.attach_data) == request_token(first.attach_data) != 0
+    resent.attach_data = first.attach_data
+    assert resent == first
     assert chat.stored_bodies == [b"stored"] and chat.acks == []  # acked by `_stored`, never with msg id 0
     assert chat.m_store_retries.value == 2
 
@@ -157,3 +176,16 @@ def test_msg_gives_up_after_its_retries(monkeypatch: Any) -> None:
 
     chat = asyncio.run(main())
     assert chat.stored_bodies == [] and chat.acks == [(("ack0", 7, 8), False)]  # msg id 0, not remembered
+    assert chat.link.sent[1:] == [relay_head((7,)) + b"r"] * 2  # no token, nothing to flag: the same bytes
+
+
+def test_store_request_formats() -> None:
+    token = b"\x01\x02\x03\x04\x00\x00\x00\x07"
+    first = pack_store_request(9, token)
+    assert len(first) == 12 and not is_resend(first)  # the format before resend flags: not a resend
+    flagged = pack_store_request(9, token, resend=True)
+    assert flagged == first + b"\x01" and is_resend(flagged) and resend_request(first) == flagged
+    assert resend_request(flagged) is None and resend_request(b"\x00\x00\x00\x09") is None  # no token
+    assert request_token(first) == request_token(flagged) == 0x0102030400000007
+    assert request_token(b"\xff" * 12) == -1 and request_token(b"\x00\x00\x00\x09") == 0  # signed; none
+    assert not is_resend(b"") and not is_resend(b"\x00" * 4)

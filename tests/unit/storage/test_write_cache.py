@@ -85,15 +85,16 @@ def test_queued_messages_inserted_in_order_in_multi_row_chunks(count: int) -> No
     conn = sqlite3.connect(":memory:")
     conn.execute(
         "CREATE TABLE messages (id INTEGER PRIMARY KEY, pair_id, msg_id, from_id, to_id, msg_type, content, "
-        "encrypted, burn, created)"
+        "encrypted, burn, created, token)"
     )
     rows: list[MessageRow] = [
-        (i % 7, i, 1, 2, 1, bytearray(b"c%d" % i), 1, 0, 1000 + i) for i in range(count)
+        (i % 7, i, 1, 2, 1, bytearray(b"c%d" % i), 1, 0, 1000 + i, (i * 0x9E3779B97F4A7C15) % 2**64 - 2**63)
+        for i in range(count)
     ]
     _insert_messages(conn, rows)
     stored = conn.execute(
-        "SELECT pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created, "
+        "SELECT pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created, token, "
         "typeof(content) FROM messages ORDER BY id"
     ).fetchall()
-    assert [r[:9] for r in stored] == [(*r[:5], bytes(r[5]), *r[6:]) for r in rows]
-    assert {r[9] for r in stored} <= {"blob"}  # a queued bytearray is stored as the same BLOB as bytes
+    assert [r[:10] for r in stored] == [(*r[:5], bytes(r[5]), *r[6:]) for r in rows]
+    assert {r[10] for r in stored} <= {"blob"}  # a queued bytearray is stored as the same BLOB as bytes
