@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runtime.http import http_request, post_json
-from tests.integration.conftest import ANDROID
+from runtime.services.biz.handlers_msg import new_store_tokens
+from tests.integration.conftest import ANDROID, AUTH
 from tests.integration.file_support import FileCluster, run_file_cluster
 from tests.integration.gateway_support import GATEWAY, WebClient, wait_gateway
 
@@ -196,3 +198,45 @@ def test_burn_after_reading_reaches_long_poll_clients_and_burns_everywhere(tmp_p
         assert (refused.status, refused.json()["error_code"]) == (403, 22)
 
     asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))
+
+
+def test_a_long_poll_send_whose_biz_dies_before_answering_is_stored_once(tmp_path: Path) -> None:
+    """The biz storing a long-poll client's message dies after its commit, before its answer. The gateway
+    sends the store again, flagged as a resend, to the other biz, which finds the committed message by its
+    token: the client gets that id, and the message is stored and delivered once."""
+
+    async def body(c: FileCluster) -> None:
+        addr = await wait_gateway(c)
+        (gw,) = c.services("gateway")
+        web = await WebClient.login(addr, "user32")
+        tcp = await c.login("user33", 1)
+        peer_port = gw.biz_link().transport.get_extra_info("peername")[1]
+        victim = next(s for s in c.services("biz") if any(e.port == peer_port for e in s.endpoints()))
+        committed: list[int] = []
+        stopping: list[asyncio.Task[None]] = []
+
+        def crash(_link: Any, _frame: Any, _started: float, reply: Any) -> None:
+            committed.append(reply.msg_id)  # committed; the answer is never sent
+            victim._store_tokens = new_store_tokens()  # the memory goes with the process
+            stopping.append(
+                asyncio.get_running_loop().create_task(c.stop_instance("biz", victim.ctx.instance))
+            )
+
+        victim._stored_reply = crash
+        sent = await web.send(tcp.user_id, "exactly once")
+        await asyncio.gather(*stopping)
+        assert committed and (sent["error_code"], sent["msg_id"]) == (0, committed[0])
+        page = await tcp.call(
+            "CID_MSG_LIST_REQUEST",
+            user_id=0,
+            session_type=1,
+            session_id=web.user_id,
+            msg_id_begin=0,
+            msg_cnt=10,
+        )
+        assert [(m.msg_id, m.msg_data) for m in page.msg_list] == [(sent["msg_id"], b"exactly once")]
+        got = await tcp.wait_for("CID_MSG_DATA")
+        assert [m.msg_id for m in got] == [sent["msg_id"]]
+
+    biz = {"instances": 2, "auth": {**AUTH, "max_user_failures": 5, "max_address_failures": 12}}
+    asyncio.run(run_file_cluster(tmp_path, body, services={**GATEWAY, "biz": biz}))

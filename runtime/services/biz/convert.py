@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import struct
 from typing import Any
 
@@ -14,6 +16,25 @@ _REPLY = struct.Struct(">IIB")  # biz -> msg IMMsgData reply envelope: result, g
 _VERSION = struct.Struct(">I")
 _TOKEN = struct.Struct(">q")  # a store request token as biz keeps and stores it: a signed 64-bit int
 _RESEND = b"\x01"  # the flags byte of a store request sent again (bit 0: resend)
+_TOKEN_PARTS = struct.Struct(">4sI")  # how a sender makes a token: per-process random prefix, counter
+# Seconds before each resend of a store request whose answer was lost with the link to biz (msg, gateway).
+STORE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)
+
+
+class StoreTokens:
+    """Request tokens of one sending process (a msg server, a gateway): a random 4-byte prefix, never zero,
+    then a counter, so tokens of different processes do not collide and no token is all zero (0 means "no
+    token" to storage)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(4)
+        while not any(self._prefix):
+            self._prefix = os.urandom(4)
+        self._count = itertools.count(1)
+
+    def next(self) -> bytes:
+        """A fresh 8-byte token."""
+        return _TOKEN_PARTS.pack(self._prefix, next(self._count) & 0xFFFFFFFF)
 
 
 def fill_user(info: Any, user: User) -> None:

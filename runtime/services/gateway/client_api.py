@@ -16,6 +16,7 @@ refused, 24 value too large, 27 rate limited, other values from biz: 20 invalid,
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -25,8 +26,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf.json_format import MessageToDict
 
+from runtime.errors import CallTimeout, ConnectionClosed
+from runtime.framing import Frame
 from runtime.http import Request, Response, json_response
-from runtime.services.biz.convert import pack_version, unpack_store_reply
+from runtime.services.biz.convert import (
+    STORE_RETRY_DELAYS,
+    StoreTokens,
+    pack_store_request,
+    pack_version,
+    resend_request,
+    unpack_store_reply,
+)
 from runtime.services.blobs import issue_upload_token
 from runtime.services.gateway.relays import GROUP_MSG_BIT, chat_key
 from runtime.services.gateway.sessions import Session
@@ -69,6 +79,7 @@ class ClientApi:
     def __init__(self, svc: GatewayService) -> None:
         self.svc = svc
         self.proto = svc.proto
+        self.tokens = StoreTokens()
         self.routes = {
             ("POST", "/api/login"): self.login,
             ("POST", "/api/logout"): self.logout,
@@ -117,6 +128,30 @@ class ClientApi:
         body = pack_relay([user_id], msg.SerializeToString())
         frame = await link.call(self.proto.cid(command), body, BIZ_TIMEOUT, flag=FLAG_RELAY)
         return self.proto.parse(frame.command_id, frame.body) if frame.body else None
+
+    async def _store(self, cid: int, user: int, msg: Any) -> Frame | None:
+        """Send a store request to biz. If the link drops before the answer (or no biz is connected), send it
+        again after STORE_RETRY_DELAYS, flagged as a resend: biz answers a copy it already stored with that
+        message, as it does for msg (docs/cluster.md). None if biz stayed out of reach or did not answer in
+        BIZ_TIMEOUT (then nothing more is sent: a client retry with a `client_msg_id` is stored once)."""
+        for delay in (0.0, *STORE_RETRY_DELAYS):
+            if delay:
+                await asyncio.sleep(delay)
+                flagged = resend_request(msg.attach_data) if msg.HasField("attach_data") else None
+                if flagged is not None and not msg.msg_id:
+                    msg.attach_data = flagged
+            link = self.svc.biz_link()
+            if link is None:
+                continue
+            try:
+                return await link.call(
+                    cid, pack_relay([user], msg.SerializeToString()), BIZ_TIMEOUT, flag=FLAG_RELAY
+                )
+            except ConnectionClosed:
+                continue
+            except CallTimeout:
+                return None
+        return None
 
     # endpoints -------------------------------------------------------------------------------------------
     async def login(self, request: Request, doc: dict[str, Any], _s: Session | None) -> Response:
@@ -216,14 +251,16 @@ class ClientApi:
             msg_type=0x11 if group else 0x01,
             msg_data=data,
         )
-        if group:
-            cached = self.svc.group_members.get(to)
-            msg.attach_data = pack_version(cached[0] if cached else 0)
+        cached = self.svc.group_members.get(to) if group else None
+        version = cached[0] if cached else 0
+        if client_msg_id == 0:
+            # A token biz deduplicates by, so a store resent after the link to biz dropped is stored once.
+            msg.attach_data = pack_store_request(version, self.tokens.next())
+        elif group:
+            msg.attach_data = pack_version(version)
         cid = self.proto.cid("CID_MSG_DATA")
-        frame = await link.call(
-            cid, pack_relay([user], msg.SerializeToString()), BIZ_TIMEOUT, flag=FLAG_RELAY
-        )
-        stored: Any = self.proto.parse(frame.command_id, frame.body) if frame.body else None
+        frame = await self._store(cid, user, msg)
+        stored: Any = self.proto.parse(frame.command_id, frame.body) if frame and frame.body else None
         if stored is None:
             return error(UNAVAILABLE, "biz did not answer", 503)
         result, version, _dup, members = unpack_store_reply(stored.attach_data)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-import struct
 from typing import Any, cast
 
 from runtime.dispatch import Context
 from runtime.framing import Frame
 from runtime.services.biz.convert import (
+    STORE_RETRY_DELAYS,
+    StoreTokens,
     pack_store_request,
     pack_version,
     resend_request,
@@ -21,8 +20,6 @@ from runtime.services.msg.common import HandlerBase
 from runtime.services.msg.delivery import GROUP_MSG_BIT, delivery_key
 
 SINGLE, GROUP = 1, 2
-STORE_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0)  # seconds before each resend of a store whose link to biz dropped
-_TOKEN = struct.Struct(">4sI")  # store request token: per-process random prefix, counter
 
 
 class ChatHandlers(HandlerBase):
@@ -32,10 +29,7 @@ class ChatHandlers(HandlerBase):
         super().__init__(svc)
         self._ack_class = self.proto.info("CID_MSG_DATA_ACK").message_class
         self._data_class = self.proto.info("CID_MSG_DATA").message_class
-        self._token_prefix = os.urandom(4)
-        while not any(self._token_prefix):  # a token is never all zero (0 means "no token" to storage)
-            self._token_prefix = os.urandom(4)
-        self._tokens = itertools.count(1)
+        self._tokens = StoreTokens()
         self._cids = {
             name: self.proto.cid(name)
             for name in ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
@@ -76,7 +70,7 @@ class ChatHandlers(HandlerBase):
         if msg.msg_id == 0:
             # No client msg id for biz to deduplicate by: a token of ours, so a store sent again after the
             # link to biz dropped is answered with the id already stored (runtime.services.biz.handlers_msg).
-            token = _TOKEN.pack(self._token_prefix, next(self._tokens) & 0xFFFFFFFF)
+            token = self._tokens.next()
             msg.attach_data = pack_store_request(version, token)
         elif is_group:
             msg.attach_data = pack_version(version)
