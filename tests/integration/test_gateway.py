@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from runtime.errors import ConnectionClosed
 from runtime.http import http_request, post_json
 from runtime.services.biz.handlers_msg import new_store_tokens
 from tests.integration.conftest import ANDROID, AUTH
@@ -240,3 +241,27 @@ def test_a_long_poll_send_whose_biz_dies_before_answering_is_stored_once(tmp_pat
 
     biz = {"instances": 2, "auth": {**AUTH, "max_user_failures": 5, "max_address_failures": 12}}
     asyncio.run(run_file_cluster(tmp_path, body, services={**GATEWAY, "biz": biz}))
+
+
+def test_a_biz_link_lost_during_a_request_is_answered_503(tmp_path: Path) -> None:
+    async def body(c: FileCluster) -> None:
+        addr = await wait_gateway(c)
+        (gw,) = c.services("gateway")
+        web = await WebClient.login(addr, "user34")
+        link = gw.biz_link()
+
+        async def lost(*_a: Any, **_k: Any) -> Any:
+            raise ConnectionClosed("gateway->biz closed before replying")
+
+        link.call = lost
+        for method, path, doc in (
+            ("GET", "/api/unread", None),
+            ("POST", "/api/read", {"session_id": 1, "session_type": 1, "msg_id": 0}),
+        ):
+            if doc is None:
+                rsp = await http_request(*addr, method, path, headers=web.headers())
+            else:
+                rsp = await web.post(path, doc)
+            assert (rsp.status, rsp.json()["error_code"]) == (503, 3), path
+
+    asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))

@@ -126,7 +126,10 @@ class ClientApi:
         if link is None:
             return None
         body = pack_relay([user_id], msg.SerializeToString())
-        frame = await link.call(self.proto.cid(command), body, BIZ_TIMEOUT, flag=FLAG_RELAY)
+        try:
+            frame = await link.call(self.proto.cid(command), body, BIZ_TIMEOUT, flag=FLAG_RELAY)
+        except (ConnectionClosed, CallTimeout):  # the caller answers 503: biz unavailable
+            return None
         return self.proto.parse(frame.command_id, frame.body) if frame.body else None
 
     async def _store(self, cid: int, user: int, msg: Any) -> Frame | None:
