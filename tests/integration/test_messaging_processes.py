@@ -4,8 +4,11 @@ biz (then restarted) and of a msg server (then restarted)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,9 @@ import pytest
 
 from generated.teamtalk.registry import REGISTRY
 from runtime.client import ClientCore
-from runtime.cluster.config import parse_config
+from runtime.cluster.config import ClusterConfig, parse_config
 from runtime.cluster.discovery import RunDirDiscovery
-from runtime.cluster.processes import ProcessSupervisor
+from runtime.cluster.processes import ProcessSupervisor, Worker
 from tests.integration.conftest import NAMES, PASSWORD, WINDOWS, Client, cluster_config, md5hex, seed_users
 
 pytestmark = pytest.mark.integration
@@ -33,40 +36,95 @@ async def login(eps: list[Any], index: int, name: str) -> Client:
     return Client(core, res.user_info.user_id, name)
 
 
+@dataclass
+class Conversation:
+    """A process cluster with three senders on msg server 0 talking to three receivers on msg server 1."""
+
+    config: ClusterConfig
+    sup: ProcessSupervisor
+    senders: list[Client]
+    receivers: list[Client]
+    clients: list[Client] = field(default_factory=list)
+
+    def endpoints(self) -> list[Any]:
+        """The msg servers' client endpoints, by instance (ports change when a server restarts)."""
+        eps = RunDirDiscovery(self.config.run_dir).endpoints("msg", "client")
+        return sorted(eps, key=lambda e: e.instance)
+
+    def worker(self, service: str, instance: int = 0) -> Worker:
+        (found,) = [w for w in self.sup.workers if (w.service, w.instance) == (service, instance)]
+        return found
+
+    async def kill(self, service: str, instance: int = 0) -> Worker:
+        """SIGKILL one worker and wait until it is gone."""
+        victim = self.worker(service, instance)
+        os.kill(victim.process.pid, signal.SIGKILL)
+        assert await victim.process.wait() == -signal.SIGKILL
+        return victim
+
+    def talk(self, per_sender: int, send: Callable[[Client, Client, int], Awaitable[int]]) -> list[Any]:
+        """One task per pair sending `per_sender` messages 20 ms apart; each returns the acked msg ids."""
+
+        async def pair(a: Client, b: Client) -> list[int]:
+            ids = []
+            for i in range(per_sender):
+                ids.append(await send(a, b, i))
+                await asyncio.sleep(0.02)
+            return ids
+
+        return [asyncio.create_task(pair(a, b)) for a, b in zip(self.senders, self.receivers, strict=True)]
+
+
+@contextlib.asynccontextmanager
+async def conversation(tmp_path: Path) -> AsyncIterator[Conversation]:
+    await seed_users(tmp_path, NAMES[:8])
+    config = parse_config(cluster_config(tmp_path))
+    sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
+    await sup.start()
+    conv = Conversation(config, sup, [], [])
+    try:
+        eps = conv.endpoints()
+        conv.senders = [await login(eps, 0, f"user0{i}") for i in range(3)]
+        conv.receivers = [await login(eps, 1, f"user0{i + 4}") for i in range(3)]
+        conv.clients = conv.senders + conv.receivers
+        yield conv
+    finally:
+        for c in conv.clients:
+            await c.close()
+        await sup.stop()
+
+
+def message(a: Client, i: int) -> bytes:
+    return f"{a.user_id}:{i}".encode()
+
+
+async def history(reader: Client, peer: Client) -> list[Any]:
+    page = await reader.call(
+        "CID_MSG_LIST_REQUEST",
+        user_id=0,
+        session_type=1,
+        session_id=peer.user_id,
+        msg_id_begin=0,
+        msg_cnt=100,
+    )
+    return list(page.msg_list)
+
+
 def test_sigkill_of_the_master_router_loses_no_message(tmp_path: Path) -> None:
     async def main() -> None:
-        await seed_users(tmp_path, NAMES[:8])
-        config = parse_config(cluster_config(tmp_path))
-        sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
-        await sup.start()
-        clients: list[Client] = []
-        try:
-            eps = sorted(RunDirDiscovery(config.run_dir).endpoints("msg", "client"), key=lambda e: e.instance)
-            senders = [await login(eps, 0, f"user0{i}") for i in range(3)]
-            receivers = [await login(eps, 1, f"user0{i + 4}") for i in range(3)]
-            clients = senders + receivers
+        async with conversation(tmp_path) as conv:
             per_sender = 15
 
-            async def talk(a: Client, b: Client) -> list[int]:
-                ids = []
-                for i in range(per_sender):
-                    ids.append((await a.text(b.user_id, f"m{i}".encode())).msg_id)
-                    await asyncio.sleep(0.02)
-                return ids
+            async def send(a: Client, b: Client, i: int) -> int:
+                return int((await a.text(b.user_id, f"m{i}".encode())).msg_id)
 
-            tasks = [asyncio.create_task(talk(a, b)) for a, b in zip(senders, receivers, strict=True)]
-            await receivers[0].wait_for("CID_MSG_DATA", count=3, timeout=10)
-            (router0,) = [w for w in sup.workers if w.service == "router" and w.instance == 0]
-            os.kill(router0.process.pid, signal.SIGKILL)
+            tasks = conv.talk(per_sender, send)
+            await conv.receivers[0].wait_for("CID_MSG_DATA", count=3, timeout=10)
+            await conv.kill("router", 0)
             sent = await asyncio.gather(*tasks)
-            for b, ids in zip(receivers, sent, strict=True):
+            for b, ids in zip(conv.receivers, sent, strict=True):
                 got = await b.wait_for("CID_MSG_DATA", count=per_sender, timeout=15)
                 assert [m.msg_id for m in got] == ids  # everything, in order, nothing twice
-            assert await router0.process.wait() == -signal.SIGKILL
-        finally:
-            for c in clients:
-                await c.close()
-            await sup.stop()
 
     asyncio.run(main())
 
@@ -77,55 +135,28 @@ def test_sigkill_of_biz_and_a_restart_store_and_deliver_every_message_once(tmp_p
     a send refused while biz was down (msg id 0) is sent again by the client, as an SDK does."""
 
     async def main() -> None:
-        await seed_users(tmp_path, NAMES[:8])
-        config = parse_config(cluster_config(tmp_path))
-        sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
-        await sup.start()
-        clients: list[Client] = []
-        try:
-            eps = sorted(RunDirDiscovery(config.run_dir).endpoints("msg", "client"), key=lambda e: e.instance)
-            senders = [await login(eps, 0, f"user0{i}") for i in range(3)]
-            receivers = [await login(eps, 1, f"user0{i + 4}") for i in range(3)]
-            clients = senders + receivers
+        async with conversation(tmp_path) as conv:
             per_sender = 25
 
-            async def talk(a: Client, b: Client) -> list[int]:
-                ids = []
-                for i in range(per_sender):
-                    while (ack := await a.text(b.user_id, f"{a.user_id}:{i}".encode())).msg_id == 0:
-                        await asyncio.sleep(0.2)
-                    ids.append(ack.msg_id)
-                    await asyncio.sleep(0.02)
-                return ids
+            async def send(a: Client, b: Client, i: int) -> int:
+                while (ack := await a.text(b.user_id, message(a, i))).msg_id == 0:
+                    await asyncio.sleep(0.2)
+                return int(ack.msg_id)
 
-            tasks = [asyncio.create_task(talk(a, b)) for a, b in zip(senders, receivers, strict=True)]
-            await receivers[0].wait_for("CID_MSG_DATA", count=5, timeout=10)
-            (biz,) = [w for w in sup.workers if w.service == "biz"]
+            tasks = conv.talk(per_sender, send)
+            await conv.receivers[0].wait_for("CID_MSG_DATA", count=5, timeout=10)
             with pytest.raises(ValueError, match="still running"):
-                await sup.restart("biz", 0)
-            os.kill(biz.process.pid, signal.SIGKILL)
-            assert await biz.process.wait() == -signal.SIGKILL
+                await conv.sup.restart("biz", 0)
+            await conv.kill("biz", 0)
             assert not any(t.done() for t in tasks)  # killed mid-conversation
-            await sup.restart("biz", 0)
+            await conv.sup.restart("biz", 0)
             sent = await asyncio.gather(*tasks)
-            for a, b, ids in zip(senders, receivers, sent, strict=True):
+            for a, b, ids in zip(conv.senders, conv.receivers, sent, strict=True):
                 assert len(set(ids)) == per_sender
                 got = await b.wait_for("CID_MSG_DATA", count=per_sender, timeout=15)
                 assert [m.msg_id for m in got] == ids  # everything, in order, nothing twice
-                page = await a.call(
-                    "CID_MSG_LIST_REQUEST",
-                    user_id=0,
-                    session_type=1,
-                    session_id=b.user_id,
-                    msg_id_begin=0,
-                    msg_cnt=100,
-                )
-                stored = sorted(m.msg_data for m in page.msg_list)
-                assert stored == sorted(f"{a.user_id}:{i}".encode() for i in range(per_sender))  # once each
-        finally:
-            for c in clients:
-                await c.close()
-            await sup.stop()
+                stored = sorted(m.msg_data for m in await history(a, b))
+                assert stored == sorted(message(a, i) for i in range(per_sender))  # once each
 
     asyncio.run(main())
 
@@ -136,54 +167,27 @@ def test_sigkill_of_the_receivers_msg_server_loses_no_message(tmp_path: Path) ->
     in history, and the unread count says how many they have not read."""
 
     async def main() -> None:
-        await seed_users(tmp_path, NAMES[:8])
-        config = parse_config(cluster_config(tmp_path))
-        sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
-        await sup.start()
-        clients: list[Client] = []
-        try:
-            eps = sorted(RunDirDiscovery(config.run_dir).endpoints("msg", "client"), key=lambda e: e.instance)
-            senders = [await login(eps, 0, f"user0{i}") for i in range(3)]
-            receivers = [await login(eps, 1, f"user0{i + 4}") for i in range(3)]
-            clients = senders + receivers
+        async with conversation(tmp_path) as conv:
             per_sender = 20
 
-            async def talk(a: Client, b: Client) -> list[int]:
-                ids = []
-                for i in range(per_sender):
-                    ack = await a.text(b.user_id, f"{a.user_id}:{i}".encode())
-                    assert ack.msg_id > 0
-                    ids.append(ack.msg_id)
-                    await asyncio.sleep(0.02)
-                return ids
+            async def send(a: Client, b: Client, i: int) -> int:
+                ack = await a.text(b.user_id, message(a, i))
+                assert ack.msg_id > 0
+                return int(ack.msg_id)
 
-            tasks = [asyncio.create_task(talk(a, b)) for a, b in zip(senders, receivers, strict=True)]
-            await receivers[0].wait_for("CID_MSG_DATA", count=3, timeout=10)
-            (msg1,) = [w for w in sup.workers if w.service == "msg" and w.instance == 1]
-            os.kill(msg1.process.pid, signal.SIGKILL)
-            assert await msg1.process.wait() == -signal.SIGKILL
+            tasks = conv.talk(per_sender, send)
+            await conv.receivers[0].wait_for("CID_MSG_DATA", count=3, timeout=10)
+            await conv.kill("msg", 1)
             assert not any(t.done() for t in tasks)  # killed mid-conversation
             sent = await asyncio.gather(*tasks)
-            await sup.restart("msg", 1)
-            eps = sorted(RunDirDiscovery(config.run_dir).endpoints("msg", "client"), key=lambda e: e.instance)
-            for a, b, ids in zip(senders, receivers, sent, strict=True):
+            await conv.sup.restart("msg", 1)
+            eps = conv.endpoints()
+            for a, b, ids in zip(conv.senders, conv.receivers, sent, strict=True):
                 back = await login(eps, 1, b.name)
-                clients.append(back)
+                conv.clients.append(back)
                 unread = await back.call("CID_MSG_UNREAD_CNT_REQUEST", user_id=0)
                 (info,) = [u for u in unread.unreadinfo_list if u.session_id == a.user_id]
                 assert info.unread_cnt == per_sender  # none was read
-                page = await back.call(
-                    "CID_MSG_LIST_REQUEST",
-                    user_id=0,
-                    session_type=1,
-                    session_id=a.user_id,
-                    msg_id_begin=0,
-                    msg_cnt=100,
-                )
-                assert sorted(m.msg_id for m in page.msg_list) == ids  # every acked message, once
-        finally:
-            for c in clients:
-                await c.close()
-            await sup.stop()
+                assert sorted(m.msg_id for m in await history(back, a)) == ids  # every acked message, once
 
     asyncio.run(main())
