@@ -135,6 +135,18 @@ class Client:
         """Send a command that has no reply."""
         await self.core.send(command, REGISTRY.by_name(command).message_class(**fields))
 
+    async def history(self, session_id: int, session_type: int = 1, count: int = 100) -> list[Any]:
+        """The newest `count` messages of a session (IMMsgListReq from the start), newest first."""
+        page = await self.call(
+            "CID_MSG_LIST_REQUEST",
+            user_id=0,
+            session_type=session_type,
+            session_id=session_id,
+            msg_id_begin=0,
+            msg_cnt=count,
+        )
+        return list(page.msg_list)
+
     async def text(self, to: int, data: bytes, *, group: bool = False, client_msg_id: int = 0) -> Any:
         """Send a chat message; returns the IMMsgDataAck."""
         return await self.call(

@@ -185,15 +185,8 @@ def test_burn_after_reading_reaches_long_poll_clients_and_burns_everywhere(tmp_p
         assert (note.msg_id, note.reader_id) == (burn.msg_id, web.user_id)
         gone = await web.wait_for(lambda e: e["type"] == "CID_EXT_MSG_BURNED_NOTIFY")
         assert gone["data"]["msg_id"] == burn.msg_id
-        page = await tcp.call(
-            "CID_MSG_LIST_REQUEST",
-            user_id=0,
-            session_type=1,
-            session_id=web.user_id,
-            msg_id_begin=0,
-            msg_cnt=10,
-        )
-        assert [m.msg_data for m in page.msg_list] == [b"keep me"]  # stored no more; the plain one stays
+        history = await tcp.history(web.user_id)
+        assert [m.msg_data for m in history] == [b"keep me"]  # stored no more; the plain one stays
         # A read of a session the user is not part of is refused, and nobody hears of it.
         refused = await web.post("/api/read", {"session_id": 987654, "session_type": 2, "msg_id": 0})
         assert (refused.status, refused.json()["error_code"]) == (403, 22)
@@ -227,15 +220,8 @@ def test_a_long_poll_send_whose_biz_dies_before_answering_is_stored_once(tmp_pat
         sent = await web.send(tcp.user_id, "exactly once")
         await asyncio.gather(*stopping)
         assert committed and (sent["error_code"], sent["msg_id"]) == (0, committed[0])
-        page = await tcp.call(
-            "CID_MSG_LIST_REQUEST",
-            user_id=0,
-            session_type=1,
-            session_id=web.user_id,
-            msg_id_begin=0,
-            msg_cnt=10,
-        )
-        assert [(m.msg_id, m.msg_data) for m in page.msg_list] == [(sent["msg_id"], b"exactly once")]
+        history = await tcp.history(web.user_id)
+        assert [(m.msg_id, m.msg_data) for m in history] == [(sent["msg_id"], b"exactly once")]
         got = await tcp.wait_for("CID_MSG_DATA")
         assert [m.msg_id for m in got] == [sent["msg_id"]]
 

@@ -98,18 +98,6 @@ def message(a: Client, i: int) -> bytes:
     return f"{a.user_id}:{i}".encode()
 
 
-async def history(reader: Client, peer: Client) -> list[Any]:
-    page = await reader.call(
-        "CID_MSG_LIST_REQUEST",
-        user_id=0,
-        session_type=1,
-        session_id=peer.user_id,
-        msg_id_begin=0,
-        msg_cnt=100,
-    )
-    return list(page.msg_list)
-
-
 def test_sigkill_of_the_master_router_loses_no_message(tmp_path: Path) -> None:
     async def main() -> None:
         async with conversation(tmp_path) as conv:
@@ -155,7 +143,7 @@ def test_sigkill_of_biz_and_a_restart_store_and_deliver_every_message_once(tmp_p
                 assert len(set(ids)) == per_sender
                 got = await b.wait_for("CID_MSG_DATA", count=per_sender, timeout=15)
                 assert [m.msg_id for m in got] == ids  # everything, in order, nothing twice
-                stored = sorted(m.msg_data for m in await history(a, b))
+                stored = sorted(m.msg_data for m in await a.history(b.user_id))
                 assert stored == sorted(message(a, i) for i in range(per_sender))  # once each
 
     asyncio.run(main())
@@ -188,6 +176,8 @@ def test_sigkill_of_the_receivers_msg_server_loses_no_message(tmp_path: Path) ->
                 unread = await back.call("CID_MSG_UNREAD_CNT_REQUEST", user_id=0)
                 (info,) = [u for u in unread.unreadinfo_list if u.session_id == a.user_id]
                 assert info.unread_cnt == per_sender  # none was read
-                assert sorted(m.msg_id for m in await history(back, a)) == ids  # every acked message, once
+                assert (
+                    sorted(m.msg_id for m in await back.history(a.user_id)) == ids
+                )  # every acked message, once
 
     asyncio.run(main())
