@@ -136,24 +136,6 @@ def _next_in_pair(
     return int(row[0]), int(row[1])
 
 
-def send_single(
-    conn: sqlite3.Connection,
-    ctx: OpContext,
-    from_id: int,
-    to_id: int,
-    msg_type: int,
-    content: bytes,
-    dedup_key: bytes | None,
-    burn: bool,
-    token: int = 0,
-    resend: bool = False,
-) -> SendResult:
-    """Store a 1:1 message; the msg_id comes from the pair counter in the same transaction. A `resend` is
-    first looked up by its token (see `resend_single_op`)."""
-    op = resend_single_op if resend else send_single_op
-    return op(ctx, from_id, to_id, msg_type, content, dedup_key, burn, token, conn)
-
-
 def resend_single_op(
     ctx: OpContext,
     from_id: int,
@@ -194,8 +176,9 @@ def send_single_op(
     token: int,
     conn: sqlite3.Connection,
 ) -> SendResult:
-    """`send_single` with the connection last: `functools.partial(send_single_op, ctx, ...)` is a writer
-    operation, cheaper to make and to call than a closure (this runs once per stored 1:1 message).
+    """Store a 1:1 message; its msg_id comes from the pair counter in the same transaction. The connection
+    comes last: `functools.partial(send_single_op, ctx, ...)` is a writer operation, cheaper to make and to
+    call than a closure (this runs once per stored 1:1 message).
 
     The common input (exact bytes and ints within their limits) is accepted inline; anything else goes
     through the same checks (and errors) as every other operation."""
