@@ -40,9 +40,13 @@ TOP_LEVEL_KEYS = frozenset(
         "plugins",
         "drain_timeout",
         "start_timeout",
+        "restart",
         "endpoints",
     }
 )
+# What the process supervisor does when a worker dies: report it only, or start it again (with backoff; not
+# after too many restarts of one worker in a short time: a crash loop; see runtime.cluster.processes).
+RESTART_POLICIES = ("never", "on-failure")
 # The embedded default; a PostgreSQL backend sits behind the same storage interface but is not shipped yet.
 STORAGE_BACKENDS = frozenset({"sqlite"})
 # Keys every service section understands; anything else is passed to the service unchanged.
@@ -89,6 +93,7 @@ class ClusterConfig:
     plugins: tuple[str, ...] = ()
     drain_timeout: float = 5.0
     start_timeout: float = 30.0
+    restart: str = "never"  # RESTART_POLICIES (with --processes)
     endpoints: tuple[Mapping[str, Any], ...] = ()  # static endpoints of other hosts
     source: str | None = None
 
@@ -121,6 +126,7 @@ class ClusterConfig:
             "plugins": list(self.plugins),
             "drain_timeout": self.drain_timeout,
             "start_timeout": self.start_timeout,
+            "restart": self.restart,
             "endpoints": [dict(e) for e in self.endpoints],
             "services": {
                 name: {"instances": s.instances, "class": s.class_ref, **dict(s.options)}
@@ -252,6 +258,10 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
     plugins = doc.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError("plugins", f"must be a list of plugin names (got {plugins!r})", source)
+    restart = doc.get("restart", "never")
+    if restart not in RESTART_POLICIES:
+        choices = ", ".join(RESTART_POLICIES)
+        raise ConfigError("restart", f"must be one of {choices} (got {restart!r})", source)
     endpoints = doc.get("endpoints", [])
     if not isinstance(endpoints, list):
         raise ConfigError("endpoints", "must be a list of {service, instance, kind, host, port}", source)
@@ -270,6 +280,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         plugins=tuple(plugins),
         drain_timeout=_number(doc.get("drain_timeout", 5.0), "drain_timeout", source),
         start_timeout=_number(doc.get("start_timeout", 30.0), "start_timeout", source),
+        restart=restart,
         endpoints=tuple(dict(e) for e in endpoints),
         source=source,
     )

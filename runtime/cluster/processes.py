@@ -1,9 +1,12 @@
 """Runtime cluster layer: the `--processes` supervisor, one worker process per service instance.
 
 Workers start service by service in table order; the supervisor waits for each worker's `READY` line (its
-endpoints are then published) before starting the next service. A worker that dies is reported loudly and
-never restarted silently; the rest keeps running. On SIGINT/SIGTERM workers get SIGTERM in reverse start
-order, drain and exit; a worker still running after the drain timeout plus a grace period is killed.
+endpoints are then published) before starting the next service. A worker that dies is reported loudly; the
+rest keeps running. With the config's `restart: on-failure` it is started again after a backoff
+(RESTART_BACKOFF), unless it already died RESTART_LIMIT times within RESTART_PERIOD seconds (a crash loop:
+then it stays down, reported); with `restart: never` (the default) it stays down. On SIGINT/SIGTERM workers
+get SIGTERM in reverse start order, drain and exit; a worker still running after the drain timeout plus a
+grace period is killed.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ from runtime.services.base import Endpoint
 
 CONFIG_FILE = "cluster.config"
 KILL_GRACE = 5.0
+RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds before a worker's 1st, 2nd, ... restart in the period
+RESTART_LIMIT = 5  # restarts of one worker within RESTART_PERIOD; one more death leaves it down
+RESTART_PERIOD = 300.0
 
 
 @dataclass
@@ -67,6 +73,8 @@ class ProcessSupervisor:
         self.exited: list[tuple[str, int | None]] = []  # workers that died on their own: (name, exit code)
         self._stopping = False
         self._stop = asyncio.Event()
+        self._restarts: dict[str, list[float]] = {}  # worker name -> monotonic times of its recent restarts
+        self._restarting: set[asyncio.Task[None]] = set()
 
     async def start(self) -> list[Worker]:
         """Spawn every worker and wait until each is ready; on failure stop all, raise ClusterStartError."""
@@ -146,17 +154,47 @@ class ProcessSupervisor:
         code = await worker.process.wait()
         if not self._stopping:
             self.exited.append((worker.name, code))
-            self.console(
-                f"error: {worker.name} (pid {worker.process.pid}) exited with code {code}; "
-                "it is NOT restarted, the rest of the cluster keeps running"
-            )
             RunDirDiscovery(self.config.run_dir).sweep_stale()
+            died = f"error: {worker.name} (pid {worker.process.pid}) exited with code {code}"
+            if self.config.restart != "on-failure":
+                self.console(f"{died}; it is NOT restarted, the rest of the cluster keeps running")
+                return
+            self._schedule_restart(worker, died)
+
+    def _schedule_restart(self, worker: Worker, died: str) -> None:
+        """The `on-failure` policy: start the worker again after a backoff, unless it is crash-looping."""
+        now = asyncio.get_running_loop().time()
+        recent = [t for t in self._restarts.get(worker.name, []) if now - t < RESTART_PERIOD]
+        self._restarts[worker.name] = recent
+        if len(recent) >= RESTART_LIMIT:
+            self.console(
+                f"{died}; it was restarted {len(recent)} times in {RESTART_PERIOD:g} s: NOT restarted again "
+                "(a crash loop: see its log); the rest of the cluster keeps running"
+            )
+            return
+        delay = RESTART_BACKOFF[min(len(recent), len(RESTART_BACKOFF) - 1)]
+        recent.append(now + delay)
+        self.console(f"{died}; restarting it in {delay:g} s")
+        task = asyncio.get_running_loop().create_task(self._restart_later(worker, delay, died))
+        self._restarting.add(task)
+        task.add_done_callback(self._restarting.discard)
+
+    async def _restart_later(self, worker: Worker, delay: float, died: str) -> None:
+        await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        try:
+            await self.restart(worker.service, worker.instance)
+        except ValueError:  # restarted meanwhile by someone else (`restart` called directly)
+            return
+        except ClusterStartError as exc:
+            self._schedule_restart(worker, f"error: {worker.name} did not come back: {exc}")
 
     async def restart(self, service: str, instance: int) -> Worker:
         """Start a worker that exited (crashed, or was killed) again, in its place; returns the new worker
-        once it is ready. Nothing restarts workers by itself: this is for whoever embeds the supervisor (and
-        for the fault tests). Raises ValueError for an unknown or still-running worker, ClusterStartError if
-        the new process does not come up."""
+        once it is ready (what the `restart: on-failure` policy calls; also for whoever embeds the
+        supervisor). Raises ValueError for an unknown or still-running worker, ClusterStartError if the new
+        process does not come up."""
         index = next(
             (i for i, w in enumerate(self.workers) if (w.service, w.instance) == (service, instance)), None
         )
@@ -207,6 +245,8 @@ class ProcessSupervisor:
     async def stop(self) -> None:
         """SIGTERM workers service by service (reverse start order); kill any outliving the grace period."""
         self._stopping = True
+        for task in list(self._restarting):
+            task.cancel()
         if self.workers:
             update_cluster_state(self.config, state="stopping")
         groups: dict[str, list[Worker]] = {}

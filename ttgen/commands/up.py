@@ -35,7 +35,11 @@ def endpoint_table(endpoints: list[Endpoint]) -> str:
 
 
 def build_config(
-    config_file: Path | None, data_dir: Path | None, host: str | None, msg_servers: int | None
+    config_file: Path | None,
+    data_dir: Path | None,
+    host: str | None,
+    msg_servers: int | None,
+    restart: str | None = None,
 ) -> ClusterConfig:
     """Config file (or defaults) plus command-line overrides, with preferred ports resolved."""
     overrides: dict[str, Any] = {}
@@ -45,6 +49,8 @@ def build_config(
         overrides["host"] = host
     if msg_servers is not None:
         overrides["services.msg.instances"] = msg_servers
+    if restart is not None:
+        overrides["restart"] = restart
     try:
         return resolve_preferred_ports(load_config(config_file, overrides))
     except ConfigError as exc:
@@ -72,6 +78,8 @@ async def _run(
         supervisor = ClusterRunner(config, stack.registry, stack.servers, console=say)
     mode = "one process per service instance" if processes else "one process"
     say(f"ttgen: starting the {stack.name or 'bare'} cluster ({mode}) in {config.data_dir}")
+    if config.restart != "never" and not processes:
+        say(f"ttgen: note: the config's `restart: {config.restart}` applies to --processes only")
     start = asyncio.create_task(supervisor.start())
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -136,6 +144,12 @@ async def _run(
 @click.option("--processes", is_flag=True, help="Run one process per service instance.")
 @click.option("--msg-servers", type=click.IntRange(0, 64), help="Number of msg server instances.")
 @click.option(
+    "--restart",
+    type=click.Choice(["never", "on-failure"]),
+    help="With --processes: start a worker that dies again, with backoff, unless it crash-loops "
+    "(default never: report it and keep the rest running).",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the database, logs and run files live (default ./ttgen-data).",
@@ -156,6 +170,7 @@ def up(
     config_file: Path | None,
     processes: bool,
     msg_servers: int | None,
+    restart: str | None,
     data_dir: Path | None,
     host: str | None,
     demo: bool,
@@ -168,9 +183,12 @@ def up(
     Examples:
       ttgen up                          # defaults: SQLite in ./ttgen-data, 2 msg servers, 2 routers
       ttgen up --processes --msg-servers 4
+      ttgen up --processes --restart on-failure
       ttgen up --demo                   # what `./dev demo` runs
     """
-    config = build_config(config_file, data_dir, host, msg_servers)
+    if restart is not None and not processes:
+        raise click.UsageError("--restart applies to --processes only")
+    config = build_config(config_file, data_dir, host, msg_servers, restart)
     stack = load_stack(config.spec)
     setup_console(verbose)
 
