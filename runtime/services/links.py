@@ -1,6 +1,6 @@
 """Runtime services layer: server-to-server links (TeamTalk frames over TCP) with request/response and relays.
 
-Internal links speak the client protocol's 16-byte frames, with three flag bits of their own (TeamTalk leaves
+Internal links speak the client protocol's 16-byte frames, with four flag bits of their own (TeamTalk leaves
 `flag` 0, and internal links never reach a client):
 
 - `FLAG_REQUEST`: the sender expects exactly one `FLAG_RESPONSE` frame carrying the same correlation id;
@@ -8,6 +8,9 @@ Internal links speak the client protocol's 16-byte frames, with three flag bits 
   pipelined link never reuses an id while it is still outstanding);
 - `FLAG_RELAY`: the body is a relay envelope (`pack_relay`): the target user ids, then the inner message body.
   A router reads the targets without parsing the protobuf body.
+- `FLAG_BATCH` (with `FLAG_RESPONSE`): empty answers to several requests in one frame, the body being their
+  correlation ids (u32 each). `Link.confirm` queues such an answer (relay confirmations): every confirmation
+  queued during one event-loop iteration leaves in one frame, where one frame each cost both ends a header.
 
 Writes are corked: every frame queued during one event-loop iteration leaves in one `transport.write`. Links
 send a heartbeat after 5 s without sending and close after 30 s without receiving (PROTOCOL.md 1.2); `Dialer`
@@ -34,6 +37,7 @@ from runtime.registry import CommandInfo, Registry, UnknownCommand
 log = logging.getLogger("ttgen.links")
 
 FLAG_RELAY = 0x1000
+FLAG_BATCH = 0x2000
 FLAG_REQUEST = 0x4000
 FLAG_RESPONSE = 0x8000
 HEARTBEAT_CID = 0x0701
@@ -45,6 +49,9 @@ _u16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
 ReplyCallback = Callable[[Frame | None], None]
+# What a callback gets for an answer that came in a FLAG_BATCH frame: an empty reply (None would mean the link
+# was lost).
+CONFIRMED = Frame(0, 0, 0, b"", flag=FLAG_RESPONSE)
 
 
 _TARGETS = [struct.Struct(f">H{n}I") for n in range(9)]  # envelope heads of up to 8 targets (1:1 uses 1-2)
@@ -100,6 +107,7 @@ class Link(asyncio.Protocol):
         self.closed = asyncio.Event()
         self._decoder = FrameDecoder(MAX_LINK_FRAME)
         self._out = bytearray()
+        self._confirms: list[int] = []  # correlation ids of empty answers to send in one FLAG_BATCH frame
         self._flush_scheduled = False
         self._next_id = 1
         self._pending: dict[int, ReplyCallback] = {}
@@ -140,6 +148,9 @@ class Link(asyncio.Protocol):
         for frame in frames:
             flag = frame.flag
             if flag & FLAG_RESPONSE:
+                if flag & FLAG_BATCH:
+                    self._confirmed(frame.body)
+                    continue
                 cb = pending.pop(frame.seq | (frame.reserved << 16), None)
                 if cb is not None:
                     try:
@@ -153,6 +164,21 @@ class Link(asyncio.Protocol):
                 self.on_frame(self, frame)
             except Exception:
                 log.exception("%s: handler for 0x%04x failed", self.name, frame.command_id)
+
+    def _confirmed(self, body: bytes | memoryview) -> None:
+        """A FLAG_BATCH frame: the requests it names are answered (empty replies)."""
+        n = len(body) // 4
+        if n * 4 != len(body):
+            log.warning("%s: a batch of answers of %d bytes (not whole ids); ignored", self.name, len(body))
+            return
+        pending = self._pending
+        for corr in struct.unpack(f">{n}I", body):
+            cb = pending.pop(corr, None)
+            if cb is not None:
+                try:
+                    cb(CONFIRMED)
+                except Exception:  # a buggy callback must not kill the link
+                    log.exception("%s: reply callback failed", self.name)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -188,6 +214,12 @@ class Link(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        confirms = self._confirms
+        if confirms:
+            n = len(confirms)
+            self._out += _pack_header(16 + 4 * n, 1, FLAG_RESPONSE | FLAG_BATCH, 0, 0, 0, 0)
+            self._out += struct.pack(f">{n}I", *confirms)
+            confirms.clear()
         if self._out and self.transport is not None:
             self.transport.write(bytes(self._out))
             self.last_sent = time.monotonic()
@@ -228,6 +260,20 @@ class Link(asyncio.Protocol):
         if not request.flag & FLAG_REQUEST:
             return False
         return self.send(command_id, body, flag=FLAG_RESPONSE, corr=request.seq | (request.reserved << 16))
+
+    def confirm(self, request: Frame) -> bool:
+        """Answer a `FLAG_REQUEST` frame with an empty reply, batched: every confirmation of one event-loop
+        iteration leaves in one FLAG_BATCH frame (the requester's callback gets `CONFIRMED`). A no-op for
+        frames that did not ask for a reply; False if the link is closed."""
+        if not request.flag & FLAG_REQUEST:
+            return False
+        if self.transport is None:
+            return False
+        self._confirms.append(request.seq | (request.reserved << 16))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return True
 
     def tick(self, now: float, heartbeat_after: float = 5.0, dead_after: float = 30.0) -> None:
         """Heartbeat and dead-peer rules; call about once a second."""

@@ -233,7 +233,7 @@ class RouterService(Service):
         try:
             targets, _ = relay_targets(frame.body)
         except Exception:
-            origin.reply(frame, frame.command_id)
+            origin.confirm(frame)
             return
         if targets is None:
             dests = [link for link in self.links if link is not origin]
@@ -241,7 +241,7 @@ class RouterService(Service):
         else:
             dests = [link for link in self.table.links_for(targets) if link is not origin]
         if not dests:
-            origin.reply(frame, frame.command_id)
+            origin.confirm(frame)
             return
         body = bytes(frame.body)
         confirm = _Countdown(len(dests), origin, frame)
@@ -265,8 +265,7 @@ class _Countdown:
     def __call__(self, _frame: Frame | None) -> None:
         self.n -= 1
         if self.n == 0:
-            frame = self.frame
-            self.origin.reply(frame, frame.command_id)
+            self.origin.confirm(self.frame)
 
 
 __all__ = ["FLAG_REQUEST", "RouterService", "UserTable"]

@@ -97,7 +97,7 @@ class GatewayInbound:
         except Exception as exc:  # a bad relay is dropped, the link survives
             log.warning("gateway: bad frame 0x%04x from %s: %s", frame.command_id, link.name, exc)
         finally:
-            link.reply(frame, frame.command_id)
+            link.confirm(frame)
 
     def _handle(self, name: str, msg: Any, targets: tuple[int, ...] | None) -> None:
         svc = self.svc

@@ -33,7 +33,7 @@ class InboundRelays:
         """Handle one frame from a router; confirm relays once they are queued to local clients."""
         name = self._names.get(frame.command_id)
         if name is None:
-            link.reply(frame, frame.command_id)
+            link.confirm(frame)
             return
         targets: tuple[int, ...] | None = None
         body: bytes | memoryview = frame.body
@@ -43,13 +43,13 @@ class InboundRelays:
             msg: Any = self._parsers[frame.command_id](bytes(body))
         except Exception as exc:
             log.warning("bad frame 0x%04x from %s: %s", frame.command_id, link.name, exc)
-            link.reply(frame, frame.command_id)
+            link.confirm(frame)
             return
         self.m_inbound.inc()
         try:
             self._handle(name, msg, targets, body)
         finally:
-            link.reply(frame, frame.command_id)
+            link.confirm(frame)
 
     def _handle(
         self, name: str, msg: Any, targets: tuple[int, ...] | None, body: bytes | memoryview = b""

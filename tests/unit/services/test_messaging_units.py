@@ -242,3 +242,33 @@ def test_a_relay_sent_in_two_parts_is_the_same_frame(
 
     split, joined = asyncio.run(frames())
     assert split == joined
+
+
+def test_confirmations_of_one_iteration_leave_in_one_frame_and_answer_each_request() -> None:
+    import asyncio
+
+    from runtime.framing import FrameDecoder
+    from runtime.services.links import CONFIRMED, FLAG_BATCH, FLAG_RESPONSE, Link
+
+    async def body() -> None:
+        asker, answerer = Link("asker"), Link("answerer")
+        to_answerer, to_asker = FakeTransport(), FakeTransport()
+        asker.connection_made(to_answerer)  # type: ignore[arg-type]
+        answerer.connection_made(to_asker)  # type: ignore[arg-type]
+        got: dict[int, object] = {}
+        for i in range(3):
+            asker.request(0x0711, b"relay %d" % i, lambda f, i=i: got.__setitem__(i, f))
+        await asyncio.sleep(0)
+        requests = FrameDecoder().feed(b"".join(to_answerer.written))
+        for frame in requests:
+            assert answerer.confirm(frame)
+        assert not answerer.confirm(requests[0]._replace(flag=0))  # not a request: nothing to answer
+        await asyncio.sleep(0)
+        (batch,) = FrameDecoder().feed(b"".join(to_asker.written))  # three answers, one frame
+        assert batch.flag == FLAG_RESPONSE | FLAG_BATCH and len(batch.body) == 12
+        asker.data_received(b"".join(to_asker.written))
+        assert got == {0: CONFIRMED, 1: CONFIRMED, 2: CONFIRMED} and asker.in_flight == 0
+        asker.data_received(b"".join(to_asker.written))  # the same ids again: already answered, ignored
+        assert asker.in_flight == 0
+
+    asyncio.run(body())
