@@ -433,6 +433,8 @@ class Dispatcher:
 
     def _answer(self, ctx: Context, route: Route, result: Any, key: tuple[int, int, int] | None) -> None:
         """A handler finished without suspending: send its reply (if any) now."""
+        if result is None and ctx.close_reason is None and ctx.dedup_key is None:
+            return  # nothing to send, remember or close (e.g. a client's IMMsgDataAck)
         fast = route.fast_reply
         link = ctx.link
         if (

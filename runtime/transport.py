@@ -134,7 +134,8 @@ class Link(asyncio.Protocol):
             self.handler.frames_received(self, conn.receive_data(data, self._loop.time()))
         finally:
             self._in_batch = False
-        self.flush()
+        if conn.pending_output:
+            self.flush()
         if not conn.is_open:
             self._close_transport()
 

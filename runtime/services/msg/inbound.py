@@ -56,7 +56,8 @@ class InboundRelays:
     ) -> None:
         svc = self.svc
         handlers = svc.handlers
-        if svc.plugins.on_relay(name, msg, targets):
+        plugins = svc.plugins
+        if plugins.plugins and plugins.on_relay(name, msg, targets):
             return
         if name in CHAT:
             handlers.deliver_chat(name, msg, targets or (), body=bytes(body) if body else None)

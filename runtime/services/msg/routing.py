@@ -51,6 +51,7 @@ class RouterPool:
             "msg_relay_retries_total", "relays re-sent after a router loss"
         )
         self.m_master_changes = metrics.counter("msg_router_failovers_total", "master router changes")
+        # Set once a second by `tick` (not per relay: it is only read by the metrics endpoint).
         self.g_outbox = metrics.gauge("msg_relay_outbox", "relays not yet confirmed by a router")
         self.m_relay_dropped = metrics.counter("msg_relays_dropped_total", "relays dropped: outbox full")
 
@@ -149,7 +150,6 @@ class RouterPool:
         self._outbox[rid] = (command_id, head, body)
         self.m_relays.inc()
         self._send_relay(rid)
-        self.g_outbox.set(len(self._outbox))
 
     def _send_relay(self, rid: int) -> None:
         link = self.master
@@ -162,7 +162,6 @@ class RouterPool:
             if frame is not None:
                 self._outbox.pop(rid, None)
                 self._in_flight.pop(rid, None)
-                self.g_outbox.set(len(self._outbox))
                 return
             # Link lost before the confirmation: send it again through whichever router is master now.
             self._in_flight.pop(rid, None)
@@ -189,7 +188,8 @@ class RouterPool:
         raise ConnectionError(f"no router answered: {last}")
 
     def tick(self, now: float) -> None:
-        """Heartbeats and dead-link detection; resend stuck relays."""
+        """Heartbeats and dead-link detection; resend stuck relays; the outbox gauge."""
+        self.g_outbox.set(len(self._outbox))
         for d in self.dialers.values():
             if d.link is not None:
                 d.link.tick(now)
