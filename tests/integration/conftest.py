@@ -167,6 +167,37 @@ class Client:
             await self._reader
 
 
+class LostAfterCommit:
+    """Makes a biz instance die between its commit and its answer: the stored message's id is recorded, the
+    answer is never sent, the in-memory token window goes with the "process", and the instance is stopped.
+    `await lost.stopped()` waits for the stop."""
+
+    def __init__(self, cluster: TestCluster, victim: Any) -> None:
+        self.committed: list[int] = []
+        self._stopping: list[asyncio.Task[None]] = []
+
+        def crash(_link: Any, _frame: Any, _started: float, reply: Any) -> None:
+            from runtime.services.biz.handlers_msg import new_store_tokens
+
+            self.committed.append(reply.msg_id)  # committed; the answer is never sent
+            victim._store_tokens = new_store_tokens()  # the memory goes with the process
+            stop = cluster.stop_instance("biz", victim.ctx.instance)
+            self._stopping.append(asyncio.get_running_loop().create_task(stop))
+
+        victim._stored_reply = crash
+
+    async def stopped(self) -> None:
+        await asyncio.gather(*self._stopping)
+
+
+async def wait_biz_links(msg: Any, count: int, timeout: float = 2.0) -> None:
+    """Until a msg server has a live link to `count` biz instances."""
+    deadline = time.monotonic() + timeout
+    while sum(d.link is not None for d in msg.biz) < count:
+        assert time.monotonic() < deadline, f"msg has {len(msg.biz)} biz dialers, not {count} links"
+        await asyncio.sleep(0.01)
+
+
 class TestCluster:
     """A running cluster plus helpers to log clients in on a chosen msg server."""
 

@@ -10,8 +10,7 @@ import pytest
 
 from runtime.errors import ConnectionClosed
 from runtime.http import http_request, post_json
-from runtime.services.biz.handlers_msg import new_store_tokens
-from tests.integration.conftest import ANDROID, AUTH
+from tests.integration.conftest import ANDROID, AUTH, LostAfterCommit
 from tests.integration.file_support import FileCluster, run_file_cluster
 from tests.integration.gateway_support import GATEWAY, WebClient, wait_gateway
 
@@ -206,20 +205,10 @@ def test_a_long_poll_send_whose_biz_dies_before_answering_is_stored_once(tmp_pat
         tcp = await c.login("user33", 1)
         peer_port = gw.biz_link().transport.get_extra_info("peername")[1]
         victim = next(s for s in c.services("biz") if any(e.port == peer_port for e in s.endpoints()))
-        committed: list[int] = []
-        stopping: list[asyncio.Task[None]] = []
-
-        def crash(_link: Any, _frame: Any, _started: float, reply: Any) -> None:
-            committed.append(reply.msg_id)  # committed; the answer is never sent
-            victim._store_tokens = new_store_tokens()  # the memory goes with the process
-            stopping.append(
-                asyncio.get_running_loop().create_task(c.stop_instance("biz", victim.ctx.instance))
-            )
-
-        victim._stored_reply = crash
+        lost_biz = LostAfterCommit(c, victim)
         sent = await web.send(tcp.user_id, "exactly once")
-        await asyncio.gather(*stopping)
-        assert committed and (sent["error_code"], sent["msg_id"]) == (0, committed[0])
+        await lost_biz.stopped()
+        assert lost_biz.committed and (sent["error_code"], sent["msg_id"]) == (0, lost_biz.committed[0])
         history = await tcp.history(web.user_id)
         assert [(m.msg_id, m.msg_data) for m in history] == [(sent["msg_id"], b"exactly once")]
         got = await tcp.wait_for("CID_MSG_DATA")

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from runtime.services.biz.handlers_msg import new_store_tokens
-from tests.integration.conftest import TestCluster
+from tests.integration.conftest import LostAfterCommit, TestCluster, wait_biz_links
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +21,7 @@ def biz_requests(c: TestCluster) -> list[float]:
 def test_two_biz_instances_share_the_load_and_fail_over(with_cluster: Callable[..., None]) -> None:
     async def body(c: TestCluster) -> None:
         msg = c.services("msg")[0]
-        for _ in range(200):
-            if sum(d.link is not None for d in msg.biz) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await wait_biz_links(msg, 2)
         assert len(msg.biz) == 2 and all(d.link is not None for d in msg.biz)
         clients = [await c.login(f"user{i:02d}", 0) for i in range(8)]
         # Users hash onto both instances; a user always gets the same one.
@@ -79,35 +74,16 @@ def test_a_biz_lost_between_its_commit_and_its_answer_stores_the_message_once(
 
     async def body(c: TestCluster) -> None:
         msg = c.services("msg")[0]
-        for _ in range(200):
-            if sum(d.link is not None for d in msg.biz) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await wait_biz_links(msg, 2)
         a = await c.login("user00", 0)
         b = await c.login("user01", 1)
         lost = next(i for i, d in enumerate(msg.biz) if d.link is msg.biz_link(a.user_id))
         victim = sorted(c.services("biz"), key=lambda s: s.ctx.instance)[lost]
-        committed: list[int] = []
-        stopping: list[asyncio.Task[None]] = []
-
-        def crash(_link: Any, _frame: Any, _started: float, reply: Any) -> None:
-            committed.append(reply.msg_id)  # committed; the answer is never sent
-            victim._store_tokens = new_store_tokens()  # the memory goes with the process
-            stopping.append(asyncio.get_running_loop().create_task(c.stop_instance("biz", lost)))
-
-        victim._stored_reply = crash
+        lost_biz = LostAfterCommit(c, victim)
         ack = await a.text(b.user_id, b"exactly once")
-        assert committed and ack.msg_id == committed[0]
-        await asyncio.gather(*stopping)
-        page = await a.call(
-            "CID_MSG_LIST_REQUEST",
-            user_id=0,
-            session_type=1,
-            session_id=b.user_id,
-            msg_id_begin=0,
-            msg_cnt=10,
-        )
-        assert [(m.msg_id, m.msg_data) for m in page.msg_list] == [(ack.msg_id, b"exactly once")]
+        await lost_biz.stopped()
+        assert lost_biz.committed and ack.msg_id == lost_biz.committed[0]
+        assert [(m.msg_id, m.msg_data) for m in await a.history(b.user_id)] == [(ack.msg_id, b"exactly once")]
         got = await b.wait_for("CID_MSG_DATA")
         assert [m.msg_id for m in got] == [ack.msg_id]
         assert msg.m_store_retries.value >= 1
