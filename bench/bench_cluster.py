@@ -30,6 +30,7 @@ import statistics
 import struct
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,58 @@ def _fmt(key: str, value: float) -> str:
     return f"{key}={value:.2f}" if key.startswith("sys_share") else f"{key}={value:.1f}"
 
 
+def median_row(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
+def add_search_args(ap: argparse.ArgumentParser) -> None:
+    """The options of the sustainable-rate search, shared with bench_floor."""
+    ap.add_argument(
+        "--find-rate",
+        action="store_true",
+        help="search the highest offered load (in steps of --step pairs, up to --pairs) whose median e2e p99 "
+        "stays under --target-p99-ms with every message delivered",
+    )
+    ap.add_argument("--target-p99-ms", type=float, default=50.0)
+    ap.add_argument("--min-pairs", type=int, default=50, help="lower end of the search")
+    ap.add_argument("--step", type=int, default=25, help="resolution of the search, in pairs")
+
+
+def find_rate(
+    measure: Callable[[int], dict[str, float]], lo: int, hi: int, step: int, target_ms: float
+) -> dict[str, float] | None:
+    """Bisect the pair count for the highest load that meets the target (the latency is taken to grow with
+    the load). `measure(pairs)` returns the median row of a probe; each probe is printed. None if even `lo`
+    misses the target."""
+
+    def meets(pairs: int) -> dict[str, float] | None:
+        row = measure(pairs)
+        ok = row["e2e_p99_ms"] < target_ms and row["delivered_per_s"] >= 0.999 * row["offered_per_s"]
+        verdict = "meets" if ok else "misses"
+        print(f"probe pairs={pairs} ({verdict} p99 < {target_ms:g} ms): " + _line(row), flush=True)
+        return row if ok else None
+
+    best = meets(lo)
+    if best is None:
+        return None
+    good, bad = lo, hi
+    top = meets(hi)
+    if top is not None:
+        return top
+    while bad - good > step:
+        mid = good + max(1, (bad - good) // (2 * step)) * step
+        row = meets(mid)
+        if row is None:
+            bad = mid
+        else:
+            good, best = mid, row
+    return best
+
+
+def _line(row: dict[str, float]) -> str:
+    return "  ".join(_fmt(k, v) for k, v in row.items())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--pairs", type=int, default=200, help="sender/receiver pairs (connections = 2 x pairs)")
@@ -366,16 +419,23 @@ def main() -> None:
         action="store_true",
         help="force uvloop in the workers (they use it by default when it is installed)",
     )
+    add_search_args(ap)
     opts = ap.parse_args()
-    rows = []
-    for i in range(opts.runs):
-        row = asyncio.run(one_run(opts))
-        rows.append(row)
-        print(
-            f"run {i + 1}: " + "  ".join(_fmt(k, v) for k, v in row.items()),
-            flush=True,
-        )
-    print("median: " + "  ".join(_fmt(k, statistics.median(r[k] for r in rows)) for k in rows[0]))
+
+    def measure(pairs: int, verbose: bool = False) -> dict[str, float]:
+        rows = []
+        for i in range(opts.runs):
+            row = asyncio.run(one_run(argparse.Namespace(**{**vars(opts), "pairs": pairs})))
+            rows.append(row)
+            if verbose:
+                print(f"run {i + 1}: " + _line(row), flush=True)
+        return median_row(rows)
+
+    if opts.find_rate:
+        best = find_rate(measure, opts.min_pairs, opts.pairs, opts.step, opts.target_p99_ms)
+        print("sustainable: " + (_line(best) if best else f"none (even {opts.min_pairs} pairs miss)"))
+        return
+    print("median: " + _line(measure(opts.pairs, verbose=True)))
 
 
 if __name__ == "__main__":
