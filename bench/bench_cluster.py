@@ -145,6 +145,36 @@ async def _login(host: str, port: int, name: str, stats: Stats) -> BenchConn:
     return conn
 
 
+async def offer_load(
+    n: int,
+    start_at: float,
+    duration: float,
+    rate: float,
+    drain: float,
+    send: Callable[[int], None],
+    stats: Any,
+) -> None:
+    """The open-loop load of one client process (bench_floor's too): from `start_at`, each of the `n`
+    senders gets `send(k)` called `rate` times a second for `duration` seconds, the senders spread over the
+    interval so that the load is smooth, not bursts; then up to `drain` seconds for the last deliveries. Sets
+    `stats.cpu_s`, the process's CPU time from the start of the load."""
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    cpu0 = time.process_time()
+    interval = 1.0 / rate
+    t0 = time.monotonic()
+    next_due = [t0 + interval * k / n for k in range(n)]
+    while (now := time.monotonic()) - t0 < duration:
+        for k in range(n):
+            if next_due[k] <= now:
+                next_due[k] += interval
+                send(k)
+        await asyncio.sleep(0.005)
+    deadline = time.monotonic() + drain
+    while time.monotonic() < deadline and stats.delivered < stats.sent:
+        await asyncio.sleep(0.05)
+    stats.cpu_s = time.process_time() - cpu0
+
+
 async def _client_main(
     pairs: list[tuple[str, str]],
     eps: list[tuple[str, int]],
@@ -159,13 +189,6 @@ async def _client_main(
         chunk = pairs[i : i + 50]
         senders += await asyncio.gather(*(_login(*eps[0], s, stats) for s, _ in chunk))
         receivers += await asyncio.gather(*(_login(*eps[1], r, stats) for _, r in chunk))
-    await asyncio.sleep(max(0.0, start_at - time.time()))
-    cpu0 = time.process_time()
-    interval = 1.0 / rate
-    t0 = time.monotonic()
-    n = len(senders)
-    # Spread senders over the interval so the offered load is smooth, not bursts.
-    next_due = [t0 + interval * k / n for k in range(n)]
     # Each sender's IMMsgData is the same but for the 8-byte send stamp that starts msg_data (the last field):
     # serialized once, then the stamp is spliced in.
     prefixes = []
@@ -180,22 +203,14 @@ async def _client_main(
         ).SerializeToString()
         prefixes.append(template[: -(STAMP.size + len(PAD))])
     pack_stamp = STAMP.pack
-    while True:
-        now = time.monotonic()
-        if now - t0 >= duration:
-            break
-        for k in range(n):
-            if next_due[k] <= now:
-                next_due[k] += interval
-                stamp = time.monotonic_ns()
-                seq = senders[k].send(CID_DATA, prefixes[k] + pack_stamp(stamp) + PAD)
-                senders[k].sent_at[seq] = stamp
-                stats.sent += 1
-        await asyncio.sleep(0.005)
-    deadline = time.monotonic() + drain
-    while time.monotonic() < deadline and stats.delivered < stats.sent:
-        await asyncio.sleep(0.05)
-    stats.cpu_s = time.process_time() - cpu0
+
+    def send(k: int) -> None:
+        stamp = time.monotonic_ns()
+        seq = senders[k].send(CID_DATA, prefixes[k] + pack_stamp(stamp) + PAD)
+        senders[k].sent_at[seq] = stamp
+        stats.sent += 1
+
+    await offer_load(len(senders), start_at, duration, rate, drain, send, stats)
     for c in senders + receivers:
         if c.transport is not None:
             c.transport.close()
@@ -397,6 +412,28 @@ def _line(row: dict[str, float]) -> str:
     return "  ".join(_fmt(k, v) for k, v in row.items())
 
 
+Run = Callable[[argparse.Namespace], dict[str, float]]
+
+
+def run_and_report(opts: argparse.Namespace, one_run: Run) -> None:
+    """`--runs` runs at `--pairs` and their median, or with `--find-rate` the search (bench_floor too)."""
+
+    def measure(pairs: int, verbose: bool = False) -> dict[str, float]:
+        rows = []
+        for i in range(opts.runs):
+            row = one_run(argparse.Namespace(**{**vars(opts), "pairs": pairs}))
+            rows.append(row)
+            if verbose:
+                print(f"run {i + 1}: " + _line(row), flush=True)
+        return median_row(rows)
+
+    if opts.find_rate:
+        best = find_rate(measure, opts.min_pairs, opts.pairs, opts.step, opts.target_p99_ms)
+        print("sustainable: " + (_line(best) if best else f"none (even {opts.min_pairs} pairs miss)"))
+        return
+    print("median: " + _line(measure(opts.pairs, verbose=True)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--pairs", type=int, default=200, help="sender/receiver pairs (connections = 2 x pairs)")
@@ -422,20 +459,7 @@ def main() -> None:
     add_search_args(ap)
     opts = ap.parse_args()
 
-    def measure(pairs: int, verbose: bool = False) -> dict[str, float]:
-        rows = []
-        for i in range(opts.runs):
-            row = asyncio.run(one_run(argparse.Namespace(**{**vars(opts), "pairs": pairs})))
-            rows.append(row)
-            if verbose:
-                print(f"run {i + 1}: " + _line(row), flush=True)
-        return median_row(rows)
-
-    if opts.find_rate:
-        best = find_rate(measure, opts.min_pairs, opts.pairs, opts.step, opts.target_p99_ms)
-        print("sustainable: " + (_line(best) if best else f"none (even {opts.min_pairs} pairs miss)"))
-        return
-    print("median: " + _line(measure(opts.pairs, verbose=True)))
+    run_and_report(opts, lambda o: asyncio.run(one_run(o)))
 
 
 if __name__ == "__main__":

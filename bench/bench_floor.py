@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bench_cluster import _line, add_search_args, cpu_seconds, find_rate, median_row, pct
+from bench_cluster import add_search_args, cpu_seconds, offer_load, pct, run_and_report
 
 from runtime.framing import HEADER, FrameDecoder
 
@@ -195,29 +195,17 @@ async def _clients(
         s.transport.write(frame(HELLO, 0, U32.pack(s_uid)))
         senders.append((s, r_uid))
         receivers.append(r)
-    await asyncio.sleep(max(0.0, start_at - time.time()))
-    cpu0 = time.process_time()
-    interval = 1.0 / rate
-    t0 = time.monotonic()
-    n = len(senders)
-    next_due = [t0 + interval * k / n for k in range(n)]
-    seqs = [0] * n
-    while time.monotonic() - t0 < duration:
-        now = time.monotonic()
-        for k in range(n):
-            if next_due[k] <= now:
-                next_due[k] += interval
-                stream, to = senders[k]
-                seqs[k] = seq = seqs[k] % 0xFFFF + 1
-                stamp = time.monotonic_ns()
-                stream.transport.write(frame(DATA, seq, BODY.pack(to, stamp) + PAD))
-                sent_at[(id(stream), seq)] = stamp
-                stats.sent += 1
-        await asyncio.sleep(0.005)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and stats.delivered < stats.sent:
-        await asyncio.sleep(0.05)
-    stats.cpu_s = time.process_time() - cpu0
+    seqs = [0] * len(senders)
+
+    def send(k: int) -> None:
+        stream, to = senders[k]
+        seqs[k] = seq = seqs[k] % 0xFFFF + 1
+        stamp = time.monotonic_ns()
+        stream.transport.write(frame(DATA, seq, BODY.pack(to, stamp) + PAD))
+        sent_at[(id(stream), seq)] = stamp
+        stats.sent += 1
+
+    await offer_load(len(senders), start_at, duration, rate, 10.0, send, stats)
     return stats
 
 
@@ -292,20 +280,7 @@ def main() -> None:
         if getattr(opts, name) % opts.client_procs:
             ap.error(f"--{name.replace('_', '-')} must be a multiple of --client-procs")
 
-    def measure(pairs: int, verbose: bool = False) -> dict[str, float]:
-        rows = []
-        for i in range(opts.runs):
-            row = one_run(argparse.Namespace(**{**vars(opts), "pairs": pairs}))
-            rows.append(row)
-            if verbose:
-                print(f"run {i + 1}: " + "  ".join(f"{k}={v:.1f}" for k, v in row.items()), flush=True)
-        return median_row(rows)
-
-    if opts.find_rate:
-        best = find_rate(measure, opts.min_pairs, opts.pairs, opts.step, opts.target_p99_ms)
-        print("sustainable: " + (_line(best) if best else f"none (even {opts.min_pairs} pairs miss)"))
-        return
-    print("median: " + _line(measure(opts.pairs, verbose=True)))
+    run_and_report(opts, one_run)
 
 
 if __name__ == "__main__":
