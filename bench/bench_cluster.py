@@ -14,6 +14,11 @@ runs in `--client-procs` separate processes, so it is not measured as cluster ti
 cluster is stopped. Results of past runs: bench/RESULTS.md.
 
     .venv/bin/python bench/bench_cluster.py --pairs 300 --rate 15 --duration 10 --runs 3
+
+With `--find-rate` it searches instead the highest load (pairs x rate, bisecting the pair count up to
+`--pairs`) whose median e2e p99 stays under `--target-p99-ms` (50) with every message delivered:
+
+    .venv/bin/python bench/bench_cluster.py --find-rate --pairs 500 --min-pairs 100 --rate 20 --duration 8
 """
 
 from __future__ import annotations

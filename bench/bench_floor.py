@@ -13,6 +13,7 @@ work. Comparing them with bench_cluster's at the same offered rate shows what sh
 the transport floor and what is work in the services (bench/RESULTS.md).
 
     .venv/bin/python bench/bench_floor.py --pairs 500 --rate 20 --duration 8 --runs 3
+    .venv/bin/python bench/bench_floor.py --find-rate --pairs 1000 --min-pairs 248 --step 24
 """
 
 from __future__ import annotations
