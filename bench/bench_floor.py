@@ -65,7 +65,7 @@ class Coalesced:
 
 
 class Stream(asyncio.Protocol):
-    """A framed connection that hands each frame to `on_frame(stream, header tuple, body)`."""
+    """A framed connection that hands each decoded frame to `on_frame(stream, frame)`."""
 
     def __init__(self, on_frame: Any) -> None:
         self.on_frame = on_frame
@@ -85,14 +85,19 @@ class Stream(asyncio.Protocol):
 
 
 # -- the stub services ---------------------------------------------------------------------------------------
+async def _listen(on_frame: Any, port_out: Any) -> None:
+    """Serve framed connections on an ephemeral loopback port, report the port, run until terminated."""
+    server = await asyncio.get_running_loop().create_server(lambda: Stream(on_frame), "127.0.0.1", 0)
+    port_out.put(server.sockets[0].getsockname()[1])
+    await asyncio.Event().wait()
+
+
 async def _biz(port_out: Any) -> None:
     def on_frame(stream: Stream, f: Any) -> None:  # store nothing: echo the request as the reply
         assert stream.writer is not None
         stream.writer.send(frame(f.command_id, f.seq, f.body, f.reserved))  # the same correlation id
 
-    server = await asyncio.get_running_loop().create_server(lambda: Stream(on_frame), "127.0.0.1", 0)
-    port_out.put(server.sockets[0].getsockname()[1])
-    await asyncio.Event().wait()
+    await _listen(on_frame, port_out)
 
 
 async def _router(port_out: Any) -> None:
@@ -106,9 +111,7 @@ async def _router(port_out: Any) -> None:
             if target is not None and target.writer is not None:
                 target.writer.send(frame(RELAY, 0, f.body))
 
-    server = await asyncio.get_running_loop().create_server(lambda: Stream(on_frame), "127.0.0.1", 0)
-    port_out.put(server.sockets[0].getsockname()[1])
-    await asyncio.Event().wait()
+    await _listen(on_frame, port_out)
 
 
 async def _msg(port_out: Any, biz_port: int, router_port: int) -> None:
@@ -146,9 +149,7 @@ async def _msg(port_out: Any, biz_port: int, router_port: int) -> None:
 
     _, biz = await loop.create_connection(lambda: Stream(from_biz), "127.0.0.1", biz_port)
     _, router = await loop.create_connection(lambda: Stream(from_router), "127.0.0.1", router_port)
-    server = await loop.create_server(lambda: Stream(from_client), "127.0.0.1", 0)
-    port_out.put(server.sockets[0].getsockname()[1])
-    await asyncio.Event().wait()
+    await _listen(from_client, port_out)
 
 
 def service_process(name: str, port_out: Any, *args: Any) -> None:
