@@ -10,8 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 SPEC_DIR = REPO / "spec" / "teamtalk"
-# The reference facts live in the `shared` folder beside the repository root (shared/teamtalk/*.tsv).
-SHARED_TEAMTALK = REPO.parent / "shared" / "teamtalk"
+# The reference facts are kept in the repository (tests/data/teamtalk/*.tsv), so a clone alone passes.
+FACTS_DIR = REPO / "tests" / "data" / "teamtalk"
 TSV_FILES = ("fields.tsv", "enums.tsv", "commands.tsv")
 
 
@@ -32,15 +32,14 @@ def _read_tsv(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="session")
 def teamtalk_facts() -> TeamTalkFacts:
     """The TSV facts; a missing file fails the test (never skips): the contract must always be checked."""
-    missing = [name for name in TSV_FILES if not (SHARED_TEAMTALK / name).is_file()]
+    missing = [name for name in TSV_FILES if not (FACTS_DIR / name).is_file()]
     if missing:
         pytest.fail(
-            f"TeamTalk reference facts not found: {', '.join(missing)} in {SHARED_TEAMTALK} "
-            "(expected the `shared/teamtalk` folder beside the repository root)",
+            f"TeamTalk reference facts not found: {', '.join(missing)} in {FACTS_DIR}",
             pytrace=False,
         )
-    facts = TeamTalkFacts(*(_read_tsv(SHARED_TEAMTALK / name) for name in TSV_FILES))
-    assert facts.fields and facts.enums and facts.commands, f"empty reference TSV in {SHARED_TEAMTALK}"
+    facts = TeamTalkFacts(*(_read_tsv(FACTS_DIR / name) for name in TSV_FILES))
+    assert facts.fields and facts.enums and facts.commands, f"empty reference TSV in {FACTS_DIR}"
     return facts
 
 

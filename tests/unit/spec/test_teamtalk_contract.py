@@ -1,7 +1,7 @@
 """The bundled spec reproduces TeamTalk's wire contract number for number.
 
 Compares the compiled protobuf descriptors of the generated `generated.teamtalk` stack, and its command
-registry, with the reference facts in shared/teamtalk/*.tsv: every message, field (number, label, type,
+registry, with the reference facts in tests/data/teamtalk/*.tsv: every message, field (number, label, type,
 type name, default), enum value and command id. A difference in either direction (missing or extra) fails.
 """
 
