@@ -58,7 +58,7 @@ STAGE_KEYS: dict[str, dict[str, KeySpec]] = {
         "timeout": KeySpec("duration", "how long to wait for the ack, such as 5s"),
         "retransmit": _choice("resend policy", "none", "until_ack"),
         "max_attempts": KeySpec("int", "give up after this many sends"),
-        "dedup": _choice("duplicate suppression", "none", "per_sender"),
+        "dedup": _choice("duplicate suppression", "none", "per_connection", "per_sender"),
         "dedup_window": KeySpec("duration", "how long a seen id is remembered, such as 10m"),
         "ordering": _choice("delivery ordering", "none", "send_wait"),
         "ephemeral": KeySpec("bool", "never stored or queued for offline delivery"),

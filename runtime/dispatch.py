@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import Any
@@ -44,12 +45,27 @@ def extension_capable(link: Link) -> bool:
     return bool(data and data.get(EXT_OPT_IN))
 
 
+_epochs = itertools.count(1)
+_EPOCH = "dedup_epoch"
+
+
+def _connection_epoch(link: Link) -> int:
+    """A number that names this connection for as long as the process runs (an address, a port or an object
+    id can be reused by a later connection; a retransmit never crosses connections)."""
+    data = link.extras()
+    epoch: int | None = data.get(_EPOCH)
+    if epoch is None:
+        epoch = data[_EPOCH] = next(_epochs)
+    return epoch
+
+
 class Route:
     """Everything the hot path needs for one command, computed once."""
 
     __slots__ = (
         "client_ok",
         "dedup",
+        "dedup_per_connection",
         "fast_in",
         "fast_reply",
         "handler",
@@ -86,6 +102,7 @@ class Route:
         self.verify = self.fast_in or stages.unpack.verify
         self.max_body = stages.input.max_bytes if stages.input.max_bytes is not None else 1 << 62
         self.dedup = DedupWindow(stages.transport.dedup_window) if stages.transport.dedup else None
+        self.dedup_per_connection = stages.transport.dedup_per_connection
         self.client_ok = info.from_client
         self.parse = info.message_class.FromString
         # (message class, service id, command id) of a plain-protobuf reply: sent without the pack stage.
@@ -109,7 +126,7 @@ class Context:
         self.seq = seq
         self.close_reason: str | None = None
         # The request's key in its command's dedup window (None: not deduplicated, or forgotten).
-        self.dedup_key: tuple[int, int, int] | None = None
+        self.dedup_key: tuple[int, ...] | None = None
         self.dedup_slot: _Waiting | None = None
 
     @property
@@ -353,6 +370,8 @@ class Dispatcher:
         key = None
         if route.dedup is not None:
             key = self._dedup_key(frame, msg)
+            if route.dedup_per_connection:
+                key = (_connection_epoch(link), *key)
             now = link.now()
             cached = route.dedup.get(user_id, key, now)
             if type(cached) is bytes:
@@ -402,14 +421,14 @@ class Dispatcher:
             log.debug("%r: %s dropped (%s): %s", link, route.name, exc.rule, exc)
 
     @staticmethod
-    def _dedup_key(frame: Frame, msg: Message) -> tuple[int, int, int]:
+    def _dedup_key(frame: Frame, msg: Message) -> tuple[int, ...]:
         # A retransmit repeats the seq and the content. Sealed bodies differ per attempt (fresh nonce), so for
         # those the key hashes the plaintext. The key is computed once and handed to `_finish`.
         if not frame.flag:
             return frame.command_id, frame.seq, hash(bytes(frame.body))
         return frame.command_id, frame.seq, hash(msg.SerializePartialToString())
 
-    def _run(self, ctx: Context, route: Route, msg: Message, key: tuple[int, int, int] | None) -> None:
+    def _run(self, ctx: Context, route: Route, msg: Message, key: tuple[int, ...] | None) -> None:
         if not route.is_async:  # a plain function: no coroutine to make and step
             try:
                 result = route.handler(ctx, msg)
@@ -431,7 +450,7 @@ class Dispatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _answer(self, ctx: Context, route: Route, result: Any, key: tuple[int, int, int] | None) -> None:
+    def _answer(self, ctx: Context, route: Route, result: Any, key: tuple[int, ...] | None) -> None:
         """A handler finished without suspending: send its reply (if any) now."""
         if result is None and ctx.close_reason is None and ctx.dedup_key is None:
             return  # nothing to send, remember or close (e.g. a client's IMMsgDataAck)
@@ -456,7 +475,7 @@ class Dispatcher:
         self._finish(ctx, route, result, key)
 
     async def _resume(
-        self, ctx: Context, route: Route, coro: Any, first: Any, key: tuple[int, int, int] | None
+        self, ctx: Context, route: Route, coro: Any, first: Any, key: tuple[int, ...] | None
     ) -> None:
         try:
             result = await _Resume(coro, first)
@@ -465,7 +484,7 @@ class Dispatcher:
             return
         self._finish(ctx, route, result, key)
 
-    def _finish(self, ctx: Context, route: Route, result: Any, key: tuple[int, int, int] | None) -> None:
+    def _finish(self, ctx: Context, route: Route, result: Any, key: tuple[int, ...] | None) -> None:
         try:
             self._complete(ctx, route, result, key)
         except Exception as exc:  # e.g. a reply missing required fields cannot be serialized
@@ -473,7 +492,7 @@ class Dispatcher:
         if ctx.close_reason is not None:
             ctx.link.close(ctx.close_reason)
 
-    def _complete(self, ctx: Context, route: Route, result: Any, key: tuple[int, int, int] | None) -> None:
+    def _complete(self, ctx: Context, route: Route, result: Any, key: tuple[int, ...] | None) -> None:
         if ctx.dedup_key is not None and result is not None:
             self.remember_reply(ctx, result)
         if result is not None:

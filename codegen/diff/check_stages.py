@@ -27,7 +27,7 @@ _SETS = {"input.reject", "present.redact"}
 _ORDERED: dict[str, tuple[Any, ...]] = {
     "input.on_rate_exceeded": ("drop", "reject", "close"),
     "input.on_invalid": ("drop", "reject", "close"),
-    "transport.dedup": ("none", "per_sender"),
+    "transport.dedup": ("none", "per_connection", "per_sender"),
     "transport.ordering": ("none", "send_wait"),
     "store.burn_after_reading": (False, True),
     "present.burn_on_read": (False, True),

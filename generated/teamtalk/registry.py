@@ -574,7 +574,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="both",
         reply="CID_MSG_DATA_ACK",
         hosted_by=("biz", "gateway", "msg", "router"),
-        stages={"input": {"fields": {"msg_data": {"max_len": 4096, "non_empty": True}}, "max_bytes": 8192, "on_rate_exceeded": "drop", "rate": "20/s", "reject": ["self_message", "empty_body"]}, "pack": {"codec_fields": ["msg_data"], "encrypt": "session_aead", "legacy_codec": "teamtalk_aes_ecb"}, "present": {"placeholder": "[voice]", "preview_bytes": 37}, "store": {"at_rest": "encrypted", "persist": True, "retention": "forever"}, "transport": {"ack": "CID_MSG_DATA_ACK", "dedup": "per_sender", "dedup_window": "10m", "max_attempts": 5, "ordering": "send_wait", "retransmit": "until_ack", "timeout": "5s"}, "unpack": {"max_bytes": 8192, "replay": "reject", "verify": True}},
+        stages={"input": {"fields": {"msg_data": {"max_len": 4096, "non_empty": True}}, "max_bytes": 8192, "on_rate_exceeded": "drop", "rate": "20/s", "reject": ["self_message", "empty_body"]}, "pack": {"codec_fields": ["msg_data"], "encrypt": "session_aead", "legacy_codec": "teamtalk_aes_ecb"}, "present": {"placeholder": "[voice]", "preview_bytes": 37}, "store": {"at_rest": "encrypted", "persist": True, "retention": "forever"}, "transport": {"ack": "CID_MSG_DATA_ACK", "dedup": "per_connection", "dedup_window": "10m", "max_attempts": 5, "ordering": "send_wait", "retransmit": "until_ack", "timeout": "5s"}, "unpack": {"max_bytes": 8192, "replay": "reject", "verify": True}},
         doc="Send a chat message (client to server) or deliver one (server to client).",
     ),
     CommandInfo(
@@ -1267,7 +1267,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="both",
         reply="CID_MSG_DATA_ACK",
         hosted_by=("biz", "gateway", "msg", "router"),
-        stages={"input": {"fields": {"msg_data": {"max_len": 4096, "non_empty": True}}, "max_bytes": 8192, "on_rate_exceeded": "drop", "rate": "20/s", "reject": ["self_message", "empty_body"]}, "pack": {"codec_fields": ["msg_data"], "encrypt": "session_aead", "legacy_codec": "teamtalk_aes_ecb"}, "present": {"burn_on_read": True, "placeholder": "[voice]", "preview_bytes": 0, "redact": ["msg_data"]}, "store": {"at_rest": "encrypted", "burn_after_reading": True, "persist": True, "retention": "7d"}, "transport": {"ack": "CID_MSG_DATA_ACK", "dedup": "per_sender", "dedup_window": "10m", "max_attempts": 5, "ordering": "send_wait", "retransmit": "until_ack", "timeout": "5s"}, "unpack": {"max_bytes": 8192, "replay": "reject", "verify": True}},
+        stages={"input": {"fields": {"msg_data": {"max_len": 4096, "non_empty": True}}, "max_bytes": 8192, "on_rate_exceeded": "drop", "rate": "20/s", "reject": ["self_message", "empty_body"]}, "pack": {"codec_fields": ["msg_data"], "encrypt": "session_aead", "legacy_codec": "teamtalk_aes_ecb"}, "present": {"burn_on_read": True, "placeholder": "[voice]", "preview_bytes": 0, "redact": ["msg_data"]}, "store": {"at_rest": "encrypted", "burn_after_reading": True, "persist": True, "retention": "7d"}, "transport": {"ack": "CID_MSG_DATA_ACK", "dedup": "per_connection", "dedup_window": "10m", "max_attempts": 5, "ordering": "send_wait", "retransmit": "until_ack", "timeout": "5s"}, "unpack": {"max_bytes": 8192, "replay": "reject", "verify": True}},
         doc="Send or deliver a burn-after-reading message: the body is an ordinary IMMsgData; the command id alone marks it, so its stage policy can differ.",
     ),
     CommandInfo(

@@ -29,6 +29,9 @@ class TransportPolicy:
     retransmit: bool = False
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     dedup: bool = False
+    # What a retransmit is a repeat within: one connection (its seq and content), or any connection of the
+    # sender (a second device, or the same client after a reconnect, repeating seq and content matches too).
+    dedup_per_connection: bool = False
     dedup_window: float = DEFAULT_DEDUP_WINDOW
     send_wait: bool = False
     ephemeral: bool = False
@@ -40,11 +43,15 @@ class TransportPolicy:
             timeout=parse_duration(policy.get("timeout", DEFAULT_TIMEOUT)),
             retransmit=choice(policy, "retransmit", ("none", "until_ack"), "none") == "until_ack",
             max_attempts=int(policy.get("max_attempts", DEFAULT_MAX_ATTEMPTS)),
-            dedup=choice(policy, "dedup", ("none", "per_sender"), "none") == "per_sender",
+            dedup=choice(policy, "dedup", _DEDUP_SCOPES, "none") != "none",
+            dedup_per_connection=policy.get("dedup") == "per_connection",
             dedup_window=parse_duration(policy.get("dedup_window", DEFAULT_DEDUP_WINDOW)),
             send_wait=choice(policy, "ordering", ("none", "send_wait"), "none") == "send_wait",
             ephemeral=bool(policy.get("ephemeral", False)),
         )
+
+
+_DEDUP_SCOPES = ("none", "per_connection", "per_sender")
 
 
 class _Pending(Generic[P]):

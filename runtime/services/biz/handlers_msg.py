@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -46,6 +47,14 @@ def _stored_id(msg_id: int, created: int) -> int:
     """(msg id, created) as one int: up to 400,000 of these are kept, and an int is smaller than a tuple and
     never visited by the cycle collector."""
     return (msg_id << 32) | (created & 0xFFFFFFFF)
+
+
+def _dedup_key(kind: int, session_id: int, client_msg_id: int, msg_type: int, content: bytes) -> bytes:
+    """What makes a resent message the same request: the conversation, the client's msg id and the content.
+    A client msg id alone is not enough: a second device, or a client whose counter restarted, reuses it for
+    other text, which must be stored and delivered, not answered with the first message's id."""
+    digest = hashlib.blake2b(content, digest_size=16, person=msg_type.to_bytes(4, "little")).digest()
+    return f"{kind}:{session_id}:{client_msg_id}:".encode() + digest
 
 
 def new_store_tokens() -> DedupWindow:
@@ -139,7 +148,7 @@ class MessageHandlers:
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id
         to = msg.to_session_id
-        dedup = f"1:{to}:{client_msg_id}".encode() if client_msg_id else None
+        dedup = _dedup_key(1, to, client_msg_id, msg.msg_type, msg.msg_data) if client_msg_id else None
         token, hit, resend = self._token_hit(user_id, msg)
         if hit is not None:  # msg sent this request again: it was stored, its answer lost with the link
             msg.msg_id, msg.create_time = hit
@@ -180,7 +189,7 @@ class MessageHandlers:
         dedup = None
         if client_msg_id:
             kind = 2 if is_group else 1
-            dedup = f"{kind}:{msg.to_session_id}:{client_msg_id}".encode()
+            dedup = _dedup_key(kind, msg.to_session_id, client_msg_id, msg.msg_type, msg.msg_data)
         try:
             if is_group:
                 if burn:

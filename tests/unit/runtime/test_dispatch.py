@@ -308,6 +308,48 @@ def test_dedup_answers_a_retransmit_without_processing_it_twice() -> None:
     run(body, policy)
 
 
+def test_per_connection_dedup_never_answers_another_connection_of_the_same_user() -> None:
+    """A second device (or the same client after a reconnect, whose seq restarts) sending the same text with
+    the same seq is a new message; a retransmit on one connection is still answered from the window."""
+    policy = {"MSG_DATA": {"transport": {"dedup": "per_connection", "retransmit": "until_ack"}}}
+
+    async def body(d: Dispatcher, s: Service) -> None:
+        pc, t_pc = open_link(d, 1)
+        phone, t_phone = open_link(d, 2)
+        frame = req(0x0301, 2, msg_data(data=b"ok"))
+        pc.data_received(LOGIN_OK + frame)
+        phone.data_received(LOGIN_OK + frame)  # same user (alice), same seq, same content
+        assert len(s.msgs) == 2
+        pc.data_received(frame)  # a retransmit on the first connection
+        assert len(s.msgs) == 2
+        pc_acks = [f for f in t_pc.frames() if f.command_id == 0x0302]
+        phone_acks = [f for f in t_phone.frames() if f.command_id == 0x0302]
+        assert len(pc_acks) == 2 and pc_acks[0].body == pc_acks[1].body
+        assert len(phone_acks) == 1 and phone_acks[0].body != pc_acks[0].body
+        pc.connection_lost(None)
+        again, _ = open_link(d, 1)  # the same address and port, reconnected: seq restarts
+        again.data_received(LOGIN_OK + frame)
+        assert len(s.msgs) == 3
+
+    run(body, policy)
+
+
+def test_per_sender_dedup_matches_any_connection_of_the_user() -> None:
+    """What `per_sender` means (and why the bundled spec does not use it): the second device's copy is taken
+    for a retransmit of the first."""
+    policy = {"MSG_DATA": {"transport": {"dedup": "per_sender", "retransmit": "until_ack"}}}
+
+    async def body(d: Dispatcher, s: Service) -> None:
+        pc, _ = open_link(d, 1)
+        phone, _ = open_link(d, 2)
+        frame = req(0x0301, 2, msg_data(data=b"ok"))
+        pc.data_received(LOGIN_OK + frame)
+        phone.data_received(LOGIN_OK + frame)
+        assert len(s.msgs) == 1
+
+    run(body, policy)
+
+
 class DeferredService(Service):
     """Acks MSG_DATA from a later callback (`ctx.reply`), like msg does after biz stored the message."""
 

@@ -64,7 +64,7 @@ def test_msg_data_keeps_teamtalk_limits_and_adds_reliable_delivery(registry):
     assert (transport["ack"], transport["retransmit"], transport["dedup"]) == (
         "CID_MSG_DATA_ACK",
         "until_ack",
-        "per_sender",
+        "per_connection",
     )
     assert info.policy("store")["persist"] is True and info.policy("store")["at_rest"] == "encrypted"
     assert info.policy("present")["preview_bytes"] == 37
