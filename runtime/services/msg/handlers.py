@@ -294,6 +294,10 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         ctx.enable_encryption(keys, SUITES[suite])
         return None
 
+    async def internal_only(self, ctx: Context, msg: Any) -> None:
+        """Server-to-server commands never come from clients (the dispatcher refuses them first)."""
+        return None
+
 
 def derive_session_keys(
     kx: KeyExchange, peer_public: bytes, client_nonce: bytes, server_nonce: bytes, *, initiator: bool
@@ -305,10 +309,6 @@ def derive_session_keys(
     return kx.derive(
         peer_public, initiator=initiator, salt=client_nonce + server_nonce, context=client_pub + server_pub
     )
-
-    async def internal_only(self, ctx: Context, msg: Any) -> None:
-        """Server-to-server commands never come from clients (the dispatcher refuses them first)."""
-        return None
 
 
 def _bind(name: str, method: str) -> None:
