@@ -25,7 +25,7 @@ from runtime.stages import CommandStages, build_stages
 from runtime.stages.crypto import SessionCipher, SessionKeys
 from runtime.stages.input import missing_fields
 from runtime.stages.transport import DedupWindow
-from runtime.stages.unpack import ReplayWindow
+from runtime.stages.unpack import ReplayWindow, text_check
 from runtime.transport import Link
 
 log = logging.getLogger("runtime.dispatch")
@@ -63,6 +63,7 @@ class Route:
     """Everything the hot path needs for one command, computed once."""
 
     __slots__ = (
+        "check_text",
         "client_ok",
         "dedup",
         "dedup_per_connection",
@@ -105,6 +106,7 @@ class Route:
         self.dedup_per_connection = stages.transport.dedup_per_connection
         self.client_ok = info.from_client
         self.parse = info.message_class.FromString
+        self.check_text = text_check(info.message_class.DESCRIPTOR)
         # (message class, service id, command id) of a plain-protobuf reply: sent without the pack stage.
         # `session_aead` replies take it too while a connection has no session keys (checked per reply).
         self.fast_reply: tuple[type[Message], int, int] | None = None
@@ -340,6 +342,8 @@ class Dispatcher:
                 msg = route.parse(body)  # type: ignore[arg-type]
                 if route.verify and not msg.IsInitialized():
                     raise BodyError(f"{info.name}: required fields missing: {', '.join(missing_fields(msg))}")
+                if route.check_text is not None and (bad := route.check_text(msg)) is not None:
+                    raise BodyError(f"{info.name}: field {bad} is not valid UTF-8 text")
             else:
                 msg = self._unpack(link, frame, route)
         except BodyError as exc:

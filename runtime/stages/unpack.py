@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from runtime.errors import BodyError, IntegrityError, ReplayRejected
@@ -13,6 +14,60 @@ from runtime.framing import DEFAULT_MAX_FRAME_BYTES, FLAG_COMPRESSED, FLAG_ENCRY
 from runtime.stages.crypto import SessionCipher, header_ad
 from runtime.stages.input import missing_fields
 from runtime.stages.policy import choice
+
+_TextCheck = Callable[[Message], "str | None"]
+_TEXT_CHECKS: dict[str, _TextCheck | None] = {}
+
+
+def text_check(descriptor: Any) -> _TextCheck | None:
+    """For a message `Descriptor`: a function naming the first string field (nested and repeated ones too)
+    that does not hold valid UTF-8, or None when the type has no string field at all (nothing to check).
+
+    A proto2 parser keeps such a field's raw bytes where the code expects text; refused here, the bad input is
+    an undecodable body like any other, and no handler ever sees bytes in a `str` field."""
+    key = descriptor.full_name
+    if key not in _TEXT_CHECKS:
+        _TEXT_CHECKS[key] = None  # a recursive type refers to itself: assume nothing while building it
+        strings = [f.name for f in descriptor.fields if f.type == FieldDescriptor.TYPE_STRING]
+        nested = [
+            (f.name, check)
+            for f in descriptor.fields
+            if f.type == FieldDescriptor.TYPE_MESSAGE
+            and (check := text_check(f.message_type)) is not None
+        ]
+        _TEXT_CHECKS[key] = _make_text_check(strings, nested) if strings or nested else None
+    return _TEXT_CHECKS[key]
+
+
+def _make_text_check(strings: list[str], nested: list[tuple[str, _TextCheck]]) -> _TextCheck:
+    def check(msg: Message) -> str | None:
+        for name in strings:
+            value = getattr(msg, name)
+            if type(value) is bytes:
+                return name
+            if not isinstance(value, str):  # a repeated field
+                for item in value:
+                    if type(item) is bytes:
+                        return name
+        for name, inner in nested:
+            value = getattr(msg, name)
+            items = value if not isinstance(value, Message) else (value,)
+            for item in items:
+                bad = inner(item)
+                if bad is not None:
+                    return f"{name}.{bad}"
+        return None
+
+    return check
+
+
+def check_text(msg: Message) -> None:
+    """Raise `BodyError` if a string field of `msg` is not valid UTF-8."""
+    check = text_check(msg.DESCRIPTOR)
+    if check is not None:
+        bad = check(msg)
+        if bad is not None:
+            raise BodyError(f"{msg.DESCRIPTOR.full_name}.{bad} is not valid UTF-8 text")
 
 
 class ReplayWindow:
@@ -86,4 +141,5 @@ class UnpackStage:
         if self.verify and not msg.IsInitialized():
             missing = ", ".join(missing_fields(msg))
             raise BodyError(f"{message_class.DESCRIPTOR.full_name} missing required fields: {missing}")
+        check_text(msg)
         return msg

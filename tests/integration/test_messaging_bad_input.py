@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from generated.teamtalk.registry import REGISTRY
-from tests.integration.conftest import PASSWORD, WINDOWS, TestCluster, md5hex
+from tests.integration.conftest import MAC, PASSWORD, WINDOWS, TestCluster, md5hex
 
 pytestmark = pytest.mark.integration
 SQL = "x'); DROP TABLE users; -- \" OR 1=1 /*"
@@ -148,3 +148,50 @@ def test_sql_metacharacters_in_every_string_field(with_cluster: Callable[..., No
         assert ginfo.group_info_list[0].group_name == SQL
 
     with_cluster(body)
+
+
+def _with_bad_utf8(msg: Any, good: bytes) -> bytes:
+    """The serialized message with the UTF-8 text `good` replaced by invalid UTF-8 of the same length."""
+    body = msg.SerializeToString()
+    assert body.count(good) == 1
+    return body.replace(good, b"\xff" * len(good))
+
+
+def test_invalid_utf8_in_a_string_field_is_refused_like_any_bad_body(
+    with_cluster: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    from runtime.framing import FrameDecoder, encode_frame
+
+    login = REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN")
+
+    async def body(c: TestCluster) -> None:
+        # Before login: the user name is the first text a stranger can send.
+        bad = _with_bad_utf8(
+            login.message_class(
+                user_name="mallory", password=md5hex(PASSWORD), online_status=1, client_type=WINDOWS
+            ),
+            b"mallory",
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", c.msg_port(0))
+        writer.write(encode_frame(login.service_id, login.command_id, 1, bad))
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(), 5)  # the server closes the connection
+        assert FrameDecoder().feed(rest) == []
+        writer.close()
+        # After login: a group name with bad text closes that connection; the user's other one is unharmed.
+        victim = await c.login("user00", 0)
+        other = await c.login("user00", 0, MAC)
+        create = REGISTRY.by_name("CID_GROUP_CREATE_REQUEST")
+        req = create.message_class(
+            user_id=0, group_type=2, group_name="weekend", group_avatar="", member_id_list=[c.users["user01"]]
+        )
+        victim.core.link.send_frame(  # type: ignore[union-attr]
+            create.service_id, create.command_id, 99, _with_bad_utf8(req, b"weekend")
+        )
+        await asyncio.wait_for(asyncio.shield(victim.core.link.closed), 5)  # type: ignore[union-attr]
+        ack = await other.text(c.users["user01"], b"still here")
+        assert ack.msg_id > 0
+
+    with_cluster(body)
+    assert "not valid UTF-8" in caplog.text
+    assert "Traceback" not in caplog.text and "AttributeError" not in caplog.text
