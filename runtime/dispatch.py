@@ -19,13 +19,13 @@ from google.protobuf.message import Message
 
 from runtime.connection import Kind
 from runtime.errors import BodyError, StageError
-from runtime.framing import Frame
+from runtime.framing import FLAG_COMPRESSED, Frame
 from runtime.registry import CommandInfo, Registry
 from runtime.stages import CommandStages, build_stages
 from runtime.stages.crypto import SessionCipher, SessionKeys
 from runtime.stages.input import missing_fields
 from runtime.stages.transport import DedupWindow
-from runtime.stages.unpack import ReplayWindow, text_check
+from runtime.stages.unpack import InflateBudget, ReplayWindow, text_check
 from runtime.transport import Link
 
 log = logging.getLogger("runtime.dispatch")
@@ -47,6 +47,7 @@ def extension_capable(link: Link) -> bool:
 
 _epochs = itertools.count(1)
 _EPOCH = "dedup_epoch"
+_INFLATE = "inflate_budget"
 
 
 def _connection_epoch(link: Link) -> int:
@@ -412,7 +413,13 @@ class Dispatcher:
         data = link.data
         cipher = data.get("cipher") if data else None
         window = data.get("replay") if data else None
-        return route.stages.unpack.unpack(frame, route.info.message_class, cipher, window)
+        budget = None
+        if frame.flag & FLAG_COMPRESSED:
+            data = link.extras()
+            budget = data.get(_INFLATE)
+            if budget is None:
+                budget = data[_INFLATE] = InflateBudget(link.now)
+        return route.stages.unpack.unpack(frame, route.info.message_class, cipher, window, budget)
 
     def _refused(self, link: Link, frame: Frame, route: Route, msg: Message | None, exc: StageError) -> None:
         if exc.action == "close":

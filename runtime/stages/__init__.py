@@ -42,12 +42,17 @@ class CommandStages:
         """Build from `info.stages`; unknown policy values raise ValueError naming the command."""
         try:
             pack = PackStage(info.policy("pack"), legacy_key=legacy_key)
+            input_stage = InputStage(info.policy("input"), info.message_class.DESCRIPTOR, field_limits)
             return cls(
                 info=info,
-                input=InputStage(info.policy("input"), info.message_class.DESCRIPTOR, field_limits),
+                input=input_stage,
                 pack=pack,
                 transport=TransportPolicy.from_mapping(info.policy("transport")),
-                unpack=UnpackStage(info.policy("unpack"), require_encryption=pack.encrypt),
+                unpack=UnpackStage(
+                    info.policy("unpack"),
+                    require_encryption=pack.encrypt,
+                    input_max_bytes=input_stage.max_bytes,
+                ),
                 store=StorePolicy.from_mapping(info.policy("store")),
                 present=PresentStage(info.policy("present")),
             )

@@ -95,13 +95,59 @@ class ReplayWindow:
         self.bitmap |= 1 << offset
 
 
+INFLATE_RATE = 4 << 20  # decompressed bytes a connection may produce per second, on average
+INFLATE_BURST = 8 << 20  # ... and at once
+
+
+class InflateBudget:
+    """A connection's allowance of decompressed bytes (a token bucket in bytes). Inflating is cheap per input
+    byte and dear per output byte, so a client sending small bombs is held to what it may make us produce.
+
+    Each compressed frame is charged its command's largest decoded size before inflating and refunded the
+    unused part after: no frame starts that the allowance could not cover."""
+
+    __slots__ = ("burst", "clock", "rate", "stamp", "tokens")
+
+    def __init__(
+        self, clock: Callable[[], float], rate: float = INFLATE_RATE, burst: float = INFLATE_BURST
+    ) -> None:
+        self.clock = clock
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = clock()
+
+    def spend(self, size: int) -> None:
+        """Take `size` bytes of allowance; `BodyError` (the connection is closed) when there is too little."""
+        now = self.clock()
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens < size:
+            self.tokens = tokens
+            raise BodyError(f"compressed frames above {self.rate / (1 << 20):g} MiB/s of decompressed data")
+        self.tokens = tokens - size
+
+    def refund(self, size: int) -> None:
+        """Give back allowance charged and not used."""
+        self.tokens = min(self.burst, self.tokens + size)
+
+
 class UnpackStage:
     """Parses one command's frames according to its `unpack` policy (and the pack flags on the frame)."""
 
-    def __init__(self, policy: Mapping[str, Any], *, require_encryption: bool = False) -> None:
+    def __init__(
+        self,
+        policy: Mapping[str, Any],
+        *,
+        require_encryption: bool = False,
+        input_max_bytes: int | None = None,
+    ) -> None:
+        """`input_max_bytes`: the command's `input.max_bytes`. It bounds the body as received; the decoded
+        body is held to it too (and to the policy's own `max_bytes`), so compression cannot multiply it."""
         self.verify = bool(policy.get("verify", True))
         self.replay = choice(policy, "replay", ("allow", "reject"), "allow")
-        self.max_bytes = int(policy.get("max_bytes", DEFAULT_MAX_FRAME_BYTES))
+        limit = int(policy.get("max_bytes", DEFAULT_MAX_FRAME_BYTES))
+        self.max_bytes = min(limit, input_max_bytes) if input_max_bytes is not None else limit
         self.require_encryption = require_encryption
 
     def unpack(
@@ -110,8 +156,10 @@ class UnpackStage:
         message_class: type[Message],
         cipher: SessionCipher | None = None,
         window: ReplayWindow | None = None,
+        budget: InflateBudget | None = None,
     ) -> Message:
-        """Return the parsed message. Raises `IntegrityError`, `ReplayRejected` or `BodyError`."""
+        """Return the parsed message. Raises `IntegrityError`, `ReplayRejected` or `BodyError`; `budget` is
+        the connection's allowance of decompressed bytes (None: unmetered)."""
         body: bytes | memoryview = frame.body
         flag = frame.flag
         if flag & FLAG_ENCRYPTED:
@@ -126,6 +174,8 @@ class UnpackStage:
         elif self.require_encryption and cipher is not None:
             raise IntegrityError("plaintext frame on a session that requires encryption")
         if flag & FLAG_COMPRESSED:
+            if budget is not None:
+                budget.spend(self.max_bytes)  # what this frame may inflate to, charged before inflating
             inflater = zlib.decompressobj()
             try:
                 # max_length bounds the output, so a small zlib bomb cannot expand beyond the size limit.
@@ -134,6 +184,8 @@ class UnpackStage:
                 raise BodyError(f"bad compressed body: {exc}") from None
             if len(body) > self.max_bytes or inflater.unconsumed_tail:
                 raise BodyError(f"decompressed body exceeds {self.max_bytes} bytes")
+            if budget is not None:
+                budget.refund(self.max_bytes - len(body))
         try:
             msg = message_class.FromString(body)  # type: ignore[arg-type]  # any buffer works
         except (DecodeError, ValueError, RuntimeError) as exc:

@@ -350,6 +350,59 @@ def test_per_sender_dedup_matches_any_connection_of_the_user() -> None:
     run(body, policy)
 
 
+def test_compressed_bombs_are_held_to_the_connection_inflate_budget() -> None:
+    """A 1 KiB zlib frame that inflates to the 1 MiB limit costs the attacker nothing and us a megabyte: a
+    connection may make us inflate only so much (INFLATE_BURST at once), then it is closed; others go on."""
+    import zlib
+
+    from runtime.framing import FLAG_COMPRESSED
+    from runtime.stages.unpack import INFLATE_BURST
+
+    async def body(d: Dispatcher, s: Service) -> None:
+        limit = d.routes[0x0305].stages.unpack.max_bytes
+        bomb = zlib.compress(tp.Echo(blob=b"\0" * (limit - 8)).SerializeToString(), 9)
+        assert len(bomb) < 2048
+        frame = encode_frame(3, 0x0305, 5, bomb, flag=FLAG_COMPRESSED)
+        attacker, t_attacker = open_link(d, 1)
+        bystander, t_bystander = open_link(d, 2)
+        attacker.data_received(LOGIN_OK)
+        bystander.data_received(LOGIN_OK)
+        answered = 0
+        for _ in range(3 * INFLATE_BURST // limit):
+            attacker.data_received(frame)
+            if attacker.conn is None or not attacker.conn.is_open:
+                break
+            answered += 1
+        await asyncio.sleep(0)
+        assert t_attacker.closing
+        assert answered == INFLATE_BURST // limit
+        bystander.data_received(req(0x0305, 2, tp.Echo(text="hi")))
+        assert [f.command_id for f in t_bystander.frames()] == [0x0104, 0x0306]
+
+    run(body)
+
+
+def test_the_decoded_body_is_held_to_the_input_limit_too() -> None:
+    """`input.max_bytes` bounds the body as received; a compressed body may not inflate beyond it either."""
+    import zlib
+
+    from runtime.framing import FLAG_COMPRESSED
+
+    async def body(d: Dispatcher, s: Service) -> None:
+        assert d.routes[0x0305].stages.unpack.max_bytes == 100
+        link, t = open_link(d, 1)
+        small = zlib.compress(tp.Echo(text="x" * 90).SerializeToString())
+        big = zlib.compress(tp.Echo(text="x" * 200).SerializeToString())
+        assert len(big) < 100
+        link.data_received(LOGIN_OK + encode_frame(3, 0x0305, 2, small, flag=FLAG_COMPRESSED))
+        assert [f.command_id for f in t.frames()] == [0x0104, 0x0306]
+        link.data_received(encode_frame(3, 0x0305, 3, big, flag=FLAG_COMPRESSED))
+        await asyncio.sleep(0)
+        assert t.closing
+
+    run(body, {"ECHO_REQ": {"input": {"max_bytes": 100}}})
+
+
 class DeferredService(Service):
     """Acks MSG_DATA from a later callback (`ctx.reply`), like msg does after biz stored the message."""
 
