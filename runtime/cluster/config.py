@@ -34,6 +34,8 @@ TOP_LEVEL_KEYS = frozenset(
     {
         "data_dir",
         "host",
+        "internal_host",
+        "secret_file",
         "spec",
         "storage",
         "services",
@@ -87,6 +89,8 @@ class ClusterConfig:
 
     data_dir: Path
     host: str = "127.0.0.1"
+    internal_host: str = "127.0.0.1"  # where links between services listen (never client-facing)
+    secret_file: Path | None = None  # the cluster secret internal links prove; None: <data_dir>/cluster.key
     spec: str = "teamtalk"
     storage: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_STORAGE))
     services: Mapping[str, ServiceConfig] = field(default_factory=dict)
@@ -100,6 +104,11 @@ class ClusterConfig:
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+    @property
+    def secret_path(self) -> Path:
+        """The cluster secret's file (created, mode 0600, by the first process that starts)."""
+        return self.secret_file if self.secret_file is not None else self.data_dir / "cluster.key"
 
     @property
     def log_dir(self) -> Path:
@@ -121,6 +130,8 @@ class ClusterConfig:
         return {
             "data_dir": str(self.data_dir),
             "host": self.host,
+            "internal_host": self.internal_host,
+            "secret_file": str(self.secret_path),
             "spec": self.spec,
             "storage": dict(self.storage),
             "plugins": list(self.plugins),
@@ -224,6 +235,15 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
     host = doc.get("host", "127.0.0.1")
     if not isinstance(host, str) or not host:
         raise ConfigError("host", f"must be a host name or address (got {host!r})", source)
+    internal_host = doc.get("internal_host", "127.0.0.1")
+    if not isinstance(internal_host, str) or not internal_host:
+        raise ConfigError(
+            "internal_host", f"must be a host name or address (got {internal_host!r})", source
+        )
+    secret_file = doc.get("secret_file", "cluster.key")
+    if not isinstance(secret_file, str) or not secret_file:
+        raise ConfigError("secret_file", f"must be a file path (got {secret_file!r})", source)
+    secret_path = data_path / Path(secret_file).expanduser()  # relative: under data_dir
     spec = doc.get("spec", "teamtalk")
     if not isinstance(spec, str) or not (spec == "" or spec.isidentifier()):
         raise ConfigError("spec", f"must name a generated stack, e.g. teamtalk (got {spec!r})", source)
@@ -274,6 +294,8 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
     return ClusterConfig(
         data_dir=data_path,
         host=host,
+        internal_host=internal_host,
+        secret_file=secret_path,
         spec=spec,
         storage=storage,
         services=services,

@@ -70,7 +70,9 @@ def _parse_record(doc: Any, path: Path | None) -> Published | None:
 def write_json_atomic(path: Path, doc: Mapping[str, Any]) -> None:
     """Write JSON so that readers see either the old file or the whole new one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, sort_keys=True) + "\n", encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # run files are for this user alone
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(doc, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
@@ -83,7 +85,7 @@ class RunDirDiscovery:
 
     def publish(self, endpoint: Endpoint) -> None:
         """Announce an endpoint of this process after it is bound."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.run_dir / endpoint_filename(endpoint)
         previous = self._read(path)
         started = time.time()

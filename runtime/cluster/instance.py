@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime.auth.secret_files import cluster_secret
 from runtime.cluster.config import ClusterConfig, ServiceConfig
 from runtime.cluster.logs import attach_instance_log, detach
 from runtime.monitor.http import MonitorServer
 from runtime.monitor.metrics import Metrics
 from runtime.registry import Registry
 from runtime.services.base import Discovery, Endpoint, Service, ServiceContext
+from runtime.services.links import LinkAuth
 
 
 def empty_registry() -> Registry:
@@ -112,6 +114,8 @@ def make_context(
         data_dir=config.data_dir,
         discovery=discovery,
         host=config.host,
+        internal_host=config.internal_host,
+        link_auth=LinkAuth(cluster_secret(config.secret_path)),
         servers=servers,
         local=local,
         log=logging.getLogger("ttgen"),
@@ -124,6 +128,11 @@ async def start_instance(
     """Create and start one instance; on failure what it started is closed again and the error raised."""
     handler = attach_instance_log(log_dir, ctx.name, ctx.instance)
     service = cls(ctx)
+    if ctx.link_auth is not None:
+        refused = instance_metrics(service).counter(
+            "link_auth_refused_total", "internal peers refused: no proof of the cluster secret"
+        )
+        ctx.link_auth.on_refused = refused.inc
     service.log.info("starting", extra={"class": f"{cls.__module__}:{cls.__qualname__}"})
     try:
         await service.start()

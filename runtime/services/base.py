@@ -15,9 +15,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from runtime.registry import Registry
+
+if TYPE_CHECKING:
+    from runtime.services.links import LinkAuth
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,9 @@ class ServiceContext:
     cluster_config: Mapping[str, Any]  # the whole cluster config (storage, data_dir, ...)
     data_dir: Path
     discovery: Discovery
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where client-facing listeners bind (and what they advertise)
+    internal_host: str = "127.0.0.1"  # where internal listeners (links between services) bind
+    link_auth: LinkAuth | None = None  # the cluster secret every internal link proves (None: no proof asked)
     servers: Any = None  # the generated `servers` module of the stack (server base classes by service)
     local: dict[str, Any] = field(default_factory=dict)  # in-process peers by service name (one-process mode)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ttgen"))
@@ -116,8 +121,12 @@ def listener_port(server: asyncio.Server) -> int:
 
 
 def publish_endpoints(ctx: ServiceContext, ports: Mapping[str, int]) -> list[Endpoint]:
-    """Publish an endpoint per (kind -> bound port) of this instance; returned for `withdraw_endpoints`."""
-    endpoints = [Endpoint(ctx.name, ctx.instance, kind, ctx.host, port) for kind, port in ports.items()]
+    """Publish an endpoint per (kind -> bound port) of this instance; returned for `withdraw_endpoints`.
+    `internal` endpoints advertise the internal host, the others the client-facing one."""
+    endpoints = [
+        Endpoint(ctx.name, ctx.instance, kind, ctx.internal_host if kind == "internal" else ctx.host, port)
+        for kind, port in ports.items()
+    ]
     for endpoint in endpoints:
         ctx.discovery.publish(endpoint)
     return endpoints

@@ -18,16 +18,14 @@ Config keys (`services.storage`): `http_port`, `max_post_bytes` (10 MiB), `max_f
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
-import os
 import re
-import secrets
 import time
 from pathlib import Path
 from typing import Any
 
+from runtime.auth.secret_files import read_or_create_secret
 from runtime.http import HttpServer, MalformedRequest, Request, Response, json_response, parse_multipart
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
@@ -56,29 +54,6 @@ CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", 
 _EXT = re.compile(r"^[a-z0-9]{1,8}$")
 _GET = re.compile(r"^/g0/([0-9a-f]{2})/([0-9a-f]{64})(?:\.([a-z0-9]{1,8}))?$")
 TOKEN_TTL = 24 * 3600
-
-
-def read_or_create_secret(path: Path) -> str:
-    """A random secret kept in `path` (created with mode 0600 on first use)."""
-    with contextlib.suppress(FileNotFoundError):
-        text = path.read_text(encoding="ascii").strip()
-        if text:
-            return text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(value + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    try:
-        os.link(tmp, path)  # atomic and exclusive: a concurrent first start keeps exactly one secret
-    except FileExistsError:
-        value = path.read_text(encoding="ascii").strip()
-    finally:
-        tmp.unlink(missing_ok=True)
-    return value
 
 
 def _sign(secret: str, user_id: int, expiry: int) -> str:

@@ -11,6 +11,9 @@ Internal links speak the client protocol's 16-byte frames, with four flag bits o
 - `FLAG_BATCH` (with `FLAG_RESPONSE`): empty answers to several requests in one frame, the body being their
   correlation ids (u32 each). `Link.confirm` queues such an answer (relay confirmations): every confirmation
   queued during one event-loop iteration leaves in one frame, where one frame each cost both ends a header.
+- `FLAG_AUTH`: the handshake that opens every link of a cluster (`runtime.auth.link_handshake`): both ends
+  prove they hold the cluster secret before anything else is accepted or sent; a peer that fails, or sends
+  anything else first, or takes longer than 5 s, is closed and counted (`LinkAuth.refused`).
 
 Writes are corked: every frame queued during one event-loop iteration leaves in one `transport.write`. Links
 send a heartbeat after 5 s without sending and close after 30 s without receiving (PROTOCOL.md 1.2); `Dialer`
@@ -30,12 +33,14 @@ from typing import Any
 
 from google.protobuf.message import Message as PbMessage
 
+from runtime.auth.link_handshake import LinkAuthError, LinkHandshake
 from runtime.errors import CallTimeout, ConnectionClosed, FrameError
 from runtime.framing import HEADER, Frame, FrameDecoder
 from runtime.registry import CommandInfo, Registry, UnknownCommand
 
 log = logging.getLogger("ttgen.links")
 
+FLAG_AUTH = 0x0800
 FLAG_RELAY = 0x1000
 FLAG_BATCH = 0x2000
 FLAG_REQUEST = 0x4000
@@ -43,6 +48,8 @@ FLAG_RESPONSE = 0x8000
 HEARTBEAT_CID = 0x0701
 BROADCAST = 0xFFFF  # relay target count meaning "every msg server, every user"
 MAX_LINK_FRAME = 16 << 20
+AUTH_HELLO, AUTH_PROOF = 0x0001, 0x0002  # command ids of the two FLAG_AUTH frames
+HANDSHAKE_TIMEOUT = 5.0
 
 _pack_header = HEADER.pack
 _u16 = struct.Struct(">H")
@@ -92,10 +99,35 @@ def unpack_relay(data: bytes | memoryview) -> tuple[tuple[int, ...] | None, byte
     return targets, bytes(data[start:])
 
 
-class Link(asyncio.Protocol):
-    """One end of an internal link: frames in (to `on_frame`), frames out (corked), requests with replies."""
+class LinkAuth:
+    """What one process's links prove and check: the cluster secret; and how many peers were refused."""
 
-    def __init__(self, name: str = "link", on_frame: Callable[[Link, Frame], None] | None = None) -> None:
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self.refused = 0
+        self.on_refused: Callable[[], None] | None = None  # e.g. a metrics counter's inc
+
+    def refuse(self) -> None:
+        """Count one peer that failed the handshake."""
+        self.refused += 1
+        if self.on_refused is not None:
+            self.on_refused()
+
+
+class Link(asyncio.Protocol):
+    """One end of an internal link: frames in (to `on_frame`), frames out (corked), requests with replies.
+
+    With `auth`, nothing is delivered or sent (frames queue) until the peer has passed the handshake;
+    `authenticated` then resolves True (False if the link is lost or refused first)."""
+
+    def __init__(
+        self,
+        name: str = "link",
+        on_frame: Callable[[Link, Frame], None] | None = None,
+        *,
+        auth: LinkAuth | None = None,
+        dialer: bool = False,
+    ) -> None:
         self.name = name
         self.on_frame = on_frame or (lambda _link, _frame: None)
         self.on_lost: list[Callable[[Link], None]] = []
@@ -112,6 +144,9 @@ class Link(asyncio.Protocol):
         self._next_id = 1
         self._pending: dict[int, ReplyCallback] = {}
         self._loop = asyncio.get_event_loop()
+        self._auth = auth
+        self._handshake = LinkHandshake(auth.secret, dialer=dialer) if auth is not None else None
+        self.authenticated: asyncio.Future[bool] = self._loop.create_future()
 
     def __repr__(self) -> str:
         return f"<Link {self.name} open={self.is_open}>"
@@ -135,18 +170,75 @@ class Link(asyncio.Protocol):
                 import socket
 
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._handshake is None:
+            self.authenticated.set_result(True)
+            return
+        self._write_auth(AUTH_HELLO, self._handshake.hello())
+        self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline)
+
+    # the handshake -----------------------------------------------------------------------------------------
+    def _write_auth(self, command_id: int, body: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(_pack_header(16 + len(body), 1, FLAG_AUTH, 0, command_id, 0, 0) + body)
+
+    def _on_auth_frame(self, frame: Frame) -> None:
+        handshake = self._handshake
+        assert handshake is not None
+        try:
+            if not frame.flag & FLAG_AUTH:
+                raise LinkAuthError(f"frame 0x{frame.command_id:04x} before the handshake")
+            if frame.command_id == AUTH_HELLO:
+                self._write_auth(AUTH_PROOF, handshake.on_hello(bytes(frame.body)))
+            elif frame.command_id == AUTH_PROOF:
+                handshake.on_proof(bytes(frame.body))
+            else:
+                raise LinkAuthError(f"unknown handshake frame 0x{frame.command_id:04x}")
+        except LinkAuthError as exc:
+            self._refuse(str(exc))
+            return
+        if handshake.done:
+            self._handshake = None
+            if not self.authenticated.done():
+                self.authenticated.set_result(True)
+            self._flush()  # what was queued while the peer was unproven
+
+    def _handshake_deadline(self) -> None:
+        if self._handshake is not None and self.transport is not None:
+            self._refuse(f"no handshake within {HANDSHAKE_TIMEOUT:g} s")
+
+    def _refuse(self, reason: str) -> None:
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        log.warning("%s: refused internal peer %s: %s", self.name, peer, reason)
+        if self._auth is not None:
+            self._auth.refuse()
+        self._out.clear()
+        self._confirms.clear()
+        if self.transport is not None:
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
         try:
             frames = self._decoder.feed(data)
         except FrameError as exc:
+            if self._handshake is not None:
+                self._refuse(str(exc))
+                return
             log.warning("%s: %s; closing", self.name, exc)
             self.close()
             return
         pending = self._pending
         for frame in frames:
+            if self._handshake is not None:
+                self._on_auth_frame(frame)
+                if self.transport is None or self.transport.is_closing():
+                    return
+                continue
             flag = frame.flag
+            if flag & FLAG_AUTH:
+                log.warning("%s: a handshake frame on an open link; closing", self.name)
+                self.close()
+                return
             if flag & FLAG_RESPONSE:
                 if flag & FLAG_BATCH:
                     self._confirmed(frame.body)
@@ -183,6 +275,8 @@ class Link(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.closed.set()
+        if not self.authenticated.done():
+            self.authenticated.set_result(False)
         pending, self._pending = self._pending, {}
         for cb in pending.values():
             with contextlib.suppress(Exception):
@@ -214,6 +308,8 @@ class Link(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._handshake is not None:
+            return  # nothing leaves before the peer is proven; the handshake's end flushes
         confirms = self._confirms
         if confirms:
             n = len(confirms)
@@ -293,13 +389,19 @@ class Link(asyncio.Protocol):
 
 
 async def serve_links(
-    host: str, port: int, on_link: Callable[[Link], None], name: str = "link"
+    host: str,
+    port: int,
+    on_link: Callable[[Link], None],
+    name: str = "link",
+    *,
+    auth: LinkAuth | None,
 ) -> asyncio.Server:
-    """Listen for internal links; `on_link(link)` runs for each accepted link (set `link.on_frame` there)."""
+    """Listen for internal links; `on_link(link)` runs for each accepted link (set `link.on_frame` there).
+    With `auth` (a cluster always passes one) a peer must prove it holds the cluster secret first."""
     loop = asyncio.get_running_loop()
 
     def factory() -> Link:
-        link = Link(name)
+        link = Link(name, auth=auth)
         loop.call_soon(on_link, link)
         return link
 
@@ -318,8 +420,11 @@ class Dialer:
         on_down: Callable[[Link], None] | None = None,
         min_backoff: float = 0.05,
         max_backoff: float = 2.0,
+        *,
+        auth: LinkAuth | None,
     ) -> None:
         self.name = name
+        self.auth = auth
         self.resolve = resolve
         self.on_frame = on_frame
         self.on_up = on_up
@@ -344,9 +449,13 @@ class Dialer:
             link: Link | None = None
             if addr is not None:
                 try:
-                    _, link = await loop.create_connection(lambda: Link(self.name, self.on_frame), *addr)
+                    _, link = await loop.create_connection(
+                        lambda: Link(self.name, self.on_frame, auth=self.auth, dialer=True), *addr
+                    )
                 except OSError:
                     link = None
+                if link is not None and not await link.authenticated:
+                    link = None  # refused (the peer's secret differs?) or lost during the handshake
             if link is None:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)

@@ -198,7 +198,9 @@ class LoginService(Service):
         """Bind internal, HTTP and client listeners."""
         host, cfg = self.ctx.host, self.ctx.config
         internal_port = config_port(cfg, "internal_port")
-        self._internal = await serve_links(host, internal_port, self._on_link, name="login")
+        self._internal = await serve_links(
+            self.ctx.internal_host, internal_port, self._on_link, name="login", auth=self.ctx.link_auth
+        )
         await self.http.start()
         self._client = await serve(
             host, config_port(cfg, "client_port"), self.dispatcher.handler_factory, registry=self.ctx.registry

@@ -118,7 +118,9 @@ class RouterService(Service):
     async def start(self) -> None:
         """Bind the internal listener for msg servers."""
         port = config_port(self.ctx.config, "internal_port")
-        self._server = await serve_links(self.ctx.host, port, self._on_link, name="router")
+        self._server = await serve_links(
+            self.ctx.internal_host, port, self._on_link, name="router", auth=self.ctx.link_auth
+        )
         self._endpoints = publish_endpoints(self.ctx, {"internal": listener_port(self._server)})
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
 

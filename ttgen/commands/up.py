@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from runtime.auth.secret_files import SecretFileError, cluster_secret
 from runtime.cluster.config import ClusterConfig, ConfigError, load_config, resolve_preferred_ports
 from runtime.cluster.logs import setup_console
 from runtime.cluster.processes import ProcessSupervisor
@@ -52,9 +53,14 @@ def build_config(
     if restart is not None:
         overrides["restart"] = restart
     try:
-        return resolve_preferred_ports(load_config(config_file, overrides))
+        config = resolve_preferred_ports(load_config(config_file, overrides))
     except ConfigError as exc:
         raise click.ClickException(f"config error: {exc}") from None
+    try:  # made here, before any worker starts, so a bad secret file is one clear line
+        cluster_secret(config.secret_path)
+    except (SecretFileError, OSError) as exc:
+        raise click.ClickException(f"cluster secret: {exc}") from None
+    return config
 
 
 async def _run(

@@ -80,7 +80,9 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
                 info = self.proto.info(name)
                 self._fast_store[info.command_id] = (burn, info.message_class.FromString)
         port = config_port(self.ctx.config, "internal_port")
-        self._server = await serve_links(self.ctx.host, port, self._on_link, name="biz")
+        self._server = await serve_links(
+            self.ctx.internal_host, port, self._on_link, name="biz", auth=self.ctx.link_auth
+        )
         self._endpoints = publish_endpoints(self.ctx, {"internal": listener_port(self._server)})
         # Heartbeats after 5 s without sending: peers close a link that stays silent for 30 s.
         self._ticker = asyncio.get_running_loop().create_task(keep_alive(lambda: self._links))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from functools import partial
 from typing import Any
 
 from runtime.dispatch import Context
@@ -33,10 +34,16 @@ class FileRequestHandlers(HandlerBase):
         endpoints = self.svc.ctx.discovery.endpoints("file", "internal")
         random.shuffle(endpoints)
         loop = asyncio.get_running_loop()
+        auth = self.svc.ctx.link_auth
         for ep in endpoints:
             try:
-                _tr, link = await loop.create_connection(lambda: Link("msg->file"), ep.host, ep.port)
+                _tr, link = await loop.create_connection(
+                    partial(Link, "msg->file", auth=auth, dialer=True), ep.host, ep.port
+                )
             except OSError:
+                continue
+            if not await link.authenticated:
+                self.svc.log.warning("file service %s:%d refused this msg server's link", ep.host, ep.port)
                 continue
             try:
                 return [

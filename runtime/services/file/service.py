@@ -91,7 +91,13 @@ class FileService(Service):
         self._client = await serve(
             host, config_port(cfg, "client_port"), self.dispatcher.handler_factory, registry=self.ctx.registry
         )
-        self._internal = await serve_links(host, config_port(cfg, "internal_port"), self._on_link, "file")
+        self._internal = await serve_links(
+            self.ctx.internal_host,
+            config_port(cfg, "internal_port"),
+            self._on_link,
+            "file",
+            auth=self.ctx.link_auth,
+        )
         self._endpoints = publish_endpoints(
             self.ctx, {"client": self._client.port, "internal": listener_port(self._internal)}
         )

@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from runtime.auth.secret_files import read_or_create_secret
 from runtime.http import HttpServer, Request, Response, json_response
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
@@ -31,7 +32,6 @@ from runtime.services.base import (
     withdraw_endpoints,
 )
 from runtime.services.biz.storage_open import open_storage
-from runtime.services.blobs import read_or_create_secret
 from runtime.services.gateway.admin import AdminApi
 from runtime.services.gateway.client_api import ClientApi
 from runtime.services.gateway.relays import GatewayInbound, chat_event, chat_key
@@ -64,7 +64,7 @@ class GatewayService(Service):
         self._ip_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.inbound = GatewayInbound(self)
         self.routers = RouterPool(
-            self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot
+            self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot, ctx.link_auth
         )
         self.biz: Dialer | None = None
         self.client_api = ClientApi(self)
@@ -89,7 +89,9 @@ class GatewayService(Service):
         self.storage = await open_storage(self.ctx)
         await self.http.start()
         self._endpoints = publish_endpoints(self.ctx, {"http": self.http.port})
-        self.biz = Dialer("gateway->biz", self._resolve_biz, lambda _l, _f: None, max_backoff=1.0)
+        self.biz = Dialer(
+            "gateway->biz", self._resolve_biz, lambda _l, _f: None, max_backoff=1.0, auth=self.ctx.link_auth
+        )
         self.biz.start()
         self.routers.refresh()
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="gateway-tick")

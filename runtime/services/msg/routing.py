@@ -17,7 +17,7 @@ from typing import Any
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import Discovery
-from runtime.services.links import FLAG_RELAY, Dialer, Link, Proto, relay_head
+from runtime.services.links import FLAG_RELAY, Dialer, Link, LinkAuth, Proto, relay_head
 
 log = logging.getLogger("ttgen.msg.routing")
 MAX_OUTBOX = 100_000  # relays kept while no router confirms; beyond it the oldest are dropped
@@ -33,8 +33,10 @@ class RouterPool:
         metrics: Metrics,
         on_frame: Callable[[Link, Frame], None],
         snapshot: Callable[[], list[tuple[int, int, int]]],
+        auth: LinkAuth | None,
     ) -> None:
         self.proto = proto
+        self.auth = auth
         self.discovery = discovery
         self.on_frame = on_frame
         self.snapshot = snapshot  # -> [(user_id, status, client_type)] of local sessions
@@ -70,6 +72,7 @@ class RouterPool:
                     on_up=self._up,
                     on_down=self._down,
                     max_backoff=1.0,
+                    auth=self.auth,
                 )
                 self.dialers[key] = dialer
                 dialer.start()

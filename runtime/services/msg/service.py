@@ -60,7 +60,7 @@ class MsgService(Service):
         )
         self.inbound = InboundRelays(self)
         self.routers = RouterPool(
-            self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot
+            self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot, ctx.link_auth
         )
         self.biz: list[Dialer] = []  # one per biz instance, by instance number
         self.biz_by_instance: dict[int, Dialer] = {}
@@ -154,7 +154,9 @@ class MsgService(Service):
             eps = [e for e in self.ctx.discovery.endpoints(service, "internal") if e.instance == instance]
             return eps[0].address if eps else None
 
-        d = Dialer(name, resolve, self._unexpected_frame, on_up=on_up, max_backoff=1.0)
+        d = Dialer(
+            name, resolve, self._unexpected_frame, on_up=on_up, max_backoff=1.0, auth=self.ctx.link_auth
+        )
         d.start()
         return d
 

@@ -172,3 +172,18 @@ plugins: [shake]
     assert config.storage_dir == tmp_path / "ttgen-data"
     assert config.services["gateway"].options["admin_api_key_file"] == "admin.key"
     assert config.plugins == ("shake",)
+
+
+def test_internal_host_and_secret_file(tmp_path: Path) -> None:
+    config = parse_config({"data_dir": str(tmp_path), "host": "0.0.0.0"})
+    assert (config.host, config.internal_host) == ("0.0.0.0", "127.0.0.1")  # links never follow `host`
+    assert config.secret_path == tmp_path / "cluster.key"
+    moved = parse_config(
+        {"data_dir": str(tmp_path), "internal_host": "10.1.2.3", "secret_file": "/etc/tt.key"}
+    )
+    assert (moved.internal_host, moved.secret_path) == ("10.1.2.3", Path("/etc/tt.key"))
+    assert parse_config(moved.as_dict()).secret_path == Path("/etc/tt.key")
+    for key, bad in (("internal_host", ""), ("secret_file", 7)):
+        with pytest.raises(ConfigError) as err:
+            parse_config({key: bad})
+        assert err.value.key == key
