@@ -97,7 +97,7 @@ class ClusterConfig:
     plugins: tuple[str, ...] = ()
     drain_timeout: float = 5.0
     start_timeout: float = 30.0
-    restart: str = "never"  # RESTART_POLICIES (with --processes)
+    restart: str = "on-failure"  # RESTART_POLICIES (with --processes; one process has no workers to restart)
     endpoints: tuple[Mapping[str, Any], ...] = ()  # static endpoints of other hosts
     source: str | None = None
 
@@ -278,7 +278,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
     plugins = doc.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError("plugins", f"must be a list of plugin names (got {plugins!r})", source)
-    restart = doc.get("restart", "never")
+    restart = doc.get("restart", "on-failure")
     if restart not in RESTART_POLICIES:
         choices = ", ".join(RESTART_POLICIES)
         raise ConfigError("restart", f"must be one of {choices} (got {restart!r})", source)

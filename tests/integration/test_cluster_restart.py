@@ -76,7 +76,7 @@ def test_on_failure_restarts_a_killed_worker_and_stops_after_a_crash_loop(
 def test_restart_policy_is_checked() -> None:
     with pytest.raises(ConfigError, match="restart: must be one of never, on-failure"):
         parse_config({"data_dir": "/tmp/x", "restart": "always"})
-    assert parse_config({"data_dir": "/tmp/x"}).restart == "never"
+    assert parse_config({"data_dir": "/tmp/x"}).restart == "on-failure"  # a dead worker comes back
 
 
 def test_up_refuses_restart_without_processes(tmp_path: Path) -> None:

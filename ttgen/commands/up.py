@@ -84,8 +84,6 @@ async def _run(
         supervisor = ClusterRunner(config, stack.registry, stack.servers, console=say)
     mode = "one process per service instance" if processes else "one process"
     say(f"ttgen: starting the {stack.name or 'bare'} cluster ({mode}) in {config.data_dir}")
-    if config.restart != "never" and not processes:
-        say(f"ttgen: note: the config's `restart: {config.restart}` applies to --processes only")
     start = asyncio.create_task(supervisor.start())
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -152,8 +150,8 @@ async def _run(
 @click.option(
     "--restart",
     type=click.Choice(["never", "on-failure"]),
-    help="With --processes: start a worker that dies again, with backoff, unless it crash-loops "
-    "(default never: report it and keep the rest running).",
+    help="With --processes: on-failure (the default) starts a worker that dies again, with backoff, "
+    "unless it crash-loops; never reports it and keeps the rest running.",
 )
 @click.option(
     "--data-dir",
