@@ -286,8 +286,10 @@ class Pairing:
             outcome.fail(variant, f"the client {why} (the echo)")
         else:
             outcome.add(variant, "round trip: ", compare(sent, echoed))
-        if expected_reply is not None:
-            self._check_reply(info, expected_reply, seq, variant, collector, outcome)
+        if expected_reply is not None and not self._check_reply(
+            info, expected_reply, seq, variant, collector, outcome
+        ):
+            return False  # no reply: every further sample would wait out the timeout for the same finding
         return not collector.reason
 
     def _check_reply(
@@ -298,8 +300,8 @@ class Pairing:
         variant: str,
         collector: _Collector,
         outcome: _Outcome,
-    ) -> None:
-        """The reply the client waits for must arrive, with the request's seq, and decode."""
+    ) -> bool:
+        """The reply the client waits for must arrive with the request's seq and decode (False: none came)."""
         reply = collector.take((expected.command_id, seq))
         others = sorted(cid for cid, s in collector.frames if s == seq)
         for cid in others:
@@ -320,14 +322,15 @@ class Pairing:
                 f"no reply {expected.name} (0x{expected.command_id:04x}) arrived: {why}"
                 + (f" (got {instead})" if instead else ""),
             )
-            return
+            return False
         got, why = decode(expected.message_class, reply[2])
         if got is None:
             outcome.fail(variant, f"the client {why} (reply {expected.name})")
-            return
+            return True
         sent_reply = self.service.replies.get(info.name)
         if sent_reply is not None:
             outcome.add(variant, f"reply {expected.name}: ", compare(sent_reply, got))
+        return True
 
     # -- push leg --------------------------------------------------------------------------------------------
     def _opt_in_command(self) -> CommandInfo | None:

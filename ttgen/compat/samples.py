@@ -158,7 +158,7 @@ def _norm(value: Any) -> Any:
 def compare(sent: Message, got: Message, path: str = "") -> Comparison:
     """Compare two messages (possibly of different versions), matching fields by name and number."""
     result = Comparison()
-    got_desc = got.DESCRIPTOR
+    got_desc: Descriptor = got.DESCRIPTOR  # type: ignore[assignment]  # upb's Descriptor is the same API
     got_by_number = {f.number: f for f in got_desc.fields}
     got_by_name = {f.name: f for f in got_desc.fields}
     got_values = {f.number: v for f, v in got.ListFields()}
