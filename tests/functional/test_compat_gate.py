@@ -261,3 +261,15 @@ def test_scaffold_against_itself_passes(
     assert result.exit_code == 0, result.output
     assert '"verdict": "ok"' in result.output
     assert '"verdict": "broken"' not in result.output and '"verdict": "lossy"' not in result.output
+
+
+def test_renumbered_reply_never_reaches_the_waiting_client(tmp_path: Path) -> None:
+    report, rules = probe(tmp_path, ("base.yaml", "CID_NOTE_ACK: {id: 0x0202", "CID_NOTE_ACK: {id: 0x0204"))
+    assert "COMMAND_ID_CHANGED" in rules
+    exchange = report.find("CID_NOTE", OLD_CLIENT, "request")
+    assert exchange.verdict == "broken"
+    assert any(
+        "no reply CID_NOTE_ACK (0x0202) arrived: the server sends CID_NOTE_ACK as 0x0204" in d
+        for d in exchange.detail
+    )
+    assert report.find("CID_NOTE_ACK", OLD_CLIENT, "push").verdict == "broken"

@@ -2,13 +2,17 @@
 
 For each pairing a real `runtime.transport` server of one version listens on 127.0.0.1 (port 0) with a real
 `runtime.dispatch.Dispatcher` over that version's registry and an echo service; clients of the other version
-connect with `runtime.transport.connect`, one connection per probe so that a failure cannot spill over.
+connect with `runtime.transport.connect`, one connection per probe so that a failure cannot spill over. Each
+probe sends every sample variant of its message (`ttgen.compat.samples.variants`) in turn.
 
 * request leg (c2s/both commands of the client): the client's sample is framed with the client's ids, decoded
   by the server's classes, echoed back by the server (re-encoded with the server's classes, so unknown fields
-  travel along), and decoded by the client's classes. What the server saw and what came back are compared
-  field by field with what was sent.
-* push leg (s2c commands of the server): the server's sample is pushed and decoded by the client's classes.
+  travel along), and decoded by the client's classes; where the client's version has a reply for the command,
+  the server's reply must arrive under the id the client waits for. What the server saw, what came back and
+  the reply are compared field by field (by name and number) with what was sent.
+* push leg (s2c/both commands of the server): the server's sample is pushed through the dispatcher (after the
+  client opted in, for extension commands) and decoded by the client's classes. A push the client knows under
+  another id is renumbered, one under another service id moved, one the newer client lacks removed: broken.
 """
 
 from __future__ import annotations
@@ -287,14 +291,14 @@ class Pairing:
         else:
             outcome.add(variant, "round trip: ", compare(sent, echoed))
         if expected_reply is not None and not self._check_reply(
-            info, expected_reply, seq, variant, collector, outcome
+            target, expected_reply, seq, variant, collector, outcome
         ):
             return False  # no reply: every further sample would wait out the timeout for the same finding
         return not collector.reason
 
     def _check_reply(
         self,
-        info: CommandInfo,
+        target: CommandInfo,
         expected: CommandInfo,
         seq: int,
         variant: str,
@@ -308,15 +312,7 @@ class Pairing:
             collector.take((cid, seq))
         if reply is None:
             instead = ", ".join(f"0x{cid:04x}" for cid in others)
-            server_reply = self._by_name(self.server.registry, info.name)
-            said = server_reply.reply if server_reply is not None else None
-            why = (
-                f"the server answers with {said}"
-                if said and said != expected.name
-                else "the server sends no reply"
-                if not said
-                else f"nothing within {self.timeout}s"
-            )
+            why = self._why_no_reply(target, expected)
             outcome.fail(
                 variant,
                 f"no reply {expected.name} (0x{expected.command_id:04x}) arrived: {why}"
@@ -327,10 +323,22 @@ class Pairing:
         if got is None:
             outcome.fail(variant, f"the client {why} (reply {expected.name})")
             return True
-        sent_reply = self.service.replies.get(info.name)
+        sent_reply = self.service.replies.get(target.name)
         if sent_reply is not None:
             outcome.add(variant, f"reply {expected.name}: ", compare(sent_reply, got))
         return True
+
+    def _why_no_reply(self, target: CommandInfo, expected: CommandInfo) -> str:
+        """What the server's version says about the reply the client waited for in vain."""
+        said = target.reply
+        if said is None:
+            return "the server sends no reply"
+        if said != expected.name:
+            return f"the server answers with {said}"
+        sent_as = self.server.registry.by_name(said).command_id
+        if sent_as != expected.command_id:
+            return f"the server sends {said} as 0x{sent_as:04x}"
+        return f"nothing within {self.timeout}s"
 
     # -- push leg --------------------------------------------------------------------------------------------
     def _opt_in_command(self) -> CommandInfo | None:
