@@ -16,6 +16,10 @@ from typing import Any, Literal
 
 Label = Literal["required", "optional", "repeated"]
 Syntax = Literal["proto2", "proto3"]
+# How message bodies travel between peers: `binary` (protobuf binary only, as TeamTalk frames carry them)
+# or `json` (some peers also exchange the protobuf JSON form, so field and enum value names are on the wire).
+Wire = Literal["binary", "json"]
+WIRE_FORMATS: tuple[str, ...] = ("binary", "json")
 # c2s: client -> server request; s2c: server -> client (response or push); both: either way (e.g. IMMsgData);
 # s2s: between cluster services only, never accepted from a client connection.
 Direction = Literal["c2s", "s2c", "both", "s2s"]
@@ -297,6 +301,9 @@ class Spec:
     # `<root>/../generated`, no copy).
     output: str | None = None
     docs_output: str | None = None
+    # Manifest `wire:`: which encodings peers exchange bodies in (see `Wire`); `ttgen diff` judges renames and
+    # name reservations by it.
+    wire: Wire = "binary"
 
     # Convenience look-ups (computed; the model stays immutable).
     def messages(self) -> dict[str, Message]:

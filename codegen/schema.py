@@ -24,7 +24,7 @@ from codegen.load.modules import (
     MODULE_KEYS,
     SERVICE_KEYS,
 )
-from codegen.model import STAGES
+from codegen.model import STAGES, WIRE_FORMATS
 from codegen.stages_schema import STAGE_KEYS, json_schema_for
 
 SCHEMA_FILE = Path(__file__).parent / "schema" / "spec.schema.json"
@@ -181,6 +181,11 @@ def _defs() -> dict[str, Any]:
             "spec": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$"},
             "version": {"type": "string", "description": "semver, e.g. 1.2.0"},
             "syntax": {"enum": ["proto2", "proto3"]},
+            "wire": {
+                "enum": list(WIRE_FORMATS),
+                "description": "binary (default): bodies travel as protobuf binary only; json: peers also "
+                "exchange the protobuf JSON form, so field and enum value names are part of the wire",
+            },
             "doc": _STR,
             "frame": _obj(
                 {"kind": {"enum": ["teamtalk16"]}, "max_frame_bytes": _INT, "version": _INT}, FRAME_KEYS

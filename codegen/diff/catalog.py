@@ -31,10 +31,27 @@ class RuleInfo:
     ruleset: Ruleset
     trigger: str
     why: str
+    # WIRE_JSON rules: (category, severity) when a side declares `wire: json`. `category` and `severity` are
+    # what the rule means on a binary-only wire (the default), where names never travel.
+    json: tuple[Category, Severity] | None = None
+
+    def effective(self, wire_json: bool) -> tuple[Category, Severity]:
+        """The category and severity of a finding, given whether names travel on the wire (`wire: json`)."""
+        if wire_json and self.json is not None:
+            return self.json
+        return self.category, self.severity
 
 
-def _r(id_: str, cat: Category, sev: Severity, ruleset: Ruleset, trigger: str, why: str) -> RuleInfo:
-    return RuleInfo(id_, cat, sev, ruleset, trigger, why)
+def _r(
+    id_: str,
+    cat: Category,
+    sev: Severity,
+    ruleset: Ruleset,
+    trigger: str,
+    why: str,
+    json: tuple[Category, Severity] | None = None,
+) -> RuleInfo:
+    return RuleInfo(id_, cat, sev, ruleset, trigger, why, json)
 
 
 # fmt: off
@@ -104,9 +121,10 @@ _RULES: tuple[RuleInfo, ...] = (
     _r("MESSAGE_RESERVED_NUMBER_REMOVED", WIRE, "high", "WIRE",
        "a reserved field number or range was un-reserved (buf RESERVED_MESSAGE_NO_DELETE)",
        "the number may be reused for a new field that old peers decode as the deleted one"),
-    _r("MESSAGE_RESERVED_NAME_REMOVED", WIRE, "medium", "WIRE_JSON",
+    _r("MESSAGE_RESERVED_NAME_REMOVED", SEM, "low", "WIRE_JSON",
        "a reserved field name was un-reserved",
-       "the JSON name may be reused with another meaning"),
+       "the JSON name may be reused with another meaning (binary wire: only readers of the spec are misled)",
+       json=(WIRE, "medium")),
     _r("ONEOF_ADDED", C, "info", "WIRE",
        "a oneof was added",
        "additions are compatible"),
@@ -123,9 +141,10 @@ _RULES: tuple[RuleInfo, ...] = (
     _r("FIELD_DELETED_NUMBER_NOT_RESERVED", WIRE, "high", "WIRE",
        "a field was deleted without reserving its number (buf FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED)",
        "a later field reusing the number is decoded by old peers as the deleted one"),
-    _r("FIELD_DELETED_NAME_NOT_RESERVED", WIRE, "medium", "WIRE_JSON",
+    _r("FIELD_DELETED_NAME_NOT_RESERVED", SRC, "medium", "WIRE_JSON",
        "a field was deleted without reserving its name (buf FIELD_NO_DELETE_UNLESS_NAME_RESERVED)",
-       "a later field reusing the name changes the meaning of JSON documents"),
+       "a later field reusing the name changes JSON documents' meaning (binary wire: the accessor goes)",
+       json=(WIRE, "medium")),
     _r("FIELD_DELETED_REQUIRED", WIRE, "high", "WIRE",
        "a `required` field was deleted",
        "old readers still require it and reject messages from new writers"),
@@ -135,9 +154,10 @@ _RULES: tuple[RuleInfo, ...] = (
     _r("FIELD_RENAMED", SRC, "medium", "SOURCE",
        "a field was renamed with `renamed_from`",
        "binary wire unaffected; generated accessors and the JSON name change"),
-    _r("FIELD_NAME_CHANGED", WIRE, "medium", "WIRE_JSON",
+    _r("FIELD_NAME_CHANGED", SRC, "medium", "WIRE_JSON",
        "a field number now has another name and no `renamed_from` (buf FIELD_SAME_NAME)",
-       "the JSON wire form changes; without a hint it may also be a new field reusing a number"),
+       "binary wire unaffected, generated accessors change; with `wire: json` the JSON form changes too",
+       json=(WIRE, "medium")),
     _r("FIELD_NUMBER_CHANGED", WIRE, "high", "WIRE",
        "a field kept its name but changed number",
        "old and new peers put the value under different tags"),
@@ -153,13 +173,13 @@ _RULES: tuple[RuleInfo, ...] = (
     _r("FIELD_TYPE_SIGN_CHANGED", LOSSY, "high", "WIRE",
        "signedness changed at the same width (int32 <-> uint32, fixed32 <-> sfixed32)",
        "negative values read as huge positive ones and vice versa"),
-    _r("FIELD_TYPE_STRING_BYTES", LOSSY, "medium", "WIRE_JSON",
+    _r("FIELD_TYPE_STRING_BYTES", LOSSY, "medium", "WIRE",
        "a field switched between string and bytes",
-       "binary compatible, but string readers reject non-UTF-8 bytes and JSON uses base64 for bytes"),
+       "same encoding, but string readers cannot take non-UTF-8 bytes (and JSON uses base64 for bytes)"),
     _r("FIELD_TYPE_BOOL_CHANGED", LOSSY, "high", "WIRE",
        "a field switched between bool and an integer type",
        "integers other than 0/1 collapse to true"),
-    _r("FIELD_TYPE_ENUM_INT_CHANGED", LOSSY, "medium", "WIRE_JSON",
+    _r("FIELD_TYPE_ENUM_INT_CHANGED", LOSSY, "medium", "WIRE",
        "a field switched between an enum and an integer type",
        "closed enums drop unknown numbers; JSON switches between names and numbers"),
     _r("FIELD_TYPE_MESSAGE_BYTES", LOSSY, "medium", "WIRE",
@@ -180,12 +200,12 @@ _RULES: tuple[RuleInfo, ...] = (
     _r("FIELD_CARDINALITY_CHANGED_PACKED", WIRE, "high", "WIRE",
        "a numeric field switched between singular and packed repeated (proto3)",
        "singular readers cannot decode the packed encoding and drop it"),
-    _r("FIELD_MADE_REQUIRED", SEM, "high", "WIRE",
-       "label optional -> required",
-       "new readers reject messages from old writers that leave it unset"),
-    _r("FIELD_MADE_OPTIONAL", SEM, "high", "WIRE",
-       "label required -> optional",
-       "old readers reject messages from new writers that leave it unset"),
+    _r("FIELD_MADE_REQUIRED", WIRE, "high", "WIRE",
+       "label optional (or repeated) -> required (proto2)",
+       "new readers refuse messages from old writers that leave it unset: the runtime closes the connection"),
+    _r("FIELD_MADE_OPTIONAL", WIRE, "high", "WIRE",
+       "label required -> optional (or repeated) (proto2)",
+       "old readers refuse messages from new writers that leave it unset: the runtime closes the connection"),
     _r("FIELD_ONEOF_CHANGED", LOSSY, "high", "WIRE",
        "a field moved into, out of or between oneofs (buf FIELD_SAME_ONEOF)",
        "a oneof reader keeps only the last member set; values set together are lost"),
@@ -223,27 +243,30 @@ _RULES: tuple[RuleInfo, ...] = (
     _r("ENUM_VALUE_DELETED_NUMBER_NOT_RESERVED", WIRE, "high", "WIRE",
        "a value was deleted without reserving its number (buf ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED)",
        "a later value reusing the number means something else to old peers"),
-    _r("ENUM_VALUE_DELETED_NAME_NOT_RESERVED", WIRE, "medium", "WIRE_JSON",
+    _r("ENUM_VALUE_DELETED_NAME_NOT_RESERVED", SRC, "medium", "WIRE_JSON",
        "a value was deleted without reserving its name (buf ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED)",
-       "JSON documents naming it stop parsing or change meaning"),
+       "JSON documents naming it stop parsing or change meaning (binary wire: the constant goes)",
+       json=(WIRE, "medium")),
     _r("ENUM_VALUE_DELETED", SRC, "medium", "SOURCE",
        "an enum value was deleted with number and name reserved",
        "the generated constant disappears; closed-enum readers drop the number"),
     _r("ENUM_VALUE_NUMBER_CHANGED", WIRE, "high", "WIRE",
        "an enum value kept its name but changed number",
        "old and new peers encode the same name differently"),
-    _r("ENUM_VALUE_NAME_CHANGED", WIRE, "medium", "WIRE_JSON",
+    _r("ENUM_VALUE_NAME_CHANGED", SRC, "medium", "WIRE_JSON",
        "an enum number now has another name and no `renamed_from` (buf ENUM_VALUE_SAME_NAME)",
-       "JSON uses value names"),
+       "binary wire unaffected, generated constants change; with `wire: json` JSON uses value names",
+       json=(WIRE, "medium")),
     _r("ENUM_VALUE_RENAMED", SRC, "medium", "SOURCE",
        "an enum value was renamed with `renamed_from`",
        "binary wire unaffected; generated constants and JSON names change"),
     _r("ENUM_RESERVED_NUMBER_REMOVED", WIRE, "high", "WIRE",
        "a reserved enum number was un-reserved (buf RESERVED_ENUM_NO_DELETE)",
        "the number may be reused with another meaning"),
-    _r("ENUM_RESERVED_NAME_REMOVED", WIRE, "medium", "WIRE_JSON",
+    _r("ENUM_RESERVED_NAME_REMOVED", SEM, "low", "WIRE_JSON",
        "a reserved enum value name was un-reserved",
-       "the JSON name may be reused with another meaning"),
+       "the JSON name may be reused with another meaning (binary wire: only readers of the spec are misled)",
+       json=(WIRE, "medium")),
     _r("ENUM_DEFAULT_CHANGED", SEM, "medium", "WIRE",
        "the first value of an enum changed",
        "proto2 uses the first value as the implicit default of unset fields"),

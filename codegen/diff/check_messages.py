@@ -217,24 +217,29 @@ def _check_field_type(ctx: DiffContext, subject: str, of: Field, nf: Field) -> N
 
 
 def _check_field_label(ctx: DiffContext, subject: str, of: Field, nf: Field) -> None:
+    """Label changes, judged by what the runtime does: it refuses (closes the connection on) a body that lacks
+    a required field, so gaining or losing `required` breaks one direction outright; singular <-> repeated
+    still decodes both ways but a singular reader keeps only the last value."""
     if of.label == nf.label or of.is_map or nf.is_map:
         return
     if "repeated" in (of.label, nf.label):
         packed = ctx.new.syntax == "proto3" and is_packable(nf.type, type_kind(ctx.new, nf.type))
         rule_id = "FIELD_CARDINALITY_CHANGED_PACKED" if packed else "FIELD_CARDINALITY_CHANGED"
         ctx.report(rule_id, nf.loc, f"field {subject} changed {of.label} -> {nf.label}", subject)
-    elif nf.label == "required":
+    if nf.label == "required":
         ctx.report(
             "FIELD_MADE_REQUIRED",
             nf.loc,
-            f"field {subject} changed optional -> required: old writers may leave it unset",
+            f"field {subject} changed {of.label} -> required: new readers refuse (close the connection on) "
+            f"old writers' messages that leave it unset; old readers still take new writers' messages",
             subject,
         )
     elif of.label == "required":
         ctx.report(
             "FIELD_MADE_OPTIONAL",
             nf.loc,
-            f"field {subject} changed required -> optional: old readers still require it",
+            f"field {subject} changed required -> {nf.label}: old readers refuse (close the connection on) "
+            f"new writers' messages that leave it unset; new readers still take old writers' messages",
             subject,
         )
 

@@ -65,6 +65,8 @@ class DiffContext:
     def __init__(self, old: Spec, new: Spec) -> None:
         self.old = old
         self.new = new
+        # Names are part of the wire only where a side says peers exchange the JSON form (`wire: json`).
+        self.wire_json = "json" in (old.wire, new.wire)
         self.findings: list[Finding] = []
         # old package -> new package, for module files whose package changed
         self.package_map: dict[str, str] = {}
@@ -87,13 +89,13 @@ class DiffContext:
         severity: Severity | None = None,
         direction: str | None = None,
     ) -> None:
-        """Record a finding; category and severity default to the rule's catalog entry."""
-        info = rule(rule_id)
+        """Record a finding; category and severity default to the rule's catalog entry (for this wire)."""
+        default_category, default_severity = rule(rule_id).effective(self.wire_json)
         self.findings.append(
             Finding(
                 rule=rule_id,
-                category=category or info.category,
-                severity=severity or info.severity,
+                category=category or default_category,
+                severity=severity or default_severity,
                 message=message,
                 loc=loc,
                 subject=subject,

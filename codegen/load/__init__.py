@@ -16,7 +16,7 @@ from codegen.load.modules import MODULE_KEYS, ModuleBuilder, ModuleSource, decla
 from codegen.load.reader import Reader
 from codegen.load.scope import TypeTable
 from codegen.load.yamlpos import Y, display_path, read_yaml
-from codegen.model import ClusterService, Frame, Loc, Module, Plugin, Spec, StagePolicy
+from codegen.model import WIRE_FORMATS, ClusterService, Frame, Loc, Module, Plugin, Spec, StagePolicy
 from codegen.perf import gc_paused
 
 __all__ = ["MAX_FILES", "MAX_MODULES", "load_spec"]
@@ -28,6 +28,7 @@ MANIFEST_KEYS = (
     "spec",
     "version",
     "syntax",
+    "wire",
     "doc",
     "frame",
     "options",
@@ -99,6 +100,7 @@ class _Loader:
         name = self.r.string(m.get("spec"), "spec") or ""
         version = self.r.string(m.get("version"), "version") or ""
         syntax = self.r.choice(m.get("syntax"), "syntax", ("proto2", "proto3")) if "syntax" in m else "proto2"
+        wire = self.r.choice(m.get("wire"), "wire", WIRE_FORMATS) if "wire" in m else "binary"
         base = os.path.dirname(manifest)
         for rel, loc in self._module_list(m.get("modules"), "modules"):
             self._module_file(os.path.join(base, rel), loc, None)
@@ -127,6 +129,7 @@ class _Loader:
             key_locs={k: v.loc for k, v in m.items()},
             output=self.r.string(m.get("output"), "output"),
             docs_output=self.r.string(m.get("docs_output"), "docs_output"),
+            wire=wire or "binary",  # type: ignore[arg-type]
         )
 
     def _module_list(self, y: Y | None, what: str) -> list[tuple[str, Loc]]:

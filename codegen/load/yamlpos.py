@@ -15,6 +15,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from codegen.diagnostics import Diagnostics
+from codegen.load.yamlhints import yaml_hint
 from codegen.model import Loc, make_loc
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -238,7 +239,8 @@ def read_yaml(path: str, diags: Diagnostics, ref: Loc) -> Y | None:
         mark = exc.problem_mark or exc.context_mark
         loc = Loc(shown, mark.line + 1, mark.column + 1) if mark else Loc(shown, 1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        diags.error("TT102", f"YAML syntax error: {problem}", loc)
+        hint = yaml_hint(text, problem, loc.line, loc.col) if mark else ""
+        diags.error("TT102", f"YAML syntax error: {problem}", loc, hint=hint)
     except yaml.YAMLError as exc:
         diags.error("TT102", f"YAML error: {exc}", Loc(shown, 1, 1))
     return None

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from codegen.api import check_spec
 from codegen.diff import Category, diff_specs
+from ttgen.cli import main
 from ttgen.compat import NEW_CLIENT, OLD_CLIENT, run_compat
 
 SPEC = Path(__file__).resolve().parents[2] / "spec" / "teamtalk"
@@ -65,3 +68,24 @@ def test_teamtalk_extensions_are_compatible_and_base_clients_interoperate(tmp_pa
     base_names = set(base.commands())
     new_client_base = [e for e in report.exchanges if e.pairing == NEW_CLIENT and e.command in base_names]
     assert [e.format() for e in new_client_base if e.failed] == []
+
+
+def test_bundled_spec_against_itself_has_no_findings() -> None:
+    spec, _ = check_spec(SPEC)
+    report = run_compat(spec, spec, timeout=5)
+    assert [e.format() for e in report.exchanges if e.verdict not in ("ok", "skipped")] == []
+    # Extension pushes are delivered (the probe opts in as an extension-aware client does), not skipped.
+    ext_pushes = [e for e in report.exchanges if e.leg == "push" and e.command.startswith("CID_EXT_")]
+    assert len(ext_pushes) >= 2 and all(e.verdict == "ok" for e in ext_pushes)
+    # Every command a client sends, and every command a server pushes, is probed in both pairings.
+    from_client = [c for c in spec.commands().values() if c.direction in ("c2s", "both")]
+    to_client = [c for c in spec.commands().values() if c.direction in ("s2c", "both")]
+    assert len(report.exchanges) == 2 * (len(from_client) + len(to_client))
+    assert not report.failures()
+
+
+def test_bundled_spec_compat_cli_exits_0() -> None:
+    result = CliRunner().invoke(main, ["compat", str(SPEC), str(SPEC)])
+    assert result.exit_code == 0, result.output
+    summary = result.output.splitlines()[-1]
+    assert re.search(r"exchanges: \d+ ok(, \d+ skipped)?$", summary), summary

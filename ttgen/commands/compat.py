@@ -20,8 +20,11 @@ Examples:
   ttgen compat old/spec new/spec --keep /tmp/stacks      # keep both generated stacks for inspection
 \b
 Each client command of one version is framed, sent to an echo server of the other version on 127.0.0.1,
-decoded, echoed and decoded back; server pushes go the other way. Verdicts: ok, lossy (a value did not
-survive), broken (undecodable, refused, unknown command), ignored (a push the client does not know).
+decoded, echoed and decoded back, and the reply the client waits for must arrive; server pushes go the other
+way (the probe opts in to extension pushes first). Every message is sent as a full sample, a minimal one
+(optionals unset) and one per enum value. Verdicts: ok, lossy (a value did not survive), broken (undecodable,
+refused, unknown, renumbered, moved or removed command, renumbered field or enum value, missing reply),
+ignored (a push added after the client's version). Identical specs give no findings.
 \b
 Exit codes: 0 nothing at or above --fail-on, 1 something is (or a spec has errors), 2 usage error.
 """

@@ -21,7 +21,7 @@ Examples:
   ttgen diff spec/teamtalk.old spec/teamtalk            # two folders
   ttgen diff main:spec/teamtalk spec/teamtalk           # a git revision vs the working tree
   ttgen diff HEAD~1:spec/teamtalk HEAD:spec/teamtalk --format github
-  ttgen diff v1.0.0:spec/teamtalk spec/teamtalk --fail-on lossy --format json
+  ttgen diff v1.0.0:spec/teamtalk spec/teamtalk --fail-on wire-breaking --format json
 \b
 A side is a path that exists, or REV:path with path relative to the repository root (./path: relative to the
 current directory). Categories, least to most severe: compatible < semantic = lifecycle < source-breaking
@@ -60,16 +60,18 @@ def diff_sources(old: str, new: str) -> list[Finding]:
 @click.option(
     "--fail-on",
     type=click.Choice(CATEGORY_CHOICES),
-    default="wire-breaking",
+    default="lossy",
     show_default=True,
-    help="Exit 1 when a finding at or above this category exists ('none': never).",
+    help="Exit 1 when a finding at or above this category exists ('none': never). The default, lossy, is the "
+    "bar `ttgen compat` sets: silent data loss fails as well as undecodable frames.",
 )
 def diff(old: str, new: str, fmt: str, fail_on: str) -> None:
     """Classify the changes between two spec versions.
 
     Every change gets a stable rule id and a category: wire-breaking, lossy, source-breaking, semantic,
-    lifecycle or compatible (see docs/evolution.md for the rule table). The version field is checked against
-    the worst change.
+    lifecycle or compatible (see docs/evolution.md for the rule table), judged by what the runtime does on the
+    wire: names only count where the manifest says `wire: json`. The version field is checked against the
+    worst change.
     """
     try:
         findings = diff_sources(old, new)

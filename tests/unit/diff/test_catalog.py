@@ -27,7 +27,22 @@ def test_every_rule_is_documented_with_its_category_and_severity() -> None:
     for rule_id, info in RULES.items():
         category, severity, ruleset = rows[rule_id]
         expected = "as the worst change" if rule_id == "VERSION_MAJOR_BUMP_MISSING" else info.category.value
+        if info.json is not None:
+            expected += f" (json: {info.json[0].value})"
         assert (category, severity, ruleset) == (expected, info.severity, info.ruleset), rule_id
+
+
+def test_only_json_rules_change_with_the_wire() -> None:
+    # A rule whose category depends on `wire:` is a JSON-wire rule, and on a JSON wire it is at least as bad.
+    for rule_id, info in RULES.items():
+        binary = info.effective(wire_json=False)
+        json = info.effective(wire_json=True)
+        if info.json is None:
+            assert binary == json, rule_id
+        else:
+            assert info.ruleset == "WIRE_JSON", rule_id
+            assert json[0].rank > binary[0].rank, rule_id
+    assert sum(info.json is not None for info in RULES.values()) >= 6
 
 
 def test_catalog_entries_are_well_formed() -> None:

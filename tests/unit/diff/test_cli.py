@@ -55,11 +55,42 @@ def test_fail_on_threshold(
     assert invoke(old, new, "--fail-on", fail_on)[0] == code
 
 
+# The lossy changes the default threshold must stop: each of them decodes, and loses data on the way.
+LOSSY_EDITS = {
+    "uint32->uint64": ("chat.yaml", "by_id: {number: 11, type: uint32", "by_id: {number: 11, type: uint64"),
+    "uint32->int32": ("chat.yaml", "by_id: {number: 11, type: uint32", "by_id: {number: 11, type: int32"),
+    "string->bytes": ("chat.yaml", "text: {number: 3, type: string", "text: {number: 3, type: bytes"),
+    "repeated->singular": ("chat.yaml", "type: string, label: repeated", "type: string, label: optional"),
+}
+
+
+@pytest.mark.parametrize("edit", list(LOSSY_EDITS.values()), ids=list(LOSSY_EDITS))
+def test_default_threshold_fails_on_lossy(
+    write_spec: WriteSpec, bases: dict[str, dict[str, str]], edit: tuple[str, str, str]
+) -> None:
+    old, new = pair(write_spec, bases, edit, version="2.0.0")  # the bump is right: only the change counts
+    code, out = invoke(old, new, "--format", "json")
+    doc = json.loads(out)
+    assert {f["category"] for f in doc["findings"]} == {"lossy"}, doc["findings"]
+    assert (code, doc["failed"]) == (1, True)
+    assert invoke(old, new, "--fail-on", "wire-breaking")[0] == 0
+
+
+def test_default_threshold_passes_compatible_and_semantic_changes(
+    write_spec: WriteSpec, bases: dict[str, dict[str, str]]
+) -> None:
+    add = ("chat.yaml", "commands:\n", "commands:\n  CID_NEW: {id: 0x0205, message: Ping, direction: s2c}\n")
+    old, new = pair(write_spec, bases, add, ("chat.yaml", "rate: 20/s", "rate: 5/s"), version="1.1.0")
+    code, out = invoke(old, new)
+    assert "COMMAND_ADDED" in out and "STAGE_TIGHTENED" in out
+    assert code == 0
+
+
 def test_text_format(write_spec: WriteSpec, bases: dict[str, dict[str, str]]) -> None:
     old, new = pair(write_spec, bases, ("chat.yaml", *WIDEN))
     code, out = invoke(old, new)
     lines = out.splitlines()
-    assert code == 0
+    assert code == 1
     assert any(
         line.endswith(
             "chat.yaml:7:7: lossy[FIELD_TYPE_WIDENED]: field Chat.Msg.Note.count type changed: "
@@ -95,7 +126,7 @@ def test_github_format(write_spec: WriteSpec, bases: dict[str, dict[str, str]]) 
     )
     code, out = invoke(old, new, "--format", "github")
     lines = out.splitlines()
-    assert code == 0
+    assert code == 1
     assert any(
         line.startswith("::error file=") and ",line=7,col=7,title=lossy[FIELD_TYPE_WIDENED]::" in line
         for line in lines
@@ -183,3 +214,26 @@ def test_addition_without_minor_bump_is_informational(
     assert code == 0
     assert bool(found) == reported
     assert all(f["category"] == "compatible" and f["severity"] == "info" for f in found)
+
+
+# Changes only ttgen sees (the .proto files stay the same): each fails the default threshold.
+TT_ONLY_EDITS = {
+    "command-id": ("chat.yaml", "id: 0x0204", "id: 0x0205"),
+    "service-id": ("chat.yaml", "{name: CHAT, id: 2}", "{name: CHAT, id: 3}"),
+    "removed-reply": ("chat.yaml", "direction: c2s, reply: CID_NOTE_ACK}", "direction: c2s}"),
+    "removed-command": ("chat.yaml", "  CID_PONG: {id: 0x0204, message: Ping, direction: s2c}\n", ""),
+}
+
+
+@pytest.mark.parametrize("edit", list(TT_ONLY_EDITS.values()), ids=list(TT_ONLY_EDITS))
+def test_changes_invisible_in_the_proto_fail_by_default(
+    write_spec: WriteSpec, bases: dict[str, dict[str, str]], edit: tuple[str, str, str]
+) -> None:
+    if edit[1] == "{name: CHAT, id: 2}":  # the command ids move with the service
+        old, new = pair(write_spec, bases, edit, ("chat.yaml", "id: 0x02", "id: 0x03"), version="2.0.0")
+    else:
+        old, new = pair(write_spec, bases, edit, version="2.0.0")
+    code, out = invoke(old, new, "--format", "json")
+    categories = {f["rule"]: f["category"] for f in json.loads(out)["findings"]}
+    assert "wire-breaking" in categories.values(), categories
+    assert code == 1

@@ -83,7 +83,7 @@ def test_revision_vs_working_tree_in_a_fresh_clone(
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True, capture_output=True)
     code, out = run_diff(clone, monkeypatch, "HEAD~1:spec", "spec", "--format", "json")
     doc = json.loads(out)
-    assert code == 0  # lossy is below the default wire-breaking threshold
+    assert code == 1  # lossy fails the default threshold
     widened = [f for f in doc["findings"] if f["rule"] == "FIELD_TYPE_WIDENED"]
     assert [(f["category"], f["file"]) for f in widened] == [("lossy", "spec/chat.yaml")]
     # A branch name works as the revision too.
@@ -92,7 +92,7 @@ def test_revision_vs_working_tree_in_a_fresh_clone(
 
 
 def test_revision_relative_to_current_directory(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code, out = run_diff(repo / "spec", monkeypatch, "HEAD~1:./", ".")
+    code, out = run_diff(repo / "spec", monkeypatch, "HEAD~1:./", ".", "--fail-on", "wire-breaking")
     assert code == 0
     assert "chat.yaml:" in out and "FIELD_TYPE_WIDENED" in out
 

@@ -170,7 +170,7 @@ CASES: list[Case] = [
     ),
     n(
         "MESSAGE_RESERVED_NAME_REMOVED",
-        W,
+        SEM,
         C,
         "{numbers: [9, 20-22]}",
         (C, RES, "reserved: {numbers: [9, 20-22]}"),
@@ -209,7 +209,7 @@ CASES: list[Case] = [
     o("FIELD_DELETED_NUMBER_NOT_RESERVED", W, C, "count:", (C, f"      {COUNT}\n", "")),
     o(
         "FIELD_DELETED_NAME_NOT_RESERVED",
-        W,
+        S,
         C,
         "count:",
         (C, f"      {COUNT}\n", ""),
@@ -241,7 +241,7 @@ CASES: list[Case] = [
         (C, "count: {number: 2,", "total: {number: 2, renamed_from: count,"),
         absent=["FIELD_NAME_CHANGED", "FIELD_ADDED"],
     ),
-    n("FIELD_NAME_CHANGED", W, C, "total:", (C, "count: {number: 2,", "total: {number: 2,")),
+    n("FIELD_NAME_CHANGED", S, C, "total:", (C, "count: {number: 2,", "total: {number: 2,")),
     n("FIELD_NUMBER_CHANGED", W, C, "count:", (C, "count: {number: 2,", "count: {number: 17,")),
     n("FIELD_TYPE_INCOMPATIBLE", W, C, "stamp:", (C, "type: fixed32", "type: uint32")),
     n("FIELD_TYPE_WIDENED", L, C, "count:", (C, COUNT, COUNT.replace("int32", "int64"))),
@@ -291,10 +291,10 @@ CASES: list[Case] = [
         ),
         base="mini3",
     ),
-    n("FIELD_MADE_REQUIRED", SEM, C, "count:", (C, COUNT, COUNT.replace("optional", "required"))),
+    n("FIELD_MADE_REQUIRED", W, C, "count:", (C, COUNT, COUNT.replace("optional", "required"))),
     n(
         "FIELD_MADE_OPTIONAL",
-        SEM,
+        W,
         C,
         "user_id:",
         (
@@ -356,7 +356,7 @@ CASES: list[Case] = [
     o("ENUM_VALUE_DELETED_NUMBER_NOT_RESERVED", W, B, "MOOD_SAD", (B, "      MOOD_SAD: 2\n", "")),
     o(
         "ENUM_VALUE_DELETED_NAME_NOT_RESERVED",
-        W,
+        S,
         B,
         "MOOD_SAD",
         (B, "      MOOD_SAD: 2\n", ""),
@@ -372,7 +372,7 @@ CASES: list[Case] = [
         (B, ENUM_RES, "reserved: {numbers: [2, 9], names: [MOOD_OLD, MOOD_SAD]}"),
     ),
     n("ENUM_VALUE_NUMBER_CHANGED", W, B, "MOOD_SAD", (B, "MOOD_SAD: 2", "MOOD_SAD: 3")),
-    n("ENUM_VALUE_NAME_CHANGED", W, B, "MOOD_GLUM", (B, "MOOD_SAD: 2", "MOOD_GLUM: 2")),
+    n("ENUM_VALUE_NAME_CHANGED", S, B, "MOOD_GLUM", (B, "MOOD_SAD: 2", "MOOD_GLUM: 2")),
     n(
         "ENUM_VALUE_RENAMED",
         S,
@@ -388,7 +388,7 @@ CASES: list[Case] = [
         "{names: [MOOD_OLD]}",
         (B, ENUM_RES, "reserved: {names: [MOOD_OLD]}"),
     ),
-    n("ENUM_RESERVED_NAME_REMOVED", W, B, "{numbers: [9]}", (B, ENUM_RES, "reserved: {numbers: [9]}")),
+    n("ENUM_RESERVED_NAME_REMOVED", SEM, B, "{numbers: [9]}", (B, ENUM_RES, "reserved: {numbers: [9]}")),
     n(
         "ENUM_DEFAULT_CHANGED",
         SEM,
@@ -612,3 +612,71 @@ def test_version_unparseable(
     new = replace(old, version="next")
     found = [f for f in diff_specs(old, new) if f.rule == "VERSION_UNPARSEABLE"]
     assert len(found) == 1 and "'next'" in found[0].message
+
+
+JSON_WIRE: Edit = (T, "syntax: proto2\n", "syntax: proto2\nwire: json\n")
+JSON_CASES = [c for c in CASES if RULES[c.rule].json is not None]
+
+
+@pytest.mark.parametrize("case", JSON_CASES, ids=[c.rule for c in JSON_CASES])
+@pytest.mark.parametrize("sides", ["both", "old", "new"])
+def test_json_rule_is_wire_breaking_when_a_side_says_wire_json(
+    case: Case, sides: str, run_case: Build
+) -> None:
+    # Names travel on the wire once either version says peers exchange the JSON form.
+    json_case = replace(
+        case,
+        old=[*case.old, JSON_WIRE] if sides in ("both", "old") else case.old,
+        new=[*case.new, JSON_WIRE] if sides in ("both", "new") else case.new,
+    )
+    findings, _ = run_case(json_case)
+    hits = [f for f in findings if f.rule == case.rule]
+    assert hits and {f.category for f in hits} == {Category.WIRE_BREAKING}
+
+
+def test_rename_without_hint_is_not_wire_breaking_on_a_binary_wire(run_case: Build) -> None:
+    rename = (C, "count: {number: 2,", "total: {number: 2,")
+    findings, _ = run_case(Case("x", S, ("new", C, None), new=[rename]))
+    assert {(f.rule, f.category) for f in findings if f.subject.endswith(".total")} == {
+        ("FIELD_NAME_CHANGED", Category.SOURCE_BREAKING)
+    }
+    assert not [f for f in findings if f.category is Category.WIRE_BREAKING]
+
+
+def test_wire_key_is_loaded_and_defaults_to_binary(
+    bases: dict[str, dict[str, str]],
+    write_spec: Callable[[str, Mapping[str, str]], Path],
+    load: Callable[[Path], Spec],
+) -> None:
+    assert load(write_spec("plain", bases["chat"])).wire == "binary"
+    json_files = _apply(bases["chat"], [JSON_WIRE], {})
+    assert load(write_spec("json", json_files)).wire == "json"
+
+
+REQUIRED_USER = "user_id: {number: 1, type: uint32, label: required}"
+
+
+@pytest.mark.parametrize(
+    ("old_label", "new_label", "rules"),
+    [
+        ("required", "optional", {"FIELD_MADE_OPTIONAL": W}),
+        ("optional", "required", {"FIELD_MADE_REQUIRED": W}),
+        ("required", "repeated", {"FIELD_MADE_OPTIONAL": W, "FIELD_CARDINALITY_CHANGED": L}),
+        ("repeated", "required", {"FIELD_MADE_REQUIRED": W, "FIELD_CARDINALITY_CHANGED": L}),
+        ("optional", "repeated", {"FIELD_CARDINALITY_CHANGED": L}),
+        ("repeated", "optional", {"FIELD_CARDINALITY_CHANGED": L}),
+    ],
+)
+def test_proto2_label_changes_by_what_the_runtime_refuses(
+    old_label: str, new_label: str, rules: dict[str, str], run_case: Build
+) -> None:
+    case = Case(
+        "x",
+        W,
+        ("new", C, None),
+        old=[(C, REQUIRED_USER, REQUIRED_USER.replace("required", old_label))],
+        new=[(C, REQUIRED_USER, REQUIRED_USER.replace("required", new_label))],
+    )
+    findings, _ = run_case(case)
+    found = {f.rule: f.category.value for f in findings if f.subject == "Chat.Msg.Note.user_id"}
+    assert found == rules
