@@ -3,17 +3,27 @@
 Service loggers are `ttgen.<service>.<instance>` (see `Service.__init__`); a handler on that logger writes
 `<data_dir>/logs/<service>-<instance>.log`. The console gets one short human line per warning (or per info
 line with `verbose`), prefixed with the instance name.
+
+Files are rotated by size (`MAX_LOG_BYTES`, keeping `LOG_BACKUPS` older files: a bounded total, whatever a
+flood of bad input makes the services log) and readable by their owner alone (0600 in a 0700 folder). Every
+handler writing one path shares one open file, so a rotation is seen by all of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
+
+MAX_LOG_BYTES = 16 << 20  # a log file is rotated when it would grow past this
+LOG_BACKUPS = 4  # rotated files kept (<name>.log.1 .. .4): at most 80 MiB per instance
 
 _INSTANCE_LOGGER = re.compile(r"^ttgen\.[^.]+\.\d+(\.|$)")
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
@@ -71,12 +81,63 @@ def log_path(log_dir: Path, service: str, instance: int) -> Path:
     return log_dir / f"{service}-{instance}.log"
 
 
+class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
+    """A size-rotated JSON-lines file, created (and re-created at each rotation) with mode 0600."""
+
+    def _open(self):  # type: ignore[no-untyped-def]  # the base class leaves it untyped
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+_files: dict[Path, list[Any]] = {}  # path -> [shared handler, users]
+_files_lock = threading.Lock()
+
+
+def _open_shared(path: Path) -> logging.Handler:
+    with _files_lock:
+        entry = _files.get(path)
+        if entry is None:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            handler = _PrivateRotatingFile(
+                path, maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+            )
+            handler.setFormatter(JsonLineFormatter())
+            entry = _files[path] = [handler, 0]
+        entry[1] += 1
+        shared: logging.Handler = entry[0]
+        return shared
+
+
+def _release(path: Path) -> None:
+    with _files_lock:
+        entry = _files.get(path)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _files[path]
+            entry[0].close()
+
+
+class _FileTap(logging.Handler):
+    """A handler with its own level and filters that writes through the one shared file of its path."""
+
+    def __init__(self, path: Path, level: int) -> None:
+        super().__init__(level)
+        self.path = path
+        self.target = _open_shared(path)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.handle(record)
+
+    def close(self) -> None:
+        _release(self.path)
+        super().close()
+
+
 def attach_instance_log(log_dir: Path, service: str, instance: int) -> logging.Handler:
     """Route `ttgen.<service>.<instance>` (and its children) to its JSON-lines file; returns the handler."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(log_path(log_dir, service, instance), encoding="utf-8")
-    handler.setFormatter(JsonLineFormatter())
-    handler.setLevel(logging.DEBUG)
+    handler = _FileTap(log_path(log_dir, service, instance), logging.DEBUG)
     logger = logging.getLogger(instance_logger_name(service, instance))
     logger.setLevel(logging.DEBUG)
     logger.addHandler(handler)
@@ -99,10 +160,7 @@ class NotInstanceRecords(logging.Filter):
 def attach_process_log(path: Path) -> logging.Handler:
     """JSON lines for the records of this process that no instance file takes (runtime libraries, the
     supervisor). A worker points this at its instance's file, which then holds everything it logged."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(JsonLineFormatter())
-    handler.setLevel(logging.INFO)
+    handler = _FileTap(path, logging.INFO)
     handler.addFilter(NotInstanceRecords())
     root = logging.getLogger()
     root.setLevel(min(root.level or logging.INFO, logging.INFO))

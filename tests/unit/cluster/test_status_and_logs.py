@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
+
+import pytest
 
 from runtime.cluster.logs import ConsoleFormatter, JsonLineFormatter, NotInstanceRecords
 from runtime.monitor.http import parse_prometheus
@@ -113,3 +116,34 @@ def test_console_lines_and_instance_filter() -> None:
     keep = NotInstanceRecords()
     assert not keep.filter(_record("ttgen.msg.0")) and not keep.filter(_record("ttgen.msg.0.links"))
     assert keep.filter(_record("runtime.dispatch")) and keep.filter(_record("ttgen.cluster"))
+
+
+def test_log_files_rotate_by_size_stay_private_and_are_shared_per_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of log lines keeps at most LOG_BACKUPS + 1 files of about MAX_LOG_BYTES; the instance's and
+    the process's handlers of one file rotate it together."""
+    from runtime.cluster import logs
+
+    monkeypatch.setattr(logs, "MAX_LOG_BYTES", 4096)
+    log_dir = tmp_path / "logs"
+    instance = logs.attach_instance_log(log_dir, "msg", 0)
+    process = logs.attach_process_log(logs.log_path(log_dir, "msg", 0))
+    try:
+        svc, lib = logging.getLogger("ttgen.msg.0"), logging.getLogger("ttgen.links.test")
+        for i in range(2000):
+            svc.info("refused a bad frame %d from a hostile client", i)
+            lib.warning("library line %d", i)
+        files = sorted(log_dir.iterdir())
+        names = [f.name for f in files]
+        assert names == ["msg-0.log", *(f"msg-0.log.{n}" for n in range(1, logs.LOG_BACKUPS + 1))]
+        assert all(f.stat().st_size <= 4096 + 512 for f in files)
+        assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+        assert log_dir.stat().st_mode & 0o777 == 0o700
+        text = (log_dir / "msg-0.log").read_text()
+        assert "refused a bad frame 1999" in text and "library line 1999" in text
+    finally:
+        logs.detach(instance, "msg", 0)
+        logging.getLogger().removeHandler(process)
+        process.close()
+    assert not logs._files  # the shared file is closed once both handlers are
