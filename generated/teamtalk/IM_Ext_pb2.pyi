@@ -4,7 +4,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -27,6 +27,16 @@ class ExtCmdID(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CID_EXT_MSG_RECALL_NOTIFY: _ClassVar[ExtCmdID]
     CID_EXT_TYPING: _ClassVar[ExtCmdID]
     CID_EXT_SIGNAL: _ClassVar[ExtCmdID]
+    CID_EXT_RESUME_TICKET_REQ: _ClassVar[ExtCmdID]
+    CID_EXT_RESUME_TICKET_RSP: _ClassVar[ExtCmdID]
+    CID_EXT_TICKET_LOGIN_REQ: _ClassVar[ExtCmdID]
+    CID_EXT_TICKET_LOGIN_RSP: _ClassVar[ExtCmdID]
+    CID_EXT_TICKET_ISSUE_REQ: _ClassVar[ExtCmdID]
+    CID_EXT_TICKET_ISSUE_RSP: _ClassVar[ExtCmdID]
+    CID_EXT_TICKET_VERIFY_REQ: _ClassVar[ExtCmdID]
+    CID_EXT_TICKET_VERIFY_RSP: _ClassVar[ExtCmdID]
+    CID_EXT_TICKET_REVOKE_REQ: _ClassVar[ExtCmdID]
+    CID_EXT_TICKET_REVOKE_RSP: _ClassVar[ExtCmdID]
 
 class AeadSuite(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +56,19 @@ class RecallResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECALL_NOT_FOUND: _ClassVar[RecallResult]
     RECALL_NOT_SENDER: _ClassVar[RecallResult]
     RECALL_TIME_LIMIT: _ClassVar[RecallResult]
+
+class TicketResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TICKET_OK: _ClassVar[TicketResult]
+    TICKET_MALFORMED: _ClassVar[TicketResult]
+    TICKET_FORGED: _ClassVar[TicketResult]
+    TICKET_EXPIRED: _ClassVar[TicketResult]
+    TICKET_REVOKED: _ClassVar[TicketResult]
+    TICKET_WRONG_DEVICE: _ClassVar[TicketResult]
+    TICKET_PASSWORD_CHANGED: _ClassVar[TicketResult]
+    TICKET_ACCOUNT_DISABLED: _ClassVar[TicketResult]
+    TICKET_UNAVAILABLE: _ClassVar[TicketResult]
+    TICKET_NOT_LOGGED_IN: _ClassVar[TicketResult]
 
 class TypingState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -71,6 +94,16 @@ CID_EXT_MSG_RECALL_RSP: ExtCmdID
 CID_EXT_MSG_RECALL_NOTIFY: ExtCmdID
 CID_EXT_TYPING: ExtCmdID
 CID_EXT_SIGNAL: ExtCmdID
+CID_EXT_RESUME_TICKET_REQ: ExtCmdID
+CID_EXT_RESUME_TICKET_RSP: ExtCmdID
+CID_EXT_TICKET_LOGIN_REQ: ExtCmdID
+CID_EXT_TICKET_LOGIN_RSP: ExtCmdID
+CID_EXT_TICKET_ISSUE_REQ: ExtCmdID
+CID_EXT_TICKET_ISSUE_RSP: ExtCmdID
+CID_EXT_TICKET_VERIFY_REQ: ExtCmdID
+CID_EXT_TICKET_VERIFY_RSP: ExtCmdID
+CID_EXT_TICKET_REVOKE_REQ: ExtCmdID
+CID_EXT_TICKET_REVOKE_RSP: ExtCmdID
 AEAD_AES_256_GCM: AeadSuite
 AEAD_CHACHA20_POLY1305: AeadSuite
 HANDSHAKE_OK: HandshakeResult
@@ -81,6 +114,16 @@ RECALL_OK: RecallResult
 RECALL_NOT_FOUND: RecallResult
 RECALL_NOT_SENDER: RecallResult
 RECALL_TIME_LIMIT: RecallResult
+TICKET_OK: TicketResult
+TICKET_MALFORMED: TicketResult
+TICKET_FORGED: TicketResult
+TICKET_EXPIRED: TicketResult
+TICKET_REVOKED: TicketResult
+TICKET_WRONG_DEVICE: TicketResult
+TICKET_PASSWORD_CHANGED: TicketResult
+TICKET_ACCOUNT_DISABLED: TicketResult
+TICKET_UNAVAILABLE: TicketResult
+TICKET_NOT_LOGGED_IN: TicketResult
 TYPING_STARTED: TypingState
 TYPING_PAUSED: TypingState
 TYPING_STOPPED: TypingState
@@ -239,3 +282,131 @@ class IMEphemeralSignal(_message.Message):
     kind: SignalKind
     payload: bytes
     def __init__(self, from_user_id: _Optional[int] = ..., to_session_id: _Optional[int] = ..., session_type: _Optional[_Union[_IM_BaseDefine_pb2.SessionType, str]] = ..., kind: _Optional[_Union[SignalKind, str]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class IMResumeTicketReq(_message.Message):
+    __slots__ = ("device_id",)
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    device_id: bytes
+    def __init__(self, device_id: _Optional[bytes] = ...) -> None: ...
+
+class IMResumeTicketRsp(_message.Message):
+    __slots__ = ("result_code", "ticket", "expire_time")
+    RESULT_CODE_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    result_code: TicketResult
+    ticket: bytes
+    expire_time: int
+    def __init__(self, result_code: _Optional[_Union[TicketResult, str]] = ..., ticket: _Optional[bytes] = ..., expire_time: _Optional[int] = ...) -> None: ...
+
+class IMTicketLoginReq(_message.Message):
+    __slots__ = ("ticket", "online_status", "client_type", "client_version", "device_id")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ticket: bytes
+    online_status: _IM_BaseDefine_pb2.UserStatType
+    client_type: _IM_BaseDefine_pb2.ClientType
+    client_version: str
+    device_id: bytes
+    def __init__(self, ticket: _Optional[bytes] = ..., online_status: _Optional[_Union[_IM_BaseDefine_pb2.UserStatType, str]] = ..., client_type: _Optional[_Union[_IM_BaseDefine_pb2.ClientType, str]] = ..., client_version: _Optional[str] = ..., device_id: _Optional[bytes] = ...) -> None: ...
+
+class IMTicketLoginRsp(_message.Message):
+    __slots__ = ("server_time", "result_code", "result_string", "online_status", "user_info", "ticket", "expire_time")
+    SERVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_CODE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_STRING_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    USER_INFO_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    server_time: int
+    result_code: TicketResult
+    result_string: str
+    online_status: _IM_BaseDefine_pb2.UserStatType
+    user_info: _IM_BaseDefine_pb2.UserInfo
+    ticket: bytes
+    expire_time: int
+    def __init__(self, server_time: _Optional[int] = ..., result_code: _Optional[_Union[TicketResult, str]] = ..., result_string: _Optional[str] = ..., online_status: _Optional[_Union[_IM_BaseDefine_pb2.UserStatType, str]] = ..., user_info: _Optional[_Union[_IM_BaseDefine_pb2.UserInfo, _Mapping]] = ..., ticket: _Optional[bytes] = ..., expire_time: _Optional[int] = ...) -> None: ...
+
+class IMTicketIssueReq(_message.Message):
+    __slots__ = ("user_id", "client_type", "auth_time", "device_id", "previous_session", "attach_data")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_TIME_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SESSION_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_DATA_FIELD_NUMBER: _ClassVar[int]
+    user_id: int
+    client_type: _IM_BaseDefine_pb2.ClientType
+    auth_time: int
+    device_id: bytes
+    previous_session: bytes
+    attach_data: bytes
+    def __init__(self, user_id: _Optional[int] = ..., client_type: _Optional[_Union[_IM_BaseDefine_pb2.ClientType, str]] = ..., auth_time: _Optional[int] = ..., device_id: _Optional[bytes] = ..., previous_session: _Optional[bytes] = ..., attach_data: _Optional[bytes] = ...) -> None: ...
+
+class IMTicketIssueRsp(_message.Message):
+    __slots__ = ("result_code", "ticket", "expire_time", "session_id", "attach_data")
+    RESULT_CODE_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_DATA_FIELD_NUMBER: _ClassVar[int]
+    result_code: TicketResult
+    ticket: bytes
+    expire_time: int
+    session_id: bytes
+    attach_data: bytes
+    def __init__(self, result_code: _Optional[_Union[TicketResult, str]] = ..., ticket: _Optional[bytes] = ..., expire_time: _Optional[int] = ..., session_id: _Optional[bytes] = ..., attach_data: _Optional[bytes] = ...) -> None: ...
+
+class IMTicketVerifyReq(_message.Message):
+    __slots__ = ("ticket", "client_type", "device_id", "attach_data")
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_DATA_FIELD_NUMBER: _ClassVar[int]
+    ticket: bytes
+    client_type: _IM_BaseDefine_pb2.ClientType
+    device_id: bytes
+    attach_data: bytes
+    def __init__(self, ticket: _Optional[bytes] = ..., client_type: _Optional[_Union[_IM_BaseDefine_pb2.ClientType, str]] = ..., device_id: _Optional[bytes] = ..., attach_data: _Optional[bytes] = ...) -> None: ...
+
+class IMTicketVerifyRsp(_message.Message):
+    __slots__ = ("result_code", "result_string", "user_info", "ticket", "expire_time", "session_id", "auth_time", "attach_data")
+    RESULT_CODE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_STRING_FIELD_NUMBER: _ClassVar[int]
+    USER_INFO_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTH_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_DATA_FIELD_NUMBER: _ClassVar[int]
+    result_code: TicketResult
+    result_string: str
+    user_info: _IM_BaseDefine_pb2.UserInfo
+    ticket: bytes
+    expire_time: int
+    session_id: bytes
+    auth_time: int
+    attach_data: bytes
+    def __init__(self, result_code: _Optional[_Union[TicketResult, str]] = ..., result_string: _Optional[str] = ..., user_info: _Optional[_Union[_IM_BaseDefine_pb2.UserInfo, _Mapping]] = ..., ticket: _Optional[bytes] = ..., expire_time: _Optional[int] = ..., session_id: _Optional[bytes] = ..., auth_time: _Optional[int] = ..., attach_data: _Optional[bytes] = ...) -> None: ...
+
+class IMTicketRevokeReq(_message.Message):
+    __slots__ = ("user_id", "session_id", "attach_data")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_DATA_FIELD_NUMBER: _ClassVar[int]
+    user_id: int
+    session_id: bytes
+    attach_data: bytes
+    def __init__(self, user_id: _Optional[int] = ..., session_id: _Optional[bytes] = ..., attach_data: _Optional[bytes] = ...) -> None: ...
+
+class IMTicketRevokeRsp(_message.Message):
+    __slots__ = ("result_code", "attach_data")
+    RESULT_CODE_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_DATA_FIELD_NUMBER: _ClassVar[int]
+    result_code: TicketResult
+    attach_data: bytes
+    def __init__(self, result_code: _Optional[_Union[TicketResult, str]] = ..., attach_data: _Optional[bytes] = ...) -> None: ...

@@ -329,6 +329,20 @@ class TeamtalkClient:
         """CID_EXT_SIGNAL (0x100c): Other ephemeral signals; never stored."""
         await self.core.send("CID_EXT_SIGNAL", msg)
 
+    async def ext_resume_ticket_req(self, msg: IM_Ext_pb2.IMResumeTicketReq, *, timeout: float | None = None) -> IM_Ext_pb2.IMResumeTicketRsp:
+        """CID_EXT_RESUME_TICKET_REQ (0x100d): Ask for a resumption ticket on a logged-in connection; TeamTalk clients never ask, so never see one."""
+        reply = await self.core.call("CID_EXT_RESUME_TICKET_REQ", msg, timeout=timeout)
+        if not isinstance(reply, IM_Ext_pb2.IMResumeTicketRsp):
+            raise UnexpectedReply(f"CID_EXT_RESUME_TICKET_REQ: expected CID_EXT_RESUME_TICKET_RSP, got {type(reply).__name__}")
+        return reply
+
+    async def ext_ticket_login_req(self, msg: IM_Ext_pb2.IMTicketLoginReq, *, timeout: float | None = None) -> IM_Ext_pb2.IMTicketLoginRsp:
+        """CID_EXT_TICKET_LOGIN_REQ (0x100f): Log in with a resumption ticket (a reconnect without password hashing)."""
+        reply = await self.core.call("CID_EXT_TICKET_LOGIN_REQ", msg, timeout=timeout)
+        if not isinstance(reply, IM_Ext_pb2.IMTicketLoginRsp):
+            raise UnexpectedReply(f"CID_EXT_TICKET_LOGIN_REQ: expected CID_EXT_TICKET_LOGIN_RSP, got {type(reply).__name__}")
+        return reply
+
     async def shake_req(self, msg: IM_Plugin_Shake_pb2.IMShakeReq, *, timeout: float | None = None) -> IM_Plugin_Shake_pb2.IMShakeRsp:
         """CID_SHAKE_REQ (0x1101): Shake; the reply lists the users matched so far."""
         reply = await self.core.call("CID_SHAKE_REQ", msg, timeout=timeout)

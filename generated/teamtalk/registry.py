@@ -149,6 +149,16 @@ class CommandId(enum.IntEnum):
     CID_EXT_MSG_RECALL_NOTIFY = 0x100a
     CID_EXT_TYPING = 0x100b
     CID_EXT_SIGNAL = 0x100c
+    CID_EXT_RESUME_TICKET_REQ = 0x100d
+    CID_EXT_RESUME_TICKET_RSP = 0x100e
+    CID_EXT_TICKET_LOGIN_REQ = 0x100f
+    CID_EXT_TICKET_LOGIN_RSP = 0x1010
+    CID_EXT_TICKET_ISSUE_REQ = 0x1011
+    CID_EXT_TICKET_ISSUE_RSP = 0x1012
+    CID_EXT_TICKET_VERIFY_REQ = 0x1013
+    CID_EXT_TICKET_VERIFY_RSP = 0x1014
+    CID_EXT_TICKET_REVOKE_REQ = 0x1015
+    CID_EXT_TICKET_REVOKE_RSP = 0x1016
     CID_SHAKE_REQ = 0x1101
     CID_SHAKE_RSP = 0x1102
     CID_SHAKE_MATCH_NOTIFY = 0x1103
@@ -159,12 +169,12 @@ SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
 
 # Cluster services: role, listener, default port, links to other services, hosted commands.
 CLUSTER_SERVICES: dict[str, dict[str, Any]] = {
-    "biz": {"default_port": 10600, "hosts": ["CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_READ_ACK", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_OTHER_HEARTBEAT", "CID_OTHER_VALIDATE_REQ", "CID_OTHER_GET_DEVICE_TOKEN_REQ", "CID_OTHER_PUSH_TO_USER_REQ", "CID_OTHER_GET_SHIELD_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ"], "links": ["storage"], "listen": "tcp", "plugin": None, "role": "biz"},
+    "biz": {"default_port": 10600, "hosts": ["CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_READ_ACK", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_OTHER_HEARTBEAT", "CID_OTHER_VALIDATE_REQ", "CID_OTHER_GET_DEVICE_TOKEN_REQ", "CID_OTHER_PUSH_TO_USER_REQ", "CID_OTHER_GET_SHIELD_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TICKET_ISSUE_REQ", "CID_EXT_TICKET_VERIFY_REQ", "CID_EXT_TICKET_REVOKE_REQ"], "links": ["storage"], "listen": "tcp", "plugin": None, "role": "biz"},
     "file": {"default_port": 8600, "hosts": ["CID_FILE_LOGIN_REQ", "CID_FILE_STATE", "CID_FILE_PULL_DATA_REQ", "CID_FILE_PULL_DATA_RSP", "CID_OTHER_HEARTBEAT", "CID_OTHER_FILE_TRANSFER_REQ", "CID_OTHER_FILE_SERVER_IP_REQ", "CID_EXT_HANDSHAKE_REQ"], "links": ["storage"], "listen": "tcp", "plugin": None, "role": "file"},
     "gateway": {"default_port": 8400, "hosts": ["CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_REQ_LOGINOUT", "CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_KICKPCCLIENT", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_READ_ACK", "CID_MSG_TIME_REQUEST", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_STOP_RECV_PACKET", "CID_OTHER_VALIDATE_RSP", "CID_OTHER_SERVER_KICK_USER", "CID_OTHER_LOGIN_STATUS_NOTIFY", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TYPING", "CID_EXT_SIGNAL"], "links": ["biz", "router"], "listen": "http", "plugin": None, "role": "gateway"},
     "login": {"default_port": 8008, "hosts": ["CID_LOGIN_REQ_MSGSERVER", "CID_OTHER_HEARTBEAT", "CID_OTHER_MSG_SERV_INFO", "CID_OTHER_USER_CNT_UPDATE", "CID_EXT_LOGIN_QUEUE_REQ"], "links": [], "listen": "tcp+http", "plugin": None, "role": "login"},
     "monitor": {"default_port": 8900, "hosts": ["CID_OTHER_HEARTBEAT"], "links": ["biz", "file", "gateway", "login", "msg", "router", "storage"], "listen": "http", "plugin": None, "role": "monitor"},
-    "msg": {"default_port": 8000, "hosts": ["CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_REQ_LOGINOUT", "CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_KICKPCCLIENT", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_READ_ACK", "CID_MSG_TIME_REQUEST", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_STOP_RECV_PACKET", "CID_OTHER_VALIDATE_RSP", "CID_OTHER_GET_DEVICE_TOKEN_RSP", "CID_OTHER_SERVER_KICK_USER", "CID_OTHER_LOGIN_STATUS_NOTIFY", "CID_OTHER_PUSH_TO_USER_RSP", "CID_OTHER_GET_SHIELD_RSP", "CID_OTHER_FILE_TRANSFER_RSP", "CID_OTHER_FILE_SERVER_IP_RSP", "CID_EXT_HANDSHAKE_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TYPING", "CID_EXT_SIGNAL", "CID_SHAKE_REQ", "CID_SHAKE_SHARE"], "links": ["biz", "file", "login", "router"], "listen": "tcp", "plugin": None, "role": "msg"},
+    "msg": {"default_port": 8000, "hosts": ["CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_REQ_LOGINOUT", "CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_KICKPCCLIENT", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_READ_ACK", "CID_MSG_TIME_REQUEST", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_STOP_RECV_PACKET", "CID_OTHER_VALIDATE_RSP", "CID_OTHER_GET_DEVICE_TOKEN_RSP", "CID_OTHER_SERVER_KICK_USER", "CID_OTHER_LOGIN_STATUS_NOTIFY", "CID_OTHER_PUSH_TO_USER_RSP", "CID_OTHER_GET_SHIELD_RSP", "CID_OTHER_FILE_TRANSFER_RSP", "CID_OTHER_FILE_SERVER_IP_RSP", "CID_EXT_HANDSHAKE_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TYPING", "CID_EXT_SIGNAL", "CID_EXT_RESUME_TICKET_REQ", "CID_EXT_TICKET_LOGIN_REQ", "CID_EXT_TICKET_ISSUE_RSP", "CID_EXT_TICKET_VERIFY_RSP", "CID_EXT_TICKET_REVOKE_RSP", "CID_SHAKE_REQ", "CID_SHAKE_SHARE"], "links": ["biz", "file", "login", "router"], "listen": "tcp", "plugin": None, "role": "msg"},
     "router": {"default_port": 8200, "hosts": ["CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY", "CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY", "CID_MSG_DATA", "CID_MSG_READ_NOTIFY", "CID_GROUP_CHANGE_MEMBER_NOTIFY", "CID_FILE_NOTIFY", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_ROLE_SET", "CID_OTHER_ONLINE_USER_INFO", "CID_OTHER_USER_STATUS_UPDATE", "CID_OTHER_SERVER_KICK_USER", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURNED_NOTIFY", "CID_EXT_MSG_RECALL_NOTIFY", "CID_EXT_TYPING", "CID_EXT_SIGNAL", "CID_SHAKE_SHARE"], "links": [], "listen": "tcp", "plugin": None, "role": "router"},
     "storage": {"default_port": None, "hosts": ["CID_OTHER_HEARTBEAT"], "links": [], "listen": "", "plugin": None, "role": "storage"},
 }
@@ -1346,6 +1356,116 @@ COMMANDS: tuple[CommandInfo, ...] = (
         hosted_by=("gateway", "msg", "router"),
         stages={"input": {"fields": {"payload": {"max_len": 1024}}, "max_bytes": 2048, "on_rate_exceeded": "drop", "rate": "5/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"ephemeral": True}},
         doc="Other ephemeral signals; never stored.",
+    ),
+    CommandInfo(
+        name="CID_EXT_RESUME_TICKET_REQ",
+        service_id=16,
+        command_id=0x100d,
+        message_class=IM_Ext_pb2.IMResumeTicketReq,
+        direction="c2s",
+        reply="CID_EXT_RESUME_TICKET_RSP",
+        hosted_by=("msg",),
+        stages={"input": {"fields": {"device_id": {"max_len": 64}}, "max_bytes": 128, "on_rate_exceeded": "drop", "rate": "1/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
+        doc="Ask for a resumption ticket on a logged-in connection; TeamTalk clients never ask, so never see one.",
+    ),
+    CommandInfo(
+        name="CID_EXT_RESUME_TICKET_RSP",
+        service_id=16,
+        command_id=0x100e,
+        message_class=IM_Ext_pb2.IMResumeTicketRsp,
+        direction="s2c",
+        reply=None,
+        hosted_by=(),
+        stages={"pack": {"encrypt": "session_aead"}, "present": {"redact": ["ticket"]}, "store": {"persist": False}},
+        doc="A resumption ticket.",
+    ),
+    CommandInfo(
+        name="CID_EXT_TICKET_LOGIN_REQ",
+        service_id=16,
+        command_id=0x100f,
+        message_class=IM_Ext_pb2.IMTicketLoginReq,
+        direction="c2s",
+        reply="CID_EXT_TICKET_LOGIN_RSP",
+        hosted_by=("msg",),
+        stages={"input": {"fields": {"client_version": {"max_len": 64}, "device_id": {"max_len": 64}, "ticket": {"max_len": 128, "non_empty": True}}, "max_bytes": 512, "on_rate_exceeded": "close", "rate": "1/s", "require_auth": False}, "pack": {"encrypt": "session_aead"}, "present": {"redact": ["ticket"]}, "store": {"persist": False}, "transport": {"timeout": "15s"}},
+        doc="Log in with a resumption ticket (a reconnect without password hashing).",
+    ),
+    CommandInfo(
+        name="CID_EXT_TICKET_LOGIN_RSP",
+        service_id=16,
+        command_id=0x1010,
+        message_class=IM_Ext_pb2.IMTicketLoginRsp,
+        direction="s2c",
+        reply=None,
+        hosted_by=(),
+        stages={"pack": {"encrypt": "session_aead"}, "present": {"redact": ["ticket"]}, "store": {"persist": False}},
+        doc="Ticket login result, with the successor ticket.",
+    ),
+    CommandInfo(
+        name="CID_EXT_TICKET_ISSUE_REQ",
+        service_id=16,
+        command_id=0x1011,
+        message_class=IM_Ext_pb2.IMTicketIssueReq,
+        direction="s2s",
+        reply="CID_EXT_TICKET_ISSUE_RSP",
+        hosted_by=("biz",),
+        stages={"input": {"fields": {"device_id": {"max_len": 64}, "previous_session": {"max_len": 64}}, "max_bytes": 1024}, "store": {"persist": False}, "transport": {"timeout": "5s"}},
+        doc="Issue a ticket, msg or gateway to biz.",
+    ),
+    CommandInfo(
+        name="CID_EXT_TICKET_ISSUE_RSP",
+        service_id=16,
+        command_id=0x1012,
+        message_class=IM_Ext_pb2.IMTicketIssueRsp,
+        direction="s2s",
+        reply=None,
+        hosted_by=("msg",),
+        stages={"input": {"max_bytes": 1024}, "present": {"redact": ["ticket"]}, "store": {"persist": False}},
+        doc="Issued ticket, biz to msg or gateway.",
+    ),
+    CommandInfo(
+        name="CID_EXT_TICKET_VERIFY_REQ",
+        service_id=16,
+        command_id=0x1013,
+        message_class=IM_Ext_pb2.IMTicketVerifyReq,
+        direction="s2s",
+        reply="CID_EXT_TICKET_VERIFY_RSP",
+        hosted_by=("biz",),
+        stages={"input": {"fields": {"device_id": {"max_len": 64}, "ticket": {"max_len": 128}}, "max_bytes": 1024}, "present": {"redact": ["ticket"]}, "store": {"persist": False}, "transport": {"timeout": "5s"}},
+        doc="Check and consume a ticket, msg or gateway to biz.",
+    ),
+    CommandInfo(
+        name="CID_EXT_TICKET_VERIFY_RSP",
+        service_id=16,
+        command_id=0x1014,
+        message_class=IM_Ext_pb2.IMTicketVerifyRsp,
+        direction="s2s",
+        reply=None,
+        hosted_by=("msg",),
+        stages={"input": {"max_bytes": 1048576}, "present": {"redact": ["ticket"]}, "store": {"persist": False}},
+        doc="Ticket verdict, biz to msg or gateway.",
+    ),
+    CommandInfo(
+        name="CID_EXT_TICKET_REVOKE_REQ",
+        service_id=16,
+        command_id=0x1015,
+        message_class=IM_Ext_pb2.IMTicketRevokeReq,
+        direction="s2s",
+        reply="CID_EXT_TICKET_REVOKE_RSP",
+        hosted_by=("biz",),
+        stages={"input": {"fields": {"session_id": {"max_len": 64}}, "max_bytes": 1024}, "store": {"persist": False}, "transport": {"timeout": "5s"}},
+        doc="Revoke a session's ticket (logout, kick), msg or gateway to biz.",
+    ),
+    CommandInfo(
+        name="CID_EXT_TICKET_REVOKE_RSP",
+        service_id=16,
+        command_id=0x1016,
+        message_class=IM_Ext_pb2.IMTicketRevokeRsp,
+        direction="s2s",
+        reply=None,
+        hosted_by=("msg",),
+        stages={"input": {"max_bytes": 1024}, "store": {"persist": False}},
+        doc="Revocation stored, biz to msg or gateway.",
     ),
     CommandInfo(
         name="CID_SHAKE_REQ",

@@ -65,6 +65,9 @@ class BizServiceBase(abc.ABC):
         0x1005: "on_cid_ext_msg_burn",
         0x1006: "on_cid_ext_msg_burn_read",
         0x1008: "on_cid_ext_msg_recall_req",
+        0x1011: "on_cid_ext_ticket_issue_req",
+        0x1013: "on_cid_ext_ticket_verify_req",
+        0x1015: "on_cid_ext_ticket_revoke_req",
     }
 
     @abc.abstractmethod
@@ -194,6 +197,18 @@ class BizServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_ext_msg_recall_req(self, ctx: Context, msg: IM_Ext_pb2.IMMsgRecallReq) -> Message | None:
         """CID_EXT_MSG_RECALL_REQ (0x1008, c2s); return the CID_EXT_MSG_RECALL_RSP reply (IMMsgRecallRsp). Recall a sent message."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_ticket_issue_req(self, ctx: Context, msg: IM_Ext_pb2.IMTicketIssueReq) -> Message | None:
+        """CID_EXT_TICKET_ISSUE_REQ (0x1011, s2s); return the CID_EXT_TICKET_ISSUE_RSP reply (IMTicketIssueRsp). Issue a ticket, msg or gateway to biz."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_ticket_verify_req(self, ctx: Context, msg: IM_Ext_pb2.IMTicketVerifyReq) -> Message | None:
+        """CID_EXT_TICKET_VERIFY_REQ (0x1013, s2s); return the CID_EXT_TICKET_VERIFY_RSP reply (IMTicketVerifyRsp). Check and consume a ticket, msg or gateway to biz."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_ticket_revoke_req(self, ctx: Context, msg: IM_Ext_pb2.IMTicketRevokeReq) -> Message | None:
+        """CID_EXT_TICKET_REVOKE_REQ (0x1015, s2s); return the CID_EXT_TICKET_REVOKE_RSP reply (IMTicketRevokeRsp). Revoke a session's ticket (logout, kick), msg or gateway to biz."""
 
 
 class FileServiceBase(abc.ABC):
@@ -566,6 +581,11 @@ class MsgServiceBase(abc.ABC):
         0x1008: "on_cid_ext_msg_recall_req",
         0x100b: "on_cid_ext_typing",
         0x100c: "on_cid_ext_signal",
+        0x100d: "on_cid_ext_resume_ticket_req",
+        0x100f: "on_cid_ext_ticket_login_req",
+        0x1012: "on_cid_ext_ticket_issue_rsp",
+        0x1014: "on_cid_ext_ticket_verify_rsp",
+        0x1016: "on_cid_ext_ticket_revoke_rsp",
         0x1101: "on_cid_shake_req",
         0x1104: "on_cid_shake_share",
     }
@@ -761,6 +781,26 @@ class MsgServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_ext_signal(self, ctx: Context, msg: IM_Ext_pb2.IMEphemeralSignal) -> Message | None:
         """CID_EXT_SIGNAL (0x100c, both); no reply (return None). Other ephemeral signals; never stored."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_resume_ticket_req(self, ctx: Context, msg: IM_Ext_pb2.IMResumeTicketReq) -> Message | None:
+        """CID_EXT_RESUME_TICKET_REQ (0x100d, c2s); return the CID_EXT_RESUME_TICKET_RSP reply (IMResumeTicketRsp). Ask for a resumption ticket on a logged-in connection; TeamTalk clients never ask, so never see one."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_ticket_login_req(self, ctx: Context, msg: IM_Ext_pb2.IMTicketLoginReq) -> Message | None:
+        """CID_EXT_TICKET_LOGIN_REQ (0x100f, c2s); return the CID_EXT_TICKET_LOGIN_RSP reply (IMTicketLoginRsp). Log in with a resumption ticket (a reconnect without password hashing)."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_ticket_issue_rsp(self, ctx: Context, msg: IM_Ext_pb2.IMTicketIssueRsp) -> Message | None:
+        """CID_EXT_TICKET_ISSUE_RSP (0x1012, s2s); no reply (return None). Issued ticket, biz to msg or gateway."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_ticket_verify_rsp(self, ctx: Context, msg: IM_Ext_pb2.IMTicketVerifyRsp) -> Message | None:
+        """CID_EXT_TICKET_VERIFY_RSP (0x1014, s2s); no reply (return None). Ticket verdict, biz to msg or gateway."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_ticket_revoke_rsp(self, ctx: Context, msg: IM_Ext_pb2.IMTicketRevokeRsp) -> Message | None:
+        """CID_EXT_TICKET_REVOKE_RSP (0x1016, s2s); no reply (return None). Revocation stored, biz to msg or gateway."""
 
     @abc.abstractmethod
     async def on_cid_shake_req(self, ctx: Context, msg: IM_Plugin_Shake_pb2.IMShakeReq) -> Message | None:

@@ -52,11 +52,12 @@ ENUMS: dict[str, tuple[int, ...]] = {
     "IM.BaseDefine.TransferFileType": (1, 2),
     "IM.BaseDefine.UserStatType": (1, 2, 3),
     "IM.Ext.AeadSuite": (1, 2),
-    "IM.Ext.ExtCmdID": (4097, 4098, 4099, 4100, 4101, 4102, 4103, 4104, 4105, 4106, 4107, 4108),
+    "IM.Ext.ExtCmdID": (4097, 4098, 4099, 4100, 4101, 4102, 4103, 4104, 4105, 4106, 4107, 4108, 4109, 4110, 4111, 4112, 4113, 4114, 4115, 4116, 4117, 4118),
     "IM.Ext.ExtServiceID": (16,),
     "IM.Ext.HandshakeResult": (0, 1, 2, 3),
     "IM.Ext.RecallResult": (0, 1, 2, 3),
     "IM.Ext.SignalKind": (1, 2, 100),
+    "IM.Ext.TicketResult": (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
     "IM.Ext.TypingState": (1, 2, 3),
 }
 
@@ -324,6 +325,14 @@ MESSAGES: dict[str, MessageSpec] = {
         F("result_code", 5, "enum", "required", ref="IM.Ext.RecallResult"),
         F("attach_data", 20, "bytes", "optional"),
     )),
+    "IM.Ext.IMResumeTicketReq": MessageSpec(IM_Ext_pb2.IMResumeTicketReq, SYNTAX, (
+        F("device_id", 1, "bytes", "optional", max_len=64),
+    )),
+    "IM.Ext.IMResumeTicketRsp": MessageSpec(IM_Ext_pb2.IMResumeTicketRsp, SYNTAX, (
+        F("result_code", 1, "enum", "required", ref="IM.Ext.TicketResult"),
+        F("ticket", 2, "bytes", "optional"),
+        F("expire_time", 3, "uint32", "optional"),
+    )),
     "IM.Ext.IMSecureHandshakeReq": MessageSpec(IM_Ext_pb2.IMSecureHandshakeReq, SYNTAX, (
         F("client_public_key", 1, "bytes", "required", max_len=32, min_len=32),
         F("client_nonce", 2, "bytes", "required", max_len=32, min_len=16),
@@ -335,6 +344,62 @@ MESSAGES: dict[str, MessageSpec] = {
         F("server_public_key", 2, "bytes", "optional", max_len=32, min_len=32),
         F("server_nonce", 3, "bytes", "optional", max_len=32, min_len=16),
         F("suite", 4, "enum", "optional", ref="IM.Ext.AeadSuite"),
+    )),
+    "IM.Ext.IMTicketIssueReq": MessageSpec(IM_Ext_pb2.IMTicketIssueReq, SYNTAX, (
+        F("user_id", 1, "uint32", "required"),
+        F("client_type", 2, "enum", "required", ref="IM.BaseDefine.ClientType"),
+        F("auth_time", 3, "uint32", "required"),
+        F("device_id", 4, "bytes", "optional", max_len=64),
+        F("previous_session", 5, "bytes", "optional", max_len=64),
+        F("attach_data", 20, "bytes", "optional"),
+    )),
+    "IM.Ext.IMTicketIssueRsp": MessageSpec(IM_Ext_pb2.IMTicketIssueRsp, SYNTAX, (
+        F("result_code", 1, "enum", "required", ref="IM.Ext.TicketResult"),
+        F("ticket", 2, "bytes", "optional"),
+        F("expire_time", 3, "uint32", "optional"),
+        F("session_id", 4, "bytes", "optional"),
+        F("attach_data", 20, "bytes", "optional"),
+    )),
+    "IM.Ext.IMTicketLoginReq": MessageSpec(IM_Ext_pb2.IMTicketLoginReq, SYNTAX, (
+        F("ticket", 1, "bytes", "required", max_len=128, non_empty=True),
+        F("online_status", 2, "enum", "required", ref="IM.BaseDefine.UserStatType"),
+        F("client_type", 3, "enum", "required", ref="IM.BaseDefine.ClientType"),
+        F("client_version", 4, "string", "optional", max_len=64),
+        F("device_id", 5, "bytes", "optional", max_len=64),
+    )),
+    "IM.Ext.IMTicketLoginRsp": MessageSpec(IM_Ext_pb2.IMTicketLoginRsp, SYNTAX, (
+        F("server_time", 1, "uint32", "required"),
+        F("result_code", 2, "enum", "required", ref="IM.Ext.TicketResult"),
+        F("result_string", 3, "string", "optional"),
+        F("online_status", 4, "enum", "optional", ref="IM.BaseDefine.UserStatType"),
+        F("user_info", 5, "message", "optional", ref="IM.BaseDefine.UserInfo"),
+        F("ticket", 6, "bytes", "optional"),
+        F("expire_time", 7, "uint32", "optional"),
+    )),
+    "IM.Ext.IMTicketRevokeReq": MessageSpec(IM_Ext_pb2.IMTicketRevokeReq, SYNTAX, (
+        F("user_id", 1, "uint32", "required"),
+        F("session_id", 2, "bytes", "required", max_len=64),
+        F("attach_data", 20, "bytes", "optional"),
+    )),
+    "IM.Ext.IMTicketRevokeRsp": MessageSpec(IM_Ext_pb2.IMTicketRevokeRsp, SYNTAX, (
+        F("result_code", 1, "enum", "required", ref="IM.Ext.TicketResult"),
+        F("attach_data", 20, "bytes", "optional"),
+    )),
+    "IM.Ext.IMTicketVerifyReq": MessageSpec(IM_Ext_pb2.IMTicketVerifyReq, SYNTAX, (
+        F("ticket", 1, "bytes", "required", max_len=128),
+        F("client_type", 2, "enum", "required", ref="IM.BaseDefine.ClientType"),
+        F("device_id", 3, "bytes", "optional", max_len=64),
+        F("attach_data", 20, "bytes", "optional"),
+    )),
+    "IM.Ext.IMTicketVerifyRsp": MessageSpec(IM_Ext_pb2.IMTicketVerifyRsp, SYNTAX, (
+        F("result_code", 1, "enum", "required", ref="IM.Ext.TicketResult"),
+        F("result_string", 2, "string", "optional"),
+        F("user_info", 3, "message", "optional", ref="IM.BaseDefine.UserInfo"),
+        F("ticket", 4, "bytes", "optional"),
+        F("expire_time", 5, "uint32", "optional"),
+        F("session_id", 6, "bytes", "optional"),
+        F("auth_time", 7, "uint32", "optional"),
+        F("attach_data", 20, "bytes", "optional"),
     )),
     "IM.Ext.IMTypingNotify": MessageSpec(IM_Ext_pb2.IMTypingNotify, SYNTAX, (
         F("from_user_id", 1, "uint32", "required"),
@@ -818,8 +883,18 @@ IM_Ext_IMLoginQueueRsp = STRATEGIES.valid("IM.Ext.IMLoginQueueRsp")
 IM_Ext_IMMsgRecallNotify = STRATEGIES.valid("IM.Ext.IMMsgRecallNotify")
 IM_Ext_IMMsgRecallReq = STRATEGIES.valid("IM.Ext.IMMsgRecallReq")
 IM_Ext_IMMsgRecallRsp = STRATEGIES.valid("IM.Ext.IMMsgRecallRsp")
+IM_Ext_IMResumeTicketReq = STRATEGIES.valid("IM.Ext.IMResumeTicketReq")
+IM_Ext_IMResumeTicketRsp = STRATEGIES.valid("IM.Ext.IMResumeTicketRsp")
 IM_Ext_IMSecureHandshakeReq = STRATEGIES.valid("IM.Ext.IMSecureHandshakeReq")
 IM_Ext_IMSecureHandshakeRsp = STRATEGIES.valid("IM.Ext.IMSecureHandshakeRsp")
+IM_Ext_IMTicketIssueReq = STRATEGIES.valid("IM.Ext.IMTicketIssueReq")
+IM_Ext_IMTicketIssueRsp = STRATEGIES.valid("IM.Ext.IMTicketIssueRsp")
+IM_Ext_IMTicketLoginReq = STRATEGIES.valid("IM.Ext.IMTicketLoginReq")
+IM_Ext_IMTicketLoginRsp = STRATEGIES.valid("IM.Ext.IMTicketLoginRsp")
+IM_Ext_IMTicketRevokeReq = STRATEGIES.valid("IM.Ext.IMTicketRevokeReq")
+IM_Ext_IMTicketRevokeRsp = STRATEGIES.valid("IM.Ext.IMTicketRevokeRsp")
+IM_Ext_IMTicketVerifyReq = STRATEGIES.valid("IM.Ext.IMTicketVerifyReq")
+IM_Ext_IMTicketVerifyRsp = STRATEGIES.valid("IM.Ext.IMTicketVerifyRsp")
 IM_Ext_IMTypingNotify = STRATEGIES.valid("IM.Ext.IMTypingNotify")
 IM_File_IMFileAddOfflineReq = STRATEGIES.valid("IM.File.IMFileAddOfflineReq")
 IM_File_IMFileDelOfflineReq = STRATEGIES.valid("IM.File.IMFileDelOfflineReq")

@@ -427,6 +427,14 @@ class Proto:
         """Decode a body of that command (DecodeError on bad bytes)."""
         return self.registry.by_id(command_id).message_class.FromString(bytes(body))
 
+    def enum(self, name: str, field: str) -> dict[str, int]:
+        """The generated enum of a command's message field, value name -> number (the spec's values, not
+        numbers typed again by hand); KeyError if the field is not an enum."""
+        desc = self.info(name).message_class.DESCRIPTOR.fields_by_name[field].enum_type
+        if desc is None:
+            raise KeyError(f"{name}.{field} is not an enum field")
+        return {v.name: v.number for v in desc.values}
+
 
 class ResultCode(enum.IntEnum):
     """Result codes services put in `result_code` fields (and in the biz reply envelope of IMMsgData).
