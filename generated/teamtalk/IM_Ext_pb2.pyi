@@ -166,7 +166,7 @@ class IMLoginQueueReq(_message.Message):
     def __init__(self, client_type: _Optional[_Union[_IM_BaseDefine_pb2.ClientType, str]] = ..., queue_ticket: _Optional[bytes] = ..., client_version: _Optional[str] = ...) -> None: ...
 
 class IMLoginQueueRsp(_message.Message):
-    __slots__ = ("result_code", "prior_ip", "backup_ip", "port", "queue_position", "retry_after_ms", "queue_ticket")
+    __slots__ = ("result_code", "prior_ip", "backup_ip", "port", "queue_position", "retry_after_ms", "queue_ticket", "expected_wait_ms")
     RESULT_CODE_FIELD_NUMBER: _ClassVar[int]
     PRIOR_IP_FIELD_NUMBER: _ClassVar[int]
     BACKUP_IP_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +174,7 @@ class IMLoginQueueRsp(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_TICKET_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     result_code: _IM_BaseDefine_pb2.ResultType
     prior_ip: str
     backup_ip: str
@@ -181,7 +182,8 @@ class IMLoginQueueRsp(_message.Message):
     queue_position: int
     retry_after_ms: int
     queue_ticket: bytes
-    def __init__(self, result_code: _Optional[_Union[_IM_BaseDefine_pb2.ResultType, str]] = ..., prior_ip: _Optional[str] = ..., backup_ip: _Optional[str] = ..., port: _Optional[int] = ..., queue_position: _Optional[int] = ..., retry_after_ms: _Optional[int] = ..., queue_ticket: _Optional[bytes] = ...) -> None: ...
+    expected_wait_ms: int
+    def __init__(self, result_code: _Optional[_Union[_IM_BaseDefine_pb2.ResultType, str]] = ..., prior_ip: _Optional[str] = ..., backup_ip: _Optional[str] = ..., port: _Optional[int] = ..., queue_position: _Optional[int] = ..., retry_after_ms: _Optional[int] = ..., queue_ticket: _Optional[bytes] = ..., expected_wait_ms: _Optional[int] = ...) -> None: ...
 
 class IMBurnReadReq(_message.Message):
     __slots__ = ("user_id", "session_type", "session_id", "msg_id", "attach_data")

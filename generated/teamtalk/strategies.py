@@ -302,6 +302,7 @@ MESSAGES: dict[str, MessageSpec] = {
         F("queue_position", 5, "uint32", "optional"),
         F("retry_after_ms", 6, "uint32", "optional"),
         F("queue_ticket", 7, "bytes", "optional"),
+        F("expected_wait_ms", 8, "uint32", "optional"),
     )),
     "IM.Ext.IMMsgRecallNotify": MessageSpec(IM_Ext_pb2.IMMsgRecallNotify, SYNTAX, (
         F("from_user_id", 1, "uint32", "required"),

@@ -170,8 +170,9 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
     # resumption tickets ----------------------------------------------------------------------------------
     async def on_cid_ext_ticket_login_req(self, ctx: Context, msg: Any) -> Any:
         """Log in with a resumption ticket: biz checks the HMAC and consumes the ticket (no password hash);
-        the answer carries the successor ticket. A refused ticket closes the connection like a refused
-        password; the client then logs in with its password."""
+        the answer carries the successor ticket. After a refused ticket the connection stays open for a
+        password login (the rate limit of both commands still applies); when no login can proceed at all
+        (biz or routers down, server full) it closes as after a refused password."""
         codes = self.proto.enum("CID_EXT_TICKET_LOGIN_RSP", "result_code")
         res: Any = self.proto.new("CID_EXT_TICKET_LOGIN_RSP", server_time=self.now(), result_code=0)
         st = self.state(ctx)
@@ -196,6 +197,8 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
             else:
                 res.result_code, res.result_string = rsp.result_code, rsp.result_string or "ticket refused"
             self.svc.m_ticket_refused.inc()
+            if gate is None and rsp is not None:
+                return res
             ctx.reply(res)
             ctx.close(f"ticket login refused: {res.result_string}")
             return None

@@ -1,0 +1,179 @@
+"""Runtime services layer (login): the admission gate: least-loaded msg server, at the cluster's login pace.
+
+The gate admits a login only while fewer than a *window* of admitted logins are still unfinished. A login is
+finished when its msg server reports the user online (IMUserCntUpdate +1), so the rate at which logins finish
+is the rate the cluster can verify them: argon2id at biz for passwords, an HMAC for resumption tickets. The
+window is that measured rate times `target_seconds` (never below `window_min`), so admission follows the
+verify capacity: a password storm is admitted at a few dozen per second on two cores, ticket reconnects at
+thousands. An admitted client that never logs in frees its slot after ASSIGN_MEMORY seconds.
+
+Everyone else waits in a FIFO queue and is told its 1-based position, when to ask again and the expected
+wait (position / measured rate). Asking again with the queue ticket keeps the place; a place is kept for
+`ticket_ttl` seconds beyond the time the client was told to come back, so a client that gave up does not
+block those behind it for long. Nobody is refused for being behind: the queue is bounded only per client
+address (`max_queued_per_address`), against one address flooding it. `rate` / `burst` remain a hard cap.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+ASSIGN_MEMORY = 10.0  # seconds an assignment counts as unfinished (and toward a server's load) at most
+RATE_WINDOW = 5.0  # seconds of finished logins the measured rate looks at
+MAX_RETRY_AFTER = 2.0  # a queued client asks again at least this often, so it notices a faster pace
+NONE, NO_MSG_SERVER, MSG_SERVER_FULL = 0, 1, 2
+
+
+@dataclass
+class MsgServer:
+    """A registered msg server and its load."""
+
+    ip1: str
+    ip2: str
+    port: int
+    max_conn: int
+    cur_conn: int
+    host_name: str
+    recent: deque[float] = field(default_factory=deque)
+
+    def load(self, now: float) -> int:
+        """Connections plus assignments not yet reflected in the counter."""
+        while self.recent and now - self.recent[0] > ASSIGN_MEMORY:
+            self.recent.popleft()
+        return self.cur_conn + len(self.recent)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one lookup: a server, or a queue place, or nothing registered."""
+
+    code: int
+    server: MsgServer | None = None
+    position: int = 0
+    retry_after_ms: int = 0
+    ticket: str = ""
+    expected_wait_ms: int = 0
+    text: str = ""
+
+
+@dataclass
+class _Place:
+    address: str
+    deadline: float
+
+
+class Admission:
+    """Least-loaded choice under max_conn, paced by the measured login completion rate; a FIFO otherwise."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        ticket_ttl: float,
+        *,
+        window_min: int = 16,
+        window_max: int = 100_000,
+        target_seconds: float = 2.0,
+        max_queued_per_address: int = 5000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate, self.burst, self.ticket_ttl = max(rate, 0.001), max(burst, 1.0), ticket_ttl
+        self.window_min, self.window_max = max(1, window_min), max(window_min, window_max)
+        self.target_seconds = target_seconds
+        self.max_queued_per_address = max(1, max_queued_per_address)
+        self._clock = clock
+        self.tokens = self.burst
+        self.stamp = clock()
+        self.queue: OrderedDict[str, _Place] = OrderedDict()  # ticket -> place
+        self._per_address: dict[str, int] = {}
+        self.unfinished: deque[float] = deque()  # admission times of logins not yet reported online
+        self.finished: deque[float] = deque()  # completion times within RATE_WINDOW
+        self._first_finish = 0.0
+
+    # measurements ----------------------------------------------------------------------------------------
+    def completed(self, now: float | None = None) -> None:
+        """A msg server reported a login: one unfinished admission (if any) is done."""
+        now = self._clock() if now is None else now
+        if self.unfinished:
+            self.unfinished.popleft()
+        if not self.finished and not self._first_finish:
+            self._first_finish = now
+        self.finished.append(now)
+
+    def measured_rate(self, now: float) -> float:
+        """Logins finished per second over the last RATE_WINDOW seconds (0 before the first)."""
+        while self.finished and now - self.finished[0] > RATE_WINDOW:
+            self.finished.popleft()
+        if not self.finished:
+            return 0.0
+        span = min(RATE_WINDOW, max(0.5, now - self._first_finish))
+        return len(self.finished) / span
+
+    def window(self, now: float) -> int:
+        """How many admitted logins may be unfinished at once."""
+        want = int(self.measured_rate(now) * self.target_seconds)
+        return min(self.window_max, max(self.window_min, want))
+
+    # decisions -------------------------------------------------------------------------------------------
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        while self.unfinished and now - self.unfinished[0] > ASSIGN_MEMORY:
+            self.unfinished.popleft()
+        for ticket, place in list(self.queue.items()):
+            if now > place.deadline:
+                self._leave(ticket)
+
+    def _leave(self, ticket: str) -> None:
+        place = self.queue.pop(ticket, None)
+        if place is None:
+            return
+        left = self._per_address.get(place.address, 1) - 1
+        if left > 0:
+            self._per_address[place.address] = left
+        else:
+            self._per_address.pop(place.address, None)
+
+    def decide(self, servers: list[MsgServer], ticket: str = "", address: str = "") -> Decision:
+        """Assign a server, or queue the caller (keeping its place if it shows its ticket)."""
+        now = self._clock()
+        self._refill(now)
+        if not servers:
+            return Decision(NO_MSG_SERVER)
+        open_ = [s for s in servers if s.load(now) < s.max_conn]
+        known = ticket in self.queue
+        ahead = list(self.queue).index(ticket) if known else len(self.queue)
+        room = sum(s.max_conn - s.load(now) for s in open_)
+        slots = min(int(self.tokens), room, self.window(now) - len(self.unfinished))
+        if open_ and ahead < slots:
+            best = min(open_, key=lambda s: s.load(now))
+            best.recent.append(now)
+            self.unfinished.append(now)
+            self.tokens -= 1
+            self._leave(ticket)
+            return Decision(NONE, best)
+        if not known:
+            if self._per_address.get(address, 0) >= self.max_queued_per_address:
+                return Decision(MSG_SERVER_FULL, text="too many queued logins from this address")
+            ticket = secrets.token_hex(16)
+            self._per_address[address] = self._per_address.get(address, 0) + 1
+        position = ahead + 1
+        pace = max(self.measured_rate(now), min(self.rate, self.window_min / self.target_seconds))
+        expected = position / pace
+        if not open_:
+            expected = max(expected, 1.0)
+        retry_after = min(expected, MAX_RETRY_AFTER) * random.uniform(0.8, 1.0) + 0.05
+        self.queue[ticket] = _Place(address, now + retry_after + self.ticket_ttl)
+        return Decision(
+            MSG_SERVER_FULL,
+            position=position,
+            retry_after_ms=int(retry_after * 1000),
+            ticket=ticket,
+            expected_wait_ms=int(expected * 1000),
+            text="all msg servers are busy; queued",
+        )
