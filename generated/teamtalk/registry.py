@@ -1365,7 +1365,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         direction="c2s",
         reply="CID_EXT_RESUME_TICKET_RSP",
         hosted_by=("msg",),
-        stages={"input": {"fields": {"device_id": {"max_len": 64}}, "max_bytes": 128, "on_rate_exceeded": "drop", "rate": "1/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
+        stages={"input": {"fields": {"device_id": {"max_len": 64}}, "max_bytes": 128, "on_rate_exceeded": "reject", "rate": "5/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
         doc="Ask for a resumption ticket on a logged-in connection; TeamTalk clients never ask, so never see one.",
     ),
     CommandInfo(
