@@ -1,0 +1,95 @@
+"""Integration: the login queue paced by measured login throughput, and the bounded password-verify pool: a
+crowd of shipped clients (through the login service) is queued with positions and expected waits, and every
+one of them gets in; a saturated verify pool answers "busy" and the clients come back until they are in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from generated.teamtalk.registry import REGISTRY
+from runtime.client import ClientCore
+from runtime.client_login import SessionLogin
+from tests.integration.conftest import NAMES, PASSWORD, TestCluster
+
+pytestmark = pytest.mark.integration
+
+
+def login_url(c: TestCluster) -> str:
+    (login,) = c.services("login")
+    (ep,) = [e for e in login.endpoints() if e.kind == "http"]
+    return f"http://{ep.host}:{ep.port}/msg_server"
+
+
+async def crowd(
+    c: TestCluster, names: list[str], places: dict[str, list[tuple[int, float]]]
+) -> list[tuple[ClientCore, SessionLogin]]:
+    """Every user logs in at once through the login service; `places` collects each one's queue places."""
+
+    async def one(name: str) -> tuple[ClientCore, SessionLogin]:
+        seen = places.setdefault(name, [])
+        core = ClientCore(
+            REGISTRY,
+            login_url=login_url(c),
+            reconnect=False,
+            on_queue=lambda position, wait: seen.append((position, wait)),
+            queue_timeout=60,
+        )
+        session = SessionLogin(core, name, PASSWORD, use_tickets=False, busy_timeout=60)
+        await session.login()
+        return core, session
+
+    return list(await asyncio.wait_for(asyncio.gather(*(one(n) for n in names)), 90))
+
+
+def test_queue_tells_position_and_admits_everyone(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        names = NAMES[:16]
+        places: dict[str, list[tuple[int, float]]] = {}
+        (login,) = c.services("login")
+        logged_in = await crowd(c, names, places)
+        assert [s.user_id for _, s in logged_in] == [c.users[n] for n in names]  # nobody dropped
+        queued = {n: p for n, p in places.items() if p}
+        # At most 2 unfinished admissions at a time: the rest of the 16 waited in line.
+        assert len(queued) >= 8, places
+        assert max(pos for p in queued.values() for pos, _ in p) >= 5
+        for name, seen in queued.items():
+            positions = [pos for pos, _ in seen]
+            assert all(pos >= 1 for pos in positions), (name, seen)
+            assert positions == sorted(positions, reverse=True), (name, seen)  # a place only improves
+            assert all(wait > 0 for _, wait in seen), (name, seen)
+        assert not login.admission.queue  # everyone left the queue by getting in
+        assert login.m_queued.value >= len(queued)
+        for core, session in logged_in:
+            session.close()
+            await core.close()
+
+    with_cluster(body, login={"admission_window_min": 2, "admission_target": 0.01})
+
+
+def test_saturated_verify_pool_answers_busy_and_clients_get_in(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        (biz,) = c.services("biz")
+        names = NAMES[20:32]
+        cores: list[ClientCore] = []
+        sessions: list[SessionLogin] = []
+        notes: list[str] = []
+        for name in names:
+            core = ClientCore(REGISTRY, host="127.0.0.1", port=c.msg_port(0), reconnect=False)
+            cores.append(core)
+            sessions.append(SessionLogin(core, name, PASSWORD, use_tickets=False, on_status=notes.append))
+        infos: list[Any] = await asyncio.wait_for(asyncio.gather(*(s.login() for s in sessions)), 90)
+        assert [i.user_id for i in infos] == [c.users[n] for n in names]
+        busy = biz.metrics.snapshot()["ttgen_biz_logins_busy_total"]
+        assert busy >= 1 and biz.auth.pool.refused >= 1  # one worker, no queue: 12 at once cannot all fit
+        assert sum("busy" in n for n in notes) >= 1
+        assert biz.auth.pool.pending == 0 and biz.health()["verify"]["workers"] == 1
+        for s, core in zip(sessions, cores, strict=True):
+            s.close()
+            await core.close()
+
+    auth = {"verify_workers": 1, "verify_queue": 0, "time_cost": 1, "memory_cost": 1024}
+    with_cluster(body, biz={"auth": auth})
