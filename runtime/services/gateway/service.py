@@ -190,8 +190,9 @@ class GatewayService(Service):
             self.g_sessions.set(len(self.sessions))
 
     def kick(self, session: Session, reason: int) -> None:
-        """Tell a session it was kicked (its pending poll returns it) and end it."""
+        """Tell a session it was kicked (its pending poll returns it), revoke its ticket and end it."""
         session.push({"type": "kick", "reason": reason})
+        self.client_api.revoke_ticket(session)
         self.retire(session)
 
     # delivery --------------------------------------------------------------------------------------------
