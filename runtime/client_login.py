@@ -90,7 +90,8 @@ class SessionLogin:
         self.refused: LoginRefused | None = None
         self._refresher: asyncio.Task[None] | None = None
         result = self.registry.by_name("CID_LOGIN_RES_USERLOGIN").message_class.DESCRIPTOR
-        values = result.fields_by_name["result_code"].enum_type.values_by_name
+        enum_type = result.fields_by_name["result_code"].enum_type
+        values = enum_type.values_by_name if enum_type is not None else {}
         self._transient = frozenset(values[name].number for name in TRANSIENT if name in values)
         core.on_resync = self._resync
 

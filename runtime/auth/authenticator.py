@@ -103,16 +103,21 @@ class Authenticator:
         if creds.status not in self._allowed:
             return LoginResult(LoginOutcome.DISABLED)
         self.limiter.record_success(login_name)
-        stored = await self._upgrade(creds, wire_password)
+        stored = await self._upgrade(login_name, creds, wire_password)
         return LoginResult(LoginOutcome.OK, creds.user_id, stored)
 
-    async def _upgrade(self, creds: Credentials, wire_password: str) -> str:
+    async def _upgrade(self, login_name: str, creds: Credentials, wire_password: str) -> str:
         """Re-hash once if the stored hash is weaker than the policy; returns the hash now stored. Concurrent
-        logins of one user upgrade once; a saturated pool skips the upgrade (the next login does it)."""
+        logins of one user upgrade once (the stored hash is read again before writing: a login that read it
+        before another one's upgrade sees the upgraded hash); a saturated pool skips the upgrade (the next
+        login does it)."""
         if not self.hasher.needs_rehash(creds.password_hash) or creds.user_id in self._upgrading:
             return creds.password_hash
         self._upgrading.add(creds.user_id)
         try:
+            current = await self._store.get_credentials(login_name)
+            if current is None or current.password_hash != creds.password_hash:
+                return current.password_hash if current is not None else creds.password_hash
             new_hash = await self.pool.run(self.hasher.hash_wire, wire_password)
             await self._store.set_password_hash(creds.user_id, new_hash)
             self.rehashes += 1
