@@ -54,7 +54,7 @@ def test_window_follows_the_measured_login_rate() -> None:
     assert 180 <= adm.window(clock.now) <= 220  # two seconds of the measured pace may be in flight
     admitted = sum(adm.decide(servers).code == NONE for _ in range(300))
     assert 180 <= admitted <= 220
-    clock.now += ASSIGN_MEMORY + 1  # no login finished for a while: back to the floor, stale admissions forgotten
+    clock.now += ASSIGN_MEMORY + 1  # nothing finished for a while: the floor again, stale admissions gone
     assert adm.window(clock.now) == 4 and adm.decide(servers).code == NONE and len(adm.unfinished) == 1
 
 
