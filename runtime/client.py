@@ -159,6 +159,9 @@ class ClientCore:
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.reconnects = 0
+        # Called with every server push before it is queued for `pushes()` (e.g. a login helper noticing
+        # that the session was kicked, so it does not reconnect into a kick loop).
+        self.push_observers: list[Callable[[CommandInfo, Message], None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -318,6 +321,8 @@ class ClientCore:
                 if not pending.future.done():
                     pending.future.set_result(msg)
                 continue
+            for observe in self.push_observers:
+                observe(info, msg)
             try:
                 self._pushes.put_nowait((info, msg))
             except asyncio.QueueFull:

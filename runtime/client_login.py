@@ -93,7 +93,9 @@ class SessionLogin:
         enum_type = result.fields_by_name["result_code"].enum_type
         values = enum_type.values_by_name if enum_type is not None else {}
         self._transient = frozenset(values[name].number for name in TRANSIENT if name in values)
+        self.kicked = False
         core.on_resync = self._resync
+        core.push_observers.append(self._observe)
 
     def _has(self, command: str) -> bool:
         try:
@@ -220,6 +222,15 @@ class SessionLogin:
         task, self._refresher = self._refresher, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+
+    def _observe(self, info: Any, msg: Any) -> None:
+        """A kicked session (a newer login of this user elsewhere) must not reconnect: the two devices would
+        take turns kicking each other. Its ticket is revoked at the server anyway."""
+        if info.name == "CID_LOGIN_KICK_USER":
+            self.kicked = True
+            self.core.reconnect = False
+            self.ticket, self.ticket_expires = b"", 0
+            self._stop_refresher()
 
     # -- reconnects ------------------------------------------------------------------------------------------
     async def _resync(self, core: ClientCore) -> None:

@@ -294,3 +294,52 @@ def test_admin_member_change_reaches_a_running_biz(cluster: Path) -> None:
     finally:
         dave.close()
         alice.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_chat_waits_out_a_restart_and_resumes_with_its_ticket(tmp_path: Path) -> None:
+    """`ttgen up` restarts under a connected `ttgen chat`: the chat reconnects through the login service and
+    logs in with its resumption ticket (no password hashing), then keeps chatting."""
+    config = {
+        **CONFIG,
+        "services": {
+            **CONFIG["services"],  # type: ignore[dict-item]
+            "login": {"http_port": _free_port()},
+            "msg": {"client_port": _free_port()},
+        },
+    }
+    config_file = tmp_path / "ttgen.yaml"
+    config_file.write_text(json.dumps(config))
+    data = tmp_path / "data"
+    for name in ("alice", "bob"):
+        assert admin(data, "user", "add", name, "--password", "pw").returncode == 0
+    up = Proc(["up", "--config", str(config_file), "--data-dir", str(data)])
+    alice = bob = None
+    try:
+        up.wait_for("press Ctrl-C", 60)
+        alice = chat(data, "alice")
+        assert up.finish(30, signal.SIGTERM) == 0
+        up.close()
+        up = Proc(["up", "--config", str(config_file), "--data-dir", str(data)])
+        up.wait_for("press Ctrl-C", 60)
+        alice.wait_for("* reconnected (ticket)", 60)
+        bob = chat(data, "bob")
+        alice.send("/msg bob still here")
+        alice.wait_for("-> bob: still here")
+        bob.wait_for("alice -> you: still here")
+        alice.send("/quit")
+        assert alice.finish() == 0
+        bob.send("/quit")
+        assert bob.finish() == 0
+        assert up.finish(30, signal.SIGTERM) == 0
+    finally:
+        for proc in (alice, bob, up):
+            if proc is not None:
+                proc.close()

@@ -358,7 +358,7 @@ async def run_chat(
             await asyncio.wait({next_line, lost}, return_when=asyncio.FIRST_COMPLETED)
             if lost.done():
                 next_line.cancel()
-                say("! the session ended (the server refused to log us in again); log in again to continue")
+                say("! the session ended (signed in elsewhere, or refused at a reconnect); log in again")
                 code = 1
                 break
             line = next_line.result()
