@@ -2,8 +2,8 @@
 
 A multi-process cluster (login, msg, router, biz, SQLite) runs on 127.0.0.1 with the default password policy
 (argon2id at OWASP's baseline: 19 MiB, t=2, p=1) and the default verify pool (one worker per core). Then
-`--concurrency` clients log in over and over for `--duration` seconds each way, every login a new TCP
-connection: connect, log in, close.
+`--concurrency` clients (lean raw-socket connections, frames in clear as TeamTalk clients send them) log in
+over and over for `--duration` seconds each way, every login a new TCP connection: connect, log in, close.
 
 - password: `CID_LOGIN_REQ_USERLOGIN` with MD5hex(password): biz runs argon2id in its pool.
 - ticket: `CID_EXT_TICKET_LOGIN_REQ` with the ticket from the previous login (each ticket logs in once and
@@ -32,10 +32,10 @@ from typing import Any
 from generated.teamtalk.registry import REGISTRY
 from runtime.auth import HashPolicy, PasswordHasher
 from runtime.auth.tickets import TicketKey
-from runtime.client import ClientCore
 from runtime.cluster.config import parse_config
 from runtime.cluster.discovery import RunDirDiscovery
 from runtime.cluster.processes import ProcessSupervisor
+from runtime.framing import FrameDecoder, encode_frame
 from runtime.storage import NewUser
 from runtime.storage.sqlite import SqliteStorage
 
@@ -72,8 +72,55 @@ def own_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+CID = {
+    name: REGISTRY.by_name(name).command_id
+    for name in (
+        "CID_LOGIN_REQ_USERLOGIN",
+        "CID_LOGIN_RES_USERLOGIN",
+        "CID_EXT_RESUME_TICKET_REQ",
+        "CID_EXT_RESUME_TICKET_RSP",
+        "CID_EXT_TICKET_LOGIN_REQ",
+        "CID_EXT_TICKET_LOGIN_RSP",
+    )
+}
+
+
+class Conn:
+    """A lean raw-socket client connection (frames in clear, as a TeamTalk client sends them), so the load
+    client's own cost stays small next to the cluster's."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.decoder = FrameDecoder()
+        self.pending: list[Any] = []
+        self.seq = 0
+
+    @classmethod
+    async def open(cls, addr: tuple[str, int]) -> Conn:
+        reader, writer = await asyncio.open_connection(*addr)
+        return cls(reader, writer)
+
+    async def call(self, request: str, reply: str, msg: Any) -> Any:
+        cid = CID[request]
+        self.seq += 1
+        self.writer.write(encode_frame(cid >> 8, cid, self.seq, msg.SerializeToString()))
+        want = CID[reply]
+        while True:
+            while self.pending:
+                frame = self.pending.pop(0)
+                if frame.command_id == want:
+                    return REGISTRY.by_id(want).message_class.FromString(bytes(frame.body))
+            data = await asyncio.wait_for(self.reader.read(65536), 30)
+            if not data:
+                raise ConnectionError("closed")
+            self.pending.extend(self.decoder.feed(data))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class Worker:
-    """One user logging in again and again."""
+    """One user logging in again and again, each time on a new connection."""
 
     def __init__(self, addr: tuple[str, int], name: str) -> None:
         self.addr, self.name = addr, name
@@ -82,14 +129,9 @@ class Worker:
         self.busy = 0
         self.failed = 0
 
-    async def _connect(self) -> ClientCore:
-        core = ClientCore(REGISTRY, host=self.addr[0], port=self.addr[1], reconnect=False)
-        await core.connect()
-        return core
-
     async def password_login(self, want_ticket: bool = False) -> bool:
         started = time.perf_counter()
-        core = await self._connect()
+        conn = await Conn.open(self.addr)
         try:
             req = new(
                 "CID_LOGIN_REQ_USERLOGIN",
@@ -98,25 +140,27 @@ class Worker:
                 online_status=1,
                 client_type=WINDOWS,
             )
-            res: Any = await core.call("CID_LOGIN_REQ_USERLOGIN", req, timeout=30)
+            res: Any = await conn.call("CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_RES_USERLOGIN", req)
             if res.result_code != 0:
                 self.busy += res.result_code == 2
                 self.failed += res.result_code != 2
                 return False
             self.latencies.append(time.perf_counter() - started)
             if want_ticket:
-                rsp: Any = await core.call("CID_EXT_RESUME_TICKET_REQ", new("CID_EXT_RESUME_TICKET_REQ"))
+                rsp: Any = await conn.call(
+                    "CID_EXT_RESUME_TICKET_REQ", "CID_EXT_RESUME_TICKET_RSP", new("CID_EXT_RESUME_TICKET_REQ")
+                )
                 self.ticket = bytes(rsp.ticket)
             return True
         finally:
-            await core.close()
+            conn.close()
 
     async def ticket_login(self) -> bool:
         started = time.perf_counter()
-        core = await self._connect()
+        conn = await Conn.open(self.addr)
         try:
             req = new("CID_EXT_TICKET_LOGIN_REQ", ticket=self.ticket, online_status=1, client_type=WINDOWS)
-            res: Any = await core.call("CID_EXT_TICKET_LOGIN_REQ", req, timeout=30)
+            res: Any = await conn.call("CID_EXT_TICKET_LOGIN_REQ", "CID_EXT_TICKET_LOGIN_RSP", req)
             if res.result_code != 0 or not res.ticket:
                 self.failed += 1
                 self.ticket = b""
@@ -125,7 +169,7 @@ class Worker:
             self.ticket = bytes(res.ticket)
             return True
         finally:
-            await core.close()
+            conn.close()
 
 
 async def drive(workers: list[Worker], kind: str, duration: float) -> None:
