@@ -13,7 +13,7 @@ import pytest
 
 from generated.teamtalk.registry import REGISTRY
 from runtime.auth import PasswordHasher
-from runtime.auth.tickets import TicketKey
+from runtime.auth.tickets import TicketError, TicketKey, TicketRefused
 from runtime.client import ClientCore
 from runtime.client_login import SessionLogin
 from tests.integration.conftest import ANDROID, AUTH, IOS, PASSWORD, WINDOWS, TestCluster, md5hex
@@ -259,3 +259,29 @@ def test_shipped_client_resumes_with_its_ticket(with_cluster: Callable[..., None
         await core.close()
 
     with_cluster(body)
+
+
+def test_two_biz_instances_share_the_key_and_the_revocations(with_cluster: Callable[..., None]) -> None:
+    async def body(c: TestCluster) -> None:
+        biz0, biz1 = sorted(c.services("biz"), key=lambda b: b.ctx.instance)
+        assert biz0.tickets is not biz1.tickets
+        core = await password_login(c, "user07")
+        ticket = bytes((await get_ticket(core)).ticket)
+        # Either instance accepts the other's tickets (one key file), and a ticket used at one is refused at
+        # the other (one table of used and revoked tickets, in the shared database).
+        uid, _ = await biz1.tickets.verify(ticket, WINDOWS, b"")
+        assert uid == c.users["user07"]
+        with pytest.raises(TicketRefused) as refused:
+            await biz0.tickets.verify(ticket, WINDOWS, b"")
+        assert refused.value.reason is TicketError.REVOKED
+        # A logout handled through whichever instance revokes for both.
+        fresh = bytes((await get_ticket(core)).ticket)
+        rsp: Any = await core.call("CID_LOGIN_REQ_LOGINOUT", new("CID_LOGIN_REQ_LOGINOUT"))
+        assert rsp.result_code == 0
+        for biz in (biz0, biz1):
+            with pytest.raises(TicketRefused) as refused:
+                await biz.tickets.verify(fresh, WINDOWS, b"")
+            assert refused.value.reason is TicketError.REVOKED
+        await core.close()
+
+    with_cluster(body, biz={"instances": 2})
