@@ -269,7 +269,7 @@ def test_two_biz_instances_share_the_key_and_the_revocations(with_cluster: Calla
         ticket = bytes((await get_ticket(core)).ticket)
         # Either instance accepts the other's tickets (one key file), and a ticket used at one is refused at
         # the other (one table of used and revoked tickets, in the shared database).
-        uid, _ = await biz1.tickets.verify(ticket, WINDOWS, b"")
+        uid, _, _ = await biz1.tickets.verify(ticket, WINDOWS, b"")
         assert uid == c.users["user07"]
         with pytest.raises(TicketRefused) as refused:
             await biz0.tickets.verify(ticket, WINDOWS, b"")

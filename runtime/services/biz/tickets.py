@@ -69,15 +69,24 @@ class TicketService:
         return self.codes["TICKET_OK" if reason is None else _RESULT_NAMES[reason]]
 
     async def issue(
-        self, user_id: int, client_type: int, auth_time: int, device_id: bytes, previous: bytes
+        self,
+        user_id: int,
+        client_type: int,
+        auth_time: int,
+        device_id: bytes,
+        previous: bytes,
+        password_hash: str | None = None,
     ) -> tuple[bytes, int, bytes]:
         """(ticket, expires, session id) for a logged-in connection; `previous` (the connection's earlier
-        ticket session) is retired. TicketRefused if the account cannot log in or the chain is too old."""
+        ticket session) is retired. TicketRefused if the account cannot log in or the chain is too old.
+        `password_hash`: the user's stored hash if the caller just read it (saves a read)."""
         assert self.key is not None
         now = self.now()
-        creds = await self.storage.get_credentials_by_id(user_id)
-        if creds is None or creds.status != int(UserStatus.NORMAL):
-            raise TicketRefused(TicketError.DISABLED)
+        if password_hash is None:
+            creds = await self.storage.get_credentials_by_id(user_id)
+            if creds is None or creds.status != int(UserStatus.NORMAL):
+                raise TicketRefused(TicketError.DISABLED)
+            password_hash = creds.password_hash
         auth_time = min(auth_time or now, now)
         if now >= auth_time + self.max_age:
             raise TicketRefused(TicketError.EXPIRED)
@@ -88,7 +97,7 @@ class TicketService:
             ttl=self.ttl,
             auth_time=auth_time,
             max_age=self.max_age,
-            password_hash=creds.password_hash,
+            password_hash=password_hash,
             device_id=device_id,
         )
         if previous:
@@ -96,8 +105,9 @@ class TicketService:
         self.m_issued.inc()
         return data, claims.expires, claims.session_id
 
-    async def verify(self, data: bytes, client_type: int, device_id: bytes) -> tuple[int, int]:
-        """(user id, auth time) of a presented ticket, consuming it; TicketRefused with the reason."""
+    async def verify(self, data: bytes, client_type: int, device_id: bytes) -> tuple[int, int, str]:
+        """(user id, auth time, stored password hash) of a presented ticket, consuming it; TicketRefused
+        with the reason."""
         assert self.key is not None
         now = self.now()
         try:
@@ -115,7 +125,7 @@ class TicketService:
             self.m_refused[exc.reason].inc()
             raise
         self.m_accepted.inc()
-        return claims.user_id, claims.auth_time
+        return claims.user_id, claims.auth_time, creds.password_hash
 
     async def revoke(self, session_id: bytes, user_id: int) -> None:
         """Mark a session's ticket dead until it would have expired anyway (at most `ttl` from now)."""
@@ -166,11 +176,13 @@ class TicketHandlers:
             rsp.result_string = "tickets are switched off"
             return rsp
         try:
-            uid, auth_time = await svc.verify(msg.ticket, msg.client_type, msg.device_id)
+            uid, auth_time, password_hash = await svc.verify(msg.ticket, msg.client_type, msg.device_id)
             users = await self.storage.get_users([uid])
             if not users:
                 raise TicketRefused(TicketError.DISABLED)
-            ticket, expires, session_id = await svc.issue(uid, msg.client_type, auth_time, msg.device_id, b"")
+            ticket, expires, session_id = await svc.issue(
+                uid, msg.client_type, auth_time, msg.device_id, b"", password_hash
+            )
         except TicketRefused as exc:
             rsp.result_code, rsp.result_string = svc.code(exc.reason), exc.reason.value
             return rsp
