@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from generated.teamtalk.registry import REGISTRY
+from runtime.auth import PasswordHasher
 from runtime.client import ClientCore
 from runtime.client_login import SessionLogin
-from tests.integration.conftest import NAMES, PASSWORD, TestCluster
+from tests.integration.conftest import IOS, NAMES, PASSWORD, TestCluster, md5hex
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +94,39 @@ def test_saturated_verify_pool_answers_busy_and_clients_get_in(with_cluster: Cal
 
     auth = {"verify_workers": 1, "verify_queue": 0, "time_cost": 1, "memory_cost": 1024}
     with_cluster(body, biz={"auth": auth})
+
+
+def test_a_password_storm_does_not_stall_delivery(with_cluster: Callable[..., None]) -> None:
+    """Sixteen password logins at the default argon2id policy queue up in biz's one-worker pool; a message
+    sent meanwhile is stored, acknowledged and delivered while the pool is still busy with the storm."""
+
+    async def body(c: TestCluster) -> None:
+        (biz,) = c.services("biz")
+        alice, bob = await c.login("user40", 0), await c.login("user41", 1)
+        strong = PasswordHasher().hash_plaintext(PASSWORD)  # the default policy, as biz's: no re-hash
+        names = NAMES[42:58]
+        for name in names:
+            await biz.storage.set_password_hash(c.users[name], strong)
+
+        async def password_login(name: str) -> int:
+            core = await c.connect(0)
+            try:
+                req = REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class(
+                    user_name=name, password=md5hex(PASSWORD), online_status=1, client_type=IOS
+                )
+                res: Any = await core.call("CID_LOGIN_REQ_USERLOGIN", req, timeout=60)
+                return int(res.result_code)
+            finally:
+                await core.close()
+
+        storm = [asyncio.ensure_future(password_login(n)) for n in names]
+        async with asyncio.timeout(10):
+            while biz.auth.pool.pending < 8:
+                await asyncio.sleep(0.005)
+        ack = await alice.text(bob.user_id, b"during the storm")
+        assert ack.msg_id > 0
+        await bob.wait_for("CID_MSG_DATA", lambda m: m.msg_data == b"during the storm")
+        assert biz.auth.pool.pending > 0  # delivered before the storm was verified
+        assert await asyncio.wait_for(asyncio.gather(*storm), 60) == [0] * len(names)
+
+    with_cluster(body, biz={"auth": {"verify_workers": 1, "max_pending_per_address": 100}})

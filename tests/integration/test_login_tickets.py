@@ -285,3 +285,25 @@ def test_two_biz_instances_share_the_key_and_the_revocations(with_cluster: Calla
         await core.close()
 
     with_cluster(body, biz={"instances": 2})
+
+
+def test_a_connection_flooding_ticket_logins_is_closed_and_others_log_in(
+    with_cluster: Callable[..., None],
+) -> None:
+    async def body(c: TestCluster) -> None:
+        flood = await c.connect(0)
+        junk = new("CID_EXT_TICKET_LOGIN_REQ", ticket=b"x" * 69, online_status=1, client_type=WINDOWS)
+        for _ in range(20):
+            await flood.send("CID_EXT_TICKET_LOGIN_REQ", junk)
+        await asyncio.wait_for(asyncio.shield(flood.link.closed), 5)  # type: ignore[union-attr]
+        # The connection was closed at the rate limit (1/s) after at most a burst of checks, each refused
+        # before any storage work; nobody else noticed.
+        assert 1 <= biz_counter(c, "biz_ticket_refused_malformed_total") <= 2
+        core = await password_login(c, "user08")
+        ticket = (await get_ticket(core)).ticket
+        other, res = await ticket_login(c, ticket, index=0)
+        assert res.result_code == CODES["TICKET_OK"]
+        for conn in (core, other, flood):
+            await conn.close()
+
+    with_cluster(body)
