@@ -49,8 +49,10 @@ class LoginResult:
 class Authenticator:
     """Checks wire passwords against storage; argon2 work runs in a bounded pool off the event loop.
 
-    `max_pending_per_address` caps the verifications one client address may have queued or running, so one
-    address flooding logins meets BUSY while other addresses still get their turn in the pool."""
+    `max_pending_per_address` caps the verifications one client address may have waiting or running while
+    the pool is congested (half of its places taken), so one address flooding logins meets BUSY while other
+    addresses still get their turn; with room to spare, a burst from one address (a whole office behind one
+    NAT after an outage) is not refused."""
 
     def __init__(
         self,
@@ -69,6 +71,7 @@ class Authenticator:
         self.max_pending_per_address = max(1, max_pending_per_address)
         self._allowed = frozenset(allowed_statuses)
         self._per_address: dict[str, int] = {}
+        self._pending = 0  # attempts between the lockout check and the end of their verification
         self._upgrading: set[int] = set()  # user ids whose hash is being re-hashed right now
         self.rehashes = 0
 
@@ -79,9 +82,10 @@ class Authenticator:
             return LoginResult(LoginOutcome.LOCKED_ADDRESS)
         if lock is Lock.USER:
             return LoginResult(LoginOutcome.LOCKED_USER)
-        if self._per_address.get(address, 0) >= self.max_pending_per_address:
+        if self._per_address.get(address, 0) >= self.max_pending_per_address and self._congested():
             return LoginResult(LoginOutcome.BUSY)
         self._per_address[address] = self._per_address.get(address, 0) + 1
+        self._pending += 1
         try:
             creds = await self._store.get_credentials(login_name)
             if creds is None:
@@ -92,6 +96,7 @@ class Authenticator:
         except PoolBusy:
             return LoginResult(LoginOutcome.BUSY)  # not a failure: no lockout count
         finally:
+            self._pending -= 1
             left = self._per_address[address] - 1
             if left:
                 self._per_address[address] = left
@@ -105,6 +110,10 @@ class Authenticator:
         self.limiter.record_success(login_name)
         stored = await self._upgrade(login_name, creds, wire_password)
         return LoginResult(LoginOutcome.OK, creds.user_id, stored)
+
+    def _congested(self) -> bool:
+        """Whether half of the pool's places (running plus waiting) are spoken for."""
+        return 2 * self._pending >= self.pool.workers + self.pool.max_queue
 
     async def _upgrade(self, login_name: str, creds: Credentials, wire_password: str) -> str:
         """Re-hash once if the stored hash is weaker than the policy; returns the hash now stored. Concurrent

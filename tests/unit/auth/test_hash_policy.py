@@ -135,17 +135,23 @@ def test_pool_is_bounded_and_answers_busy() -> None:
     asyncio.run(main())
 
 
-def test_one_address_flooding_gets_busy_others_do_not() -> None:
+def test_one_address_flooding_gets_busy_when_congested_others_do_not() -> None:
     async def main() -> None:
         store = Store(PasswordHasher(policy=CHEAP).hash_plaintext("pw"))
-        auth = Authenticator(
-            store, PasswordHasher(policy=CHEAP), pool=VerifyPool(1), max_pending_per_address=2
-        )
+        # Four places (1 worker + 3 waiting): congested from two pending attempts on.
+        pool = VerifyPool(1, max_queue=3)
+        auth = Authenticator(store, PasswordHasher(policy=CHEAP), pool=pool, max_pending_per_address=2)
         flood: list[Any] = [auth.authenticate("alice", wire_password("pw"), "10.0.0.1") for _ in range(6)]
         other = auth.authenticate("alice", wire_password("pw"), "10.0.0.2")
         results = await asyncio.gather(*flood, other)
         outcomes = [r.outcome.name for r in results]
         assert outcomes[:2] == ["OK", "OK"] and outcomes[2:6] == ["BUSY"] * 4 and outcomes[6] == "OK"
         assert auth.limiter.failures("alice") == 0  # busy is not a failed login
+        # Without congestion, a burst from one address above the cap is served.
+        roomy = Authenticator(
+            store, PasswordHasher(policy=CHEAP), pool=VerifyPool(1, max_queue=30), max_pending_per_address=2
+        )
+        burst = [roomy.authenticate("alice", wire_password("pw"), "10.0.0.1") for _ in range(6)]
+        assert all(r.ok for r in await asyncio.gather(*burst))
 
     asyncio.run(main())
