@@ -38,6 +38,9 @@ _HEAD = struct.Struct(">BIIIII")
 BODY_BYTES = _HEAD.size + SESSION_BYTES + 2 * FP_BYTES
 TICKET_BYTES = BODY_BYTES + TAG_BYTES
 NO_DEVICE = bytes(FP_BYTES)
+# Seconds between attempts to store a revocation (logout, kick) that biz did not answer: about 16 minutes in
+# all, longer than a ticket lives by default, after which the ticket is dead anyway.
+REVOKE_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 240.0, 480.0)
 
 
 class TicketError(enum.Enum):

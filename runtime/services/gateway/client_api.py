@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import re
 import time
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf.json_format import MessageToDict
 
+from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.errors import CallTimeout, ConnectionClosed
 from runtime.framing import Frame
 from runtime.http import Request, Response, json_response
@@ -248,18 +250,38 @@ class ClientApi:
         session.ticket_session = rsp.session_id
         return rsp.ticket, rsp.expire_time
 
-    def revoke_ticket(self, session: Session) -> asyncio.Task[Any] | None:
-        """Tell biz the session's ticket is dead (logout, kick); the task, so logout can wait for it."""
+    def revoke_ticket(self, session: Session) -> asyncio.Future[Any] | None:
+        """Tell biz the session's ticket is dead (logout, kick): a future of the first attempt, so logout can
+        wait for it; unanswered attempts are repeated in the background as msg does (REVOKE_RETRY_DELAYS)."""
         sid, session.ticket_session = session.ticket_session, b""
         if not sid or not self.proto.has("CID_EXT_TICKET_REVOKE_REQ"):
             return None
         req = self.proto.new("CID_EXT_TICKET_REVOKE_REQ", user_id=session.user_id, session_id=sid)
-        task = asyncio.get_running_loop().create_task(
-            self._biz("CID_EXT_TICKET_REVOKE_REQ", session.user_id, req), name="ticket-revoke"
-        )
+        first: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def send() -> None:
+            for delay in (0.0, *REVOKE_RETRY_DELAYS):
+                if delay:
+                    await asyncio.sleep(delay)
+                rsp = await self._biz("CID_EXT_TICKET_REVOKE_REQ", session.user_id, req)
+                if not first.done():
+                    first.set_result(rsp)
+                if rsp is not None:
+                    return
+
+        task = asyncio.get_running_loop().create_task(send(), name="ticket-revoke")
         self._revocations.add(task)
         task.add_done_callback(self._revocations.discard)
-        return task
+        return first
+
+    async def stop_revocations(self, timeout: float) -> None:
+        """At stop: let revocations in flight finish for up to `timeout`, then give up their retries."""
+        if self._revocations:
+            await asyncio.wait(list(self._revocations), timeout=timeout)
+        for task in list(self._revocations):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _open(self, user_id: int, client_type: int) -> Session:
         """A new session; same-class sessions of the user here and elsewhere are kicked."""

@@ -102,6 +102,7 @@ class GatewayService(Service):
         for session in list(self.sessions.by_token.values()):
             self.retire(session)
         await self.http.stop(min(drain_timeout, 1.0))
+        await self.client_api.stop_revocations(min(drain_timeout, 2.0))
         await self.routers.stop()
         if self.biz is not None:
             await self.biz.stop()

@@ -6,6 +6,7 @@ import asyncio
 import os
 from typing import Any
 
+from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.dispatch import Context
 from runtime.errors import IntegrityError
 from runtime.services.file.msg_side import FileRequestHandlers
@@ -20,6 +21,7 @@ ONLINE, OFFLINE = 1, 2
 HANDSHAKE_OK, HANDSHAKE_NO_COMMON_SUITE, HANDSHAKE_BAD_KEY, HANDSHAKE_ALREADY_SECURED = 0, 1, 2, 3
 SUITES = {1: "aes-256-gcm", 2: "chacha20-poly1305"}  # IM.Ext.AeadSuite -> runtime.stages.crypto algorithm
 KICK_DUPLICATE, KICK_MOBILE = 1, 2
+
 GROUP_ADD = 1
 
 # Client commands biz answers as they are (the user id is stamped, attach_data stripped on the way back).
@@ -243,16 +245,28 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         res.ticket, res.expire_time = rsp.ticket, rsp.expire_time
         return res
 
-    def _revoke(self, user_id: int, session_id: bytes) -> asyncio.Task[Any] | None:
-        """Tell biz a session's ticket is dead (logout, kick); the task, so a logout can wait for it."""
+    def _revoke(self, user_id: int, session_id: bytes) -> asyncio.Future[Any] | None:
+        """Tell biz a session's ticket is dead (logout, kick). Returns a future of the first attempt, so a
+        logout can wait for it; if biz does not answer, the revocation is sent again in the background until
+        it is stored or the ticket would have expired anyway (REVOKE_RETRY_DELAYS)."""
         if not session_id:
             return None
         req = self.proto.new("CID_EXT_TICKET_REVOKE_REQ", user_id=user_id, session_id=session_id)
-        task = asyncio.get_running_loop().create_task(
-            self.biz_call("CID_EXT_TICKET_REVOKE_REQ", user_id, req), name="ticket-revoke"
-        )
-        self.svc.background(task)
-        return task
+        first: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def send() -> None:
+            for delay in (0.0, *REVOKE_RETRY_DELAYS):
+                if delay:
+                    await asyncio.sleep(delay)
+                rsp = await self.biz_call("CID_EXT_TICKET_REVOKE_REQ", user_id, req)
+                if not first.done():
+                    first.set_result(rsp)
+                if rsp is not None:
+                    return
+            self.svc.log.warning("ticket revocation for user %d was never stored", user_id)
+
+        self.svc.background(asyncio.get_running_loop().create_task(send(), name="ticket-revoke"))
+        return first
 
     async def on_cid_login_req_loginout(self, ctx: Context, msg: Any) -> Any:
         """Clear the push token and revoke the session's ticket, answer, close."""

@@ -119,8 +119,10 @@ class MsgService(Service):
         if self._server is not None:
             await self._server.shutdown(drain_timeout)
         await self.dispatcher.drain(min(drain_timeout, 2.0))
-        if self._background:  # ticket revocations of the sessions just closed
+        if self._background:  # ticket revocations of the sessions just closed; retries give up at stop
             await asyncio.wait(list(self._background), timeout=min(drain_timeout, 2.0))
+            for task in list(self._background):
+                await cancel_task(task)
         await self.routers.stop()
         for d in [*self.biz, *self.logins.values()]:
             await d.stop()
