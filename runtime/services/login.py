@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from runtime.dispatch import Context, Dispatcher
@@ -129,6 +130,8 @@ class LoginService(Service):
         self.m_queued = self.metrics.counter("login_queued_total", "lookups answered with a queue place")
         self.g_servers = self.metrics.gauge("login_msg_servers", "registered msg servers")
         self.g_queue = self.metrics.gauge("login_queue_depth", "clients waiting in the login queue")
+        self.g_rate = self.metrics.gauge("login_finished_per_second", "logins finished per second (measured)")
+        self.g_window = self.metrics.gauge("login_admission_window", "unfinished logins the gate allows")
 
     # lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -169,6 +172,8 @@ class LoginService(Service):
             "status": "ok" if self.servers else "degraded",
             "msg_servers": len(self.servers),
             "queue": len(self.admission.queue),
+            "unfinished_logins": len(self.admission.unfinished),
+            "finished_per_s": round(self.admission.measured_rate(time.monotonic()), 1),
         }
 
     def decide(self, ticket: str, address: str = "") -> Decision:
@@ -178,6 +183,9 @@ class LoginService(Service):
         if d.code == MSG_SERVER_FULL:
             self.m_queued.inc()
         self.g_queue.set(len(self.admission.queue))
+        now = time.monotonic()
+        self.g_rate.set(self.admission.measured_rate(now))
+        self.g_window.set(self.admission.window(now))
         return d
 
     # msg server registry ---------------------------------------------------------------------------------
