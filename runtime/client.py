@@ -162,6 +162,8 @@ class ClientCore:
         # Called with every server push before it is queued for `pushes()` (e.g. a login helper noticing
         # that the session was kicked, so it does not reconnect into a kick loop).
         self.push_observers: list[Callable[[CommandInfo, Message], None]] = []
+        # While True, a lost connection neither reconnects nor ends `pushes()`: the owner calls connect().
+        self.hold_reconnect = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -343,6 +345,8 @@ class ClientCore:
             return
         self._connected.clear()
         self._fail_pending(ConnectionClosed(f"connection lost: {reason}"))
+        if self.hold_reconnect:
+            return  # the owner reconnects itself (e.g. a login retrying while the server is busy)
         if not self._closing and self.reconnect:
             log.info("connection lost (%s); reconnecting", reason)
             self._spawn(self._reconnect(), "reconnect")

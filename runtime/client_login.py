@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -64,7 +65,7 @@ class SessionLogin:
         client_type: int = 1,
         online_status: int = 1,
         client_version: str = "ttgen",
-        device_id: bytes = b"",
+        device_id: bytes | None = None,
         use_tickets: bool = True,
         busy_timeout: float = 300.0,
         on_status: Status | None = None,
@@ -78,7 +79,10 @@ class SessionLogin:
             else hashlib.md5(password.encode("utf-8"), usedforsecurity=False).hexdigest()
         )
         self.client_type, self.online_status = client_type, online_status
-        self.client_version, self.device_id = client_version, device_id
+        # Tickets are bound to this device id: by default a random one per SessionLogin, so a ticket copied
+        # off this client is useless elsewhere (tickets live in memory only and die with the client anyway).
+        self.client_version = client_version
+        self.device_id = secrets.token_bytes(16) if device_id is None else device_id
         self.use_tickets = use_tickets and self._has("CID_EXT_TICKET_LOGIN_REQ")
         self.busy_timeout = busy_timeout
         self.on_status = on_status or (lambda _line: None)
@@ -116,7 +120,7 @@ class SessionLogin:
     async def login(self) -> Any:
         """Connect (waiting in the login queue if the core uses the login service) and log in; retries while
         the server is busy, up to `busy_timeout`. Returns the user's UserInfo; LoginRefused if refused."""
-        reconnect, self.core.reconnect = self.core.reconnect, False  # our loop retries, not the core's
+        self.core.hold_reconnect = True  # our loop retries, not the core's
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.2
         try:
@@ -132,8 +136,14 @@ class SessionLogin:
                     self.on_status(f"server busy ({exc}); trying again in {delay:.1f} s")
                     await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                     delay = min(delay * 2, 10.0)
+        except BaseException:
+            # Refused for good, or given up: the session is over (pushes() ends, no reconnect).
+            self.core.hold_reconnect = False
+            self.core.reconnect = False
+            await self.core.close()
+            raise
         finally:
-            self.core.reconnect = reconnect
+            self.core.hold_reconnect = False
 
     async def logout(self) -> None:
         """Log out (the server revokes the ticket) and forget the ticket."""
@@ -162,13 +172,15 @@ class SessionLogin:
             client_version=self.client_version,
             device_id=self.device_id,
         )
-        self.ticket = b""  # a ticket logs in once, whatever the answer
+        # Without an answer the ticket is kept: if it never reached biz it still works, and if biz consumed
+        # it the next try is refused (TICKET_REVOKED) and falls back to the password.
         res: Any = await self.core.call("CID_EXT_TICKET_LOGIN_REQ", req)
+        self.ticket = b""  # answered: used up, or refused
         if res.result_code != 0:
             self.ticket_refusals.append(int(res.result_code))
             self.on_status(f"resumption ticket refused ({res.result_string}); using the password")
-            if not self.core.connected:
-                await self.core.connect()
+            if not self.core.connected:  # the server could not take any login: try again (with the password)
+                raise LoginBusy(res.result_string or "connection closed")
             return False
         self.user_info, self.last_method = res.user_info, "ticket"
         self._keep_ticket(res.ticket, res.expire_time)

@@ -251,8 +251,13 @@ def test_shipped_client_resumes_with_its_ticket(with_cluster: Callable[..., None
         assert rsp.server_time > 0
         # Logout revokes the ticket the client held.
         held = session.ticket
+        # The shipped client binds its tickets to a random device id of its own: a copied ticket is useless.
+        assert len(session.device_id) == 16
+        copied, res = await ticket_login(c, held)
+        assert res.result_code == CODES["TICKET_WRONG_DEVICE"]
+        await copied.close()
         await session.logout()
-        replay, res = await ticket_login(c, held)
+        replay, res = await ticket_login(c, held, device_id=session.device_id)
         assert res.result_code == CODES["TICKET_REVOKED"]
         await replay.close()
         session.close()
