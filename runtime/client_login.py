@@ -130,10 +130,10 @@ class SessionLogin:
                 try:
                     await self._authenticate()
                     return self.user_info
-                except LoginBusy as exc:
+                except (LoginBusy, ConnectionClosed, CallTimeout) as exc:
                     if time.monotonic() + delay > deadline:
                         raise
-                    self.on_status(f"server busy ({exc}); trying again in {delay:.1f} s")
+                    self.on_status(f"login did not go through ({exc}); trying again in {delay:.1f} s")
                     await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                     delay = min(delay * 2, 10.0)
         except BaseException:
