@@ -313,3 +313,33 @@ def test_a_connection_flooding_ticket_logins_is_closed_and_others_log_in(
             await conn.close()
 
     with_cluster(body)
+
+
+def test_shipped_client_falls_back_to_the_password_when_its_ticket_is_refused(
+    with_cluster: Callable[..., None],
+) -> None:
+    async def body(c: TestCluster) -> None:
+        statuses: list[str] = []
+        core = ClientCore(
+            REGISTRY, host="127.0.0.1", port=c.msg_port(1), backoff_initial=0.05, backoff_max=0.2
+        )
+        session = SessionLogin(core, "user09", PASSWORD, on_status=statuses.append)
+        await session.login()
+        # The ticket's session is revoked behind the client's back (as a kick elsewhere would), then the
+        # connection drops: the client presents the dead ticket, is refused, and logs in with the password.
+        (biz,) = c.services("biz")
+        (msg1,) = [m for m in c.services("msg") if m.ctx.instance == 1]
+        (st,) = msg1.sessions[c.users["user09"]]
+        await biz.tickets.revoke(st.ticket_session, c.users["user09"])
+        logins_before = msg1.g_conns.value
+        st.link.close("test drops the connection")
+        await until(lambda: session.ticket_refusals == [CODES["TICKET_REVOKED"]], timeout=10)
+        await until(lambda: "reconnected (password)" in statuses and core.connected and bool(session.ticket))
+        assert any("ticket refused" in line for line in statuses)
+        assert msg1.g_conns.value == logins_before  # logged in again, once
+        rsp: Any = await core.call("CID_MSG_TIME_REQUEST", new("CID_MSG_TIME_REQUEST"))
+        assert rsp.server_time > 0
+        session.close()
+        await core.close()
+
+    with_cluster(body)
