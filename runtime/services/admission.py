@@ -9,9 +9,10 @@ thousands. An admitted client that never logs in frees its slot after ASSIGN_MEM
 
 Everyone else waits in a FIFO queue and is told its 1-based position, when to ask again and the expected
 wait (position / measured rate). Asking again with the queue ticket keeps the place; a place is kept for
-`ticket_ttl` seconds beyond the time the client was told to come back, so a client that gave up does not
-block those behind it for long. Nobody is refused for being behind: the queue is bounded only per client
-address (`max_queued_per_address`), against one address flooding it. `rate` / `burst` remain a hard cap.
+`ticket_ttl` seconds beyond the time the client was told to come back (FIRST_GRACE until the client has come
+back once: TeamTalk clients never do), so a client that gave up does not block those behind it for long.
+Nobody is refused for being behind: the queue is bounded only per client address
+(`max_queued_per_address`), against one address flooding it. `rate` / `burst` remain a hard cap.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from dataclasses import dataclass, field
 ASSIGN_MEMORY = 10.0  # seconds an assignment counts as unfinished (and toward a server's load) at most
 RATE_WINDOW = 5.0  # seconds of finished logins the measured rate looks at
 MAX_RETRY_AFTER = 2.0  # a queued client asks again at least this often, so it notices a faster pace
+# A new place is kept only this long past its retry-after until its client comes back with the ticket: a
+# TeamTalk client (which never presents one) leaves no place behind to hold up queue-aware clients for long.
+FIRST_GRACE = 2.0
 NONE, NO_MSG_SERVER, MSG_SERVER_FULL = 0, 1, 2
 
 
@@ -139,8 +143,12 @@ class Admission:
         else:
             self._per_address.pop(place.address, None)
 
-    def decide(self, servers: list[MsgServer], ticket: str = "", address: str = "") -> Decision:
-        """Assign a server, or queue the caller (keeping its place if it shows its ticket)."""
+    def decide(
+        self, servers: list[MsgServer], ticket: str = "", address: str = "", *, enqueue: bool = True
+    ) -> Decision:
+        """Assign a server, or queue the caller (keeping its place if it shows its ticket). `enqueue=False`
+        (a lookup that cannot come back with a ticket, like TeamTalk's TCP lookup) answers "full" without
+        taking a place."""
         now = self._clock()
         self._refill(now)
         if not servers:
@@ -157,6 +165,8 @@ class Admission:
             self.tokens -= 1
             self._leave(ticket)
             return Decision(NONE, best)
+        if not enqueue:
+            return Decision(MSG_SERVER_FULL, text="all msg servers are busy; try again later")
         if not known:
             if self._per_address.get(address, 0) >= self.max_queued_per_address:
                 return Decision(MSG_SERVER_FULL, text="too many queued logins from this address")
@@ -168,7 +178,8 @@ class Admission:
         if not open_:
             expected = max(expected, 1.0)
         retry_after = min(expected, MAX_RETRY_AFTER) * random.uniform(0.8, 1.0) + 0.05
-        self.queue[ticket] = _Place(address, now + retry_after + self.ticket_ttl)
+        grace = self.ticket_ttl if known else min(self.ticket_ttl, FIRST_GRACE)
+        self.queue[ticket] = _Place(address, now + retry_after + grace)
         return Decision(
             MSG_SERVER_FULL,
             position=position,

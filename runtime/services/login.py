@@ -54,7 +54,7 @@ class LoginHandlers(RejectingHandlers):
 
     async def on_cid_login_req_msgserver(self, ctx: Context, msg: Any) -> Any:
         """Legacy TCP lookup: answer and close (TeamTalk's path was dead; this one works)."""
-        d = self.svc.decide("", _address(ctx.peer))
+        d = self.svc.decide("", _address(ctx.peer), enqueue=False)
         rsp: Any = self.svc.proto.new("CID_LOGIN_RES_MSGSERVER", result_code=d.code)
         if d.server is not None:
             rsp.prior_ip, rsp.backip_ip, rsp.port = d.server.ip1, d.server.ip2, d.server.port
@@ -176,9 +176,9 @@ class LoginService(Service):
             "finished_per_s": round(self.admission.measured_rate(time.monotonic()), 1),
         }
 
-    def decide(self, ticket: str, address: str = "") -> Decision:
+    def decide(self, ticket: str, address: str = "", *, enqueue: bool = True) -> Decision:
         """One lookup through the admission gate."""
-        d = self.admission.decide(list(self.servers.values()), ticket, address)
+        d = self.admission.decide(list(self.servers.values()), ticket, address, enqueue=enqueue)
         self.m_lookups.inc()
         if d.code == MSG_SERVER_FULL:
             self.m_queued.inc()

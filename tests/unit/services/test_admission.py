@@ -92,3 +92,19 @@ def test_one_address_cannot_fill_the_queue() -> None:
     assert [bool(p.ticket) for p in places] == [True, True, True, False, False]
     assert places[3].code == MSG_SERVER_FULL and "address" in places[3].text
     assert adm.decide(servers, address="other").position == 4  # others still queue behind the three
+
+
+def test_lookups_that_cannot_come_back_take_no_place_and_first_places_lapse_sooner() -> None:
+    clock = Clock()
+    adm, servers = gate(clock, window_min=1), [roomy()]
+    adm.decide(servers)
+    legacy = adm.decide(servers, enqueue=False)  # TeamTalk's TCP lookup: "full", no queue place
+    assert legacy.code == MSG_SERVER_FULL and not legacy.ticket and not adm.queue
+    never_back = adm.decide(servers)  # e.g. a TeamTalk client on HTTP: it never presents the ticket
+    came_back = adm.decide(servers)
+    assert (never_back.position, came_back.position) == (1, 2)
+    clock.now += came_back.retry_after_ms / 1000
+    came_back = adm.decide(servers, came_back.ticket)
+    clock.now += 2.0 + 0.1  # past FIRST_GRACE after the first answer's retry-after, within ticket_ttl
+    assert adm.decide(servers, came_back.ticket).position == 1
+    assert never_back.ticket not in adm.queue
