@@ -130,3 +130,52 @@ def test_a_password_storm_does_not_stall_delivery(with_cluster: Callable[..., No
         assert await asyncio.wait_for(asyncio.gather(*storm), 60) == [0] * len(names)
 
     with_cluster(body, biz={"auth": {"verify_workers": 1, "max_pending_per_address": 100}})
+
+
+def test_after_a_restart_everyone_is_back_through_the_queue_with_tickets(
+    with_cluster: Callable[..., None],
+) -> None:
+    """A small reconnect storm: the whole cluster restarts under 24 connected shipped clients; each comes back
+    through the login service (queued, at most 4 unfinished at a time) and logs in with its ticket."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def body(c: TestCluster) -> None:
+        url = f"http://127.0.0.1:{port}/msg_server"
+        places: list[int] = []
+        cores, sessions = [], []
+        for name in NAMES[:24]:
+            core = ClientCore(
+                REGISTRY,
+                login_url=url,
+                backoff_initial=0.05,
+                backoff_max=0.5,
+                on_queue=lambda position, _wait: places.append(position),
+            )
+            cores.append(core)
+            sessions.append(SessionLogin(core, name, PASSWORD))
+        await asyncio.wait_for(asyncio.gather(*(s.login() for s in sessions)), 60)
+        assert all(s.last_method == "password" and s.ticket for s in sessions)
+        places.clear()
+        await c.restart()
+        (biz,) = c.services("biz")
+
+        def back() -> bool:
+            return all(
+                core.connected and s.last_method == "ticket" for core, s in zip(cores, sessions, strict=True)
+            )
+
+        async with asyncio.timeout(60):
+            while not back():
+                await asyncio.sleep(0.02)
+        assert biz.metrics.snapshot()["ttgen_biz_ticket_logins_total"] == len(sessions)
+        assert not any(s.ticket_refusals for s in sessions)
+        assert places and max(places) >= 2  # the crowd was queued on the way back
+        for s, core in zip(sessions, cores, strict=True):
+            s.close()
+            await core.close()
+
+    with_cluster(body, login={"http_port": port, "admission_window_min": 4, "admission_target": 0.01})
