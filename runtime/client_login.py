@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
 import secrets
@@ -22,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from runtime.auth.passwords import normalize_wire, wire_password
 from runtime.client import ClientCore
 from runtime.errors import CallTimeout, ConnectionClosed, LoginServiceError
 from runtime.registry import UnknownCommand
@@ -73,11 +73,7 @@ class SessionLogin:
         self.core = core
         self.registry = core.registry
         self.user_name = user_name
-        self._wire = (
-            password.lower()
-            if password_is_md5
-            else hashlib.md5(password.encode("utf-8"), usedforsecurity=False).hexdigest()
-        )
+        self._wire = normalize_wire(password) if password_is_md5 else wire_password(password)
         self.client_type, self.online_status = client_type, online_status
         # Tickets are bound to this device id: by default a random one per SessionLogin, so a ticket copied
         # off this client is useless elsewhere (tickets live in memory only and die with the client anyway).
