@@ -17,11 +17,12 @@ Nobody is refused for being behind: the queue is bounded only per client address
 
 from __future__ import annotations
 
+import heapq
 import random
 import secrets
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 ASSIGN_MEMORY = 10.0  # seconds an assignment counts as unfinished (and toward a server's load) at most
@@ -69,6 +70,88 @@ class Decision:
 class _Place:
     address: str
     deadline: float
+    seq: int = 0
+
+
+class _Places:
+    """The FIFO of queue places: the rank of a place (live places ahead of it) in O(log n) through a Fenwick
+    tree over arrival numbers, and lapsed places found through a heap of deadlines, so a lookup costs
+    O(log n) even with a hundred thousand clients waiting."""
+
+    def __init__(self) -> None:
+        self.by_ticket: dict[str, _Place] = {}  # insertion order is arrival order
+        self._size = 1024
+        self._tree = [0] * (self._size + 1)
+        self._next = 1
+        self._deadlines: list[tuple[float, int, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.by_ticket)
+
+    def __contains__(self, ticket: object) -> bool:
+        return ticket in self.by_ticket
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_ticket)
+
+    def _add(self, i: int, delta: int) -> None:
+        while i <= self._size:
+            self._tree[i] += delta
+            i += i & -i
+
+    def _before(self, i: int) -> int:
+        total, i = 0, i - 1
+        while i > 0:
+            total += self._tree[i]
+            i -= i & -i
+        return total
+
+    def rank(self, ticket: str) -> int:
+        """Live places ahead of the ticket's (0 for the head)."""
+        return self._before(self.by_ticket[ticket].seq)
+
+    def put(self, ticket: str, place: _Place) -> None:
+        """Add a place at the back, or move an existing place's deadline (it keeps its rank)."""
+        old = self.by_ticket.get(ticket)
+        if old is not None:
+            old.deadline = place.deadline
+        else:
+            if self._next > self._size:
+                self._renumber()
+            place.seq = self._next
+            self._next += 1
+            self.by_ticket[ticket] = place
+            self._add(place.seq, 1)
+            old = place
+        heapq.heappush(self._deadlines, (old.deadline, old.seq, ticket))
+
+    def pop(self, ticket: str) -> _Place | None:
+        place = self.by_ticket.pop(ticket, None)
+        if place is not None:
+            self._add(place.seq, -1)
+        return place
+
+    def lapsed(self, now: float) -> list[str]:
+        """Tickets whose deadline passed (each once)."""
+        out = []
+        while self._deadlines and self._deadlines[0][0] < now:
+            deadline, seq, ticket = heapq.heappop(self._deadlines)
+            place = self.by_ticket.get(ticket)
+            if place is not None and place.seq == seq and place.deadline == deadline:
+                out.append(ticket)
+        return out
+
+    def _renumber(self) -> None:
+        """Arrival numbers ran out: number the live places 1..n again (amortized O(1) per place)."""
+        self._size = max(1024, 2 * len(self.by_ticket))
+        self._tree = [0] * (self._size + 1)
+        self._deadlines = []
+        for n, (ticket, place) in enumerate(self.by_ticket.items(), start=1):
+            place.seq = n
+            self._add(n, 1)
+            self._deadlines.append((place.deadline, n, ticket))
+        heapq.heapify(self._deadlines)
+        self._next = len(self.by_ticket) + 1
 
 
 class Admission:
@@ -93,7 +176,7 @@ class Admission:
         self._clock = clock
         self.tokens = self.burst
         self.stamp = clock()
-        self.queue: OrderedDict[str, _Place] = OrderedDict()  # ticket -> place
+        self.queue = _Places()
         self._per_address: dict[str, int] = {}
         self.unfinished: deque[float] = deque()  # admission times of logins not yet reported online
         self.finished: deque[float] = deque()  # completion times within RATE_WINDOW
@@ -129,12 +212,11 @@ class Admission:
         self.stamp = now
         while self.unfinished and now - self.unfinished[0] > ASSIGN_MEMORY:
             self.unfinished.popleft()
-        for ticket, place in list(self.queue.items()):
-            if now > place.deadline:
-                self._leave(ticket)
+        for ticket in self.queue.lapsed(now):
+            self._leave(ticket)
 
     def _leave(self, ticket: str) -> None:
-        place = self.queue.pop(ticket, None)
+        place = self.queue.pop(ticket)
         if place is None:
             return
         left = self._per_address.get(place.address, 1) - 1
@@ -155,7 +237,7 @@ class Admission:
             return Decision(NO_MSG_SERVER)
         open_ = [s for s in servers if s.load(now) < s.max_conn]
         known = ticket in self.queue
-        ahead = list(self.queue).index(ticket) if known else len(self.queue)
+        ahead = self.queue.rank(ticket) if known else len(self.queue)
         room = sum(s.max_conn - s.load(now) for s in open_)
         slots = min(int(self.tokens), room, self.window(now) - len(self.unfinished))
         if open_ and ahead < slots:
@@ -179,7 +261,7 @@ class Admission:
             expected = max(expected, 1.0)
         retry_after = min(expected, MAX_RETRY_AFTER) * random.uniform(0.8, 1.0) + 0.05
         grace = self.ticket_ttl if known else min(self.ticket_ttl, FIRST_GRACE)
-        self.queue[ticket] = _Place(address, now + retry_after + grace)
+        self.queue.put(ticket, _Place(address, now + retry_after + grace))
         return Decision(
             MSG_SERVER_FULL,
             position=position,

@@ -108,3 +108,41 @@ def test_lookups_that_cannot_come_back_take_no_place_and_first_places_lapse_soon
     clock.now += 2.0 + 0.1  # past FIRST_GRACE after the first answer's retry-after, within ticket_ttl
     assert adm.decide(servers, came_back.ticket).position == 1
     assert never_back.ticket not in adm.queue
+
+
+def test_queue_ranks_and_lapses_match_a_plain_list() -> None:
+    """The O(log n) queue structure against a list model, through thousands of arrivals (past the first
+    renumbering), re-asks, admissions from anywhere in the line, and lapses."""
+    import random
+
+    from runtime.services.admission import _Place, _Places
+
+    rng = random.Random(7)
+    places, model = _Places(), []  # model: [ticket, deadline] in arrival order
+    now, serial = 0.0, 0
+    for _ in range(6000):
+        now += 0.01
+        op = rng.random()
+        if op < 0.45 or not model:
+            serial += 1
+            ticket = f"t{serial}"
+            deadline = now + rng.uniform(0.5, 5)
+            places.put(ticket, _Place("a", deadline))
+            model.append([ticket, deadline])
+        elif op < 0.7:
+            entry = rng.choice(model)
+            entry[1] = now + rng.uniform(0.5, 5)
+            places.put(entry[0], _Place("a", entry[1]))
+        elif op < 0.85:
+            entry = model.pop(rng.randrange(len(model)))
+            assert places.pop(entry[0]) is not None
+        else:
+            gone = set(places.lapsed(now))
+            assert gone == {t for t, d in model if d < now}
+            model = [e for e in model if e[0] not in gone]
+            for ticket in gone:
+                places.pop(ticket)
+        assert len(places) == len(model)
+        for k in rng.sample(range(len(model)), min(3, len(model))):
+            assert places.rank(model[k][0]) == k
+    assert serial > 1024  # the arrival numbers were renumbered at least once
