@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 
 ASSIGN_MEMORY = 10.0  # seconds an assignment counts as unfinished (and toward a server's load) at most
 RATE_WINDOW = 5.0  # seconds of finished logins the measured rate looks at
-MAX_RETRY_AFTER = 2.0  # a queued client asks again at least this often, so it notices a faster pace
+# A queued client asks again after half its expected wait (so it notices a faster pace in time), within
+# these bounds: near the head it asks often, far back rarely, so a long queue costs about pace x ln(length)
+# lookups per second rather than length / MIN_RETRY_AFTER.
+MIN_RETRY_AFTER, MAX_RETRY_AFTER = 0.1, 30.0
 # A new place is kept only this long past its retry-after until its client comes back with the ticket: a
 # TeamTalk client (which never presents one) leaves no place behind to hold up queue-aware clients for long.
 FIRST_GRACE = 2.0
@@ -259,7 +262,8 @@ class Admission:
         expected = position / pace
         if not open_:
             expected = max(expected, 1.0)
-        retry_after = min(expected, MAX_RETRY_AFTER) * random.uniform(0.8, 1.0) + 0.05
+        jitter = random.uniform(0.8, 1.0)
+        retry_after = min(max(expected / 2, MIN_RETRY_AFTER), MAX_RETRY_AFTER) * jitter + 0.05
         grace = self.ticket_ttl if known else min(self.ticket_ttl, FIRST_GRACE)
         self.queue.put(ticket, _Place(address, now + retry_after + grace))
         return Decision(
