@@ -1,4 +1,5 @@
-"""Account security layer: argon2id password hashing over the legacy MD5 wire value, and login lockout."""
+"""Account security layer: argon2id password hashing over the legacy MD5 wire value (policy, bounded verify
+pool), login lockout, and resumption tickets (runtime.auth.tickets)."""
 
 from runtime.auth.authenticator import Authenticator, CredentialStore, LoginOutcome, LoginResult
 from runtime.auth.lockout import Lock, LockoutPolicy, LoginLimiter
