@@ -112,6 +112,10 @@ class TicketService:
         now = self.now()
         try:
             claims = self.key.check(data, client_type=client_type, device_id=device_id, now=now)
+            # The current policy bounds every ticket too: after `ttl` or `max_age` was lowered, older tickets
+            # expire by it, and a revocation record (kept `ttl` from its revocation) outlives any ticket.
+            if now >= claims.issued + self.ttl or now >= claims.auth_time + self.max_age:
+                raise TicketRefused(TicketError.EXPIRED)
             creds = await self.storage.get_credentials_by_id(claims.user_id)
             if creds is None or creds.status != int(UserStatus.NORMAL):
                 raise TicketRefused(TicketError.DISABLED)
