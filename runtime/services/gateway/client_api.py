@@ -58,6 +58,7 @@ CLIENT_TYPES = (1, 2, 17, 18)
 MAX_MSG_BYTES = 4096
 BIZ_TIMEOUT = 10.0
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
 
 def error(code: int, message: str, status: int = 400) -> Response:
@@ -199,7 +200,7 @@ class ClientApi:
     async def _ticket_login(self, request: Request, doc: dict[str, Any]) -> Response:
         """`{ticket, client_type}`: biz checks and consumes the ticket; a session like a password login's."""
         raw = doc.get("ticket")
-        if not isinstance(raw, str) or not 0 < len(raw) <= 256:
+        if not isinstance(raw, str) or not 0 < len(raw) <= 256 or not _B64URL.match(raw):
             raise ValueError("ticket must be a non-empty base64url string")
         try:
             ticket = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
