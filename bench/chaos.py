@@ -54,7 +54,7 @@ from runtime.storage.sqlite import SqliteStorage  # noqa: E402
 
 PASSWORD = "chaos"
 AUTH = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}  # cheap hashes: logins are not measured here
-VICTIMS = ("msg", "router", "biz", "login")
+VICTIMS = ("msg", "biz", "router", "login")
 GROUP_EVERY = 5  # every fifth message of a device goes to its group
 GROUP_SIZE = 4
 PC = 0x01
@@ -130,7 +130,11 @@ class Kill:
 class Chaos:
     """The cluster, the devices and the nemesis of one run."""
 
-    def __init__(self, data_dir: Path, devices: int, rate: float, kill_every: float, seed: int) -> None:
+    def __init__(
+        self, data_dir: Path, devices: int, rate: float, kill_every: float, seed: int, cycle: bool = False
+    ) -> None:
+        """`cycle`: kill msg, biz, router, login in turn (every kind early) rather than at random."""
+        self.cycle = cycle
         self.data_dir = data_dir
         self.n = devices
         self.rate = rate
@@ -322,6 +326,9 @@ class Chaos:
             live = [w for w in self.sup.workers if w.service in VICTIMS and w.process.returncode is None]
             if not live:
                 continue
+            if self.cycle:
+                kind = VICTIMS[len(self.kills) % len(VICTIMS)]
+                live = [w for w in live if w.service == kind] or live
             victim = self.random.choice(live)
             kill = Kill(victim.service, victim.instance, time.monotonic())
             self.kills.append(kill)
@@ -458,6 +465,7 @@ class Chaos:
             "acked": acked,
             "refused": refused,
             "send_attempts": attempts,
+            "logins": sum(d.logins for d in self.devices),
             "delivered_by_push": delivered_push,
             "delivered_by_sync": delivered_sync,
             "lost": lost,
@@ -485,13 +493,20 @@ def passed(report: dict[str, Any]) -> bool:
 
 
 async def run_chaos(
-    *, duration: float, devices: int, rate: float, kill_every: float, seed: int, data_dir: Path | None = None
+    *,
+    duration: float,
+    devices: int,
+    rate: float,
+    kill_every: float,
+    seed: int,
+    data_dir: Path | None = None,
+    cycle: bool = False,
 ) -> dict[str, Any]:
     """One chaos run in `data_dir` (a temporary folder when None); returns the report."""
     if data_dir is not None:
-        return await Chaos(data_dir, devices, rate, kill_every, seed).run(duration)
+        return await Chaos(data_dir, devices, rate, kill_every, seed, cycle).run(duration)
     with tempfile.TemporaryDirectory(prefix="ttgen-chaos-") as tmp:
-        return await Chaos(Path(tmp), devices, rate, kill_every, seed).run(duration)
+        return await Chaos(Path(tmp), devices, rate, kill_every, seed, cycle).run(duration)
 
 
 def main() -> int:

@@ -12,8 +12,8 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, cast
+from urllib.parse import quote, urlsplit
 
 from google.protobuf.message import Message
 
@@ -33,19 +33,61 @@ MAX_LOGIN_REPLY = 64 * 1024
 Resync = Callable[["ClientCore"], Awaitable[None]]
 
 
-async def resolve_msg_server(url: str, timeout: float = 10.0) -> tuple[str, int]:
-    """Ask a login service which msg server to use: `GET <url>` -> JSON `{code, msg, priorIP, port, ...}`."""
+QueueProgress = Callable[[int, float], None]  # (1-based queue position, expected wait in seconds)
+QUEUED = 2  # TeamTalk's MSG_SERVER_FULL: the login service queued us
+
+
+async def resolve_msg_server(
+    url: str,
+    timeout: float = 10.0,
+    *,
+    on_queue: QueueProgress | None = None,
+    queue_timeout: float | None = None,
+) -> tuple[str, int]:
+    """Ask a login service which msg server to use: `GET <url>` -> JSON `{code, msg, priorIP, port, ...}`.
+
+    When the service queues the client (code 2 with a `queueTicket`), wait `retryAfterMs` and ask again with
+    the ticket, which keeps the place in the queue, until a server is assigned; `on_queue(position, wait)` is
+    told each place. `queue_timeout` (seconds, None: no limit) bounds the whole wait."""
     parts = urlsplit(url if "//" in url else f"http://{url}")
     if parts.scheme != "http" or not parts.hostname:
         raise LoginServiceError(f"login service URL must be http://host:port/path, got {url!r}")
     path = parts.path or "/msg_server"
     host, port = parts.hostname, parts.port or 80
+    loop = asyncio.get_running_loop()
+    deadline = None if queue_timeout is None else loop.time() + queue_timeout
+    ticket = ""
+    while True:
+        reply = await _lookup(host, port, path + (f"?ticket={quote(ticket)}" if ticket else ""), timeout)
+        code = int(reply.get("code", -1))
+        if code == 0:
+            try:
+                return str(reply["priorIP"]), int(reply["port"])  # TeamTalk sends the port as a string
+            except (KeyError, ValueError, TypeError):
+                raise LoginServiceError("login service reply lacks priorIP/port") from None
+        queue_ticket = reply.get("queueTicket")
+        if code != QUEUED or not isinstance(queue_ticket, str) or not queue_ticket:
+            raise LoginServiceError(f"login service refused: {reply.get('msg', '')} (code {code})", code)
+        ticket = queue_ticket[:64]
+        try:
+            wait = min(max(int(reply.get("retryAfterMs", 1000)), 50), 30_000) / 1000
+            position = int(reply.get("queuePosition", 0))
+        except (ValueError, TypeError):
+            raise LoginServiceError("login service queue answer is malformed") from None
+        if on_queue is not None:
+            on_queue(position, float(reply.get("expectedWaitMs", wait * 1000)) / 1000)
+        if deadline is not None and loop.time() + wait > deadline:
+            raise LoginServiceError(f"still queued (position {position}) after {queue_timeout:g} s", code)
+        await asyncio.sleep(wait)
+
+
+async def _lookup(host: str, port: int, target: str, timeout: float) -> dict[str, Any]:
     try:
         response = await http_request(
             host,
             port,
             "GET",
-            path,
+            target,
             headers={"Accept": "application/json"},
             timeout=timeout,
             max_response=MAX_LOGIN_REPLY,
@@ -58,15 +100,10 @@ async def resolve_msg_server(url: str, timeout: float = 10.0) -> tuple[str, int]
         raise LoginServiceError(f"login service answered HTTP {response.status}")
     try:
         reply = json.loads(response.body)
-        code = int(reply.get("code", -1))
+        int(reply.get("code", -1))
     except (ValueError, AttributeError, TypeError):
         raise LoginServiceError("login service reply is not the expected JSON") from None
-    if code != 0:
-        raise LoginServiceError(f"login service refused: {reply.get('msg', '')} (code {code})", code)
-    try:
-        return str(reply["priorIP"]), int(reply["port"])  # TeamTalk sends the port as a string
-    except (KeyError, ValueError, TypeError):
-        raise LoginServiceError("login service reply lacks priorIP/port") from None
+    return cast(dict[str, Any], reply)
 
 
 class _Pending:
@@ -96,7 +133,11 @@ class ClientCore:
         max_pushes: int = 100_000,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         legacy_key: bytes | None = None,
+        on_queue: QueueProgress | None = None,
+        queue_timeout: float | None = None,
     ) -> None:
+        """`on_queue(position, expected_wait)` is told each place while the login service queues this
+        client; `queue_timeout` bounds that wait (None: wait as long as it takes)."""
         if login_url is None and (host is None or port is None):
             raise ValueError("give either login_url or host and port")
         self.registry = registry
@@ -107,6 +148,7 @@ class ClientCore:
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self.on_resync = on_resync
         self.max_frame_bytes = max_frame_bytes
+        self.on_queue, self.queue_timeout = on_queue, queue_timeout
         self._stages = build_stages(registry, legacy_key=legacy_key)
         self._link: Link | None = None
         self._pending: dict[int, _Pending] = {}
@@ -117,12 +159,19 @@ class ClientCore:
         self._connected = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.reconnects = 0
+        # Called with every server push before it is queued for `pushes()` (e.g. a login helper noticing
+        # that the session was kicked, so it does not reconnect into a kick loop).
+        self.push_observers: list[Callable[[CommandInfo, Message], None]] = []
+        # While True, a lost connection neither reconnects nor ends `pushes()`: the owner calls connect().
+        self.hold_reconnect = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def connect(self) -> None:
         """Open the connection (resolving the msg server through the login service if configured)."""
         if self.login_url is not None:
-            self.host, self.port = await resolve_msg_server(self.login_url, self.default_timeout)
+            self.host, self.port = await resolve_msg_server(
+                self.login_url, self.default_timeout, on_queue=self.on_queue, queue_timeout=self.queue_timeout
+            )
         assert self.host is not None and self.port is not None
         self._link = await connect(
             self.host,
@@ -274,6 +323,8 @@ class ClientCore:
                 if not pending.future.done():
                     pending.future.set_result(msg)
                 continue
+            for observe in self.push_observers:
+                observe(info, msg)
             try:
                 self._pushes.put_nowait((info, msg))
             except asyncio.QueueFull:
@@ -294,6 +345,8 @@ class ClientCore:
             return
         self._connected.clear()
         self._fail_pending(ConnectionClosed(f"connection lost: {reason}"))
+        if self.hold_reconnect:
+            return  # the owner reconnects itself (e.g. a login retrying while the server is busy)
         if not self._closing and self.reconnect:
             log.info("connection lost (%s); reconnecting", reason)
             self._spawn(self._reconnect(), "reconnect")

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from runtime.auth import HashPolicy, cluster_hash_policy
 from runtime.client import ClientCore
 from runtime.cluster.config import ClusterConfig
 from runtime.cluster.discovery import RunDirDiscovery
@@ -30,15 +31,18 @@ DEMO_GROUP = "team"
 STEP_TIMEOUT = 15.0
 
 
-async def seed_demo_data(storage: Storage, say: Callable[[str], None]) -> bool:
-    """Create the demo department, users and group unless they exist; True if anything was created."""
+async def seed_demo_data(
+    storage: Storage, say: Callable[[str], None], policy: HashPolicy | None = None
+) -> bool:
+    """Create the demo department, users and group unless they exist; True if anything was created.
+    Passwords are hashed with `policy` (the cluster's `biz.auth`), so the first login does not re-hash."""
     from runtime.auth import PasswordHasher
 
     if await storage.get_user_by_login(DEMO_USERS[0][0]) is not None:
         return False
     depts = [d for d in await storage.list_departments_since(0) if d.name == DEMO_DEPARTMENT]
     dept = depts[0] if depts else await storage.create_department(DEMO_DEPARTMENT)
-    hashed = await asyncio.to_thread(PasswordHasher().hash_plaintext, DEMO_PASSWORD)
+    hashed = await asyncio.to_thread(PasswordHasher(policy=policy).hash_plaintext, DEMO_PASSWORD)
     ids = []
     for login, nick in DEMO_USERS:
         with contextlib.suppress(Conflict):
@@ -99,7 +103,7 @@ async def run_demo(config: ClusterConfig, stack: Stack, *, say: Callable[[str], 
 
     storage = await open_cluster_storage(config)
     try:
-        await seed_demo_data(storage, say)
+        await seed_demo_data(storage, say, cluster_hash_policy(config.as_dict()))
     finally:
         await storage.close()
     url = login_url(config)

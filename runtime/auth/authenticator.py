@@ -1,8 +1,7 @@
-"""Account security layer: the login check (lockout, argon2id verify, status gate, hash upgrade)."""
+"""Account security layer: the login check (lockout, argon2id verify in a bounded pool, status gate)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
@@ -10,6 +9,7 @@ from typing import Protocol
 
 from runtime.auth.lockout import Lock, LoginLimiter
 from runtime.auth.passwords import PasswordHasher
+from runtime.auth.pool import PoolBusy, VerifyPool
 from runtime.storage.models import Credentials, UserStatus
 
 
@@ -29,14 +29,16 @@ class LoginOutcome(Enum):
     LOCKED_USER = "too many failed logins for this user; try again later"
     LOCKED_ADDRESS = "too many failed logins from this address; try again later"
     DISABLED = "account may not log in"
+    BUSY = "login busy; try again later"
 
 
 @dataclass(frozen=True)
 class LoginResult:
-    """Outcome and, on success, the user id."""
+    """Outcome and, on success, the user id and the stored hash (for ticket binding)."""
 
     outcome: LoginOutcome
     user_id: int | None = None
+    password_hash: str = ""
 
     @property
     def ok(self) -> bool:
@@ -45,7 +47,12 @@ class LoginResult:
 
 
 class Authenticator:
-    """Checks wire passwords against storage; argon2 work runs off the event loop."""
+    """Checks wire passwords against storage; argon2 work runs in a bounded pool off the event loop.
+
+    `max_pending_per_address` caps the verifications one client address may have waiting or running while
+    the pool is congested (half of its places taken), so one address flooding logins meets BUSY while other
+    addresses still get their turn; with room to spare, a burst from one address (a whole office behind one
+    NAT after an outage) is not refused."""
 
     def __init__(
         self,
@@ -53,12 +60,20 @@ class Authenticator:
         hasher: PasswordHasher | None = None,
         limiter: LoginLimiter | None = None,
         allowed_statuses: Collection[int] = (int(UserStatus.NORMAL),),
+        pool: VerifyPool | None = None,
+        max_pending_per_address: int = 16,
     ) -> None:
         """`allowed_statuses`: employment statuses that may log in (TeamTalk: 0 only)."""
         self._store = store
         self.hasher = hasher or PasswordHasher()
         self.limiter = limiter or LoginLimiter()
+        self.pool = pool or VerifyPool()
+        self.max_pending_per_address = max(1, max_pending_per_address)
         self._allowed = frozenset(allowed_statuses)
+        self._per_address: dict[str, int] = {}
+        self._pending = 0  # attempts between the lockout check and the end of their verification
+        self._upgrading: set[int] = set()  # user ids whose hash is being re-hashed right now
+        self.rehashes = 0
 
     async def authenticate(self, login_name: str, wire_password: str, address: str) -> LoginResult:
         """Check one login attempt from a client address."""
@@ -67,19 +82,56 @@ class Authenticator:
             return LoginResult(LoginOutcome.LOCKED_ADDRESS)
         if lock is Lock.USER:
             return LoginResult(LoginOutcome.LOCKED_USER)
-        creds = await self._store.get_credentials(login_name)
-        if creds is None:
-            await asyncio.to_thread(self.hasher.verify_dummy, wire_password)
-            matched = False
-        else:
-            matched = await asyncio.to_thread(self.hasher.verify_wire, creds.password_hash, wire_password)
+        if self._per_address.get(address, 0) >= self.max_pending_per_address and self._congested():
+            return LoginResult(LoginOutcome.BUSY)
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        self._pending += 1
+        try:
+            creds = await self._store.get_credentials(login_name)
+            if creds is None:
+                await self.pool.run(self.hasher.verify_dummy, wire_password)
+                matched = False
+            else:
+                matched = await self.pool.run(self.hasher.verify_wire, creds.password_hash, wire_password)
+        except PoolBusy:
+            return LoginResult(LoginOutcome.BUSY)  # not a failure: no lockout count
+        finally:
+            self._pending -= 1
+            left = self._per_address[address] - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                del self._per_address[address]
         if not matched or creds is None:
             self.limiter.record_failure(login_name, address)
             return LoginResult(LoginOutcome.BAD_CREDENTIALS)
         if creds.status not in self._allowed:
             return LoginResult(LoginOutcome.DISABLED)
         self.limiter.record_success(login_name)
-        if self.hasher.needs_rehash(creds.password_hash):
-            new_hash = await asyncio.to_thread(self.hasher.hash_wire, wire_password)
+        stored = await self._upgrade(login_name, creds, wire_password)
+        return LoginResult(LoginOutcome.OK, creds.user_id, stored)
+
+    def _congested(self) -> bool:
+        """Whether half of the pool's places (running plus waiting) are spoken for."""
+        return 2 * self._pending >= self.pool.workers + self.pool.max_queue
+
+    async def _upgrade(self, login_name: str, creds: Credentials, wire_password: str) -> str:
+        """Re-hash once if the stored hash is weaker than the policy; returns the hash now stored. Concurrent
+        logins of one user upgrade once (the stored hash is read again before writing: a login that read it
+        before another one's upgrade sees the upgraded hash); a saturated pool skips the upgrade (the next
+        login does it)."""
+        if not self.hasher.needs_rehash(creds.password_hash) or creds.user_id in self._upgrading:
+            return creds.password_hash
+        self._upgrading.add(creds.user_id)
+        try:
+            current = await self._store.get_credentials(login_name)
+            if current is None or current.password_hash != creds.password_hash:
+                return current.password_hash if current is not None else creds.password_hash
+            new_hash = await self.pool.run(self.hasher.hash_wire, wire_password)
             await self._store.set_password_hash(creds.user_id, new_hash)
-        return LoginResult(LoginOutcome.OK, creds.user_id)
+            self.rehashes += 1
+            return new_hash
+        except PoolBusy:
+            return creds.password_hash
+        finally:
+            self._upgrading.discard(creds.user_id)

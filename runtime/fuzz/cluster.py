@@ -84,11 +84,11 @@ def cluster_config(
 
 async def seed_users(data_dir: Path, names: tuple[str, ...]) -> dict[str, int]:
     """Create the fuzz users before the cluster starts; returns name -> user id."""
-    from runtime.auth import PasswordHasher
+    from runtime.auth import HashPolicy, PasswordHasher
     from runtime.storage import NewUser
     from runtime.storage.sqlite import SqliteStorage
 
-    digest = PasswordHasher(**AUTH).hash_wire(md5hex(PASSWORD))
+    digest = PasswordHasher(policy=HashPolicy.from_config(AUTH)).hash_wire(md5hex(PASSWORD))
     storage = SqliteStorage(data_dir, encrypt_at_rest=True)
     await storage.open()
     try:

@@ -508,6 +508,7 @@ class Proto:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._cache: dict[str, CommandInfo] = {}
+        self._enums: dict[tuple[str, str], dict[str, int]] = {}
 
     def info(self, name: str) -> CommandInfo:
         """The registry entry of a command name."""
@@ -535,6 +536,17 @@ class Proto:
     def parse(self, command_id: int, body: bytes | memoryview) -> PbMessage:
         """Decode a body of that command (DecodeError on bad bytes)."""
         return self.registry.by_id(command_id).message_class.FromString(bytes(body))
+
+    def enum(self, name: str, field: str) -> dict[str, int]:
+        """The generated enum of a command's message field, value name -> number (the spec's values, not
+        numbers typed again by hand); KeyError if the field is not an enum. Cached: do not modify."""
+        cached = self._enums.get((name, field))
+        if cached is None:
+            desc = self.info(name).message_class.DESCRIPTOR.fields_by_name[field].enum_type
+            if desc is None:
+                raise KeyError(f"{name}.{field} is not an enum field")
+            cached = self._enums[(name, field)] = {v.name: v.number for v in desc.values}
+        return cached
 
 
 class ResultCode(enum.IntEnum):

@@ -1,24 +1,32 @@
 """Runtime services layer (login): msg-server registry, least-loaded choice, admission queue, lookups.
 
-Config keys (`services.login`): `http_port`, `client_port`, `internal_port` (0 = any), `admission_rate`
-(logins handed out per second, default 500), `admission_burst` (default 1000), `msfs` and `discovery` (URLs
-handed to clients), `ticket_ttl` (seconds a queued client keeps its place without asking again, default 30).
+Config keys (`services.login`): `http_port`, `client_port`, `internal_port` (0 = any), `msfs` and
+`discovery` (URLs handed to clients), and the admission gate (runtime.services.admission): `admission_rate`
+and `admission_burst` (a hard cap on logins handed out, default 5000/s and 5000), `admission_window_min`
+(admitted-but-unfinished logins allowed before any is measured, default 16), `admission_target` (seconds of
+measured login throughput admitted ahead, default 2), `ticket_ttl` (seconds a queued client keeps its place
+beyond the time it was told to come back, default 10), `max_queued_per_address` (default 5000).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.dispatch import Context, Dispatcher
 from runtime.framing import Frame
 from runtime.http import HttpServer, Request, Response
 from runtime.monitor.metrics import Metrics
+from runtime.services.admission import (
+    MSG_SERVER_FULL,
+    NO_MSG_SERVER,
+    NONE,
+    Admission,
+    Decision,
+    MsgServer,
+)
 from runtime.services.base import (
     Endpoint,
     Service,
@@ -36,79 +44,6 @@ from runtime.transport import Server, serve
 
 MAX_REQUEST = 1024
 IDLE_SECONDS = 60.0
-ASSIGN_MEMORY = 10.0  # seconds an assignment counts toward a server's load before its counter catches up
-NONE, NO_MSG_SERVER, MSG_SERVER_FULL = 0, 1, 2
-
-
-@dataclass
-class MsgServer:
-    """A registered msg server and its load."""
-
-    ip1: str
-    ip2: str
-    port: int
-    max_conn: int
-    cur_conn: int
-    host_name: str
-    recent: deque[float] = field(default_factory=deque)
-
-    def load(self, now: float) -> int:
-        """Connections plus assignments not yet reflected in the counter."""
-        while self.recent and now - self.recent[0] > ASSIGN_MEMORY:
-            self.recent.popleft()
-        return self.cur_conn + len(self.recent)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The outcome of one lookup: a server, or a queue place, or nothing registered."""
-
-    code: int
-    server: MsgServer | None = None
-    position: int = 0
-    retry_after_ms: int = 0
-    ticket: str = ""
-
-
-class Admission:
-    """Least-loaded choice under max_conn, gated by a token bucket; a FIFO of tickets when it says wait."""
-
-    def __init__(self, rate: float, burst: float, ticket_ttl: float) -> None:
-        self.rate, self.burst, self.ticket_ttl = max(rate, 0.001), max(burst, 1.0), ticket_ttl
-        self.tokens = self.burst
-        self.stamp = time.monotonic()
-        self.queue: OrderedDict[str, float] = OrderedDict()  # ticket -> last seen
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        for ticket, seen in list(self.queue.items()):
-            if now - seen > self.ticket_ttl:
-                del self.queue[ticket]
-
-    def decide(self, servers: list[MsgServer], ticket: str = "") -> Decision:
-        """Assign a server, or queue the caller (keeping its place if it shows its ticket)."""
-        now = time.monotonic()
-        self._refill(now)
-        if not servers:
-            return Decision(NO_MSG_SERVER)
-        open_ = [s for s in servers if s.load(now) < s.max_conn]
-        ahead = list(self.queue).index(ticket) if ticket in self.queue else len(self.queue)
-        free = sum(s.max_conn - s.load(now) for s in open_)
-        if open_ and self.tokens >= 1 and ahead < min(int(self.tokens), free):
-            best = min(open_, key=lambda s: s.load(now))
-            best.recent.append(now)
-            self.tokens -= 1
-            self.queue.pop(ticket, None)
-            return Decision(NONE, best)
-        if ticket not in self.queue:
-            ticket = secrets.token_hex(16)
-        self.queue[ticket] = now
-        position = list(self.queue).index(ticket) + 1
-        wait = position / self.rate if open_ else max(1.0, position / self.rate)
-        return Decision(
-            MSG_SERVER_FULL, position=position, retry_after_ms=int(wait * 1000) + 100, ticket=ticket
-        )
 
 
 class LoginHandlers(RejectingHandlers):
@@ -119,7 +54,7 @@ class LoginHandlers(RejectingHandlers):
 
     async def on_cid_login_req_msgserver(self, ctx: Context, msg: Any) -> Any:
         """Legacy TCP lookup: answer and close (TeamTalk's path was dead; this one works)."""
-        d = self.svc.decide("")
+        d = self.svc.decide("", _address(ctx.peer), enqueue=False)
         rsp: Any = self.svc.proto.new("CID_LOGIN_RES_MSGSERVER", result_code=d.code)
         if d.server is not None:
             rsp.prior_ip, rsp.backip_ip, rsp.port = d.server.ip1, d.server.ip2, d.server.port
@@ -129,13 +64,13 @@ class LoginHandlers(RejectingHandlers):
 
     async def on_cid_ext_login_queue_req(self, ctx: Context, msg: Any) -> Any:
         """Lookup that queues instead of refusing."""
-        d = self.svc.decide(msg.queue_ticket.hex() if msg.queue_ticket else "")
+        d = self.svc.decide(msg.queue_ticket.hex() if msg.queue_ticket else "", _address(ctx.peer))
         rsp: Any = self.svc.proto.new("CID_EXT_LOGIN_QUEUE_RSP", result_code=d.code)
         if d.server is not None:
             rsp.prior_ip, rsp.backup_ip, rsp.port = d.server.ip1, d.server.ip2, d.server.port
         elif d.ticket:
             rsp.queue_position, rsp.retry_after_ms = d.position, d.retry_after_ms
-            rsp.queue_ticket = bytes.fromhex(d.ticket)
+            rsp.queue_ticket, rsp.expected_wait_ms = bytes.fromhex(d.ticket), d.expected_wait_ms
         return rsp
 
     async def on_cid_other_heartbeat(self, ctx: Context, msg: Any) -> None:
@@ -160,9 +95,12 @@ class LoginService(Service):
         self.proto = Proto(ctx.registry)
         cfg = ctx.config
         self.admission = Admission(
-            float(cfg.get("admission_rate", 500)),
-            float(cfg.get("admission_burst", 1000)),
-            float(cfg.get("ticket_ttl", 30)),
+            float(cfg.get("admission_rate", 5000)),
+            float(cfg.get("admission_burst", 5000)),
+            float(cfg.get("ticket_ttl", 10)),
+            window_min=int(cfg.get("admission_window_min", 16)),
+            target_seconds=float(cfg.get("admission_target", 2.0)),
+            max_queued_per_address=int(cfg.get("max_queued_per_address", 5000)),
         )
         self.servers: dict[Link, MsgServer] = {}
         cls = generated_handlers(ctx, LoginHandlers, "LoginServiceBase")
@@ -192,6 +130,8 @@ class LoginService(Service):
         self.m_queued = self.metrics.counter("login_queued_total", "lookups answered with a queue place")
         self.g_servers = self.metrics.gauge("login_msg_servers", "registered msg servers")
         self.g_queue = self.metrics.gauge("login_queue_depth", "clients waiting in the login queue")
+        self.g_rate = self.metrics.gauge("login_finished_per_second", "logins finished per second (measured)")
+        self.g_window = self.metrics.gauge("login_admission_window", "unfinished logins the gate allows")
 
     # lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -234,15 +174,20 @@ class LoginService(Service):
             "status": "ok" if self.servers else "degraded",
             "msg_servers": len(self.servers),
             "queue": len(self.admission.queue),
+            "unfinished_logins": len(self.admission.unfinished),
+            "finished_per_s": round(self.admission.measured_rate(time.monotonic()), 1),
         }
 
-    def decide(self, ticket: str) -> Decision:
+    def decide(self, ticket: str, address: str = "", *, enqueue: bool = True) -> Decision:
         """One lookup through the admission gate."""
-        d = self.admission.decide(list(self.servers.values()), ticket)
+        d = self.admission.decide(list(self.servers.values()), ticket, address, enqueue=enqueue)
         self.m_lookups.inc()
         if d.code == MSG_SERVER_FULL:
             self.m_queued.inc()
         self.g_queue.set(len(self.admission.queue))
+        now = time.monotonic()
+        self.g_rate.set(self.admission.measured_rate(now))
+        self.g_window.set(self.admission.window(now))
         return d
 
     # msg server registry ---------------------------------------------------------------------------------
@@ -273,8 +218,10 @@ class LoginService(Service):
             server = self.servers.get(link)
             if server is not None:
                 server.cur_conn = max(0, server.cur_conn + (1 if msg.user_action == 1 else -1))
-                if msg.user_action == 1 and server.recent:
-                    server.recent.popleft()
+                if msg.user_action == 1:
+                    if server.recent:
+                        server.recent.popleft()
+                    self.admission.completed()
 
     # HTTP ------------------------------------------------------------------------------------------------
     async def _http_request(self, request: Request) -> Response:
@@ -283,7 +230,7 @@ class LoginService(Service):
             return _json_error(405, "method not allowed")
         if request.path != "/msg_server":
             return _json_error(404, "not found")
-        d = self.decide(request.query.get("ticket", "")[:64])
+        d = self.decide(request.query.get("ticket", "")[:64], _address(request.peer))
         doc: dict[str, Any] = {
             "code": d.code,
             "msg": "",
@@ -299,11 +246,15 @@ class LoginService(Service):
             doc.update(priorIP=d.server.ip1, backupIP=d.server.ip2, port=str(d.server.port))
         elif d.code == NO_MSG_SERVER:
             doc["msg"] = "no msg server"
+        elif not d.ticket:
+            doc["msg"] = d.text
+            headers["Retry-After"] = "10"
         else:
             doc.update(
-                msg="all msg servers are busy; queued",
+                msg=d.text,
                 queuePosition=d.position,
                 retryAfterMs=d.retry_after_ms,
+                expectedWaitMs=d.expected_wait_ms,
                 queueTicket=d.ticket,
             )
             headers["Retry-After"] = str(max(1, (d.retry_after_ms + 999) // 1000))
@@ -324,7 +275,13 @@ class LoginService(Service):
         return f"http://{eps[0].host}:{eps[0].port}/api/discovery" if eps else ""
 
 
+__all__ = ["MSG_SERVER_FULL", "NONE", "NO_MSG_SERVER", "Admission", "Decision", "LoginService", "MsgServer"]
 JSON = "application/json; charset=utf-8"
+
+
+def _address(peer: str) -> str:
+    """The client address of a `host:port` peer string."""
+    return peer.rsplit(":", 1)[0]
 
 
 def _json_error(status: int, msg: str) -> Response:

@@ -83,6 +83,16 @@ class Storage(abc.ABC):
         """Id, password hash and status for login, or None for an unknown login name."""
 
     @abc.abstractmethod
+    async def get_credentials_by_id(self, user_id: int) -> Credentials | None:
+        """Id, stored password hash and status of a user id (ticket logins know the id, not the name)."""
+
+    @abc.abstractmethod
+    async def consume_ticket_session(self, session_id: bytes, user_id: int, expires: int, now: int) -> bool:
+        """Record a resumption ticket's session id as used (or revoked) until `expires`, unix seconds; True if
+        it was not recorded before. Atomic: of two concurrent calls with one id, exactly one gets True.
+        Records that expired before `now` may be pruned."""
+
+    @abc.abstractmethod
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
         """Replace the stored password hash (e.g. after an argon2 parameter upgrade)."""
 

@@ -49,7 +49,13 @@ def cluster_config(
             "router": {"instances": 2},
             "biz": {
                 "instances": 1,
-                "auth": {**AUTH, "max_user_failures": 5, "max_address_failures": 12},
+                # Every test client logs in from 127.0.0.1: one address is not one flooder here.
+                "auth": {
+                    **AUTH,
+                    "max_user_failures": 5,
+                    "max_address_failures": 12,
+                    "max_pending_per_address": 1000,
+                },
                 **(biz or {}),
             },
             "file": {"instances": 0},

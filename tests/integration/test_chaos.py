@@ -29,12 +29,13 @@ chaos = _chaos()
 
 def test_kills_under_traffic_lose_duplicate_and_reorder_nothing(tmp_path: Path) -> None:
     report = asyncio.run(
-        chaos.run_chaos(duration=12, devices=8, rate=5, kill_every=2.5, seed=7, data_dir=tmp_path)
+        chaos.run_chaos(
+            duration=12, devices=8, rate=5, kill_every=2.5, seed=7, data_dir=tmp_path, cycle=True
+        )
     )
-    assert report["kills"], report  # the nemesis did its work
-    assert sum(report["kills"].values()) >= 3
+    assert report["kills"].get("msg") and report["kills"].get("biz"), report  # the nemesis did its work
     assert report["acked"] >= 200, report
-    assert report["send_attempts"] > report["sent"] or report["delivered_by_sync"] > 0  # kills were felt
+    assert report["logins"] > report["devices"], report  # a msg server's devices had to log in again
     assert chaos.passed(report), report
     assert all(v["p99"] < 15 for v in report["recovery_s"].values()), report
 

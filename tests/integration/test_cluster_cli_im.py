@@ -294,3 +294,105 @@ def test_admin_member_change_reaches_a_running_biz(cluster: Path) -> None:
     finally:
         dave.close()
         alice.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_chat_waits_out_a_restart_and_resumes_with_its_ticket(tmp_path: Path) -> None:
+    """`ttgen up` restarts under a connected `ttgen chat`: the chat reconnects through the login service and
+    logs in with its resumption ticket (no password hashing), then keeps chatting."""
+    config = {
+        **CONFIG,
+        "services": {
+            **CONFIG["services"],  # type: ignore[dict-item]
+            # The chat finds the restarted msg servers through the login service: only its port is fixed.
+            "login": {"http_port": _free_port()},
+        },
+    }
+    config_file = tmp_path / "ttgen.yaml"
+    config_file.write_text(json.dumps(config))
+    data = tmp_path / "data"
+    for name in ("alice", "bob"):
+        assert admin(data, "user", "add", name, "--password", "pw").returncode == 0
+    up = Proc(["up", "--config", str(config_file), "--data-dir", str(data)])
+    alice = bob = None
+    try:
+        up.wait_for("press Ctrl-C", 60)
+        alice = chat(data, "alice")
+        assert up.finish(30, signal.SIGTERM) == 0
+        up.close()
+        up = Proc(["up", "--config", str(config_file), "--data-dir", str(data)])
+        up.wait_for("press Ctrl-C", 60)
+        alice.wait_for("* reconnected (ticket)", 60)
+        bob = chat(data, "bob")
+        alice.send("/msg bob still here")
+        alice.wait_for("-> bob: still here")
+        bob.wait_for("alice -> you: still here")
+        alice.send("/quit")
+        assert alice.finish() == 0
+        bob.send("/quit")
+        assert bob.finish() == 0
+        assert up.finish(30, signal.SIGTERM) == 0
+    finally:
+        for proc in (alice, bob, up):
+            if proc is not None:
+                proc.close()
+
+
+def test_admin_hashes_with_the_cluster_policy_and_passwd_replaces_the_hash(tmp_path: Path) -> None:
+    """`ttgen admin` stores hashes with `services.biz.auth`'s policy (so biz never re-hashes them at the first
+    login, the cause of the re-hash-per-login the load tests saw); `user passwd` replaces the hash."""
+    import asyncio
+
+    from argon2 import extract_parameters
+    from click.testing import CliRunner
+
+    from runtime.auth import PasswordHasher, wire_password
+    from runtime.storage.sqlite import SqliteStorage
+    from ttgen.cli import main
+
+    data = tmp_path / "data"
+    config_file = tmp_path / "ttgen.yaml"
+    auth = {"time_cost": 1, "memory_cost": 2048, "parallelism": 1}
+    config_file.write_text(json.dumps({"services": {"biz": {"auth": auth}}}))
+    runner = CliRunner()
+
+    def adm(*args: str) -> Result:
+        return runner.invoke(main, ["admin", "--config", str(config_file), "--data-dir", str(data), *args])
+
+    assert adm("user", "add", "hana", "--password", "first").exit_code == 0
+
+    async def stored() -> str:
+        storage = SqliteStorage(data)
+        await storage.open()
+        try:
+            creds = await storage.get_credentials("hana")
+            assert creds is not None
+            return creds.password_hash
+        finally:
+            await storage.close()
+
+    first = asyncio.run(stored())
+    params = extract_parameters(first)
+    assert (params.time_cost, params.memory_cost, params.parallelism) == (1, 2048, 1)
+    hasher = PasswordHasher(**auth)
+    assert not hasher.needs_rehash(first) and hasher.verify_wire(first, wire_password("first"))
+    done = adm("user", "passwd", "hana", "--password", "second")
+    assert done.exit_code == 0 and "resumption tickets are void" in done.output
+    second = asyncio.run(stored())
+    assert hasher.verify_wire(second, wire_password("second")) and not hasher.verify_wire(
+        second, wire_password("first")
+    )
+    assert adm("user", "passwd", "nobody", "--password", "x").exit_code == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(json.dumps({"services": {"biz": {"auth": {"memory_cost": 10}}}}))
+    refused = runner.invoke(
+        main, ["admin", "--config", str(bad), "--data-dir", str(data), "user", "add", "x", "--password", "y"]
+    )
+    assert refused.exit_code == 1 and "memory_cost" in refused.output

@@ -170,7 +170,8 @@ def test_sigint_in_processes_mode_stops_workers(tmp_path: Path) -> None:
 
 def test_worker_death_is_reported_not_restarted(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    up = Up(["--config", str(write_config(tmp_path)), "--data-dir", str(data), "--processes"])
+    config = str(write_config(tmp_path))
+    up = Up(["--config", config, "--data-dir", str(data), "--processes", "--restart", "never"])
     try:
         up.wait_for("press Ctrl-C")
         pid = json.loads((data / "run" / "probe-0-metrics.json").read_text())["pid"]

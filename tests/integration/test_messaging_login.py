@@ -115,6 +115,7 @@ def test_login_storm_is_queued_with_position_and_retry_after(with_cluster: Calla
         _, headers, first = await http_get(c, "/msg_server")
         _, _, second = await http_get(c, "/msg_server")
         assert first["code"] == 2 and first["queuePosition"] == 1 and first["retryAfterMs"] > 0
+        assert second["expectedWaitMs"] > first["expectedWaitMs"] > 0
         assert second["queuePosition"] == 2 and int(headers["Retry-After"]) >= 1
         (login,) = c.services("login")
         login.admission.tokens = 1.0  # one admission becomes available: it goes to the head of the queue
@@ -133,6 +134,7 @@ def test_login_storm_is_queued_with_position_and_retry_after(with_cluster: Calla
         assert (
             rsp.result_code == 2 and rsp.queue_position >= 1 and rsp.retry_after_ms > 0 and rsp.queue_ticket
         )
+        assert rsp.expected_wait_ms > 0
         await core.close()
 
     with_cluster(body, login={"admission_rate": 0.01, "admission_burst": 2})

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from runtime.auth import PasswordHasher
+from runtime.auth import PasswordHasher, PolicyError, cluster_hash_policy
 from runtime.cluster.config import ClusterConfig, ConfigError, load_config
 from runtime.cluster.discovery import RunDirDiscovery
 from runtime.registry import Registry
@@ -48,6 +48,15 @@ def _config(obj: dict[str, Any]) -> ClusterConfig:
         return load_config(obj.get("config"), overrides)
     except ConfigError as exc:
         raise click.ClickException(f"config error: {exc}") from None
+
+
+def cluster_hasher(ctx: click.Context) -> PasswordHasher:
+    """A hasher with the cluster's configured policy (`services.biz.auth`): what admin tools store is what
+    biz expects, so the first login does not re-hash it."""
+    try:
+        return PasswordHasher(policy=cluster_hash_policy(_config(ctx.obj).as_dict()))
+    except PolicyError as exc:
+        raise click.ClickException(f"config error: services.biz.auth: {exc}") from None
 
 
 def run_with_storage(ctx: click.Context, work: Callable[[Storage], Awaitable[T]]) -> T:
@@ -179,9 +188,11 @@ def user_add(
     if not name.strip() or not password:
         raise click.BadParameter("name and password must not be empty")
 
+    hasher = cluster_hasher(ctx)
+
     async def work(storage: Storage) -> User:
         dept = await department_id(storage, department)
-        hashed = await asyncio.to_thread(PasswordHasher().hash_plaintext, password)
+        hashed = await asyncio.to_thread(hasher.hash_plaintext, password)
         try:
             # `domain` (TeamTalk's pinyin search key) carries the login name, so clients can address users
             # by it: UserInfo has no login-name field.
@@ -201,6 +212,26 @@ def user_add(
 
     user = run_with_storage(ctx, work)
     click.echo(f"created user {user.login_name} (id {user.id})")
+
+
+@user_group.command("passwd")
+@click.argument("name")
+@click.option("--password", required=True, help="The new plain-text password.")
+@click.pass_context
+def user_passwd(ctx: click.Context, name: str, password: str) -> None:
+    """Set the password of user NAME. Every resumption ticket of the user stops working at once (tickets
+    are bound to the stored hash); connected sessions stay until they log out or reconnect."""
+    if not password:
+        raise click.BadParameter("must not be empty", param_hint="--password")
+    hasher = cluster_hasher(ctx)
+
+    async def work(storage: Storage) -> int:
+        (user_id,) = await user_ids(storage, [name])
+        await storage.set_password_hash(user_id, await asyncio.to_thread(hasher.hash_plaintext, password))
+        return user_id
+
+    user_id = run_with_storage(ctx, work)
+    click.echo(f"password of {name} (id {user_id}) changed; its resumption tickets are void")
 
 
 @user_group.command("list")

@@ -20,8 +20,8 @@ from typing import Any
 
 import click
 
-from runtime.auth import wire_password
 from runtime.client import ClientCore
+from runtime.client_login import LoginBusy, LoginRefused, SessionLogin
 from runtime.cluster.discovery import RunDirDiscovery
 from runtime.errors import RuntimeProtocolError
 from ttgen.stack import Stack, load_stack
@@ -70,7 +70,8 @@ class ChatSession:
         self._push_task: asyncio.Task[None] | None = None
         self.received: list[tuple[str, str, int]] = []  # (from label, text, msg id), for scripts and tests
         self._arrived = asyncio.Event()
-        self.lost = asyncio.Event()  # set when the connection to the msg server is gone
+        self.lost = asyncio.Event()  # set when the session is over (closed, or refused after a reconnect)
+        self.auth: SessionLogin | None = None
 
     def new(self, command: str, **fields: Any) -> Any:
         """A message of the command's type, built from the registry (no generated module named here)."""
@@ -78,21 +79,23 @@ class ChatSession:
 
     # -- session ---------------------------------------------------------------------------------------------
     async def login(self, user: str, password: str) -> None:
-        """Connect, log in with MD5hex(password) as TeamTalk clients do, load the directory, start pushes."""
-        await self.core.connect()
-        res = await self.client.login_req_userlogin(
-            self.new(
-                "CID_LOGIN_REQ_USERLOGIN",
-                user_name=user,
-                password=wire_password(password),
-                online_status=ONLINE,
-                client_type=CLIENT_WINDOWS,
-                client_version="ttgen-chat",
-            )
+        """Connect (waiting in the login queue), log in with MD5hex(password) as TeamTalk clients do, take a
+        resumption ticket, load the directory, start pushes. After a lost connection the core reconnects and
+        `SessionLogin` logs in again with the ticket (no password hashing at the server)."""
+        self.auth = SessionLogin(
+            self.core,
+            user,
+            password,
+            client_type=CLIENT_WINDOWS,
+            online_status=ONLINE,
+            client_version="ttgen-chat",
+            on_status=lambda line: self.say(f"* {line}"),
         )
-        if res.result_code != 0:
-            raise ChatError(f"login refused: {res.result_string or 'code ' + str(res.result_code)}")
-        self.user_id, self.name = res.user_info.user_id, user
+        try:
+            info = await self.auth.login()
+        except (LoginRefused, LoginBusy) as exc:
+            raise ChatError(str(exc)) from None
+        self.user_id, self.name = info.user_id, user
         await self.refresh()
         self._push_task = asyncio.create_task(self._push_loop(), name="chat-pushes")
 
@@ -113,6 +116,8 @@ class ChatSession:
 
     async def close(self) -> None:
         """Stop the push loop and close the connection."""
+        if self.auth is not None:
+            self.auth.close()
         if self._push_task is not None:
             self._push_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -224,7 +229,7 @@ class ChatSession:
                 await self._on_push(info.name, msg)
             except Exception as exc:  # one odd push must not end the session
                 self.say(f"! could not handle {info.name}: {exc}")
-        self.lost.set()  # pushes end only when the connection is gone
+        self.lost.set()  # pushes end only when the core is closed for good
 
     async def _on_push(self, name: str, msg: Any) -> None:
         if name == "CID_MSG_DATA":
@@ -353,7 +358,7 @@ async def run_chat(
             await asyncio.wait({next_line, lost}, return_when=asyncio.FIRST_COMPLETED)
             if lost.done():
                 next_line.cancel()
-                say("! the connection to the server was lost; log in again to continue")
+                say("! the session ended (signed in elsewhere, or refused at a reconnect); log in again")
                 code = 1
                 break
             line = next_line.result()
@@ -408,8 +413,13 @@ def chat(
         click.echo(line)
         sys.stdout.flush()
 
+    def queued(position: int, wait: float) -> None:
+        say(f"* waiting to log in: position {position} in the queue, about {wait:.0f} s")
+
     async def main() -> int:
-        core = ClientCore(stack.registry, reconnect=False, **core_args)
+        core = ClientCore(
+            stack.registry, reconnect=True, backoff_initial=0.5, backoff_max=8.0, on_queue=queued, **core_args
+        )
         return await run_chat(stack, core, user, password or "", say)
 
     sys.exit(asyncio.run(main()))

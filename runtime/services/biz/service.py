@@ -32,14 +32,15 @@ from runtime.services.base import (
 from runtime.services.biz.handlers_dir import DirectoryHandlers
 from runtime.services.biz.handlers_group import GroupHandlers
 from runtime.services.biz.handlers_msg import MessageHandlers, new_store_tokens
-from runtime.services.biz.storage_open import open_auth, open_storage
+from runtime.services.biz.storage_open import open_auth, open_storage, open_tickets
+from runtime.services.biz.tickets import TicketHandlers, TicketService
 from runtime.services.links import FLAG_RELAY, Link, Proto, keep_alive, relay_targets, serve_links
 from runtime.storage.base import Storage
 
 Handler = Callable[[int, Any, Link], Awaitable[PbMessage | None]]
 
 
-class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
+class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, TicketHandlers, Service):
     """Business logic over runtime.storage: users, sessions, messages, unread, groups, tokens, validation."""
 
     def __init__(self, ctx: ServiceContext) -> None:
@@ -48,6 +49,7 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         self.proto = Proto(ctx.registry)
         self.storage: Storage = None  # type: ignore[assignment]  # set in start()
         self.auth: Any = None
+        self.tickets: TicketService | None = None
         self._server: asyncio.Server | None = None
         self._endpoints: list[Endpoint] = []
         self._links: set[Link] = set()
@@ -69,8 +71,10 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         """Open storage, bind the internal listener and publish it."""
         self.storage = await open_storage(self.ctx)
         self.auth = open_auth(self.ctx, self.storage)
+        self.auth.bind_metrics(self.metrics)
+        self.tickets = open_tickets(self.ctx, self.storage, self.metrics, self.proto)
         table: dict[str, Handler] = {}
-        for base in (MessageHandlers, DirectoryHandlers, GroupHandlers):
+        for base in (MessageHandlers, DirectoryHandlers, GroupHandlers, TicketHandlers):
             table.update({name: getattr(self, meth) for name, meth in base.HANDLES.items()})
         for name, handler in table.items():
             if self.proto.has(name):
@@ -100,6 +104,8 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        if self.auth is not None:
+            self.auth.close()
         if self.storage is not None:
             await self.storage.close()
 
@@ -109,7 +115,10 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, Service):
 
     def health(self) -> dict[str, Any]:
         """Links and in-flight requests."""
-        return {"status": "ok", "links": len(self._links), "in_flight": len(self._tasks)}
+        doc: dict[str, Any] = {"status": "ok", "links": len(self._links), "in_flight": len(self._tasks)}
+        if self.auth is not None:
+            doc["verify"] = self.auth.pool_report()
+        return doc
 
     # dispatch --------------------------------------------------------------------------------------------
     def _on_link(self, link: Link) -> None:

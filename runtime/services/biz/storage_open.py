@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from runtime.monitor.metrics import Metrics
 from runtime.services.base import ServiceContext
+from runtime.services.links import Proto
 from runtime.storage.base import Storage
+
+
+def storage_dir(ctx: ServiceContext) -> Path:
+    """Where the database (and by default the ticket key) lives: `storage.dir` or the data dir."""
+    path = (ctx.cluster_config.get("storage") or {}).get("dir")
+    return Path(path) if path else ctx.data_dir
 
 
 async def open_storage(ctx: ServiceContext) -> Storage:
@@ -17,8 +25,7 @@ async def open_storage(ctx: ServiceContext) -> Storage:
         raise ValueError(f"unsupported storage backend {backend!r}")
     from runtime.storage.sqlite import SqliteStorage
 
-    path = cfg.get("dir")
-    data_dir = Path(path) if path else ctx.data_dir
+    data_dir = storage_dir(ctx)
     data_dir.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {"encrypt_at_rest": bool(cfg.get("encrypt_at_rest", False))}
     for key in ("synchronous", "max_batch", "readers", "recall_window", "dedup_window"):
@@ -34,3 +41,12 @@ def open_auth(ctx: ServiceContext, storage: Storage) -> Any:
     from runtime.services.biz.validate import Validator
 
     return Validator(storage, dict(ctx.config.get("auth") or {}))
+
+
+def open_tickets(ctx: ServiceContext, storage: Storage, metrics: Metrics, proto: Proto) -> Any:
+    """The resumption-ticket service (`services.biz.tickets`), None if the protocol has no ticket commands."""
+    from runtime.services.biz.tickets import TicketService
+
+    if not proto.has("CID_EXT_TICKET_VERIFY_REQ"):
+        return None
+    return TicketService(storage, dict(ctx.config.get("tickets") or {}), storage_dir(ctx), metrics, proto)

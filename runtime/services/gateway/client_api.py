@@ -1,7 +1,10 @@
 """Runtime services layer (gateway): the long-poll client API (`/api/...`), JSON in and out.
 
 - `POST /api/login` `{user, password}` (plain) or `{user, password_md5}`, optional `client_type` (1, 2, 17,
-  18) -> `{token, user_id, user, upload_token, upload_url, poll_timeout}`;
+  18) -> `{token, user_id, user, upload_token, upload_url, poll_timeout, resume_ticket, ticket_expires}`;
+  or `{ticket, client_type}` with a `resume_ticket` (base64url) from an earlier login: no password hashing,
+  the answer carries the next ticket (a ticket logs in once; refused tickets answer error 6 with
+  `ticket_result`, the IM.Ext TicketResult name, e.g. `TICKET_REVOKED`);
 - `POST /api/send` `{to, text}` or `{to, data_b64}`, `group: true` for a group, optional `client_msg_id` (a
   retry with the same id is stored once) -> `{msg_id, session_type, create_time}`;
 - `GET /api/poll?since=<last seq seen>&timeout=<s, max 30>` -> `{events: [...], last_seq, gap}`;
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import re
 import time
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf.json_format import MessageToDict
 
+from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.errors import CallTimeout, ConnectionClosed
 from runtime.framing import Frame
 from runtime.http import Request, Response, json_response
@@ -53,6 +58,7 @@ CLIENT_TYPES = (1, 2, 17, 18)
 MAX_MSG_BYTES = 4096
 BIZ_TIMEOUT = 10.0
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
 
 def error(code: int, message: str, status: int = 400) -> Response:
@@ -80,6 +86,7 @@ class ClientApi:
         self.svc = svc
         self.proto = svc.proto
         self.tokens = StoreTokens()
+        self._revocations: set[asyncio.Task[Any]] = set()
         self.routes = {
             ("POST", "/api/login"): self.login,
             ("POST", "/api/logout"): self.logout,
@@ -159,6 +166,8 @@ class ClientApi:
     # endpoints -------------------------------------------------------------------------------------------
     async def login(self, request: Request, doc: dict[str, Any], _s: Session | None) -> Response:
         """Validate through biz, open a session, announce it to the routers (and kick same-class devices)."""
+        if "ticket" in doc:
+            return await self._ticket_login(request, doc)
         user = doc.get("user")
         if not isinstance(user, str) or not user or len(user) > 64:
             raise ValueError("user must be a non-empty string")
@@ -184,7 +193,99 @@ class ClientApi:
             return error(UNAVAILABLE, "biz did not answer", 503)
         if rsp.result_code != 0:
             return error(LOGIN_REFUSED, rsp.result_string or "login refused", 401)
-        user_id = rsp.user_info.user_id
+        session = self._open(rsp.user_info.user_id, client_type)
+        ticket, expires = await self._issue_ticket(session)
+        return self._welcome(session, rsp.user_info, ticket, expires)
+
+    async def _ticket_login(self, request: Request, doc: dict[str, Any]) -> Response:
+        """`{ticket, client_type}`: biz checks and consumes the ticket; a session like a password login's."""
+        raw = doc.get("ticket")
+        if not isinstance(raw, str) or not 0 < len(raw) <= 256 or not _B64URL.match(raw):
+            raise ValueError("ticket must be a non-empty base64url string")
+        try:
+            ticket = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        except (binascii.Error, ValueError):
+            raise ValueError("ticket is not base64url") from None
+        client_type = doc.get("client_type", 1)
+        if client_type not in CLIENT_TYPES:
+            raise ValueError(f"client_type must be one of {CLIENT_TYPES}")
+        if self.svc.biz_link() is None or not self.svc.routers.available:
+            return error(UNAVAILABLE, "messaging is unavailable", 503)
+        req = self.proto.new(
+            "CID_EXT_TICKET_VERIFY_REQ",
+            ticket=ticket[:128],
+            client_type=client_type,
+            attach_data=request.peer.rsplit(":", 1)[0].encode(),
+        )
+        rsp = await self._biz("CID_EXT_TICKET_VERIFY_REQ", 0, req)
+        if rsp is None:
+            return error(UNAVAILABLE, "biz did not answer", 503)
+        codes = self.proto.enum("CID_EXT_TICKET_VERIFY_RSP", "result_code")
+        if rsp.result_code != codes["TICKET_OK"]:
+            names = {number: name for name, number in codes.items()}
+            return json_response(
+                {
+                    "error_code": LOGIN_REFUSED,
+                    "error_msg": rsp.result_string or "ticket refused",
+                    "ticket_result": names.get(rsp.result_code, str(rsp.result_code)),
+                },
+                401,
+            )
+        session = self._open(rsp.user_info.user_id, client_type)
+        session.auth_time, session.ticket_session = rsp.auth_time, rsp.session_id
+        return self._welcome(session, rsp.user_info, rsp.ticket, rsp.expire_time)
+
+    async def _issue_ticket(self, session: Session) -> tuple[bytes, int]:
+        """A resumption ticket for a new session (empty if biz has tickets off or does not answer)."""
+        if not self.proto.has("CID_EXT_TICKET_ISSUE_REQ"):
+            return b"", 0
+        req = self.proto.new(
+            "CID_EXT_TICKET_ISSUE_REQ",
+            user_id=session.user_id,
+            client_type=session.client_type,
+            auth_time=session.auth_time,
+        )
+        rsp = await self._biz("CID_EXT_TICKET_ISSUE_REQ", session.user_id, req)
+        if rsp is None or rsp.result_code != 0 or not rsp.ticket:
+            return b"", 0
+        session.ticket_session = rsp.session_id
+        return rsp.ticket, rsp.expire_time
+
+    def revoke_ticket(self, session: Session) -> asyncio.Future[Any] | None:
+        """Tell biz the session's ticket is dead (logout, kick): a future of the first attempt, so logout can
+        wait for it; unanswered attempts are repeated in the background as msg does (REVOKE_RETRY_DELAYS)."""
+        sid, session.ticket_session = session.ticket_session, b""
+        if not sid or not self.proto.has("CID_EXT_TICKET_REVOKE_REQ"):
+            return None
+        req = self.proto.new("CID_EXT_TICKET_REVOKE_REQ", user_id=session.user_id, session_id=sid)
+        first: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def send() -> None:
+            for delay in (0.0, *REVOKE_RETRY_DELAYS):
+                if delay:
+                    await asyncio.sleep(delay)
+                rsp = await self._biz("CID_EXT_TICKET_REVOKE_REQ", session.user_id, req)
+                if not first.done():
+                    first.set_result(rsp)
+                if rsp is not None:
+                    return
+
+        task = asyncio.get_running_loop().create_task(send(), name="ticket-revoke")
+        self._revocations.add(task)
+        task.add_done_callback(self._revocations.discard)
+        return first
+
+    async def stop_revocations(self, timeout: float) -> None:
+        """At stop: let revocations in flight finish for up to `timeout`, then give up their retries."""
+        if self._revocations:
+            await asyncio.wait(list(self._revocations), timeout=timeout)
+        for task in list(self._revocations):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _open(self, user_id: int, client_type: int) -> Session:
+        """A new session; same-class sessions of the user here and elsewhere are kicked."""
         svc = self.svc
         for other in list(svc.sessions.of(user_id)):
             if ((other.client_type ^ client_type) >> 4) == 0:
@@ -196,13 +297,19 @@ class ClientApi:
         )
         svc.routers.relay(self.proto.cid("CID_OTHER_SERVER_KICK_USER"), kick.SerializeToString(), [user_id])
         svc.status_update(session, ONLINE)
+        return session
+
+    def _welcome(self, session: Session, user_info: Any, ticket: bytes, expires: int) -> Response:
+        """The login answer."""
         return ok(
             token=session.token,
-            user_id=user_id,
-            user=MessageToDict(rsp.user_info, preserving_proto_field_name=True),
-            upload_token=issue_upload_token(svc.blob_secret, user_id),
+            user_id=session.user_id,
+            user=MessageToDict(user_info, preserving_proto_field_name=True),
+            upload_token=issue_upload_token(self.svc.blob_secret, session.user_id),
             upload_url=self._blob_url(),
             poll_timeout=25,
+            resume_ticket=base64.urlsafe_b64encode(ticket).decode().rstrip("=") if ticket else "",
+            ticket_expires=expires,
         )
 
     def _blob_url(self) -> str:
@@ -211,9 +318,12 @@ class ClientApi:
         return f"http://{eps[0].host}:{eps[0].port}/" if eps else ""
 
     async def logout(self, _r: Request, _d: dict[str, Any], session: Session | None) -> Response:
-        """End the session."""
+        """End the session; its resumption ticket is dead once this answers."""
         assert session is not None
+        revoked = self.revoke_ticket(session)
         self.svc.retire(session)
+        if revoked is not None:
+            await revoked
         return ok()
 
     async def send(self, _r: Request, doc: dict[str, Any], session: Session | None) -> Response:

@@ -104,6 +104,7 @@ class GatewayService(Service):
         for session in list(self.sessions.by_token.values()):
             self.retire(session)
         await self.http.stop(min(drain_timeout, 1.0))
+        await self.client_api.stop_revocations(min(drain_timeout, 2.0))
         await self.routers.stop()
         if self.biz is not None:
             await self.biz.stop()
@@ -192,8 +193,9 @@ class GatewayService(Service):
             self.g_sessions.set(len(self.sessions))
 
     def kick(self, session: Session, reason: int) -> None:
-        """Tell a session it was kicked (its pending poll returns it) and end it."""
+        """Tell a session it was kicked (its pending poll returns it), revoke its ticket and end it."""
         session.push({"type": "kick", "reason": reason})
+        self.client_api.revoke_ticket(session)
         self.retire(session)
 
     # delivery --------------------------------------------------------------------------------------------

@@ -55,6 +55,8 @@ class Session:
         self.last_seen = time.monotonic()
         self.seen: OrderedDict[tuple[int, int, int], None] = OrderedDict()  # delivered chat keys
         self.sends = TokenBucket(20.0, 20.0)
+        self.auth_time = int(time.time())  # the password login this session descends from
+        self.ticket_session = b""  # session id of the resumption ticket handed to this session
         self._changed = asyncio.Event()
         self._poll_generation = 0
 

@@ -45,13 +45,25 @@ def delivery_key(receiver: int, msg: Any) -> DeliveryKey:
 class ClientState:
     """What msg keeps about one authenticated client connection."""
 
-    __slots__ = ("client_type", "link", "logged_in", "seen", "seen_old", "unacked", "user_id")
+    __slots__ = (
+        "auth_time",
+        "client_type",
+        "link",
+        "logged_in",
+        "seen",
+        "seen_old",
+        "ticket_session",
+        "unacked",
+        "user_id",
+    )
 
     def __init__(self, link: Any) -> None:
         self.link = link
         self.user_id = 0
         self.client_type = 0
         self.logged_in = False
+        self.auth_time = 0  # unix seconds of the password login this session descends from
+        self.ticket_session = b""  # session id of the last resumption ticket handed to this connection
         self.unacked: dict[DeliveryKey, tuple[str, Any, int]] = {}  # key -> (command, message, attempt)
         # Keys delivered on this connection, in two generations of SEEN_LIMIT / 2 (a set probe each, where an
         # ordered map cost a linked-list update per delivery): between SEEN_LIMIT / 2 and SEEN_LIMIT recent

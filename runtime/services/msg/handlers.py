@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
+from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.dispatch import Context
 from runtime.errors import IntegrityError
 from runtime.services.file.msg_side import FileRequestHandlers
@@ -19,6 +21,7 @@ ONLINE, OFFLINE = 1, 2
 HANDSHAKE_OK, HANDSHAKE_NO_COMMON_SUITE, HANDSHAKE_BAD_KEY, HANDSHAKE_ALREADY_SECURED = 0, 1, 2, 3
 SUITES = {1: "aes-256-gcm", 2: "chacha20-poly1305"}  # IM.Ext.AeadSuite -> runtime.stages.crypto algorithm
 KICK_DUPLICATE, KICK_MOBILE = 1, 2
+
 GROUP_ADD = 1
 
 # Client commands biz answers as they are (the user id is stamped, attach_data stripped on the way back).
@@ -45,6 +48,9 @@ INTERNAL_ONLY = (
     "CID_OTHER_HEARTBEAT",
     "CID_OTHER_STOP_RECV_PACKET",
     "CID_OTHER_VALIDATE_RSP",
+    "CID_EXT_TICKET_ISSUE_RSP",
+    "CID_EXT_TICKET_VERIFY_RSP",
+    "CID_EXT_TICKET_REVOKE_RSP",
     "CID_OTHER_GET_DEVICE_TOKEN_RSP",
     "CID_OTHER_SERVER_KICK_USER",
     "CID_OTHER_LOGIN_STATUS_NOTIFY",
@@ -82,7 +88,10 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
             self.svc.report_count(st.user_id, -1)
 
     def kick(self, st: ClientState, reason: int) -> None:
-        """Tell a session it was kicked, retire it and close it once the notice is written."""
+        """Tell a session it was kicked, revoke its ticket, retire it and close it once the notice is
+        written."""
+        self._revoke(st.user_id, st.ticket_session)
+        st.ticket_session = b""
         self.svc.push(
             st.link,
             "CID_LOGIN_KICK_USER",
@@ -99,13 +108,7 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         if st.logged_in:
             res.result_code, res.result_string = ResultCode.DB_VALIDATE_FAILED, "already logged in"
             return res
-        refusal = None
-        if self.svc.biz_link() is None:
-            refusal = (ResultCode.NO_DB_SERVER, "biz service unavailable")
-        elif not self.svc.routers.available:
-            refusal = (ResultCode.NO_ROUTE_SERVER, "router service unavailable")
-        elif self.svc.g_conns.value >= self.svc.max_conn:
-            refusal = (ResultCode.MSG_SERVER_FULL, "msg server full")
+        refusal = self._login_gate()
         if refusal is None:
             req: Any = self.proto.new(
                 "CID_OTHER_VALIDATE_REQ",
@@ -116,6 +119,8 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
             rsp = await self.biz_call("CID_OTHER_VALIDATE_REQ", 0, req)
             if rsp is None:
                 refusal = (ResultCode.NO_DB_SERVER, "biz did not answer")
+            elif rsp.result_code == ResultCode.MSG_SERVER_FULL:  # biz's verify pool is saturated
+                refusal = (ResultCode.MSG_SERVER_FULL, rsp.result_string or "login busy; try again later")
             elif rsp.result_code != 0:
                 # The wire enum ends at 7: every validation refusal is DB_VALIDATE_FAILED, the text says why.
                 refusal = (ResultCode.DB_VALIDATE_FAILED, rsp.result_string or "validation failed")
@@ -127,8 +132,24 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         if not ctx.link.conn or not ctx.link.conn.is_open:
             return None
         assert rsp is not None
-        user_id = rsp.user_info.user_id
-        client_type = msg.client_type
+        self._admit(ctx, st, rsp.user_info.user_id, msg.client_type)
+        st.auth_time = self.now()
+        res.online_status = msg.online_status
+        res.user_info.CopyFrom(rsp.user_info)
+        return res
+
+    def _login_gate(self) -> tuple[ResultCode, str] | None:
+        """Why no login can proceed on this server right now, or None."""
+        if self.svc.biz_link() is None:
+            return (ResultCode.NO_DB_SERVER, "biz service unavailable")
+        if not self.svc.routers.available:
+            return (ResultCode.NO_ROUTE_SERVER, "router service unavailable")
+        if self.svc.g_conns.value >= self.svc.max_conn:
+            return (ResultCode.MSG_SERVER_FULL, "msg server full")
+        return None
+
+    def _admit(self, ctx: Context, st: ClientState, user_id: int, client_type: int) -> None:
+        """An authenticated connection: register it, announce it, kick same-class sessions cluster-wide."""
         ctx.authenticate(user_id, client_type)
         st.user_id, st.client_type, st.logged_in = user_id, client_type, True
         older = [o for o in self.svc.states_of(user_id) if same_class(o.client_type, client_type)]
@@ -147,14 +168,114 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         self.svc.routers.relay(
             self.proto.cid("CID_OTHER_SERVER_KICK_USER"), kick.SerializeToString(), [user_id]
         )
+
+    # resumption tickets ----------------------------------------------------------------------------------
+    async def on_cid_ext_ticket_login_req(self, ctx: Context, msg: Any) -> Any:
+        """Log in with a resumption ticket: biz checks the HMAC and consumes the ticket (no password hash);
+        the answer carries the successor ticket. After a refused ticket the connection stays open for a
+        password login (the rate limit of both commands still applies); when no login can proceed at all
+        (biz or routers down, server full) it closes as after a refused password."""
+        codes = self.proto.enum("CID_EXT_TICKET_LOGIN_RSP", "result_code")
+        res: Any = self.proto.new("CID_EXT_TICKET_LOGIN_RSP", server_time=self.now(), result_code=0)
+        st = self.state(ctx)
+        if st.logged_in:
+            res.result_code, res.result_string = codes["TICKET_UNAVAILABLE"], "already logged in"
+            return res
+        gate = self._login_gate()
+        rsp = None
+        if gate is None:
+            req: Any = self.proto.new(
+                "CID_EXT_TICKET_VERIFY_REQ",
+                ticket=msg.ticket,
+                client_type=msg.client_type,
+                device_id=msg.device_id,
+                attach_data=ctx.peer.rsplit(":", 1)[0].encode(),
+            )
+            rsp = await self.biz_call("CID_EXT_TICKET_VERIFY_REQ", 0, req)
+        if rsp is None or rsp.result_code != codes["TICKET_OK"]:
+            if rsp is None:
+                res.result_code = codes["TICKET_UNAVAILABLE"]
+                res.result_string = gate[1] if gate is not None else "biz did not answer"
+            else:
+                res.result_code, res.result_string = rsp.result_code, rsp.result_string or "ticket refused"
+            self.svc.m_ticket_refused.inc()
+            if gate is None and rsp is not None:
+                return res
+            ctx.reply(res)
+            ctx.close(f"ticket login refused: {res.result_string}")
+            return None
+        if not ctx.link.conn or not ctx.link.conn.is_open:
+            return None
+        self._admit(ctx, st, rsp.user_info.user_id, msg.client_type)
+        st.auth_time, st.ticket_session = rsp.auth_time, rsp.session_id
+        self.svc.m_ticket_logins.inc()
         res.online_status = msg.online_status
         res.user_info.CopyFrom(rsp.user_info)
+        res.ticket, res.expire_time = rsp.ticket, rsp.expire_time
         return res
 
-    async def on_cid_login_req_loginout(self, ctx: Context, msg: Any) -> Any:
-        """Clear the push token, answer, close."""
+    async def on_cid_ext_resume_ticket_req(self, ctx: Context, msg: Any) -> Any:
+        """Issue a resumption ticket to this logged-in connection (retiring the one issued before)."""
+        codes = self.proto.enum("CID_EXT_RESUME_TICKET_RSP", "result_code")
+        res: Any = self.proto.new("CID_EXT_RESUME_TICKET_RSP", result_code=codes["TICKET_OK"])
         st = self.state(ctx)
+        if not st.logged_in:
+            res.result_code = codes["TICKET_NOT_LOGGED_IN"]
+            return res
+        req: Any = self.proto.new(
+            "CID_EXT_TICKET_ISSUE_REQ",
+            user_id=st.user_id,
+            client_type=st.client_type,
+            auth_time=st.auth_time,
+            device_id=msg.device_id,
+            previous_session=st.ticket_session,
+        )
+        rsp = await self.biz_call("CID_EXT_TICKET_ISSUE_REQ", st.user_id, req)
+        if rsp is None:
+            res.result_code = codes["TICKET_UNAVAILABLE"]
+            return res
+        if rsp.result_code != codes["TICKET_OK"]:
+            res.result_code = rsp.result_code
+            return res
+        if not st.logged_in:  # logged out or kicked while biz issued it: the new ticket dies with the session
+            self._revoke(st.user_id, rsp.session_id)
+            res.result_code = codes["TICKET_REVOKED"]
+            return res
+        st.ticket_session = rsp.session_id
+        res.ticket, res.expire_time = rsp.ticket, rsp.expire_time
+        return res
+
+    def _revoke(self, user_id: int, session_id: bytes) -> asyncio.Future[Any] | None:
+        """Tell biz a session's ticket is dead (logout, kick). Returns a future of the first attempt, so a
+        logout can wait for it; if biz does not answer, the revocation is sent again in the background until
+        it is stored or the ticket would have expired anyway (REVOKE_RETRY_DELAYS)."""
+        if not session_id:
+            return None
+        req = self.proto.new("CID_EXT_TICKET_REVOKE_REQ", user_id=user_id, session_id=session_id)
+        first: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        async def send() -> None:
+            for delay in (0.0, *REVOKE_RETRY_DELAYS):
+                if delay:
+                    await asyncio.sleep(delay)
+                rsp = await self.biz_call("CID_EXT_TICKET_REVOKE_REQ", user_id, req)
+                if not first.done():
+                    first.set_result(rsp)
+                if rsp is not None:
+                    return
+            self.svc.log.warning("ticket revocation for user %d was never stored", user_id)
+
+        self.svc.background(asyncio.get_running_loop().create_task(send(), name="ticket-revoke"))
+        return first
+
+    async def on_cid_login_req_loginout(self, ctx: Context, msg: Any) -> Any:
+        """Clear the push token and revoke the session's ticket, answer, close."""
+        st = self.state(ctx)
+        revoked = self._revoke(st.user_id, st.ticket_session)
+        st.ticket_session = b""
         await self.biz_call("CID_LOGIN_REQ_LOGINOUT", st.user_id, msg)
+        if revoked is not None:
+            await revoked  # the logout answer means the ticket is dead everywhere
         ctx.reply(self.proto.new("CID_LOGIN_RES_LOGINOUT", result_code=0))
         self.retire(st)
         ctx.close("logout")

@@ -76,6 +76,11 @@ class MsgService(Service):
         self.m_msgs_in = self.metrics.counter(
             "msg_msgs_in_total", "chat messages received from clients (IMMsgData and burn messages)"
         )
+        self.m_ticket_logins = self.metrics.counter("msg_ticket_logins_total", "logins with a ticket")
+        self.m_ticket_refused = self.metrics.counter(
+            "msg_ticket_refused_total", "ticket logins refused (biz counts them by reason)"
+        )
+        self._background: set[asyncio.Task[Any]] = set()
 
     def _make_handlers(self) -> MsgHandlers:
         base = getattr(self.ctx.servers, "MsgServiceBase", None) if self.ctx.servers is not None else None
@@ -114,9 +119,18 @@ class MsgService(Service):
         if self._server is not None:
             await self._server.shutdown(drain_timeout)
         await self.dispatcher.drain(min(drain_timeout, 2.0))
+        if self._background:  # ticket revocations of the sessions just closed; retries give up at stop
+            await asyncio.wait(list(self._background), timeout=min(drain_timeout, 2.0))
+            for task in list(self._background):
+                await cancel_task(task)
         await self.routers.stop()
         for d in [*self.biz, *self.logins.values()]:
             await d.stop()
+
+    def background(self, task: asyncio.Task[Any]) -> None:
+        """Keep a fire-and-forget task referenced until it ends (stop() waits for the rest)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def endpoints(self) -> list[Endpoint]:
         """The client listener."""

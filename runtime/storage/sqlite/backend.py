@@ -181,6 +181,14 @@ class SqliteStorage(Storage):
     async def get_credentials(self, login_name: str) -> Credentials | None:
         return await self._read(lambda c: directory.get_credentials(c, login_name))
 
+    async def get_credentials_by_id(self, user_id: int) -> Credentials | None:
+        return await self._read(lambda c: directory.get_credentials_by_id(c, user_id))
+
+    async def consume_ticket_session(self, session_id: bytes, user_id: int, expires: int, now: int) -> bool:
+        return await self._write(
+            lambda c: directory.consume_ticket_session(c, session_id, user_id, expires, now)
+        )
+
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
         await self._write(
             lambda c: directory.set_user_field(c, self._ctx, user_id, "password_hash", password_hash)

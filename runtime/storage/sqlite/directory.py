@@ -149,6 +149,29 @@ def set_user_field(
         raise NotFound(f"user {user_id}")
 
 
+def get_credentials_by_id(conn: sqlite3.Connection, user_id: int) -> Credentials | None:
+    """Id, hash and status of a user id."""
+    row = conn.execute("SELECT id, password_hash, status FROM users WHERE id = ?", (user_id,)).fetchone()
+    return Credentials(row["id"], row["password_hash"], row["status"]) if row else None
+
+
+MAX_TICKET_SESSION = 64
+
+
+def consume_ticket_session(
+    conn: sqlite3.Connection, session_id: bytes, user_id: int, expires: int, now: int
+) -> bool:
+    """Insert the ticket session id unless present (True if inserted); prune records expired before `now`."""
+    if not session_id or len(session_id) > MAX_TICKET_SESSION:
+        raise InvalidArgument("ticket session id must be 1..64 bytes")
+    conn.execute("DELETE FROM ticket_sessions WHERE expires < ?", (now,))
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO ticket_sessions (session_id, user_id, expires) VALUES (?, ?, ?)",
+        (bytes(session_id), user_id, expires),
+    )
+    return cur.rowcount == 1
+
+
 def get_users(conn: sqlite3.Connection, user_ids: Sequence[int]) -> list[User]:
     """Existing users among the ids, in id order."""
     ids = list(dict.fromkeys(user_ids))

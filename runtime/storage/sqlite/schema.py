@@ -92,7 +92,15 @@ _V2 = (
     "ALTER TABLE group_messages ADD COLUMN token INTEGER NOT NULL DEFAULT 0",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, _V1), Migration(2, _V2))
+# Resumption tickets (runtime.auth.tickets) whose session id was used, or whose session logged out or was
+# kicked, until the ticket would have expired anyway; every biz instance consults the same table.
+_V3 = (
+    """CREATE TABLE ticket_sessions (session_id BLOB PRIMARY KEY, user_id INTEGER NOT NULL,
+        expires INTEGER NOT NULL) WITHOUT ROWID""",
+    "CREATE INDEX ticket_sessions_expires ON ticket_sessions (expires)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, _V1), Migration(2, _V2), Migration(3, _V3))
 
 
 def current_version(conn: sqlite3.Connection) -> int:

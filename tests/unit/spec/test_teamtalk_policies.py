@@ -10,10 +10,12 @@ import importlib
 import pytest
 
 # Commands a connection may send before it has logged in: the msg-server lookups (legacy and queued), the
-# logins (msg server and file service), the heartbeat and the encryption handshake that precedes login.
+# logins (msg server with a password or a resumption ticket, and file service), the heartbeat and the
+# encryption handshake that precedes login.
 PRE_AUTH = {
     "CID_LOGIN_REQ_MSGSERVER",
     "CID_LOGIN_REQ_USERLOGIN",
+    "CID_EXT_TICKET_LOGIN_REQ",
     "CID_OTHER_HEARTBEAT",
     "CID_FILE_LOGIN_REQ",
     "CID_EXT_HANDSHAKE_REQ",
