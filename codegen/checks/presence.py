@@ -66,7 +66,8 @@ def check_presence_fields(spec: Spec, diags: Diagnostics) -> None:
         same = f" of type '{stat_type}'" if repeated and stat_type else ""
         diags.error(
             "TT802",
-            f"presence {key} command '{name}': message '{message.name}' has {what} {kind} user-stat field{same}",
+            f"presence {key} command '{name}': message '{message.name}' has {what} {kind} user-stat"
+            f" field{same}",
             loc_at(policy, key),
             hint="a user stat is a message with an integer `user_id` and an enum `status` field",
         )
