@@ -126,6 +126,30 @@ class Client:
             )
         return self.received(command, pred)
 
+    def presence(self, user_id: int | None = None) -> list[tuple[int, int]]:
+        """Presence pushes as (user id, status) in arrival order, from both forms of a flush: one
+        IMUserStatNotify per user, or one IMUsersStatRsp push (seq 0) with the list (`user_id`: that user's
+        only)."""
+        out: list[tuple[int, int]] = []
+        for name, m in self.pushes:
+            if name == "CID_BUDDY_LIST_STATUS_NOTIFY":
+                out.append((m.user_stat.user_id, m.user_stat.status))
+            elif name == "CID_BUDDY_LIST_USERS_STATUS_RESPONSE":
+                out.extend((s.user_id, s.status) for s in m.user_stat_list)
+        return out if user_id is None else [p for p in out if p[0] == user_id]
+
+    def presence_frames(self) -> int:
+        """How many presence pushes (frames) arrived."""
+        names = ("CID_BUDDY_LIST_STATUS_NOTIFY", "CID_BUDDY_LIST_USERS_STATUS_RESPONSE")
+        return sum(1 for name, _ in self.pushes if name in names)
+
+    async def wait_presence(self, user_id: int, status: int, timeout: float = 5.0) -> None:
+        """Until a presence push said `user_id` has `status` (TimeoutError otherwise)."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: (user_id, status) in self.presence(user_id)), timeout
+            )
+
     async def call(self, command: str, **fields: Any) -> Any:
         """Send a request and return its reply."""
         msg = REGISTRY.by_name(command).message_class(**fields)
