@@ -45,6 +45,9 @@ class LocalPresence:
         self._watching: dict[ClientState, set[int]] = {}
         self.m_flushes = svc.metrics.counter("msg_presence_flushes_total", "presence flushes to recipients")
         self.m_frames = svc.metrics.counter("msg_presence_frames_total", "presence frames pushed to clients")
+        self.m_relays_in = svc.metrics.counter(
+            "msg_presence_relays_in_total", "presence relays received from routers"
+        )
         self._single_session = _enum_value(
             registry.by_name("CID_BUDDY_LIST_RECENT_CONTACT_SESSION_RESPONSE").message_class,
             "contact_session_list",
@@ -61,6 +64,7 @@ class LocalPresence:
         """Take a router's presence relay (notify or batch); False for any other command."""
         if command not in self.codec.commands:
             return False
+        self.m_relays_in.inc()
         states = self.codec.states_of(command, msg)
         if states:
             self.changed(states)
