@@ -23,6 +23,8 @@ from tests.integration.conftest import (
     TestCluster,
     seed_users,
 )
+from tests.integration.file_support import FileCluster, run_file_cluster
+from tests.integration.gateway_support import GATEWAY, WebClient, wait_gateway
 
 POLICY: Any = REGISTRY.presence
 INTERVAL = POLICY["coalesce_ms"] / 1000.0
@@ -165,3 +167,38 @@ def test_subscribers_audience_comes_from_the_spec_policy(tmp_path: Path) -> None
             await c.stop()
 
     asyncio.run(main())
+
+
+def _web_presence(web: WebClient) -> list[tuple[int, str, dict[str, Any]]]:
+    """(index, type, data) of the presence events a long-poll client got."""
+    kinds = ("CID_BUDDY_LIST_STATUS_NOTIFY", "CID_BUDDY_LIST_USERS_STATUS_RESPONSE")
+    return [(i, e["type"], e["data"]) for i, e in enumerate(web.events) if e["type"] in kinds]
+
+
+def _web_view(web: WebClient) -> dict[int, str]:
+    view: dict[int, str] = {}
+    for _, kind, data in _web_presence(web):
+        stats = [data["user_stat"]] if kind == "CID_BUDDY_LIST_STATUS_NOTIFY" else data["user_stat_list"]
+        view.update({int(s["user_id"]): s["status"] for s in stats})
+    return view
+
+
+def test_gateway_sessions_get_the_storm_coalesced(tmp_path: Path) -> None:
+    async def body(c: FileCluster) -> None:
+        addr = await wait_gateway(c)
+        web = await WebClient.login(addr, NAMES[30])
+        start = time.monotonic()
+        storm = await asyncio.gather(*(c.login(n, i % 2, WINDOWS) for i, n in enumerate(NAMES[31:43])))
+        wanted = {cl.user_id for cl in storm}
+        deadline = time.monotonic() + 2 * INTERVAL + 8.0
+        while not all(_web_view(web).get(uid) == "USER_STATUS_ONLINE" for uid in wanted):
+            assert time.monotonic() < deadline, _web_view(web)
+            await web.poll(timeout=1.0)
+        events = _web_presence(web)
+        assert len(events) <= (time.monotonic() - start) / INTERVAL + 2, events
+        assert len(events) < len(wanted)  # coalesced: fewer events than changes
+        for _, kind, data in events:
+            if kind == "CID_BUDDY_LIST_USERS_STATUS_RESPONSE":
+                assert data["user_id"] == web.user_id  # a batch names its recipient
+
+    asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))
