@@ -60,9 +60,8 @@ def test_storm_arrives_as_latest_state_per_user_coalesced(with_cluster: Callable
         }
         assert offline_seen <= {uid for uid, s in final.items() if s == OFFLINE}
 
-        for w in watchers:
-            # The latest state of every storm user, within the router's and the msg server's intervals.
-            await w.wait_view(final, timeout=2 * INTERVAL + 5.0)
+        # The latest state of every storm user, within the router's and the msg server's intervals.
+        await asyncio.gather(*(w.wait_view(final, timeout=2 * INTERVAL + 5.0) for w in watchers))
         converged = time.monotonic() - ended
         assert converged <= 2 * INTERVAL + 1.0, converged
         for w in watchers:

@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runtime.services.gateway.relays import generic_event
+from runtime.services.msg.delivery import is_mobile
 from runtime.services.presence import EVERYONE, Everyone, Flusher, PresenceCodec, PresencePolicy, States
 
 if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
-
-MOBILE_BIT = 0x10  # IM.BaseDefine.ClientType: the 0x10 bit marks a mobile client
 
 
 class GatewayPresence:
@@ -44,9 +43,7 @@ class GatewayPresence:
 
     def _flush(self, _everyone: Everyone, states: States) -> None:
         wants = self.policy.wants
-        sessions = [
-            s for s in self.svc.sessions.by_token.values() if wants(bool(s.client_type & MOBILE_BIT))
-        ]
+        sessions = [s for s in self.svc.sessions.by_token.values() if wants(is_mobile(s.client_type))]
         if not sessions:
             return
         owner = self.policy.batch_owner_field
