@@ -28,6 +28,11 @@ from runtime.registry import Registry
 
 log = logging.getLogger("ttgen.presence")
 
+# Users per batch push: a larger flush (a msg server lost with all its users, say) is split, so that a frame
+# stays far below the frame limit (a user stat is about 10 bytes; TeamTalk's Android client caps frames at
+# 400 KiB).
+MAX_BATCH = 8192
+
 K = TypeVar("K")
 States = dict[int, int]  # user id -> status value
 
@@ -297,17 +302,22 @@ class PresenceCodec:
         )
 
     def pushes(self, states: Mapping[int, int]) -> list[Push]:
-        """The pushes of one flush: one notify per user, or one batch from `batch_from` users on."""
+        """The pushes of one flush: one notify per user, or one batch from `batch_from` users on (split into
+        batches of at most `MAX_BATCH` users)."""
         policy = self.policy
         if self.batch_info is not None and policy.batch_field and len(states) >= policy.batch_from:
-            msg = self.batch_info.message_class()
-            items = getattr(msg, policy.batch_field)
-            for user_id in sorted(states):
-                items.add(user_id=user_id, status=states[user_id])
-            owner = policy.batch_owner_field
-            if owner is not None:
-                setattr(msg, owner, 0)
-            return [Push(self.batch_info.name, msg, owner)]
+            users = sorted(states)
+            pushes = []
+            for start in range(0, len(users), MAX_BATCH):
+                msg = self.batch_info.message_class()
+                items = getattr(msg, policy.batch_field)
+                for user_id in users[start : start + MAX_BATCH]:
+                    items.add(user_id=user_id, status=states[user_id])
+                owner = policy.batch_owner_field
+                if owner is not None:
+                    setattr(msg, owner, 0)
+                pushes.append(Push(self.batch_info.name, msg, owner))
+            return pushes
         out = []
         for user_id in sorted(states):
             msg = self.notify_info.message_class()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from generated.teamtalk.registry import REGISTRY
 from runtime.registry import Registry
-from runtime.services.presence import Coalescer, Flusher, PresenceCodec, PresencePolicy
+from runtime.services.presence import MAX_BATCH, Coalescer, Flusher, PresenceCodec, PresencePolicy
 
 ONLINE, OFFLINE = REGISTRY.presence["online"], REGISTRY.presence["offline"]  # type: ignore[index]
 
@@ -135,6 +135,19 @@ def test_a_small_flush_is_notifies_a_large_one_is_one_batch() -> None:
         parsed = type(msg).FromString(body)
         assert parsed.user_id == recipient
         assert codec.states_of(batch.command, parsed) == states
+
+
+def test_a_huge_flush_is_split_into_bounded_batches() -> None:
+    codec = PresenceCodec(PresencePolicy.from_registry(REGISTRY), REGISTRY)
+    states = {uid: OFFLINE for uid in range(1, 2 * MAX_BATCH + 2)}
+    pushes = codec.pushes(states)
+    assert len(pushes) == 3
+    merged: dict[int, int] = {}
+    for p in pushes:
+        msg, body = p.for_recipient(1)
+        assert len(body) < 200_000
+        merged.update(codec.states_of(p.command, type(msg).FromString(body)) or {})
+    assert merged == states
 
 
 def test_flusher_sends_a_burst_as_one_flush_then_waits_the_interval() -> None:
