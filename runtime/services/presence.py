@@ -18,7 +18,7 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -335,10 +335,3 @@ class PresenceCodec:
             return {s.user_id: s.status for s in getattr(msg, self.policy.batch_field)}
         return None
 
-
-def merge(states: Iterable[tuple[int, int]]) -> States:
-    """Later states of a user win."""
-    out: States = {}
-    for user_id, status in states:
-        out[user_id] = status
-    return out

@@ -139,13 +139,18 @@ def test_frames_for_n_logins_are_bounded_by_recipients_times_flushes(tmp_path: P
     print(f"presence frames: {results}")
 
 
+def _registry(**policy: Any) -> Registry:
+    """The bundled registry under another presence policy (the keys given replace the bundled ones)."""
+    presence = {**POLICY, **policy}
+    return Registry(
+        REGISTRY.spec_name, REGISTRY.spec_version, list(REGISTRY), REGISTRY.services, presence=presence
+    )
+
+
 def test_subscribers_audience_comes_from_the_spec_policy(tmp_path: Path) -> None:
     """The same cluster under a policy with audience `subscribers`: a client hears only of the users whose
     status it asked for."""
-    policy = {**POLICY, "audience": ("subscribers",), "coalesce_ms": 200}
-    registry = Registry(
-        REGISTRY.spec_name, REGISTRY.spec_version, list(REGISTRY), REGISTRY.services, presence=policy
-    )
+    registry = _registry(audience=("subscribers",), coalesce_ms=200)
 
     async def main() -> None:
         users = await seed_users(tmp_path, NAMES[:6])
@@ -167,6 +172,34 @@ def test_subscribers_audience_comes_from_the_spec_policy(tmp_path: Path) -> None
 
     asyncio.run(main())
 
+
+
+def test_contacts_audience_follows_the_recent_sessions(tmp_path: Path) -> None:
+    """Audience `contacts`: a client hears of the peers of the one-to-one sessions in the recent-session list
+    it fetched, of nobody else."""
+    registry = _registry(audience=("contacts",), coalesce_ms=200)
+
+    async def main() -> None:
+        users = await seed_users(tmp_path, NAMES[:6])
+        c = TestCluster(tmp_path, users, registry=registry)
+        await c.start()
+        try:
+            watcher = await c.login(NAMES[0], 0, WINDOWS)
+            peer, stranger = users[NAMES[2]], users[NAMES[3]]
+            ack = await watcher.text(peer, b"hello")  # a one-to-one session with the peer, stored
+            assert ack.msg_id > 0
+            recent = await watcher.call(
+                "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", user_id=0, latest_update_time=0
+            )
+            assert peer in {s.session_id for s in recent.contact_session_list}
+            await c.login(NAMES[3], 1, WINDOWS)  # the stranger: no session with the watcher
+            await c.login(NAMES[2], 1, WINDOWS)  # the peer
+            await watcher.wait_presence(peer, ONLINE)
+            assert watcher.presence(stranger) == []
+        finally:
+            await c.stop()
+
+    asyncio.run(main())
 
 def _web_presence(web: WebClient) -> list[tuple[int, str, dict[str, Any]]]:
     """(index, type, data) of the presence events a long-poll client got."""

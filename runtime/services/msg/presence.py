@@ -3,8 +3,8 @@
 Routers relay every presence change (coalesced) to every msg server; this server picks the recipients among
 its own connections and coalesces again per recipient (runtime.services.presence):
 - `company`: every connection of the policy's client class (one shared recipient, so a flush is built once);
-- `contacts`: connections whose last recent-session list (IMRecentContactSessionRsp, as the client fetched it)
-  holds a one-to-one session with the user;
+- `contacts`: connections whose recent-session lists (IMRecentContactSessionRsp, as the client fetched them;
+  TeamTalk clients fetch them incrementally) held a one-to-one session with the user;
 - `subscribers`: connections that asked for the user's status (IMUsersStatReq).
 Interest is remembered per connection (at most `MAX_WATCHED` users each) and forgotten when it closes.
 """
