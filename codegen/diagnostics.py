@@ -198,5 +198,10 @@ CODES: dict[str, tuple[Severity, str]] = {
     "TT703": ("error", "plugin `requires` not satisfied by the spec"),
     "TT704": ("error", "plugin `requires` malformed"),
     "TT705": ("error", "plugin enabled twice"),
+    "TT801": ("error", "presence notify or batch names an unknown command"),
+    "TT802": ("error", "presence command's message carries no (or an ambiguous) user-stat field"),
+    "TT803": ("error", "bad presence value (coalesce interval, batch_from)"),
+    "TT804": ("error", "presence command is never sent to clients (direction not s2c or both)"),
+    "TT805": ("error", "presence online/offline names no value of the status enum"),
     "TT901": ("error", "internal: protoc rejected the emitted .proto text (a ttgen bug)"),
 }

@@ -33,6 +33,10 @@ SCALAR_TYPES: frozenset[str] = frozenset(
 # Types allowed as map keys (protobuf rule).
 MAP_KEY_TYPES: frozenset[str] = SCALAR_TYPES - {"double", "float", "bytes"}
 STAGES: tuple[str, ...] = ("input", "pack", "transport", "unpack", "store", "present")
+# Who receives a user's presence changes: every client of the company (TeamTalk), the clients whose recent
+# one-to-one sessions include the user, or the clients that asked for the user's status.
+PRESENCE_AUDIENCES: tuple[str, ...] = ("company", "contacts", "subscribers")
+PRESENCE_CLIENTS: tuple[str, ...] = ("pc", "mobile", "all")  # which connections of a recipient get them
 
 
 @dataclass(frozen=True, order=True)
@@ -239,6 +243,26 @@ class StagePolicy:
 
 
 @dataclass(frozen=True)
+class PresencePolicy:
+    """Presence fan-out (the manifest's `presence:`): who receives a user's status changes, on which
+    connections, and how they are coalesced: per recipient only the latest state of each user, flushed at
+    most once per `coalesce` interval, as one `notify` push per user or, from `batch_from` users on, one
+    `batch` push carrying the list. Status queries are not affected."""
+
+    loc: Loc
+    notify: str  # command pushing one user's change (its message holds one user-stat field)
+    online: str  # value names of the user-stat status enum
+    offline: str
+    audience: tuple[str, ...] = ("company",)
+    clients: str = "pc"
+    coalesce: str = "0ms"  # a duration; 0ms: every change flushed at once
+    batch: str | None = None  # command pushing many users' states (a repeated user-stat field)
+    batch_from: int = 2
+    doc: str = ""
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
 class ClusterService:
     """A cluster service (a process role): which commands it hosts and which services it links to."""
 
@@ -294,6 +318,7 @@ class Spec:
     cluster: tuple[ClusterService, ...] = ()
     stages: tuple[StagePolicy, ...] = ()
     plugins: tuple[Plugin, ...] = ()
+    presence: PresencePolicy | None = None
     options: tuple[tuple[str, str], ...] = ()  # file options applied to every module unless overridden
     key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
     # Manifest `output:` / `docs_output:`: where `ttgen generate` writes the stack's parent folder and an

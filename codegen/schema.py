@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from codegen.load import FRAME_KEYS, MANIFEST_KEYS, PLUGIN_KEYS
-from codegen.load.extras import CLUSTER_KEYS, LISTEN
+from codegen.load.extras import CLUSTER_KEYS, LISTEN, PRESENCE_KEYS
 from codegen.load.extras import SERVICE_KEYS as CLUSTER_SERVICE_KEYS
 from codegen.load.modules import (
     COMMAND_KEYS,
@@ -24,12 +24,12 @@ from codegen.load.modules import (
     MODULE_KEYS,
     SERVICE_KEYS,
 )
-from codegen.model import STAGES, WIRE_FORMATS
-from codegen.stages_schema import STAGE_KEYS, json_schema_for
+from codegen.model import PRESENCE_AUDIENCES, PRESENCE_CLIENTS, STAGES, WIRE_FORMATS
+from codegen.stages_schema import DURATION_RE, STAGE_KEYS, json_schema_for
 
 SCHEMA_FILE = Path(__file__).parent / "schema" / "spec.schema.json"
 SCHEMA_ID = "https://ttgen.dev/schema/spec.schema.json"
-FILE_KINDS = ("manifest", "module", "cluster", "stages", "plugin")
+FILE_KINDS = ("manifest", "module", "cluster", "stages", "presence", "plugin")
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
@@ -176,6 +176,24 @@ def _defs() -> dict[str, Any]:
     )
     cluster = _obj({"services": _named("cluster_service")}, CLUSTER_KEYS, ("services",))
     stages_file = _obj({"stages": _named("stage_policy")}, ("stages",), ("stages",))
+    audience = {"enum": list(PRESENCE_AUDIENCES)}
+    presence_policy = _obj(
+        {
+            "doc": _STR,
+            "audience": {"anyOf": [audience, {"type": "array", "items": audience}]},
+            "clients": {"enum": list(PRESENCE_CLIENTS)},
+            "coalesce": {"type": "string", "pattern": DURATION_RE.pattern},
+            "notify": {"type": "string", "description": "command pushing one user's change"},
+            "batch": {"type": "string", "description": "command pushing many users' states"},
+            "batch_from": {"type": "integer", "minimum": 2},
+            "online": {"type": "string", "description": "status enum value meaning online"},
+            "offline": {"type": "string", "description": "status enum value meaning offline"},
+        },
+        PRESENCE_KEYS,
+        ("notify", "online", "offline"),
+        doc="presence fan-out: audience, client class, coalescing interval, commands",
+    )
+    presence_file = _obj({"presence": {"$ref": "#/$defs/presence_policy"}}, ("presence",), ("presence",))
     manifest = _obj(
         {
             "spec": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$"},
@@ -194,6 +212,7 @@ def _defs() -> dict[str, Any]:
             "modules": _STR_LIST,
             "cluster": {"anyOf": [_STR, {"$ref": "#/$defs/cluster"}]},
             "stages": {"anyOf": [_STR, _named("stage_policy")]},
+            "presence": {"anyOf": [_STR, {"$ref": "#/$defs/presence_policy"}]},
             "plugins": _STR_LIST,
             "output": _STR,
             "docs_output": _STR,
@@ -219,6 +238,8 @@ def _defs() -> dict[str, Any]:
         "module": _obj(module_props, MODULE_KEYS, ("module",), doc="a module file: one protobuf package"),
         "cluster": cluster,
         "stages": stages_file,
+        "presence": presence_file,
+        "presence_policy": presence_policy,
         "plugin": plugin,
         "service": service,
         "enum": enum,
@@ -232,7 +253,7 @@ def _defs() -> dict[str, Any]:
 
 
 def spec_schema() -> dict[str, Any]:
-    """The whole schema: any of the five file kinds (manifest, module, cluster, stages, plugin)."""
+    """The whole schema: any of the six file kinds (manifest, module, cluster, stages, presence, plugin)."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

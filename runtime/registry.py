@@ -53,6 +53,7 @@ class Registry:
         spec_version: str,
         commands: Iterable[CommandInfo],
         services: Mapping[str, int] | None = None,
+        presence: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec_name = spec_name
         self.spec_version = spec_version
@@ -66,6 +67,8 @@ class Registry:
             self._by_name[info.name] = info
             self._by_message.setdefault(info.message_class, []).append(info)
         self.services: dict[str, int] = dict(services or {})
+        # The spec's presence policy as emitted (see runtime.services.presence.PresencePolicy), or None.
+        self.presence: Mapping[str, Any] | None = MappingProxyType(dict(presence)) if presence else None
         self._id_view: Mapping[int, CommandInfo] = MappingProxyType(self._by_id)
 
     def __iter__(self) -> Iterator[CommandInfo]:

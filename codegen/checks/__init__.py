@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from codegen.checks import commands, files, names, numbers, plugins, stages, syntax
+from codegen.checks import commands, files, names, numbers, plugins, presence, stages, syntax
 from codegen.diagnostics import Diagnostics
 from codegen.model import Spec
 
@@ -20,5 +20,6 @@ ALL_CHECKS: list[Check] = [
     *syntax.CHECKS,
     *commands.CHECKS,
     *stages.CHECKS,
+    *presence.CHECKS,
     *plugins.CHECKS,
 ]

@@ -371,6 +371,11 @@ _RULES: tuple[RuleInfo, ...] = (
     _r("STAGE_VERIFY_RELAXED", SEM, "high", "TT",
        "`unpack.verify` switched off or `unpack.replay` set to allow",
        "tampered or replayed frames are accepted"),
+    # --- presence policy
+    _r("PRESENCE_CHANGED", SEM, "medium", "TT",
+       "the presence policy was added or removed, or its audience, client class, interval, commands or status"
+       " values changed",
+       "clients are told of other users' status changes differently (other recipients, timing or pushes)"),
 )
 # fmt: on
 

@@ -202,3 +202,29 @@ def _show(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(map(str, value)) + "]"
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+_PRESENCE_KEYS = ("audience", "clients", "coalesce", "notify", "batch", "batch_from", "online", "offline")
+
+
+def check_presence(ctx: DiffContext) -> None:
+    """PRESENCE_CHANGED: the presence policy was added or removed, or keys of it changed (one each)."""
+    old, new = ctx.old.presence, ctx.new.presence
+    if old is None and new is None:
+        return
+    if old is None or new is None:
+        where = new.loc if new is not None else old.loc  # type: ignore[union-attr]
+        what = "added" if new is not None else "removed"
+        ctx.report("PRESENCE_CHANGED", where, f"presence policy {what}", "presence")
+        return
+    for key in _PRESENCE_KEYS:
+        a, b = getattr(old, key), getattr(new, key)
+        if key == "coalesce":
+            a, b = duration_seconds(a), duration_seconds(b)
+        if a != b:
+            ctx.report(
+                "PRESENCE_CHANGED",
+                new.key_locs.get(key, new.loc),
+                f"presence {key} changed {getattr(old, key)!r} -> {getattr(new, key)!r}",
+                "presence",
+            )

@@ -6,7 +6,7 @@ from codegen.diff.check_commands import check_cluster, check_commands
 from codegen.diff.check_enums import check_enums
 from codegen.diff.check_messages import check_message_pairs, check_messages
 from codegen.diff.check_spec import check_spec, check_version
-from codegen.diff.check_stages import check_stages
+from codegen.diff.check_stages import check_presence, check_stages
 from codegen.diff.context import DiffContext
 from codegen.diff.findings import Finding
 from codegen.model import Spec
@@ -21,6 +21,7 @@ CHECKS = (
     check_commands,
     check_cluster,
     check_stages,
+    check_presence,
 )
 
 

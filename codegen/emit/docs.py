@@ -88,7 +88,20 @@ def protocol_markdown(spec: Spec, options: EmitOptions) -> str:
                  for p in sorted(spec.plugins, key=lambda p: p.name)],
         modules=modules,
         stage_rows=stage_rows,
+        presence=presence_view(spec),
     )
+
+
+def presence_view(spec: Spec) -> dict[str, Any] | None:
+    """The presence policy for the reference (None: the spec declares none)."""
+    p = spec.presence
+    if p is None:
+        return None
+    batch = f"`{p.batch}` from {p.batch_from} users on" if p.batch else "none (a notify per user)"
+    return {
+        "doc": one_line(p.doc), "audience": ", ".join(p.audience), "clients": p.clients,
+        "coalesce": p.coalesce, "notify": p.notify, "batch": batch, "online": p.online, "offline": p.offline,
+    }
 
 
 def anchor(name: str) -> str:

@@ -22,6 +22,7 @@ from codegen.emit.common import (
     split_qualname,
 )
 from codegen.model import Command, Constraints, Message, Spec
+from codegen.presence import resolve_presence
 
 # The constraint keys `runtime.stages.input.FieldLimits` reads from an `input.fields` table, in its order.
 _LIMIT_KEYS = ("max_len", "min_len", "non_empty", "min", "max", "max_items", "pattern")
@@ -126,8 +127,17 @@ def emit_registry(spec: Spec, options: EmitOptions, files: Mapping[str, str | by
         cluster=[(name, py_literal(cluster[name])) for name in sorted(cluster)],
         frame=py_literal({"kind": spec.frame.kind, "max_frame_bytes": spec.frame.max_frame_bytes,
                           "version": spec.frame.version}),
+        presence=py_literal(presence_of(spec)),
     )
     return {"registry.py": text}
+
+
+def presence_of(spec: Spec) -> dict[str, Any] | None:
+    """The resolved presence policy as the runtime's `PresencePolicy.from_mapping` takes it (None: none)."""
+    if spec.presence is None:
+        return None
+    shape = resolve_presence(spec, spec.presence)
+    return None if shape is None else dict(shape.as_dict())
 
 
 def emit_servers(spec: Spec, options: EmitOptions, files: Mapping[str, str | bytes]) -> FileMap:

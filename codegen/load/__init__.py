@@ -11,12 +11,22 @@ import os
 from collections.abc import Callable
 
 from codegen.diagnostics import Diagnostics, SpecError
-from codegen.load.extras import build_cluster, build_policy, merge_cluster
+from codegen.load.extras import build_cluster, build_policy, build_presence, merge_cluster
 from codegen.load.modules import MODULE_KEYS, ModuleBuilder, ModuleSource, declare_types
 from codegen.load.reader import Reader
 from codegen.load.scope import TypeTable
 from codegen.load.yamlpos import Y, display_path, read_yaml
-from codegen.model import WIRE_FORMATS, ClusterService, Frame, Loc, Module, Plugin, Spec, StagePolicy
+from codegen.model import (
+    WIRE_FORMATS,
+    ClusterService,
+    Frame,
+    Loc,
+    Module,
+    Plugin,
+    PresencePolicy,
+    Spec,
+    StagePolicy,
+)
 from codegen.perf import gc_paused
 
 __all__ = ["MAX_FILES", "MAX_MODULES", "load_spec"]
@@ -35,6 +45,7 @@ MANIFEST_KEYS = (
     "modules",
     "cluster",
     "stages",
+    "presence",
     "plugins",
     "output",
     "docs_output",
@@ -66,6 +77,7 @@ class _Loader:
         self.cluster: list[ClusterService] = []
         self.stage_entries: list[tuple[str, Y, Loc, str]] = []  # target, policy, loc, package scope
         self.plugins: list[Plugin] = []
+        self.presence: PresencePolicy | None = None
         self.table = TypeTable()  # every declared type, filled once all files are read
 
     def _read(self, path: str, ref: Loc) -> Y | None:
@@ -110,6 +122,8 @@ class _Loader:
                 self.cluster = build_cluster(self.r, cy, None)
         if "stages" in m:
             self._stages_section(m["stages"], base)
+        if "presence" in m:
+            self._presence_section(m["presence"], base)
         for rel, loc in self.r.str_list(m.get("plugins"), "plugins"):
             self._plugin(os.path.join(base, rel), loc)
         modules = self._build_modules()
@@ -125,6 +139,7 @@ class _Loader:
             cluster=tuple(self.cluster),
             stages=tuple(self._policies(modules)),
             plugins=tuple(self.plugins),
+            presence=self.presence,
             options=ModuleBuilder(self.r, TypeTable()).options(m.get("options")),
             key_locs={k: v.loc for k, v in m.items()},
             output=self.r.string(m.get("output"), "output"),
@@ -169,6 +184,17 @@ class _Loader:
             sy = top["stages"]
         for target, pol in self.r.entries(sy, "stages", "TT607", "stage policy for").items():
             self.stage_entries.append((target, pol, sy.keys[target], ""))
+
+    def _presence_section(self, y: Y, base: str) -> None:
+        py = self._included(y, base)
+        if py is None:
+            return
+        if py is not y:  # a presence file: `presence:` at its top level
+            top = self.r.mapping(py, "presence file", ("presence",), required=("presence",))
+            if top is None or "presence" not in top:
+                return
+            py = top["presence"]
+        self.presence = build_presence(self.r, py)
 
     def _plugin(self, path: str, ref: Loc) -> None:
         y = self._read(path, ref)

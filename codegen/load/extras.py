@@ -9,11 +9,22 @@ from codegen.diagnostics import did_you_mean
 from codegen.load.modules import plain
 from codegen.load.reader import Reader
 from codegen.load.yamlpos import Y
-from codegen.model import STAGES, ClusterService, Loc, StagePolicy
+from codegen.model import (
+    PRESENCE_AUDIENCES,
+    PRESENCE_CLIENTS,
+    STAGES,
+    ClusterService,
+    Loc,
+    PresencePolicy,
+    StagePolicy,
+)
 
 CLUSTER_KEYS = ("services",)
 SERVICE_KEYS = ("role", "doc", "listen", "default_port", "hosts", "links")
 LISTEN = ("", "tcp", "http", "tcp+http")
+PRESENCE_KEYS = (
+    "doc", "audience", "clients", "coalesce", "notify", "batch", "batch_from", "online", "offline",
+)
 
 
 def build_cluster(r: Reader, y: Y, plugin: str | None) -> list[ClusterService]:
@@ -114,5 +125,46 @@ def build_policy(
         unpack=stages.get("unpack", {}),
         store=stages.get("store", {}),
         present=stages.get("present", {}),
+        key_locs=locs,
+    )
+
+
+def build_presence(r: Reader, y: Y) -> PresencePolicy | None:
+    """The presence policy. Structure and choices are checked here (TT105/106/107/111); commands, fields,
+    enum values and the interval by the validator (TT8xx).
+
+    `key_locs` holds each key's value location, and `audience:<name>` for every audience item.
+    """
+    m = r.mapping(y, "presence", PRESENCE_KEYS, required=("notify", "online", "offline"))
+    if m is None:
+        return None
+    locs = {k: v.loc for k, v in m.items()}
+    audience: list[str] = []
+    for name, loc in r.str_list(m.get("audience"), "presence audience"):
+        if name not in PRESENCE_AUDIENCES:
+            r.diags.error(
+                "TT111",
+                f"presence audience: invalid value '{name}'" + did_you_mean(name, PRESENCE_AUDIENCES),
+                loc,
+                hint="expected one of: " + ", ".join(PRESENCE_AUDIENCES),
+            )
+        elif name not in audience:
+            audience.append(name)
+            locs[f"audience:{name}"] = loc
+    clients = r.choice(m.get("clients"), "presence clients", PRESENCE_CLIENTS) if "clients" in m else None
+    coalesce = r.string(m.get("coalesce"), "presence coalesce") if "coalesce" in m else None
+    batch_from = r.integer(m.get("batch_from"), "presence batch_from") if "batch_from" in m else None
+    default = PresencePolicy(loc=y.loc, notify="", online="", offline="")
+    return PresencePolicy(
+        loc=y.loc,
+        notify=r.string(m.get("notify"), "presence notify") or "",
+        online=r.string(m.get("online"), "presence online") or "",
+        offline=r.string(m.get("offline"), "presence offline") or "",
+        audience=tuple(audience) or default.audience,
+        clients=clients or default.clients,
+        coalesce=coalesce if coalesce is not None else default.coalesce,
+        batch=r.string(m.get("batch"), "presence batch") if "batch" in m else None,
+        batch_from=batch_from if batch_from is not None else default.batch_from,
+        doc=r.string(m.get("doc"), "doc") or "",
         key_locs=locs,
     )

@@ -1513,4 +1513,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
     ),
 )
 
-REGISTRY = Registry(SPEC_NAME, SPEC_VERSION, COMMANDS, services=SERVICE_IDS)
+# Presence fan-out: audience, client class, coalescing interval, notify/batch commands and status values.
+PRESENCE: dict[str, Any] | None = {"audience": ("company",), "batch": "CID_BUDDY_LIST_USERS_STATUS_RESPONSE", "batch_field": "user_stat_list", "batch_from": 2, "batch_owner_field": "user_id", "clients": "pc", "coalesce_ms": 500, "notify": "CID_BUDDY_LIST_STATUS_NOTIFY", "notify_field": "user_stat", "offline": 2, "online": 1}
+
+REGISTRY = Registry(SPEC_NAME, SPEC_VERSION, COMMANDS, services=SERVICE_IDS, presence=PRESENCE)

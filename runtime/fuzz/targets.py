@@ -205,7 +205,7 @@ def strip_rates(registry: Registry) -> Registry:
         stages = {k: dict(v) for k, v in info.stages.items()}
         stages.get("input", {}).pop("rate", None)
         infos.append(replace(info, stages=stages))
-    return Registry(registry.spec_name, registry.spec_version, infos, registry.services)
+    return Registry(registry.spec_name, registry.spec_version, infos, registry.services, registry.presence)
 
 
 def strip_field_limits(registry: Registry) -> Registry:
@@ -215,7 +215,7 @@ def strip_field_limits(registry: Registry) -> Registry:
         stages = {k: dict(v) for k, v in info.stages.items()}
         stages.get("input", {}).pop("fields", None)
         infos.append(replace(info, stages=stages))
-    return Registry(registry.spec_name, registry.spec_version, infos, registry.services)
+    return Registry(registry.spec_name, registry.spec_version, infos, registry.services, registry.presence)
 
 
 class ValidatingService:

@@ -5,6 +5,10 @@ names them; see runtime.services.links), and the sender gets a confirmation once
 confirmed, so a msg server can retry through another router when this one dies. Several routers run side
 by side: every msg server reports status to all of them and relays through its master; a router speaks
 presence changes only for the msg servers that chose it as master, so each change is announced once.
+
+Presence changes go out as the spec's presence policy says (runtime.services.presence): coalesced, one relay
+per msg server (and gateway) per interval, carrying the latest state of every user that changed. The PC login
+status notice to the user's own mobiles is not coalesced, and status queries are answered from the table.
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ from runtime.services.links import (
     Link,
     Proto,
     pack_relay,
+    relay_head,
     relay_targets,
     serve_links,
 )
+from runtime.services.presence import EVERYONE, Everyone, Flusher, PresenceCodec, PresencePolicy, States
 
-ONLINE, OFFLINE = 1, 2
 MOBILE_BIT = 0x10
 
 
@@ -102,18 +107,26 @@ class RouterService(Service):
         self._server: asyncio.Server | None = None
         self._endpoints: list[Endpoint] = []
         self._ticker: asyncio.Task[None] | None = None
+        self.presence = PresencePolicy.from_registry(ctx.registry)
+        self.presence_codec = PresenceCodec(self.presence, ctx.registry)
+        self._presence_out: Flusher[Everyone] = Flusher(self.presence.interval, self._flush_presence)
         p = self.proto
         self._cid_status = p.cid("CID_OTHER_USER_STATUS_UPDATE")
         self._cid_snapshot = p.cid("CID_OTHER_ONLINE_USER_INFO")
         self._cid_role = p.cid("CID_OTHER_ROLE_SET")
         self._cid_stat_req = p.cid("CID_BUDDY_LIST_USERS_STATUS_REQUEST")
-        self._cid_stat_notify = p.cid("CID_BUDDY_LIST_STATUS_NOTIFY")
         self._cid_pc_notify = p.cid("CID_OTHER_LOGIN_STATUS_NOTIFY")
         self.m_relayed = self.metrics.counter("router_relays_total", "relays received")
         self.m_forwarded = self.metrics.counter("router_forwards_total", "relay copies sent to msg servers")
         self.m_broadcasts = self.metrics.counter("router_broadcasts_total", "relays sent to every msg server")
         self.g_users = self.metrics.gauge("router_online_users", "users in the table")
         self.g_links = self.metrics.gauge("router_links", "connected msg servers")
+        self.m_presence_flushes = self.metrics.counter(
+            "router_presence_flushes_total", "coalesced presence flushes sent to every msg server"
+        )
+        self.m_presence_frames = self.metrics.counter(
+            "router_presence_frames_total", "presence relay frames sent to msg servers and gateways"
+        )
 
     async def start(self) -> None:
         """Bind the internal listener for msg servers."""
@@ -127,6 +140,7 @@ class RouterService(Service):
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Close the listener and every link."""
         withdraw_endpoints(self.ctx, self._endpoints)
+        self._presence_out.close()
         await cancel_task(self._ticker)
         if self._server is not None:
             self._server.close()
@@ -193,7 +207,7 @@ class RouterService(Service):
     def _status(self, link: Link, msg: Any) -> None:
         uid = msg.user_id
         before = self.table.pc_online(uid)
-        self.table.update(link, uid, msg.client_type, 1 if msg.user_status == ONLINE else -1)
+        self.table.update(link, uid, msg.client_type, 1 if msg.user_status == self.presence.online else -1)
         after = self.table.pc_online(uid)
         self.g_users.set(len(self.table.users))
         if before != after and link.peer.get("master"):
@@ -206,13 +220,9 @@ class RouterService(Service):
         self.g_users.set(len(self.table.users))
 
     def _announce(self, user_id: int, pc_online: bool) -> None:
-        """IMUserStatNotify to every msg server (for PCs); PC login status to the user's servers (mobiles)."""
-        note: Any = self.proto.new("CID_BUDDY_LIST_STATUS_NOTIFY")
-        note.user_stat.user_id = user_id
-        note.user_stat.status = ONLINE if pc_online else OFFLINE
-        body = pack_relay(None, note.SerializeToString())
-        for link in self.links:
-            link.send(self._cid_stat_notify, body, flag=FLAG_RELAY)
+        """The new state to every msg server, coalesced (they push it to their clients as the presence policy
+        says); PC login status to the user's own servers at once (for the user's mobiles)."""
+        self._presence_out.put(EVERYONE, user_id, self.presence.status(pc_online))
         pc = self.proto.new(
             "CID_OTHER_LOGIN_STATUS_NOTIFY", user_id=user_id, login_status=1 if pc_online else 0
         )
@@ -220,13 +230,26 @@ class RouterService(Service):
         for link in self.table.links_for([user_id]):
             link.send(self._cid_pc_notify, body, flag=FLAG_RELAY)
 
+    def _flush_presence(self, _everyone: Everyone, states: States) -> None:
+        """One flush: the changed users' latest states to every msg server and gateway, as relays to all."""
+        head = relay_head(None)
+        frames = [
+            (self.proto.cid(push.command), push.for_recipient(0)[1])
+            for push in self.presence_codec.pushes(states)
+        ]
+        self.m_presence_flushes.inc()
+        for link in self.links:
+            for cid, body in frames:
+                if link.send(cid, body, flag=FLAG_RELAY, head=head):
+                    self.m_presence_frames.inc()
+
     def _users_stat(self, link: Link, frame: Frame) -> None:
         req: Any = self.proto.parse(frame.command_id, frame.body)
         rsp: Any = self.proto.new("CID_BUDDY_LIST_USERS_STATUS_RESPONSE", user_id=req.user_id)
         for uid in req.user_id_list:
             s = rsp.user_stat_list.add()
             s.user_id = uid
-            s.status = ONLINE if self.table.pc_online(uid) else OFFLINE
+            s.status = self.presence.status(self.table.pc_online(uid))
         link.reply(frame, self.proto.cid("CID_BUDDY_LIST_USERS_STATUS_RESPONSE"), rsp.SerializeToString())
 
     # relay -----------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import pytest
 
 from codegen.api import check_spec
 from codegen.emit import emit_stack
+from codegen.presence import resolve_presence
 from codegen.writer import encode, sync_tree
 
 HERE = Path(__file__).resolve().parent
@@ -104,6 +105,9 @@ def test_expected_stack_imports_and_round_trips(
     for service in spec.cluster:
         base = servers.SERVICE_BASES[service.name]
         assert set(base.__mapping__) == {spec.commands()[n].id for n in service.hosts}
+    shape = resolve_presence(spec, spec.presence) if spec.presence else None
+    presence = registry.REGISTRY.presence
+    assert (None if presence is None else dict(presence)) == (None if shape is None else shape.as_dict())
 
 
 def test_expected_stacks_type_check(copies: Path) -> None:

@@ -18,6 +18,7 @@ from runtime.auth import PasswordHasher
 from runtime.client import ClientCore
 from runtime.cluster.config import parse_config
 from runtime.cluster.runner import ClusterRunner
+from runtime.registry import Registry
 from runtime.storage import NewUser
 from runtime.storage.sqlite import SqliteStorage
 
@@ -92,6 +93,7 @@ class Client:
     def __init__(self, core: ClientCore, user_id: int, name: str) -> None:
         self.core, self.user_id, self.name = core, user_id, name
         self.pushes: list[tuple[str, Any]] = []
+        self.arrived: list[float] = []  # time.monotonic() of each push, parallel to `pushes`
         self._changed = asyncio.Condition()
         self.auto_ack = True
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -111,6 +113,7 @@ class Client:
                     await self.core.send("CID_MSG_DATA_ACK", ack)
             async with self._changed:
                 self.pushes.append((info.name, msg))
+                self.arrived.append(time.monotonic())
                 self._changed.notify_all()
 
     def received(self, command: str, pred: Callable[[Any], bool] = lambda m: True) -> list[Any]:
@@ -131,6 +134,44 @@ class Client:
                 self._changed.wait_for(lambda: len(self.received(command, pred)) >= count), timeout
             )
         return self.received(command, pred)
+
+    def presence(self, user_id: int | None = None) -> list[tuple[int, int]]:
+        """Presence pushes as (user id, status) in arrival order, from both forms of a flush: one
+        IMUserStatNotify per user, or one IMUsersStatRsp push (seq 0) with the list (`user_id`: that user's
+        only)."""
+        out: list[tuple[int, int]] = []
+        for name, m in self.pushes:
+            if name == "CID_BUDDY_LIST_STATUS_NOTIFY":
+                out.append((m.user_stat.user_id, m.user_stat.status))
+            elif name == "CID_BUDDY_LIST_USERS_STATUS_RESPONSE":
+                out.extend((s.user_id, s.status) for s in m.user_stat_list)
+        return out if user_id is None else [p for p in out if p[0] == user_id]
+
+    def presence_frames(self) -> list[float]:
+        """Arrival times of the presence pushes (frames)."""
+        names = ("CID_BUDDY_LIST_STATUS_NOTIFY", "CID_BUDDY_LIST_USERS_STATUS_RESPONSE")
+        return [t for (name, _), t in zip(self.pushes, self.arrived, strict=True) if name in names]
+
+    def presence_view(self) -> dict[int, int]:
+        """The latest status of every user this client was told about."""
+        return dict(self.presence())
+
+    async def wait_view(self, expected: dict[int, int], timeout: float = 5.0) -> None:
+        """Until the presence pushes say exactly `expected` for those users (TimeoutError otherwise)."""
+
+        def done() -> bool:
+            view = self.presence_view()
+            return all(view.get(uid) == status for uid, status in expected.items())
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(done), timeout)
+
+    async def wait_presence(self, user_id: int, status: int, timeout: float = 5.0) -> None:
+        """Until a presence push said `user_id` has `status` (TimeoutError otherwise)."""
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: (user_id, status) in self.presence(user_id)), timeout
+            )
 
     async def call(self, command: str, **fields: Any) -> Any:
         """Send a request and return its reply."""
@@ -210,17 +251,22 @@ class TestCluster:
     __test__ = False
 
     def __init__(
-        self, data_dir: Path, users: dict[str, int], overrides: dict[str, Any] | None = None
+        self,
+        data_dir: Path,
+        users: dict[str, int],
+        overrides: dict[str, Any] | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.data_dir, self.users = data_dir, users
         self.overrides = overrides or {}
+        self.registry = registry or REGISTRY  # the cluster's; clients always speak the bundled one
         self.runner: ClusterRunner | None = None
         self.clients: list[Client] = []
 
     async def start(self) -> None:
         """Start every service in this process."""
         config = parse_config(cluster_config(self.data_dir, **self.overrides))
-        self.runner = ClusterRunner(config, REGISTRY, tt_servers, console=lambda _s: None)
+        self.runner = ClusterRunner(config, self.registry, tt_servers, console=lambda _s: None)
         await self.runner.start()
         await self.wait_ready()
 

@@ -56,10 +56,7 @@ def test_presence_read_notify_and_dedup_across_transports(tmp_path: Path) -> Non
         addr = await wait_gateway(c)
         watcher = await c.login("user12", 0)
         web = await WebClient.login(addr, "user13")
-        await watcher.wait_for(
-            "CID_BUDDY_LIST_STATUS_NOTIFY",
-            lambda m: m.user_stat.user_id == web.user_id and m.user_stat.status == 1,
-        )
+        await watcher.wait_presence(web.user_id, 1)
         phone = await c.login("user13", 1, ANDROID)  # the same user on a phone, over TCP
         first = await web.send(watcher.user_id, "once", client_msg_id=77)
         again = await web.send(watcher.user_id, "once", client_msg_id=77)  # a retry: stored once
@@ -78,10 +75,7 @@ def test_presence_read_notify_and_dedup_across_transports(tmp_path: Path) -> Non
         unread = await http_request(*addr, "GET", "/api/unread", headers=web.headers())
         assert unread.json()["total"] == 0
         await web.post("/api/logout", {})
-        await watcher.wait_for(
-            "CID_BUDDY_LIST_STATUS_NOTIFY",
-            lambda m: m.user_stat.user_id == web.user_id and m.user_stat.status == 2,
-        )
+        await watcher.wait_presence(web.user_id, 2)
 
     asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY)))
 

@@ -259,6 +259,10 @@ class ChatSession:
         elif name == "CID_BUDDY_LIST_STATUS_NOTIFY":
             status = STATUS_NAMES.get(msg.user_stat.status, str(msg.user_stat.status))
             self.say(f"* {self.user_label(msg.user_stat.user_id)} is {status}")
+        elif name == "CID_BUDDY_LIST_USERS_STATUS_RESPONSE":  # a coalesced presence flush (pushed, seq 0)
+            for stat in msg.user_stat_list:
+                status = STATUS_NAMES.get(stat.status, str(stat.status))
+                self.say(f"* {self.user_label(stat.user_id)} is {status}")
         elif name == "CID_LOGIN_KICK_USER":
             self.say("* you were signed in elsewhere and have been disconnected")
         elif name == "CID_GROUP_CHANGE_MEMBER_NOTIFY":

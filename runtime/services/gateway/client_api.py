@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 OK, BAD_REQUEST, NOT_LOGGED_IN, UNAVAILABLE, LOGIN_REFUSED = 0, 1, 2, 3, 6
 ACCESS_DENIED, TOO_LARGE, RATE_LIMITED = 22, 24, 27
-ONLINE = 1
 KICK_DUPLICATE = 1
 CLIENT_TYPES = (1, 2, 17, 18)
 MAX_MSG_BYTES = 4096
@@ -296,7 +295,7 @@ class ClientApi:
             "CID_OTHER_SERVER_KICK_USER", user_id=user_id, client_type=client_type, reason=KICK_DUPLICATE
         )
         svc.routers.relay(self.proto.cid("CID_OTHER_SERVER_KICK_USER"), kick.SerializeToString(), [user_id])
-        svc.status_update(session, ONLINE)
+        svc.status_update(session, True)
         return session
 
     def _welcome(self, session: Session, user_info: Any, ticket: bytes, expires: int) -> Response:

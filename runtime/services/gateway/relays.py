@@ -101,6 +101,8 @@ class GatewayInbound:
 
     def _handle(self, name: str, msg: Any, targets: tuple[int, ...] | None) -> None:
         svc = self.svc
+        if svc.presence.on_relay(name, msg):
+            return
         if name in CHAT:
             svc.deliver_chat(msg, targets or (), burn=name == "CID_EXT_MSG_BURN")
         elif name == "CID_OTHER_SERVER_KICK_USER":

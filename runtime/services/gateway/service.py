@@ -34,13 +34,13 @@ from runtime.services.base import (
 from runtime.services.biz.storage_open import open_storage
 from runtime.services.gateway.admin import AdminApi
 from runtime.services.gateway.client_api import ClientApi
+from runtime.services.gateway.presence import GatewayPresence
 from runtime.services.gateway.relays import GatewayInbound, chat_event, chat_key
 from runtime.services.gateway.sessions import Session, SessionTable, TokenBucket
 from runtime.services.links import Dialer, Link, Proto
 from runtime.services.msg.routing import RouterPool
 from runtime.storage.base import Storage
 
-ONLINE, OFFLINE = 1, 2
 MAX_IPS = 10000
 
 
@@ -62,6 +62,7 @@ class GatewayService(Service):
         )
         self.ip_rate, self.ip_burst = float(cfg.get("ip_rate", 50)), float(cfg.get("ip_burst", 100))
         self._ip_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.presence = GatewayPresence(self)
         self.inbound = GatewayInbound(self)
         self.routers = RouterPool(
             self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot, ctx.link_auth
@@ -101,6 +102,7 @@ class GatewayService(Service):
         """End every session, close HTTP, links and storage."""
         withdraw_endpoints(self.ctx, self._endpoints)
         await cancel_task(self._ticker)
+        self.presence.close()
         for session in list(self.sessions.by_token.values()):
             self.retire(session)
         await self.http.stop(min(drain_timeout, 1.0))
@@ -173,14 +175,15 @@ class GatewayService(Service):
 
     # sessions --------------------------------------------------------------------------------------------
     def snapshot(self) -> list[tuple[int, int, int]]:
-        """(user id, ONLINE, client type) of every session, for a router snapshot."""
-        return [(s.user_id, ONLINE, s.client_type) for s in self.sessions.by_token.values()]
+        """(user id, online status, client type) of every session, for a router snapshot."""
+        online = self.presence.policy.online
+        return [(s.user_id, online, s.client_type) for s in self.sessions.by_token.values()]
 
-    def status_update(self, session: Session, status: int) -> None:
-        """Tell every router a session came or went."""
+    def status_update(self, session: Session, online: bool) -> None:
+        """Tell every router a session came (online) or went."""
         upd = self.proto.new(
             "CID_OTHER_USER_STATUS_UPDATE",
-            user_status=status,
+            user_status=self.presence.policy.status(online),
             user_id=session.user_id,
             client_type=session.client_type,
         )
@@ -189,7 +192,7 @@ class GatewayService(Service):
     def retire(self, session: Session) -> None:
         """End a session: presence offline."""
         if self.sessions.remove(session):
-            self.status_update(session, OFFLINE)
+            self.status_update(session, False)
             self.g_sessions.set(len(self.sessions))
 
     def kick(self, session: Session, reason: int) -> None:

@@ -17,7 +17,6 @@ from runtime.services.msg.delivery import ClientState, same_class
 from runtime.services.refusals import RejectingHandlers
 from runtime.stages.crypto import KeyExchange, SessionKeys
 
-ONLINE, OFFLINE = 1, 2
 HANDSHAKE_OK, HANDSHAKE_NO_COMMON_SUITE, HANDSHAKE_BAD_KEY, HANDSHAKE_ALREADY_SECURED = 0, 1, 2, 3
 SUITES = {1: "aes-256-gcm", 2: "chacha20-poly1305"}  # IM.Ext.AeadSuite -> runtime.stages.crypto algorithm
 KICK_DUPLICATE, KICK_MOBILE = 1, 2
@@ -29,7 +28,6 @@ FORWARDED = (
     "CID_LOGIN_REQ_DEVICETOKEN",
     "CID_LOGIN_REQ_PUSH_SHIELD",
     "CID_LOGIN_REQ_QUERY_PUSH_SHIELD",
-    "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST",
     "CID_BUDDY_LIST_USER_INFO_REQUEST",
     "CID_BUDDY_LIST_ALL_USER_REQUEST",
     "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST",
@@ -80,7 +78,7 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         if self.svc.remove_session(st):
             upd = self.proto.new(
                 "CID_OTHER_USER_STATUS_UPDATE",
-                user_status=OFFLINE,
+                user_status=self.svc.presence.policy.offline,
                 user_id=st.user_id,
                 client_type=st.client_type,
             )
@@ -156,7 +154,10 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         self.svc.add_session(st)
         # ONLINE goes out before the older session's OFFLINE, so a re-login does not flap presence.
         upd = self.proto.new(
-            "CID_OTHER_USER_STATUS_UPDATE", user_status=ONLINE, user_id=user_id, client_type=client_type
+            "CID_OTHER_USER_STATUS_UPDATE",
+            user_status=self.svc.presence.policy.online,
+            user_id=user_id,
+            client_type=client_type,
         )
         self.svc.routers.to_all(self.proto.cid("CID_OTHER_USER_STATUS_UPDATE"), upd.SerializeToString())
         self.svc.report_count(user_id, +1)
@@ -308,6 +309,7 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         st = self.state(ctx)
         msg.user_id = st.user_id
         del msg.user_id_list[1000:]
+        self.svc.presence.subscribed(st, msg.user_id_list)
         try:
             frame = await self.svc.routers.call(
                 self.proto.cid("CID_BUDDY_LIST_USERS_STATUS_REQUEST"), msg.SerializeToString()
@@ -315,7 +317,7 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         except ConnectionError:  # no router: nobody can be vouched for as online
             rsp: Any = self.proto.new("CID_BUDDY_LIST_USERS_STATUS_RESPONSE", user_id=st.user_id)
             for uid in msg.user_id_list:
-                rsp.user_stat_list.add(user_id=uid, status=OFFLINE)
+                rsp.user_stat_list.add(user_id=uid, status=self.svc.presence.policy.offline)
             return rsp
         return strip_attach(self.proto.parse(frame.command_id, frame.body))
 
@@ -326,6 +328,13 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         stamp_user(msg, st.user_id)
         rsp = await self.biz_call(ctx.info.name, st.user_id, msg)
         return None if rsp is None else strip_attach(rsp)
+
+    async def on_cid_buddy_list_recent_contact_session_request(self, ctx: Context, msg: Any) -> Any:
+        """Recent sessions from biz; their one-to-one peers are the connection's presence contacts."""
+        rsp = await self.forward(ctx, msg)
+        if rsp is not None:
+            self.svc.presence.contacts(self.state(ctx), rsp)
+        return rsp
 
     async def on_cid_buddy_list_remove_session_req(self, ctx: Context, msg: Any) -> Any:
         """Remove a recent session and tell the user's other devices."""

@@ -59,6 +59,8 @@ class InboundRelays:
         plugins = svc.plugins
         if plugins.plugins and plugins.on_relay(name, msg, targets):
             return
+        if svc.presence.on_relay(name, msg):
+            return
         if name in CHAT:
             handlers.deliver_chat(name, msg, targets or (), body=bytes(body) if body else None)
         elif name == "CID_OTHER_SERVER_KICK_USER":
@@ -68,8 +70,6 @@ class InboundRelays:
                         handlers.kick(st, msg.reason)
                 elif same_class(st.client_type, msg.client_type):
                     handlers.kick(st, msg.reason)
-        elif name == "CID_BUDDY_LIST_STATUS_NOTIFY":
-            handlers.fan_out(name, msg, list(svc.sessions), pc_only=True)
         elif name == "CID_OTHER_LOGIN_STATUS_NOTIFY":
             note = self.proto.new(
                 "CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY",

@@ -21,6 +21,7 @@ from runtime.services.links import Dialer, Link, Proto
 from runtime.services.msg.delivery import ClientState, DeliveryTracker
 from runtime.services.msg.handlers import MsgHandlers
 from runtime.services.msg.inbound import InboundRelays
+from runtime.services.msg.presence import LocalPresence
 from runtime.services.msg.routing import RouterPool
 from runtime.transport import Server, serve
 
@@ -58,6 +59,7 @@ class MsgService(Service):
         self.tracker = DeliveryTracker(
             self.push, self.metrics, timeout=timeout, max_attempts=attempts, clock=time.monotonic
         )
+        self.presence = LocalPresence(self)
         self.inbound = InboundRelays(self)
         self.routers = RouterPool(
             self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot, ctx.link_auth
@@ -116,6 +118,7 @@ class MsgService(Service):
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Close client connections (after queued output), then peer links."""
         await cancel_task(self._ticker)
+        self.presence.close()
         if self._server is not None:
             await self._server.shutdown(drain_timeout)
         await self.dispatcher.drain(min(drain_timeout, 2.0))
@@ -239,8 +242,9 @@ class MsgService(Service):
 
     # local sessions --------------------------------------------------------------------------------------
     def snapshot(self) -> list[tuple[int, int, int]]:
-        """(user id, ONLINE, client type) of every local session, for a router snapshot."""
-        return [(uid, 1, st.client_type) for uid, states in self.sessions.items() for st in states]
+        """(user id, online status, client type) of every local session, for a router snapshot."""
+        online = self.presence.policy.online
+        return [(uid, online, st.client_type) for uid, states in self.sessions.items() for st in states]
 
     def add_session(self, state: ClientState) -> None:
         """Register an authenticated connection."""
@@ -256,6 +260,7 @@ class MsgService(Service):
         states.remove(state)
         if not states:
             del self.sessions[state.user_id]
+        self.presence.forget(state)
         self.g_conns.dec()
         self.g_users.set(len(self.sessions))
         return True

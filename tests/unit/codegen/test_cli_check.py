@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from codegen.load import MANIFEST_KEYS
+from codegen.load.extras import PRESENCE_KEYS
 from codegen.load.modules import FIELD_KEYS, MODULE_KEYS
 from codegen.schema import SCHEMA_FILE, schema_text, spec_schema
 from codegen.stages_schema import STAGE_KEYS
@@ -98,7 +99,7 @@ def test_schema_command_prints_draft_2020_12() -> None:
     doc = json.loads(out)
     assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert {ref["$ref"] for ref in doc["anyOf"]} == {
-        f"#/$defs/{k}" for k in ("manifest", "module", "cluster", "stages", "plugin")
+        f"#/$defs/{k}" for k in ("manifest", "module", "cluster", "stages", "presence", "plugin")
     }
     code, out = run("schema", "--kind", "module")
     assert code == 0 and json.loads(out)["$ref"] == "#/$defs/module"
@@ -109,6 +110,7 @@ def test_schema_matches_loader_keys() -> None:
     assert set(defs["manifest"]["properties"]) == set(MANIFEST_KEYS)
     assert set(defs["module"]["properties"]) == set(MODULE_KEYS)
     assert set(defs["field"]["properties"]) == set(FIELD_KEYS)
+    assert set(defs["presence_policy"]["properties"]) == set(PRESENCE_KEYS)
     for stage, keys in STAGE_KEYS.items():
         assert set(defs["stage_policy"]["properties"][stage]["properties"]) == set(keys)
 

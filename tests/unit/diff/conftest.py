@@ -122,12 +122,48 @@ def write_tree(root: Path, files: Mapping[str, str]) -> Path:
     return root
 
 
-BASES: dict[str, dict[str, str]] = {"chat": BASE, "mini3": MINI3}
+# A presence policy over a user-stat notify and batch.
+PRESENCE: dict[str, str] = {
+    "ttgen.yaml": "spec: pres\nversion: 1.0.0\nmodules: [buddy.yaml]\npresence: presence.yaml\n",
+    "buddy.yaml": """\
+module: Pres
+service: {name: BUDDY, id: 2}
+enums:
+  StatType:
+    values: {STAT_ONLINE: 1, STAT_OFFLINE: 2}
+messages:
+  UserStat:
+    fields:
+      user_id: {number: 1, type: uint32, label: required}
+      status: {number: 2, type: StatType, label: required}
+  StatNotify:
+    fields:
+      stat: {number: 1, type: UserStat, label: required}
+  StatList:
+    fields:
+      stats: {number: 1, type: UserStat, label: repeated}
+commands:
+  CID_STAT_NOTIFY: {id: 0x0201, message: StatNotify, direction: s2c}
+  CID_STAT_LIST: {id: 0x0202, message: StatList, direction: s2c}
+""",
+    "presence.yaml": """\
+presence:
+  audience: [company]
+  coalesce: 2s
+  notify: CID_STAT_NOTIFY
+  batch: CID_STAT_LIST
+  online: STAT_ONLINE
+  offline: STAT_OFFLINE
+""",
+}
+
+BASES: dict[str, dict[str, str]] = {"chat": BASE, "mini3": MINI3, "presence": PRESENCE}
 
 
 @pytest.fixture
 def bases() -> dict[str, dict[str, str]]:
-    """The base specs cases edit: `chat` (proto2, two modules, cluster, stages) and `mini3` (proto3)."""
+    """The base specs cases edit: `chat` (proto2, two modules, cluster, stages), `mini3` (proto3) and
+    `presence` (a presence policy)."""
     return {name: dict(files) for name, files in BASES.items()}
 
 

@@ -521,6 +521,9 @@ CASES: list[Case] = [
     n("STAGE_RETENTION_SHORTENED", SEM, C, "retention:", (C, "retention: 30d", "retention: 7d")),
     n("STAGE_AUTH_RELAXED", SEM, C, "require_auth:", (C, "require_auth: true", "require_auth: false")),
     n("STAGE_VERIFY_RELAXED", SEM, C, "verify:", (C, "verify: true", "verify: false")),
+    # presence policy
+    n("PRESENCE_CHANGED", SEM, "presence.yaml", "5s", ("presence.yaml", "coalesce: 2s", "coalesce: 5s"),
+      base="presence"),
 ]
 
 
@@ -680,3 +683,19 @@ def test_proto2_label_changes_by_what_the_runtime_refuses(
     findings, _ = run_case(case)
     found = {f.rule: f.category.value for f in findings if f.subject == "Chat.Msg.Note.user_id"}
     assert found == rules
+
+
+def test_presence_policy_added_and_equal_intervals(
+    bases: dict[str, dict[str, str]],
+    write_spec: Callable[[str, Mapping[str, str]], Path],
+    load: Callable[[Path], Spec],
+) -> None:
+    files = bases["presence"]
+    new = load(write_spec("new", files))
+    old = replace(new, presence=None)
+    found = [f for f in diff_specs(old, new) if f.rule == "PRESENCE_CHANGED"]
+    assert [f.message for f in found] == ["presence policy added"]
+    same_interval = files["presence.yaml"].replace("coalesce: 2s", "coalesce: 2000ms")
+    same = dict(files, **{"presence.yaml": same_interval})
+    equal = load(write_spec("old", same))
+    assert [f for f in diff_specs(equal, new) if f.rule == "PRESENCE_CHANGED"] == []

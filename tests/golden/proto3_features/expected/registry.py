@@ -110,4 +110,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
     ),
 )
 
-REGISTRY = Registry(SPEC_NAME, SPEC_VERSION, COMMANDS, services=SERVICE_IDS)
+# Presence fan-out: audience, client class, coalescing interval, notify/batch commands and status values.
+PRESENCE: dict[str, Any] | None = None
+
+REGISTRY = Registry(SPEC_NAME, SPEC_VERSION, COMMANDS, services=SERVICE_IDS, presence=PRESENCE)
