@@ -1,8 +1,10 @@
-"""Account security layer: secrets kept in files only their owner may read (cluster secret, API keys).
+"""Account security layer: secrets kept in files only their owner may read (cluster secret, keys, API keys).
 
-Each secret is 32 random bytes written as hex in a file of mode 0600. The first process to need one creates
-it; every other process (here, or on another host where the operator copied the file) reads the same file. A
-file that other users may read is refused: whoever reads the cluster secret can join the cluster.
+Each secret is 32 random bytes in a file of mode 0600: as hex text (`read_or_create_secret`: the cluster
+secret, API keys, which operators copy and paste) or raw (`load_or_create_key`: the at-rest and ticket keys).
+The first process to need one creates it, atomically; every other process (here, or on another host where the
+operator copied the file) reads the same file. A file that other users may read is refused: whoever reads the
+cluster secret can join the cluster, whoever reads the ticket key can log in as anyone.
 """
 
 from __future__ import annotations
@@ -21,25 +23,40 @@ class SecretFileError(RuntimeError):
 
 
 def read_or_create_secret(path: Path) -> str:
-    """The hex secret in `path`, created (mode 0600) if the file does not exist yet.
-
-    Creation is atomic and exclusive (written to a private temporary file, then linked into place), so
-    processes starting together all end up with the one secret that won."""
+    """The hex secret in `path`, created (mode 0600) if the file does not exist yet."""
     with contextlib.suppress(FileNotFoundError):
-        return _read(path)
+        return _text(_read(path), path)
+    _create(path, (secrets.token_hex(SECRET_BYTES) + "\n").encode("ascii"))
+    return _text(_read(path), path)
+
+
+def load_or_create_key(path: Path, size: int = SECRET_BYTES) -> bytes:
+    """The raw `size`-byte key in `path`, created (random, mode 0600) if the file does not exist yet."""
+    try:
+        key = _read(path)
+    except FileNotFoundError:
+        _create(path, secrets.token_bytes(size))
+        key = _read(path)
+    if len(key) != size:
+        raise SecretFileError(f"{path}: does not hold a {size}-byte key (found {len(key)} bytes)")
+    return key
+
+
+def _create(path: Path, data: bytes) -> None:
+    """Write `path` atomically and exclusively (a private temporary file, then a link into place), so
+    processes starting together all end up with the one file that won, never a half-written one."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(secrets.token_hex(SECRET_BYTES) + "\n")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        with contextlib.suppress(FileExistsError):  # another process won the race: use its secret
+        with contextlib.suppress(FileExistsError):  # another process won the race: use its file
             os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return _read(path)
 
 
 def cluster_secret(path: Path) -> bytes:
@@ -57,16 +74,20 @@ def cluster_secret(path: Path) -> bytes:
     return key
 
 
-def _read(path: Path) -> str:
+def _read(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY)  # FileNotFoundError when missing
-    with os.fdopen(fd, encoding="ascii", errors="replace") as fh:
+    with os.fdopen(fd, "rb") as fh:
         mode = os.fstat(fh.fileno()).st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise SecretFileError(
                 f"{path}: this secret is accessible to other users (mode {stat.S_IMODE(mode):04o}); "
                 f"run `chmod 600 {path}`"
             )
-        text = fh.read(1024).strip()
+        return fh.read(4096)
+
+
+def _text(data: bytes, path: Path) -> str:
+    text = data.decode("ascii", errors="replace").strip()
     if not text:
         raise SecretFileError(f"{path}: the secret file is empty; remove it to make a new one")
     return text

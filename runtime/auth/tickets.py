@@ -18,16 +18,16 @@ The key is 32 random bytes created at first start (mode 0600) and shared by ever
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hashlib
 import hmac
-import os
 import secrets
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.auth import secret_files
+from runtime.auth.secret_files import SecretFileError
 
 VERSION = 1
 KEY_BYTES = 32
@@ -170,31 +170,11 @@ def session_id_of(data: bytes) -> bytes:
     return data[_HEAD.size : _HEAD.size + SESSION_BYTES] if len(data) == TICKET_BYTES else b""
 
 
-class KeyFileError(RuntimeError):
-    """The ticket key file is unusable (wrong size, readable by others)."""
+KeyFileError = SecretFileError  # the ticket key file is unusable (wrong size, readable by others)
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The ticket key at `path`, created (32 random bytes, mode 0600) if absent. Several biz instances may
-    start at once: the key is written to a private temporary file and hard-linked into place, which fails if
-    another instance got there first (then its complete key is read). A key file that others may read is
-    refused: whoever reads it can mint tickets for any user."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd, tmp = tempfile.mkstemp(prefix=".ticket-key-", dir=path.parent)  # mode 0600
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(KEY_BYTES))
-                f.flush()
-                os.fsync(f.fileno())
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise KeyFileError(f"{path} is readable by group or others (mode {mode:o}); run chmod 600 {path}")
-    key = path.read_bytes()
-    if len(key) != KEY_BYTES:
-        raise KeyFileError(f"{path} does not hold a {KEY_BYTES}-byte ticket key")
-    return key
+    """The ticket key at `path`, created (32 random bytes, mode 0600) if absent; several biz instances may
+    start at once and agree on one key. A key file that others may read is refused: whoever reads it can mint
+    tickets for any user."""
+    return secret_files.load_or_create_key(path, KEY_BYTES)

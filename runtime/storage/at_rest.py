@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import os
@@ -15,6 +14,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from runtime.auth import secret_files
+from runtime.auth.secret_files import SecretFileError
 from runtime.storage.errors import KeyMismatch
 
 KEY_FILE_NAME = "storage.key"
@@ -42,35 +43,13 @@ os.register_at_fork(after_in_child=_forked)
 
 
 def load_or_create_key(data_dir: Path) -> bytes:
-    """Read the 32-byte key from `<data_dir>/storage.key`, creating it (mode 0600) if absent.
-
-    The key is written to a private temporary file first and linked into place, so the file appears
-    complete or not at all: processes opening one database together (several biz instances) all read the one
-    key that won, never a half-written file."""
-    path = data_dir / KEY_FILE_NAME
-    if not path.exists():
-        key = AESGCM.generate_key(bit_length=256)
-        tmp = data_dir / f".{KEY_FILE_NAME}.{os.getpid()}.{os.urandom(4).hex()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            try:
-                os.write(fd, key)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process created it first: use its key
-            else:
-                return key
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    key = path.read_bytes()
-    if len(key) != 32:
-        raise KeyMismatch(f"{path}: expected a 32-byte key, found {len(key)} bytes")
-    return key
+    """Read the 32-byte key from `<data_dir>/storage.key`, creating it (mode 0600) if absent; processes
+    opening one database together (several biz instances) all read the one key that won. An unusable file
+    (wrong size, readable by other users) is a `KeyMismatch` naming it."""
+    try:
+        return secret_files.load_or_create_key(data_dir / KEY_FILE_NAME)
+    except SecretFileError as exc:
+        raise KeyMismatch(str(exc)) from None
 
 
 class ContentCipher:

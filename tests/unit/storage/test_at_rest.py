@@ -137,17 +137,18 @@ def test_two_processes_opening_one_database_agree_on_the_key(tmp_path: Path) -> 
 
 
 def test_a_half_written_key_file_is_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The key is linked into place only after it is fully written."""
-    seen: list[bool] = []
-    real_write = os.write
+    """The key is linked into place only after it is fully written (and synced)."""
+    seen: list[tuple[bool, int]] = []
+    real_link = os.link
 
-    def spying_write(fd: int, data: bytes) -> int:
-        seen.append((tmp_path / KEY_FILE_NAME).exists())  # is the final name visible before the key is in it?
-        return real_write(fd, data)
+    def spying_link(src: str | Path, dst: str | Path) -> None:
+        # Is the final name still absent, and does the file about to appear hold the whole key?
+        seen.append(((tmp_path / KEY_FILE_NAME).exists(), Path(src).stat().st_size))
+        real_link(src, dst)
 
-    monkeypatch.setattr(os, "write", spying_write)
+    monkeypatch.setattr(os, "link", spying_link)
     key = load_or_create_key(tmp_path)
-    assert seen == [False] and (tmp_path / KEY_FILE_NAME).read_bytes() == key
+    assert seen == [(False, 32)] and (tmp_path / KEY_FILE_NAME).read_bytes() == key
 
 
 def test_nonce_is_a_random_prefix_then_a_counter() -> None:
