@@ -277,10 +277,8 @@ class FileHandlers(RejectingHandlers):
 
     async def on_cid_ext_handshake_req(self, ctx: Context, msg: Any) -> Any:
         """Secure sessions are not offered by the file service: no common suite."""
-        rsp_class = self.proto.info("CID_EXT_HANDSHAKE_RSP").message_class
-        result = rsp_class.DESCRIPTOR.fields_by_name["result_code"].enum_type
-        assert result is not None
-        return rsp_class(result_code=result.values_by_name["HANDSHAKE_NO_COMMON_SUITE"].number)
+        codes = self.proto.enum("CID_EXT_HANDSHAKE_RSP", "result_code")
+        return self.proto.new("CID_EXT_HANDSHAKE_RSP", result_code=codes["HANDSHAKE_NO_COMMON_SUITE"])
 
 
 def close_quietly(link: Any, reason: str) -> None:

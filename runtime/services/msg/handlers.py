@@ -238,7 +238,7 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         if rsp.result_code != codes["TICKET_OK"]:
             res.result_code = rsp.result_code
             return res
-        if not st.logged_in:  # logged out or kicked while biz issued it: the new ticket dies with the session
+        if not _still_logged_in(st):  # logged out or kicked while biz issued it: the ticket dies with it
             self._revoke(st.user_id, rsp.session_id)
             res.result_code = codes["TICKET_REVOKED"]
             return res
@@ -427,6 +427,12 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
     async def internal_only(self, ctx: Context, msg: Any) -> None:
         """Server-to-server commands never come from clients (the dispatcher refuses them first)."""
         return None
+
+
+def _still_logged_in(st: Any) -> bool:
+    """Whether a session is still logged in after an await (a call, which a type checker does not take for
+    the check it already narrowed before the await)."""
+    return bool(st.logged_in)
 
 
 def derive_session_keys(
