@@ -9,8 +9,11 @@ from pathlib import Path
 import click
 
 from runtime.fuzz.engine import Engine, Stats
+from runtime.fuzz.plant import PLANTS
+from runtime.fuzz.reproducer import Reproducer, replay
 from runtime.fuzz.suites import SUITES
 from ttgen.commands._common import load_checked
+from ttgen.commands.generate import resolve_targets
 from ttgen.fuzzing import fuzz_stack, parse_duration, plan, run_atheris
 
 DEFAULT_SAVE = Path("tests/fuzz/reproducers")
@@ -66,8 +69,15 @@ def progress_line(stats: Stats) -> str:
     help="Stop after this many failures (0: use the whole time budget).",
 )
 @click.option(
+    "--replay",
+    "replay_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Replay a saved reproducer (JSON) instead of fuzzing: exit 1 while it still fails, 0 once fixed.",
+)
+@click.option(
     "--plant",
-    type=click.Choice(["handler", "framing"]),
+    type=click.Choice(PLANTS),
     default=None,
     hidden=True,
     help="Test-only: plant a known bug in the in-process target to prove the fuzzer finds it.",
@@ -84,19 +94,26 @@ def fuzz(
     password: str,
     engine: str,
     max_failures: int,
+    replay_file: Path | None,
     plant: str | None,
 ) -> None:
     """Fuzz SPEC's generated stack: message round-trips, frames, every hosted command on a live server
     (valid and malformed bodies, frames before login, mutated frames) and stateful client sessions.
 
     \b
-    Each failure is printed with its minimal reproducer (frame bytes in hex and the command sequence) and
-    saved as JSON, which tests/fuzz/test_replay.py replays. Exits 1 if anything failed.
+    Suites share the time budget (the one with the least time so far goes next). A handler that raises, a
+    valid request left unanswered, a frame at the spec's length limit refused (or one byte over it taken), a
+    wrong or empty password accepted: each is a failure, printed with its traceback or message and its
+    minimal reproducer (frame bytes in hex, the command or rule sequence), saved as JSON and replayable with
+    --replay FILE. The run ends with a report per suite. Exits 1 if anything failed.
     """
     # Fuzzing makes servers log every refusal; those records are expected, not news.
     logging.getLogger().addHandler(logging.NullHandler())
     spec, _ = load_checked(spec_path)
     budget = parse_duration(duration)
+    stack_dir = resolve_targets(spec, None, None).stack
+    if replay_file is not None:
+        raise SystemExit(replay_one(spec.name, stack_dir, replay_file, plant, server, target, user, password))
     if engine == "atheris":
         found_ = run_atheris(spec.name, budget, seed, plant)
         folder_ = (save_dir or DEFAULT_SAVE) / spec.name
@@ -106,7 +123,7 @@ def fuzz(
         if found_:
             raise SystemExit(1)
         return
-    stack = fuzz_stack(spec.name)
+    stack = fuzz_stack(spec.name, stack_dir)
     chosen = suite_names or SUITES
     live = any(s in chosen for s in ("live", "stateful"))
     run_plan = plan(stack, target=target, server=server, plant=plant, live=live, user=user, password=password)
@@ -142,6 +159,8 @@ def fuzz(
         f"commands covered {len(stats.covered_commands & commands)}/{len(commands)}, "
         f"messages covered {len(stats.covered_messages)}/{len(stack.messages)}"
     )
+    for line in stats.report(commands):
+        click.echo(line)
     if run_plan.target is not None and run_plan.target.unanswered_by:
         top = sorted(run_plan.target.unanswered_by.items(), key=lambda kv: (-kv[1], kv[0]))
         click.echo("unanswered valid requests: " + ", ".join(f"{name} x{n}" for name, n in top))
@@ -152,3 +171,41 @@ def fuzz(
             click.echo(rep.example)
     if found:
         raise SystemExit(1)
+
+
+LIVE_OPS = frozenset({"connect", "send", "raw", "check_server", "frame_limit", "auth", "rule"})
+
+
+def replay_one(
+    spec_name: str,
+    stack_dir: Path,
+    path: Path,
+    plant: str | None,
+    server: str,
+    target: str | None,
+    user: str,
+    password: str,
+) -> int:
+    """`ttgen fuzz --replay FILE`: run a reproducer's steps again (with the bug it was found under, if it was
+    planted); 1 while it fails, 0 once it passes."""
+    rep = Reproducer.load(path)
+    if rep.spec != spec_name:
+        raise click.UsageError(f"{path} is a reproducer of spec {rep.spec!r}, not {spec_name!r}")
+    chosen_plant = plant or rep.plant
+    stack = fuzz_stack(spec_name, stack_dir)
+    live = any(step["op"] in LIVE_OPS for step in rep.steps)
+    run_plan = plan(
+        stack, target=target, server=server, plant=chosen_plant, live=live, user=user, password=password
+    )
+    click.echo(f"replaying {rep.id} ({rep.case}) against {run_plan.description}")
+    click.echo(rep.describe())
+    try:
+        replay(rep, stack, run_plan.target, run_plan.decoder)
+    except AssertionError as exc:
+        click.echo(f"\nFAILURE (still fails): {exc}")
+        return 1
+    finally:
+        if run_plan.target is not None:
+            run_plan.target.close()
+    click.echo("\npassed: the reproducer no longer fails")
+    return 0
