@@ -125,7 +125,7 @@ def fuzz(
         return
     stack = fuzz_stack(spec.name, stack_dir)
     chosen = suite_names or SUITES
-    live = any(s in chosen for s in ("live", "stateful"))
+    live = any(s in chosen for s in ("live", "auth", "stateful"))
     run_plan = plan(stack, target=target, server=server, plant=plant, live=live, user=user, password=password)
     folder = (save_dir or DEFAULT_SAVE) / spec.name
     click.echo(
