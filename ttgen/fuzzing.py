@@ -60,9 +60,10 @@ class Plan:
 class TeamTalkRemote(RemoteTarget):
     """A running TeamTalk cluster: fuzz connections log in with the given credentials."""
 
-    def __init__(self, stack: FuzzStack, host: str, port: int, user: str, password: str) -> None:
-        super().__init__(stack, host, port)
-        self.user, self.password = user, password
+    def __init__(
+        self, stack: FuzzStack, host: str, port: int, user: str | None, password: str | None
+    ) -> None:
+        super().__init__(stack, host, port, user=user or "fuzz", password=password or "fuzz-secret")
 
     def login_message(self):  # type: ignore[no-untyped-def]
         info = self.stack.command("CID_LOGIN_REQ_USERLOGIN")
@@ -74,6 +75,11 @@ class TeamTalkRemote(RemoteTarget):
     def check_login_reply(self, reply) -> None:  # type: ignore[no-untyped-def]
         assert getattr(reply, "result_code", 0) == 0, f"login refused: {reply}"
 
+    def login_request(self, user: str, password: str):  # type: ignore[no-untyped-def]
+        info = self.stack.command("CID_LOGIN_REQ_USERLOGIN")
+        wire = md5hex(password) if password else ""
+        return info, info.message_class(user_name=user, password=wire, online_status=1, client_type=1)
+
 
 def plan(
     stack: FuzzStack,
@@ -82,8 +88,8 @@ def plan(
     server: str,
     plant: str | None,
     live: bool,
-    user: str,
-    password: str,
+    user: str | None,
+    password: str | None,
 ) -> Plan:
     """Choose the target for the run. `plant` (test-only) puts a known bug into the in-process server."""
     decoder = plants.decoder_for(plant)
@@ -96,7 +102,7 @@ def plan(
         remote: Target = (
             TeamTalkRemote(stack, host or "127.0.0.1", int(port), user, password)
             if cluster_supports(stack)
-            else RemoteTarget(stack, host or "127.0.0.1", int(port))
+            else RemoteTarget(stack, host or "127.0.0.1", int(port), user=user, password=password)
         )
         return Plan(remote, decoder, f"running server {target}")
     kind = server if server != "auto" else ("cluster" if cluster_supports(stack) else "validating")

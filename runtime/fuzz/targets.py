@@ -272,10 +272,82 @@ class Target:
         self.handler_errors.detach(*self.handler_loggers)
 
 
+USER_FIELDS = ("user_name", "username", "user", "login_name", "login", "account", "name")
+PASSWORD_FIELDS = ("password", "passwd", "pass", "secret")
+
+
+def credential_fields(msg: Message) -> tuple[str, str] | None:
+    """The (user, password) string fields of a login message, or None if it has no such pair."""
+    fields = msg.DESCRIPTOR.fields_by_name
+
+    def first(names: tuple[str, ...]) -> str | None:
+        for name in names:
+            fd = fields.get(name)
+            if fd is not None and not fd.is_repeated and fd.type in (fd.TYPE_STRING, fd.TYPE_BYTES):
+                return name
+        return None
+
+    user, password = first(USER_FIELDS), first(PASSWORD_FIELDS)
+    return (user, password) if user and password else None
+
+
 class RemoteTarget(Target):
-    """A server already running somewhere (`ttgen fuzz --target HOST:PORT`)."""
+    """A server already running somewhere (`ttgen fuzz --target HOST:PORT`). With `user` and `password`, fuzz
+    connections log in with them (set in the login message's user and password fields), the user id the
+    login reply gives is the one the oracle predicts with, and the authentication properties run against
+    that account."""
 
     name = "remote"
+
+    def __init__(
+        self,
+        stack: FuzzStack,
+        host: str,
+        port: int,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 2.0,
+    ) -> None:
+        super().__init__(stack, host, port, timeout=timeout)
+        self.user, self.password = user, password
+
+    def _with_credentials(self, user: str, password: str) -> tuple[CommandInfo, Message] | None:
+        found = Target.login_message(self)
+        if found is None:
+            return None
+        info, msg = found
+        names = credential_fields(msg)
+        if names is None:
+            return found
+        for name, value in zip(names, (user, password), strict=True):
+            kind = msg.DESCRIPTOR.fields_by_name[name].type
+            setattr(
+                msg, name, value.encode() if kind == msg.DESCRIPTOR.fields_by_name[name].TYPE_BYTES else value
+            )
+        return info, msg
+
+    def login_message(self) -> tuple[CommandInfo, Message] | None:
+        if self.user is None or self.password is None:
+            return super().login_message()
+        return self._with_credentials(self.user, self.password)
+
+    def check_login_reply(self, reply: Message) -> None:
+        super().check_login_reply(reply)
+        user_id = getattr(reply, "user_id", 0)
+        if isinstance(user_id, int) and user_id:
+            self.fuzz_user_id = user_id
+
+    def accounts(self) -> dict[str, str] | None:
+        found = Target.login_message(self)
+        if self.user is None or self.password is None or found is None or credential_fields(found[1]) is None:
+            return None
+        return {self.user: self.password}
+
+    def login_request(self, user: str, password: str) -> tuple[CommandInfo, Message]:
+        found = self._with_credentials(user, password)
+        assert found is not None
+        return found
 
 
 def strip_rates(registry: Registry) -> Registry:

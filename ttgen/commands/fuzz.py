@@ -52,8 +52,17 @@ def progress_line(stats: Stats) -> str:
     default=None,
     help="Where reproducers are saved (default: tests/fuzz/reproducers/<spec>).",
 )
-@click.option("--user", default="fuzz", show_default=True, help="Login name on a running cluster (--target).")
-@click.option("--password", default="fuzz-secret", show_default=True, help="Password on a running cluster.")
+@click.option(
+    "--user",
+    default=None,
+    help="Login name on a running server (--target); a TeamTalk cluster defaults to `fuzz`.",
+)
+@click.option(
+    "--password",
+    default=None,
+    help="Password of --user (a TeamTalk cluster defaults to `fuzz-secret`); also the account the auth suite "
+    "tries wrong and empty passwords on.",
+)
 @click.option(
     "--engine",
     type=click.Choice(["hypothesis", "atheris"]),
@@ -90,8 +99,8 @@ def fuzz(
     suite_names: tuple[str, ...],
     server: str,
     save_dir: Path | None,
-    user: str,
-    password: str,
+    user: str | None,
+    password: str | None,
     engine: str,
     max_failures: int,
     replay_file: Path | None,
@@ -183,8 +192,8 @@ def replay_one(
     plant: str | None,
     server: str,
     target: str | None,
-    user: str,
-    password: str,
+    user: str | None,
+    password: str | None,
 ) -> int:
     """`ttgen fuzz --replay FILE`: run a reproducer's steps again (with the bug it was found under, if it was
     planted); 1 while it fails, 0 once it passes."""
