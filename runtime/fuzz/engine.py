@@ -25,6 +25,9 @@ FIRST_ROUND_EXAMPLES = 10
 # case of the suite is visited early.
 FIRST_ROUND_LIVE = 3
 MAX_ROUND_EXAMPLES = 400
+# A stateful run is never cut short mid-way (hypothesis would see a test case end differently when it
+# replays it), so it asks for few examples at a time: the budget is checked between runs.
+MAX_STATEFUL_EXAMPLES = 8
 Progress = Callable[["Stats"], None]
 
 
@@ -222,11 +225,13 @@ class Engine:
                 assert self.target is not None
                 machine = stateful.machine_for(self.stack, self.target)
                 failed = [False]
+                engine_count = self._count
+                opts = settings(opts, max_examples=min(examples, MAX_STATEFUL_EXAMPLES))
 
                 class Counted(machine):  # type: ignore[misc, valid-type]
                     def __init__(self) -> None:
-                        if not failed[0]:  # not while shrinking a failure: that must run to its end
-                            count()
+                        if not failed[0]:  # not while shrinking a failure
+                            engine_count()
                         super().__init__()
 
                     def do(self, rule: str, **args: Any) -> Any:

@@ -228,7 +228,8 @@ def check_auth(target: Target, user: str, kind: str, wrong: str) -> None:
     target.prepare()
     info, msg = target.login_request(user, password)
     reply_info = target.stack.command(info.reply or info.name)
-    what = f"login as {user!r} ({len(user)} characters) with the {kind} password {password!r}"
+    shown = "empty" if password == "" and kind != "right" else kind
+    what = f"login as {user!r} ({len(user)} characters) with the {shown} password {password!r}"
     with target.connect() as conn:
         conn.send_frame(info.service_id, info.command_id, FUZZ_SEQ, msg.SerializeToString())
         target.frames_sent += 1

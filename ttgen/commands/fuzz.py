@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -78,6 +80,13 @@ def progress_line(stats: Stats) -> str:
     help="Stop after this many failures (0: use the whole time budget).",
 )
 @click.option(
+    "--wait",
+    "wait_up",
+    type=float,
+    default=0.0,
+    help="With --target: seconds to wait for the server to accept connections (e.g. just started).",
+)
+@click.option(
     "--replay",
     "replay_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -103,6 +112,7 @@ def fuzz(
     password: str | None,
     engine: str,
     max_failures: int,
+    wait_up: float,
     replay_file: Path | None,
     plant: str | None,
 ) -> None:
@@ -121,6 +131,8 @@ def fuzz(
     spec, _ = load_checked(spec_path)
     budget = parse_duration(duration)
     stack_dir = resolve_targets(spec, None, None).stack
+    if target and wait_up > 0:
+        wait_for_server(target, wait_up)
     if replay_file is not None:
         raise SystemExit(replay_one(spec.name, stack_dir, replay_file, plant, server, target, user, password))
     if engine == "atheris":
@@ -218,3 +230,19 @@ def replay_one(
             run_plan.target.close()
     click.echo("\npassed: the reproducer no longer fails")
     return 0
+
+
+def wait_for_server(target: str, seconds: float) -> None:
+    """Until HOST:PORT accepts a TCP connection, for at most `seconds` (polling: the server is starting)."""
+    host, _, port = target.rpartition(":")
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0).close()
+            return
+        except (OSError, ValueError):
+            if time.monotonic() >= deadline:
+                raise click.ClickException(
+                    f"nothing accepts connections on {target} after {seconds:g}s"
+                ) from None
+            time.sleep(0.1)
