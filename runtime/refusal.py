@@ -31,8 +31,8 @@ _INTEGER_TYPES = frozenset(
 _HINTS = ("INVALID", "BAD", "ERROR", "FAIL", "REFUSED", "DENIED")
 
 
-def error_field(cls: type[Message]) -> FieldDescriptor | None:
-    """The field of a reply message that can say a request failed, or None."""
+def error_field(cls: type[Message]) -> Any:
+    """The field (a FieldDescriptor) of a reply message that can say a request failed, or None."""
     fields = cls.DESCRIPTOR.fields_by_name
     for name in ERROR_FIELDS:
         fd = fields.get(name)
@@ -41,9 +41,9 @@ def error_field(cls: type[Message]) -> FieldDescriptor | None:
     return None
 
 
-def error_value(fd: FieldDescriptor) -> int:
+def error_value(fd: Any) -> int:
     """A non-zero value that says the request was invalid (for an enum: the value whose name says so)."""
-    if fd.cpp_type != FieldDescriptor.CPPTYPE_ENUM:
+    if fd.cpp_type != FieldDescriptor.CPPTYPE_ENUM or fd.enum_type is None:
         return 1
     values = [v for v in fd.enum_type.values if v.number != 0]
     for hint in _HINTS:

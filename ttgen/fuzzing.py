@@ -68,7 +68,7 @@ class TeamTalkRemote(RemoteTarget):
     def login_message(self):  # type: ignore[no-untyped-def]
         info = self.stack.command("CID_LOGIN_REQ_USERLOGIN")
         msg = info.message_class(
-            user_name=self.user, password=md5hex(self.password), online_status=1, client_type=1
+            user_name=self.user, password=md5hex(self.password or ""), online_status=1, client_type=1
         )
         return info, msg
 
@@ -125,13 +125,13 @@ def plan(
         server_obj = validating.server
         kind_ = plant
 
-        def planted(ctx: object, cmd: CommandInfo, msg: object) -> None:
+        def planted_hook(ctx: object, cmd: CommandInfo, msg: object) -> None:
             if cmd.name == info.name and plants.trips(msg):  # type: ignore[arg-type]
                 if kind_ == "raise":
                     raise plants.PlantedError(f"planted bug: {cmd.name} with a uint32 field at its maximum")
                 plants.crash(server_obj.links)
 
-        validating.service.plant = planted
+        validating.service.plant = planted_hook
         desc += f" (planted bug: {plant_text(plant, info.name)})"
     elif plant:
         desc += f" (planted bug: {plant_text(plant, None)})"
