@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from runtime.connection import Kind
 from runtime.errors import BodyError, StageError
 from runtime.framing import FLAG_COMPRESSED, Frame
+from runtime.refusal import error_reply
 from runtime.registry import CommandInfo, Registry
 from runtime.stages import CommandStages, build_stages
 from runtime.stages.crypto import SessionCipher, SessionKeys
@@ -422,14 +423,47 @@ class Dispatcher:
         return route.stages.unpack.unpack(frame, route.info.message_class, cipher, window, budget)
 
     def _refused(self, link: Link, frame: Frame, route: Route, msg: Message | None, exc: StageError) -> None:
+        """A refused request always gets an answer: `reject` an error reply where the command's reply can
+        carry one (the service's `on_rejected`, else `runtime.refusal.error_reply`), otherwise the connection
+        is closed with a logged reason; `close` closes. Only `drop`, a policy the spec chooses explicitly
+        (rate limits by default), leaves it unanswered, and says so in the log."""
         if exc.action == "close":
             log.warning("closing %r: %s refused (%s): %s", link, route.name, exc.rule, exc)
             link.close(f"{route.name} refused: {exc}")
-        elif exc.action == "reject" and self._on_rejected is not None:
+            return
+        if exc.action != "reject":
+            log.info(
+                "%r: %s dropped unanswered (%s, on the spec's drop policy): %s",
+                link,
+                route.name,
+                exc.rule,
+                exc,
+            )
+            return
+        answered: object = None
+        if self._on_rejected is not None:
             log.info("%r: %s rejected (%s): %s", link, route.name, exc.rule, exc)
-            self._guard(self._on_rejected, Context(self, link, route.info, frame.seq), msg, exc)
+            try:
+                answered = self._on_rejected(Context(self, link, route.info, frame.seq), msg, exc)
+            except Exception:
+                log.exception("service hook on_rejected failed")
+                answered = False
         else:
-            log.debug("%r: %s dropped (%s): %s", link, route.name, exc.rule, exc)
+            reply = error_reply(self.registry, route.info, msg, exc)
+            if reply is not None:
+                log.info("%r: %s rejected (%s), answered with an error: %s", link, route.name, exc.rule, exc)
+                self.send(link, route.info.reply or route.name, reply, frame.seq)
+                return
+            answered = False
+        if answered is False:
+            log.warning(
+                "closing %r: %s rejected (%s) and its reply cannot carry an error: %s",
+                link,
+                route.name,
+                exc.rule,
+                exc,
+            )
+            link.close(f"{route.name} refused ({exc.rule}): {exc}")
 
     @staticmethod
     def _dedup_key(frame: Frame, msg: Message) -> tuple[int, ...]:

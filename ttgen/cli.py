@@ -23,6 +23,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "diff": ("ttgen.commands.diff", "diff", "Classify the changes between two spec versions."),
     "compat": ("ttgen.commands.compat", "compat", "Run old/new client/server cross-version interop tests."),
     "fuzz": ("ttgen.commands.fuzz", "fuzz", "Fuzz a generated stack against a live cluster."),
+    "watch": (
+        "ttgen.commands.watch", "watch",
+        "On every save: check, regenerate, diff, re-run affected tests, restart the app.",
+    ),
     "up": ("ttgen.commands.up", "up", "Start the IM cluster (one process or one per service)."),
     "status": ("ttgen.commands.status", "status", "Show each running service's health and load."),
     "admin": ("ttgen.commands.admin", "admin", "Create users, departments and groups."),

@@ -6,7 +6,9 @@ This is the one place that imports generated code by name; the runtime gets the 
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -46,8 +48,28 @@ def stack_module_name(name: str) -> str:
     return f"generated.{name}" if name else ""
 
 
-def load_stack(name: str) -> Stack:
-    """Import `generated.<name>` and its registry, servers and clients; '' gives an empty stack."""
+def make_importable(stack_dir: Path) -> None:
+    """Let `generated.<name>` import the stack generated into `stack_dir` (`.../generated/<name>`), e.g. in a
+    project made by `ttgen init`, whatever the current directory and without PYTHONPATH."""
+    parent = stack_dir.resolve().parent
+    if parent.name != "generated" or not (stack_dir / "registry.py").is_file():
+        return
+    package = sys.modules.get("generated")
+    if package is not None:
+        path = getattr(package, "__path__", None)
+        if path is not None and str(parent) not in list(path):
+            path.append(str(parent))  # a package (or namespace) already imported: extend where it looks
+        return
+    root = str(parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def load_stack(name: str, stack_dir: Path | None = None) -> Stack:
+    """Import `generated.<name>` and its registry, servers and clients; '' gives an empty stack.
+    `stack_dir`, where the spec's stack is generated, is made importable first."""
+    if stack_dir is not None:
+        make_importable(stack_dir)
     if not name:
         return Stack("", "", Registry("none", "0", []), None, None)
     module_name = stack_module_name(name)
@@ -59,9 +81,13 @@ def load_stack(name: str) -> Stack:
             or module_name.startswith(exc.name + ".")
             or exc.name == f"{module_name}.registry"
         ):
+            where = (
+                f"ttgen generate {stack_dir_hint(stack_dir)}"
+                if stack_dir is not None
+                else (f"ttgen generate spec/{name}")
+            )
             raise StackNotFound(
-                f"no generated stack '{name}' ({module_name} is not importable); "
-                f"run: ttgen generate spec/{name}"
+                f"no generated stack '{name}' ({module_name} is not importable); run: {where}"
             ) from None
         raise
     registry = registry_mod.REGISTRY
@@ -73,3 +99,9 @@ def load_stack(name: str) -> Stack:
     except ModuleNotFoundError:
         clients = None
     return Stack(name, module_name, registry, servers, clients)
+
+
+def stack_dir_hint(stack_dir: Path) -> str:
+    """The spec folder that generates into `stack_dir` (`<root>/generated/<name>` <- `<root>/spec`)."""
+    root = stack_dir.parent.parent
+    return str(root / "spec") if (root / "spec").is_dir() else str(root)

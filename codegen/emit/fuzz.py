@@ -2,10 +2,9 @@
 
 Every decision is computed here from the spec: which kind each field is (scalar type, enum, message), its
 presence (required, optional, implicit, repeated, map, oneof member), its constraints, the declared enum
-values,
-which commands a client may send, which are hosted by a service and which messages are recursive. The
-templates under `codegen/templates/fuzz/` only lay those tables out; the machinery they call lives in
-`runtime.fuzz`.
+values and which messages are recursive. The templates under `codegen/templates/fuzz/` only lay those tables
+out; the generated suites take their commands and messages from the stack's registry at import, and the
+machinery they call lives in `runtime.fuzz`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any
 
 from codegen.emit import EmitOptions, FileMap
 from codegen.emit.common import header_line, lookups, py_literal, python_ref, render
-from codegen.emit.python import commands_sorted, hosts_of, used_pb2_modules
+from codegen.emit.python import used_pb2_modules
 from codegen.model import SCALAR_TYPES, Field, Message, Spec
 
 TEMPLATES = {
@@ -89,17 +88,6 @@ def enum_values(spec: Spec) -> list[tuple[str, str]]:
     ]
 
 
-def command_tables(spec: Spec) -> dict[str, list[str]]:
-    """Command names per suite: all (frame round-trips), client-sendable and hosted (live), s2s hosted."""
-    hosts = hosts_of(spec)
-    ordered = commands_sorted(spec)
-    return {
-        "all": [c.name for c in ordered],
-        "client": [c.name for c in ordered if c.direction in ("c2s", "both") and c.name in hosts],
-        "internal": [c.name for c in ordered if c.direction == "s2s" and c.name in hosts],
-    }
-
-
 def emit_fuzz(spec: Spec, options: EmitOptions, files: Mapping[str, str | bytes]) -> FileMap:
     """Emitter: `strategies.py` and the `tests/` package of generated property, live and stateful suites."""
     header = header_line(spec, options.spec_label, "#")
@@ -114,15 +102,8 @@ def emit_fuzz(spec: Spec, options: EmitOptions, files: Mapping[str, str | bytes]
             enums=enum_values(spec),
         )
     }
-    tables = command_tables(spec)
-    context = {
-        "header": header,
-        "spec": spec,
-        "messages": [m.qualname for m in messages],
-        "commands": tables["all"],
-        "client_commands": tables["client"],
-        "internal_commands": tables["internal"],
-    }
+    # The suites read their commands and messages from the stack's registry and strategies at import, so
+    # their text depends on the spec only through the header.
     for path, template in TEMPLATES.items():
-        out[path] = render(template, **context)
+        out[path] = render(template, header=header, spec=spec)
     return out

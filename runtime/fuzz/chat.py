@@ -18,6 +18,7 @@ from runtime.framing import encode_frame
 from runtime.fuzz.cluster import MOBILE_CLIENT, ClusterTarget
 from runtime.fuzz.live import recorder
 from runtime.fuzz.stack import FuzzStack
+from runtime.fuzz.stateful import Replayable
 from runtime.fuzz.wire import PeerClosed, RawConnection
 from runtime.stages.policy import parse_rate
 
@@ -55,16 +56,16 @@ def conv_of(msg: Any) -> Conv:
 class ChatClient:
     """One logged-in raw connection that speaks a few TeamTalk commands synchronously."""
 
-    def __init__(self, target: ClusterTarget, stack: FuzzStack, user: str) -> None:
+    def __init__(self, target: ClusterTarget, stack: FuzzStack, login: str) -> None:
         self.stack = stack
         self.target = target
-        self.user_id = target.users[user]
+        self.user_id = target.users[login]
         self.conn: RawConnection = target.connect()
-        target.login_as(self.conn, user)
+        target.login_as(self.conn, login)
         # The user's second device: the server tells it when the first one read a session (after biz stored
         # the read position), which is how the model knows a read ack took effect.
         self.observer: RawConnection = target.connect()
-        target.login_as(self.observer, user, MOBILE_CLIENT)
+        target.login_as(self.observer, login, MOBILE_CLIENT)
         self.sent: dict[str, int] = {}  # frames of each command sent on `conn`
 
     def budget(self, command: str) -> int:
@@ -86,10 +87,11 @@ class ChatClient:
         frame = encode_frame(
             info.service_id, info.command_id, seq, info.message_class(**fields).SerializeToString()
         )
-        recorder().add("send", command=command, hex=frame.hex(), user=self.user_id)
+        recorder().add("sent", command=command, hex=frame.hex(), user=self.user_id)  # informative
         self.sent[command] = self.sent.get(command, 0) + 1
         self.conn.send_raw(frame)
         self.target.frames_sent += 1
+        self.target.sent_commands.add(command)
         return seq
 
     def call(self, command: str, **fields: Any) -> Any:
@@ -160,8 +162,12 @@ class ChatClient:
         self.observer.close()
 
 
-class ChatMachine(RuleBasedStateMachine):
-    """Three users chatting 1:1 through the cluster; `runtime.fuzz.stateful.machine_for` binds the target."""
+class ChatMachine(Replayable, RuleBasedStateMachine):
+    """Three users chatting 1:1 through the cluster; `runtime.fuzz.stateful.machine_for` binds the target.
+
+    Every run (example) plays with a cast of users no earlier run used (`ClusterTarget.cast`), so what the
+    cluster stored for earlier runs never shows in this one. Rules draw their arguments and call `do`, so a
+    failing run's rules replay (`runtime.fuzz.stateful.replay_rules`)."""
 
     TARGET: ClusterTarget
     STACK: FuzzStack
@@ -170,13 +176,14 @@ class ChatMachine(RuleBasedStateMachine):
         super().__init__()
         recorder().begin()
         self.online: dict[str, ChatClient] = {}
-        self.ids = {u: self.TARGET.users[u] for u in USERS}
+        cast = self.TARGET.cast()
+        self.logins = dict(zip(USERS, sorted(cast), strict=True))  # role -> login name of this run
+        self.ids = {u: cast[login] for u, login in self.logins.items()}
         self.names = {uid: u for u, uid in self.ids.items()}
         self.last_id: dict[frozenset[str], int] = {}  # 1:1 pair -> last acked msg id (one counter per pair)
         self.pending: dict[str, dict[Conv, list[int]]] = {u: {} for u in USERS}  # pushes owed to online users
         self.sent_to: dict[str, list[tuple[str, int]]] = {u: [] for u in USERS}  # (from, msg id) to a user
         self.read_upto: dict[tuple[str, str], int] = {}  # (reader, peer) -> msg id read up to
-        self.baseline: dict[tuple[str, str], int] = {}  # 1:1 unread before this run, until a read clears it
 
     def able(self, command: str, frames: int = 1) -> list[str]:
         """Online users whose connection may still send `frames` frames of `command` (see `budget`)."""
@@ -194,16 +201,13 @@ class ChatMachine(RuleBasedStateMachine):
     def login(self, user: str) -> None:
         if user in self.online:
             return
-        self._login(user)
+        self.do("login", user=user)
 
     def _login(self, user: str) -> ChatClient:
-        recorder().add("login", user=user)
-        client = self.online[user] = ChatClient(self.TARGET, self.STACK, user)
-        server = client.unread()
-        for peer in self.others(user):
-            if (user, peer) not in self.baseline:
-                got = server.get((SINGLE, self.ids[peer]), 0)
-                self.baseline[(user, peer)] = got - self._model_unread(user, peer, 0)
+        if user in self.online:
+            return self.online[user]
+        client = self.online[user] = ChatClient(self.TARGET, self.STACK, self.logins[user])
+        self.check_unread(user, client.unread())
         return client
 
     @precondition(lambda self: bool(self.able("CID_MSG_DATA")))
@@ -211,6 +215,9 @@ class ChatMachine(RuleBasedStateMachine):
     def send(self, data: st.DataObject, text: bytes) -> None:
         sender = data.draw(st.sampled_from(self.able("CID_MSG_DATA")), label="sender")
         to = data.draw(st.sampled_from(self.others(sender)), label="to")
+        self.do("send", sender=sender, to=to, text=text)
+
+    def _send(self, sender: str, to: str, text: bytes) -> None:
         ack = self.online[sender].call(
             "CID_MSG_DATA",
             from_user_id=self.ids[sender],
@@ -233,7 +240,7 @@ class ChatMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def receive(self, data: st.DataObject) -> None:
         user = data.draw(st.sampled_from(sorted(self.online)), label="user")
-        self._receive(user)
+        self.do("receive", user=user)
 
     @precondition(lambda self: any(self.sent_to[u] for u in self.able("CID_MSG_READ_ACK")))
     @rule(data=st.data())
@@ -241,6 +248,9 @@ class ChatMachine(RuleBasedStateMachine):
         readers = [u for u in self.able("CID_MSG_READ_ACK") if self.sent_to[u]]
         user = data.draw(st.sampled_from(readers), label="user")
         peer = data.draw(st.sampled_from(sorted({frm for frm, _ in self.sent_to[user]})), label="peer")
+        self.do("read", user=user, peer=peer)
+
+    def _read(self, user: str, peer: str) -> None:
         upto = max(mid for frm, mid in self.sent_to[user] if frm == peer)
         self.online[user].send(
             "CID_MSG_READ_ACK",
@@ -250,7 +260,6 @@ class ChatMachine(RuleBasedStateMachine):
             session_type=SINGLE,
         )
         self.read_upto[(user, peer)] = upto
-        self.baseline[(user, peer)] = 0
         # A read ack has no reply; the user's other device is told once the read position is stored.
         self.online[user].wait_read_notify(SINGLE, self.ids[peer], upto)
 
@@ -258,13 +267,16 @@ class ChatMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def unread(self, data: st.DataObject) -> None:
         user = data.draw(st.sampled_from(self.able("CID_MSG_UNREAD_CNT_REQUEST")), label="user")
+        self.do("unread", user=user)
+
+    def _unread(self, user: str) -> None:
         server = self.online[user].unread()
         self.check_unread(user, server)
 
     def check_unread(self, user: str, server: dict[Conv, int]) -> None:
         for peer in self.others(user):
             got = server.get((SINGLE, self.ids[peer]), 0)
-            want = self._model_unread(user, peer, self.baseline.get((user, peer), 0))
+            want = self._model_unread(user, peer)
             assert got == want, f"{user}: unread from {peer} is {got}, the model says {want}"
 
     @precondition(lambda self: bool(self.online))
@@ -272,10 +284,12 @@ class ChatMachine(RuleBasedStateMachine):
     def leave(self, data: st.DataObject, graceful: bool) -> None:
         """Log out (graceful) or drop the connection; owed pushes are received first."""
         user = data.draw(st.sampled_from(sorted(self.online)), label="user")
+        self.do("leave", user=user, graceful=graceful)
+
+    def _leave(self, user: str, graceful: bool) -> None:
         self._receive(user)
         client = self.online.pop(user)
         graceful = graceful and client.budget("CID_LOGIN_REQ_LOGINOUT") > 0
-        recorder().add("logout" if graceful else "disconnect", user=user)
         if graceful:
             try:
                 client.call("CID_LOGIN_REQ_LOGINOUT")
@@ -298,9 +312,9 @@ class ChatMachine(RuleBasedStateMachine):
         assert got == expected, f"{user}: received {got}, the model expected {expected}"
         self.pending[user] = {}
 
-    def _model_unread(self, user: str, peer: str, base: int) -> int:
+    def _model_unread(self, user: str, peer: str) -> int:
         upto = self.read_upto.get((user, peer), 0)
-        return base + sum(1 for frm, mid in self.sent_to[user] if frm == peer and mid > upto)
+        return sum(1 for frm, mid in self.sent_to[user] if frm == peer and mid > upto)
 
     def teardown(self) -> None:
         for client in self.online.values():

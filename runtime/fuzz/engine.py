@@ -21,8 +21,28 @@ from runtime.fuzz.suites import Case
 from runtime.fuzz.targets import Target
 
 FIRST_ROUND_EXAMPLES = 10
+# Cases that talk to a server make a few round trips per example: their first pass asks for fewer, so every
+# case of the suite is visited early.
+FIRST_ROUND_LIVE = 3
 MAX_ROUND_EXAMPLES = 400
+# A stateful run is never cut short mid-way (hypothesis would see a test case end differently when it
+# replays it), so it asks for few examples at a time: the budget is checked between runs.
+MAX_STATEFUL_EXAMPLES = 8
 Progress = Callable[["Stats"], None]
+
+
+@dataclass
+class SuiteStats:
+    """Totals of one suite: examples run, failures, time spent, cases (run at least once / all) and the
+    commands its examples sent."""
+
+    cases: int = 0
+    cases_run: set[str] = field(default_factory=set)
+    examples: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+    passes: int = 0
+    commands: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -37,6 +57,7 @@ class Stats:
     frames: int = 0
     covered_commands: set[str] = field(default_factory=set)
     covered_messages: set[str] = field(default_factory=set)
+    suites: dict[str, SuiteStats] = field(default_factory=dict)
 
     @property
     def elapsed(self) -> float:
@@ -45,6 +66,18 @@ class Stats:
     @property
     def rate(self) -> float:
         return self.examples / self.elapsed if self.elapsed > 0 else 0.0
+
+    def report(self, commands: set[str]) -> list[str]:
+        """One line per suite: examples, failures, time, cases run, commands covered."""
+        lines = []
+        for name, suite in self.suites.items():
+            covered = len(suite.commands & commands)
+            lines.append(
+                f"  {name:<10} examples {suite.examples:>6}  failures {suite.failures}  "
+                f"time {suite.seconds:6.1f}s  cases run {len(suite.cases_run)}/{suite.cases}  "
+                f"commands covered {covered}/{len(commands)}"
+            )
+        return lines
 
 
 def engine_settings(examples: int) -> settings:
@@ -61,7 +94,11 @@ def engine_settings(examples: int) -> settings:
 
 
 class Engine:
-    """Runs the chosen suites of a stack against a target until `budget` seconds have passed."""
+    """Runs the chosen suites of a stack against a target until `budget` seconds have passed.
+
+    Suites share the budget: the next case always comes from the suite that has had the least time so far,
+    and each suite cycles through its cases, asking for twice as many examples on every pass. So a suite with
+    one slow case (stateful) runs from the first seconds on, and no suite waits for another to finish."""
 
     def __init__(
         self,
@@ -88,9 +125,10 @@ class Engine:
         self.reproducers: list[Reproducer] = []
         self._last_progress = 0.0
         self._deadline = float("inf")  # set by run()
+        self._suite: SuiteStats | None = None
 
     def cases(self) -> list[Case]:
-        """Every case of the selected suites (live and stateful only with a target)."""
+        """Every case of the selected suites (live, auth and stateful only with a target)."""
         out: list[Case] = []
         if "roundtrip" in self.suite_names or "frames" in self.suite_names:
             for case in suites.sansio_cases(self.stack, self.decoder):
@@ -98,48 +136,84 @@ class Engine:
                     out.append(case)
         if self.target is not None and "live" in self.suite_names:
             out.extend(suites.live_cases(self.stack, self.target))
+        if self.target is not None and "auth" in self.suite_names:
+            auth = suites.auth_case(self.stack, self.target)
+            if auth is not None:
+                out.append(auth)
         if self.target is not None and "stateful" in self.suite_names:
             out.append(Case("stateful", "stateful/sessions", _NO_STRATEGY, lambda _x: None))
         return out
 
     def run(self) -> list[Reproducer]:
         """Fuzz until the budget is spent; returns the reproducers of every failure found."""
-        pending = self.cases()
-        for case in pending:
+        queues: dict[str, list[Case]] = {}
+        for case in self.cases():
+            queues.setdefault(case.suite, []).append(case)
             if case.command:
                 self.stats.covered_commands.add(case.command)
             if case.suite == "roundtrip":
                 self.stats.covered_messages.add(case.name.split("/", 1)[1])
+        for name, cases in queues.items():
+            self.stats.suites[name] = SuiteStats(cases=len(cases))
+        position = dict.fromkeys(queues, 0)
+        examples = {
+            name: FIRST_ROUND_LIVE if name in ("live", "auth", "stateful") else FIRST_ROUND_EXAMPLES
+            for name in queues
+        }
         deadline = self._deadline = self.stats.started + self.budget
-        examples = FIRST_ROUND_EXAMPLES
-        round_no = 0
-        while pending and time.monotonic() < deadline and not self._enough():
-            for index, case in enumerate(list(pending)):
-                if time.monotonic() >= deadline or self._enough():
-                    break
-                failure = self._run_case(case, examples, self.seed + round_no * 100_003 + index)
-                if failure is not None:
-                    pending.remove(case)
-                    self.reproducers.append(failure)
-                    self.stats.failures += 1
-                if self.target is not None:
-                    self.stats.frames = self.target.frames_sent
-                self._tick(force=failure is not None)
-            round_no += 1
-            self.stats.rounds = round_no
-            examples = min(MAX_ROUND_EXAMPLES, examples * 2)
+        calls = 0
+        while queues and time.monotonic() < deadline and not self._enough():
+            name = min(queues, key=lambda n: (self.stats.suites[n].seconds, n))
+            suite = self.stats.suites[name]
+            cases = queues[name]
+            case = cases[position[name]]
+            started = time.monotonic()
+            self._suite = suite
+            if self.target is not None:
+                self.target.sent_commands = set()
+            failure = self._run_case(case, examples[name], self.seed + calls * 100_003)
+            calls += 1
+            suite.seconds += time.monotonic() - started
+            suite.cases_run.add(case.name)
+            if case.command and case.suite != "stateful":
+                suite.commands.add(case.command)
+            if self.target is not None:
+                suite.commands |= self.target.sent_commands
+            if failure is not None:
+                cases.remove(case)
+                self.reproducers.append(failure)
+                self.stats.failures += 1
+                suite.failures += 1
+            else:
+                position[name] += 1
+            if position[name] >= len(cases):
+                position[name] = 0
+                suite.passes += 1
+                examples[name] = min(MAX_ROUND_EXAMPLES, examples[name] * 2)
+            if not cases:
+                del queues[name]
+            if self.target is not None:
+                self.stats.frames = self.target.frames_sent
+            self.stats.rounds = max((s.passes for s in self.stats.suites.values()), default=0)
+            self._tick(force=failure is not None)
+        self._suite = None
         self._tick(force=True)
         return self.reproducers
 
     def _enough(self) -> bool:
         return bool(self.max_failures) and len(self.reproducers) >= self.max_failures
 
+    def _count(self) -> None:
+        self.stats.examples += 1
+        if self._suite is not None:
+            self._suite.examples += 1
+
     def _run_case(self, case: Case, examples: int, seed: int) -> Reproducer | None:
         opts = engine_settings(examples)
         self.stats.cases_run += 1
 
         def count() -> None:
-            self.stats.examples += 1
+            self._count()
             if self.target is not None:
                 self.stats.frames = self.target.frames_sent
             self._tick()
@@ -150,13 +224,33 @@ class Engine:
             if case.suite == "stateful":
                 assert self.target is not None
                 machine = stateful.machine_for(self.stack, self.target)
-                stats = self.stats
+                failed = [False]
+                engine_count = self._count
+                opts = settings(opts, max_examples=min(examples, MAX_STATEFUL_EXAMPLES))
 
                 class Counted(machine):  # type: ignore[misc, valid-type]
                     def __init__(self) -> None:
+                        if not failed[0]:  # not while shrinking a failure
+                            engine_count()
                         super().__init__()
-                        stats.examples += 1
 
+                    def do(self, rule: str, **args: Any) -> Any:
+                        try:
+                            return super().do(rule, **args)
+                        except Exception:
+                            failed[0] = True
+                            raise
+
+                    def replay_checks(self) -> None:
+                        try:
+                            super().replay_checks()
+                        except Exception:
+                            failed[0] = True
+                            raise
+
+                steps = getattr(machine, "MIN_STEPS", 0)
+                if steps:
+                    opts = settings(opts, stateful_step_count=max(steps, opts.stateful_step_count))
                 hypothesis_seed(seed)(lambda: run_state_machine_as_test(Counted, settings=opts))()
             else:
                 case.run(opts, count, seed)
@@ -170,7 +264,7 @@ class Engine:
                 suite=case.suite,
                 case=case.name,
                 command=case.command,
-                failure=f"{type(exc).__name__}: {first_line(exc)}",
+                failure=f"{type(exc).__name__}: {describe_failure(exc)}",
                 steps=list(recorder().steps),
                 example="\n".join(getattr(exc, "__notes__", [])),
                 plant=self.plant,
@@ -195,6 +289,15 @@ class BudgetSpent(BaseException):
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else repr(exc)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The failure's message: its first line, and the whole text when it carries a traceback (a handler that
+    raised on the server)."""
+    text = str(exc).strip()
+    if "Traceback (most recent call last)" in text:
+        return text
+    return first_line(exc)
 
 
 class _NoStrategy:

@@ -4,14 +4,15 @@
 - `check_decoder`: any bytes: the decoder either returns frames that re-encode to exactly the bytes consumed,
   or raises `FrameError` (and then keeps raising it); a complete frame is never left undecoded.
 - `check_connection`: any bytes into a server-side `Connection`: no exception escapes, nothing is yielded
-  after
-  it decided to close, and heartbeats are answered with the request's seq.
+  after it decided to close, and heartbeats are answered with the request's seq.
+- `check_limit`: the frame-length limit is exact: a frame of `max_frame_bytes` decodes, one byte more is
+  refused.
 """
 
 from __future__ import annotations
 
 from runtime.connection import HEARTBEAT_COMMAND_ID, Connection, Kind
-from runtime.errors import FrameError
+from runtime.errors import FrameError, OversizedFrame
 from runtime.framing import HEADER, HEADER_SIZE, FrameDecoder, encode_frame
 from runtime.fuzz.live import recorder
 from runtime.registry import Registry
@@ -81,3 +82,30 @@ def check_connection(registry: Registry, chunks: list[bytes], decoder: Decoder =
         conn.data_to_send()
     if not conn.is_open:
         assert conn.close_reason, "closed without a reason"
+
+
+def limit_frame(max_frame_bytes: int, offset: int, command_id: int = 0xFFFE) -> bytes:
+    """A frame whose total length is `max_frame_bytes + offset` (an unknown command, zero-filled body)."""
+    return encode_frame(0xFF, command_id, 1, bytes(max_frame_bytes + offset - HEADER_SIZE))
+
+
+def check_limit(
+    offset: int, chunk: int, decoder: Decoder = FrameDecoder, limit: int = SMALL_MAX_FRAME
+) -> None:
+    """A frame `offset` bytes over (or under) the limit, fed in `chunk`-byte pieces: decoded whole when it
+    fits, refused with `OversizedFrame` when it does not."""
+    wire = limit_frame(limit, offset)
+    chunks = [wire[i : i + chunk] for i in range(0, len(wire), chunk)]
+    recorder().add("limit", offset=offset, chunk=chunk, limit=limit)
+    dec = decoder(limit)
+    frames = []
+    try:
+        for piece in chunks:
+            frames.extend(dec.feed(piece))
+    except OversizedFrame:
+        assert offset > 0, f"a frame of {limit + offset} bytes (limit {limit}) was refused as oversized"
+        return
+    assert offset <= 0, f"a frame of {limit + offset} bytes was accepted with a limit of {limit}"
+    assert len(frames) == 1 and len(frames[0].body) == len(wire) - HEADER_SIZE, (
+        "the frame at the limit was lost"
+    )

@@ -16,7 +16,7 @@ from typing import Any
 from runtime.connection import HEARTBEAT_COMMAND_ID
 from runtime.errors import BodyError, StageError
 from runtime.framing import Frame, encode_frame
-from runtime.fuzz.targets import Target
+from runtime.fuzz.targets import Target, login_succeeded
 from runtime.fuzz.wire import NoAnswer, PeerClosed, RawConnection
 from runtime.registry import CommandInfo
 
@@ -95,6 +95,7 @@ def send_checked(target: Target, info: CommandInfo, body: bytes, *, login: bool 
     try:
         conn.send_raw(frame)
         target.frames_sent += 1
+        target.sent_commands.add(info.name)
         check_outcome(target, conn, info, expected)
     finally:
         conn.close()
@@ -132,20 +133,116 @@ def check_outcome(target: Target, conn: RawConnection, info: CommandInfo, expect
                 lambda f: f.command_id == reply.command_id and f.seq == FUZZ_SEQ, target.reply_timeout
             )
             replied = True
-        except (PeerClosed, NoAnswer):
+        except (PeerClosed, NoAnswer) as exc:
             target.unanswered += 1
             target.unanswered_by[info.name] = target.unanswered_by.get(info.name, 0) + 1
+            if target.answers_valid_requests and not isinstance(exc, PeerClosed):
+                target.check_handlers()  # a handler that raised explains the silence, with its traceback
+                raise AssertionError(
+                    f"{info.name}: valid request not answered with {reply.name} "
+                    f"within {target.reply_timeout:g}s"
+                ) from None
     if expected == "accept" and reply is not None and target.replies_always:
         assert replied, f"{info.name}: valid request not answered with {reply.name}"
+    if expected == "reject" and not replied and not conn.closed:
+        # Refused input is answered: an error reply where the command's reply can carry one, else a close.
+        if reply is not None:
+            try:
+                conn.wait_for(
+                    lambda f: f.command_id == reply.command_id and f.seq == FUZZ_SEQ, target.reply_timeout
+                )
+                replied = True
+            except PeerClosed:
+                pass
+            except NoAnswer:
+                pass
+        if not replied and not conn.closed and target.enforces_limits:
+            assert conn.wait_closed(0.5), (
+                f"{info.name}: refused input got neither an error reply nor a close "
+                "(it looks like a lost frame)"
+            )
     if expected in ("refuse", "ignore"):
         assert not replied, f"{info.name}: {expected}d input was answered"
 
 
 def check_server(target: Target) -> None:
-    """The server survived: a new connection is answered and the bystander is unaffected."""
+    """The server survived: no handler raised, a new connection is answered and the bystander is
+    unaffected."""
     recorder().add("check_server")
+    target.check_handlers()
     target.check_alive()
     target.check_bystander()
+
+
+def check_frame_limit(target: Target, offset: int) -> None:
+    """A frame `offset` bytes longer than the spec's limit (an unknown command, on a logged-in connection):
+    one that fits is taken (the connection stays open and answers a heartbeat), one over it closes the
+    connection; the server and the bystander carry on either way."""
+    limit = target.max_frame_bytes
+    recorder().add("frame_limit", offset=offset, limit=limit)
+    target.prepare()
+    conn = target.connect(login=True)
+    size = limit + offset
+    try:
+        try:
+            conn.send_raw(framing_limit_frame(limit, offset))
+            target.frames_sent += 1
+        except PeerClosed:
+            assert offset > 0, (
+                f"the server closed the connection while a {size}-byte frame (the limit is "
+                f"{limit}) was being sent"
+            )
+        if offset > 0:
+            assert conn.wait_closed(), (
+                f"a frame of {size} bytes was accepted: the spec's max_frame_bytes is {limit}"
+            )
+        else:
+            try:
+                conn.probe()
+            except PeerClosed:
+                raise AssertionError(
+                    f"a frame of {size} bytes closed the connection: the spec's max_frame_bytes is {limit}"
+                ) from None
+    finally:
+        conn.close()
+    check_server(target)
+
+
+def framing_limit_frame(limit: int, offset: int) -> bytes:
+    from runtime.fuzz.framing import limit_frame
+
+    return limit_frame(limit, offset)
+
+
+AUTH_KINDS = ("wrong", "empty", "right")
+
+
+def check_auth(target: Target, user: str, kind: str, wrong: str) -> None:
+    """Log in as a seeded user with a `wrong` password, an `empty` one or the `right` one: only the right
+    one may succeed (and it must). A refused login leaves the connection unauthenticated."""
+    accounts = target.accounts()
+    assert accounts is not None, "the target has no seeded accounts"
+    real = accounts[user]
+    password = {"empty": "", "right": real}.get(kind, wrong if wrong != real else wrong + "x")
+    recorder().add("auth", user=user, kind=kind, password=password)
+    target.prepare()
+    info, msg = target.login_request(user, password)
+    reply_info = target.stack.command(info.reply or info.name)
+    shown = "empty" if password == "" and kind != "right" else kind
+    what = f"login as {user!r} ({len(user)} characters) with the {shown} password {password!r}"
+    with target.connect() as conn:
+        conn.send_frame(info.service_id, info.command_id, FUZZ_SEQ, msg.SerializeToString())
+        target.frames_sent += 1
+        try:
+            frame = conn.wait_for(lambda f: f.command_id == reply_info.command_id and f.seq == FUZZ_SEQ)
+        except (PeerClosed, NoAnswer) as exc:
+            raise AssertionError(f"{what}: no login reply ({exc})") from None
+        accepted = login_succeeded(reply_info.message_class.FromString(bytes(frame.body)))
+        if kind == "right":
+            assert accepted, f"{what}: refused"
+        else:
+            assert not accepted, f"{what}: accepted"
+    check_server(target)
 
 
 def send_raw_checked(target: Target, chunks: list[bytes], *, login: bool = True) -> None:

@@ -1,8 +1,10 @@
 """Runtime fuzz layer: reproducers: a failure's minimal steps saved as JSON, and their replay.
 
-A reproducer holds the command sequence of the shrunk failing example (connect/login, frames as hex,
-checks) or, for the sans-IO suites, the byte chunks fed to the decoder. `replay` runs the steps again against
-a target (or a decoder) and raises AssertionError while the bug is still there.
+A reproducer holds the steps of the shrunk failing example: for the live suites the connection (logged in or
+not), the frames as hex and the checks; for the sans-IO suites the byte chunks fed to the decoder; for the
+frame-limit and authentication properties their parameters; for the stateful models the rules with the
+arguments drawn (who logs in, sends, creates a group, changes its members...), which replay on a fresh model
+bound to the target. `replay` runs the steps again and raises AssertionError while the bug is still there.
 """
 
 from __future__ import annotations
@@ -83,6 +85,14 @@ def replay(
     rep: Reproducer, stack: FuzzStack, target: Target | None, decoder: type[FrameDecoder] = FrameDecoder
 ) -> None:
     """Run the steps again; AssertionError if an invariant still fails."""
+    if any(step["op"] == "rule" for step in rep.steps):
+        if target is None:
+            raise ValueError("a stateful reproducer needs a live target")
+        from runtime.fuzz.stateful import machine_for, replay_rules
+
+        target.prepare()
+        replay_rules(machine_for(stack, target), rep.steps)
+        return
     conn: RawConnection | None = None
     try:
         for step in rep.steps:
@@ -101,8 +111,16 @@ def replay(
                 assert cls.FromString(data).SerializeToString(deterministic=True) == data, (
                     "re-serialized bytes differ"
                 )
+            elif op == "limit":
+                framing.check_limit(int(step["offset"]), int(step["chunk"]), decoder, int(step["limit"]))
+            elif op in ("sent", "frame"):
+                continue  # informative: frames a model sent while running a rule
             elif target is None:
                 raise ValueError(f"step {op!r} needs a live target")
+            elif op == "frame_limit":
+                live.check_frame_limit(target, int(step["offset"]))
+            elif op == "auth":
+                live.check_auth(target, step["user"], step["kind"], step["password"])
             elif op == "connect":
                 if conn is not None:
                     conn.close()

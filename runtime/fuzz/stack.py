@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from runtime.framing import DEFAULT_MAX_FRAME_BYTES
 from runtime.fuzz.spec import MessageSpec
 from runtime.fuzz.strategies import StrategyRegistry
 from runtime.registry import CommandInfo, Registry
@@ -18,13 +19,19 @@ class FuzzStack:
     registry: Registry
     servers: ModuleType | None
     strategies: ModuleType
+    frame: dict[str, Any] = field(default_factory=dict)  # the spec's `frame:` (registry module's FRAME)
 
     @classmethod
     def from_modules(
         cls, registry: ModuleType, servers: ModuleType | None, strategies: ModuleType
     ) -> FuzzStack:
         """From the stack's `registry`, `servers` and `strategies` modules."""
-        return cls(registry.REGISTRY, servers, strategies)
+        return cls(registry.REGISTRY, servers, strategies, dict(getattr(registry, "FRAME", {}) or {}))
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """The spec's frame-length limit (the runtime's default when the spec sets none)."""
+        return int(self.frame.get("max_frame_bytes") or DEFAULT_MAX_FRAME_BYTES)
 
     @property
     def name(self) -> str:

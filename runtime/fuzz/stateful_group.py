@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import initialize, precondition, rule
 
 from runtime.fuzz.chat import GROUP, USERS, ChatClient, ChatMachine, Conv
-from runtime.fuzz.live import recorder
 
 MAX_GROUPS = 2
 TMP = 2  # GroupType GROUP_TYPE_TMP
@@ -87,17 +86,16 @@ class GroupChatMachine(ChatMachine):
     @initialize(creator=st.sampled_from(USERS), members=st.frozensets(st.sampled_from(USERS)))
     def first_group(self, creator: str, members: frozenset[str]) -> None:
         """Every run starts with a group, so the group rules are enabled from the first step."""
-        self._create(creator, members)
+        self.do("create", creator=creator, members=members)
 
     @precondition(lambda self: bool(self.able("CID_GROUP_CREATE_REQUEST")) and len(self.groups) < MAX_GROUPS)
     @rule(data=st.data(), members=st.frozensets(st.sampled_from(USERS)))
     def create_group(self, data: st.DataObject, members: frozenset[str]) -> None:
         creator = data.draw(st.sampled_from(self.able("CID_GROUP_CREATE_REQUEST")), label="creator")
-        self._create(creator, members)
+        self.do("create", creator=creator, members=members)
 
-    def _create(self, creator: str, members: frozenset[str]) -> None:
+    def _create(self, creator: str, members: frozenset[str] | list[str]) -> None:
         client = self.client(creator)
-        recorder().add("group-create", user=creator, members=sorted(members))
         rsp = client.call(
             "CID_GROUP_CREATE_REQUEST",
             user_id=client.user_id,
@@ -121,10 +119,14 @@ class GroupChatMachine(ChatMachine):
     def change_members(self, data: st.DataObject, add: bool, users: frozenset[str]) -> None:
         actor = data.draw(st.sampled_from(self.able("CID_GROUP_CHANGE_MEMBER_REQUEST")), label="actor")
         group = data.draw(st.sampled_from(self.groups), label="group")
+        self.do("change", actor=actor, group_index=self.groups.index(group), add=add, users=users)
+
+    def _change(self, actor: str, group_index: int, add: bool, users: frozenset[str] | list[str]) -> None:
+        group = self.groups[group_index]
+        users = frozenset(users)
         modify = ADD if add else DEL
         allowed = actor == group.creator or (modify == ADD and actor in group.members)
         client = self.online[actor]
-        recorder().add("group-change", user=actor, group=group.gid, modify=modify, users=sorted(users))
         rsp = client.call(
             "CID_GROUP_CHANGE_MEMBER_REQUEST",
             user_id=client.user_id,
@@ -153,7 +155,11 @@ class GroupChatMachine(ChatMachine):
     def group_send(self, data: st.DataObject, text: bytes) -> None:
         sender = data.draw(st.sampled_from(self.able("CID_MSG_DATA")), label="sender")
         group = data.draw(st.sampled_from(self.groups), label="group")
+        self.do("group_send", sender=sender, group_index=self.groups.index(group), text=text)
+
+    def _group_send(self, sender: str, group_index: int, text: bytes) -> None:
         client = self.online[sender]
+        group = self.groups[group_index]
         ack = client.call(
             "CID_MSG_DATA",
             from_user_id=client.user_id,
@@ -181,6 +187,10 @@ class GroupChatMachine(ChatMachine):
     def group_read(self, data: st.DataObject) -> None:
         choices = self._readers()
         user, group = data.draw(st.sampled_from(choices), label="reader")
+        self.do("group_read", user=user, group_index=self.groups.index(group))
+
+    def _group_read(self, user: str, group_index: int) -> None:
+        group = self.groups[group_index]
         upto = group.last
         self.online[user].send(
             "CID_MSG_READ_ACK", user_id=self.ids[user], session_id=group.gid, msg_id=upto, session_type=GROUP
@@ -195,6 +205,10 @@ class GroupChatMachine(ChatMachine):
         non-member sees nothing."""
         user = data.draw(st.sampled_from(self.able("CID_MSG_LIST_REQUEST")), label="user")
         group = data.draw(st.sampled_from([g for g in self.groups if g.msgs]), label="group")
+        self.do("group_history", user=user, group_index=self.groups.index(group))
+
+    def _group_history(self, user: str, group_index: int) -> None:
+        group = self.groups[group_index]
         rsp = self.online[user].call(
             "CID_MSG_LIST_REQUEST",
             user_id=self.ids[user],

@@ -347,3 +347,23 @@ def minimal_value(reg: StrategyRegistry, f: FieldSpec) -> Any:
         return min(max(0, low), high)
     low_f = float(f.min) if f.min is not None else -math.inf
     return max(0.0, low_f)
+
+
+def boundary_messages(reg: StrategyRegistry, name: str) -> list[Message]:
+    """Valid instances of `name` with every singular integer field at the top of its valid range, then at
+    the bottom (the rest minimal): the values handlers most often mishandle, tried before random ones."""
+    spec = reg.messages[name]
+    ints = [
+        f for f in spec.fields if f.kind in INT_RANGES and f.label in ("required", "optional", "implicit")
+    ]
+    out: list[Message] = []
+    for end in (1, 0):
+        msg = minimal_message(reg, name)
+        for f in ints:
+            lo, hi = INT_RANGES[f.kind]
+            low = max(lo, math.ceil(f.min)) if f.min is not None else lo
+            high = min(hi, math.floor(f.max)) if f.max is not None else hi
+            if low <= high:
+                setattr(msg, f.name, high if end else low)
+        out.append(msg)
+    return out if ints else []

@@ -1,8 +1,10 @@
 """Runtime fuzz layer: the fuzz suites as cases (a strategy and a check), shared by generated tests, engine.
 
 Suites: `roundtrip` (every message), `frames` (every command's frames, the decoder and the connection on
-malformed bytes), `live` (every hosted command against a running server: valid bodies, malformed bodies,
-frames before login, server-only commands from a client, mutated frames) and `stateful` (see
+malformed bytes, the frame-length limit), `live` (every hosted command against a running server: valid
+bodies, malformed bodies, frames before login, server-only commands from a client, mutated frames, frames at
+and over the spec's length limit), `auth` (wrong, empty and right passwords for seeded users whose names
+have the boundary lengths; only on targets with seeded accounts) and `stateful` (see
 `runtime.fuzz.stateful`). A case runs under `hypothesis.given`; the recorder keeps each example's steps.
 """
 
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
@@ -20,9 +22,10 @@ from runtime.framing import FrameDecoder, encode_frame
 from runtime.fuzz import framing, live, mutate
 from runtime.fuzz.live import recorder
 from runtime.fuzz.stack import FuzzStack
+from runtime.fuzz.strategies import boundary_messages
 from runtime.fuzz.targets import Target
 
-SUITES = ("roundtrip", "frames", "live", "stateful")
+SUITES = ("roundtrip", "frames", "live", "auth", "stateful")
 Strat = st.SearchStrategy[Any]
 
 
@@ -35,6 +38,7 @@ class Case:
     strategy: Strat
     check: Callable[[Any], None]
     command: str = ""
+    explicit: tuple[Any, ...] = ()  # examples tried first, before random ones (boundary values)
 
     def run(self, opts: settings, counter: Callable[[], None] | None = None, seed: int | None = None) -> None:
         """Run under hypothesis with `opts` (and a fixed `seed` if given); raises the (shrunk) failure."""
@@ -52,7 +56,10 @@ class Case:
                 failed = True
                 raise
 
-        test = settings(opts)(given(self.strategy)(body))
+        test = given(self.strategy)(body)
+        for value in reversed(self.explicit):
+            test = example(value)(test)
+        test = settings(opts)(test)
         if seed is not None:
             test = hypothesis_seed(seed)(test)
         test()
@@ -119,6 +126,13 @@ def decoder_case(stack: FuzzStack, decoder: type[FrameDecoder] = FrameDecoder) -
     return Case("frames", "frames/decoder", garbage(stack), lambda cs: framing.check_decoder(cs, decoder))
 
 
+def limit_case(decoder: type[FrameDecoder] = FrameDecoder) -> Case:
+    """The decoder's length limit is exact: a frame at the limit decodes, one byte more is refused, whatever
+    the chunking."""
+    strategy = st.tuples(st.sampled_from([0, 1, -1]), st.sampled_from([1 << 20, 1, 7, 4096, 4111]))
+    return Case("frames", "frames/limit", strategy, lambda t: framing.check_limit(t[0], t[1], decoder))
+
+
 def connection_case(stack: FuzzStack, decoder: type[FrameDecoder] = FrameDecoder) -> Case:
     return Case(
         "frames",
@@ -147,13 +161,16 @@ def malformed_body(stack: FuzzStack, command: str) -> Strat:
 
 
 def live_valid_case(stack: FuzzStack, target: Target, command: str) -> Case:
+    """Valid bodies of a command, starting with its integer fields at their boundaries."""
     info = stack.command(command)
+    edges = boundary_messages(stack.strats, stack.message_of(command))
     return Case(
         "live",
         f"live/valid/{command}",
         body_of(stack, command),
         lambda body: _ignore(live.send_checked(target, info, body)),
         command,
+        tuple(m.SerializeToString() for m in edges),
     )
 
 
@@ -201,6 +218,36 @@ def live_frames_case(stack: FuzzStack, target: Target) -> Case:
     return Case("live", "live/frames", chunks, lambda cs: live.send_raw_checked(target, cs))
 
 
+def live_frame_limit_case(stack: FuzzStack, target: Target) -> Case:
+    """Frames at, just under and just over the spec's `max_frame_bytes` on a live connection."""
+    return Case(
+        "live",
+        "live/frame_limit",
+        st.sampled_from([0, 1, -1]),
+        lambda offset: live.check_frame_limit(target, offset),
+    )
+
+
+def auth_case(stack: FuzzStack, target: Target) -> Case | None:
+    """Wrong, empty and right passwords for the target's seeded accounts (None: it has none)."""
+    accounts = target.accounts()
+    if not accounts:
+        return None
+    login = stack.login_commands()
+    strategy = st.tuples(
+        st.sampled_from(sorted(accounts, key=lambda n: (len(n), n))),
+        st.sampled_from(live.AUTH_KINDS),
+        st.text(max_size=12),
+    )
+    return Case(
+        "auth",
+        "auth/passwords",
+        strategy,
+        lambda t: live.check_auth(target, t[0], t[1], t[2]),
+        login[0].name if login else "",
+    )
+
+
 def _ignore(_: object) -> None:
     return None
 
@@ -217,14 +264,14 @@ def internal_commands(stack: FuzzStack) -> list[str]:
 def sansio_cases(stack: FuzzStack, decoder: type[FrameDecoder] = FrameDecoder) -> list[Case]:
     """Every case that needs no server."""
     cases = [roundtrip_case(stack, m) for m in sorted(stack.messages)]
+    cases += [limit_case(decoder), decoder_case(stack, decoder), connection_case(stack, decoder)]
     cases += [frame_roundtrip_case(stack, c.name, decoder) for c in stack.registry]
-    cases += [decoder_case(stack, decoder), connection_case(stack, decoder)]
     return cases
 
 
 def live_cases(stack: FuzzStack, target: Target) -> list[Case]:
     """Every case against a live server."""
-    cases: list[Case] = []
+    cases: list[Case] = [live_frame_limit_case(stack, target)]
     for name in client_commands(stack):
         cases.append(live_valid_case(stack, target, name))
         cases.append(live_malformed_case(stack, target, name))

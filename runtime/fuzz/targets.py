@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import threading
+import traceback
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import replace
@@ -29,6 +31,53 @@ from runtime.stages import CommandStages, build_stages
 T = TypeVar("T")
 LOGIN_SEQ = 1
 LOGIN_ATTEMPTS = 5
+# Fields of a login reply that say whether it succeeded (0: success), in the order they are looked for.
+RESULT_FIELDS = ("result_code", "result", "error_code", "error", "status", "code")
+
+
+class HandlerErrors(logging.Handler):
+    """Collects the exceptions an in-process server's handlers raised (the dispatcher logs each one with its
+    traceback), so the fuzz check after an example can report them as failures."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info is None or record.exc_info[1] is None:
+            return
+        text = record.getMessage() + "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        with self._lock:
+            self.errors.append(text)
+
+    def take(self) -> list[str]:
+        with self._lock:
+            out, self.errors = self.errors, []
+        return out
+
+    def attach(self, *loggers: str) -> None:
+        for name in loggers:
+            logging.getLogger(name).addHandler(self)
+
+    def detach(self, *loggers: str) -> None:
+        for name in loggers:
+            logging.getLogger(name).removeHandler(self)
+
+
+def login_succeeded(reply: Message) -> bool:
+    """Whether a login reply says the login succeeded: its result field (the first of `RESULT_FIELDS` it
+    has, of an integer or enum type) is 0; a reply without such a field counts as success."""
+    fields = reply.DESCRIPTOR.fields_by_name
+    for name in RESULT_FIELDS:
+        fd = fields.get(name)
+        if fd is not None and not fd.is_repeated and fd.cpp_type in INTEGER_CPP_TYPES:
+            return int(getattr(reply, name)) == 0
+    return True
+
+
+# FieldDescriptor.CPPTYPE_* of int32, int64, uint32, uint64 and enum.
+INTEGER_CPP_TYPES = frozenset({1, 2, 3, 4, 8})
 
 
 class LoopThread:
@@ -65,22 +114,49 @@ class Target:
     name = "target"
     enforces_limits = False  # the server's input stage applies the spec's field constraints
     replies_always = False  # every accepted request that has a reply command is answered
+    # An accepted request whose reply never comes (while the connection stays open) is a failure.
+    answers_valid_requests = False
     fuzz_user_id = 0  # the user id fuzz connections log in as (0: unknown)
     auto_auth = False  # sessions are authenticated on connect (the protocol has no login command)
     serves: frozenset[str] | None = (
         None  # cluster services whose commands the client port dispatches (None: all)
     )
+    # Loggers whose records with an exception are handler failures (in-process servers only).
+    handler_loggers: tuple[str, ...] = ()
 
     def __init__(self, stack: FuzzStack, host: str, port: int, *, timeout: float = 2.0) -> None:
         self.stack = stack
         self.host, self.port = host, port
         self.timeout = timeout
         self.frames_sent = 0
+        self.sent_commands: set[str] = set()  # every command a fuzz example sent (coverage)
         self.unanswered = 0  # valid requests whose reply never came (not an error unless replies_always)
         self.unanswered_by: dict[str, int] = {}  # the same, per command
         self.reply_timeout = timeout
         self._bystander: RawConnection | None = None
         self._stages: dict[int, CommandStages] | None = None
+        self.handler_errors = HandlerErrors()
+        self.handler_errors.attach(*self.handler_loggers)
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """The frame-length limit the server must apply: the spec's."""
+        return self.stack.max_frame_bytes
+
+    def accounts(self) -> dict[str, str] | None:
+        """Seeded users the authentication properties log in as (name -> password), or None when the
+        target cannot tell a right password from a wrong one."""
+        return None
+
+    def login_request(self, user: str, password: str) -> tuple[CommandInfo, Message]:
+        """The login command and body for `user` with `password` as typed (targets with `accounts`)."""
+        raise NotImplementedError
+
+    def check_handlers(self) -> None:
+        """AssertionError, with the traceback, if a server handler raised since the last check."""
+        errors = self.handler_errors.take()
+        if errors:
+            raise AssertionError(f"a handler raised: {errors[0]}")
 
     # -- connections -----------------------------------------------------------------------------------------
     def connect(self, *, login: bool = False) -> RawConnection:
@@ -125,7 +201,8 @@ class Target:
         conn.inbox.clear()
 
     def check_login_reply(self, reply: Message) -> None:
-        """Raise AssertionError if a login reply says the login failed (any reply counts by default)."""
+        """Raise AssertionError if a login reply says the login failed (see `login_succeeded`)."""
+        assert login_succeeded(reply), f"fuzz login refused: {reply}"
 
     def bystander(self) -> RawConnection:
         """A long-lived logged-in connection that fuzzing must never disturb (re-opened after a failure)."""
@@ -183,19 +260,94 @@ class Target:
         return None
 
     def reset(self) -> None:
-        """Forget broken connections after a failure so the next example starts clean."""
+        """Forget broken connections and reported handler errors after a failure, so the next example starts
+        clean."""
         if self._bystander is not None:
             self._bystander.close()
             self._bystander = None
+        self.handler_errors.take()
 
     def close(self) -> None:
         self.reset()
+        self.handler_errors.detach(*self.handler_loggers)
+
+
+USER_FIELDS = ("user_name", "username", "user", "login_name", "login", "account", "name")
+PASSWORD_FIELDS = ("password", "passwd", "pass", "secret")
+
+
+def credential_fields(msg: Message) -> tuple[str, str] | None:
+    """The (user, password) string fields of a login message, or None if it has no such pair."""
+    fields = msg.DESCRIPTOR.fields_by_name
+
+    def first(names: tuple[str, ...]) -> str | None:
+        for name in names:
+            fd = fields.get(name)
+            if fd is not None and not fd.is_repeated and fd.type in (fd.TYPE_STRING, fd.TYPE_BYTES):
+                return name
+        return None
+
+    user, password = first(USER_FIELDS), first(PASSWORD_FIELDS)
+    return (user, password) if user and password else None
 
 
 class RemoteTarget(Target):
-    """A server already running somewhere (`ttgen fuzz --target HOST:PORT`)."""
+    """A server already running somewhere (`ttgen fuzz --target HOST:PORT`). With `user` and `password`, fuzz
+    connections log in with them (set in the login message's user and password fields), the user id the
+    login reply gives is the one the oracle predicts with, and the authentication properties run against
+    that account."""
 
     name = "remote"
+
+    def __init__(
+        self,
+        stack: FuzzStack,
+        host: str,
+        port: int,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 2.0,
+    ) -> None:
+        super().__init__(stack, host, port, timeout=timeout)
+        self.user, self.password = user, password
+
+    def _with_credentials(self, user: str, password: str) -> tuple[CommandInfo, Message] | None:
+        found = Target.login_message(self)
+        if found is None:
+            return None
+        info, msg = found
+        names = credential_fields(msg)
+        if names is None:
+            return found
+        for name, value in zip(names, (user, password), strict=True):
+            kind = msg.DESCRIPTOR.fields_by_name[name].type
+            setattr(
+                msg, name, value.encode() if kind == msg.DESCRIPTOR.fields_by_name[name].TYPE_BYTES else value
+            )
+        return info, msg
+
+    def login_message(self) -> tuple[CommandInfo, Message] | None:
+        if self.user is None or self.password is None:
+            return super().login_message()
+        return self._with_credentials(self.user, self.password)
+
+    def check_login_reply(self, reply: Message) -> None:
+        super().check_login_reply(reply)
+        user_id = getattr(reply, "user_id", 0)
+        if isinstance(user_id, int) and user_id:
+            self.fuzz_user_id = user_id
+
+    def accounts(self) -> dict[str, str] | None:
+        found = Target.login_message(self)
+        if self.user is None or self.password is None or found is None or credential_fields(found[1]) is None:
+            return None
+        return {self.user: self.password}
+
+    def login_request(self, user: str, password: str) -> tuple[CommandInfo, Message]:
+        found = self._with_credentials(user, password)
+        assert found is not None
+        return found
 
 
 def strip_rates(registry: Registry) -> Registry:
@@ -262,7 +414,9 @@ class ValidatingTarget(Target):
     name = "validating"
     enforces_limits = True
     replies_always = True
+    answers_valid_requests = True
     fuzz_user_id = 1
+    handler_loggers = ("runtime.dispatch",)
 
     def __init__(self, stack: FuzzStack, *, decoder: type | None = None, timeout: float = 2.0) -> None:
         from runtime.dispatch import Dispatcher
@@ -273,7 +427,15 @@ class ValidatingTarget(Target):
         self.service = ValidatingService(stack, registry)
         stages = build_stages(registry, field_limits=stack.field_limits)
         self.dispatcher = Dispatcher(registry, self.service, stages=stages)
-        self.server = self.loop.run(serve("127.0.0.1", 0, self.dispatcher.handler_factory, registry=registry))
+        self.server = self.loop.run(
+            serve(
+                "127.0.0.1",
+                0,
+                self.dispatcher.handler_factory,
+                registry=registry,
+                max_frame_bytes=stack.max_frame_bytes,
+            )
+        )
         self._stages_table = stages
         self.decoder = decoder
         if decoder is not None:

@@ -6,8 +6,8 @@ The reply is the command's reply message with `result_code` set (VALUE_TOO_LARGE
 RATE_LIMITED for a rate limit, INVALID_ARGUMENT otherwise), the caller's user id, the request's same-named
 scalar fields that identify what was refused (session, group, msg ids) and zero values in the other required
 fields. A chat message (IMMsgData, whose ack has no result code) gets its IMMsgDataAck with msg id 0, the
-refusal TeamTalk clients already understand. A command without a reply, or whose reply has no result code, is
-only logged.
+refusal TeamTalk clients already understand. For a command without a reply, or whose reply has no result
+code, the dispatcher closes the connection with a logged reason.
 """
 
 from __future__ import annotations
@@ -129,14 +129,15 @@ def _fill_required(msg: Any) -> None:
 class RejectingHandlers:
     """Mixin for a service's handler object: the dispatcher calls `on_rejected` for `reject` refusals."""
 
-    def on_rejected(self, ctx: Context, msg: Message | None, exc: StageError) -> None:
-        """Answer a refused request with its reply carrying the error (see the module docstring)."""
+    def on_rejected(self, ctx: Context, msg: Message | None, exc: StageError) -> bool:
+        """Answer a refused request with its reply carrying the error (see the module docstring). False when
+        there is no such reply: the dispatcher then closes the connection with a logged reason."""
         try:
             reply = error_reply(ctx, msg, exc)
         except Exception:  # a reply that cannot be built must not take the connection down
             log.exception("building the refusal reply of %s failed", ctx.info.name)
-            return
+            return False
         if reply is None:
-            log.info("%r: %s refused (%s), no reply to carry it: %s", ctx.link, ctx.info.name, exc.rule, exc)
-            return
+            return False
         ctx.reply(reply)
+        return True

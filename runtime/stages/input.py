@@ -178,19 +178,22 @@ class InputStage:
         return check
 
     def _compile_rule(self, rule: str) -> Callable[[Message, int], None]:
+        # A reject rule refuses like a broken constraint (`on_invalid`, default `reject`: answered with an
+        # error, or the connection closed), so a refused message never looks like a lost one.
+        action = self.on_invalid
         if rule == "self_message":
             is_self = self._is_self_message
 
             def self_message(msg: Message, user_id: int) -> None:
                 if is_self(msg, user_id):
-                    raise InputRejected("message to oneself", action="drop", rule="self_message")
+                    raise InputRejected("message to oneself", action=action, rule="self_message")
 
             return self_message
         is_empty = self._is_empty
 
         def empty_body(msg: Message, _user: int) -> None:
             if is_empty(msg):
-                raise InputRejected("empty message body", action="drop", rule="empty_body")
+                raise InputRejected("empty message body", action=action, rule="empty_body")
 
         return empty_body
 

@@ -49,7 +49,7 @@ def test_planted_handler_bug_is_found_on_the_cluster(tmp_path: Path, tt_stack: F
     )
     assert code == 1, out
     planted = plant_command(tt_stack, "msg")
-    assert f"planted handler bug in {planted.name}" in out
+    assert f"handler of {planted.name} crashes the server" in out
     assert "FAILURE" in out and "bytes: " in out
     [rep] = load_all(tmp_path)
     assert rep.plant == "handler" and rep.suite == "live"

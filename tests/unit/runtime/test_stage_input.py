@@ -46,12 +46,16 @@ def test_required_fields() -> None:
     assert info.value.rule == "required" and "msg_data" in str(info.value)
 
 
-def test_self_message_and_empty_body_are_dropped() -> None:
+def test_self_message_and_empty_body_are_refused_as_on_invalid_says() -> None:
     stage = InputStage({"reject": ["self_message", "empty_body"]}, MSG)
     stage.check_message(msg(), 1)
     with pytest.raises(InputRejected) as info:
         stage.check_message(msg(to_session_id=1), 1)
-    assert (info.value.rule, info.value.action) == ("self_message", "drop")
+    assert (info.value.rule, info.value.action) == ("self_message", "reject")  # answered, never dropped
+    dropping = InputStage({"reject": ["self_message"], "on_invalid": "drop"}, MSG)
+    with pytest.raises(InputRejected) as info:
+        dropping.check_message(msg(to_session_id=1), 1)
+    assert info.value.action == "drop"
     stage.check_message(msg(to_session_id=1, msg_type=0x11), 1)  # a group whose id equals the user's is fine
     with pytest.raises(InputRejected, match="empty"):
         stage.check_message(msg(msg_data=b""), 1)

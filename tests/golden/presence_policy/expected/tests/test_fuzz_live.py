@@ -20,13 +20,10 @@ from .. import registry, servers, strategies
 ensure_profiles()
 STACK = FuzzStack.from_modules(registry, servers, strategies)
 
-# Commands a client may send that a cluster service hosts.
-CLIENT_COMMANDS = [
-    "CID_STAT_REQ",
-]
-# Server-to-server commands: a client sending one must be ignored.
-INTERNAL_COMMANDS = [
-]
+# Commands a client may send that a cluster service hosts, and server-to-server commands (a client sending
+# one must be ignored): read from the registry at import, so nothing here lists them.
+CLIENT_COMMANDS = suites.client_commands(STACK)
+INTERNAL_COMMANDS = suites.internal_commands(STACK)
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +54,16 @@ def test_server_commands_from_a_client(command: str, fuzz_target: Target) -> Non
 
 def test_mutated_frames(fuzz_target: Target) -> None:
     suites.live_frames_case(STACK, fuzz_target).run(suite_settings("live"))
+
+
+def test_frame_length_limit(fuzz_target: Target) -> None:
+    """A frame of the spec's max_frame_bytes is taken, one byte more closes the connection."""
+    suites.live_frame_limit_case(STACK, fuzz_target).run(suite_settings("live"))
+
+
+def test_passwords(fuzz_target: Target) -> None:
+    """Only the right password logs a seeded account in (targets without seeded accounts: skipped)."""
+    case = suites.auth_case(STACK, fuzz_target)
+    if case is None:
+        pytest.skip(f"{fuzz_target.name} target has no seeded accounts")
+    case.run(suite_settings("live"))

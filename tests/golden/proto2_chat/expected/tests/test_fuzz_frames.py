@@ -14,18 +14,17 @@ from .. import registry, servers, strategies
 ensure_profiles()
 STACK = FuzzStack.from_modules(registry, servers, strategies)
 
-COMMANDS = [
-    "CID_LOGIN_REQ",
-    "CID_LOGIN_RES",
-    "CID_MSG_DATA",
-    "CID_MSG_DATA_ACK",
-    "CID_HEARTBEAT",
-]
+# Every command of the registry (read at import: nothing here lists them).
+COMMANDS = [c.name for c in STACK.registry]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_frame_roundtrip(command: str) -> None:
     suites.frame_roundtrip_case(STACK, command).run(suite_settings("frames"))
+
+
+def test_decoder_length_limit_is_exact() -> None:
+    suites.limit_case().run(suite_settings("frames"))
 
 
 def test_decoder_survives_malformed_bytes() -> None:

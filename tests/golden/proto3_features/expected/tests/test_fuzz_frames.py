@@ -14,19 +14,17 @@ from .. import registry, servers, strategies
 ensure_profiles()
 STACK = FuzzStack.from_modules(registry, servers, strategies)
 
-COMMANDS = [
-    "DOC_PUT",
-    "DOC_PUT_ACK",
-    "DOC_GET",
-    "DOC_GET_RES",
-    "DOC_SYNC",
-    "DOC_NOTIFY",
-]
+# Every command of the registry (read at import: nothing here lists them).
+COMMANDS = [c.name for c in STACK.registry]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_frame_roundtrip(command: str) -> None:
     suites.frame_roundtrip_case(STACK, command).run(suite_settings("frames"))
+
+
+def test_decoder_length_limit_is_exact() -> None:
+    suites.limit_case().run(suite_settings("frames"))
 
 
 def test_decoder_survives_malformed_bytes() -> None:
