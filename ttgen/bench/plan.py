@@ -62,7 +62,7 @@ def defaults(scenario: str, smoke: bool) -> dict[str, Any]:
         if scenario in small:
             out["users"] = small[scenario]
         if scenario == "login-storm":
-            out.update(pairs=20, rate=10.0)
+            out.update(pairs=20, rate=10.0, duration=3.0)
         if scenario in ("one-to-one", "group"):
             out.update(duration=3.0, drain=5.0, pairs=20, groups=4, group_size=5)
         out["max_seconds"] = 120.0
