@@ -118,6 +118,7 @@ class Run:
             if plan.senders:
                 await asyncio.sleep(max(0.0, start + opts.duration - time.monotonic()))
         elif plan.senders:
+            await self.settle()
             start = await self.traffic()
             await asyncio.sleep(max(0.0, start - time.monotonic()))
             self.sample("traffic_start")
@@ -133,6 +134,20 @@ class Run:
         self.mark("stopped")
         await self.drain()
         self.sample("end")
+
+    async def settle(self, limit: float = 60.0) -> None:
+        """Wait until the presence notifications of the logins stop arriving (N PC logins cause up to N^2 of
+        them), so the message load measures messages, not the tail of a presence storm."""
+        self.mark("settle")
+        last = -1.0
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            now = self.totals()["presence"]
+            if now == last:
+                break
+            last = now
+            await asyncio.sleep(1.2)  # load processes report once a second
+        self.mark("settled")
 
     async def restart(self) -> None:
         before = self.totals()["online"]
