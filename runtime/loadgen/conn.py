@@ -68,7 +68,7 @@ class Wire:
             msg_type=MSG_GROUP_TEXT if group else MSG_SINGLE_TEXT,
             msg_data=bytes(STAMP.size) + PAD,
         ).SerializeToString()
-        return body[: -(STAMP.size + len(PAD))]
+        return bytes(body[: -(STAMP.size + len(PAD))])
 
 
 class Counters:
@@ -94,8 +94,22 @@ class Counters:
     )
 
     def __init__(self) -> None:
-        for f in self.FIELDS:
-            setattr(self, f, 0)
+        self.connect_failed = 0  # first connection attempts that failed (reconnects: see relogins)
+        self.login_ok = 0
+        self.login_refused = 0
+        self.login_timeout = 0
+        self.lost = 0  # logged-in connections the server closed
+        self.kicked = 0
+        self.hb_sent = 0
+        self.hb_answered = 0
+        self.hb_late = 0  # heartbeats not sent because the previous one was still unanswered
+        self.sent = 0
+        self.acked = 0
+        self.refused = 0  # messages refused by the server, or due while their sender was offline
+        self.delivered = 0
+        self.duplicates = 0
+        self.presence = 0  # presence notifications received
+        self.relogins = 0  # logins again after a lost connection
         self.online = 0
         self.last_login_at = 0.0  # time.monotonic() of the latest successful login
         self.refusals: dict[str, int] = {}
