@@ -91,6 +91,8 @@ class Counters:
         "duplicates",
         "presence",
         "relogins",
+        "reconnect_failed",
+        "hb_cut",
     )
 
     def __init__(self) -> None:
@@ -110,6 +112,8 @@ class Counters:
         self.duplicates = 0
         self.presence = 0  # presence notifications received
         self.relogins = 0  # logins again after a lost connection
+        self.reconnect_failed = 0  # reconnection attempts that failed (and were retried)
+        self.hb_cut = 0  # heartbeats unanswered when the server closed the connection (a restart)
         self.online = 0
         self.last_login_at = 0.0  # time.monotonic() of the latest successful login
         self.refusals: dict[str, int] = {}

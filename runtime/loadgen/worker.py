@@ -75,7 +75,7 @@ class LoadProcess:
         self._waiters: dict[int, asyncio.Future[bool]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
-        self.drivers_done = asyncio.Event()
+        self._resolved_at = 0.0
 
     # -- output ------------------------------------------------------------------------------------------
     @staticmethod
@@ -98,12 +98,14 @@ class LoadProcess:
 
     # -- logins ------------------------------------------------------------------------------------------
     def address_of(self, index: int) -> tuple[str, int]:
-        instance = self.instance[index]
-        if self.run_dir is not None:  # a restarted msg server listens elsewhere: ask the run dir
+        """The msg server of a reconnecting user: a restarted one listens elsewhere, so the run dir is read
+        again (at most once a second: a storm of reconnects must not become a storm of file reads)."""
+        now = time.monotonic()
+        if self.run_dir is not None and now - self._resolved_at >= 1.0:
+            self._resolved_at = now
             for ep in RunDirDiscovery(self.run_dir).endpoints("msg", "client"):
-                if ep.instance == instance:
-                    self.endpoints[instance] = (ep.host, ep.port)
-        return self.endpoints[instance]
+                self.endpoints[ep.instance] = (ep.host, ep.port)
+        return self.endpoints[self.instance[index]]
 
     async def connect_and_login(self, conn: LoadConn, due: float) -> bool:
         """Open the connection from the user's source address and log in; True when logged in."""
@@ -125,7 +127,10 @@ class LoadProcess:
             await loop.create_connection(lambda: conn, sock=sock)
         except (TimeoutError, OSError):
             sock.close()
-            c.connect_failed += 1
+            if conn.lost_at:
+                c.reconnect_failed += 1  # the cluster is restarting: retried with backoff
+            else:
+                c.connect_failed += 1
             conn.state = NEW
             return False
         waiter = loop.create_future()
@@ -171,6 +176,8 @@ class LoadProcess:
             if waiter is not None and not waiter.done():
                 waiter.set_result(False)
         conn.state = CLOSED
+        if conn.hb_due and not self.closing:
+            self.counters.hb_cut += 1
         conn.hb_due = 0.0
         if conn.sent_at:
             conn.sent_at.clear()

@@ -31,6 +31,8 @@ COUNTERS = (
     "duplicates",
     "presence",
     "relogins",
+    "reconnect_failed",
+    "hb_cut",
     "online",
     "cpu_s",
 )

@@ -104,8 +104,11 @@ def judge(report: dict[str, Any]) -> list[str]:
     for key in ("connect_failed", "login_refused", "login_timeout", "duplicates", "hb_late"):
         if c[key]:
             problems.append(f"{key}: {c[key]}")
-    if c["hb_answered"] < c["hb_sent"]:
-        problems.append(f"{c['hb_sent'] - c['hb_answered']} of {c['hb_sent']} heartbeats unanswered")
+    # heartbeats outstanding when a restart closed their connection are not unanswered (without a restart,
+    # the lost connection is reported itself)
+    unanswered = c["hb_sent"] - c["hb_answered"] - c.get("hb_cut", 0)
+    if unanswered > 0:
+        problems.append(f"{unanswered} of {c['hb_sent']} heartbeats unanswered")
     if "restart" in report:
         r = report["restart"]
         if r["relogins"] < r["online_before"]:
@@ -147,7 +150,8 @@ def markdown(report: dict[str, Any]) -> str:
     ):
         if key in report["logins"]:
             rows.append((label, f"{report['logins'][key]:,.2f}"))
-    rows.append(("heartbeats answered", f"{c['hb_answered']:,} of {c['hb_sent']:,}"))
+    cut = f" ({c['hb_cut']:,} cut by the restart)" if c.get("hb_cut") else ""
+    rows.append(("heartbeats answered", f"{c['hb_answered']:,} of {c['hb_sent']:,}{cut}"))
     if "messages" in report:
         m = report["messages"]
         rows += [

@@ -168,7 +168,7 @@ class Run:
         def settled() -> bool:
             t = self.totals()
             return all(p.progress.get("stopped") for p in self.procs) and (
-                t["hb_answered"] >= t["hb_sent"]
+                t["hb_answered"] + t["hb_cut"] >= t["hb_sent"]
                 and t["acked"] + t["refused"] >= t["sent"]
                 and t["delivered"] >= t["sent"] * per_msg
             )
