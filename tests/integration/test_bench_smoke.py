@@ -68,6 +68,18 @@ def test_login_storm_smoke(tmp_path: Path) -> None:
     assert r["ok"]
 
 
+def test_restart_storm_smoke(tmp_path: Path) -> None:
+    """--restart: every logged-in user comes back (password logins) after the cluster restarts."""
+    proc, r = bench(tmp_path, "connections", "--users", "300", "--smoke", "--restart", "--hold", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    c, restart = r["counters"], r["restart"]
+    assert c["login_ok"] == 300 and c["lost"] == 300 and c["relogins"] == 300 and c["online"] == 300
+    assert restart["online_before"] == 300 and restart["all_back_after_up_seconds"] > 0
+    assert r["latency_ms"]["relogin"]["count"] == 300
+    assert c["hb_answered"] + c["hb_cut"] == c["hb_sent"]
+    assert "from the connection's loss" in (tmp_path / "report.md").read_text()
+
+
 def test_target_a_running_cluster_and_report_refused_logins(tmp_path: Path) -> None:
     """`--target` benches a cluster started by `ttgen up`; a msg server that is full refuses logins, and the
     run says so and exits 1."""

@@ -174,11 +174,12 @@ def markdown(report: dict[str, Any]) -> str:
         ("e2e", "delivery"),
         ("relogin", "reconnect"),
     ):
+        since = "from the connection's loss" if name == "relogin" else "from due time"
         s = report["latency_ms"].get(name)
         if s:
             rows.append(
                 (
-                    f"{label} p50 / p99 / max (ms, from due time)",
+                    f"{label} p50 / p99 / max (ms, {since})",
                     f"{_ms(s['p50_ms'])} / {_ms(s['p99_ms'])} / {_ms(s['max_ms'])}",
                 )
             )
