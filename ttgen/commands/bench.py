@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -142,8 +143,20 @@ def bench(
     from ttgen.bench.report import markdown
     from ttgen.bench.run import run_bench
 
+    async def main() -> dict[str, Any]:
+        # SIGTERM and SIGINT (ignored in background jobs otherwise) end the run cleanly: the load processes
+        # and the cluster are stopped by run_bench's cleanup.
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await run_bench(opts, target=config, say=_say)
+
     try:
-        report = asyncio.run(run_bench(opts, target=config, say=_say))
+        report = asyncio.run(main())
+    except asyncio.CancelledError:
+        raise click.ClickException("interrupted; the cluster and the load processes were stopped") from None
     except (RuntimeError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
     table = markdown(report)
