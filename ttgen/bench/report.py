@@ -74,6 +74,8 @@ def summarize(run: Any, hists: dict[str, Histogram], options: dict[str, Any]) ->
             "delivered_per_s": round(t["delivered"] / duration, 1),
             "expected_deliveries": int(t["sent"] * plan.expected_deliveries_per_message()),
             "cluster_cpu_us_per_delivery": round(1e6 * sum(window.values()) / delivered, 1),
+            # the load processes' CPU over the whole run (logins included), per delivery
+            "load_cpu_us_per_delivery": round(1e6 * t["cpu_s"] / delivered, 1),
         }
     if "restarted" in marks:
         report["restart"] = {
