@@ -69,6 +69,7 @@ def run_ttgen(data: Path, config: Path, opts: argparse.Namespace, out: Path) -> 
     c, lat = r["counters"], r["latency_ms"]
     return {
         "client": "ttgen bench",
+        "offered_per_s": r["messages"]["offered_per_s"],
         "sent": c["sent"],
         "acked": c["acked"],
         "delivered": c["delivered"],
@@ -79,11 +80,14 @@ def run_ttgen(data: Path, config: Path, opts: argparse.Namespace, out: Path) -> 
         "e2e_p99_ms": lat["e2e"]["p99_ms"],
         "e2e_max_ms": lat["e2e"]["max_ms"],
         "cluster_us_per_msg": r["messages"]["cluster_cpu_us_per_delivery"],
+        "client_cpu_us_per_msg": r["messages"]["load_cpu_us_per_delivery"],
     }
 
 
-def run_raw(data: Path, opts: argparse.Namespace) -> dict[str, Any]:
+def run_raw(data: Path, opts: argparse.Namespace, closed: bool = False) -> dict[str, Any]:
     args = [sys.executable, str(ROOT / "bench" / "raw_client.py"), "--data-dir", str(data)]
+    if closed:
+        args.append("--closed-loop")
     args += ["--pairs", str(opts.pairs), "--rate", str(opts.rate), "--duration", str(opts.duration)]
     before = None
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -94,7 +98,7 @@ def run_raw(data: Path, opts: argparse.Namespace) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"raw client failed:\n{err[-3000:]}")
     r = json.loads(out.strip().splitlines()[-1])
-    r["client"] = "raw socket"
+    r["client"] = "raw closed-loop" if closed else "raw socket"
     r["cluster_us_per_msg"] = round(1e6 * (cluster_cpu(data) - before) / max(1, r["delivered"]), 1)
     return r
 
@@ -106,6 +110,11 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--msg-servers", type=int, default=2)
+    ap.add_argument(
+        "--closed-loop",
+        action="store_true",
+        help="also run the raw client closed-loop (next message after the ack): what such tools report",
+    )
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ttgen-compare-"))
     data, config = tmp / "data", tmp / "ttgen.yaml"
@@ -125,12 +134,11 @@ def main() -> None:
         if "cluster is up" not in line:
             raise SystemExit(f"the cluster did not start: {line}")
         for i in range(opts.rounds):
-            for run in ("ttgen", "raw"):
-                row = (
-                    run_ttgen(data, config, opts, tmp / f"t{i}.json")
-                    if run == "ttgen"
-                    else run_raw(data, opts)
-                )
+            for run in ("ttgen", "raw", "closed") if opts.closed_loop else ("ttgen", "raw"):
+                if run == "ttgen":
+                    row = run_ttgen(data, config, opts, tmp / f"t{i}.json")
+                else:
+                    row = run_raw(data, opts, closed=run == "closed")
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:
@@ -138,6 +146,7 @@ def main() -> None:
         up.wait(60)
         shutil.rmtree(tmp, ignore_errors=True)
     keys = (
+        "offered_per_s",
         "sent",
         "delivered",
         "duplicates",
@@ -146,6 +155,7 @@ def main() -> None:
         "e2e_p50_ms",
         "e2e_p99_ms",
         "cluster_us_per_msg",
+        "client_cpu_us_per_msg",
     )
     print(
         f"\noffered {opts.pairs * opts.rate:,.0f} msgs/s ({opts.pairs} pairs x {opts.rate:g}/s) for "
@@ -153,8 +163,10 @@ def main() -> None:
     )
     print("| client | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
-    for client in ("ttgen bench", "raw socket"):
+    for client in ("ttgen bench", "raw socket", "raw closed-loop"):
         mine = [r for r in rows if r["client"] == client]
+        if not mine:
+            continue
         cells = [f"{statistics.median(r[k] for r in mine):,.1f}" for k in keys]
         print(f"| {client} | " + " | ".join(cells) + " |")
 

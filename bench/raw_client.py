@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import heapq
 import json
 import multiprocessing as mp
 import os
@@ -204,8 +205,25 @@ def run_process(
     j = sent = acked = delivered = dups = 0
     ack_ms: list[float] = []
     e2e_ms: list[float] = []
+    # --closed-loop: a sender sends its next message only when the previous one is acknowledged (and not
+    # faster than --rate), stamped when it is sent: the way many load tools work, kept here to show what such
+    # a client reports (its offered load falls when the cluster slows down, so queues never build).
+    closed = bool(opts.closed_loop)
+    ready: list[tuple[float, int]] = [(t0 + k * interval, k) for k in range(n)] if closed else []
+    stop_at = t0 + opts.duration
+    if closed:
+        total = 0
+    index_of = {id(x): k for k, x in enumerate(senders)}
     while True:
         now = time.monotonic()
+        while ready and ready[0][0] <= now and now < stop_at:
+            _, k = heapq.heappop(ready)
+            s = senders[k]
+            seq = s.next_seq()
+            s.sent_at[seq] = now
+            assert s.sock is not None
+            s.sock.send(frame(MSG_DATA, seq, prefixes[k] + STAMP.pack(now) + PAD))
+            sent += 1
         while j < total and t0 + j * interval <= now:
             due = t0 + j * interval
             s = senders[j % n]
@@ -218,9 +236,12 @@ def run_process(
                 pass  # counted as sent and never acked: shows up in the figures
             sent += 1
             j += 1
-        if now > end or (j >= total and acked >= sent and delivered >= sent):
+        done_sending = now >= stop_at if closed else j >= total
+        if now > end or (done_sending and acked >= sent and delivered >= sent):
             break
         timeout = max(0.0, min(t0 + j * interval - now, 0.005)) if j < total else 0.005
+        if ready:
+            timeout = max(0.0, min(timeout, ready[0][0] - now))
         for key, _ in sel.select(timeout):
             c = key.data
             try:
@@ -260,6 +281,8 @@ def run_process(
                     if due is not None and fields(body).get(3, 0):
                         acked += 1
                         ack_ms.append((now - due) * 1000)
+                    if closed and due is not None:
+                        heapq.heappush(ready, (max(now, due + 1.0 / opts.rate), index_of[id(c)]))
             c.buf = buf[pos:]
             if acks:
                 c.sock.send(acks)
@@ -306,6 +329,11 @@ def main() -> None:
     ap.add_argument("--drain", type=float, default=10.0)
     ap.add_argument("--procs", type=int, default=2, help="client processes")
     ap.add_argument("--password", default="bench")
+    ap.add_argument(
+        "--closed-loop",
+        action="store_true",
+        help="send a sender's next message after its ack (not faster than --rate); latency from the send",
+    )
     opts = ap.parse_args()
     endpoints = msg_endpoints(opts.data_dir)
     if not endpoints:
@@ -336,7 +364,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "client": "raw",
+                "client": "raw closed-loop" if opts.closed_loop else "raw",
                 "pairs": opts.pairs,
                 "rate": opts.rate,
                 "duration": opts.duration,
