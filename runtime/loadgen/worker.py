@@ -71,7 +71,8 @@ class LoadProcess:
         self.hard_deadline = time.monotonic() + float(job.get("max_seconds", 600.0))
         self.sending = True  # heartbeats and messages; False after `stop`
         self.closing = False
-        self.inflight = 0
+        self.inflight = 0  # logins under way (connect + login), at most max_inflight
+        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._waiters: dict[int, asyncio.Future[bool]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -198,17 +199,38 @@ class LoadProcess:
         await asyncio.sleep(random.uniform(0, self.reconnect_spread))
         backoff = 0.5
         while not self.closing and time.monotonic() < self.hard_deadline:
-            while self.inflight >= self.max_inflight:
-                await asyncio.sleep(0.01)
-            self.inflight += 1
+            await self.acquire_slot()
             try:
                 ok = await self.connect_and_login(conn, time.monotonic())
             finally:
-                self.inflight -= 1
+                self.release_slot()
             if ok:
                 return
             await asyncio.sleep(random.uniform(0.5, 1.0) * backoff)
             backoff = min(backoff * 2, 5.0)
+
+    async def acquire_slot(self) -> None:
+        """Wait for a login slot (FIFO; a future per waiter, no polling: 100,000 clients reconnecting at once
+        must not become 100,000 timers firing every few milliseconds)."""
+        if self.inflight < self.max_inflight and not self._slot_waiters:
+            self.inflight += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            await waiter  # the releaser hands its slot over: inflight already counts us
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release_slot()
+            raise
+
+    def release_slot(self) -> None:
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to the next waiter
+                return
+        self.inflight -= 1
 
     async def login_phase(self, phase: int, start: float) -> None:
         """Log in this phase's users, open loop at `login_rate` (their due times fixed from `start`)."""
@@ -224,7 +246,7 @@ class LoadProcess:
                 break
             now = time.monotonic()
             pending.extend((members[src], due) for _, src, due in schedule.take_due(now))
-            while pending and self.inflight < self.max_inflight:
+            while pending and self.inflight < self.max_inflight and not self._slot_waiters:
                 index, due = pending.popleft()
                 self.inflight += 1
                 task = loop.create_task(self.connect_and_login(self.conns[index], due))
@@ -236,7 +258,7 @@ class LoadProcess:
     def _login_done(self, running: set[asyncio.Task[bool]]) -> Any:
         def done(task: asyncio.Task[bool]) -> None:
             running.discard(task)
-            self.inflight -= 1
+            self.release_slot()
 
         return done
 
