@@ -43,8 +43,15 @@ class Wire:
         self.data_cid = cid("CID_MSG_DATA")
         self.ack_cid = cid("CID_MSG_DATA_ACK")
         self.kick_cid = cid("CID_LOGIN_KICK_USER")
+        # Presence pushes: TeamTalk's notices, and a status response the client never asked for (a batch of
+        # coalesced changes, where the spec's presence policy sends them so).
         self.presence_cids = frozenset(
-            cid(n) for n in ("CID_BUDDY_LIST_STATUS_NOTIFY", "CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY")
+            cid(n)
+            for n in (
+                "CID_BUDDY_LIST_STATUS_NOTIFY",
+                "CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY",
+                "CID_BUDDY_LIST_USERS_STATUS_RESPONSE",
+            )
         )
         self.LoginReq = cls("CID_LOGIN_REQ_USERLOGIN")
         self.LoginRes = cls("CID_LOGIN_RES_USERLOGIN")
