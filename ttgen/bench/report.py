@@ -63,6 +63,9 @@ def summarize(run: Any, hists: dict[str, Histogram], options: dict[str, Any]) ->
             "per_process_rss_mb": {n: round(s["rss_kb"] / 1024, 1) for n, s in held.items()},
         }
     cpu_all = _cpu(samples, "idle", "end")
+    if "restart_before" in samples:  # the processes before and after the restart, each from its own start
+        before, after = _cpu(samples, "idle", "restart_before"), _cpu(samples, "restart_after", "end")
+        cpu_all = {n: before.get(n, 0.0) + after.get(n, 0.0) for n in {*before, *after}}
     report["cpu_s"] = {n: round(v, 2) for n, v in sorted(cpu_all.items())}
     report["cpu_s"]["load_processes"] = round(t["cpu_s"], 2)
     if plan.senders and "traffic" in marks:

@@ -153,9 +153,11 @@ class Run:
         before = self.totals()["online"]
         self.extra["restart_online_before"] = before
         self.mark("restart")
+        self.sample("restart_before")
         self.say(f"bench: restarting the cluster with {int(before)} users online")
         await self.cluster.restart()
         self.mark("restarted")
+        self.sample("restart_after")  # new processes: their CPU counts from here
         self.say("bench: cluster up again; waiting for every user to log in again")
         await self.wait_until(
             lambda: self.totals()["relogins"] >= before, self.opts.max_seconds / 2 + before / 100
