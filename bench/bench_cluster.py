@@ -19,6 +19,10 @@ With `--find-rate` it searches instead the highest load (pairs x rate, bisecting
 `--pairs`) whose median e2e p99 stays under `--target-p99-ms` (50) with every message delivered:
 
     .venv/bin/python bench/bench_cluster.py --find-rate --pairs 500 --min-pairs 100 --rate 20 --duration 8
+
+`ttgen bench one-to-one` is the better instrument (latency from each message's due time, senders spread over
+the msg servers, presence storm settled before the load): bench/RESULTS.md (2026-12-07) compares them. With
+BENCH_CLIENT_TYPE=0x12 the clients log in as mobiles, which causes no presence storm at login.
 """
 
 from __future__ import annotations

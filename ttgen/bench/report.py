@@ -171,7 +171,8 @@ def markdown(report: dict[str, Any]) -> str:
             ("cluster CPU per delivery (µs)", f"{m['cluster_cpu_us_per_delivery']:,.1f}"),
         ]
     if c["presence"]:
-        rows.append(("presence notifications received", f"{c['presence']:,}"))
+        per_user = c["presence"] / max(1, report["users"])
+        rows.append(("presence notifications received (per user)", f"{c['presence']:,} ({per_user:,.1f})"))
     for name, label in (
         ("login", "login"),
         ("heartbeat", "heartbeat echo"),
