@@ -19,6 +19,10 @@ With `--find-rate` it searches instead the highest load (pairs x rate, bisecting
 `--pairs`) whose median e2e p99 stays under `--target-p99-ms` (50) with every message delivered:
 
     .venv/bin/python bench/bench_cluster.py --find-rate --pairs 500 --min-pairs 100 --rate 20 --duration 8
+
+`ttgen bench one-to-one` is the better instrument (latency from each message's due time, senders spread over
+the msg servers, presence storm settled before the load): bench/RESULTS.md (2026-12-07) compares them. With
+BENCH_CLIENT_TYPE=0x12 the clients log in as mobiles, which causes no presence storm at login.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ LoginRes = REGISTRY.by_name("CID_LOGIN_RES_USERLOGIN").message_class
 STAMP = struct.Struct(">Q")
 CID_DATA, CID_ACK = CID["CID_MSG_DATA"], CID["CID_MSG_DATA_ACK"]
 PAD = b"x" * 56
+CLIENT_TYPE = [int(os.environ.get("BENCH_CLIENT_TYPE", "1"), 0)]  # 0x12: mobile (no presence storm)
 
 
 # -- client side (runs in client processes) -----------------------------------------------------------------
@@ -144,7 +149,7 @@ class Stats:
 async def _login(host: str, port: int, name: str, stats: Stats) -> BenchConn:
     loop = asyncio.get_running_loop()
     _, conn = await loop.create_connection(lambda: BenchConn(stats), host, port)
-    req = LoginReq(user_name=name, password=PASSWORD_MD5, online_status=1, client_type=1)
+    req = LoginReq(user_name=name, password=PASSWORD_MD5, online_status=1, client_type=CLIENT_TYPE[0])
     conn.send(CID["CID_LOGIN_REQ_USERLOGIN"], req.SerializeToString())
     await asyncio.wait_for(conn.login_done, 30)
     return conn

@@ -315,6 +315,22 @@ class Connection:
         return out
 
     # -- timers ----------------------------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """The earliest time at which `tick` could act (None once closed): the login and idle deadlines of a
+        client session, the heartbeat and dead-peer times of a link. Only moves later as frames come and go,
+        so a timer may fire at this time and call `tick`, which re-checks (runtime.timers)."""
+        if not self.is_open:
+            return None
+        t = self.timeouts
+        if self.kind is Kind.CLIENT_SESSION:
+            idle = self.last_received + (t.idle_mobile if self.is_mobile else t.idle_pc)
+            if self.state is State.HANDSHAKE:
+                return min(self.opened_at + t.login, idle)
+            return idle
+        if self.kind is Kind.SERVER_LINK:
+            return min(self.last_received + t.link_dead_after, self.last_sent + t.link_heartbeat_after)
+        return min(self.last_received + t.client_dead_after, self.last_sent + t.client_heartbeat_every)
+
     def tick(self, now: float) -> None:
         """Apply deadlines at `now`: login deadline, idle close, link heartbeats. Call about once a second."""
         if not self.is_open:

@@ -160,6 +160,9 @@ class Context:
         """Complete login on this connection: binds the user and lifts the auth gate."""
         assert self.link.conn is not None
         self.link.conn.authenticate(user_id, client_type)
+        if self.link.data:
+            # The rate buckets of the login exchange: an idle logged-in connection need not keep them.
+            self.link.data.pop("buckets", None)
 
     def enable_encryption(self, keys: SessionKeys, algorithm: str = "aes-256-gcm") -> None:
         """Install the session keys agreed at login; `session_aead` commands are sealed from now on."""

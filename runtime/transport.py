@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar, cast
 from runtime.connection import DEFAULT_TIMEOUTS, Connection, Kind, Timeouts
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
 from runtime.registry import CommandInfo, Registry
+from runtime.timers import NO_SLOT, ConnectionTimers
 
 log = logging.getLogger("runtime.transport")
 
@@ -45,10 +46,11 @@ class Link(asyncio.Protocol):
     """
 
     __slots__ = (
+        "_closed",
         "_flush_handle",
         "_in_batch",
         "_loop",
-        "closed",
+        "_lost_reason",
         "conn",
         "data",
         "handler",
@@ -57,6 +59,7 @@ class Link(asyncio.Protocol):
         "max_frame_bytes",
         "registry",
         "timeouts",
+        "timer_slot",
         "transport",
         "write_paused",
     )
@@ -84,10 +87,23 @@ class Link(asyncio.Protocol):
         self._in_batch = False
         self._flush_handle: asyncio.Handle | None = None
         self.write_paused = False
-        self.closed = self._loop.create_future()
+        self.timer_slot = NO_SLOT  # where a server's ConnectionTimers keeps this link
+        # The `closed` future is made when someone waits for it (most links are never awaited: 100+ bytes
+        # saved per idle connection); `_lost_reason` answers a wait that starts after the loss.
+        self._closed: asyncio.Future[str] | None = None
+        self._lost_reason: str | None = None
 
     def __repr__(self) -> str:
         return f"<Link {self.conn!r}>"
+
+    @property
+    def closed(self) -> asyncio.Future[str]:
+        """Resolves with the close reason once the connection is lost."""
+        if self._closed is None:
+            self._closed = self._loop.create_future()
+            if self._lost_reason is not None:
+                self._closed.set_result(self._lost_reason)
+        return self._closed
 
     @property
     def peer(self) -> str:
@@ -165,8 +181,9 @@ class Link(asyncio.Protocol):
         try:
             self.handler.connection_lost(self, reason)
         finally:
-            if not self.closed.done():
-                self.closed.set_result(reason)
+            self._lost_reason = reason
+            if self._closed is not None and not self._closed.done():
+                self._closed.set_result(reason)
 
     # -- sending ---------------------------------------------------------------------------------------------
     def send_frame(
@@ -201,8 +218,13 @@ class Link(asyncio.Protocol):
                 log.warning("closing %r: peer does not read", self)
                 transport.abort()
 
+    def next_deadline(self) -> float | None:
+        """When `tick` could next act (None: closed); see `Connection.next_deadline`."""
+        conn = self.conn
+        return conn.next_deadline() if conn is not None else None
+
     def tick(self, now: float) -> None:
-        """Apply the connection's deadlines (called by the server's 1 s sweep, or the client's timer)."""
+        """Apply the connection's deadlines (called by the server's timers, or the client's timer)."""
         conn = self.conn
         if conn is None or not conn.is_open:
             return
@@ -239,11 +261,16 @@ class Link(asyncio.Protocol):
 
 
 class Server:
-    """A listening socket, its live links, and the 1 s sweep that applies connection deadlines."""
+    """A listening socket, its live links, and the timers that apply connection deadlines.
 
-    def __init__(self, server: asyncio.Server, links: set[Link]) -> None:
+    Deadlines live in one `ConnectionTimers` wheel (runtime.timers): once a second only the links whose
+    deadline bucket came due are ticked, so idle connections cost nothing between their deadlines.
+    """
+
+    def __init__(self, server: asyncio.Server, links: set[Link], timers: ConnectionTimers[Link]) -> None:
         self._server = server
         self.links = links
+        self.timers = timers
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     @property
@@ -259,12 +286,7 @@ class Server:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            now = loop.time()
-            for link in list(self.links):
-                try:
-                    link.tick(now)
-                except Exception:  # one broken link must not stop the deadlines of all others
-                    log.exception("tick failed for %r", link)
+            self.timers.run(loop.time())
 
     async def shutdown(self, drain_timeout: float = 5.0) -> None:
         """Stop accepting, close every link after writing what is queued; abort stragglers after a timeout."""
@@ -283,6 +305,10 @@ class Server:
         await self._server.wait_closed()
 
 
+def _tick_failed(link: Link, exc: Exception) -> None:
+    log.error("tick failed for %r", link, exc_info=exc)
+
+
 async def serve(
     host: str,
     port: int,
@@ -296,6 +322,7 @@ async def serve(
 ) -> Server:
     """Listen on host:port; each accepted connection gets a `Link` and `handler_factory()` as its handler."""
     links: set[Link] = set()
+    timers: ConnectionTimers[Link] = ConnectionTimers(TICK_SECONDS, _tick_failed)
 
     class _TrackedLink(Link):
         __slots__ = ()
@@ -303,9 +330,11 @@ async def serve(
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             links.add(self)
             super().connection_made(transport)
+            timers.track(self)
 
         def connection_lost(self, exc: Exception | None) -> None:
             links.discard(self)
+            timers.untrack(self)
             super().connection_lost(exc)
 
     loop = asyncio.get_running_loop()
@@ -318,7 +347,7 @@ async def serve(
         backlog=backlog,
         reuse_address=True,
     )
-    return Server(server, links)
+    return Server(server, links, timers)
 
 
 async def connect(

@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("ttgen.commands.status", "status", "Show each running service's health and load."),
     "admin": ("ttgen.commands.admin", "admin", "Create users, departments and groups."),
     "chat": ("ttgen.commands.chat", "chat", "Terminal chat client for a running cluster."),
+    "bench": ("ttgen.commands.bench", "bench", "Load benchmarks: connections, login storms, messages."),
 }
 
 

@@ -122,6 +122,9 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
             elif rsp.result_code != 0:
                 # The wire enum ends at 7: every validation refusal is DB_VALIDATE_FAILED, the text says why.
                 refusal = (ResultCode.DB_VALIDATE_FAILED, rsp.result_string or "validation failed")
+            elif self.svc.g_conns.value >= self.svc.max_conn:
+                # Checked again: logins validated concurrently all passed the first check.
+                refusal = (ResultCode.MSG_SERVER_FULL, "msg server full")
         if refusal is not None:
             res.result_code, res.result_string = int(refusal[0]), refusal[1]
             ctx.reply(res)
