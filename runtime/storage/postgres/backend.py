@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import time
 import uuid
@@ -57,6 +58,7 @@ from runtime.storage.sqlite.schema import Migration
 T = TypeVar("T")
 CLUSTER_ID_FILE = "cluster.id"
 _PRUNE_EVERY = 4096  # sends between dedup-table prunes
+_log = logging.getLogger(__name__)
 
 
 def load_or_create_cluster_id(folder: Path) -> str:
@@ -274,7 +276,7 @@ class PostgresStorage(Storage):
         """Every `_PRUNE_EVERY` sends, queue a prune of expired dedup keys as an operation of its own."""
         self._sends += 1
         if self._sends % _PRUNE_EVERY == 0:
-            writer.submit_nowait(lambda c: messages.prune_dedup(c, self._ctx), _ignore)
+            writer.submit_nowait(lambda c: messages.prune_dedup(c, self._ctx), _log_prune_failure)
 
     async def send_single(
         self,
@@ -457,8 +459,9 @@ class PostgresStorage(Storage):
         return await self._read(lambda c: _scan(c, needle))
 
 
-def _ignore(_result: object, _error: BaseException | None) -> None:
-    """Housekeeping needs no answer (a failed prune is tried again later)."""
+def _log_prune_failure(_result: object, error: BaseException | None) -> None:
+    if error is not None:
+        _log.warning("pruning expired dedup keys failed (tried again later): %s", error)
 
 
 async def _columns(conn: Conn) -> list[tuple[str, str, str]]:
