@@ -47,8 +47,9 @@ TOP_LEVEL_KEYS = frozenset(
 # What the process supervisor does when a worker dies: report it only, or start it again (with backoff; not
 # after too many restarts of one worker in a short time: a crash loop; see runtime.cluster.processes).
 RESTART_POLICIES = ("never", "on-failure")
-# The embedded default; a PostgreSQL backend sits behind the same storage interface but is not shipped yet.
-STORAGE_BACKENDS = frozenset({"sqlite"})
+# SQLite is the embedded default; PostgreSQL (`dsn` required) lets several biz processes and hosts share one
+# database (runtime.storage.postgres, docs/storage-postgres.md).
+STORAGE_BACKENDS = frozenset({"sqlite", "postgres"})
 # Keys every service section understands; anything else is passed to the service unchanged.
 COMMON_SERVICE_KEYS = frozenset({"instances", "class", "metrics_port"})
 
@@ -107,7 +108,7 @@ class ClusterConfig:
 
     @property
     def storage_dir(self) -> Path:
-        """The folder of the SQLite database (and its at-rest key)."""
+        """The folder of the SQLite database and of the at-rest key (and, on PostgreSQL, of cluster.id)."""
         folder = self.storage.get("dir")
         return Path(str(folder)) if folder else self.data_dir
 
@@ -234,6 +235,23 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
             f"must be one of {sorted(STORAGE_BACKENDS)} (got {storage['backend']!r})",
             source,
         )
+    if storage["backend"] == "postgres":
+        dsn = storage.get("dsn")
+        if not isinstance(dsn, str) or not dsn.startswith(("postgres://", "postgresql://")):
+            raise ConfigError(
+                "storage.dsn",
+                "the postgres backend needs a connection URL, e.g. postgresql://user@host:5432/ttgen "
+                f"(got {dsn!r})",
+                source,
+            )
+        if "path" in storage:
+            raise ConfigError("storage.path", "is for the sqlite backend (postgres uses storage.dsn)", source)
+        cluster_id = storage.get("cluster_id")
+        if cluster_id is not None and (not isinstance(cluster_id, str) or not cluster_id.strip()):
+            got = f"(got {cluster_id!r})"
+            raise ConfigError("storage.cluster_id", f"must be a non-empty string {got}", source)
+    elif "dsn" in storage:
+        raise ConfigError("storage.dsn", "is for the postgres backend (storage.backend: postgres)", source)
     if "path" in storage:  # the form docs/cluster.md shows: the database file itself
         db_file = storage.pop("path")
         if not isinstance(db_file, str) or Path(db_file).name != "ttgen.db" or "dir" in storage:

@@ -1,6 +1,7 @@
 """Storage layer: the async persistence interface, its plain data model, typed errors, and the blob store.
 
-Backends live in subpackages (`runtime.storage.sqlite`, `runtime.storage.postgres`); services depend only on `Storage` and the models.
+Backends live in subpackages (`runtime.storage.sqlite`, `runtime.storage.postgres`); services depend only on
+`Storage` and the models.
 """
 
 from runtime.storage.base import Storage
