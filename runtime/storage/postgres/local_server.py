@@ -177,3 +177,20 @@ class LocalServer:
         with contextlib.suppress(OSError):
             shutil.rmtree(self.root)
         self.root = None
+
+
+async def create_database(admin_dsn: str, name: str) -> str:
+    """Create an empty database on the server of `admin_dsn` and return its DSN (benchmarks, tools)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    if not name.isidentifier():
+        raise ValueError(f"database name must be an identifier, not {name!r}")
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')  # checked identifier: names cannot be bound
+    finally:
+        await conn.close()
+    parts = urlsplit(admin_dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
