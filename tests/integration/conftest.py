@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,12 @@ def md5hex(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
+# The storage section `cluster_config` and `seed_users` use when none is given: SQLite in the data dir, or
+# what the `backend_storage` fixture chose for the running test (modules opt in with
+# usefixtures("backend_storage")).
+_default_storage: dict[str, Any] = {"backend": "sqlite"}
+
+
 def cluster_config(
     data_dir: Path,
     encrypt: bool = True,
@@ -46,7 +52,7 @@ def cluster_config(
     `storage` is the backend's section (default: SQLite in data_dir)."""
     return {
         "data_dir": str(data_dir),
-        "storage": {"backend": "sqlite", **(storage or {}), "encrypt_at_rest": encrypt},
+        "storage": {**(storage or _default_storage), "encrypt_at_rest": encrypt},
         "services": {
             "login": {"instances": 1, "http_port": 0, "client_port": 0, "internal_port": 0, **(login or {})},
             "msg": {"instances": 2, "client_port": 0, "retransmit_timeout": 0.3, "max_attempts": 4, **msg},
@@ -64,9 +70,9 @@ def cluster_config(
     }
 
 
-def test_storage(data_dir: Path, storage: dict[str, Any] | None = None, encrypt: bool = True) -> Storage:
+def cluster_storage(data_dir: Path, storage: dict[str, Any] | None = None, encrypt: bool = True) -> Storage:
     """An unopened store on the cluster's database, as its biz would open it."""
-    return storage_from_config({"backend": "sqlite", **(storage or {}), "encrypt_at_rest": encrypt}, data_dir)
+    return storage_from_config({**(storage or _default_storage), "encrypt_at_rest": encrypt}, data_dir)
 
 
 async def seed_users(
@@ -75,7 +81,7 @@ async def seed_users(
     """Create users (login name = nick) before the cluster starts; returns name -> id."""
     hasher = PasswordHasher(**AUTH)
     digest = hasher.hash_wire(md5hex(PASSWORD))
-    storage = test_storage(data_dir, storage_cfg, encrypt)
+    storage = cluster_storage(data_dir, storage_cfg, encrypt)
     await storage.open()
     try:
         ids = {}
@@ -244,7 +250,7 @@ class TestCluster:
     @property
     def storage_cfg(self) -> dict[str, Any]:
         """The storage section of this cluster's config (backend, dsn)."""
-        return dict(self.overrides.get("storage") or {"backend": "sqlite"})
+        return dict(self.overrides.get("storage") or _default_storage)
 
     async def digest(self) -> str:
         """SHA-256 over every row of every table of the cluster's database (one snapshot)."""
@@ -365,7 +371,7 @@ class WithCluster:
 
     def storage(self, encrypt: bool = True) -> Storage:
         """An unopened store on the database the cluster used."""
-        return test_storage(self.data_dir, self.storage_cfg, encrypt)
+        return cluster_storage(self.data_dir, self.storage_cfg, encrypt)
 
 
 def backend_section(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
@@ -373,6 +379,18 @@ def backend_section(backend: str, request: pytest.FixtureRequest) -> dict[str, A
     if backend == "sqlite":
         return {"backend": "sqlite"}
     return {"backend": "postgres", "dsn": request.getfixturevalue("pg_databases").create()}
+
+
+@pytest.fixture
+def backend_storage(storage_backend: str, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """Runs the test once per backend: clusters and seeding without an explicit storage section use it."""
+    global _default_storage
+    section = backend_section(storage_backend, request)
+    _default_storage = section
+    try:
+        yield section
+    finally:
+        _default_storage = {"backend": "sqlite"}
 
 
 @pytest.fixture
