@@ -4,6 +4,7 @@ where they are backend-free)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import asyncpg
 
@@ -11,7 +12,7 @@ from runtime.storage.errors import NotFound
 from runtime.storage.models import Message
 from runtime.storage.sqlite.context import OpContext
 
-Conn = asyncpg.Connection
+Conn: TypeAlias = asyncpg.Connection
 
 
 async def require_users(conn: Conn, user_ids: Sequence[int]) -> None:
