@@ -154,7 +154,9 @@ class PostgresStorage(Storage):
             await _close_quietly(conn)
             raise
         self._pool = pool
-        self._writer = PgWriter(self._connect, self._ctx, conn, self._max_batch)
+        # One transaction per message (the baseline) is not pipelined either.
+        depth = 1 if self._max_batch == 1 else 2
+        self._writer = PgWriter(self._connect, self._ctx, conn, self._max_batch, depth)
         self._writer.start()
 
     async def _meta(self, conn: Conn, key: str, value: str) -> str:

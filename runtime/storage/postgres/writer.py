@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -76,17 +77,45 @@ def _settle(pending: _Pending, result: Any, error: BaseException | None) -> None
         _log.exception("write callback failed")
 
 
+class _Slot:
+    """One write connection and the COMMIT it may have in flight."""
+
+    __slots__ = ("commit", "conn")
+
+    def __init__(self, conn: Conn | None) -> None:
+        self.conn = conn
+        self.commit: asyncio.Task[None] | None = None
+
+    def drop(self) -> None:
+        if self.conn is not None:
+            self.conn.terminate()
+            self.conn = None
+
+
 class PgWriter:
-    """The single writer of one storage instance: a task that batches queued work into one transaction."""
+    """The single writer of one storage instance: a task that batches queued work into one transaction.
+
+    Commits are pipelined `depth` deep (2, on two connections): once a batch's statements have run (and its
+    row locks are held), its COMMIT goes on in the background while the next batch runs on the other
+    connection, so the WAL flush of one batch overlaps the work of the next. A later batch that touches the
+    same conversation waits for the earlier one's COMMIT on the counter row lock, and callers are answered in
+    batch order, so ids and answers keep their order."""
 
     def __init__(
-        self, connect: Callable[[], Awaitable[Conn]], ctx: OpContext, conn: Conn, max_batch: int = 1024
+        self,
+        connect: Callable[[], Awaitable[Conn]],
+        ctx: OpContext,
+        conn: Conn,
+        max_batch: int = 1024,
+        depth: int = 2,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._connect = connect
         self._ctx = ctx
-        self._conn: Conn | None = conn
+        self._slots = [_Slot(conn)] + [_Slot(None) for _ in range(max(1, depth) - 1)]
+        self._next_slot = 0
+        self._last_commit: asyncio.Task[None] | None = None
         self.max_batch = max_batch
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wake = asyncio.Event()
@@ -124,19 +153,22 @@ class PgWriter:
             self._put(_Pending(lambda c: store_single_checked(c, ctx, send), None, target))
 
     async def close(self) -> None:
-        """Finish every queued operation, then stop the task and close the connection."""
+        """Finish every queued operation, then stop the task and close the connections."""
         if self._closed:
             return
         self._closed = True
         self._wake.set()
         if self._task is not None:
             await self._task
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                await asyncio.wait_for(conn.close(), 5)
-            except Exception:  # already broken: nothing to close cleanly
-                conn.terminate()
+        for slot in self._slots:
+            if slot.commit is not None:
+                await slot.commit
+            if slot.conn is not None:
+                conn, slot.conn = slot.conn, None
+                try:
+                    await asyncio.wait_for(conn.close(), 5)
+                except Exception:  # already broken: nothing to close cleanly
+                    conn.terminate()
 
     async def _run(self) -> None:
         queue = self._queue
@@ -147,66 +179,108 @@ class PgWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            n = min(len(queue), self.max_batch)
+            slot = self._slots[self._next_slot]
+            self._next_slot = (self._next_slot + 1) % len(self._slots)
+            if slot.commit is not None:  # this connection's previous COMMIT must finish first
+                await slot.commit
+                slot.commit = None
+            n = min(len(queue), self.max_batch)  # taken only now: everything queued meanwhile joins
             batch = [queue.popleft() for _ in range(n)]
             try:
-                await self._run_batch(batch)
+                await self._run_batch(slot, batch)
             except Exception as exc:  # a bug: fail the batch rather than leave its callers waiting forever
                 _log.exception("postgres writer: batch failed unexpectedly")
-                self._drop_connection()
+                slot.drop()
                 for pending in batch:
                     _settle(pending, None, exc)
 
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None
-
-    async def _connection(self) -> Conn:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await self._connect()
-        return self._conn
-
-    async def _run_batch(self, batch: list[_Pending]) -> None:
+    async def _run_batch(self, slot: _Slot, batch: list[_Pending]) -> None:
+        """Run the batch's statements; its COMMIT then goes on in the background (`_commit`)."""
         last: BaseException | None = None
         for _attempt in range(_RETRIES):
             stage = "connect"
             try:
-                conn = await self._connection()
+                if slot.conn is None or slot.conn.is_closed():
+                    slot.conn = await self._connect()
+                conn = slot.conn
                 stage = "begin"
                 await conn.execute("BEGIN")
                 stage = "run"
                 results, errors = await self._in_transaction(conn, batch)
-                stage = "commit"
-                await conn.execute("COMMIT")
             except asyncpg.exceptions.TransactionRollbackError as exc:  # deadlock: replay the whole batch
                 last = exc
-                await self._rollback()
+                await self._rollback(slot)
                 continue
             except CONNECTION_ERRORS as exc:
-                self._drop_connection()
+                slot.drop()
                 if stage == "begin" and last is None:  # a connection that died while idle: nothing sent
                     last = exc
                     continue
-                for pending in batch:
-                    _settle(pending, None, unavailable(exc))
+                self._finish(batch, None, unavailable(exc))
                 return
-            self.batches += 1
-            self.operations += len(batch)
-            for pending, result, error in zip(batch, results, errors, strict=True):
+            slot.commit = asyncio.get_running_loop().create_task(
+                self._commit(slot, conn, batch, results, errors, self._last_commit)
+            )
+            self._last_commit = slot.commit
+            return
+        self._finish(batch, None, StorageError(f"gave up after {_RETRIES} attempts: {last}"))
+
+    def _finish(self, batch: list[_Pending], result: Any, error: BaseException) -> None:
+        """Fail a batch that never reached its COMMIT (after the batches before it are answered)."""
+        previous = self._last_commit
+        if previous is None or previous.done():
+            for pending in batch:
                 _settle(pending, result, error)
             return
-        error = StorageError(f"gave up after {_RETRIES} attempts: {last}")
-        for pending in batch:
-            _settle(pending, None, error)
 
-    async def _rollback(self) -> None:
-        if self._conn is None:
+        async def after() -> None:
+            with contextlib.suppress(Exception):
+                await previous
+            for pending in batch:
+                _settle(pending, result, error)
+
+        self._last_commit = asyncio.get_running_loop().create_task(after())
+
+    async def _commit(
+        self,
+        slot: _Slot,
+        conn: Conn,
+        batch: list[_Pending],
+        results: list[Any],
+        errors: list[BaseException | None],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        failure: BaseException | None = None
+        try:
+            await conn.execute("COMMIT")
+        except CONNECTION_ERRORS as exc:  # in doubt: reported as not stored (docs/storage-postgres.md)
+            if slot.conn is conn:
+                slot.drop()
+            failure = unavailable(exc)
+        except Exception as exc:
+            _log.exception("postgres writer: COMMIT failed")
+            if slot.conn is conn:
+                slot.drop()
+            failure = exc
+        if previous is not None:  # answer in batch order
+            with contextlib.suppress(Exception):
+                await previous
+        if failure is not None:
+            for pending in batch:
+                _settle(pending, None, failure)
+            return
+        self.batches += 1
+        self.operations += len(batch)
+        for pending, result, error in zip(batch, results, errors, strict=True):
+            _settle(pending, result, error)
+
+    async def _rollback(self, slot: _Slot) -> None:
+        if slot.conn is None:
             return
         try:
-            await self._conn.execute("ROLLBACK")
+            await slot.conn.execute("ROLLBACK")
         except CONNECTION_ERRORS:
-            self._drop_connection()
+            slot.drop()
 
     async def _in_transaction(
         self, conn: Conn, batch: list[_Pending]
