@@ -330,7 +330,7 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             from runtime.storage.postgres.local_server import create_database
 
             dsn = await create_database(opts.pg_admin_dsn, "bench_" + os.urandom(6).hex())
-            storage = {"backend": "postgres", "dsn": dsn}
+            storage = {"backend": "postgres", "dsn": dsn, "commit_pipeline": opts.commit_pipeline}
         names = await seed(data_dir, 2 * opts.pairs, storage)
         config = parse_config(
             {
@@ -522,6 +522,7 @@ def main() -> None:
     ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite", help="storage backend")
     ap.add_argument("--dsn", help="--backend postgres: a server of your own (default: a throwaway local one)")
     ap.add_argument("--biz", type=int, default=1, help="biz instances (several need --backend postgres)")
+    ap.add_argument("--commit-pipeline", type=int, default=2, help="--backend postgres: COMMITs in flight")
     add_search_args(ap)
     opts = ap.parse_args()
     opts.pg_admin_dsn = opts.dsn

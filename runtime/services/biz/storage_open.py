@@ -35,7 +35,7 @@ def storage_from_config(cfg: dict[str, Any], data_dir: Path) -> Storage:
         from runtime.storage.postgres import PostgresStorage
 
         keys = ("max_batch", "readers", "recall_window", "dedup_window", "cluster_id", "connect_timeout")
-        for key in (*keys, "command_timeout"):
+        for key in (*keys, "command_timeout", "commit_pipeline"):
             if key in cfg:
                 options[key] = cfg[key]
         return PostgresStorage(str(cfg.get("dsn") or ""), folder, **options)

@@ -99,9 +99,11 @@ class PostgresStorage(Storage):
         migrations: Sequence[Migration] = MIGRATIONS,
         connect_timeout: float = 5.0,
         command_timeout: float = 30.0,
+        commit_pipeline: int = 2,
     ) -> None:
         """`data_dir` holds the at-rest key and the cluster id file (unless `cluster_id` is given);
-        `group_commit=False` commits every write alone (the benchmark baseline)."""
+        `group_commit=False` commits every write alone (the benchmark baseline); `commit_pipeline` is how many
+        batches may be committing at once (1: each batch waits for the previous COMMIT)."""
         if not isinstance(dsn, str) or not dsn:
             raise InvalidArgument("storage.dsn: a PostgreSQL connection string is required")
         self.dsn = dsn
@@ -114,6 +116,7 @@ class PostgresStorage(Storage):
         self._migrations = migrations
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
+        self._pipeline = max(1, int(commit_pipeline)) if group_commit else 1
         self._ctx = OpContext(limits or Limits(), None, clock, dedup_window, recall_window)
         self._writer: PgWriter | None = None
         self._pool: asyncpg.Pool | None = None
@@ -154,9 +157,7 @@ class PostgresStorage(Storage):
             await _close_quietly(conn)
             raise
         self._pool = pool
-        # One transaction per message (the baseline) is not pipelined either.
-        depth = 1 if self._max_batch == 1 else 2
-        self._writer = PgWriter(self._connect, self._ctx, conn, self._max_batch, depth)
+        self._writer = PgWriter(self._connect, self._ctx, conn, self._max_batch, self._pipeline)
         self._writer.start()
 
     async def _meta(self, conn: Conn, key: str, value: str) -> str:

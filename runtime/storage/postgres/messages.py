@@ -3,11 +3,11 @@
 Msg ids come from per-conversation counters (`pairs.last_msg_id`, `groups.last_msg_id`) incremented in the
 transaction that stores the message: the counter's row lock is the only lock a send takes, so conversations
 never wait for each other, and several biz processes can write one database at once. First 1:1 sends (the hot
-path) are stored in bulk, a whole group commit in three statements: the counters of every pair in the batch
-in one upsert (in pair order, so two writers never deadlock on them), the rows in one insert, the session
-touches in one upsert (in user order). Sends that must look before they store (a client msg id dedup key, a
-resend's token) lock their conversation's counter row first, so what another writer committed in that
-conversation is visible to the look (READ COMMITTED takes a new snapshot per statement).
+path) are stored in bulk, a whole group commit in two statements: the counters of every pair in the batch
+in one upsert (in pair order, so two writers never deadlock on them), then the rows in one insert with the
+session touches (in user order) in the same statement. Sends that must look before they store (a client msg
+id dedup key, a resend's token) lock their conversation's counter row first, so what another writer
+committed in that conversation is visible to the look (READ COMMITTED takes a new snapshot per statement).
 """
 
 from __future__ import annotations
@@ -75,7 +75,13 @@ _BUMP_PAIRS = (
     "ON CONFLICT (small_id, big_id) DO UPDATE SET last_msg_id = p.last_msg_id + excluded.last_msg_id "
     "RETURNING id, small_id, big_id, last_msg_id"
 )
+# The rows and both sides' session touches in one statement (one round trip): a data-modifying CTE runs
+# whether or not the outer query reads it. Touches go in user order, so two writers never deadlock on them.
 _INSERT_SINGLES = (
+    "WITH s AS (INSERT INTO sessions AS s (user_id, session_type, peer_id, status, read_msg_id, created, "
+    "updated) SELECT u, 1, p, 0, 0, $9, $9 FROM unnest($11::bigint[], $12::bigint[]) AS t (u, p) "
+    "ORDER BY u, p ON CONFLICT (user_id, session_type, peer_id) DO UPDATE SET status = 0, "
+    "updated = excluded.updated WHERE s.status <> 0 OR s.updated <> excluded.updated) "
     "INSERT INTO messages "
     "(pair_id, msg_id, from_id, to_id, msg_type, content, encrypted, burn, created, token) "
     "SELECT p, m, f, t, y, c, e, b, $9, k FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], "
@@ -147,19 +153,20 @@ async def store_singles(conn: Conn, ctx: OpContext, sends: Sequence[SingleSend])
         encs.append(encrypted)
         burns.append(int(s.burn))
         tokens.append(s.token)
-    inserted = await conn.fetch(_INSERT_SINGLES, *cols[:8], now, tokens)
+    users: set[tuple[int, int]] = set()
+    for s in sends:
+        users.add((s.from_id, s.to_id))
+        users.add((s.to_id, s.from_id))
+    touch = sorted(users)
+    inserted = await conn.fetch(
+        _INSERT_SINGLES, *cols[:8], now, tokens, [u for u, _ in touch], [p for _, p in touch]
+    )
     results = [SendResult(msg_id, now) for _, msg_id in placed]
     if len(inserted) != len(sends):  # a token already stored in its conversation (another biz's resend)
         landed = {(r[0], r[1]) for r in inserted}
         for i, (s, where) in enumerate(zip(sends, placed, strict=True)):
             if where not in landed:
                 results[i] = await _token_conflict(conn, ctx, s, where[0], where[1], now)
-    users: set[tuple[int, int]] = set()
-    for s in sends:
-        users.add((s.from_id, s.to_id))
-        users.add((s.to_id, s.from_id))
-    touch = sorted(users)
-    await conn.execute(_TOUCH_SINGLES, [u for u, _ in touch], [p for _, p in touch], now)
     return results
 
 
