@@ -95,6 +95,18 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
         ({"storage": {"path": "ttgen.db", "dir": "a"}}, "storage.path"),
         ({"storage": {"dir": ""}}, "storage.dir"),
         ({"storage": {"encrypt_at_rest": "yes"}}, "storage.encrypt_at_rest"),
+        ({"storage": {"backend": "postgres"}}, "storage.dsn"),
+        ({"storage": {"backend": "postgres", "dsn": "host=db dbname=x"}}, "storage.dsn"),
+        ({"storage": {"backend": "postgres", "dsn": 5}}, "storage.dsn"),
+        (
+            {"storage": {"backend": "postgres", "dsn": "postgresql://db/x", "path": "ttgen.db"}},
+            "storage.path",
+        ),
+        (
+            {"storage": {"backend": "postgres", "dsn": "postgresql://db/x", "cluster_id": " "}},
+            "storage.cluster_id",
+        ),
+        ({"storage": {"dsn": "postgresql://db/x"}}, "storage.dsn"),
         ({"data_dir": ""}, "data_dir"),
         ({"host": 5}, "host"),
         ({"spec": "no-such spec"}, "spec"),
@@ -172,3 +184,19 @@ plugins: [shake]
     assert config.storage_dir == tmp_path / "ttgen-data"
     assert config.services["gateway"].options["admin_api_key_file"] == "admin.key"
     assert config.plugins == ("shake",)
+
+
+def test_postgres_storage_is_accepted_and_opens_the_postgres_backend(tmp_path: Path) -> None:
+    from runtime.services.biz.storage_open import storage_from_config
+    from runtime.storage.postgres import PostgresStorage
+
+    doc = {
+        "data_dir": str(tmp_path),
+        "storage": {"backend": "postgres", "dsn": "postgresql://u@db:5432/ttgen"},
+    }
+    config = parse_config(doc)
+    assert config.storage["backend"] == "postgres" and config.storage["dsn"] == "postgresql://u@db:5432/ttgen"
+    assert parse_config(config.as_dict()) == config
+    store = storage_from_config({**config.storage, "readers": 3, "cluster_id": "c1"}, config.storage_dir)
+    assert isinstance(store, PostgresStorage) and store.dsn == "postgresql://u@db:5432/ttgen"
+    assert store.data_dir == tmp_path  # where storage.key and cluster.id live
