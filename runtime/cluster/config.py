@@ -42,8 +42,12 @@ TOP_LEVEL_KEYS = frozenset(
         "start_timeout",
         "restart",
         "endpoints",
+        "discovery",
     }
 )
+# How services find each other: `run_dir` (one host, the default) or `database` (PostgreSQL leases, across
+# hosts; runtime.cluster.lease_discovery). The config's static `endpoints:` work beside either.
+DEFAULT_DISCOVERY: dict[str, Any] = {"backend": "run_dir"}
 # What the process supervisor does when a worker dies: report it only, or start it again (with backoff; not
 # after too many restarts of one worker in a short time: a crash loop; see runtime.cluster.processes).
 RESTART_POLICIES = ("never", "on-failure")
@@ -96,6 +100,7 @@ class ClusterConfig:
     start_timeout: float = 30.0
     restart: str = "never"  # RESTART_POLICIES (with --processes)
     endpoints: tuple[Mapping[str, Any], ...] = ()  # static endpoints of other hosts
+    discovery: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_DISCOVERY))
     source: str | None = None
 
     @property
@@ -129,6 +134,7 @@ class ClusterConfig:
             "start_timeout": self.start_timeout,
             "restart": self.restart,
             "endpoints": [dict(e) for e in self.endpoints],
+            "discovery": dict(self.discovery),
             "services": {
                 name: {"instances": s.instances, "class": s.class_ref, **dict(s.options)}
                 for name, s in self.services.items()
@@ -289,6 +295,18 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
             if needed not in item:
                 raise ConfigError(f"endpoints[{i}].{needed}", "is required", source)
         _int(item["port"], f"endpoints[{i}].port", source, minimum=1, maximum=65535)
+    discovery = {**DEFAULT_DISCOVERY, **_mapping(doc.get("discovery"), "discovery", source)}
+    if discovery["backend"] not in ("run_dir", "database"):
+        got = discovery["backend"]
+        raise ConfigError("discovery.backend", f"must be run_dir or database (got {got!r})", source)
+    if discovery["backend"] == "database" and storage["backend"] != "postgres":
+        raise ConfigError("discovery.backend", "database needs storage.backend: postgres", source)
+    for key in ("ttl", "poll"):
+        if key in discovery:
+            discovery[key] = _number(discovery[key], f"discovery.{key}", source)
+    unknown = set(discovery) - {"backend", "ttl", "poll"}
+    if unknown:
+        raise ConfigError(f"discovery.{sorted(unknown)[0]}", "unknown key (backend, ttl, poll)", source)
     return ClusterConfig(
         data_dir=data_path,
         host=host,
@@ -300,6 +318,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         start_timeout=_number(doc.get("start_timeout", 30.0), "start_timeout", source),
         restart=restart,
         endpoints=tuple(dict(e) for e in endpoints),
+        discovery=discovery,
         source=source,
     )
 

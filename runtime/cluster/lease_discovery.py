@@ -24,7 +24,8 @@ from typing import Any
 
 import asyncpg
 
-from runtime.cluster.discovery import RunDirDiscovery
+from runtime.cluster.config import ClusterConfig
+from runtime.cluster.discovery import CombinedDiscovery, RunDirDiscovery, StaticDiscovery
 from runtime.services.base import Endpoint
 
 CHANNEL = "ttgen_endpoints"
@@ -91,14 +92,15 @@ class LeaseDiscovery:
         """Withdraw what is still published, stop renewing, disconnect."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=5)
+            if not done:
+                _log.warning("lease discovery: the lease keeper did not stop within 5 s")
             self._task = None
         conn, self._conn = self._conn, None
         if conn is None:
             return
         with contextlib.suppress(Exception):
-            if self._mine:
+            if self._mine or self._withdrawn:  # the last withdrawals may not be written yet
                 await conn.execute(
                     "DELETE FROM endpoints WHERE cluster_id = $1 AND holder = $2",
                     self.cluster_id,
@@ -149,8 +151,13 @@ class LeaseDiscovery:
         next_beat = loop.time()
         while True:
             timeout = max(0.0, min(self.poll, next_beat - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), timeout)
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that lands as the event is
+            # set, and close() would wait forever for this task.
+            alarm = loop.call_later(timeout, self._dirty.set)
+            try:
+                await self._dirty.wait()
+            finally:
+                alarm.cancel()
             self._dirty.clear()
             try:
                 if self._conn is None or self._conn.is_closed():
@@ -222,3 +229,24 @@ class LeaseDiscovery:
         view += [e for e in self._mine.values() if e not in view]
         self._view = view
         self.refreshes += 1
+
+
+async def open_discovery(config: ClusterConfig, local: RunDirDiscovery) -> tuple[Any, LeaseDiscovery | None]:
+    """The discovery a process of this cluster uses: the run dir (`discovery.backend: run_dir`, one host) or
+    the database with leases (`database`, mirrored to the run dir), with the config's static endpoints beside
+    it; and the LeaseDiscovery to close at stop (None for the run dir)."""
+    static = StaticDiscovery(config.endpoints)
+    if config.discovery.get("backend", "run_dir") != "database":
+        return CombinedDiscovery(local, static), None
+    from runtime.storage.postgres import load_or_create_cluster_id
+
+    cluster_id = config.storage.get("cluster_id") or load_or_create_cluster_id(config.storage_dir)
+    lease = LeaseDiscovery(
+        str(config.storage["dsn"]),
+        str(cluster_id),
+        ttl=float(config.discovery.get("ttl", 10.0)),
+        poll=float(config.discovery.get("poll", 1.0)),
+        mirror=local,
+    )
+    await lease.start()
+    return CombinedDiscovery(lease, static), lease

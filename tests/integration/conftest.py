@@ -46,6 +46,7 @@ def cluster_config(
     login: dict[str, Any] | None = None,
     biz: dict[str, Any] | None = None,
     storage: dict[str, Any] | None = None,
+    discovery: dict[str, Any] | None = None,
     **msg: Any,
 ) -> dict[str, Any]:
     """A cluster for tests: every port 0, short retransmit timeout, only the services this suite needs.
@@ -67,6 +68,7 @@ def cluster_config(
             "gateway": {"instances": 0},
         },
         "drain_timeout": 2.0,
+        **({"discovery": discovery} if discovery else {}),
     }
 
 

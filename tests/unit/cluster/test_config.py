@@ -78,6 +78,9 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     assert again.as_dict() == config.as_dict()
 
 
+PG = {"backend": "postgres", "dsn": "postgresql://db/x"}
+
+
 @pytest.mark.parametrize(
     ("doc", "key"),
     [
@@ -107,6 +110,12 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
             "storage.cluster_id",
         ),
         ({"storage": {"dsn": "postgresql://db/x"}}, "storage.dsn"),
+        ({"discovery": {"backend": "etcd"}}, "discovery.backend"),
+        ({"discovery": {"backend": "database"}}, "discovery.backend"),  # needs storage.backend postgres
+        ({"storage": PG, "discovery": {"backend": "database", "ttl": 0}}, "discovery.ttl"),
+        ({"storage": PG, "discovery": {"backend": "database", "poll": "1s"}}, "discovery.poll"),
+        ({"discovery": {"lease": 3}}, "discovery.lease"),
+        ({"discovery": "database"}, "discovery"),
         ({"data_dir": ""}, "data_dir"),
         ({"host": 5}, "host"),
         ({"spec": "no-such spec"}, "spec"),
@@ -200,3 +209,15 @@ def test_postgres_storage_is_accepted_and_opens_the_postgres_backend(tmp_path: P
     store = storage_from_config({**config.storage, "readers": 3, "cluster_id": "c1"}, config.storage_dir)
     assert isinstance(store, PostgresStorage) and store.dsn == "postgresql://u@db:5432/ttgen"
     assert store.data_dir == tmp_path  # where storage.key and cluster.id live
+
+
+def test_database_discovery_is_accepted_with_postgres(tmp_path: Path) -> None:
+    doc = {
+        "data_dir": str(tmp_path),
+        "storage": PG,
+        "discovery": {"backend": "database", "ttl": 6, "poll": 0.5},
+    }
+    config = parse_config(doc)
+    assert dict(config.discovery) == {"backend": "database", "ttl": 6.0, "poll": 0.5}
+    assert parse_config(config.as_dict()) == config
+    assert parse_config({"data_dir": str(tmp_path)}).discovery == {"backend": "run_dir"}  # the default
