@@ -99,18 +99,19 @@ class LeaseDiscovery:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        conn.terminate()  # the keeper may have been cancelled mid-statement: this connection is done
+        # Everything this process holds goes, in a connection of its own (withdrawals not yet written too).
         with contextlib.suppress(Exception):
-            if self._mine or self._withdrawn:  # the last withdrawals may not be written yet
-                await conn.execute(
+            final = await asyncpg.connect(self.dsn, timeout=self._connect_timeout)
+            try:
+                await final.execute(
                     "DELETE FROM endpoints WHERE cluster_id = $1 AND holder = $2",
                     self.cluster_id,
                     self.holder,
                 )
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, self.cluster_id)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.close(), 2)
-        if not conn.is_closed():
-            conn.terminate()
+                await final.execute("SELECT pg_notify($1, $2)", CHANNEL, self.cluster_id)
+            finally:
+                await asyncio.wait_for(final.close(), 2)
 
     # Discovery -------------------------------------------------------------------------------------------
     def publish(self, endpoint: Endpoint) -> None:
