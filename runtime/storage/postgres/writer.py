@@ -160,6 +160,9 @@ class PgWriter:
         self._wake.set()
         if self._task is not None:
             await self._task
+        if self._last_commit is not None:  # every batch answered, in order
+            with contextlib.suppress(Exception):
+                await self._last_commit
         for slot in self._slots:
             if slot.commit is not None:
                 await slot.commit
