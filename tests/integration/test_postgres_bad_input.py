@@ -121,3 +121,27 @@ def test_a_second_cluster_on_the_same_database_is_refused(pg_databases: PgDataba
 
     with pytest.raises(Exception, match="belongs to cluster"):
         asyncio.run(seed_into_second())
+
+
+def test_gateway_answers_503_while_the_database_is_down(own_server: LocalServer, tmp_path: Path) -> None:
+    from tests.integration.file_support import FileCluster, run_file_cluster
+    from tests.integration.gateway_support import GATEWAY, WebClient, wait_gateway
+
+    storage = {"backend": "postgres", "dsn": own_server.dsn(), "connect_timeout": 2, "command_timeout": 5}
+
+    async def body(c: FileCluster) -> None:
+        addr = await wait_gateway(c)
+        web = await WebClient.login(addr, "user20")
+        to = c.users["user21"]
+        assert (await web.send(to, "before"))["error_code"] == 0
+        own_server.halt("immediate")
+        rsp = await web.post("/api/send", {"to": to, "text": "during"})
+        assert rsp.status == 503 and rsp.json()["error_code"] == 3, rsp.json()
+        assert "database" in rsp.json()["error_msg"]
+        await asyncio.to_thread(own_server.restart_stopped)
+        deadline = time.monotonic() + 20
+        while (doc := await web.send(to, "after"))["error_code"] != 0:
+            assert time.monotonic() < deadline, doc
+            await asyncio.sleep(0.2)
+
+    asyncio.run(run_file_cluster(tmp_path, body, services=dict(GATEWAY), storage=storage))
