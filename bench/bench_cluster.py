@@ -23,6 +23,10 @@ With `--find-rate` it searches instead the highest load (pairs x rate, bisecting
 `ttgen bench one-to-one` is the better instrument (latency from each message's due time, senders spread over
 the msg servers, presence storm settled before the load): bench/RESULTS.md (2026-12-07) compares them. With
 BENCH_CLIENT_TYPE=0x12 the clients log in as mobiles, which causes no presence storm at login.
+
+`--backend postgres` runs the cluster on PostgreSQL (a throwaway local server with fsync on, started once for
+all runs, a fresh database per run; or `--dsn` of a server of your own), optionally with `--biz 2` instances
+writing at once; it also reports the database's commits per second and messages per commit (pg_stat_database).
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ from runtime.cluster.discovery import RunDirDiscovery
 from runtime.cluster.processes import ProcessSupervisor
 from runtime.framing import FrameDecoder, encode_frame
 from runtime.storage import NewUser
-from runtime.storage.sqlite import SqliteStorage
 
 AUTH = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 PASSWORD_MD5 = hashlib.md5(b"bench").hexdigest()
@@ -243,10 +246,14 @@ def client_process(args: tuple[Any, ...], out: Any) -> None:
 
 
 # -- orchestration -----------------------------------------------------------------------------------------
-async def seed(data_dir: Path, n: int) -> list[str]:
+async def seed(data_dir: Path, n: int, storage_cfg: dict[str, Any] | None = None) -> list[str]:
     """Create n users with the bench password (cheap argon2 so seeding is quick)."""
+    from runtime.services.biz.storage_open import storage_from_config
+
     digest = PasswordHasher(**AUTH).hash_wire(PASSWORD_MD5)
-    storage = SqliteStorage(data_dir, encrypt_at_rest=True)
+    storage = storage_from_config(
+        {"backend": "sqlite", **(storage_cfg or {}), "encrypt_at_rest": True}, data_dir
+    )
     await storage.open()
     try:
         names = [f"bench{i:05d}" for i in range(n)]
@@ -255,6 +262,38 @@ async def seed(data_dir: Path, n: int) -> list[str]:
         return names
     finally:
         await storage.close()
+
+
+def postgres_pids(opts: argparse.Namespace) -> dict[str, int]:
+    """The throwaway PostgreSQL server's processes (postmaster and its children), so the database's CPU counts
+    as the cluster's; none for a server given with --dsn (it may live elsewhere)."""
+    pidfile = getattr(opts, "pg_pidfile", None)
+    if not pidfile:
+        return {}
+    master = int(Path(pidfile).read_text().split()[0])
+    pids = {"postgres_master": master}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
+                pids[f"postgres_{stat.parent.name}"] = int(stat.parent.name)
+    return pids
+
+
+async def pg_commits(storage: dict[str, Any]) -> int:
+    """Committed transactions of the run's PostgreSQL database so far (0 on SQLite). The statistics are
+    flushed by each backend at most once a second while busy, so this is exact to about a second of load."""
+    if storage.get("backend") != "postgres":
+        return 0
+    import asyncpg
+
+    conn = await asyncpg.connect(storage["dsn"])
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        return int(
+            await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        )
+    finally:
+        await conn.close()
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -291,11 +330,17 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
     if opts.uvloop:
         use_uvloop_in_workers(data_dir)
     try:
-        names = await seed(data_dir, 2 * opts.pairs)
+        storage: dict[str, Any] = {"backend": "sqlite", "synchronous": opts.synchronous}
+        if opts.backend == "postgres":
+            from runtime.storage.postgres.local_server import create_database
+
+            dsn = await create_database(opts.pg_admin_dsn, "bench_" + os.urandom(6).hex())
+            storage = {"backend": "postgres", "dsn": dsn, "commit_pipeline": opts.commit_pipeline}
+        names = await seed(data_dir, 2 * opts.pairs, storage)
         config = parse_config(
             {
                 "data_dir": str(data_dir),
-                "storage": {"backend": "sqlite", "encrypt_at_rest": True, "synchronous": opts.synchronous},
+                "storage": {**storage, "encrypt_at_rest": True},
                 "services": {
                     "login": {"instances": 1, "http_port": 0},
                     "msg": {"instances": 2, "client_port": 0},
@@ -303,7 +348,7 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
                     # Hundreds of logins at once from one address, none retried on "busy": an unbounded verify
                     # queue, as before the pool was bounded (the bench measures messages, not logins).
                     "biz": {
-                        "instances": 1,
+                        "instances": opts.biz,
                         "auth": {**AUTH, "verify_queue": 100_000, "max_pending_per_address": 100_000},
                     },
                     "file": {"instances": 0},
@@ -329,17 +374,22 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
                 proc.start()
                 procs.append(proc)
             workers = {f"{w.service}{w.instance}": w.process.pid for w in sup.workers}
+            workers.update(postgres_pids(opts))
             time.sleep(max(0.0, start_at - time.time()))
             cpu_before = {name: cpu_seconds(pid) for name, pid in workers.items()}
+            commits_before = await pg_commits(storage)
             results = [out.get(timeout=120 + opts.duration + opts.drain) for _ in procs]
             cpu_after = {name: cpu_seconds(pid) for name, pid in workers.items()}
+            commits = await pg_commits(storage) - commits_before
             for proc in procs:
                 proc.join(10)
         finally:
             await sup.stop()
         total = Stats()
-        cpu_used = {name: sum(cpu_after[name]) - sum(cpu_before[name]) for name in workers}
-        sys_used = sum(cpu_after[name][1] - cpu_before[name][1] for name in workers)
+        cpu_used = {
+            name: sum(cpu_after[name]) - sum(cpu_before[name]) for name in workers if name in cpu_after
+        }
+        sys_used = sum(cpu_after[name][1] - cpu_before[name][1] for name in workers if name in cpu_after)
         for s in results:
             total.cpu_s += s.cpu_s
             total.sent += s.sent
@@ -348,7 +398,14 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             total.delivered += s.delivered
             total.ack_ns += s.ack_ns
             total.delivery_ns += s.delivery_ns
+        pg_cpu = sum(v for k, v in cpu_used.items() if k.startswith("postgres_"))
+        cpu_used = {k: v for k, v in cpu_used.items() if not k.startswith("postgres_")}
+        if opts.backend == "postgres" and getattr(opts, "pg_pidfile", None):
+            cpu_used["postgres"] = pg_cpu  # every server process together
         per_msg = {f"cpu_us_{k}": 1e6 * v / max(1, total.delivered) for k, v in sorted(cpu_used.items())}
+        pg = {}
+        if opts.backend == "postgres":  # transactions of the load window (stored messages and a few reads)
+            pg = {"db_commits": commits, "db_msgs_per_commit": total.acked / max(1, commits)}
         server_us = sum(per_msg.values())
         return {
             **per_msg,
@@ -365,6 +422,7 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             "ack_p99_ms": pct(total.ack_ns, 0.99),
             "e2e_p50_ms": pct(total.delivery_ns, 0.5),
             "e2e_p99_ms": pct(total.delivery_ns, 0.99),
+            **pg,
         }
     finally:
         with contextlib.suppress(OSError):
@@ -471,10 +529,26 @@ def main() -> None:
         action="store_true",
         help="force uvloop in the workers (they use it by default when it is installed)",
     )
+    ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite", help="storage backend")
+    ap.add_argument("--dsn", help="--backend postgres: a server of your own (default: a throwaway local one)")
+    ap.add_argument("--biz", type=int, default=1, help="biz instances (several need --backend postgres)")
+    ap.add_argument("--commit-pipeline", type=int, default=2, help="--backend postgres: COMMITs in flight")
     add_search_args(ap)
     opts = ap.parse_args()
+    opts.pg_admin_dsn = opts.dsn
+    opts.pg_pidfile = None
+    server = None
+    if opts.backend == "postgres" and opts.dsn is None:
+        from runtime.storage.postgres.local_server import LocalServer
 
-    run_and_report(opts, lambda o: asyncio.run(one_run(o)))
+        server = LocalServer(fsync=True).start()
+        opts.pg_admin_dsn = server.dsn()
+        opts.pg_pidfile = str(server.data_dir / "postmaster.pid")
+    try:
+        run_and_report(opts, lambda o: asyncio.run(one_run(o)))
+    finally:
+        if server is not None:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,12 @@ connections would be.
 
     .venv/bin/python bench/bench_storage.py [--messages 5000] [--baseline-messages 1000] [--runs 5]
 
+`--backend postgres` measures the PostgreSQL backend instead (asyncpg; a throwaway local server with fsync on,
+started for the run, or `--dsn` of a server of your own: a database is created in it per run). Reported too:
+commits per second and messages per commit (the database's write rate per commit batch).
+
+    .venv/bin/python bench/bench_storage.py --backend postgres --encrypt --runs 3
+
 `--biz` measures instead the CPU the biz service spends per stored 1:1 message: relayed IMMsgData request
 frames go into `BizService._on_frame` as msg servers send them (parse, store with a commit callback, reply),
 on SQLite with group commit, at-rest encryption and synchronous=FULL. `--window` stores stay in flight (each
@@ -34,19 +40,35 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.storage import NewUser
+from runtime.storage import NewUser, Storage
 from runtime.storage.sqlite import SqliteStorage
 from runtime.transport import run as run_loop
 
 PAIRS = 50
 
 
-async def one_run(data_dir: Path, messages: int, group_commit: bool, encrypt: bool) -> tuple[float, float]:
+def open_store(data_dir: Path, group_commit: bool, encrypt: bool, dsn: str | None) -> Storage:
+    if dsn is None:
+        return SqliteStorage(data_dir, group_commit=group_commit, encrypt_at_rest=encrypt)
+    from runtime.storage.postgres import PostgresStorage
+
+    return PostgresStorage(dsn, data_dir, group_commit=group_commit, encrypt_at_rest=encrypt)
+
+
+async def one_run(
+    data_dir: Path, messages: int, group_commit: bool, encrypt: bool, admin_dsn: str | None = None
+) -> tuple[float, float]:
     """Messages per second and average batch size of one run."""
-    async with SqliteStorage(data_dir, group_commit=group_commit, encrypt_at_rest=encrypt) as store:
+    dsn = None
+    if admin_dsn is not None:
+        from runtime.storage.postgres.local_server import create_database
+
+        dsn = await create_database(admin_dsn, "bench_" + os.urandom(6).hex())
+    async with open_store(data_dir, group_commit, encrypt, dsn) as store:
         users = [await store.create_user(NewUser(f"user{i}")) for i in range(PAIRS * 2)]
         payload = os.urandom(200)
-        batches_before, ops_before = store.writer.batches, store.writer.operations
+        writer: Any = store.writer  # type: ignore[attr-defined]
+        batches_before, ops_before = writer.batches, writer.operations
         start = time.perf_counter()
         await asyncio.gather(
             *[
@@ -55,16 +77,18 @@ async def one_run(data_dir: Path, messages: int, group_commit: bool, encrypt: bo
             ]
         )
         elapsed = time.perf_counter() - start
-        batches = store.writer.batches - batches_before
-        ops = store.writer.operations - ops_before
+        batches = writer.batches - batches_before
+        ops = writer.operations - ops_before
     return messages / elapsed, ops / max(batches, 1)
 
 
-def measure(messages: int, group_commit: bool, runs: int, encrypt: bool) -> tuple[float, float]:
+def measure(
+    messages: int, group_commit: bool, runs: int, encrypt: bool, admin_dsn: str | None = None
+) -> tuple[float, float]:
     rates, sizes = [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="ttgen-bench-") as tmp:
-            rate, size = asyncio.run(one_run(Path(tmp), messages, group_commit, encrypt))
+            rate, size = asyncio.run(one_run(Path(tmp), messages, group_commit, encrypt, admin_dsn))
         rates.append(rate)
         sizes.append(size)
     return statistics.median(rates), statistics.median(sizes)
@@ -182,6 +206,33 @@ def measure_biz(messages: int, window: int, pairs: int, runs: int, tokens: bool)
     )
 
 
+def measure_postgres(args: argparse.Namespace) -> None:
+    """The default measurement on PostgreSQL (fsync and synchronous_commit on: every ack is durable)."""
+    from runtime.storage.postgres.local_server import LocalServer
+
+    server = None
+    admin = args.dsn
+    if admin is None:
+        server = LocalServer(fsync=True).start()
+        admin = server.dsn()
+    try:
+        grouped, batch = measure(args.messages, True, args.runs, args.encrypt, admin)
+        single, _ = measure(args.baseline_messages, False, args.runs, args.encrypt, admin)
+    finally:
+        if server is not None:
+            server.stop()
+    print(
+        f"postgresql ({'throwaway local server, unix socket' if server else 'given server'}), fsync on, "
+        f"synchronous_commit on, encrypt={args.encrypt}, median of {args.runs} runs"
+    )
+    print(
+        f"group commit          : {grouped:10.0f} msg/s  ({args.messages} msgs/run, "
+        f"median batch {batch:.0f}, {grouped / max(batch, 1):.0f} commits/s)"
+    )
+    print(f"one txn per message   : {single:10.0f} msg/s  ({args.baseline_messages} msgs/run)")
+    print(f"ratio                 : {grouped / single:10.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -194,11 +245,16 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=16, help="--biz: stores in flight")
     parser.add_argument("--pairs", type=int, default=300, help="--biz: sender/recipient pairs")
     parser.add_argument("--tokens", action="store_true", help="--biz: requests carry msg's store token")
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--dsn", help="--backend postgres: a server of your own (default: a throwaway one)")
     args = parser.parse_args()
     if args.biz:
         measure_biz(args.messages or 20000, args.window, args.pairs, args.runs, args.tokens)
         return
     args.messages = args.messages or 5000
+    if args.backend == "postgres":
+        measure_postgres(args)
+        return
     grouped, batch = measure(args.messages, True, args.runs, args.encrypt)
     single, _ = measure(args.baseline_messages, False, args.runs, args.encrypt)
     print(

@@ -44,13 +44,18 @@ TOP_LEVEL_KEYS = frozenset(
         "start_timeout",
         "restart",
         "endpoints",
+        "discovery",
     }
 )
+# How services find each other: `run_dir` (one host, the default) or `database` (PostgreSQL leases, across
+# hosts; runtime.cluster.lease_discovery). The config's static `endpoints:` work beside either.
+DEFAULT_DISCOVERY: dict[str, Any] = {"backend": "run_dir"}
 # What the process supervisor does when a worker dies: report it only, or start it again (with backoff; not
 # after too many restarts of one worker in a short time: a crash loop; see runtime.cluster.processes).
 RESTART_POLICIES = ("never", "on-failure")
-# The embedded default; a PostgreSQL backend sits behind the same storage interface but is not shipped yet.
-STORAGE_BACKENDS = frozenset({"sqlite"})
+# SQLite is the embedded default; PostgreSQL (`dsn` required) lets several biz processes and hosts share one
+# database (runtime.storage.postgres, docs/storage-postgres.md).
+STORAGE_BACKENDS = frozenset({"sqlite", "postgres"})
 # Keys every service section understands; anything else is passed to the service unchanged.
 COMMON_SERVICE_KEYS = frozenset({"instances", "class", "metrics_port"})
 
@@ -99,6 +104,7 @@ class ClusterConfig:
     start_timeout: float = 30.0
     restart: str = "on-failure"  # RESTART_POLICIES (with --processes; one process has no workers to restart)
     endpoints: tuple[Mapping[str, Any], ...] = ()  # static endpoints of other hosts
+    discovery: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_DISCOVERY))
     source: str | None = None
 
     @property
@@ -116,7 +122,7 @@ class ClusterConfig:
 
     @property
     def storage_dir(self) -> Path:
-        """The folder of the SQLite database (and its at-rest key)."""
+        """The folder of the SQLite database and of the at-rest key (and, on PostgreSQL, of cluster.id)."""
         folder = self.storage.get("dir")
         return Path(str(folder)) if folder else self.data_dir
 
@@ -139,6 +145,7 @@ class ClusterConfig:
             "start_timeout": self.start_timeout,
             "restart": self.restart,
             "endpoints": [dict(e) for e in self.endpoints],
+            "discovery": dict(self.discovery),
             "services": {
                 name: {"instances": s.instances, "class": s.class_ref, **dict(s.options)}
                 for name, s in self.services.items()
@@ -254,6 +261,23 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
             f"must be one of {sorted(STORAGE_BACKENDS)} (got {storage['backend']!r})",
             source,
         )
+    if storage["backend"] == "postgres":
+        dsn = storage.get("dsn")
+        if not isinstance(dsn, str) or not dsn.startswith(("postgres://", "postgresql://")):
+            raise ConfigError(
+                "storage.dsn",
+                "the postgres backend needs a connection URL, e.g. postgresql://user@host:5432/ttgen "
+                f"(got {dsn!r})",
+                source,
+            )
+        if "path" in storage:
+            raise ConfigError("storage.path", "is for the sqlite backend (postgres uses storage.dsn)", source)
+        cluster_id = storage.get("cluster_id")
+        if cluster_id is not None and (not isinstance(cluster_id, str) or not cluster_id.strip()):
+            got = f"(got {cluster_id!r})"
+            raise ConfigError("storage.cluster_id", f"must be a non-empty string {got}", source)
+    elif "dsn" in storage:
+        raise ConfigError("storage.dsn", "is for the postgres backend (storage.backend: postgres)", source)
     if "path" in storage:  # the form docs/cluster.md shows: the database file itself
         db_file = storage.pop("path")
         if not isinstance(db_file, str) or Path(db_file).name != "ttgen.db" or "dir" in storage:
@@ -291,6 +315,18 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
             if needed not in item:
                 raise ConfigError(f"endpoints[{i}].{needed}", "is required", source)
         _int(item["port"], f"endpoints[{i}].port", source, minimum=1, maximum=65535)
+    discovery = {**DEFAULT_DISCOVERY, **_mapping(doc.get("discovery"), "discovery", source)}
+    if discovery["backend"] not in ("run_dir", "database"):
+        got = discovery["backend"]
+        raise ConfigError("discovery.backend", f"must be run_dir or database (got {got!r})", source)
+    if discovery["backend"] == "database" and storage["backend"] != "postgres":
+        raise ConfigError("discovery.backend", "database needs storage.backend: postgres", source)
+    for key in ("ttl", "poll"):
+        if key in discovery:
+            discovery[key] = _number(discovery[key], f"discovery.{key}", source)
+    unknown = set(discovery) - {"backend", "ttl", "poll"}
+    if unknown:
+        raise ConfigError(f"discovery.{sorted(unknown)[0]}", "unknown key (backend, ttl, poll)", source)
     return ClusterConfig(
         data_dir=data_path,
         host=host,
@@ -304,6 +340,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         start_timeout=_number(doc.get("start_timeout", 30.0), "start_timeout", source),
         restart=restart,
         endpoints=tuple(dict(e) for e in endpoints),
+        discovery=discovery,
         source=source,
     )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.services.base import Endpoint
+from runtime.services.base import Discovery, Endpoint
 
 CLUSTER_FILE = "cluster.state"  # the supervisor's own record; not an endpoint
 
@@ -164,9 +164,9 @@ class StaticDiscovery:
 
 
 class CombinedDiscovery:
-    """Local run-dir endpoints first, then static ones from the config."""
+    """Local run-dir (or database lease) endpoints first, then static ones from the config."""
 
-    def __init__(self, local: RunDirDiscovery, static: StaticDiscovery) -> None:
+    def __init__(self, local: RunDirDiscovery | Discovery, static: StaticDiscovery) -> None:
         self.local, self.static = local, static
 
     def publish(self, endpoint: Endpoint) -> None:

@@ -21,13 +21,12 @@ from typing import Any
 from runtime.cluster.config import ClusterConfig, ServiceConfig
 from runtime.cluster.discovery import (
     CLUSTER_FILE,
-    CombinedDiscovery,
     RunDirDiscovery,
-    StaticDiscovery,
     pid_alive,
     write_json_atomic,
 )
 from runtime.cluster.instance import HostedInstance, make_context, start_instance
+from runtime.cluster.lease_discovery import LeaseDiscovery, open_discovery
 from runtime.cluster.logs import attach_process_log
 from runtime.registry import Registry
 from runtime.services.base import Endpoint, Service
@@ -128,14 +127,15 @@ class ClusterRunner:
         self.local: dict[str, Any] = {}  # service name -> list of in-process instances (ServiceContext.local)
         self._stop = asyncio.Event()
         self._process_log: logging.Handler | None = None
+        self._lease: LeaseDiscovery | None = None  # database discovery, closed at stop
 
     async def start(self) -> list[HostedInstance]:
         """Start everything; on any failure stop what started and raise ClusterStartError."""
         planned = plan_services(self.config, self.console)
         local = claim_data_dir(self.config, "one-process")
-        discovery = CombinedDiscovery(local, StaticDiscovery(self.config.endpoints))
         self._process_log = attach_process_log(self.config.log_dir / PROCESS_LOG)
         try:
+            discovery, self._lease = await open_discovery(self.config, local)
             for item in planned:
                 ctxs = [
                     make_context(
@@ -221,6 +221,9 @@ class ClusterRunner:
             await asyncio.gather(*(h.stop(self.config.drain_timeout) for h in group))
         self.instances.clear()
         self.local.clear()
+        if self._lease is not None:
+            await self._lease.close()
+            self._lease = None
         release_data_dir(self.config)
         if self._process_log is not None:
             logging.getLogger().removeHandler(self._process_log)

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from runtime.cluster.config import ClusterConfig, parse_config
-from runtime.cluster.discovery import CombinedDiscovery, RunDirDiscovery, StaticDiscovery
+from runtime.cluster.discovery import RunDirDiscovery
 from runtime.cluster.instance import empty_registry, make_context, start_instance
+from runtime.cluster.lease_discovery import open_discovery
 from runtime.cluster.logs import attach_process_log, log_path, setup_console
 from runtime.registry import Registry
 from runtime.services.registry_table import load_service_class
@@ -70,7 +71,7 @@ async def serve(config: ClusterConfig, service: str, instance: int, stack_module
     try:
         registry, servers = load_stack_modules(stack_module)
         cls = load_service_class(svc.class_ref)
-        discovery = CombinedDiscovery(RunDirDiscovery(config.run_dir), StaticDiscovery(config.endpoints))
+        discovery, lease = await open_discovery(config, RunDirDiscovery(config.run_dir))
         ctx = make_context(
             config, svc, instance, registry=registry, servers=servers, discovery=discovery, local={}
         )
@@ -101,6 +102,8 @@ async def serve(config: ClusterConfig, service: str, instance: int, stack_module
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
     await hosted.stop(config.drain_timeout)
+    if lease is not None:
+        await lease.close()
     return 0
 
 

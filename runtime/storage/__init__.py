@@ -1,12 +1,14 @@
 """Storage layer: the async persistence interface, its plain data model, typed errors, and the blob store.
 
-Backends live in subpackages (`runtime.storage.sqlite`); services depend only on `Storage` and the models.
+Backends live in subpackages (`runtime.storage.sqlite`, `runtime.storage.postgres`); services depend only on
+`Storage` and the models.
 """
 
 from runtime.storage.base import Storage
 from runtime.storage.blobs import BlobStore
 from runtime.storage.errors import (
     AccessDenied,
+    ClusterMismatch,
     Conflict,
     InvalidArgument,
     KeyMismatch,
@@ -15,6 +17,7 @@ from runtime.storage.errors import (
     SchemaTooNew,
     StorageClosed,
     StorageError,
+    StorageUnavailable,
     ValueTooLarge,
 )
 from runtime.storage.models import (
@@ -45,6 +48,7 @@ from runtime.storage.models import (
 __all__ = [
     "AccessDenied",
     "BlobStore",
+    "ClusterMismatch",
     "Conflict",
     "Credentials",
     "Department",
@@ -71,6 +75,7 @@ __all__ = [
     "Storage",
     "StorageClosed",
     "StorageError",
+    "StorageUnavailable",
     "UnreadItem",
     "UnreadSummary",
     "User",

@@ -54,3 +54,12 @@ class KeyMismatch(StorageError):
 
 class StorageClosed(StorageError):
     """The backend was used before open() or after close()."""
+
+
+class StorageUnavailable(StorageError):
+    """The database server cannot be reached (down, restarting, connection lost): nothing was stored, and
+    the caller may try again; the backend reconnects by itself once the server is back."""
+
+
+class ClusterMismatch(StorageError):
+    """The database belongs to another cluster (a second cluster pointed at it by mistake): refused."""

@@ -1,4 +1,5 @@
-"""Integration fixtures: a real cluster (login, 2 msg, 2 routers, biz, SQLite) on loopback; real clients."""
+"""Integration fixtures: a real cluster (login, 2 msg, 2 routers, biz; SQLite or PostgreSQL) on loopback; real
+clients. `with_cluster` runs each test once per storage backend."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,9 @@ from runtime.client import ClientCore
 from runtime.cluster.config import parse_config
 from runtime.cluster.runner import ClusterRunner
 from runtime.registry import Registry
-from runtime.storage import NewUser
-from runtime.storage.sqlite import SqliteStorage
+from runtime.services.biz.storage_open import storage_from_config
+from runtime.storage import NewUser, Storage
+from runtime.storage.sqlite.readers import database_digest
 
 # Cheap argon2 parameters keep seeding fast; the biz config below uses the same ones, so no rehash happens.
 AUTH = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
@@ -33,17 +35,26 @@ def md5hex(text: str) -> str:
     return hashlib.md5(text.encode()).hexdigest()
 
 
+# The storage section `cluster_config` and `seed_users` use when none is given: SQLite in the data dir, or
+# what the `backend_storage` fixture chose for the running test (modules opt in with
+# usefixtures("backend_storage")).
+_default_storage: dict[str, Any] = {"backend": "sqlite"}
+
+
 def cluster_config(
     data_dir: Path,
     encrypt: bool = True,
     login: dict[str, Any] | None = None,
     biz: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None,
+    discovery: dict[str, Any] | None = None,
     **msg: Any,
 ) -> dict[str, Any]:
-    """A cluster for tests: every port 0, short retransmit timeout, only the services this suite needs."""
+    """A cluster for tests: every port 0, short retransmit timeout, only the services this suite needs.
+    `storage` is the backend's section (default: SQLite in data_dir)."""
     return {
         "data_dir": str(data_dir),
-        "storage": {"backend": "sqlite", "encrypt_at_rest": encrypt},
+        "storage": {**(storage or _default_storage), "encrypt_at_rest": encrypt},
         "services": {
             "login": {"instances": 1, "http_port": 0, "client_port": 0, "internal_port": 0, **(login or {})},
             "msg": {"instances": 2, "client_port": 0, "retransmit_timeout": 0.3, "max_attempts": 4, **msg},
@@ -64,14 +75,22 @@ def cluster_config(
             "gateway": {"instances": 0},
         },
         "drain_timeout": 2.0,
+        **({"discovery": discovery} if discovery else {}),
     }
 
 
-async def seed_users(data_dir: Path, names: list[str], encrypt: bool = True) -> dict[str, int]:
+def cluster_storage(data_dir: Path, storage: dict[str, Any] | None = None, encrypt: bool = True) -> Storage:
+    """An unopened store on the cluster's database, as its biz would open it."""
+    return storage_from_config({**(storage or _default_storage), "encrypt_at_rest": encrypt}, data_dir)
+
+
+async def seed_users(
+    data_dir: Path, names: list[str], encrypt: bool = True, storage_cfg: dict[str, Any] | None = None
+) -> dict[str, int]:
     """Create users (login name = nick) before the cluster starts; returns name -> id."""
     hasher = PasswordHasher(**AUTH)
     digest = hasher.hash_wire(md5hex(PASSWORD))
-    storage = SqliteStorage(data_dir, encrypt_at_rest=encrypt)
+    storage = cluster_storage(data_dir, storage_cfg, encrypt)
     await storage.open()
     try:
         ids = {}
@@ -282,6 +301,19 @@ class TestCluster:
                 raise TimeoutError("cluster not ready")
             await asyncio.sleep(0.02)
 
+    @property
+    def storage_cfg(self) -> dict[str, Any]:
+        """The storage section of this cluster's config (backend, dsn)."""
+        return dict(self.overrides.get("storage") or _default_storage)
+
+    async def digest(self) -> str:
+        """SHA-256 over every row of every table of the cluster's database (one snapshot)."""
+        if self.storage_cfg.get("backend") == "postgres":
+            from runtime.storage.postgres import database_digest as pg_digest
+
+            return await pg_digest(self.storage_cfg["dsn"])
+        return database_digest(self.data_dir / "ttgen.db")
+
     def services(self, name: str) -> list[Any]:
         """In-process instances of a service."""
         assert self.runner is not None
@@ -370,7 +402,7 @@ def run_in_cluster(data_dir: Path, body: Body, **overrides: Any) -> None:
     """Seed users, start a cluster, run `body(cluster)`, stop the cluster (in a fresh event loop)."""
 
     async def main() -> None:
-        users = await seed_users(data_dir, NAMES, overrides.get("encrypt", True))
+        users = await seed_users(data_dir, NAMES, overrides.get("encrypt", True), overrides.get("storage"))
         c = TestCluster(data_dir, users, overrides)
         await c.start()
         try:
@@ -381,11 +413,41 @@ def run_in_cluster(data_dir: Path, body: Body, **overrides: Any) -> None:
     asyncio.run(main())
 
 
+class WithCluster:
+    """`with_cluster(body, **overrides)` runs `async body(cluster)` against a fresh cluster on the test's
+    storage backend; `storage(encrypt)` opens that cluster's database afterwards."""
+
+    def __init__(self, data_dir: Path, storage: dict[str, Any]) -> None:
+        self.data_dir, self.storage_cfg = data_dir, storage
+
+    def __call__(self, body: Body, **overrides: Any) -> None:
+        run_in_cluster(self.data_dir, body, storage=self.storage_cfg, **overrides)
+
+    def storage(self, encrypt: bool = True) -> Storage:
+        """An unopened store on the database the cluster used."""
+        return cluster_storage(self.data_dir, self.storage_cfg, encrypt)
+
+
+def backend_section(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The `storage:` section for a backend: SQLite in the data dir, or a fresh PostgreSQL database."""
+    if backend == "sqlite":
+        return {"backend": "sqlite"}
+    return {"backend": "postgres", "dsn": request.getfixturevalue("pg_databases").create()}
+
+
 @pytest.fixture
-def with_cluster(tmp_path: Path) -> Callable[..., None]:
-    """`with_cluster(body, **msg_overrides)` runs `async body(cluster)` against a fresh cluster."""
+def backend_storage(storage_backend: str, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """Runs the test once per backend: clusters and seeding without an explicit storage section use it."""
+    global _default_storage
+    section = backend_section(storage_backend, request)
+    _default_storage = section
+    try:
+        yield section
+    finally:
+        _default_storage = {"backend": "sqlite"}
 
-    def run(body: Body, **overrides: Any) -> None:
-        run_in_cluster(tmp_path, body, **overrides)
 
-    return run
+@pytest.fixture
+def with_cluster(tmp_path: Path, storage_backend: str, request: pytest.FixtureRequest) -> WithCluster:
+    """Runs `async body(cluster)` against a fresh cluster, once per storage backend."""
+    return WithCluster(tmp_path, backend_section(storage_backend, request))

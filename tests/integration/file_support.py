@@ -28,7 +28,7 @@ class FileCluster(TestCluster):
         self.extra = extra
 
     async def start(self) -> None:
-        raw = cluster_config(self.data_dir)
+        raw = cluster_config(self.data_dir, storage=self.extra.get("storage"))
         for name, section in self.extra.get("services", {}).items():
             raw["services"][name] = section
         for key in ("plugins",):
@@ -41,7 +41,7 @@ class FileCluster(TestCluster):
 
 async def run_file_cluster(data_dir: Path, body: Any, **extra: Any) -> None:
     """Seed users, start a cluster with the given extra services, run `body(cluster)`, stop."""
-    users = await seed_users(data_dir, NAMES)
+    users = await seed_users(data_dir, NAMES, True, extra.get("storage"))
     extra.setdefault("services", {}).setdefault("file", {"instances": 1})
     c = FileCluster(data_dir, users, extra)
     await c.start()

@@ -22,7 +22,7 @@ from tests.integration.file_support import (
     run_file_cluster,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("backend_storage")]
 FIVE_MB = 5 * 1024 * 1024
 DONE = 3
 

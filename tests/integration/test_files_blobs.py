@@ -13,7 +13,7 @@ from runtime.http import encode_multipart, http_request
 from tests.integration.file_support import FileCluster, run_file_cluster
 from tests.integration.gateway_support import WebClient, wait_gateway
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("backend_storage")]
 SERVICES = {"storage": {"instances": 1}, "gateway": {"instances": 1}, "file": {"instances": 0}}
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(2000)
 

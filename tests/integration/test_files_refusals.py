@@ -21,7 +21,7 @@ from tests.integration.file_support import (
     run_file_cluster,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("backend_storage")]
 CREATE_TASK_ERROR, LOGIN_INVALID_TOKEN, INVALID_USER_FOR_TASK, PULL_INVALID_TASK = 2, 3, 4, 5
 DONE = 3
 

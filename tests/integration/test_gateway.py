@@ -14,7 +14,7 @@ from tests.integration.conftest import ANDROID, AUTH, LostAfterCommit
 from tests.integration.file_support import FileCluster, run_file_cluster
 from tests.integration.gateway_support import GATEWAY, WebClient, wait_gateway
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("backend_storage")]
 
 
 def test_long_poll_and_tcp_clients_talk_both_ways(tmp_path: Path) -> None:

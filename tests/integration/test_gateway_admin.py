@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 
 from runtime.http import http_request, post_json
-from runtime.storage.sqlite import SqliteStorage
+from tests.integration.conftest import cluster_storage
 from tests.integration.file_support import FileCluster, run_file_cluster
 from tests.integration.gateway_support import GATEWAY, WebClient, wait_gateway
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("backend_storage")]
 EVIL = "'); DROP TABLE groups; -- \" OR 1=1 ;"
 
 
 async def group_count(data_dir: Path) -> int:
-    storage = SqliteStorage(data_dir, encrypt_at_rest=True)
+    storage = cluster_storage(data_dir)
     await storage.open()
     try:
         return len(await storage.list_user_groups(1))

@@ -10,7 +10,6 @@ no stored data changes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +17,13 @@ import pytest
 
 from generated.teamtalk.registry import REGISTRY
 from runtime.services.links import ResultCode
-from runtime.storage.sqlite.readers import database_digest
-from tests.integration.conftest import Client, TestCluster
+from tests.integration.conftest import Client, TestCluster, WithCluster
 
 pytestmark = pytest.mark.integration
 
 MSG_MAX_LEN = 4096  # IMMsgData.msg_data: max_len 4096, non_empty (spec/teamtalk/message.yaml)
 SIGN_MAX_LEN = 512  # IMChangeSignInfoReq.sign_info: max_len 512 (spec/teamtalk/buddy.yaml)
 GROUP_NAME_MAX_LEN = 256  # IMGroupCreateReq.group_name: max_len 256 (spec/teamtalk/group.yaml)
-
-
-def storage_digest(data_dir: Path) -> str:
-    """SHA-256 over every row of every table of the cluster's SQLite database (a read-only snapshot)."""
-    return database_digest(data_dir / "ttgen.db")
 
 
 async def settle(client: Client) -> None:
@@ -62,7 +55,7 @@ def test_registry_carries_the_constraints() -> None:
 
 
 def test_constraint_violating_messages_are_answered_with_an_error_and_store_nothing(
-    with_cluster: Callable[..., None], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    with_cluster: WithCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="runtime.dispatch")
 
@@ -71,7 +64,7 @@ def test_constraint_violating_messages_are_answered_with_an_error_and_store_noth
         b = await c.login("user01", 1)
         await settle(a)
         await settle(b)
-        before = storage_digest(tmp_path)
+        before = await c.digest()
 
         # Over-long and empty msg_data: acked with msg id 0 (TeamTalk's "not stored").
         for data in (b"x" * (MSG_MAX_LEN + 1), b""):
@@ -101,7 +94,7 @@ def test_constraint_violating_messages_are_answered_with_an_error_and_store_noth
         await settle(a)
         await settle(b)
         assert a.core.connected, "a field constraint refuses the message; it does not close the connection"
-        assert storage_digest(tmp_path) == before, "refused input changed the stored data"
+        assert await c.digest() == before, "refused input changed the stored data"
         assert not b.received("CID_MSG_DATA")
         assert not b.received("CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY")
 
@@ -132,7 +125,7 @@ def test_constraint_violating_messages_are_answered_with_an_error_and_store_noth
 
 
 def test_an_over_long_login_name_is_refused_with_a_reason(
-    with_cluster: Callable[..., None], caplog: pytest.LogCaptureFixture
+    with_cluster: WithCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="runtime.dispatch")
 

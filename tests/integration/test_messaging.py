@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
-from tests.integration.conftest import ANDROID, IOS, MAC, WINDOWS, TestCluster
+from tests.integration.conftest import ANDROID, IOS, MAC, WINDOWS, TestCluster, WithCluster
 
 pytestmark = pytest.mark.integration
 
 
-def test_one_to_one_across_servers_both_ways(with_cluster: Callable[..., None]) -> None:
+def test_one_to_one_across_servers_both_ways(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         a = await c.login("user00", 0)
         b = await c.login("user01", 1)
@@ -29,7 +27,7 @@ def test_one_to_one_across_servers_both_ways(with_cluster: Callable[..., None]) 
     with_cluster(body)
 
 
-def test_offline_recipient_unread_then_read_sync(with_cluster: Callable[..., None]) -> None:
+def test_offline_recipient_unread_then_read_sync(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         a = await c.login("user00", 0)
         b_id = c.users["user01"]
@@ -62,7 +60,7 @@ def test_offline_recipient_unread_then_read_sync(with_cluster: Callable[..., Non
     with_cluster(body)
 
 
-def test_sender_other_devices_receive_sent_messages(with_cluster: Callable[..., None]) -> None:
+def test_sender_other_devices_receive_sent_messages(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         a_pc = await c.login("user00", 0, WINDOWS)
         a_phone = await c.login("user00", 1, IOS)
@@ -76,7 +74,7 @@ def test_sender_other_devices_receive_sent_messages(with_cluster: Callable[..., 
     with_cluster(body)
 
 
-def test_second_pc_login_kicks_first_mobile_does_not(with_cluster: Callable[..., None]) -> None:
+def test_second_pc_login_kicks_first_mobile_does_not(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         watcher = await c.login("user05", 0, WINDOWS)
         first = await c.login("user02", 0, WINDOWS)
@@ -112,7 +110,7 @@ def test_second_pc_login_kicks_first_mobile_does_not(with_cluster: Callable[...,
     with_cluster(body)
 
 
-def test_sessions_settings_and_ephemeral_signals(with_cluster: Callable[..., None]) -> None:
+def test_sessions_settings_and_ephemeral_signals(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         a_pc = await c.login(
             "user00", 0, WINDOWS, ext=True
@@ -157,7 +155,7 @@ def test_sessions_settings_and_ephemeral_signals(with_cluster: Callable[..., Non
     with_cluster(body)
 
 
-def test_encrypted_session_then_login_and_chat(with_cluster: Callable[..., None]) -> None:
+def test_encrypted_session_then_login_and_chat(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         import os
 
@@ -191,7 +189,7 @@ def test_encrypted_session_then_login_and_chat(with_cluster: Callable[..., None]
     with_cluster(body)
 
 
-def test_extension_pushes_reach_only_the_devices_that_opted_in(with_cluster: Callable[..., None]) -> None:
+def test_extension_pushes_reach_only_the_devices_that_opted_in(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         a_new = await c.login("user00", 0, WINDOWS, ext=True)  # shook hands: extension-capable
         a_old = await c.login(
@@ -226,7 +224,7 @@ def test_extension_pushes_reach_only_the_devices_that_opted_in(with_cluster: Cal
     with_cluster(body)
 
 
-def test_msgs_in_counts_client_chat_messages_for_ttgen_status(with_cluster: Callable[..., None]) -> None:
+def test_msgs_in_counts_client_chat_messages_for_ttgen_status(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         from runtime.monitor.http import parse_prometheus
         from ttgen.commands.status import load_of

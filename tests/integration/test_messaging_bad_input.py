@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from generated.teamtalk.registry import REGISTRY
-from tests.integration.conftest import MAC, PASSWORD, WINDOWS, TestCluster, md5hex
+from tests.integration.conftest import MAC, PASSWORD, WINDOWS, TestCluster, WithCluster, md5hex
 
 pytestmark = pytest.mark.integration
 SQL = "x'); DROP TABLE users; -- \" OR 1=1 /*"
@@ -30,7 +29,7 @@ async def try_login(c: TestCluster, name: str, password: str, index: int = 0) ->
         await core.close()
 
 
-def test_wrong_password_locks_the_user_not_others(with_cluster: Callable[..., None]) -> None:
+def test_wrong_password_locks_the_user_not_others(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         for _ in range(6):  # the limit is 5: more than 5 failures lock
             res = await try_login(c, "user00", md5hex("wrong"))
@@ -45,7 +44,7 @@ def test_wrong_password_locks_the_user_not_others(with_cluster: Callable[..., No
     with_cluster(body)
 
 
-def test_many_failures_from_one_address_lock_the_address(with_cluster: Callable[..., None]) -> None:
+def test_many_failures_from_one_address_lock_the_address(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         for i in range(13):  # limit 12; one failure each on many accounts: only the per-address counter trips
             res = await try_login(c, f"user{20 + i}", md5hex("guess"), i % 2)
@@ -56,7 +55,7 @@ def test_many_failures_from_one_address_lock_the_address(with_cluster: Callable[
     with_cluster(body)
 
 
-def test_commands_before_login_are_refused(with_cluster: Callable[..., None]) -> None:
+def test_commands_before_login_are_refused(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         b = await c.login("user01", 1)
         core = await c.connect(0)
@@ -87,7 +86,7 @@ def test_commands_before_login_are_refused(with_cluster: Callable[..., None]) ->
     with_cluster(body)
 
 
-def test_refused_messages_store_nothing(with_cluster: Callable[..., None]) -> None:
+def test_refused_messages_store_nothing(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         a = await c.login("user00", 0)
         b = await c.login("user01", 1)
@@ -111,7 +110,7 @@ def test_refused_messages_store_nothing(with_cluster: Callable[..., None]) -> No
     with_cluster(body)
 
 
-def test_sql_metacharacters_in_every_string_field(with_cluster: Callable[..., None]) -> None:
+def test_sql_metacharacters_in_every_string_field(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         res = await try_login(c, SQL, SQL)
         assert res.result_code == 6
@@ -158,7 +157,7 @@ def _with_bad_utf8(msg: Any, good: bytes) -> bytes:
 
 
 def test_invalid_utf8_in_a_string_field_is_refused_like_any_bad_body(
-    with_cluster: Callable[..., None], caplog: pytest.LogCaptureFixture
+    with_cluster: WithCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     from runtime.framing import FrameDecoder, encode_frame
 

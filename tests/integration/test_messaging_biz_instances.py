@@ -5,11 +5,10 @@ correctly."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
-from tests.integration.conftest import LostAfterCommit, TestCluster, wait_biz_links
+from tests.integration.conftest import LostAfterCommit, TestCluster, WithCluster, wait_biz_links
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +17,7 @@ def biz_requests(c: TestCluster) -> list[float]:
     return [b._m_requests.value for b in sorted(c.services("biz"), key=lambda s: s.ctx.instance)]
 
 
-def test_two_biz_instances_share_the_load_and_fail_over(with_cluster: Callable[..., None]) -> None:
+def test_two_biz_instances_share_the_load_and_fail_over(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         msg = c.services("msg")[0]
         await wait_biz_links(msg, 2)
@@ -65,7 +64,7 @@ def test_two_biz_instances_share_the_load_and_fail_over(with_cluster: Callable[.
 
 
 def test_a_biz_lost_between_its_commit_and_its_answer_stores_the_message_once(
-    with_cluster: Callable[..., None],
+    with_cluster: WithCluster,
 ) -> None:
     """The biz storing a message dies after its commit, before its answer (its memory of tokens lost with it).
     msg sends the store again, flagged as a resend, to the other biz, which has never seen the token: it finds

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
-from runtime.storage.sqlite import SqliteStorage
-from tests.integration.conftest import TestCluster
+from tests.integration.conftest import TestCluster, WithCluster
 
 pytestmark = pytest.mark.integration
 
 
-def test_resend_after_lost_ack_is_stored_once(with_cluster: Callable[..., None]) -> None:
+def test_resend_after_lost_ack_is_stored_once(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         a = await c.login("user00", 0)
         b = await c.login("user01", 1)
@@ -41,7 +39,7 @@ def test_resend_after_lost_ack_is_stored_once(with_cluster: Callable[..., None])
     with_cluster(body)
 
 
-def test_unacked_delivery_is_retransmitted_until_acked(with_cluster: Callable[..., None]) -> None:
+def test_unacked_delivery_is_retransmitted_until_acked(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         a = await c.login("user00", 0)
         b = await c.login("user01", 1)
@@ -63,7 +61,7 @@ def test_unacked_delivery_is_retransmitted_until_acked(with_cluster: Callable[..
     with_cluster(body)
 
 
-def test_killing_a_router_mid_conversation_loses_nothing(with_cluster: Callable[..., None]) -> None:
+def test_killing_a_router_mid_conversation_loses_nothing(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         # Four conversations from msg 0 to msg 1; each sender stays under the 20/s per-connection limit.
         senders = await asyncio.gather(*(c.login(f"user0{i}", 0) for i in range(4)))
@@ -95,7 +93,7 @@ def test_killing_a_router_mid_conversation_loses_nothing(with_cluster: Callable[
         assert c.services("msg")[0].routers.m_master_changes.value >= 1
 
 
-def test_everything_persists_across_a_full_restart(with_cluster: Callable[..., None]) -> None:
+def test_everything_persists_across_a_full_restart(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         a = await c.login("user00", 0)
         b_id = c.users["user01"]
@@ -142,7 +140,7 @@ def test_everything_persists_across_a_full_restart(with_cluster: Callable[..., N
     with_cluster(body)
 
 
-def test_burn_after_reading_and_recall_leave_no_trace(with_cluster: Callable[..., None], tmp_path) -> None:
+def test_burn_after_reading_and_recall_leave_no_trace(with_cluster: WithCluster, tmp_path) -> None:
     burn_text = b"BURN-6f1c2b-secret"
     recall_text = b"RECALL-93ad7e-oops"
 
@@ -192,7 +190,7 @@ def test_burn_after_reading_and_recall_leave_no_trace(with_cluster: Callable[...
     with_cluster(body, encrypt=False)  # plaintext at rest, so a byte scan would find any leftover copy
 
     async def scan() -> None:
-        storage = SqliteStorage(tmp_path, encrypt_at_rest=False)
+        storage = with_cluster.storage(encrypt=False)
         await storage.open()
         try:
             assert await storage.find_bytes(burn_text) == []

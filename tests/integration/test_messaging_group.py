@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
-from tests.integration.conftest import NAMES, TestCluster
+from tests.integration.conftest import NAMES, TestCluster, WithCluster
 
 pytestmark = pytest.mark.integration
 
 
-def test_fifty_member_group_everyone_gets_each_message_once(with_cluster: Callable[..., None]) -> None:
+def test_fifty_member_group_everyone_gets_each_message_once(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         names = NAMES[:50]
         clients = await asyncio.gather(*(c.login(n, i % 2) for i, n in enumerate(names)))
@@ -45,7 +44,7 @@ def test_fifty_member_group_everyone_gets_each_message_once(with_cluster: Callab
     with_cluster(body)
 
 
-def test_group_rules_members_only_and_join_time(with_cluster: Callable[..., None]) -> None:
+def test_group_rules_members_only_and_join_time(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         a, b, outsider = await asyncio.gather(
             c.login("user00", 0), c.login("user01", 1), c.login("user02", 1)
@@ -116,7 +115,7 @@ def test_group_rules_members_only_and_join_time(with_cluster: Callable[..., None
     with_cluster(body)
 
 
-def test_a_refused_group_read_is_not_synced_to_other_devices(with_cluster: Callable[..., None]) -> None:
+def test_a_refused_group_read_is_not_synced_to_other_devices(with_cluster: WithCluster) -> None:
     # Found by the stateful fuzz model: a non-member's read ack was refused by biz yet still sent as a read
     # notify to the reader's other devices.
     async def body(c: TestCluster) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from generated.teamtalk.registry import REGISTRY
 from runtime.client import ClientCore
-from tests.integration.conftest import TestCluster
+from tests.integration.conftest import TestCluster, WithCluster
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +33,7 @@ async def http_get(c: TestCluster, target: str, extra: bytes = b"") -> tuple[int
     return int(lines[0].split()[1]), headers, json.loads(body) if body else None
 
 
-def test_http_lookup_least_loaded_and_limits(with_cluster: Callable[..., None]) -> None:
+def test_http_lookup_least_loaded_and_limits(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         status, _, doc = await http_get(c, "/msg_server")
         assert status == 200 and doc["code"] == 0
@@ -73,7 +72,7 @@ def test_http_lookup_least_loaded_and_limits(with_cluster: Callable[..., None]) 
 
 
 def test_http_lookup_runs_on_the_shared_http_server_with_logins_limits(
-    with_cluster: Callable[..., None],
+    with_cluster: WithCluster,
 ) -> None:
     async def body(c: TestCluster) -> None:
         (login,) = c.services("login")
@@ -93,7 +92,7 @@ def test_http_lookup_runs_on_the_shared_http_server_with_logins_limits(
     with_cluster(body)
 
 
-def test_legacy_tcp_lookup_answers_and_closes(with_cluster: Callable[..., None]) -> None:
+def test_legacy_tcp_lookup_answers_and_closes(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         host, port = endpoint(c, "client")
         core = ClientCore(REGISTRY, host=host, port=port, reconnect=False)
@@ -108,7 +107,7 @@ def test_legacy_tcp_lookup_answers_and_closes(with_cluster: Callable[..., None])
     with_cluster(body)
 
 
-def test_login_storm_is_queued_with_position_and_retry_after(with_cluster: Callable[..., None]) -> None:
+def test_login_storm_is_queued_with_position_and_retry_after(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         granted = [await http_get(c, "/msg_server") for _ in range(2)]
         assert all(doc["code"] == 0 for _, _, doc in granted)
@@ -140,7 +139,7 @@ def test_login_storm_is_queued_with_position_and_retry_after(with_cluster: Calla
     with_cluster(body, login={"admission_rate": 0.01, "admission_burst": 2})
 
 
-def test_a_lost_msg_server_is_no_longer_handed_out(with_cluster: Callable[..., None]) -> None:
+def test_a_lost_msg_server_is_no_longer_handed_out(with_cluster: WithCluster) -> None:
     async def body(c: TestCluster) -> None:
         survivor = c.msg_port(0)
         await c.stop_instance("msg", 1)

@@ -21,7 +21,7 @@ from runtime.cluster.discovery import RunDirDiscovery
 from runtime.cluster.processes import ProcessSupervisor, Worker
 from tests.integration.conftest import NAMES, PASSWORD, WINDOWS, Client, cluster_config, md5hex, seed_users
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("backend_storage")]
 
 
 async def login(eps: list[Any], index: int, name: str) -> Client:

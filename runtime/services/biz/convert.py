@@ -110,6 +110,8 @@ def result_of(exc: Exception) -> ResultCode:
         return ResultCode.ACCESS_DENIED
     if isinstance(exc, se.Conflict):
         return ResultCode.CONFLICT
+    if isinstance(exc, se.StorageUnavailable):
+        return ResultCode.NO_DB_SERVER
     return ResultCode.INTERNAL
 
 

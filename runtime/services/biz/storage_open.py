@@ -18,22 +18,36 @@ def storage_dir(ctx: ServiceContext) -> Path:
 
 
 async def open_storage(ctx: ServiceContext) -> Storage:
-    """The configured backend (`storage: {backend: sqlite, ...}`), opened with migrations applied."""
-    cfg: dict[str, Any] = dict(ctx.cluster_config.get("storage") or {})
-    backend = cfg.get("backend", "sqlite")
-    if backend != "sqlite":
-        raise ValueError(f"unsupported storage backend {backend!r}")
-    from runtime.storage.sqlite import SqliteStorage
-
-    data_dir = storage_dir(ctx)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = {"encrypt_at_rest": bool(cfg.get("encrypt_at_rest", False))}
-    for key in ("synchronous", "max_batch", "readers", "recall_window", "dedup_window"):
-        if key in cfg:
-            options[key] = cfg[key]
-    storage = SqliteStorage(data_dir, **options)
+    """The configured backend (`storage: {backend: sqlite | postgres, ...}`), opened, migrations applied."""
+    storage = storage_from_config(dict(ctx.cluster_config.get("storage") or {}), ctx.data_dir)
     await storage.open()
     return storage
+
+
+def storage_from_config(cfg: dict[str, Any], data_dir: Path) -> Storage:
+    """An unopened backend for a `storage:` config section; `data_dir` is the default folder of the SQLite
+    database, of the at-rest key and of the cluster id."""
+    backend = cfg.get("backend", "sqlite")
+    path = cfg.get("dir")
+    folder = Path(path) if path else data_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {"encrypt_at_rest": bool(cfg.get("encrypt_at_rest", False))}
+    if backend == "sqlite":
+        from runtime.storage.sqlite import SqliteStorage
+
+        for key in ("synchronous", "max_batch", "readers", "recall_window", "dedup_window"):
+            if key in cfg:
+                options[key] = cfg[key]
+        return SqliteStorage(folder, **options)
+    if backend == "postgres":
+        from runtime.storage.postgres import PostgresStorage
+
+        keys = ("max_batch", "readers", "recall_window", "dedup_window", "cluster_id", "connect_timeout")
+        for key in (*keys, "command_timeout", "commit_pipeline"):
+            if key in cfg:
+                options[key] = cfg[key]
+        return PostgresStorage(str(cfg.get("dsn") or ""), folder, **options)
+    raise ValueError(f"unsupported storage backend {backend!r}")
 
 
 def open_auth(ctx: ServiceContext, storage: Storage) -> Any:

@@ -45,7 +45,7 @@ from runtime.services.biz.convert import (
 from runtime.services.blobs import issue_upload_token
 from runtime.services.gateway.relays import GROUP_MSG_BIT, chat_key
 from runtime.services.gateway.sessions import Session
-from runtime.services.links import FLAG_RELAY, pack_relay
+from runtime.services.links import FLAG_RELAY, ResultCode, pack_relay
 
 if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
@@ -376,6 +376,8 @@ class ClientApi:
         if stored is None:
             return error(UNAVAILABLE, "biz did not answer", 503)
         result, version, _dup, members = unpack_store_reply(stored.attach_data)
+        if stored.msg_id == 0 and result == ResultCode.NO_DB_SERVER:  # not stored: the client may retry
+            return error(UNAVAILABLE, "the database is unavailable; the message was not stored", 503)
         if stored.msg_id == 0:
             return error(result or 99, "the message was refused", 403 if result == 22 else 400)
         stored.ClearField("attach_data")

@@ -78,6 +78,9 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     assert again.as_dict() == config.as_dict()
 
 
+PG = {"backend": "postgres", "dsn": "postgresql://db/x"}
+
+
 @pytest.mark.parametrize(
     ("doc", "key"),
     [
@@ -95,6 +98,24 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
         ({"storage": {"path": "ttgen.db", "dir": "a"}}, "storage.path"),
         ({"storage": {"dir": ""}}, "storage.dir"),
         ({"storage": {"encrypt_at_rest": "yes"}}, "storage.encrypt_at_rest"),
+        ({"storage": {"backend": "postgres"}}, "storage.dsn"),
+        ({"storage": {"backend": "postgres", "dsn": "host=db dbname=x"}}, "storage.dsn"),
+        ({"storage": {"backend": "postgres", "dsn": 5}}, "storage.dsn"),
+        (
+            {"storage": {"backend": "postgres", "dsn": "postgresql://db/x", "path": "ttgen.db"}},
+            "storage.path",
+        ),
+        (
+            {"storage": {"backend": "postgres", "dsn": "postgresql://db/x", "cluster_id": " "}},
+            "storage.cluster_id",
+        ),
+        ({"storage": {"dsn": "postgresql://db/x"}}, "storage.dsn"),
+        ({"discovery": {"backend": "etcd"}}, "discovery.backend"),
+        ({"discovery": {"backend": "database"}}, "discovery.backend"),  # needs storage.backend postgres
+        ({"storage": PG, "discovery": {"backend": "database", "ttl": 0}}, "discovery.ttl"),
+        ({"storage": PG, "discovery": {"backend": "database", "poll": "1s"}}, "discovery.poll"),
+        ({"discovery": {"lease": 3}}, "discovery.lease"),
+        ({"discovery": "database"}, "discovery"),
         ({"data_dir": ""}, "data_dir"),
         ({"host": 5}, "host"),
         ({"spec": "no-such spec"}, "spec"),
@@ -187,3 +208,31 @@ def test_internal_host_and_secret_file(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as err:
             parse_config({key: bad})
         assert err.value.key == key
+
+
+def test_postgres_storage_is_accepted_and_opens_the_postgres_backend(tmp_path: Path) -> None:
+    from runtime.services.biz.storage_open import storage_from_config
+    from runtime.storage.postgres import PostgresStorage
+
+    doc = {
+        "data_dir": str(tmp_path),
+        "storage": {"backend": "postgres", "dsn": "postgresql://u@db:5432/ttgen"},
+    }
+    config = parse_config(doc)
+    assert config.storage["backend"] == "postgres" and config.storage["dsn"] == "postgresql://u@db:5432/ttgen"
+    assert parse_config(config.as_dict()) == config
+    store = storage_from_config({**config.storage, "readers": 3, "cluster_id": "c1"}, config.storage_dir)
+    assert isinstance(store, PostgresStorage) and store.dsn == "postgresql://u@db:5432/ttgen"
+    assert store.data_dir == tmp_path  # where storage.key and cluster.id live
+
+
+def test_database_discovery_is_accepted_with_postgres(tmp_path: Path) -> None:
+    doc = {
+        "data_dir": str(tmp_path),
+        "storage": PG,
+        "discovery": {"backend": "database", "ttl": 6, "poll": 0.5},
+    }
+    config = parse_config(doc)
+    assert dict(config.discovery) == {"backend": "database", "ttl": 6.0, "poll": 0.5}
+    assert parse_config(config.as_dict()) == config
+    assert parse_config({"data_dir": str(tmp_path)}).discovery == {"backend": "run_dir"}  # the default

@@ -1,4 +1,5 @@
-"""Config layer: an unavailable storage backend is refused when the config is read, naming the key."""
+"""Config layer: an unknown or incomplete storage backend is refused when the config is read, naming the
+key."""
 
 from __future__ import annotations
 
@@ -7,11 +8,18 @@ import pytest
 from runtime.cluster.config import ConfigError, parse_config
 
 
-def test_unshipped_backend_is_refused_at_config_time() -> None:
+def test_unknown_backend_is_refused_at_config_time() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"storage": {"backend": "mysql"}})
+    assert info.value.key == "storage.backend"
+    assert "mysql" in str(info.value) and "postgres" in str(info.value)  # the choices are named
+
+
+def test_postgres_without_a_dsn_is_refused_at_config_time() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"storage": {"backend": "postgres"}})
-    assert "storage.backend" in str(info.value)
-    assert "postgres" in str(info.value)
+    assert info.value.key == "storage.dsn"
+    assert "postgresql://" in str(info.value)
 
 
 def test_sqlite_backend_is_accepted() -> None:

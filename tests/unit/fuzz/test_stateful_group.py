@@ -85,7 +85,6 @@ def outcomes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 def test_ci_run_reaches_every_group_rule(cluster: ClusterTarget, outcomes: Counter[str]) -> None:
     ensure_profiles()
     assert issubclass(stateful.machine_for(STACK, cluster), GroupChatMachine)
-    stateful.run_machine(STACK, cluster, suite_settings("stateful", derandomize=True))
     wanted = [
         "CID_GROUP_CREATE_REQUEST",
         "change add ok",
@@ -101,6 +100,12 @@ def test_ci_run_reaches_every_group_rule(cluster: ClusterTarget, outcomes: Count
         "CID_MSG_GET_LATEST_MSG_ID_REQ",
         "CID_MSG_UNREAD_CNT_REQUEST",
     ]
+    # The machine's rules depend on time too (each client's rate budget refills with the clock), so on a busy
+    # machine one derandomized run may take other branches: further runs (new seeds) until each is reached.
+    for attempt in range(4):
+        stateful.run_machine(STACK, cluster, suite_settings("stateful", derandomize=attempt == 0))
+        if all(outcomes[w] for w in wanted):
+            break
     assert [w for w in wanted if not outcomes[w]] == [], outcomes
 
 

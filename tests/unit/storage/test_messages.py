@@ -255,7 +255,7 @@ def test_everything_persists_across_reopen(
 
 
 def test_dedup_keys_pruned_by_an_operation_of_their_own(
-    make_store: Callable[..., SqliteStorage],
+    make_sqlite_store: Callable[..., SqliteStorage],
     mk_users: MkUsers,
     clock: Any,
     monkeypatch: pytest.MonkeyPatch,
@@ -264,7 +264,7 @@ def test_dedup_keys_pruned_by_an_operation_of_their_own(
     """Expired dedup keys are dropped every _PRUNE_EVERY sends by a queued prune, not inside a send: a prune
     that fails is logged and no send fails with it."""
     monkeypatch.setattr(backend, "_PRUNE_EVERY", 4)
-    store = make_store(dedup_window=60)
+    store = make_sqlite_store(dedup_window=60)
 
     def dedup_rows() -> int:
         with sqlite3.connect(store.path) as conn:

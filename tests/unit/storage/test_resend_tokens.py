@@ -7,29 +7,26 @@ resend looks for it, in the conversation's newest rows of the same sender within
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runtime.storage import GroupType, InvalidArgument, SendResult, User
+from runtime.storage import GroupType, InvalidArgument, SendResult, Storage, User
 from runtime.storage.sqlite import SqliteStorage, messages
 from tests.unit.storage.conftest import Clock
+from tests.unit.storage.raw import query
 
 MkUsers = Callable[..., Awaitable[list[User]]]
 TOKEN = -0x1234_5678_9ABC_DEF0  # tokens are signed 64-bit ints: negative ones too
 OTHER = 0x7EDC_BA98_7654_3210
 
 
-def stored(path: Path, table: str = "messages") -> list[tuple[Any, ...]]:
-    with sqlite3.connect(path) as conn:
-        found = conn.execute(
-            f"SELECT msg_id, from_id, content, token FROM {table} ORDER BY msg_id"
-        ).fetchall()
-    conn.close()
-    return found
+def stored(store: Storage, table: str = "messages") -> list[tuple[Any, ...]]:
+    return [
+        (r[0], r[1], bytes(r[2]), r[3])
+        for r in query(store, f"SELECT msg_id, from_id, content, token FROM {table} ORDER BY msg_id")
+    ]
 
 
 @pytest.mark.parametrize("encrypt", [False, True])
@@ -49,7 +46,7 @@ def test_resend_after_reopen_returns_the_stored_message(
 
     a, first = asyncio.run(body())
     store = make_store()
-    rows = stored(store.path)
+    rows = stored(store)
     assert [(r[0], r[1], r[3]) for r in rows] == [
         (first.msg_id, a.id, TOKEN),
         (first.msg_id + 1, a.id, OTHER),
@@ -57,10 +54,10 @@ def test_resend_after_reopen_returns_the_stored_message(
 
 
 def test_first_sends_never_look_and_tokens_are_per_sender(
-    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+    make_sqlite_store: Callable[..., SqliteStorage], mk_users: MkUsers
 ) -> None:
     async def body() -> list[int]:
-        async with make_store() as s:
+        async with make_sqlite_store() as s:
             a, b, c = await mk_users(s, "a", "b", "c")
             ids = [(await s.send_single(a.id, b.id, 1, b"x", token=TOKEN)).msg_id for _ in range(2)]
             # the same token from the peer (same pair) or from a third user (other pair) is another request
@@ -71,7 +68,7 @@ def test_first_sends_never_look_and_tokens_are_per_sender(
             return ids
 
     assert asyncio.run(body()) == [1, 2, 3, 1, 4]
-    assert sorted(r[3] for r in stored(make_store().path)) == sorted([TOKEN] * 4 + [0])  # 0: no token
+    assert sorted(r[3] for r in stored(make_sqlite_store())) == sorted([TOKEN] * 4 + [0])  # 0: no token
 
 
 def test_resend_queued_with_its_first_copy_is_found_before_the_commit(
@@ -101,16 +98,19 @@ def test_resend_queued_with_its_first_copy_is_found_before_the_commit(
             assert (second_again.msg_id, second_again.duplicate) == (second.msg_id, True)
 
     asyncio.run(body())
-    assert [r[2] for r in stored(make_store().path)] == [b"m", b"n"]
+    assert [r[2] for r in stored(make_store())] == [b"m", b"n"]
 
 
 def test_resend_is_looked_up_within_the_dedup_window_and_the_newest_rows_only(
-    make_store: Callable[..., SqliteStorage], mk_users: MkUsers, clock: Clock, monkeypatch: pytest.MonkeyPatch
+    make_sqlite_store: Callable[..., SqliteStorage],
+    mk_users: MkUsers,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(messages, "TOKEN_SCAN_ROWS", 3)
 
     async def body() -> None:
-        async with make_store(dedup_window=600) as s:
+        async with make_sqlite_store(dedup_window=600) as s:
             a, b = await mk_users(s, "a", "b")
             old = await s.send_single(a.id, b.id, 1, b"old", token=TOKEN)
             clock.now += 601  # beyond the window: a resend this late is a new message
@@ -145,25 +145,25 @@ def test_bad_tokens_are_refused_and_store_nothing(
             assert isinstance(await done, InvalidArgument)
 
     asyncio.run(body())
-    path = make_store().path
-    assert stored(path) == [] and stored(path, "group_messages") == []
+    store = make_store()
+    assert stored(store) == [] and stored(store, "group_messages") == []
 
 
 def test_group_resend_after_reopen_returns_the_stored_message(
-    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+    make_sqlite_store: Callable[..., SqliteStorage], mk_users: MkUsers
 ) -> None:
     async def body() -> None:
-        async with make_store() as s:
+        async with make_sqlite_store() as s:
             a, b = await mk_users(s, "a", "b")
             group = await s.create_group(a.id, "g", GroupType.TMP, [b.id])
             first = await s.send_group(a.id, group.id, 0x11, b"hi", token=TOKEN)
             assert not (await s.send_group(a.id, group.id, 0x11, b"hi", token=TOKEN)).duplicate  # no lookup
-        async with make_store() as s:
+        async with make_sqlite_store() as s:
             again = await s.send_group(a.id, group.id, 0x11, b"hi", token=TOKEN, resend=True)
             assert again == SendResult(first.msg_id + 1, again.created, duplicate=True)  # the newest copy
             other = await s.send_group(b.id, group.id, 0x11, b"hi", token=TOKEN, resend=True)  # b's: new
             assert not other.duplicate and other.msg_id == first.msg_id + 2
 
     asyncio.run(body())
-    rows = stored(make_store().path, "group_messages")
+    rows = stored(make_sqlite_store(), "group_messages")
     assert [(r[0], r[3]) for r in rows] == [(1, TOKEN), (2, TOKEN), (3, TOKEN)]

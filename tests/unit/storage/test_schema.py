@@ -19,8 +19,8 @@ def tables(path: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def test_empty_database_is_migrated_to_latest(make_store: Callable[..., SqliteStorage]) -> None:
-    store = make_store()
+def test_empty_database_is_migrated_to_latest(make_sqlite_store: Callable[..., SqliteStorage]) -> None:
+    store = make_sqlite_store()
 
     async def body() -> None:
         async with store:
@@ -33,8 +33,8 @@ def test_empty_database_is_migrated_to_latest(make_store: Callable[..., SqliteSt
         assert current_version(conn) == len(MIGRATIONS)
 
 
-def test_pragmas_wal_full_foreign_keys(make_store: Callable[..., SqliteStorage]) -> None:
-    store = make_store()
+def test_pragmas_wal_full_foreign_keys(make_sqlite_store: Callable[..., SqliteStorage]) -> None:
+    store = make_sqlite_store()
 
     async def body() -> tuple[str, int, int]:
         async with store:
@@ -50,19 +50,19 @@ def test_pragmas_wal_full_foreign_keys(make_store: Callable[..., SqliteStorage])
     assert (journal, sync, fks) == ("wal", 2, 1)  # 2 = FULL
 
 
-def test_newer_schema_is_refused_clearly(make_store: Callable[..., SqliteStorage]) -> None:
-    store = make_store()
+def test_newer_schema_is_refused_clearly(make_sqlite_store: Callable[..., SqliteStorage]) -> None:
+    store = make_sqlite_store()
     asyncio.run(_open_close(store))
     with sqlite3.connect(store.path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
     with pytest.raises(SchemaTooNew, match="99 is newer") as info:
-        asyncio.run(_open_close(make_store()))
+        asyncio.run(_open_close(make_sqlite_store()))
     assert (info.value.found, info.value.supported) == (99, len(MIGRATIONS))
 
 
-def test_reopen_does_not_reapply(make_store: Callable[..., SqliteStorage]) -> None:
-    asyncio.run(_open_close(make_store()))
-    asyncio.run(_open_close(make_store()))  # would fail on CREATE TABLE users if reapplied
+def test_reopen_does_not_reapply(make_sqlite_store: Callable[..., SqliteStorage]) -> None:
+    asyncio.run(_open_close(make_sqlite_store()))
+    asyncio.run(_open_close(make_sqlite_store()))  # would fail on CREATE TABLE users if reapplied
 
 
 def test_later_migrations_apply_in_order(tmp_path: Path) -> None:
@@ -99,20 +99,20 @@ def test_misnumbered_migrations_are_a_programming_error(tmp_path: Path) -> None:
 
 
 def test_version_1_database_upgrades_and_keeps_its_messages(
-    make_store: Callable[..., SqliteStorage], mk_users: Callable[..., Awaitable[list[User]]]
+    make_sqlite_store: Callable[..., SqliteStorage], mk_users: Callable[..., Awaitable[list[User]]]
 ) -> None:
     """A database made before message rows carried request tokens (schema 1) gains the `token` columns (0:
     none) on open and keeps every row; new sends store their token and a resend finds it."""
 
     async def at_version_1() -> tuple[int, int, int]:
-        async with make_store(migrations=MIGRATIONS[:1]) as s:
+        async with make_sqlite_store(migrations=MIGRATIONS[:1]) as s:
             assert s.schema_version == 1
             a, b = await mk_users(s, "a", "b")
             group = await s.create_group(a.id, "g", GroupType.TMP, [b.id])
             return a.id, b.id, group.id
 
     a, b, gid = asyncio.run(at_version_1())
-    path = make_store().path
+    path = make_sqlite_store().path
     with sqlite3.connect(path) as conn:  # rows as schema-1 code wrote them
         assert "token" not in columns(conn, "messages") and "token" not in columns(conn, "group_messages")
         (pid,) = conn.execute(
@@ -134,7 +134,7 @@ def test_version_1_database_upgrades_and_keeps_its_messages(
     conn.close()
 
     async def upgraded() -> None:
-        async with make_store() as s:
+        async with make_sqlite_store() as s:
             assert s.schema_version == len(MIGRATIONS) >= 2
             history = await s.get_history(a, SessionType.SINGLE, b, 0, 10)
             assert [(m.msg_id, m.content, m.burn) for m in history] == [
@@ -162,7 +162,7 @@ def test_version_1_database_upgrades_and_keeps_its_messages(
             (2, 78),
         ]
     conn.close()
-    asyncio.run(_open_close(make_store()))  # the upgraded database reopens without migrating again
+    asyncio.run(_open_close(make_sqlite_store()))  # the upgraded database reopens without migrating again
 
 
 def columns(conn: sqlite3.Connection, table: str) -> list[str]:

@@ -17,9 +17,9 @@ MkUsers = Callable[..., Awaitable[list[User]]]
 
 
 def test_other_connection_commits_invalidate_the_cache(
-    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+    make_sqlite_store: Callable[..., SqliteStorage], mk_users: MkUsers
 ) -> None:
-    store = make_store()
+    store = make_sqlite_store()
 
     async def body() -> None:
         async with store as s:
@@ -35,10 +35,10 @@ def test_other_connection_commits_invalidate_the_cache(
 
 
 def test_cached_sends_mixed_with_other_writes_in_one_batch(
-    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+    make_sqlite_store: Callable[..., SqliteStorage], mk_users: MkUsers
 ) -> None:
     async def body() -> None:
-        async with make_store() as s:
+        async with make_sqlite_store() as s:
             a, b, c = await mk_users(s, "a", "b", "c")
             await s.send_single(a.id, b.id, 1, b"first")
             batch = await asyncio.gather(  # queued together: typically one batch
@@ -63,9 +63,9 @@ def test_cached_sends_mixed_with_other_writes_in_one_batch(
     asyncio.run(body())
 
 
-def test_callback_send(make_store: Callable[..., SqliteStorage], mk_users: MkUsers) -> None:
+def test_callback_send(make_sqlite_store: Callable[..., SqliteStorage], mk_users: MkUsers) -> None:
     async def body() -> None:
-        async with make_store() as s:
+        async with make_sqlite_store() as s:
             a, b = await mk_users(s, "a", "b")
             done: asyncio.Future[tuple[object, BaseException | None]] = (
                 asyncio.get_running_loop().create_future()
