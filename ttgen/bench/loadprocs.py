@@ -10,35 +10,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from runtime.loadgen.conn import Counters
 from runtime.loadgen.histogram import Histogram
 from ttgen.bench.cluster import PASSWORD_MD5
 from ttgen.bench.plan import Plan
 
-COUNTERS = (
-    "connect_failed",
-    "login_ok",
-    "login_refused",
-    "login_timeout",
-    "lost",
-    "kicked",
-    "hb_sent",
-    "hb_answered",
-    "hb_late",
-    "sent",
-    "acked",
-    "refused",
-    "delivered",
-    "duplicates",
-    "presence",
-    "relogins",
-    "reconnect_failed",
-    "hb_cut",
-    "login_busy",
-    "ticket_logins",
-    "ticket_refused",
-    "online",
-    "cpu_s",
-)
+# What the orchestrator sums over the load processes: every counter a load process keeps, and its CPU.
+COUNTERS = (*Counters.FIELDS, "online", "cpu_s")
 
 
 def jobs(
