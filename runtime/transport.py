@@ -231,7 +231,7 @@ class Link(asyncio.Protocol):
         conn.tick(now)
         if conn.pending_output:
             self.flush()
-        if not conn.is_open:
+        if conn.close_reason is not None:  # the tick closed it (is_open reads as still narrowed here)
             log.info("closing %r: %s", self, conn.close_reason)
             self._close_transport()
 

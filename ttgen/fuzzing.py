@@ -10,6 +10,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import click
 
@@ -67,7 +68,7 @@ class TeamTalkRemote(RemoteTarget):
 
     def login_message(self):  # type: ignore[no-untyped-def]
         info = self.stack.command("CID_LOGIN_REQ_USERLOGIN")
-        msg = info.message_class(
+        msg = cast(Any, info.message_class)(
             user_name=self.user, password=md5hex(self.password or ""), online_status=1, client_type=1
         )
         return info, msg
@@ -78,7 +79,8 @@ class TeamTalkRemote(RemoteTarget):
     def login_request(self, user: str, password: str):  # type: ignore[no-untyped-def]
         info = self.stack.command("CID_LOGIN_REQ_USERLOGIN")
         wire = md5hex(password) if password else ""
-        return info, info.message_class(user_name=user, password=wire, online_status=1, client_type=1)
+        login: Any = info.message_class
+        return info, login(user_name=user, password=wire, online_status=1, client_type=1)
 
 
 def plan(

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.message import Message
 
@@ -239,7 +239,8 @@ class ClusterTarget(Target):
         send it, except an empty one, which is sent empty."""
         info = self.stack.command(LOGIN_COMMAND)
         wire = md5hex(password) if password else ""
-        msg = info.message_class(user_name=user, password=wire, online_status=ONLINE, client_type=PC_CLIENT)
+        login: Any = info.message_class
+        msg = login(user_name=user, password=wire, online_status=ONLINE, client_type=PC_CLIENT)
         return info, msg
 
     def _wait_ready(self, timeout: float) -> None:
@@ -257,7 +258,7 @@ class ClusterTarget(Target):
 
     def login_message(self) -> tuple[CommandInfo, Message] | None:
         info = self.stack.command(LOGIN_COMMAND)
-        msg = info.message_class(
+        msg = cast(Any, info.message_class)(
             user_name=self._login_as,
             password=md5hex(PASSWORD),
             online_status=ONLINE,
@@ -293,7 +294,7 @@ class ClusterTarget(Target):
         conn = self.bystander()
         info = self.stack.command("CID_MSG_UNREAD_CNT_REQUEST")
         reply = self.stack.command(info.reply or info.name)
-        body = info.message_class(user_id=self.fuzz_user_id).SerializeToString()
+        body = cast(Any, info.message_class)(user_id=self.fuzz_user_id).SerializeToString()
         conn.send_frame(info.service_id, info.command_id, SETTLE_SEQ, body)
         try:
             conn.wait_for(lambda f: f.command_id == reply.command_id and f.seq == SETTLE_SEQ)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.auth import PasswordHasher
+from runtime.auth import HashPolicy, PasswordHasher
 from runtime.cluster.config import ClusterConfig, parse_config
 from runtime.cluster.discovery import RunDirDiscovery
 from runtime.cluster.processes import ProcessSupervisor
@@ -52,9 +52,7 @@ def hasher_for(config: ClusterConfig) -> PasswordHasher:
     """A hasher with the biz service's argon2id parameters (what its logins verify against)."""
     biz = config.services.get("biz")
     auth = dict((biz.options.get("auth") or {}) if biz is not None else {})
-    return PasswordHasher(
-        **{k: int(auth[k]) for k in ("time_cost", "memory_cost", "parallelism") if k in auth}
-    )
+    return PasswordHasher(policy=HashPolicy.from_config(auth))
 
 
 async def seed(storage: Storage, plan: Plan, password_hash: str, say: Callable[[str], None]) -> list[int]:

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from runtime.auth import PasswordHasher
+from runtime.auth import HashPolicy, PasswordHasher
 from runtime.cluster.config import ClusterConfig
 from ttgen.bench.cluster import CHEAP_AUTH, PASSWORD_MD5, Cluster, bench_config, hasher_for, seed
 from ttgen.bench.loadprocs import LoadProc, jobs, merged_histograms, totals
@@ -194,7 +194,8 @@ async def run_bench(
     run = Run(opts, plan, cluster, say)
     reporter: asyncio.Task[None] | None = None
     try:
-        hasher = PasswordHasher(**CHEAP_AUTH) if opts.hash == "cheap" else hasher_for(config)
+        cheap = PasswordHasher(policy=HashPolicy.from_config(CHEAP_AUTH))
+        hasher = cheap if opts.hash == "cheap" else hasher_for(config)
         digest = await asyncio.to_thread(hasher.hash_wire, PASSWORD_MD5)
         from ttgen.commands.admin import open_cluster_storage
 
