@@ -10,6 +10,7 @@ Services with their own answer (`on_rejected`, e.g. runtime.services.refusals) d
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -45,12 +46,8 @@ def error_value(fd: Any) -> int:
     """A non-zero value that says the request was invalid (for an enum: the value whose name says so)."""
     if fd.cpp_type != FieldDescriptor.CPPTYPE_ENUM or fd.enum_type is None:
         return 1
-    values = [v for v in fd.enum_type.values if v.number != 0]
-    for hint in _HINTS:
-        for v in values:
-            if hint in v.name:
-                return int(v.number)
-    return int(values[0].number) if values else 1
+    value = value_named(fd.enum_type, _HINTS)
+    return 1 if value is None else value
 
 
 def error_reply(
@@ -72,32 +69,51 @@ def error_reply(
             setattr(reply, name, f"{info.name} refused ({exc.rule}): {exc}")
             break
     if request is not None:
-        req_fields = request.DESCRIPTOR.fields_by_name
-        for name, target in fields.items():
-            source = req_fields.get(name)
-            if (
-                source is None
-                or target is fd
-                or target.is_repeated
-                or source.is_repeated
-                or target.type != source.type
-                or target.type == FieldDescriptor.TYPE_MESSAGE
-            ):
-                continue
-            if not source.has_presence or request.HasField(name):
-                setattr(reply, name, getattr(request, name))
-    _fill_required(reply)
+        echo_fields(reply, request, [name for name in fields if name != fd.name])
+    fill_required(reply)
     built: Message = reply
     return built if built.IsInitialized() else None
 
 
-def _fill_required(msg: Any) -> None:
+def value_named(enum: Any, hints: Iterable[str]) -> int | None:
+    """The first non-zero value of an enum descriptor whose name contains a hint (hints in order), else the
+    first non-zero value; None when the enum has only 0."""
+    values = [v for v in enum.values if v.number != 0]
+    for hint in hints:
+        for v in values:
+            if hint in v.name:
+                return int(v.number)
+    return int(values[0].number) if values else None
+
+
+def echo_fields(reply: Any, request: Message, names: Iterable[str]) -> None:
+    """Copy the request's same-named singular scalar fields (same type, set or without presence) into the
+    reply: they say what was refused."""
+    fields = reply.DESCRIPTOR.fields_by_name
+    req_fields = request.DESCRIPTOR.fields_by_name
+    for name in names:
+        target, source = fields.get(name), req_fields.get(name)
+        if (
+            target is None
+            or source is None
+            or target.is_repeated
+            or source.is_repeated
+            or target.type != source.type
+            or target.type == FieldDescriptor.TYPE_MESSAGE
+        ):
+            continue
+        if not source.has_presence or request.HasField(name):
+            setattr(reply, name, getattr(request, name))
+
+
+def fill_required(msg: Any) -> None:
+    """Give unset required fields their default values (a refusal has nothing better to put there)."""
     for fd in msg.DESCRIPTOR.fields:
         if not fd.is_required or msg.HasField(fd.name):
             continue
         if fd.type == FieldDescriptor.TYPE_MESSAGE:
             sub = getattr(msg, fd.name)
             sub.SetInParent()
-            _fill_required(sub)
+            fill_required(sub)
         else:
             setattr(msg, fd.name, fd.default_value)

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from runtime.dispatch import Context
 from runtime.errors import StageError
+from runtime.refusal import echo_fields, fill_required, value_named
 from runtime.services.links import ResultCode
 
 log = logging.getLogger("ttgen.refusals")
@@ -85,19 +86,8 @@ def error_reply(ctx: Context, request: Message | None, exc: StageError) -> Messa
     if "server_time" in fields and not fields["server_time"].is_repeated:
         reply.server_time = int(time.time())
     if request is not None:
-        req_fields = request.DESCRIPTOR.fields_by_name
-        for name in _ECHO.intersection(fields.keys()).intersection(req_fields.keys()):
-            fd, rd = fields[name], req_fields[name]
-            if (
-                fd.is_repeated
-                or rd.is_repeated
-                or fd.type != rd.type
-                or fd.type == FieldDescriptor.TYPE_MESSAGE
-            ):
-                continue
-            if not rd.has_presence or request.HasField(name):
-                setattr(reply, name, getattr(request, name))
-    _fill_required(reply)
+        echo_fields(reply, request, sorted(_ECHO))
+    fill_required(reply)
     built: Message = reply
     return built if built.IsInitialized() else None
 
@@ -105,25 +95,8 @@ def error_reply(ctx: Context, request: Message | None, exc: StageError) -> Messa
 def _closest_enum_value(enum: Any) -> int:
     """For a result field typed by an enum without our codes (e.g. TeamTalk's login ResultType): the value
     whose name says the request was invalid, else the first non-zero value (0 means success)."""
-    values = [v for v in enum.values if v.number != 0]
-    for hint in ("INVALID", "VALIDATE", "ERROR", "FAIL"):
-        for v in values:
-            if hint in v.name:
-                return int(v.number)
-    return int(values[0].number) if values else 1
-
-
-def _fill_required(msg: Any) -> None:
-    """Give unset required scalar fields their default value (a refusal has nothing better to put there)."""
-    for fd in msg.DESCRIPTOR.fields:
-        if not fd.is_required or msg.HasField(fd.name):
-            continue
-        if fd.type == FieldDescriptor.TYPE_MESSAGE:
-            sub = getattr(msg, fd.name)
-            sub.SetInParent()
-            _fill_required(sub)
-        else:
-            setattr(msg, fd.name, fd.default_value)
+    value = value_named(enum, ("INVALID", "VALIDATE", "ERROR", "FAIL"))
+    return 1 if value is None else value
 
 
 class RejectingHandlers:
