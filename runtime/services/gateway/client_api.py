@@ -176,9 +176,7 @@ class ClientApi:
             password = hashlib.md5(doc["password"].encode("utf-8")).hexdigest()
         else:
             raise ValueError("password (plain) or password_md5 (32 lower-case hex) is required")
-        client_type = doc.get("client_type", 1)
-        if client_type not in CLIENT_TYPES:
-            raise ValueError(f"client_type must be one of {CLIENT_TYPES}")
+        client_type = _client_type(doc)
         if self.svc.biz_link() is None or not self.svc.routers.available:
             return error(UNAVAILABLE, "messaging is unavailable", 503)
         req = self.proto.new(
@@ -205,9 +203,7 @@ class ClientApi:
             ticket = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         except (binascii.Error, ValueError):
             raise ValueError("ticket is not base64url") from None
-        client_type = doc.get("client_type", 1)
-        if client_type not in CLIENT_TYPES:
-            raise ValueError(f"client_type must be one of {CLIENT_TYPES}")
+        client_type = _client_type(doc)
         if self.svc.biz_link() is None or not self.svc.routers.available:
             return error(UNAVAILABLE, "messaging is unavailable", 503)
         req = self.proto.new(
@@ -467,3 +463,11 @@ class ClientApi:
             return error(UNAVAILABLE, "biz did not answer", 503)
         doc = MessageToDict(rsp, preserving_proto_field_name=True)
         return ok(total=rsp.total_cnt, sessions=doc.get("unreadinfo_list", []))
+
+
+def _client_type(doc: dict[str, Any]) -> int:
+    """The login's `client_type` (default PC), one TeamTalk knows."""
+    client_type = doc.get("client_type", 1)
+    if client_type not in CLIENT_TYPES:
+        raise ValueError(f"client_type must be one of {CLIENT_TYPES}")
+    return int(client_type)
