@@ -118,7 +118,16 @@ def start_or_skip() -> Iterator[str]:
     if external:
         yield external
         return
-    server = LocalServer(fsync=False)
+    server = started(LocalServer(fsync=False))
+    try:
+        yield server.dsn()
+    finally:
+        server.stop()
+
+
+def started(server: LocalServer) -> LocalServer:
+    """`server`, started; where PostgreSQL cannot run, the test is skipped, except in CI, where it fails (CI
+    must test both backends)."""
     try:
         server.start()
     except ServerUnavailable as exc:
@@ -126,7 +135,4 @@ def start_or_skip() -> Iterator[str]:
         if in_ci():
             pytest.fail(f"CI must run the PostgreSQL tests, but {message}", pytrace=False)
         pytest.skip(message)
-    try:
-        yield server.dsn()
-    finally:
-        server.stop()
+    return server

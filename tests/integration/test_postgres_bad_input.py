@@ -18,9 +18,9 @@ from generated.teamtalk.registry import REGISTRY
 from runtime.cluster.config import parse_config
 from runtime.cluster.runner import ClusterRunner, ClusterStartError
 from runtime.services.links import ResultCode
-from runtime.storage.postgres.local_server import LocalServer, ServerUnavailable
+from runtime.storage.postgres.local_server import LocalServer
 from tests.integration.conftest import NAMES, TestCluster, cluster_config, run_in_cluster, seed_users
-from tests.pg_support import PgDatabases, in_ci
+from tests.pg_support import PgDatabases, started
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +28,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def own_server() -> Iterator[LocalServer]:
     """A PostgreSQL server of this test's own (stopped and started mid-test), with fsync on."""
-    server = LocalServer(fsync=True, max_connections=40)
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI must run the PostgreSQL tests, but: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    server = started(LocalServer(fsync=True, max_connections=40))
     yield server
     server.stop()
 

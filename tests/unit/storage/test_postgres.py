@@ -21,8 +21,8 @@ from runtime.storage import (
     User,
 )
 from runtime.storage.postgres import MIGRATIONS, PostgresStorage, load_or_create_cluster_id
-from runtime.storage.postgres.local_server import LocalServer, ServerUnavailable
-from tests.pg_support import PgDatabases, in_ci
+from runtime.storage.postgres.local_server import LocalServer
+from tests.pg_support import PgDatabases, started
 from tests.unit.storage.conftest import Clock
 from tests.unit.storage.raw import query, tables
 
@@ -204,13 +204,7 @@ def test_an_unknown_user_fails_alone_in_a_bulk_batch(
 @pytest.fixture
 def own_server() -> Iterator[LocalServer]:
     """A PostgreSQL server of this test's own (it is stopped and started mid-test), with fsync on."""
-    server = LocalServer(fsync=True, max_connections=20)
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        if in_ci():
-            pytest.fail(f"CI must run the PostgreSQL tests, but: {exc}", pytrace=False)
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    server = started(LocalServer(fsync=True, max_connections=20))
     yield server
     server.stop()
 
