@@ -112,20 +112,7 @@ class LocalServer:
             + ("" if self.fsync else " -c fsync=off -c full_page_writes=off")
         )
         self._options = options
-        proc = self._run(
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(self.data_dir),
-            "-l",
-            str(self.root / "log"),
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            options,
-            "start",
-            check=False,
-        )
+        proc = self._pg_ctl_start(check=False)
         if proc.returncode != 0:
             log = (
                 (self.root / "log").read_text(errors="replace")[-2000:]
@@ -138,20 +125,26 @@ class LocalServer:
 
     def restart_stopped(self) -> None:
         """Start the server again after `halt()` (same folder, same data)."""
-        assert self._bindir is not None
-        assert self.root is not None
-        self._run(
-            str(self._bindir / "pg_ctl"),
+        self._pg_ctl_start(check=True)
+
+    def _pg_ctl_start(self, *, check: bool) -> subprocess.CompletedProcess[str]:
+        """`pg_ctl start` of this server's data folder with its options, waiting up to 60 s."""
+        assert self._bindir is not None and self.root is not None
+        pg_ctl = str(self._bindir / "pg_ctl")
+        log = str(self.root / "log")
+        return self._run(
+            pg_ctl,
             "-D",
             str(self.data_dir),
             "-l",
-            str(self.root / "log"),
+            log,
             "-w",
             "-t",
             "60",
             "-o",
             self._options,
             "start",
+            check=check,
         )
 
     def halt(self, mode: str = "immediate") -> None:
