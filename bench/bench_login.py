@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_cluster import cpu_seconds as process_cpu
+
 from generated.teamtalk.registry import REGISTRY
 from runtime.auth import HashPolicy, PasswordHasher
 from runtime.auth.tickets import TicketKey
@@ -62,9 +64,8 @@ async def seed(data_dir: Path, n: int) -> list[str]:
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks of 10 ms
+    """User + system CPU seconds of a process."""
+    return sum(process_cpu(pid))
 
 
 def own_cpu() -> float:

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench_cluster import cpu_seconds as process_cpu
+
 from generated.teamtalk.registry import REGISTRY
 from runtime.auth import PasswordHasher
 from runtime.cluster.config import parse_config
@@ -166,14 +168,8 @@ async def seed(data_dir: Path, n: int) -> list[str]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc."""
-    import os
-
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process."""
+    return sum(process_cpu(pid))
 
 
 def pct(values: list[int], q: float) -> float:
