@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import statistics
@@ -24,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ttgen.bench.cluster import cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 TTGEN = [sys.executable, "-c", "from ttgen.cli import main; main()"]
@@ -48,14 +49,7 @@ def cluster_cpu(data: Path) -> float:
             pids.add(int(json.loads(path.read_text())["pid"]))
         except (OSError, ValueError, KeyError):
             pass
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def run_ttgen(data: Path, config: Path, opts: argparse.Namespace, out: Path) -> dict[str, Any]:
