@@ -165,6 +165,7 @@ class Chaos:
         self.sup = ProcessSupervisor(self.config, "generated.teamtalk", console=lambda _s: None)
         self.devices: list[Device] = []
         self.kills: list[Kill] = []
+        self.unread: dict[int, dict[tuple[int, int], int]] = {}  # per user, per conversation, at the end
         self.stop = asyncio.Event()
         self.sending = asyncio.Event()
 
@@ -366,7 +367,6 @@ class Chaos:
 
     async def final_sync(self) -> None:
         """Every device logs in once more, syncs, and reads its unread counts."""
-        self.unread: dict[int, dict[tuple[int, int], int]] = {}
         for d in self.devices:
             for attempt in range(20):
                 core = ClientCore(REGISTRY, login_url=self.login_url, reconnect=False, default_timeout=5.0)
