@@ -173,28 +173,28 @@ class _Loader:
         package = self.r.string(m.get("module"), "module") or ""
         self.sources.append(ModuleSource(m, node, display_path(path), rel, plugin, package))
 
+    def _section(self, y: Y, base: str, key: str) -> Y | None:
+        """A manifest section given inline, or in its own file (then `key:` at that file's top level)."""
+        node = self._included(y, base)
+        if node is None or node is y:
+            return node
+        top = self.r.mapping(node, f"{key} file", (key,), required=(key,))
+        if top is None or key not in top:
+            return None
+        section: Y = top[key]
+        return section
+
     def _stages_section(self, y: Y, base: str) -> None:
-        sy = self._included(y, base)
+        sy = self._section(y, base, "stages")
         if sy is None:
             return
-        if sy is not y:  # a stages file: `stages:` at its top level
-            top = self.r.mapping(sy, "stages file", ("stages",), required=("stages",))
-            if top is None or "stages" not in top:
-                return
-            sy = top["stages"]
         for target, pol in self.r.entries(sy, "stages", "TT607", "stage policy for").items():
             self.stage_entries.append((target, pol, sy.keys[target], ""))
 
     def _presence_section(self, y: Y, base: str) -> None:
-        py = self._included(y, base)
-        if py is None:
-            return
-        if py is not y:  # a presence file: `presence:` at its top level
-            top = self.r.mapping(py, "presence file", ("presence",), required=("presence",))
-            if top is None or "presence" not in top:
-                return
-            py = top["presence"]
-        self.presence = build_presence(self.r, py)
+        py = self._section(y, base, "presence")
+        if py is not None:
+            self.presence = build_presence(self.r, py)
 
     def _plugin(self, path: str, ref: Loc) -> None:
         y = self._read(path, ref)
