@@ -115,9 +115,9 @@ class LinkAuth:
 
 
 # A peer whose host died (power, kernel, network) sends no FIN: the heartbeat would notice only after 30 s of
-# silence. The kernel notices sooner: keepalive probes after DEAD_PEER_IDLE s idle, every DEAD_PEER_INTERVAL s,
-# and TCP_USER_TIMEOUT drops the connection once sent data (a probe or a frame) has gone unacknowledged for
-# DEAD_PEER_TIMEOUT s; then the link closes and its requests go to another instance (docs/cluster.md).
+# silence. The kernel notices sooner: keepalive probes after DEAD_PEER_IDLE s idle, one every
+# DEAD_PEER_INTERVAL s, and TCP_USER_TIMEOUT drops the connection once sent data (a probe or a frame) has gone
+# unacknowledged for DEAD_PEER_TIMEOUT s; the link closes and its requests go to another instance.
 DEAD_PEER_IDLE, DEAD_PEER_INTERVAL, DEAD_PEER_TIMEOUT = 2, 1, 5.0
 
 

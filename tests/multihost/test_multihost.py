@@ -43,6 +43,7 @@ TTGEN = str(Path(sys.executable).with_name("ttgen"))
 DISCOVERY = {"ttl": 2.0, "poll": 0.2}
 UP_TIMEOUT = 40.0
 SINGLE = 1
+SEND_TIMEOUT = 3.0
 _cls = {
     name: REGISTRY.by_name(name).message_class
     for name in ("CID_LOGIN_REQ_USERLOGIN", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_LIST_REQUEST")
@@ -294,8 +295,11 @@ class Conversation:
                         number += 1
                         pending = Sent(d.peer, number, f"{d.user_id}:{number}".encode())
                         d.sent.append(pending)
-                    ack: Any = await core.call(
-                        "CID_MSG_DATA", text(d.user_id, pending.to, pending.number, pending.data)
+                    # A client that waits no more than SEND_TIMEOUT for an ack and then logs in again (the
+                    # protocol's own retransmissions wait 5 x 5 s on a connection to a silent host).
+                    ack: Any = await asyncio.wait_for(
+                        core.call("CID_MSG_DATA", text(d.user_id, pending.to, pending.number, pending.data)),
+                        SEND_TIMEOUT,
                     )
                     if ack.msg_id:
                         pending.acked = int(ack.msg_id)
@@ -304,7 +308,7 @@ class Conversation:
                         pending.refused = True
                     pending = None
                     await asyncio.sleep(self.random.uniform(0.1, 0.3))
-            except Exception as exc:  # the host died, or a server is not reachable yet: back off, log in again
+            except Exception as exc:  # the host died, or a server is not reachable yet: log in again
                 d.errors.append((time.monotonic(), f"{type(exc).__name__}: {exc}"[:120]))
                 await asyncio.sleep(0.2 + self.random.random() * 0.3)
             finally:
