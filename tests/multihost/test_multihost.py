@@ -69,7 +69,9 @@ class Deployment:
     def host_dir(self, host: str) -> Path:
         return self.tmp / host
 
-    def config(self, host: str, services: dict[str, Any], *, joining: bool) -> Path:
+    def config(
+        self, host: str, services: dict[str, Any], *, joining: bool, extra: dict[str, Any] | None = None
+    ) -> Path:
         """The host's ttgen.yaml: its own address for binding and advertising, cheap hashes, every service
         on a port of its own choosing except login's HTTP lookup (8080 + instance)."""
         address = self.lab.hosts[host].address
@@ -93,6 +95,7 @@ class Deployment:
         }
         if not joining:
             doc["storage"] = {"backend": "postgres", "dsn": self.tcp_dsn}
+        doc.update(extra or {})
         path = self.tmp / f"{host}.yaml"
         path.write_text(yaml.safe_dump(doc))
         return path
@@ -139,6 +142,8 @@ def deployment(tmp_path: Path, names: list[str]) -> Iterator[Deployment]:
 async def endpoint_rows(dsn: str) -> list[tuple[str, int, str, str, int]]:
     conn = await asyncpg.connect(dsn)
     try:
+        if not await conn.fetchval("SELECT to_regclass('endpoints') IS NOT NULL"):
+            return []  # no process ever used database discovery here
         rows = await conn.fetch(
             "SELECT service, instance, kind, host, port FROM endpoints "
             "WHERE expires > extract(epoch from clock_timestamp()) ORDER BY service, instance, kind"
@@ -238,6 +243,57 @@ def test_users_on_different_hosts_talk(allowed: None, tmp_path: Path) -> None:
             dep.lab.stop_host(host)
             assert [p.returncode for p in dep.lab.hosts[host].processes] == [0]
         assert asyncio.run(endpoint_rows(dep.local_dsn)) == []
+
+
+def test_a_static_address_list_is_discovery_across_hosts(allowed: None, tmp_path: Path) -> None:
+    """No database discovery: each host lists the other's endpoints (fixed ports) in `endpoints:`."""
+    with deployment(tmp_path, ["ann", "bob"]) as dep:
+        h1, h2 = dep.lab.hosts["h1"].address, dep.lab.hosts["h2"].address
+        ports = {
+            "biz": {"instances": 1, "internal_port": 7100, "auth": AUTH},
+            "login": {"instances": 1, "http_port": 8080, "client_port": 7200, "internal_port": 7300},
+            "router": {"instances": 1, "internal_port": 7400},  # + the instance number: 7401 on h2
+            "msg": {"instances": 1, "client_port": 7500, "retransmit_timeout": 0.5},
+        }
+        static = {"discovery": {"backend": "run_dir"}}
+        to_h2 = [{"service": "router", "instance": 1, "kind": "internal", "host": h2, "port": 7401}]
+        to_h1 = [
+            {"service": "biz", "instance": 0, "kind": "internal", "host": h1, "port": 7100},
+            {"service": "login", "instance": 0, "kind": "internal", "host": h1, "port": 7300},
+            {"service": "router", "instance": 0, "kind": "internal", "host": h1, "port": 7400},
+        ]
+        config1 = dep.config("h1", ports, joining=False, extra={**static, "endpoints": to_h2})
+        dep.up("h1", config1, "--only", "biz,login,router,msg")
+        config2 = dep.config("h2", ports, joining=True, extra={"discovery": {}, "endpoints": to_h1})
+        dep.share_files("h1", "h2", config2)
+        dep.up("h2", config2, "--join", dep.tcp_dsn, "--only", "msg,router", "--first-instance", "1")
+
+        async def clients() -> None:
+            ann = ClientCore(REGISTRY, host=h1, port=7500)
+            bob = ClientCore(REGISTRY, host=h2, port=7501)
+            try:
+                await ann.connect()
+                await bob.connect()
+                ids = {"ann": await login(ann, "ann"), "bob": await login(bob, "bob")}
+                for number, (src, dst, core, peer) in enumerate(
+                    [("ann", "bob", ann, bob), ("bob", "ann", bob, ann)], 1
+                ):
+                    body = f"{src} to {dst}, static".encode()
+                    deadline = time.monotonic() + 10  # the msg servers dial the listed routers
+                    while True:
+                        ack: Any = await core.call("CID_MSG_DATA", text(ids[src], ids[dst], number, body))
+                        if ack.msg_id > 0 or time.monotonic() > deadline:
+                            break
+                        await asyncio.sleep(0.2)
+                    assert ack.msg_id > 0
+                    got = await next_push(peer)
+                    assert (got.from_user_id, bytes(got.msg_data)) == (ids[src], body)
+            finally:
+                await ann.close()
+                await bob.close()
+
+        dep.lab.in_host("db", clients, timeout=60)
+        assert asyncio.run(endpoint_rows(dep.local_dsn)) == []  # nothing went through the database
 
 
 # --------------------------------------------------------------------------------------------------------
