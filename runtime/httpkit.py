@@ -88,7 +88,8 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
     close: bool = False  # close the connection after this answer
-    doc: Any = None  # the JSON document of a json_response (a WebSocket reply reuses it)
+    doc: Any = None  # a json_response's document: the body is made from it when it is sent over HTTP (a
+    # WebSocket reply serializes the document into its own frame instead)
 
     def to_aiohttp(self) -> web.Response:
         """The aiohttp answer."""
@@ -96,9 +97,10 @@ class Response:
         charset = None
         if "charset=" in params:
             charset = params.split("charset=", 1)[1].strip()
+        body = self.body if self.doc is None or self.body else json_bytes(self.doc)
         rsp = web.Response(
             status=self.status,
-            body=self.body,
+            body=body,
             content_type=ctype.strip(),
             charset=charset,
             headers=self.headers,
@@ -114,8 +116,8 @@ def json_bytes(doc: Any) -> bytes:
 
 
 def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    """A JSON answer."""
-    return Response(status, json_bytes(doc), "application/json; charset=utf-8", dict(headers or {}), doc=doc)
+    """A JSON answer (serialized when it is sent)."""
+    return Response(status, b"", "application/json; charset=utf-8", dict(headers or {}), doc=doc)
 
 
 def peer_of(request: web.BaseRequest) -> str:
