@@ -25,6 +25,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -210,7 +211,10 @@ async def client_main(
         with contextlib.suppress(BaseException):
             await receivers_done
 
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     await until_all_arrived()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     if os.environ.get("BENCH_WEB_DEBUG"):
         missing = sorted(
             f"{s['user_id']}-{i}"
@@ -219,7 +223,13 @@ async def client_main(
             if f"{s['user_id']}-{i}" not in tally.seen
         )
         print("missing:", missing[:40], flush=True)
-    return {"sent": tally.sent, "refused": tally.refused, "lat": tally.lat, "arrived": len(tally.seen)}
+    return {
+        "sent": tally.sent,
+        "refused": tally.refused,
+        "lat": tally.lat,
+        "arrived": len(tally.seen),
+        "cpu": cpu,
+    }
 
 
 def client_process(args: tuple[Any, ...], out: Any) -> None:
@@ -307,6 +317,7 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             if lat[k]:
                 row[f"{k} p50"] = pct(lat[k], 0.5)
                 row[f"{k} p99"] = pct(lat[k], 0.99)
+        row["clients us/msg"] = sum(r["cpu"] for r in results) / max(1, arrived) * 1e6
         for name in workers:
             used = sum(after[name]) - sum(before[name])
             row[f"{name} us/msg"] = used / max(1, arrived) * 1e6
