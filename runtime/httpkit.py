@@ -32,7 +32,8 @@ from aiohttp import web
 log = logging.getLogger("ttgen.http")
 
 MAX_LINE = 8190
-MAX_HEADERS = 100
+MAX_HEADERS = 32
+MAX_HEAD = 8192
 IDLE_TIMEOUT = 30.0
 BODY_TIMEOUT = 30.0
 MAX_BODY = 1 << 20
@@ -219,8 +220,24 @@ def _json_refusal(status: int, reason: str) -> Response:
     return json_response({"error_code": status, "error_msg": reason}, status)
 
 
+def _head_limit(max_head: int) -> Any:
+    """A middleware refusing a request whose whole head is above `max_head` bytes (431, connection closed)."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Any) -> web.StreamResponse:
+        if head_size(request) > max_head:
+            rsp = json_response({"error_code": 1, "error_msg": "request head too large"}, 431)
+            rsp.close = True
+            return rsp.to_aiohttp()
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return limit
+
+
 class HttpServer:
-    """An aiohttp application on one port (0: any free port) with the runtime's limits."""
+    """An aiohttp application on one port (0: any free port) with the runtime's limits: `max_line` per line,
+    `max_headers` lines and `max_head` bytes for the whole head (None: the per-line limits alone)."""
 
     def __init__(
         self,
@@ -232,7 +249,10 @@ class HttpServer:
         max_headers: int = MAX_HEADERS,
         idle_timeout: float = IDLE_TIMEOUT,
         name: str = "http",
+        max_head: int | None = MAX_HEAD,
     ) -> None:
+        if max_head is not None:
+            app.middlewares.append(_head_limit(max_head))
         self.app = app
         self.host, self._wanted_port = host, port
         self.max_line, self.max_headers, self.idle_timeout = max_line, max_headers, idle_timeout
