@@ -2,12 +2,13 @@
 the gateway of a multi-process cluster on 127.0.0.1 (docs/web-api.md).
 
 Each pair is a sender and a receiver, both logged in through the gateway (`POST /api/login`). Over WebSocket
-the sender sends `{"op": "send"}` frames and the receiver reads `events` frames (acking them); over long-poll
-the sender POSTs `/api/send` and the receiver loops on `GET /api/poll`. Every message goes the whole way:
-gateway -> biz -> storage (encrypted at rest, `synchronous=FULL`) -> back to the gateway, which queues the
-event for the receiver's session. Senders are open-loop: message i of a sender is due at start + i / rate,
-and its latency is measured from that due time to its arrival at the receiver (so a stalled sender shows as
-latency, not as a lower rate). `--mode mixed` runs half the pairs over each protocol.
+the sender sends `{"op": "send"}` frames and the receiver reads `events` frames, acking after each frame as
+the generated browser client does (`--ack-every S`: at most once per S seconds); over long-poll the sender
+POSTs `/api/send` and the receiver loops on `GET /api/poll`. Every message goes the whole way: gateway -> biz
+-> storage (encrypted at rest, `synchronous=FULL`) -> back to the gateway, which queues the event for the
+receiver's session. Senders are open-loop: message i of a sender is due at start + i / rate, and its latency
+is measured from that due time to its arrival at the receiver (so a stalled sender shows as latency, not as a
+lower rate). `--mode mixed` runs half the pairs over each protocol.
 
 Reported per run: offered and delivered messages per second, sends refused or unanswered, lost messages, e2e
 latency p50/p90/p99/max (ms) per protocol and overall, and CPU per delivered message of every cluster process
@@ -70,11 +71,12 @@ async def login(http: aiohttp.ClientSession, base: str, name: str) -> dict[str, 
     raise RuntimeError(f"login of {name} failed: {doc}")
 
 
-async def ws_receiver(base: str, token: str, tally: Tally, stop_at: float) -> None:
+async def ws_receiver(base: str, token: str, tally: Tally, stop_at: float, ack_every: float) -> None:
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{base}/api/ws?token={token}", max_msg_size=0) as ws,
     ):
+        next_ack = 0.0
         while time.time() < stop_at:
             try:
                 msg = await ws.receive(timeout=max(0.1, stop_at - time.time()))
@@ -88,7 +90,9 @@ async def ws_receiver(base: str, token: str, tally: Tally, stop_at: float) -> No
             for ev in doc["events"]:
                 if ev.get("type") == "msg" and ev.get("text"):
                     tally.arrived("ws", ev["text"])
-            await ws.send_str(json.dumps({"op": "ack", "seq": doc["last_seq"]}))
+            if time.monotonic() >= next_ack:
+                await ws.send_str(json.dumps({"op": "ack", "seq": doc["last_seq"]}))
+                next_ack = time.monotonic() + ack_every
 
 
 async def ws_sender(
@@ -180,6 +184,7 @@ async def client_main(
     duration: float,
     rate: float,
     drain: float,
+    ack_every: float,
 ) -> dict[str, Any]:
     tally = Tally()
     async with aiohttp.ClientSession() as http:
@@ -194,7 +199,7 @@ async def client_main(
     for proto, base, s, r in logged:
         tag = f"{s['user_id']}"
         if proto == "ws":
-            jobs.append(ws_receiver(base, r["token"], tally, stop_at))
+            jobs.append(ws_receiver(base, r["token"], tally, stop_at, ack_every))
             jobs.append(ws_sender(base, s["token"], r["user_id"], tag, start, duration, rate, tally))
         else:
             jobs.append(poll_receiver(base, r["token"], tally, stop_at))
@@ -285,7 +290,8 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             start = time.time() + opts.settle + opts.pairs / 50
             procs = []
             for p in range(opts.client_procs):
-                args = (pairs[p :: opts.client_procs], bases, start, opts.duration, opts.rate, opts.drain)
+                share = pairs[p :: opts.client_procs]
+                args = (share, bases, start, opts.duration, opts.rate, opts.drain, opts.ack_every)
                 proc = ctx.Process(target=client_process, args=(args, out))
                 proc.start()
                 procs.append(proc)
@@ -336,17 +342,21 @@ def main() -> None:
     ap.add_argument("--mode", choices=("ws", "poll", "mixed"), default="mixed")
     ap.add_argument("--gateways", type=int, default=1)
     ap.add_argument("--client-procs", type=int, default=2)
+    ap.add_argument("--ack-every", type=float, default=0.0, help="s between WebSocket acks (0: every frame)")
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="write the runs (and their median) here as JSON")
     opts = ap.parse_args()
     rows = []
     for i in range(opts.runs):
         row = asyncio.run(one_run(opts))
         rows.append(row)
         print(f"run {i + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in row.items()), flush=True)
+    keys = [k for k in rows[0] if all(k in r for r in rows)]
+    med = {k: statistics.median(r[k] for r in rows) for k in keys}
     if len(rows) > 1:
-        keys = [k for k in rows[0] if all(k in r for r in rows)]
-        med = {k: statistics.median(r[k] for r in rows) for k in keys}
         print("median: " + ", ".join(f"{k} {v:,.1f}" for k, v in med.items()), flush=True)
+    if opts.json is not None:
+        opts.json.write_text(json.dumps({"runs": rows, "median": med}, indent=1))
 
 
 if __name__ == "__main__":
