@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from runtime import httpkit
 from runtime.services.gateway import websocket as gw_ws
 from tests.http_support import encode_multipart, http_request, post_json
 from tests.integration.conftest import cluster_storage
@@ -232,6 +233,7 @@ async def raw_socket(addr: tuple[str, int], token: str) -> tuple[asyncio.StreamR
 def test_websocket_bad_input_is_refused_and_harms_nothing(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(gw_ws, "AUTH_TIMEOUT", 0.5)
     monkeypatch.setattr(gw_ws, "SEND_TIMEOUT", 1.0)
+    monkeypatch.setattr(httpkit, "BODY_TIMEOUT", 0.5)
 
     async def body(c: FileCluster) -> None:
         addr = await wait_gateway(c)
@@ -284,6 +286,13 @@ def test_websocket_bad_input_is_refused_and_harms_nothing(tmp_path: Path, monkey
                 await noisy.ws.send_str("nope")
             assert await noisy.close_code() == gw_ws.CLOSE_ABUSE
             await noisy.close()
+        # A body that never arrives in full: 408 (error 1) after BODY_TIMEOUT, connection closed.
+        reader, writer = await asyncio.open_connection(*addr)
+        writer.write(b"POST /api/send HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        slow = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert slow.startswith(b"HTTP/1.1 408") and b'"error_code":1' in slow
         # A socket that never reads: the gateway drops it once a send blocks, and keeps serving others.
         _reader, writer = await raw_socket(addr, web.token)
         await asyncio.sleep(0.2)
