@@ -190,7 +190,7 @@ async def client_main(
     async with aiohttp.ClientSession() as http:
         logged = []
         for n, (proto, sender, receiver) in enumerate(pairs):
-            base = bases[n % len(bases)]
+            base = bases[(n // 2) % len(bases)]  # pairs alternate protocols: each gateway gets both
             s = await login(http, base, sender)
             r = await login(http, base, receiver)
             logged.append((proto, base, s, r))
