@@ -36,7 +36,7 @@ def test_every_suite_gets_a_share_of_the_budget(tt_stack: FuzzStack, validating:
     # The budget is shared, not multiplied: the suites' times add up to about the budget (one case may overrun
     # it). How the time divides depends on the machine's load (one slow stateful case can take most of it), so
     # the share itself is not asserted here.
-    assert 3.0 < sum(shares.values()) < 4.0 + 10.0, shares
+    assert 2.0 < sum(shares.values()) < 4.0 + 10.0, shares
     lines = engine.stats.report({c.name for c in tt_stack.registry})
     assert len(lines) == 4 and all("examples" in line and "commands covered" in line for line in lines)
     assert engine.stats.suites["stateful"].commands  # the stateful model's requests count as coverage
