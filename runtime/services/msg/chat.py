@@ -65,19 +65,19 @@ class ChatHandlers:
         self._ack_class = proto.info(self.cmd.CID_MSG_DATA_ACK).message_class
         self._data_class = proto.info(self.cmd.CID_MSG_DATA).message_class
         self._tokens = StoreTokens()
-        self._cids = {
-            name: proto.cid(name) for name in ("CID_MSG_DATA", "CID_EXT_MSG_BURN") if proto.has(name)
-        }
+        self._data_name = self.cmd.CID_MSG_DATA.name
+        self._burn_name = self.cmd.CID_EXT_MSG_BURN.name
+        self._cids = {name: proto.cid(name) for name in (self._data_name, self._burn_name) if proto.has(name)}
 
     def send(self, ctx: Context, msg: message.IMMsgData) -> message.IMMsgDataAck | None:
         """IMMsgData: store through biz, ack the sender with the durable id, deliver to every device of every
         party. A plain function (the hot path never suspends), which the dispatcher calls without a
         coroutine."""
-        return self._send_chat(ctx, msg, "CID_MSG_DATA")
+        return self._send_chat(ctx, msg, self._data_name)
 
     def send_burn(self, ctx: Context, msg: message.IMMsgData) -> message.IMMsgDataAck | None:
         """A burn-after-reading 1:1 message: stored flagged, destroyed when the recipient reads it."""
-        return self._send_chat(ctx, msg, "CID_EXT_MSG_BURN")
+        return self._send_chat(ctx, msg, self._burn_name)
 
     def _send_chat(self, ctx: Context, msg: message.IMMsgData, command: str) -> message.IMMsgDataAck | None:
         """The hot path. It never suspends: biz's answer arrives in a callback that acks and fans out, so no
@@ -156,7 +156,7 @@ class ChatHandlers:
     def deliver(
         self,
         command: str,
-        msg: Message,
+        msg: message.IMMsgData,
         targets: Any,
         skip: ClientState | None = None,
         body: bytes | None = None,
@@ -181,11 +181,11 @@ class ChatHandlers:
 
     async def read_ack(self, ctx: Context, msg: message.IMMsgDataReadAck) -> None:
         """Clear unread through biz; tell the user's other devices; erase burned messages everywhere."""
-        await self._read(ctx, msg, "CID_MSG_READ_ACK")
+        await self._read(ctx, msg, self.cmd.CID_MSG_READ_ACK.name)
 
     async def burn_read(self, ctx: Context, msg: ext.IMBurnReadReq) -> None:
         """The recipient opened a burn-after-reading message."""
-        await self._read(ctx, msg, "CID_EXT_MSG_BURN_READ")
+        await self._read(ctx, msg, self.cmd.CID_EXT_MSG_BURN_READ.name)
 
     async def _read(
         self, ctx: Context, msg: message.IMMsgDataReadAck | ext.IMBurnReadReq, command: str

@@ -17,6 +17,7 @@ from runtime.monitor.metrics import Metrics
 from runtime.services.links import FLAG_RELAY, Dialer, Link, Proto, pack_relay
 from runtime.services.msg.delivery import ClientState
 from runtime.services.msg.routing import RouterPool
+from runtime.services.protocol import command_ids_of
 
 if TYPE_CHECKING:
     from generated.teamtalk import IM_Group_pb2 as group
@@ -182,12 +183,11 @@ class GroupCache:
         cached = self.groups.get(group_id)
         if cached is not None:
             return cached[1]
-        req = cast("group.IMGroupInfoListReq", self.proto.new("CID_GROUP_INFO_REQUEST", user_id=user_id))
+        cid = command_ids_of(self.proto.registry).CID_GROUP_INFO_REQUEST
+        req = cast("group.IMGroupInfoListReq", self.proto.new(cid, user_id=user_id))
         v = req.group_version_list.add()
         v.group_id, v.version = group_id, 0
-        rsp = cast(
-            "group.IMGroupInfoListRsp | None", await self.biz.call("CID_GROUP_INFO_REQUEST", user_id, req)
-        )
+        rsp = cast("group.IMGroupInfoListRsp | None", await self.biz.call(cid.name, user_id, req))
         if rsp is None:
             return []
         for info in rsp.group_info_list:

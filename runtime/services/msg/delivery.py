@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from runtime.monitor.metrics import Metrics
 
 if TYPE_CHECKING:
+    from generated.teamtalk import IM_Message_pb2 as message
     from generated.teamtalk.registry import Enums
 
 SEEN_LIMIT = 4096  # delivered keys remembered per connection
@@ -45,7 +46,7 @@ def same_class(a: int, b: int) -> bool:
     return ((a ^ b) >> 4) == 0
 
 
-def delivery_key(receiver: int, msg: Any, kinds: ChatKinds) -> DeliveryKey:
+def delivery_key(receiver: int, msg: message.IMMsgData, kinds: ChatKinds) -> DeliveryKey:
     """The ack key of an IMMsgData for one receiving user."""
     if msg.msg_type & kinds.group_bit:
         return (kinds.group, msg.to_session_id, msg.msg_id)

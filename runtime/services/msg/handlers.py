@@ -714,7 +714,9 @@ class MsgHandlers:
     on_cid_other_file_server_ip_rsp = _internal_only
 
     # what the inbound relays (runtime.services.msg.inbound) hand over -----------------------------------
-    def deliver_chat(self, command: str, msg: Message, targets: Any, body: bytes | None = None) -> None:
+    def deliver_chat(
+        self, command: str, msg: message.IMMsgData, targets: Any, body: bytes | None = None
+    ) -> None:
         """A chat message a router relayed: local delivery with retransmit tracking."""
         self.chat.deliver(command, msg, targets, body=body)
 

@@ -57,7 +57,7 @@ class MsgService(Service):
         self.local = LocalSessions(self.metrics)
         self.sessions = self.local.by_user  # user id -> authenticated connections here
         self.max_conn = int(ctx.config.get("max_conn", 100000))
-        policy = ctx.registry.by_name("CID_MSG_DATA").policy("transport")
+        policy = ctx.registry.by_id(self.cmd.CID_MSG_DATA).policy("transport")
         timeout = _seconds(ctx.config.get("retransmit_timeout", policy.get("timeout")), 5.0)
         attempts = int(ctx.config.get("max_attempts", policy.get("max_attempts", 5)))
         self.plugins = load_plugins(ctx.cluster_config.get("plugins") or (), self)  # runtime.plugins
