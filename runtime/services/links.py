@@ -533,14 +533,15 @@ class Proto:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._cache: dict[str, CommandInfo] = {}
+        self._cache: dict[str | int, CommandInfo] = {}
         self._enums: dict[tuple[str, str], dict[str, int]] = {}
 
-    def info(self, name: str) -> CommandInfo:
-        """The registry entry of a command name."""
+    def info(self, name: str | int) -> CommandInfo:
+        """The registry entry of a command name, or of a command id (the registry's `CommandId`)."""
         info = self._cache.get(name)
         if info is None:
-            info = self._cache[name] = self.registry.by_name(name)
+            found = self.registry.by_id(name) if isinstance(name, int) else self.registry.by_name(name)
+            info = self._cache[name] = found
         return info
 
     def has(self, name: str) -> bool:
@@ -551,11 +552,11 @@ class Proto:
             return False
         return True
 
-    def cid(self, name: str) -> int:
+    def cid(self, name: str | int) -> int:
         """The command id of a command name."""
         return self.info(name).command_id
 
-    def new(self, name: str, **fields: Any) -> PbMessage:
+    def new(self, name: str | int, **fields: Any) -> PbMessage:
         """A new message of the command's type with the given fields set."""
         return self.info(name).message_class(**fields)
 
