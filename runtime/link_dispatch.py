@@ -24,7 +24,7 @@ from typing import Any, cast
 from google.protobuf.message import Message
 
 from runtime.connection import FLAG_RELAY, FLAG_REQUEST, relay_targets
-from runtime.dispatch import Context, Dispatcher, Route, _Resume
+from runtime.dispatch import Context, Dispatcher, Route
 from runtime.framing import Frame
 from runtime.registry import CommandInfo
 from runtime.transport import InternalLink, Link
@@ -37,9 +37,10 @@ Observer = Callable[[str, float, bool], None]
 
 class LinkContext(Context):
     """What a handler sees of an internal request: the link, the frame, the acting user (the relay
-    envelope's first target, 0 if none), all targets, and `reply`/`defer` to answer later."""
+    envelope's first target, 0 if none), all targets (None: a broadcast, or not relayed), the message's own
+    bytes (`body`: to pass it on without serializing it again), and `reply`/`defer` to answer later."""
 
-    __slots__ = ("answered", "deferred", "frame", "started", "targets", "user")
+    __slots__ = ("answered", "body", "deferred", "frame", "started", "targets", "user")
 
     def __init__(
         self,
@@ -49,9 +50,11 @@ class LinkContext(Context):
         frame: Frame,
         user: int,
         targets: tuple[int, ...] | None,
+        body: bytes | memoryview,
     ) -> None:
         super().__init__(dispatcher, link, info, frame.seq)
         self.frame = frame
+        self.body = body  # the message's bytes (inside the relay envelope, if any)
         self.user = user
         self.targets = targets
         self.deferred = False
@@ -171,7 +174,7 @@ def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[F
             log.warning("%r: bad %s: %s", link, info.name, exc)
             internal.confirm(frame)
             continue
-        ctx = LinkContext(dispatcher, link, info, frame, user, targets)
+        ctx = LinkContext(dispatcher, link, info, frame, user, targets, body)
         if observed:
             ctx.started = time.perf_counter()
         _run(dispatcher, ctx, route, msg)
@@ -180,27 +183,25 @@ def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[F
 
 
 def _run(dispatcher: Dispatcher, ctx: LinkContext, route: Route, msg: Message) -> None:
+    if route.is_async:
+        # A task from the start (not stepped eagerly as client requests are): internal handlers await
+        # storage and helpers that need a current task (asyncio.timeout). A hot command that never suspends
+        # is implemented as a plain function and runs inline below.
+        task = asyncio.get_running_loop().create_task(_run_async(ctx, route, msg))
+        dispatcher._tasks.add(task)
+        task.add_done_callback(dispatcher._tasks.discard)
+        return
     try:
         result: Any = route.handler(ctx, msg)
-        if route.is_async:
-            try:
-                first = result.send(None)
-            except StopIteration as stop:
-                result = stop.value
-            else:
-                task = asyncio.get_running_loop().create_task(_resume(ctx, route, _Resume(result, first)))
-                dispatcher._tasks.add(task)
-                task.add_done_callback(dispatcher._tasks.discard)
-                return
     except Exception as exc:
         _failed(ctx, route, exc)
         return
     _finish(ctx, route, result)
 
 
-async def _resume(ctx: LinkContext, route: Route, rest: Any) -> None:
+async def _run_async(ctx: LinkContext, route: Route, msg: Message) -> None:
     try:
-        result = await rest
+        result = await route.handler(ctx, msg)  # type: ignore[misc]
     except Exception as exc:
         _failed(ctx, route, exc)
         return
