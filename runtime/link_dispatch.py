@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
 
@@ -33,6 +33,24 @@ log = logging.getLogger("runtime.dispatch.links")
 
 # A service's observer of internal requests: (command name, seconds from arrival to answer, failed).
 Observer = Callable[[str, float, bool], None]
+F = TypeVar("F", bound=Callable[..., Any])
+_FORWARDS = "__link_forwards__"
+
+
+def forwards(handler: F) -> F:
+    """Marks a handler that passes an internal frame on as it came (a router's relay): the body is not
+    parsed, the handler gets None for the message and forwards `ctx.frame` to `ctx.targets`."""
+    setattr(handler, _FORWARDS, True)
+    return handler
+
+
+def _forwarded(dispatcher: Dispatcher) -> frozenset[int]:
+    try:
+        return dispatcher._link_forwards  # type: ignore[attr-defined,no-any-return]
+    except AttributeError:
+        cids = frozenset(cid for cid, r in dispatcher.routes.items() if getattr(r.handler, _FORWARDS, False))
+        dispatcher._link_forwards = cids  # type: ignore[attr-defined]
+        return cids
 
 
 class LinkContext(Context):
@@ -52,7 +70,14 @@ class LinkContext(Context):
         targets: tuple[int, ...] | None,
         body: bytes | memoryview,
     ) -> None:
-        super().__init__(dispatcher, link, info, frame.seq)
+        # Context's fields set here directly (one call less on every internal frame)
+        self.dispatcher = dispatcher
+        self.link = link
+        self.info = info
+        self.seq = frame.seq
+        self.close_reason: str | None = None
+        self.dedup_key = None
+        self.dedup_slot = None
         self.frame = frame
         self.body = body  # the message's bytes (inside the relay envelope, if any)
         self.user = user
@@ -154,6 +179,7 @@ def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[F
     assert conn is not None
     internal: Any = link
     observed = _observer(dispatcher) is not None
+    forwarded = _forwarded(dispatcher)
     for frame, info in frames:
         route = routes.get(frame.command_id)
         if route is None:
@@ -169,7 +195,10 @@ def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[F
                 if targets:
                     user = targets[0]
                 body = body[start:]
-            msg = route.parse(body if type(body) is bytes else bytes(body))
+            if frame.command_id in forwarded:
+                msg: Any = None
+            else:
+                msg = route.parse(body if type(body) is bytes else bytes(body))
         except Exception as exc:  # a bad body is answered empty; the link survives
             log.warning("%r: bad %s: %s", link, info.name, exc)
             internal.confirm(frame)
@@ -225,4 +254,4 @@ def _failed(ctx: LinkContext, route: Route, exc: BaseException) -> None:
     ctx.answer_empty(failed=True)
 
 
-__all__ = ["FLAG_REQUEST", "LinkContext", "Observer", "answer_later", "frames_received"]
+__all__ = ["FLAG_REQUEST", "LinkContext", "Observer", "answer_later", "forwards", "frames_received"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -42,6 +41,7 @@ from runtime.connection import (
 )
 from runtime.framing import Frame
 from runtime.registry import CommandInfo, Registry, UnknownCommand
+from runtime.services.contracts import ResultCode  # re-exported: services import it from here too
 from runtime.transport import FrameHandler, InternalLink
 from runtime.transport import Link as TransportLink
 
@@ -211,34 +211,6 @@ class Proto:
                 raise KeyError(f"{name}.{field} is not an enum field")
             cached = self._enums[(name, field)] = {v.name: v.number for v in desc.values}
         return cached
-
-
-class ResultCode(enum.IntEnum):
-    """Result codes services put in `result_code` fields (and in the biz reply envelope of IMMsgData).
-
-    0-7 keep TeamTalk's login ResultType numbering where they overlap; the rest are ttgen's own, so a client
-    can tell "not a member" from "no such group" from "bad value".
-    """
-
-    OK = 0
-    NO_MSG_SERVER = 1
-    MSG_SERVER_FULL = 2
-    NO_DB_SERVER = 3
-    NO_LOGIN_SERVER = 4
-    NO_ROUTE_SERVER = 5
-    DB_VALIDATE_FAILED = 6
-    VERSION_TOO_OLD = 7
-    INVALID_ARGUMENT = 20
-    NOT_FOUND = 21
-    ACCESS_DENIED = 22
-    CONFLICT = 23
-    VALUE_TOO_LARGE = 24
-    LOCKED_OUT = 25
-    UNKNOWN_USER = 26
-    RATE_LIMITED = 27
-    RECALL_WINDOW_EXPIRED = 28
-    NOT_LOGGED_IN = 29
-    INTERNAL = 99
 
 
 __all__ = [

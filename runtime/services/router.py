@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from runtime.dispatch import Context, Dispatcher
 from runtime.framing import Frame
-from runtime.link_dispatch import LinkContext
+from runtime.link_dispatch import LinkContext, forwards
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
     Endpoint,
@@ -216,59 +216,73 @@ class RouterService(Service):
         """Heartbeats are answered by the link layer and never dispatched."""
         return None
 
-    # handlers: relays (forwarded as they came, to the msg servers holding a target) -------------------------
+    # handlers: relays, forwarded as they came (not parsed) to the msg servers holding a target ------------
+    @forwards
     def on_cid_msg_data(self, ctx: Context, msg: Any) -> None:
         """A stored chat message for its parties' other servers."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_ext_msg_burn(self, ctx: Context, msg: Any) -> None:
         """A stored burn-after-reading message."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_msg_read_notify(self, ctx: Context, msg: Any) -> None:
         """A session was read: the reader's other devices."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_switch_p2p_cmd(self, ctx: Context, msg: Any) -> None:
         """An opaque user-to-user command."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_buddy_list_remove_session_notify(self, ctx: Context, msg: Any) -> None:
         """A session was deleted: the user's other devices."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_buddy_list_sign_info_changed_notify(self, ctx: Context, msg: Any) -> None:
         """A signature changed: every online user."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_group_change_member_notify(self, ctx: Context, msg: Any) -> None:
         """Group membership changed."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_file_notify(self, ctx: Context, msg: Any) -> None:
         """A file offer or a ready offline file."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_ext_msg_burned_notify(self, ctx: Context, msg: Any) -> None:
         """A burn-after-reading message was read and destroyed."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_ext_msg_recall_notify(self, ctx: Context, msg: Any) -> None:
         """A message was recalled."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_ext_typing(self, ctx: Context, msg: Any) -> None:
         """A typing indicator."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_ext_signal(self, ctx: Context, msg: Any) -> None:
         """Another ephemeral signal."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_other_server_kick_user(self, ctx: Context, msg: Any) -> None:
         """A cluster-wide kick, to the servers holding the user."""
         self._relay(ctx)
 
+    @forwards
     def on_cid_shake_share(self, ctx: Context, msg: Any) -> None:
         """A shake shared with every msg server (the shake plugin)."""
         self._relay(ctx)

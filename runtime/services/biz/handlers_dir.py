@@ -7,7 +7,8 @@ from typing import Any
 
 from runtime.dispatch import Context
 from runtime.services.biz.convert import fill_department, fill_latest, fill_user, result_of
-from runtime.services.links import Proto, ResultCode
+from runtime.services.contracts import ResultCode
+from runtime.services.links import Proto
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import GroupVersion, SessionType, UserPatch, UserStatus

@@ -12,17 +12,15 @@ from typing import Any
 
 from runtime.dispatch import Context
 from runtime.link_dispatch import answer_later
-from runtime.services.biz.convert import (
-    GROUP_MSG_BIT,
-    fill_latest,
-    fill_msg,
+from runtime.services.biz.convert import GROUP_MSG_BIT, fill_latest, fill_msg, result_of
+from runtime.services.contracts import (
+    ResultCode,
     is_resend,
     pack_store_reply,
     request_token,
-    result_of,
     unpack_version,
 )
-from runtime.services.links import Proto, ResultCode
+from runtime.services.links import Proto
 from runtime.stages.transport import DedupWindow
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
@@ -74,7 +72,7 @@ def _single_stored(
     res: Any,
     error: BaseException | None,
 ) -> None:
-    """The storage callback of `store_single_nowait`: fill in the reply as `h_msg_data` would."""
+    """The storage callback of `store_single_nowait`: fill in the reply as `store_message` would."""
     if error is None:
         msg.msg_id = res.msg_id
         msg.create_time = res.created
@@ -131,12 +129,13 @@ class MessageHandlers:
         return state
 
     def store_single_nowait(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> bool:
-        """`h_msg_data` for a 1:1 message without a task or a future: the storage calls back after the commit
-        and `done(reply)` gets what `h_msg_data` would return (None if storing failed unexpectedly). False
-        (nothing done) for a group message, a storage without the callback form, or a resend whose token
-        the memory does not know (rare: `h_msg_data` asks storage whether its first copy was stored)."""
-        send = getattr(self.storage, "send_single_nowait", None)
-        if send is None or msg.msg_type & GROUP_MSG_BIT:
+        """`store_message` for a 1:1 message without a task or a future: the storage calls back after the
+        commit and `done(reply)` gets what `store_message` would return (None if storing failed
+        unexpectedly). False (nothing done) for a group message, a storage without commit callbacks, or a
+        resend whose token the memory does not know (rare: `store_message` asks storage whether its first
+        copy was stored)."""
+        storage = self.storage
+        if not storage.commit_callbacks or msg.msg_type & GROUP_MSG_BIT:
             return False
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id
@@ -153,7 +152,9 @@ class MessageHandlers:
         # A partial, not a closure: cheaper per message.
         stored = partial(_single_stored, msg, done, self._store_tokens, user_id, token)
         try:
-            send(user_id, to, msg.msg_type, msg.msg_data, stored, dedup_key=dedup, burn=burn, token=token)
+            storage.send_single_nowait(
+                user_id, to, msg.msg_type, msg.msg_data, stored, dedup_key=dedup, burn=burn, token=token
+            )
         except se.StorageError as exc:  # closed
             stored(None, exc)
         return True

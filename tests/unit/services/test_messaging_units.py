@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from runtime.errors import FrameError
 from runtime.monitor.metrics import Metrics
-from runtime.services.biz.convert import pack_store_reply, unpack_store_reply
+from runtime.services.contracts import pack_store_reply, unpack_store_reply
 from runtime.services.links import pack_relay, unpack_relay
 from runtime.services.login import MSG_SERVER_FULL, NO_MSG_SERVER, NONE, Admission, MsgServer
 from runtime.services.msg.delivery import ClientState, DeliveryTracker, delivery_key, same_class

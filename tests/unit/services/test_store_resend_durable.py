@@ -20,8 +20,8 @@ import pytest
 from generated.teamtalk.registry import REGISTRY
 from runtime.cluster.discovery import StaticDiscovery
 from runtime.services.base import ServiceContext
-from runtime.services.biz.convert import pack_store_request, unpack_store_reply
 from runtime.services.biz.service import BizService
+from runtime.services.contracts import pack_store_request, unpack_store_reply
 from runtime.services.links import FLAG_RELAY, Link, NoRequests, pack_relay
 from runtime.storage import GroupType, NewUser
 
