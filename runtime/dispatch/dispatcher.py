@@ -66,6 +66,9 @@ class Dispatcher:
             if info.reply and reply is None:
                 raise ValueError(f"{info.name}: reply command {info.reply!r} is not in the registry")
             self.routes[cid] = Route(info, getattr(service, method), self.stages[cid], reply)
+        from runtime.link_dispatch import frames_received  # imports this module
+
+        self._link_frames = frames_received  # frames of internal links
         self._on_connect = getattr(service, "on_connect", None)
         self._on_disconnect = getattr(service, "on_disconnect", None)
         self._on_rejected = getattr(service, "on_rejected", None)
@@ -85,6 +88,9 @@ class Dispatcher:
             self._guard(self._on_disconnect, link, reason)
 
     def frames_received(self, link: Link, frames: Iterable[tuple[Frame, CommandInfo]]) -> None:
+        if link.kind is Kind.SERVER_LINK:
+            self._link_frames(self, link, frames)  # runtime.link_dispatch
+            return
         routes = self.routes
         conn = link.conn
         assert conn is not None

@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from runtime.dispatch import Context
 from runtime.framing import Frame
 from runtime.services.base import Discovery
-from runtime.services.links import FLAG_RELAY, Link, LinkAuth, Proto, pack_relay
+from runtime.services.links import FLAG_RELAY, Link, LinkAuth, NoRequests, Proto, pack_relay
 from runtime.services.protocol import command_ids_of, enums_of
 
 if TYPE_CHECKING:
@@ -71,7 +71,11 @@ class FileRequestHandlers:
         for ep in endpoints:
             try:
                 _tr, link = await loop.create_connection(
-                    partial(Link, "msg->file", auth=self.link_auth, dialer=True), ep.host, ep.port
+                    partial(
+                        Link, self.proto.registry, NoRequests(), name="msg->file", auth=self.link_auth, dialer=True
+                    ),
+                    ep.host,
+                    ep.port,
                 )
             except OSError:
                 continue

@@ -120,7 +120,7 @@ class BizPool:
         n = len(dialers)
         if n == 1:
             link = dialers[0].link
-            return link if link is not None and link.transport is not None else None
+            return link if link is not None and link.is_open else None
         if n == 0:
             return None
         start = ((user_id * 0x9E3779B1) & 0xFFFFFFFF) % n

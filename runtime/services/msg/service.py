@@ -15,12 +15,11 @@ from typing import Any
 from google.protobuf.message import Message
 
 from runtime.dispatch import Dispatcher
-from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.plugins import load_plugins
 from runtime.services.base import Endpoint, Service, ServiceContext, cancel_task, config_port
 from runtime.services.file import FileRequestHandlers
-from runtime.services.links import Dialer, Link, Proto
+from runtime.services.links import Dialer, Link, NoRequests, Proto
 from runtime.services.msg.chat import ChatHandlers
 from runtime.services.msg.common import BizPool, Fanout, GroupCache, LocalSessions
 from runtime.services.msg.delivery import ClientState, DeliveryTracker
@@ -66,8 +65,10 @@ class MsgService(Service):
         )
         self.presence = LocalPresence(ctx.registry, self.metrics, self.local, self.push)
         self.inbound = InboundRelays(self)
+        # Frames from routers: the same dispatcher machinery, routed to the relay handlers.
+        self.inbound_dispatcher = Dispatcher(ctx.registry, self.inbound, stages=self.dispatcher.stages)
         self.routers = RouterPool(
-            self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot, ctx.link_auth
+            self.proto, ctx.discovery, self.metrics, self.inbound_dispatcher, self.snapshot, ctx.link_auth
         )
         self.biz = BizPool(self.proto)  # one dialer per biz instance, by instance number
         self.groups = GroupCache(self.proto, self.biz)
@@ -217,14 +218,16 @@ class MsgService(Service):
             return eps[0].address if eps else None
 
         d = Dialer(
-            name, resolve, self._unexpected_frame, on_up=on_up, max_backoff=1.0, auth=self.ctx.link_auth
+            name,
+            resolve,
+            NoRequests(),
+            registry=self.ctx.registry,
+            on_up=on_up,
+            max_backoff=1.0,
+            auth=self.ctx.link_auth,
         )
         d.start()
         return d
-
-    def _unexpected_frame(self, link: Link, frame: Frame) -> None:
-        if frame.command_id == self.cmd.CID_OTHER_STOP_RECV_PACKET:
-            self.log.info("%s asked us to stop sending", link.name)
 
     def biz_link(self, user_id: int = 0) -> Link | None:
         """The biz link for requests on behalf of `user_id` (runtime.services.msg.common.BizPool.link)."""
@@ -266,7 +269,7 @@ class MsgService(Service):
                     self.routers.tick(now)
                     for d in [*self.biz.dialers, *self.logins.values()]:
                         if d.link is not None:
-                            d.link.tick(now)
+                            d.link.tick(d.link.now())
             except Exception:
                 self.log.exception("msg tick failed")
 

@@ -9,23 +9,29 @@ import sys
 
 import pytest
 
-from runtime.services.links import DEAD_PEER_TIMEOUT, Link, serve_links
+from generated.teamtalk.registry import REGISTRY
+from runtime.services.links import DEAD_PEER_TIMEOUT, Link, NoRequests
+from runtime.transport import serve_links
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="TCP_USER_TIMEOUT and TCP_KEEPIDLE are Linux options")
 def test_both_ends_of_a_link_detect_a_dead_peer() -> None:
     async def body() -> None:
-        accepted: list[Link] = []
-        server = await serve_links("127.0.0.1", 0, accepted.append, "test", auth=None)
-        port = server.sockets[0].getsockname()[1]
+        reg = REGISTRY
+        server = await serve_links("127.0.0.1", 0, NoRequests, registry=reg, auth=None, name="test")
+        port = server.port
         loop = asyncio.get_running_loop()
         transport, dialer = await loop.create_connection(
-            lambda: Link("dialer", dialer=True), "127.0.0.1", port
+            lambda: Link(reg, NoRequests(), name="dialer", dialer=True), "127.0.0.1", port
         )
         try:
-            while not accepted:
+            for _ in range(200):
+                if server.links:
+                    break
                 await asyncio.sleep(0.01)
-            for link in (dialer, accepted[0]):
+            links = [dialer, *server.links]
+            assert len(links) == 2
+            for link in links:
                 assert link.transport is not None
                 sock = link.transport.get_extra_info("socket")
                 assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
@@ -35,7 +41,6 @@ def test_both_ends_of_a_link_detect_a_dead_peer() -> None:
                 )
         finally:
             transport.close()
-            server.close()
-            await server.wait_closed()
+            await server.shutdown(0.5)
 
     asyncio.run(body())
