@@ -234,9 +234,9 @@ __all__ = [
     "Proto",
     "ReplyCallback",
     "ResultCode",
+    "detect_dead_peer",
     "pack_relay",
     "relay_head",
     "relay_targets",
-    "detect_dead_peer",
     "unpack_relay",
 ]

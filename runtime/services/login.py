@@ -17,7 +17,6 @@ from typing import Any
 from aiohttp import web
 
 from runtime.dispatch import Context, Dispatcher
-from runtime.framing import Frame
 from runtime.httpkit import HttpServer, Request, Response, serve_simple
 from runtime.monitor.metrics import Metrics
 from runtime.services.admission import (

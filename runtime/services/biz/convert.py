@@ -12,7 +12,6 @@ from runtime.storage import errors as se
 from runtime.storage.models import Department, Group, Message, User
 
 
-
 def fill_user(info: Any, user: User) -> None:
     """Copy a storage User into an IM.BaseDefine.UserInfo."""
     info.user_id = user.id

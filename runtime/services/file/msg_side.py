@@ -72,7 +72,12 @@ class FileRequestHandlers:
             try:
                 _tr, link = await loop.create_connection(
                     partial(
-                        Link, self.proto.registry, NoRequests(), name="msg->file", auth=self.link_auth, dialer=True
+                        Link,
+                        self.proto.registry,
+                        NoRequests(),
+                        name="msg->file",
+                        auth=self.link_auth,
+                        dialer=True,
                     ),
                     ep.host,
                     ep.port,

@@ -306,7 +306,8 @@ class _PendingStore:
         if frame is not None:
             result = attempt.answer(frame.body)
             if result is not None:
-                self.chat.stored(self.ctx, self.st, self.command, self.cid, attempt.msg, result, self.is_group)
+                chat = self.chat
+                chat.stored(self.ctx, self.st, self.command, self.cid, attempt.msg, result, self.is_group)
                 return
         else:
             delay = attempt.retry_delay()

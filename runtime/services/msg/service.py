@@ -28,6 +28,7 @@ from runtime.services.msg.inbound import InboundRelays
 from runtime.services.msg.presence import LocalPresence
 from runtime.services.msg.routing import RouterPool
 from runtime.services.protocol import command_ids_of
+from runtime.stages import build_stages
 from runtime.transport import Server, serve
 
 TICK = 0.1  # retransmit resolution; link heartbeats every 10th tick, discovery every 50th
@@ -66,7 +67,8 @@ class MsgService(Service):
         self.presence = LocalPresence(ctx.registry, self.metrics, self.local, self.push)
         self.inbound = InboundRelays(self)
         # Frames from routers: the same dispatcher machinery, routed to the relay handlers.
-        self.inbound_dispatcher = Dispatcher(ctx.registry, self.inbound, stages=self.dispatcher.stages)
+        self._stages = build_stages(ctx.registry)  # shared with the client dispatcher (made below)
+        self.inbound_dispatcher = Dispatcher(ctx.registry, self.inbound, stages=self._stages)
         self.routers = RouterPool(
             self.proto, ctx.discovery, self.metrics, self.inbound_dispatcher, self.snapshot, ctx.link_auth
         )
@@ -90,7 +92,7 @@ class MsgService(Service):
         )
         self._background: set[asyncio.Task[Any]] = set()
         self.handlers = self._make_handlers()
-        self.dispatcher = Dispatcher(ctx.registry, self.handlers)
+        self.dispatcher = Dispatcher(ctx.registry, self.handlers, stages=self._stages)
 
     def _components(self) -> tuple[SessionHandlers, BizForwarding, ChatHandlers, FileRequestHandlers]:
         """The handler components, each given its collaborators."""
