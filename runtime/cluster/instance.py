@@ -21,6 +21,7 @@ from runtime.monitor.metrics import Metrics
 from runtime.registry import Registry
 from runtime.services.base import Discovery, Endpoint, Service, ServiceContext
 from runtime.services.links import LinkAuth
+from runtime.services.local_links import SHARD
 
 
 def empty_registry() -> Registry:
@@ -123,9 +124,21 @@ def make_context(
 
 
 async def start_instance(
-    cls: type[Service], ctx: ServiceContext, log_dir: Path, metrics_port: int = 0
+    cls: type[Service], ctx: ServiceContext, log_dir: Path, metrics_port: int = 0, shard: str | None = None
 ) -> HostedInstance:
-    """Create and start one instance; on failure what it started is closed again and the error raised."""
+    """Create and start one instance; on failure what it started is closed again and the error raised.
+    `shard` (runtime.cluster.layout): links it opens to roles of the same shard in this process are
+    in-process (the tasks it starts inherit the shard)."""
+    token = SHARD.set(shard)
+    try:
+        return await _start_instance(cls, ctx, log_dir, metrics_port)
+    finally:
+        SHARD.reset(token)
+
+
+async def _start_instance(
+    cls: type[Service], ctx: ServiceContext, log_dir: Path, metrics_port: int
+) -> HostedInstance:
     handler = attach_instance_log(log_dir, ctx.name, ctx.instance)
     service = cls(ctx)
     if ctx.link_auth is not None:

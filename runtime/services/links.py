@@ -405,7 +405,11 @@ async def serve_links(
         loop.call_soon(on_link, link)
         return link
 
-    return await loop.create_server(factory, host, port)
+    server = await loop.create_server(factory, host, port)
+    from runtime.services.local_links import register_listener  # the sharded layout's in-process links
+
+    register_listener(server, host, name, on_link, auth)
+    return server
 
 
 class Dialer:
@@ -436,18 +440,26 @@ class Dialer:
         self.gave_up = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        from runtime.services.local_links import SHARD
+
+        self.shard = SHARD.get()  # a peer listening in the same shard of this process is linked in-process
 
     def start(self) -> None:
         """Begin connecting in the background."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"dial-{self.name}")
 
     async def _run(self) -> None:
+        from runtime.services.local_links import local_listener, local_pair
+
         backoff = self.min_backoff
         loop = asyncio.get_running_loop()
         while not self._stopping:
             addr = self.resolve()
             link: Link | None = None
-            if addr is not None:
+            local = local_listener(addr, self.shard, self.auth) if addr is not None else None
+            if local is not None:
+                link = local_pair(local, self.name, self.on_frame)
+            elif addr is not None:
                 try:
                     _, link = await loop.create_connection(
                         lambda: Link(self.name, self.on_frame, auth=self.auth, dialer=True), *addr

@@ -18,6 +18,7 @@ from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import Discovery
 from runtime.services.links import FLAG_RELAY, Dialer, Link, LinkAuth, Proto, relay_head
+from runtime.services.local_links import LocalLink
 
 log = logging.getLogger("ttgen.msg.routing")
 MAX_OUTBOX = 100_000  # relays kept while no router confirms; beyond it the oldest are dropped
@@ -87,12 +88,14 @@ class RouterPool:
         self._elect()
 
     def live_links(self) -> list[Link]:
-        """Connected router links, master candidates first."""
+        """Connected router links, master candidates first: a router of this process's shard (an in-process
+        link, runtime.cluster.layout), then the others oldest first."""
         out = []
         for key in self._order:
             d = self.dialers.get(key)
             if d is not None and d.link is not None and d.link.is_open:
                 out.append(d.link)
+        out.sort(key=lambda link: not isinstance(link, LocalLink))
         return out
 
     @property
