@@ -27,10 +27,17 @@ def _chaos() -> ModuleType:
 chaos = _chaos()
 
 
-def test_kills_under_traffic_lose_duplicate_and_reorder_nothing(tmp_path: Path) -> None:
+def test_kills_under_traffic_lose_duplicate_and_reorder_nothing(tmp_path: Path, cluster_layout: str) -> None:
     report = asyncio.run(
         chaos.run_chaos(
-            duration=12, devices=8, rate=5, kill_every=2.5, seed=7, data_dir=tmp_path, cycle=True
+            duration=12,
+            devices=8,
+            rate=5,
+            kill_every=2.5,
+            seed=7,
+            data_dir=tmp_path,
+            cycle=True,
+            layout=cluster_layout,
         )
     )
     assert report["kills"].get("msg") and report["kills"].get("biz"), report  # the nemesis did its work
