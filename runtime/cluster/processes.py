@@ -63,6 +63,16 @@ def start_batches(config: ClusterConfig, available: set[str]) -> list[list[Proce
     return batches
 
 
+def worker_pids(workers: Sequence[Worker]) -> dict[str, int]:
+    """Instance name -> pid of its worker, for the state file (every role of a shard, by its own name)."""
+    out: dict[str, int] = {}
+    for w in workers:
+        members = w.group.members if w.group is not None else ((w.service, w.instance),)
+        for service, instance in members:
+            out[f"{service}-{instance}"] = w.process.pid
+    return out
+
+
 @dataclass
 class Worker:
     """One worker process and what it reported (`service`/`instance`: its first instance; a shard's
@@ -126,7 +136,7 @@ class ProcessSupervisor:
             if worker.process.stdin is not None:  # every peer is up now: look again (later shards' roles)
                 with contextlib.suppress(OSError):
                     worker.process.stdin.write(b"peers\n")
-        pids = {w.name: w.process.pid for w in self.workers}
+        pids = worker_pids(self.workers)
         update_cluster_state(self.config, state="running", workers=pids)
         return self.workers
 
@@ -269,7 +279,7 @@ class ProcessSupervisor:
             raise
         worker.watcher = asyncio.create_task(self._watch(worker))
         self.workers[index] = worker
-        pids = {w.name: w.process.pid for w in self.workers}
+        pids = worker_pids(self.workers)
         update_cluster_state(self.config, state="running", workers=pids)
         self.console(f"{worker.name} restarted (pid {worker.process.pid})")
         return worker

@@ -3,6 +3,7 @@ cross shards either way."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,45 @@ def test_roles_of_one_shard_link_in_process_and_shards_link_over_tcp(
         assert [m.msg_data for m in got_a] == [b"to a %d" % i for i in range(5)]
 
     run_in_cluster(tmp_path, body)
+
+
+def test_a_sharded_process_cluster_runs_one_worker_per_shard(tmp_path: Path, cluster_layout: str) -> None:
+    from runtime.cluster.config import parse_config
+    from runtime.cluster.discovery import RunDirDiscovery
+    from runtime.cluster.processes import ProcessSupervisor
+    from tests.integration.conftest import NAMES, cluster_config, seed_users
+    from tests.integration.test_messaging_processes import login
+    from ttgen.commands.status import gather_status
+
+    async def main() -> None:
+        await seed_users(tmp_path, NAMES[:2])
+        config = parse_config(cluster_config(tmp_path))
+        sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
+        await sup.start()
+        try:
+            names = [w.name for w in sup.workers]
+            if cluster_layout == "sharded":
+                assert names == ["login-0", "shard-0", "shard-1"]
+            else:
+                assert names == ["biz-0", "router-0", "router-1", "login-0", "msg-0", "msg-1"]
+            eps = RunDirDiscovery(config.run_dir)
+            pid = {(r.endpoint.service, r.endpoint.instance): r.pid for r in eps.records()}
+            together = pid[("msg", 0)] == pid[("biz", 0)] == pid[("router", 0)]
+            assert together is (cluster_layout == "sharded")
+            assert pid[("msg", 0)] != pid[("msg", 1)]
+            status = await gather_status(tmp_path)
+            assert not [r for r in status["instances"] if r.get("status") == "down"], status
+            msg_eps = sorted(eps.endpoints("msg", "client"), key=lambda e: e.instance)
+            a, b = await login(msg_eps, 0, "user00"), await login(msg_eps, 1, "user01")
+            try:
+                ack = await a.text(b.user_id, b"across")
+                assert ack.msg_id > 0
+                (got,) = await b.wait_for("CID_MSG_DATA", timeout=10)
+                assert got.msg_id == ack.msg_id
+            finally:
+                await a.close()
+                await b.close()
+        finally:
+            await sup.stop()
+
+    asyncio.run(main())
