@@ -40,6 +40,7 @@ CLUSTERS = {  # stack -> (ttgen bench options, tree)
     "sharded1": ["--layout", "sharded", "--msg-servers", "1", "--routers", "1"],
     "base": ["--msg-servers", "2", "--routers", "1"],
 }
+
 KEYS = ("offered_per_s", "delivered_per_s", "server_us", "load_us", "e2e_p50_ms", "e2e_p99_ms")
 
 

@@ -51,9 +51,10 @@ TOP_LEVEL_KEYS = frozenset(
 # How services find each other: `run_dir` (one host, the default) or `database` (PostgreSQL leases, across
 # hosts; runtime.cluster.lease_discovery). The config's static `endpoints:` work beside either.
 DEFAULT_DISCOVERY: dict[str, Any] = {"backend": "run_dir"}
-# Which service roles share a process (runtime.cluster.layout); the default is the one measured faster.
+# Which service roles share a process (runtime.cluster.layout); the default is the one measured faster on a
+# shared 2-core machine (bench/RESULTS.md, "roles that share a process").
 LAYOUTS = ("split", "sharded")
-DEFAULT_LAYOUT = "sharded"
+DEFAULT_LAYOUT = "split"
 # What the process supervisor does when a worker dies: report it only, or start it again (with backoff; not
 # after too many restarts of one worker in a short time: a crash loop; see runtime.cluster.processes).
 RESTART_POLICIES = ("never", "on-failure")
@@ -250,9 +251,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         raise ConfigError("host", f"must be a host name or address (got {host!r})", source)
     internal_host = doc.get("internal_host", "127.0.0.1")
     if not isinstance(internal_host, str) or not internal_host:
-        raise ConfigError(
-            "internal_host", f"must be a host name or address (got {internal_host!r})", source
-        )
+        raise ConfigError("internal_host", f"must be a host name or address (got {internal_host!r})", source)
     secret_file = doc.get("secret_file", "cluster.key")
     if not isinstance(secret_file, str) or not secret_file:
         raise ConfigError("secret_file", f"must be a file path (got {secret_file!r})", source)

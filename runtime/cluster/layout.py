@@ -8,8 +8,8 @@
   instance (login, file, gateway, storage, the biz and router instances beyond the msg count) keeps a process
   of its own.
 
-The config's top-level `layout:` picks one; the default is the one measured faster on a 2-core machine
-(bench/RESULTS.md, "2026-12-07: roles that share a process"). In one-process mode (`ttgen up` without
+The config's top-level `layout:` picks one; the default (split) is the one measured faster on a shared 2-core
+machine (bench/RESULTS.md, "2026-12-07: roles that share a process"). In one-process mode (`ttgen up` without
 `--processes`) every instance runs in one event loop anyway; the layout then decides which links are
 in-process, so the integration tests exercise both link kinds in one process.
 """
@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from runtime.cluster.config import DEFAULT_LAYOUT, LAYOUTS, ClusterConfig
 from runtime.services.registry_table import start_rank
 
-__all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "ProcessGroup", "process_groups", "shard_of"]
+__all__ = ["DEFAULT_LAYOUT", "LAYOUTS", "SHARD_SWITCH_INTERVAL", "ProcessGroup", "process_groups", "shard_of"]
+
+# A shard's event loop shares the GIL with biz's SQLite writer thread: with Python's default 5 ms switch
+# interval the writer waits up to 5 ms for the GIL after each statement while the loop is busy, and commits
+# (so acks) trail. 0.5 ms halved the median latency of a sharded cluster at 5,000 msgs/s (bench/RESULTS.md).
+SHARD_SWITCH_INTERVAL = 0.0005
 SHARD_ROLES = ("msg", "biz", "router")  # the roles a shard groups, keyed by msg's instance number
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from runtime.cluster.config import ClusterConfig, parse_config
 from runtime.cluster.discovery import RunDirDiscovery
 from runtime.cluster.instance import HostedInstance, empty_registry, make_context, start_instance
+from runtime.cluster.layout import SHARD_SWITCH_INTERVAL
 from runtime.cluster.lease_discovery import open_discovery
 from runtime.cluster.logs import attach_process_log, log_path, setup_console
 from runtime.registry import Registry
@@ -85,15 +86,16 @@ async def serve(
     """Host one instance (or, with `members`, several in this order, one shard) until told to stop; returns
     the exit code."""
     members = members or [(service, instance)]
-    if shard is not None and len(members) > 1:
-        sys.setswitchinterval(float(os.environ.get("TTGEN_SWITCH_INTERVAL", "0.005")))
+    if len(members) > 1:  # the event loop shares the GIL with the roles' threads (biz's SQLite writer)
+        sys.setswitchinterval(SHARD_SWITCH_INTERVAL)
     for name, i in members:
         svc = config.services.get(name)
         if svc is None or i >= svc.instances:
             _announce(FAILED, {"error": f"no instance {i} of service '{name}' in the config"})
             return 2
     first, first_i = members[0]
-    attach_process_log(log_path(config.log_dir, first, first_i))  # library records of this process
+    # library records of this process (a shard's in <shard>.log; each instance also logs to its own file)
+    attach_process_log(config.log_dir / f"{shard}.log" if shard else log_path(config.log_dir, first, first_i))
     hosted: list[HostedInstance] = []
     lease = None
     try:

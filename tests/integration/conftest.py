@@ -17,7 +17,7 @@ from generated.teamtalk import servers as tt_servers
 from generated.teamtalk.registry import REGISTRY
 from runtime.auth import PasswordHasher
 from runtime.client import ClientCore
-from runtime.cluster.config import parse_config
+from runtime.cluster.config import DEFAULT_LAYOUT, parse_config
 from runtime.cluster.runner import ClusterRunner
 from runtime.registry import Registry
 from runtime.services.biz.storage_open import storage_from_config
@@ -41,7 +41,7 @@ def md5hex(text: str) -> str:
 _default_storage: dict[str, Any] = {"backend": "sqlite"}
 # The layout (runtime.cluster.layout) `cluster_config` uses when none is given: the `cluster_layout` fixture
 # runs every integration test once per layout.
-_default_layout = "sharded"
+_default_layout = DEFAULT_LAYOUT
 
 
 def cluster_config(
@@ -450,7 +450,7 @@ def cluster_layout(request: pytest.FixtureRequest) -> Iterator[str]:
     try:
         yield _default_layout
     finally:
-        _default_layout = "sharded"
+        _default_layout = DEFAULT_LAYOUT
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from runtime.cluster.config import ConfigError, parse_config
-from runtime.cluster.layout import process_groups, shard_of
+from runtime.cluster.layout import DEFAULT_LAYOUT, process_groups, shard_of
 from runtime.cluster.processes import start_batches
 
 
@@ -61,8 +61,8 @@ def test_start_batches_keep_instances_of_a_service_together_and_shards_apart(tmp
     assert [g.members for b in partial for g in b if g.shard == "shard-0"] == [(("router", 0), ("msg", 0))]
 
 
-def test_layout_defaults_to_sharded_and_refuses_unknown_values(tmp_path: Path) -> None:
-    assert config(tmp_path, None).layout == "sharded"
+def test_layout_defaults_to_the_measured_faster_one_and_refuses_unknown_values(tmp_path: Path) -> None:
+    assert config(tmp_path, None).layout == DEFAULT_LAYOUT == "split"
     assert parse_config(config(tmp_path, "split").as_dict()).layout == "split"
     with pytest.raises(ConfigError, match="layout"):
         config(tmp_path, "one-big-process")
