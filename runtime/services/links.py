@@ -408,7 +408,7 @@ async def serve_links(
     server = await loop.create_server(factory, host, port)
     from runtime.services.local_links import register_listener  # the sharded layout's in-process links
 
-    register_listener(server, host, name, on_link, auth)
+    register_listener(server, host, factory, auth.secret if auth is not None else None)
     return server
 
 
@@ -449,16 +449,20 @@ class Dialer:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"dial-{self.name}")
 
     async def _run(self) -> None:
-        from runtime.services.local_links import local_listener, local_pair
+        from runtime.services.local_links import connect_in_process, local_listener
 
         backoff = self.min_backoff
         loop = asyncio.get_running_loop()
         while not self._stopping:
             addr = self.resolve()
             link: Link | None = None
-            local = local_listener(addr, self.shard, self.auth) if addr is not None else None
+            secret = self.auth.secret if self.auth is not None else None
+            local = local_listener(addr, self.shard, secret) if addr is not None else None
             if local is not None:
-                link = local_pair(local, self.name, self.on_frame)
+                link = Link(self.name, self.on_frame, auth=self.auth, dialer=True)
+                connect_in_process(local, link, self.name)
+                if not await link.authenticated:
+                    link = None
             elif addr is not None:
                 try:
                     _, link = await loop.create_connection(

@@ -1,32 +1,27 @@
 """Runtime services layer: internal links between service roles that share a process (the sharded layout).
 
 A deployment may group roles into one process (runtime.cluster.layout): msg + biz + router of one shard. A
-link between two of them is then a pair of `LocalLink`s instead of a TCP connection: a frame is handed to the
-peer as a `Frame` object (no header packing, no frame decoding, no socket, no system call), and every frame
-queued during one event-loop iteration reaches the peer in one call at the end of it, as corked TCP writes
-would. Requests, replies, batched confirmations, relays and link loss keep the semantics of `Link`, so the
-services cannot tell the two apart and every delivery guarantee holds in both layouts.
+link between two of them then runs over an in-memory transport pair instead of a TCP connection: the same
+link protocol objects on both ends (handshake, correlation ids, batched confirmations, relays, heartbeats,
+loss), but what one end writes during an event-loop iteration reaches the other end in one call at the end
+of that iteration: no socket, no system call, no wake-up through the kernel. The services cannot tell the
+two apart, so every delivery guarantee holds in both layouts.
 
 Who is in-process: `serve_links` records each internal listener of this process with the shard of the
 instance that opened it (the `SHARD` context variable, set by the supervisor while an instance starts; tasks
-the instance creates inherit it), and a `Dialer` whose peer is such a listener *of its own shard* pairs local
-links instead of connecting. Anything else (another shard, another process, a listener that stopped) goes
-over TCP as before. Without a shard (the split layout) nothing changes.
+the instance creates inherit it) and the protocol factory its server uses; a `Dialer` whose peer is such a
+listener *of its own shard*, still serving, with the same cluster secret, connects in memory instead of over
+TCP. Anything else (another shard, another process, a listener that stopped) goes over TCP as before.
+Without a shard (the split layout) nothing changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from runtime.framing import Frame
-from runtime.services.links import CONFIRMED, FLAG_REQUEST, FLAG_RESPONSE, Link, LinkAuth
-
-log = logging.getLogger("ttgen.links")
 
 # The shard of the service instance running (or being started) in this context: None outside any shard.
 SHARD: contextvars.ContextVar[str | None] = contextvars.ContextVar("ttgen_shard", default=None)
@@ -35,182 +30,144 @@ SHARD: contextvars.ContextVar[str | None] = contextvars.ContextVar("ttgen_shard"
 @dataclass
 class _Listener:
     shard: str
-    name: str
-    on_link: Callable[[Link], None]
-    auth: LinkAuth | None
-    server: asyncio.AbstractServer
+    factory: Callable[[], asyncio.Protocol]  # what the listening server makes for an accepted connection
+    secret: bytes | None  # the cluster secret its links prove (None: no proof asked)
+    server: Any  # the listening server (its `is_serving()` says whether it still accepts)
 
 
 # (host, port) of an internal listener of this process -> who listens there
 _LISTENERS: dict[tuple[str, int], _Listener] = {}
 
 
+def _serving(server: Any) -> bool:
+    inner = getattr(server, "_server", server)  # runtime.transport.Server wraps the asyncio server
+    check = getattr(inner, "is_serving", None)
+    return bool(check()) if callable(check) else False
+
+
 def register_listener(
-    server: asyncio.AbstractServer,
-    host: str,
-    name: str,
-    on_link: Callable[[Link], None],
-    auth: LinkAuth | None,
+    server: Any, host: str, factory: Callable[[], asyncio.Protocol], secret: bytes | None
 ) -> None:
     """Record an internal listener opened in the current shard (a no-op outside any shard)."""
+    for key in [k for k, v in _LISTENERS.items() if not _serving(v.server)]:
+        del _LISTENERS[key]  # listeners that stopped since
     shard = SHARD.get()
     if shard is None:
         return
-    for key in [k for k, v in _LISTENERS.items() if not v.server.is_serving()]:
-        del _LISTENERS[key]  # listeners that stopped since
-    sockets = getattr(server, "sockets", None) or []
-    for sock in sockets:
+    entry = _Listener(shard, factory, secret, server)
+    for sock in getattr(server, "sockets", None) or ():
         address = sock.getsockname()
-        entry = _Listener(shard, name, on_link, auth, server)
         _LISTENERS[(str(address[0]), int(address[1]))] = entry
         _LISTENERS[(host, int(address[1]))] = entry
 
 
-def local_listener(
-    address: tuple[str, int], shard: str | None, auth: LinkAuth | None = None
-) -> _Listener | None:
-    """The listener of this process at `address` if it serves the same shard, is still open, and proves the
-    same cluster secret; else None (the dialer connects over TCP)."""
+def local_listener(address: tuple[str, int], shard: str | None, secret: bytes | None) -> _Listener | None:
+    """The listener of this process at `address` if it serves the same shard, still accepts, and checks the
+    same cluster secret (what the TCP handshake would refuse is not linked in-process either); else None."""
     if shard is None:
         return None
     entry = _LISTENERS.get((address[0], int(address[1])))
-    if entry is None:
+    if entry is None or entry.shard != shard or entry.secret != secret:
         return None
-    if not entry.server.is_serving():
-        for key in [k for k, v in _LISTENERS.items() if v is entry]:
-            del _LISTENERS[key]
-        return None
-    if entry.shard != shard:
-        return None
-    mine, theirs = (auth.secret if auth else None), (entry.auth.secret if entry.auth else None)
-    if mine != theirs:  # what the TCP handshake would refuse is not linked in-process either
+    if not _serving(entry.server):
         return None
     return entry
 
 
-class _LocalTransport:
-    """What `Link` code reads of its transport, for a local link (closing ends the pair)."""
+class MemoryTransport(asyncio.Transport):
+    """One end of an in-memory transport pair: bytes written during a loop iteration are handed to the peer
+    protocol's `data_received` in one call at the end of it; closing delivers what is queued, then both
+    protocols see `connection_lost` (the peer in the next iteration, as after a TCP FIN)."""
 
-    def __init__(self, link: LocalLink) -> None:
-        self._link = link
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, name: str) -> None:
+        super().__init__()
+        self._loop = loop
+        self._protocol = protocol
+        self._name = name
+        self._peer: MemoryTransport | None = None
+        self._out = bytearray()
+        self._scheduled = False
         self._closing = False
+        self._lost = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name in ("peername", "sockname"):
+            return ("in-process", self._name)
+        return default
 
     def is_closing(self) -> bool:
         return self._closing
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("in-process", 0) if name == "peername" else default
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or not data:
+            return
+        self._out += data
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._deliver)
 
-    def write(self, data: bytes) -> None:  # only the TCP handshake writes bytes; a local pair has none
-        raise RuntimeError("a local link carries frames, not bytes")
+    def _deliver(self) -> None:
+        self._scheduled = False
+        peer = self._peer
+        if not self._out or peer is None or peer._lost:
+            self._out.clear()
+            return
+        data = bytes(self._out)
+        self._out.clear()
+        peer._protocol.data_received(data)
 
     def close(self) -> None:
-        self._link._end()
+        if self._closing:
+            return
+        self._closing = True
+        self._deliver()  # what was written before the close still arrives, as on TCP
+        self._loop.call_soon(self._connection_lost)
+        peer = self._peer
+        if peer is not None and not peer._closing:
+            peer._closing = True
+            self._loop.call_soon(peer._deliver)
+            self._loop.call_soon(peer._connection_lost)
 
     def abort(self) -> None:
-        self._link._end()
+        self._out.clear()
+        self.close()
+
+    def _connection_lost(self) -> None:
+        if not self._lost:
+            self._lost = True
+            self._protocol.connection_lost(None)
+
+    # what links may ask of a TCP transport; an in-process peer always reads, so these are no-ops
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._out)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_reading(self) -> bool:
+        return not self._closing
+
+    def can_write_eof(self) -> bool:
+        return False
 
 
-class LocalLink(Link):
-    """One end of an in-process link: frames go to the peer end as objects, once per loop iteration."""
-
-    def __init__(self, name: str, on_frame: Callable[[Link, Frame], None] | None = None) -> None:
-        super().__init__(name, on_frame)
-        self.peer_link: LocalLink | None = None
-        self._frames: list[Frame] = []
-
-    def _attach(self, peer: LocalLink) -> None:
-        self.peer_link = peer
-        self.transport = _LocalTransport(self)  # type: ignore[assignment]  # duck-typed
-        self.authenticated.set_result(True)
-
-    # sending: frames as objects --------------------------------------------------------------------------
-    def send(
-        self, command_id: int, body: bytes = b"", *, flag: int = 0, corr: int = 0, head: bytes = b""
-    ) -> bool:
-        if self.transport is None:
-            return False
-        if head:
-            body = head + body
-        self._frames.append(Frame(command_id >> 8, command_id, corr & 0xFFFF, body, flag, 1, corr >> 16))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-        return True
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        peer = self.peer_link
-        frames, confirms = self._frames, self._confirms
-        if not frames and not confirms:
-            return
-        self._frames, self._confirms = [], []
-        if peer is None or peer.transport is None or self.transport is None:
-            return  # the pair ended: what was queued is lost, as on a TCP link that drops
-        now = self._loop.time()
-        self.last_sent = peer.last_received = now
-        peer._receive(frames, confirms)
-
-    def _receive(self, frames: list[Frame], confirms: list[int]) -> None:
-        pending = self._pending
-        for corr in confirms:
-            cb = pending.pop(corr, None)
-            if cb is not None:
-                try:
-                    cb(CONFIRMED)
-                except Exception:  # a buggy callback must not kill the link
-                    log.exception("%s: reply callback failed", self.name)
-        for frame in frames:
-            if self.transport is None:
-                return
-            if frame.flag & FLAG_RESPONSE:
-                cb = pending.pop(frame.seq | (frame.reserved << 16), None)
-                if cb is not None:
-                    try:
-                        cb(frame)
-                    except Exception:
-                        log.exception("%s: reply callback failed", self.name)
-                continue
-            try:
-                self.on_frame(self, frame)
-            except Exception:
-                log.exception("%s: handler for 0x%04x failed", self.name, frame.command_id)
-
-    def reply(self, request: Frame, command_id: int, body: bytes = b"") -> bool:
-        if not request.flag & FLAG_REQUEST:
-            return False
-        return self.send(command_id, body, flag=FLAG_RESPONSE, corr=request.seq | (request.reserved << 16))
-
-    def tick(self, now: float, heartbeat_after: float = 5.0, dead_after: float = 30.0) -> None:
-        """No heartbeats: an in-process peer cannot go silent; it closes the pair when it stops."""
-
-    def data_received(self, data: bytes) -> None:
-        raise RuntimeError("a local link receives frames, not bytes")
-
-    # ending the pair -------------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Deliver what is queued, then end both ends (the peer learns it in the next loop iteration)."""
-        if self.transport is not None:
-            self._flush()
-            self._end()
-
-    def _end(self) -> None:
-        if self.transport is None:
-            return
-        self._frames.clear()
-        self.connection_lost(None)
-        peer = self.peer_link
-        if peer is not None and peer.transport is not None:
-            peer._flush()
-            self._loop.call_soon(peer._end)
+def connect_in_process(listener: _Listener, protocol: asyncio.Protocol, name: str) -> None:
+    """Connect `protocol` (a dialer's link) to a new protocol of `listener` through a memory transport pair;
+    both see `connection_made` now, as after a TCP connect and accept."""
+    loop = asyncio.get_running_loop()
+    accepted = listener.factory()
+    mine, theirs = MemoryTransport(loop, protocol, name), MemoryTransport(loop, accepted, name)
+    mine._peer, theirs._peer = theirs, mine
+    accepted.connection_made(theirs)
+    protocol.connection_made(mine)
 
 
-def local_pair(listener: _Listener, name: str, on_frame: Callable[[Link, Frame], None]) -> LocalLink:
-    """Open an in-process link to `listener`: returns the dialer's end; the listener's `on_link` gets its end
-    in the next loop iteration, as after a TCP accept."""
-    dialer_end = LocalLink(name, on_frame)
-    server_end = LocalLink(listener.name)
-    dialer_end._attach(server_end)
-    server_end._attach(dialer_end)
-    asyncio.get_running_loop().call_soon(listener.on_link, server_end)
-    return dialer_end
+def is_in_process(link: Any) -> bool:
+    """Whether a link runs over an in-memory transport (a role of this process's shard at the other end)."""
+    return isinstance(getattr(link, "transport", None), MemoryTransport)

@@ -18,7 +18,7 @@ from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import Discovery
 from runtime.services.links import FLAG_RELAY, Dialer, Link, LinkAuth, Proto, relay_head
-from runtime.services.local_links import LocalLink
+from runtime.services.local_links import is_in_process
 
 log = logging.getLogger("ttgen.msg.routing")
 MAX_OUTBOX = 100_000  # relays kept while no router confirms; beyond it the oldest are dropped
@@ -95,7 +95,7 @@ class RouterPool:
             d = self.dialers.get(key)
             if d is not None and d.link is not None and d.link.is_open:
                 out.append(d.link)
-        out.sort(key=lambda link: not isinstance(link, LocalLink))
+        out.sort(key=lambda link: not is_in_process(link))
         return out
 
     @property

@@ -7,7 +7,7 @@ from typing import Any
 
 from runtime.framing import Frame
 from runtime.services.links import FLAG_RELAY, Dialer, Link, LinkAuth, relay_targets, serve_links
-from runtime.services.local_links import SHARD, LocalLink, local_listener
+from runtime.services.local_links import SHARD, is_in_process, local_listener
 
 SECRET = LinkAuth(b"k" * 32)
 
@@ -59,10 +59,10 @@ def test_a_dialer_of_the_same_shard_gets_an_in_process_link_with_link_semantics(
         server = await listen(peer, "shard-0")
         dialer = await dial(server, "shard-0")
         link = dialer.link
-        assert isinstance(link, LocalLink)
+        assert is_in_process(link)
         reply = await link.call(0x0501, b"abc")  # request / reply with a correlation id
         assert (reply.command_id, bytes(reply.body)) == (0x0502, b"cba")
-        assert isinstance(peer.links[0], LocalLink)
+        assert is_in_process(peer.links[0])
         confirmed: list[Any] = []
         for i in range(3):  # relays, confirmed in one batch
             head = b"\x00\x01\x00\x00\x00\x07"  # one target: user 7
@@ -91,18 +91,18 @@ def test_other_shards_no_shard_a_stopped_listener_or_another_secret_use_tcp() ->
         peer = Peer()
         server = await listen(peer, "shard-0")
         address = ("127.0.0.1", server.sockets[0].getsockname()[1])
-        assert local_listener(address, "shard-0", SECRET) is not None
-        assert local_listener(address, "shard-1", SECRET) is None
-        assert local_listener(address, None, SECRET) is None
-        assert local_listener(address, "shard-0", LinkAuth(b"x" * 32)) is None
+        assert local_listener(address, "shard-0", SECRET.secret) is not None
+        assert local_listener(address, "shard-1", SECRET.secret) is None
+        assert local_listener(address, None, SECRET.secret) is None
+        assert local_listener(address, "shard-0", b"x" * 32) is None
         other = await dial(server, "shard-1")
-        assert type(other.link) is Link  # over TCP, handshake and all
+        assert other.link is not None and not is_in_process(other.link)  # over TCP
         reply = await other.link.call(0x0501, b"xy")
         assert bytes(reply.body) == b"yx"
         await other.stop()
         server.close()
         await server.wait_closed()
-        assert local_listener(address, "shard-0", SECRET) is None
+        assert local_listener(address, "shard-0", SECRET.secret) is None
 
     asyncio.run(main())
 
@@ -112,7 +112,7 @@ def test_no_shard_is_the_split_layout_every_link_over_tcp() -> None:
         peer = Peer()
         server = await listen(peer, None)
         dialer = await dial(server, None)
-        assert type(dialer.link) is Link
+        assert dialer.link is not None and not is_in_process(dialer.link)
         await dialer.stop()
         server.close()
 
