@@ -16,12 +16,12 @@ from typing import Any
 from runtime.auth.secret_files import cluster_secret
 from runtime.cluster.config import ClusterConfig, ServiceConfig
 from runtime.cluster.logs import attach_instance_log, detach
+from runtime.inprocess import SHARD
 from runtime.monitor.http import MonitorServer
 from runtime.monitor.metrics import Metrics
 from runtime.registry import Registry
 from runtime.services.base import Discovery, Endpoint, Service, ServiceContext
 from runtime.services.links import LinkAuth
-from runtime.services.local_links import SHARD
 
 
 def empty_registry() -> Registry:

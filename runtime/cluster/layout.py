@@ -3,7 +3,7 @@
 - `split`: one process per service instance (ARCHITECTURE.md's original topology). Every internal link is a
   TCP connection.
 - `sharded`: shard k is msg-k together with biz-k and router-k (those that exist) in one process; a link
-  between two roles of one shard is an in-process link (runtime.services.local_links: frames handed over as
+  between two roles of one shard is an in-process link (runtime.inprocess: frames handed over as
   objects once per loop iteration, no socket), and only traffic between shards uses TCP links. Every other
   instance (login, file, gateway, storage, the biz and router instances beyond the msg count) keeps a process
   of its own.

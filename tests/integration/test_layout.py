@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.services.local_links import is_in_process
+from runtime.inprocess import is_in_process
 from tests.integration.conftest import TestCluster, run_in_cluster
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Runtime services layer: internal links between service roles that share a process (the sharded layout).
+"""Runtime layer: internal links between service roles that share a process (the sharded layout).
 
 A deployment may group roles into one process (runtime.cluster.layout): msg + biz + router of one shard. A
 link between two of them then runs over an in-memory transport pair instead of a TCP connection: the same
@@ -7,12 +7,12 @@ loss), but what one end writes during an event-loop iteration reaches the other 
 of that iteration: no socket, no system call, no wake-up through the kernel. The services cannot tell the
 two apart, so every delivery guarantee holds in both layouts.
 
-Who is in-process: `serve_links` records each internal listener of this process with the shard of the
-instance that opened it (the `SHARD` context variable, set by the supervisor while an instance starts; tasks
-the instance creates inherit it) and the protocol factory its server uses; a `Dialer` whose peer is such a
-listener *of its own shard*, still serving, with the same cluster secret, connects in memory instead of over
-TCP. Anything else (another shard, another process, a listener that stopped) goes over TCP as before.
-Without a shard (the split layout) nothing changes.
+Who is in-process: `runtime.transport.serve_links` records each internal listener of this process with the
+shard of the instance that opened it (the `SHARD` context variable, set by the supervisor while an instance
+starts; tasks the instance creates inherit it) and the protocol factory its server uses; a
+`runtime.services.links.Dialer` whose peer is such a listener *of its own shard*, still serving, with the same
+cluster secret, connects in memory instead of over TCP. Anything else (another shard, another process, a
+listener that stopped) goes over TCP as before. Without a shard (the split layout) nothing changes.
 """
 
 from __future__ import annotations
