@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import importlib
 import json
-import multiprocessing as mp
 import os
 import resource
 import shutil
@@ -179,6 +178,7 @@ class RelayServer:
                 elif kind == "login":
                     user = up.login.user_id
                     self.streams[user] = queue
+                    queue.put_nowait(self.pb.Down(sent=self.pb.Sent(seq=0, msg_id=0)))  # logged in
         finally:
             writer.cancel()
             if user and self.streams.get(user) is queue:
@@ -206,11 +206,12 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 # -- the load (client processes) --------------------------------------------------------------------------
-def load_process(args: tuple[Any, ...], out: Any) -> None:
+def load_process(args: list[Any]) -> None:
+    """One load process (`grpc_relay.py load ARGS_JSON`): prints its counters and histograms as JSON."""
     try:
-        out.put(asyncio.run(_load(*args)))
+        print(json.dumps(asyncio.run(_load(*args))), flush=True)
     except BaseException as exc:  # report instead of hanging the parent
-        out.put({"error": f"{type(exc).__name__}: {exc}"})
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
 
 
 async def _load(
@@ -241,17 +242,24 @@ async def _load(
 
         return box, stub.Chat(ups())
 
-    async def read_sender(k: int, call: Any) -> None:
+    ready: list[asyncio.Event] = []
+
+    async def read_sender(k: int, call: Any, logged_in: asyncio.Event) -> None:
         async for down in call:
             if down.WhichOneof("kind") == "sent":
+                if down.sent.seq == 0:
+                    logged_in.set()
+                    continue
                 due = due_of.pop((k, down.sent.seq), None)
                 counts["acked"] += 1
                 if due is not None:
                     ack_h.record_seconds(time.monotonic() - due)
 
-    async def read_receiver(box: asyncio.Queue[Any], call: Any) -> None:
+    async def read_receiver(box: asyncio.Queue[Any], call: Any, logged_in: asyncio.Event) -> None:
         async for down in call:
-            if down.WhichOneof("kind") == "deliver":
+            if down.WhichOneof("kind") == "sent":
+                logged_in.set()
+            elif down.WhichOneof("kind") == "deliver":
                 d = down.deliver
                 (due,) = STAMP.unpack_from(d.body, 0)
                 if d.msg_id in seen:
@@ -263,13 +271,17 @@ async def _load(
                 box.put_nowait(pb.Up(receipt=pb.Receipt(msg_id=d.msg_id)))
 
     readers = []
+    loop = asyncio.get_running_loop()
     for k in pairs:
+        ready += [asyncio.Event(), asyncio.Event()]
         rbox, rcall = stream(2 * k + 2)
-        readers.append(asyncio.get_running_loop().create_task(read_receiver(rbox, rcall)))
+        readers.append(loop.create_task(read_receiver(rbox, rcall, ready[-2])))
         sbox, scall = stream(2 * k + 1)
         outboxes.append(sbox)
         calls.append((rbox, sbox))
-        readers.append(asyncio.get_running_loop().create_task(read_sender(len(outboxes) - 1, scall)))
+        readers.append(loop.create_task(read_sender(len(outboxes) - 1, scall, ready[-1])))
+    # every stream logged in before the first message (a late start shows as latency: due times are fixed)
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 60)
     schedule = OpenLoop(start, rate * len(pairs), len(pairs), end=start + duration)
     seqs = [0] * len(pairs)
     await asyncio.sleep(max(0.0, start - time.monotonic()))
@@ -321,23 +333,24 @@ def one_run(opts: argparse.Namespace, pairs: int, workdir: Path) -> dict[str, An
         assert server.stdout is not None
         info = json.loads(server.stdout.readline())
         procs = max(1, min(opts.client_procs, pairs))
-        start = time.monotonic() + 1.0 + pairs / 500  # time for every process to open its streams
-        ctx = mp.get_context("spawn")
-        out: Any = ctx.Queue()
+        start = time.monotonic() + 1.5 + pairs / 500  # time for every process to open its streams
         workers = []
         for p in range(procs):
             mine = list(range(p, pairs, procs))
-            args = (str(proto_dir), info["port"], mine, opts.rate, start, opts.duration, opts.drain)
-            workers.append(ctx.Process(target=load_process, args=(args, out)))
-        for w in workers:
-            w.start()
+            args = [str(proto_dir), info["port"], mine, opts.rate, start, opts.duration, opts.drain]
+            load = [sys.executable, __file__, "load", json.dumps(args)]
+            workers.append(subprocess.Popen(load, stdout=subprocess.PIPE, text=True))
         time.sleep(max(0.0, start - time.monotonic()))
         before = cpu_seconds(info["pid"])
-        results = [out.get(timeout=opts.duration + opts.drain + 120) for _ in workers]
-        after = cpu_seconds(info["pid"])
+        results = []
         for w in workers:
-            w.join(10)
+            out, _err = w.communicate(timeout=opts.duration + opts.drain + 120)
+            lines = [line for line in out.splitlines() if line.startswith("{")]
+            results.append(json.loads(lines[-1]) if lines else {"error": f"exit code {w.returncode}"})
+        after = cpu_seconds(info["pid"])
     finally:
+        if server.stdout is not None:
+            server.stdout.close()
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(15)
@@ -378,6 +391,8 @@ def main() -> None:
     srv.add_argument("--db", required=True)
     srv.add_argument("--proto-dir", required=True)
     srv.add_argument("--no-encrypt", action="store_true")
+    load = sub.add_parser("load", help="one load process (the bench starts them)")
+    load.add_argument("args", help="JSON: proto dir, port, pair indexes, rate, start, duration, drain")
     ap.add_argument("--pairs", type=int, default=500)
     ap.add_argument("--rate", type=float, default=20.0)
     ap.add_argument("--duration", type=float, default=8.0)
@@ -392,6 +407,9 @@ def main() -> None:
     opts = ap.parse_args()
     if opts.command == "serve":
         asyncio.run(serve(opts))
+        return
+    if opts.command == "load":
+        load_process(json.loads(opts.args))
         return
     workdir = Path(tempfile.mkdtemp(prefix="ttgen-grpc-relay-"))
     try:
