@@ -23,6 +23,7 @@ from runtime.connection import (
 )
 from runtime.errors import CallTimeout, ConnectionClosed
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
+from runtime.inprocess import register_listener
 from runtime.registry import CommandInfo, Registry
 from runtime.timers import NO_SLOT, ConnectionTimers
 
@@ -283,6 +284,8 @@ class Server:
 
     def __init__(self, server: asyncio.Server, links: set[Link], timers: ConnectionTimers[Link]) -> None:
         self._server = server
+        # what the listener makes for an accepted connection (an in-process peer connects through it too)
+        self.protocol_factory: Callable[[], Link] | None = None
         self.links = links
         self.timers = timers
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -368,9 +371,14 @@ async def _listen(host: str, port: int, make: Callable[[type[L]], L], base: type
             timers.untrack(self)
             super().connection_lost(exc)
 
+    def factory() -> L:
+        return make(_Tracked)
+
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: make(_Tracked), host, port, backlog=backlog, reuse_address=True)
-    return Server(server, links, timers)
+    server = await loop.create_server(factory, host, port, backlog=backlog, reuse_address=True)
+    listening = Server(server, links, timers)
+    listening.protocol_factory = factory
+    return listening
 
 
 # A peer whose host died (power, kernel, network) sends no FIN: the heartbeat would notice only after 30 s of
@@ -624,13 +632,16 @@ async def serve_links(
     """Listen for internal links (`InternalLink`), each handled by `handler_factory()`. With `auth` (a cluster
     always passes one) a peer must prove it holds the cluster secret first. The server's timer wheel applies
     the handshake deadline, heartbeats and the dead-peer rule."""
-    return await _listen(
+    server = await _listen(
         host,
         port,
         lambda tracked: tracked(registry, handler_factory(), name=name, auth=auth, timeouts=timeouts),
         InternalLink,
         backlog,
     )
+    if server.protocol_factory is not None:  # a role of this shard dials it in memory (runtime.inprocess)
+        register_listener(server, host, server.protocol_factory, auth.secret if auth is not None else None)
+    return server
 
 
 async def connect(

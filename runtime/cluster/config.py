@@ -50,11 +50,16 @@ TOP_LEVEL_KEYS = frozenset(
         "restart",
         "endpoints",
         "discovery",
+        "layout",
     }
 )
 # How services find each other: `run_dir` (one host, the default) or `database` (PostgreSQL leases, across
 # hosts; runtime.cluster.lease_discovery). The config's static `endpoints:` work beside either.
 DEFAULT_DISCOVERY: dict[str, Any] = {"backend": "run_dir"}
+# Which service roles share a process (runtime.cluster.layout); the default is the one measured faster on a
+# shared 2-core machine (bench/RESULTS.md, "roles that share a process").
+LAYOUTS = ("split", "sharded")
+DEFAULT_LAYOUT = "split"
 # What the process supervisor does when a worker dies: report it only, or start it again (with backoff; not
 # after too many restarts of one worker in a short time: a crash loop; see runtime.cluster.processes).
 RESTART_POLICIES = ("never", "on-failure")
@@ -125,6 +130,7 @@ class ClusterConfig:
     restart: str = "on-failure"  # RESTART_POLICIES (with --processes; one process has no workers to restart)
     endpoints: tuple[Mapping[str, Any], ...] = ()  # static endpoints of other hosts
     discovery: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_DISCOVERY))
+    layout: str = DEFAULT_LAYOUT  # which roles share a process: runtime.cluster.layout (split | sharded)
     source: str | None = None
 
     @property
@@ -191,6 +197,7 @@ class ClusterConfig:
             "restart": self.restart,
             "endpoints": [dict(e) for e in self.endpoints],
             "discovery": dict(self.discovery),
+            "layout": self.layout,
             "services": {
                 name: {
                     "instances": s.instances,
@@ -405,6 +412,9 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
             },
             source,
         )
+    layout = doc.get("layout", DEFAULT_LAYOUT)
+    if layout not in LAYOUTS:
+        raise ConfigError("layout", f"must be one of {', '.join(LAYOUTS)} (got {layout!r})", source)
     return ClusterConfig(
         data_dir=data_path,
         host=host,
@@ -423,6 +433,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         restart=restart,
         endpoints=tuple(dict(e) for e in endpoints),
         discovery=discovery,
+        layout=layout,
         source=source,
     )
 

@@ -28,6 +28,7 @@ from runtime.cluster.discovery import (
     write_json_atomic,
 )
 from runtime.cluster.instance import HostedInstance, make_context, start_instance
+from runtime.cluster.layout import shard_of
 from runtime.cluster.lease_discovery import (
     InstanceTaken,
     LeaseDiscovery,
@@ -178,6 +179,7 @@ class ClusterRunner:
                                 ctx,
                                 self.config.log_dir,
                                 metrics_port + ctx.instance if metrics_port else 0,
+                                shard_of(self.config, ctx.name, ctx.instance),
                             )
                             for ctx in ctxs
                         ),

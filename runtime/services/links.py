@@ -40,6 +40,7 @@ from runtime.connection import (
     unpack_relay,
 )
 from runtime.framing import Frame
+from runtime.inprocess import SHARD, connect_in_process, local_listener
 from runtime.registry import CommandInfo, Registry, UnknownCommand
 from runtime.services.contracts import ResultCode  # re-exported: services import it from here too
 from runtime.transport import DEAD_PEER_TIMEOUT, FrameHandler, InternalLink, detect_dead_peer
@@ -99,6 +100,7 @@ class Dialer:
         self.gave_up = False
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.shard = SHARD.get()  # a peer listening in the same shard of this process is linked in-process
 
     def start(self) -> None:
         """Begin connecting in the background."""
@@ -113,7 +115,14 @@ class Dialer:
         while not self._stopping:
             addr = self.resolve()
             link: InternalLink | None = None
-            if addr is not None:
+            secret = self.auth.secret if self.auth is not None else None
+            local = local_listener(addr, self.shard, secret) if addr is not None else None
+            if local is not None:  # a role of this process's shard (runtime.cluster.layout): in memory
+                link = self._new_link()
+                connect_in_process(local, link, self.name)
+                if not await link.authenticated:
+                    link = None
+            elif addr is not None:
                 try:
                     _, link = await loop.create_connection(self._new_link, *addr)
                 except OSError:

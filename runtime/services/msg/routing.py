@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from runtime.framing import Frame
+from runtime.inprocess import is_in_process
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import Discovery
 from runtime.services.links import FLAG_RELAY, Dialer, Link, LinkAuth, Proto, relay_head
@@ -93,12 +94,14 @@ class RouterPool:
         self._elect()
 
     def live_links(self) -> list[Link]:
-        """Connected router links, master candidates first."""
+        """Connected router links, master candidates first: a router of this process's shard (an in-process
+        link, runtime.cluster.layout), then the others oldest first."""
         out = []
         for key in self._order:
             d = self.dialers.get(key)
             if d is not None and d.link is not None and d.link.is_open:
                 out.append(d.link)
+        out.sort(key=lambda link: not is_in_process(link))
         return out
 
     @property

@@ -202,6 +202,11 @@ class MsgService(Service):
         }
 
     # peers -----------------------------------------------------------------------------------------------
+    def refresh_peers(self) -> None:
+        """Look for new biz, login and router instances now (the supervisor's hint that more started)."""
+        self._refresh_peers()
+        self.routers.refresh()
+
     def _refresh_peers(self) -> None:
         """One dialer per biz and per login instance (by instance number: a restarted peer keeps its dialer,
         which re-resolves the new port)."""
