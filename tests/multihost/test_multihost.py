@@ -34,7 +34,7 @@ import yaml
 from generated.teamtalk.registry import REGISTRY
 from runtime.client import ClientCore
 from runtime.cluster.config import parse_config, shared_files
-from runtime.http import http_request
+from runtime.httpkit import http_get
 from runtime.storage.postgres.local_server import LocalServer, create_database
 from tests.integration.conftest import AUTH, PASSWORD, WINDOWS, md5hex, seed_users
 from tests.multihost.netlab import NetLab, lab_or_skip, wait_for_line
@@ -172,8 +172,9 @@ async def wait_routers(metrics: list[tuple[str, int]], routers: int, timeout: fl
     deadline = time.monotonic() + timeout
     for host, port in metrics:
         while True:
-            with contextlib.suppress(OSError, TimeoutError, ValueError):
-                health = json.loads((await http_request(host, port, "GET", "/health", timeout=2.0)).body)
+            with contextlib.suppress(Exception):  # not up yet, or not answering yet: asked again
+                _status, body = await http_get(host, port, "/health", timeout=2.0)
+                health = json.loads(body)
                 if health.get("routers") == routers and health.get("biz"):
                     break
             assert time.monotonic() < deadline, f"msg at {host}:{port} has no link to {routers} routers"
