@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -33,6 +34,7 @@ import yaml
 from generated.teamtalk.registry import REGISTRY
 from runtime.client import ClientCore
 from runtime.cluster.config import parse_config, shared_files
+from runtime.httpkit import http_get
 from runtime.storage.postgres.local_server import LocalServer, create_database
 from tests.integration.conftest import AUTH, PASSWORD, WINDOWS, md5hex, seed_users
 from tests.multihost.netlab import NetLab, lab_or_skip, wait_for_line
@@ -44,6 +46,7 @@ DISCOVERY = {"ttl": 2.0, "poll": 0.2}
 UP_TIMEOUT = 40.0
 SINGLE = 1
 SEND_TIMEOUT = 3.0
+RECOVERY = 35.0  # seconds every device has to be acked again after its host died
 _cls = {
     name: REGISTRY.by_name(name).message_class
     for name in ("CID_LOGIN_REQ_USERLOGIN", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_LIST_REQUEST")
@@ -163,6 +166,21 @@ async def wait_rows(dsn: str, wanted: set[tuple[str, int, str]], timeout: float 
         await asyncio.sleep(0.1)
 
 
+async def wait_routers(metrics: list[tuple[str, int]], routers: int, timeout: float = 20.0) -> None:
+    """Until every msg server (its /health at `metrics`) has links to `routers` routers: a relay sent before
+    the receiver's msg server reached the sender's master router would find the receiver offline."""
+    deadline = time.monotonic() + timeout
+    for host, port in metrics:
+        while True:
+            with contextlib.suppress(Exception):  # not up yet, or not answering yet: asked again
+                _status, body = await http_get(host, port, "/health", timeout=2.0)
+                health = json.loads(body)
+                if health.get("routers") == routers and health.get("biz"):
+                    break
+            assert time.monotonic() < deadline, f"msg at {host}:{port} has no link to {routers} routers"
+            await asyncio.sleep(0.1)
+
+
 async def login(core: ClientCore, name: str) -> int:
     res: Any = await core.call(
         "CID_LOGIN_REQ_USERLOGIN",
@@ -204,9 +222,16 @@ def test_users_on_different_hosts_talk(allowed: None, tmp_path: Path) -> None:
 
         async def clients() -> None:
             rows = await wait_rows(
-                dep.tcp_dsn, {("msg", 0, "client"), ("msg", 1, "client"), ("router", 1, "internal")}
+                dep.tcp_dsn,
+                {
+                    ("msg", 0, "client"),
+                    ("msg", 1, "client"),
+                    ("router", 1, "internal"),
+                    ("msg", 1, "metrics"),
+                },
             )
             where = {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
+            await wait_routers([where[("msg", i, "metrics")] for i in (0, 1)], 2)
             # every endpoint is advertised at its host's address, none at loopback
             assert {r[3] for r in rows} == {h1.address, h2.address}, rows
             assert where[("msg", 1, "client")][0] == h2.address
@@ -253,7 +278,7 @@ def test_a_static_address_list_is_discovery_across_hosts(allowed: None, tmp_path
             "biz": {"instances": 1, "internal_port": 7100, "auth": AUTH},
             "login": {"instances": 1, "http_port": 8080, "client_port": 7200, "internal_port": 7300},
             "router": {"instances": 1, "internal_port": 7400},  # + the instance number: 7401 on h2
-            "msg": {"instances": 1, "client_port": 7500, "retransmit_timeout": 0.5},
+            "msg": {"instances": 1, "client_port": 7500, "metrics_port": 7600, "retransmit_timeout": 0.5},
         }
         static = {"discovery": {"backend": "run_dir"}}
         to_h2 = [{"service": "router", "instance": 1, "kind": "internal", "host": h2, "port": 7401}]
@@ -269,6 +294,7 @@ def test_a_static_address_list_is_discovery_across_hosts(allowed: None, tmp_path
         dep.up("h2", config2, "--join", dep.tcp_dsn, "--only", "msg,router", "--first-instance", "1")
 
         async def clients() -> None:
+            await wait_routers([(h1, 7600), (h2, 7601)], 2)
             ann = ClientCore(REGISTRY, host=h1, port=7500)
             bob = ClientCore(REGISTRY, host=h2, port=7501)
             try:
@@ -487,7 +513,14 @@ def test_a_host_dies_mid_conversation(allowed: None, tmp_path: Path) -> None:
             assert all(d.ack_times for d in devices), "a device had no ack before the kill"
             killed_at = time.monotonic()
             report["killed"] = await asyncio.to_thread(dep.lab.kill_host, "h2")
-            await asyncio.sleep(12.0)  # dead peers are dropped within ~5 s (links.DEAD_PEER_TIMEOUT)
+            # Dead peers are dropped within ~5 s (links.DEAD_PEER_TIMEOUT) and leases lapse in 2 s: the talk
+            # goes on until every device was acked again after the kill (at least 8 s, at most RECOVERY s).
+            await asyncio.sleep(8.0)
+            while time.monotonic() - killed_at < RECOVERY and not all(
+                any(t > killed_at for t in d.ack_times) for d in devices
+            ):
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)
             talk.stop.set()
             await asyncio.wait(tasks, timeout=20)
             await talk.final_sync()
@@ -504,7 +537,7 @@ def test_a_host_dies_mid_conversation(allowed: None, tmp_path: Path) -> None:
             report["sent"] = sum(len(d.sent) for d in devices)
             report["acked"] = sum(1 for d in devices for s in d.sent if s.acked)
 
-        dep.lab.in_host("db", run, timeout=90)
+        dep.lab.in_host("db", run, timeout=120)
         print({k: report[k] for k in ("sent", "acked", "on_h2", "back", "last_hosts", "errors")})
         assert report["killed"], "nothing ran on the second host"
         assert report["lost"] == [], report
