@@ -379,7 +379,7 @@ class Spec:
         return merged
 
 
-# The browser API (the manifest's `web:` section) -------------------------------------------------------------
+# The browser API (the manifest's `web:` section) ---------------------------------------------------------
 # A web field's type: a JSON scalar, a `types:` name, a spec message (its protobuf JSON form) or a spec enum
 # (its number), optionally a list (`T[]`) and optionally absent (`T?`).
 WEB_SCALARS: tuple[str, ...] = ("string", "int", "number", "bool", "json")
@@ -437,7 +437,7 @@ class WebEvent:
 
 @dataclass(frozen=True)
 class WebApi:
-    """The gateway's JSON API for browsers (the manifest's `web:`), from which the browser client is generated."""
+    """The gateway's JSON API for browsers (the manifest's `web:`), source of the generated browser client."""
 
     loc: Loc
     doc: str = ""

@@ -153,10 +153,30 @@ def program_name() -> str:
     return relative if len(relative) <= len(absolute) else absolute
 
 
+def page_url(config: ClusterConfig) -> str:
+    """The chat page's address: the gateway's HTTP endpoint from the run dir ("" when no gateway runs). A
+    gateway listening on every interface is shown at 127.0.0.1, where this machine's browser reaches it."""
+    found = RunDirDiscovery(config.run_dir).endpoints("gateway", "http")
+    if not found:
+        return ""
+    host = found[0].host
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{found[0].port}/"
+
+
 def join_hint(config: ClusterConfig, default_data_dir: bool) -> str:
-    """How a person joins the running demo from another terminal."""
+    """How a person joins the running demo: the chat page in a browser, or the terminal client."""
     where = "" if default_data_dir else f" --data-dir {config.data_dir}"
+    url = page_url(config)
+    page = (
+        f"demo: open the chat page in a browser: {url}\n"
+        f"      (log in as alice, bob or carol, password {DEMO_PASSWORD})\n"
+        if url
+        else ""
+    )
     return (
+        f"{page}"
         f"demo: join the chat from another terminal:\n"
         f"        {program_name()} chat --user alice --password {DEMO_PASSWORD}{where}\n"
         f"      (or bob, or carol; type /help once logged in)"

@@ -1,4 +1,4 @@
-"""Codegen validate layer: TT85x, the browser API (`web:`): field types, routes, event data, exported enums."""
+"""Codegen validate layer: TT85x, the browser API (`web:`): field types, routes, event data, enums."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def check_web_types(spec: Spec, diags: Diagnostics) -> None:
                 "TT851",
                 f"{what} field '{f.name}': unknown type '{f.type}'" + did_you_mean(f.type, known),
                 f.loc,
-                hint="a JSON scalar (" + ", ".join(WEB_SCALARS) + "), a web type, or a qualified message or enum",
+                hint=f"a JSON scalar ({', '.join(WEB_SCALARS)}), a web type, or a qualified message or enum",
             )
 
 
@@ -75,13 +75,15 @@ def check_web_events(spec: Spec, diags: Diagnostics) -> None:
         if command is None:
             diags.error(
                 "TT853",
-                f"web event '{e.name}' data names unknown command '{e.data}'" + did_you_mean(e.data, commands),
+                f"web event '{e.name}' data names unknown command '{e.data}'"
+                + did_you_mean(e.data, commands),
                 loc,
             )
         elif command.direction not in ("s2c", "both"):
             diags.error(
                 "TT853",
-                f"web event '{e.name}' data command '{e.data}' is {command.direction}: it never goes to clients",
+                f"web event '{e.name}' data command '{e.data}' is {command.direction}: "
+                "it never goes to clients",
                 loc,
             )
 
@@ -95,7 +97,9 @@ def check_web_enums(spec: Spec, diags: Diagnostics) -> None:
     for name in web.enums:
         if name not in enums:
             diags.error(
-                "TT854", f"web enums: unknown enum '{name}'" + did_you_mean(name, enums), loc_at(web, f"enums:{name}")
+                "TT854",
+                f"web enums: unknown enum '{name}'" + did_you_mean(name, enums),
+                loc_at(web, f"enums:{name}"),
             )
 
 

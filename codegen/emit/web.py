@@ -35,6 +35,7 @@ _TS_SCALARS = {"string": "string", "int": "number", "number": "number", "bool": 
 RESERVED = frozenset(
     {"call", "on", "off", "start", "stop", "close", "state", "token", "userId", "constructor", "emit"}
 )
+_TABLES = frozenset({"ENUMS", "COMMANDS", "EVENTS", "TYPES", "MESSAGES", "SPEC"})
 MAX_DEPTH = 8  # how deep message references are followed in the protocol tables
 
 
@@ -73,6 +74,11 @@ def ts_line(name: str, type_: str, optional: bool, doc: str) -> str:
     """One member of a TypeScript interface, with its doc comment."""
     comment = f"/** {doc.replace('*/', '* /')} */ " if doc else ""
     return f"{comment}{name}{'?' if optional else ''}: {type_};"
+
+
+def event_interface(name: str) -> str:
+    """`msg` -> `MsgEvent`; `CID_EXT_TYPING` -> `CidExtTypingEvent`."""
+    return "".join(p[:1].upper() + p[1:].lower() for p in re.split(r"[^0-9A-Za-z]+", name) if p) + "Event"
 
 
 def ts_type_name(qualname: str) -> str:
@@ -129,8 +135,12 @@ class _View:
 
     def web_fields(self, fields: tuple[WebField, ...]) -> list[list[Any]]:
         return [
-            [f.name, self.web_kind(f), (OPTIONAL if f.optional else 0) | (LIST if f.list else 0)] for f in fields
+            [f.name, self.web_kind(f), (OPTIONAL if f.optional else 0) | (LIST if f.list else 0)]
+            for f in fields
         ]
+
+    def ts_member(self, f: WebField) -> str:
+        return ts_line(f.name, self.ts_web(f), f.optional, one_line(f.doc))
 
     def ts_web(self, f: WebField) -> str:
         if f.type in _TS_SCALARS:
@@ -179,8 +189,8 @@ class _View:
                             "reply": self.web_fields(c.reply),
                         }
                     ),
-                    "request": [ts_line(f.name, self.ts_web(f), f.optional, one_line(f.doc)) for f in c.request],
-                    "reply": [ts_line(f.name, self.ts_web(f), f.optional, one_line(f.doc)) for f in c.reply],
+                    "request": [self.ts_member(f) for f in c.request],
+                    "reply": [self.ts_member(f) for f in c.reply],
                 }
             )
         events = []
@@ -194,14 +204,13 @@ class _View:
             fields = self.web_fields(e.fields)
             if data_message is not None:
                 fields.append(["data", "message:" + data_message, 0])
-            ts_fields = [ts_line(f.name, self.ts_web(f), f.optional, one_line(f.doc)) for f in e.fields]
+            ts_fields = [self.ts_member(f) for f in e.fields]
             if data_message is not None:
                 ts_fields.append(ts_line("data", ts_type_name(data_message), False, ""))
             events.append(
                 {
                     "name": e.name,
-                    "iface": "".join(p[:1].upper() + p[1:].lower() for p in re.split(r"[^0-9A-Za-z]+", e.name) if p)
-                    + "Event",
+                    "iface": event_interface(e.name),
                     "doc": one_line(e.doc),
                     "table": js({"fields": fields}),
                     "fields": ts_fields,
@@ -212,7 +221,7 @@ class _View:
                 "name": t.name,
                 "doc": one_line(t.doc),
                 "table": js(self.web_fields(t.fields)),
-                "fields": [ts_line(f.name, self.ts_web(f), f.optional, one_line(f.doc)) for f in t.fields],
+                "fields": [self.ts_member(f) for f in t.fields],
             }
             for t in web.types
         ]
@@ -235,7 +244,7 @@ class _View:
                     ],
                 }
             )
-        enums = []
+        enums: list[dict[str, Any]] = []
         for qualname in sorted(self.used_enums):
             enum = self.enums.get(qualname)
             if enum is None:
@@ -250,12 +259,12 @@ class _View:
                     "table": js({v.name: v.value for v in enum.values}),
                 }
             )
-        # The exported enum constants go by simple name; two enums of one name keep only their qualified entry.
+        # Enum constants are also exported by simple name, unless two enums share it (or it is a table's).
         simple: dict[str, int] = {}
-        for e in enums:
-            simple[e["const"]] = simple.get(e["const"], 0) + 1
-        for e in enums:
-            e["export"] = simple[e["const"]] == 1 and e["const"] not in {"ENUMS", "COMMANDS", "EVENTS", "TYPES"}
+        for item in enums:
+            simple[item["const"]] = simple.get(item["const"], 0) + 1
+        for item in enums:
+            item["export"] = simple[item["const"]] == 1 and item["const"] not in _TABLES
         return {
             "commands": commands,
             "events": events,

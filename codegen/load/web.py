@@ -96,7 +96,7 @@ def _fields(r: Reader, y: Y | None, what: str) -> tuple[WebField, ...]:
     out = []
     for name, fy in _entries(r, y, f"{what} fields", "web field"):
         assert y is not None
-        loc, doc, ty = y.keys[name], "", fy
+        doc, ty = "", fy
         if fy.kind == "map":
             fm = r.mapping(fy, f"{what} field '{name}'", FIELD_KEYS, required=("type",))
             if fm is None or "type" not in fm:

@@ -205,6 +205,19 @@ check("no WebSocket: falls back to long-poll after two failed opens", async () =
   client.stop();
 });
 
+check("long-poll mode tries the WebSocket again after wsRetry", async () => {
+  const gw = new Gateway();
+  gw.wsWorks = false;
+  const client = new Client({ base: BASE, fetch: gw.fetch, WebSocket: gw.WebSocket, backoff: [1], wsRetry: 50 });
+  await client.login({ user: "five", password: "pw" });
+  client.start();
+  await until(() => client.mode === "poll", "long-poll");
+  gw.wsWorks = true;
+  await until(() => client.mode === "websocket" && client.state === "online", "back on the WebSocket");
+  assert.ok(gw.sockets.length >= 3);
+  client.stop();
+});
+
 check("an ended session resumes with the ticket: a new token, seq from 0, a gap, msg ids still deduplicated", async () => {
   const gw = new Gateway();
   const client = new Client({ base: BASE, fetch: gw.fetch, WebSocket: gw.WebSocket, backoff: [1], transport: "poll" });

@@ -10,8 +10,8 @@ export { HTTP_PREFIX, WEBSOCKET };
 export const NOT_LOGGED_IN = 2;
 export const UNAVAILABLE = 3;
 const MAX_SEEN = 4096;  // chat message keys remembered for duplicate suppression
-const WS_FAILURES_BEFORE_POLL = 2;
-const AUTH_ID = "auth";  // WebSocket attempts that never opened before falling back to long-poll
+const WS_FAILURES_BEFORE_POLL = 2;  // WebSocket attempts that never opened before falling back to long-poll
+const AUTH_ID = "auth";  // the request id of the WebSocket's auth frame
 
 /** A refused command: `code` is the answer's error_code (3 when the gateway could not be reached). */
 export class ApiError extends Error {
@@ -47,7 +47,7 @@ export function chatKey(ev, me) {
 /**
  * The client. `options`: `base` (the gateway's origin, "" for the page's own), `transport` ("auto": the
  * WebSocket, falling back to long-poll when it cannot open; "websocket"; "poll"), `clientType`, `backoff`
- * (reconnect delays in ms), `requestTimeout` (ms), `pollTimeout` (s), and for tests `fetch` and `WebSocket`.
+ * (reconnect delays in ms), `requestTimeout` (ms), `pollTimeout` (s), `wsRetry` (ms of long-poll before the WebSocket is tried again), and for tests `fetch` and `WebSocket`.
  *
  * Events: `on(type, fn)` for an event type of the API, or "event" (every event), "state" (offline,
  * connecting, online, reconnecting), "gap" (events were lost: re-read unread counts and history),
@@ -62,6 +62,7 @@ export class Client {
     this.backoff = options.backoff ?? [250, 500, 1000, 2000, 4000, 8000];
     this.requestTimeout = options.requestTimeout ?? 15000;
     this.pollTimeout = options.pollTimeout ?? 25;
+    this.wsRetry = options.wsRetry ?? 60000;  // ms in long-poll mode before the WebSocket is tried again
     this._fetch = options.fetch ?? ((...args) => globalThis.fetch(...args));
     this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
     this.token = "";
@@ -82,6 +83,7 @@ export class Client {
     this._nextId = 1;
     this._poll = null;
     this._wake = null;
+    this._polledSince = 0;
   }
 
   /** Listen; returns a function that stops listening. */
@@ -292,9 +294,17 @@ export class Client {
         (this.pollTimeout + 10) * 1000);
       const wrong = validate(poll.reply, answer, "poll answer");
       if (wrong) throw new ApiError(UNAVAILABLE, `malformed answer: ${wrong}`);
+      if (this.mode !== "poll") this._polledSince = Date.now();
       this.mode = "poll";
       this._attempt = 0;
       this._setState("online");
+      // Fell back from a WebSocket that would not open: try it again now and then (it may have been the network).
+      if (this.transport === "auto" && WEBSOCKET && Date.now() - this._polledSince > this.wsRetry) {
+        this._wsFailures = 0;
+        this._polledSince = Date.now();
+        for (const ev of answer.events) this._event(ev);
+        return;
+      }
       if (answer.gap) this.emit("gap", "the gateway dropped events this client had not fetched");
       for (const ev of answer.events) this._event(ev);
     }

@@ -7,10 +7,10 @@ import { SessionType, TypingState, UserStatType } from "/gen/protocol.js";
 
 const SINGLE = SessionType.SESSION_TYPE_SINGLE;
 const GROUP = SessionType.SESSION_TYPE_GROUP;
-const PAGE = 30;  // messages per history page
 const TYPING_SEND_MS = 3000;  // at most one "typing" a conversation per this interval
 const TYPING_SHOW_MS = 6000;  // how long a peer's "typing" shows without news
 const params = new URLSearchParams(location.search);
+const PAGE = Math.min(100, Math.max(1, Number(params.get("page")) || 30));  // messages per history page
 // How long a read burn-after-reading message stays on the reader's screen before it is destroyed.
 const BURN_VIEW_MS = Math.max(0, Number(params.get("burn_ms") ?? 10000)) || 0;
 

@@ -26,6 +26,7 @@ export interface ClientOptions {
   backoff?: number[];
   requestTimeout?: number;
   pollTimeout?: number;
+  wsRetry?: number;
   fetch?: typeof fetch;
   WebSocket?: typeof WebSocket;
 }
