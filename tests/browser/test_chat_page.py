@@ -74,7 +74,7 @@ class Page:
 
     # acting --------------------------------------------------------------------------------------------
     def login(self, password: str = "demo") -> None:
-        self.d.get(self.cluster.url + "?burn_ms=300&page=4")
+        self.d.get(self.cluster.url + "?burn_ms=1500&page=4")
         self.until(lambda: self.js("return !!document.getElementById('login-user')"), "the login form")
         self.js("document.getElementById('login-user').value = arguments[0];"
                 "document.getElementById('login-password').value = arguments[1];", self.name, password)
@@ -89,7 +89,7 @@ class Page:
         self.d.find_element("css selector", f"#pane-{tab} .conv[data-key='{key}']").click()
         self.until(lambda: self.js("return !document.getElementById('composer').hidden"), "the composer")
 
-    def send(self, text: str, burn: bool = False) -> dict[str, Any]:
+    def send(self, text: str, burn: bool = False, wait: bool = True) -> dict[str, Any] | None:
         box = self.d.find_element("id", "burn")
         if box.is_selected() != burn:
             box.click()
@@ -97,7 +97,9 @@ class Page:
         area.clear()
         self.js("document.getElementById('composer-text').value = arguments[0]", text)
         self.d.find_element("id", "send").click()
-        mine = self.until(
+        if not wait:
+            return None
+        mine: dict[str, Any] = self.until(
             lambda: next((m for m in self.messages() if m["text"] == text and "mine" in m["cls"]), None),
             f"own message {text!r}",
         )
@@ -147,6 +149,7 @@ def test_one_to_one_text_receipts_typing_and_html_shown_as_text(
     ids = web_cluster.users
     alice.open("contacts", f"1:{ids['bob']}")
     sent = alice.send(HOSTILE)
+    assert sent is not None
     # Bob has not opened the conversation: an unread badge.
     bob.until(lambda: bob.badge(f"1:{ids['alice']}") >= 1, "bob's unread badge")
     bob.shot("03-unread-badge")
@@ -200,6 +203,7 @@ def test_recall_and_burn_after_reading(pages: dict[str, Page], web_cluster: WebC
     alice.open("contacts", f"1:{ids['bob']}")
     bob.open("contacts", f"1:{ids['alice']}")
     oops = alice.send("this one goes back")
+    assert oops is not None
     bob.message("this one goes back")
     alice.d.find_element("css selector", f"#messages li[data-msg-id='{oops['id']}'] button.recall").click()
     for page in (alice, bob):
@@ -208,12 +212,19 @@ def test_recall_and_burn_after_reading(pages: dict[str, Page], web_cluster: WebC
             "the recall notice",
         )
         assert not any(m["text"] == "this one goes back" for m in page.messages())
-    secret = alice.send("burn me after reading", burn=True)
-    # Bob's page has the conversation open: it reads the message, shows it briefly, then destroys it; Alice's
-    # page replaces her copy when the burned notice arrives.
-    for page in (bob, alice):
+    alice.send("burn me after reading", burn=True, wait=False)
+    # Bob's page has the conversation open: it reads the message, shows it for burn_ms, then destroys it.
+    shown = bob.until(
+        lambda: next(
+            (m for m in bob.messages() if m["text"] == "burn me after reading" and "burning" in m["cls"]), None
+        ),
+        "the message shown while it burns",
+    )
+    assert shown["id"] > oops["id"]
+    # The read destroyed it everywhere: Alice's copy goes as the burned notice arrives, Bob's after burn_ms.
+    for page in (alice, bob):
         page.until(
-            lambda p=page: any(m["id"] == secret["id"] and m["state"] == "burned" for m in p.messages()),
+            lambda p=page: any(m["id"] == shown["id"] and m["state"] == "burned" for m in p.messages()),
             "the burned notice",
         )
         assert not any(m["text"] == "burn me after reading" for m in page.messages())
