@@ -214,10 +214,9 @@ def test_recall_and_burn_after_reading(pages: dict[str, Page], web_cluster: WebC
         assert not any(m["text"] == "this one goes back" for m in page.messages())
     alice.send("burn me after reading", burn=True, wait=False)
     # Bob's page has the conversation open: it reads the message, shows it for burn_ms, then destroys it.
+    burning = "burn me after reading"
     shown = bob.until(
-        lambda: next(
-            (m for m in bob.messages() if m["text"] == "burn me after reading" and "burning" in m["cls"]), None
-        ),
+        lambda: next((m for m in bob.messages() if m["text"] == burning and "burning" in m["cls"]), None),
         "the message shown while it burns",
     )
     assert shown["id"] > oops["id"]
