@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from runtime.http import ClientResponse, http_request, post_json
+from tests.http_support import ClientResponse, http_request, post_json
 from tests.integration.conftest import PASSWORD
 from tests.integration.file_support import FileCluster
 
