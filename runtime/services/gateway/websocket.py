@@ -36,6 +36,7 @@ HEARTBEAT = 20.0
 MAX_BAD = 20
 MAX_QUEUED = 64
 MAX_ID = 64
+MAX_BATCH = 100  # events per frame
 
 CLOSE_LOGOUT, CLOSE_AUTH, CLOSE_ENDED, CLOSE_REPLACED, CLOSE_SLOW, CLOSE_ABUSE = (
     1000,
@@ -110,10 +111,11 @@ class Conn:
         return True
 
     def drop(self) -> None:
-        """A client that stopped reading: no close handshake can reach it, so the connection is cut."""
+        """A client that stopped reading: no close frame can reach it, so the connection is cut (what the
+        kernel and aiohttp buffered for it is freed with it)."""
         self.close_code = CLOSE_SLOW
-        task = asyncio.get_running_loop().create_task(self.close(CLOSE_SLOW, "too slow"))
-        task.add_done_callback(lambda _t: None)
+        if self.transport is not None:
+            self.transport.abort()
 
     async def close(self, code: int, message: str = "") -> None:
         """Close with a code (at most 1 s for the handshake, then the connection is cut)."""
@@ -323,7 +325,7 @@ class WebSockets:
         """The session's events, each once, until the session ends (then the socket is closed)."""
         session = conn.session
         while True:
-            events = await session.next_events(conn.sent)
+            events = (await session.next_events(conn.sent))[:MAX_BATCH]
             if events:
                 last = events[-1]["seq"]
                 gap = session.take_gap()
