@@ -30,6 +30,7 @@ from runtime.cluster.config import parse_config
 from runtime.cluster.discovery import RunDirDiscovery
 from runtime.cluster.runner import ClusterRunner
 from runtime.services.biz.storage_open import storage_from_config
+from runtime.storage import GroupType, NewUser
 from ttgen.commands.chat import ChatSession
 from ttgen.demo import DEMO_PASSWORD, seed_demo_data
 from ttgen.stack import load_stack
@@ -175,6 +176,11 @@ class WebCluster:
         return self.loop.run(run(), timeout)
 
 
+# A user and a group whose names are markup: the page must show them as text.
+HOSTILE_NICK = '<img src=x onerror="window.__pwned=3">Mallory'
+HOSTILE_GROUP = "<script>window.__pwned=4</script>ops"
+
+
 async def _seed(data_dir: Path, storage_cfg: dict[str, Any]) -> dict[str, int]:
     storage = storage_from_config(storage_cfg, data_dir)
     await storage.open()
@@ -185,6 +191,15 @@ async def _seed(data_dir: Path, storage_cfg: dict[str, Any]) -> dict[str, int]:
             user = await storage.get_user_by_login(name)
             assert user is not None
             ids[name] = user.id
+        alice = await storage.get_user_by_login("alice")
+        assert alice is not None
+        mallory = await storage.create_user(
+            NewUser(login_name="mallory", nick=HOSTILE_NICK, department_id=alice.department_id,
+                    password_hash="x" * 16)
+        )
+        ids["mallory"] = mallory.id
+        await storage.create_group(ids["alice"], HOSTILE_GROUP, GroupType.NORMAL, [ids["alice"], mallory.id],
+                                   by_admin=True)
         return ids
     finally:
         await storage.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import WebCluster
+from tests.browser.conftest import HOSTILE_GROUP, HOSTILE_NICK, WebCluster
 
 pytestmark = pytest.mark.integration
 
@@ -134,11 +134,17 @@ def test_login_refused_then_accepted(pages: dict[str, Page], web_cluster: WebClu
         lambda: alice.js("return document.querySelector(arguments[0]).dataset.presence", dot) == "online",
         "bob online",
     )
+    # Names are text: markup in a nick or a group name makes no element and runs nothing.
+    names = alice.js("return [...document.querySelectorAll('#dept-tree .conv-name')].map(s => s.textContent)")
+    assert HOSTILE_NICK in names
+    assert alice.js("return document.querySelectorAll('#dept-tree img, #dept-tree .conv-name *').length") == 0
     alice.d.find_element("id", "tab-groups").click()
     groups = alice.js(
         "return [...document.querySelectorAll('#group-list .conv-name')].map(s => s.textContent)"
     )
-    assert groups == ["team"]
+    assert sorted(groups) == sorted([HOSTILE_GROUP, "team"])
+    assert alice.js("return document.querySelectorAll('#group-list script').length") == 0
+    assert alice.js("return window.__pwned === undefined")
     alice.shot("02-contacts")
 
 

@@ -394,6 +394,10 @@ function addMessage(m, { older = false } = {}) {
 }
 
 function fileView(file) {
+  // Only the gateway's own download path is followed (never a script: or foreign URL).
+  if (typeof file.url !== "string" || !file.url.startsWith("/api/blob/")) {
+    return el("span", { className: "file" }, `${file.name} (unavailable)`);
+  }
   const url = `${file.url}${file.url.includes("?") ? "&" : "?"}token=${encodeURIComponent(client.token)}`;
   if (file.mime.startsWith("image/")) {
     const figure = el("figure", { className: "image" });
