@@ -22,6 +22,7 @@ from runtime.cluster.discovery import RunDirDiscovery
 from runtime.errors import RuntimeProtocolError
 from runtime.storage import Conflict, GroupType, NewUser, Storage
 from ttgen.commands.chat import ChatSession, Target
+from ttgen.commands.up import page_address
 from ttgen.stack import Stack
 
 DEMO_PASSWORD = "demo"
@@ -156,13 +157,7 @@ def program_name() -> str:
 def page_url(config: ClusterConfig) -> str:
     """The chat page's address: the gateway's HTTP endpoint from the run dir ("" when no gateway runs). A
     gateway listening on every interface is shown at 127.0.0.1, where this machine's browser reaches it."""
-    found = RunDirDiscovery(config.run_dir).endpoints("gateway", "http")
-    if not found:
-        return ""
-    host = found[0].host
-    host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{found[0].port}/"
+    return page_address(RunDirDiscovery(config.run_dir).endpoints("gateway", "http"))
 
 
 def join_hint(config: ClusterConfig, default_data_dir: bool) -> str:
