@@ -110,6 +110,11 @@ def test_websocket_commands_events_and_resume(tmp_path: Path) -> None:
             rsp = await http_request(*addr, "GET", "/api/unread", headers=bob_web.headers())
             assert (rsp.status, rsp.json()["error_code"]) == (401, 2)
             await bob2.close()
+            # A second login of the same class kicks alice's session: the socket gets the kick, then 4002.
+            await WebClient.login(addr, "user40")
+            kick = await alice.wait_for(lambda e: e["type"] == "kick")
+            assert kick["reason"] == 1
+            assert await alice.close_code() == gw_ws.CLOSE_ENDED
         finally:
             await alice.close()
             await bob.close()
@@ -391,6 +396,13 @@ def test_static_page_and_generated_client_are_served_with_a_strict_policy(tmp_pa
             "/static/missing.css",
         ):
             assert (await http_request(*addr, "GET", path)).status == 404, path
+        # Heads: 8 KiB in all (431), 32 lines (400), each line 8 KiB (400); the server keeps serving.
+        padded = {f"X-Pad-{i}": "a" * 600 for i in range(15)}
+        assert (await http_request(*addr, "GET", "/api/ping", headers=padded)).status == 431
+        many = {f"X-{i}": "1" for i in range(40)}
+        assert (await http_request(*addr, "GET", "/api/ping", headers=many)).status == 400
+        assert (await http_request(*addr, "GET", "/api/ping", headers={"X": "a" * 9000})).status == 400
+        assert (await http_request(*addr, "GET", "/")).status == 200
 
     (tmp_path / "data").mkdir()
     asyncio.run(
