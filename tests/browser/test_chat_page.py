@@ -5,8 +5,11 @@ share the pages. Screenshots of the main screens go to tests/artifacts/browser/.
 
 from __future__ import annotations
 
+import json
 import struct
 import time
+import urllib.error
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import HOSTILE_GROUP, HOSTILE_NICK, WebCluster
+from codegen.api import check_spec
+from runtime.services.gateway.client_api import WS_OPS
+from tests.browser.conftest import HOSTILE_GROUP, HOSTILE_NICK, ROOT, WebCluster
 
 pytestmark = pytest.mark.integration
 
@@ -316,3 +321,27 @@ def test_reconnect_state_and_resume(pages: dict[str, Page], web_cluster: WebClus
     bob.until(lambda: bob.badge(f"1:{ids['carol']}") >= 1, "the message sent during the outage")
     assert bob.js("return document.getElementById('conn-banner').hidden")
     alice.until(lambda: alice.state() == "online", "alice online again", timeout=20)
+
+
+def test_the_spec_web_section_is_what_the_gateway_serves(web_cluster: WebCluster) -> None:
+    """Every command of spec/teamtalk/web.yaml (what the page's client is generated from) is a route of the
+    running gateway, and the WebSocket carries exactly the commands the spec says it does."""
+    spec, _ = check_spec(ROOT / "spec" / "teamtalk")
+    assert spec.web is not None
+    on_socket = {c.name for c in spec.web.commands if c.ws}
+    assert on_socket == set(WS_OPS)
+    base = f"http://{web_cluster.gateway[0]}:{web_cluster.gateway[1]}"
+    for command in spec.web.commands:
+        if not command.method:
+            continue
+        body = b"{}" if command.method == "POST" else None
+        request = urllib.request.Request(base + command.path, data=body, method=command.method)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # a loopback address of the test
+                status, doc = answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as refused:
+            status, doc = refused.code, json.loads(refused.read())
+        # No token: an authenticated command is refused as "not logged in" (2), login as a bad request (1);
+        # never "no such endpoint" or "method not allowed".
+        expected = (401, 2) if command.auth else (400, 1)
+        assert (status, doc["error_code"]) == expected, (command.name, status, doc)

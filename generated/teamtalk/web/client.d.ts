@@ -94,6 +94,6 @@ export declare class Client {
   recall(args?: Commands["recall"][0]): Promise<Commands["recall"][1]>;
   /** upload: Store a file (multipart part `file`) for a message to carry. */
   upload(args?: Commands["upload"][0]): Promise<Commands["upload"][1]>;
-  /** ping: Keep the WebSocket busy; answers nothing more. */
+  /** ping: Answers nothing more (keeps a connection busy). */
   ping(args?: Commands["ping"][0]): Promise<Commands["ping"][1]>;
 }

@@ -588,7 +588,7 @@ export class Client {
   }
 
   /**
-   * ping: Keep the WebSocket busy; answers nothing more.
+   * ping: Answers nothing more (keeps a connection busy).
    * @param {import("./protocol.js").PingRequest} [args]
    * @returns {Promise<import("./protocol.js").PingReply>}
    */

@@ -407,7 +407,7 @@ export interface UploadReply extends Answer {
   file: File;
 }
 
-/** ping: Keep the WebSocket busy; answers nothing more. */
+/** ping: Answers nothing more (keeps a connection busy). */
 export interface PingRequest {
 }
 export interface PingReply extends Answer {

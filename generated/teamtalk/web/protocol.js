@@ -97,7 +97,7 @@ export const COMMANDS = Object.freeze({
   "typing": {"method": "POST", "path": "/api/typing", "ws": true, "auth": true, "body": "json", "request": [["to", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["state", "enum:IM.Ext.TypingState", 0]], "reply": []},
   "recall": {"method": "POST", "path": "/api/recall", "ws": true, "auth": true, "body": "json", "request": [["session_id", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["msg_id", "int", 0]], "reply": []},
   "upload": {"method": "POST", "path": "/api/upload", "ws": false, "auth": true, "body": "multipart", "request": [["file", "json", 0]], "reply": [["file", "type:File", 0]]},
-  "ping": {"method": "", "path": "", "ws": true, "auth": true, "body": "json", "request": [], "reply": []},
+  "ping": {"method": "GET", "path": "/api/ping", "ws": true, "auth": true, "body": "json", "request": [], "reply": []},
 });
 
 /** Gateway-to-client events by `type` (each also carries its `seq`). */
