@@ -78,8 +78,8 @@ class Page:
         return int(text or 0)
 
     # acting --------------------------------------------------------------------------------------------
-    def login(self, password: str = "demo") -> None:
-        self.d.get(self.cluster.url + "?burn_ms=1500&page=4")
+    def login(self, password: str = "demo", query: str = "") -> None:
+        self.d.get(self.cluster.url + "?burn_ms=1500&page=4" + query)
         self.until(lambda: self.js("return !!document.getElementById('login-user')"), "the login form")
         self.js("document.getElementById('login-user').value = arguments[0];"
                 "document.getElementById('login-password').value = arguments[1];", self.name, password)
@@ -321,6 +321,22 @@ def test_reconnect_state_and_resume(pages: dict[str, Page], web_cluster: WebClus
     bob.until(lambda: bob.badge(f"1:{ids['carol']}") >= 1, "the message sent during the outage")
     assert bob.js("return document.getElementById('conn-banner').hidden")
     alice.until(lambda: alice.state() == "online", "alice online again", timeout=20)
+    assert alice.js("return document.getElementById('conn-state').dataset.mode") == "websocket"
+
+
+def test_long_poll_transport(pages: dict[str, Page], web_cluster: WebCluster) -> None:
+    """The same page on long-poll (as behind a proxy that drops WebSocket upgrades)."""
+    alice, bob = pages["alice"], pages["bob"]
+    ids = web_cluster.users
+    bob.login(query="&transport=poll")
+    bob.logged_in()
+    assert bob.js("return document.getElementById('conn-state').dataset.mode") == "poll"
+    bob.open("contacts", f"1:{ids['alice']}")
+    alice.open("contacts", f"1:{ids['bob']}")
+    alice.send("over long-poll")
+    bob.message("over long-poll")
+    bob.send("and back")
+    alice.message("and back")
 
 
 def test_the_spec_web_section_is_what_the_gateway_serves(web_cluster: WebCluster) -> None:

@@ -83,7 +83,9 @@ const STATE_TEXT = {
 client.on("state", (value) => {
   const badge = $("conn-state");
   badge.dataset.state = value;
+  badge.dataset.mode = client.mode;
   badge.textContent = STATE_TEXT[value] ?? value;
+  badge.title = value === "online" ? `connected by ${client.mode === "poll" ? "long-poll" : "WebSocket"}` : "";
   const banner = $("conn-banner");
   if (value === "reconnecting" && state.me) {
     banner.hidden = false;
