@@ -176,7 +176,8 @@ class WebCluster:
         return self.loop.run(run(), timeout)
 
 
-# A user and a group whose names are markup: the page must show them as text.
+# A department, a user and a group whose names are markup: the page must show them as text.
+HOSTILE_DEPT = '<svg onload="window.__pwned=5">Sales'
 HOSTILE_NICK = '<img src=x onerror="window.__pwned=3">Mallory'
 HOSTILE_GROUP = "<script>window.__pwned=4</script>ops"
 
@@ -191,11 +192,9 @@ async def _seed(data_dir: Path, storage_cfg: dict[str, Any]) -> dict[str, int]:
             user = await storage.get_user_by_login(name)
             assert user is not None
             ids[name] = user.id
-        alice = await storage.get_user_by_login("alice")
-        assert alice is not None
+        dept = await storage.create_department(HOSTILE_DEPT, priority=1)
         mallory = await storage.create_user(
-            NewUser(login_name="mallory", nick=HOSTILE_NICK, department_id=alice.department_id,
-                    password_hash="x" * 16)
+            NewUser(login_name="mallory", nick=HOSTILE_NICK, department_id=dept.id, password_hash="x" * 16)
         )
         ids["mallory"] = mallory.id
         await storage.create_group(ids["alice"], HOSTILE_GROUP, GroupType.NORMAL, [ids["alice"], mallory.id],

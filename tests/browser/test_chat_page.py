@@ -19,7 +19,7 @@ import pytest
 
 from codegen.api import check_spec
 from runtime.services.gateway.client_api import WS_OPS
-from tests.browser.conftest import HOSTILE_GROUP, HOSTILE_NICK, ROOT, WebCluster
+from tests.browser.conftest import HOSTILE_DEPT, HOSTILE_GROUP, HOSTILE_NICK, ROOT, WebCluster
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +132,7 @@ def test_login_refused_then_accepted(pages: dict[str, Page], web_cluster: WebClu
     # Contacts by department, groups, presence from the directory.
     alice.d.find_element("id", "tab-contacts").click()
     depts = alice.js("return [...document.querySelectorAll('#dept-tree summary')].map(s => s.textContent)")
-    assert "Engineering" in depts
+    assert depts == ["Engineering", HOSTILE_DEPT]
     bob_key = f"1:{web_cluster.users['bob']}"
     dot = f"#pane-contacts .conv[data-key='{bob_key}'] .dot"
     alice.until(
@@ -142,7 +142,8 @@ def test_login_refused_then_accepted(pages: dict[str, Page], web_cluster: WebClu
     # Names are text: markup in a nick or a group name makes no element and runs nothing.
     names = alice.js("return [...document.querySelectorAll('#dept-tree .conv-name')].map(s => s.textContent)")
     assert HOSTILE_NICK in names
-    assert alice.js("return document.querySelectorAll('#dept-tree img, #dept-tree .conv-name *').length") == 0
+    markup = "#dept-tree img, #dept-tree svg, summary *"
+    assert alice.js("return document.querySelectorAll(arguments[0]).length", markup) == 0
     alice.d.find_element("id", "tab-groups").click()
     groups = alice.js(
         "return [...document.querySelectorAll('#group-list .conv-name')].map(s => s.textContent)"
@@ -361,3 +362,17 @@ def test_the_spec_web_section_is_what_the_gateway_serves(web_cluster: WebCluster
         # never "no such endpoint" or "method not allowed".
         expected = (401, 2) if command.auth else (400, 1)
         assert (status, doc["error_code"]) == expected, (command.name, status, doc)
+
+
+def test_a_newer_login_elsewhere_ends_the_page_session(
+    pages: dict[str, Page], web_cluster: WebCluster, browsers: Callable[[], Any], artifacts: Path
+) -> None:
+    alice = pages["alice"]
+    elsewhere = Page(browsers(), web_cluster, "alice", artifacts)
+    elsewhere.login()
+    elsewhere.logged_in()
+    alice.until(lambda: alice.js("return !document.getElementById('login-view').hidden"), "the login view")
+    message = alice.js("return document.getElementById('login-error').textContent")
+    assert "logged in elsewhere" in message
+    assert alice.state() == "offline"
+    alice.shot("10-kicked")
