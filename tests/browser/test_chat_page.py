@@ -144,6 +144,7 @@ def test_login_refused_then_accepted(pages: dict[str, Page], web_cluster: WebClu
     assert HOSTILE_NICK in names
     markup = "#dept-tree img, #dept-tree svg, summary *"
     assert alice.js("return document.querySelectorAll(arguments[0]).length", markup) == 0
+    alice.shot("02-contacts")
     alice.d.find_element("id", "tab-groups").click()
     groups = alice.js(
         "return [...document.querySelectorAll('#group-list .conv-name')].map(s => s.textContent)"
@@ -151,7 +152,7 @@ def test_login_refused_then_accepted(pages: dict[str, Page], web_cluster: WebClu
     assert sorted(groups) == sorted([HOSTILE_GROUP, "team"])
     assert alice.js("return document.querySelectorAll('#group-list script').length") == 0
     assert alice.js("return window.__pwned === undefined")
-    alice.shot("02-contacts")
+    alice.shot("02-groups")
 
 
 def test_one_to_one_text_receipts_typing_and_html_shown_as_text(
