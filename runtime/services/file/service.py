@@ -149,7 +149,7 @@ class FileService(Service):
         configured = self.ctx.config.get("client_addresses")
         if configured:
             return [(str(a["ip"]), int(a["port"])) for a in configured]
-        return [(self.ctx.host, self._client.port)] if self._client is not None else []
+        return [(self.ctx.advertised(), self._client.port)] if self._client is not None else []
 
     async def _tick_loop(self) -> None:
         while True:

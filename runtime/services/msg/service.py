@@ -107,7 +107,7 @@ class MsgService(Service):
         self._server = await serve(
             self.ctx.host, port, self.dispatcher.handler_factory, registry=self.ctx.registry
         )
-        ep = Endpoint("msg", self.ctx.instance, "client", self.ctx.host, self._server.port)
+        ep = Endpoint("msg", self.ctx.instance, "client", self.ctx.advertised(), self._server.port)
         self._endpoints = [ep]
         self._refresh_peers()
         self.routers.refresh()
@@ -202,8 +202,8 @@ class MsgService(Service):
     def _login_up(self, link: Link) -> None:
         info = self.proto.new(
             "CID_OTHER_MSG_SERV_INFO",
-            ip1=self.ctx.host,
-            ip2=self.ctx.host,
+            ip1=self.ctx.advertised(),
+            ip2=self.ctx.advertised(),
             port=self._endpoints[0].port if self._endpoints else 0,
             max_conn_cnt=self.max_conn,
             cur_conn_cnt=int(self.g_conns.value),
