@@ -41,6 +41,16 @@ def endpoint_table(endpoints: list[Endpoint]) -> str:
     return "\n".join(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}" for r in rows)
 
 
+def page_address(endpoints: list[Endpoint]) -> str:
+    """The chat page's address (the first gateway's HTTP endpoint), "" without a gateway. A gateway listening
+    on every interface is shown at 127.0.0.1, where a browser on this machine reaches it."""
+    for e in endpoints:
+        if e.service == "gateway" and e.kind == "http":
+            host = "127.0.0.1" if e.host in ("", "0.0.0.0", "::") else e.host
+            return f"http://{f'[{host}]' if ':' in host else host}:{e.port}/"
+    return ""
+
+
 def build_config(
     config_file: Path | None,
     data_dir: Path | None,
@@ -138,6 +148,9 @@ async def _run(
         return 1
     say("ttgen: cluster is up; listening on:")
     say(endpoint_table(supervisor.endpoints()))
+    page = page_address(supervisor.endpoints())
+    if page:
+        say(f"ttgen: the chat page: {page}")
     say(f"ttgen: logs in {config.log_dir}; `ttgen status --data-dir {config.data_dir}` shows health and load")
     code = 0
     if demo or demo_once:
