@@ -157,6 +157,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "TT311": ("error", "enum value uses a reserved number"),
     "TT312": ("error", "enum without values"),
     "TT313": ("error", "command id outside 0..65535"),
+    "TT314": ("error", "enum bit mask outside 1..0xffffffff"),
     "TT401": ("error", "`required` in proto3"),
     "TT402": ("error", "default value in proto3"),
     "TT403": ("error", "proto3 enum whose first value is not 0"),

@@ -136,6 +136,9 @@ class Enum:
     allow_alias: bool = False
     renamed_from: str | None = None
     key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # Named bits of the values (e.g. TeamTalk's MsgType: bit 0x10 marks a group message): (name, mask) in spec
+    # order. Not on the wire; emitted into the registry beside the enum, so services test bits by name.
+    bits: tuple[tuple[str, int], ...] = ()
 
     @property
     def qualname(self) -> str:

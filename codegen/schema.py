@@ -101,6 +101,11 @@ def _defs() -> dict[str, Any]:
             "reserved": _RESERVED,
             "allow_alias": _BOOL,
             "renamed_from": _STR,
+            "bits": {
+                "type": "object",
+                "additionalProperties": _INT,
+                "description": "named bits of the values (name -> mask), emitted into the registry",
+            },
         },
         ENUM_KEYS,
         ("values",),

@@ -22,6 +22,7 @@ from runtime.errors import CallTimeout, ConnectionClosed, LoginServiceError, Run
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
 from runtime.httpkit import MalformedRequest, fetch
 from runtime.registry import CommandInfo, Registry
+from runtime.services.links import ResultCode
 from runtime.stages import CommandStages, build_stages
 from runtime.stages.crypto import SessionCipher, SessionKeys
 from runtime.stages.unpack import ReplayWindow
@@ -34,7 +35,7 @@ Resync = Callable[["ClientCore"], Awaitable[None]]
 
 
 QueueProgress = Callable[[int, float], None]  # (1-based queue position, expected wait in seconds)
-QUEUED = 2  # TeamTalk's MSG_SERVER_FULL: the login service queued us
+QUEUED = ResultCode.MSG_SERVER_FULL  # the login service queued us (runtime.services.admission)
 
 
 async def resolve_msg_server(

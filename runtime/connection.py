@@ -30,7 +30,6 @@ _pack_header = HEADER.pack
 
 HEARTBEAT_SERVICE_ID = 7
 HEARTBEAT_COMMAND_ID = 0x0701
-MOBILE_CLIENT_BIT = 0x10
 
 
 class State(enum.Enum):
@@ -195,8 +194,8 @@ class Connection:
 
     @property
     def is_mobile(self) -> bool:
-        """Mobile clients (client_type bit 0x10) get the longer idle timeout."""
-        return bool(self.client_type & MOBILE_CLIENT_BIT)
+        """Mobile clients (the spec's ClientType bit MOBILE) get the longer idle timeout."""
+        return bool(self.client_type & self.registry.bits("ClientType").get("MOBILE", 0))
 
     def authenticate(self, user_id: int, client_type: int) -> None:
         """Mark a successful login: binds the user and lifts the auth gate."""

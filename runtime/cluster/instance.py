@@ -56,7 +56,7 @@ class HostedInstance:
     @property
     def metrics_endpoint(self) -> Endpoint:
         ctx = self.service.ctx
-        return Endpoint(ctx.name, ctx.instance, "metrics", ctx.host, self.monitor.port)
+        return Endpoint(ctx.name, ctx.instance, "metrics", ctx.advertised(), self.monitor.port)
 
     def endpoints(self) -> list[Endpoint]:
         """The service's endpoints plus its metrics endpoint."""
@@ -115,6 +115,8 @@ def make_context(
         discovery=discovery,
         host=config.host,
         internal_host=config.internal_host,
+        advertise_host=config.advertise_host,
+        internal_advertise_host=config.internal_advertise_host,
         link_auth=LinkAuth(cluster_secret(config.secret_path)),
         servers=servers,
         local=local,

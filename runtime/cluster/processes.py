@@ -25,6 +25,7 @@ from runtime.cluster.discovery import RunDirDiscovery
 from runtime.cluster.runner import (
     ClusterStartError,
     Console,
+    check_instances_free,
     claim_data_dir,
     plan_services,
     release_data_dir,
@@ -79,14 +80,14 @@ class ProcessSupervisor:
     async def start(self) -> list[Worker]:
         """Spawn every worker and wait until each is ready; on failure stop all, raise ClusterStartError."""
         planned = plan_services(self.config, self.console)
+        await check_instances_free(self.config)
         claim_data_dir(self.config, "processes")
         config_path = self.config.run_dir / CONFIG_FILE
         config_path.write_text(self.config.to_json() + "\n", encoding="utf-8")
         try:
             for item in planned:
                 spawned = [
-                    await self._spawn(item.config.name, i, str(config_path))
-                    for i in range(item.config.instances)
+                    await self._spawn(item.config.name, i, str(config_path)) for i in item.config.numbers
                 ]
                 self.workers.extend(spawned)
                 await asyncio.gather(*(self._await_ready(w) for w in spawned))

@@ -64,7 +64,7 @@ async def _stdin_closed() -> None:
 async def serve(config: ClusterConfig, service: str, instance: int, stack_module: str) -> int:
     """Host one instance until told to stop; returns the exit code."""
     svc = config.services.get(service)
-    if svc is None or instance >= svc.instances:
+    if svc is None or instance not in svc.numbers:
         _announce(FAILED, {"error": f"no instance {instance} of service '{service}' in the config"})
         return 2
     attach_process_log(log_path(config.log_dir, service, instance))  # library records of this process

@@ -65,12 +65,21 @@ class ServiceContext:
     cluster_config: Mapping[str, Any]  # the whole cluster config (storage, data_dir, ...)
     data_dir: Path
     discovery: Discovery
-    host: str = "127.0.0.1"  # where client-facing listeners bind (and what they advertise)
+    host: str = "127.0.0.1"  # where client-facing listeners bind
     internal_host: str = "127.0.0.1"  # where internal listeners (links between services) bind
+    advertise_host: str | None = None  # what client-facing endpoints publish (None: `host`)
+    internal_advertise_host: str | None = None  # what internal endpoints publish (None: `internal_host`)
     link_auth: LinkAuth | None = None  # the cluster secret every internal link proves (None: no proof asked)
     servers: Any = None  # the generated `servers` module of the stack (server base classes by service)
     local: dict[str, Any] = field(default_factory=dict)  # in-process peers by service name (one-process mode)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ttgen"))
+
+    def advertised(self, kind: str = "client") -> str:
+        """The address peers and clients are told for an endpoint of this kind (bind and advertised
+        addresses differ when a listener binds a wildcard or sits behind NAT)."""
+        if kind == "internal":
+            return self.internal_advertise_host or self.internal_host
+        return self.advertise_host or self.host
 
 
 class Service(abc.ABC):
@@ -122,9 +131,9 @@ def listener_port(server: asyncio.Server) -> int:
 
 def publish_endpoints(ctx: ServiceContext, ports: Mapping[str, int]) -> list[Endpoint]:
     """Publish an endpoint per (kind -> bound port) of this instance; returned for `withdraw_endpoints`.
-    `internal` endpoints advertise the internal host, the others the client-facing one."""
+    `internal` endpoints advertise the internal address, the others the client-facing one."""
     endpoints = [
-        Endpoint(ctx.name, ctx.instance, kind, ctx.internal_host if kind == "internal" else ctx.host, port)
+        Endpoint(ctx.name, ctx.instance, kind, ctx.advertised(kind), port)
         for kind, port in ports.items()
     ]
     for endpoint in endpoints:

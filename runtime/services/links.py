@@ -114,6 +114,31 @@ class LinkAuth:
             self.on_refused()
 
 
+# A peer whose host died (power, kernel, network) sends no FIN: the heartbeat would notice only after 30 s of
+# silence. The kernel notices sooner: keepalive probes after DEAD_PEER_IDLE s idle, one every
+# DEAD_PEER_INTERVAL s, and TCP_USER_TIMEOUT drops the connection once sent data (a probe or a frame) has gone
+# unacknowledged for DEAD_PEER_TIMEOUT s; the link closes and its requests go to another instance.
+DEAD_PEER_IDLE, DEAD_PEER_INTERVAL, DEAD_PEER_TIMEOUT = 2, 1, 5.0
+
+
+def detect_dead_peer(sock: Any) -> None:
+    """Make the kernel drop a connection to a dead host within about DEAD_PEER_TIMEOUT seconds (Linux;
+    elsewhere whatever of it the platform has)."""
+    import socket
+
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), DEAD_PEER_IDLE),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), DEAD_PEER_INTERVAL),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), 3),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), int(DEAD_PEER_TIMEOUT * 1000)),
+    ]
+    for level, option, value in options:
+        if option is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, value)
+
+
 class Link(asyncio.Protocol):
     """One end of an internal link: frames in (to `on_frame`), frames out (corked), requests with replies.
 
@@ -170,6 +195,7 @@ class Link(asyncio.Protocol):
                 import socket
 
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            detect_dead_peer(sock)
         if self._handshake is None:
             self.authenticated.set_result(True)
             return
@@ -507,14 +533,15 @@ class Proto:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._cache: dict[str, CommandInfo] = {}
+        self._cache: dict[str | int, CommandInfo] = {}
         self._enums: dict[tuple[str, str], dict[str, int]] = {}
 
-    def info(self, name: str) -> CommandInfo:
-        """The registry entry of a command name."""
+    def info(self, name: str | int) -> CommandInfo:
+        """The registry entry of a command name, or of a command id (the registry's `CommandId`)."""
         info = self._cache.get(name)
         if info is None:
-            info = self._cache[name] = self.registry.by_name(name)
+            found = self.registry.by_id(name) if isinstance(name, int) else self.registry.by_name(name)
+            info = self._cache[name] = found
         return info
 
     def has(self, name: str) -> bool:
@@ -525,11 +552,11 @@ class Proto:
             return False
         return True
 
-    def cid(self, name: str) -> int:
+    def cid(self, name: str | int) -> int:
         """The command id of a command name."""
         return self.info(name).command_id
 
-    def new(self, name: str, **fields: Any) -> PbMessage:
+    def new(self, name: str | int, **fields: Any) -> PbMessage:
         """A new message of the command's type with the given fields set."""
         return self.info(name).message_class(**fields)
 

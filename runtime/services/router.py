@@ -41,8 +41,7 @@ from runtime.services.links import (
     serve_links,
 )
 from runtime.services.presence import EVERYONE, Everyone, Flusher, PresenceCodec, PresencePolicy, States
-
-MOBILE_BIT = 0x10
+from runtime.services.protocol import enums_of
 
 
 class UserTable:
@@ -53,15 +52,16 @@ class UserTable:
     the cluster pays per user.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mobile_bit: int) -> None:
         self.users: dict[int, list[Any]] = {}
+        self.mobile_bit = mobile_bit  # the spec's ClientType bit of mobile clients
 
     def pc_online(self, user_id: int) -> bool:
         """TeamTalk's presence rule: online iff some PC client is connected somewhere."""
         entries = self.users.get(user_id)
         if entries:
             for i in range(0, len(entries), 3):
-                if entries[i + 2] > 0 and not entries[i + 1] & MOBILE_BIT:
+                if entries[i + 2] > 0 and not entries[i + 1] & self.mobile_bit:
                     return True
         return False
 
@@ -127,7 +127,7 @@ class RouterService(Service):
         super().__init__(ctx)
         self.metrics = Metrics(labels={"service": "router", "instance": str(ctx.instance)})
         self.proto = Proto(ctx.registry)
-        self.table = UserTable()
+        self.table = UserTable(enums_of(ctx.registry).ClientTypeBits.MOBILE)
         self.links: set[Link] = set()
         self._server: asyncio.Server | None = None
         self._endpoints: list[Endpoint] = []

@@ -11,7 +11,6 @@ from runtime.services.links import ResultCode
 from runtime.storage import errors as se
 from runtime.storage.models import Department, Group, Message, User
 
-GROUP_MSG_BIT = 0x10  # MsgType: 0x11/0x12 are group types
 _REPLY = struct.Struct(">IIB")  # biz -> msg IMMsgData reply envelope: result, group version, duplicate
 _VERSION = struct.Struct(">I")
 _TOKEN = struct.Struct(">q")  # a store request token as biz keeps and stores it: a signed 64-bit int

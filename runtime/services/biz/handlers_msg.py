@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any, ClassVar
 
 from runtime.services.biz.convert import (
-    GROUP_MSG_BIT,
     fill_latest,
     fill_msg,
     is_resend,
@@ -20,14 +19,13 @@ from runtime.services.biz.convert import (
     unpack_version,
 )
 from runtime.services.links import Link, Proto, ResultCode
+from runtime.services.protocol import enums_of
 from runtime.stages.transport import DedupWindow
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import GroupVersion, SessionType
 
 log = logging.getLogger("ttgen.biz")
-
-RECALL_OK, RECALL_NOT_FOUND, RECALL_NOT_SENDER, RECALL_TIME_LIMIT = 0, 1, 2, 3
 
 
 _STORED = pack_store_reply(ResultCode.OK, 0, False)  # the reply envelope of a stored 1:1 message
@@ -143,7 +141,7 @@ class MessageHandlers:
         (nothing done) for a group message, a storage without the callback form, or a resend whose token
         the memory does not know (rare: `h_msg_data` asks storage whether its first copy was stored)."""
         send = getattr(self.storage, "send_single_nowait", None)
-        if send is None or msg.msg_type & GROUP_MSG_BIT:
+        if send is None or msg.msg_type & enums_of(self.proto.registry).MsgTypeBits.GROUP:
             return False
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id
@@ -174,7 +172,7 @@ class MessageHandlers:
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id
         cached_version = unpack_version(msg.attach_data) if msg.HasField("attach_data") else 0
-        is_group = bool(msg.msg_type & GROUP_MSG_BIT)
+        is_group = bool(msg.msg_type & enums_of(self.proto.registry).MsgTypeBits.GROUP)
         # A resend the token memory does not know (biz restarted since its first copy?) is looked up by
         # storage in the same write as the store: found, it answers with that message (duplicate) as below.
         token, hit, resend = self._token_hit(user_id, msg)
@@ -331,13 +329,14 @@ class MessageHandlers:
             session_id=msg.session_id,
             msg_id=msg.msg_id,
         )
+        result = enums_of(self.proto.registry).RecallResult
         try:
             await self.storage.recall(user_id, SessionType(msg.session_type), msg.session_id, msg.msg_id)
-            rsp.result_code = RECALL_OK
+            rsp.result_code = result.RECALL_OK
         except se.RecallWindowExpired:
-            rsp.result_code = RECALL_TIME_LIMIT
+            rsp.result_code = result.RECALL_TIME_LIMIT
         except se.AccessDenied:
-            rsp.result_code = RECALL_NOT_SENDER
+            rsp.result_code = result.RECALL_NOT_SENDER
         except (se.StorageError, ValueError):
-            rsp.result_code = RECALL_NOT_FOUND
+            rsp.result_code = result.RECALL_NOT_FOUND
         return rsp

@@ -32,11 +32,12 @@ from runtime.services.base import (
     publish_endpoints,
     withdraw_endpoints,
 )
-from runtime.services.biz.storage_open import open_storage
+from runtime.services.biz import open_storage
 from runtime.services.file import tasks as t
 from runtime.services.file.handlers import FileHandlers, close_quietly
 from runtime.services.file.offline_store import OfflineFileError, delete_offline, read_header
 from runtime.services.links import FLAG_RELAY, Link, Proto, serve_links, unpack_relay
+from runtime.services.protocol import enums_of
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import OfflineFile
@@ -54,6 +55,7 @@ class FileService(Service):
         cfg = ctx.config
         self.metrics = Metrics(labels={"service": "file", "instance": str(ctx.instance)})
         self.proto = Proto(ctx.registry)
+        self.e = enums_of(ctx.registry)
         self.max_file = int(cfg.get("max_file_bytes", MAX_FILE_BYTES))
         self.pull_timeout = float(cfg.get("pull_timeout", 30.0))
         self.tasks = t.TaskTable(float(cfg.get("task_timeout", 60.0)))
@@ -149,7 +151,7 @@ class FileService(Service):
         configured = self.ctx.config.get("client_addresses")
         if configured:
             return [(str(a["ip"]), int(a["port"])) for a in configured]
-        return [(self.ctx.host, self._client.port)] if self._client is not None else []
+        return [(self.ctx.advertised(), self._client.port)] if self._client is not None else []
 
     async def _tick_loop(self) -> None:
         while True:
@@ -206,7 +208,7 @@ class FileService(Service):
         """IMFileTransferReq -> a task (or a refusal with a FileServerError code)."""
         rsp: Any = self.proto.new(
             "CID_OTHER_FILE_TRANSFER_RSP",
-            result_code=t.OK,
+            result_code=self.e.FileServerError.FILE_SERVER_ERRNO_OK,
             from_user_id=msg.from_user_id,
             to_user_id=msg.to_user_id,
             file_name=msg.file_name,
@@ -221,12 +223,16 @@ class FileService(Service):
             problem = f"file of {msg.file_size} bytes exceeds the limit of {self.max_file}"
         elif not name_bytes or len(name_bytes) > MAX_NAME_BYTES or "\0" in msg.file_name:
             problem = "bad file name"
-        elif msg.trans_mode not in (t.ONLINE, t.OFFLINE) or msg.from_user_id == msg.to_user_id:
+        elif (
+            msg.trans_mode
+            not in (self.e.TransferFileType.FILE_TYPE_ONLINE, self.e.TransferFileType.FILE_TYPE_OFFLINE)
+            or msg.from_user_id == msg.to_user_id
+        ):
             problem = "bad transfer request"
         if problem is not None:
             self.log.info("file task refused: %s", problem)
             self.m_refused.inc()
-            rsp.result_code = t.CREATE_TASK_ERROR
+            rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_CREATE_TASK_ERROR
             return rsp
         task = self.tasks.create(
             msg.from_user_id, msg.to_user_id, msg.file_name, msg.file_size, msg.trans_mode

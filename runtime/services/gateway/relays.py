@@ -16,18 +16,18 @@ from google.protobuf.json_format import MessageToDict
 
 from runtime.framing import Frame
 from runtime.services.links import FLAG_RELAY, Link, unpack_relay
+from runtime.services.protocol import enums_of
 
 if TYPE_CHECKING:
+    from generated.teamtalk.registry import Enums
     from runtime.services.gateway.service import GatewayService
 
 log = logging.getLogger("ttgen.gateway")
 
-GROUP_MSG_BIT = 0x10
 CHAT = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
-KICK_MOBILE = 2
 
 
-def chat_event(msg: Any, burn: bool = False) -> dict[str, Any]:
+def chat_event(msg: Any, enums: type[Enums], burn: bool = False) -> dict[str, Any]:
     """A stored IMMsgData as a poll event; `burn` marks a burn-after-reading message (CID_EXT_MSG_BURN): the
     client shows it until it is read, then destroys it (storage destroys it when `/api/read` covers it)."""
     data = bytes(msg.msg_data)
@@ -35,13 +35,14 @@ def chat_event(msg: Any, burn: bool = False) -> dict[str, Any]:
         text: str | None = data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    group = bool(msg.msg_type & GROUP_MSG_BIT)
+    group = bool(msg.msg_type & enums.MsgTypeBits.GROUP)
+    sessions = enums.SessionType
     return {
         "type": "msg",
         "msg_id": msg.msg_id,
         "from": msg.from_user_id,
         "to": msg.to_session_id,
-        "session_type": 2 if group else 1,
+        "session_type": int(sessions.SESSION_TYPE_GROUP if group else sessions.SESSION_TYPE_SINGLE),
         "msg_type": msg.msg_type,
         "create_time": msg.create_time,
         "text": text,
@@ -50,12 +51,12 @@ def chat_event(msg: Any, burn: bool = False) -> dict[str, Any]:
     }
 
 
-def chat_key(receiver: int, msg: Any) -> tuple[int, int, int]:
+def chat_key(receiver: int, msg: Any, enums: type[Enums]) -> tuple[int, int, int]:
     """(session type, session id as the receiver sees it, msg id): the duplicate-suppression key."""
-    if msg.msg_type & GROUP_MSG_BIT:
-        return (2, msg.to_session_id, msg.msg_id)
+    if msg.msg_type & enums.MsgTypeBits.GROUP:
+        return (int(enums.SessionType.SESSION_TYPE_GROUP), msg.to_session_id, msg.msg_id)
     peer = msg.to_session_id if msg.from_user_id == receiver else msg.from_user_id
-    return (1, peer, msg.msg_id)
+    return (int(enums.SessionType.SESSION_TYPE_SINGLE), peer, msg.msg_id)
 
 
 def generic_event(name: str, msg: Any) -> dict[str, Any]:
@@ -78,6 +79,7 @@ class GatewayInbound:
 
     def __init__(self, svc: GatewayService) -> None:
         self.svc = svc
+        self.enums = enums_of(svc.ctx.registry)
         self._names = {info.command_id: info.name for info in svc.ctx.registry}
         # Server-to-server broadcasts (e.g. a plugin's CID_SHAKE_SHARE) are for msg servers, not for users.
         self._internal = {info.command_id for info in svc.ctx.registry if info.direction == "s2s"}
@@ -107,8 +109,8 @@ class GatewayInbound:
             svc.deliver_chat(msg, targets or (), burn=name == "CID_EXT_MSG_BURN")
         elif name == "CID_OTHER_SERVER_KICK_USER":
             for session in list(svc.sessions.of(msg.user_id)):
-                mobile = bool(session.client_type & 0x10)
-                if msg.reason == KICK_MOBILE:
+                mobile = bool(session.client_type & self.enums.ClientTypeBits.MOBILE)
+                if msg.reason == self.enums.KickReasonType.KICK_REASON_MOBILE_KICK:
                     if not mobile:
                         svc.kick(session, msg.reason)
                 elif ((session.client_type ^ msg.client_type) >> 4) == 0:

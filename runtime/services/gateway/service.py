@@ -36,7 +36,7 @@ from runtime.services.base import (
     publish_endpoints,
     withdraw_endpoints,
 )
-from runtime.services.biz.storage_open import open_storage
+from runtime.services.biz import open_storage
 from runtime.services.gateway.admin import AdminApi
 from runtime.services.gateway.client_api import ClientApi, error
 from runtime.services.gateway.files import Files, file_event
@@ -46,7 +46,7 @@ from runtime.services.gateway.sessions import Session, SessionTable, TokenBucket
 from runtime.services.gateway.static import StaticFiles
 from runtime.services.gateway.websocket import WebSockets
 from runtime.services.links import Dialer, Link, Proto
-from runtime.services.msg.routing import RouterPool
+from runtime.services.msg import RouterPool
 from runtime.storage.base import Storage
 
 MAX_IPS = 10000
@@ -233,9 +233,9 @@ class GatewayService(Service):
 
     def deliver_chat(self, msg: Any, targets: Any, skip: Session | None = None, burn: bool = False) -> None:
         """A stored chat message to every session of the targets, once per session."""
-        event = file_event(chat_event(msg, burn))
+        event = file_event(chat_event(msg, self.inbound.enums, burn))
         for uid in targets:
-            key = chat_key(uid, msg)
+            key = chat_key(uid, msg, self.inbound.enums)
             for session in self.sessions.of(uid):
                 if session.first_delivery(key) and session is not skip:
                     session.push(event)

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 from runtime.framing import Frame
 from runtime.services.links import FLAG_RELAY, Link, unpack_relay
 from runtime.services.msg.delivery import same_class
+from runtime.services.protocol import enums_of
 
 if TYPE_CHECKING:
     from runtime.services.msg.service import MsgService
 
 log = logging.getLogger("ttgen.msg.inbound")
 
-KICK_MOBILE = 2
 CHAT = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
 
 
@@ -27,6 +27,12 @@ class InboundRelays:
         reg = svc.ctx.registry
         self._names = {info.command_id: info.name for info in reg}
         self._parsers = {info.command_id: info.message_class.FromString for info in reg}
+        enums = enums_of(reg)
+        self.kick_mobile = enums.KickReasonType.KICK_REASON_MOBILE_KICK
+        self.online, self.offline = (
+            enums.UserStatType.USER_STATUS_ONLINE,
+            enums.UserStatType.USER_STATUS_OFFLINE,
+        )
         self.m_inbound = svc.metrics.counter("msg_relays_in_total", "relayed frames received from routers")
 
     def on_frame(self, link: Link, frame: Frame) -> None:
@@ -65,7 +71,7 @@ class InboundRelays:
             handlers.deliver_chat(name, msg, targets or (), body=bytes(body) if body else None)
         elif name == "CID_OTHER_SERVER_KICK_USER":
             for st in list(svc.states_of(msg.user_id)):
-                if msg.reason == KICK_MOBILE:
+                if msg.reason == self.kick_mobile:
                     if not st.mobile:
                         handlers.kick(st, msg.reason)
                 elif same_class(st.client_type, msg.client_type):
@@ -74,7 +80,7 @@ class InboundRelays:
             note = self.proto.new(
                 "CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY",
                 user_id=msg.user_id,
-                login_stat=1 if msg.login_status else 2,
+                login_stat=self.online if msg.login_status else self.offline,
             )
             handlers.fan_out("CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY", note, [msg.user_id], mobile_only=True)
         elif name == "CID_GROUP_CHANGE_MEMBER_NOTIFY":

@@ -12,12 +12,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import Discovery
 from runtime.services.links import FLAG_RELAY, Dialer, Link, LinkAuth, Proto, relay_head
+from runtime.services.protocol import command_ids_of
+
+if TYPE_CHECKING:
+    from generated.teamtalk import IM_Server_pb2 as server
 
 log = logging.getLogger("ttgen.msg.routing")
 MAX_OUTBOX = 100_000  # relays kept while no router confirms; beyond it the oldest are dropped
@@ -110,10 +114,8 @@ class RouterPool:
             return
         if old is not None:
             self.m_master_changes.inc()
-        new.send(
-            self.proto.cid("CID_OTHER_ROLE_SET"),
-            self.proto.new("CID_OTHER_ROLE_SET", master=1).SerializeToString(),
-        )
+        role_set = command_ids_of(self.proto.registry).CID_OTHER_ROLE_SET
+        new.send(role_set, self.proto.new(role_set, master=1).SerializeToString())
         if old is not None:
             self._send_snapshot(new)  # the new master may have missed updates while it was a standby
         self._flush_outbox()
@@ -128,11 +130,11 @@ class RouterPool:
         self._elect()
 
     def _send_snapshot(self, link: Link) -> None:
-        msg: Any = self.proto.new("CID_OTHER_ONLINE_USER_INFO")
+        cid = command_ids_of(self.proto.registry).CID_OTHER_ONLINE_USER_INFO
+        msg = cast("server.IMOnlineUserInfo", self.proto.new(cid))
         for user_id, status, client_type in self.snapshot():
-            s = msg.user_stat_list.add()
-            s.user_id, s.status, s.client_type = user_id, status, client_type
-        link.send(self.proto.cid("CID_OTHER_ONLINE_USER_INFO"), msg.SerializeToString())
+            msg.user_stat_list.add(user_id=user_id, status=status, client_type=client_type)
+        link.send(cid, msg.SerializeToString())
 
     # sending ---------------------------------------------------------------------------------------------
     def to_all(self, command_id: int, body: bytes) -> None:

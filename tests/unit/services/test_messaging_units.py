@@ -8,12 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from generated.teamtalk.registry import REGISTRY
 from runtime.errors import FrameError
 from runtime.monitor.metrics import Metrics
 from runtime.services.biz.convert import pack_store_reply, unpack_store_reply
 from runtime.services.links import pack_relay, unpack_relay
 from runtime.services.login import MSG_SERVER_FULL, NO_MSG_SERVER, NONE, Admission, MsgServer
-from runtime.services.msg.delivery import ClientState, DeliveryTracker, delivery_key, same_class
+from runtime.services.msg.delivery import ChatKinds, ClientState, DeliveryTracker, delivery_key, same_class
 from runtime.services.router import UserTable
 
 
@@ -47,9 +48,11 @@ class FakeMsg:
 
 def test_delivery_key_is_the_receivers_view() -> None:
     m = FakeMsg(1, 2, 9)
-    assert delivery_key(2, m) == (1, 1, 9)  # the recipient acks with the sender as session
-    assert delivery_key(1, m) == (1, 2, 9)  # the sender's other device acks with the peer as session
-    assert delivery_key(5, FakeMsg(1, 77, 3, 0x11)) == (2, 77, 3)
+    kinds = ChatKinds.of(REGISTRY.enums)
+    assert kinds == (0x10, 1, 2)  # the spec's group bit and session types
+    assert delivery_key(2, m, kinds) == (1, 1, 9)  # the recipient acks with the sender as session
+    assert delivery_key(1, m, kinds) == (1, 2, 9)  # the sender's other device acks with the peer as session
+    assert delivery_key(5, FakeMsg(1, 77, 3, 0x11), kinds) == (2, 77, 3)
 
 
 def test_same_class_rule() -> None:
@@ -141,7 +144,7 @@ def test_admission_queues_when_full_and_keeps_the_place() -> None:
 
 
 def test_user_table_presence_counts_pcs_only() -> None:
-    table = UserTable()
+    table = UserTable(REGISTRY.enums.ClientTypeBits.MOBILE)
     link_a: Any = object()
     link_b: Any = object()
     table.update(link_a, 7, 0x11, +1)

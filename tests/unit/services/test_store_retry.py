@@ -97,21 +97,28 @@ class FakeLink:
         return True
 
 
+class FakeBiz:
+    def __init__(self, link: FakeLink) -> None:
+        self._link = link
+
+    def link(self, _user: int) -> FakeLink:
+        return self._link
+
+
 class FakeChat:
+    """What `_PendingStore` is given of the chat component: its biz pool, counter, `stored` and `ack`."""
+
     def __init__(self, link: FakeLink) -> None:
         self.link = link
-        self.svc = self
+        self.biz = FakeBiz(link)
         self.m_store_retries = Metrics().counter("retries", "")
         self.stored_bodies: list[bytes] = []
         self.acks: list[Any] = []
 
-    def biz_link(self, _user: int) -> FakeLink:
-        return self.link
-
-    def _stored(self, _ctx: Any, _st: Any, _command: str, _cid: int, _msg: Any, body: Any, _g: bool) -> None:
+    def stored(self, _ctx: Any, _st: Any, _command: str, _cid: int, _msg: Any, body: Any, _g: bool) -> None:
         self.stored_bodies.append(bytes(body))
 
-    def _ack(self, user: int, to: int, is_group: bool) -> Any:
+    def ack(self, user: int, to: int, is_group: bool) -> Any:
         return ("ack0", user, to)
 
 
@@ -156,7 +163,7 @@ def test_msg_resends_the_same_request_after_the_link_dropped(monkeypatch: Any) -
     assert request_token(resent.attach_data) == request_token(first.attach_data) != 0
     resent.attach_data = first.attach_data
     assert resent == first
-    assert chat.stored_bodies == [b"stored"] and chat.acks == []  # acked by `_stored`, never with msg id 0
+    assert chat.stored_bodies == [b"stored"] and chat.acks == []  # acked by `stored`, never with msg id 0
     assert chat.m_store_retries.value == 2
 
 
