@@ -10,10 +10,13 @@ receiver's session. Senders are open-loop: message i of a sender is due at start
 is measured from that due time to its arrival at the receiver (so a stalled sender shows as latency, not as a
 lower rate). `--mode mixed` runs half the pairs over each protocol.
 
-Reported per run: offered and delivered messages per second, sends refused or unanswered, lost messages, e2e
-latency p50/p90/p99/max (ms) per protocol and overall, and CPU per delivered message of every cluster process
-(user + system time from /proc); then the median over `--runs`. Bounded: each run lasts `--duration` seconds
-plus a drain of at most `--drain` seconds, then the cluster is stopped. Results: bench/RESULTS.md.
+Reported per run: offered and delivered messages per second, sends refused or unanswered, lost messages
+(answered with a msg id but not delivered by the end of the drain), e2e latency p50/p90/p99/max (ms) per
+protocol and overall, for WebSocket senders the reply latency and the load generator's own lag (how late the
+client sent, from the due time: a starved load generator shows here), and CPU per delivered message of every
+cluster process (user + system time from /proc); then the median over `--runs`. Bounded: each run lasts
+`--duration` seconds plus a drain of at most `--drain` seconds, then the cluster is stopped. Results:
+bench/RESULTS.md.
 
     .venv/bin/python bench/bench_web.py --pairs 100 --rate 20 --duration 10 --mode mixed --runs 3
 """
@@ -53,6 +56,8 @@ class Tally:
         self.lat: dict[str, list[int]] = {"ws": [], "poll": []}
         self.seen: set[str] = set()
         self.by_second: dict[int, list[int]] = {}
+        self.acks: list[int] = []  # due time to the sender's reply (WebSocket)
+        self.lags: list[int] = []  # due time to the moment the client sent (the load generator's own delay)
 
     def arrived(self, proto: str, text: str) -> None:
         due_ns, _, key = text.partition(" ")
@@ -126,6 +131,7 @@ async def ws_sender(
                 doc = json.loads(msg.data)
                 if doc.get("op") == "reply" and doc.get("id") is not None:
                     pending -= 1
+                    tally.acks.append(time.time_ns() - int((clock.start + doc["id"] / rate) * 1e9))
                     if doc.get("error_code") != 0:
                         tally.refused += 1
 
@@ -136,6 +142,7 @@ async def ws_sender(
             due = clock.start + i / rate
             await asyncio.sleep(max(0.0, due - time.time()))
             text = f"{int(due * 1e9)} {tag}-{i}"
+            tally.lags.append(int((time.time() - due) * 1e9))
             await ws.send_str(json.dumps({"op": "send", "id": i, "to": peer, "text": text}))
             pending += 1
             tally.sent += 1
@@ -250,6 +257,8 @@ async def client_main(
         "refused": tally.refused,
         "lat": tally.lat,
         "arrived": len(tally.seen),
+        "acks": tally.acks,
+        "lags": tally.lags,
         "cpu": cpu,
     }
 
@@ -342,6 +351,13 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             "p99": pct(everything, 0.99),
             "max": pct(everything, 1.0),
         }
+        acks = [v for r in results for v in r["acks"]]
+        lags = [v for r in results for v in r["lags"]]
+        if lags:
+            row["ws client lag p99"] = pct(lags, 0.99)
+        if acks:
+            row["ws ack p50"] = pct(acks, 0.5)
+            row["ws ack p99"] = pct(acks, 0.99)
         for k in ("ws", "poll"):
             if lat[k]:
                 row[f"{k} p50"] = pct(lat[k], 0.5)
@@ -364,7 +380,7 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=5.0, help="s after every client connected to the start")
     ap.add_argument("--mode", choices=("ws", "poll", "mixed"), default="mixed")
     ap.add_argument("--gateways", type=int, default=1)
-    ap.add_argument("--client-procs", type=int, default=2)
+    ap.add_argument("--client-procs", type=int, default=4, help="load-generator processes")
     ap.add_argument("--ack-every", type=float, default=0.0, help="s between WebSocket acks (0: every frame)")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write the runs (and their median) here as JSON")
