@@ -31,6 +31,7 @@ _pack_header = HEADER.pack
 HEARTBEAT_SERVICE_ID = 7
 HEARTBEAT_COMMAND_ID = 0x0701
 MOBILE_CLIENT_BIT = 0x10
+HEARTBEAT_MAX_ECHO = 64  # heartbeat body echoed at most (when the spec's heartbeat policy sets no max_bytes)
 
 
 class State(enum.Enum):
@@ -83,6 +84,14 @@ class Timeouts:
     client_heartbeat_every: float = 30.0  # clients: send a heartbeat this often
     client_dead_after: float = 60.0  # clients: server silence that means a dead link
     max_unknown_commands: int = 8  # unknown or unauthorized commands tolerated before closing
+    # Client sessions: a frame begun must be complete within this many seconds (slow-loris: a peer trickling
+    # the bytes of one frame, each read too small to complete it, is closed instead of held forever).
+    frame_read: float = 30.0
+
+
+# Largest frame a client session accepts before login: every command allowed then (login, key exchange,
+# heartbeat) is far smaller, so a stranger cannot make the server buffer a 1 MiB frame (or 600 of them).
+PRELOGIN_MAX_FRAME_BYTES = 16 * 1024
 
 
 DEFAULT_TIMEOUTS = Timeouts()
@@ -97,6 +106,7 @@ class HeartbeatLimit:
     rate: float
     burst: float
     action: str
+    max_bytes: int = 64  # the longest body echoed back (after login; before it, none is)
 
     @classmethod
     def of(cls, registry: Registry) -> HeartbeatLimit | None:
@@ -110,6 +120,7 @@ class HeartbeatLimit:
             rate,
             max(float(policy.get("burst", rate)), 1.0),
             choice(policy, "on_rate_exceeded", RATE_ACTIONS, "drop"),
+            int(policy.get("max_bytes", HEARTBEAT_MAX_ECHO)),
         )
 
 
@@ -132,6 +143,7 @@ class Connection:
         "_decoder",
         "_hb_bucket",
         "_hb_limit",
+        "_max_frame_bytes",
         "_out",
         "client_type",
         "close_reason",
@@ -140,6 +152,7 @@ class Connection:
         "last_received",
         "last_sent",
         "opened_at",
+        "partial_since",
         "peer",
         "registry",
         "state",
@@ -163,18 +176,22 @@ class Connection:
         self.kind = kind
         self.peer = peer
         self.timeouts = timeouts
-        self._decoder = FrameDecoder(max_frame_bytes)
+        self._max_frame_bytes = max_frame_bytes
         self._out = bytearray()
         # Only client sessions pass an auth gate; server links are trusted peers on the cluster's listener.
         if authenticated is None:
             authenticated = kind is not Kind.CLIENT_SESSION
         self.state = State.AUTHENTICATED if authenticated else State.HANDSHAKE
+        self._decoder = FrameDecoder(
+            max_frame_bytes if authenticated else min(max_frame_bytes, PRELOGIN_MAX_FRAME_BYTES)
+        )
         # A plain attribute, not a property: it is read for every frame. True in HANDSHAKE and AUTHENTICATED.
         self.is_open = True
         self._commands = registry.id_table
         self.opened_at = now
         self.last_received = now
         self.last_sent = now
+        self.partial_since: float | None = None  # when the frame now partly received began (slow-read)
         self.user_id = 0
         self.client_type = 0
         self.unknown_count = 0
@@ -201,6 +218,7 @@ class Connection:
     def authenticate(self, user_id: int, client_type: int) -> None:
         """Mark a successful login: binds the user and lifts the auth gate."""
         self._apply(Event.AUTHENTICATE)
+        self._decoder.max_frame_bytes = self._max_frame_bytes
         self.user_id = user_id
         self.client_type = client_type
 
@@ -223,15 +241,25 @@ class Connection:
         Decoding happens at once; the auth gate is applied as frames are taken, so a login handled before
         the next frame is taken lifts the gate for it. Heartbeats are answered here and not yielded. On a
         violation the connection moves to CLOSING with `close_reason` set and nothing after it is yielded.
+
+        Only complete frames count as activity (`last_received`): bytes that never finish a frame do not
+        hold a connection open, and a frame begun must end within `Timeouts.frame_read` (`partial_since`).
         """
         if not self.is_open:
             return iter(())
-        self.last_received = now
+        decoder = self._decoder
         try:
-            frames = self._decoder.feed(data)
+            frames = decoder.feed(data)
         except FrameError as exc:
             self._violation(f"bad frame: {exc}")
             return iter(())
+        if decoder.buffered:
+            if frames or self.partial_since is None:
+                self.partial_since = now
+        else:
+            self.partial_since = None
+        if frames:
+            self.last_received = now
         return self._admit(frames, now)
 
     def _admit(self, frames: list[Frame], now: float) -> Iterator[tuple[Frame, CommandInfo]]:
@@ -249,7 +277,11 @@ class Connection:
                             self._violation(f"heartbeats above {self._hb_limit.rate:g}/s")
                             return
                         continue
-                    append_frame(self._out, frame.service_id, cid, frame.seq, frame.body)
+                    # Before login the echo is a bare header (16 bytes, whatever the heartbeat carried), so
+                    # sockets that send and never read pin no more than that; a logged-in client gets its
+                    # body back up to the heartbeat's `max_bytes`.
+                    body = frame.body if self.state is State.AUTHENTICATED and self._hb_echo_ok(frame) else b""
+                    append_frame(self._out, frame.service_id, cid, frame.seq, body)
                     self.last_sent = now
                 continue
             info = get(cid)
@@ -262,6 +294,10 @@ class Connection:
                 self._violation(f"command {info.name} before authentication")
                 return
             yield frame, info
+
+    def _hb_echo_ok(self, frame: Frame) -> bool:
+        limit = self._hb_limit
+        return len(frame.body) <= (limit.max_bytes if limit is not None else HEARTBEAT_MAX_ECHO)
 
     def _heartbeat_allowed(self, now: float) -> bool:
         limit = self._hb_limit
@@ -324,6 +360,8 @@ class Connection:
         t = self.timeouts
         if self.kind is Kind.CLIENT_SESSION:
             idle = self.last_received + (t.idle_mobile if self.is_mobile else t.idle_pc)
+            if self.partial_since is not None:
+                idle = min(idle, self.partial_since + t.frame_read)
             if self.state is State.HANDSHAKE:
                 return min(self.opened_at + t.login, idle)
             return idle
@@ -339,6 +377,9 @@ class Connection:
         if self.kind is Kind.CLIENT_SESSION:
             if self.state is State.HANDSHAKE and now - self.opened_at >= t.login:
                 self.close(f"login not completed within {t.login:g} s")
+                return
+            if self.partial_since is not None and now - self.partial_since >= t.frame_read:
+                self.close(f"slow read: a frame not completed within {t.frame_read:g} s")
                 return
             idle = t.idle_mobile if self.is_mobile else t.idle_pc
             if now - self.last_received >= idle:

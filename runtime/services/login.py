@@ -40,7 +40,7 @@ from runtime.services.base import (
 )
 from runtime.services.links import Link, Proto, keep_alive, serve_links
 from runtime.services.refusals import RejectingHandlers
-from runtime.transport import Server, serve
+from runtime.transport import ConnectionCaps, Server, serve
 
 MAX_REQUEST = 1024
 IDLE_SECONDS = 60.0
@@ -143,7 +143,11 @@ class LoginService(Service):
         )
         await self.http.start()
         self._client = await serve(
-            host, config_port(cfg, "client_port"), self.dispatcher.handler_factory, registry=self.ctx.registry
+            host,
+            config_port(cfg, "client_port"),
+            self.dispatcher.handler_factory,
+            registry=self.ctx.registry,
+            caps=ConnectionCaps.from_config(cfg),
         )
         self._endpoints = publish_endpoints(
             self.ctx,

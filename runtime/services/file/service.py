@@ -40,7 +40,7 @@ from runtime.services.links import FLAG_RELAY, Link, Proto, serve_links, unpack_
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import OfflineFile
-from runtime.transport import Server, serve
+from runtime.transport import ConnectionCaps, Server, serve
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_NAME_BYTES = 255
@@ -89,7 +89,11 @@ class FileService(Service):
         self.storage = await open_storage(self.ctx)
         host, cfg = self.ctx.host, self.ctx.config
         self._client = await serve(
-            host, config_port(cfg, "client_port"), self.dispatcher.handler_factory, registry=self.ctx.registry
+            host,
+            config_port(cfg, "client_port"),
+            self.dispatcher.handler_factory,
+            registry=self.ctx.registry,
+            caps=ConnectionCaps.from_config(cfg),
         )
         self._internal = await serve_links(
             self.ctx.internal_host,

@@ -23,7 +23,7 @@ from runtime.services.msg.handlers import MsgHandlers
 from runtime.services.msg.inbound import InboundRelays
 from runtime.services.msg.presence import LocalPresence
 from runtime.services.msg.routing import RouterPool
-from runtime.transport import Server, serve
+from runtime.transport import ConnectionCaps, Server, serve
 
 TICK = 0.1  # retransmit resolution; link heartbeats every 10th tick, discovery every 50th
 
@@ -105,7 +105,11 @@ class MsgService(Service):
         """Listen for clients, dial biz, login and routers."""
         port = config_port(self.ctx.config, "client_port")
         self._server = await serve(
-            self.ctx.host, port, self.dispatcher.handler_factory, registry=self.ctx.registry
+            self.ctx.host,
+            port,
+            self.dispatcher.handler_factory,
+            registry=self.ctx.registry,
+            caps=ConnectionCaps.from_config(self.ctx.config),
         )
         ep = Endpoint("msg", self.ctx.instance, "client", self.ctx.host, self._server.port)
         self._endpoints = [ep]
