@@ -280,7 +280,9 @@ class Connection:
                     # Before login the echo is a bare header (16 bytes, whatever the heartbeat carried), so
                     # sockets that send and never read pin no more than that; a logged-in client gets its
                     # body back up to the heartbeat's `max_bytes`.
-                    body = frame.body if self.state is State.AUTHENTICATED and self._hb_echo_ok(frame) else b""
+                    body = (
+                        frame.body if self.state is State.AUTHENTICATED and self._hb_echo_ok(frame) else b""
+                    )
                     append_frame(self._out, frame.service_id, cid, frame.seq, body)
                     self.last_sent = now
                 continue

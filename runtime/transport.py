@@ -9,7 +9,7 @@ import gc
 import logging
 import resource
 import socket
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, cast
 
 from runtime.connection import DEFAULT_TIMEOUTS, Connection, Kind, Timeouts
@@ -287,7 +287,7 @@ class ConnectionCaps:
         self.refused_total = 0  # sockets closed because the listener held `total` already
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ConnectionCaps:
+    def from_config(cls, config: Mapping[str, Any]) -> ConnectionCaps:
         """Caps from a service's config: `max_conns_per_address` and `max_conns` (absent: the defaults)."""
         per, total = config.get("max_conns_per_address"), config.get("max_conns")
         return cls(None if per is None else int(per), None if total is None else int(total))

@@ -244,9 +244,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         raise ConfigError("host", f"must be a host name or address (got {host!r})", source)
     internal_host = doc.get("internal_host", "127.0.0.1")
     if not isinstance(internal_host, str) or not internal_host:
-        raise ConfigError(
-            "internal_host", f"must be a host name or address (got {internal_host!r})", source
-        )
+        raise ConfigError("internal_host", f"must be a host name or address (got {internal_host!r})", source)
     secret_file = doc.get("secret_file", "cluster.key")
     if not isinstance(secret_file, str) or not secret_file:
         raise ConfigError("secret_file", f"must be a file path (got {secret_file!r})", source)

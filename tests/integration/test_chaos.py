@@ -29,9 +29,7 @@ chaos = _chaos()
 
 def test_kills_under_traffic_lose_duplicate_and_reorder_nothing(tmp_path: Path) -> None:
     report = asyncio.run(
-        chaos.run_chaos(
-            duration=12, devices=8, rate=5, kill_every=2.5, seed=7, data_dir=tmp_path, cycle=True
-        )
+        chaos.run_chaos(duration=12, devices=8, rate=5, kill_every=2.5, seed=7, data_dir=tmp_path, cycle=True)
     )
     assert report["kills"].get("msg") and report["kills"].get("biz"), report  # the nemesis did its work
     assert report["acked"] >= 200, report

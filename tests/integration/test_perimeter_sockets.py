@@ -190,7 +190,9 @@ def test_a_logged_in_slow_loris_is_closed_at_the_slow_read_deadline() -> None:
         )
         core = ClientCore(registry, host="127.0.0.1", port=server.port)
         await core.connect()
-        assert (await core.call("LOGIN_REQ", tp.LoginReq(user_name="u1", password="ok", client_type=1))).result_code == 0
+        assert (
+            await core.call("LOGIN_REQ", tp.LoginReq(user_name="u1", password="ok", client_type=1))
+        ).result_code == 0
         link = core.link
         assert link is not None and link.transport is not None
         echo = encode_frame(3, 0x0305, 5, tp.Echo(text="slow").SerializeToString())

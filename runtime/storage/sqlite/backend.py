@@ -42,7 +42,7 @@ from runtime.storage.models import (
     User,
     UserPatch,
 )
-from runtime.storage.sqlite import directory, groups, messages, sessions
+from runtime.storage.sqlite import directory, groups, lockout, messages, sessions
 from runtime.storage.sqlite.context import OpContext
 from runtime.storage.sqlite.readers import ReaderPool, connect
 from runtime.storage.sqlite.schema import MIGRATIONS, Migration, migrate
@@ -379,6 +379,21 @@ class SqliteStorage(Storage):
 
     async def clear_device_token(self, user_id: int) -> None:
         await self._write(lambda c: c.execute("DELETE FROM device_tokens WHERE user_id = ?", (user_id,)))
+
+    async def login_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
+        return await self._read(lambda c: lockout.login_failures(c, keys, since))
+
+    async def add_login_failure(self, keys: Sequence[str], now: float, window: float) -> None:
+        await self._write(lambda c: lockout.add_login_failure(c, keys, now, window))
+
+    async def clear_login_failures(self, keys: Sequence[str]) -> None:
+        await self._write(lambda c: lockout.clear_login_failures(c, keys))
+
+    async def note_known_login(self, key: str, now: float, keep: float) -> None:
+        await self._write(lambda c: lockout.note_known_login(c, key, now, keep))
+
+    async def is_known_login(self, key: str, since: float) -> bool:
+        return await self._read(lambda c: lockout.is_known_login(c, key, since))
 
     async def get_device_tokens(self, user_ids: Sequence[int]) -> list[DeviceToken]:
         ids = list(user_ids)
