@@ -27,7 +27,7 @@ from runtime.transport import ConnectionCaps, serve
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parents[1] / "unit" / "runtime"))
-import rt_testproto as tp
+import rt_testproto as tp  # noqa: E402
 
 pytestmark = pytest.mark.integration
 SIOCOUTQ = termios.TIOCOUTQ  # unsent bytes in a socket's send queue

@@ -32,11 +32,12 @@ _CODES: dict[LoginOutcome, ResultCode] = {
 
 class Validator:
     """Checks a login and loads the user's profile. Config keys (`biz.auth`): lockout (runtime.auth.lockout,
-    counters persisted in storage) `pair_free_failures` (5), `address_free_failures` (50), `user_free_failures`
-    (20), `base_delay` (1 s), `max_delay` (900 s), `window` (1800 s), `known_days` (90); `time_cost`, `memory_cost` (KiB), `parallelism` (argon2id
-    policy, default OWASP's 2 / 19456 / 1), `verify_workers` (default: the cores), `verify_queue` (waiting
-    verifications beyond which logins are answered busy, default 32 per worker), `max_pending_per_address`
-    (verifications one client address may have waiting or running, default 16)."""
+    counters persisted in storage) `pair_free_failures` (5), `address_free_failures` (50),
+    `user_free_failures` (20), `base_delay` (1 s), `max_delay` (900 s), `window` (1800 s), `known_days` (90);
+    `time_cost`, `memory_cost` (KiB), `parallelism` (argon2id policy, default OWASP's 2 / 19456 / 1),
+    `verify_workers` (default: the cores), `verify_queue` (waiting verifications beyond which logins are
+    answered busy, default 32 per worker), `max_pending_per_address` (verifications one client address may
+    have waiting or running, default 16)."""
 
     def __init__(self, storage: Storage, config: Mapping[str, Any]) -> None:
         self.storage = storage

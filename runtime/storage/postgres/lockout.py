@@ -28,8 +28,8 @@ async def add_login_failure(conn: Conn, keys: Sequence[str], now: float, window:
     await conn.execute("DELETE FROM login_failures WHERE last_failure < $1", now - window)
     for name in names:
         await conn.execute(
-            "INSERT INTO login_failures (key, failures, last_failure) VALUES ($1, 1, $2) ON CONFLICT (key) DO "
-            "UPDATE SET failures = CASE WHEN login_failures.last_failure < $3 THEN 1 "
+            "INSERT INTO login_failures (key, failures, last_failure) VALUES ($1, 1, $2) "
+            "ON CONFLICT (key) DO UPDATE SET failures = CASE WHEN login_failures.last_failure < $3 THEN 1 "
             "ELSE login_failures.failures + 1 END, last_failure = EXCLUDED.last_failure",
             name,
             now,

@@ -39,8 +39,9 @@ def add_login_failure(conn: sqlite3.Connection, keys: Sequence[str], now: float,
     names = check_keys(keys)
     conn.execute("DELETE FROM login_failures WHERE last_failure < ?", (now - window,))
     conn.executemany(
-        "INSERT INTO login_failures (key, failures, last_failure) VALUES (?, 1, ?) ON CONFLICT (key) DO UPDATE "
-        "SET failures = CASE WHEN last_failure < ? THEN 1 ELSE failures + 1 END, last_failure = excluded.last_failure",
+        "INSERT INTO login_failures (key, failures, last_failure) VALUES (?, 1, ?) "
+        "ON CONFLICT (key) DO UPDATE SET failures = CASE WHEN last_failure < ? THEN 1 ELSE failures + 1 END, "
+        "last_failure = excluded.last_failure",
         [(k, now, now - window) for k in names],
     )
 
