@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from runtime.auth.grants import resource_of
 from runtime.dispatch import Context
 from runtime.services.file import tasks as t
 from runtime.services.file.offline_store import (
@@ -73,15 +74,18 @@ class FileHandlers(RejectingHandlers):
             self.svc.m_refused.inc()
             ctx.close(f"file login refused ({code})")
             return rsp
-        ctx.link.extras()["file"] = Session(msg.file_role, msg.task_id, msg.user_id)
+        task_id = msg.task_id if msg.file_role != t.OFFLINE_DOWNLOAD else resource_of(msg.task_id)
+        ctx.link.extras()["file"] = Session(msg.file_role, task_id, msg.user_id)
         ctx.authenticate(msg.user_id, PC)
         return rsp
 
     async def _login_download(self, msg: Any) -> int:
-        if not valid_task_id(msg.task_id):
+        """Only with a grant made for this user (the file service hands them to the receiver through msg)."""
+        task_id = self.svc.grants.verify(msg.task_id, msg.user_id)
+        if task_id is None or not valid_task_id(task_id):
             return t.LOGIN_INVALID_TOKEN
         try:
-            header = await asyncio.to_thread(read_header, self.svc.ctx.data_dir, msg.task_id)
+            header = await asyncio.to_thread(read_header, self.svc.ctx.data_dir, task_id)
         except (OfflineFileError, OSError):
             return t.LOGIN_INVALID_TOKEN
         return t.OK if header.to_user_id == msg.user_id else t.INVALID_USER_FOR_TASK
@@ -124,12 +128,14 @@ class FileHandlers(RejectingHandlers):
             offset=msg.offset,
             file_data=b"",
         )
-        if not isinstance(sess, Session) or sess.task_id != msg.task_id:
+        if not isinstance(sess, Session) or sess.task_id != (
+            resource_of(msg.task_id) if sess.role == t.OFFLINE_DOWNLOAD else msg.task_id
+        ):
             rsp.result_code = t.PULL_INVALID_TASK
             return rsp
         size = min(msg.data_size, MAX_CHUNK)
         if sess.role == t.OFFLINE_DOWNLOAD:
-            return await self._serve_stored(rsp, msg.task_id, msg.offset, size)
+            return await self._serve_stored(rsp, sess.task_id, msg.offset, size)
         task = self.svc.tasks.get(msg.task_id)
         if sess.role != t.REALTIME_RECVER or task is None or task.receiver is not ctx.link:
             rsp.result_code = t.PULL_ILLEGAL_USER

@@ -18,6 +18,8 @@ import contextlib
 import time
 from typing import Any
 
+from runtime.auth.grants import GrantSigner, resource_of
+from runtime.auth.secret_files import load_or_create_key
 from runtime.dispatch import Dispatcher
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
@@ -57,6 +59,12 @@ class FileService(Service):
         self.max_file = int(cfg.get("max_file_bytes", MAX_FILE_BYTES))
         self.pull_timeout = float(cfg.get("pull_timeout", 30.0))
         self.tasks = t.TaskTable(float(cfg.get("task_timeout", 60.0)))
+        # Offline files are downloaded with a grant (runtime.auth.grants) made for their receiver, never with
+        # the bare task id: the id alone (in a log, or known to the sender) downloads nothing.
+        self.grants = GrantSigner(
+            load_or_create_key(ctx.data_dir / str(cfg.get("grant_key_file", "file_grant.key"))), "offline-file"
+        )
+        self.grant_ttl = float(cfg.get("download_grant_ttl", 24 * 3600))
         self.storage: Storage | None = None
         cls = generated_handlers(ctx, FileHandlers, "FileServiceBase")
         self.handlers = cls(self)
@@ -263,7 +271,8 @@ class FileService(Service):
         rsp: Any = self.proto.new("CID_FILE_HAS_OFFLINE_RES", user_id=user_id)
         for rec in await self.storage.list_offline_files(user_id):
             info = rsp.offline_file_list.add()
-            info.from_user_id, info.task_id = rec.from_user_id, rec.task_id
+            info.from_user_id = rec.from_user_id
+            info.task_id = self.grants.sign(rec.task_id, user_id, self.grant_ttl)
             info.file_name, info.file_size = rec.file_name, rec.size
         for ip, port in self.client_addresses():
             a = rsp.ip_addr_list.add()
@@ -290,11 +299,13 @@ class FileService(Service):
             self.log.info("offline record refused: %s", exc)
             return None
         msg.from_user_id, msg.file_name, msg.file_size = user_id, header.file_name, header.size
+        msg.task_id = self.grants.sign(msg.task_id, header.to_user_id, self.grant_ttl)  # for the receiver
         return msg
 
     async def _del_offline(self, user_id: int, msg: Any) -> Any:
         """Delete the record (its sender or receiver only) and the stored file."""
         assert self.storage is not None
+        msg.task_id = resource_of(msg.task_id)  # a grant or the bare id: storage checks the user is a party
         try:
             await self.storage.delete_offline_file(user_id, msg.task_id)
         except se.StorageError as exc:
