@@ -93,6 +93,10 @@ class Storage(abc.ABC):
         Records that expired before `now` may be pruned."""
 
     @abc.abstractmethod
+    async def ticket_session_used(self, session_id: bytes, now: int) -> bool:
+        """Whether the session id is recorded (used or revoked) and its record has not expired by `now`."""
+
+    @abc.abstractmethod
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
         """Replace the stored password hash (e.g. after an argon2 parameter upgrade)."""
 

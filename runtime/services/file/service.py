@@ -62,7 +62,8 @@ class FileService(Service):
         # Offline files are downloaded with a grant (runtime.auth.grants) made for their receiver, never with
         # the bare task id: the id alone (in a log, or known to the sender) downloads nothing.
         self.grants = GrantSigner(
-            load_or_create_key(ctx.data_dir / str(cfg.get("grant_key_file", "file_grant.key"))), "offline-file"
+            load_or_create_key(ctx.data_dir / str(cfg.get("grant_key_file", "file_grant.key"))),
+            "offline-file",
         )
         self.grant_ttl = float(cfg.get("download_grant_ttl", 24 * 3600))
         self.storage: Storage | None = None

@@ -42,7 +42,7 @@ from runtime.services.biz.convert import (
     resend_request,
     unpack_store_reply,
 )
-from runtime.services.blobs import issue_upload_token
+from runtime.services.blobs_auth import issue_upload_token, revoke_session
 from runtime.services.gateway.relays import GROUP_MSG_BIT, chat_key
 from runtime.services.gateway.sessions import Session
 from runtime.services.links import FLAG_RELAY, ResultCode, pack_relay
@@ -270,6 +270,23 @@ class ClientApi:
         task.add_done_callback(self._revocations.discard)
         return first
 
+    def end_uploads(self, session: Session) -> asyncio.Task[None] | None:
+        """Record that the session ended, so the blob store refuses its upload tokens from now on."""
+        storage = self.svc.storage
+        if storage is None:
+            return None
+
+        async def record() -> None:
+            try:
+                await revoke_session(storage, session.user_id, session.upload_session)
+            except Exception as exc:  # storage down: the token still expires with its TTL
+                self.svc.log.warning("upload session of %d not recorded as ended: %r", session.user_id, exc)
+
+        task = asyncio.get_running_loop().create_task(record(), name="upload-revoke")
+        self._revocations.add(task)
+        task.add_done_callback(self._revocations.discard)
+        return task
+
     async def stop_revocations(self, timeout: float) -> None:
         """At stop: let revocations in flight finish for up to `timeout`, then give up their retries."""
         if self._revocations:
@@ -300,7 +317,7 @@ class ClientApi:
             token=session.token,
             user_id=session.user_id,
             user=MessageToDict(user_info, preserving_proto_field_name=True),
-            upload_token=issue_upload_token(self.svc.blob_secret, session.user_id),
+            upload_token=issue_upload_token(self.svc.blob_secret, session.user_id, session.upload_session),
             upload_url=self._blob_url(),
             poll_timeout=25,
             resume_ticket=base64.urlsafe_b64encode(ticket).decode().rstrip("=") if ticket else "",
@@ -316,9 +333,11 @@ class ClientApi:
         """End the session; its resumption ticket is dead once this answers."""
         assert session is not None
         revoked = self.revoke_ticket(session)
-        self.svc.retire(session)
+        uploads = self.svc.retire(session)
         if revoked is not None:
             await revoked
+        if uploads is not None:
+            await asyncio.shield(uploads)
         return ok()
 
     async def send(self, _r: Request, doc: dict[str, Any], session: Session | None) -> Response:

@@ -57,6 +57,7 @@ class Session:
         self.sends = TokenBucket(20.0, 20.0)
         self.auth_time = int(time.time())  # the password login this session descends from
         self.ticket_session = b""  # session id of the resumption ticket handed to this session
+        self.upload_session = secrets.token_bytes(16)  # named by its upload tokens; revoked when it ends
         self._changed = asyncio.Event()
         self._poll_generation = 0
 

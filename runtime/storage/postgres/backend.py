@@ -258,6 +258,17 @@ class PostgresStorage(Storage):
             lambda c: directory.consume_ticket_session(c, session_id, user_id, expires, now)
         )
 
+    async def ticket_session_used(self, session_id: bytes, now: int) -> bool:
+        async def op(c: Conn) -> bool:
+            row = await c.fetchval(
+                "SELECT 1 FROM ticket_sessions WHERE session_id = $1 AND expires >= $2",
+                bytes(session_id),
+                now,
+            )
+            return row is not None
+
+        return await self._read(op)
+
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
         await self._write(
             lambda c: directory.set_user_field(c, self._ctx, user_id, "password_hash", password_hash)

@@ -189,6 +189,17 @@ class SqliteStorage(Storage):
             lambda c: directory.consume_ticket_session(c, session_id, user_id, expires, now)
         )
 
+    async def ticket_session_used(self, session_id: bytes, now: int) -> bool:
+        return await self._read(
+            lambda c: (
+                c.execute(
+                    "SELECT 1 FROM ticket_sessions WHERE session_id = ? AND expires >= ?",
+                    (bytes(session_id), now),
+                ).fetchone()
+                is not None
+            )
+        )
+
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
         await self._write(
             lambda c: directory.set_user_field(c, self._ctx, user_id, "password_hash", password_hash)
