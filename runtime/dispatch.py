@@ -308,6 +308,11 @@ class Dispatcher:
             self._guard(self._on_disconnect, link, reason)
 
     def frames_received(self, link: Link, frames: Iterable[tuple[Frame, CommandInfo]]) -> None:
+        if link.kind is Kind.SERVER_LINK:
+            from runtime.link_dispatch import frames_received  # imports this module
+
+            frames_received(self, link, frames)
+            return
         routes = self.routes
         conn = link.conn
         assert conn is not None

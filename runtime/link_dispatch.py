@@ -1,0 +1,227 @@
+"""Runtime dispatch layer: frames of internal links (runtime.transport.InternalLink) to a service's handlers.
+
+The `Dispatcher` routes an internal link's frames here: the same routes (command id -> the generated server
+base's method), without the client stages (the peer proved the cluster secret; the link's frame limit
+applies). A relayed frame (`FLAG_RELAY`) is unwrapped: the handler gets the inner message and acts for the
+envelope's first target, `ctx.user_id`, the user the sending msg server authenticated (never a user id
+written by a client).
+
+A handler's returned message answers a `FLAG_REQUEST` frame with the command the registry names for that
+message type (biz answers a stored IMMsgData with the IMMsgData itself); None answers it empty (a batched
+confirmation), unless the handler called `ctx.defer()` and answers later with `ctx.reply(...)`. A handler
+that fails is logged and its request answered empty, so the requester never waits for an answer that
+cannot come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+from google.protobuf.message import Message
+
+from runtime.connection import FLAG_RELAY, FLAG_REQUEST, relay_targets
+from runtime.dispatch import Context, Dispatcher, Route, _Resume
+from runtime.framing import Frame
+from runtime.registry import CommandInfo
+from runtime.transport import InternalLink, Link
+
+log = logging.getLogger("runtime.dispatch.links")
+
+# A service's observer of internal requests: (command name, seconds from arrival to answer, failed).
+Observer = Callable[[str, float, bool], None]
+
+
+class LinkContext(Context):
+    """What a handler sees of an internal request: the link, the frame, the acting user (the relay
+    envelope's first target, 0 if none), all targets, and `reply`/`defer` to answer later."""
+
+    __slots__ = ("answered", "deferred", "frame", "started", "targets", "user")
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        link: Link,
+        info: CommandInfo,
+        frame: Frame,
+        user: int,
+        targets: tuple[int, ...] | None,
+    ) -> None:
+        super().__init__(dispatcher, link, info, frame.seq)
+        self.frame = frame
+        self.user = user
+        self.targets = targets
+        self.deferred = False
+        self.answered = False
+        self.started = 0.0
+
+    @property
+    def user_id(self) -> int:
+        return self.user
+
+    @property
+    def client_type(self) -> int:
+        return 0
+
+    @property
+    def authenticated(self) -> bool:
+        return self.link.conn is not None and self.link.conn.is_open
+
+    @property
+    def internal(self) -> InternalLink:
+        """The internal link the request came on."""
+        return cast(InternalLink, self.link)
+
+    def defer(self) -> None:
+        """The handler answers later with `reply` (e.g. from a storage commit callback): returning None
+        must not answer the request empty."""
+        self.deferred = True
+
+    def reply(self, msg: Message, *, remember: bool = True) -> bool:
+        """Answer the request with `msg` (sent once; later calls are ignored)."""
+        if self.answered:
+            return False
+        self.answered = True
+        _observe(self, False)
+        link = self.internal
+        return link.reply(self.frame, _reply_cid(self.dispatcher, type(msg)), msg.SerializeToString())
+
+    def reply_or_empty(self, msg: Message | None) -> None:
+        """Answer with `msg`, or empty when it is None (the handler's work failed)."""
+        if msg is None:
+            self.answer_empty(failed=True)
+        else:
+            self.reply(msg)
+
+    def answer_empty(self, failed: bool = False) -> bool:
+        """Answer the request empty (a batched confirmation), once."""
+        if self.answered:
+            return False
+        self.answered = True
+        _observe(self, failed)
+        return self.internal.confirm(self.frame)
+
+
+def answer_later(ctx: Context) -> Callable[[Message | None], None]:
+    """For a handler of an internal request that answers from a callback (e.g. a storage commit): marks the
+    request deferred (returning None does not answer it) and returns the callable that answers it (with a
+    message, or empty for None)."""
+    if not isinstance(ctx, LinkContext):
+        raise TypeError("answer_later is for requests of internal links")
+    ctx.deferred = True
+    return ctx.reply_or_empty
+
+
+def _reply_cid(dispatcher: Dispatcher, cls: type[Message]) -> int:
+    cids: dict[type[Message], int] | None = getattr(dispatcher, "_link_reply_cids", None)
+    if cids is None:
+        cids = {}
+        dispatcher._link_reply_cids = cids  # type: ignore[attr-defined]
+    cid = cids.get(cls)
+    if cid is None:
+        infos = dispatcher.registry.for_message(cls)
+        if not infos:
+            raise ValueError(f"no command carries {cls.__name__}")
+        cid = cids[cls] = infos[0].command_id
+    return cid
+
+
+def _observer(dispatcher: Dispatcher) -> Observer | None:
+    try:
+        return dispatcher._link_observer  # type: ignore[attr-defined,no-any-return]
+    except AttributeError:
+        obs: Observer | None = getattr(dispatcher.service, "observe_internal", None)
+        dispatcher._link_observer = obs  # type: ignore[attr-defined]
+        return obs
+
+
+def _observe(ctx: LinkContext, failed: bool) -> None:
+    obs = _observer(ctx.dispatcher)
+    if obs is not None:
+        obs(ctx.info.name, time.perf_counter() - ctx.started, failed)
+
+
+def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[Frame, CommandInfo]]) -> None:
+    """Dispatch the frames of an internal link (see the module docstring)."""
+    routes = dispatcher.routes
+    conn = link.conn
+    assert conn is not None
+    internal: Any = link
+    observed = _observer(dispatcher) is not None
+    for frame, info in frames:
+        route = routes.get(frame.command_id)
+        if route is None:
+            log.warning("%r: %s is not handled by this service; answered empty", link, info.name)
+            internal.confirm(frame)
+            continue
+        body: bytes | memoryview = frame.body
+        user = 0
+        targets: tuple[int, ...] | None = None
+        try:
+            if frame.flag & FLAG_RELAY:
+                targets, start = relay_targets(body)
+                if targets:
+                    user = targets[0]
+                body = body[start:]
+            msg = route.parse(body if type(body) is bytes else bytes(body))
+        except Exception as exc:  # a bad body is answered empty; the link survives
+            log.warning("%r: bad %s: %s", link, info.name, exc)
+            internal.confirm(frame)
+            continue
+        ctx = LinkContext(dispatcher, link, info, frame, user, targets)
+        if observed:
+            ctx.started = time.perf_counter()
+        _run(dispatcher, ctx, route, msg)
+        if not conn.is_open:
+            return
+
+
+def _run(dispatcher: Dispatcher, ctx: LinkContext, route: Route, msg: Message) -> None:
+    try:
+        result: Any = route.handler(ctx, msg)
+        if route.is_async:
+            try:
+                first = result.send(None)
+            except StopIteration as stop:
+                result = stop.value
+            else:
+                task = asyncio.get_running_loop().create_task(_resume(ctx, route, _Resume(result, first)))
+                dispatcher._tasks.add(task)
+                task.add_done_callback(dispatcher._tasks.discard)
+                return
+    except Exception as exc:
+        _failed(ctx, route, exc)
+        return
+    _finish(ctx, route, result)
+
+
+async def _resume(ctx: LinkContext, route: Route, rest: Any) -> None:
+    try:
+        result = await rest
+    except Exception as exc:
+        _failed(ctx, route, exc)
+        return
+    _finish(ctx, route, result)
+
+
+def _finish(ctx: LinkContext, route: Route, result: Any) -> None:
+    try:
+        if result is not None:
+            ctx.reply(result)
+        elif not ctx.deferred:
+            ctx.answer_empty()
+    except Exception as exc:  # e.g. a reply missing required fields cannot be serialized
+        _failed(ctx, route, exc)
+    if ctx.close_reason is not None:
+        ctx.link.close(ctx.close_reason)
+
+
+def _failed(ctx: LinkContext, route: Route, exc: BaseException) -> None:
+    log.error("internal handler %s failed for %r: %r", route.name, ctx.link, exc, exc_info=exc)
+    ctx.answer_empty(failed=True)
+
+
+__all__ = ["FLAG_REQUEST", "LinkContext", "Observer", "answer_later", "frames_received"]
