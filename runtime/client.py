@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from runtime.connection import DEFAULT_TIMEOUTS, Kind, Timeouts
 from runtime.errors import CallTimeout, ConnectionClosed, LoginServiceError, RuntimeProtocolError
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
-from runtime.http import MalformedRequest, http_request
+from runtime.httpkit import MalformedRequest, fetch
 from runtime.registry import CommandInfo, Registry
 from runtime.stages import CommandStages, build_stages
 from runtime.stages.crypto import SessionCipher, SessionKeys
@@ -83,7 +83,7 @@ async def resolve_msg_server(
 
 async def _lookup(host: str, port: int, target: str, timeout: float) -> dict[str, Any]:
     try:
-        response = await http_request(
+        response = await fetch(
             host,
             port,
             "GET",

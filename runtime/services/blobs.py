@@ -19,8 +19,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from aiohttp import BodyPartReader, web
+
 from runtime.auth.secret_files import load_or_create_key, read_or_create_secret
-from runtime.http import HttpServer, MalformedRequest, Request, Response, json_response, parse_multipart
+from runtime.httpkit import BODY_TIMEOUT, HttpServer, Response, json_response
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
     Endpoint,
@@ -38,7 +40,7 @@ from runtime.storage.errors import KeyMismatch, NotFound, StorageError, ValueToo
 
 # msfs-style error codes (0 OK); HTTP status in parentheses.
 OK = 0
-UNAUTHORIZED = 1  # (401) no or bad upload token / API key / signed URL
+UNAUTHORIZED = 1  # (401) no or bad upload token / API key
 NOT_MULTIPART = 2  # (400) body is not multipart/form-data, or is malformed
 NO_FILE = 4  # (400) no file part in the upload
 FILE_TOO_LARGE = 5  # (413) one file above max_file_bytes
@@ -50,6 +52,7 @@ METHOD = 9  # (405) neither GET nor POST
 CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif"}
 _EXT = re.compile(r"^[a-z0-9]{1,8}$")
 _GET = re.compile(r"^/g0/([0-9a-f]{2})/([0-9a-f]{64})(?:\.([a-z0-9]{1,8}))?$")
+MAX_PARTS = 16
 
 
 def blob_error(code: int, message: str, status: int) -> Response:
@@ -74,23 +77,16 @@ class BlobService(Service):
         self.url_ttl = int(cfg.get("url_ttl", URL_TTL))
         self.storage: Storage | None = None  # where ended sessions are recorded (opened at start)
         self.auth = BlobAuth(self.secret, self.api_key, None)
-        self.http = HttpServer(
-            self.handle,
-            host=ctx.host,
-            port=config_port(cfg, "http_port"),
-            max_body=self.max_post,
-            name="blobs",
-            too_large=lambda n, limit: blob_error(
-                UPLOAD_TOO_LARGE, f"upload of {n} bytes exceeds {limit}", 413
-            ),
-        )
+        app = web.Application(client_max_size=self.max_post)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.http = HttpServer(app, host=ctx.host, port=config_port(cfg, "http_port"), name="blobs")
         self._endpoints: list[Endpoint] = []
         self.m_uploads = self.metrics.counter("blob_uploads_total", "files stored")
         self.m_downloads = self.metrics.counter("blob_downloads_total", "files served")
         self.m_refused = self.metrics.counter("blob_refused_total", "uploads refused")
 
     async def start(self) -> None:
-        """Open storage (ended sessions), bind the HTTP listener and publish it."""
+        """Bind the HTTP listener and publish it."""
         self.storage = await open_storage(self.ctx)
         self.auth = BlobAuth(self.secret, self.api_key, self.storage)
         await self.http.start()
@@ -116,24 +112,23 @@ class BlobService(Service):
         return f"http://{self.ctx.host}:{self.http.port}"
 
     # requests --------------------------------------------------------------------------------------------
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         """Route one request."""
         if request.method in ("GET", "HEAD"):
-            return await self._get(request)
+            return (await self._get(request)).to_aiohttp()
         if request.method == "POST":
             response = await self._post(request)
             if response.status != 200:
                 self.m_refused.inc()
-            return response
-        return blob_error(METHOD, "only GET and POST", 405)
+                response.close = True  # the rest of a refused body is not read
+            return response.to_aiohttp()
+        return blob_error(METHOD, "only GET and POST", 405).to_aiohttp()
 
-    def _tokens(self, request: Request) -> list[str]:
-        h = request.headers
-        return bearer_tokens(
-            h.get("authorization", ""), h.get("x-upload-token", ""), request.query.get("token", "")
-        )
+    def _tokens(self, request: web.Request) -> list[str]:
+        h, q = request.headers, request.query
+        return bearer_tokens(h.get("authorization", ""), h.get("x-upload-token", ""), q.get("token", ""))
 
-    async def _get(self, request: Request) -> Response:
+    async def _get(self, request: web.Request) -> Response:
         m = _GET.match(request.path)
         if m is None or m.group(2)[:2] != m.group(1):
             return Response(404, b"not found\n")
@@ -154,27 +149,29 @@ class BlobService(Service):
         body = b"" if request.method == "HEAD" else data
         return Response(200, body, ctype, {"Cache-Control": "private, max-age=86400"})
 
-    async def _post(self, request: Request) -> Response:
+    async def _post(self, request: web.Request) -> Response:
+        declared = request.content_length
+        if declared is not None and declared > self.max_post:
+            return blob_error(UPLOAD_TOO_LARGE, f"upload of {declared} bytes exceeds {self.max_post}", 413)
         uploader = await self.auth.uploader(self._tokens(request), request.headers.get("x-api-key", ""))
         if uploader is None:
-            return blob_error(
-                UNAUTHORIZED, "an upload token of a live session, or the API key, is required", 401
-            )
+            return blob_error(UNAUTHORIZED, "an upload token of a live session, or the API key", 401)
         try:
-            parts = parse_multipart(request.headers.get("content-type", ""), request.body)
-        except MalformedRequest as exc:
-            return blob_error(NOT_MULTIPART, f"malformed upload: {exc}", 400)
-        files = [p for p in parts if p.filename is not None]
+            files = await asyncio.wait_for(self._read_files(request), BODY_TIMEOUT)
+        except TimeoutError:
+            return blob_error(NOT_MULTIPART, "the upload did not arrive in time", 400)
+        except _Refused as exc:
+            return exc.response
         if not files:
             return blob_error(NO_FILE, "no file part in the upload", 400)
         exts = []
-        for part in files:
-            ext = _extension(part.filename or "")
+        for filename, _data in files:
+            ext = _extension(filename)
             if ext is None:
-                return blob_error(BAD_NAME, f"unusable file name {part.filename!r}", 400)
+                return blob_error(BAD_NAME, f"unusable file name {filename!r}", 400)
             exts.append(ext)
         try:
-            digests = await asyncio.to_thread(self.store.put_upload, [p.data for p in files])
+            digests = await asyncio.to_thread(self.store.put_upload, [data for _n, data in files])
         except ValueTooLarge as exc:
             code = FILE_TOO_LARGE if exc.field == "blob" else UPLOAD_TOO_LARGE
             return blob_error(code, str(exc), 413)
@@ -191,6 +188,58 @@ class BlobService(Service):
         if len(out) > 1:
             doc["files"] = out
         return json_response(doc)
+
+    async def _read_files(self, request: web.Request) -> list[tuple[str, bytes]]:
+        """(file name, bytes) of each file part, streamed with aiohttp's multipart reader; every size is
+        capped while reading (a file above max_file_bytes, or the whole body above max_post_bytes)."""
+        if not request.content_type.startswith("multipart/form-data"):
+            raise _Refused(blob_error(NOT_MULTIPART, "malformed upload: expected multipart/form-data", 400))
+        files: list[tuple[str, bytes]] = []
+        total = parts = 0
+        try:
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None:
+                    break
+                parts += 1
+                if parts > MAX_PARTS or not isinstance(part, BodyPartReader):
+                    raise _Refused(
+                        blob_error(NOT_MULTIPART, f"malformed upload: more than {MAX_PARTS} parts", 400)
+                    )
+                if part.name is None:
+                    raise ValueError("a part without a name")
+                data = bytearray()
+                while chunk := await part.read_chunk(65536):
+                    data += chunk
+                    total += len(chunk)
+                    if len(data) > self.max_file:
+                        raise _Refused(blob_error(FILE_TOO_LARGE, f"a file above {self.max_file} bytes", 413))
+                    if total > self.max_post:
+                        raise _Refused(
+                            blob_error(UPLOAD_TOO_LARGE, f"upload above {self.max_post} bytes", 413)
+                        )
+                if part.filename is not None:
+                    files.append((part.filename, bytes(data)))
+        except _Refused:
+            raise
+        except (ValueError, AssertionError, LookupError, UnicodeError, web.HTTPException) as exc:
+            raise _Refused(
+                blob_error(NOT_MULTIPART, f"malformed upload: {exc or type(exc).__name__}", 400)
+            ) from None
+        except Exception as exc:  # aiohttp's payload errors: a body that ends early or breaks its encoding
+            raise _Refused(
+                blob_error(NOT_MULTIPART, f"malformed upload: {type(exc).__name__}", 400)
+            ) from None
+        return files
+
+
+class _Refused(Exception):
+    """An upload refused while reading it."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 def _extension(filename: str) -> str | None:
