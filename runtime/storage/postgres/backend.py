@@ -476,7 +476,7 @@ class PostgresStorage(Storage):
 
     async def get_device_tokens(self, user_ids: Sequence[int]) -> list[DeviceToken]:
         ids = list(user_ids)
-        return await self._read(lambda c: directory.get_device_tokens(c, ids))
+        return await self._read(lambda c: directory.get_device_tokens(c, self._ctx, ids))
 
     # offline files ---------------------------------------------------------------------------------------
     async def add_offline_file(self, record: OfflineFile) -> OfflineFile:

@@ -111,6 +111,8 @@ _V4 = (
     "CREATE INDEX login_failures_last ON login_failures (last_failure)",
     "CREATE TABLE known_logins (key TEXT PRIMARY KEY, last_seen DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX known_logins_last ON known_logins (last_seen)",
+    # Push tokens sealed at rest: `token` then holds a keyed digest, `sealed` the token (NULL: stored plain).
+    "ALTER TABLE device_tokens ADD COLUMN sealed BYTEA",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -109,6 +109,8 @@ _V4 = (
     "CREATE INDEX login_failures_last ON login_failures (last_failure)",
     "CREATE TABLE known_logins (key TEXT PRIMARY KEY, last_seen REAL NOT NULL) WITHOUT ROWID",
     "CREATE INDEX known_logins_last ON known_logins (last_seen)",
+    # Push tokens sealed at rest: `token` then holds a keyed digest, `sealed` the token (NULL: stored plain).
+    "ALTER TABLE device_tokens ADD COLUMN sealed BLOB",
 )
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -198,3 +198,24 @@ def test_nonces_unique_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
         t.join()
     every = [n for out in seen for n in out]
     assert len(every) == 12000 and len(set(every)) == 12000
+
+
+def test_push_tokens_are_sealed_and_stay_unique(
+    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+) -> None:
+    token = "apns:0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+    async def body() -> None:
+        async with make_store(encrypt_at_rest=True) as s:
+            a, b = await mk_users(s, "a", "b")
+            await s.set_device_token(a.id, token, 0x11)
+            assert await s.find_bytes(token.encode()) == []  # neither the token nor a plain copy is stored
+            await s.set_device_token(b.id, token, 0x11)  # one user per token, found through its digest
+            assert [(t.user_id, t.token) for t in await s.get_device_tokens([a.id, b.id])] == [(b.id, token)]
+        async with make_store(encrypt_at_rest=True) as s:  # readable after a restart
+            assert [t.token for t in await s.get_device_tokens([b.id])] == [token]
+        async with make_store(encrypt_at_rest=False) as s:  # without the key: refused, not garbage
+            with pytest.raises(KeyMismatch):
+                await s.get_device_tokens([b.id])
+
+    asyncio.run(body())
