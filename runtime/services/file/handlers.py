@@ -158,7 +158,9 @@ class FileHandlers(RejectingHandlers):
             if offset >= header.size:
                 rsp.result_code = t.PULL_FINISHED
                 return rsp
-            rsp.file_data = await asyncio.to_thread(read_chunk, data_dir, task_id, offset, size)
+            rsp.file_data = await asyncio.to_thread(
+                read_chunk, data_dir, task_id, offset, size, self.svc.offline_cipher
+            )
         except (OfflineFileError, OSError):
             rsp.result_code = t.PULL_OPEN_FILE_ERROR
             return rsp
@@ -210,7 +212,7 @@ class FileHandlers(RejectingHandlers):
             task.task_id, task.from_user_id, task.to_user_id, self.svc.now(), task.size, task.file_name
         )
         try:
-            upload = await asyncio.to_thread(Upload, self.svc.ctx.data_dir, header)
+            upload = await asyncio.to_thread(Upload, self.svc.ctx.data_dir, header, self.svc.offline_cipher)
         except OSError as exc:
             self.svc.log.error("cannot create offline file for %s: %s", task.task_id, exc)
             self._end(task, t.CANCEL)

@@ -37,7 +37,12 @@ from runtime.services.base import (
 from runtime.services.biz.storage_open import open_storage
 from runtime.services.file import tasks as t
 from runtime.services.file.handlers import FileHandlers, close_quietly
-from runtime.services.file.offline_store import OfflineFileError, delete_offline, read_header
+from runtime.services.file.offline_store import (
+    OfflineCipher,
+    OfflineFileError,
+    delete_offline,
+    read_header,
+)
 from runtime.services.links import FLAG_RELAY, Link, Proto, serve_links, unpack_relay
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
@@ -66,6 +71,7 @@ class FileService(Service):
             "offline-file",
         )
         self.grant_ttl = float(cfg.get("download_grant_ttl", 24 * 3600))
+        self.offline_cipher = OfflineCipher.for_data_dir(ctx.data_dir)  # offline files sealed at rest
         self.storage: Storage | None = None
         cls = generated_handlers(ctx, FileHandlers, "FileServiceBase")
         self.handlers = cls(self)
