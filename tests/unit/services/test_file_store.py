@@ -9,9 +9,9 @@ import pytest
 
 from runtime.services.file.offline_store import (
     HEADER_SIZE,
+    OfflineCipher,
     OfflineFileError,
     OfflineHeader,
-    OfflineCipher,
     Upload,
     delete_offline,
     offline_path,
@@ -20,7 +20,6 @@ from runtime.services.file.offline_store import (
     valid_task_id,
 )
 from runtime.services.file.tasks import OFFLINE, TaskTable
-
 
 CIPHER = OfflineCipher(bytes(range(32)))
 
