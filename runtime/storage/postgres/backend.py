@@ -132,7 +132,7 @@ class PostgresStorage(Storage):
     async def open(self) -> None:
         """Connect, migrate, check the at-rest key and the owning cluster, start the writer and readers."""
         if self._encrypt:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._ctx.cipher = ContentCipher(self._key or load_or_create_key(self.data_dir))
         cluster = self._cluster_id or load_or_create_cluster_id(self.data_dir)
         try:

@@ -9,6 +9,7 @@ deleted rows so burn and recall leave no bytes behind, and a burn/recall batch t
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -96,7 +97,9 @@ class SqliteStorage(Storage):
     # lifecycle -------------------------------------------------------------------------------------------
     async def open(self) -> None:
         """Create the data dir and database, migrate, check the at-rest key, start writer and readers."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The database is created 0600 (SQLite gives its -wal and -shm files the database's mode).
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         if self._encrypt:
             self._ctx.cipher = ContentCipher(self._key or load_or_create_key(self.data_dir))
         conn = connect(self.path, read_only=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.storage import GroupType, KeyMismatch, SessionType, User, at_rest
+from runtime.storage import GroupType, KeyMismatch, NewUser, SessionType, User, at_rest
 from runtime.storage.at_rest import KEY_FILE_NAME, ContentCipher, load_or_create_key
 from runtime.storage.sqlite import SqliteStorage
 
@@ -217,5 +217,16 @@ def test_push_tokens_are_sealed_and_stay_unique(
         async with make_store(encrypt_at_rest=False) as s:  # without the key: refused, not garbage
             with pytest.raises(KeyMismatch):
                 await s.get_device_tokens([b.id])
+
+    asyncio.run(body())
+
+
+def test_a_new_database_is_private(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with SqliteStorage(tmp_path / "data") as s:
+            await s.create_user(NewUser("alice", password_hash="h"))
+        assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+        files = [p for p in (tmp_path / "data").iterdir() if p.name.startswith("ttgen.db")]
+        assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), files
 
     asyncio.run(body())
