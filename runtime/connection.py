@@ -29,12 +29,14 @@ Heartbeats (`CID_OTHER_HEARTBEAT`) are sent after 5 s without sending and never 
 from __future__ import annotations
 
 import enum
+import ipaddress
 import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runtime.auth.link_handshake import LinkAuthError, LinkHandshake
+from runtime.auth.link_seal import LinkSealer, SealError
 from runtime.errors import FrameError, InvalidTransition
 from runtime.framing import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -64,6 +66,7 @@ FLAG_BATCH = 0x2000
 FLAG_REQUEST = 0x4000
 FLAG_RESPONSE = 0x8000
 AUTH_HELLO, AUTH_PROOF = 0x0001, 0x0002  # command ids of the two FLAG_AUTH frames
+MAX_HANDSHAKE_FRAME = 256  # HELLO and PROOF are far smaller
 HANDSHAKE_TIMEOUT = 5.0  # seconds a link peer has to complete the handshake (read when a link opens)
 MAX_LINK_FRAME = 16 << 20
 BROADCAST = 0xFFFF  # relay target count meaning "every msg server, every user"
@@ -217,8 +220,9 @@ class Connection:
         if authenticated is None:
             authenticated = kind is not Kind.CLIENT_SESSION
         self.state = State.AUTHENTICATED if authenticated else State.HANDSHAKE
+        prelogin = not authenticated and kind is Kind.CLIENT_SESSION
         self._decoder = FrameDecoder(
-            max_frame_bytes if authenticated else min(max_frame_bytes, PRELOGIN_MAX_FRAME_BYTES)
+            min(max_frame_bytes, PRELOGIN_MAX_FRAME_BYTES) if prelogin else max_frame_bytes
         )
         # A plain attribute, not a property: it is read for every frame. True in HANDSHAKE and AUTHENTICATED.
         self.is_open = True
@@ -485,11 +489,31 @@ def correlation(frame: Frame) -> int:
     return frame.seq | (frame.reserved << 16)
 
 
+SEAL_POLICIES = ("always", "between_hosts", "never")
+
+
+def wants_seal(policy: str, peer: str) -> bool:
+    """Whether this end asks to seal a link to `peer` (`host:port`): always, never, or unless the peer is on
+    a loopback address (the same host; the other end decides for itself too, and either one asking seals)."""
+    if policy == "always":
+        return True
+    if policy == "never":
+        return False
+    host = peer.rsplit(":", 1)[0].strip("[]")
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 class LinkAuth:
     """What one process's links prove and check: the cluster secret; and how many peers were refused."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, seal: str = "between_hosts") -> None:
+        if seal not in SEAL_POLICIES:
+            raise ValueError(f"link seal must be one of {', '.join(SEAL_POLICIES)}, not {seal!r}")
         self.secret = secret
+        self.seal = seal  # seal records (AES-GCM): "always", "between_hosts" (peer not on loopback), "never"
         self.refused = 0
         self.on_refused: Callable[[], None] | None = None  # e.g. a metrics counter's inc
 
@@ -507,7 +531,17 @@ class LinkConnection(Connection):
     (frames queue) until the peer has proven the secret, which moves it to AUTHENTICATED. `receive_data`
     answers responses itself (the request's callback runs) and yields requests and notices to dispatch."""
 
-    __slots__ = ("_auth", "_auth_out", "_confirms", "_handshake", "_next_corr", "_pending", "refused")
+    __slots__ = (
+        "_auth",
+        "_auth_out",
+        "_confirms",
+        "_handshake",
+        "_hs_in",
+        "_next_corr",
+        "_pending",
+        "_sealer",
+        "refused",
+    )
 
     def __init__(
         self,
@@ -530,7 +564,13 @@ class LinkConnection(Connection):
             authenticated=auth is None,
         )
         self._auth = auth
-        self._handshake = LinkHandshake(auth.secret, dialer=dialer) if auth is not None else None
+        self._handshake = (
+            LinkHandshake(auth.secret, dialer=dialer, seal=wants_seal(auth.seal, peer))
+            if auth is not None
+            else None
+        )
+        self._hs_in = bytearray()  # handshake bytes not yet a whole frame
+        self._sealer: LinkSealer | None = None  # set when the handshake ends on a sealed link
         self._auth_out = bytearray()
         self._pending: dict[int, ReplyCallback] = {}
         self._next_corr = 1
@@ -573,6 +613,8 @@ class LinkConnection(Connection):
             return
         if handshake.done:
             self._handshake = None
+            if handshake.sealed:
+                self._sealer = LinkSealer(handshake.link_key(), dialer=handshake.dialer)
             self._apply(Event.AUTHENTICATE)
 
     def refuse(self, reason: str) -> None:
@@ -593,15 +635,41 @@ class LinkConnection(Connection):
         if not self.is_open:
             return iter(())
         self.last_received = now
+        if self._handshake is not None:
+            data = self._handshake_bytes(data)  # what follows the handshake (sealed, on a sealed link)
+            if not data or not self.is_open:
+                return iter(())
         try:
+            if self._sealer is not None:
+                data = self._sealer.open(data)
             frames = self._decoder.feed(data)
-        except FrameError as exc:
-            if self._handshake is not None:
-                self.refuse(str(exc))
-            else:
-                self._violation(f"bad frame: {exc}")
+        except (FrameError, SealError) as exc:
+            self._violation(f"bad frame: {exc}")
             return iter(())
         return self._admit(frames, now)
+
+    def _handshake_bytes(self, data: bytes) -> bytes:
+        """Take handshake frames one at a time (the bytes after the last one may be sealed); returns the
+        bytes that follow the end of the handshake."""
+        buf = self._hs_in
+        buf += data
+        pos = 0
+        while self._handshake is not None and self.is_open and len(buf) - pos >= HEADER_SIZE:
+            length = HEADER.unpack_from(buf, pos)[0]
+            if not HEADER_SIZE <= length <= MAX_HANDSHAKE_FRAME:
+                self.refuse(f"a handshake frame of {length} bytes")
+                return b""
+            if len(buf) - pos < length:
+                break
+            header = HEADER.unpack_from(buf, pos)
+            self._on_auth_frame(tuple.__new__(Frame, (*header, bytes(buf[pos + HEADER_SIZE : pos + length]))))
+            pos += length
+        rest = bytes(buf[pos:])
+        buf.clear()
+        if self._handshake is not None:
+            buf += rest
+            return b""
+        return rest
 
     def _admit(self, frames: list[Frame], now: float) -> Iterator[tuple[Frame, CommandInfo]]:
         get = self._commands.get
@@ -737,15 +805,13 @@ class LinkConnection(Connection):
             out += _pack_header(HEADER_SIZE + 4 * n, PROTOCOL_VERSION, FLAG_RESPONSE | FLAG_BATCH, 0, 0, 0, 0)
             out += struct.pack(f">{n}I", *confirms)
             confirms.clear()
-        if auth:
-            data = bytes(auth) + bytes(out)
-            auth.clear()
-        elif out:
-            data = bytes(out)
-        else:
-            return b""
+        body = bytes(out) if self._sealer is None else self._sealer.seal(out)
         out.clear()
-        return data
+        if auth:
+            data = bytes(auth) + body  # the last handshake frame goes out in clear, before any record
+            auth.clear()
+            return data
+        return body
 
     # -- timers ----------------------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
