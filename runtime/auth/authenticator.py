@@ -78,6 +78,13 @@ class Authenticator:
 
     async def authenticate(self, login_name: str, wire_password: str, address: str) -> LoginResult:
         """Check one login attempt from a client address."""
+        self.limiter.enter(login_name)
+        try:
+            return await self._authenticate(login_name, wire_password, address)
+        finally:
+            self.limiter.leave(login_name)
+
+    async def _authenticate(self, login_name: str, wire_password: str, address: str) -> LoginResult:
         refusal = await self.limiter.check(login_name, address)
         if refusal is not None:
             locked = LoginOutcome.LOCKED_ADDRESS if refusal.lock is Lock.ADDRESS else LoginOutcome.LOCKED_USER

@@ -132,6 +132,9 @@ class LoginLimiter:
         self.policy = policy or LockoutPolicy()
         self.store: FailureStore = store or MemoryFailureStore(self.policy.max_tracked)
         self._clock = clock
+        # Attempts on a login from unknown addresses being verified right now (this process): counted with
+        # the login's failures, so guesses sent all at once from many addresses meet the limit too.
+        self._inflight: dict[str, int] = {}
 
     @staticmethod
     def _keys(login_name: str, address: str) -> tuple[str, str, str]:
@@ -151,6 +154,11 @@ class LoginLimiter:
         wanted = [pair] if known else [pair, addr, user]
         counts = await self.store.login_failures(wanted, now - p.window)
         worst: Refusal | None = None
+        if not known:
+            racing = max(0, self._inflight.get(user, 0) - 1)  # other attempts being checked right now
+            failures = counts.get(user, (0, now))[0] + racing
+            if racing and failures > p.user_free:
+                worst = Refusal(Lock.USER, p.delay(failures, p.user_free))
         for k, free, lock in ((pair, p.pair_free, Lock.USER), (addr, p.address_free, Lock.ADDRESS)) + (
             ((user, p.user_free, Lock.USER),) if not known else ()
         ):
@@ -161,6 +169,22 @@ class LoginLimiter:
             if wait > 0 and (worst is None or wait > worst.retry_after):
                 worst = Refusal(lock, wait)
         return worst
+
+    def enter(self, login_name: str) -> None:
+        """An attempt on the login starts (before `check`); `leave` once its outcome is recorded. Attempts in
+        between count with the login's failures, so guesses sent all at once from many addresses meet the
+        per-login limit too (in this process)."""
+        user = key("u", login_name)
+        self._inflight[user] = self._inflight.get(user, 0) + 1
+
+    def leave(self, login_name: str) -> None:
+        """The attempt `enter` noted is over."""
+        user = key("u", login_name)
+        left = self._inflight.get(user, 0) - 1
+        if left > 0:
+            self._inflight[user] = left
+        else:
+            self._inflight.pop(user, None)
 
     async def record_failure(self, login_name: str, address: str) -> None:
         """Count a failed attempt (the login's counter only when the address is not one it is known from)."""

@@ -101,3 +101,23 @@ def test_hash_upgraded_after_login(tmp_path: Path) -> None:
             assert new.verify_wire(creds.password_hash, wire_password("pw"))
 
     asyncio.run(body())
+
+
+def test_guesses_sent_all_at_once_from_many_addresses_meet_the_per_login_limit(tmp_path: Path) -> None:
+    async def body() -> None:
+        hasher = PasswordHasher(**FAST)
+        async with SqliteStorage(tmp_path) as store:
+            await store.create_user(NewUser("alice", password_hash=hasher.hash_plaintext("pw")))
+            limiter = LoginLimiter(LockoutPolicy(user_free=5, base_delay=60), store)
+            auth = Authenticator(store, hasher, limiter)
+            assert (await auth.authenticate("alice", wire_password("pw"), "192.168.1.20")).ok
+            results = await asyncio.gather(
+                *(auth.authenticate("alice", "wrong", f"10.0.0.{i}") for i in range(40))
+            )
+            outcomes = [r.outcome for r in results]
+            # at most the free failures (and those already racing) are verified; the rest are refused unhashed
+            assert outcomes.count(LoginOutcome.LOCKED_USER) >= 30, outcomes
+            assert (await auth.authenticate("alice", wire_password("pw"), "192.168.1.20")).ok
+            assert limiter._inflight == {}
+
+    asyncio.run(body())
