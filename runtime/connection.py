@@ -618,15 +618,14 @@ class LinkConnection(Connection):
             self._apply(Event.AUTHENTICATE)
 
     def refuse(self, reason: str) -> None:
-        """The peer failed the handshake: count it, drop everything queued, close."""
+        """The peer failed the handshake: count it, drop everything queued but handshake frames, close."""
         if not self.is_open:
             return
         log.warning("refused internal peer %s: %s", self.peer, reason)
         if self._auth is not None:
             self._auth.refuse()
         self.refused = True
-        self._out.clear()
-        self._auth_out.clear()
+        self._out.clear()  # only handshake frames already answered (a PROOF) may still leave
         self._confirms.clear()
         self.close(f"refused: {reason}")
 

@@ -19,12 +19,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from google.protobuf.message import Message
 
 from runtime.connection import FLAG_RELAY, FLAG_REQUEST, relay_targets
-from runtime.dispatch import Context, Dispatcher, Route, _Resume
+from runtime.dispatch import Context, Dispatcher, Route
 from runtime.framing import Frame
 from runtime.registry import CommandInfo
 from runtime.transport import InternalLink, Link
@@ -33,13 +33,32 @@ log = logging.getLogger("runtime.dispatch.links")
 
 # A service's observer of internal requests: (command name, seconds from arrival to answer, failed).
 Observer = Callable[[str, float, bool], None]
+F = TypeVar("F", bound=Callable[..., Any])
+_FORWARDS = "__link_forwards__"
+
+
+def forwards(handler: F) -> F:
+    """Marks a handler that passes an internal frame on as it came (a router's relay): the body is not
+    parsed, the handler gets None for the message and forwards `ctx.frame` to `ctx.targets`."""
+    setattr(handler, _FORWARDS, True)
+    return handler
+
+
+def _forwarded(dispatcher: Dispatcher) -> frozenset[int]:
+    try:
+        return dispatcher._link_forwards  # type: ignore[attr-defined,no-any-return]
+    except AttributeError:
+        cids = frozenset(cid for cid, r in dispatcher.routes.items() if getattr(r.handler, _FORWARDS, False))
+        dispatcher._link_forwards = cids  # type: ignore[attr-defined]
+        return cids
 
 
 class LinkContext(Context):
     """What a handler sees of an internal request: the link, the frame, the acting user (the relay
-    envelope's first target, 0 if none), all targets, and `reply`/`defer` to answer later."""
+    envelope's first target, 0 if none), all targets (None: a broadcast, or not relayed), the message's own
+    bytes (`body`: to pass it on without serializing it again), and `reply`/`defer` to answer later."""
 
-    __slots__ = ("answered", "deferred", "frame", "started", "targets", "user")
+    __slots__ = ("answered", "body", "deferred", "frame", "started", "targets", "user")
 
     def __init__(
         self,
@@ -49,9 +68,18 @@ class LinkContext(Context):
         frame: Frame,
         user: int,
         targets: tuple[int, ...] | None,
+        body: bytes | memoryview,
     ) -> None:
-        super().__init__(dispatcher, link, info, frame.seq)
+        # Context's fields set here directly (one call less on every internal frame)
+        self.dispatcher = dispatcher
+        self.link = link
+        self.info = info
+        self.seq = frame.seq
+        self.close_reason: str | None = None
+        self.dedup_key = None
+        self.dedup_slot = None
         self.frame = frame
+        self.body = body  # the message's bytes (inside the relay envelope, if any)
         self.user = user
         self.targets = targets
         self.deferred = False
@@ -151,6 +179,7 @@ def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[F
     assert conn is not None
     internal: Any = link
     observed = _observer(dispatcher) is not None
+    forwarded = _forwarded(dispatcher)
     for frame, info in frames:
         route = routes.get(frame.command_id)
         if route is None:
@@ -166,12 +195,15 @@ def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[F
                 if targets:
                     user = targets[0]
                 body = body[start:]
-            msg = route.parse(body if type(body) is bytes else bytes(body))
+            if frame.command_id in forwarded:
+                msg: Any = None
+            else:
+                msg = route.parse(body if type(body) is bytes else bytes(body))
         except Exception as exc:  # a bad body is answered empty; the link survives
             log.warning("%r: bad %s: %s", link, info.name, exc)
             internal.confirm(frame)
             continue
-        ctx = LinkContext(dispatcher, link, info, frame, user, targets)
+        ctx = LinkContext(dispatcher, link, info, frame, user, targets, body)
         if observed:
             ctx.started = time.perf_counter()
         _run(dispatcher, ctx, route, msg)
@@ -180,27 +212,25 @@ def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[F
 
 
 def _run(dispatcher: Dispatcher, ctx: LinkContext, route: Route, msg: Message) -> None:
+    if route.is_async:
+        # A task from the start (not stepped eagerly as client requests are): internal handlers await
+        # storage and helpers that need a current task (asyncio.timeout). A hot command that never suspends
+        # is implemented as a plain function and runs inline below.
+        task = asyncio.get_running_loop().create_task(_run_async(ctx, route, msg))
+        dispatcher._tasks.add(task)
+        task.add_done_callback(dispatcher._tasks.discard)
+        return
     try:
         result: Any = route.handler(ctx, msg)
-        if route.is_async:
-            try:
-                first = result.send(None)
-            except StopIteration as stop:
-                result = stop.value
-            else:
-                task = asyncio.get_running_loop().create_task(_resume(ctx, route, _Resume(result, first)))
-                dispatcher._tasks.add(task)
-                task.add_done_callback(dispatcher._tasks.discard)
-                return
     except Exception as exc:
         _failed(ctx, route, exc)
         return
     _finish(ctx, route, result)
 
 
-async def _resume(ctx: LinkContext, route: Route, rest: Any) -> None:
+async def _run_async(ctx: LinkContext, route: Route, msg: Message) -> None:
     try:
-        result = await rest
+        result = await route.handler(ctx, msg)  # type: ignore[misc]
     except Exception as exc:
         _failed(ctx, route, exc)
         return
@@ -224,4 +254,4 @@ def _failed(ctx: LinkContext, route: Route, exc: BaseException) -> None:
     ctx.answer_empty(failed=True)
 
 
-__all__ = ["FLAG_REQUEST", "LinkContext", "Observer", "answer_later", "frames_received"]
+__all__ = ["FLAG_REQUEST", "LinkContext", "Observer", "answer_later", "forwards", "frames_received"]

@@ -701,7 +701,10 @@ class InternalLink(Link):
     def _close_transport(self) -> None:
         conn = self.conn
         if isinstance(conn, LinkConnection) and conn.refused and self.transport is not None:
-            self.transport.abort()  # a refused peer gets nothing more
+            data = conn.data_to_send()  # a PROOF answering the peer's HELLO, if any: nothing else
+            if data:
+                self.transport.write(data)
+            self.transport.abort()
             return
         super()._close_transport()
 

@@ -155,3 +155,32 @@ def generated_handlers(ctx: ServiceContext, handlers: type[H], base_name: str) -
     if base is None:
         return handlers
     return type(base_name.removesuffix("Base") + "Handlers", (handlers, base), {})
+
+
+_BOUND: dict[tuple[type, type], type] = {}
+
+
+def bound_to_base(cls: type[H], ctx: ServiceContext, base_name: str) -> type[H]:
+    """`cls` with the stack's generated server base `base_name` as a further base (made once per pair), so a
+    service class can be its own handler object: the ABC then proves every hosted command has a method, and
+    its `__mapping__` routes them. `cls` itself when the stack has no such base."""
+    base = getattr(ctx.servers, base_name, None) if ctx.servers is not None else None
+    if base is None or issubclass(cls, base):
+        return cls
+    bound = _BOUND.get((cls, base))
+    if bound is None:
+        bound = _BOUND[(cls, base)] = type(cls.__name__, (cls, base), {"__module__": cls.__module__})
+    return bound
+
+
+def hosted_mapping(handlers: object, ctx: ServiceContext, service: str) -> dict[int, str]:
+    """The `__mapping__` of a handler object without a generated base: every command the registry says
+    `service` hosts that the object has a method for (command id -> method name)."""
+    mapping: dict[int, str] = getattr(handlers, "__mapping__", None) or {}
+    if mapping:
+        return mapping
+    return {
+        info.command_id: "on_" + info.name.lower()
+        for info in ctx.registry.hosted_by(service)
+        if hasattr(handlers, "on_" + info.name.lower())
+    }

@@ -243,7 +243,7 @@ class LostAfterCommit:
         self.committed: list[int] = []
         self._stopping: list[asyncio.Task[None]] = []
 
-        def crash(_link: Any, _frame: Any, _started: float, reply: Any) -> None:
+        def crash(_answer: Any, reply: Any) -> None:
             from runtime.services.biz.handlers_msg import new_store_tokens
 
             self.committed.append(reply.msg_id)  # committed; the answer is never sent
@@ -251,7 +251,7 @@ class LostAfterCommit:
             stop = cluster.stop_instance("biz", victim.ctx.instance)
             self._stopping.append(asyncio.get_running_loop().create_task(stop))
 
-        victim._stored_reply = crash
+        victim._stored = crash
 
     async def stopped(self) -> None:
         await asyncio.gather(*self._stopping)

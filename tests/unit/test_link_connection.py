@@ -68,12 +68,11 @@ def test_a_peer_without_the_secret_is_refused_and_counted() -> None:
         b.send_link(CID_MSG_DATA, b"forged", 0.0)
         got = pump(a, b) if dialer_first else pump(b, a)
         assert got == []  # nothing crossed
-        refusing = [c for c in (a, b) if c.refused]
-        assert len(refusing) == 1 and not refusing[0].is_open
-        assert ours.refused + theirs.refused == 1
-        assert refusing[0].data_to_send() == b""  # nothing more leaves a refused link
-        other = b if refusing[0] is a else a
-        assert other.state is State.HANDSHAKE  # no proof came: its own deadline will end it
+        # Each end sent its PROOF on the other's HELLO, so each finds the other's wrong and counts it.
+        assert a.refused and b.refused and not a.is_open and not b.is_open
+        assert ours.refused == 1 and theirs.refused == 1
+        for end in (a, b):
+            assert end.data_to_send() == b""  # nothing else ever leaves a refused link
 
 
 def test_a_frame_before_the_handshake_is_refused() -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.auth.grants import resource_of
 from runtime.dispatch import Context
+from runtime.link_dispatch import LinkContext
 from runtime.services.file import tasks as t
 from runtime.services.file.offline_store import (
     OfflineFileError,
@@ -275,18 +276,51 @@ class FileHandlers(RejectingHandlers):
         """Heartbeats are answered by the connection layer."""
         return None
 
-    async def on_cid_other_file_transfer_req(self, ctx: Context, msg: Any) -> None:
-        """Task creation arrives on the internal listener, never from clients."""
-        return None
+    # the internal listener (msg servers) ------------------------------------------------------------------
+    async def on_cid_other_file_transfer_req(self, ctx: Context, msg: Any) -> Any:
+        """Create a transfer task (a msg server asks; never a client: s2s commands are refused from clients
+        before they reach a handler)."""
+        return self.svc.create_task(msg)
 
-    async def on_cid_other_file_server_ip_req(self, ctx: Context, msg: Any) -> None:
-        """Address queries arrive on the internal listener, never from clients."""
-        return None
+    async def on_cid_other_file_server_ip_req(self, ctx: Context, msg: Any) -> Any:
+        """The addresses file clients should connect to."""
+        ips: Any = self.proto.new("CID_OTHER_FILE_SERVER_IP_RSP")
+        for ip, port in self.svc.client_addresses():
+            a = ips.ip_addr_list.add()
+            a.ip, a.port = ip, port
+        return ips
+
+    async def on_cid_file_has_offline_req(self, ctx: Context, msg: Any) -> Any:
+        """The offline files waiting for the user the msg server authenticated (the relay envelope's)."""
+        if not _from_msg_server(ctx):
+            return None
+        return await self.svc.has_offline(ctx.user_id)
+
+    async def on_cid_file_add_offline_req(self, ctx: Context, msg: Any) -> Any:
+        """Record a finished upload of the authenticated user (None, answered empty: refused)."""
+        if not _from_msg_server(ctx):
+            return None
+        return await self.svc.add_offline(ctx.user_id, msg)
+
+    async def on_cid_file_del_offline_req(self, ctx: Context, msg: Any) -> Any:
+        """Delete an offline file of the authenticated user (its sender or receiver)."""
+        if not _from_msg_server(ctx):
+            return None
+        return await self.svc.del_offline(ctx.user_id, msg)
 
     async def on_cid_ext_handshake_req(self, ctx: Context, msg: Any) -> Any:
         """Secure sessions are not offered by the file service: no common suite."""
         codes = self.proto.enum("CID_EXT_HANDSHAKE_RSP", "result_code")
         return self.proto.new("CID_EXT_HANDSHAKE_RSP", result_code=codes["HANDSHAKE_NO_COMMON_SUITE"])
+
+
+def _from_msg_server(ctx: Context) -> bool:
+    """Offline-file records change only through a msg server, which names the user it authenticated; a file
+    client asking directly is closed."""
+    if isinstance(ctx, LinkContext):
+        return True
+    ctx.close(f"{ctx.info.name} is for msg servers")
+    return False
 
 
 def close_quietly(link: Any, reason: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from runtime.dispatch import Context
 from runtime.framing import Frame
-from runtime.services.links import FLAG_RELAY, Link, pack_relay
+from runtime.services.links import FLAG_RELAY, Link, NoRequests, pack_relay
 from runtime.services.msg.common import HandlerBase
 
 ONLINE, OFFLINE = 1, 2
@@ -38,7 +38,11 @@ class FileRequestHandlers(HandlerBase):
         for ep in endpoints:
             try:
                 _tr, link = await loop.create_connection(
-                    partial(Link, "msg->file", auth=auth, dialer=True), ep.host, ep.port
+                    partial(
+                        Link, self.svc.ctx.registry, NoRequests(), name="msg->file", auth=auth, dialer=True
+                    ),
+                    ep.host,
+                    ep.port,
                 )
             except OSError:
                 continue

@@ -21,7 +21,6 @@ from typing import Any
 from runtime.auth.grants import GrantSigner, resource_of
 from runtime.auth.secret_files import load_or_create_key
 from runtime.dispatch import Dispatcher
-from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
     Endpoint,
@@ -30,7 +29,7 @@ from runtime.services.base import (
     cancel_task,
     config_port,
     generated_handlers,
-    listener_port,
+    hosted_mapping,
     publish_endpoints,
     withdraw_endpoints,
 )
@@ -43,11 +42,11 @@ from runtime.services.file.offline_store import (
     delete_offline,
     read_header,
 )
-from runtime.services.links import FLAG_RELAY, Link, Proto, serve_links, unpack_relay
+from runtime.services.links import Proto
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import OfflineFile
-from runtime.transport import ConnectionCaps, Server, serve
+from runtime.transport import ConnectionCaps, Server, serve, serve_links
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_NAME_BYTES = 255
@@ -76,16 +75,11 @@ class FileService(Service):
         cls = generated_handlers(ctx, FileHandlers, "FileServiceBase")
         self.handlers = cls(self)
         if cls is FileHandlers:
-            self.handlers.__mapping__ = {  # type: ignore[attr-defined]
-                info.command_id: "on_" + info.name.lower()
-                for info in ctx.registry.hosted_by("file")
-                if hasattr(self.handlers, "on_" + info.name.lower())
-            }
+            self.handlers.__mapping__ = hosted_mapping(self.handlers, ctx, "file")  # type: ignore[attr-defined]
+        # One dispatcher for both listeners: file clients, and msg servers on the internal one.
         self.dispatcher = Dispatcher(ctx.registry, self.handlers)
         self._client: Server | None = None
-        self._internal: asyncio.Server | None = None
-        self._links: set[Link] = set()
-        self._jobs: set[asyncio.Task[None]] = set()  # offline-record requests in flight (kept referenced)
+        self._internal: Server | None = None
         self._endpoints: list[Endpoint] = []
         self._ticker: asyncio.Task[None] | None = None
         self.m_tasks = self.metrics.counter("file_tasks_total", "transfer tasks created")
@@ -113,12 +107,13 @@ class FileService(Service):
         self._internal = await serve_links(
             self.ctx.internal_host,
             config_port(cfg, "internal_port"),
-            self._on_link,
-            "file",
+            self.dispatcher.handler_factory,
+            registry=self.ctx.registry,
             auth=self.ctx.link_auth,
+            name="file<-msg",
         )
         self._endpoints = publish_endpoints(
-            self.ctx, {"client": self._client.port, "internal": listener_port(self._internal)}
+            self.ctx, {"client": self._client.port, "internal": self._internal.port}
         )
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="file-tick")
 
@@ -132,13 +127,9 @@ class FileService(Service):
             self.tasks.remove(task.task_id)
         if self._client is not None:
             await self._client.shutdown(min(drain_timeout, 1.0))
-        if self._internal is not None:
-            self._internal.close()
-        for link in list(self._links):
-            link.close()
         await self.dispatcher.drain(min(drain_timeout, 1.0))
-        if self._jobs:
-            await asyncio.wait(list(self._jobs), timeout=min(drain_timeout, 1.0))
+        if self._internal is not None:
+            await self._internal.shutdown(1.0)
         if self.storage is not None:
             await self.storage.close()
 
@@ -148,7 +139,8 @@ class FileService(Service):
 
     def health(self) -> dict[str, Any]:
         """Live tasks and msg links."""
-        return {"status": "ok", "tasks": len(self.tasks.tasks), "links": len(self._links)}
+        links = len(self._internal.links) if self._internal is not None else 0
+        return {"status": "ok", "tasks": len(self.tasks.tasks), "links": links}
 
     @staticmethod
     def now() -> int:
@@ -182,45 +174,8 @@ class FileService(Service):
                     if link is not None:
                         close_quietly(link, "file task timed out")
             self.g_tasks.set(len(self.tasks.tasks))
-            for link in list(self._links):
-                link.tick(now)
 
-    # internal link ---------------------------------------------------------------------------------------
-    def _on_link(self, link: Link) -> None:
-        link.name = "file<-msg"
-        link.on_frame = self._on_frame
-        link.on_lost.append(self._links.discard)
-        self._links.add(link)
-
-    def _on_frame(self, link: Link, frame: Frame) -> None:
-        user_id = 0
-        body: bytes | memoryview = frame.body
-        try:
-            if frame.flag & FLAG_RELAY:
-                targets, body = unpack_relay(body)
-                user_id = targets[0] if targets else 0
-            name = self.proto.registry.by_id(frame.command_id).name
-            msg: Any = self.proto.parse(frame.command_id, body)
-        except Exception as exc:  # a bad frame is refused, the link survives
-            self.log.warning("file: bad 0x%04x from %s: %s", frame.command_id, link.name, exc)
-            link.reply(frame, frame.command_id)
-            return
-        if name == "CID_OTHER_FILE_TRANSFER_REQ":
-            rsp = self.create_task(msg)
-            link.reply(frame, self.proto.cid("CID_OTHER_FILE_TRANSFER_RSP"), rsp.SerializeToString())
-        elif name == "CID_OTHER_FILE_SERVER_IP_REQ":
-            ips: Any = self.proto.new("CID_OTHER_FILE_SERVER_IP_RSP")
-            for ip, port in self.client_addresses():
-                a = ips.ip_addr_list.add()
-                a.ip, a.port = ip, port
-            link.reply(frame, self.proto.cid("CID_OTHER_FILE_SERVER_IP_RSP"), ips.SerializeToString())
-        elif name in ("CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ"):
-            job = asyncio.get_running_loop().create_task(self._offline(link, frame, name, user_id, msg))
-            self._jobs.add(job)
-            job.add_done_callback(self._jobs.discard)
-        else:
-            link.reply(frame, frame.command_id)
-
+    # internal requests (runtime.services.file.handlers routes them here) ---------------------------------
     def create_task(self, msg: Any) -> Any:
         """IMFileTransferReq -> a task (or a refusal with a FileServerError code)."""
         rsp: Any = self.proto.new(
@@ -254,26 +209,8 @@ class FileService(Service):
         rsp.task_id = task.task_id
         return rsp
 
-    async def _offline(self, link: Link, frame: Frame, name: str, user_id: int, msg: Any) -> None:
-        """Offline-file records, for the user the msg server authenticated (the relay target)."""
-        reply: Any = None
-        try:
-            if name == "CID_FILE_HAS_OFFLINE_REQ":
-                reply = await self._has_offline(user_id)
-            elif name == "CID_FILE_ADD_OFFLINE_REQ":
-                reply = await self._add_offline(user_id, msg)
-            else:
-                reply = await self._del_offline(user_id, msg)
-        except Exception:
-            self.log.exception("file: %s failed", name)
-        cid = (
-            self.proto.cid("CID_FILE_HAS_OFFLINE_RES")
-            if name == "CID_FILE_HAS_OFFLINE_REQ"
-            else frame.command_id
-        )
-        link.reply(frame, cid, b"" if reply is None else reply.SerializeToString())
-
-    async def _has_offline(self, user_id: int) -> Any:
+    async def has_offline(self, user_id: int) -> Any:
+        """The user's offline files, with the addresses to fetch them from."""
         assert self.storage is not None
         rsp: Any = self.proto.new("CID_FILE_HAS_OFFLINE_RES", user_id=user_id)
         for rec in await self.storage.list_offline_files(user_id):
@@ -286,7 +223,7 @@ class FileService(Service):
             a.ip, a.port = ip, port
         return rsp
 
-    async def _add_offline(self, user_id: int, msg: Any) -> Any:
+    async def add_offline(self, user_id: int, msg: Any) -> Any:
         """Record a finished upload: only its uploader may, and only for the file actually stored."""
         assert self.storage is not None
         try:
@@ -309,7 +246,7 @@ class FileService(Service):
         msg.task_id = self.grants.sign(msg.task_id, header.to_user_id, self.grant_ttl)  # for the receiver
         return msg
 
-    async def _del_offline(self, user_id: int, msg: Any) -> Any:
+    async def del_offline(self, user_id: int, msg: Any) -> Any:
         """Delete the record (its sender or receiver only) and the stored file."""
         assert self.storage is not None
         msg.task_id = resource_of(msg.task_id)  # a grant or the bare id: storage checks the user is a party

@@ -36,22 +36,14 @@ from google.protobuf.json_format import MessageToDict
 
 from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.errors import CallTimeout, ConnectionClosed
-from runtime.framing import Frame
 from runtime.httpkit import Request, Response, json_response
-from runtime.services.biz.convert import (
-    STORE_RETRY_DELAYS,
-    StoreTokens,
-    pack_store_request,
-    pack_version,
-    resend_request,
-    unpack_store_reply,
-)
 from runtime.services.blobs_auth import issue_upload_token, revoke_session
+from runtime.services.contracts import ResultCode, StoreAttempt, StoreResult, StoreTokens
 from runtime.services.gateway.chat_api import ChatPageApi
 from runtime.services.gateway.files import file_text
 from runtime.services.gateway.relays import GROUP_MSG_BIT, chat_key
 from runtime.services.gateway.sessions import Session
-from runtime.services.links import FLAG_RELAY, ResultCode, pack_relay
+from runtime.services.links import FLAG_RELAY, pack_relay
 
 if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
@@ -193,29 +185,29 @@ class ClientApi(ChatPageApi):
             return None
         return self.proto.parse(frame.command_id, frame.body) if frame.body else None
 
-    async def _store(self, cid: int, user: int, msg: Any) -> Frame | None:
-        """Send a store request to biz. If the link drops before the answer (or no biz is connected), send it
-        again after STORE_RETRY_DELAYS, flagged as a resend: biz answers a copy it already stored with that
-        message, as it does for msg (docs/cluster.md). None if biz stayed out of reach or did not answer in
-        BIZ_TIMEOUT (then nothing more is sent: a client retry with a `client_msg_id` is stored once)."""
-        for delay in (0.0, *STORE_RETRY_DELAYS):
-            if delay:
-                await asyncio.sleep(delay)
-                flagged = resend_request(msg.attach_data) if msg.HasField("attach_data") else None
-                if flagged is not None and not msg.msg_id:
-                    msg.attach_data = flagged
+    async def _store(self, cid: int, user: int, attempt: StoreAttempt) -> StoreResult | None:
+        """Drive a store attempt to biz (runtime.services.contracts): if the link drops before the answer (or
+        no biz is connected), send it again after the attempt's delays, flagged as a resend: biz answers a
+        copy it already stored with that message, as it does for msg (docs/cluster.md). None if biz stayed
+        out of reach, answered empty, or did not answer in BIZ_TIMEOUT (then nothing more is sent: a client
+        retry with a `client_msg_id` is stored once)."""
+        request = attempt.request
+        while True:
             link = self.svc.biz_link()
-            if link is None:
-                continue
-            try:
-                return await link.call(
-                    cid, pack_relay([user], msg.SerializeToString()), BIZ_TIMEOUT, flag=FLAG_RELAY
-                )
-            except ConnectionClosed:
-                continue
-            except CallTimeout:
+            if link is not None:
+                try:
+                    frame = await link.call(cid, pack_relay([user], request), BIZ_TIMEOUT, flag=FLAG_RELAY)
+                except ConnectionClosed:
+                    pass
+                except CallTimeout:
+                    return None
+                else:
+                    return attempt.answer(frame.body)
+            delay = attempt.retry_delay()
+            if delay is None:
                 return None
-        return None
+            await asyncio.sleep(delay)
+            request = attempt.resend()
 
     # endpoints -------------------------------------------------------------------------------------------
     async def login(self, request: Request, doc: dict[str, Any], _s: Session | None) -> Response:
@@ -449,19 +441,14 @@ class ClientApi(ChatPageApi):
             msg_data=data,
         )
         cached = self.svc.group_members.get(to) if group else None
-        version = cached[0] if cached else 0
-        if client_msg_id == 0:
-            # A token biz deduplicates by, so a store resent after the link to biz dropped is stored once.
-            msg.attach_data = pack_store_request(version, self.tokens.next())
-        elif group:
-            msg.attach_data = pack_version(version)
-        command = "CID_EXT_MSG_BURN" if burn else "CID_MSG_DATA"
-        cid = self.proto.cid(command)
-        frame = await self._store(cid, user, msg)
-        stored: Any = self.proto.parse(frame.command_id, frame.body) if frame and frame.body else None
-        if stored is None:
+        # Without a client msg id the attempt carries a token biz deduplicates by, so a store resent after
+        # the link to biz dropped is stored once.
+        attempt = StoreAttempt(msg, self.tokens, group=group, version=cached[0] if cached else 0)
+        cid = self.proto.cid("CID_EXT_MSG_BURN" if burn else "CID_MSG_DATA")
+        answer = await self._store(cid, user, attempt)
+        if answer is None:
             return error(UNAVAILABLE, "biz did not answer", 503)
-        result, version, _dup, members = unpack_store_reply(stored.attach_data)
+        stored, result, version, members = answer.message, answer.result, answer.version, answer.members
         if stored.msg_id == 0 and result == ResultCode.NO_DB_SERVER:  # not stored: the client may retry
             return error(UNAVAILABLE, "the database is unavailable; the message was not stored", 503)
         if stored.msg_id == 0:

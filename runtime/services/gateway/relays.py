@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.json_format import MessageToDict
 
-from runtime.framing import Frame
-from runtime.services.links import FLAG_RELAY, Link, unpack_relay
+from runtime.dispatch import Context
+from runtime.link_dispatch import LinkContext
 
 if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
@@ -74,30 +74,21 @@ def generic_event(name: str, msg: Any) -> dict[str, Any]:
 
 
 class GatewayInbound:
-    """Frames routers send the gateway: relays to its users, kicks, presence broadcasts."""
+    """The handler object of the gateway's links to routers (a `Dispatcher` routes their frames here):
+    relays to its users, kicks, presence broadcasts. Every command is routed to `on_relay`; the Dispatcher
+    confirms a relay once it returns (also when it failed), so the sender's router can finish it."""
 
     def __init__(self, svc: GatewayService) -> None:
         self.svc = svc
-        self._names = {info.command_id: info.name for info in svc.ctx.registry}
-        # Server-to-server broadcasts (e.g. a plugin's CID_SHAKE_SHARE) are for msg servers, not for users.
-        self._internal = {info.command_id for info in svc.ctx.registry if info.direction == "s2s"}
+        # Server-to-server frames (e.g. a plugin's CID_SHAKE_SHARE) are for msg servers, not for users: not
+        # routed, so answered empty.
+        self.__mapping__ = {
+            info.command_id: "on_relay" for info in svc.ctx.registry if info.direction != "s2s"
+        }
 
-    def on_frame(self, link: Link, frame: Frame) -> None:
-        """Handle one router frame; always confirm a relay so the sender's router can finish it."""
-        name = self._names.get(frame.command_id)
-        try:
-            if name is None or frame.command_id in self._internal:
-                return
-            targets: tuple[int, ...] | None = None
-            body: bytes | memoryview = frame.body
-            if frame.flag & FLAG_RELAY:
-                targets, body = unpack_relay(body)
-            msg: Any = self.svc.proto.parse(frame.command_id, body)
-            self._handle(name, msg, targets)
-        except Exception as exc:  # a bad relay is dropped, the link survives
-            log.warning("gateway: bad frame 0x%04x from %s: %s", frame.command_id, link.name, exc)
-        finally:
-            link.confirm(frame)
+    def on_relay(self, ctx: Context, msg: Any) -> None:
+        """One frame from a router."""
+        self._handle(ctx.info.name, msg, ctx.targets if isinstance(ctx, LinkContext) else None)
 
     def _handle(self, name: str, msg: Any, targets: tuple[int, ...] | None) -> None:
         svc = self.svc

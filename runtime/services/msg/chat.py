@@ -7,14 +7,7 @@ from typing import Any, cast
 
 from runtime.dispatch import Context
 from runtime.framing import Frame
-from runtime.services.biz.convert import (
-    STORE_RETRY_DELAYS,
-    StoreTokens,
-    pack_store_request,
-    pack_version,
-    resend_request,
-    unpack_store_reply,
-)
+from runtime.services.contracts import StoreAttempt, StoreResult, StoreTokens
 from runtime.services.links import FLAG_RELAY, relay_head
 from runtime.services.msg.common import HandlerBase
 from runtime.services.msg.delivery import GROUP_MSG_BIT, delivery_key
@@ -67,19 +60,12 @@ class ChatHandlers(HandlerBase):
         if is_group:
             cached = svc.group_members.get(to)
             version = cached[0] if cached else 0
-        if msg.msg_id == 0:
-            # No client msg id for biz to deduplicate by: a token of ours, so a store sent again after the
-            # link to biz dropped is answered with the id already stored (runtime.services.biz.handlers_msg).
-            token = self._tokens.next()
-            msg.attach_data = pack_store_request(version, token)
-        elif is_group:
-            msg.attach_data = pack_version(version)
-        elif msg.HasField("attach_data"):
-            msg.ClearField("attach_data")
+        # A message without a client msg id gets a token of ours, so a store sent again after the link to biz
+        # dropped is answered with the id already stored (runtime.services.contracts).
+        attempt = StoreAttempt(msg, self._tokens, group=is_group, version=version)
         cid = self._cids[command]
-        request = msg.SerializeToString()
-        pending = _PendingStore(self, ctx, st, command, cid, msg, is_group, request)
-        link.request(cid, request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,)))
+        pending = _PendingStore(self, ctx, st, command, cid, attempt, is_group)
+        link.request(cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,)))
         return None
 
     def _ack(self, user: int, to: int, is_group: bool, msg_id: int = 0) -> Any:
@@ -97,23 +83,21 @@ class ChatHandlers(HandlerBase):
         command: str,
         cid: int,
         stored: Any,
-        body: bytes | memoryview,
+        result: StoreResult,
         is_group: bool,
     ) -> None:
         """Biz answered: `stored` is the sent message; the reply carries its durable id and time only."""
-        reply: Any = self._data_class.FromString(bytes(body))
         user, to = st.user_id, stored.to_session_id
-        msg_id = reply.msg_id
+        msg_id = result.message.msg_id
         if msg_id == 0:
             ctx.reply(self._ack(user, to, is_group))
             return
-        stored.msg_id, stored.create_time = msg_id, reply.create_time
+        stored.msg_id, stored.create_time = msg_id, result.message.create_time
         stored.ClearField("attach_data")
         ctx.reply(self._ack(user, to, is_group, msg_id))  # stored and committed: now the sender hears of it
         if is_group:
-            _result, version, _dup, members = unpack_store_reply(reply.attach_data)
-            if members is not None:
-                self.svc.group_members[to] = (version, members)
+            if result.members is not None:
+                self.svc.group_members[to] = (result.version, result.members)
             targets: Any = self.svc.group_members.get(to, (0, [user]))[1]
         else:
             targets = (user, to)
@@ -241,16 +225,16 @@ class ChatHandlers(HandlerBase):
 
 
 class _PendingStore:
-    """A message sent to biz, waiting for its durable id. One small object per message: a closure over the
-    same state cost a function, a tuple and a cell per variable (all garbage-collector tracked).
+    """A message sent to biz, waiting for its durable id: drives its `StoreAttempt` from the link's callbacks.
+    One small object per message: a closure over the same state cost a function, a tuple and a cell per
+    variable (all garbage-collector tracked).
 
     If the link to biz drops before the answer, the same request is sent again (to the same biz once it is
-    back, or the next live one) after STORE_RETRY_DELAYS: biz answers a request it already stored with that id
-    (by client msg id, or by msg's token), so the message is stored once and the sender acked with its id.
-    A resend with a token is flagged as one, so biz also asks storage for the token when its memory of tokens
-    does not know it (a biz that crashed after its commit, before its answer); first sends never pay that."""
+    back, or the next live one) after the attempt's delays: biz answers a request it already stored with
+    that id (by client msg id, or by msg's token), so the message is stored once and the sender acked with
+    its id."""
 
-    __slots__ = ("attempts", "chat", "cid", "command", "ctx", "is_group", "msg", "request", "st")
+    __slots__ = ("attempt", "chat", "cid", "command", "ctx", "is_group", "st")
 
     def __init__(
         self,
@@ -259,47 +243,43 @@ class _PendingStore:
         st: Any,
         command: str,
         cid: int,
-        msg: Any,
+        attempt: StoreAttempt,
         is_group: bool,
-        request: bytes,
     ) -> None:
         self.chat = chat
         self.ctx = ctx
         self.st = st
         self.command = command
         self.cid = cid
-        self.msg = msg
+        self.attempt = attempt
         self.is_group = is_group
-        self.request = request
-        self.attempts = 0
 
     def stored(self, frame: Frame | None) -> None:
         """Biz answered (`frame`), or the link to it was lost (None)."""
-        if frame is not None and frame.body:
-            self.chat._stored(self.ctx, self.st, self.command, self.cid, self.msg, frame.body, self.is_group)
-        elif frame is None and self.attempts < len(STORE_RETRY_DELAYS):
-            delay = STORE_RETRY_DELAYS[self.attempts]
-            self.attempts += 1
-            self.chat.svc.m_store_retries.inc()
-            asyncio.get_running_loop().call_later(delay, self.retry)
+        attempt = self.attempt
+        if frame is not None:
+            result = attempt.answer(frame.body)
+            if result is not None:
+                chat, msg = self.chat, attempt.msg
+                chat._stored(self.ctx, self.st, self.command, self.cid, msg, result, self.is_group)
+                return
         else:
-            # Biz refused without an answer, or stayed out of reach: msg_id 0, and the dedup window forgets
-            # the request, so the client's retransmit is processed again rather than answered with 0.
-            ack = self.chat._ack(self.st.user_id, self.msg.to_session_id, self.is_group)
-            self.ctx.reply(ack, remember=False)
+            delay = attempt.retry_delay()
+            if delay is not None:
+                self.chat.svc.m_store_retries.inc()
+                asyncio.get_running_loop().call_later(delay, self.retry)
+                return
+        # Biz refused without an answer, or stayed out of reach: msg_id 0, and the dedup window forgets the
+        # request, so the client's retransmit is processed again rather than answered with 0.
+        ack = self.chat._ack(self.st.user_id, attempt.msg.to_session_id, self.is_group)
+        self.ctx.reply(ack, remember=False)
 
     def retry(self) -> None:
-        """Send the same request again to the biz instance for this sender (flagged as a resend if it
-        carries a token: the message is serialized again once, with the flag)."""
-        msg = self.msg
-        if not msg.msg_id and msg.HasField("attach_data"):
-            flagged = resend_request(msg.attach_data)
-            if flagged is not None:
-                msg.attach_data = flagged
-                self.request = msg.SerializeToString()
+        """Send the request again to the biz instance for this sender (flagged as a resend)."""
         user = self.st.user_id
         link = self.chat.svc.biz_link(user)
+        request = self.attempt.resend()
         if link is None or not link.request(
-            self.cid, self.request, self.stored, flag=FLAG_RELAY, head=relay_head((user,))
+            self.cid, request, self.stored, flag=FLAG_RELAY, head=relay_head((user,))
         ):
             self.stored(None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from runtime.framing import Frame
-from runtime.services.links import FLAG_RELAY, Link, unpack_relay
+from runtime.dispatch import Context
+from runtime.link_dispatch import LinkContext
 from runtime.services.msg.delivery import same_class
 
 if TYPE_CHECKING:
@@ -19,37 +19,23 @@ CHAT = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
 
 
 class InboundRelays:
-    """Turns router frames into local pushes. Chat messages are tracked for retransmit like local ones."""
+    """The handler object of the links to routers (a `Dispatcher` routes their frames here): relays become
+    local pushes, chat messages tracked for retransmit like local ones. Every command a router may relay
+    is routed to `on_relay`, which a Dispatcher answers (confirms) once it returns: the relay is then queued
+    to the local clients."""
 
     def __init__(self, svc: MsgService) -> None:
         self.svc = svc
         self.proto = svc.proto
-        reg = svc.ctx.registry
-        self._names = {info.command_id: info.name for info in reg}
-        self._parsers = {info.command_id: info.message_class.FromString for info in reg}
+        self.__mapping__ = {info.command_id: "on_relay" for info in svc.ctx.registry}
         self.m_inbound = svc.metrics.counter("msg_relays_in_total", "relayed frames received from routers")
 
-    def on_frame(self, link: Link, frame: Frame) -> None:
-        """Handle one frame from a router; confirm relays once they are queued to local clients."""
-        name = self._names.get(frame.command_id)
-        if name is None:
-            link.confirm(frame)
-            return
-        targets: tuple[int, ...] | None = None
-        body: bytes | memoryview = frame.body
-        try:
-            if frame.flag & FLAG_RELAY:
-                targets, body = unpack_relay(body)
-            msg: Any = self._parsers[frame.command_id](bytes(body))
-        except Exception as exc:
-            log.warning("bad frame 0x%04x from %s: %s", frame.command_id, link.name, exc)
-            link.confirm(frame)
-            return
+    def on_relay(self, ctx: Context, msg: Any) -> None:
+        """One relayed frame from a router."""
         self.m_inbound.inc()
-        try:
-            self._handle(name, msg, targets, body)
-        finally:
-            link.confirm(frame)
+        targets = ctx.targets if isinstance(ctx, LinkContext) else None
+        body = ctx.body if isinstance(ctx, LinkContext) else b""
+        self._handle(ctx.info.name, msg, targets, body)
 
     def _handle(
         self, name: str, msg: Any, targets: tuple[int, ...] | None, body: bytes | memoryview = b""

@@ -18,6 +18,7 @@ from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import Discovery
 from runtime.services.links import FLAG_RELAY, Dialer, Link, LinkAuth, Proto, relay_head
+from runtime.transport import FrameHandler
 
 log = logging.getLogger("ttgen.msg.routing")
 MAX_OUTBOX = 100_000  # relays kept while no router confirms; beyond it the oldest are dropped
@@ -31,14 +32,14 @@ class RouterPool:
         proto: Proto,
         discovery: Discovery,
         metrics: Metrics,
-        on_frame: Callable[[Link, Frame], None],
+        handler: FrameHandler,
         snapshot: Callable[[], list[tuple[int, int, int]]],
         auth: LinkAuth | None,
     ) -> None:
         self.proto = proto
         self.auth = auth
         self.discovery = discovery
-        self.on_frame = on_frame
+        self.handler = handler  # what routers send: a Dispatcher over the service's relay handlers
         self.snapshot = snapshot  # -> [(user_id, status, client_type)] of local sessions
         self.dialers: dict[tuple[str, int], Dialer] = {}
         self._order: list[tuple[str, int]] = []
@@ -68,7 +69,8 @@ class RouterPool:
                 dialer = Dialer(
                     f"msg->router:{ep.port}",
                     _fixed(key),
-                    self.on_frame,
+                    self.handler,
+                    registry=self.proto.registry,
                     on_up=self._up,
                     on_down=self._down,
                     max_backoff=1.0,
@@ -195,7 +197,7 @@ class RouterPool:
         self.g_outbox.set(len(self._outbox))
         for d in self.dialers.values():
             if d.link is not None:
-                d.link.tick(now)
+                d.link.tick(d.link.now())
         if self.master is not None and len(self._in_flight) < len(self._outbox):
             self._flush_outbox()
 

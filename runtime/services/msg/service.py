@@ -13,11 +13,10 @@ import time
 from typing import Any
 
 from runtime.dispatch import Dispatcher
-from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.plugins import load_plugins
 from runtime.services.base import Endpoint, Service, ServiceContext, cancel_task, config_port
-from runtime.services.links import Dialer, Link, Proto
+from runtime.services.links import Dialer, Link, NoRequests, Proto
 from runtime.services.msg.delivery import ClientState, DeliveryTracker
 from runtime.services.msg.handlers import MsgHandlers
 from runtime.services.msg.inbound import InboundRelays
@@ -61,8 +60,10 @@ class MsgService(Service):
         )
         self.presence = LocalPresence(self)
         self.inbound = InboundRelays(self)
+        # Frames from routers: the same dispatcher machinery, routed to the relay handlers.
+        self.inbound_dispatcher = Dispatcher(ctx.registry, self.inbound, stages=self.dispatcher.stages)
         self.routers = RouterPool(
-            self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot, ctx.link_auth
+            self.proto, ctx.discovery, self.metrics, self.inbound_dispatcher, self.snapshot, ctx.link_auth
         )
         self.biz: list[Dialer] = []  # one per biz instance, by instance number
         self.biz_by_instance: dict[int, Dialer] = {}
@@ -176,14 +177,16 @@ class MsgService(Service):
             return eps[0].address if eps else None
 
         d = Dialer(
-            name, resolve, self._unexpected_frame, on_up=on_up, max_backoff=1.0, auth=self.ctx.link_auth
+            name,
+            resolve,
+            NoRequests(),
+            registry=self.ctx.registry,
+            on_up=on_up,
+            max_backoff=1.0,
+            auth=self.ctx.link_auth,
         )
         d.start()
         return d
-
-    def _unexpected_frame(self, link: Link, frame: Frame) -> None:
-        if frame.command_id == self.proto.cid("CID_OTHER_STOP_RECV_PACKET"):
-            self.log.info("%s asked us to stop sending", link.name)
 
     def biz_link(self, user_id: int = 0) -> Link | None:
         """The biz link for requests on behalf of `user_id`: a stable hash of the user id picks one of the
@@ -193,7 +196,7 @@ class MsgService(Service):
         n = len(dialers)
         if n == 1:
             link = dialers[0].link
-            return link if link is not None and link.transport is not None else None
+            return link if link is not None and link.is_open else None
         if n == 0:
             return None
         start = ((user_id * 0x9E3779B1) & 0xFFFFFFFF) % n if n > 1 else 0
@@ -240,7 +243,7 @@ class MsgService(Service):
                     self.routers.tick(now)
                     for d in [*self.biz, *self.logins.values()]:
                         if d.link is not None:
-                            d.link.tick(now)
+                            d.link.tick(d.link.now())
             except Exception:
                 self.log.exception("msg tick failed")
 
