@@ -152,6 +152,7 @@ class LoginService(Service):
             max_headers=MAX_HEADER_LINES,
             idle_timeout=IDLE_SECONDS,
             name="login",
+            max_head=None,  # the handler refuses a long head with the lookup's own JSON shape
         )
         self._client: Server | None = None
         self._endpoints: list[Endpoint] = []

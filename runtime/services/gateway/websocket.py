@@ -18,17 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from runtime.httpkit import json_bytes, peer_of
-from runtime.services.gateway.client_api import WS_OPS
+from runtime.services.gateway.client_api import WS_OPS, error
 from runtime.services.gateway.sessions import Session
 
 if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
+
+log = logging.getLogger("ttgen.gateway")
 
 AUTH_TIMEOUT = 10.0
 SEND_TIMEOUT = 10.0
@@ -37,6 +40,7 @@ MAX_BAD = 20
 MAX_QUEUED = 64
 MAX_ID = 64
 MAX_BATCH = 100  # events per frame
+DRAIN_TIMEOUT = 15.0  # at most this long for a closed socket's queued commands
 
 CLOSE_LOGOUT, CLOSE_AUTH, CLOSE_ENDED, CLOSE_REPLACED, CLOSE_SLOW, CLOSE_ABUSE = (
     1000,
@@ -93,16 +97,17 @@ class Conn:
         self.lock = asyncio.Lock()
         self.queue: asyncio.Queue[tuple[Any, str, dict[str, Any]]] = asyncio.Queue(MAX_QUEUED)
         self.bad = 0
+        self.busy = False  # a command is being carried out
         self.close_code = CLOSE_ENDED
 
     async def send(self, doc: dict[str, Any]) -> bool:
         """One frame; False (and the socket dropped) if the client does not read it in time."""
-        text = json_bytes(doc).decode("utf-8")
+        text = json.dumps(doc, separators=(",", ":"))
         if self.ws.closed:
             return False
         try:
-            async with self.lock:
-                await asyncio.wait_for(self.ws.send_str(text), SEND_TIMEOUT)
+            async with self.lock, asyncio.timeout(SEND_TIMEOUT):
+                await self.ws.send_str(text)
         except TimeoutError:
             self.drop()
             return False
@@ -148,7 +153,6 @@ class WebSockets:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Upgrade, authenticate, then serve the socket until it closes."""
-        from runtime.services.gateway.client_api import error
         from runtime.services.gateway.service import rate_limited
 
         peer = peer_of(request)
@@ -242,8 +246,13 @@ class WebSockets:
             if ok:
                 await self._reader(conn)
         finally:
-            for task in (sender, worker):
-                task.cancel()
+            sender.cancel()
+            # Commands the client sent before it went away are carried out (a send is stored and delivered
+            # to its recipients, as an HTTP request is after its client disconnects); their replies are lost.
+            if conn.busy or not conn.queue.empty():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drained(conn), DRAIN_TIMEOUT)
+            worker.cancel()
             for task in (sender, worker):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
@@ -308,6 +317,10 @@ class WebSockets:
             return False
         return await conn.send({"op": "error", "id": frame_id, "error_code": code, "error_msg": message})
 
+    async def _drained(self, conn: Conn) -> None:
+        while conn.busy or not conn.queue.empty():
+            await asyncio.sleep(0.01)
+
     async def _worker(self, conn: Conn) -> None:
         """Commands one at a time, in arrival order."""
         api = self.svc.client_api
@@ -315,7 +328,14 @@ class WebSockets:
             frame_id, op, doc = await conn.queue.get()
             if conn.session.closed:
                 continue
-            response = await api.dispatch(op, doc, conn.session, conn.peer)
+            conn.busy = True
+            try:
+                response = await api.dispatch(op, doc, conn.session, conn.peer)
+            except Exception:  # a bug in one command must not stop the socket's others
+                log.exception("gateway: WebSocket command %s failed", op)
+                response = error(99, "internal error", 500)
+            finally:
+                conn.busy = False
             answer = response.doc if isinstance(response.doc, dict) else {"error_code": 99, "error_msg": ""}
             await conn.send({**answer, "op": "reply", "id": frame_id})
             if op == "logout" and answer.get("error_code") == 0:
