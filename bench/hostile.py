@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -274,24 +275,26 @@ class Hostile:
             ),
             flag=0x4000,
         )
-        results = []
-        for service in ("biz", "router", "login", "file"):
-            for host, port in self.endpoints(service, "internal"):
+        targets = [
+            (svc, ep) for svc in ("biz", "router", "login", "file") for ep in self.endpoints(svc, "internal")
+        ]
+        sockets = bytes_back = 0
+        worst: dict[str, float] = {}
+        end = time.monotonic() + self.phase
+        while time.monotonic() < end:  # every internal listener, again and again, for the phase
+            for service, (host, port) in targets:
                 started = time.monotonic()
                 reader, writer = await open_from("127.0.0.20", host, port)
                 writer.write(forged * 10)
                 got = await asyncio.wait_for(reader.read(), 15)
                 writer.close()
-                results.append(
-                    {
-                        "service": service,
-                        "bytes_back": len(got),
-                        "closed_after_s": round(time.monotonic() - started, 2),
-                    }
-                )
+                sockets += 1
+                bytes_back = max(bytes_back, len(got))
+                worst[service] = max(worst.get(service, 0.0), round(time.monotonic() - started, 3))
+            await asyncio.sleep(0.02)
         return {
-            "attacker": {"sockets": len(results), "bytes_sent": len(forged) * 10 * len(results)},
-            "outcome": results,
+            "attacker": {"sockets": sockets, "bytes_sent": len(forged) * 10 * sockets},
+            "outcome": {"most_bytes_back": bytes_back, "closed_after_s_max": worst},
         }
 
     async def attack_zlib_bomb(self) -> dict[str, Any]:
@@ -544,48 +547,54 @@ class Hostile:
         bad_login = frame_of(
             "CID_LOGIN_REQ_USERLOGIN", 1, good.replace(b"zzzzzz", b"\xff\xfe\xfd\xfc\xfb\xfa")
         )
-        answered = closed = 0
-        for _ in range(50):
+        answered = closed = prelogin = 0
+        end = time.monotonic() + self.phase
+        while time.monotonic() < end - self.phase / 2:
             reader, writer = await open_from("127.0.0.70", host, port)
             writer.write(bad_login)
             got = await asyncio.wait_for(reader.read(), 20)
+            prelogin += 1
             answered += len(got) > 0
             closed += reader.at_eof()
             writer.close()
-        core, _res = await login(self.login_url, "h002")
-        refused = 0
-        for n in range(200):
-            req = REGISTRY.by_name("CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST").message_class(
-                user_id=0, sign_info="zzzz"
-            )
-            raw = req.SerializeToString().replace(b"zzzz", b"\xc3\x28\xa0\xa1")
-            if core.link is None or core.link.closed.done() or core.link.transport is None:
-                break
-            core.link.transport.write(frame_of("CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", 100 + n, raw))
-            refused += 1
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(1.0)
-        still_open = core.link is not None and not core.link.closed.done()
-        with contextlib.suppress(Exception):
-            await core.close()
+            await asyncio.sleep(0.02)
+        req = REGISTRY.by_name("CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST").message_class(
+            user_id=0, sign_info="zzzz"
+        )
+        raw = req.SerializeToString().replace(b"zzzz", b"\xc3\x28\xa0\xa1")
+        sent = logins = closed_after = 0
+        while time.monotonic() < end:  # after login: each bad field closes the session; log in again
+            core, _res = await login(self.login_url, "h002")
+            logins += 1
+            link = core.link
+            if link is not None and link.transport is not None:
+                link.transport.write(frame_of("CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", 100, raw))
+                sent += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(link.closed), 5)
+                closed_after += link.closed.done()
+            with contextlib.suppress(Exception):
+                await core.close()
         errors = 0
         for log in (self.data_dir / "logs").glob("*.log"):
             with contextlib.suppress(OSError):
                 errors += log.read_text(errors="replace").count("Traceback")
         return {
-            "attacker": {"prelogin_frames": 50, "logged_in_frames": refused},
+            "attacker": {"prelogin_frames": prelogin, "logged_in_frames": sent, "logins": logins},
             "outcome": {
                 "prelogin_answered": answered,
                 "prelogin_closed": closed,
-                "logged_in_connection_open": still_open,
+                "logged_in_closed": closed_after,
                 "tracebacks_in_logs": errors,
             },
         }
 
     async def attack_foreign_files(self) -> dict[str, Any]:
         ((f_host, f_port),) = self.endpoints("file", "client")[:1]
-        refused = 0
-        for _ in range(20):
+        refused = tried = 0
+        end = time.monotonic() + self.phase / 2
+        while time.monotonic() < end:  # offline downloads by a (guessed or leaked) bare task id
+            tried += 1
             core = ClientCore(REGISTRY, host=f_host, port=f_port, reconnect=False, default_timeout=5.0)
             await core.connect()
             rsp = await core.call(
@@ -600,6 +609,7 @@ class Hostile:
         ((s_host, s_port),) = self.endpoints("storage", "http")[:1]
         ((g_host, g_port),) = self.endpoints("gateway", "http")[:1]
         statuses: dict[str, int] = {}
+        gets = 0
         async with aiohttp.ClientSession() as http:
             login_doc = await (
                 await http.post(
@@ -621,9 +631,13 @@ class Hostile:
             statuses["download_signed_url"] = (
                 await http.get(f"http://{s_host}:{s_port}/{up['path']}")
             ).status
-            import hashlib
-
             digest = hashlib.sha256(b"\x89PNG secret").hexdigest()
+            end = time.monotonic() + self.phase / 2
+            while time.monotonic() < end:  # blob downloads without a credential, and by the content's hash
+                for url in (f"/{path}", f"/g0/{digest[:2]}/{digest}.png"):
+                    status = (await http.get(f"http://{s_host}:{s_port}{url}")).status
+                    statuses[f"anonymous_get_{'named' if url[1:] == path else 'hashed'}"] = status
+                    gets += 1
             statuses["download_by_content_hash"] = (
                 await http.get(
                     f"http://{s_host}:{s_port}/g0/{digest[:2]}/{digest}.png",
@@ -642,7 +656,7 @@ class Hostile:
                 )
             ).status
         return {
-            "attacker": {"file_logins": 20, "http_requests": 5},
+            "attacker": {"file_logins": tried, "http_requests": gets + 5},
             "outcome": {"offline_downloads_refused": refused, **statuses},
         }
 

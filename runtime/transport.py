@@ -352,7 +352,8 @@ class Acceptor:
         self.sockets = sockets
         self._caps = caps
         self._links = links
-        self._factory = factory
+        # asyncio.Server's attribute name: tools that wrap the factory (the fuzzer's planted decoder) find it.
+        self._protocol_factory = factory
         self._loop = asyncio.get_running_loop()
         self._pending: set[asyncio.Task[Any]] = set()
         self._backoff = 0.0
@@ -389,7 +390,7 @@ class Acceptor:
 
     async def _start(self, conn: socket.socket, address: str) -> None:
         try:
-            await self._loop.connect_accepted_socket(self._factory, conn)
+            await self._loop.connect_accepted_socket(self._protocol_factory, conn)
         except Exception as exc:  # the peer reset before the transport existed
             caps = self._caps
             caps.release(address)
