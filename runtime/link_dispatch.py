@@ -79,7 +79,7 @@ class LinkContext(Context):
         self.dedup_key = None
         self.dedup_slot = None
         self.frame = frame
-        self.body = body  # the message's bytes (inside the relay envelope, if any)
+        self.body = body  # the message's bytes (inside the relay envelope; a forwarded frame's whole body)
         self.user = user
         self.targets = targets
         self.deferred = False
@@ -113,7 +113,8 @@ class LinkContext(Context):
         if self.answered:
             return False
         self.answered = True
-        _observe(self, False)
+        if self.started:
+            _observe(self, False)
         link = self.internal
         return link.reply(self.frame, _reply_cid(self.dispatcher, type(msg)), msg.SerializeToString())
 
@@ -129,8 +130,10 @@ class LinkContext(Context):
         if self.answered:
             return False
         self.answered = True
-        _observe(self, failed)
-        return self.internal.confirm(self.frame)
+        if self.started:
+            _observe(self, failed)
+        link: Any = self.link
+        return bool(link.confirm(self.frame))
 
 
 def answer_later(ctx: Context) -> Callable[[Message | None], None]:
@@ -181,7 +184,8 @@ def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[F
     observed = _observer(dispatcher) is not None
     forwarded = _forwarded(dispatcher)
     for frame, info in frames:
-        route = routes.get(frame.command_id)
+        cid = frame.command_id
+        route = routes.get(cid)
         if route is None:
             log.warning("%r: %s is not handled by this service; answered empty", link, info.name)
             internal.confirm(frame)
@@ -194,11 +198,9 @@ def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[F
                 targets, start = relay_targets(body)
                 if targets:
                     user = targets[0]
-                body = body[start:]
-            if frame.command_id in forwarded:
-                msg: Any = None
-            else:
-                msg = route.parse(body if type(body) is bytes else bytes(body))
+                if cid not in forwarded:  # a forwarding handler passes the whole frame on: no copy
+                    body = body[start:]
+            msg: Any = None if cid in forwarded else route.parse(body if type(body) is bytes else bytes(body))
         except Exception as exc:  # a bad body is answered empty; the link survives
             log.warning("%r: bad %s: %s", link, info.name, exc)
             internal.confirm(frame)
@@ -206,26 +208,30 @@ def frames_received(dispatcher: Dispatcher, link: Link, frames: Iterable[tuple[F
         ctx = LinkContext(dispatcher, link, info, frame, user, targets, body)
         if observed:
             ctx.started = time.perf_counter()
-        _run(dispatcher, ctx, route, msg)
+        if route.is_async:
+            _start_task(dispatcher, ctx, route, msg)
+        else:
+            # Inline, the common case (relays, stores): a plain handler that answers or confirms at once.
+            try:
+                result = route.handler(ctx, msg)
+            except Exception as exc:
+                _failed(ctx, route, exc)
+            else:
+                if result is None and not ctx.deferred and ctx.close_reason is None:
+                    ctx.answer_empty()
+                else:
+                    _finish(ctx, route, result)
         if not conn.is_open:
             return
 
 
-def _run(dispatcher: Dispatcher, ctx: LinkContext, route: Route, msg: Message) -> None:
-    if route.is_async:
-        # A task from the start (not stepped eagerly as client requests are): internal handlers await
-        # storage and helpers that need a current task (asyncio.timeout). A hot command that never suspends
-        # is implemented as a plain function and runs inline below.
-        task = asyncio.get_running_loop().create_task(_run_async(ctx, route, msg))
-        dispatcher._tasks.add(task)
-        task.add_done_callback(dispatcher._tasks.discard)
-        return
-    try:
-        result: Any = route.handler(ctx, msg)
-    except Exception as exc:
-        _failed(ctx, route, exc)
-        return
-    _finish(ctx, route, result)
+def _start_task(dispatcher: Dispatcher, ctx: LinkContext, route: Route, msg: Message) -> None:
+    # A task from the start (not stepped eagerly as client requests are): internal handlers await storage
+    # and helpers that need a current task (asyncio.timeout). A hot command that never suspends is
+    # implemented as a plain function and runs inline.
+    task = asyncio.get_running_loop().create_task(_run_async(ctx, route, msg))
+    dispatcher._tasks.add(task)
+    task.add_done_callback(dispatcher._tasks.discard)
 
 
 async def _run_async(ctx: LinkContext, route: Route, msg: Message) -> None:

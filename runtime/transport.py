@@ -780,13 +780,11 @@ class InternalLink(Link):
         """Answer a `FLAG_REQUEST` frame with an empty reply, batched with the other confirmations of this
         event-loop iteration (the requester's callback gets `CONFIRMED`). A no-op for frames that did not ask
         for a reply; False if the link is closed."""
-        conn = self.conn
-        if conn is None or self.transport is None:
+        conn = cast(LinkConnection | None, self.conn)  # on every relay: no isinstance check
+        if conn is None or self.transport is None or not conn.confirm(request):
             return False
-        assert isinstance(conn, LinkConnection)
-        if not conn.confirm(request):
-            return False
-        self._queued()
+        if not self._in_batch and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self.flush)
         return True
 
 
