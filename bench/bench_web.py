@@ -10,10 +10,13 @@ receiver's session. Senders are open-loop: message i of a sender is due at start
 is measured from that due time to its arrival at the receiver (so a stalled sender shows as latency, not as a
 lower rate). `--mode mixed` runs half the pairs over each protocol.
 
-Reported per run: offered and delivered messages per second, sends refused or unanswered, lost messages, e2e
-latency p50/p90/p99/max (ms) per protocol and overall, and CPU per delivered message of every cluster process
-(user + system time from /proc); then the median over `--runs`. Bounded: each run lasts `--duration` seconds
-plus a drain of at most `--drain` seconds, then the cluster is stopped. Results: bench/RESULTS.md.
+Reported per run: offered and delivered messages per second, sends refused or unanswered, lost messages
+(answered with a msg id but not delivered by the end of the drain), e2e latency p50/p90/p99/max (ms) per
+protocol and overall, for WebSocket senders the reply latency and the load generator's own lag (how late the
+client sent, from the due time: a starved load generator shows here), and CPU per delivered message of every
+cluster process (user + system time from /proc); then the median over `--runs`. Bounded: each run lasts
+`--duration` seconds plus a drain of at most `--drain` seconds, then the cluster is stopped. Results:
+bench/RESULTS.md.
 
     .venv/bin/python bench/bench_web.py --pairs 100 --rate 20 --duration 10 --mode mixed --runs 3
 """
@@ -52,13 +55,18 @@ class Tally:
         self.refused = 0
         self.lat: dict[str, list[int]] = {"ws": [], "poll": []}
         self.seen: set[str] = set()
+        self.by_second: dict[int, list[int]] = {}
+        self.acks: list[int] = []  # due time to the sender's reply (WebSocket)
+        self.lags: list[int] = []  # due time to the moment the client sent (the load generator's own delay)
 
     def arrived(self, proto: str, text: str) -> None:
         due_ns, _, key = text.partition(" ")
         if key in self.seen or not due_ns.isdigit():
             return
         self.seen.add(key)
-        self.lat[proto].append(time.time_ns() - int(due_ns))
+        lat = time.time_ns() - int(due_ns)
+        self.lat[proto].append(lat)
+        self.by_second.setdefault(int(due_ns) // 1_000_000_000, []).append(lat)
 
 
 async def login(http: aiohttp.ClientSession, base: str, name: str) -> dict[str, Any]:
@@ -71,17 +79,28 @@ async def login(http: aiohttp.ClientSession, base: str, name: str) -> dict[str, 
     raise RuntimeError(f"login of {name} failed: {doc}")
 
 
-async def ws_receiver(base: str, token: str, tally: Tally, stop_at: float, ack_every: float) -> None:
+class Clock:
+    """The run's schedule, known once every client process is connected and the parent says go."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.start = 0.0
+        self.stop_at = float("inf")
+        self.connected = 0
+
+
+async def ws_receiver(base: str, token: str, tally: Tally, clock: Clock, ack_every: float) -> None:
     async with (
         aiohttp.ClientSession() as http,
         http.ws_connect(f"{base}/api/ws?token={token}", max_msg_size=0) as ws,
     ):
+        clock.connected += 1
         next_ack = 0.0
-        while time.time() < stop_at:
+        while time.time() < clock.stop_at:
             try:
-                msg = await ws.receive(timeout=max(0.1, stop_at - time.time()))
+                msg = await ws.receive(timeout=max(0.1, min(5.0, clock.stop_at - time.time())))
             except TimeoutError:
-                break
+                continue
             if msg.type != aiohttp.WSMsgType.TEXT:
                 break
             doc = json.loads(msg.data)
@@ -96,7 +115,7 @@ async def ws_receiver(base: str, token: str, tally: Tally, stop_at: float, ack_e
 
 
 async def ws_sender(
-    base: str, token: str, peer: int, tag: str, start: float, duration: float, rate: float, tally: Tally
+    base: str, token: str, peer: int, tag: str, clock: Clock, duration: float, rate: float, tally: Tally
 ) -> None:
     async with (
         aiohttp.ClientSession() as http,
@@ -112,15 +131,18 @@ async def ws_sender(
                 doc = json.loads(msg.data)
                 if doc.get("op") == "reply" and doc.get("id") is not None:
                     pending -= 1
+                    tally.acks.append(time.time_ns() - int((clock.start + doc["id"] / rate) * 1e9))
                     if doc.get("error_code") != 0:
                         tally.refused += 1
 
         reader = asyncio.get_running_loop().create_task(replies())
-        n = int(duration * rate)
-        for i in range(n):
-            due = start + i / rate
+        clock.connected += 1
+        await clock.go.wait()
+        for i in range(int(duration * rate)):
+            due = clock.start + i / rate
             await asyncio.sleep(max(0.0, due - time.time()))
             text = f"{int(due * 1e9)} {tag}-{i}"
+            tally.lags.append(int((time.time() - due) * 1e9))
             await ws.send_str(json.dumps({"op": "send", "id": i, "to": peer, "text": text}))
             pending += 1
             tally.sent += 1
@@ -133,12 +155,13 @@ async def ws_sender(
             await reader
 
 
-async def poll_receiver(base: str, token: str, tally: Tally, stop_at: float) -> None:
+async def poll_receiver(base: str, token: str, tally: Tally, clock: Clock) -> None:
     since = 0
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession() as http:
-        while time.time() < stop_at:
-            wait = max(0.0, min(5.0, stop_at - time.time()))
+        clock.connected += 1
+        while time.time() < clock.stop_at:
+            wait = max(0.0, min(5.0, clock.stop_at - time.time()))
             async with http.get(f"{base}/api/poll?since={since}&timeout={wait:.2f}", headers=headers) as rsp:
                 doc = await rsp.json()
             if doc.get("error_code") != 0:
@@ -151,7 +174,7 @@ async def poll_receiver(base: str, token: str, tally: Tally, stop_at: float) -> 
 
 
 async def poll_sender(
-    base: str, token: str, peer: int, tag: str, start: float, duration: float, rate: float, tally: Tally
+    base: str, token: str, peer: int, tag: str, clock: Clock, duration: float, rate: float, tally: Tally
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as http:
@@ -168,9 +191,11 @@ async def poll_sender(
             except (aiohttp.ClientError, TimeoutError):
                 tally.refused += 1
 
+        clock.connected += 1
+        await clock.go.wait()
         tasks = []
         for i in range(int(duration * rate)):
-            due = start + i / rate
+            due = clock.start + i / rate
             await asyncio.sleep(max(0.0, due - time.time()))
             tasks.append(asyncio.get_running_loop().create_task(one(i, due)))
             tally.sent += 1
@@ -180,69 +205,70 @@ async def poll_sender(
 async def client_main(
     pairs: list[tuple[str, str, str]],
     bases: list[str],
-    start: float,
     duration: float,
     rate: float,
     drain: float,
     ack_every: float,
+    out: Any,
+    go: Any,
 ) -> dict[str, Any]:
+    """Log in, connect, say ready; on the parent's start time, run the load; the tally."""
     tally = Tally()
+    clock = Clock()
     async with aiohttp.ClientSession() as http:
         logged = []
         for n, (proto, sender, receiver) in enumerate(pairs):
-            base = bases[n % len(bases)]
+            base = bases[(n // 2) % len(bases)]  # pairs alternate protocols: each gateway gets both
             s = await login(http, base, sender)
             r = await login(http, base, receiver)
             logged.append((proto, base, s, r))
-    stop_at = start + duration + drain
     jobs = []
     for proto, base, s, r in logged:
         tag = f"{s['user_id']}"
         if proto == "ws":
-            jobs.append(ws_receiver(base, r["token"], tally, stop_at, ack_every))
-            jobs.append(ws_sender(base, s["token"], r["user_id"], tag, start, duration, rate, tally))
+            jobs.append(ws_receiver(base, r["token"], tally, clock, ack_every))
+            jobs.append(ws_sender(base, s["token"], r["user_id"], tag, clock, duration, rate, tally))
         else:
-            jobs.append(poll_receiver(base, r["token"], tally, stop_at))
-            jobs.append(poll_sender(base, s["token"], r["user_id"], tag, start, duration, rate, tally))
-
-    async def until_all_arrived() -> None:
-        receivers_done = asyncio.gather(*jobs, return_exceptions=True)
-        expected = int(duration * rate) * len(logged)
-        while time.time() < stop_at:
-            if time.time() > start + duration and len(tally.seen) >= expected - tally.refused:
-                break
-            await asyncio.sleep(0.1)
-        receivers_done.cancel()
-        with contextlib.suppress(BaseException):
-            await receivers_done
-
+            jobs.append(poll_receiver(base, r["token"], tally, clock))
+            jobs.append(poll_sender(base, s["token"], r["user_id"], tag, clock, duration, rate, tally))
+    running = asyncio.gather(*jobs, return_exceptions=True)
+    while clock.connected < len(jobs):
+        await asyncio.sleep(0.05)
+    out.put("ready")
+    clock.start = await asyncio.get_running_loop().run_in_executor(None, go.get)
+    clock.stop_at = clock.start + duration + drain
+    clock.go.set()
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    await until_all_arrived()
+    expected = int(duration * rate) * len(logged)
+    while time.time() < clock.stop_at:
+        if time.time() > clock.start + duration and len(tally.seen) >= expected - tally.refused:
+            break
+        await asyncio.sleep(0.1)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    running.cancel()
+    with contextlib.suppress(BaseException):
+        await running
     cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
     if os.environ.get("BENCH_WEB_DEBUG"):
-        missing = sorted(
-            f"{s['user_id']}-{i}"
-            for _p, _b, s, _r in logged
-            for i in range(int(duration * rate))
-            if f"{s['user_id']}-{i}" not in tally.seen
-        )
-        print("missing:", missing[:40], flush=True)
+        for sec, lats in sorted(tally.by_second.items()):
+            print(f"second {sec % 1000}: n {len(lats)} p50 {pct(lats, 0.5):.0f} p99 {pct(lats, 0.99):.0f}")
     return {
         "sent": tally.sent,
         "refused": tally.refused,
         "lat": tally.lat,
         "arrived": len(tally.seen),
+        "acks": tally.acks,
+        "lags": tally.lags,
         "cpu": cpu,
     }
 
 
-def client_process(args: tuple[Any, ...], out: Any) -> None:
+def client_process(args: tuple[Any, ...], out: Any, go: Any) -> None:
     with contextlib.suppress(ImportError):
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    out.put(asyncio.run(client_main(*args)))
+    out.put(asyncio.run(client_main(*args, out, go)))
 
 
 def pct(values: list[int], q: float) -> float:
@@ -287,14 +313,20 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             pairs = [(protos[i % len(protos)], names[2 * i], names[2 * i + 1]) for i in range(opts.pairs)]
             ctx = mp.get_context("spawn")
             out = ctx.Queue()
-            start = time.time() + opts.settle + opts.pairs / 50
-            procs = []
+            procs, gos = [], []
             for p in range(opts.client_procs):
                 share = pairs[p :: opts.client_procs]
-                args = (share, bases, start, opts.duration, opts.rate, opts.drain, opts.ack_every)
-                proc = ctx.Process(target=client_process, args=(args, out))
+                args = (share, bases, opts.duration, opts.rate, opts.drain, opts.ack_every)
+                go = ctx.Queue()
+                proc = ctx.Process(target=client_process, args=(args, out, go))
                 proc.start()
                 procs.append(proc)
+                gos.append(go)
+            for _ in procs:  # every client logged in and connected (the login presence storm under way)
+                assert out.get(timeout=300) == "ready"
+            start = time.time() + opts.settle
+            for go in gos:
+                go.put(start)
             workers = {f"{w.service}{w.instance}": w.process.pid for w in sup.workers}
             time.sleep(max(0.0, start - time.time()))
             before = {name: cpu_seconds(pid) for name, pid in workers.items()}
@@ -319,6 +351,13 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
             "p99": pct(everything, 0.99),
             "max": pct(everything, 1.0),
         }
+        acks = [v for r in results for v in r["acks"]]
+        lags = [v for r in results for v in r["lags"]]
+        if lags:
+            row["ws client lag p99"] = pct(lags, 0.99)
+        if acks:
+            row["ws ack p50"] = pct(acks, 0.5)
+            row["ws ack p99"] = pct(acks, 0.99)
         for k in ("ws", "poll"):
             if lat[k]:
                 row[f"{k} p50"] = pct(lat[k], 0.5)
@@ -338,10 +377,10 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20.0, help="messages per second per sender (at most 20)")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--drain", type=float, default=10.0)
-    ap.add_argument("--settle", type=float, default=4.0, help="seconds after logins before the load starts")
+    ap.add_argument("--settle", type=float, default=5.0, help="s after every client connected to the start")
     ap.add_argument("--mode", choices=("ws", "poll", "mixed"), default="mixed")
     ap.add_argument("--gateways", type=int, default=1)
-    ap.add_argument("--client-procs", type=int, default=2)
+    ap.add_argument("--client-procs", type=int, default=4, help="load-generator processes")
     ap.add_argument("--ack-every", type=float, default=0.0, help="s between WebSocket acks (0: every frame)")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--json", type=Path, help="write the runs (and their median) here as JSON")

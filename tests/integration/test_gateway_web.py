@@ -90,6 +90,13 @@ def test_websocket_commands_events_and_resume(tmp_path: Path) -> None:
             read = await bob.request("read", session_id=a, session_type=1, msg_id=burn["msg_id"])
             assert read["burned"] == [burn["msg_id"]]
             await alice.wait_for(lambda e: e["type"] == "CID_EXT_MSG_BURNED_NOTIFY")
+            # Pipelined sends: fifteen frames at once are stored in their order and arrive in it.
+            burst = await asyncio.gather(*(alice.request("send", to=b, text=f"p{i}") for i in range(15)))
+            ids = [r["msg_id"] for r in burst]
+            assert all(r["error_code"] == 0 for r in burst) and ids == sorted(ids) and len(set(ids)) == 15
+            await bob.wait_for(lambda e: e["type"] == "msg" and e["text"] == "p14")
+            texts = [e["text"] for e in bob.events if e["type"] == "msg" and e["text"].startswith("p")]
+            assert texts == [f"p{i}" for i in range(15)]
             # Presence snapshot over the socket.
             pres = await alice.request("presence", user_ids=[b, c.users["user59"]])
             assert {s["user_id"]: s["status"] for s in pres["statuses"]} == {b: 1, c.users["user59"]: 2}
