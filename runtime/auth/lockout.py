@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+KNOWN_REFRESH = 24 * 3600  # a known device's last-seen time is rewritten at most this often
+
 
 class Lock(Enum):
     """Why a login attempt is refused before any password check."""
@@ -196,9 +198,14 @@ class LoginLimiter:
     async def record_success(self, login_name: str, address: str) -> None:
         """A successful login clears its pair's counter and makes the address a known device (the login's
         counter is left to age: strangers guessing elsewhere keep backing off after the owner logged in)."""
-        pair = key("p", login_name, address)
-        await self.store.clear_login_failures([pair])
-        await self.store.note_known_login(key("k", login_name, address), self._clock(), self.policy.known_for)
+        pair, known = key("p", login_name, address), key("k", login_name, address)
+        now = self._clock()
+        # Writes only when something changes: most logins come from a device seen within the day and with no
+        # failures to forget, and then cost two reads, not a write (a login storm is not a write storm).
+        if await self.store.login_failures([pair], now - self.policy.window):
+            await self.store.clear_login_failures([pair])
+        if not await self.store.is_known_login(known, now - KNOWN_REFRESH):
+            await self.store.note_known_login(known, now, self.policy.known_for)
 
     async def failures(self, login_name: str, address: str) -> dict[str, int]:
         """Failures inside the window of the attempt's counters: `pair`, `address`, `user`."""
