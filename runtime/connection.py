@@ -29,12 +29,14 @@ Heartbeats (`CID_OTHER_HEARTBEAT`) are sent after 5 s without sending and never 
 from __future__ import annotations
 
 import enum
+import ipaddress
 import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runtime.auth.link_handshake import LinkAuthError, LinkHandshake
+from runtime.auth.link_seal import LinkSealer, SealError
 from runtime.errors import FrameError, InvalidTransition
 from runtime.framing import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -54,6 +56,7 @@ _pack_header = HEADER.pack
 
 HEARTBEAT_SERVICE_ID = 7
 HEARTBEAT_COMMAND_ID = 0x0701
+HEARTBEAT_MAX_ECHO = 64  # heartbeat body echoed at most (when the spec's heartbeat policy sets no max_bytes)
 
 # The internal-link protocol (see the module docstring).
 FLAG_AUTH = 0x0800
@@ -62,6 +65,7 @@ FLAG_BATCH = 0x2000
 FLAG_REQUEST = 0x4000
 FLAG_RESPONSE = 0x8000
 AUTH_HELLO, AUTH_PROOF = 0x0001, 0x0002  # command ids of the two FLAG_AUTH frames
+MAX_HANDSHAKE_FRAME = 256  # HELLO and PROOF are far smaller
 HANDSHAKE_TIMEOUT = 5.0  # seconds a link peer has to complete the handshake (read when a link opens)
 MAX_LINK_FRAME = 16 << 20
 BROADCAST = 0xFFFF  # relay target count meaning "every msg server, every user"
@@ -117,6 +121,14 @@ class Timeouts:
     client_heartbeat_every: float = 30.0  # clients: send a heartbeat this often
     client_dead_after: float = 60.0  # clients: server silence that means a dead link
     max_unknown_commands: int = 8  # unknown or unauthorized commands tolerated before closing
+    # Client sessions: a frame begun must be complete within this many seconds (slow-loris: a peer trickling
+    # the bytes of one frame, each read too small to complete it, is closed instead of held forever).
+    frame_read: float = 30.0
+
+
+# Largest frame a client session accepts before login: every command allowed then (login, key exchange,
+# heartbeat) is far smaller, so a stranger cannot make the server buffer a 1 MiB frame (or 600 of them).
+PRELOGIN_MAX_FRAME_BYTES = 16 * 1024
 
 
 DEFAULT_TIMEOUTS = Timeouts()
@@ -131,6 +143,7 @@ class HeartbeatLimit:
     rate: float
     burst: float
     action: str
+    max_bytes: int = 64  # the longest body echoed back (after login; before it, none is)
 
     @classmethod
     def of(cls, registry: Registry) -> HeartbeatLimit | None:
@@ -144,6 +157,7 @@ class HeartbeatLimit:
             rate,
             max(float(policy.get("burst", rate)), 1.0),
             choice(policy, "on_rate_exceeded", RATE_ACTIONS, "drop"),
+            int(policy.get("max_bytes", HEARTBEAT_MAX_ECHO)),
         )
 
 
@@ -166,6 +180,7 @@ class Connection:
         "_decoder",
         "_hb_bucket",
         "_hb_limit",
+        "_max_frame_bytes",
         "_out",
         "client_type",
         "close_reason",
@@ -174,6 +189,7 @@ class Connection:
         "last_received",
         "last_sent",
         "opened_at",
+        "partial_since",
         "peer",
         "registry",
         "state",
@@ -197,18 +213,23 @@ class Connection:
         self.kind = kind
         self.peer = peer
         self.timeouts = timeouts
-        self._decoder = FrameDecoder(max_frame_bytes)
+        self._max_frame_bytes = max_frame_bytes
         self._out = bytearray()
         # Only client sessions pass an auth gate; server links are trusted peers on the cluster's listener.
         if authenticated is None:
             authenticated = kind is not Kind.CLIENT_SESSION
         self.state = State.AUTHENTICATED if authenticated else State.HANDSHAKE
+        prelogin = not authenticated and kind is Kind.CLIENT_SESSION
+        self._decoder = FrameDecoder(
+            min(max_frame_bytes, PRELOGIN_MAX_FRAME_BYTES) if prelogin else max_frame_bytes
+        )
         # A plain attribute, not a property: it is read for every frame. True in HANDSHAKE and AUTHENTICATED.
         self.is_open = True
         self._commands = registry.id_table
         self.opened_at = now
         self.last_received = now
         self.last_sent = now
+        self.partial_since: float | None = None  # when the frame now partly received began (slow-read)
         self.user_id = 0
         self.client_type = 0
         self.unknown_count = 0
@@ -235,6 +256,7 @@ class Connection:
     def authenticate(self, user_id: int, client_type: int) -> None:
         """Mark a successful login: binds the user and lifts the auth gate."""
         self._apply(Event.AUTHENTICATE)
+        self._decoder.max_frame_bytes = self._max_frame_bytes
         self.user_id = user_id
         self.client_type = client_type
 
@@ -257,15 +279,25 @@ class Connection:
         Decoding happens at once; the auth gate is applied as frames are taken, so a login handled before
         the next frame is taken lifts the gate for it. Heartbeats are answered here and not yielded. On a
         violation the connection moves to CLOSING with `close_reason` set and nothing after it is yielded.
+
+        Only complete frames count as activity (`last_received`): bytes that never finish a frame do not
+        hold a connection open, and a frame begun must end within `Timeouts.frame_read` (`partial_since`).
         """
         if not self.is_open:
             return iter(())
-        self.last_received = now
+        decoder = self._decoder
         try:
-            frames = self._decoder.feed(data)
+            frames = decoder.feed(data)
         except FrameError as exc:
             self._violation(f"bad frame: {exc}")
             return iter(())
+        if decoder.buffered:
+            if frames or self.partial_since is None:
+                self.partial_since = now
+        else:
+            self.partial_since = None
+        if frames:
+            self.last_received = now
         return self._admit(frames, now)
 
     def _admit(self, frames: list[Frame], now: float) -> Iterator[tuple[Frame, CommandInfo]]:
@@ -283,7 +315,13 @@ class Connection:
                             self._violation(f"heartbeats above {self._hb_limit.rate:g}/s")
                             return
                         continue
-                    append_frame(self._out, frame.service_id, cid, frame.seq, frame.body)
+                    # Before login the echo is a bare header (16 bytes, whatever the heartbeat carried), so
+                    # sockets that send and never read pin no more than that; a logged-in client gets its
+                    # body back up to the heartbeat's `max_bytes`.
+                    body = (
+                        frame.body if self.state is State.AUTHENTICATED and self._hb_echo_ok(frame) else b""
+                    )
+                    append_frame(self._out, frame.service_id, cid, frame.seq, body)
                     self.last_sent = now
                 continue
             info = get(cid)
@@ -296,6 +334,10 @@ class Connection:
                 self._violation(f"command {info.name} before authentication")
                 return
             yield frame, info
+
+    def _hb_echo_ok(self, frame: Frame) -> bool:
+        limit = self._hb_limit
+        return len(frame.body) <= (limit.max_bytes if limit is not None else HEARTBEAT_MAX_ECHO)
 
     def _heartbeat_allowed(self, now: float) -> bool:
         limit = self._hb_limit
@@ -358,6 +400,8 @@ class Connection:
         t = self.timeouts
         if self.kind is Kind.CLIENT_SESSION:
             idle = self.last_received + (t.idle_mobile if self.is_mobile else t.idle_pc)
+            if self.partial_since is not None:
+                idle = min(idle, self.partial_since + t.frame_read)
             if self.state is State.HANDSHAKE:
                 return min(self.opened_at + t.login, idle)
             return idle
@@ -373,6 +417,9 @@ class Connection:
         if self.kind is Kind.CLIENT_SESSION:
             if self.state is State.HANDSHAKE and now - self.opened_at >= t.login:
                 self.close(f"login not completed within {t.login:g} s")
+                return
+            if self.partial_since is not None and now - self.partial_since >= t.frame_read:
+                self.close(f"slow read: a frame not completed within {t.frame_read:g} s")
                 return
             idle = t.idle_mobile if self.is_mobile else t.idle_pc
             if now - self.last_received >= idle:
@@ -441,11 +488,31 @@ def correlation(frame: Frame) -> int:
     return frame.seq | (frame.reserved << 16)
 
 
+SEAL_POLICIES = ("always", "between_hosts", "never")
+
+
+def wants_seal(policy: str, peer: str) -> bool:
+    """Whether this end asks to seal a link to `peer` (`host:port`): always, never, or unless the peer is on
+    a loopback address (the same host; the other end decides for itself too, and either one asking seals)."""
+    if policy == "always":
+        return True
+    if policy == "never":
+        return False
+    host = peer.rsplit(":", 1)[0].strip("[]")
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 class LinkAuth:
     """What one process's links prove and check: the cluster secret; and how many peers were refused."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, seal: str = "between_hosts") -> None:
+        if seal not in SEAL_POLICIES:
+            raise ValueError(f"link seal must be one of {', '.join(SEAL_POLICIES)}, not {seal!r}")
         self.secret = secret
+        self.seal = seal  # seal records (AES-GCM): "always", "between_hosts" (peer not on loopback), "never"
         self.refused = 0
         self.on_refused: Callable[[], None] | None = None  # e.g. a metrics counter's inc
 
@@ -463,7 +530,17 @@ class LinkConnection(Connection):
     (frames queue) until the peer has proven the secret, which moves it to AUTHENTICATED. `receive_data`
     answers responses itself (the request's callback runs) and yields requests and notices to dispatch."""
 
-    __slots__ = ("_auth", "_auth_out", "_confirms", "_handshake", "_next_corr", "_pending", "refused")
+    __slots__ = (
+        "_auth",
+        "_auth_out",
+        "_confirms",
+        "_handshake",
+        "_hs_in",
+        "_next_corr",
+        "_pending",
+        "_sealer",
+        "refused",
+    )
 
     def __init__(
         self,
@@ -486,7 +563,13 @@ class LinkConnection(Connection):
             authenticated=auth is None,
         )
         self._auth = auth
-        self._handshake = LinkHandshake(auth.secret, dialer=dialer) if auth is not None else None
+        self._handshake = (
+            LinkHandshake(auth.secret, dialer=dialer, seal=wants_seal(auth.seal, peer))
+            if auth is not None
+            else None
+        )
+        self._hs_in = bytearray()  # handshake bytes not yet a whole frame
+        self._sealer: LinkSealer | None = None  # set when the handshake ends on a sealed link
         self._auth_out = bytearray()
         self._pending: dict[int, ReplyCallback] = {}
         self._next_corr = 1
@@ -529,6 +612,8 @@ class LinkConnection(Connection):
             return
         if handshake.done:
             self._handshake = None
+            if handshake.sealed:
+                self._sealer = LinkSealer(handshake.link_key(), dialer=handshake.dialer)
             self._apply(Event.AUTHENTICATE)
 
     def refuse(self, reason: str) -> None:
@@ -548,15 +633,41 @@ class LinkConnection(Connection):
         if not self.is_open:
             return iter(())
         self.last_received = now
+        if self._handshake is not None:
+            data = self._handshake_bytes(data)  # what follows the handshake (sealed, on a sealed link)
+            if not data or not self.is_open:
+                return iter(())
         try:
+            if self._sealer is not None:
+                data = self._sealer.open(data)
             frames = self._decoder.feed(data)
-        except FrameError as exc:
-            if self._handshake is not None:
-                self.refuse(str(exc))
-            else:
-                self._violation(f"bad frame: {exc}")
+        except (FrameError, SealError) as exc:
+            self._violation(f"bad frame: {exc}")
             return iter(())
         return self._admit(frames, now)
+
+    def _handshake_bytes(self, data: bytes) -> bytes:
+        """Take handshake frames one at a time (the bytes after the last one may be sealed); returns the
+        bytes that follow the end of the handshake."""
+        buf = self._hs_in
+        buf += data
+        pos = 0
+        while self._handshake is not None and self.is_open and len(buf) - pos >= HEADER_SIZE:
+            length = HEADER.unpack_from(buf, pos)[0]
+            if not HEADER_SIZE <= length <= MAX_HANDSHAKE_FRAME:
+                self.refuse(f"a handshake frame of {length} bytes")
+                return b""
+            if len(buf) - pos < length:
+                break
+            header = HEADER.unpack_from(buf, pos)
+            self._on_auth_frame(tuple.__new__(Frame, (*header, bytes(buf[pos + HEADER_SIZE : pos + length]))))
+            pos += length
+        rest = bytes(buf[pos:])
+        buf.clear()
+        if self._handshake is not None:
+            buf += rest
+            return b""
+        return rest
 
     def _admit(self, frames: list[Frame], now: float) -> Iterator[tuple[Frame, CommandInfo]]:
         get = self._commands.get
@@ -692,15 +803,13 @@ class LinkConnection(Connection):
             out += _pack_header(HEADER_SIZE + 4 * n, PROTOCOL_VERSION, FLAG_RESPONSE | FLAG_BATCH, 0, 0, 0, 0)
             out += struct.pack(f">{n}I", *confirms)
             confirms.clear()
-        if auth:
-            data = bytes(auth) + bytes(out)
-            auth.clear()
-        elif out:
-            data = bytes(out)
-        else:
-            return b""
+        body = bytes(out) if self._sealer is None else self._sealer.seal(out)
         out.clear()
-        return data
+        if auth:
+            data = bytes(auth) + body  # the last handshake frame goes out in clear, before any record
+            auth.clear()
+            return data
+        return body
 
     # -- timers ----------------------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
+import resource
 import socket
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Protocol, TypeVar, cast
 
 from runtime import connection
@@ -275,6 +277,182 @@ class Link(asyncio.Protocol):
         transport.close()  # asyncio drains the write buffer before closing the socket
 
 
+def _file_limit() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+class ConnectionCaps:
+    """Admission of accepted sockets, applied before any byte is read: at most `per_address` connections
+    from one client address (IP) and at most `total` on the listener. A socket beyond either is closed at
+    once (its descriptor is freed at once: one address cannot take the process's last files, and the
+    process stops taking connections `reserve` files before EMFILE, so links, storage and logs keep
+    theirs). Defaults follow the process's file limit (RLIMIT_NOFILE): `total` = limit - reserve, where
+    reserve = max(64, limit / 16); `per_address` = a quarter of the limit."""
+
+    __slots__ = ("_by_address", "per_address", "refused_address", "refused_total", "total")
+
+    def __init__(self, per_address: int | None = None, total: int | None = None) -> None:
+        limit = _file_limit()
+        reserve = max(64, limit // 16)
+        self.total = max(1, total if total is not None else limit - reserve)
+        self.per_address = max(1, per_address if per_address is not None else max(16, limit // 4))
+        self._by_address: dict[str, int] = {}
+        self.refused_address = 0  # sockets closed because their address held `per_address` already
+        self.refused_total = 0  # sockets closed because the listener held `total` already
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ConnectionCaps:
+        """Caps from a service's config: `max_conns_per_address` and `max_conns` (absent: the defaults)."""
+        per, total = config.get("max_conns_per_address"), config.get("max_conns")
+        return cls(None if per is None else int(per), None if total is None else int(total))
+
+    def admit(self, address: str, open_now: int) -> bool:
+        """Whether a new socket from `address` may stay (`open_now`: the listener's open links); counts it."""
+        if open_now >= self.total:
+            self.refused_total += 1
+            return False
+        held = self._by_address.get(address, 0)
+        if held >= self.per_address:
+            self.refused_address += 1
+            return False
+        self._by_address[address] = held + 1
+        return True
+
+    def release(self, address: str) -> None:
+        """A socket `admit` took has closed."""
+        held = self._by_address.get(address, 0) - 1
+        if held > 0:
+            self._by_address[address] = held
+        else:
+            self._by_address.pop(address, None)
+
+    def held(self, address: str) -> int:
+        """Open connections from `address`."""
+        return self._by_address.get(address, 0)
+
+
+ACCEPTS_PER_WAKEUP = 64  # sockets taken per readiness of a listener before other work runs
+ACCEPT_BACKOFF = (0.05, 1.0)  # first and longest pause of accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM
+
+
+class Acceptor:
+    """The listening sockets of one `serve`, with an accept loop of our own: each socket is admitted or closed
+    the moment `accept` returns it (asyncio's own loop first accepts a whole backlog and creates its
+    transports later, so a burst holds descriptors past any cap); a wakeup accepts at most
+    `ACCEPTS_PER_WAKEUP`; out of files (or kernel memory), accepting pauses with exponential back-off instead
+    of spinning on the error."""
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        caps: ConnectionCaps,
+        links: set[Link],
+        factory: Callable[[], asyncio.Protocol],
+    ) -> None:
+        self.sockets = sockets
+        self._caps = caps
+        self._links = links
+        # asyncio.Server's attribute name: tools that wrap the factory (the fuzzer's planted decoder) find it.
+        self._protocol_factory = factory
+        self._loop = asyncio.get_running_loop()
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._backoff = 0.0
+        self._paused: asyncio.TimerHandle | None = None
+        self.accept_errors = 0
+        self._closed = False
+        for sock in sockets:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _accept(self, listener: socket.socket) -> None:
+        caps, links = self._caps, self._links
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                conn, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                self._backoff = 0.0
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._pause(exc)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # the peer gave up before we took it
+                raise
+            address = str(addr[0]) if isinstance(addr, tuple) else str(addr)
+            if not caps.admit(address, len(links) + len(self._pending)):
+                conn.close()  # refused before it costs more than this one accept
+                continue
+            conn.setblocking(False)
+            task = self._loop.create_task(self._start(conn, address))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        self._backoff = 0.0
+
+    async def _start(self, conn: socket.socket, address: str) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._protocol_factory, conn)
+        except Exception as exc:  # the peer reset before the transport existed
+            caps = self._caps
+            caps.release(address)
+            conn.close()
+            log.debug("accepted socket lost at once: %r", exc)
+
+    def _pause(self, exc: OSError) -> None:
+        self.accept_errors += 1
+        low, high = ACCEPT_BACKOFF
+        self._backoff = min(high, max(low, self._backoff * 2))
+        log.warning("accept paused %.2f s: %s", self._backoff, exc)
+        for sock in self.sockets:
+            self._loop.remove_reader(sock.fileno())
+        self._paused = self._loop.call_later(self._backoff, self._resume)
+
+    def _resume(self) -> None:
+        self._paused = None
+        if not self._closed:
+            for sock in self.sockets:
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def close(self) -> None:
+        """Stop accepting and close the listening sockets."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._paused is not None:
+            self._paused.cancel()
+        for sock in self.sockets:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+    async def wait_closed(self) -> None:
+        """Wait for the connections being set up when accepting stopped."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=5.0)
+
+
+def _bind(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for every address `host` resolves to (one port for all)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, type_, proto, _name, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, type_, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                addr = (addr[0], sockets[0].getsockname()[1], *addr[2:])
+            sock.bind(addr)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 class Server:
     """A listening socket, its live links, and the timers that apply connection deadlines.
 
@@ -282,12 +460,19 @@ class Server:
     deadline bucket came due are ticked, so idle connections cost nothing between their deadlines.
     """
 
-    def __init__(self, server: asyncio.Server, links: set[Link], timers: ConnectionTimers[Link]) -> None:
+    def __init__(
+        self,
+        server: Acceptor,
+        links: set[Link],
+        timers: ConnectionTimers[Link],
+        caps: ConnectionCaps | None = None,
+    ) -> None:
         self._server = server
         # what the listener makes for an accepted connection (an in-process peer connects through it too)
         self.protocol_factory: Callable[[], Link] | None = None
         self.links = links
         self.timers = timers
+        self.caps = caps or ConnectionCaps()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     @property
@@ -336,8 +521,10 @@ async def serve(
     timeouts: Timeouts = DEFAULT_TIMEOUTS,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     backlog: int = 4096,
+    caps: ConnectionCaps | None = None,
 ) -> Server:
-    """Listen on host:port; each accepted connection gets a `Link` and `handler_factory()` as its handler."""
+    """Listen on host:port; each accepted connection gets a `Link` and `handler_factory()` as its handler,
+    unless `caps` (default: `ConnectionCaps()`) refuses it: then it is closed before anything is read."""
     return await _listen(
         host,
         port,
@@ -346,27 +533,50 @@ async def serve(
         ),
         Link,
         backlog,
+        caps,
     )
 
 
 L = TypeVar("L", bound=Link)
 
 
-async def _listen(host: str, port: int, make: Callable[[type[L]], L], base: type[L], backlog: int) -> Server:
+async def _listen(
+    host: str,
+    port: int,
+    make: Callable[[type[L]], L],
+    base: type[L],
+    backlog: int,
+    caps: ConnectionCaps | None = None,
+) -> Server:
     """Listen; each accepted connection is `make(cls)`, `cls` being `base` with its links tracked in the
-    server's set and timer wheel."""
+    server's set and timer wheel, unless `caps` refuses it first (see `Acceptor`)."""
     links: set[Link] = set()
     timers: ConnectionTimers[Link] = ConnectionTimers(TICK_SECONDS, _tick_failed)
+    admission = caps or ConnectionCaps()
 
     class _Tracked(base):  # type: ignore[valid-type,misc]
-        __slots__ = ()
+        __slots__ = ("_address",)
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            peername = transport.get_extra_info("peername")
+            self._address = str(peername[0]) if isinstance(peername, tuple) else str(peername)
             links.add(self)
             super().connection_made(transport)
             timers.track(self)
 
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            conn = self.conn
+            # A frame left incomplete brings the deadline forward (slow read): move the link in the wheel
+            # (deadlines that move later are re-checked when their bucket fires; see runtime.timers).
+            if conn is not None and conn.partial_since is not None and self.timer_slot != NO_SLOT:
+                deadline = conn.next_deadline()
+                if deadline is not None and timers.wheel.slot_of(deadline) < self.timer_slot:
+                    timers.untrack(self)
+                    timers.track(self)
+
         def connection_lost(self, exc: Exception | None) -> None:
+            admission.release(self._address)
             links.discard(self)
             timers.untrack(self)
             super().connection_lost(exc)
@@ -374,9 +584,8 @@ async def _listen(host: str, port: int, make: Callable[[type[L]], L], base: type
     def factory() -> L:
         return make(_Tracked)
 
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(factory, host, port, backlog=backlog, reuse_address=True)
-    listening = Server(server, links, timers)
+    server = Acceptor(_bind(host, port, backlog), admission, links, factory)
+    listening = Server(server, links, timers, admission)
     listening.protocol_factory = factory
     return listening
 

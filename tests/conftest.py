@@ -11,7 +11,10 @@ from hypothesis import HealthCheck, settings
 
 # `ci`: short and derandomized, for the default suite; `dev`: a little longer; `long`: for `ttgen fuzz` runs.
 settings.register_profile(
-    "ci", max_examples=40, derandomize=True, deadline=None,
+    "ci",
+    max_examples=40,
+    derandomize=True,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("dev", max_examples=100, deadline=None)

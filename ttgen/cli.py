@@ -15,7 +15,8 @@ import click
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("ttgen.commands.check", "check", "Validate a spec and print diagnostics."),
     "generate": (
-        "ttgen.commands.generate", "generate",
+        "ttgen.commands.generate",
+        "generate",
         "Generate .proto, protobuf modules, servers, clients, docs and tests.",
     ),
     "schema": ("ttgen.commands.schema", "schema", "Print the JSON Schema of the spec language."),
@@ -24,7 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "compat": ("ttgen.commands.compat", "compat", "Run old/new client/server cross-version interop tests."),
     "fuzz": ("ttgen.commands.fuzz", "fuzz", "Fuzz a generated stack against a live cluster."),
     "watch": (
-        "ttgen.commands.watch", "watch",
+        "ttgen.commands.watch",
+        "watch",
         "On every save: check, regenerate, diff, re-run affected tests, restart the app.",
     ),
     "up": ("ttgen.commands.up", "up", "Start the IM cluster (one process or one per service)."),

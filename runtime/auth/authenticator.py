@@ -26,7 +26,7 @@ class LoginOutcome(Enum):
 
     OK = "ok"
     BAD_CREDENTIALS = "bad credentials"  # unknown user and wrong password look the same
-    LOCKED_USER = "too many failed logins for this user; try again later"
+    LOCKED_USER = "too many failed logins for this user from here; try again later"
     LOCKED_ADDRESS = "too many failed logins from this address; try again later"
     DISABLED = "account may not log in"
     BUSY = "login busy; try again later"
@@ -39,6 +39,7 @@ class LoginResult:
     outcome: LoginOutcome
     user_id: int | None = None
     password_hash: str = ""
+    retry_after: float = 0.0  # locked: seconds until an attempt is checked again
 
     @property
     def ok(self) -> bool:
@@ -77,11 +78,17 @@ class Authenticator:
 
     async def authenticate(self, login_name: str, wire_password: str, address: str) -> LoginResult:
         """Check one login attempt from a client address."""
-        lock = self.limiter.check(login_name, address)
-        if lock is Lock.ADDRESS:
-            return LoginResult(LoginOutcome.LOCKED_ADDRESS)
-        if lock is Lock.USER:
-            return LoginResult(LoginOutcome.LOCKED_USER)
+        self.limiter.enter(login_name)
+        try:
+            return await self._authenticate(login_name, wire_password, address)
+        finally:
+            self.limiter.leave(login_name)
+
+    async def _authenticate(self, login_name: str, wire_password: str, address: str) -> LoginResult:
+        refusal = await self.limiter.check(login_name, address)
+        if refusal is not None:
+            locked = LoginOutcome.LOCKED_ADDRESS if refusal.lock is Lock.ADDRESS else LoginOutcome.LOCKED_USER
+            return LoginResult(locked, retry_after=refusal.retry_after)
         if self._per_address.get(address, 0) >= self.max_pending_per_address and self._congested():
             return LoginResult(LoginOutcome.BUSY)
         self._per_address[address] = self._per_address.get(address, 0) + 1
@@ -103,11 +110,11 @@ class Authenticator:
             else:
                 del self._per_address[address]
         if not matched or creds is None:
-            self.limiter.record_failure(login_name, address)
+            await self.limiter.record_failure(login_name, address)
             return LoginResult(LoginOutcome.BAD_CREDENTIALS)
         if creds.status not in self._allowed:
             return LoginResult(LoginOutcome.DISABLED)
-        self.limiter.record_success(login_name)
+        await self.limiter.record_success(login_name, address)
         stored = await self._upgrade(login_name, creds, wire_password)
         return LoginResult(LoginOutcome.OK, creds.user_id, stored)
 

@@ -87,8 +87,11 @@ async def check_instances_free(config: ClusterConfig) -> None:
 def claim_data_dir(config: ClusterConfig, mode: str) -> RunDirDiscovery:
     """Refuse to start over a live cluster in the same data dir; sweep stale records; write our state file."""
     run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.log_dir.mkdir(parents=True, exist_ok=True)
+    # The data dir holds the database, keys, blobs and offline files: only its owner may enter it (a dir
+    # that exists keeps its mode: an operator's choice, e.g. a group for backups, is not overridden).
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = read_cluster_state(config.run_dir)
     if state is not None and state.get("pid") != os.getpid() and pid_alive(int(state.get("pid", 0))):
         raise ClusterStartError(

@@ -75,7 +75,12 @@ def cluster_config(
     biz: dict[str, Any] = {
         "instances": 1,
         # No lockout while fuzzing: the authentication properties fail logins by the thousand.
-        "auth": {**AUTH, "max_user_failures": 10**9, "max_address_failures": 10**9},
+        "auth": {
+            **AUTH,
+            "pair_free_failures": 10**9,
+            "address_free_failures": 10**9,
+            "user_free_failures": 10**9,
+        },
     }
     if plant_command and plant is None:
         plant = "handler"

@@ -12,7 +12,19 @@ import random
 from collections.abc import Iterable
 
 DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
 )
 
 
@@ -62,8 +74,9 @@ class Histogram:
 
     __slots__ = ("buckets", "count", "counts", "help", "name", "reservoir", "reservoir_size", "sum")
 
-    def __init__(self, name: str, help_: str, buckets: Iterable[float] = DEFAULT_BUCKETS,
-                 reservoir_size: int = 4096) -> None:
+    def __init__(
+        self, name: str, help_: str, buckets: Iterable[float] = DEFAULT_BUCKETS, reservoir_size: int = 4096
+    ) -> None:
         self.name, self.help = name, help_
         self.buckets = tuple(sorted(buckets))
         self.counts = [0] * (len(self.buckets) + 1)

@@ -2,32 +2,26 @@
 
 `POST` (any path) with a `multipart/form-data` body stores each file part and answers TeamTalk's JSON
 `{error_code, error_msg, path, url}` (for several files, `files: [...]` as well). `GET /g0/<2 hex>/<64
-hex>[.ext]` returns the bytes, with an image content type for jpg/png/gif; 404 if absent. Unlike msfs, uploads
-need a credential (`Authorization: Bearer <token>` or an `X-Upload-Token`/`X-Api-Key` header, or `?token=`):
-
-- an upload token `v1.<user id>.<expiry unix>.<hex HMAC-SHA256>` signed with `<data_dir>/blob.secret` (created
-  0600 on first start); the gateway issues one to each logged-in user (`issue_upload_token`);
-- the cluster's API key (`<data_dir>/admin.key`, the gateway's admin key), for servers and admin tools.
-
-Downloads stay open, as in msfs: paths are SHA-256 names, so only someone who was given a URL can fetch it.
+hex>[.ext]` returns the bytes, with an image content type for jpg/png/gif; 404 if absent. Unlike msfs, both
+need a credential (runtime.services.blobs_auth decides): uploads an upload token of a live session
+(`Authorization: Bearer <token>`, `X-Upload-Token` or `?token=`) or the cluster's API key (`X-Api-Key`);
+downloads the signed, expiring URL the upload answered (`...?e=<expiry>&s=<tag>`), or a live upload token, or
+the API key. Names are keyed and blobs sealed at rest (runtime.storage.blobs, key `<data_dir>/blob.key`).
 Config keys (`services.storage`): `http_port`, `max_post_bytes` (10 MiB), `max_file_bytes` (5 MiB),
-`public_url` (base of returned URLs), `secret_file`, `api_key_file`, `root` (blob folder, default
-`<data_dir>/blobs`).
+`public_url` (base of returned URLs), `secret_file`, `api_key_file`, `key_file` (`blob.key`), `root` (blob
+folder, default `<data_dir>/blobs`), `url_ttl` (seconds a returned URL works, default 30 days).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from runtime.auth.secret_files import read_or_create_secret
+from runtime.auth.secret_files import load_or_create_key, read_or_create_secret
 from runtime.httpkit import BODY_TIMEOUT, HttpServer, Response, json_response
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
@@ -38,8 +32,11 @@ from runtime.services.base import (
     publish_endpoints,
     withdraw_endpoints,
 )
-from runtime.storage.blobs import MAX_FILE_BYTES, MAX_UPLOAD_BYTES, BlobStore
-from runtime.storage.errors import NotFound, StorageError, ValueTooLarge
+from runtime.services.biz.storage_open import open_storage
+from runtime.services.blobs_auth import URL_TTL, BlobAuth, bearer_tokens
+from runtime.storage.base import Storage
+from runtime.storage.blobs import KEY_FILE_NAME, MAX_FILE_BYTES, MAX_UPLOAD_BYTES, BlobStore
+from runtime.storage.errors import KeyMismatch, NotFound, StorageError, ValueTooLarge
 
 # msfs-style error codes (0 OK); HTTP status in parentheses.
 OK = 0
@@ -55,31 +52,7 @@ METHOD = 9  # (405) neither GET nor POST
 CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif"}
 _EXT = re.compile(r"^[a-z0-9]{1,8}$")
 _GET = re.compile(r"^/g0/([0-9a-f]{2})/([0-9a-f]{64})(?:\.([a-z0-9]{1,8}))?$")
-TOKEN_TTL = 24 * 3600
 MAX_PARTS = 16
-
-
-def _sign(secret: str, user_id: int, expiry: int) -> str:
-    return hmac.new(secret.encode(), f"blob-upload|{user_id}|{expiry}".encode(), hashlib.sha256).hexdigest()
-
-
-def issue_upload_token(secret: str, user_id: int, ttl: int = TOKEN_TTL, now: float | None = None) -> str:
-    """An upload token for a logged-in user."""
-    expiry = int((time.time() if now is None else now) + ttl)
-    return f"v1.{user_id}.{expiry}.{_sign(secret, user_id, expiry)}"
-
-
-def verify_upload_token(secret: str, token: str, now: float | None = None) -> int | None:
-    """The user id of a valid, unexpired token; None otherwise."""
-    parts = token.split(".")
-    if len(parts) != 4 or parts[0] != "v1" or not parts[1].isdigit() or not parts[2].isdigit():
-        return None
-    user_id, expiry = int(parts[1]), int(parts[2])
-    if expiry < (time.time() if now is None else now):
-        return None
-    if not hmac.compare_digest(parts[3], _sign(secret, user_id, expiry)):
-        return None
-    return user_id
 
 
 def blob_error(code: int, message: str, status: int) -> Response:
@@ -97,9 +70,13 @@ class BlobService(Service):
         self.max_post = int(cfg.get("max_post_bytes", MAX_UPLOAD_BYTES))
         self.max_file = int(cfg.get("max_file_bytes", MAX_FILE_BYTES))
         root = Path(str(cfg.get("root") or ctx.data_dir / "blobs"))
-        self.store = BlobStore(root, max_file=self.max_file, max_upload=self.max_post)
+        key = load_or_create_key(ctx.data_dir / str(cfg.get("key_file", KEY_FILE_NAME)))
+        self.store = BlobStore(root, key, max_file=self.max_file, max_upload=self.max_post)
         self.secret = read_or_create_secret(ctx.data_dir / str(cfg.get("secret_file", "blob.secret")))
         self.api_key = read_or_create_secret(ctx.data_dir / str(cfg.get("api_key_file", "admin.key")))
+        self.url_ttl = int(cfg.get("url_ttl", URL_TTL))
+        self.storage: Storage | None = None  # where ended sessions are recorded (opened at start)
+        self.auth = BlobAuth(self.secret, self.api_key, None)
         app = web.Application(client_max_size=self.max_post)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.http = HttpServer(app, host=ctx.host, port=config_port(cfg, "http_port"), name="blobs")
@@ -110,6 +87,8 @@ class BlobService(Service):
 
     async def start(self) -> None:
         """Bind the HTTP listener and publish it."""
+        self.storage = await open_storage(self.ctx)
+        self.auth = BlobAuth(self.secret, self.api_key, self.storage)
         await self.http.start()
         self._endpoints = publish_endpoints(self.ctx, {"http": self.http.port})
 
@@ -117,6 +96,9 @@ class BlobService(Service):
         """Withdraw and close."""
         withdraw_endpoints(self.ctx, self._endpoints)
         await self.http.stop(min(drain_timeout, 1.0))
+        if self.storage is not None:
+            await self.storage.close()
+            self.storage = None
 
     def endpoints(self) -> list[Endpoint]:
         """The HTTP listener."""
@@ -142,38 +124,38 @@ class BlobService(Service):
             return response.to_aiohttp()
         return blob_error(METHOD, "only GET and POST", 405).to_aiohttp()
 
+    def _tokens(self, request: web.Request) -> list[str]:
+        h, q = request.headers, request.query
+        return bearer_tokens(h.get("authorization", ""), h.get("x-upload-token", ""), q.get("token", ""))
+
     async def _get(self, request: web.Request) -> Response:
         m = _GET.match(request.path)
         if m is None or m.group(2)[:2] != m.group(1):
             return Response(404, b"not found\n")
+        if not await self.auth.may_download(
+            request.path, request.query, self._tokens(request), request.headers.get("x-api-key", "")
+        ):
+            self.m_refused.inc()
+            return blob_error(UNAUTHORIZED, "a signed URL or a session's upload token is required", 401)
         try:
             data = await asyncio.to_thread(self.store.get, m.group(2))
         except NotFound:
             return Response(404, b"not found\n")
+        except KeyMismatch as exc:
+            self.log.error("blob store: %s", exc)
+            return blob_error(STORE_FAILED, "the stored file does not open", 500)
         self.m_downloads.inc()
         ctype = CONTENT_TYPES.get(m.group(3) or "", "application/octet-stream")
         body = b"" if request.method == "HEAD" else data
-        return Response(200, body, ctype, {"Cache-Control": "public, max-age=31536000, immutable"})
-
-    def authorized(self, request: web.Request) -> bool:
-        """An upload token or the API key, in a header or the query."""
-        auth = request.headers.get("authorization", "")
-        candidates = [
-            auth[7:].strip() if auth.lower().startswith("bearer ") else "",
-            request.headers.get("x-upload-token", ""),
-            request.query.get("token", ""),
-        ]
-        key = request.headers.get("x-api-key", "")
-        if key and hmac.compare_digest(key.encode(), self.api_key.encode()):
-            return True
-        return any(c and verify_upload_token(self.secret, c) is not None for c in candidates)
+        return Response(200, body, ctype, {"Cache-Control": "private, max-age=86400"})
 
     async def _post(self, request: web.Request) -> Response:
         declared = request.content_length
         if declared is not None and declared > self.max_post:
             return blob_error(UPLOAD_TOO_LARGE, f"upload of {declared} bytes exceeds {self.max_post}", 413)
-        if not self.authorized(request):
-            return blob_error(UNAUTHORIZED, "an upload token or API key is required", 401)
+        uploader = await self.auth.uploader(self._tokens(request), request.headers.get("x-api-key", ""))
+        if uploader is None:
+            return blob_error(UNAUTHORIZED, "an upload token of a live session, or the API key", 401)
         try:
             files = await asyncio.wait_for(self._read_files(request), BODY_TIMEOUT)
         except TimeoutError:
@@ -200,7 +182,8 @@ class BlobService(Service):
         out = []
         for digest, ext in zip(digests, exts, strict=True):
             path = f"g0/{digest[:2]}/{digest}" + (f".{ext}" if ext else "")
-            out.append({"path": path, "url": f"{self.base_url()}/{path}"})
+            signed = f"{path}?{self.auth.sign_url(path, self.url_ttl)}"
+            out.append({"path": signed, "url": f"{self.base_url()}/{signed}"})
         doc: dict[str, Any] = {"error_code": OK, "error_msg": "", **out[0]}
         if len(out) > 1:
             doc["files"] = out

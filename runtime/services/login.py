@@ -39,7 +39,7 @@ from runtime.services.base import (
 )
 from runtime.services.links import Proto
 from runtime.services.refusals import RejectingHandlers
-from runtime.transport import InternalLink, Link, Server, serve, serve_links
+from runtime.transport import ConnectionCaps, InternalLink, Link, Server, serve, serve_links
 
 MAX_REQUEST = 1024  # the whole request head (a longer line is refused by aiohttp itself, 400)
 MAX_HEADER_LINES = 16
@@ -179,7 +179,11 @@ class LoginService(Service):
         )
         await self.http.start()
         self._client = await serve(
-            host, config_port(cfg, "client_port"), self.dispatcher.handler_factory, registry=self.ctx.registry
+            host,
+            config_port(cfg, "client_port"),
+            self.dispatcher.handler_factory,
+            registry=self.ctx.registry,
+            caps=ConnectionCaps.from_config(cfg),
         )
         self._endpoints = publish_endpoints(
             self.ctx,

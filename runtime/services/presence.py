@@ -236,8 +236,12 @@ class Flusher(Generic[K]):
 
 
 _VARINT_TYPES = frozenset(
-    {FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_INT32,
-     FieldDescriptor.TYPE_INT64}
+    {
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+    }
 )
 
 
@@ -334,4 +338,3 @@ class PresenceCodec:
         if self.batch_info is not None and command == self.batch_info.name and self.policy.batch_field:
             return {s.user_id: s.status for s in getattr(msg, self.policy.batch_field)}
         return None
-

@@ -32,8 +32,7 @@ def text_check(descriptor: Any) -> _TextCheck | None:
         nested = [
             (f.name, check)
             for f in descriptor.fields
-            if f.type == FieldDescriptor.TYPE_MESSAGE
-            and (check := text_check(f.message_type)) is not None
+            if f.type == FieldDescriptor.TYPE_MESSAGE and (check := text_check(f.message_type)) is not None
         ]
         _TEXT_CHECKS[key] = _make_text_check(strings, nested) if strings or nested else None
     return _TEXT_CHECKS[key]

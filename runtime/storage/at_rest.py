@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import os
 import struct
@@ -58,6 +59,7 @@ class ContentCipher:
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
         self.key_id = hashlib.sha256(b"ttgen-at-rest-key-id\0" + key).hexdigest()[:32]
+        self._index_key = hmac.new(key, b"ttgen-at-rest-index", hashlib.sha256).digest()
         # Nonces come in series of 256: 88 random bits from the OS, then a one-byte counter 0..255. Why a
         # nonce never repeats under this key:
         # - within a series each counter value is yielded once: a series is a chain of C iterators (map over
@@ -100,6 +102,11 @@ class ContentCipher:
             return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], aad)
         except InvalidTag as exc:
             raise KeyMismatch("message content failed authentication (wrong key or tampered row)") from exc
+
+    def index(self, value: str) -> str:
+        """A keyed digest of a value (hex) that stands for it in a unique column: equal values find each
+        other, and the value cannot be read back or confirmed from a guess without the key."""
+        return hmac.new(self._index_key, value.encode(), hashlib.sha256).hexdigest()
 
 
 def message_aad(kind: str, scope_id: int, msg_id: int) -> bytes:

@@ -102,6 +102,10 @@ class Storage(abc.ABC):
         Records that expired before `now` may be pruned."""
 
     @abc.abstractmethod
+    async def ticket_session_used(self, session_id: bytes, now: int) -> bool:
+        """Whether the session id is recorded (used or revoked) and its record has not expired by `now`."""
+
+    @abc.abstractmethod
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
         """Replace the stored password hash (e.g. after an argon2 parameter upgrade)."""
 
@@ -282,6 +286,27 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def delete_offline_file(self, user_id: int, task_id: str) -> None:
         """Delete a record; only its sender or receiver may (AccessDenied otherwise)."""
+
+    # login lockout (runtime.auth.lockout; keys are digests) ---------------------------------------------
+    @abc.abstractmethod
+    async def login_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
+        """(failures, last failure time) of each key whose last failure is at or after `since`."""
+
+    @abc.abstractmethod
+    async def add_login_failure(self, keys: Sequence[str], now: float, window: float) -> None:
+        """Count one failure against each key; counters idle for `window` seconds restart (and are pruned)."""
+
+    @abc.abstractmethod
+    async def clear_login_failures(self, keys: Sequence[str]) -> None:
+        """Forget the keys' failure counters."""
+
+    @abc.abstractmethod
+    async def note_known_login(self, key: str, now: float, keep: float) -> None:
+        """Remember a successful login's key (forgetting keys unseen for `keep` seconds)."""
+
+    @abc.abstractmethod
+    async def is_known_login(self, key: str, since: float) -> bool:
+        """Whether the key logged in successfully at or after `since`."""
 
     # inspection ------------------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -60,8 +60,22 @@ def test_generated_teamtalk_type_checks(tmp_path: Path) -> None:
         "[mypy-teamtalk.tests.*]\nignore_errors = True\n"  # generated fuzz suites: run, not imported
     )
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", "mypy.ini", "--no-error-summary",
-         "--cache-dir", str(ROOT / ".mypy_cache" / "bundled"), "-p", "teamtalk"],
-        cwd=tmp_path, env=dict(os.environ, MYPYPATH=str(ROOT)), capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            "mypy.ini",
+            "--no-error-summary",
+            "--cache-dir",
+            str(ROOT / ".mypy_cache" / "bundled"),
+            "-p",
+            "teamtalk",
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, MYPYPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr

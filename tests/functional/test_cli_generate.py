@@ -122,8 +122,14 @@ def test_init_scaffold_generates_and_its_tests_pass(tmp_path: Path, monkeypatch:
     assert run("generate", "My-Chat/spec", "--check")[0] == 0
     # The scaffold's own tests, in their own process (their stack has its own protobuf package).
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project,
-                            capture_output=True, text=True, env=env, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "failed" not in result.stdout and " passed" in result.stdout  # its own tests and the fuzz suites
 

@@ -54,10 +54,16 @@ def test_generated_tree_matches_expected(case: str) -> None:
         if rel.endswith(".bin"):
             diffs.append(f"{rel}: binary content differs")
             continue
-        diffs.extend(difflib.unified_diff(
-            old.decode().splitlines(), encode(files[rel]).decode().splitlines(),
-            f"expected/{rel}", f"generated/{rel}", lineterm="", n=2,
-        ))
+        diffs.extend(
+            difflib.unified_diff(
+                old.decode().splitlines(),
+                encode(files[rel]).decode().splitlines(),
+                f"expected/{rel}",
+                f"generated/{rel}",
+                lineterm="",
+                n=2,
+            )
+        )
     assert report.problems() == [], "\n".join(diffs) + "\n(set TTGEN_UPDATE_GOLDEN=1 to accept)"
 
 
@@ -122,15 +128,30 @@ def test_expected_stacks_type_check(copies: Path) -> None:
     config = copies / "mypy.ini"
     # Generated test modules (fuzz suites) are run by pytest, not imported by users: not held to --strict.
     suites = ",".join(f"{n}.tests.*" for n in names)
-    config.write_text("[mypy]\nstrict = True\nfollow_imports = silent\n"
-                      f"[mypy-{','.join(pb2)}]\ndisable_error_code = type-arg\n"
-                      # runtime.services.protocol types the services against the bundled stack (followed)
-                      "[mypy-generated.*]\ndisable_error_code = type-arg\n"
-                      f"[mypy-{suites}]\nignore_errors = True\n")
+    config.write_text(
+        "[mypy]\nstrict = True\nfollow_imports = silent\n"
+        f"[mypy-{','.join(pb2)}]\ndisable_error_code = type-arg\n"
+        # runtime.services.protocol types the services against the bundled stack (followed)
+        "[mypy-generated.*]\ndisable_error_code = type-arg\n"
+        f"[mypy-{suites}]\nignore_errors = True\n"
+    )
     env = dict(os.environ, MYPYPATH=str(ROOT))
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(config), "--no-error-summary",
-         "--cache-dir", str(ROOT / ".mypy_cache" / "golden"), *[a for n in names for a in ("-p", n)]],
-        cwd=copies, env=env, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(config),
+            "--no-error-summary",
+            "--cache-dir",
+            str(ROOT / ".mypy_cache" / "golden"),
+            *[a for n in names for a in ("-p", n)],
+        ],
+        cwd=copies,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr

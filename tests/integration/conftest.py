@@ -70,8 +70,9 @@ def cluster_config(
                 # Every test client logs in from 127.0.0.1: one address is not one flooder here.
                 "auth": {
                     **AUTH,
-                    "max_user_failures": 5,
-                    "max_address_failures": 12,
+                    "pair_free_failures": 5,
+                    "address_free_failures": 12,
+                    "base_delay": 30,
                     "max_pending_per_address": 1000,
                 },
                 **(biz or {}),

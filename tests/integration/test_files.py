@@ -109,12 +109,17 @@ def test_offline_transfer_of_5mb_upload_list_download_delete(tmp_path: Path) -> 
                 break
             await asyncio.sleep(0.01)
         (item,) = listing.offline_file_list
-        assert (item.task_id, item.from_user_id, item.file_name, item.file_size) == (
+        # the listing hands the receiver a grant (task id ~ expiry ~ tag) made for it, not the bare task id
+        assert (item.task_id.split("~")[0], item.from_user_id, item.file_name, item.file_size) == (
             rsp.task_id,
             a.user_id,
             "report.pdf",
             len(payload),
         )
+        for user, task in ((b.user_id, rsp.task_id), (a.user_id, item.task_id), (a.user_id, rsp.task_id)):
+            thief, refused = await FileClient.login(listing.ip_addr_list[0], user, task, DOWNLOAD)
+            assert refused.result_code != 0, (user, task)  # the bare id, or another user's grant
+            await thief.close()
         down, login = await FileClient.login(listing.ip_addr_list[0], b.user_id, item.task_id, DOWNLOAD)
         assert login.result_code == 0
         got = await down.pull_all(item.file_size, 128 * 1024, mode=OFFLINE)
@@ -159,7 +164,11 @@ def test_offline_ready_notify_reaches_online_receiver(tmp_path: Path) -> None:
             file_size=len(payload),
         )
         (note,) = await b.wait_for("CID_FILE_NOTIFY", lambda m: m.offline_ready == 1)
-        assert (note.task_id, note.file_size, note.trans_mode) == (rsp.task_id, len(payload), OFFLINE)
+        assert (note.task_id.split("~")[0], note.file_size, note.trans_mode) == (
+            rsp.task_id,
+            len(payload),
+            OFFLINE,
+        )
         await up.close()
 
     asyncio.run(run_file_cluster(tmp_path, body))

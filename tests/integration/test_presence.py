@@ -172,7 +172,6 @@ def test_subscribers_audience_comes_from_the_spec_policy(tmp_path: Path) -> None
     asyncio.run(main())
 
 
-
 def test_contacts_audience_follows_the_recent_sessions(tmp_path: Path) -> None:
     """Audience `contacts`: a client hears of the peers of the one-to-one sessions in the recent-session list
     it fetched, of nobody else."""
@@ -199,6 +198,7 @@ def test_contacts_audience_follows_the_recent_sessions(tmp_path: Path) -> None:
             await c.stop()
 
     asyncio.run(main())
+
 
 def _web_presence(web: WebClient) -> list[tuple[int, str, dict[str, Any]]]:
     """(index, type, data) of the presence events a long-poll client got."""

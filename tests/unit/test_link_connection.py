@@ -27,8 +27,9 @@ def pair(
     dialer_secret: bytes = SECRET, listener_secret: bytes = SECRET
 ) -> tuple[LinkConnection, LinkConnection, LinkAuth]:
     listener_auth = LinkAuth(listener_secret)
-    d = LinkConnection(REGISTRY, 0.0, auth=LinkAuth(dialer_secret), dialer=True)
-    lst = LinkConnection(REGISTRY, 0.0, auth=listener_auth)
+    # Both ends on one host (loopback): not sealed by default (tests/unit/auth/test_link_seal.py)
+    d = LinkConnection(REGISTRY, 0.0, peer="127.0.0.1:2", auth=LinkAuth(dialer_secret), dialer=True)
+    lst = LinkConnection(REGISTRY, 0.0, peer="127.0.0.1:1", auth=listener_auth)
     return d, lst, listener_auth
 
 

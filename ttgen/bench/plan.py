@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 PC_TYPE, MOBILE_TYPE = 1, 0x12  # CLIENT_TYPE_WINDOWS, CLIENT_TYPE_ANDROID
-PER_SOURCE = 10_000  # connections per loopback source address (ephemeral ports: about 28,000 per address)
+PER_SOURCE = 4_000  # connections per loopback source address (below a msg server's per-address cap: a quarter
+# of its file limit, 5,000 at 20,000 files; runtime.transport.ConnectionCaps)
 PER_PROCESS = 15_000  # connections per load process (each may hold at most 20,000 open files here)
 SCENARIOS = ("connections", "login-storm", "presence-storm", "one-to-one", "group")
 

@@ -83,13 +83,21 @@ Exit codes: 0 ok (or fresh), 1 spec errors or stale output, 2 usage error.
 
 @click.command("generate", epilog=EXAMPLES)
 @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Parent folder of the stack (the stack goes to OUT/<spec name>/). "
-                   "Default: manifest `output:`, else generated/ beside the spec folder.")
-@click.option("--docs-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Also write PROTOCOL.md here (default: manifest `docs_output:`, else nowhere).")
-@click.option("--check", is_flag=True,
-              help="Write nothing; list stale, missing and extra files; exit 1 on drift.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Parent folder of the stack (the stack goes to OUT/<spec name>/). "
+    "Default: manifest `output:`, else generated/ beside the spec folder.",
+)
+@click.option(
+    "--docs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write PROTOCOL.md here (default: manifest `docs_output:`, else nowhere).",
+)
+@click.option(
+    "--check", is_flag=True, help="Write nothing; list stale, missing and extra files; exit 1 on drift."
+)
 @_common.FORMAT_OPTION
 def generate(spec_path: Path, out: Path | None, docs_dir: Path | None, check: bool, fmt: str) -> None:
     """Generate .proto files, protobuf modules, registry, servers, clients and docs from SPEC.
@@ -130,8 +138,10 @@ def _print_report(report: WriteReport, check: bool) -> None:
         return
     for rel in report.removed:
         click.echo(f"removed: {_shown(report.root / rel)}")
-    click.echo(f"{where}: {len(report.written)} written, {len(report.unchanged)} unchanged"
-               + (f", {len(report.removed)} removed" if report.removed else ""))
+    click.echo(
+        f"{where}: {len(report.written)} written, {len(report.unchanged)} unchanged"
+        + (f", {len(report.removed)} removed" if report.removed else "")
+    )
 
 
 def _json_report(warnings: list[Diagnostic], reports: list[WriteReport], check: bool) -> dict[str, object]:
@@ -140,8 +150,14 @@ def _json_report(warnings: list[Diagnostic], reports: list[WriteReport], check: 
         "diagnostics": [d.as_dict() for d in warnings],
         "outputs": [
             {
-                "root": _shown(r.root), "fresh": r.fresh, "written": r.written, "unchanged": r.unchanged,
-                "stale": r.stale, "missing": r.missing, "extra": r.extra, "removed": r.removed,
+                "root": _shown(r.root),
+                "fresh": r.fresh,
+                "written": r.written,
+                "unchanged": r.unchanged,
+                "stale": r.stale,
+                "missing": r.missing,
+                "extra": r.extra,
+                "removed": r.removed,
             }
             for r in reports
         ],

@@ -46,8 +46,10 @@ def scaffold_files(name: str, syntax: str) -> dict[str, str]:
         "opt": ", label: optional" if syntax == "proto2" else "",
     }
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(SCAFFOLD)), undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True, autoescape=False,
+        loader=jinja2.FileSystemLoader(str(SCAFFOLD)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
     )
     out = {}
     for template in sorted(p for p in SCAFFOLD.rglob("*.j2")):
@@ -71,10 +73,20 @@ def write_project(folder: Path, syntax: str) -> list[Path]:
 
 @click.command("init", epilog=EXAMPLES)
 @click.argument("folder", metavar="NAME", type=click.Path(path_type=Path))
-@click.option("--syntax", type=click.Choice(["proto3", "proto2"]), default="proto3", show_default=True,
-              help="Protobuf syntax of the new spec.")
-@click.option("--generate/--no-generate", "run_generate", default=False, show_default=True,
-              help="Also generate the stack into NAME/generated/.")
+@click.option(
+    "--syntax",
+    type=click.Choice(["proto3", "proto2"]),
+    default="proto3",
+    show_default=True,
+    help="Protobuf syntax of the new spec.",
+)
+@click.option(
+    "--generate/--no-generate",
+    "run_generate",
+    default=False,
+    show_default=True,
+    help="Also generate the stack into NAME/generated/.",
+)
 def init(folder: Path, syntax: str, run_generate: bool) -> None:
     """Create NAME/ with a spec for a minimal chat protocol (login, messages with acks, pushes, heartbeats),
     a README and tests of the generated stack. Refuses to touch an existing non-empty folder."""

@@ -30,7 +30,7 @@ def storage_from_config(cfg: dict[str, Any], data_dir: Path) -> Storage:
     backend = cfg.get("backend", "sqlite")
     path = cfg.get("dir")
     folder = Path(path) if path else data_dir
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     options: dict[str, Any] = {"encrypt_at_rest": bool(cfg.get("encrypt_at_rest", False))}
     if backend == "sqlite":
         from runtime.storage.sqlite import SqliteStorage

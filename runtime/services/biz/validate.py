@@ -31,18 +31,24 @@ _CODES: dict[LoginOutcome, ResultCode] = {
 
 
 class Validator:
-    """Checks a login and loads the user's profile. Config keys (`biz.auth`): `max_user_failures`,
-    `max_address_failures`, `window` (seconds), `time_cost`, `memory_cost` (KiB), `parallelism` (argon2id
-    policy, default OWASP's 2 / 19456 / 1), `verify_workers` (default: the cores), `verify_queue` (waiting
-    verifications beyond which logins are answered busy, default 32 per worker), `max_pending_per_address`
-    (verifications one client address may have waiting or running, default 16)."""
+    """Checks a login and loads the user's profile. Config keys (`biz.auth`): lockout (runtime.auth.lockout,
+    counters persisted in storage) `pair_free_failures` (5), `address_free_failures` (50),
+    `user_free_failures` (20), `base_delay` (1 s), `max_delay` (900 s), `window` (1800 s), `known_days` (90);
+    `time_cost`, `memory_cost` (KiB), `parallelism` (argon2id policy, default OWASP's 2 / 19456 / 1),
+    `verify_workers` (default: the cores), `verify_queue` (waiting verifications beyond which logins are
+    answered busy, default 32 per worker), `max_pending_per_address` (verifications one client address may
+    have waiting or running, default 16)."""
 
     def __init__(self, storage: Storage, config: Mapping[str, Any]) -> None:
         self.storage = storage
         policy = LockoutPolicy(
-            max_user_failures=int(config.get("max_user_failures", 10)),
-            max_address_failures=int(config.get("max_address_failures", 50)),
+            pair_free=int(config.get("pair_free_failures", 5)),
+            address_free=int(config.get("address_free_failures", 50)),
+            user_free=int(config.get("user_free_failures", 20)),
+            base_delay=float(config.get("base_delay", 1.0)),
+            max_delay=float(config.get("max_delay", 15 * 60)),
             window=float(config.get("window", 30 * 60)),
+            known_for=float(config.get("known_days", 90)) * 24 * 3600,
         )
         self.hasher = PasswordHasher(policy=HashPolicy.from_config(config))
         workers = config.get("verify_workers")
@@ -53,7 +59,7 @@ class Validator:
         self.authenticator = Authenticator(
             storage,
             self.hasher,
-            LoginLimiter(policy),
+            LoginLimiter(policy, storage),
             pool=self.pool,
             max_pending_per_address=int(config.get("max_pending_per_address", 16)),
         )

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from runtime.auth.grants import resource_of
 from runtime.dispatch import Context
 from runtime.link_dispatch import LinkContext
 from runtime.services.file.offline_store import (
@@ -78,15 +79,19 @@ class FileHandlers(RejectingHandlers):
             self.svc.m_refused.inc()
             ctx.close(f"file login refused ({code})")
             return rsp
-        ctx.link.extras()["file"] = Session(msg.file_role, msg.task_id, msg.user_id)
+        offline_download = self.e.ClientFileRole.CLIENT_OFFLINE_DOWNLOAD
+        task_id = msg.task_id if msg.file_role != offline_download else resource_of(msg.task_id)
+        ctx.link.extras()["file"] = Session(msg.file_role, task_id, msg.user_id)
         ctx.authenticate(msg.user_id, self.e.ClientType.CLIENT_TYPE_WINDOWS)  # a file connection: PC class
         return rsp
 
     async def _login_download(self, msg: Any) -> int:
-        if not valid_task_id(msg.task_id):
+        """Only with a grant made for this user (the file service hands them to the receiver through msg)."""
+        task_id = self.svc.grants.verify(msg.task_id, msg.user_id)
+        if task_id is None or not valid_task_id(task_id):
             return self.e.FileServerError.FILE_SERVER_ERRNO_LOGIN_INVALID_TOKEN
         try:
-            header = await asyncio.to_thread(read_header, self.svc.ctx.data_dir, msg.task_id)
+            header = await asyncio.to_thread(read_header, self.svc.ctx.data_dir, task_id)
         except (OfflineFileError, OSError):
             return self.e.FileServerError.FILE_SERVER_ERRNO_LOGIN_INVALID_TOKEN
         return (
@@ -142,12 +147,15 @@ class FileHandlers(RejectingHandlers):
             offset=msg.offset,
             file_data=b"",
         )
-        if not isinstance(sess, Session) or sess.task_id != msg.task_id:
+        offline_download = self.e.ClientFileRole.CLIENT_OFFLINE_DOWNLOAD
+        if not isinstance(sess, Session) or sess.task_id != (
+            resource_of(msg.task_id) if sess.role == offline_download else msg.task_id
+        ):
             rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_PULL_DATA_WITH_INVALID_TASK_ID
             return rsp
         size = min(msg.data_size, MAX_CHUNK)
-        if sess.role == self.e.ClientFileRole.CLIENT_OFFLINE_DOWNLOAD:
-            return await self._serve_stored(rsp, msg.task_id, msg.offset, size)
+        if sess.role == offline_download:
+            return await self._serve_stored(rsp, sess.task_id, msg.offset, size)
         task = self.svc.tasks.get(msg.task_id)
         if (
             sess.role != self.e.ClientFileRole.CLIENT_REALTIME_RECVER
@@ -176,7 +184,9 @@ class FileHandlers(RejectingHandlers):
             if offset >= header.size:
                 rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_PULL_DATA_FINISHED
                 return rsp
-            rsp.file_data = await asyncio.to_thread(read_chunk, data_dir, task_id, offset, size)
+            rsp.file_data = await asyncio.to_thread(
+                read_chunk, data_dir, task_id, offset, size, self.svc.offline_cipher
+            )
         except (OfflineFileError, OSError):
             rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_PULL_DATA_OPEN_FILE_ERROR
             return rsp
@@ -228,7 +238,7 @@ class FileHandlers(RejectingHandlers):
             task.task_id, task.from_user_id, task.to_user_id, self.svc.now(), task.size, task.file_name
         )
         try:
-            upload = await asyncio.to_thread(Upload, self.svc.ctx.data_dir, header)
+            upload = await asyncio.to_thread(Upload, self.svc.ctx.data_dir, header, self.svc.offline_cipher)
         except OSError as exc:
             self.svc.log.error("cannot create offline file for %s: %s", task.task_id, exc)
             self._end(task, self.e.ClientFileState.CLIENT_FILE_CANCEL)

@@ -1,21 +1,35 @@
 """Runtime services layer (file): the on-disk format of offline files and the paths they live at.
 
 An offline file is `<data_dir>/offline_file/<first 2 chars of task id>/<task id>`: a fixed 352-byte header
-(magic, version, from, to, created, size, task id, file name) followed by the file's bytes, as TeamTalk's
-file_server wrote it. An upload is written to `<task id>.part` and renamed into place (after fsync) only once
-every byte has arrived, so a reader never sees a partial file under the final name.
+(magic, version, from, to, created, size, task id, file name), then the content sealed at rest: an 8-byte
+random prefix, then the content in segments of 64 KiB, each sealed with AES-256-GCM (nonce: the prefix and
+the segment's number; associated data: the task id, the segment's number and the number of segments, so
+segments cannot be reordered, swapped between files or cut off). Reads decrypt only the segments a chunk
+touches. The key is `<data_dir>/offline.key` (mode 0600, runtime.auth.secret_files). An upload is written to
+`<task id>.part` and renamed into place (after fsync) only once every byte has arrived, so a reader never sees
+a partial file under the final name. Folders are 0700 and files 0600.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from runtime.auth.secret_files import load_or_create_key
+
 MAGIC = b"TTOF"
-VERSION = 1
+VERSION = 2  # 1: TeamTalk's plain content; 2: sealed segments
+KEY_FILE_NAME = "offline.key"
+SEGMENT = 64 * 1024
+_TAG = 16
+_PREFIX = 8
 _HEADER = struct.Struct(">4sHHIIQQ64s256s")
 HEADER_SIZE = _HEADER.size
 _TASK_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -28,6 +42,36 @@ class OfflineFileError(Exception):
 def valid_task_id(task_id: str) -> bool:
     """Task ids are lower-case UUIDs; anything else never names a path."""
     return bool(_TASK_ID.match(task_id))
+
+
+class OfflineCipher:
+    """Seals and opens the segments of offline files under one key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> OfflineCipher:
+        """The cipher of `<data_dir>/offline.key` (created on first use)."""
+        return cls(load_or_create_key(data_dir / KEY_FILE_NAME))
+
+    @staticmethod
+    def segments(size: int) -> int:
+        """How many segments a file of `size` bytes has (one, empty, for an empty file)."""
+        return max(1, -(-size // SEGMENT))
+
+    def seal(self, prefix: bytes, task_id: str, index: int, total: int, data: bytes) -> bytes:
+        return self._aead.encrypt(prefix + index.to_bytes(4, "big"), data, _aad(task_id, index, total))
+
+    def open(self, prefix: bytes, task_id: str, index: int, total: int, sealed: bytes) -> bytes:
+        try:
+            return self._aead.decrypt(prefix + index.to_bytes(4, "big"), sealed, _aad(task_id, index, total))
+        except InvalidTag:
+            raise OfflineFileError(f"offline file {task_id}: segment {index} failed authentication") from None
+
+
+def _aad(task_id: str, index: int, total: int) -> bytes:
+    return f"ttgen offline file|{task_id}|{index}|{total}".encode()
 
 
 def offline_root(data_dir: Path) -> Path:
@@ -87,15 +131,23 @@ class OfflineHeader:
 
 
 class Upload:
-    """An offline upload in progress: appends chunks at the expected offset, then publishes atomically."""
+    """An offline upload in progress: appends chunks at the expected offset (sealing each full segment), then
+    publishes atomically."""
 
-    def __init__(self, data_dir: Path, header: OfflineHeader) -> None:
+    def __init__(self, data_dir: Path, header: OfflineHeader, cipher: OfflineCipher) -> None:
         self.header = header
         self.final = offline_path(data_dir, header.task_id)
         self.partial = self.final.with_name(self.final.name + ".part")
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.partial, "wb")  # noqa: SIM115 - closed in finish()/abort()
-        self._fh.write(header.pack())
+        self.final.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.final.parent.mkdir(exist_ok=True, mode=0o700)
+        self._cipher = cipher
+        self._total = OfflineCipher.segments(header.size)
+        self._prefix = secrets.token_bytes(_PREFIX)
+        self._pending = bytearray()
+        self._index = 0
+        fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._fh = os.fdopen(fd, "wb")
+        self._fh.write(header.pack() + self._prefix)
         self.received = 0
 
     def write(self, offset: int, data: bytes) -> None:
@@ -104,8 +156,16 @@ class Upload:
             raise OfflineFileError(f"chunk at {offset}, expected {self.received}")
         if self.received + len(data) > self.header.size:
             raise OfflineFileError("more data than the declared file size")
-        self._fh.write(data)
+        self._pending += data
         self.received += len(data)
+        while len(self._pending) >= SEGMENT and self._index < self._total - 1:
+            self._seal(bytes(self._pending[:SEGMENT]))
+            del self._pending[:SEGMENT]
+
+    def _seal(self, segment: bytes) -> None:
+        task = self.header.task_id
+        self._fh.write(self._cipher.seal(self._prefix, task, self._index, self._total, segment))
+        self._index += 1
 
     @property
     def complete(self) -> bool:
@@ -113,7 +173,9 @@ class Upload:
         return self.received == self.header.size
 
     def finish(self) -> None:
-        """fsync and rename into place."""
+        """Seal the last segment, fsync and rename into place."""
+        self._seal(bytes(self._pending))
+        self._pending.clear()
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
@@ -138,11 +200,26 @@ def read_header(data_dir: Path, task_id: str) -> OfflineHeader:
     return header
 
 
-def read_chunk(data_dir: Path, task_id: str, offset: int, size: int) -> bytes:
-    """Up to `size` bytes of the file's content from `offset`."""
+def read_chunk(data_dir: Path, task_id: str, offset: int, size: int, cipher: OfflineCipher) -> bytes:
+    """Up to `size` bytes of the file's content from `offset` (only the segments they touch are opened)."""
     with open(offline_path(data_dir, task_id), "rb") as fh:
-        fh.seek(HEADER_SIZE + offset)
-        return fh.read(size)
+        header = OfflineHeader.unpack(fh.read(HEADER_SIZE))
+        prefix = fh.read(_PREFIX)
+        end = min(header.size, offset + max(0, size))
+        if offset >= end:
+            return b""
+        total = OfflineCipher.segments(header.size)
+        out = bytearray()
+        first, last = offset // SEGMENT, (end - 1) // SEGMENT
+        for index in range(first, last + 1):
+            fh.seek(HEADER_SIZE + _PREFIX + index * (SEGMENT + _TAG))
+            plain_len = min(SEGMENT, header.size - index * SEGMENT)
+            sealed = fh.read(plain_len + _TAG)
+            if len(sealed) != plain_len + _TAG:
+                raise OfflineFileError(f"offline file {task_id} is truncated")
+            out += cipher.open(prefix, task_id, index, total, sealed)
+        start = offset - first * SEGMENT
+        return bytes(out[start : start + (end - offset)])
 
 
 def delete_offline(data_dir: Path, task_id: str) -> bool:

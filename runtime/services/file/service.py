@@ -18,6 +18,8 @@ import contextlib
 import time
 from typing import Any
 
+from runtime.auth.grants import GrantSigner, resource_of
+from runtime.auth.secret_files import load_or_create_key
 from runtime.dispatch import Dispatcher
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
@@ -34,13 +36,18 @@ from runtime.services.base import (
 from runtime.services.biz import open_storage
 from runtime.services.file import tasks as t
 from runtime.services.file.handlers import FileHandlers, close_quietly
-from runtime.services.file.offline_store import OfflineFileError, delete_offline, read_header
+from runtime.services.file.offline_store import (
+    OfflineCipher,
+    OfflineFileError,
+    delete_offline,
+    read_header,
+)
 from runtime.services.links import Proto
 from runtime.services.protocol import enums_of
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import OfflineFile
-from runtime.transport import Server, serve, serve_links
+from runtime.transport import ConnectionCaps, Server, serve, serve_links
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_NAME_BYTES = 255
@@ -58,6 +65,14 @@ class FileService(Service):
         self.max_file = int(cfg.get("max_file_bytes", MAX_FILE_BYTES))
         self.pull_timeout = float(cfg.get("pull_timeout", 30.0))
         self.tasks = t.TaskTable(float(cfg.get("task_timeout", 60.0)))
+        # Offline files are downloaded with a grant (runtime.auth.grants) made for their receiver, never with
+        # the bare task id: the id alone (in a log, or known to the sender) downloads nothing.
+        self.grants = GrantSigner(
+            load_or_create_key(ctx.data_dir / str(cfg.get("grant_key_file", "file_grant.key"))),
+            "offline-file",
+        )
+        self.grant_ttl = float(cfg.get("download_grant_ttl", 24 * 3600))
+        self.offline_cipher = OfflineCipher.for_data_dir(ctx.data_dir)  # offline files sealed at rest
         self.storage: Storage | None = None
         cls = generated_handlers(ctx, FileHandlers, "FileServiceBase")
         self.handlers = cls(self)
@@ -85,7 +100,11 @@ class FileService(Service):
         self.storage = await open_storage(self.ctx)
         host, cfg = self.ctx.host, self.ctx.config
         self._client = await serve(
-            host, config_port(cfg, "client_port"), self.dispatcher.handler_factory, registry=self.ctx.registry
+            host,
+            config_port(cfg, "client_port"),
+            self.dispatcher.handler_factory,
+            registry=self.ctx.registry,
+            caps=ConnectionCaps.from_config(cfg),
         )
         self._internal = await serve_links(
             self.ctx.internal_host,
@@ -202,7 +221,8 @@ class FileService(Service):
         rsp: Any = self.proto.new("CID_FILE_HAS_OFFLINE_RES", user_id=user_id)
         for rec in await self.storage.list_offline_files(user_id):
             info = rsp.offline_file_list.add()
-            info.from_user_id, info.task_id = rec.from_user_id, rec.task_id
+            info.from_user_id = rec.from_user_id
+            info.task_id = self.grants.sign(rec.task_id, user_id, self.grant_ttl)
             info.file_name, info.file_size = rec.file_name, rec.size
         for ip, port in self.client_addresses():
             a = rsp.ip_addr_list.add()
@@ -229,11 +249,13 @@ class FileService(Service):
             self.log.info("offline record refused: %s", exc)
             return None
         msg.from_user_id, msg.file_name, msg.file_size = user_id, header.file_name, header.size
+        msg.task_id = self.grants.sign(msg.task_id, header.to_user_id, self.grant_ttl)  # for the receiver
         return msg
 
     async def del_offline(self, user_id: int, msg: Any) -> Any:
         """Delete the record (its sender or receiver only) and the stored file."""
         assert self.storage is not None
+        msg.task_id = resource_of(msg.task_id)  # a grant or the bare id: storage checks the user is a party
         try:
             await self.storage.delete_offline_file(user_id, msg.task_id)
         except se.StorageError as exc:

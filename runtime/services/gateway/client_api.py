@@ -37,7 +37,7 @@ from google.protobuf.json_format import MessageToDict
 from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.errors import CallTimeout, ConnectionClosed
 from runtime.httpkit import Request, Response, json_response
-from runtime.services.blobs import issue_upload_token
+from runtime.services.blobs_auth import issue_upload_token, revoke_session
 from runtime.services.contracts import ResultCode, StoreAttempt, StoreResult, StoreTokens
 from runtime.services.gateway.chat_api import ChatPageApi
 from runtime.services.gateway.files import file_text
@@ -323,6 +323,24 @@ class ClientApi(ChatPageApi):
         task.add_done_callback(self._revocations.discard)
         return first
 
+    def end_uploads(self, session: Session) -> asyncio.Task[None] | None:
+        """Record that the session ended, so the blob store refuses its upload tokens from now on."""
+        storage = self.svc.storage
+        if storage is None or session.uploads_ended:
+            return None
+        session.uploads_ended = True
+
+        async def record() -> None:
+            try:
+                await revoke_session(storage, session.user_id, session.upload_session)
+            except Exception as exc:  # storage down: the token still expires with its TTL
+                self.svc.log.warning("upload session of %d not recorded as ended: %r", session.user_id, exc)
+
+        task = asyncio.get_running_loop().create_task(record(), name="upload-revoke")
+        self._revocations.add(task)
+        task.add_done_callback(self._revocations.discard)
+        return task
+
     async def stop_revocations(self, timeout: float) -> None:
         """At stop: let revocations in flight finish for up to `timeout`, then give up their retries."""
         if self._revocations:
@@ -356,7 +374,7 @@ class ClientApi(ChatPageApi):
             token=session.token,
             user_id=session.user_id,
             user=MessageToDict(user_info, preserving_proto_field_name=True),
-            upload_token=issue_upload_token(self.svc.blob_secret, session.user_id),
+            upload_token=issue_upload_token(self.svc.blob_secret, session.user_id, session.upload_session),
             upload_url=self._blob_url(),
             poll_timeout=25,
             resume_ticket=base64.urlsafe_b64encode(ticket).decode().rstrip("=") if ticket else "",
@@ -372,6 +390,9 @@ class ClientApi(ChatPageApi):
         """End the session; its resumption ticket is dead once this answers."""
         assert session is not None
         revoked = self.revoke_ticket(session)
+        uploads = self.end_uploads(session)  # recorded before the session ends: no upload slips between
+        if uploads is not None:
+            await asyncio.shield(uploads)
         self.svc.retire(session)
         if revoked is not None:
             await revoked

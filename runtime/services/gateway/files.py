@@ -192,7 +192,7 @@ class Files:
         if rsp.status != 200 or not isinstance(doc.get("path"), str):
             return _error(3, f"the blob store refused the file: {doc.get('error_msg', rsp.status)}", 503)
         self.m_uploads.inc()
-        path = doc["path"]
+        path = doc["path"].split("?", 1)[0]  # the gateway fetches with the API key, not the signed URL
         return json_response(
             {
                 "error_code": 0,

@@ -215,11 +215,13 @@ class GatewayService(Service):
         )
         self.routers.to_all(self.proto.cid("CID_OTHER_USER_STATUS_UPDATE"), upd.SerializeToString())
 
-    def retire(self, session: Session) -> None:
-        """End a session: presence offline."""
-        if self.sessions.remove(session):
-            self.status_update(session, False)
-            self.g_sessions.set(len(self.sessions))
+    def retire(self, session: Session) -> asyncio.Task[None] | None:
+        """End a session: presence offline, and its upload tokens dead (the returned task records that)."""
+        if not self.sessions.remove(session):
+            return None
+        self.status_update(session, False)
+        self.g_sessions.set(len(self.sessions))
+        return self.client_api.end_uploads(session)
 
     def kick(self, session: Session, reason: int) -> None:
         """Tell a session it was kicked (its pending poll returns it), revoke its ticket and end it."""

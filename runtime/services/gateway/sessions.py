@@ -59,6 +59,8 @@ class Session:
         self.sends = TokenBucket(20.0, 20.0)
         self.auth_time = int(time.time())  # the password login this session descends from
         self.ticket_session = b""  # session id of the resumption ticket handed to this session
+        self.upload_session = secrets.token_bytes(16)  # named by its upload tokens; revoked when it ends
+        self.uploads_ended = False
         self.typing = TokenBucket(5.0, 5.0)
         self.socket: Any = None  # the attached WebSocket connection (runtime.services.gateway.websocket)
         self._changed = asyncio.Event()

@@ -29,7 +29,7 @@ from runtime.services.msg.presence import LocalPresence
 from runtime.services.msg.routing import RouterPool
 from runtime.services.protocol import command_ids_of
 from runtime.stages import build_stages
-from runtime.transport import Server, serve
+from runtime.transport import ConnectionCaps, Server, serve
 
 TICK = 0.1  # retransmit resolution; link heartbeats every 10th tick, discovery every 50th
 
@@ -154,7 +154,11 @@ class MsgService(Service):
         """Listen for clients, dial biz, login and routers."""
         port = config_port(self.ctx.config, "client_port")
         self._server = await serve(
-            self.ctx.host, port, self.dispatcher.handler_factory, registry=self.ctx.registry
+            self.ctx.host,
+            port,
+            self.dispatcher.handler_factory,
+            registry=self.ctx.registry,
+            caps=ConnectionCaps.from_config(self.ctx.config),
         )
         ep = Endpoint("msg", self.ctx.instance, "client", self.ctx.advertised(), self._server.port)
         self._endpoints = [ep]

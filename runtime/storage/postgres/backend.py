@@ -48,7 +48,7 @@ from runtime.storage.models import (
     User,
     UserPatch,
 )
-from runtime.storage.postgres import directory, groups, messages, sessions
+from runtime.storage.postgres import directory, groups, lockout, messages, sessions
 from runtime.storage.postgres.common import Conn
 from runtime.storage.postgres.schema import MIGRATIONS, migrate
 from runtime.storage.postgres.writer import CONNECTION_ERRORS, Callback, PgWriter, unavailable
@@ -134,7 +134,7 @@ class PostgresStorage(Storage):
     async def open(self) -> None:
         """Connect, migrate, check the at-rest key and the owning cluster, start the writer and readers."""
         if self._encrypt:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._ctx.cipher = ContentCipher(self._key or load_or_create_key(self.data_dir))
         cluster = self._cluster_id or load_or_create_cluster_id(self.data_dir)
         try:
@@ -259,6 +259,17 @@ class PostgresStorage(Storage):
         return await self._write(
             lambda c: directory.consume_ticket_session(c, session_id, user_id, expires, now)
         )
+
+    async def ticket_session_used(self, session_id: bytes, now: int) -> bool:
+        async def op(c: Conn) -> bool:
+            row = await c.fetchval(
+                "SELECT 1 FROM ticket_sessions WHERE session_id = $1 AND expires >= $2",
+                bytes(session_id),
+                now,
+            )
+            return row is not None
+
+        return await self._read(op)
 
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
         await self._write(
@@ -450,9 +461,24 @@ class PostgresStorage(Storage):
     async def clear_device_token(self, user_id: int) -> None:
         await self._write(lambda c: directory.clear_device_token(c, user_id))
 
+    async def login_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
+        return await self._read(lambda c: lockout.login_failures(c, keys, since))
+
+    async def add_login_failure(self, keys: Sequence[str], now: float, window: float) -> None:
+        await self._write(lambda c: lockout.add_login_failure(c, keys, now, window))
+
+    async def clear_login_failures(self, keys: Sequence[str]) -> None:
+        await self._write(lambda c: lockout.clear_login_failures(c, keys))
+
+    async def note_known_login(self, key: str, now: float, keep: float) -> None:
+        await self._write(lambda c: lockout.note_known_login(c, key, now, keep))
+
+    async def is_known_login(self, key: str, since: float) -> bool:
+        return await self._read(lambda c: lockout.is_known_login(c, key, since))
+
     async def get_device_tokens(self, user_ids: Sequence[int]) -> list[DeviceToken]:
         ids = list(user_ids)
-        return await self._read(lambda c: directory.get_device_tokens(c, ids))
+        return await self._read(lambda c: directory.get_device_tokens(c, self._ctx, ids))
 
     # offline files ---------------------------------------------------------------------------------------
     async def add_offline_file(self, record: OfflineFile) -> OfflineFile:

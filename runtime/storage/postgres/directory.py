@@ -238,13 +238,16 @@ async def set_device_token(conn: Conn, ctx: OpContext, user_id: int, token: str,
     check_int("client_type", client_type)
     check_int("user_id", user_id, 0, 2**63 - 1)
     await require_users(conn, [user_id])
-    await conn.execute("DELETE FROM device_tokens WHERE token = $1 OR user_id = $2", token, user_id)
+    column, sealed = ctx.seal_token(token)
+    await conn.execute("DELETE FROM device_tokens WHERE token = $1 OR user_id = $2", column, user_id)
     await conn.execute(
-        "INSERT INTO device_tokens (token, user_id, client_type, updated) VALUES ($1, $2, $3, $4)",
-        token,
+        "INSERT INTO device_tokens (token, user_id, client_type, updated, sealed) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        column,
         user_id,
         client_type,
         ctx.now(),
+        sealed,
     )
 
 
@@ -254,17 +257,17 @@ async def clear_device_token(conn: Conn, user_id: int) -> None:
     await conn.execute("DELETE FROM device_tokens WHERE user_id = $1", user_id)
 
 
-async def get_device_tokens(conn: Conn, user_ids: Sequence[int]) -> list[DeviceToken]:
+async def get_device_tokens(conn: Conn, ctx: OpContext, user_ids: Sequence[int]) -> list[DeviceToken]:
     """Tokens of the users, in user order."""
     ids = _ids(user_ids)
     if not ids:
         return []
     rows = await conn.fetch(
-        "SELECT user_id, token, client_type FROM device_tokens WHERE user_id = ANY($1::bigint[]) "
+        "SELECT user_id, token, client_type, sealed FROM device_tokens WHERE user_id = ANY($1::bigint[]) "
         "ORDER BY user_id",
         ids,
     )
-    return [DeviceToken(r[0], r[1], r[2]) for r in rows]
+    return [DeviceToken(r[0], ctx.unseal_token(r[1], r[3]), r[2]) for r in rows]
 
 
 async def add_offline_file(conn: Conn, ctx: OpContext, rec: OfflineFile) -> OfflineFile:

@@ -104,7 +104,23 @@ _V3 = (
     "CREATE INDEX ticket_sessions_expires ON ticket_sessions (expires)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, _V1), Migration(2, _V2), Migration(3, _V3))
+# Login failure counters and known (login, address) pairs (as on SQLite).
+_V4 = (
+    """CREATE TABLE login_failures (key TEXT PRIMARY KEY, failures INTEGER NOT NULL,
+        last_failure DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX login_failures_last ON login_failures (last_failure)",
+    "CREATE TABLE known_logins (key TEXT PRIMARY KEY, last_seen DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX known_logins_last ON known_logins (last_seen)",
+    # Push tokens sealed at rest: `token` then holds a keyed digest, `sealed` the token (NULL: stored plain).
+    "ALTER TABLE device_tokens ADD COLUMN sealed BYTEA",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, _V1),
+    Migration(2, _V2),
+    Migration(3, _V3),
+    Migration(4, _V4),
+)
 
 
 async def current_version(conn: asyncpg.Connection) -> int:

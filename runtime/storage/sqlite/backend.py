@@ -9,6 +9,7 @@ deleted rows so burn and recall leave no bytes behind, and a burn/recall batch t
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -42,7 +43,7 @@ from runtime.storage.models import (
     User,
     UserPatch,
 )
-from runtime.storage.sqlite import directory, groups, messages, sessions
+from runtime.storage.sqlite import directory, groups, lockout, messages, sessions
 from runtime.storage.sqlite.context import OpContext
 from runtime.storage.sqlite.readers import ReaderPool, connect
 from runtime.storage.sqlite.schema import MIGRATIONS, Migration, migrate
@@ -98,7 +99,9 @@ class SqliteStorage(Storage):
     # lifecycle -------------------------------------------------------------------------------------------
     async def open(self) -> None:
         """Create the data dir and database, migrate, check the at-rest key, start writer and readers."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The database is created 0600 (SQLite gives its -wal and -shm files the database's mode).
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         if self._encrypt:
             self._ctx.cipher = ContentCipher(self._key or load_or_create_key(self.data_dir))
         conn = connect(self.path, read_only=False)
@@ -189,6 +192,17 @@ class SqliteStorage(Storage):
     async def consume_ticket_session(self, session_id: bytes, user_id: int, expires: int, now: int) -> bool:
         return await self._write(
             lambda c: directory.consume_ticket_session(c, session_id, user_id, expires, now)
+        )
+
+    async def ticket_session_used(self, session_id: bytes, now: int) -> bool:
+        return await self._read(
+            lambda c: (
+                c.execute(
+                    "SELECT 1 FROM ticket_sessions WHERE session_id = ? AND expires >= ?",
+                    (bytes(session_id), now),
+                ).fetchone()
+                is not None
+            )
         )
 
     async def set_password_hash(self, user_id: int, password_hash: str) -> None:
@@ -382,9 +396,24 @@ class SqliteStorage(Storage):
     async def clear_device_token(self, user_id: int) -> None:
         await self._write(lambda c: c.execute("DELETE FROM device_tokens WHERE user_id = ?", (user_id,)))
 
+    async def login_failures(self, keys: Sequence[str], since: float) -> dict[str, tuple[int, float]]:
+        return await self._read(lambda c: lockout.login_failures(c, keys, since))
+
+    async def add_login_failure(self, keys: Sequence[str], now: float, window: float) -> None:
+        await self._write(lambda c: lockout.add_login_failure(c, keys, now, window))
+
+    async def clear_login_failures(self, keys: Sequence[str]) -> None:
+        await self._write(lambda c: lockout.clear_login_failures(c, keys))
+
+    async def note_known_login(self, key: str, now: float, keep: float) -> None:
+        await self._write(lambda c: lockout.note_known_login(c, key, now, keep))
+
+    async def is_known_login(self, key: str, since: float) -> bool:
+        return await self._read(lambda c: lockout.is_known_login(c, key, since))
+
     async def get_device_tokens(self, user_ids: Sequence[int]) -> list[DeviceToken]:
         ids = list(user_ids)
-        return await self._read(lambda c: directory.get_device_tokens(c, ids))
+        return await self._read(lambda c: directory.get_device_tokens(c, self._ctx, ids))
 
     # offline files ---------------------------------------------------------------------------------------
     async def add_offline_file(self, record: OfflineFile) -> OfflineFile:

@@ -36,6 +36,23 @@ class OpContext:
             return content, 0
         return self.cipher.seal(content, message_aad(kind, scope_id, msg_id)), 1
 
+    def seal_token(self, token: str) -> tuple[str, bytes | None]:
+        """A push token as stored: (the `token` column, the `sealed` column). With an at-rest key the column
+        holds a keyed digest (`k:<hex>`, for uniqueness) and the token itself is sealed (spec: `at_rest:
+        encrypted` on CID_LOGIN_REQ_DEVICETOKEN); without one, the token as is."""
+        if self.cipher is None:
+            return token, None
+        index = "k:" + self.cipher.index(token)
+        return index, self.cipher.seal(token.encode(), b"device_token:" + index.encode())
+
+    def unseal_token(self, column: str, sealed: bytes | None) -> str:
+        """The push token of a stored row."""
+        if sealed is None:
+            return column
+        if self.cipher is None:
+            raise KeyMismatch("the database holds sealed push tokens but no at-rest key was given")
+        return self.cipher.open(bytes(sealed), b"device_token:" + column.encode()).decode()
+
     def unseal(self, kind: str, scope_id: int, msg_id: int, stored: bytes, encrypted: int) -> bytes:
         """Plain content of a stored row."""
         if not encrypted:

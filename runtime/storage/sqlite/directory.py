@@ -244,24 +244,25 @@ def set_device_token(
         raise InvalidArgument("token: must not be empty")
     check_int("client_type", client_type)
     require_users(conn, [user_id])
-    conn.execute("DELETE FROM device_tokens WHERE token = ? OR user_id = ?", (token, user_id))
+    column, sealed = ctx.seal_token(token)
+    conn.execute("DELETE FROM device_tokens WHERE token = ? OR user_id = ?", (column, user_id))
     conn.execute(
-        "INSERT INTO device_tokens (token, user_id, client_type, updated) VALUES (?, ?, ?, ?)",
-        (token, user_id, client_type, ctx.now()),
+        "INSERT INTO device_tokens (token, user_id, client_type, updated, sealed) VALUES (?, ?, ?, ?, ?)",
+        (column, user_id, client_type, ctx.now(), sealed),
     )
 
 
-def get_device_tokens(conn: sqlite3.Connection, user_ids: Sequence[int]) -> list[DeviceToken]:
+def get_device_tokens(conn: sqlite3.Connection, ctx: OpContext, user_ids: Sequence[int]) -> list[DeviceToken]:
     """Tokens of the users, in user order."""
     ids = list(dict.fromkeys(user_ids))
     if not ids:
         return []
     rows = conn.execute(
-        f"SELECT user_id, token, client_type FROM device_tokens WHERE user_id IN ({placeholders(len(ids))}) "
-        "ORDER BY user_id",
+        "SELECT user_id, token, client_type, sealed FROM device_tokens "
+        f"WHERE user_id IN ({placeholders(len(ids))}) ORDER BY user_id",
         ids,
     ).fetchall()
-    return [DeviceToken(r[0], r[1], r[2]) for r in rows]
+    return [DeviceToken(r[0], ctx.unseal_token(r[1], r[3]), r[2]) for r in rows]
 
 
 def add_offline_file(conn: sqlite3.Connection, ctx: OpContext, rec: OfflineFile) -> OfflineFile:

@@ -100,7 +100,25 @@ _V3 = (
     "CREATE INDEX ticket_sessions_expires ON ticket_sessions (expires)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, _V1), Migration(2, _V2), Migration(3, _V3))
+# Login failure counters and known (login, address) pairs of runtime.auth.lockout, persisted so a restart does
+# not forget them and every biz instance sees the same ones. Keys are digests (runtime.auth.lockout.key):
+# neither login names nor addresses are stored in clear; rows age out with the lockout window.
+_V4 = (
+    """CREATE TABLE login_failures (key TEXT PRIMARY KEY, failures INTEGER NOT NULL,
+        last_failure REAL NOT NULL) WITHOUT ROWID""",
+    "CREATE INDEX login_failures_last ON login_failures (last_failure)",
+    "CREATE TABLE known_logins (key TEXT PRIMARY KEY, last_seen REAL NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX known_logins_last ON known_logins (last_seen)",
+    # Push tokens sealed at rest: `token` then holds a keyed digest, `sealed` the token (NULL: stored plain).
+    "ALTER TABLE device_tokens ADD COLUMN sealed BLOB",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, _V1),
+    Migration(2, _V2),
+    Migration(3, _V3),
+    Migration(4, _V4),
+)
 
 
 def current_version(conn: sqlite3.Connection) -> int:

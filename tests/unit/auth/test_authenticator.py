@@ -38,7 +38,7 @@ def test_login_flow(tmp_path: Path) -> None:
             await store.create_user(
                 NewUser("gone", password_hash=hasher.hash_plaintext("pw"), status=UserStatus.LEFT)
             )
-            auth = Authenticator(store, hasher, LoginLimiter(LockoutPolicy(max_user_failures=3)))
+            auth = Authenticator(store, hasher, LoginLimiter(LockoutPolicy(pair_free=3)))
             ok = await auth.authenticate("alice", wire_password("pw"), "1.2.3.4")
             assert ok.ok and ok.user_id == user.id
             bad = await auth.authenticate("alice", wire_password("nope"), "1.2.3.4")
@@ -55,29 +55,36 @@ def test_login_flow(tmp_path: Path) -> None:
     asyncio.run(body())
 
 
-def test_lockout_and_success_reset(tmp_path: Path) -> None:
+def test_lockout_backs_off_strangers_and_a_known_device_still_logs_in(tmp_path: Path) -> None:
     async def body() -> None:
         hasher = PasswordHasher(**FAST)
         async with SqliteStorage(tmp_path) as store:
             await store.create_user(NewUser("alice", password_hash=hasher.hash_plaintext("pw")))
-            limiter = LoginLimiter(LockoutPolicy(max_user_failures=3, max_address_failures=100))
+            policy = LockoutPolicy(pair_free=3, user_free=5, address_free=4, base_delay=60)
+            limiter = LoginLimiter(policy, store)
             auth = Authenticator(store, hasher, limiter)
+            assert (await auth.authenticate("alice", wire_password("pw"), "192.168.1.20")).ok  # her laptop
             for _ in range(3):
                 await auth.authenticate("alice", "wrong", "1.1.1.1")
-            assert (await auth.authenticate("alice", wire_password("pw"), "1.1.1.1")).ok  # 3 is not > 3
-            assert limiter.failures("alice") == 0
-            for _ in range(4):
-                await auth.authenticate("alice", "wrong", "2.2.2.2")
-            locked = await auth.authenticate("alice", wire_password("pw"), "3.3.3.3")
-            assert locked.outcome is LoginOutcome.LOCKED_USER  # even the right password, from anywhere
-
-            per_address = Authenticator(store, hasher, LoginLimiter(LockoutPolicy(max_address_failures=2)))
-            for name in ("x", "y", "z"):
-                await per_address.authenticate(name, "wrong", "9.9.9.9")
-            assert (await per_address.authenticate("alice", wire_password("pw"), "9.9.9.9")).outcome is (
+            assert (await auth.authenticate("alice", wire_password("pw"), "1.1.1.1")).ok  # 3 free failures
+            assert (await limiter.failures("alice", "1.1.1.1"))["pair"] == 0
+            # a stranger's botnet: wrong passwords from many addresses, and a sprayer behind her NAT
+            for i in range(12):
+                await auth.authenticate("alice", "wrong", f"10.0.0.{i}")
+            for name in ("bob", "carol", "dave", "erin", "frank"):
+                await auth.authenticate(name, "wrong", "192.168.1.20")
+            stranger = await auth.authenticate("alice", wire_password("pw"), "10.9.9.9")
+            assert stranger.outcome is LoginOutcome.LOCKED_USER and stranger.retry_after > 0
+            assert (await auth.authenticate("zed", wire_password("pw"), "192.168.1.20")).outcome is (
                 LoginOutcome.LOCKED_ADDRESS
             )
-            assert (await per_address.authenticate("alice", wire_password("pw"), "8.8.8.8")).ok
+            owner = await auth.authenticate("alice", wire_password("pw"), "192.168.1.20")
+            assert owner.ok  # her known device is not blocked by the stranger's failures
+        async with SqliteStorage(tmp_path) as store:  # a restart forgets nothing
+            auth = Authenticator(store, hasher, LoginLimiter(policy, store))
+            again = await auth.authenticate("alice", wire_password("pw"), "10.9.9.9")
+            assert again.outcome is LoginOutcome.LOCKED_USER
+            assert (await auth.authenticate("alice", wire_password("pw"), "192.168.1.20")).ok
 
     asyncio.run(body())
 
@@ -92,5 +99,25 @@ def test_hash_upgraded_after_login(tmp_path: Path) -> None:
             creds = await store.get_credentials("alice")
             assert creds is not None and not new.needs_rehash(creds.password_hash)
             assert new.verify_wire(creds.password_hash, wire_password("pw"))
+
+    asyncio.run(body())
+
+
+def test_guesses_sent_all_at_once_from_many_addresses_meet_the_per_login_limit(tmp_path: Path) -> None:
+    async def body() -> None:
+        hasher = PasswordHasher(**FAST)
+        async with SqliteStorage(tmp_path) as store:
+            await store.create_user(NewUser("alice", password_hash=hasher.hash_plaintext("pw")))
+            limiter = LoginLimiter(LockoutPolicy(user_free=5, base_delay=60), store)
+            auth = Authenticator(store, hasher, limiter)
+            assert (await auth.authenticate("alice", wire_password("pw"), "192.168.1.20")).ok
+            results = await asyncio.gather(
+                *(auth.authenticate("alice", "wrong", f"10.0.0.{i}") for i in range(40))
+            )
+            outcomes = [r.outcome for r in results]
+            # at most the free failures (and those already racing) are verified; the rest are refused unhashed
+            assert outcomes.count(LoginOutcome.LOCKED_USER) >= 30, outcomes
+            assert (await auth.authenticate("alice", wire_password("pw"), "192.168.1.20")).ok
+            assert limiter._inflight == {}
 
     asyncio.run(body())

@@ -146,7 +146,7 @@ def test_one_address_flooding_gets_busy_when_congested_others_do_not() -> None:
         results = await asyncio.gather(*flood, other)
         outcomes = [r.outcome.name for r in results]
         assert outcomes[:2] == ["OK", "OK"] and outcomes[2:6] == ["BUSY"] * 4 and outcomes[6] == "OK"
-        assert auth.limiter.failures("alice") == 0  # busy is not a failed login
+        assert (await auth.limiter.failures("alice", "10.0.0.1"))["pair"] == 0  # busy is not a failed login
         # Without congestion, a burst from one address above the cap is served.
         roomy = Authenticator(
             store, PasswordHasher(policy=CHEAP), pool=VerifyPool(1, max_queue=30), max_pending_per_address=2

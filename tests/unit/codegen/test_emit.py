@@ -36,39 +36,60 @@ def field(name: str, number: int, type_: str, label: str = "optional", **kw: obj
 def make_spec(syntax: str = "proto2") -> Spec:
     x_field = field("x", 1, "int32", "required" if syntax == "proto2" else "optional")
     base = Module(
-        package="Unit.Base", file="base.yaml", loc=L,
-        enums=(Enum("Color", "Unit.Base", (EnumValue("RED", 0, L), EnumValue("BLUE", 1, L, doc="Sky.")), L,
-                    reserved=Reserved(numbers=((5, 5), (7, 9)), names=("GREEN",))),),
-        messages=(
-            Message("Point", "Unit.Base", (x_field,),
-                    L, doc="A point."),
+        package="Unit.Base",
+        file="base.yaml",
+        loc=L,
+        enums=(
+            Enum(
+                "Color",
+                "Unit.Base",
+                (EnumValue("RED", 0, L), EnumValue("BLUE", 1, L, doc="Sky.")),
+                L,
+                reserved=Reserved(numbers=((5, 5), (7, 9)), names=("GREEN",)),
+            ),
         ),
+        messages=(Message("Point", "Unit.Base", (x_field,), L, doc="A point."),),
     )
     chat = Module(
-        package="Unit.Chat", file="chat.yaml", loc=L, options=(("java_package", "org.unit"),),
+        package="Unit.Chat",
+        file="chat.yaml",
+        loc=L,
+        options=(("java_package", "org.unit"),),
         service=ProtoService("CHAT", 2, L),
         messages=(
-            Message("Shape", "Unit.Chat", (
-                field("color", 3, "Unit.Base.Color", default="BLUE" if syntax == "proto2" else None),
-                field("corners", 1, "Unit.Base.Point", "repeated"),
-                field("name", 2, "string", default="box" if syntax == "proto2" else None, doc="Label."),
-                field("circle", 5, "Unit.Chat.Shape.Circle", oneof="kind", explicit_label=False),
-                field("square", 4, "uint32", oneof="kind", explicit_label=False),
-                field("attrs", 6, "string", "repeated", map_key="string", explicit_label=False),
-                field("weight", 7, "double", explicit_label=syntax == "proto2"),
-            ), L, oneofs=("kind",), reserved=Reserved(numbers=((10, 12),), names=("old",))),
+            Message(
+                "Shape",
+                "Unit.Chat",
+                (
+                    field("color", 3, "Unit.Base.Color", default="BLUE" if syntax == "proto2" else None),
+                    field("corners", 1, "Unit.Base.Point", "repeated"),
+                    field("name", 2, "string", default="box" if syntax == "proto2" else None, doc="Label."),
+                    field("circle", 5, "Unit.Chat.Shape.Circle", oneof="kind", explicit_label=False),
+                    field("square", 4, "uint32", oneof="kind", explicit_label=False),
+                    field("attrs", 6, "string", "repeated", map_key="string", explicit_label=False),
+                    field("weight", 7, "double", explicit_label=syntax == "proto2"),
+                ),
+                L,
+                oneofs=("kind",),
+                reserved=Reserved(numbers=((10, 12),), names=("old",)),
+            ),
             Message("Shape.Circle", "Unit.Chat", (field("r", 1, "float"),), L),
         ),
         commands=(
-            Command("CID_DRAW", 0x0201, "Unit.Chat.Shape", "c2s", "CHAT", L, reply="CID_DRAWN",
-                    module="Unit.Chat"),
+            Command(
+                "CID_DRAW", 0x0201, "Unit.Chat.Shape", "c2s", "CHAT", L, reply="CID_DRAWN", module="Unit.Chat"
+            ),
             Command("CID_DRAWN", 0x0202, "Unit.Base.Point", "s2c", "CHAT", L, module="Unit.Chat"),
         ),
     )
     return Spec(
-        name="unit", version="1.0.0", syntax=syntax,  # type: ignore[arg-type]
-        root="/somewhere/unit/spec", loc=L,
-        modules=(base, chat), options=(("optimize_for", "LITE_RUNTIME"), ("java_multiple_files", "true")),
+        name="unit",
+        version="1.0.0",
+        syntax=syntax,  # type: ignore[arg-type]
+        root="/somewhere/unit/spec",
+        loc=L,
+        modules=(base, chat),
+        options=(("optimize_for", "LITE_RUNTIME"), ("java_multiple_files", "true")),
         cluster=(ClusterService("msg", "msg", L, hosts=("CID_DRAW",)),),
         stages=(
             StagePolicy("Unit.Chat.Shape", L, input={"max_bytes": 10, "rate": "1/s"}),
@@ -86,14 +107,17 @@ def test_proto2_header_imports_and_file_options() -> None:
     assert 'import "Unit_Base.proto";' in lines
     # Manifest options merged with the module's, sorted by name; strings quoted, enums/bools bare.
     opts = [ln for ln in lines if ln.startswith("option ")]
-    assert opts == ['option java_multiple_files = true;', 'option java_package = "org.unit";',
-                    "option optimize_for = LITE_RUNTIME;"]
+    assert opts == [
+        "option java_multiple_files = true;",
+        'option java_package = "org.unit";',
+        "option optimize_for = LITE_RUNTIME;",
+    ]
 
 
 def test_proto2_text_exact_message_block() -> None:
     spec = make_spec("proto2")
     text = proto_text(spec, spec.modules[1], TEXT_ONLY)
-    block = text[text.index("message Shape {"):]
+    block = text[text.index("message Shape {") :]
     assert block == (
         "message Shape {\n"
         "  reserved 10 to 12;\n"
@@ -141,8 +165,15 @@ def test_registry_has_merged_stage_literals_and_hosts() -> None:
 def test_text_only_run_skips_protoc_outputs() -> None:
     files = emit_stack(make_spec(), TEXT_ONLY)
     assert "descriptor_set.bin" not in files
-    assert {"Unit_Base.proto", "Unit_Chat.proto", "registry.py", "servers.py", "clients.py", "PROTOCOL.md",
-            "__init__.py"} <= set(files)
+    assert {
+        "Unit_Base.proto",
+        "Unit_Chat.proto",
+        "registry.py",
+        "servers.py",
+        "clients.py",
+        "PROTOCOL.md",
+        "__init__.py",
+    } <= set(files)
     assert list(files) == sorted(files)
 
 
@@ -171,8 +202,12 @@ def test_emitter_overwriting_another_is_a_bug(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("CID_LOGIN_REQ_USERLOGIN", "cid_login_req_userlogin"), ("MsgData", "msg_data"), ("import", "import_"),
-     ("9lives", "x_9lives")],
+    [
+        ("CID_LOGIN_REQ_USERLOGIN", "cid_login_req_userlogin"),
+        ("MsgData", "msg_data"),
+        ("import", "import_"),
+        ("9lives", "x_9lives"),
+    ],
 )
 def test_snake(name: str, expected: str) -> None:
     assert snake(name) == expected

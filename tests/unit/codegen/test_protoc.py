@@ -20,7 +20,10 @@ B = (
 def test_compiles_modules_stubs_and_descriptor_set() -> None:
     result = compile_protos({"Protoc_UnitA.proto": A, "Protoc_UnitB.proto": B})
     assert sorted(result.modules) == [
-        "Protoc_UnitA_pb2.py", "Protoc_UnitA_pb2.pyi", "Protoc_UnitB_pb2.py", "Protoc_UnitB_pb2.pyi",
+        "Protoc_UnitA_pb2.py",
+        "Protoc_UnitA_pb2.pyi",
+        "Protoc_UnitB_pb2.py",
+        "Protoc_UnitB_pb2.pyi",
     ]
     b_py = result.modules["Protoc_UnitB_pb2.py"]
     assert "from . import Protoc_UnitA_pb2 as Protoc__UnitA__pb2" in b_py
@@ -65,7 +68,7 @@ def test_locate_falls_back_to_message_then_module() -> None:
     loc_m = Loc("m.yaml", 3, 1)
     module = Module("P.Q", "m.yaml", Loc("m.yaml", 1, 1), messages=(Message("M", "P.Q", (), loc_m),))
     spec = Spec("s", "1", "proto3", "/x", Loc("t.yaml"), modules=(module,))
-    text = "syntax = \"proto3\";\nmessage M {\n  int32 gone = 1;\n}\n"
+    text = 'syntax = "proto3";\nmessage M {\n  int32 gone = 1;\n}\n'
     assert locate(spec, "P_Q.proto", text, 3) == loc_m
     assert locate(spec, "P_Q.proto", text, 1) == module.loc
     assert locate(None, "P_Q.proto", text, 3) == Loc("P_Q.proto", 3, 0)

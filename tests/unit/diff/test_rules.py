@@ -522,8 +522,14 @@ CASES: list[Case] = [
     n("STAGE_AUTH_RELAXED", SEM, C, "require_auth:", (C, "require_auth: true", "require_auth: false")),
     n("STAGE_VERIFY_RELAXED", SEM, C, "verify:", (C, "verify: true", "verify: false")),
     # presence policy
-    n("PRESENCE_CHANGED", SEM, "presence.yaml", "5s", ("presence.yaml", "coalesce: 2s", "coalesce: 5s"),
-      base="presence"),
+    n(
+        "PRESENCE_CHANGED",
+        SEM,
+        "presence.yaml",
+        "5s",
+        ("presence.yaml", "coalesce: 2s", "coalesce: 5s"),
+        base="presence",
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ import pytest
 from generated.teamtalk.registry import REGISTRY
 from runtime.services.file.offline_store import (
     HEADER_SIZE,
+    OfflineCipher,
     OfflineFileError,
     OfflineHeader,
     Upload,
@@ -20,6 +21,8 @@ from runtime.services.file.offline_store import (
     valid_task_id,
 )
 from runtime.services.file.tasks import TaskTable
+
+CIPHER = OfflineCipher(bytes(range(32)))
 
 
 def header(task_id: str, size: int) -> OfflineHeader:
@@ -48,7 +51,7 @@ def test_paths_are_two_level_and_only_for_uuids(tmp_path: Path) -> None:
 
 def test_upload_is_published_only_when_complete(tmp_path: Path) -> None:
     task = str(uuid.uuid4())
-    up = Upload(tmp_path, header(task, 10))
+    up = Upload(tmp_path, header(task, 10), CIPHER)
     up.write(0, b"01234")
     assert not offline_path(tmp_path, task).exists() and not up.complete
     with pytest.raises(OfflineFileError):
@@ -59,8 +62,8 @@ def test_upload_is_published_only_when_complete(tmp_path: Path) -> None:
     assert up.complete
     up.finish()
     assert read_header(tmp_path, task) == header(task, 10)
-    assert read_chunk(tmp_path, task, 3, 4) == b"3456"
-    assert read_chunk(tmp_path, task, 8, 100) == b"89"
+    assert read_chunk(tmp_path, task, 3, 4, CIPHER) == b"3456"
+    assert read_chunk(tmp_path, task, 8, 100, CIPHER) == b"89"
     assert delete_offline(tmp_path, task) and not delete_offline(tmp_path, task)
     with pytest.raises(OfflineFileError):
         read_header(tmp_path, task)
@@ -68,7 +71,7 @@ def test_upload_is_published_only_when_complete(tmp_path: Path) -> None:
 
 def test_aborted_upload_leaves_nothing(tmp_path: Path) -> None:
     task = str(uuid.uuid4())
-    up = Upload(tmp_path, header(task, 10))
+    up = Upload(tmp_path, header(task, 10), CIPHER)
     up.write(0, b"abc")
     up.abort()
     assert list((tmp_path / "offline_file").rglob("*.*")) == [] and not offline_path(tmp_path, task).exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.storage import GroupType, KeyMismatch, SessionType, User, at_rest
+from runtime.storage import GroupType, KeyMismatch, NewUser, SessionType, User, at_rest
 from runtime.storage.at_rest import KEY_FILE_NAME, ContentCipher, load_or_create_key
 from runtime.storage.sqlite import SqliteStorage
 
@@ -198,3 +198,35 @@ def test_nonces_unique_across_threads(monkeypatch: pytest.MonkeyPatch) -> None:
         t.join()
     every = [n for out in seen for n in out]
     assert len(every) == 12000 and len(set(every)) == 12000
+
+
+def test_push_tokens_are_sealed_and_stay_unique(
+    make_store: Callable[..., SqliteStorage], mk_users: MkUsers
+) -> None:
+    token = "apns:0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+    async def body() -> None:
+        async with make_store(encrypt_at_rest=True) as s:
+            a, b = await mk_users(s, "a", "b")
+            await s.set_device_token(a.id, token, 0x11)
+            assert await s.find_bytes(token.encode()) == []  # neither the token nor a plain copy is stored
+            await s.set_device_token(b.id, token, 0x11)  # one user per token, found through its digest
+            assert [(t.user_id, t.token) for t in await s.get_device_tokens([a.id, b.id])] == [(b.id, token)]
+        async with make_store(encrypt_at_rest=True) as s:  # readable after a restart
+            assert [t.token for t in await s.get_device_tokens([b.id])] == [token]
+        async with make_store(encrypt_at_rest=False) as s:  # without the key: refused, not garbage
+            with pytest.raises(KeyMismatch):
+                await s.get_device_tokens([b.id])
+
+    asyncio.run(body())
+
+
+def test_a_new_database_is_private(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with SqliteStorage(tmp_path / "data") as s:
+            await s.create_user(NewUser("alice", password_hash="h"))
+        assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+        files = [p for p in (tmp_path / "data").iterdir() if p.name.startswith("ttgen.db")]
+        assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), files
+
+    asyncio.run(body())

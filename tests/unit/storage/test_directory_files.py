@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from runtime.storage import (
     BlobStore,
     Conflict,
     InvalidArgument,
+    KeyMismatch,
     NotFound,
     OfflineFile,
     User,
@@ -112,19 +114,32 @@ def test_offline_files(make_store: Callable[..., SqliteStorage], mk_users: MkUse
 
 
 def test_blob_store_limits_and_addressing(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path / "blobs", max_file=100, max_upload=150)
-    digest = blobs.put(b"voice bytes")
-    assert blobs.put(b"voice bytes") == digest and blobs.get(digest) == b"voice bytes"
-    assert (tmp_path / "blobs" / digest[:2] / digest).is_file()
+    key = bytes(range(32))
+    blobs = BlobStore(tmp_path / "blobs", key, max_file=100, max_upload=150)
+    name = blobs.put(b"voice bytes")
+    assert blobs.put(b"voice bytes") == name and blobs.get(name) == b"voice bytes"
+    assert name != hashlib.sha256(b"voice bytes").hexdigest()  # a keyed name: not computable from a guess
+    assert BlobStore(tmp_path / "other", bytes(32)).name_of(b"voice bytes") != name
+    stored = tmp_path / "blobs" / name[:2] / name
+    assert stored.is_file() and b"voice bytes" not in stored.read_bytes()  # sealed at rest
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
     with pytest.raises(ValueTooLarge):
         blobs.put(b"x" * 101)
     with pytest.raises(ValueTooLarge):
         blobs.put_upload([b"a" * 80, b"b" * 80])  # each fits, the upload does not
-    assert not blobs.exists(hashlib.sha256(b"a" * 80).hexdigest())  # nothing of the refused upload
+    assert not blobs.exists(blobs.name_of(b"a" * 80))  # nothing of the refused upload
     with pytest.raises(InvalidArgument):
         blobs.get("../../etc/passwd")
-    assert blobs.delete(digest) and not blobs.delete(digest)
+    with pytest.raises(KeyMismatch):
+        BlobStore(tmp_path / "blobs", bytes(32)).get(name)  # another key does not open it
+    tampered = bytearray(stored.read_bytes())
+    tampered[-1] ^= 1
+    stored.write_bytes(bytes(tampered))
+    with pytest.raises(KeyMismatch):
+        blobs.get(name)
+    assert blobs.delete(name) and not blobs.delete(name)
     with pytest.raises(NotFound):
-        blobs.get(digest)
-    default = BlobStore(tmp_path / "d")
+        blobs.get(name)
+    default = BlobStore(tmp_path / "d", key)
     assert (default.max_file, default.max_upload) == (5 * 1024 * 1024, 10 * 1024 * 1024)
