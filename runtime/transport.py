@@ -413,6 +413,10 @@ class Acceptor:
             for sock in self.sockets:
                 self._loop.add_reader(sock.fileno(), self._accept, sock)
 
+    def is_serving(self) -> bool:
+        """True until `close` (as asyncio's servers say; runtime.inprocess links only to serving listeners)."""
+        return not self._closed
+
     def close(self) -> None:
         """Stop accepting and close the listening sockets."""
         if self._closed:

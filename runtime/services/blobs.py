@@ -32,7 +32,7 @@ from runtime.services.base import (
     publish_endpoints,
     withdraw_endpoints,
 )
-from runtime.services.biz.storage_open import open_storage
+from runtime.services.biz import open_storage
 from runtime.services.blobs_auth import URL_TTL, BlobAuth, bearer_tokens
 from runtime.storage.base import Storage
 from runtime.storage.blobs import KEY_FILE_NAME, MAX_FILE_BYTES, MAX_UPLOAD_BYTES, BlobStore
