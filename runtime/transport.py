@@ -414,7 +414,7 @@ class Acceptor:
                 self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     def is_serving(self) -> bool:
-        """True until `close` (as asyncio's servers say; runtime.inprocess links only to serving listeners)."""
+        """True until `close`, as asyncio says it (runtime.inprocess links only to serving listeners)."""
         return not self._closed
 
     def close(self) -> None:
