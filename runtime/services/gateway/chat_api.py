@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict
 from runtime.httpkit import Request, Response, json_response
 from runtime.services.gateway.files import file_event
 from runtime.services.gateway.sessions import Session
+from runtime.storage.models import SessionType
 
 if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
@@ -71,7 +72,7 @@ def arg_ids(doc: dict[str, Any], name: str, limit: int) -> list[int]:
 def arg_session_type(doc: dict[str, Any], default: int | None = 1) -> int:
     """1 (one-to-one) or 2 (group)."""
     value = arg_uint(doc, "session_type", default)
-    if value not in (1, 2):
+    if value not in (SessionType.SINGLE, SessionType.GROUP):
         raise ValueError("session_type must be 1 or 2")
     return value
 
@@ -99,7 +100,7 @@ def history_message(info: Any, user: int, session_type: int, session_id: int) ->
     """A stored MsgInfo as the `msg` event's shape (without seq)."""
     data = bytes(info.msg_data)
     sender = info.from_session_id
-    to = session_id if session_type == 2 or sender == user else user
+    to = session_id if session_type == SessionType.GROUP or sender == user else user
     return file_event(
         {
             "type": "msg",
@@ -244,7 +245,7 @@ class ChatPageApi:
         limit = arg_uint(doc, "limit", DEFAULT_PAGE)
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be 1 to {MAX_PAGE}")
-        if session_type == 2:
+        if session_type == SessionType.GROUP:
             members = await self.group_members(user, session_id)
             if members is None:
                 return _unavailable()
@@ -300,7 +301,7 @@ class ChatPageApi:
         state = arg_uint(doc, "state", 1)
         if state not in TYPING_STATES:
             raise ValueError("state must be 1 (started), 2 (paused) or 3 (stopped)")
-        if session_type == 2:
+        if session_type == SessionType.GROUP:
             targets = await self.group_members(user, to)
             if targets is None:
                 return _unavailable()
@@ -336,7 +337,7 @@ class ChatPageApi:
         if rsp.result_code != 0:
             code, text = RECALL_ERRORS.get(int(rsp.result_code), (20, "recall refused"))
             return _error(code, text, 404 if code == 21 else 403)
-        if session_type == 2:
+        if session_type == SessionType.GROUP:
             targets = await self.group_members(user, session_id) or [user]
         else:
             targets = [user, session_id]
