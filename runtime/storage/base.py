@@ -63,6 +63,11 @@ class Storage(abc.ABC):
         """Create a user; Conflict if the login name is taken."""
 
     @abc.abstractmethod
+    async def create_users(self, users: Sequence[NewUser]) -> list[User]:
+        """Create many users in one transaction: all of them, or none (the first error is raised: Conflict
+        for a taken login name, InvalidArgument or ValueTooLarge for a bad value)."""
+
+    @abc.abstractmethod
     async def update_user(self, user_id: int, patch: UserPatch) -> User:
         """Change profile fields and bump `updated`."""
 

@@ -28,13 +28,15 @@ class GroupModify(IntEnum):
 
 
 class UserStatus(IntEnum):
-    """Employment status (`UserInfo.status`); LEFT users are hidden from the directory."""
+    """Employment status (`UserInfo.status`); LEFT users (deleted by an admin) are hidden from the directory.
+    DISABLED (a ttgen addition) marks an account an admin switched off: listed, but it may not log in."""
 
     NORMAL = 0
     PROBATION = 1
     REGULAR = 2
     LEFT = 3
     INTERN = 4
+    DISABLED = 5
 
 
 @dataclass(frozen=True)

@@ -325,7 +325,9 @@ class TestCluster:
 
     async def connect(self, index: int) -> ClientCore:
         """A raw connection to msg server `index` (not logged in)."""
-        core = ClientCore(REGISTRY, host="127.0.0.1", port=self.msg_port(index), reconnect=False)
+        core = ClientCore(
+            REGISTRY, host="127.0.0.1", port=self.msg_port(index), reconnect=False, encryption="off"
+        )
         await core.connect()
         return core
 
@@ -334,7 +336,7 @@ class TestCluster:
         is extension-capable (it receives IM.Ext pushes)."""
         import os
 
-        from runtime.services.msg.handlers import derive_session_keys
+        from runtime.stages.crypto import derive_session_keys
         from runtime.stages.crypto import KeyExchange
 
         kx, nonce = KeyExchange(), os.urandom(16)

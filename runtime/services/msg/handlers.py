@@ -15,7 +15,7 @@ from runtime.services.msg.chat import ChatHandlers
 from runtime.services.msg.common import stamp_user, strip_attach
 from runtime.services.msg.delivery import ClientState, same_class
 from runtime.services.refusals import RejectingHandlers
-from runtime.stages.crypto import KeyExchange, SessionKeys
+from runtime.stages.crypto import KeyExchange, derive_session_keys
 
 HANDSHAKE_OK, HANDSHAKE_NO_COMMON_SUITE, HANDSHAKE_BAD_KEY, HANDSHAKE_ALREADY_SECURED = 0, 1, 2, 3
 SUITES = {1: "aes-256-gcm", 2: "chacha20-poly1305"}  # IM.Ext.AeadSuite -> runtime.stages.crypto algorithm
@@ -436,18 +436,6 @@ def _still_logged_in(st: Any) -> bool:
     """Whether a session is still logged in after an await (a call, which a type checker does not take for
     the check it already narrowed before the await)."""
     return bool(st.logged_in)
-
-
-def derive_session_keys(
-    kx: KeyExchange, peer_public: bytes, client_nonce: bytes, server_nonce: bytes, *, initiator: bool
-) -> SessionKeys:
-    """Both sides' key schedule for the handshake (the client passes initiator=True and its own key first)."""
-    if len(peer_public) != 32:
-        raise ValueError("public key must be 32 bytes")
-    client_pub, server_pub = (kx.public_bytes, peer_public) if initiator else (peer_public, kx.public_bytes)
-    return kx.derive(
-        peer_public, initiator=initiator, salt=client_nonce + server_nonce, context=client_pub + server_pub
-    )
 
 
 def _bind(name: str, method: str) -> None:

@@ -232,6 +232,10 @@ class PostgresStorage(Storage):
     async def create_user(self, user: NewUser) -> User:
         return await self._write(lambda c: directory.create_user(c, self._ctx, user))
 
+    async def create_users(self, users: Sequence[NewUser]) -> list[User]:
+        batch = list(users)
+        return await self._write(lambda c: directory.create_users(c, self._ctx, batch))
+
     async def update_user(self, user_id: int, patch: UserPatch) -> User:
         return await self._write(lambda c: directory.update_user(c, self._ctx, user_id, patch))
 

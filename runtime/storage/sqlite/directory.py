@@ -73,7 +73,7 @@ def _check_profile_value(ctx: OpContext, field: str, value: object) -> object:
     if field == "gender":
         return check_int(field, value, 0, 2)  # type: ignore[arg-type]
     if field == "status":
-        return check_int(field, value, 0, int(UserStatus.INTERN))  # type: ignore[arg-type]
+        return check_int(field, value, 0, max(UserStatus))  # type: ignore[arg-type]
     return check_int(field, value)  # type: ignore[arg-type]
 
 
@@ -120,6 +120,11 @@ def create_user(conn: sqlite3.Connection, ctx: OpContext, new: NewUser) -> User:
         raise Conflict(f"login name already taken: {login!r}") from exc
     assert cur.lastrowid is not None
     return get_user(conn, cur.lastrowid)
+
+
+def create_users(conn: sqlite3.Connection, ctx: OpContext, users: Sequence[NewUser]) -> list[User]:
+    """Insert users in the caller's transaction: all of them, or (on the first error) none."""
+    return [create_user(conn, ctx, new) for new in users]
 
 
 def update_user(conn: sqlite3.Connection, ctx: OpContext, user_id: int, patch: UserPatch) -> User:
