@@ -31,7 +31,7 @@ from runtime.errors import (
     RuntimeProtocolError,
 )
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
-from runtime.http import MalformedRequest, http_request
+from runtime.httpkit import MalformedRequest, fetch
 from runtime.registry import CommandInfo, Registry, UnknownCommand
 from runtime.stages import CommandStages, build_stages
 from runtime.stages.crypto import KeyExchange, SessionCipher, SessionKeys, derive_session_keys
@@ -113,7 +113,7 @@ _RELEASES: set[asyncio.Task[bool]] = set()  # releases still running when their 
 async def release_queue_ticket(host: str, port: int, path: str, ticket: str, timeout: float = 5.0) -> bool:
     """Give a login-queue place back (`DELETE <path>?ticket=`); True if the service knew the ticket."""
     try:
-        response = await http_request(
+        response = await fetch(
             host,
             port,
             "DELETE",
@@ -129,7 +129,7 @@ async def release_queue_ticket(host: str, port: int, path: str, ticket: str, tim
 
 async def _lookup(host: str, port: int, target: str, timeout: float) -> dict[str, Any]:
     try:
-        response = await http_request(
+        response = await fetch(
             host,
             port,
             "GET",

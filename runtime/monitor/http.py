@@ -1,8 +1,9 @@
-"""Runtime monitor layer: the `/metrics` (Prometheus text) and `/health` (JSON) endpoint, on `runtime.http`.
+"""Runtime monitor layer: the `/metrics` (Prometheus text) and `/health` (JSON) endpoint, on aiohttp.
 
 Each service instance serves one and publishes it as its `metrics` endpoint, so `ttgen status` (or Prometheus)
 finds every process through discovery. Only GET, only small requests, one request per connection: anything
-else gets a 4xx and the connection is closed; a slow or broken client never affects the service.
+else gets a 4xx and the connection is closed (a head line over 8 KiB: 400); a slow or broken client never
+affects the service.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from runtime.http import HttpServer, Request, Response, http_get
+from aiohttp import web
+
+from runtime.httpkit import HttpServer, Request, Response, http_get, serve_simple
 
 __all__ = ["MAX_REQUEST_HEAD", "READ_TIMEOUT", "MonitorServer", "http_get", "parse_prometheus"]
 
@@ -30,24 +33,22 @@ class MonitorServer(HttpServer):
     def __init__(
         self, metrics: MetricsFn, health: HealthFn, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
+        app = web.Application()
+        # GET only: a declared body is refused before a byte of it is read.
+        app.router.add_route("*", "/{tail:.*}", serve_simple(self._answer, max_body=0, name="monitor"))
         super().__init__(
-            self._answer,
-            host=host,
-            port=port,
-            max_head=MAX_REQUEST_HEAD,
-            max_body=0,  # GET only: a declared body is refused before a byte of it is read
-            idle_timeout=READ_TIMEOUT,
-            name="monitor",
-            keep_alive=False,
+            app, host=host, port=port, max_line=MAX_REQUEST_HEAD, idle_timeout=READ_TIMEOUT, name="monitor"
         )
         self._metrics, self._health = metrics, health
 
     async def _answer(self, request: Request) -> Response:
         try:
-            return self._route(request)
+            response = self._route(request)
         except Exception:  # a bug in a health/metrics callback must not kill the listener
             log.exception("monitor request failed")
-            return Response(500, b"internal error\n", "text/plain")
+            response = Response(500, b"internal error\n", "text/plain")
+        response.close = True  # one request per connection
+        return response
 
     def _route(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):

@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aiohttp import BodyPartReader, web
+
 from runtime.auth.secret_files import read_or_create_secret
-from runtime.http import HttpServer, MalformedRequest, Request, Response, json_response, parse_multipart
+from runtime.httpkit import BODY_TIMEOUT, HttpServer, Response, json_response
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
     Endpoint,
@@ -54,6 +56,7 @@ CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", 
 _EXT = re.compile(r"^[a-z0-9]{1,8}$")
 _GET = re.compile(r"^/g0/([0-9a-f]{2})/([0-9a-f]{64})(?:\.([a-z0-9]{1,8}))?$")
 TOKEN_TTL = 24 * 3600
+MAX_PARTS = 16
 
 
 def _sign(secret: str, user_id: int, expiry: int) -> str:
@@ -97,16 +100,9 @@ class BlobService(Service):
         self.store = BlobStore(root, max_file=self.max_file, max_upload=self.max_post)
         self.secret = read_or_create_secret(ctx.data_dir / str(cfg.get("secret_file", "blob.secret")))
         self.api_key = read_or_create_secret(ctx.data_dir / str(cfg.get("api_key_file", "admin.key")))
-        self.http = HttpServer(
-            self.handle,
-            host=ctx.host,
-            port=config_port(cfg, "http_port"),
-            max_body=self.max_post,
-            name="blobs",
-            too_large=lambda n, limit: blob_error(
-                UPLOAD_TOO_LARGE, f"upload of {n} bytes exceeds {limit}", 413
-            ),
-        )
+        app = web.Application(client_max_size=self.max_post)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.http = HttpServer(app, host=ctx.host, port=config_port(cfg, "http_port"), name="blobs")
         self._endpoints: list[Endpoint] = []
         self.m_uploads = self.metrics.counter("blob_uploads_total", "files stored")
         self.m_downloads = self.metrics.counter("blob_downloads_total", "files served")
@@ -134,18 +130,19 @@ class BlobService(Service):
         return f"http://{self.ctx.host}:{self.http.port}"
 
     # requests --------------------------------------------------------------------------------------------
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         """Route one request."""
         if request.method in ("GET", "HEAD"):
-            return await self._get(request)
+            return (await self._get(request)).to_aiohttp()
         if request.method == "POST":
             response = await self._post(request)
             if response.status != 200:
                 self.m_refused.inc()
-            return response
-        return blob_error(METHOD, "only GET and POST", 405)
+                response.close = True  # the rest of a refused body is not read
+            return response.to_aiohttp()
+        return blob_error(METHOD, "only GET and POST", 405).to_aiohttp()
 
-    async def _get(self, request: Request) -> Response:
+    async def _get(self, request: web.Request) -> Response:
         m = _GET.match(request.path)
         if m is None or m.group(2)[:2] != m.group(1):
             return Response(404, b"not found\n")
@@ -158,7 +155,7 @@ class BlobService(Service):
         body = b"" if request.method == "HEAD" else data
         return Response(200, body, ctype, {"Cache-Control": "public, max-age=31536000, immutable"})
 
-    def authorized(self, request: Request) -> bool:
+    def authorized(self, request: web.Request) -> bool:
         """An upload token or the API key, in a header or the query."""
         auth = request.headers.get("authorization", "")
         candidates = [
@@ -171,24 +168,28 @@ class BlobService(Service):
             return True
         return any(c and verify_upload_token(self.secret, c) is not None for c in candidates)
 
-    async def _post(self, request: Request) -> Response:
+    async def _post(self, request: web.Request) -> Response:
+        declared = request.content_length
+        if declared is not None and declared > self.max_post:
+            return blob_error(UPLOAD_TOO_LARGE, f"upload of {declared} bytes exceeds {self.max_post}", 413)
         if not self.authorized(request):
             return blob_error(UNAUTHORIZED, "an upload token or API key is required", 401)
         try:
-            parts = parse_multipart(request.headers.get("content-type", ""), request.body)
-        except MalformedRequest as exc:
-            return blob_error(NOT_MULTIPART, f"malformed upload: {exc}", 400)
-        files = [p for p in parts if p.filename is not None]
+            files = await asyncio.wait_for(self._read_files(request), BODY_TIMEOUT)
+        except TimeoutError:
+            return blob_error(NOT_MULTIPART, "the upload did not arrive in time", 400)
+        except _Refused as exc:
+            return exc.response
         if not files:
             return blob_error(NO_FILE, "no file part in the upload", 400)
         exts = []
-        for part in files:
-            ext = _extension(part.filename or "")
+        for filename, _data in files:
+            ext = _extension(filename)
             if ext is None:
-                return blob_error(BAD_NAME, f"unusable file name {part.filename!r}", 400)
+                return blob_error(BAD_NAME, f"unusable file name {filename!r}", 400)
             exts.append(ext)
         try:
-            digests = await asyncio.to_thread(self.store.put_upload, [p.data for p in files])
+            digests = await asyncio.to_thread(self.store.put_upload, [data for _n, data in files])
         except ValueTooLarge as exc:
             code = FILE_TOO_LARGE if exc.field == "blob" else UPLOAD_TOO_LARGE
             return blob_error(code, str(exc), 413)
@@ -204,6 +205,58 @@ class BlobService(Service):
         if len(out) > 1:
             doc["files"] = out
         return json_response(doc)
+
+    async def _read_files(self, request: web.Request) -> list[tuple[str, bytes]]:
+        """(file name, bytes) of each file part, streamed with aiohttp's multipart reader; every size is
+        capped while reading (a file above max_file_bytes, or the whole body above max_post_bytes)."""
+        if not request.content_type.startswith("multipart/form-data"):
+            raise _Refused(blob_error(NOT_MULTIPART, "malformed upload: expected multipart/form-data", 400))
+        files: list[tuple[str, bytes]] = []
+        total = parts = 0
+        try:
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None:
+                    break
+                parts += 1
+                if parts > MAX_PARTS or not isinstance(part, BodyPartReader):
+                    raise _Refused(
+                        blob_error(NOT_MULTIPART, f"malformed upload: more than {MAX_PARTS} parts", 400)
+                    )
+                if part.name is None:
+                    raise ValueError("a part without a name")
+                data = bytearray()
+                while chunk := await part.read_chunk(65536):
+                    data += chunk
+                    total += len(chunk)
+                    if len(data) > self.max_file:
+                        raise _Refused(blob_error(FILE_TOO_LARGE, f"a file above {self.max_file} bytes", 413))
+                    if total > self.max_post:
+                        raise _Refused(
+                            blob_error(UPLOAD_TOO_LARGE, f"upload above {self.max_post} bytes", 413)
+                        )
+                if part.filename is not None:
+                    files.append((part.filename, bytes(data)))
+        except _Refused:
+            raise
+        except (ValueError, AssertionError, LookupError, UnicodeError, web.HTTPException) as exc:
+            raise _Refused(
+                blob_error(NOT_MULTIPART, f"malformed upload: {exc or type(exc).__name__}", 400)
+            ) from None
+        except Exception as exc:  # aiohttp's payload errors: a body that ends early or breaks its encoding
+            raise _Refused(
+                blob_error(NOT_MULTIPART, f"malformed upload: {type(exc).__name__}", 400)
+            ) from None
+        return files
+
+
+class _Refused(Exception):
+    """An upload refused while reading it."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 def _extension(filename: str) -> str | None:

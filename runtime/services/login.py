@@ -15,9 +15,11 @@ import json
 import time
 from typing import Any
 
+from aiohttp import web
+
 from runtime.dispatch import Context, Dispatcher
 from runtime.framing import Frame
-from runtime.http import HttpServer, Request, Response
+from runtime.httpkit import HttpServer, Request, Response, serve_simple
 from runtime.monitor.metrics import Metrics
 from runtime.services.admission import (
     MSG_SERVER_FULL,
@@ -42,7 +44,8 @@ from runtime.services.links import Link, Proto, keep_alive, serve_links
 from runtime.services.refusals import RejectingHandlers
 from runtime.transport import Server, serve
 
-MAX_REQUEST = 1024
+MAX_REQUEST = 1024  # the whole request head (a longer line is refused by aiohttp itself, 400)
+MAX_HEADER_LINES = 16
 IDLE_SECONDS = 60.0
 
 
@@ -112,15 +115,23 @@ class LoginService(Service):
             }
         self.dispatcher = Dispatcher(ctx.registry, self.handlers)
         self._internal: asyncio.Server | None = None
-        self.http = HttpServer(
+        app = web.Application()
+        handler = serve_simple(
             self._http_request,
-            host=ctx.host,
-            port=config_port(cfg, "http_port"),
-            max_head=MAX_REQUEST,
             max_body=0,  # GET only: a declared body is refused before a byte of it is read
-            idle_timeout=IDLE_SECONDS,
             name="login",
             refusal=_refusal,
+            max_head=MAX_REQUEST,
+        )
+        app.router.add_route("*", "/{tail:.*}", handler)
+        self.http = HttpServer(
+            app,
+            host=ctx.host,
+            port=config_port(cfg, "http_port"),
+            max_line=MAX_REQUEST,
+            max_headers=MAX_HEADER_LINES,
+            idle_timeout=IDLE_SECONDS,
+            name="login",
         )
         self._client: Server | None = None
         self._endpoints: list[Endpoint] = []

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from typing import Any
 
-from runtime.http import ClientResponse, http_request, post_json
+import aiohttp
+
+from tests.http_support import ClientResponse, http_request, post_json
 from tests.integration.conftest import PASSWORD
 from tests.integration.file_support import FileCluster
 
@@ -84,3 +88,89 @@ class WebClient:
             if left <= 0:
                 raise TimeoutError(f"no matching event; got {self.events}")
             await self.poll(min(left, 5.0))
+
+
+class WsClient:
+    """A WebSocket client of the gateway (`GET /api/ws`): replies matched by id, events collected."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.session, self.ws = session, ws
+        self.events: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.last_seq = 0
+        self._replies: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self._next = 0
+        self._changed = asyncio.Event()
+        self.closed = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(
+        cls, addr: tuple[str, int], token: str, *, since: int = 0, in_query: bool = False
+    ) -> WsClient:
+        """Connect and authenticate (first frame, or `?token=` with `in_query`); asserts success."""
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        query = f"?token={token}&since={since}" if in_query else ""
+        ws = await session.ws_connect(f"http://{addr[0]}:{addr[1]}/api/ws{query}", autoping=True)
+        client = cls(session, ws)
+        if in_query:
+            return client
+        reply = await client.request("auth", token=token, since=since)
+        assert reply["error_code"] == 0, reply
+        return client
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                doc = json.loads(msg.data)
+                if doc.get("op") == "events":
+                    self.events.extend(doc["events"])
+                    self.last_seq = doc["last_seq"]
+                elif doc.get("op") == "reply" and doc.get("id") in self._replies:
+                    self._replies.pop(doc["id"]).set_result(doc)
+                elif doc.get("op") == "error":
+                    self.errors.append(doc)
+                self._changed.set()
+        finally:
+            if not self.closed.done():
+                self.closed.set_result(self.ws.close_code)
+            self._changed.set()
+
+    async def request(self, op: str, timeout: float = 8.0, **fields: Any) -> dict[str, Any]:
+        """A command; its reply."""
+        self._next += 1
+        rid = f"r{self._next}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[rid] = future
+        await self.ws.send_str(json.dumps({"op": op, "id": rid, **fields}))
+        return await asyncio.wait_for(future, timeout)
+
+    async def wait_for(self, pred: Any, timeout: float = 8.0) -> dict[str, Any]:
+        """Until an event matching pred arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for ev in self.events:
+                if pred(ev):
+                    return ev
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed.done():
+                raise TimeoutError(f"no matching event; got {self.events}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    async def close_code(self, timeout: float = 8.0) -> int | None:
+        """Wait until the server closed the socket; its close code."""
+        code: int | None = await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        return code
+
+    async def close(self) -> None:
+        """Close the socket and the client session."""
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reader
+        await self.session.close()

@@ -52,12 +52,11 @@ def test_monitor_server_answers_and_survives_bad_input() -> None:
             assert code == 200 and json.loads(body) == {"status": "ok"}
             assert (await http_get("127.0.0.1", port, "/health"))[0] == 500  # callback raised
             assert (await http_get("127.0.0.1", port, "/nope"))[0] == 404
-            assert (await raw(port, b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
-            assert (await raw(port, b"\x00\xff garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
-            assert (await raw(port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n")).startswith(
-                b"HTTP/1.1 431"
-            )
-            assert (await raw(port, b"GET /metr", half_close=True)).startswith(b"HTTP/1.1 400")
+            assert (await raw(port, b"POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n"))[9:12] == b"405"
+            assert (await raw(port, b"\x00\xff garbage\r\n\r\n"))[9:12] == b"400"
+            huge_head = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n"
+            assert (await raw(port, huge_head))[9:12] == b"400"
+            assert await raw(port, b"GET /metr", half_close=True) == b""  # incomplete: closed unanswered
             assert (await http_get("127.0.0.1", port, "/health"))[0] == 200  # still serving
         finally:
             await server.stop()

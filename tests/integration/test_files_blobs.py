@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.http import encode_multipart, http_request
+from tests.http_support import encode_multipart, http_request
 from tests.integration.file_support import FileCluster, run_file_cluster
 from tests.integration.gateway_support import WebClient, wait_gateway
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runtime.http import http_request, post_json
+from tests.http_support import http_request, post_json
 from tests.integration.conftest import cluster_storage
 from tests.integration.file_support import FileCluster, run_file_cluster
 from tests.integration.gateway_support import GATEWAY, WebClient, wait_gateway

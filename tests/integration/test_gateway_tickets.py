@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runtime.http import post_json
+from tests.http_support import post_json
 from tests.integration.file_support import FileCluster, run_file_cluster
 from tests.integration.gateway_support import GATEWAY, WebClient, wait_gateway
 

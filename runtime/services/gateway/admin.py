@@ -19,7 +19,7 @@ import hmac
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
-from runtime.http import Request, Response, json_response
+from runtime.httpkit import Request, Response, json_response
 from runtime.storage import errors as se
 from runtime.storage.models import GroupModify, GroupType
 

@@ -1,4 +1,7 @@
-"""Runtime services layer (gateway): the long-poll client API (`/api/...`), JSON in and out.
+"""Runtime services layer (gateway): the client API (`/api/...`), JSON in and out (docs/web-api.md).
+
+The same routes answer HTTP requests and WebSocket commands (`dispatch`, runtime.services.gateway.websocket);
+the chat page's reads and commands are in runtime.services.gateway.chat_api. The long-poll core:
 
 - `POST /api/login` `{user, password}` (plain) or `{user, password_md5}`, optional `client_type` (1, 2, 17,
   18) -> `{token, user_id, user, upload_token, upload_url, poll_timeout, resume_ticket, ticket_expires}`;
@@ -13,8 +16,9 @@
 - `GET /api/unread` -> `{total, sessions: [...]}`.
 
 Every answer carries `error_code` (0 OK, 1 bad request, 2 not logged in, 3 service unavailable, 6 login
-refused, 24 value too large, 27 rate limited, other values from biz: 20 invalid, 21 not found, 22 denied) and
-`error_msg`. The session token goes in `Authorization: Bearer <token>` (or `?token=`).
+refused, 24 value too large, 27 rate limited, 28 recall window expired, other values from biz: 20 invalid, 21
+not found, 22 denied) and `error_msg`. The session token goes in `Authorization: Bearer <token>` (or
+`?token=`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from google.protobuf.json_format import MessageToDict
 from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.errors import CallTimeout, ConnectionClosed
 from runtime.framing import Frame
-from runtime.http import Request, Response, json_response
+from runtime.httpkit import Request, Response, json_response
 from runtime.services.biz.convert import (
     STORE_RETRY_DELAYS,
     StoreTokens,
@@ -43,6 +47,8 @@ from runtime.services.biz.convert import (
     unpack_store_reply,
 )
 from runtime.services.blobs import issue_upload_token
+from runtime.services.gateway.chat_api import ChatPageApi
+from runtime.services.gateway.files import file_text
 from runtime.services.gateway.relays import GROUP_MSG_BIT, chat_key
 from runtime.services.gateway.sessions import Session
 from runtime.services.links import FLAG_RELAY, ResultCode, pack_relay
@@ -78,7 +84,29 @@ def _uint(value: Any, name: str, *, positive: bool = True) -> int:
     return value
 
 
-class ClientApi:
+Route = Any  # (Request, doc, Session | None) -> Awaitable[Response]
+# WebSocket ops: the HTTP endpoints a socket may call (docs/web-api.md), by name.
+WS_OPS = (
+    "send",
+    "ack",
+    "read",
+    "typing",
+    "recall",
+    "unread",
+    "users",
+    "departments",
+    "user_info",
+    "groups",
+    "group",
+    "recent",
+    "history",
+    "presence",
+    "logout",
+    "ping",
+)
+
+
+class ClientApi(ChatPageApi):
     """The `/api/` endpoints of one gateway."""
 
     def __init__(self, svc: GatewayService) -> None:
@@ -86,7 +114,7 @@ class ClientApi:
         self.proto = svc.proto
         self.tokens = StoreTokens()
         self._revocations: set[asyncio.Task[Any]] = set()
-        self.routes = {
+        self.routes: dict[tuple[str, str], Route] = {
             ("POST", "/api/login"): self.login,
             ("POST", "/api/logout"): self.logout,
             ("POST", "/api/send"): self.send,
@@ -94,11 +122,35 @@ class ClientApi:
             ("POST", "/api/ack"): self.ack,
             ("POST", "/api/read"): self.read,
             ("GET", "/api/unread"): self.unread,
+            ("GET", "/api/users"): self.users,
+            ("GET", "/api/departments"): self.departments,
+            ("GET", "/api/user_info"): self.user_info,
+            ("GET", "/api/groups"): self.groups,
+            ("GET", "/api/group"): self.group,
+            ("GET", "/api/recent"): self.recent,
+            ("GET", "/api/history"): self.history,
+            ("GET", "/api/presence"): self.presence,
+            ("POST", "/api/typing"): self.typing,
+            ("POST", "/api/recall"): self.recall,
+            ("GET", "/api/ping"): self.ping,
         }
+        by_path = {path: route for (_m, path), route in self.routes.items()}
+        self.ws_routes: dict[str, Route] = {op: by_path["/api/" + op] for op in WS_OPS}
+
+    async def dispatch(self, op: str, doc: dict[str, Any], session: Session, peer: str) -> Response:
+        """One WebSocket command (an op of WS_OPS, checked by the caller) for an authenticated session."""
+        request = Request("WS", "/api/" + op, {}, {}, b"", peer)
+        try:
+            response: Response = await self.ws_routes[op](request, doc, session)
+        except ValueError as exc:
+            return error(BAD_REQUEST, str(exc))
+        return response
 
     async def handle(self, request: Request) -> Response:
-        """Route, decode JSON bodies, check the session."""
+        """Route, decode JSON bodies (GET: the query string), check the session."""
         route = self.routes.get((request.method, request.path))
+        if route is None and request.method == "HEAD":
+            route = self.routes.get(("GET", request.path))
         if route is None:
             if any(path == request.path for _m, path in self.routes):
                 return error(BAD_REQUEST, "method not allowed", 405)
@@ -112,15 +164,18 @@ class ClientApi:
             if not isinstance(parsed, dict):
                 return error(BAD_REQUEST, "the body must be a JSON object")
             doc = parsed
+        elif request.method != "POST":
+            doc = {k: v for k, v in request.query.items() if k != "token"}
         session = None
         if route != self.login:
             session = self._session(request)
             if session is None:
                 return error(NOT_LOGGED_IN, "not logged in (missing, unknown or expired token)", 401)
         try:
-            return await route(request, doc, session)
+            response: Response = await route(request, doc, session)
         except ValueError as exc:
             return error(BAD_REQUEST, str(exc))
+        return response
 
     def _session(self, request: Request) -> Session | None:
         auth = request.headers.get("authorization", "")
@@ -331,8 +386,21 @@ class ClientApi:
         if not isinstance(group, bool):
             raise ValueError("group must be true or false")
         client_msg_id = _uint(doc.get("client_msg_id", 0), "client_msg_id", positive=False)
-        if isinstance(doc.get("text"), str):
-            data = doc["text"].encode("utf-8")
+        burn = doc.get("burn", False)
+        if not isinstance(burn, bool):
+            raise ValueError("burn must be true or false")
+        if burn and group:
+            raise ValueError("burn-after-reading is for one-to-one messages")
+        if "file" in doc:
+            text, refused = await file_text(self.svc, doc["file"])
+            if refused is not None:
+                return refused
+            data = text.encode("utf-8")
+        elif isinstance(doc.get("text"), str):
+            try:
+                data = doc["text"].encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text is not valid Unicode (a lone surrogate)") from None
         elif isinstance(doc.get("data_b64"), str):
             try:
                 data = base64.b64decode(doc["data_b64"], validate=True)
@@ -366,7 +434,8 @@ class ClientApi:
             msg.attach_data = pack_store_request(version, self.tokens.next())
         elif group:
             msg.attach_data = pack_version(version)
-        cid = self.proto.cid("CID_MSG_DATA")
+        command = "CID_EXT_MSG_BURN" if burn else "CID_MSG_DATA"
+        cid = self.proto.cid(command)
         frame = await self._store(cid, user, msg)
         stored: Any = self.proto.parse(frame.command_id, frame.body) if frame and frame.body else None
         if stored is None:
@@ -384,7 +453,7 @@ class ClientApi:
         else:
             targets = [user, to]
         session.first_delivery(chat_key(user, stored))
-        self.svc.deliver_chat(stored, targets, skip=session)
+        self.svc.deliver_chat(stored, targets, skip=session, burn=burn)
         self.svc.routers.relay(cid, stored.SerializeToString(), targets)
         return ok(
             msg_id=stored.msg_id,
@@ -439,6 +508,16 @@ class ClientApi:
             session_type=session_type,
         )
         self.svc.notify("CID_MSG_READ_NOTIFY", note, [user], skip=session)
+        if session_type == 1:
+            # A read receipt for the peer's sessions on this gateway (docs/web-api.md: `receipt`).
+            receipt = {
+                "type": "receipt",
+                "reader": user,
+                "session_id": user,
+                "session_type": 1,
+                "msg_id": msg_id,
+            }
+            self.svc.push_event([session_id], receipt)
         burned = [m.msg_id for m in cast(Any, rsp).msg_list] if session_type == 1 else []
         for mid in burned:
             # As msg does for TCP readers: the reader's and the sender's devices all drop the message.

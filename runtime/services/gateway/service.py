@@ -1,15 +1,18 @@
-"""Runtime services layer (gateway): HTTP long-poll access to messaging, and the admin HTTP API.
+"""Runtime services layer (gateway): HTTP long-poll and WebSocket access to messaging, the chat page, and the
+admin HTTP API, on aiohttp.
 
 The gateway is a msg server whose clients speak HTTP: it holds a session per logged-in HTTP user, reports
 their presence to every router (status updates, snapshots on reconnect) exactly as a msg server does, stores
 sends through biz with the same relay envelope (so the same dedup and msg-id rules apply), and delivers
-through the routers; routers relay to it whatever targets its users. See docs/gateway in client_api.py and
-admin.py for the endpoints.
+through the routers; routers relay to it whatever targets its users. docs/web-api.md is the contract of the
+client API (client_api.py, websocket.py, files.py, static.py); admin.py documents `/query/`.
 
 Config keys (`services.gateway`): `http_port`, `admin_api_key_file` (default `admin.key` in the data dir,
-created 0600), `poll_timeout_max` (s, default 30), `session_idle` (s without a poll before a session ends,
-default 90), `max_body_bytes` (default 64 KiB), `ip_rate` / `ip_burst` (requests per second per client
-address, default 50 / 100), `blob_secret_file` (default `blob.secret`, for upload tokens).
+created 0600), `poll_timeout_max` (s, default 30), `session_idle` (s without a poll or a socket before a
+session ends, default 90), `max_body_bytes` (default 64 KiB), `max_upload_bytes` (default 5 MiB + 64 KiB),
+`ws_max_frame` (default 64 KiB), `ip_rate` / `ip_burst` (requests and WebSocket frames per second per client
+address, default 50 / 100), `blob_secret_file` (default `blob.secret`, for upload tokens), `web_root` and
+`web_gen_root` (the page's folders, see static.py).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from aiohttp import web
+
 from runtime.auth.secret_files import read_or_create_secret
-from runtime.http import HttpServer, Request, Response, json_response
+from runtime.httpkit import HttpServer, Request, Response, json_response, serve_simple
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
     Endpoint,
@@ -33,10 +38,13 @@ from runtime.services.base import (
 )
 from runtime.services.biz.storage_open import open_storage
 from runtime.services.gateway.admin import AdminApi
-from runtime.services.gateway.client_api import ClientApi
+from runtime.services.gateway.client_api import ClientApi, error
+from runtime.services.gateway.files import Files, file_event
 from runtime.services.gateway.presence import GatewayPresence
 from runtime.services.gateway.relays import GatewayInbound, chat_event, chat_key
 from runtime.services.gateway.sessions import Session, SessionTable, TokenBucket
+from runtime.services.gateway.static import StaticFiles
+from runtime.services.gateway.websocket import WebSockets
 from runtime.services.links import Dialer, Link, Proto
 from runtime.services.msg.routing import RouterPool
 from runtime.storage.base import Storage
@@ -70,13 +78,18 @@ class GatewayService(Service):
         self.biz: Dialer | None = None
         self.client_api = ClientApi(self)
         self.admin_api = AdminApi(self)
-        self.http = HttpServer(
-            self.handle,
-            host=ctx.host,
-            port=config_port(cfg, "http_port"),
-            max_body=int(cfg.get("max_body_bytes", 64 * 1024)),
-            name="gateway",
-        )
+        self.files = Files(self, int(cfg.get("max_upload_bytes", 5 * 1024 * 1024 + 64 * 1024)))
+        self.websockets = WebSockets(self, int(cfg.get("ws_max_frame", 64 * 1024)))
+        self.static = StaticFiles(self, cfg.get("web_root"), cfg.get("web_gen_root"))
+        app = web.Application()
+        app.router.add_get("/api/ws", self.websockets.handle)
+        app.router.add_post("/api/upload", self.files.upload)
+        app.router.add_get("/api/blob/{path:.+}", self.files.download)
+        self.static.add_routes(app)
+        max_body = int(cfg.get("max_body_bytes", 64 * 1024))
+        handler = serve_simple(self.handle, max_body=max_body, name="gateway", refusal=_refusal)
+        app.router.add_route("*", "/{tail:.*}", handler)
+        self.http = HttpServer(app, host=ctx.host, port=config_port(cfg, "http_port"), name="gateway")
         self._endpoints: list[Endpoint] = []
         self._ticker: asyncio.Task[None] | None = None
         self.m_requests = self.metrics.counter("gateway_requests_total", "HTTP requests")
@@ -105,6 +118,7 @@ class GatewayService(Service):
         self.presence.close()
         for session in list(self.sessions.by_token.values()):
             self.retire(session)
+        await self.websockets.close_all()
         await self.http.stop(min(drain_timeout, 1.0))
         await self.client_api.stop_revocations(min(drain_timeout, 2.0))
         await self.routers.stop()
@@ -153,20 +167,24 @@ class GatewayService(Service):
                 self.log.exception("gateway tick failed")
 
     # HTTP ------------------------------------------------------------------------------------------------
-    async def handle(self, request: Request) -> Response:
-        """Rate-limit per client address, then route."""
+    def rate_ok(self, peer: str) -> bool:
+        """Spend one of the client address's tokens (HTTP requests and WebSocket frames alike)."""
         self.m_requests.inc()
-        ip = request.peer.rsplit(":", 1)[0]
+        ip = peer.rsplit(":", 1)[0]
         bucket = self._ip_buckets.get(ip)
         if bucket is None:
             bucket = self._ip_buckets[ip] = TokenBucket(self.ip_rate, self.ip_burst)
             while len(self._ip_buckets) > MAX_IPS:
                 self._ip_buckets.popitem(last=False)
-        if not bucket.take():
-            self.m_rate_limited.inc()
-            return json_response(
-                {"error_code": 429, "error_msg": "too many requests"}, 429, {"Retry-After": "1"}
-            )
+        if bucket.take():
+            return True
+        self.m_rate_limited.inc()
+        return False
+
+    async def handle(self, request: Request) -> Response:
+        """Rate-limit per client address, then route."""
+        if not self.rate_ok(request.peer):
+            return rate_limited()
         if request.path.startswith("/query/"):
             return await self.admin_api.handle(request)
         if request.path.startswith("/api/"):
@@ -215,7 +233,7 @@ class GatewayService(Service):
 
     def deliver_chat(self, msg: Any, targets: Any, skip: Session | None = None, burn: bool = False) -> None:
         """A stored chat message to every session of the targets, once per session."""
-        event = chat_event(msg, burn)
+        event = file_event(chat_event(msg, burn))
         for uid in targets:
             key = chat_key(uid, msg)
             for session in self.sessions.of(uid):
@@ -229,3 +247,13 @@ class GatewayService(Service):
 
         self.push_event(users, generic_event(command, msg), skip)
         self.routers.relay(self.proto.cid(command), msg.SerializeToString(), sorted(set(users)))
+
+
+def rate_limited() -> Response:
+    """The answer to a client address over its rate (the same for every kind of request)."""
+    return json_response({"error_code": 429, "error_msg": "too many requests"}, 429, {"Retry-After": "1"})
+
+
+def _refusal(status: int, reason: str) -> Response:
+    """Requests refused before the API sees them: too large (error 24), malformed or too slow (error 1)."""
+    return error(24 if status == 413 else 1, reason, status)

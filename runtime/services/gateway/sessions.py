@@ -4,6 +4,8 @@ Every push for a session gets the next sequence number and stays queued until th
 (`poll?since=N` or `POST /api/ack` drops everything up to N), so a poll lost on the way to the client is
 answered again by the next one. The queue is bounded: when a client stops polling, the oldest events go and
 the next poll says `gap: true` (the client then re-reads unread counts and history, as after a reconnect).
+A session is read either by polls or by one WebSocket (`socket`); while a socket is attached the session is
+not idle.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class Session:
         self.sends = TokenBucket(20.0, 20.0)
         self.auth_time = int(time.time())  # the password login this session descends from
         self.ticket_session = b""  # session id of the resumption ticket handed to this session
+        self.typing = TokenBucket(5.0, 5.0)
+        self.socket: Any = None  # the attached WebSocket connection (runtime.services.gateway.websocket)
         self._changed = asyncio.Event()
         self._poll_generation = 0
 
@@ -114,6 +118,21 @@ class Session:
         gap, self.gap = self.gap, False
         return self.pending(since), gap
 
+    async def next_events(self, after: int) -> list[dict[str, Any]]:
+        """Queued events after `after`, waiting until there is one or the session closes (for a socket; it
+        acknowledges nothing and does not end waiting polls)."""
+        while True:
+            events = self.pending(after)
+            if events or self.closed:
+                return events
+            self._changed.clear()
+            await self._changed.wait()
+
+    def take_gap(self) -> bool:
+        """Whether events were dropped since the last delivery (and forget it)."""
+        gap, self.gap = self.gap, False
+        return gap
+
     def close(self) -> None:
         """End the session (a waiting poll returns at once)."""
         self.closed = True
@@ -157,8 +176,10 @@ class SessionTable:
         return True
 
     def idle(self, now: float) -> list[Session]:
-        """Sessions whose client stopped polling."""
-        return [s for s in self.by_token.values() if now - s.last_seen > self.idle_timeout]
+        """Sessions whose client stopped polling (and has no socket open)."""
+        return [
+            s for s in self.by_token.values() if s.socket is None and now - s.last_seen > self.idle_timeout
+        ]
 
     def __len__(self) -> int:
         return len(self.by_token)

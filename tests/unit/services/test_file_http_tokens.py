@@ -1,13 +1,11 @@
-"""Unit: upload tokens, the key file, and multipart parsing used by the blob store (no sockets)."""
+"""Unit: upload tokens, the key file and file names used by the blob store (no sockets; its multipart
+parsing is aiohttp's, tested through real uploads in tests/integration/test_files_blobs.py)."""
 
 from __future__ import annotations
 
 import stat
 from pathlib import Path
 
-import pytest
-
-from runtime.http import MalformedRequest, encode_multipart, parse_multipart
 from runtime.services.blobs import _extension, issue_upload_token, read_or_create_secret, verify_upload_token
 
 
@@ -28,26 +26,6 @@ def test_secret_file_is_created_0600_once(tmp_path: Path) -> None:
     first = read_or_create_secret(path)
     assert len(first) == 64 and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert read_or_create_secret(path) == first
-
-
-def test_multipart_round_trip_and_malformed_bodies() -> None:
-    ctype, body = encode_multipart(
-        [("file", "a.png", b"\x89PNG\r\n--not-a-boundary"), ("file2", "b.txt", b"")]
-    )
-    parts = parse_multipart(ctype, body)
-    assert [(p.name, p.filename, p.data) for p in parts] == [
-        ("file", "a.png", b"\x89PNG\r\n--not-a-boundary"),
-        ("file2", "b.txt", b""),
-    ]
-    for bad_type, bad_body in [
-        ("application/json", body),
-        ("multipart/form-data", body),  # no boundary
-        (ctype, b"garbage"),
-        (ctype, body[:-30]),  # truncated: no closing boundary
-        (ctype, body.replace(b"Content-Disposition", b"Content-Dispositio")),  # no name
-    ]:
-        with pytest.raises(MalformedRequest):
-            parse_multipart(bad_type, bad_body)
 
 
 def test_extensions() -> None:
