@@ -252,7 +252,7 @@ class ClientCore:
         why = "the protocol has no secure-session handshake"
         if info is not None:
             kx, nonce = KeyExchange(), os.urandom(16)
-            req = info.message_class(
+            req: Any = info.message_class(
                 client_public_key=kx.public_bytes, client_nonce=nonce, suites=list(SUITES)
             )
             rsp: Any = None

@@ -144,7 +144,8 @@ class FileTransfers:
         self, core: ClientCore, user_id: int, data: bytes, finished: asyncio.Future[int]
     ) -> None:
         """Answer the file service's pulls from `data` until it reports a final state."""
-        async for info, msg in core.pushes():
+        async for info, pushed in core.pushes():
+            msg: Any = pushed
             if info.name == "CID_FILE_PULL_DATA_REQ":
                 size = min(int(msg.data_size), CHUNK * 16)
                 reply = self._new(

@@ -4,8 +4,8 @@ The logic lives here so the CLI (`ttgen admin`) and the gateway's admin HTTP API
 """
 
 from runtime.admin.audit import AuditLog, audit_path
+from runtime.admin.kick import KICK_ACCOUNT
 from runtime.admin.users import (
-    KICK_ACCOUNT,
     AdminError,
     ImportReport,
     RowError,

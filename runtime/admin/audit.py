@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ MAX_BYTES = 64 * 1024 * 1024
 SECRET_KEYS = frozenset({"password", "app_key", "key"})
 
 
-def audit_path(cluster_config: dict[str, Any], data_dir: Path) -> Path:
+def audit_path(cluster_config: Mapping[str, Any], data_dir: Path) -> Path:
     """Where the cluster's audit log is: `admin.audit_log` (relative paths are under the data dir)."""
     section = cluster_config.get("admin") or {}
     configured = section.get("audit_log") if isinstance(section, dict) else None

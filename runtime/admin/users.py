@@ -1,9 +1,10 @@
 """Runtime admin layer: the user lifecycle verbs shared by `ttgen admin user ...` and the admin HTTP API.
 
-- disable: status DISABLED (still listed in the directory; password and ticket logins are refused);
-- enable: a DISABLED user back to NORMAL (a deleted user cannot be enabled);
-- delete: status LEFT (hidden from the directory, history kept for the peers), the password hash replaced by a
-  value no password matches (every resumption ticket is void with it) and the device tokens dropped;
+- disable: status LEFT, TeamTalk's "departed" (hidden from the directory; password and ticket logins are
+  refused); the password is kept;
+- enable: a disabled user back to NORMAL (a deleted user cannot be enabled);
+- delete: disabled, and the password hash replaced by a value no password matches (every resumption ticket
+  is void with it) and the device tokens dropped; its messages stay in the peers' history;
 - passwd: a new password (resumption tickets are bound to the stored hash and stop working);
 - import: many users from CSV in one transaction; every bad row is reported with its line, and nothing is
   written unless every row is good (or `partial`, where the good rows are written, still in one transaction).
@@ -27,9 +28,6 @@ from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import NewUser, User, UserPatch, UserStatus
 
-# IMServerKickUser.reason for "every session of the user, whatever its client type" (TeamTalk's reasons are
-# 1 and 2; clients are told KICK_REASON_DUPLICATE_USER, the only reason their enum has that means "go away").
-KICK_ACCOUNT = 3
 DELETED_HASH = "!deleted"  # not an argon2 hash: no password verifies against it
 MAX_IMPORT_ROWS = 100_000
 MAX_IMPORT_BYTES = 32 * 1024 * 1024
@@ -37,7 +35,7 @@ MAX_PASSWORD = 1024
 HASH_WORKERS = 4  # argon2 releases the GIL: a few threads hash an import in parallel
 COLUMNS = ("name", "password", "nick", "department", "email")
 
-Kick = Callable[[list[int]], Awaitable[int]]
+Kick = Callable[[list[int]], Awaitable[None]]
 
 
 class AdminError(Exception):
@@ -172,13 +170,15 @@ class UserAdmin:
         kick: Kick | None = None,
     ) -> None:
         self.storage, self.audit, self.actor = storage, audit, actor
-        self.hasher, self.kick = hasher, kick
+        self.hasher, self.kicker = hasher, kick
 
     async def find(self, name: str) -> User:
-        """A user by login name, or by id when `name` is a number no login name matches."""
-        user = await self.storage.get_user_by_login(name)
-        if user is None and name.isdigit() and 0 < int(name) <= 0xFFFFFFFF:
-            found = await self.storage.get_users([int(name)])
+        """A user by login name; `#ID` is a user id, and so is a number no login name matches."""
+        by_id = name.startswith("#")
+        digits = name[1:] if by_id else name
+        user = None if by_id else await self.storage.get_user_by_login(name)
+        if user is None and digits.isdigit() and 0 < int(digits) <= 0xFFFFFFFF:
+            found = await self.storage.get_users([int(digits)])
             user = found[0] if found else None
         if user is None:
             raise AdminError(f"unknown user {name!r}", "not_found")
@@ -195,20 +195,24 @@ class UserAdmin:
         except se.StorageError as exc:
             self.audit.record(self.actor, action, name, f"failed: {type(exc).__name__}: {exc}", **details)
             raise AdminError(f"{type(exc).__name__}: {exc}", "conflict") from None
-        kicked = 0
-        if action in ("user.disable", "user.delete") and self.kick is not None:
-            kicked = await self.kick([user.id])
-        self.audit.record(self.actor, action, name, "ok", user_id=user.id, sessions_kicked=kicked, **details)
+        kicked = action in ("user.disable", "user.delete", "user.kick") and self.kicker is not None
+        if kicked and self.kicker is not None:
+            await self.kicker([user.id])
+        self.audit.record(self.actor, action, name, "ok", user_id=user.id, kicked=kicked, **details)
         return user
 
+    async def _deleted(self, user: User) -> bool:
+        creds = await self.storage.get_credentials_by_id(user.id)
+        return creds is None or creds.password_hash == DELETED_HASH
+
     async def disable(self, name: str) -> User:
-        """Switch an account off: it may not log in, its sessions end."""
+        """Switch an account off: it may not log in, its sessions end (disabling twice is harmless)."""
 
         async def work() -> User:
             user = await self.find(name)
-            if user.status == UserStatus.LEFT:
+            if await self._deleted(user):
                 raise AdminError(f"user {name!r} is deleted", "conflict")
-            return await self.storage.update_user(user.id, UserPatch(status=int(UserStatus.DISABLED)))
+            return await self.storage.update_user(user.id, UserPatch(status=int(UserStatus.LEFT)))
 
         return await self._act("user.disable", name, work)
 
@@ -217,9 +221,9 @@ class UserAdmin:
 
         async def work() -> User:
             user = await self.find(name)
-            if user.status == UserStatus.LEFT:
+            if await self._deleted(user):
                 raise AdminError(f"user {name!r} is deleted and cannot be enabled", "conflict")
-            if user.status != UserStatus.DISABLED:
+            if user.status != UserStatus.LEFT:
                 raise AdminError(f"user {name!r} is not disabled", "conflict")
             return await self.storage.update_user(user.id, UserPatch(status=int(UserStatus.NORMAL)))
 
@@ -230,13 +234,17 @@ class UserAdmin:
 
         async def work() -> User:
             user = await self.find(name)
-            if user.status == UserStatus.LEFT:
+            if await self._deleted(user):
                 raise AdminError(f"user {name!r} is already deleted", "conflict")
             await self.storage.set_password_hash(user.id, DELETED_HASH)
             await self.storage.clear_device_token(user.id)
             return await self.storage.update_user(user.id, UserPatch(status=int(UserStatus.LEFT)))
 
         return await self._act("user.delete", name, work)
+
+    async def kick(self, name: str) -> User:
+        """End every session of a user now (what disable and delete do after their change)."""
+        return await self._act("user.kick", name, lambda: self.find(name))
 
     async def passwd(self, name: str, password: str) -> User:
         """Set a new password; the user's resumption tickets stop working."""
@@ -245,7 +253,7 @@ class UserAdmin:
             if not password or len(password) > MAX_PASSWORD:
                 raise AdminError(f"the password must have 1 to {MAX_PASSWORD} characters")
             user = await self.find(name)
-            if user.status == UserStatus.LEFT:
+            if await self._deleted(user):
                 raise AdminError(f"user {name!r} is deleted", "conflict")
             hashed = await asyncio.to_thread(self._hasher().hash_plaintext, password)
             await self.storage.set_password_hash(user.id, hashed)

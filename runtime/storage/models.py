@@ -28,15 +28,14 @@ class GroupModify(IntEnum):
 
 
 class UserStatus(IntEnum):
-    """Employment status (`UserInfo.status`); LEFT users (deleted by an admin) are hidden from the directory.
-    DISABLED (a ttgen addition) marks an account an admin switched off: listed, but it may not log in."""
+    """Employment status (`UserInfo.status`); LEFT users are hidden from the directory and may not log in
+    (`ttgen admin user disable` and `delete` set it)."""
 
     NORMAL = 0
     PROBATION = 1
     REGULAR = 2
     LEFT = 3
     INTERN = 4
-    DISABLED = 5
 
 
 @dataclass(frozen=True)

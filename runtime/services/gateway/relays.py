@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.json_format import MessageToDict
 
+from runtime.admin.kick import KICK_ACCOUNT, KICK_DUPLICATE, KICK_MOBILE
 from runtime.framing import Frame
 from runtime.services.links import FLAG_RELAY, Link, unpack_relay
 
@@ -24,7 +25,6 @@ log = logging.getLogger("ttgen.gateway")
 
 GROUP_MSG_BIT = 0x10
 CHAT = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
-KICK_MOBILE = 2
 
 
 def chat_event(msg: Any, burn: bool = False) -> dict[str, Any]:
@@ -108,7 +108,9 @@ class GatewayInbound:
         elif name == "CID_OTHER_SERVER_KICK_USER":
             for session in list(svc.sessions.of(msg.user_id)):
                 mobile = bool(session.client_type & 0x10)
-                if msg.reason == KICK_MOBILE:
+                if msg.reason == KICK_ACCOUNT:  # disabled or deleted by an admin: every session goes
+                    svc.kick(session, KICK_DUPLICATE)
+                elif msg.reason == KICK_MOBILE:
                     if not mobile:
                         svc.kick(session, msg.reason)
                 elif ((session.client_type ^ msg.client_type) >> 4) == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from runtime.admin.kick import KICK_ACCOUNT, KICK_DUPLICATE, KICK_MOBILE
 from runtime.framing import Frame
 from runtime.services.links import FLAG_RELAY, Link, unpack_relay
 from runtime.services.msg.delivery import same_class
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ttgen.msg.inbound")
 
-KICK_MOBILE = 2
 CHAT = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
 
 
@@ -65,7 +65,9 @@ class InboundRelays:
             handlers.deliver_chat(name, msg, targets or (), body=bytes(body) if body else None)
         elif name == "CID_OTHER_SERVER_KICK_USER":
             for st in list(svc.states_of(msg.user_id)):
-                if msg.reason == KICK_MOBILE:
+                if msg.reason == KICK_ACCOUNT:  # disabled or deleted by an admin: every session goes
+                    handlers.kick(st, KICK_DUPLICATE)
+                elif msg.reason == KICK_MOBILE:
                     if not st.mobile:
                         handlers.kick(st, msg.reason)
                 elif same_class(st.client_type, msg.client_type):

@@ -73,7 +73,7 @@ def _check_profile_value(ctx: OpContext, field: str, value: object) -> object:
     if field == "gender":
         return check_int(field, value, 0, 2)  # type: ignore[arg-type]
     if field == "status":
-        return check_int(field, value, 0, max(UserStatus))  # type: ignore[arg-type]
+        return check_int(field, value, 0, int(UserStatus.INTERN))  # type: ignore[arg-type]
     return check_int(field, value)  # type: ignore[arg-type]
 
 
