@@ -252,9 +252,9 @@ class ClientCore:
         why = "the protocol has no secure-session handshake"
         if info is not None:
             kx, nonce = KeyExchange(), os.urandom(16)
-            req: Any = info.message_class(
-                client_public_key=kx.public_bytes, client_nonce=nonce, suites=list(SUITES)
-            )
+            req: Any = info.message_class()
+            req.client_public_key, req.client_nonce = kx.public_bytes, nonce
+            req.suites.extend(SUITES)
             rsp: Any = None
             try:
                 rsp = await self.call(HANDSHAKE, req, timeout=self.handshake_timeout)

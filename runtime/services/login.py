@@ -242,8 +242,8 @@ class LoginService(Service):
             return _json_error(404, "not found")
         if request.method == "DELETE":
             released = self.admission.release(request.query.get("ticket", "")[:64])
-            doc = {"code": 0 if released else -1, "msg": "released" if released else "no such queue ticket"}
-            return Response(200 if released else 404, json.dumps(doc).encode(), JSON)
+            answer = {"code": 0 if released else -1, "msg": "released" if released else "no such queue ticket"}
+            return Response(200 if released else 404, json.dumps(answer).encode(), JSON)
         if request.method != "GET":
             return _json_error(405, "method not allowed")
         d = self.decide(request.query.get("ticket", "")[:64], _address(request.peer))
