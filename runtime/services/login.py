@@ -236,13 +236,15 @@ class LoginService(Service):
 
     # HTTP ------------------------------------------------------------------------------------------------
     async def _http_request(self, request: Request) -> Response:
-        """`GET /msg_server[?ticket=]`: a lookup; `DELETE /msg_server?ticket=`: a queued client gives its place
-        back. Any other request is refused and its connection closed."""
+        """`GET /msg_server[?ticket=]`: a lookup; `DELETE /msg_server?ticket=`: a queued client gives its
+        place back. Any other request is refused and its connection closed."""
         if request.path != "/msg_server":
             return _json_error(404, "not found")
         if request.method == "DELETE":
             released = self.admission.release(request.query.get("ticket", "")[:64])
-            answer = {"code": 0 if released else -1, "msg": "released" if released else "no such queue ticket"}
+            answer = (
+                {"code": 0, "msg": "released"} if released else {"code": -1, "msg": "no such queue ticket"}
+            )
             return Response(200 if released else 404, json.dumps(answer).encode(), JSON)
         if request.method != "GET":
             return _json_error(405, "method not allowed")

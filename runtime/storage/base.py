@@ -68,6 +68,15 @@ class Storage(abc.ABC):
         for a taken login name, InvalidArgument or ValueTooLarge for a bad value)."""
 
     @abc.abstractmethod
+    async def reseal(self, limit: int = 500) -> int:
+        """Re-seal up to `limit` message rows sealed with an older at-rest key version under the current one
+        (one transaction); returns how many, 0 when none is left. InvalidArgument without encryption."""
+
+    @abc.abstractmethod
+    async def key_usage(self) -> dict[int, int]:
+        """Message rows per at-rest key version (0: stored in clear)."""
+
+    @abc.abstractmethod
     async def update_user(self, user_id: int, patch: UserPatch) -> User:
         """Change profile fields and bump `updated`."""
 

@@ -336,8 +336,7 @@ class TestCluster:
         is extension-capable (it receives IM.Ext pushes)."""
         import os
 
-        from runtime.stages.crypto import derive_session_keys
-        from runtime.stages.crypto import KeyExchange
+        from runtime.stages.crypto import KeyExchange, derive_session_keys
 
         kx, nonce = KeyExchange(), os.urandom(16)
         req = REGISTRY.by_name("CID_EXT_HANDSHAKE_REQ").message_class(

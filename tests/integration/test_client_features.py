@@ -106,7 +106,11 @@ def test_a_client_that_gives_up_queueing_releases_its_place(tmp_path: Path) -> N
             assert login.decide("", "10.0.0.1").server is not None
         places: list[int] = []
         core = ClientCore(
-            REGISTRY, login_url=url, reconnect=False, queue_timeout=0.5, on_queue=lambda p, _w: places.append(p)
+            REGISTRY,
+            login_url=url,
+            reconnect=False,
+            queue_timeout=0.5,
+            on_queue=lambda p, _w: places.append(p),
         )
         with pytest.raises(LoginServiceError, match="still queued"):
             await core.connect()

@@ -405,6 +405,92 @@ def user_list(ctx: click.Context, fmt: str) -> None:
         click.echo(f"{u.id:>5}  {u.login_name:<16} {u.nick:<16} {u.department_id or '-'}")
 
 
+@admin.group("keys")
+def keys_group() -> None:
+    """At-rest encryption keys (storage.encrypt_at_rest)."""
+
+
+def _unopened_storage(ctx: click.Context) -> tuple[ClusterConfig, Storage, Path]:
+    from runtime.services.biz.storage_open import storage_from_config
+
+    config = _config(ctx.obj)
+    section = dict(config.as_dict().get("storage") or {})
+    if not section.get("encrypt_at_rest"):
+        raise click.ClickException("this cluster does not encrypt at rest (storage.encrypt_at_rest: false)")
+    storage = storage_from_config(section, config.data_dir)
+    key_dir = getattr(storage, "key_dir", config.data_dir)
+    return config, storage, Path(key_dir)
+
+
+@keys_group.command("rotate")
+@click.option(
+    "--batch", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Rows a transaction."
+)
+@click.option("--no-reseal", is_flag=True, help="Only add the key; leave older rows as they are.")
+@click.pass_context
+def keys_rotate(ctx: click.Context, batch: int, no_reseal: bool) -> None:
+    """Add a new at-rest key version for new writes (running services take it up within a second) and
+    re-seal every older row under it in small transactions, while the cluster runs. Older key files stay
+    (`keys status` shows when no row needs them any more)."""
+    from runtime.storage.at_rest import CHECK_SECONDS, add_key_version, key_file
+
+    _, _, key_dir = _unopened_storage(ctx)
+    audit = audit_log(ctx)
+    try:
+        version = add_key_version(key_dir)
+    except StorageError as exc:
+        audit.record(cli_actor(), "keys.rotate", str(key_dir), f"refused: {exc}")
+        raise click.ClickException(str(exc)) from None
+    audit.record(cli_actor(), "keys.rotate", str(key_dir), "ok", version=version)
+    click.echo(f"added at-rest key version {version}: {key_file(key_dir, version)} (mode 0600)")
+    if no_reseal:
+        return
+
+    async def reseal(storage: Storage) -> int:
+        total, quiet_passes = 0, 0
+        # Writers take the new key up within CHECK_SECONDS: a row they sealed with the old one just before
+        # is caught by the passes that follow, until two in a row (CHECK_SECONDS apart) find nothing.
+        while quiet_passes < 2:
+            done = await storage.reseal(batch)
+            total += done
+            if done:
+                quiet_passes = 0
+                click.echo(f"  re-sealed {total} row(s)")
+            else:
+                quiet_passes += 1
+                await asyncio.sleep(CHECK_SECONDS * 1.5)
+        return total
+
+    async def work(storage: Storage) -> int:
+        return await reseal(storage)
+
+    try:
+        total = run_with_storage(ctx, work)
+    except click.ClickException:
+        audit.record(cli_actor(), "keys.reseal", str(key_dir), "failed", version=version)
+        raise
+    audit.record(cli_actor(), "keys.reseal", str(key_dir), "ok", version=version, rows=total)
+    click.echo(f"re-sealed {total} row(s) under key version {version}; every row now uses it")
+
+
+@keys_group.command("status")
+@click.pass_context
+def keys_status(ctx: click.Context) -> None:
+    """The key versions in the key dir and how many message rows each one seals."""
+    from runtime.storage.at_rest import key_file, key_versions
+
+    _, _, key_dir = _unopened_storage(ctx)
+    usage = run_with_storage(ctx, lambda s: s.key_usage())
+    versions = key_versions(key_dir)
+    click.echo(f"key dir {key_dir}")
+    for v in sorted(set(versions) | {v for v in usage if v}):
+        where = key_file(key_dir, v).name if v in versions else "MISSING"
+        current = "  (current: new rows)" if versions and v == max(versions) else ""
+        click.echo(f"  version {v}: {usage.get(v, 0)} row(s)  {where}{current}")
+    if usage.get(0):
+        click.echo(f"  in clear: {usage[0]} row(s) (written before encrypt_at_rest was on)")
+
+
 @admin.group("dept")
 def dept_group() -> None:
     """Departments."""

@@ -32,6 +32,8 @@ def storage_from_config(cfg: dict[str, Any], data_dir: Path) -> Storage:
     folder = Path(path) if path else data_dir
     folder.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {"encrypt_at_rest": bool(cfg.get("encrypt_at_rest", False))}
+    if cfg.get("key_dir"):  # the at-rest keys' folder (default: the storage folder)
+        options["key_dir"] = Path(str(cfg["key_dir"]))
     if backend == "sqlite":
         from runtime.storage.sqlite import SqliteStorage
 

@@ -23,9 +23,9 @@ from typing import TypeVar
 
 import asyncpg
 
-from runtime.storage.at_rest import ContentCipher, load_or_create_key
+from runtime.storage.at_rest import at_rest_cipher, check_key_ids, key_id_name
 from runtime.storage.base import Storage
-from runtime.storage.errors import ClusterMismatch, InvalidArgument, KeyMismatch, StorageClosed, StorageError
+from runtime.storage.errors import ClusterMismatch, InvalidArgument, StorageClosed, StorageError
 from runtime.storage.models import (
     Credentials,
     Department,
@@ -88,6 +88,7 @@ class PostgresStorage(Storage):
         *,
         encrypt_at_rest: bool = False,
         at_rest_key: bytes | None = None,
+        key_dir: Path | None = None,
         cluster_id: str | None = None,
         group_commit: bool = True,
         max_batch: int = 1024,
@@ -110,6 +111,7 @@ class PostgresStorage(Storage):
         self.data_dir = Path(data_dir)
         self._encrypt = encrypt_at_rest
         self._key = at_rest_key
+        self.key_dir = Path(key_dir) if key_dir is not None else self.data_dir
         self._cluster_id = cluster_id
         self._max_batch = max_batch if group_commit else 1
         self._n_readers = max(1, readers)
@@ -133,7 +135,7 @@ class PostgresStorage(Storage):
         """Connect, migrate, check the at-rest key and the owning cluster, start the writer and readers."""
         if self._encrypt:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._ctx.cipher = ContentCipher(self._key or load_or_create_key(self.data_dir))
+            self._ctx.cipher = at_rest_cipher(self._key, self.key_dir)
         cluster = self._cluster_id or load_or_create_cluster_id(self.data_dir)
         try:
             conn = await self._connect()
@@ -183,8 +185,20 @@ class PostgresStorage(Storage):
         cipher = self._ctx.cipher
         if cipher is None:
             return
-        if await self._meta(conn, "at_rest_key_id", cipher.key_id) != cipher.key_id:
-            raise KeyMismatch("the at-rest key is not the key this database was encrypted with")
+        names = [r[0] for r in await conn.fetch("SELECT key FROM meta WHERE key LIKE 'at_rest_key_id%'")]
+        stored = {}
+        for version, kid in cipher.key_ids.items():
+            name = key_id_name(version)
+            stored[name] = await self._meta(conn, name, kid)
+        check_key_ids(cipher, [*names, *stored], lambda name, _value: stored[name], "the database")
+
+    async def reseal(self, limit: int = 500) -> int:
+        if self._ctx.cipher is None:
+            raise InvalidArgument("this database is not encrypted at rest (storage.encrypt_at_rest)")
+        return await self._write(lambda c: messages.reseal(c, self._ctx, limit))
+
+    async def key_usage(self) -> dict[int, int]:
+        return await self._read(messages.key_usage)
 
     async def close(self) -> None:
         """Drain the writer, then close the readers."""

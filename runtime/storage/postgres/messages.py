@@ -515,3 +515,49 @@ async def recall(conn: Conn, ctx: OpContext, user_id: int, stype: SessionType, s
 
 
 __all__ = ["MAX_INT", "SingleSend", "check_single", "send_group", "store_single_checked", "store_singles"]
+
+
+_SEALED = (("messages", "s", "pair_id"), ("group_messages", "g", "group_id"))
+
+
+async def reseal(conn: Conn, ctx: OpContext, limit: int) -> int:
+    """Re-seal up to `limit` rows sealed with an older key version under the current one; returns how many
+    (0: none left). A row another writer changed meanwhile is skipped by its `encrypted` check."""
+    cipher = ctx.cipher
+    if cipher is None:
+        return 0
+    cipher.refresh()
+    current = cipher.version
+    done = 0
+    for table, kind, scope in _SEALED:
+        rows = await conn.fetch(
+            f"SELECT {scope}, msg_id, content, encrypted FROM {table} "  # constant names, not values
+            "WHERE encrypted NOT IN (0, $1) LIMIT $2 FOR UPDATE SKIP LOCKED",
+            current,
+            limit - done,
+        )
+        for scope_id, msg_id, content, version in rows:
+            plain = ctx.unseal(kind, scope_id, msg_id, content, version)
+            sealed, now_version = ctx.seal(kind, scope_id, msg_id, plain)
+            await conn.execute(
+                f"UPDATE {table} SET content = $1, encrypted = $2 WHERE {scope} = $3 AND msg_id = $4 "
+                "AND encrypted = $5",
+                sealed,
+                now_version,
+                scope_id,
+                msg_id,
+                version,
+            )
+        done += len(rows)
+        if done >= limit:
+            break
+    return done
+
+
+async def key_usage(conn: Conn) -> dict[int, int]:
+    """Rows per `encrypted` value (0: clear, N: sealed with key version N), over both message tables."""
+    usage: dict[int, int] = {}
+    for table, _, _ in _SEALED:
+        for version, count in await conn.fetch(f"SELECT encrypted, COUNT(*) FROM {table} GROUP BY encrypted"):
+            usage[int(version)] = usage.get(int(version), 0) + int(count)
+    return usage

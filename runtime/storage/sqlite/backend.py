@@ -17,9 +17,9 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from runtime.storage.at_rest import ContentCipher, load_or_create_key
+from runtime.storage.at_rest import at_rest_cipher, check_key_ids
 from runtime.storage.base import Storage
-from runtime.storage.errors import InvalidArgument, KeyMismatch, StorageClosed
+from runtime.storage.errors import InvalidArgument, StorageClosed
 from runtime.storage.models import (
     Credentials,
     Department,
@@ -65,6 +65,7 @@ class SqliteStorage(Storage):
         *,
         encrypt_at_rest: bool = False,
         at_rest_key: bytes | None = None,
+        key_dir: Path | None = None,
         group_commit: bool = True,
         max_batch: int = 1024,
         readers: int = 2,
@@ -82,6 +83,7 @@ class SqliteStorage(Storage):
         self.path = self.data_dir / DB_FILE_NAME
         self._encrypt = encrypt_at_rest
         self._key = at_rest_key
+        self.key_dir = Path(key_dir) if key_dir is not None else self.data_dir
         self._max_batch = max_batch if group_commit else 1
         self._n_readers = readers
         self._synchronous = synchronous.upper()
@@ -98,7 +100,7 @@ class SqliteStorage(Storage):
         """Create the data dir and database, migrate, check the at-rest key, start writer and readers."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._encrypt:
-            self._ctx.cipher = ContentCipher(self._key or load_or_create_key(self.data_dir))
+            self._ctx.cipher = at_rest_cipher(self._key, self.key_dir)
         conn = connect(self.path, read_only=False)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -117,17 +119,27 @@ class SqliteStorage(Storage):
 
     def _check_key(self, conn: sqlite3.Connection) -> None:
         cipher = self._ctx.cipher
-        row = conn.execute("SELECT value FROM meta WHERE key = 'at_rest_key_id'").fetchone()
         if cipher is None:
             return
-        if row is None:
+
+        def recorded(name: str, value: str) -> str:
             # OR IGNORE: another process opening the same database may record it first; re-read what won.
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('at_rest_key_id', ?)", (cipher.key_id,)
-            )
-            row = conn.execute("SELECT value FROM meta WHERE key = 'at_rest_key_id'").fetchone()
-        if row[0] != cipher.key_id:
-            raise KeyMismatch(f"{self.path}: the at-rest key is not the key this database was encrypted with")
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (name, value))
+            return str(conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()[0])
+
+        names = conn.execute("SELECT key FROM meta WHERE key LIKE 'at_rest_key_id%'").fetchall()
+        check_key_ids(cipher, [n[0] for n in names], recorded, str(self.path))
+
+    async def reseal(self, limit: int = 500) -> int:
+        self._need_cipher()
+        return await self._write(lambda c: messages.reseal(c, self._ctx, limit))
+
+    async def key_usage(self) -> dict[int, int]:
+        return await self._read(messages.key_usage)
+
+    def _need_cipher(self) -> None:
+        if self._ctx.cipher is None:
+            raise InvalidArgument("this database is not encrypted at rest (storage.encrypt_at_rest)")
 
     def _after_commit(self, conn: sqlite3.Connection) -> None:
         if self._ctx.checkpoint_wanted:

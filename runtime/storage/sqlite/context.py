@@ -31,10 +31,10 @@ class OpContext:
         return int(self.clock())
 
     def seal(self, kind: str, scope_id: int, msg_id: int, content: bytes) -> tuple[bytes, int]:
-        """Content as stored, and the `encrypted` flag."""
+        """Content as stored, and the `encrypted` column: the sealing key's version (0: clear)."""
         if self.cipher is None:
             return content, 0
-        return self.cipher.seal(content, message_aad(kind, scope_id, msg_id)), 1
+        return self.cipher.seal_versioned(content, message_aad(kind, scope_id, msg_id))
 
     def unseal(self, kind: str, scope_id: int, msg_id: int, stored: bytes, encrypted: int) -> bytes:
         """Plain content of a stored row."""
@@ -42,7 +42,7 @@ class OpContext:
             return bytes(stored)
         if self.cipher is None:
             raise KeyMismatch("the database holds encrypted messages but no at-rest key was given")
-        return self.cipher.open(bytes(stored), message_aad(kind, scope_id, msg_id))
+        return self.cipher.open(bytes(stored), message_aad(kind, scope_id, msg_id), encrypted)
 
 
 def check_text(field: str, value: str, limit: int) -> str:

@@ -224,8 +224,8 @@ def send_single_op(
         if cipher is None:
             row = (pid, msg_id, from_id, to_id, msg_type, bytearray(data), 0, int(burn), now, token)
         else:
-            sealed = bytearray(cipher.seal(data, message_aad("s", pid, msg_id)))
-            row = (pid, msg_id, from_id, to_id, msg_type, sealed, 1, int(burn), now, token)
+            sealed, version = cipher.seal_versioned(data, message_aad("s", pid, msg_id))
+            row = (pid, msg_id, from_id, to_id, msg_type, bytearray(sealed), version, int(burn), now, token)
         cache.messages.append(row)
         if cache.touched.get(pair) != now:
             cache.touched[pair] = now
@@ -445,3 +445,44 @@ def recall(
     conn.execute(f"DELETE FROM {table} WHERE {column} = ? AND msg_id = ?", (scope, msg_id))
     _forget_dedup(conn, user_id, int(stype), sid, [msg_id])
     ctx.checkpoint_wanted = True
+
+
+_SEALED = (("messages", "s", "pair_id"), ("group_messages", "g", "group_id"))
+
+
+def reseal(conn: sqlite3.Connection, ctx: OpContext, limit: int) -> int:
+    """Re-seal up to `limit` rows sealed with an older key version under the current one; returns how many
+    (0: none left). A row another writer changed meanwhile is skipped by its `encrypted` check."""
+    cipher = ctx.cipher
+    if cipher is None:
+        return 0
+    cipher.refresh()
+    current = cipher.version
+    done = 0
+    for table, kind, scope in _SEALED:
+        rows = conn.execute(
+            f"SELECT {scope}, msg_id, content, encrypted FROM {table} "  # constant names, not values
+            "WHERE encrypted NOT IN (0, ?) LIMIT ?",
+            (current, limit - done),
+        ).fetchall()
+        for scope_id, msg_id, content, version in rows:
+            plain = ctx.unseal(kind, scope_id, msg_id, content, version)
+            sealed, now_version = ctx.seal(kind, scope_id, msg_id, plain)
+            conn.execute(
+                f"UPDATE {table} SET content = ?, encrypted = ? "
+                f"WHERE {scope} = ? AND msg_id = ? AND encrypted = ?",
+                (sealed, now_version, scope_id, msg_id, version),
+            )
+        done += len(rows)
+        if done >= limit:
+            break
+    return done
+
+
+def key_usage(conn: sqlite3.Connection) -> dict[int, int]:
+    """Rows per `encrypted` value (0: clear, N: sealed with key version N), over both message tables."""
+    usage: dict[int, int] = {}
+    for table, _, _ in _SEALED:
+        for version, count in conn.execute(f"SELECT encrypted, COUNT(*) FROM {table} GROUP BY encrypted"):
+            usage[int(version)] = usage.get(int(version), 0) + int(count)
+    return usage
