@@ -20,6 +20,7 @@ from typing import Any
 
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
+from runtime.push import OfflinePush, push_from_config
 from runtime.services.base import (
     Endpoint,
     Service,
@@ -41,8 +42,10 @@ from runtime.services.links import (
     serve_links,
 )
 from runtime.services.presence import EVERYONE, Everyone, Flusher, PresenceCodec, PresencePolicy, States
+from runtime.storage.base import Storage
 
 MOBILE_BIT = 0x10
+PUSHED = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")  # relays that may notify offline mobiles
 
 
 class UserTable:
@@ -84,6 +87,15 @@ class UserTable:
                 return
         if delta > 0:
             entries += (link, client_type, delta)
+
+    def mobile_online(self, user_id: int) -> bool:
+        """Whether some mobile client of the user is connected somewhere (no push needed then)."""
+        entries = self.users.get(user_id)
+        if entries:
+            for i in range(0, len(entries), 3):
+                if entries[i + 2] > 0 and entries[i + 1] & MOBILE_BIT:
+                    return True
+        return False
 
     def entries(self, user_id: int) -> dict[Link, dict[int, int]]:
         """A user's connections as {link: {client type: count}} (for inspection)."""
@@ -152,9 +164,30 @@ class RouterService(Service):
         self.m_presence_frames = self.metrics.counter(
             "router_presence_frames_total", "presence relay frames sent to msg servers and gateways"
         )
+        # Pushes to offline mobiles (runtime.push), when `push:` is configured: the router sees every chat
+        # relay and knows every connection, so it is where "offline" is known.
+        self.push_dispatcher = push_from_config(ctx.config.get("push"), ctx.data_dir, self.metrics)
+        self.push: OfflinePush | None = None
+        self._storage: Storage | None = None
 
     async def start(self) -> None:
-        """Bind the internal listener for msg servers."""
+        """Bind the internal listener for msg servers (and open storage for pushes, if configured)."""
+        if self.push_dispatcher is not None:
+            from runtime.services.biz.storage_open import open_storage
+
+            self._storage = await open_storage(self.ctx)
+            chat = {
+                self.proto.cid(name): name == "CID_EXT_MSG_BURN" for name in PUSHED if self.proto.has(name)
+            }
+            self.push = OfflinePush(
+                self.push_dispatcher,
+                self._storage,
+                self.table.mobile_online,
+                self.proto.parse,
+                chat,
+                self.metrics,
+            )
+            self.push_dispatcher.start()
         port = config_port(self.ctx.config, "internal_port")
         self._server = await serve_links(
             self.ctx.internal_host, port, self._on_link, name="router", auth=self.ctx.link_auth
@@ -174,6 +207,13 @@ class RouterService(Service):
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        if self.push is not None:
+            await self.push.close()
+        if self.push_dispatcher is not None:
+            await self.push_dispatcher.stop(min(drain_timeout, 2.0))
+        if self._storage is not None:
+            await self._storage.close()
+            self._storage = None
 
     def endpoints(self) -> list[Endpoint]:
         """The internal listener."""
@@ -281,7 +321,7 @@ class RouterService(Service):
     def _relay(self, origin: Link, frame: Frame) -> None:
         self.m_relayed.inc()
         try:
-            targets, _ = relay_targets(frame.body)
+            targets, offset = relay_targets(frame.body)
         except Exception:
             origin.confirm(frame)
             return
@@ -290,6 +330,8 @@ class RouterService(Service):
             self.m_broadcasts.inc()
         else:
             dests = [link for link in self.table.links_for(targets) if link is not origin]
+            if self.push is not None:
+                self.push.on_chat(frame.command_id, bytes(frame.body[offset:]), targets)
         if not dests:
             origin.confirm(frame)
             return

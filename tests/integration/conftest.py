@@ -48,6 +48,7 @@ def cluster_config(
     biz: dict[str, Any] | None = None,
     storage: dict[str, Any] | None = None,
     discovery: dict[str, Any] | None = None,
+    router: dict[str, Any] | None = None,
     **msg: Any,
 ) -> dict[str, Any]:
     """A cluster for tests: every port 0, short retransmit timeout, only the services this suite needs.
@@ -58,7 +59,7 @@ def cluster_config(
         "services": {
             "login": {"instances": 1, "http_port": 0, "client_port": 0, "internal_port": 0, **(login or {})},
             "msg": {"instances": 2, "client_port": 0, "retransmit_timeout": 0.3, "max_attempts": 4, **msg},
-            "router": {"instances": 2},
+            "router": {"instances": 2, **(router or {})},
             "biz": {
                 "instances": 1,
                 # Every test client logs in from 127.0.0.1: one address is not one flooder here.
