@@ -57,6 +57,8 @@ class ChatHandlers(HandlerBase):
         to = msg.to_session_id
         if not msg.msg_data or (not is_group and to == user) or to == 0:
             return self._ack(user, to, is_group)  # msg_id 0: refused (the input stage normally drops these)
+        if svc.legacy is not None:  # an original TeamTalk client's text: stored as the text itself
+            svc.legacy.inbound(ctx.link, msg)
         link = svc.biz_link(user)
         if link is None:
             # Not stored: a retransmit is processed again, not answered with 0.

@@ -330,7 +330,13 @@ class MsgHandlers(FileRequestHandlers, ChatHandlers, RejectingHandlers):
         st = self.state(ctx)
         stamp_user(msg, st.user_id)
         rsp = await self.biz_call(ctx.info.name, st.user_id, msg)
-        return None if rsp is None else strip_attach(rsp)
+        if rsp is None:
+            return None
+        rsp = strip_attach(rsp)
+        legacy = self.svc.legacy
+        if legacy is not None and ctx.info.reply:  # history for an original client: its text encoded
+            rsp = legacy.outbound(ctx.link, ctx.info.reply, rsp)
+        return rsp
 
     async def on_cid_buddy_list_recent_contact_session_request(self, ctx: Context, msg: Any) -> Any:
         """Recent sessions from biz; their one-to-one peers are the connection's presence contacts."""

@@ -12,6 +12,7 @@ import socket
 import time
 from typing import Any
 
+from runtime.codec_legacy import LegacyText, legacy_key_from_config
 from runtime.dispatch import Dispatcher
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
@@ -54,6 +55,8 @@ class MsgService(Service):
         timeout = _seconds(ctx.config.get("retransmit_timeout", policy.get("timeout")), 5.0)
         attempts = int(ctx.config.get("max_attempts", policy.get("max_attempts", 5)))
         self.plugins = load_plugins(ctx.cluster_config.get("plugins") or (), self)  # runtime.plugins
+        key = legacy_key_from_config(ctx.config)  # TeamTalk's text codec for original clients
+        self.legacy = LegacyText(key, self.metrics) if key is not None else None
         self.handlers = self._make_handlers()
         self.dispatcher = Dispatcher(ctx.registry, self.handlers)
         self.tracker = DeliveryTracker(
@@ -271,6 +274,10 @@ class MsgService(Service):
 
     def push(self, link: Any, command: str, msg: Any, body: bytes | None = None) -> bool:
         """Send a server-initiated frame (seq 0) to a client (`body`: `msg` serialized, if known)."""
+        if self.legacy is not None:
+            encoded = self.legacy.outbound(link, command, msg)
+            if encoded is not msg:
+                msg, body = encoded, None
         try:
             return self.dispatcher.send(link, command, msg, 0, body)
         except Exception:
