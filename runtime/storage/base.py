@@ -30,6 +30,7 @@ from runtime.storage.models import (
     RecentSession,
     SendResult,
     SessionType,
+    Tombstone,
     UnreadSummary,
     User,
     UserPatch,
@@ -191,6 +192,10 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def unread_summary(self, user_id: int) -> UnreadSummary:
         """Unread count and latest message per session with unread messages, and the total."""
+
+    @abc.abstractmethod
+    async def list_tombstones(self, since: int = 0, limit: int = 1000) -> list[Tombstone]:
+        """Content-free records of recalled and burned messages removed at or after `since`, oldest first."""
 
     @abc.abstractmethod
     async def recall(self, user_id: int, session_type: SessionType, session_id: int, msg_id: int) -> None:

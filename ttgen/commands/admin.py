@@ -11,6 +11,7 @@ sessions at once through a running gateway (`POST /admin/users/kick`, found in t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import json
 import time
@@ -403,6 +404,26 @@ def user_list(ctx: click.Context, fmt: str) -> None:
     click.echo(f"{'ID':>5}  {'NAME':<16} {'NICK':<16} DEPT")
     for u in users:
         click.echo(f"{u.id:>5}  {u.login_name:<16} {u.nick:<16} {u.department_id or '-'}")
+
+
+@admin.command("tombstones")
+@click.option("--since", type=click.IntRange(0), default=0, help="Only those removed at or after (unix seconds).")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def tombstones(ctx: click.Context, since: int, limit: int, fmt: str) -> None:
+    """Recalled and burned messages: which, whose, who removed them and when (never their content)."""
+    stones = run_with_storage(ctx, lambda s: s.list_tombstones(since, limit))
+    if fmt == "json":
+        click.echo(json.dumps([dataclasses.asdict(t) for t in stones], indent=2))
+        return
+    for t in stones:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t.removed))
+        kind = "user" if t.session_type == 1 else "group"
+        click.echo(
+            f"{when}Z  {t.action:<6} msg {t.msg_id} of {kind} session {t.session_id} from user {t.from_id}, "
+            f"by user {t.actor_id}"
+        )
 
 
 @admin.group("keys")

@@ -44,6 +44,7 @@ from runtime.storage.models import (
     RecentSession,
     SendResult,
     SessionType,
+    Tombstone,
     UnreadSummary,
     User,
     UserPatch,
@@ -52,7 +53,7 @@ from runtime.storage.postgres import directory, groups, messages, sessions
 from runtime.storage.postgres.common import Conn
 from runtime.storage.postgres.schema import MIGRATIONS, migrate
 from runtime.storage.postgres.writer import CONNECTION_ERRORS, Callback, PgWriter, unavailable
-from runtime.storage.sqlite.context import OpContext
+from runtime.storage.sqlite.context import OpContext, check_int
 from runtime.storage.sqlite.schema import Migration
 
 T = TypeVar("T")
@@ -403,6 +404,10 @@ class PostgresStorage(Storage):
 
     async def unread_summary(self, user_id: int) -> UnreadSummary:
         return await self._read(lambda c: sessions.unread_summary(c, self._ctx, user_id))
+
+    async def list_tombstones(self, since: int = 0, limit: int = 1000) -> list[Tombstone]:
+        check_int("limit", limit, 1, 100_000)
+        return await self._read(lambda c: messages.list_tombstones(c, since, limit))
 
     async def recall(self, user_id: int, session_type: SessionType, session_id: int, msg_id: int) -> None:
         await self._write(lambda c: messages.recall(c, self._ctx, user_id, session_type, session_id, msg_id))

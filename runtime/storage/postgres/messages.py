@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from runtime.storage.errors import AccessDenied, InvalidArgument, NotFound, RecallWindowExpired
-from runtime.storage.models import Message, ReadResult, SendResult, SessionType
+from runtime.storage.models import Message, ReadResult, SendResult, SessionType, Tombstone
 from runtime.storage.postgres.common import Conn, message_from_record, require_users
 from runtime.storage.sqlite.context import MAX_INT, OpContext, check_bytes, check_ids, check_int
 from runtime.storage.sqlite.messages import check_token
@@ -474,12 +474,20 @@ async def mark_read(
     )
     rows = await conn.fetch(
         "DELETE FROM messages WHERE pair_id = $1 AND to_id = $2 AND burn = 1 AND msg_id <= $3 "
-        "RETURNING msg_id",
+        "RETURNING msg_id, from_id, created",
         scope,
         user_id,
         read,
     )
     burned = sorted(r[0] for r in rows)
+    if rows:
+        # Tombstones: the reader burned them (content-free, for audit).
+        await conn.executemany(
+            "INSERT INTO tombstones "
+            "(session_type, session_id, msg_id, from_id, action, actor_id, sent, removed) "
+            "VALUES (1, $1, $2, $3, 'burn', $4, $5, $6)",
+            [(sid, r[0], r[1], user_id, r[2], now) for r in rows],
+        )
     if burned:
         await _forget_dedup(conn, sid, _SINGLE, user_id, burned)
     return ReadResult(read, burned)
@@ -511,7 +519,29 @@ async def recall(conn: Conn, ctx: OpContext, user_id: int, stype: SessionType, s
     if ctx.now() - row[1] > ctx.recall_window:
         raise RecallWindowExpired(f"message {msg_id} is older than the {ctx.recall_window} s recall window")
     await conn.execute(f"DELETE FROM {table} WHERE {column} = $1 AND msg_id = $2", scope, msg_id)
+    await conn.execute(
+        "INSERT INTO tombstones (session_type, session_id, msg_id, from_id, action, actor_id, sent, removed) "
+        "VALUES ($1, $2, $3, $4, 'recall', $5, $6, $7)",
+        int(stype),
+        sid,
+        msg_id,
+        row[0],
+        user_id,
+        row[1],
+        ctx.now(),
+    )
     await _forget_dedup(conn, user_id, int(stype), sid, [msg_id])
+
+
+async def list_tombstones(conn: Conn, since: int, limit: int) -> list[Tombstone]:
+    """Tombstones removed at or after `since` (unix seconds), oldest first."""
+    rows = await conn.fetch(
+        "SELECT session_type, session_id, msg_id, from_id, action, actor_id, sent, removed FROM tombstones "
+        "WHERE removed >= $1 ORDER BY id LIMIT $2",
+        since,
+        limit,
+    )
+    return [Tombstone(*r) for r in rows]
 
 
 __all__ = ["MAX_INT", "SingleSend", "check_single", "send_group", "store_single_checked", "store_singles"]

@@ -38,12 +38,13 @@ from runtime.storage.models import (
     RecentSession,
     SendResult,
     SessionType,
+    Tombstone,
     UnreadSummary,
     User,
     UserPatch,
 )
 from runtime.storage.sqlite import directory, groups, messages, sessions
-from runtime.storage.sqlite.context import OpContext
+from runtime.storage.sqlite.context import OpContext, check_int
 from runtime.storage.sqlite.readers import ReaderPool, connect
 from runtime.storage.sqlite.schema import MIGRATIONS, Migration, migrate
 from runtime.storage.sqlite.write_cache import WriteCache
@@ -335,6 +336,10 @@ class SqliteStorage(Storage):
 
     async def unread_summary(self, user_id: int) -> UnreadSummary:
         return await self._read(lambda c: sessions.unread_summary(c, self._ctx, user_id))
+
+    async def list_tombstones(self, since: int = 0, limit: int = 1000) -> list[Tombstone]:
+        check_int("limit", limit, 1, 100_000)
+        return await self._read(lambda c: messages.list_tombstones(c, since, limit))
 
     async def recall(self, user_id: int, session_type: SessionType, session_id: int, msg_id: int) -> None:
         await self._write(lambda c: messages.recall(c, self._ctx, user_id, session_type, session_id, msg_id))

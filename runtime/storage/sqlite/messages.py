@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from runtime.storage.at_rest import message_aad
 from runtime.storage.errors import AccessDenied, InvalidArgument, NotFound, RecallWindowExpired
-from runtime.storage.models import Message, ReadResult, SendResult, SessionType
+from runtime.storage.models import Message, ReadResult, SendResult, SessionType, Tombstone
 from runtime.storage.sqlite.context import (
     MAX_INT,
     OpContext,
@@ -402,14 +402,20 @@ def mark_read(
         "RETURNING read_msg_id",
         (user_id, sid, target, ctx.now(), ctx.now()),
     ).fetchone()
-    burned = [
-        r[0]
-        for r in conn.execute(
-            "DELETE FROM messages WHERE pair_id = ? AND to_id = ? AND burn = 1 AND msg_id <= ? "
-            "RETURNING msg_id",
-            (scope, user_id, read),
+    gone = conn.execute(
+        "DELETE FROM messages WHERE pair_id = ? AND to_id = ? AND burn = 1 AND msg_id <= ? "
+        "RETURNING msg_id, from_id, created",
+        (scope, user_id, read),
+    ).fetchall()
+    burned = [r[0] for r in gone]
+    if gone:
+        # Tombstones (content-free, for audit): the reader burned them; the session as the reader sees it.
+        conn.executemany(
+            "INSERT INTO tombstones "
+            "(session_type, session_id, msg_id, from_id, action, actor_id, sent, removed) "
+            "VALUES (1, ?, ?, ?, 'burn', ?, ?, ?)",
+            [(sid, mid, sender, user_id, sent, ctx.now()) for mid, sender, sent in gone],
         )
-    ]
     if burned:
         _forget_dedup(conn, sid, int(SessionType.SINGLE), user_id, burned)
         ctx.checkpoint_wanted = True
@@ -443,8 +449,23 @@ def recall(
     if ctx.now() - row[1] > ctx.recall_window:
         raise RecallWindowExpired(f"message {msg_id} is older than the {ctx.recall_window} s recall window")
     conn.execute(f"DELETE FROM {table} WHERE {column} = ? AND msg_id = ?", (scope, msg_id))
+    conn.execute(
+        "INSERT INTO tombstones (session_type, session_id, msg_id, from_id, action, actor_id, sent, removed) "
+        "VALUES (?, ?, ?, ?, 'recall', ?, ?, ?)",
+        (int(stype), sid, msg_id, row[0], user_id, row[1], ctx.now()),
+    )
     _forget_dedup(conn, user_id, int(stype), sid, [msg_id])
     ctx.checkpoint_wanted = True
+
+
+def list_tombstones(conn: sqlite3.Connection, since: int, limit: int) -> list[Tombstone]:
+    """Tombstones removed at or after `since` (unix seconds), oldest first."""
+    rows = conn.execute(
+        "SELECT session_type, session_id, msg_id, from_id, action, actor_id, sent, removed FROM tombstones "
+        "WHERE removed >= ? ORDER BY id LIMIT ?",
+        (since, limit),
+    ).fetchall()
+    return [Tombstone(*r) for r in rows]
 
 
 _SEALED = (("messages", "s", "pair_id"), ("group_messages", "g", "group_id"))
