@@ -407,7 +407,7 @@ def user_list(ctx: click.Context, fmt: str) -> None:
 
 
 @admin.command("tombstones")
-@click.option("--since", type=click.IntRange(0), default=0, help="Only those removed at or after (unix seconds).")
+@click.option("--since", type=click.IntRange(0), default=0, help="Removed at or after (unix seconds).")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
