@@ -256,9 +256,7 @@ def check_key_ids(
     missing = sorted(n for n in set(recorded_names) if n not in known)
     if missing:
         versions = ", ".join(n.rpartition(".")[2] if "." in n else "1" for n in missing)
-        raise KeyMismatch(
-            f"{where}: at-rest key version(s) {versions} recorded, missing from the key dir"
-        )
+        raise KeyMismatch(f"{where}: at-rest key version(s) {versions} recorded, missing from the key dir")
 
 
 def message_aad(kind: str, scope_id: int, msg_id: int) -> bytes:

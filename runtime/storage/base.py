@@ -198,6 +198,14 @@ class Storage(abc.ABC):
         """Content-free records of recalled and burned messages removed at or after `since`, oldest first."""
 
     @abc.abstractmethod
+    async def edit_message(
+        self, user_id: int, session_type: SessionType, session_id: int, msg_id: int, content: bytes
+    ) -> int:
+        """Replace the text of the sender's own text message within the edit window; returns the edit time.
+        NotFound, AccessDenied (not the sender), EditWindowExpired, InvalidArgument (not a text message, or
+        empty), ValueTooLarge."""
+
+    @abc.abstractmethod
     async def recall(self, user_id: int, session_type: SessionType, session_id: int, msg_id: int) -> None:
         """The sender deletes their message within the recall window; no copy of the content remains."""
 

@@ -47,6 +47,7 @@ HELP = """commands:
   /kick GROUP USER,USER...      remove them (the group's creator)
   /sendfile USER PATH  send a file (kept for USER until fetched)
   /files               files waiting for you       /getfile N [DIR]    fetch file N of /files
+  /edit MSGID new text replace the text of a message you sent to the last target (within 15 minutes)
   /quit                leave
   text without a command goes to the last /msg or /group target"""
 
@@ -90,6 +91,7 @@ class ChatSession:
         self._file_addresses: Any = []
         self.read_acks = 0  # CID_MSG_READ_ACKs sent
         self.extra_groups: set[int] = set()  # temporary groups met in this session (made, joined, messaged)
+        self.edits: list[tuple[int, str]] = []  # (msg id, new text) of edit notices received
 
     def new(self, command: str, **fields: Any) -> Any:
         """A message of the command's type, built from the registry (no generated module named here)."""
@@ -345,6 +347,24 @@ class ChatSession:
         self.waiting_files.pop(number - 1)
         return target
 
+    async def edit(self, target: Target, msg_id: int, text: str) -> int:
+        """Replace the text of a message this user sent in `target`; returns the edit time."""
+        rsp = await self.client.ext_msg_edit_req(
+            self.new(
+                "CID_EXT_MSG_EDIT_REQ",
+                user_id=self.user_id,
+                session_type=target.session_type,
+                session_id=target.session_id,
+                msg_id=msg_id,
+                msg_data=text.encode("utf-8"),
+            )
+        )
+        reasons = {1: "no such message", 2: "only its sender may edit it", 3: "too late to edit it"}
+        if rsp.result_code != 0:
+            why = reasons.get(rsp.result_code, "only text may be edited, to non-empty text")
+            raise ChatError(f"message {msg_id} was not edited: {why}")
+        return int(rsp.edit_time)
+
     async def unread(self) -> list[tuple[str, int]]:
         """(session label, unread count) for every session with unread messages."""
         rsp = await self.client.msg_unread_cnt_request(
@@ -407,6 +427,11 @@ class ChatSession:
             self.say(f"[{time.strftime('%H:%M:%S')}] {sender} -> {where}: {text}   (msg {msg.msg_id})")
             # Shown on screen is read: the session's unread count clears and other devices are told.
             await self.mark_read(Target(GROUP if is_group else SINGLE, session, where), int(msg.msg_id))
+        elif name == "CID_EXT_MSG_EDIT_NOTIFY":
+            text = msg.msg_data.decode("utf-8", "replace")
+            self.edits.append((int(msg.msg_id), text))
+            self._arrived.set()
+            self.say(f"* {self.user_label(msg.from_user_id)} edited msg {msg.msg_id}: {text}")
         elif name == "CID_FILE_NOTIFY":
             sender = self.user_label(msg.from_user_id)
             if msg.offline_ready:
@@ -486,6 +511,12 @@ async def execute(session: ChatSession, line: str, state: dict[str, Target]) -> 
                 raise ChatError("usage: /sendfile USER PATH")
             task = await session.send_file(name, Path(path.strip()).expanduser())
             say(f"-> {name}: {Path(path.strip()).name} sent (task {task})")
+        elif cmd == "/edit":
+            number, _, text = rest.partition(" ")
+            if not number.isdigit() or not text.strip() or "last" not in state:
+                raise ChatError("usage: /edit MSGID new text (after a /msg or /group)")
+            await session.edit(state["last"], int(number), text)
+            say(f"edited msg {number} in {state['last'].label}")
         elif cmd == "/files":
             waiting = await session.list_files()
             say("files: " + ("nothing waiting" if not waiting else ""))

@@ -28,6 +28,7 @@ from runtime.storage.models import GroupVersion, SessionType
 log = logging.getLogger("ttgen.biz")
 
 RECALL_OK, RECALL_NOT_FOUND, RECALL_NOT_SENDER, RECALL_TIME_LIMIT = 0, 1, 2, 3
+EDIT_OK, EDIT_NOT_FOUND, EDIT_NOT_SENDER, EDIT_TIME_LIMIT, EDIT_NOT_TEXT = 0, 1, 2, 3, 4
 
 
 _STORED = pack_store_reply(ResultCode.OK, 0, False)  # the reply envelope of a stored 1:1 message
@@ -97,6 +98,7 @@ class MessageHandlers:
         "CID_MSG_READ_ACK": "h_read_ack",
         "CID_EXT_MSG_BURN_READ": "h_read_ack",
         "CID_EXT_MSG_RECALL_REQ": "h_recall",
+        "CID_EXT_MSG_EDIT_REQ": "h_edit",
         "CID_MSG_UNREAD_CNT_REQUEST": "h_unread",
         "CID_MSG_LIST_REQUEST": "h_msg_list",
         "CID_MSG_GET_LATEST_MSG_ID_REQ": "h_latest_id",
@@ -340,4 +342,29 @@ class MessageHandlers:
             rsp.result_code = RECALL_NOT_SENDER
         except (se.StorageError, ValueError):
             rsp.result_code = RECALL_NOT_FOUND
+        return rsp
+
+    async def h_edit(self, user_id: int, msg: Any, link: Link) -> Any:
+        """The sender replaces the text of a message within the edit window; history shows the new text."""
+        rsp: Any = self.proto.new(
+            "CID_EXT_MSG_EDIT_RSP",
+            user_id=user_id,
+            session_type=msg.session_type,
+            session_id=msg.session_id,
+            msg_id=msg.msg_id,
+            edit_time=0,
+        )
+        try:
+            rsp.edit_time = await self.storage.edit_message(
+                user_id, SessionType(msg.session_type), msg.session_id, msg.msg_id, bytes(msg.msg_data)
+            )
+            rsp.result_code = EDIT_OK
+        except se.EditWindowExpired:
+            rsp.result_code = EDIT_TIME_LIMIT
+        except se.AccessDenied:
+            rsp.result_code = EDIT_NOT_SENDER
+        except (se.InvalidArgument, se.ValueTooLarge):
+            rsp.result_code = EDIT_NOT_TEXT
+        except (se.StorageError, ValueError):
+            rsp.result_code = EDIT_NOT_FOUND
         return rsp

@@ -216,6 +216,40 @@ class ChatHandlers(HandlerBase):
             self.notify("CID_EXT_MSG_RECALL_NOTIFY", note, targets, skip=st)
         return rsp
 
+    async def on_cid_ext_msg_edit_req(self, ctx: Context, msg: Any) -> Any:
+        """The sender replaces a message's text; every device of every party gets the new text."""
+        st = self.state(ctx)
+        user = st.user_id
+        msg.user_id = user
+        rsp = await self.biz_call("CID_EXT_MSG_EDIT_REQ", user, msg)
+        if rsp is None:
+            return self.proto.new(
+                "CID_EXT_MSG_EDIT_RSP",
+                user_id=user,
+                session_type=msg.session_type,
+                session_id=msg.session_id,
+                msg_id=msg.msg_id,
+                result_code=1,
+                edit_time=0,
+            )
+        rsp.ClearField("attach_data")
+        if rsp.result_code == 0:
+            if msg.session_type == GROUP:
+                targets = await self.group_members(user, msg.session_id)
+            else:
+                targets = [user, msg.session_id]
+            note: Any = self.proto.new(
+                "CID_EXT_MSG_EDIT_NOTIFY",
+                from_user_id=user,
+                to_session_id=msg.session_id,
+                session_type=msg.session_type,
+                msg_id=msg.msg_id,
+                msg_data=msg.msg_data,
+                edit_time=rsp.edit_time,
+            )
+            self.notify("CID_EXT_MSG_EDIT_NOTIFY", note, targets, skip=st)
+        return rsp
+
     async def on_cid_switch_p2p_cmd(self, ctx: Context, msg: Any) -> None:
         """Opaque user-to-user command: relayed to both users' devices, never stored."""
         st = self.state(ctx)

@@ -15,7 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runtime.storage.errors import AccessDenied, InvalidArgument, NotFound, RecallWindowExpired
+from runtime.storage.errors import (
+    AccessDenied,
+    EditWindowExpired,
+    InvalidArgument,
+    NotFound,
+    RecallWindowExpired,
+)
 from runtime.storage.models import Message, ReadResult, SendResult, SessionType, Tombstone
 from runtime.storage.postgres.common import Conn, message_from_record, require_users
 from runtime.storage.sqlite.context import MAX_INT, OpContext, check_bytes, check_ids, check_int
@@ -531,6 +537,46 @@ async def recall(conn: Conn, ctx: OpContext, user_id: int, stype: SessionType, s
         ctx.now(),
     )
     await _forget_dedup(conn, user_id, int(stype), sid, [msg_id])
+
+
+TEXT_TYPES = (0x01, 0x11)  # MSG_TYPE_SINGLE_TEXT, MSG_TYPE_GROUP_TEXT
+
+
+async def edit(
+    conn: Conn, ctx: OpContext, user_id: int, stype: SessionType, sid: int, msg_id: int, content: bytes
+) -> int:
+    """Replace the text of the sender's own text message within the edit window; returns the edit time."""
+    check_int("msg_id", msg_id, 1)
+    data = check_bytes("content", content, ctx.limits.max_content)
+    if not data:
+        raise InvalidArgument("content: the new text must not be empty")
+    kind, scope, _, _ = await _scope(conn, user_id, stype, sid)
+    table, column = ("messages", "pair_id") if kind == "s" else ("group_messages", "group_id")
+    burn = ", burn" if kind == "s" else ", 0"
+    row = await conn.fetchrow(
+        f"SELECT from_id, created, msg_type{burn} FROM {table} "
+        f"WHERE {column} = $1 AND msg_id = $2 FOR UPDATE",
+        scope,
+        msg_id,
+    )
+    if row is None:
+        raise NotFound(f"message {msg_id}")
+    if row[0] != user_id:
+        raise AccessDenied("only the sender may edit a message")
+    if row[2] not in TEXT_TYPES or row[3]:
+        raise InvalidArgument("only a text message (not burn-after-reading) may be edited")
+    now = ctx.now()
+    if now - row[1] > ctx.edit_window:
+        raise EditWindowExpired(f"message {msg_id} is older than the {ctx.edit_window} s edit window")
+    stored, encrypted = ctx.seal(kind, scope, msg_id, data)
+    await conn.execute(
+        f"UPDATE {table} SET content = $1, encrypted = $2 WHERE {column} = $3 AND msg_id = $4",
+        stored,
+        encrypted,
+        scope,
+        msg_id,
+    )
+    return now
 
 
 async def list_tombstones(conn: Conn, since: int, limit: int) -> list[Tombstone]:

@@ -74,6 +74,7 @@ class SqliteStorage(Storage):
         limits: Limits | None = None,
         dedup_window: int = 600,
         recall_window: int = 120,
+        edit_window: int = 900,
         clock: Callable[[], float] = time.time,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
@@ -90,6 +91,7 @@ class SqliteStorage(Storage):
         self._synchronous = synchronous.upper()
         self._migrations = migrations
         self._ctx = OpContext(limits or Limits(), None, clock, dedup_window, recall_window)
+        self._ctx.edit_window = edit_window
         self._writer: GroupCommitWriter | None = None
         self._readers: ReaderPool | None = None
         self._wconn: sqlite3.Connection | None = None
@@ -340,6 +342,13 @@ class SqliteStorage(Storage):
     async def list_tombstones(self, since: int = 0, limit: int = 1000) -> list[Tombstone]:
         check_int("limit", limit, 1, 100_000)
         return await self._read(lambda c: messages.list_tombstones(c, since, limit))
+
+    async def edit_message(
+        self, user_id: int, session_type: SessionType, session_id: int, msg_id: int, content: bytes
+    ) -> int:
+        return await self._write(
+            lambda c: messages.edit(c, self._ctx, user_id, session_type, session_id, msg_id, content)
+        )
 
     async def recall(self, user_id: int, session_type: SessionType, session_id: int, msg_id: int) -> None:
         await self._write(lambda c: messages.recall(c, self._ctx, user_id, session_type, session_id, msg_id))

@@ -25,6 +25,7 @@ class OpContext:
     recall_window: int
     checkpoint_wanted: bool = False  # set by burn/recall so the writer truncates the WAL after commit
     cache: WriteCache | None = None  # the writer's write-behind state (None: every send hits the tables)
+    edit_window: int = 900  # seconds during which a sender may edit a text message
 
     def now(self) -> int:
         """Server time in unix seconds."""

@@ -14,7 +14,13 @@ import sqlite3
 from collections.abc import Sequence
 
 from runtime.storage.at_rest import message_aad
-from runtime.storage.errors import AccessDenied, InvalidArgument, NotFound, RecallWindowExpired
+from runtime.storage.errors import (
+    AccessDenied,
+    EditWindowExpired,
+    InvalidArgument,
+    NotFound,
+    RecallWindowExpired,
+)
 from runtime.storage.models import Message, ReadResult, SendResult, SessionType, Tombstone
 from runtime.storage.sqlite.context import (
     MAX_INT,
@@ -456,6 +462,48 @@ def recall(
     )
     _forget_dedup(conn, user_id, int(stype), sid, [msg_id])
     ctx.checkpoint_wanted = True
+
+
+TEXT_TYPES = (0x01, 0x11)  # MSG_TYPE_SINGLE_TEXT, MSG_TYPE_GROUP_TEXT
+
+
+def edit(
+    conn: sqlite3.Connection,
+    ctx: OpContext,
+    user_id: int,
+    stype: SessionType,
+    sid: int,
+    msg_id: int,
+    content: bytes,
+) -> int:
+    """Replace the text of the sender's own text message within the edit window; returns the edit time."""
+    check_int("msg_id", msg_id, 1)
+    data = check_bytes("content", content, ctx.limits.max_content)
+    if not data:
+        raise InvalidArgument("content: the new text must not be empty")
+    kind, scope, _, _ = _scope(conn, user_id, stype, sid)
+    table, column = ("messages", "pair_id") if kind == "s" else ("group_messages", "group_id")
+    burn = ", burn" if kind == "s" else ", 0"
+    row = conn.execute(
+        f"SELECT from_id, created, msg_type{burn} FROM {table} WHERE {column} = ? AND msg_id = ?",
+        (scope, msg_id),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"message {msg_id}")
+    if row[0] != user_id:
+        raise AccessDenied("only the sender may edit a message")
+    if row[2] not in TEXT_TYPES or row[3]:
+        raise InvalidArgument("only a text message (not burn-after-reading) may be edited")
+    now = ctx.now()
+    if now - row[1] > ctx.edit_window:
+        raise EditWindowExpired(f"message {msg_id} is older than the {ctx.edit_window} s edit window")
+    stored, encrypted = ctx.seal(kind, scope, msg_id, data)
+    conn.execute(
+        f"UPDATE {table} SET content = ?, encrypted = ? WHERE {column} = ? AND msg_id = ?",
+        (stored, encrypted, scope, msg_id),
+    )
+    ctx.checkpoint_wanted = True  # the old text must not linger in the WAL
+    return now
 
 
 def list_tombstones(conn: sqlite3.Connection, since: int, limit: int) -> list[Tombstone]:
