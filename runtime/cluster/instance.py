@@ -132,7 +132,11 @@ async def start_instance(
 ) -> HostedInstance:
     """Create and start one instance; on failure what it started is closed again and the error raised."""
     handler = attach_instance_log(log_dir, ctx.name, ctx.instance)
-    service = cls(ctx)
+    try:
+        service = cls(ctx)
+    except BaseException:  # a bad option refused by the constructor: nothing started, the log is let go
+        detach(handler, ctx.name, ctx.instance)
+        raise
     if ctx.link_auth is not None:
         refused = instance_metrics(service).counter(
             "link_auth_refused_total", "internal peers refused: no proof of the cluster secret"
