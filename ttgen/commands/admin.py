@@ -230,11 +230,15 @@ def _user_doc(user: User) -> dict[str, Any]:
 )
 @click.pass_context
 def admin(ctx: click.Context, data_dir: Path | None, config_file: Path | None) -> None:
-    """Create users, departments and groups (works before and while the cluster runs).
+    """Create users, departments and groups; disable, enable, delete and import users; rotate at-rest keys
+    (works before and while the cluster runs; every change is audited).
 
     \b
     Examples:
       ttgen admin user add alice --password secret --nick Alice --department Engineering
+      ttgen admin user disable alice
+      ttgen admin import users.csv
+      ttgen admin keys rotate
       ttgen admin user list
       ttgen admin dept add Engineering
       ttgen admin group create team --members alice,bob,carol
