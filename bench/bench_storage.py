@@ -119,8 +119,8 @@ async def biz_run(
     from runtime.cluster.discovery import StaticDiscovery
     from runtime.framing import Frame
     from runtime.services.base import ServiceContext
-    from runtime.services.biz.convert import pack_store_request
     from runtime.services.biz.service import BizService
+    from runtime.services.contracts import pack_store_request
     from runtime.services.links import FLAG_RELAY, FLAG_REQUEST, pack_relay
 
     info = REGISTRY.by_name("CID_MSG_DATA")

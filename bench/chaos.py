@@ -121,19 +121,37 @@ class Device:
 
 @dataclass
 class Kill:
-    service: str
+    service: str  # the role aimed at
     instance: int
     at: float
     restarted_at: float = 0.0
+    roles: tuple[str, ...] = ()  # every role of the killed process (a shard holds msg, biz and router)
+
+
+def roles_of(worker: Any) -> tuple[str, ...]:
+    """The service roles a worker process hosts (several in the sharded layout)."""
+    group = getattr(worker, "group", None)
+    if group is not None:
+        return tuple(name for name, _ in group.members)
+    return (worker.service,)
 
 
 class Chaos:
     """The cluster, the devices and the nemesis of one run."""
 
     def __init__(
-        self, data_dir: Path, devices: int, rate: float, kill_every: float, seed: int, cycle: bool = False
+        self,
+        data_dir: Path,
+        devices: int,
+        rate: float,
+        kill_every: float,
+        seed: int,
+        cycle: bool = False,
+        layout: str | None = None,
     ) -> None:
-        """`cycle`: kill msg, biz, router, login in turn (every kind early) rather than at random."""
+        """`cycle`: kill msg, biz, router, login in turn (every kind early) rather than at random. `layout`:
+        the cluster's (runtime.cluster.layout; default: the config's default); in the sharded layout a kill
+        of a role takes down its whole shard."""
         self.cycle = cycle
         self.data_dir = data_dir
         self.n = devices
@@ -145,6 +163,7 @@ class Chaos:
             {
                 "data_dir": str(data_dir),
                 "restart": "never",  # the nemesis restarts what it kills (a policy would stop a crash loop)
+                **({"layout": layout} if layout else {}),
                 "services": {
                     "login": {
                         "instances": 1,
@@ -324,14 +343,22 @@ class Chaos:
                 await asyncio.wait_for(self.stop.wait(), self.random.uniform(0.5, 1.5) * self.kill_every)
             if self.stop.is_set():
                 return
-            live = [w for w in self.sup.workers if w.service in VICTIMS and w.process.returncode is None]
+            live = [
+                w
+                for w in self.sup.workers
+                if set(roles_of(w)) & set(VICTIMS) and w.process.returncode is None
+            ]
             if not live:
                 continue
             if self.cycle:
                 kind = VICTIMS[len(self.kills) % len(VICTIMS)]
-                live = [w for w in live if w.service == kind] or live
+            else:
+                kind = self.random.choice(sorted({r for w in live for r in roles_of(w) if r in VICTIMS}))
+            live = [w for w in live if kind in roles_of(w)] or live
             victim = self.random.choice(live)
-            kill = Kill(victim.service, victim.instance, time.monotonic())
+            if kind not in roles_of(victim):
+                kind = roles_of(victim)[0]
+            kill = Kill(kind, victim.instance, time.monotonic(), roles=roles_of(victim))
             self.kills.append(kill)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim.process.pid, signal.SIGKILL)
@@ -458,7 +485,8 @@ class Chaos:
                 recovery[k.service].append(max(known))
         kills = defaultdict(int)
         for k in self.kills:
-            kills[k.service] += 1
+            for role in k.roles or (k.service,):
+                kills[role] += 1
         return {
             "devices": self.n,
             "sent": sent,
@@ -501,12 +529,13 @@ async def run_chaos(
     seed: int,
     data_dir: Path | None = None,
     cycle: bool = False,
+    layout: str | None = None,
 ) -> dict[str, Any]:
     """One chaos run in `data_dir` (a temporary folder when None); returns the report."""
     if data_dir is not None:
-        return await Chaos(data_dir, devices, rate, kill_every, seed, cycle).run(duration)
+        return await Chaos(data_dir, devices, rate, kill_every, seed, cycle, layout).run(duration)
     with tempfile.TemporaryDirectory(prefix="ttgen-chaos-") as tmp:
-        return await Chaos(Path(tmp), devices, rate, kill_every, seed, cycle).run(duration)
+        return await Chaos(Path(tmp), devices, rate, kill_every, seed, cycle, layout).run(duration)
 
 
 def main() -> int:
@@ -516,6 +545,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=10.0, help="messages per second per device (default 10)")
     ap.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between kills (default 5)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--layout", choices=["sharded", "split"], help="the cluster's (default: the config's)")
     ap.add_argument("--json", type=Path, help="also write the report here")
     args = ap.parse_args()
     from runtime.transport import install_event_loop_policy
@@ -528,6 +558,7 @@ def main() -> int:
             rate=args.rate,
             kill_every=args.kill_every,
             seed=args.seed,
+            layout=args.layout,
         )
     )
     print(json.dumps(report, indent=2))

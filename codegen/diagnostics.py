@@ -157,6 +157,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "TT311": ("error", "enum value uses a reserved number"),
     "TT312": ("error", "enum without values"),
     "TT313": ("error", "command id outside 0..65535"),
+    "TT314": ("error", "enum bit mask outside 1..0xffffffff"),
     "TT401": ("error", "`required` in proto3"),
     "TT402": ("error", "default value in proto3"),
     "TT403": ("error", "proto3 enum whose first value is not 0"),
@@ -203,5 +204,9 @@ CODES: dict[str, tuple[Severity, str]] = {
     "TT803": ("error", "bad presence value (coalesce interval, batch_from)"),
     "TT804": ("error", "presence command is never sent to clients (direction not s2c or both)"),
     "TT805": ("error", "presence online/offline names no value of the status enum"),
+    "TT851": ("error", "web field type malformed, or naming no JSON scalar, web type, message or enum"),
+    "TT852": ("error", "web route malformed, or two web commands sharing an HTTP route"),
+    "TT853": ("error", "web event `data` names an unknown command or one never sent to clients"),
+    "TT854": ("error", "web `enums` names no enum of the spec"),
     "TT901": ("error", "internal: protoc rejected the emitted .proto text (a ttgen bug)"),
 }

@@ -136,6 +136,9 @@ class Enum:
     allow_alias: bool = False
     renamed_from: str | None = None
     key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # Named bits of the values (e.g. TeamTalk's MsgType: bit 0x10 marks a group message): (name, mask) in spec
+    # order. Not on the wire; emitted into the registry beside the enum, so services test bits by name.
+    bits: tuple[tuple[str, int], ...] = ()
 
     @property
     def qualname(self) -> str:
@@ -329,6 +332,8 @@ class Spec:
     # Manifest `wire:`: which encodings peers exchange bodies in (see `Wire`); `ttgen diff` judges renames and
     # name reservations by it.
     wire: Wire = "binary"
+    # Manifest `web:`: the gateway's JSON API for browsers (None: no browser client is generated).
+    web: WebApi | None = None
 
     # Convenience look-ups (computed; the model stays immutable).
     def messages(self) -> dict[str, Message]:
@@ -375,3 +380,74 @@ class Spec:
             for stage, values in pol.as_dict().items():
                 merged.setdefault(stage, {}).update(values)
         return merged
+
+
+# The browser API (the manifest's `web:` section) ---------------------------------------------------------
+# A web field's type: a JSON scalar, a `types:` name, a spec message (its protobuf JSON form) or a spec enum
+# (its number), optionally a list (`T[]`) and optionally absent (`T?`).
+WEB_SCALARS: tuple[str, ...] = ("string", "int", "number", "bool", "json")
+
+
+@dataclass(frozen=True)
+class WebField:
+    name: str
+    type: str  # the base type: a WEB_SCALARS name, a web type name, a message or enum qualname
+    loc: Loc
+    list: bool = False
+    optional: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class WebType:
+    """A named JSON object shape (`web.types`)."""
+
+    name: str
+    fields: tuple[WebField, ...]
+    loc: Loc
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class WebCommand:
+    """A client-to-gateway command: an HTTP route, a WebSocket op (its name), or both."""
+
+    name: str
+    loc: Loc
+    doc: str = ""
+    method: str = ""  # HTTP method ("" when the command is WebSocket-only)
+    path: str = ""
+    ws: bool = True  # also sent over the WebSocket as `{op: name, id, ...request}`
+    auth: bool = True  # needs the session token
+    body: str = "json"  # how a POST carries the request: "json", or "multipart" (form data, e.g. a file)
+    request: tuple[WebField, ...] = ()
+    reply: tuple[WebField, ...] = ()
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
+class WebEvent:
+    """A gateway-to-client event `{type: name, seq, ...fields}`; `data` names the command whose message is
+    carried as `data` (its protobuf JSON form)."""
+
+    name: str
+    loc: Loc
+    doc: str = ""
+    fields: tuple[WebField, ...] = ()
+    data: str | None = None
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
+class WebApi:
+    """The gateway's JSON API for browsers (the manifest's `web:`), source of the generated browser client."""
+
+    loc: Loc
+    doc: str = ""
+    http: str = "/api"  # path prefix of the JSON API
+    websocket: str = ""  # the WebSocket endpoint; "" for long-poll only
+    enums: tuple[str, ...] = ()  # spec enums the browser client carries (qualified names)
+    types: tuple[WebType, ...] = ()
+    commands: tuple[WebCommand, ...] = ()
+    events: tuple[WebEvent, ...] = ()
+    key_locs: dict[str, Loc] = field(default_factory=dict, compare=False, hash=False, repr=False)

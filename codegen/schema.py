@@ -24,12 +24,21 @@ from codegen.load.modules import (
     MODULE_KEYS,
     SERVICE_KEYS,
 )
+from codegen.load.web import (
+    BODIES,
+    EVENT_KEYS,
+    HTTP_METHODS,
+    TYPE_KEYS,
+    WEB_KEYS,
+)
+from codegen.load.web import COMMAND_KEYS as WEB_COMMAND_KEYS
+from codegen.load.web import FIELD_KEYS as WEB_FIELD_KEYS
 from codegen.model import PRESENCE_AUDIENCES, PRESENCE_CLIENTS, STAGES, WIRE_FORMATS
 from codegen.stages_schema import DURATION_RE, STAGE_KEYS, json_schema_for
 
 SCHEMA_FILE = Path(__file__).parent / "schema" / "spec.schema.json"
 SCHEMA_ID = "https://ttgen.dev/schema/spec.schema.json"
-FILE_KINDS = ("manifest", "module", "cluster", "stages", "presence", "plugin")
+FILE_KINDS = ("manifest", "module", "cluster", "stages", "presence", "web", "plugin")
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
@@ -101,6 +110,11 @@ def _defs() -> dict[str, Any]:
             "reserved": _RESERVED,
             "allow_alias": _BOOL,
             "renamed_from": _STR,
+            "bits": {
+                "type": "object",
+                "additionalProperties": _INT,
+                "description": "named bits of the values (name -> mask), emitted into the registry",
+            },
         },
         ENUM_KEYS,
         ("values",),
@@ -194,6 +208,58 @@ def _defs() -> dict[str, Any]:
         doc="presence fan-out: audience, client class, coalescing interval, commands",
     )
     presence_file = _obj({"presence": {"$ref": "#/$defs/presence_policy"}}, ("presence",), ("presence",))
+    web_type_text = {
+        "type": "string",
+        "pattern": r"^\s*[A-Za-z_][A-Za-z0-9_.]*(\[\])?\??\s*$",
+        "description": "string, int, number, bool, json, a web type, or a qualified message or enum; "
+        "T[] a list, T? may be absent",
+    }
+    web_fields = {
+        "type": "object",
+        "additionalProperties": {
+            "anyOf": [web_type_text, _obj({"type": web_type_text, "doc": _STR}, WEB_FIELD_KEYS, ("type",))]
+        },
+    }
+    path = {"type": "string", "pattern": r"^/[A-Za-z0-9_./-]*$"}
+    web_section = _obj(
+        {
+            "doc": _STR,
+            "http": path,
+            "websocket": path,
+            "enums": _STR_LIST,
+            "types": {
+                "type": "object",
+                "additionalProperties": _obj({"doc": _STR, "fields": web_fields}, TYPE_KEYS, ("fields",)),
+            },
+            "commands": {
+                "type": "object",
+                "additionalProperties": _obj(
+                    {
+                        "doc": _STR,
+                        "http": {
+                            "type": "string",
+                            "pattern": "^(" + "|".join(HTTP_METHODS) + r") /[A-Za-z0-9_./-]*$",
+                        },
+                        "ws": _BOOL,
+                        "auth": _BOOL,
+                        "body": {"enum": list(BODIES)},
+                        "request": web_fields,
+                        "reply": web_fields,
+                    },
+                    WEB_COMMAND_KEYS,
+                ),
+            },
+            "events": {
+                "type": "object",
+                "additionalProperties": _obj(
+                    {"doc": _STR, "fields": web_fields, "data": _STR}, EVENT_KEYS
+                ),
+            },
+        },
+        WEB_KEYS,
+        doc="the gateway's JSON API for browsers, from which the browser client is generated",
+    )
+    web_file = _obj({"web": {"$ref": "#/$defs/web_section"}}, ("web",), ("web",))
     manifest = _obj(
         {
             "spec": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*$"},
@@ -213,6 +279,7 @@ def _defs() -> dict[str, Any]:
             "cluster": {"anyOf": [_STR, {"$ref": "#/$defs/cluster"}]},
             "stages": {"anyOf": [_STR, _named("stage_policy")]},
             "presence": {"anyOf": [_STR, {"$ref": "#/$defs/presence_policy"}]},
+            "web": {"anyOf": [_STR, {"$ref": "#/$defs/web_section"}]},
             "plugins": _STR_LIST,
             "output": _STR,
             "docs_output": _STR,
@@ -240,6 +307,8 @@ def _defs() -> dict[str, Any]:
         "stages": stages_file,
         "presence": presence_file,
         "presence_policy": presence_policy,
+        "web": web_file,
+        "web_section": web_section,
         "plugin": plugin,
         "service": service,
         "enum": enum,
@@ -253,7 +322,7 @@ def _defs() -> dict[str, Any]:
 
 
 def spec_schema() -> dict[str, Any]:
-    """The whole schema: any of the six file kinds (manifest, module, cluster, stages, presence, plugin)."""
+    """The whole schema: any of the file kinds (manifest, module, cluster, stages, presence, web, plugin)."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,

@@ -33,6 +33,7 @@ from runtime.errors import (
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
 from runtime.httpkit import MalformedRequest, fetch
 from runtime.registry import CommandInfo, Registry, UnknownCommand
+from runtime.services.links import ResultCode
 from runtime.stages import CommandStages, build_stages
 from runtime.stages.crypto import KeyExchange, SessionCipher, SessionKeys, derive_session_keys
 from runtime.stages.unpack import ReplayWindow
@@ -45,11 +46,21 @@ Resync = Callable[["ClientCore"], Awaitable[None]]
 
 
 QueueProgress = Callable[[int, float], None]  # (1-based queue position, expected wait in seconds)
-QUEUED = 2  # TeamTalk's MSG_SERVER_FULL: the login service queued us
+QUEUED = ResultCode.MSG_SERVER_FULL  # the login service queued us (runtime.services.admission)
 ENCRYPTION_MODES = ("prefer", "require", "off")
 HANDSHAKE = "CID_EXT_HANDSHAKE_REQ"
-# IM.Ext.AeadSuite numbers -> runtime.stages.crypto algorithms, in the order the client offers them.
-SUITES = {1: "aes-256-gcm", 2: "chacha20-poly1305"}
+
+
+def aead_suites(registry: Registry) -> dict[int, str]:
+    """The spec's IM.Ext.AeadSuite values -> runtime.stages.crypto algorithms, in the order the client offers
+    them (empty when the stack has no such enum)."""
+    suite = getattr(registry.enums, "AeadSuite", None) if registry.enums is not None else None
+    if suite is None:
+        return {}
+    return {
+        int(suite.AEAD_AES_256_GCM): "aes-256-gcm",
+        int(suite.AEAD_CHACHA20_POLY1305): "chacha20-poly1305",
+    }
 
 
 async def resolve_msg_server(
@@ -250,17 +261,18 @@ class ClientCore:
         except UnknownCommand:
             info = None
         why = "the protocol has no secure-session handshake"
-        if info is not None:
+        suites = aead_suites(self.registry)
+        if info is not None and suites:
             kx, nonce = KeyExchange(), os.urandom(16)
             req: Any = info.message_class()
             req.client_public_key, req.client_nonce = kx.public_bytes, nonce
-            req.suites.extend(SUITES)
+            req.suites.extend(suites)
             rsp: Any = None
             try:
                 rsp = await self.call(HANDSHAKE, req, timeout=self.handshake_timeout)
             except CallTimeout:
                 why = f"the server did not answer the handshake within {self.handshake_timeout:g} s"
-            if rsp is not None and rsp.result_code == 0 and rsp.suite in SUITES:
+            if rsp is not None and rsp.result_code == 0 and rsp.suite in suites:
                 try:
                     keys = derive_session_keys(
                         kx, rsp.server_public_key, nonce, rsp.server_nonce, initiator=True
@@ -268,7 +280,7 @@ class ClientCore:
                 except (ValueError, RuntimeProtocolError) as exc:
                     why = f"the server's handshake is unusable: {exc}"
                 else:
-                    self.enable_encryption(keys, SUITES[rsp.suite])
+                    self.enable_encryption(keys, suites[rsp.suite])
                     self.encrypted = True
                     return
             elif rsp is not None:

@@ -22,10 +22,11 @@ from typing import Any
 from runtime.dispatch import extension_capable
 from runtime.errors import IntegrityError
 from runtime.monitor.metrics import Metrics
+from runtime.registry import Registry
+from runtime.services.protocol import enums_of
 from runtime.stages.legacy_codec import decrypt_text, encrypt_text
 from runtime.transport import Link
 
-TEXT_TYPES = frozenset({0x01, 0x11})  # MSG_TYPE_SINGLE_TEXT, MSG_TYPE_GROUP_TEXT
 CHAT = frozenset({"CID_MSG_DATA", "CID_EXT_MSG_BURN"})
 HISTORY = frozenset({"CID_MSG_LIST_RESPONSE", "CID_MSG_GET_BY_MSG_ID_RES"})
 RECENT = "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_RESPONSE"
@@ -45,9 +46,11 @@ def legacy_key_from_config(cfg: Mapping[str, Any]) -> bytes | None:
 class LegacyText:
     """Decodes on input and encodes on output for original TeamTalk connections."""
 
-    def __init__(self, key: bytes, metrics: Metrics) -> None:
+    def __init__(self, key: bytes, metrics: Metrics, registry: Registry) -> None:
         encrypt_text(b"", key)  # a bad key fails here, at start
         self.key = key
+        types = enums_of(registry).MsgType
+        self.text_types = frozenset({int(types.MSG_TYPE_SINGLE_TEXT), int(types.MSG_TYPE_GROUP_TEXT)})
         self.m_decoded = metrics.counter("msg_legacy_decoded_total", "texts decoded from the legacy codec")
         self.m_undecodable = metrics.counter(
             "msg_legacy_undecodable_total", "texts of original clients that did not decode (stored as sent)"
@@ -56,7 +59,7 @@ class LegacyText:
 
     def inbound(self, link: Link, msg: Any) -> None:
         """A chat message from a client: the text decoded in place if the client is an original one."""
-        if extension_capable(link) or msg.msg_type not in TEXT_TYPES or not msg.msg_data:
+        if extension_capable(link) or msg.msg_type not in self.text_types or not msg.msg_data:
             return
         try:
             msg.msg_data = decrypt_text(bytes(msg.msg_data), self.key)
@@ -70,7 +73,7 @@ class LegacyText:
         if extension_capable(link):
             return msg
         if command in CHAT:
-            if msg.msg_type not in TEXT_TYPES:
+            if msg.msg_type not in self.text_types:
                 return msg
             copy = type(msg)()
             copy.CopyFrom(msg)
@@ -80,14 +83,14 @@ class LegacyText:
             copy = type(msg)()
             copy.CopyFrom(msg)
             for info in copy.msg_list:
-                if info.msg_type in TEXT_TYPES:
+                if info.msg_type in self.text_types:
                     info.msg_data = self._encode(bytes(info.msg_data))
             return copy
         if command == RECENT:
             copy = type(msg)()
             copy.CopyFrom(msg)
             for s in copy.contact_session_list:
-                if s.latest_msg_type in TEXT_TYPES and s.latest_msg_data:
+                if s.latest_msg_type in self.text_types and s.latest_msg_data:
                     s.latest_msg_data = self._encode(bytes(s.latest_msg_data))
             return copy
         return msg

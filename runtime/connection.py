@@ -2,15 +2,39 @@
 
 Like h11, a `Connection` takes bytes and the current time and returns frames to dispatch; it queues bytes to
 send (`data_to_send`). It never touches a socket or a clock: `now` is passed in, so tests need no sleeps.
+
+`LinkConnection` is the same machine for a server-to-server link (`Kind.SERVER_LINK`), with the internal-link
+protocol on top. Internal links speak the client protocol's 16-byte frames, with flag bits of their own
+(TeamTalk leaves `flag` 0, and internal links never reach a client):
+
+- `FLAG_REQUEST`: the sender expects exactly one `FLAG_RESPONSE` frame carrying the same correlation id
+  (`LinkConnection.request`: the callback gets the answer, or None if the link is lost first);
+- `FLAG_RESPONSE`: the answer to a request; the correlation id is `seq | reserved << 16` (32 bits, so a
+  pipelined link never reuses an id while it is still outstanding);
+- `FLAG_RELAY`: the body is a relay envelope (`pack_relay`): the target user ids, then the inner message body.
+  A router reads the targets without parsing the protobuf body; a service that gets a relayed request acts
+  for its first target (the user the sending msg server authenticated: `ctx.user_id`).
+- `FLAG_BATCH` (with `FLAG_RESPONSE`): empty answers to several requests in one frame, the body being their
+  correlation ids (u32 each). `confirm` queues such an answer: every confirmation queued before the output is
+  next taken leaves in one frame, where one frame each cost both ends a header;
+- `FLAG_AUTH`: the handshake that opens every link of a cluster (`runtime.auth.link_handshake`): both ends
+  prove they hold the cluster secret before anything else is accepted or sent (frames queued meanwhile wait);
+  a peer that fails, sends anything else first, or takes longer than `HANDSHAKE_TIMEOUT`, is refused: the
+  connection closes with `refused` set, and the `LinkAuth` counts it.
+
+Heartbeats (`CID_OTHER_HEARTBEAT`) are sent after 5 s without sending and never dispatched; a link silent for
+30 s closes (PROTOCOL.md 1.2). `runtime.transport.InternalLink` drives a `LinkConnection` over TCP.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from runtime.auth.link_handshake import LinkAuthError, LinkHandshake
 from runtime.errors import FrameError, InvalidTransition
 from runtime.framing import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -30,7 +54,17 @@ _pack_header = HEADER.pack
 
 HEARTBEAT_SERVICE_ID = 7
 HEARTBEAT_COMMAND_ID = 0x0701
-MOBILE_CLIENT_BIT = 0x10
+
+# The internal-link protocol (see the module docstring).
+FLAG_AUTH = 0x0800
+FLAG_RELAY = 0x1000
+FLAG_BATCH = 0x2000
+FLAG_REQUEST = 0x4000
+FLAG_RESPONSE = 0x8000
+AUTH_HELLO, AUTH_PROOF = 0x0001, 0x0002  # command ids of the two FLAG_AUTH frames
+HANDSHAKE_TIMEOUT = 5.0  # seconds a link peer has to complete the handshake (read when a link opens)
+MAX_LINK_FRAME = 16 << 20
+BROADCAST = 0xFFFF  # relay target count meaning "every msg server, every user"
 
 
 class State(enum.Enum):
@@ -195,8 +229,8 @@ class Connection:
 
     @property
     def is_mobile(self) -> bool:
-        """Mobile clients (client_type bit 0x10) get the longer idle timeout."""
-        return bool(self.client_type & MOBILE_CLIENT_BIT)
+        """Mobile clients (the spec's ClientType bit MOBILE) get the longer idle timeout."""
+        return bool(self.client_type & self.registry.bits("ClientType").get("MOBILE", 0))
 
     def authenticate(self, user_id: int, client_type: int) -> None:
         """Mark a successful login: binds the user and lifts the auth gate."""
@@ -353,3 +387,339 @@ class Connection:
                 self.close(f"server silent for {t.client_dead_after:g} s")
             elif now - self.last_sent >= t.client_heartbeat_every:
                 self.send_frame(HEARTBEAT_SERVICE_ID, HEARTBEAT_COMMAND_ID, 0, b"", now)
+
+
+# -- the internal-link protocol ------------------------------------------------------------------------------
+_u16 = struct.Struct(">H")
+_TARGETS = [struct.Struct(f">H{n}I") for n in range(9)]  # envelope heads of up to 8 targets (1:1 uses 1-2)
+
+ReplyCallback = Callable[[Frame | None], None]
+# What a callback gets for an answer that came in a FLAG_BATCH frame: an empty reply (None would mean the link
+# was lost).
+CONFIRMED = Frame(0, 0, 0, b"", flag=FLAG_RESPONSE)
+
+
+def relay_head(targets: Sequence[int] | None) -> bytes:
+    """The head of a relay envelope: u16 count (BROADCAST for all), then count x u32 user ids."""
+    if targets is None:
+        return _u16.pack(BROADCAST)
+    n = len(targets)
+    if n < len(_TARGETS):
+        return _TARGETS[n].pack(n, *targets)
+    if n >= BROADCAST:
+        raise ValueError("too many relay targets")
+    return struct.pack(f">H{n}I", n, *targets)
+
+
+def pack_relay(targets: Sequence[int] | None, body: bytes) -> bytes:
+    """A relay envelope: `relay_head(targets)`, then the message body."""
+    return relay_head(targets) + body
+
+
+def relay_targets(data: bytes | memoryview) -> tuple[tuple[int, ...] | None, int]:
+    """(targets or None for broadcast, offset of the body) of a relay envelope, without copying the body."""
+    if len(data) < 2:
+        raise FrameError("truncated relay envelope")
+    (n,) = _u16.unpack_from(data, 0)
+    if n == BROADCAST:
+        return None, 2
+    end = 2 + 4 * n
+    if len(data) < end:
+        raise FrameError("truncated relay envelope")
+    head = _TARGETS[n] if n < len(_TARGETS) else struct.Struct(f">H{n}I")
+    return head.unpack_from(data, 0)[1:], end
+
+
+def unpack_relay(data: bytes | memoryview) -> tuple[tuple[int, ...] | None, bytes]:
+    """Split a relay envelope into (targets or None for broadcast, body)."""
+    targets, start = relay_targets(data)
+    return targets, bytes(data[start:])
+
+
+def correlation(frame: Frame) -> int:
+    """The 32-bit correlation id of a request or response frame."""
+    return frame.seq | (frame.reserved << 16)
+
+
+class LinkAuth:
+    """What one process's links prove and check: the cluster secret; and how many peers were refused."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self.refused = 0
+        self.on_refused: Callable[[], None] | None = None  # e.g. a metrics counter's inc
+
+    def refuse(self) -> None:
+        """Count one peer that failed the handshake."""
+        self.refused += 1
+        if self.on_refused is not None:
+            self.on_refused()
+
+
+class LinkConnection(Connection):
+    """One end of a server-to-server link: the internal-link protocol (module docstring) over `Connection`.
+
+    With `auth`, the connection starts in HANDSHAKE with its HELLO queued; nothing else is yielded or leaves
+    (frames queue) until the peer has proven the secret, which moves it to AUTHENTICATED. `receive_data`
+    answers responses itself (the request's callback runs) and yields requests and notices to dispatch."""
+
+    __slots__ = ("_auth", "_auth_out", "_confirms", "_handshake", "_next_corr", "_pending", "refused")
+
+    def __init__(
+        self,
+        registry: Registry,
+        now: float,
+        *,
+        peer: str = "?",
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        max_frame_bytes: int = MAX_LINK_FRAME,
+        auth: LinkAuth | None = None,
+        dialer: bool = False,
+    ) -> None:
+        super().__init__(
+            registry,
+            Kind.SERVER_LINK,
+            now,
+            peer=peer,
+            timeouts=timeouts,
+            max_frame_bytes=max_frame_bytes,
+            authenticated=auth is None,
+        )
+        self._auth = auth
+        self._handshake = LinkHandshake(auth.secret, dialer=dialer) if auth is not None else None
+        self._auth_out = bytearray()
+        self._pending: dict[int, ReplyCallback] = {}
+        self._next_corr = 1
+        self._confirms: list[int] = []
+        self.refused = False
+        if self._handshake is not None:
+            self._auth_frame(AUTH_HELLO, self._handshake.hello())
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered."""
+        return len(self._pending)
+
+    @property
+    def handshaking(self) -> bool:
+        """True until the peer has proven the cluster secret (never, without `auth`)."""
+        return self._handshake is not None
+
+    # -- the handshake ---------------------------------------------------------------------------------------
+    def _auth_frame(self, command_id: int, body: bytes) -> None:
+        self._auth_out += _pack_header(
+            HEADER_SIZE + len(body), PROTOCOL_VERSION, FLAG_AUTH, 0, command_id, 0, 0
+        )
+        self._auth_out += body
+
+    def _on_auth_frame(self, frame: Frame) -> None:
+        handshake = self._handshake
+        assert handshake is not None
+        try:
+            if not frame.flag & FLAG_AUTH:
+                raise LinkAuthError(f"frame 0x{frame.command_id:04x} before the handshake")
+            if frame.command_id == AUTH_HELLO:
+                self._auth_frame(AUTH_PROOF, handshake.on_hello(bytes(frame.body)))
+            elif frame.command_id == AUTH_PROOF:
+                handshake.on_proof(bytes(frame.body))
+            else:
+                raise LinkAuthError(f"unknown handshake frame 0x{frame.command_id:04x}")
+        except LinkAuthError as exc:
+            self.refuse(str(exc))
+            return
+        if handshake.done:
+            self._handshake = None
+            self._apply(Event.AUTHENTICATE)
+
+    def refuse(self, reason: str) -> None:
+        """The peer failed the handshake: count it, drop everything queued but handshake frames, close."""
+        if not self.is_open:
+            return
+        log.warning("refused internal peer %s: %s", self.peer, reason)
+        if self._auth is not None:
+            self._auth.refuse()
+        self.refused = True
+        self._out.clear()  # only handshake frames already answered (a PROOF) may still leave
+        self._confirms.clear()
+        self.close(f"refused: {reason}")
+
+    # -- receiving -------------------------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float) -> Iterator[tuple[Frame, CommandInfo]]:
+        if not self.is_open:
+            return iter(())
+        self.last_received = now
+        try:
+            frames = self._decoder.feed(data)
+        except FrameError as exc:
+            if self._handshake is not None:
+                self.refuse(str(exc))
+            else:
+                self._violation(f"bad frame: {exc}")
+            return iter(())
+        return self._admit(frames, now)
+
+    def _admit(self, frames: list[Frame], now: float) -> Iterator[tuple[Frame, CommandInfo]]:
+        get = self._commands.get
+        pending = self._pending
+        for frame in frames:
+            if not self.is_open:
+                return
+            if self._handshake is not None:
+                self._on_auth_frame(frame)
+                continue
+            flag = frame.flag
+            if flag & FLAG_AUTH:
+                self._violation("a handshake frame on an open link")
+                return
+            if flag & FLAG_RESPONSE:
+                if flag & FLAG_BATCH:
+                    self._confirmed(frame.body)
+                    continue
+                cb = pending.pop(frame.seq | (frame.reserved << 16), None)
+                if cb is not None:
+                    _answer(cb, frame)
+                continue
+            cid = frame.command_id
+            if cid == HEARTBEAT_COMMAND_ID:
+                continue
+            info = get(cid)
+            if info is None:
+                log.warning("%s: unknown command 0x%04x on an internal link; answered empty", self.peer, cid)
+                self.confirm(frame)
+                continue
+            yield frame, info
+
+    def _confirmed(self, body: bytes | memoryview) -> None:
+        """A FLAG_BATCH frame: the requests it names are answered (empty replies)."""
+        n = len(body) // 4
+        if n * 4 != len(body):
+            log.warning("%s: a batch of answers of %d bytes (not whole ids); ignored", self.peer, len(body))
+            return
+        pending = self._pending
+        for corr in struct.unpack(f">{n}I", body):
+            cb = pending.pop(corr, None)
+            if cb is not None:
+                _answer(cb, CONFIRMED)
+
+    def connection_lost(self) -> None:
+        """The socket is gone: every outstanding request's callback gets None."""
+        super().connection_lost()
+        pending, self._pending = self._pending, {}
+        for cb in pending.values():
+            _answer(cb, None)
+
+    # -- sending ---------------------------------------------------------------------------------------------
+    def send_link(
+        self,
+        command_id: int,
+        body: bytes | bytearray | memoryview,
+        now: float,
+        *,
+        flag: int = 0,
+        corr: int = 0,
+        head: bytes = b"",
+    ) -> bool:
+        """Queue one frame whose body is `head + body` (e.g. a relay envelope's targets, then the message,
+        without joining them first); False if the connection is closing (the frame is dropped)."""
+        if not self.is_open:
+            return False
+        out = self._out
+        size = HEADER_SIZE + len(head) + len(body)
+        out += _pack_header(
+            size, PROTOCOL_VERSION, flag, command_id >> 8, command_id, corr & 0xFFFF, corr >> 16
+        )
+        if head:
+            out += head
+        out += body
+        self.last_sent = now
+        return True
+
+    def request(
+        self,
+        command_id: int,
+        body: bytes | bytearray | memoryview,
+        callback: ReplyCallback,
+        now: float,
+        *,
+        flag: int = 0,
+        head: bytes = b"",
+    ) -> bool:
+        """Queue a request (body `head + body`); `callback(reply frame)` on the answer (`CONFIRMED` for an
+        empty one), `callback(None)` if the link is lost first. False (no callback) if it is closing."""
+        if not self.is_open:
+            return False
+        corr = self._next_corr
+        self._next_corr = corr + 1 if corr < 0xFFFFFFFF else 1
+        self._pending[corr] = callback
+        return self.send_link(command_id, body, now, flag=flag | FLAG_REQUEST, corr=corr, head=head)
+
+    def reply(
+        self, request: Frame, command_id: int, body: bytes | bytearray | memoryview, now: float
+    ) -> bool:
+        """Answer a `FLAG_REQUEST` frame (a no-op for frames that did not ask for a reply)."""
+        if not request.flag & FLAG_REQUEST:
+            return False
+        return self.send_link(
+            command_id, body, now, flag=FLAG_RESPONSE, corr=request.seq | (request.reserved << 16)
+        )
+
+    def confirm(self, request: Frame) -> bool:
+        """Answer a `FLAG_REQUEST` frame with an empty reply, batched: every confirmation queued before the
+        output is next taken leaves in one FLAG_BATCH frame. A no-op for frames that did not ask for a reply;
+        False if the connection is closing."""
+        if not request.flag & FLAG_REQUEST or not self.is_open:
+            return False
+        self._confirms.append(request.seq | (request.reserved << 16))
+        return True
+
+    @property
+    def pending_output(self) -> int:
+        return len(self._out) + len(self._auth_out) + len(self._confirms)
+
+    def data_to_send(self) -> bytes:
+        """Handshake frames first; nothing else before the peer is proven; confirmations as one frame."""
+        auth = self._auth_out
+        if self._handshake is not None:
+            if not auth:
+                return b""
+            data = bytes(auth)
+            auth.clear()
+            return data
+        confirms = self._confirms
+        out = self._out
+        if confirms:
+            n = len(confirms)
+            out += _pack_header(HEADER_SIZE + 4 * n, PROTOCOL_VERSION, FLAG_RESPONSE | FLAG_BATCH, 0, 0, 0, 0)
+            out += struct.pack(f">{n}I", *confirms)
+            confirms.clear()
+        if auth:
+            data = bytes(auth) + bytes(out)
+            auth.clear()
+        elif out:
+            data = bytes(out)
+        else:
+            return b""
+        out.clear()
+        return data
+
+    # -- timers ----------------------------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        deadline = super().next_deadline()
+        if deadline is not None and self._handshake is not None:
+            return min(deadline, self.opened_at + HANDSHAKE_TIMEOUT)
+        return deadline
+
+    def tick(self, now: float) -> None:
+        """The handshake deadline, then heartbeats and the dead-peer rule."""
+        if self._handshake is not None and self.is_open:
+            if now - self.opened_at >= HANDSHAKE_TIMEOUT:
+                self.refuse(f"no handshake within {HANDSHAKE_TIMEOUT:g} s")
+            return
+        super().tick(now)
+
+
+def _answer(cb: ReplyCallback, frame: Frame | None) -> None:
+    try:
+        cb(frame)
+    except Exception:  # a buggy callback must not kill the link
+        log.exception("reply callback failed")

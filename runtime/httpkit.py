@@ -32,7 +32,8 @@ from aiohttp import web
 log = logging.getLogger("ttgen.http")
 
 MAX_LINE = 8190
-MAX_HEADERS = 100
+MAX_HEADERS = 32
+MAX_HEAD = 8192
 IDLE_TIMEOUT = 30.0
 BODY_TIMEOUT = 30.0
 MAX_BODY = 1 << 20
@@ -88,7 +89,8 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
     close: bool = False  # close the connection after this answer
-    doc: Any = None  # the JSON document of a json_response (a WebSocket reply reuses it)
+    doc: Any = None  # a json_response's document: the body is made from it when it is sent over HTTP (a
+    # WebSocket reply serializes the document into its own frame instead)
 
     def to_aiohttp(self) -> web.Response:
         """The aiohttp answer."""
@@ -96,9 +98,10 @@ class Response:
         charset = None
         if "charset=" in params:
             charset = params.split("charset=", 1)[1].strip()
+        body = self.body if self.doc is None or self.body else json_bytes(self.doc)
         rsp = web.Response(
             status=self.status,
-            body=self.body,
+            body=body,
             content_type=ctype.strip(),
             charset=charset,
             headers=self.headers,
@@ -114,8 +117,8 @@ def json_bytes(doc: Any) -> bytes:
 
 
 def json_response(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    """A JSON answer."""
-    return Response(status, json_bytes(doc), "application/json; charset=utf-8", dict(headers or {}), doc=doc)
+    """A JSON answer (serialized when it is sent)."""
+    return Response(status, b"", "application/json; charset=utf-8", dict(headers or {}), doc=doc)
 
 
 def peer_of(request: web.BaseRequest) -> str:
@@ -127,7 +130,7 @@ def peer_of(request: web.BaseRequest) -> str:
     return "?:0"
 
 
-async def read_body(request: web.BaseRequest, limit: int, timeout: float = BODY_TIMEOUT) -> bytes:
+async def read_body(request: web.BaseRequest, limit: int, timeout: float | None = None) -> bytes:
     """The whole body, refused above `limit` bytes (TooLarge: from the declared length before reading, or as
     soon as more arrived) or when it does not arrive within `timeout` (SlowBody)."""
     declared = request.content_length
@@ -136,18 +139,13 @@ async def read_body(request: web.BaseRequest, limit: int, timeout: float = BODY_
     if not request.body_exists:
         return b""
     out = bytearray()
-
-    async def go() -> None:
-        while True:
-            chunk = await request.content.readany()
-            if not chunk:
-                return
-            out.extend(chunk)
-            if len(out) > limit:
-                raise TooLarge(len(out), limit)
-
+    timeout = BODY_TIMEOUT if timeout is None else timeout
     try:
-        await asyncio.wait_for(go(), timeout)
+        async with asyncio.timeout(timeout):  # no task per request, unlike wait_for
+            while chunk := await request.content.readany():
+                out.extend(chunk)
+                if len(out) > limit:
+                    raise TooLarge(len(out), limit)
     except TimeoutError:
         raise SlowBody(f"the body did not arrive within {timeout:g} s") from None
     except aiohttp.ClientPayloadError as exc:  # chunked encoding broken, connection lost mid-body
@@ -217,8 +215,24 @@ def _json_refusal(status: int, reason: str) -> Response:
     return json_response({"error_code": status, "error_msg": reason}, status)
 
 
+def _head_limit(max_head: int) -> Any:
+    """A middleware refusing a request whose whole head is above `max_head` bytes (431, connection closed)."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Any) -> web.StreamResponse:
+        if head_size(request) > max_head:
+            rsp = json_response({"error_code": 1, "error_msg": "request head too large"}, 431)
+            rsp.close = True
+            return rsp.to_aiohttp()
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return limit
+
+
 class HttpServer:
-    """An aiohttp application on one port (0: any free port) with the runtime's limits."""
+    """An aiohttp application on one port (0: any free port) with the runtime's limits: `max_line` per line,
+    `max_headers` lines and `max_head` bytes for the whole head (None: the per-line limits alone)."""
 
     def __init__(
         self,
@@ -230,7 +244,10 @@ class HttpServer:
         max_headers: int = MAX_HEADERS,
         idle_timeout: float = IDLE_TIMEOUT,
         name: str = "http",
+        max_head: int | None = MAX_HEAD,
     ) -> None:
+        if max_head is not None:
+            app.middlewares.append(_head_limit(max_head))
         self.app = app
         self.host, self._wanted_port = host, port
         self.max_line, self.max_headers, self.idle_timeout = max_line, max_headers, idle_timeout

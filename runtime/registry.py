@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import IntEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -44,6 +45,9 @@ class UnknownCommand(LookupError):
     """No command with that id (or name) in the registry."""
 
 
+_NO_BITS: Mapping[str, int] = MappingProxyType({})
+
+
 class Registry:
     """Immutable look-up tables over a protocol's commands."""
 
@@ -54,6 +58,9 @@ class Registry:
         commands: Iterable[CommandInfo],
         services: Mapping[str, int] | None = None,
         presence: Mapping[str, Any] | None = None,
+        enums: Any = None,
+        command_ids: type[IntEnum] | None = None,
+        enum_bits: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         self.spec_name = spec_name
         self.spec_version = spec_version
@@ -70,6 +77,43 @@ class Registry:
         # The spec's presence policy as emitted (see runtime.services.presence.PresencePolicy), or None.
         self.presence: Mapping[str, Any] | None = MappingProxyType(dict(presence)) if presence else None
         self._id_view: Mapping[int, CommandInfo] = MappingProxyType(self._by_id)
+        # The generated `Enums` namespace (one IntEnum per spec enum, `<Enum>Bits` for named bits) and the
+        # `CommandId` enum of the stack; None for a registry built by hand. Services read them typed through
+        # runtime.services.protocol.
+        self.enums: Any = enums
+        self.command_ids: type[IntEnum] | None = command_ids
+        # Named enum bits by the enum's full name, as given; `bits` also caches look-ups by simple name.
+        self.enum_bits: Mapping[str, Mapping[str, int]] = MappingProxyType(
+            {name: MappingProxyType(dict(bits)) for name, bits in (enum_bits or {}).items()}
+        )
+        self._bits: dict[str, Mapping[str, int]] = dict(self.enum_bits)
+
+    def derive(
+        self, commands: Iterable[CommandInfo] | None = None, *, presence: Mapping[str, Any] | None = None
+    ) -> Registry:
+        """A copy with other commands and/or another presence policy (the rest, enums included, kept)."""
+        return Registry(
+            self.spec_name,
+            self.spec_version,
+            list(self) if commands is None else commands,
+            self.services,
+            presence=self.presence if presence is None else presence,
+            enums=self.enums,
+            command_ids=self.command_ids,
+            enum_bits=self.enum_bits,
+        )
+
+    def bits(self, enum: str) -> Mapping[str, int]:
+        """The named bits of an enum's values (name -> mask), by the enum's full name
+        (`IM.BaseDefine.MsgType`) or, when only one enum has that simple name, by it (`MsgType`); empty if it
+        names none."""
+        found = self._bits.get(enum)
+        if found is not None:
+            return found
+        matches = [bits for name, bits in self.enum_bits.items() if name.rsplit(".", 1)[-1] == enum]
+        found = matches[0] if len(matches) == 1 else _NO_BITS
+        self._bits[enum] = found
+        return found
 
     def __iter__(self) -> Iterator[CommandInfo]:
         return iter(sorted(self._by_id.values(), key=lambda c: c.command_id))

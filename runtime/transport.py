@@ -10,8 +10,20 @@ import socket
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar, cast
 
-from runtime.connection import DEFAULT_TIMEOUTS, Connection, Kind, Timeouts
+from runtime import connection
+from runtime.connection import (
+    DEFAULT_TIMEOUTS,
+    MAX_LINK_FRAME,
+    Connection,
+    Kind,
+    LinkAuth,
+    LinkConnection,
+    ReplyCallback,
+    Timeouts,
+)
+from runtime.errors import CallTimeout, ConnectionClosed
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
+from runtime.inprocess import register_listener
 from runtime.registry import CommandInfo, Registry
 from runtime.timers import NO_SLOT, ConnectionTimers
 
@@ -132,7 +144,11 @@ class Link(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peername = transport.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
-        self.conn = Connection(
+        self.conn = self._new_connection(peer)
+        self.handler.connection_made(self)
+
+    def _new_connection(self, peer: str) -> Connection:
+        return Connection(
             self.registry,
             self.kind,
             self._loop.time(),
@@ -140,7 +156,6 @@ class Link(asyncio.Protocol):
             timeouts=self.timeouts,
             max_frame_bytes=self.max_frame_bytes,
         )
-        self.handler.connection_made(self)
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -269,6 +284,8 @@ class Server:
 
     def __init__(self, server: asyncio.Server, links: set[Link], timers: ConnectionTimers[Link]) -> None:
         self._server = server
+        # what the listener makes for an accepted connection (an in-process peer connects through it too)
+        self.protocol_factory: Callable[[], Link] | None = None
         self.links = links
         self.timers = timers
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -321,10 +338,27 @@ async def serve(
     backlog: int = 4096,
 ) -> Server:
     """Listen on host:port; each accepted connection gets a `Link` and `handler_factory()` as its handler."""
+    return await _listen(
+        host,
+        port,
+        lambda tracked: tracked(
+            registry, kind, handler_factory(), timeouts=timeouts, max_frame_bytes=max_frame_bytes
+        ),
+        Link,
+        backlog,
+    )
+
+
+L = TypeVar("L", bound=Link)
+
+
+async def _listen(host: str, port: int, make: Callable[[type[L]], L], base: type[L], backlog: int) -> Server:
+    """Listen; each accepted connection is `make(cls)`, `cls` being `base` with its links tracked in the
+    server's set and timer wheel."""
     links: set[Link] = set()
     timers: ConnectionTimers[Link] = ConnectionTimers(TICK_SECONDS, _tick_failed)
 
-    class _TrackedLink(Link):
+    class _Tracked(base):  # type: ignore[valid-type,misc]
         __slots__ = ()
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -337,17 +371,277 @@ async def serve(
             timers.untrack(self)
             super().connection_lost(exc)
 
+    def factory() -> L:
+        return make(_Tracked)
+
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: _TrackedLink(
-            registry, kind, handler_factory(), timeouts=timeouts, max_frame_bytes=max_frame_bytes
-        ),
+    server = await loop.create_server(factory, host, port, backlog=backlog, reuse_address=True)
+    listening = Server(server, links, timers)
+    listening.protocol_factory = factory
+    return listening
+
+
+# A peer whose host died (power, kernel, network) sends no FIN: the heartbeat would notice only after 30 s of
+# silence. The kernel notices sooner: keepalive probes after DEAD_PEER_IDLE s idle, one every
+# DEAD_PEER_INTERVAL s, and TCP_USER_TIMEOUT drops the connection once sent data (a probe or a frame) has gone
+# unacknowledged for DEAD_PEER_TIMEOUT s; the link closes and its requests go to another instance.
+DEAD_PEER_IDLE, DEAD_PEER_INTERVAL, DEAD_PEER_TIMEOUT = 2, 1, 5.0
+
+
+def detect_dead_peer(sock: Any) -> None:
+    """Make the kernel drop a connection to a dead host within about DEAD_PEER_TIMEOUT seconds (Linux;
+    elsewhere whatever of it the platform has)."""
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), DEAD_PEER_IDLE),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), DEAD_PEER_INTERVAL),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), 3),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), int(DEAD_PEER_TIMEOUT * 1000)),
+    ]
+    for level, option, value in options:
+        if option is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, value)
+
+
+class InternalLink(Link):
+    """One end of a server-to-server link over TCP: drives a `LinkConnection` (the internal-link protocol:
+    requests and responses by correlation id, batched confirmations, relay envelopes, the FLAG_AUTH
+    handshake; see runtime.connection) and hands the frames to dispatch to its handler, normally the
+    service's `Dispatcher`, which routes them to the generated server base's methods.
+
+    API for the services: `send(command_id, body, flag=, head=)`, `request(command_id, body, callback,
+    flag=, head=)`, `await call(command_id, body, timeout, flag=)`, `reply(request, command_id, body)`,
+    `confirm(request)`; `authenticated` (a future: True once the peer has proven the cluster secret, False
+    if lost or refused first), `on_lost` (hooks run with the link once it is gone), `is_open`, `in_flight`,
+    `tick(now)` (heartbeats and the dead-peer rule; a listener's timer wheel does it for accepted links).
+
+    Unlike a client connection, an internal link never stops reading when its peer reads slowly (two servers
+    writing to each other must not wait on each other), and has no slow-consumer limit."""
+
+    __slots__ = ("_auth", "_dialer", "authenticated", "name", "on_lost")
+
+    def __init__(
+        self,
+        registry: Registry,
+        handler: FrameHandler,
+        *,
+        name: str = "link",
+        auth: LinkAuth | None = None,
+        dialer: bool = False,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        max_frame_bytes: int = MAX_LINK_FRAME,
+    ) -> None:
+        super().__init__(
+            registry,
+            Kind.SERVER_LINK,
+            handler,
+            timeouts=timeouts,
+            max_frame_bytes=max_frame_bytes,
+            max_buffer=1 << 62,
+        )
+        self.name = name
+        self._auth = auth
+        self._dialer = dialer
+        self.on_lost: list[Callable[[InternalLink], None]] = []
+        self.authenticated: asyncio.Future[bool] = self._loop.create_future()
+
+    def __repr__(self) -> str:
+        return f"<InternalLink {self.name} {self.peer} open={self.is_open}>"
+
+    def _new_connection(self, peer: str) -> Connection:
+        conn = LinkConnection(
+            self.registry,
+            self._loop.time(),
+            peer=peer,
+            timeouts=self.timeouts,
+            max_frame_bytes=self.max_frame_bytes,
+            auth=self._auth,
+            dialer=self._dialer,
+        )
+        if conn.handshaking:
+            self._loop.call_later(_handshake_timeout(), self._handshake_deadline)
+        else:
+            self.authenticated.set_result(True)
+        return conn
+
+    @property
+    def link(self) -> LinkConnection:
+        """The sans-IO link state (open links only)."""
+        conn = self.conn
+        assert isinstance(conn, LinkConnection)
+        return conn
+
+    @property
+    def is_open(self) -> bool:
+        """True while frames can be sent."""
+        conn = self.conn
+        return conn is not None and conn.is_open and self.transport is not None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered."""
+        conn = self.conn
+        return conn.in_flight if isinstance(conn, LinkConnection) else 0
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            detect_dead_peer(sock)
+        self.flush()  # the HELLO
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.authenticated.done():
+            conn = self.conn
+            if isinstance(conn, LinkConnection) and not conn.handshaking and conn.is_open:
+                self.authenticated.set_result(True)
+                self.flush()  # what was queued while the peer was unproven
+
+    def pause_writing(self) -> None:
+        self.write_paused = True  # keep reading: see the class docstring
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.authenticated.done():
+            self.authenticated.set_result(False)
+        try:
+            super().connection_lost(exc)
+        finally:
+            for hook in self.on_lost:
+                try:
+                    hook(self)
+                except Exception:
+                    log.exception("%s: on_lost hook failed", self.name)
+
+    def _handshake_deadline(self) -> None:
+        conn = self.conn
+        if isinstance(conn, LinkConnection) and conn.handshaking and conn.is_open:
+            conn.refuse(f"no handshake within {_handshake_timeout():g} s")
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        conn = self.conn
+        if isinstance(conn, LinkConnection) and conn.refused and self.transport is not None:
+            data = conn.data_to_send()  # a PROOF answering the peer's HELLO, if any: nothing else
+            if data:
+                self.transport.write(data)
+            self.transport.abort()
+            return
+        super()._close_transport()
+
+    # -- sending ---------------------------------------------------------------------------------------------
+    def _queued(self) -> None:
+        if not self._in_batch and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self.flush)
+
+    def send(
+        self, command_id: int, body: bytes | bytearray | memoryview = b"", *, flag: int = 0, head: bytes = b""
+    ) -> bool:
+        """Queue one frame whose body is `head + body`; False if the link is closed (the frame is dropped)."""
+        conn = self.conn
+        if conn is None or self.transport is None:
+            return False
+        assert isinstance(conn, LinkConnection)
+        if not conn.send_link(command_id, body, self._loop.time(), flag=flag, head=head):
+            return False
+        self._queued()
+        return True
+
+    def request(
+        self,
+        command_id: int,
+        body: bytes | bytearray | memoryview,
+        callback: ReplyCallback,
+        *,
+        flag: int = 0,
+        head: bytes = b"",
+    ) -> bool:
+        """Send a request (body `head + body`); `callback(reply frame)` on the answer, `callback(None)` if the
+        link drops. False if the link is closed (the callback is never called)."""
+        conn = self.conn
+        if conn is None or self.transport is None:
+            return False
+        assert isinstance(conn, LinkConnection)
+        if not conn.request(command_id, body, callback, self._loop.time(), flag=flag, head=head):
+            return False
+        self._queued()
+        return True
+
+    async def call(self, command_id: int, body: bytes, timeout: float = 10.0, *, flag: int = 0) -> Frame:
+        """Send a request and wait for its reply (CallTimeout, or ConnectionClosed if the link drops)."""
+        fut: asyncio.Future[Frame | None] = self._loop.create_future()
+
+        def done(frame: Frame | None) -> None:
+            if not fut.done():
+                fut.set_result(frame)
+
+        if not self.request(command_id, body, done, flag=flag):
+            raise ConnectionClosed(f"{self.name} is closed")
+        try:
+            frame = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise CallTimeout(f"{self.name}: no reply to 0x{command_id:04x} within {timeout:g} s") from None
+        if frame is None:
+            raise ConnectionClosed(f"{self.name} closed before replying")
+        return frame
+
+    def reply(self, request: Frame, command_id: int, body: bytes | bytearray | memoryview = b"") -> bool:
+        """Answer a `FLAG_REQUEST` frame (a no-op for frames that did not ask for a reply)."""
+        conn = self.conn
+        if conn is None or self.transport is None:
+            return False
+        assert isinstance(conn, LinkConnection)
+        if not conn.reply(request, command_id, body, self._loop.time()):
+            return False
+        self._queued()
+        return True
+
+    def confirm(self, request: Frame) -> bool:
+        """Answer a `FLAG_REQUEST` frame with an empty reply, batched with the other confirmations of this
+        event-loop iteration (the requester's callback gets `CONFIRMED`). A no-op for frames that did not ask
+        for a reply; False if the link is closed."""
+        conn = cast(LinkConnection | None, self.conn)  # on every relay: no isinstance check
+        if conn is None or self.transport is None or not conn.confirm(request):
+            return False
+        if not self._in_batch and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self.flush)
+        return True
+
+
+def _handshake_timeout() -> float:
+    """The handshake deadline in seconds (`runtime.connection.HANDSHAKE_TIMEOUT`, read when a link opens)."""
+    return connection.HANDSHAKE_TIMEOUT
+
+
+async def serve_links(
+    host: str,
+    port: int,
+    handler_factory: Callable[[], FrameHandler],
+    *,
+    registry: Registry,
+    auth: LinkAuth | None,
+    name: str = "link",
+    timeouts: Timeouts = DEFAULT_TIMEOUTS,
+    backlog: int = 1024,
+) -> Server:
+    """Listen for internal links (`InternalLink`), each handled by `handler_factory()`. With `auth` (a cluster
+    always passes one) a peer must prove it holds the cluster secret first. The server's timer wheel applies
+    the handshake deadline, heartbeats and the dead-peer rule."""
+    server = await _listen(
         host,
         port,
-        backlog=backlog,
-        reuse_address=True,
+        lambda tracked: tracked(registry, handler_factory(), name=name, auth=auth, timeouts=timeouts),
+        InternalLink,
+        backlog,
     )
-    return Server(server, links, timers)
+    if server.protocol_factory is not None:  # a role of this shard dials it in memory (runtime.inprocess)
+        register_listener(server, host, server.protocol_factory, auth.secret if auth is not None else None)
+    return server
 
 
 async def connect(

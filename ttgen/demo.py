@@ -22,6 +22,7 @@ from runtime.cluster.discovery import RunDirDiscovery
 from runtime.errors import RuntimeProtocolError
 from runtime.storage import Conflict, GroupType, NewUser, Storage
 from ttgen.commands.chat import ChatSession, Target
+from ttgen.commands.up import page_address
 from ttgen.stack import Stack
 
 DEMO_PASSWORD = "demo"
@@ -153,10 +154,24 @@ def program_name() -> str:
     return relative if len(relative) <= len(absolute) else absolute
 
 
+def page_url(config: ClusterConfig) -> str:
+    """The chat page's address: the gateway's HTTP endpoint from the run dir ("" when no gateway runs). A
+    gateway listening on every interface is shown at 127.0.0.1, where this machine's browser reaches it."""
+    return page_address(RunDirDiscovery(config.run_dir).endpoints("gateway", "http"))
+
+
 def join_hint(config: ClusterConfig, default_data_dir: bool) -> str:
-    """How a person joins the running demo from another terminal."""
+    """How a person joins the running demo: the chat page in a browser, or the terminal client."""
     where = "" if default_data_dir else f" --data-dir {config.data_dir}"
+    url = page_url(config)
+    page = (
+        f"demo: open the chat page in a browser: {url}\n"
+        f"      (log in as alice, bob or carol, password {DEMO_PASSWORD})\n"
+        if url
+        else ""
+    )
     return (
+        f"{page}"
         f"demo: join the chat from another terminal:\n"
         f"        {program_name()} chat --user alice --password {DEMO_PASSWORD}{where}\n"
         f"      (or bob, or carol; type /help once logged in)"

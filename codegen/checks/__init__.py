@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from codegen.checks import commands, files, names, numbers, plugins, presence, stages, syntax
+from codegen.checks import commands, files, names, numbers, plugins, presence, stages, syntax, web
 from codegen.diagnostics import Diagnostics
 from codegen.model import Spec
 
@@ -22,4 +22,5 @@ ALL_CHECKS: list[Check] = [
     *stages.CHECKS,
     *presence.CHECKS,
     *plugins.CHECKS,
+    *web.CHECKS,
 ]

@@ -105,6 +105,9 @@ def _register_builtin() -> None:
     from codegen.emit import fuzz
 
     register_emitter("fuzz", fuzz.emit_fuzz)
+    from codegen.emit import web
+
+    register_emitter("web", web.emit_web)
 
 
 _register_builtin()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,8 +129,42 @@ def emit_registry(spec: Spec, options: EmitOptions, files: Mapping[str, str | by
         frame=py_literal({"kind": spec.frame.kind, "max_frame_bytes": spec.frame.max_frame_bytes,
                           "version": spec.frame.version}),
         presence=py_literal(presence_of(spec)),
+        enums=enum_classes(spec),
+        enum_bits=py_literal({e.qualname: dict(e.bits) for e in spec.enums().values() if e.bits}),
     )
     return {"registry.py": text}
+
+
+_NOT_MEMBER_NAMES = frozenset({"mro"})  # names enum.Enum cannot take as members
+
+
+def _member_name(name: str) -> str:
+    """An enum value name as a Python enum member name (keywords get a trailing `_`, a leading `_` a `V`)."""
+    if keyword.iskeyword(name) or name in _NOT_MEMBER_NAMES:
+        return name + "_"
+    return "V" + name if name.startswith("_") else name
+
+
+def enum_classes(spec: Spec) -> list[dict[str, Any]]:
+    """The spec's enums as the registry's `Enums` namespace emits them: one `enum.IntEnum` per enum, named by
+    its simple name (dots of a nested enum as `_`; package-qualified where two packages share a name), and a
+    `<Name>Bits` class of its named bits when it declares any."""
+    enums = sorted(spec.enums().values(), key=lambda e: e.qualname)
+    simple = [e.name.replace(".", "_") for e in enums]
+    taken = {n for n in simple if simple.count(n) == 1}
+    out = []
+    for e, name in zip(enums, simple, strict=True):
+        if name not in taken:
+            name = e.qualname.replace(".", "_")
+        out.append(
+            {
+                "name": name,
+                "doc": py_doc(one_line(e.doc) or f"{e.qualname}."),
+                "members": [(_member_name(v.name), v.value) for v in e.values],
+                "bits": [(b, f"0x{mask:x}") for b, mask in e.bits],
+            }
+        )
+    return out
 
 
 def presence_of(spec: Spec) -> dict[str, Any] | None:

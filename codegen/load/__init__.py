@@ -15,6 +15,7 @@ from codegen.load.extras import build_cluster, build_policy, build_presence, mer
 from codegen.load.modules import MODULE_KEYS, ModuleBuilder, ModuleSource, declare_types
 from codegen.load.reader import Reader
 from codegen.load.scope import TypeTable
+from codegen.load.web import build_web
 from codegen.load.yamlpos import Y, display_path, read_yaml
 from codegen.model import (
     WIRE_FORMATS,
@@ -26,6 +27,7 @@ from codegen.model import (
     PresencePolicy,
     Spec,
     StagePolicy,
+    WebApi,
 )
 from codegen.perf import gc_paused
 
@@ -49,6 +51,7 @@ MANIFEST_KEYS = (
     "plugins",
     "output",
     "docs_output",
+    "web",
 )
 FRAME_KEYS = ("kind", "max_frame_bytes", "version")
 PLUGIN_KEYS = ("plugin", "requires", "modules", "cluster", *MODULE_KEYS)
@@ -78,6 +81,7 @@ class _Loader:
         self.stage_entries: list[tuple[str, Y, Loc, str]] = []  # target, policy, loc, package scope
         self.plugins: list[Plugin] = []
         self.presence: PresencePolicy | None = None
+        self.web: WebApi | None = None
         self.table = TypeTable()  # every declared type, filled once all files are read
 
     def _read(self, path: str, ref: Loc) -> Y | None:
@@ -124,6 +128,10 @@ class _Loader:
             self._stages_section(m["stages"], base)
         if "presence" in m:
             self._presence_section(m["presence"], base)
+        if "web" in m:
+            wy = self._section(m["web"], base, "web")
+            if wy is not None:
+                self.web = build_web(self.r, wy)
         for rel, loc in self.r.str_list(m.get("plugins"), "plugins"):
             self._plugin(os.path.join(base, rel), loc)
         modules = self._build_modules()
@@ -145,6 +153,7 @@ class _Loader:
             output=self.r.string(m.get("output"), "output"),
             docs_output=self.r.string(m.get("docs_output"), "docs_output"),
             wire=wire or "binary",  # type: ignore[arg-type]
+            web=self.web,
         )
 
     def _module_list(self, y: Y | None, what: str) -> list[tuple[str, Loc]]:

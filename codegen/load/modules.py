@@ -25,7 +25,7 @@ from codegen.model import (
 
 MODULE_KEYS = ("module", "doc", "options", "service", "enums", "messages", "commands", "stages")
 SERVICE_KEYS = ("name", "id", "id_enum", "command_enum", "range", "doc")
-ENUM_KEYS = ("values", "doc", "reserved", "allow_alias", "renamed_from")
+ENUM_KEYS = ("values", "doc", "reserved", "allow_alias", "renamed_from", "bits")
 ENUM_VALUE_KEYS = ("value", "doc", "renamed_from")
 MESSAGE_KEYS = ("fields", "doc", "oneofs", "reserved", "renamed_from")
 FIELD_KEYS = (
@@ -50,6 +50,7 @@ DIRECTIONS = ("c2s", "s2c", "both", "s2s")
 LABELS = ("required", "optional", "repeated")
 FIELD_MAX = (1 << 29) - 1
 ENUM_MAX = (1 << 31) - 1
+BIT_MAX = (1 << 32) - 1  # a named bit masks an enum value, which is at most 32 bits wide
 _MAP_RE = re.compile(r"^map\s*<\s*([\w.]+)\s*,\s*([\w.]+)\s*>$")
 _RANGE_RE = re.compile(r"^\s*(-?\d+)\s*(?:-|to)\s*(-?\d+|max)\s*$")
 
@@ -246,6 +247,18 @@ class ModuleBuilder:
                 number, doc, renamed = self.r.integer(vy, f"enum value '{vname}'"), "", None
             if number is not None:
                 values.append(EnumValue(vname, number, vloc, doc=doc, renamed_from=renamed))
+        bits: list[tuple[str, int]] = []
+        for bname, by, bloc in self._named(m.get("bits"), f"enum '{name}' bits", "TT202", "bit"):
+            mask = self.r.integer(by, f"enum '{name}' bit '{bname}'")
+            if not bname.isidentifier() or bname.startswith("_"):
+                hint = "use letters, digits and '_'"
+                self.r.diags.error("TT204", f"invalid bit name '{bname}'", bloc, hint=hint)
+            elif mask is not None and not 0 < mask <= BIT_MAX:
+                self.r.diags.error(
+                    "TT314", f"enum '{name}' bit '{bname}': mask {mask} is not in 1..0x{BIT_MAX:x}", by.loc
+                )
+            elif mask is not None:
+                bits.append((bname, mask))
         return Enum(
             name=name,
             package=pkg,
@@ -256,6 +269,7 @@ class ModuleBuilder:
             allow_alias=bool(self.r.boolean(m.get("allow_alias"), "allow_alias")),
             renamed_from=self.r.string(m.get("renamed_from"), "renamed_from"),
             key_locs=_locs(m),
+            bits=tuple(bits),
         )
 
     def _message(self, name: str, y: Y, pkg: str, loc: Loc, nested: tuple[Enum, ...]) -> Message:

@@ -60,6 +60,10 @@ class RecallResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECALL_NOT_SENDER: _ClassVar[RecallResult]
     RECALL_TIME_LIMIT: _ClassVar[RecallResult]
 
+class ServerKickReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SERVER_KICK_ACCOUNT: _ClassVar[ServerKickReason]
+
 class EditResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EDIT_OK: _ClassVar[EditResult]
@@ -128,6 +132,7 @@ RECALL_OK: RecallResult
 RECALL_NOT_FOUND: RecallResult
 RECALL_NOT_SENDER: RecallResult
 RECALL_TIME_LIMIT: RecallResult
+SERVER_KICK_ACCOUNT: ServerKickReason
 EDIT_OK: EditResult
 EDIT_NOT_FOUND: EditResult
 EDIT_NOT_SENDER: EditResult

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 from runtime.registry import CommandInfo, Registry
 
@@ -168,12 +168,377 @@ class CommandId(enum.IntEnum):
     CID_SHAKE_SHARE = 0x1104
 
 
+class Enums:
+    """The spec's enums (value name -> number) and the named bits of their values (`<Enum>Bits`)."""
+
+    class BuddyListCmdID(enum.IntEnum):
+        """Command ids of service BUDDY_LIST (0x02xx): sessions, directory and presence."""
+
+        CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST = 513
+        CID_BUDDY_LIST_RECENT_CONTACT_SESSION_RESPONSE = 514
+        CID_BUDDY_LIST_STATUS_NOTIFY = 515
+        CID_BUDDY_LIST_USER_INFO_REQUEST = 516
+        CID_BUDDY_LIST_USER_INFO_RESPONSE = 517
+        CID_BUDDY_LIST_REMOVE_SESSION_REQ = 518
+        CID_BUDDY_LIST_REMOVE_SESSION_RES = 519
+        CID_BUDDY_LIST_ALL_USER_REQUEST = 520
+        CID_BUDDY_LIST_ALL_USER_RESPONSE = 521
+        CID_BUDDY_LIST_USERS_STATUS_REQUEST = 522
+        CID_BUDDY_LIST_USERS_STATUS_RESPONSE = 523
+        CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST = 524
+        CID_BUDDY_LIST_CHANGE_AVATAR_RESPONSE = 525
+        CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY = 526
+        CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY = 527
+        CID_BUDDY_LIST_DEPARTMENT_REQUEST = 528
+        CID_BUDDY_LIST_DEPARTMENT_RESPONSE = 529
+        CID_BUDDY_LIST_AVATAR_CHANGED_NOTIFY = 530
+        CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST = 531
+        CID_BUDDY_LIST_CHANGE_SIGN_INFO_RESPONSE = 532
+        CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY = 533
+
+    class ClientFileRole(enum.IntEnum):
+        """Role a party plays when it logs in to the file service for a task."""
+
+        CLIENT_REALTIME_SENDER = 1
+        CLIENT_REALTIME_RECVER = 2
+        CLIENT_OFFLINE_UPLOAD = 3
+        CLIENT_OFFLINE_DOWNLOAD = 4
+
+    class ClientFileState(enum.IntEnum):
+        """State changes of a file transfer, relayed to the peer."""
+
+        CLIENT_FILE_PEER_READY = 0
+        CLIENT_FILE_CANCEL = 1
+        CLIENT_FILE_REFUSE = 2
+        CLIENT_FILE_DONE = 3
+
+    class ClientType(enum.IntEnum):
+        """Client platform. The 0x10 bit marks a mobile client; two clients are of the same class when (a XOR b) >> 4 == 0."""
+
+        CLIENT_TYPE_WINDOWS = 1
+        CLIENT_TYPE_MAC = 2
+        CLIENT_TYPE_IOS = 17
+        CLIENT_TYPE_ANDROID = 18
+
+    class ClientTypeBits:
+        """Named bits of ClientType values."""
+
+        MOBILE: Final = 0x10
+
+    class DepartmentStatusType(enum.IntEnum):
+        """Whether a department is live or deleted."""
+
+        DEPT_STATUS_OK = 0
+        DEPT_STATUS_DELETE = 1
+
+    class FileCmdID(enum.IntEnum):
+        """Command ids of service FILE (0x05xx)."""
+
+        CID_FILE_LOGIN_REQ = 1281
+        CID_FILE_LOGIN_RES = 1282
+        CID_FILE_STATE = 1283
+        CID_FILE_PULL_DATA_REQ = 1284
+        CID_FILE_PULL_DATA_RSP = 1285
+        CID_FILE_REQUEST = 1286
+        CID_FILE_RESPONSE = 1287
+        CID_FILE_NOTIFY = 1288
+        CID_FILE_HAS_OFFLINE_REQ = 1289
+        CID_FILE_HAS_OFFLINE_RES = 1290
+        CID_FILE_ADD_OFFLINE_REQ = 1291
+        CID_FILE_DEL_OFFLINE_REQ = 1292
+
+    class FileServerError(enum.IntEnum):
+        """Result codes of the file service."""
+
+        FILE_SERVER_ERRNO_OK = 0
+        FILE_SERVER_ERRNO_CREATE_TASK_ID_ERROR = 1
+        FILE_SERVER_ERRNO_CREATE_TASK_ERROR = 2
+        FILE_SERVER_ERRNO_LOGIN_INVALID_TOKEN = 3
+        FILE_SERVER_ERRNO_INVALID_USER_FOR_TASK = 4
+        FILE_SERVER_ERRNO_PULL_DATA_WITH_INVALID_TASK_ID = 5
+        FILE_SERVER_ERRNO_PULL_DATA_ILLIEAGE_USER = 6
+        FILE_SERVER_ERRNO_PULL_DATA_MKDIR_ERROR = 7
+        FILE_SERVER_ERRNO_PULL_DATA_OPEN_FILE_ERROR = 8
+        FILE_SERVER_ERRNO_PULL_DATA_READ_FILE_HEADER_ERROR = 9
+        FILE_SERVER_ERRNO_PULL_DATA_ALLOC_MEM_ERROR = 10
+        FILE_SERVER_ERRNO_PULL_DATA_SEEK_OFFSET_ERROR = 11
+        FILE_SERVER_ERRNO_PULL_DATA_FINISHED = 12
+
+    class GroupCmdID(enum.IntEnum):
+        """Command ids of service GROUP (0x04xx)."""
+
+        CID_GROUP_NORMAL_LIST_REQUEST = 1025
+        CID_GROUP_NORMAL_LIST_RESPONSE = 1026
+        CID_GROUP_INFO_REQUEST = 1027
+        CID_GROUP_INFO_RESPONSE = 1028
+        CID_GROUP_CREATE_REQUEST = 1029
+        CID_GROUP_CREATE_RESPONSE = 1030
+        CID_GROUP_CHANGE_MEMBER_REQUEST = 1031
+        CID_GROUP_CHANGE_MEMBER_RESPONSE = 1032
+        CID_GROUP_SHIELD_GROUP_REQUEST = 1033
+        CID_GROUP_SHIELD_GROUP_RESPONSE = 1034
+        CID_GROUP_CHANGE_MEMBER_NOTIFY = 1035
+
+    class GroupModifyType(enum.IntEnum):
+        """Whether a member change adds or removes members."""
+
+        GROUP_MODIFY_TYPE_ADD = 1
+        GROUP_MODIFY_TYPE_DEL = 2
+
+    class GroupType(enum.IntEnum):
+        """NORMAL groups are fixed and created by an administrator; TMP groups are created by users."""
+
+        GROUP_TYPE_NORMAL = 1
+        GROUP_TYPE_TMP = 2
+
+    class KickReasonType(enum.IntEnum):
+        """Why a session was kicked."""
+
+        KICK_REASON_DUPLICATE_USER = 1
+        KICK_REASON_MOBILE_KICK = 2
+
+    class LoginCmdID(enum.IntEnum):
+        """Command ids of service LOGIN (0x01xx)."""
+
+        CID_LOGIN_REQ_MSGSERVER = 257
+        CID_LOGIN_RES_MSGSERVER = 258
+        CID_LOGIN_REQ_USERLOGIN = 259
+        CID_LOGIN_RES_USERLOGIN = 260
+        CID_LOGIN_REQ_LOGINOUT = 261
+        CID_LOGIN_RES_LOGINOUT = 262
+        CID_LOGIN_KICK_USER = 263
+        CID_LOGIN_REQ_DEVICETOKEN = 264
+        CID_LOGIN_RES_DEVICETOKEN = 265
+        CID_LOGIN_REQ_KICKPCCLIENT = 266
+        CID_LOGIN_RES_KICKPCCLIENT = 267
+        CID_LOGIN_REQ_PUSH_SHIELD = 268
+        CID_LOGIN_RES_PUSH_SHIELD = 269
+        CID_LOGIN_REQ_QUERY_PUSH_SHIELD = 270
+        CID_LOGIN_RES_QUERY_PUSH_SHIELD = 271
+
+    class MessageCmdID(enum.IntEnum):
+        """Command ids of service MSG (0x03xx)."""
+
+        CID_MSG_DATA = 769
+        CID_MSG_DATA_ACK = 770
+        CID_MSG_READ_ACK = 771
+        CID_MSG_READ_NOTIFY = 772
+        CID_MSG_TIME_REQUEST = 773
+        CID_MSG_TIME_RESPONSE = 774
+        CID_MSG_UNREAD_CNT_REQUEST = 775
+        CID_MSG_UNREAD_CNT_RESPONSE = 776
+        CID_MSG_LIST_REQUEST = 777
+        CID_MSG_LIST_RESPONSE = 778
+        CID_MSG_GET_LATEST_MSG_ID_REQ = 779
+        CID_MSG_GET_LATEST_MSG_ID_RSP = 780
+        CID_MSG_GET_BY_MSG_ID_REQ = 781
+        CID_MSG_GET_BY_MSG_ID_RES = 782
+
+    class MsgType(enum.IntEnum):
+        """Kind of chat message. The 0x10 bit marks group messages."""
+
+        MSG_TYPE_SINGLE_TEXT = 1
+        MSG_TYPE_SINGLE_AUDIO = 2
+        MSG_TYPE_GROUP_TEXT = 17
+        MSG_TYPE_GROUP_AUDIO = 18
+
+    class MsgTypeBits:
+        """Named bits of MsgType values."""
+
+        GROUP: Final = 0x10
+
+    class OnlineListType(enum.IntEnum):
+        """Kind of online list; declared by TeamTalk, never used on the wire."""
+
+        ONLINE_LIST_TYPE_FRIEND_LIST = 1
+
+    class OtherCmdID(enum.IntEnum):
+        """Command ids of service OTHER (0x07xx): the heartbeat plus every server-to-server command of IM.Server."""
+
+        CID_OTHER_HEARTBEAT = 1793
+        CID_OTHER_STOP_RECV_PACKET = 1794
+        CID_OTHER_VALIDATE_REQ = 1795
+        CID_OTHER_VALIDATE_RSP = 1796
+        CID_OTHER_GET_DEVICE_TOKEN_REQ = 1797
+        CID_OTHER_GET_DEVICE_TOKEN_RSP = 1798
+        CID_OTHER_ROLE_SET = 1799
+        CID_OTHER_ONLINE_USER_INFO = 1800
+        CID_OTHER_MSG_SERV_INFO = 1801
+        CID_OTHER_USER_STATUS_UPDATE = 1802
+        CID_OTHER_USER_CNT_UPDATE = 1803
+        CID_OTHER_SERVER_KICK_USER = 1805
+        CID_OTHER_LOGIN_STATUS_NOTIFY = 1806
+        CID_OTHER_PUSH_TO_USER_REQ = 1807
+        CID_OTHER_PUSH_TO_USER_RSP = 1808
+        CID_OTHER_GET_SHIELD_REQ = 1809
+        CID_OTHER_GET_SHIELD_RSP = 1810
+        CID_OTHER_FILE_TRANSFER_REQ = 1841
+        CID_OTHER_FILE_TRANSFER_RSP = 1842
+        CID_OTHER_FILE_SERVER_IP_REQ = 1843
+        CID_OTHER_FILE_SERVER_IP_RSP = 1844
+
+    class ResultType(enum.IntEnum):
+        """Why a login or msg-server lookup was refused; NONE means success."""
+
+        REFUSE_REASON_NONE = 0
+        REFUSE_REASON_NO_MSG_SERVER = 1
+        REFUSE_REASON_MSG_SERVER_FULL = 2
+        REFUSE_REASON_NO_DB_SERVER = 3
+        REFUSE_REASON_NO_LOGIN_SERVER = 4
+        REFUSE_REASON_NO_ROUTE_SERVER = 5
+        REFUSE_REASON_DB_VALIDATE_FAILED = 6
+        REFUSE_REASON_VERSION_TOO_OLD = 7
+
+    class ServiceID(enum.IntEnum):
+        """Service ids carried in the frame header. INTERNAL is declared but never used: server-only commands travel under OTHER."""
+
+        SID_LOGIN = 1
+        SID_BUDDY_LIST = 2
+        SID_MSG = 3
+        SID_GROUP = 4
+        SID_FILE = 5
+        SID_SWITCH_SERVICE = 6
+        SID_OTHER = 7
+        SID_INTERNAL = 8
+
+    class SessionStatusType(enum.IntEnum):
+        """Whether a recent session is live or deleted."""
+
+        SESSION_STATUS_OK = 0
+        SESSION_STATUS_DELETE = 1
+
+    class SessionType(enum.IntEnum):
+        """Whether a session is a one-to-one chat or a group."""
+
+        SESSION_TYPE_SINGLE = 1
+        SESSION_TYPE_GROUP = 2
+
+    class SwitchServiceCmdID(enum.IntEnum):
+        """Command ids of service SWITCH_SERVICE (0x06xx)."""
+
+        CID_SWITCH_P2P_CMD = 1537
+
+    class TransferFileType(enum.IntEnum):
+        """File transfer mode: relayed live between both parties, or stored on the file service for later download."""
+
+        FILE_TYPE_ONLINE = 1
+        FILE_TYPE_OFFLINE = 2
+
+    class UserStatType(enum.IntEnum):
+        """Presence of a user."""
+
+        USER_STATUS_ONLINE = 1
+        USER_STATUS_OFFLINE = 2
+        USER_STATUS_LEAVE = 3
+
+    class AeadSuite(enum.IntEnum):
+        """Authenticated encryption suites for frame bodies after a handshake."""
+
+        AEAD_AES_256_GCM = 1
+        AEAD_CHACHA20_POLY1305 = 2
+
+    class EditResult(enum.IntEnum):
+        """Outcome of an edit request."""
+
+        EDIT_OK = 0
+        EDIT_NOT_FOUND = 1
+        EDIT_NOT_SENDER = 2
+        EDIT_TIME_LIMIT = 3
+        EDIT_NOT_TEXT = 4
+
+    class ExtCmdID(enum.IntEnum):
+        """Command ids of service EXT (0x10xx)."""
+
+        CID_EXT_HANDSHAKE_REQ = 4097
+        CID_EXT_HANDSHAKE_RSP = 4098
+        CID_EXT_LOGIN_QUEUE_REQ = 4099
+        CID_EXT_LOGIN_QUEUE_RSP = 4100
+        CID_EXT_MSG_BURN = 4101
+        CID_EXT_MSG_BURN_READ = 4102
+        CID_EXT_MSG_BURNED_NOTIFY = 4103
+        CID_EXT_MSG_RECALL_REQ = 4104
+        CID_EXT_MSG_RECALL_RSP = 4105
+        CID_EXT_MSG_RECALL_NOTIFY = 4106
+        CID_EXT_TYPING = 4107
+        CID_EXT_SIGNAL = 4108
+        CID_EXT_RESUME_TICKET_REQ = 4109
+        CID_EXT_RESUME_TICKET_RSP = 4110
+        CID_EXT_TICKET_LOGIN_REQ = 4111
+        CID_EXT_TICKET_LOGIN_RSP = 4112
+        CID_EXT_TICKET_ISSUE_REQ = 4113
+        CID_EXT_TICKET_ISSUE_RSP = 4114
+        CID_EXT_TICKET_VERIFY_REQ = 4115
+        CID_EXT_TICKET_VERIFY_RSP = 4116
+        CID_EXT_TICKET_REVOKE_REQ = 4117
+        CID_EXT_TICKET_REVOKE_RSP = 4118
+        CID_EXT_MSG_EDIT_REQ = 4119
+        CID_EXT_MSG_EDIT_RSP = 4120
+        CID_EXT_MSG_EDIT_NOTIFY = 4121
+
+    class ExtServiceID(enum.IntEnum):
+        """Service id of the extensions, kept as an enum so generated clients in other languages get the constant."""
+
+        SID_EXT = 16
+
+    class HandshakeResult(enum.IntEnum):
+        """Outcome of a secure-session handshake."""
+
+        HANDSHAKE_OK = 0
+        HANDSHAKE_NO_COMMON_SUITE = 1
+        HANDSHAKE_BAD_KEY = 2
+        HANDSHAKE_ALREADY_SECURED = 3
+
+    class RecallResult(enum.IntEnum):
+        """Outcome of a recall request."""
+
+        RECALL_OK = 0
+        RECALL_NOT_FOUND = 1
+        RECALL_NOT_SENDER = 2
+        RECALL_TIME_LIMIT = 3
+
+    class ServerKickReason(enum.IntEnum):
+        """Reasons of CID_OTHER_SERVER_KICK_USER (IMServerKickUser.reason, a uint32) beyond TeamTalk's KickReasonType (1, 2). Server to server only: the client is told KICK_REASON_DUPLICATE_USER, the one reason an original TeamTalk client parses for "this session is over"."""
+
+        SERVER_KICK_ACCOUNT = 3
+
+    class SignalKind(enum.IntEnum):
+        """Kinds of ephemeral signal besides typing."""
+
+        SIGNAL_RECORDING_AUDIO = 1
+        SIGNAL_VIEWING_SESSION = 2
+        SIGNAL_CUSTOM = 100
+
+    class TicketResult(enum.IntEnum):
+        """Outcome of a resumption-ticket request or a ticket login."""
+
+        TICKET_OK = 0
+        TICKET_MALFORMED = 1
+        TICKET_FORGED = 2
+        TICKET_EXPIRED = 3
+        TICKET_REVOKED = 4
+        TICKET_WRONG_DEVICE = 5
+        TICKET_PASSWORD_CHANGED = 6
+        TICKET_ACCOUNT_DISABLED = 7
+        TICKET_UNAVAILABLE = 8
+        TICKET_NOT_LOGGED_IN = 9
+
+    class TypingState(enum.IntEnum):
+        """Typing indicator states."""
+
+        TYPING_STARTED = 1
+        TYPING_PAUSED = 2
+        TYPING_STOPPED = 3
+
+
+# The named bits of enum values, by the enum's full name (what the runtime's generic stages look up).
+ENUM_BITS: dict[str, dict[str, int]] = {"IM.BaseDefine.ClientType": {"MOBILE": 16}, "IM.BaseDefine.MsgType": {"GROUP": 16}}
+
 SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
 
 # Cluster services: role, listener, default port, links to other services, hosted commands.
 CLUSTER_SERVICES: dict[str, dict[str, Any]] = {
-    "biz": {"default_port": 10600, "hosts": ["CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_READ_ACK", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_OTHER_HEARTBEAT", "CID_OTHER_VALIDATE_REQ", "CID_OTHER_GET_DEVICE_TOKEN_REQ", "CID_OTHER_PUSH_TO_USER_REQ", "CID_OTHER_GET_SHIELD_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TICKET_ISSUE_REQ", "CID_EXT_TICKET_VERIFY_REQ", "CID_EXT_TICKET_REVOKE_REQ", "CID_EXT_MSG_EDIT_REQ"], "links": ["storage"], "listen": "tcp", "plugin": None, "role": "biz"},
-    "file": {"default_port": 8600, "hosts": ["CID_FILE_LOGIN_REQ", "CID_FILE_STATE", "CID_FILE_PULL_DATA_REQ", "CID_FILE_PULL_DATA_RSP", "CID_OTHER_HEARTBEAT", "CID_OTHER_FILE_TRANSFER_REQ", "CID_OTHER_FILE_SERVER_IP_REQ", "CID_EXT_HANDSHAKE_REQ"], "links": ["storage"], "listen": "tcp", "plugin": None, "role": "file"},
+    "biz": {"default_port": 10600, "hosts": ["CID_LOGIN_REQ_LOGINOUT", "CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_READ_ACK", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_OTHER_HEARTBEAT", "CID_OTHER_VALIDATE_REQ", "CID_OTHER_GET_DEVICE_TOKEN_REQ", "CID_OTHER_PUSH_TO_USER_REQ", "CID_OTHER_GET_SHIELD_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TICKET_ISSUE_REQ", "CID_EXT_TICKET_VERIFY_REQ", "CID_EXT_TICKET_REVOKE_REQ", "CID_EXT_MSG_EDIT_REQ"], "links": ["storage"], "listen": "tcp", "plugin": None, "role": "biz"},
+    "file": {"default_port": 8600, "hosts": ["CID_FILE_LOGIN_REQ", "CID_FILE_STATE", "CID_FILE_PULL_DATA_REQ", "CID_FILE_PULL_DATA_RSP", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_OTHER_HEARTBEAT", "CID_OTHER_FILE_TRANSFER_REQ", "CID_OTHER_FILE_SERVER_IP_REQ", "CID_EXT_HANDSHAKE_REQ"], "links": ["storage"], "listen": "tcp", "plugin": None, "role": "file"},
     "gateway": {"default_port": 8400, "hosts": ["CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_REQ_LOGINOUT", "CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_KICKPCCLIENT", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_READ_ACK", "CID_MSG_TIME_REQUEST", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_STOP_RECV_PACKET", "CID_OTHER_VALIDATE_RSP", "CID_OTHER_SERVER_KICK_USER", "CID_OTHER_LOGIN_STATUS_NOTIFY", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TYPING", "CID_EXT_SIGNAL"], "links": ["biz", "router"], "listen": "http", "plugin": None, "role": "gateway"},
     "login": {"default_port": 8008, "hosts": ["CID_LOGIN_REQ_MSGSERVER", "CID_OTHER_HEARTBEAT", "CID_OTHER_MSG_SERV_INFO", "CID_OTHER_USER_CNT_UPDATE", "CID_EXT_LOGIN_QUEUE_REQ"], "links": [], "listen": "tcp+http", "plugin": None, "role": "login"},
     "monitor": {"default_port": 8900, "hosts": ["CID_OTHER_HEARTBEAT"], "links": ["biz", "file", "gateway", "login", "msg", "router", "storage"], "listen": "http", "plugin": None, "role": "monitor"},
@@ -234,7 +599,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         message_class=IM_Login_pb2.IMLogoutReq,
         direction="c2s",
         reply="CID_LOGIN_RES_LOGINOUT",
-        hosted_by=("gateway", "msg"),
+        hosted_by=("biz", "gateway", "msg"),
         stages={"input": {"max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
         doc="Log out and close the connection.",
     ),
@@ -949,7 +1314,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         message_class=IM_File_pb2.IMFileHasOfflineReq,
         direction="c2s",
         reply="CID_FILE_HAS_OFFLINE_RES",
-        hosted_by=("biz", "gateway", "msg"),
+        hosted_by=("file", "gateway", "msg"),
         stages={"input": {"max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}, "transport": {"timeout": "10s"}},
         doc="List offline files waiting for the user.",
     ),
@@ -971,7 +1336,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         message_class=IM_File_pb2.IMFileAddOfflineReq,
         direction="c2s",
         reply=None,
-        hosted_by=("biz", "gateway", "msg"),
+        hosted_by=("file", "gateway", "msg"),
         stages={"input": {"max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"at_rest": "plain", "persist": True, "retention": "30d"}},
         doc="An offline upload finished; record it and notify the receiver.",
     ),
@@ -982,7 +1347,7 @@ COMMANDS: tuple[CommandInfo, ...] = (
         message_class=IM_File_pb2.IMFileDelOfflineReq,
         direction="c2s",
         reply=None,
-        hosted_by=("biz", "gateway", "msg"),
+        hosted_by=("file", "gateway", "msg"),
         stages={"input": {"max_bytes": 65536, "on_rate_exceeded": "drop", "rate": "50/s"}, "pack": {"encrypt": "session_aead"}, "store": {"persist": False}},
         doc="Delete an offline file record after download.",
     ),
@@ -1552,4 +1917,13 @@ COMMANDS: tuple[CommandInfo, ...] = (
 # Presence fan-out: audience, client class, coalescing interval, notify/batch commands and status values.
 PRESENCE: dict[str, Any] | None = {"audience": ("company",), "batch": "CID_BUDDY_LIST_USERS_STATUS_RESPONSE", "batch_field": "user_stat_list", "batch_from": 2, "batch_owner_field": "user_id", "clients": "pc", "coalesce_ms": 500, "notify": "CID_BUDDY_LIST_STATUS_NOTIFY", "notify_field": "user_stat", "offline": 2, "online": 1}
 
-REGISTRY = Registry(SPEC_NAME, SPEC_VERSION, COMMANDS, services=SERVICE_IDS, presence=PRESENCE)
+REGISTRY = Registry(
+    SPEC_NAME,
+    SPEC_VERSION,
+    COMMANDS,
+    services=SERVICE_IDS,
+    presence=PRESENCE,
+    enums=Enums,
+    command_ids=CommandId,
+    enum_bits=ENUM_BITS,
+)

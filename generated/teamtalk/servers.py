@@ -33,6 +33,7 @@ class BizServiceBase(abc.ABC):
     __service__: ClassVar[str] = "biz"
     __role__: ClassVar[str] = "biz"
     __mapping__: ClassVar[dict[int, str]] = {
+        0x0105: "on_cid_login_req_loginout",
         0x0108: "on_cid_login_req_devicetoken",
         0x010c: "on_cid_login_req_push_shield",
         0x010e: "on_cid_login_req_query_push_shield",
@@ -54,9 +55,6 @@ class BizServiceBase(abc.ABC):
         0x0405: "on_cid_group_create_request",
         0x0407: "on_cid_group_change_member_request",
         0x0409: "on_cid_group_shield_group_request",
-        0x0509: "on_cid_file_has_offline_req",
-        0x050b: "on_cid_file_add_offline_req",
-        0x050c: "on_cid_file_del_offline_req",
         0x0701: "on_cid_other_heartbeat",
         0x0703: "on_cid_other_validate_req",
         0x0705: "on_cid_other_get_device_token_req",
@@ -70,6 +68,10 @@ class BizServiceBase(abc.ABC):
         0x1015: "on_cid_ext_ticket_revoke_req",
         0x1017: "on_cid_ext_msg_edit_req",
     }
+
+    @abc.abstractmethod
+    async def on_cid_login_req_loginout(self, ctx: Context, msg: IM_Login_pb2.IMLogoutReq) -> Message | None:
+        """CID_LOGIN_REQ_LOGINOUT (0x0105, c2s); return the CID_LOGIN_RES_LOGINOUT reply (IMLogoutRsp). Log out and close the connection."""
 
     @abc.abstractmethod
     async def on_cid_login_req_devicetoken(self, ctx: Context, msg: IM_Login_pb2.IMDeviceTokenReq) -> Message | None:
@@ -156,18 +158,6 @@ class BizServiceBase(abc.ABC):
         """CID_GROUP_SHIELD_GROUP_REQUEST (0x0409, c2s); return the CID_GROUP_SHIELD_GROUP_RESPONSE reply (IMGroupShieldRsp). Mute or unmute a group's pushes."""
 
     @abc.abstractmethod
-    async def on_cid_file_has_offline_req(self, ctx: Context, msg: IM_File_pb2.IMFileHasOfflineReq) -> Message | None:
-        """CID_FILE_HAS_OFFLINE_REQ (0x0509, c2s); return the CID_FILE_HAS_OFFLINE_RES reply (IMFileHasOfflineRsp). List offline files waiting for the user."""
-
-    @abc.abstractmethod
-    async def on_cid_file_add_offline_req(self, ctx: Context, msg: IM_File_pb2.IMFileAddOfflineReq) -> Message | None:
-        """CID_FILE_ADD_OFFLINE_REQ (0x050b, c2s); no reply (return None). An offline upload finished; record it and notify the receiver."""
-
-    @abc.abstractmethod
-    async def on_cid_file_del_offline_req(self, ctx: Context, msg: IM_File_pb2.IMFileDelOfflineReq) -> Message | None:
-        """CID_FILE_DEL_OFFLINE_REQ (0x050c, c2s); no reply (return None). Delete an offline file record after download."""
-
-    @abc.abstractmethod
     async def on_cid_other_heartbeat(self, ctx: Context, msg: IM_Other_pb2.IMHeartBeat) -> Message | None:
         """CID_OTHER_HEARTBEAT (0x0701, both); no reply (return None). Keep-alive; a client's heartbeat is echoed back, server links send their own."""
 
@@ -226,6 +216,9 @@ class FileServiceBase(abc.ABC):
         0x0503: "on_cid_file_state",
         0x0504: "on_cid_file_pull_data_req",
         0x0505: "on_cid_file_pull_data_rsp",
+        0x0509: "on_cid_file_has_offline_req",
+        0x050b: "on_cid_file_add_offline_req",
+        0x050c: "on_cid_file_del_offline_req",
         0x0701: "on_cid_other_heartbeat",
         0x0731: "on_cid_other_file_transfer_req",
         0x0733: "on_cid_other_file_server_ip_req",
@@ -247,6 +240,18 @@ class FileServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_file_pull_data_rsp(self, ctx: Context, msg: IM_File_pb2.IMFilePullDataRsp) -> Message | None:
         """CID_FILE_PULL_DATA_RSP (0x0505, both); no reply (return None). A chunk, from the online sender (relayed) or from store."""
+
+    @abc.abstractmethod
+    async def on_cid_file_has_offline_req(self, ctx: Context, msg: IM_File_pb2.IMFileHasOfflineReq) -> Message | None:
+        """CID_FILE_HAS_OFFLINE_REQ (0x0509, c2s); return the CID_FILE_HAS_OFFLINE_RES reply (IMFileHasOfflineRsp). List offline files waiting for the user."""
+
+    @abc.abstractmethod
+    async def on_cid_file_add_offline_req(self, ctx: Context, msg: IM_File_pb2.IMFileAddOfflineReq) -> Message | None:
+        """CID_FILE_ADD_OFFLINE_REQ (0x050b, c2s); no reply (return None). An offline upload finished; record it and notify the receiver."""
+
+    @abc.abstractmethod
+    async def on_cid_file_del_offline_req(self, ctx: Context, msg: IM_File_pb2.IMFileDelOfflineReq) -> Message | None:
+        """CID_FILE_DEL_OFFLINE_REQ (0x050c, c2s); no reply (return None). Delete an offline file record after download."""
 
     @abc.abstractmethod
     async def on_cid_other_heartbeat(self, ctx: Context, msg: IM_Other_pb2.IMHeartBeat) -> Message | None:

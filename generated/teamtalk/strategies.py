@@ -57,6 +57,7 @@ ENUMS: dict[str, tuple[int, ...]] = {
     "IM.Ext.ExtServiceID": (16,),
     "IM.Ext.HandshakeResult": (0, 1, 2, 3),
     "IM.Ext.RecallResult": (0, 1, 2, 3),
+    "IM.Ext.ServerKickReason": (3,),
     "IM.Ext.SignalKind": (1, 2, 100),
     "IM.Ext.TicketResult": (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
     "IM.Ext.TypingState": (1, 2, 3),

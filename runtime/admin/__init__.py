@@ -4,7 +4,6 @@ The logic lives here so the CLI (`ttgen admin`) and the gateway's admin HTTP API
 """
 
 from runtime.admin.audit import AuditLog, audit_path
-from runtime.admin.kick import KICK_ACCOUNT
 from runtime.admin.users import (
     AdminError,
     ImportReport,
@@ -14,7 +13,6 @@ from runtime.admin.users import (
 )
 
 __all__ = [
-    "KICK_ACCOUNT",
     "AdminError",
     "AuditLog",
     "ImportReport",

@@ -10,8 +10,8 @@
   written unless every row is good (or `partial`, where the good rows are written, still in one transaction).
 
 Disable and delete end the user's sessions at once through the `kick` callback the caller gives (the gateway
-relays `CID_OTHER_SERVER_KICK_USER` with reason KICK_ACCOUNT to every msg server through the routers). Every
-verb, granted or refused, is written to the audit log with its actor.
+relays `CID_OTHER_SERVER_KICK_USER` with reason SERVER_KICK_ACCOUNT to every msg server through the routers).
+Every verb, granted or refused, is written to the audit log with its actor.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ when the config came from a file, the file, so a typo is found at once.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import socket
 from collections.abc import Mapping
@@ -34,7 +35,11 @@ TOP_LEVEL_KEYS = frozenset(
     {
         "data_dir",
         "host",
+        "advertise_host",
         "internal_host",
+        "internal_advertise_host",
+        "only",
+        "join",
         "secret_file",
         "spec",
         "storage",
@@ -45,11 +50,16 @@ TOP_LEVEL_KEYS = frozenset(
         "restart",
         "endpoints",
         "discovery",
+        "layout",
     }
 )
 # How services find each other: `run_dir` (one host, the default) or `database` (PostgreSQL leases, across
 # hosts; runtime.cluster.lease_discovery). The config's static `endpoints:` work beside either.
 DEFAULT_DISCOVERY: dict[str, Any] = {"backend": "run_dir"}
+# Which service roles share a process (runtime.cluster.layout); the default is the one measured faster on a
+# shared 2-core machine (bench/RESULTS.md, "roles that share a process").
+LAYOUTS = ("split", "sharded")
+DEFAULT_LAYOUT = "split"
 # What the process supervisor does when a worker dies: report it only, or start it again (with backoff; not
 # after too many restarts of one worker in a short time: a crash loop; see runtime.cluster.processes).
 RESTART_POLICIES = ("never", "on-failure")
@@ -57,7 +67,12 @@ RESTART_POLICIES = ("never", "on-failure")
 # database (runtime.storage.postgres, docs/storage-postgres.md).
 STORAGE_BACKENDS = frozenset({"sqlite", "postgres"})
 # Keys every service section understands; anything else is passed to the service unchanged.
-COMMON_SERVICE_KEYS = frozenset({"instances", "class", "metrics_port"})
+COMMON_SERVICE_KEYS = frozenset({"instances", "first_instance", "class", "metrics_port"})
+# Addresses a listener may bind but no peer can connect to: what is advertised must then be said
+# (`advertise_host` / `internal_advertise_host`).
+WILDCARDS = frozenset({"0.0.0.0", "::", "*", ""})
+# Services that open the database: on SQLite they must all live on the host of its file.
+STORAGE_USERS = frozenset({"biz", "file", "gateway"})
 
 
 class ConfigError(ValueError):
@@ -77,6 +92,12 @@ class ServiceConfig:
     instances: int
     class_ref: str
     options: Mapping[str, Any]
+    first_instance: int = 0  # instance numbers are first_instance .. first_instance + instances - 1
+
+    @property
+    def numbers(self) -> range:
+        """The instance numbers this host runs (unique across the cluster's hosts)."""
+        return range(self.first_instance, self.first_instance + self.instances)
 
     def instance_options(self, instance: int) -> dict[str, Any]:
         """The section for one instance: a fixed (non-zero) `*_port` is offset by the instance number."""
@@ -93,8 +114,12 @@ class ClusterConfig:
     """A validated deployment config."""
 
     data_dir: Path
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # where client-facing listeners bind
     internal_host: str = "127.0.0.1"  # where links between services listen (never client-facing)
+    advertise_host: str | None = None  # what client-facing endpoints publish (None: `host`)
+    internal_advertise_host: str | None = None  # what internal endpoints publish (None: `internal_host`)
+    only: tuple[str, ...] = ()  # the services this host runs (empty: all); the rest run on other hosts
+    join: str | None = None  # the database of the cluster this host joins (sets storage and discovery)
     secret_file: Path | None = None  # the cluster secret internal links prove; None: <data_dir>/cluster.key
     spec: str = "teamtalk"
     storage: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_STORAGE))
@@ -105,6 +130,7 @@ class ClusterConfig:
     restart: str = "on-failure"  # RESTART_POLICIES (with --processes; one process has no workers to restart)
     endpoints: tuple[Mapping[str, Any], ...] = ()  # static endpoints of other hosts
     discovery: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_DISCOVERY))
+    layout: str = DEFAULT_LAYOUT  # which roles share a process: runtime.cluster.layout (split | sharded)
     source: str | None = None
 
     @property
@@ -126,9 +152,26 @@ class ClusterConfig:
         folder = self.storage.get("dir")
         return Path(str(folder)) if folder else self.data_dir
 
+    @property
+    def advertised_host(self) -> str:
+        """The address published for client-facing endpoints (what clients and peers connect to)."""
+        return self.advertise_host or self.host
+
+    @property
+    def advertised_internal_host(self) -> str:
+        """The address published for internal endpoints (what other services dial)."""
+        return self.internal_advertise_host or self.internal_host
+
+    @property
+    def spans_hosts(self) -> bool:
+        """True when this host runs part of a cluster (`only` or `join`): peers live elsewhere."""
+        return bool(self.only) or self.join is not None
+
     def ordered_services(self) -> list[ServiceConfig]:
-        """Enabled services (instances > 0) in start order."""
-        enabled = [s for s in self.services.values() if s.instances > 0]
+        """Enabled services (instances > 0) this host runs (`only`), in start order."""
+        enabled = [
+            s for s in self.services.values() if s.instances > 0 and (not self.only or s.name in self.only)
+        ]
         return sorted(enabled, key=lambda s: (start_rank(s.name), s.name))
 
     def as_dict(self) -> dict[str, Any]:
@@ -137,6 +180,14 @@ class ClusterConfig:
             "data_dir": str(self.data_dir),
             "host": self.host,
             "internal_host": self.internal_host,
+            **({"advertise_host": self.advertise_host} if self.advertise_host else {}),
+            **(
+                {"internal_advertise_host": self.internal_advertise_host}
+                if self.internal_advertise_host
+                else {}
+            ),
+            **({"only": list(self.only)} if self.only else {}),
+            **({"join": self.join} if self.join else {}),
             "secret_file": str(self.secret_path),
             "spec": self.spec,
             "storage": dict(self.storage),
@@ -146,8 +197,14 @@ class ClusterConfig:
             "restart": self.restart,
             "endpoints": [dict(e) for e in self.endpoints],
             "discovery": dict(self.discovery),
+            "layout": self.layout,
             "services": {
-                name: {"instances": s.instances, "class": s.class_ref, **dict(s.options)}
+                name: {
+                    "instances": s.instances,
+                    **({"first_instance": s.first_instance} if s.first_instance else {}),
+                    "class": s.class_ref,
+                    **dict(s.options),
+                }
                 for name, s in self.services.items()
             },
         }
@@ -175,7 +232,7 @@ def resolve_preferred_ports(config: ClusterConfig) -> ClusterConfig:
             if isinstance(value, str) and value.startswith("preferred:"):
                 wanted = int(value.split(":", 1)[1])
                 options[key] = wanted if port_is_free(config.host, wanted) else 0
-        services[name] = ServiceConfig(name, svc.instances, svc.class_ref, options)
+        services[name] = replace(svc, options=options)
     return replace(config, services=services)
 
 
@@ -209,6 +266,7 @@ def _service(name: str, raw: Any, source: str | None) -> ServiceConfig:
     key = f"services.{name}"
     section = {**DEFAULT_SERVICES.get(name, {"instances": 1}), **_mapping(raw, key, source)}
     instances = _int(section.pop("instances"), f"{key}.instances", source, maximum=64)
+    first = _int(section.pop("first_instance", 0), f"{key}.first_instance", source, maximum=10_000)
     class_ref = section.pop("class", None) or SERVICE_TABLE.get(name)
     if class_ref is None:
         known = ", ".join(sorted(SERVICE_TABLE))
@@ -224,7 +282,7 @@ def _service(name: str, raw: Any, source: str | None) -> ServiceConfig:
             if isinstance(value, str) and value.startswith("preferred:") and value[10:].isdigit():
                 continue
             _int(value, f"{key}.{opt}", source, maximum=65535)
-    return ServiceConfig(name, instances, class_ref, section)
+    return ServiceConfig(name, instances, class_ref, section, first)
 
 
 def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None = None) -> ClusterConfig:
@@ -244,9 +302,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         raise ConfigError("host", f"must be a host name or address (got {host!r})", source)
     internal_host = doc.get("internal_host", "127.0.0.1")
     if not isinstance(internal_host, str) or not internal_host:
-        raise ConfigError(
-            "internal_host", f"must be a host name or address (got {internal_host!r})", source
-        )
+        raise ConfigError("internal_host", f"must be a host name or address (got {internal_host!r})", source)
     secret_file = doc.get("secret_file", "cluster.key")
     if not isinstance(secret_file, str) or not secret_file:
         raise ConfigError("secret_file", f"must be a file path (got {secret_file!r})", source)
@@ -255,6 +311,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
     if not isinstance(spec, str) or not (spec == "" or spec.isidentifier()):
         raise ConfigError("spec", f"must name a generated stack, e.g. teamtalk (got {spec!r})", source)
     storage = {**DEFAULT_STORAGE, **_mapping(doc.get("storage"), "storage", source)}
+    join = _join(doc, storage, source)
     if storage["backend"] not in STORAGE_BACKENDS:
         raise ConfigError(
             "storage.backend",
@@ -320,7 +377,18 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
             if needed not in item:
                 raise ConfigError(f"endpoints[{i}].{needed}", "is required", source)
         _int(item["port"], f"endpoints[{i}].port", source, minimum=1, maximum=65535)
-    discovery = {**DEFAULT_DISCOVERY, **_mapping(doc.get("discovery"), "discovery", source)}
+    discovery_raw = _mapping(doc.get("discovery"), "discovery", source)
+    if join is not None:
+        if discovery_raw.get("backend", "database") != "database" and not endpoints:
+            raise ConfigError(
+                "discovery.backend",
+                "run_dir discovery sees this host only; `join` finds the other hosts through the database "
+                "(discovery.backend: database) or the static `endpoints:` list",
+                source,
+            )
+        if not endpoints:
+            discovery_raw.setdefault("backend", "database")
+    discovery = {**DEFAULT_DISCOVERY, **discovery_raw}
     if discovery["backend"] not in ("run_dir", "database"):
         got = discovery["backend"]
         raise ConfigError("discovery.backend", f"must be run_dir or database (got {got!r})", source)
@@ -332,10 +400,34 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
     unknown = set(discovery) - {"backend", "ttl", "poll"}
     if unknown:
         raise ConfigError(f"discovery.{sorted(unknown)[0]}", "unknown key (backend, ttl, poll)", source)
+    advertise_host = _address(doc, "advertise_host", source)
+    internal_advertise_host = _address(doc, "internal_advertise_host", source)
+    only = _only(doc.get("only"), services, source)
+    if only or join is not None:
+        _check_spanning(
+            "only" if only else "join",
+            storage,
+            discovery,
+            bool(endpoints),
+            {
+                "advertise_host" if advertise_host else "host": advertise_host or host,
+                "internal_advertise_host" if internal_advertise_host else "internal_host": (
+                    internal_advertise_host or internal_host
+                ),
+            },
+            source,
+        )
+    layout = doc.get("layout", DEFAULT_LAYOUT)
+    if layout not in LAYOUTS:
+        raise ConfigError("layout", f"must be one of {', '.join(LAYOUTS)} (got {layout!r})", source)
     return ClusterConfig(
         data_dir=data_path,
         host=host,
         internal_host=internal_host,
+        advertise_host=advertise_host,
+        internal_advertise_host=internal_advertise_host,
+        only=only,
+        join=join,
         secret_file=secret_path,
         spec=spec,
         storage=storage,
@@ -346,8 +438,121 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         restart=restart,
         endpoints=tuple(dict(e) for e in endpoints),
         discovery=discovery,
+        layout=layout,
         source=source,
     )
+
+
+def _address(doc: Mapping[str, Any], key: str, source: str | None) -> str | None:
+    """An advertised address: a host name or address peers can connect to (not a wildcard)."""
+    value = doc.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.strip() in WILDCARDS:
+        raise ConfigError(
+            key, f"must be a host name or address that other hosts can connect to (got {value!r})", source
+        )
+    return value.strip()
+
+
+def _join(doc: Mapping[str, Any], storage: dict[str, Any], source: str | None) -> str | None:
+    """`join: DSN`: this host joins the cluster whose PostgreSQL database is at DSN: the same as
+    storage.backend postgres with that storage.dsn (and, unless static endpoints say otherwise, database
+    discovery). Contradicting storage keys are an error, not silently overridden."""
+    join = doc.get("join")
+    if join is None:
+        return None
+    if not isinstance(join, str) or not join.startswith(("postgres://", "postgresql://")):
+        raise ConfigError(
+            "join",
+            "must be the cluster's PostgreSQL database URL, e.g. postgresql://ttgen@10.0.0.5:5432/ttgen "
+            f"(got {join!r})",
+            source,
+        )
+    section = doc.get("storage")
+    raw: Mapping[str, Any] = section if isinstance(section, Mapping) else {}
+    if raw.get("backend", "postgres") != "postgres":
+        raise ConfigError(
+            "join", f"joins a PostgreSQL cluster, but storage.backend is {raw['backend']!r}", source
+        )
+    if raw.get("dsn", join) != join:
+        raise ConfigError("join", "and storage.dsn name different databases: give one of them", source)
+    storage["backend"], storage["dsn"] = "postgres", join
+    return join
+
+
+def _only(value: Any, services: Mapping[str, ServiceConfig], source: str | None) -> tuple[str, ...]:
+    """`only: [msg, router]` (or "msg,router"): the services this host runs, each known and enabled."""
+    if value is None:
+        return ()
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(
+            "only", f"must be a list of service names, e.g. [msg, router] (got {value!r})", source
+        )
+    cleaned = [n.strip() for n in names if n.strip()]
+    if not cleaned:
+        raise ConfigError("only", "names no service (leave it out to run every service)", source)
+    for name in cleaned:
+        if name not in services:
+            known = ", ".join(sorted(services))
+            raise ConfigError("only", f"unknown service {name!r} (known: {known})", source)
+        if services[name].instances == 0:
+            raise ConfigError(
+                "only", f"service {name!r} has services.{name}.instances: 0 (give it 1 or more)", source
+            )
+    return tuple(dict.fromkeys(cleaned))
+
+
+def is_local_only(address: str) -> bool:
+    """True for an address that no other host can reach: loopback (127.0.0.0/8, ::1, localhost)."""
+    if address.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # a host name: resolved by the peers
+
+
+def _check_spanning(
+    key: str,
+    storage: Mapping[str, Any],
+    discovery: Mapping[str, Any],
+    static_endpoints: bool,
+    advertised: Mapping[str, str],
+    source: str | None,
+) -> None:
+    """The rules for a host that runs part of a cluster (`only` or `join`): a shared database, discovery
+    that crosses hosts, and addresses the other hosts can reach."""
+    if storage["backend"] != "postgres":
+        raise ConfigError(
+            key,
+            "a SQLite database lives on one host: services on several hosts need storage.backend: postgres "
+            "with a storage.dsn every host can reach (or run every service here: leave out only/--only)",
+            source,
+        )
+    if discovery.get("backend") != "database" and not static_endpoints:
+        raise ConfigError(
+            "discovery.backend",
+            f"run_dir discovery sees this host only, so with {key} the other hosts would never be found: "
+            "use discovery.backend: database, or list the other hosts' endpoints in `endpoints:`",
+            source,
+        )
+    for name, address in advertised.items():
+        if address in WILDCARDS:
+            raise ConfigError(
+                name if "advertise" in name else name.replace("host", "advertise_host"),
+                f"{name} {address!r} binds every interface; say which address the other hosts reach this "
+                "one at",
+                source,
+            )
+        if is_local_only(address):
+            raise ConfigError(
+                name,
+                f"{address} is a loopback address: services and clients on other hosts cannot reach it; "
+                "set it to this host's routable address",
+                source,
+            )
 
 
 def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> ClusterConfig:
@@ -391,3 +596,34 @@ def _set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
             node[part] = child
         node = child
     node[parts[-1]] = value
+
+
+def shared_files(config: ClusterConfig) -> list[tuple[Path, str]]:
+    """The files every host of one cluster must hold the same copy of, with what each is for.
+
+    The first host makes them (each process creates a missing one); a host that joins must have copies
+    before it starts, or it would make keys of its own: its links would be refused (cluster secret), what it
+    stores would be unreadable to the others (at-rest key, refused by the database's key check), its tickets
+    refused elsewhere, and its cluster id refused by the database as a second cluster."""
+    files = [(config.secret_path, "the cluster secret internal links prove")]
+    storage = config.storage
+    folder = config.storage_dir
+    if storage.get("backend") == "postgres" and not storage.get("cluster_id"):
+        files.append((folder / "cluster.id", "the cluster's id, which the database records as its owner"))
+    running = {s.name for s in config.ordered_services()}
+    if storage.get("encrypt_at_rest") and running & STORAGE_USERS:
+        files.append((folder / "storage.key", "the at-rest encryption key of stored messages"))
+    biz = config.services.get("biz")
+    if biz is not None and "biz" in running:
+        tickets = biz.options.get("tickets") or {}
+        if not isinstance(tickets, Mapping) or tickets.get("enabled", True):
+            key_file = tickets.get("key_file") if isinstance(tickets, Mapping) else None
+            files.append((Path(str(key_file)) if key_file else folder / "ticket.key", "the ticket key"))
+    return files
+
+
+def missing_shared_files(config: ClusterConfig) -> list[tuple[Path, str]]:
+    """For a host that joins (`join`): the shared files it lacks (see `shared_files`); none otherwise."""
+    if config.join is None:
+        return []
+    return [(path, why) for path, why in shared_files(config) if not path.exists()]

@@ -16,6 +16,7 @@ from typing import Any
 from runtime.auth.secret_files import cluster_secret
 from runtime.cluster.config import ClusterConfig, ServiceConfig
 from runtime.cluster.logs import attach_instance_log, detach
+from runtime.inprocess import SHARD
 from runtime.monitor.http import MonitorServer
 from runtime.monitor.metrics import Metrics
 from runtime.registry import Registry
@@ -61,7 +62,7 @@ class HostedInstance:
     @property
     def metrics_endpoint(self) -> Endpoint:
         ctx = self.service.ctx
-        return Endpoint(ctx.name, ctx.instance, "metrics", ctx.host, self.monitor.port)
+        return Endpoint(ctx.name, ctx.instance, "metrics", ctx.advertised(), self.monitor.port)
 
     def endpoints(self) -> list[Endpoint]:
         """The service's endpoints plus its metrics endpoint."""
@@ -120,6 +121,8 @@ def make_context(
         discovery=discovery,
         host=config.host,
         internal_host=config.internal_host,
+        advertise_host=config.advertise_host,
+        internal_advertise_host=config.internal_advertise_host,
         link_auth=LinkAuth(cluster_secret(config.secret_path)),
         servers=servers,
         local=local,
@@ -128,9 +131,21 @@ def make_context(
 
 
 async def start_instance(
-    cls: type[Service], ctx: ServiceContext, log_dir: Path, metrics_port: int = 0
+    cls: type[Service], ctx: ServiceContext, log_dir: Path, metrics_port: int = 0, shard: str | None = None
 ) -> HostedInstance:
-    """Create and start one instance; on failure what it started is closed again and the error raised."""
+    """Create and start one instance; on failure what it started is closed again and the error raised.
+    `shard` (runtime.cluster.layout): links it opens to roles of the same shard in this process are
+    in-process (the tasks it starts inherit the shard)."""
+    token = SHARD.set(shard)
+    try:
+        return await _start_instance(cls, ctx, log_dir, metrics_port)
+    finally:
+        SHARD.reset(token)
+
+
+async def _start_instance(
+    cls: type[Service], ctx: ServiceContext, log_dir: Path, metrics_port: int
+) -> HostedInstance:
     handler = attach_instance_log(log_dir, ctx.name, ctx.instance)
     try:
         service = cls(ctx)

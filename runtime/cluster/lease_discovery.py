@@ -251,3 +251,57 @@ async def open_discovery(config: ClusterConfig, local: RunDirDiscovery) -> tuple
     )
     await lease.start()
     return CombinedDiscovery(lease, static), lease
+
+
+async def wait_instances_free(
+    config: ClusterConfig, *, timeout: float | None = None, connect_timeout: float = 5.0
+) -> None:
+    """With database discovery: wait until no live lease of another process holds an instance number this
+    host is about to run; raise InstanceTaken when one is still held after `timeout` (default: the lease
+    ttl plus a poll, the time a host that died needs to drop out).
+
+    Instance numbers name endpoints cluster-wide (the rows are keyed by service, instance, kind): two hosts
+    running the same numbers would overwrite each other's endpoints. A host that restarts after a crash
+    finds its old leases and waits for them to lapse."""
+    if config.discovery.get("backend", "run_dir") != "database":
+        return
+    from runtime.storage.postgres import load_or_create_cluster_id
+
+    wanted = {(s.name, i) for s in config.ordered_services() for i in s.numbers}
+    if not wanted:
+        return
+    cluster_id = str(config.storage.get("cluster_id") or load_or_create_cluster_id(config.storage_dir))
+    ttl = float(config.discovery.get("ttl", 10.0))
+    poll = float(config.discovery.get("poll", 1.0))
+    limit = ttl + poll if timeout is None else timeout
+    conn = await asyncpg.connect(str(config.storage["dsn"]), timeout=connect_timeout)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('endpoints') IS NOT NULL")
+        if not exists:
+            return
+        deadline = asyncio.get_running_loop().time() + limit
+        while True:
+            rows = await conn.fetch(
+                "SELECT service, instance, host, port, holder, expires - "
+                f"{_NOW} AS left FROM endpoints WHERE cluster_id = $1 AND expires > {_NOW} "
+                "ORDER BY service, instance",
+                cluster_id,
+            )
+            taken = [r for r in rows if (r["service"], r["instance"]) in wanted]
+            if not taken:
+                return
+            if asyncio.get_running_loop().time() >= deadline:
+                r = taken[0]
+                raise InstanceTaken(
+                    f"{r['service']}-{r['instance']} is already running at {r['host']}:{r['port']} "
+                    f"(held by {r['holder']}, lease renewed within the last {ttl:g} s): every host needs "
+                    "instance numbers of its own; give this host others with --first-instance N (or "
+                    f"services.{r['service']}.first_instance)"
+                )
+            await asyncio.sleep(min(poll, max(0.05, min(float(r["left"]) for r in taken))))
+    finally:
+        await conn.close()
+
+
+class InstanceTaken(RuntimeError):
+    """An instance number this host would run is held, under a live lease, by a process elsewhere."""

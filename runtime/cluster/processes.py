@@ -17,14 +17,17 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.cluster.config import ClusterConfig
 from runtime.cluster.discovery import RunDirDiscovery
+from runtime.cluster.layout import ProcessGroup, process_groups
 from runtime.cluster.runner import (
     ClusterStartError,
     Console,
+    check_instances_free,
     claim_data_dir,
     plan_services,
     release_data_dir,
@@ -40,19 +43,57 @@ RESTART_LIMIT = 5  # restarts of one worker within RESTART_PERIOD; one more deat
 RESTART_PERIOD = 300.0
 
 
+def start_batches(config: ClusterConfig, available: set[str]) -> list[list[ProcessGroup]]:
+    """The layout's process groups (of services that can run) in start order, batched: the instances of one
+    service outside any shard start together; each shard alone (shard k+1's roles dial shard k's biz)."""
+    batches: list[list[ProcessGroup]] = []
+    previous = ""
+    for group in process_groups(config):
+        if not all(name in available for name, _ in group.members):
+            group = ProcessGroup(
+                group.name, tuple(m for m in group.members if m[0] in available), group.shard
+            )
+            if not group.members:
+                continue
+        service = group.members[0][0]
+        if group.shard is None and service == previous and batches:
+            batches[-1].append(group)
+        else:
+            batches.append([group])
+        previous = service if group.shard is None else ""
+    return batches
+
+
+def worker_pids(workers: Sequence[Worker]) -> dict[str, int]:
+    """Instance name -> pid of its worker, for the state file (every role of a shard, by its own name)."""
+    out: dict[str, int] = {}
+    for w in workers:
+        members = w.group.members if w.group is not None else ((w.service, w.instance),)
+        for service, instance in members:
+            out[f"{service}-{instance}"] = w.process.pid
+    return out
+
+
 @dataclass
 class Worker:
-    """One worker process and what it reported."""
+    """One worker process and what it reported (`service`/`instance`: its first instance; a shard's
+    `group` hosts several, runtime.cluster.layout)."""
 
     service: str
     instance: int
     process: asyncio.subprocess.Process
     endpoints: list[Endpoint] = field(default_factory=list)
     watcher: asyncio.Task[None] | None = None
+    group: ProcessGroup | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.service}-{self.instance}"
+        return self.group.name if self.group is not None else f"{self.service}-{self.instance}"
+
+    def hosts(self, service: str, instance: int) -> bool:
+        if self.group is not None:
+            return self.group.hosts(service, instance)
+        return (self.service, self.instance) == (service, instance)
 
 
 class ProcessSupervisor:
@@ -79,15 +120,14 @@ class ProcessSupervisor:
     async def start(self) -> list[Worker]:
         """Spawn every worker and wait until each is ready; on failure stop all, raise ClusterStartError."""
         planned = plan_services(self.config, self.console)
+        await check_instances_free(self.config)
+        available = {item.config.name for item in planned}
         claim_data_dir(self.config, "processes")
         config_path = self.config.run_dir / CONFIG_FILE
         config_path.write_text(self.config.to_json() + "\n", encoding="utf-8")
         try:
-            for item in planned:
-                spawned = [
-                    await self._spawn(item.config.name, i, str(config_path))
-                    for i in range(item.config.instances)
-                ]
+            for batch in start_batches(self.config, available):
+                spawned = [await self._spawn_group(group, str(config_path)) for group in batch]
                 self.workers.extend(spawned)
                 await asyncio.gather(*(self._await_ready(w) for w in spawned))
         except BaseException:
@@ -95,11 +135,27 @@ class ProcessSupervisor:
             raise
         for worker in self.workers:
             worker.watcher = asyncio.create_task(self._watch(worker))
-        pids = {w.name: w.process.pid for w in self.workers}
+            if worker.process.stdin is not None:  # every peer is up now: look again (later shards' roles)
+                with contextlib.suppress(OSError):
+                    worker.process.stdin.write(b"peers\n")
+        pids = worker_pids(self.workers)
         update_cluster_state(self.config, state="running", workers=pids)
         return self.workers
 
-    async def _spawn(self, service: str, instance: int, config_path: str) -> Worker:
+    async def _spawn_group(self, group: ProcessGroup, config_path: str) -> Worker:
+        service, instance = group.members[0]
+        if len(group.members) == 1 and group.shard is None:
+            return await self._spawn(service, instance, config_path)
+        extra = [f"--member={name}:{i}" for name, i in group.members[1:]]
+        if group.shard is not None:
+            extra.append(f"--shard={group.shard}")
+        worker = await self._spawn(service, instance, config_path, extra)
+        worker.group = group
+        return worker
+
+    async def _spawn(
+        self, service: str, instance: int, config_path: str, extra: Sequence[str] = ()
+    ) -> Worker:
         argv = [
             self.python,
             "-m",
@@ -112,6 +168,7 @@ class ProcessSupervisor:
             str(instance),
             "--stack",
             self.stack_module,
+            *extra,
         ]
         if self.verbose:
             argv.append("--verbose")
@@ -135,7 +192,13 @@ class ProcessSupervisor:
         if kind == READY:
             doc: dict[str, Any] = json.loads(payload)
             worker.endpoints = [
-                Endpoint(worker.service, worker.instance, e["kind"], e["host"], int(e["port"]))
+                Endpoint(
+                    e.get("service", worker.service),
+                    int(e.get("instance", worker.instance)),
+                    e["kind"],
+                    e["host"],
+                    int(e["port"]),
+                )
                 for e in doc["endpoints"]
             ]
             return
@@ -195,9 +258,7 @@ class ProcessSupervisor:
         once it is ready (what the `restart: on-failure` policy calls; also for whoever embeds the
         supervisor). Raises ValueError for an unknown or still-running worker, ClusterStartError if the new
         process does not come up."""
-        index = next(
-            (i for i, w in enumerate(self.workers) if (w.service, w.instance) == (service, instance)), None
-        )
+        index = next((i for i, w in enumerate(self.workers) if w.hosts(service, instance)), None)
         if index is None:
             raise ValueError(f"no worker {service}-{instance}")
         old = self.workers[index]
@@ -207,7 +268,10 @@ class ProcessSupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await old.watcher
         RunDirDiscovery(self.config.run_dir).sweep_stale()  # its endpoint files must not outlive it
-        worker = await self._spawn(service, instance, str(self.config.run_dir / CONFIG_FILE))
+        if old.group is not None:
+            worker = await self._spawn_group(old.group, str(self.config.run_dir / CONFIG_FILE))
+        else:
+            worker = await self._spawn(service, instance, str(self.config.run_dir / CONFIG_FILE))
         try:
             await self._await_ready(worker)
         except BaseException:
@@ -217,7 +281,7 @@ class ProcessSupervisor:
             raise
         worker.watcher = asyncio.create_task(self._watch(worker))
         self.workers[index] = worker
-        pids = {w.name: w.process.pid for w in self.workers}
+        pids = worker_pids(self.workers)
         update_cluster_state(self.config, state="running", workers=pids)
         self.console(f"{worker.name} restarted (pid {worker.process.pid})")
         return worker
@@ -250,8 +314,9 @@ class ProcessSupervisor:
         if self.workers:
             update_cluster_state(self.config, state="stopping")
         groups: dict[str, list[Worker]] = {}
-        for worker in self.workers:
-            groups.setdefault(worker.service, []).append(worker)
+        for worker in self.workers:  # a shard stops with its msg server, the last of its roles to start
+            key = worker.group.name.split("-")[0] if worker.group is not None else worker.service
+            groups.setdefault(key, []).append(worker)
         for service in reversed(list(groups)):
             await asyncio.gather(*(self._terminate(w) for w in groups[service]))
         for worker in self.workers:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from runtime.cluster.config import ClusterConfig, ServiceConfig
 from runtime.cluster.discovery import (
     CLUSTER_FILE,
@@ -26,7 +28,13 @@ from runtime.cluster.discovery import (
     write_json_atomic,
 )
 from runtime.cluster.instance import HostedInstance, make_context, start_instance
-from runtime.cluster.lease_discovery import LeaseDiscovery, open_discovery
+from runtime.cluster.layout import shard_of
+from runtime.cluster.lease_discovery import (
+    InstanceTaken,
+    LeaseDiscovery,
+    open_discovery,
+    wait_instances_free,
+)
 from runtime.cluster.logs import attach_process_log
 from runtime.registry import Registry
 from runtime.services.base import Endpoint, Service
@@ -62,6 +70,18 @@ def plan_services(config: ClusterConfig, console: Console) -> list[Planned]:
     if not planned:
         raise ClusterStartError("no service to run: every configured service is missing or disabled")
     return planned
+
+
+async def check_instances_free(config: ClusterConfig) -> None:
+    """Refuse to run instance numbers another host of the cluster runs (database discovery only)."""
+    try:
+        await wait_instances_free(config)
+    except InstanceTaken as exc:
+        raise ClusterStartError(str(exc)) from None
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ClusterStartError(
+            f"cannot reach the cluster's database to check instance numbers: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def claim_data_dir(config: ClusterConfig, mode: str) -> RunDirDiscovery:
@@ -132,6 +152,7 @@ class ClusterRunner:
     async def start(self) -> list[HostedInstance]:
         """Start everything; on any failure stop what started and raise ClusterStartError."""
         planned = plan_services(self.config, self.console)
+        await check_instances_free(self.config)
         local = claim_data_dir(self.config, "one-process")
         self._process_log = attach_process_log(self.config.log_dir / PROCESS_LOG)
         try:
@@ -147,7 +168,7 @@ class ClusterRunner:
                         discovery=discovery,
                         local=self.local,
                     )
-                    for i in range(item.config.instances)
+                    for i in item.config.numbers
                 ]
                 metrics_port = int(item.config.options.get("metrics_port", 0))
                 results = await asyncio.wait_for(
@@ -158,6 +179,7 @@ class ClusterRunner:
                                 ctx,
                                 self.config.log_dir,
                                 metrics_port + ctx.instance if metrics_port else 0,
+                                shard_of(self.config, ctx.name, ctx.instance),
                             )
                             for ctx in ctxs
                         ),

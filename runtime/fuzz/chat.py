@@ -9,24 +9,23 @@ last read). `runtime.fuzz.stateful_group.GroupChatMachine` adds groups on top.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from runtime.framing import encode_frame
-from runtime.fuzz.cluster import MOBILE_CLIENT, ClusterTarget
+from runtime.fuzz.cluster import ClusterTarget
 from runtime.fuzz.live import recorder
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.stateful import Replayable
 from runtime.fuzz.wire import PeerClosed, RawConnection
 from runtime.stages.policy import parse_rate
 
+if TYPE_CHECKING:
+    from generated.teamtalk.registry import Enums
+
 USERS = ("alice", "bob", "carol")
-SINGLE = 1  # SessionType SESSION_TYPE_SINGLE
-GROUP = 2  # SessionType SESSION_TYPE_GROUP
-SINGLE_TEXT = 1  # MsgType MSG_TYPE_SINGLE_TEXT
-GROUP_MSG_BIT = 0x10  # MsgType: group messages are 0x11 and 0x12
 
 # A conversation: (session type, session id as the receiver sees it: the peer's user id or the group id).
 Conv = tuple[int, int]
@@ -46,11 +45,11 @@ def next_seq() -> int:
     return _SEQ[0]
 
 
-def conv_of(msg: Any) -> Conv:
+def conv_of(msg: Any, enums: type[Enums]) -> Conv:
     """The conversation a pushed IMMsgData belongs to, from its receiver's side."""
-    if msg.msg_type & GROUP_MSG_BIT:
-        return (GROUP, msg.to_session_id)
-    return (SINGLE, msg.from_user_id)
+    if msg.msg_type & enums.MsgTypeBits.GROUP:
+        return (int(enums.SessionType.SESSION_TYPE_GROUP), msg.to_session_id)
+    return (int(enums.SessionType.SESSION_TYPE_SINGLE), msg.from_user_id)
 
 
 class ChatClient:
@@ -65,7 +64,7 @@ class ChatClient:
         # The user's second device: the server tells it when the first one read a session (after biz stored
         # the read position), which is how the model knows a read ack took effect.
         self.observer: RawConnection = target.connect()
-        target.login_as(self.observer, login, MOBILE_CLIENT)
+        target.login_as(self.observer, login, target.mobile_client)
         self.sent: dict[str, int] = {}  # frames of each command sent on `conn`
 
     def budget(self, command: str) -> int:
@@ -110,7 +109,7 @@ class ChatClient:
 
         def take(frame: Any) -> None:
             msg: Any = cls.FromString(bytes(frame.body))
-            conv = conv_of(msg)
+            conv = conv_of(msg, self.stack.enums)
             got.append((conv, msg.msg_id))
             self.send(
                 "CID_MSG_DATA_ACK",
@@ -184,6 +183,9 @@ class ChatMachine(Replayable, RuleBasedStateMachine):
         self.pending: dict[str, dict[Conv, list[int]]] = {u: {} for u in USERS}  # pushes owed to online users
         self.sent_to: dict[str, list[tuple[str, int]]] = {u: [] for u in USERS}  # (from, msg id) to a user
         self.read_upto: dict[tuple[str, str], int] = {}  # (reader, peer) -> msg id read up to
+        enums = self.STACK.enums
+        self.single = int(enums.SessionType.SESSION_TYPE_SINGLE)
+        self.group = int(enums.SessionType.SESSION_TYPE_GROUP)
 
     def able(self, command: str, frames: int = 1) -> list[str]:
         """Online users whose connection may still send `frames` frames of `command` (see `budget`)."""
@@ -224,7 +226,7 @@ class ChatMachine(Replayable, RuleBasedStateMachine):
             to_session_id=self.ids[to],
             msg_id=0,
             create_time=0,
-            msg_type=SINGLE_TEXT,
+            msg_type=self.STACK.enums.MsgType.MSG_TYPE_SINGLE_TEXT,
             msg_data=text,
         )
         assert ack.msg_id > 0, f"{sender}->{to}: message refused (msg id 0)"
@@ -234,7 +236,7 @@ class ChatMachine(Replayable, RuleBasedStateMachine):
         self.last_id[pair] = ack.msg_id
         self.sent_to[to].append((sender, ack.msg_id))
         if to in self.online:
-            self.owe(to, (SINGLE, self.ids[sender]), ack.msg_id)
+            self.owe(to, (self.single, self.ids[sender]), ack.msg_id)
 
     @precondition(lambda self: bool(self.online))
     @rule(data=st.data())
@@ -257,11 +259,11 @@ class ChatMachine(Replayable, RuleBasedStateMachine):
             user_id=self.ids[user],
             session_id=self.ids[peer],
             msg_id=upto,
-            session_type=SINGLE,
+            session_type=self.single,
         )
         self.read_upto[(user, peer)] = upto
         # A read ack has no reply; the user's other device is told once the read position is stored.
-        self.online[user].wait_read_notify(SINGLE, self.ids[peer], upto)
+        self.online[user].wait_read_notify(self.single, self.ids[peer], upto)
 
     @precondition(lambda self: bool(self.able("CID_MSG_UNREAD_CNT_REQUEST")))
     @rule(data=st.data())
@@ -275,7 +277,7 @@ class ChatMachine(Replayable, RuleBasedStateMachine):
 
     def check_unread(self, user: str, server: dict[Conv, int]) -> None:
         for peer in self.others(user):
-            got = server.get((SINGLE, self.ids[peer]), 0)
+            got = server.get((self.single, self.ids[peer]), 0)
             want = self._model_unread(user, peer)
             assert got == want, f"{user}: unread from {peer} is {got}, the model says {want}"
 

@@ -33,9 +33,6 @@ USERS = ("fuzz", "bystander", "peer", "alice", "bob", "carol")
 CAST_SIZE = 3  # users per stateful example (the models' alice, bob and carol)
 CASTS = 48  # casts seeded per database (the cluster restarts on a fresh one when they run out)
 NAME_LIMIT = 64  # the login name length limit when the spec sets none
-PC_CLIENT = 0x01
-MOBILE_CLIENT = 0x11
-ONLINE = 1
 LOGIN_COMMAND = "CID_LOGIN_REQ_USERLOGIN"
 SETTLE_SEQ = 0x0BAC
 
@@ -185,7 +182,11 @@ class ClusterTarget(Target):
         super().__init__(stack, self._host, self._port, timeout=timeout)
         self.reply_timeout = 1.0
         self._login_as = "fuzz"
-        self._client_type = PC_CLIENT
+        enums = stack.enums
+        self.pc_client = int(enums.ClientType.CLIENT_TYPE_WINDOWS)
+        self.mobile_client = int(enums.ClientType.CLIENT_TYPE_IOS)
+        self.online = int(enums.UserStatType.USER_STATUS_ONLINE)
+        self._client_type = self.pc_client
         self.restarts = 0
 
     def _start(self) -> None:
@@ -240,7 +241,7 @@ class ClusterTarget(Target):
         info = self.stack.command(LOGIN_COMMAND)
         wire = md5hex(password) if password else ""
         login: Any = info.message_class
-        msg = login(user_name=user, password=wire, online_status=ONLINE, client_type=PC_CLIENT)
+        msg = login(user_name=user, password=wire, online_status=self.online, client_type=self.pc_client)
         return info, msg
 
     def _wait_ready(self, timeout: float) -> None:
@@ -261,7 +262,7 @@ class ClusterTarget(Target):
         msg = cast(Any, info.message_class)(
             user_name=self._login_as,
             password=md5hex(PASSWORD),
-            online_status=ONLINE,
+            online_status=self.online,
             client_type=self._client_type,
         )
         return info, msg
@@ -269,13 +270,13 @@ class ClusterTarget(Target):
     def login(self, conn: RawConnection) -> None:
         super().login(conn)
 
-    def login_as(self, conn: RawConnection, user: str, client_type: int = PC_CLIENT) -> None:
+    def login_as(self, conn: RawConnection, user: str, client_type: int | None = None) -> None:
         """Log `conn` in as one of the seeded users (as a PC client unless told otherwise)."""
-        self._login_as, self._client_type = user, client_type
+        self._login_as, self._client_type = user, self.pc_client if client_type is None else client_type
         try:
             self.login(conn)
         finally:
-            self._login_as, self._client_type = "fuzz", PC_CLIENT
+            self._login_as, self._client_type = "fuzz", self.pc_client
 
     def check_login_reply(self, reply: Message) -> None:
         code = getattr(reply, "result_code", 0)

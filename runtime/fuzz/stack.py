@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES
 from runtime.fuzz.spec import MessageSpec
 from runtime.fuzz.strategies import StrategyRegistry
 from runtime.registry import CommandInfo, Registry
+from runtime.services.protocol import enums_of
+
+if TYPE_CHECKING:
+    from generated.teamtalk.registry import Enums
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class FuzzStack:
     def max_frame_bytes(self) -> int:
         """The spec's frame-length limit (the runtime's default when the spec sets none)."""
         return int(self.frame.get("max_frame_bytes") or DEFAULT_MAX_FRAME_BYTES)
+
+    @property
+    def enums(self) -> type[Enums]:
+        """The spec's enums and named bits (the chat suites speak TeamTalk's: runtime.services.protocol)."""
+        return enums_of(self.registry)
 
     @property
     def name(self) -> str:

@@ -24,13 +24,11 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, precondition, rule
 
-from runtime.fuzz.chat import GROUP, USERS, ChatClient, ChatMachine, Conv
+from runtime.fuzz.chat import USERS, ChatClient, ChatMachine, Conv
+from runtime.services.links import ResultCode
 
 MAX_GROUPS = 2
-TMP = 2  # GroupType GROUP_TYPE_TMP
-ADD, DEL = 1, 2  # GroupModifyType
-GROUP_TEXT = 0x11  # MsgType MSG_TYPE_GROUP_TEXT
-OK, ACCESS_DENIED = 0, 22  # runtime.services.links.ResultCode
+OK, ACCESS_DENIED = ResultCode.OK, ResultCode.ACCESS_DENIED
 HISTORY_PAGE = 200
 
 member_sets = st.frozensets(st.sampled_from(USERS), min_size=1)
@@ -78,6 +76,9 @@ class GroupChatMachine(ChatMachine):
     def __init__(self) -> None:
         super().__init__()
         self.groups: list[GroupModel] = []
+        enums = self.STACK.enums
+        self.add = int(enums.GroupModifyType.GROUP_MODIFY_TYPE_ADD)
+        self.delete = int(enums.GroupModifyType.GROUP_MODIFY_TYPE_DEL)
 
     def client(self, user: str) -> ChatClient:
         return self.online[user] if user in self.online else self._login(user)
@@ -99,7 +100,7 @@ class GroupChatMachine(ChatMachine):
         rsp = client.call(
             "CID_GROUP_CREATE_REQUEST",
             user_id=client.user_id,
-            group_type=TMP,
+            group_type=self.STACK.enums.GroupType.GROUP_TYPE_TMP,
             group_name=f"fuzz-{creator}",
             group_avatar="",
             member_id_list=[self.ids[u] for u in sorted(members)],
@@ -112,7 +113,7 @@ class GroupChatMachine(ChatMachine):
         got = sorted(rsp.user_id_list)
         assert got == self._ids(group.members), f"group {group.gid}: created with {got}, want {group.members}"
         self.groups.append(group)
-        self._wait_change_notify(group, ADD, set(group.members))
+        self._wait_change_notify(group, self.add, set(group.members))
 
     @precondition(lambda self: bool(self.able("CID_GROUP_CHANGE_MEMBER_REQUEST")) and bool(self.groups))
     @rule(data=st.data(), add=st.booleans(), users=member_sets)
@@ -124,8 +125,8 @@ class GroupChatMachine(ChatMachine):
     def _change(self, actor: str, group_index: int, add: bool, users: frozenset[str] | list[str]) -> None:
         group = self.groups[group_index]
         users = frozenset(users)
-        modify = ADD if add else DEL
-        allowed = actor == group.creator or (modify == ADD and actor in group.members)
+        modify = self.add if add else self.delete
+        allowed = actor == group.creator or (modify == self.add and actor in group.members)
         client = self.online[actor]
         rsp = client.call(
             "CID_GROUP_CHANGE_MEMBER_REQUEST",
@@ -139,7 +140,7 @@ class GroupChatMachine(ChatMachine):
             assert rsp.result_code == ACCESS_DENIED, f"{what}: result {rsp.result_code}, want ACCESS_DENIED"
             return
         assert rsp.result_code == OK, f"{what}: refused ({rsp.result_code})"
-        if modify == ADD:
+        if modify == self.add:
             changed = {u for u in users if u not in group.members}
             for user in changed:
                 group.join(user)
@@ -166,10 +167,10 @@ class GroupChatMachine(ChatMachine):
             to_session_id=group.gid,
             msg_id=0,
             create_time=0,
-            msg_type=GROUP_TEXT,
+            msg_type=self.STACK.enums.MsgType.MSG_TYPE_GROUP_TEXT,
             msg_data=text,
         )
-        assert (ack.session_type, ack.session_id) == (GROUP, group.gid), f"group ack names {ack}"
+        assert (ack.session_type, ack.session_id) == (self.group, group.gid), f"group ack names {ack}"
         if sender not in group.members:
             assert ack.msg_id == 0, f"{sender} (not a member) sent to group {group.gid}: acked {ack.msg_id}"
             self._check_latest(group)
@@ -180,7 +181,7 @@ class GroupChatMachine(ChatMachine):
         group.read[sender] = ack.msg_id
         for user in group.members:
             if user in self.online and user != sender:
-                self.owe(user, (GROUP, group.gid), ack.msg_id)
+                self.owe(user, (self.group, group.gid), ack.msg_id)
 
     @precondition(lambda self: bool(self._readers()))
     @rule(data=st.data())
@@ -193,10 +194,14 @@ class GroupChatMachine(ChatMachine):
         group = self.groups[group_index]
         upto = group.last
         self.online[user].send(
-            "CID_MSG_READ_ACK", user_id=self.ids[user], session_id=group.gid, msg_id=upto, session_type=GROUP
+            "CID_MSG_READ_ACK",
+            user_id=self.ids[user],
+            session_id=group.gid,
+            msg_id=upto,
+            session_type=self.group,
         )
         group.read[user] = max(group.read.get(user, 0), upto)
-        self.online[user].wait_read_notify(GROUP, group.gid, upto)
+        self.online[user].wait_read_notify(self.group, group.gid, upto)
 
     @precondition(lambda self: bool(self.able("CID_MSG_LIST_REQUEST")) and any(g.msgs for g in self.groups))
     @rule(data=st.data())
@@ -212,7 +217,7 @@ class GroupChatMachine(ChatMachine):
         rsp = self.online[user].call(
             "CID_MSG_LIST_REQUEST",
             user_id=self.ids[user],
-            session_type=GROUP,
+            session_type=self.group,
             session_id=group.gid,
             msg_id_begin=0,
             msg_cnt=HISTORY_PAGE,
@@ -225,7 +230,7 @@ class GroupChatMachine(ChatMachine):
     def check_unread(self, user: str, server: dict[Conv, int]) -> None:
         super().check_unread(user, server)
         for group in self.groups:
-            got = server.get((GROUP, group.gid), 0)
+            got = server.get((self.group, group.gid), 0)
             want = group.unread(user)
             assert got == want, f"{user}: unread in group {group.gid} is {got}, the model says {want}"
 
@@ -262,7 +267,7 @@ class GroupChatMachine(ChatMachine):
         rsp = self.online[member].call(
             "CID_MSG_GET_LATEST_MSG_ID_REQ",
             user_id=self.ids[member],
-            session_type=GROUP,
+            session_type=self.group,
             session_id=group.gid,
         )
         assert rsp.latest_msg_id == group.last, (

@@ -357,7 +357,7 @@ def strip_rates(registry: Registry) -> Registry:
         stages = {k: dict(v) for k, v in info.stages.items()}
         stages.get("input", {}).pop("rate", None)
         infos.append(replace(info, stages=stages))
-    return Registry(registry.spec_name, registry.spec_version, infos, registry.services, registry.presence)
+    return registry.derive(infos)
 
 
 def strip_field_limits(registry: Registry) -> Registry:
@@ -367,7 +367,7 @@ def strip_field_limits(registry: Registry) -> Registry:
         stages = {k: dict(v) for k, v in info.stages.items()}
         stages.get("input", {}).pop("fields", None)
         infos.append(replace(info, stages=stages))
-    return Registry(registry.spec_name, registry.spec_version, infos, registry.services, registry.presence)
+    return registry.derive(infos)
 
 
 class ValidatingService:

@@ -16,13 +16,10 @@ from typing import Any
 from runtime.framing import FrameDecoder, encode_frame
 from runtime.loadgen.histogram import Histogram
 from runtime.registry import Registry
+from runtime.services.protocol import enums_of
 
 STAMP = struct.Struct(">d")  # due time (time.monotonic(), the same clock in every process of the host)
 PAD = b"x" * 56
-HEARTBEAT_CID = 0x0701
-SESSION_SINGLE, SESSION_GROUP = 1, 2
-MSG_SINGLE_TEXT, MSG_GROUP_TEXT = 1, 17
-MOBILE_BIT = 0x10
 
 # connection states
 NEW, CONNECTING, LOGGING_IN, ONLINE, CLOSED = range(5)
@@ -61,6 +58,17 @@ class Wire:
                 "CID_BUDDY_LIST_USERS_STATUS_RESPONSE",
             )
         )
+        # The spec's values this client writes and reads (plain ints: they are on the receive path).
+        e = enums_of(registry)
+        self.heartbeat_cid = cid("CID_OTHER_HEARTBEAT")
+        self.online = int(e.UserStatType.USER_STATUS_ONLINE)
+        self.session_single = int(e.SessionType.SESSION_TYPE_SINGLE)
+        self.session_group = int(e.SessionType.SESSION_TYPE_GROUP)
+        self.msg_single_text = int(e.MsgType.MSG_TYPE_SINGLE_TEXT)
+        self.msg_group_text = int(e.MsgType.MSG_TYPE_GROUP_TEXT)
+        self.group_bit = e.MsgTypeBits.GROUP
+        # MSG_SERVER_FULL with "try again later" (biz's password checks are saturated): retried
+        self.login_busy = int(e.ResultType.REFUSE_REASON_MSG_SERVER_FULL)
         self.LoginReq = cls("CID_LOGIN_REQ_USERLOGIN")
         self.LoginRes = cls("CID_LOGIN_RES_USERLOGIN")
         self.MsgData = cls("CID_MSG_DATA")
@@ -68,12 +76,12 @@ class Wire:
 
     def login_frame(self, name: str, password_md5: str, client_type: int, seq: int) -> bytes:
         body = self.LoginReq(
-            user_name=name, password=password_md5, online_status=1, client_type=client_type
+            user_name=name, password=password_md5, online_status=self.online, client_type=client_type
         ).SerializeToString()
         return encode_frame(self.login_req_cid >> 8, self.login_req_cid, seq, body)
 
     def ticket_login_frame(self, ticket: bytes, client_type: int, seq: int) -> bytes:
-        req = self.TicketLoginReq(ticket=ticket, online_status=1, client_type=client_type)
+        req = self.TicketLoginReq(ticket=ticket, online_status=self.online, client_type=client_type)
         body = req.SerializeToString()
         return encode_frame(self.ticket_login_req_cid >> 8, self.ticket_login_req_cid, seq, body)
 
@@ -85,7 +93,7 @@ class Wire:
             to_session_id=to_id,
             msg_id=0,
             create_time=0,
-            msg_type=MSG_GROUP_TEXT if group else MSG_SINGLE_TEXT,
+            msg_type=self.msg_group_text if group else self.msg_single_text,
             msg_data=bytes(STAMP.size) + PAD,
         ).SerializeToString()
         return bytes(body[: -(STAMP.size + len(PAD))])
@@ -219,7 +227,7 @@ class LoadConn(asyncio.Protocol):
             cid = frame.command_id
             if cid == wire.data_cid:
                 msg = wire.MsgData.FromString(frame.body)
-                group = msg.msg_type & 0x10
+                group = msg.msg_type & wire.group_bit
                 session = msg.to_session_id if group else msg.from_user_id
                 key = (session, msg.msg_id)
                 seen = self.peers_seen
@@ -236,7 +244,7 @@ class LoadConn(asyncio.Protocol):
                     user_id=self.user_id,
                     session_id=session,
                     msg_id=msg.msg_id,
-                    session_type=SESSION_GROUP if group else SESSION_SINGLE,
+                    session_type=wire.session_group if group else wire.session_single,
                 )
                 acks.append(self._frame(wire.ack_cid, ack.SerializeToString()))
             elif cid == wire.ack_cid:
@@ -247,7 +255,7 @@ class LoadConn(asyncio.Protocol):
                         c.h_ack.record(int((now - due) * 1e6))
                 else:
                     c.refused += 1
-            elif cid == HEARTBEAT_CID:
+            elif cid == wire.heartbeat_cid:
                 if self.hb_due:
                     c.hb_answered += 1
                     c.h_hb.record(int((now - self.hb_due) * 1e6))
@@ -307,7 +315,7 @@ class LoadConn(asyncio.Protocol):
         if self.hb_due:
             return False
         self.hb_due = due
-        self.transport.write(self._frame(HEARTBEAT_CID, b""))
+        self.transport.write(self._frame(self.owner.wire.heartbeat_cid, b""))
         return True
 
     def send_message(self, prefix: bytes, due: float) -> None:

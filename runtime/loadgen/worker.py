@@ -35,7 +35,6 @@ from runtime.loadgen.schedule import OpenLoop
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux: pick the port at connect
 TICK = 0.002  # how often the drivers look for due events
-BUSY = 2  # TeamTalk's MSG_SERVER_FULL: with "try again later" (biz's password checks are saturated) retried
 LOST, RETRY = -1, -2  # login outcomes besides the result codes: no answer (connection lost); busy, retry
 
 
@@ -176,7 +175,7 @@ class LoadProcess:
             else:
                 c.login_ok += 1
                 c.h_login.record(int((now - conn.due) * 1e6))
-        elif code == BUSY and "try again" in text:  # not "msg server full": a capacity limit to report
+        elif code == self.wire.login_busy and "try again" in text:  # not "server full": a capacity limit
             c.login_busy += 1
             conn.state = CLOSED
             code = RETRY

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.monitor.metrics import Metrics
 from runtime.push.dispatcher import PushDispatcher
@@ -24,10 +24,10 @@ from runtime.push.sinks import MAX_PREVIEW, LocalSink, Notification, Sink, Webho
 from runtime.storage.base import Storage
 from runtime.storage.errors import StorageError
 
+if TYPE_CHECKING:
+    from generated.teamtalk.registry import Enums
+
 log = logging.getLogger("ttgen.push")
-MOBILE_BIT = 0x10
-GROUP_BIT = 0x10  # msg_type 0x11/0x12: group messages
-TEXT_TYPES = (0x01, 0x11)
 PLACEHOLDER = "[voice]"
 
 
@@ -76,10 +76,17 @@ class OfflinePush:
         parse: Callable[[int, bytes], Any],
         chat_ids: Mapping[int, bool],  # command id -> burn
         metrics: Metrics,
+        enums: type[Enums],  # the spec's enums and bits (runtime.services.protocol.enums_of)
         *,
         max_pending: int = 1000,
     ) -> None:
         self.dispatcher, self.storage = dispatcher, storage
+        self.mobile_bit = int(enums.ClientTypeBits.MOBILE)
+        self.group_bit = int(enums.MsgTypeBits.GROUP)
+        self.single_session = int(enums.SessionType.SESSION_TYPE_SINGLE)
+        self.group_session = int(enums.SessionType.SESSION_TYPE_GROUP)
+        types = enums.MsgType
+        self.text_types = frozenset({int(types.MSG_TYPE_SINGLE_TEXT), int(types.MSG_TYPE_GROUP_TEXT)})
         self.mobile_online, self.parse, self.chat_ids = mobile_online, parse, chat_ids
         self.max_pending = max_pending
         self._tasks: set[asyncio.Task[None]] = set()
@@ -113,14 +120,14 @@ class OfflinePush:
     async def _lookup(self, msg: Any, users: list[int], burn: bool) -> None:
         try:
             tokens = await self.storage.get_device_tokens(users[:2000])
-            mobile = [t for t in tokens if t.token and t.client_type & MOBILE_BIT]
+            mobile = [t for t in tokens if t.token and t.client_type & self.mobile_bit]
             shielded = {t.user_id for t in mobile if await self.storage.get_push_shield(t.user_id)}
         except StorageError as exc:
             self.m_lookup_failed.inc()
             log.warning("push lookup failed: %s", exc)
             return
-        group = bool(msg.msg_type & GROUP_BIT)
-        preview = None if burn else _preview(msg)
+        group = bool(msg.msg_type & self.group_bit)
+        preview = None if burn else _preview(msg, self.text_types)
         for tok in mobile:
             if tok.user_id in shielded:
                 self.m_shielded.inc()
@@ -131,7 +138,7 @@ class OfflinePush:
                     token=tok.token,
                     client_type=tok.client_type,
                     from_user_id=msg.from_user_id,
-                    session_type=2 if group else 1,
+                    session_type=self.group_session if group else self.single_session,
                     session_id=msg.to_session_id if group else msg.from_user_id,
                     msg_id=msg.msg_id,
                     preview=preview,
@@ -146,7 +153,7 @@ class OfflinePush:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _preview(msg: Any) -> str:
-    if msg.msg_type not in TEXT_TYPES:
+def _preview(msg: Any, text_types: frozenset[int]) -> str:
+    if msg.msg_type not in text_types:
         return PLACEHOLDER
     return bytes(msg.msg_data).decode("utf-8", "replace")[:MAX_PREVIEW]

@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from runtime.services.links import ResultCode
+
 ASSIGN_MEMORY = 10.0  # seconds an assignment counts as unfinished (and toward a server's load) at most
 RATE_WINDOW = 5.0  # seconds of finished logins the measured rate looks at
 # A queued client asks again after half its expected wait (so it notices a faster pace in time), within
@@ -34,7 +36,7 @@ MIN_RETRY_AFTER, MAX_RETRY_AFTER = 0.1, 30.0
 # A new place is kept only this long past its retry-after until its client comes back with the ticket: a
 # TeamTalk client (which never presents one) leaves no place behind to hold up queue-aware clients for long.
 FIRST_GRACE = 2.0
-NONE, NO_MSG_SERVER, MSG_SERVER_FULL = 0, 1, 2
+NONE, NO_MSG_SERVER, MSG_SERVER_FULL = ResultCode.OK, ResultCode.NO_MSG_SERVER, ResultCode.MSG_SERVER_FULL
 
 
 @dataclass

@@ -65,12 +65,21 @@ class ServiceContext:
     cluster_config: Mapping[str, Any]  # the whole cluster config (storage, data_dir, ...)
     data_dir: Path
     discovery: Discovery
-    host: str = "127.0.0.1"  # where client-facing listeners bind (and what they advertise)
+    host: str = "127.0.0.1"  # where client-facing listeners bind
     internal_host: str = "127.0.0.1"  # where internal listeners (links between services) bind
+    advertise_host: str | None = None  # what client-facing endpoints publish (None: `host`)
+    internal_advertise_host: str | None = None  # what internal endpoints publish (None: `internal_host`)
     link_auth: LinkAuth | None = None  # the cluster secret every internal link proves (None: no proof asked)
     servers: Any = None  # the generated `servers` module of the stack (server base classes by service)
     local: dict[str, Any] = field(default_factory=dict)  # in-process peers by service name (one-process mode)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ttgen"))
+
+    def advertised(self, kind: str = "client") -> str:
+        """The address peers and clients are told for an endpoint of this kind (bind and advertised
+        addresses differ when a listener binds a wildcard or sits behind NAT)."""
+        if kind == "internal":
+            return self.internal_advertise_host or self.internal_host
+        return self.advertise_host or self.host
 
 
 class Service(abc.ABC):
@@ -122,9 +131,9 @@ def listener_port(server: asyncio.Server) -> int:
 
 def publish_endpoints(ctx: ServiceContext, ports: Mapping[str, int]) -> list[Endpoint]:
     """Publish an endpoint per (kind -> bound port) of this instance; returned for `withdraw_endpoints`.
-    `internal` endpoints advertise the internal host, the others the client-facing one."""
+    `internal` endpoints advertise the internal address, the others the client-facing one."""
     endpoints = [
-        Endpoint(ctx.name, ctx.instance, kind, ctx.internal_host if kind == "internal" else ctx.host, port)
+        Endpoint(ctx.name, ctx.instance, kind, ctx.advertised(kind), port)
         for kind, port in ports.items()
     ]
     for endpoint in endpoints:
@@ -155,3 +164,32 @@ def generated_handlers(ctx: ServiceContext, handlers: type[H], base_name: str) -
     if base is None:
         return handlers
     return type(base_name.removesuffix("Base") + "Handlers", (handlers, base), {})
+
+
+_BOUND: dict[tuple[type, type], type] = {}
+
+
+def bound_to_base(cls: type[H], ctx: ServiceContext, base_name: str) -> type[H]:
+    """`cls` with the stack's generated server base `base_name` as a further base (made once per pair), so a
+    service class can be its own handler object: the ABC then proves every hosted command has a method, and
+    its `__mapping__` routes them. `cls` itself when the stack has no such base."""
+    base = getattr(ctx.servers, base_name, None) if ctx.servers is not None else None
+    if base is None or issubclass(cls, base):
+        return cls
+    bound = _BOUND.get((cls, base))
+    if bound is None:
+        bound = _BOUND[(cls, base)] = type(cls.__name__, (cls, base), {"__module__": cls.__module__})
+    return bound
+
+
+def hosted_mapping(handlers: object, ctx: ServiceContext, service: str) -> dict[int, str]:
+    """The `__mapping__` of a handler object without a generated base: every command the registry says
+    `service` hosts that the object has a method for (command id -> method name)."""
+    mapping: dict[int, str] = getattr(handlers, "__mapping__", None) or {}
+    if mapping:
+        return mapping
+    return {
+        info.command_id: "on_" + info.name.lower()
+        for info in ctx.registry.hosted_by(service)
+        if hasattr(handlers, "on_" + info.name.lower())
+    }

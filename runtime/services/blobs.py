@@ -127,7 +127,7 @@ class BlobService(Service):
         url = self.ctx.config.get("public_url")
         if url:
             return str(url).rstrip("/")
-        return f"http://{self.ctx.host}:{self.http.port}"
+        return f"http://{self.ctx.advertised()}:{self.http.port}"
 
     # requests --------------------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:

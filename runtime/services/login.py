@@ -10,7 +10,6 @@ beyond the time it was told to come back, default 10), `max_queued_per_address` 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -18,7 +17,6 @@ from typing import Any
 from aiohttp import web
 
 from runtime.dispatch import Context, Dispatcher
-from runtime.framing import Frame
 from runtime.httpkit import HttpServer, Request, Response, serve_simple
 from runtime.monitor.metrics import Metrics
 from runtime.services.admission import (
@@ -33,16 +31,15 @@ from runtime.services.base import (
     Endpoint,
     Service,
     ServiceContext,
-    cancel_task,
     config_port,
     generated_handlers,
-    listener_port,
+    hosted_mapping,
     publish_endpoints,
     withdraw_endpoints,
 )
-from runtime.services.links import Link, Proto, keep_alive, serve_links
+from runtime.services.links import Proto
 from runtime.services.refusals import RejectingHandlers
-from runtime.transport import Server, serve
+from runtime.transport import InternalLink, Link, Server, serve, serve_links
 
 MAX_REQUEST = 1024  # the whole request head (a longer line is refused by aiohttp itself, 400)
 MAX_HEADER_LINES = 16
@@ -80,13 +77,38 @@ class LoginHandlers(RejectingHandlers):
         """Heartbeats are answered by the connection layer."""
         return None
 
-    async def on_cid_other_msg_serv_info(self, ctx: Context, msg: Any) -> None:
-        """Registration arrives on the internal listener, never from clients."""
-        return None
+    def on_cid_other_msg_serv_info(self, ctx: Context, msg: Any) -> None:
+        """A msg server registers (on the internal listener only: a client's is refused as not from a
+        client before it reaches here)."""
+        svc = self.svc
+        svc.servers[ctx.link] = MsgServer(
+            msg.ip1, msg.ip2, msg.port, msg.max_conn_cnt, msg.cur_conn_cnt, msg.host_name
+        )
+        svc.g_servers.set(len(svc.servers))
 
-    async def on_cid_other_user_cnt_update(self, ctx: Context, msg: Any) -> None:
-        """Load counters arrive on the internal listener, never from clients."""
-        return None
+    def on_cid_other_user_cnt_update(self, ctx: Context, msg: Any) -> None:
+        """A msg server's connection count moved by one (internal listener only)."""
+        svc = self.svc
+        server = svc.servers.get(ctx.link)
+        if server is not None:
+            server.cur_conn = max(0, server.cur_conn + (1 if msg.user_action == 1 else -1))
+            if msg.user_action == 1:
+                if server.recent:
+                    server.recent.popleft()
+                svc.admission.completed()
+
+    def on_connect(self, link: Link) -> None:
+        """A client, or a msg server on the internal listener."""
+        if isinstance(link, InternalLink):
+            self.svc.links.add(link)
+
+    def on_disconnect(self, link: Link, reason: str) -> None:
+        """A lost msg server takes its whole count with it."""
+        if isinstance(link, InternalLink):
+            svc = self.svc
+            svc.links.discard(link)
+            svc.servers.pop(link, None)
+            svc.g_servers.set(len(svc.servers))
 
 
 class LoginService(Service):
@@ -105,16 +127,14 @@ class LoginService(Service):
             target_seconds=float(cfg.get("admission_target", 2.0)),
             max_queued_per_address=int(cfg.get("max_queued_per_address", 5000)),
         )
-        self.servers: dict[Link, MsgServer] = {}
+        self.servers: dict[InternalLink | Link, MsgServer] = {}
         cls = generated_handlers(ctx, LoginHandlers, "LoginServiceBase")
         self.handlers = cls(self)
         if cls is LoginHandlers:
-            self.handlers.__mapping__ = {  # type: ignore[attr-defined]
-                ctx.registry.by_name(n).command_id: "on_" + n.lower()
-                for n in ("CID_LOGIN_REQ_MSGSERVER", "CID_EXT_LOGIN_QUEUE_REQ")
-            }
+            self.handlers.__mapping__ = hosted_mapping(self.handlers, ctx, "login")  # type: ignore[attr-defined]
+        # One dispatcher for both listeners: client commands from clients, registrations from msg servers.
         self.dispatcher = Dispatcher(ctx.registry, self.handlers)
-        self._internal: asyncio.Server | None = None
+        self._internal: Server | None = None
         app = web.Application()
         handler = serve_simple(
             self._http_request,
@@ -132,11 +152,11 @@ class LoginService(Service):
             max_headers=MAX_HEADER_LINES,
             idle_timeout=IDLE_SECONDS,
             name="login",
+            max_head=None,  # the handler refuses a long head with the lookup's own JSON shape
         )
         self._client: Server | None = None
         self._endpoints: list[Endpoint] = []
-        self._ticker: asyncio.Task[None] | None = None
-        self.links: set[Link] = set()  # every msg server link, registered or not
+        self.links: set[InternalLink] = set()  # every msg server link, registered or not
         self.m_lookups = self.metrics.counter("login_lookups_total", "msg server lookups answered")
         self.m_queued = self.metrics.counter("login_queued_total", "lookups answered with a queue place")
         self.g_servers = self.metrics.gauge("login_msg_servers", "registered msg servers")
@@ -150,7 +170,12 @@ class LoginService(Service):
         host, cfg = self.ctx.host, self.ctx.config
         internal_port = config_port(cfg, "internal_port")
         self._internal = await serve_links(
-            self.ctx.internal_host, internal_port, self._on_link, name="login", auth=self.ctx.link_auth
+            self.ctx.internal_host,
+            internal_port,
+            self.dispatcher.handler_factory,
+            registry=self.ctx.registry,
+            auth=self.ctx.link_auth,
+            name="login<-msg",
         )
         await self.http.start()
         self._client = await serve(
@@ -158,22 +183,17 @@ class LoginService(Service):
         )
         self._endpoints = publish_endpoints(
             self.ctx,
-            {"internal": listener_port(self._internal), "http": self.http.port, "client": self._client.port},
+            {"internal": self._internal.port, "http": self.http.port, "client": self._client.port},
         )
-        # Heartbeats after 5 s without sending: msg servers close a link that stays silent for 30 s.
-        self._ticker = asyncio.get_running_loop().create_task(keep_alive(lambda: self.links))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Close every listener and connection."""
         withdraw_endpoints(self.ctx, self._endpoints)
-        await cancel_task(self._ticker)
         if self._client is not None:
             await self._client.shutdown(min(drain_timeout, 1.0))
-        if self._internal is not None:
-            self._internal.close()
         await self.http.stop(0.0)  # lookups answer at once: idle keep-alive connections are just closed
-        for link in list(self.links):
-            link.close()
+        if self._internal is not None:
+            await self._internal.shutdown(1.0)
 
     def endpoints(self) -> list[Endpoint]:
         """Internal, HTTP and client listeners."""
@@ -200,39 +220,6 @@ class LoginService(Service):
         self.g_rate.set(self.admission.measured_rate(now))
         self.g_window.set(self.admission.window(now))
         return d
-
-    # msg server registry ---------------------------------------------------------------------------------
-    def _on_link(self, link: Link) -> None:
-        link.name = "login<-msg"
-        link.on_frame = self._on_frame
-        link.on_lost.append(self._lost)
-        self.links.add(link)
-
-    def _lost(self, link: Link) -> None:
-        self.links.discard(link)
-        self.servers.pop(link, None)  # the whole count of a lost msg server goes with it
-        self.g_servers.set(len(self.servers))
-
-    def _on_frame(self, link: Link, frame: Frame) -> None:
-        try:
-            msg: Any = self.proto.parse(frame.command_id, frame.body)
-        except Exception as exc:
-            self.log.warning("login: bad 0x%04x from %s: %s", frame.command_id, link.name, exc)
-            return
-        name = self.proto.registry.by_id(frame.command_id).name
-        if name == "CID_OTHER_MSG_SERV_INFO":
-            self.servers[link] = MsgServer(
-                msg.ip1, msg.ip2, msg.port, msg.max_conn_cnt, msg.cur_conn_cnt, msg.host_name
-            )
-            self.g_servers.set(len(self.servers))
-        elif name == "CID_OTHER_USER_CNT_UPDATE":
-            server = self.servers.get(link)
-            if server is not None:
-                server.cur_conn = max(0, server.cur_conn + (1 if msg.user_action == 1 else -1))
-                if msg.user_action == 1:
-                    if server.recent:
-                        server.recent.popleft()
-                    self.admission.completed()
 
     # HTTP ------------------------------------------------------------------------------------------------
     async def _http_request(self, request: Request) -> Response:

@@ -23,11 +23,11 @@ from runtime.dispatch import Context
 from runtime.errors import StageError
 from runtime.refusal import echo_fields, fill_required, value_named
 from runtime.services.links import ResultCode
+from runtime.services.protocol import enums_of
 
 log = logging.getLogger("ttgen.refusals")
 
 CHAT_COMMANDS = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
-GROUP_MSG_BIT = 0x10
 _TOO_LARGE_RULES = frozenset({"max_len", "max_items", "max_bytes", "max"})
 # Request fields that say *what* was refused; echoed when the reply has a field of the same name and type.
 _ECHO = frozenset(
@@ -65,7 +65,11 @@ def error_reply(ctx: Context, request: Message | None, exc: StageError) -> Messa
         ack.user_id = ctx.user_id
         ack.session_id = getattr(request, "to_session_id", 0)
         ack.msg_id = 0  # TeamTalk's "not stored"
-        ack.session_type = 2 if getattr(request, "msg_type", 0) & GROUP_MSG_BIT else 1
+        enums = enums_of(ctx.dispatcher.registry)
+        group = getattr(request, "msg_type", 0) & enums.MsgTypeBits.GROUP
+        ack.session_type = (
+            enums.SessionType.SESSION_TYPE_GROUP if group else enums.SessionType.SESSION_TYPE_SINGLE
+        )
         refused: Message = ack
         return refused
     fields = cls.DESCRIPTOR.fields_by_name
@@ -99,18 +103,23 @@ def _closest_enum_value(enum: Any) -> int:
     return 1 if value is None else value
 
 
+def answer_refusal(ctx: Context, msg: Message | None, exc: StageError) -> bool:
+    """Answer a refused request with its reply carrying the error (see the module docstring). False when there
+    is no such reply: the dispatcher then closes the connection with a logged reason."""
+    try:
+        reply = error_reply(ctx, msg, exc)
+    except Exception:  # a reply that cannot be built must not take the connection down
+        log.exception("building the refusal reply of %s failed", ctx.info.name)
+        return False
+    if reply is None:
+        return False
+    ctx.reply(reply)
+    return True
+
+
 class RejectingHandlers:
     """Mixin for a service's handler object: the dispatcher calls `on_rejected` for `reject` refusals."""
 
     def on_rejected(self, ctx: Context, msg: Message | None, exc: StageError) -> bool:
-        """Answer a refused request with its reply carrying the error (see the module docstring). False when
-        there is no such reply: the dispatcher then closes the connection with a logged reason."""
-        try:
-            reply = error_reply(ctx, msg, exc)
-        except Exception:  # a reply that cannot be built must not take the connection down
-            log.exception("building the refusal reply of %s failed", ctx.info.name)
-            return False
-        if reply is None:
-            return False
-        ctx.reply(reply)
-        return True
+        """`answer_refusal`."""
+        return answer_refusal(ctx, msg, exc)

@@ -13,38 +13,29 @@ status notice to the user's own mobiles is not coalesced, and status queries are
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from typing import Any
+from typing import Any, cast
 
+from runtime.dispatch import Context, Dispatcher
 from runtime.framing import Frame
+from runtime.link_dispatch import LinkContext, forwards
 from runtime.monitor.metrics import Metrics
 from runtime.push import OfflinePush, push_from_config
 from runtime.services.base import (
     Endpoint,
     Service,
     ServiceContext,
-    cancel_task,
+    bound_to_base,
     config_port,
-    listener_port,
+    hosted_mapping,
     publish_endpoints,
     withdraw_endpoints,
 )
-from runtime.services.links import (
-    FLAG_RELAY,
-    FLAG_REQUEST,
-    Link,
-    Proto,
-    pack_relay,
-    relay_head,
-    relay_targets,
-    serve_links,
-)
+from runtime.services.links import FLAG_RELAY, Link, Proto, pack_relay, relay_head, relay_targets
 from runtime.services.presence import EVERYONE, Everyone, Flusher, PresenceCodec, PresencePolicy, States
+from runtime.services.protocol import enums_of
 from runtime.storage.base import Storage
+from runtime.transport import Server, serve_links
 
-MOBILE_BIT = 0x10
 PUSHED = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")  # relays that may notify offline mobiles
 
 
@@ -56,15 +47,16 @@ class UserTable:
     the cluster pays per user.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mobile_bit: int) -> None:
         self.users: dict[int, list[Any]] = {}
+        self.mobile_bit = mobile_bit  # the spec's ClientType bit of mobile clients
 
     def pc_online(self, user_id: int) -> bool:
         """TeamTalk's presence rule: online iff some PC client is connected somewhere."""
         entries = self.users.get(user_id)
         if entries:
             for i in range(0, len(entries), 3):
-                if entries[i + 2] > 0 and not entries[i + 1] & MOBILE_BIT:
+                if entries[i + 2] > 0 and not entries[i + 1] & self.mobile_bit:
                     return True
         return False
 
@@ -93,7 +85,7 @@ class UserTable:
         entries = self.users.get(user_id)
         if entries:
             for i in range(0, len(entries), 3):
-                if entries[i + 2] > 0 and entries[i + 1] & MOBILE_BIT:
+                if entries[i + 2] > 0 and entries[i + 1] & self.mobile_bit:
                     return True
         return False
 
@@ -133,25 +125,27 @@ class UserTable:
 
 
 class RouterService(Service):
-    """One router instance."""
+    """One router instance: its own handler object, bound to the stack's generated `RouterServiceBase`; the
+    `Dispatcher` routes the frames of msg servers' and gateways' links to its `on_cid_*` methods."""
+
+    def __new__(cls, ctx: ServiceContext) -> RouterService:
+        return object.__new__(bound_to_base(cls, ctx, "RouterServiceBase"))
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self.metrics = Metrics(labels={"service": "router", "instance": str(ctx.instance)})
         self.proto = Proto(ctx.registry)
-        self.table = UserTable()
+        self.table = UserTable(enums_of(ctx.registry).ClientTypeBits.MOBILE)
         self.links: set[Link] = set()
-        self._server: asyncio.Server | None = None
+        if not getattr(self, "__mapping__", None):
+            self.__mapping__ = hosted_mapping(self, ctx, "router")
+        self.dispatcher = Dispatcher(ctx.registry, self)
+        self._server: Server | None = None
         self._endpoints: list[Endpoint] = []
-        self._ticker: asyncio.Task[None] | None = None
         self.presence = PresencePolicy.from_registry(ctx.registry)
         self.presence_codec = PresenceCodec(self.presence, ctx.registry)
         self._presence_out: Flusher[Everyone] = Flusher(self.presence.interval, self._flush_presence)
         p = self.proto
-        self._cid_status = p.cid("CID_OTHER_USER_STATUS_UPDATE")
-        self._cid_snapshot = p.cid("CID_OTHER_ONLINE_USER_INFO")
-        self._cid_role = p.cid("CID_OTHER_ROLE_SET")
-        self._cid_stat_req = p.cid("CID_BUDDY_LIST_USERS_STATUS_REQUEST")
         self._cid_pc_notify = p.cid("CID_OTHER_LOGIN_STATUS_NOTIFY")
         self.m_relayed = self.metrics.counter("router_relays_total", "relays received")
         self.m_forwarded = self.metrics.counter("router_forwards_total", "relay copies sent to msg servers")
@@ -171,9 +165,10 @@ class RouterService(Service):
         self._storage: Storage | None = None
 
     async def start(self) -> None:
-        """Bind the internal listener for msg servers (and open storage for pushes, if configured)."""
+        """Bind the internal listener for msg servers (its timers send heartbeats and close dead links) and
+        open storage for pushes, if configured."""
         if self.push_dispatcher is not None:
-            from runtime.services.biz.storage_open import open_storage
+            from runtime.services.biz import open_storage
 
             self._storage = await open_storage(self.ctx)
             chat = {
@@ -186,27 +181,26 @@ class RouterService(Service):
                 self.proto.parse,
                 chat,
                 self.metrics,
+                enums_of(self.ctx.registry),
             )
             self.push_dispatcher.start()
         port = config_port(self.ctx.config, "internal_port")
         self._server = await serve_links(
-            self.ctx.internal_host, port, self._on_link, name="router", auth=self.ctx.link_auth
+            self.ctx.internal_host,
+            port,
+            self.dispatcher.handler_factory,
+            registry=self.ctx.registry,
+            auth=self.ctx.link_auth,
+            name="router<-msg",
         )
-        self._endpoints = publish_endpoints(self.ctx, {"internal": listener_port(self._server)})
-        self._ticker = asyncio.get_running_loop().create_task(self._tick_loop())
+        self._endpoints = publish_endpoints(self.ctx, {"internal": self._server.port})
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Close the listener and every link."""
         withdraw_endpoints(self.ctx, self._endpoints)
         self._presence_out.close()
-        await cancel_task(self._ticker)
         if self._server is not None:
-            self._server.close()
-        for link in list(self.links):
-            link.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            await self._server.shutdown(1.0)
         if self.push is not None:
             await self.push.close()
         if self.push_dispatcher is not None:
@@ -223,50 +217,123 @@ class RouterService(Service):
         """Links and table size."""
         return {"status": "ok", "links": len(self.links), "users": len(self.table.users)}
 
-    async def _tick_loop(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for link in list(self.links):
-                link.tick(now)
-
     # links -----------------------------------------------------------------------------------------------
-    def _on_link(self, link: Link) -> None:
-        link.name = "router<-msg"
-        link.on_frame = self._on_frame
-        link.on_lost.append(self._lost)
+    def on_connect(self, link: Link) -> None:
+        """A msg server or gateway connected (it sends its snapshot and, if it chose us, ROLE_SET next)."""
         self.links.add(link)
         self.g_links.set(len(self.links))
 
-    def _lost(self, link: Link) -> None:
+    def on_disconnect(self, link: Link, reason: str) -> None:
+        """Forget the server's users; speak for them if it had chosen this router as master."""
         self.links.discard(link)
         self.g_links.set(len(self.links))
-        was_master = bool(link.peer.get("master"))
+        was_master = _is_master(link)
         for uid in self.table.drop_link(link):
             if was_master and not self.table.pc_online(uid):
                 self._announce(uid, False)
         self.g_users.set(len(self.table.users))
 
-    def _on_frame(self, link: Link, frame: Frame) -> None:
-        if frame.flag & FLAG_RELAY:
-            self._relay(link, frame)
-            return
-        cid = frame.command_id
-        try:
-            if cid == self._cid_status:
-                self._status(link, self.proto.parse(cid, frame.body))
-            elif cid == self._cid_snapshot:
-                self._snapshot(link, self.proto.parse(cid, frame.body))
-            elif cid == self._cid_role:
-                role: Any = self.proto.parse(cid, frame.body)
-                link.peer["master"] = bool(role.master)
-            elif cid == self._cid_stat_req:
-                self._users_stat(link, frame)
-            else:
-                link.reply(frame, cid)
-        except Exception as exc:
-            self.log.warning("router: bad 0x%04x from %s: %s", cid, link.name, exc)
-            link.reply(frame, cid)
+    # handlers: the table and presence ---------------------------------------------------------------------
+    def on_cid_other_user_status_update(self, ctx: Context, msg: Any) -> None:
+        """A connection of a msg server went online or offline."""
+        self._status(cast(Link, ctx.link), msg)
+
+    def on_cid_other_online_user_info(self, ctx: Context, msg: Any) -> None:
+        """A msg server's whole online table (on every connect and master change)."""
+        self._snapshot(cast(Link, ctx.link), msg)
+
+    def on_cid_other_role_set(self, ctx: Context, msg: Any) -> None:
+        """The msg server chose (or dropped) this router as its master."""
+        ctx.link.extras()[_MASTER] = bool(msg.master)
+
+    async def on_cid_buddy_list_users_status_request(self, ctx: Context, msg: Any) -> Any:
+        """Presence query, answered from the table."""
+        rsp: Any = self.proto.new("CID_BUDDY_LIST_USERS_STATUS_RESPONSE", user_id=msg.user_id)
+        for uid in msg.user_id_list:
+            s = rsp.user_stat_list.add()
+            s.user_id = uid
+            s.status = self.presence.status(self.table.pc_online(uid))
+        return rsp
+
+    async def on_cid_other_heartbeat(self, ctx: Context, msg: Any) -> None:
+        """Heartbeats are answered by the link layer and never dispatched."""
+        return None
+
+    # handlers: relays, forwarded as they came (not parsed) to the msg servers holding a target ------------
+    @forwards
+    def on_cid_msg_data(self, ctx: Context, msg: Any) -> None:
+        """A stored chat message for its parties' other servers."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_ext_msg_burn(self, ctx: Context, msg: Any) -> None:
+        """A stored burn-after-reading message."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_msg_read_notify(self, ctx: Context, msg: Any) -> None:
+        """A session was read: the reader's other devices."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_switch_p2p_cmd(self, ctx: Context, msg: Any) -> None:
+        """An opaque user-to-user command."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_buddy_list_remove_session_notify(self, ctx: Context, msg: Any) -> None:
+        """A session was deleted: the user's other devices."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_buddy_list_sign_info_changed_notify(self, ctx: Context, msg: Any) -> None:
+        """A signature changed: every online user."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_group_change_member_notify(self, ctx: Context, msg: Any) -> None:
+        """Group membership changed."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_file_notify(self, ctx: Context, msg: Any) -> None:
+        """A file offer or a ready offline file."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_ext_msg_burned_notify(self, ctx: Context, msg: Any) -> None:
+        """A burn-after-reading message was read and destroyed."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_ext_msg_recall_notify(self, ctx: Context, msg: Any) -> None:
+        """A message was recalled."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_ext_msg_edit_notify(self, ctx: Context, msg: Any) -> None:
+        """A message's text was replaced."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_ext_typing(self, ctx: Context, msg: Any) -> None:
+        """A typing indicator."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_ext_signal(self, ctx: Context, msg: Any) -> None:
+        """Another ephemeral signal."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_other_server_kick_user(self, ctx: Context, msg: Any) -> None:
+        """A cluster-wide kick, to the servers holding the user."""
+        self._relay(ctx)
+
+    @forwards
+    def on_cid_shake_share(self, ctx: Context, msg: Any) -> None:
+        """A shake shared with every msg server (the shake plugin)."""
+        self._relay(ctx)
 
     # presence --------------------------------------------------------------------------------------------
     def _status(self, link: Link, msg: Any) -> None:
@@ -275,7 +342,7 @@ class RouterService(Service):
         self.table.update(link, uid, msg.client_type, 1 if msg.user_status == self.presence.online else -1)
         after = self.table.pc_online(uid)
         self.g_users.set(len(self.table.users))
-        if before != after and link.peer.get("master"):
+        if before != after and _is_master(link):
             self._announce(uid, after)
 
     def _snapshot(self, link: Link, msg: Any) -> None:
@@ -308,35 +375,30 @@ class RouterService(Service):
                 if link.send(cid, body, flag=FLAG_RELAY, head=head):
                     self.m_presence_frames.inc()
 
-    def _users_stat(self, link: Link, frame: Frame) -> None:
-        req: Any = self.proto.parse(frame.command_id, frame.body)
-        rsp: Any = self.proto.new("CID_BUDDY_LIST_USERS_STATUS_RESPONSE", user_id=req.user_id)
-        for uid in req.user_id_list:
-            s = rsp.user_stat_list.add()
-            s.user_id = uid
-            s.status = self.presence.status(self.table.pc_online(uid))
-        link.reply(frame, self.proto.cid("CID_BUDDY_LIST_USERS_STATUS_RESPONSE"), rsp.SerializeToString())
-
     # relay -----------------------------------------------------------------------------------------------
-    def _relay(self, origin: Link, frame: Frame) -> None:
+    def _relay(self, ctx: Context) -> None:
+        """Forward a relayed frame as it came (the envelope included) to the servers holding its targets
+        (every other server for a broadcast); confirm it to its sender once every copy is confirmed."""
         self.m_relayed.inc()
-        try:
-            targets, offset = relay_targets(frame.body)
-        except Exception:
-            origin.confirm(frame)
-            return
+        if not isinstance(ctx, LinkContext) or not ctx.frame.flag & FLAG_RELAY:
+            return  # not a relay (nothing to forward): answered empty
+        origin = ctx.internal
+        targets = ctx.targets
         if targets is None:
             dests = [link for link in self.links if link is not origin]
             self.m_broadcasts.inc()
         else:
             dests = [link for link in self.table.links_for(targets) if link is not origin]
-            if self.push is not None:
-                self.push.on_chat(frame.command_id, bytes(frame.body[offset:]), targets)
+            push = self.push
+            if push is not None and ctx.frame.command_id in push.chat_ids:
+                _, start = relay_targets(ctx.frame.body)  # a forwarded frame's body has the envelope
+                push.on_chat(ctx.frame.command_id, bytes(ctx.frame.body[start:]), targets)
         if not dests:
-            origin.confirm(frame)
             return
-        body = bytes(frame.body)
-        confirm = _Countdown(len(dests), origin, frame)
+        ctx.defer()
+        frame = ctx.frame
+        body = frame.body if type(frame.body) is bytes else bytes(frame.body)
+        confirm = _Countdown(len(dests), ctx)
         for link in dests:
             if link.request(frame.command_id, body, confirm, flag=FLAG_RELAY):
                 self.m_forwarded.inc()
@@ -345,19 +407,26 @@ class RouterService(Service):
 
 
 class _Countdown:
-    """Confirms relay `frame` to `origin` after `n` replies (or losses) from the destinations arrived."""
+    """Confirms a relay to its sender after `n` replies (or losses) from the destinations arrived."""
 
-    __slots__ = ("frame", "n", "origin")
+    __slots__ = ("ctx", "n")
 
-    def __init__(self, n: int, origin: Link, frame: Frame) -> None:
+    def __init__(self, n: int, ctx: LinkContext) -> None:
         self.n = n
-        self.origin = origin
-        self.frame = frame
+        self.ctx = ctx
 
     def __call__(self, _frame: Frame | None) -> None:
         self.n -= 1
         if self.n == 0:
-            self.origin.confirm(self.frame)
+            self.ctx.answer_empty()
 
 
-__all__ = ["FLAG_REQUEST", "RouterService", "UserTable"]
+_MASTER = "router_master"  # link data key: the msg server chose this router as its master
+
+
+def _is_master(link: Link) -> bool:
+    data = link.data
+    return bool(data and data.get(_MASTER))
+
+
+__all__ = ["RouterService", "UserTable"]

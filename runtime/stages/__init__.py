@@ -38,11 +38,15 @@ class CommandStages:
         *,
         legacy_key: bytes | None = None,
         field_limits: Mapping[str, FieldLimits | Mapping[str, Any]] | None = None,
+        group_bit: int = 0,
     ) -> CommandStages:
-        """Build from `info.stages`; unknown policy values raise ValueError naming the command."""
+        """Build from `info.stages`; unknown policy values raise ValueError naming the command. `group_bit` is
+        the bit of the message's `msg_type` that marks a group message (the spec's enum bit `GROUP`)."""
         try:
             pack = PackStage(info.policy("pack"), legacy_key=legacy_key)
-            input_stage = InputStage(info.policy("input"), info.message_class.DESCRIPTOR, field_limits)
+            input_stage = InputStage(
+                info.policy("input"), info.message_class.DESCRIPTOR, field_limits, group_bit=group_bit
+            )
             return cls(
                 info=info,
                 input=input_stage,
@@ -71,7 +75,17 @@ def build_stages(
     limits = field_limits or {}
     return {
         info.command_id: CommandStages.build(
-            info, legacy_key=legacy_key, field_limits=limits.get(info.message_class.DESCRIPTOR.full_name)
+            info,
+            legacy_key=legacy_key,
+            field_limits=limits.get(info.message_class.DESCRIPTOR.full_name),
+            group_bit=_group_bit(registry, info),
         )
         for info in registry
     }
+
+
+def _group_bit(registry: Registry, info: CommandInfo) -> int:
+    """The `GROUP` bit the spec names on the enum of the command message's `msg_type` field (0: none)."""
+    field = info.message_class.DESCRIPTOR.fields_by_name.get("msg_type")
+    enum = field.enum_type if field is not None else None
+    return registry.bits(enum.full_name).get("GROUP", 0) if enum is not None else 0

@@ -15,8 +15,6 @@ from runtime.stages.policy import choice, parse_rate
 
 RATE_ACTIONS = ("drop", "reject", "close")
 REJECT_RULES = ("self_message", "empty_body")
-# TeamTalk MsgType: bit 0x10 set means a group message; self_message only applies to single chats.
-GROUP_MSG_TYPE_BIT = 0x10
 
 
 def missing_fields(msg: Message) -> list[str]:
@@ -77,8 +75,13 @@ class InputStage:
         policy: Mapping[str, Any],
         descriptor: Descriptor | Any,
         field_limits: Mapping[str, FieldLimits | Mapping[str, Any]] | None = None,
+        *,
+        group_bit: int = 0,
     ) -> None:
         self.max_bytes: int | None = policy.get("max_bytes")
+        # The `msg_type` bit of a group message (TeamTalk's MsgType bit GROUP, from the spec): `self_message`
+        # only applies to single chats.
+        self.group_bit = group_bit
         rate = policy.get("rate")
         self.rate = parse_rate(rate) if rate is not None else None
         self.burst = float(policy.get("burst", self.rate or 0.0))
@@ -234,7 +237,7 @@ class InputStage:
             return True
         if not self._has_to_session or getattr(msg, "to_session_id", 0) != user_id:
             return False
-        return not self._has_msg_type or not (getattr(msg, "msg_type", 0) & GROUP_MSG_TYPE_BIT)
+        return not self._has_msg_type or not (getattr(msg, "msg_type", 0) & self.group_bit)
 
     def _is_empty(self, msg: Message) -> bool:
         if self._has_msg_data:

@@ -9,9 +9,9 @@ recall leave no trace.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, ClassVar, Self
 
 from runtime.storage.models import (
     Credentials,
@@ -36,9 +36,18 @@ from runtime.storage.models import (
     UserPatch,
 )
 
+# What `send_single_nowait` calls once the message is committed: (SendResult, None), or (None, the error).
+CommitCallback = Callable[[Any, BaseException | None], None]
+
 
 class Storage(abc.ABC):
-    """The persistence interface the biz, login and file services use."""
+    """The persistence interface the biz, login and file services use.
+
+    Beyond the abstract methods a backend declares what else it offers, as class flags the services check
+    (never by probing for methods): `commit_callbacks` - `send_single_nowait` stores a 1:1 message and calls
+    back once it is committed, without a future or a task (biz's hot path)."""
+
+    commit_callbacks: ClassVar[bool] = False
 
     # lifecycle -------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -151,6 +160,23 @@ class Storage(abc.ABC):
         `resend` says the request may have been stored already (msg sent it again after its link to biz
         dropped): a message of this sender in this conversation with this token, stored within the dedup
         window, is then returned (duplicate=True) instead of storing a second copy. First sends never look."""
+
+    def send_single_nowait(
+        self,
+        from_id: int,
+        to_id: int,
+        msg_type: int,
+        content: bytes,
+        callback: CommitCallback,
+        *,
+        dedup_key: bytes | None = None,
+        burn: bool = False,
+        token: int = 0,
+    ) -> None:
+        """`send_single` (a first send, never a resend) without a future: `callback(SendResult, None)` runs
+        on this loop once the message is committed, `callback(None, error)` if it is refused. Only where
+        `commit_callbacks` is set; raises StorageClosed when closed."""
+        raise NotImplementedError(f"{type(self).__name__} does not offer commit callbacks")
 
     @abc.abstractmethod
     async def send_group(

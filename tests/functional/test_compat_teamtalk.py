@@ -34,6 +34,7 @@ def base_only(target: Path) -> Path:
     manifest_path = target / "ttgen.yaml"
     manifest: dict[str, Any] = yaml.safe_load(manifest_path.read_text())
     manifest["modules"] = [m for m in manifest["modules"] if m != EXT_MODULE]
+    manifest.pop("web", None)  # the browser API is built on the extensions (typing, recall, burn, tickets)
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
     (target / EXT_MODULE).unlink()
     if isinstance(manifest.get("cluster"), str):

@@ -17,7 +17,7 @@ from generated.teamtalk import servers as tt_servers
 from generated.teamtalk.registry import REGISTRY
 from runtime.auth import PasswordHasher
 from runtime.client import ClientCore
-from runtime.cluster.config import parse_config
+from runtime.cluster.config import DEFAULT_LAYOUT, parse_config
 from runtime.cluster.runner import ClusterRunner
 from runtime.registry import Registry
 from runtime.services.biz.storage_open import storage_from_config
@@ -39,6 +39,9 @@ def md5hex(text: str) -> str:
 # what the `backend_storage` fixture chose for the running test (modules opt in with
 # usefixtures("backend_storage")).
 _default_storage: dict[str, Any] = {"backend": "sqlite"}
+# The layout (runtime.cluster.layout) `cluster_config` uses when none is given: the `cluster_layout` fixture
+# runs every integration test once per layout.
+_default_layout = DEFAULT_LAYOUT
 
 
 def cluster_config(
@@ -49,12 +52,15 @@ def cluster_config(
     storage: dict[str, Any] | None = None,
     discovery: dict[str, Any] | None = None,
     router: dict[str, Any] | None = None,
+    layout: str | None = None,
     **msg: Any,
 ) -> dict[str, Any]:
     """A cluster for tests: every port 0, short retransmit timeout, only the services this suite needs.
-    `storage` is the backend's section (default: SQLite in data_dir)."""
+    `storage` is the backend's section (default: SQLite in data_dir); `layout` defaults to the running
+    test's (`cluster_layout`)."""
     return {
         "data_dir": str(data_dir),
+        "layout": layout or _default_layout,
         "storage": {**(storage or _default_storage), "encrypt_at_rest": encrypt},
         "services": {
             "login": {"instances": 1, "http_port": 0, "client_port": 0, "internal_port": 0, **(login or {})},
@@ -243,7 +249,7 @@ class LostAfterCommit:
         self.committed: list[int] = []
         self._stopping: list[asyncio.Task[None]] = []
 
-        def crash(_link: Any, _frame: Any, _started: float, reply: Any) -> None:
+        def crash(_answer: Any, reply: Any) -> None:
             from runtime.services.biz.handlers_msg import new_store_tokens
 
             self.committed.append(reply.msg_id)  # committed; the answer is never sent
@@ -251,7 +257,7 @@ class LostAfterCommit:
             stop = cluster.stop_instance("biz", victim.ctx.instance)
             self._stopping.append(asyncio.get_running_loop().create_task(stop))
 
-        victim._stored_reply = crash
+        victim._stored = crash
 
     async def stopped(self) -> None:
         await asyncio.gather(*self._stopping)
@@ -435,6 +441,18 @@ def backend_section(backend: str, request: pytest.FixtureRequest) -> dict[str, A
     if backend == "sqlite":
         return {"backend": "sqlite"}
     return {"backend": "postgres", "dsn": request.getfixturevalue("pg_databases").create()}
+
+
+@pytest.fixture(autouse=True, params=["sharded", "split"])
+def cluster_layout(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs every integration test once per layout: msg, biz and router of a shard linked in-process, or
+    every link over TCP (runtime.cluster.layout)."""
+    global _default_layout
+    _default_layout = str(request.param)
+    try:
+        yield _default_layout
+    finally:
+        _default_layout = DEFAULT_LAYOUT
 
 
 @pytest.fixture

@@ -13,17 +13,24 @@ from typing import Any
 
 import pytest
 
+from tests.integration import conftest
+
 pytest.importorskip("generated.teamtalk.registry")
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-c", "from ttgen.cli import main; main()"]
+CLI = [sys.executable, "-c", "from ttgen.cli import main; main()"]  # in the running test's layout (conftest)
+
+
+def layout() -> str:
+    """The running test's layout (the conftest's `cluster_layout` fixture sets it)."""
+    return conftest._default_layout
 
 
 def bench(tmp_path: Path, *args: str, timeout: float = 150.0) -> tuple[subprocess.CompletedProcess[str], Any]:
     out = tmp_path / "report.json"
     md = tmp_path / "report.md"
     proc = subprocess.run(
-        [*CLI, "bench", *args, "--json", str(out), "--markdown", str(md)],
+        [*CLI, "bench", *args, "--layout", layout(), "--json", str(out), "--markdown", str(md)],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -105,10 +105,16 @@ def admin(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run(["admin", "--data-dir", str(data), *args])
 
 
+@pytest.fixture(scope="module", params=["sharded", "split"])
+def cluster_layout(request: pytest.FixtureRequest) -> str:
+    """This module's tests run once per layout (runtime.cluster.layout), its shared cluster too."""
+    return str(request.param)
+
+
 @pytest.fixture
-def config_file(tmp_path: Path) -> Path:
+def config_file(tmp_path: Path, cluster_layout: str) -> Path:
     path = tmp_path / "ttgen.yaml"
-    path.write_text(json.dumps(CONFIG))
+    path.write_text(json.dumps({**CONFIG, "layout": cluster_layout}))
     return path
 
 
@@ -177,12 +183,12 @@ def test_admin_before_start(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, cluster_layout: str) -> Iterator[Path]:
     """One running one-process cluster for this module's chat and admin tests, with users alice and bob
     (password pw) and group team; each test adds the users and groups it changes."""
     tmp_path = tmp_path_factory.mktemp("cluster")
     config_file = tmp_path / "ttgen.yaml"
-    config_file.write_text(json.dumps(CONFIG))
+    config_file.write_text(json.dumps({**CONFIG, "layout": cluster_layout}))
     data = tmp_path / "data"
     for name in ("alice", "bob"):
         assert admin(data, "user", "add", name, "--password", "pw").returncode == 0
@@ -304,11 +310,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_chat_waits_out_a_restart_and_resumes_with_its_ticket(tmp_path: Path) -> None:
+def test_chat_waits_out_a_restart_and_resumes_with_its_ticket(tmp_path: Path, cluster_layout: str) -> None:
     """`ttgen up` restarts under a connected `ttgen chat`: the chat reconnects through the login service and
     logs in with its resumption ticket (no password hashing), then keeps chatting."""
     config = {
         **CONFIG,
+        "layout": cluster_layout,
         "services": {
             **CONFIG["services"],  # type: ignore[dict-item]
             # The chat finds the restarted msg servers through the login service: only its port is fixed.

@@ -25,6 +25,12 @@ OFF = {name: {"instances": 0} for name in ("login", "msg", "router", "biz", "fil
 CLI = [sys.executable, "-c", "from ttgen.cli import main; main()"]
 
 
+@pytest.fixture(autouse=True)
+def cluster_layout() -> str:
+    """Probe services only (no msg, biz or router to share a process): one layout is enough here."""
+    return "split"
+
+
 def write_config(tmp_path: Path, **probe: object) -> Path:
     services = {**OFF, "probe": {"instances": 2, "class": "runtime.cluster.probe:ProbeService", **probe}}
     path = tmp_path / "ttgen.yaml"

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def worker(sup: ProcessSupervisor, service: str, instance: int = 0) -> Worker:
-    (found,) = [w for w in sup.workers if (w.service, w.instance) == (service, instance)]
+    (found,) = [w for w in sup.workers if w.hosts(service, instance)]  # sharded: its shard's worker
     return found
 
 

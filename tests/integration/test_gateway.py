@@ -217,12 +217,15 @@ def test_a_biz_link_lost_during_a_request_is_answered_503(tmp_path: Path) -> Non
         addr = await wait_gateway(c)
         (gw,) = c.services("gateway")
         web = await WebClient.login(addr, "user34")
-        link = gw.biz_link()
+        assert gw.biz_link() is not None
 
-        async def lost(*_a: Any, **_k: Any) -> Any:
-            raise ConnectionClosed("gateway->biz closed before replying")
+        class Losing:
+            """A biz link that is lost during every request."""
 
-        link.call = lost
+            async def call(self, *_a: Any, **_k: Any) -> Any:
+                raise ConnectionClosed("gateway->biz closed before replying")
+
+        gw.biz_link = Losing
         for method, path, doc in (
             ("GET", "/api/unread", None),
             ("POST", "/api/read", {"session_id": 1, "session_type": 1, "msg_id": 0}),

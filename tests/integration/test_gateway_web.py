@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from runtime import httpkit
 from runtime.services.gateway import websocket as gw_ws
 from tests.http_support import encode_multipart, http_request, post_json
 from tests.integration.conftest import cluster_storage
@@ -89,6 +90,13 @@ def test_websocket_commands_events_and_resume(tmp_path: Path) -> None:
             read = await bob.request("read", session_id=a, session_type=1, msg_id=burn["msg_id"])
             assert read["burned"] == [burn["msg_id"]]
             await alice.wait_for(lambda e: e["type"] == "CID_EXT_MSG_BURNED_NOTIFY")
+            # Pipelined sends: fifteen frames at once are stored in their order and arrive in it.
+            burst = await asyncio.gather(*(alice.request("send", to=b, text=f"p{i}") for i in range(15)))
+            ids = [r["msg_id"] for r in burst]
+            assert all(r["error_code"] == 0 for r in burst) and ids == sorted(ids) and len(set(ids)) == 15
+            await bob.wait_for(lambda e: e["type"] == "msg" and e["text"] == "p14")
+            texts = [e["text"] for e in bob.events if e["type"] == "msg" and e["text"].startswith("p")]
+            assert texts == [f"p{i}" for i in range(15)]
             # Presence snapshot over the socket.
             pres = await alice.request("presence", user_ids=[b, c.users["user59"]])
             assert {s["user_id"]: s["status"] for s in pres["statuses"]} == {b: 1, c.users["user59"]: 2}
@@ -110,6 +118,11 @@ def test_websocket_commands_events_and_resume(tmp_path: Path) -> None:
             rsp = await http_request(*addr, "GET", "/api/unread", headers=bob_web.headers())
             assert (rsp.status, rsp.json()["error_code"]) == (401, 2)
             await bob2.close()
+            # A second login of the same class kicks alice's session: the socket gets the kick, then 4002.
+            await WebClient.login(addr, "user40")
+            kick = await alice.wait_for(lambda e: e["type"] == "kick")
+            assert kick["reason"] == 1
+            assert await alice.close_code() == gw_ws.CLOSE_ENDED
         finally:
             await alice.close()
             await bob.close()
@@ -227,6 +240,7 @@ async def raw_socket(addr: tuple[str, int], token: str) -> tuple[asyncio.StreamR
 def test_websocket_bad_input_is_refused_and_harms_nothing(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(gw_ws, "AUTH_TIMEOUT", 0.5)
     monkeypatch.setattr(gw_ws, "SEND_TIMEOUT", 1.0)
+    monkeypatch.setattr(httpkit, "BODY_TIMEOUT", 0.5)
 
     async def body(c: FileCluster) -> None:
         addr = await wait_gateway(c)
@@ -279,6 +293,13 @@ def test_websocket_bad_input_is_refused_and_harms_nothing(tmp_path: Path, monkey
                 await noisy.ws.send_str("nope")
             assert await noisy.close_code() == gw_ws.CLOSE_ABUSE
             await noisy.close()
+        # A body that never arrives in full: 408 (error 1) after BODY_TIMEOUT, connection closed.
+        reader, writer = await asyncio.open_connection(*addr)
+        writer.write(b"POST /api/send HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+        slow = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert slow.startswith(b"HTTP/1.1 408") and b'"error_code":1' in slow
         # A socket that never reads: the gateway drops it once a send blocks, and keeps serving others.
         _reader, writer = await raw_socket(addr, web.token)
         await asyncio.sleep(0.2)
@@ -391,6 +412,13 @@ def test_static_page_and_generated_client_are_served_with_a_strict_policy(tmp_pa
             "/static/missing.css",
         ):
             assert (await http_request(*addr, "GET", path)).status == 404, path
+        # Heads: 8 KiB in all (431), 32 lines (400), each line 8 KiB (400); the server keeps serving.
+        padded = {f"X-Pad-{i}": "a" * 600 for i in range(15)}
+        assert (await http_request(*addr, "GET", "/api/ping", headers=padded)).status == 431
+        many = {f"X-{i}": "1" for i in range(40)}
+        assert (await http_request(*addr, "GET", "/api/ping", headers=many)).status == 400
+        assert (await http_request(*addr, "GET", "/api/ping", headers={"X": "a" * 9000})).status == 400
+        assert (await http_request(*addr, "GET", "/")).status == 200
 
     (tmp_path / "data").mkdir()
     asyncio.run(

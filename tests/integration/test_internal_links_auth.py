@@ -11,7 +11,7 @@ import pytest
 
 from generated.teamtalk.registry import REGISTRY
 from runtime.framing import encode_frame
-from runtime.services.links import FLAG_RELAY, FLAG_REQUEST, Link, LinkAuth, pack_relay
+from runtime.services.links import FLAG_RELAY, FLAG_REQUEST, Link, LinkAuth, NoRequests, pack_relay
 from tests.integration.conftest import TestCluster
 from tests.integration.file_support import run_file_cluster
 
@@ -76,13 +76,15 @@ def test_a_plain_socket_is_refused_before_any_command(tmp_path: Path) -> None:
 def test_a_peer_with_another_secret_is_refused_and_a_silent_one_times_out(
     with_cluster: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import runtime.services.links as links
+    import runtime.connection as connection
 
     async def body(c: TestCluster) -> None:
         host, port = _internal(c, "biz")
         loop = asyncio.get_running_loop()
         _, stranger = await loop.create_connection(
-            lambda: Link("stranger", auth=LinkAuth(b"w" * 32), dialer=True), host, port
+            lambda: Link(REGISTRY, NoRequests(), name="stranger", auth=LinkAuth(b"w" * 32), dialer=True),
+            host,
+            port,
         )
         assert await asyncio.wait_for(stranger.authenticated, 10) is False
         assert _refused(c, "biz") >= 1
@@ -98,5 +100,5 @@ def test_a_peer_with_another_secret_is_refused_and_a_silent_one_times_out(
         assert ack.msg_id > 0
         await b.wait_for("CID_MSG_DATA", lambda m: m.msg_data == b"still fine")
 
-    monkeypatch.setattr(links, "HANDSHAKE_TIMEOUT", 0.5)
+    monkeypatch.setattr(connection, "HANDSHAKE_TIMEOUT", 0.5)
     with_cluster(body)

@@ -1,5 +1,7 @@
-"""Integration: the messaging core as separate processes (one per service instance); SIGKILL of a router, of
-biz (then restarted) and of a msg server (then restarted)."""
+"""Integration: the messaging core as separate processes (one per service instance, or one per shard:
+runtime.cluster.layout); SIGKILL of a router, of biz (then restarted) and of a msg server (then restarted).
+The router and biz kills need the split layout (in the sharded one they share the senders' process); the msg
+server kill runs in both (sharded: its shard, with its router)."""
 
 from __future__ import annotations
 
@@ -52,7 +54,8 @@ class Conversation:
         return sorted(eps, key=lambda e: e.instance)
 
     def worker(self, service: str, instance: int = 0) -> Worker:
-        (found,) = [w for w in self.sup.workers if (w.service, w.instance) == (service, instance)]
+        """The worker process hosting that instance (in the sharded layout, its shard's)."""
+        (found,) = [w for w in self.sup.workers if w.hosts(service, instance)]
         return found
 
     async def kill(self, service: str, instance: int = 0) -> Worker:
@@ -76,9 +79,9 @@ class Conversation:
 
 
 @contextlib.asynccontextmanager
-async def conversation(tmp_path: Path) -> AsyncIterator[Conversation]:
+async def conversation(tmp_path: Path, layout: str | None = None) -> AsyncIterator[Conversation]:
     await seed_users(tmp_path, NAMES[:8])
-    config = parse_config(cluster_config(tmp_path))
+    config = parse_config(cluster_config(tmp_path, layout=layout))
     sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
     await sup.start()
     conv = Conversation(config, sup, [], [])
@@ -98,7 +101,13 @@ def message(a: Client, i: int) -> bytes:
     return f"{a.user_id}:{i}".encode()
 
 
-def test_sigkill_of_the_master_router_loses_no_message(tmp_path: Path) -> None:
+SPLIT_ONLY = "in the sharded layout the router and biz share the senders' msg server's process"
+
+
+def test_sigkill_of_the_master_router_loses_no_message(tmp_path: Path, cluster_layout: str) -> None:
+    if cluster_layout != "split":
+        pytest.skip(SPLIT_ONLY)
+
     async def main() -> None:
         async with conversation(tmp_path) as conv:
             per_sender = 15
@@ -117,10 +126,14 @@ def test_sigkill_of_the_master_router_loses_no_message(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_sigkill_of_biz_and_a_restart_store_and_deliver_every_message_once(tmp_path: Path) -> None:
+def test_sigkill_of_biz_and_a_restart_store_and_deliver_every_message_once(
+    tmp_path: Path, cluster_layout: str
+) -> None:
     """biz dies mid-conversation and is started again: what it had committed without answering is answered
     from the database when msg resends it, so each message is acked with one id, stored once, delivered once;
     a send refused while biz was down (msg id 0) is sent again by the client, as an SDK does."""
+    if cluster_layout != "split":
+        pytest.skip(SPLIT_ONLY)
 
     async def main() -> None:
         async with conversation(tmp_path) as conv:

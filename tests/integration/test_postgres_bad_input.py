@@ -84,7 +84,7 @@ def test_biz_answers_no_db_server_while_the_database_is_down(own_server: LocalSe
             msg_type=0x01,
             msg_data=b"x",
         )
-        reply: Any = await asyncio.wait_for(biz.h_msg_data(c.users["user00"], msg, None), 15)
+        reply: Any = await asyncio.wait_for(biz.store_message(c.users["user00"], msg), 15)
         assert reply.msg_id == 0
         (result,) = struct.unpack_from(">I", reply.attach_data)  # the reply envelope opens with the result
         assert result == ResultCode.NO_DB_SERVER

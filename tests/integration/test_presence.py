@@ -143,9 +143,7 @@ def test_frames_for_n_logins_are_bounded_by_recipients_times_flushes(tmp_path: P
 def _registry(**policy: Any) -> Registry:
     """The bundled registry under another presence policy (the keys given replace the bundled ones)."""
     presence = {**POLICY, **policy}
-    return Registry(
-        REGISTRY.spec_name, REGISTRY.spec_version, list(REGISTRY), REGISTRY.services, presence=presence
-    )
+    return REGISTRY.derive(presence=presence)
 
 
 def test_subscribers_audience_comes_from_the_spec_policy(tmp_path: Path) -> None:

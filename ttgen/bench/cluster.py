@@ -32,6 +32,7 @@ def bench_config(opts: Options, data_dir: Path) -> ClusterConfig:
     return parse_config(
         {
             "data_dir": str(data_dir),
+            **({"layout": opts.layout} if opts.layout else {}),
             "storage": {"backend": "sqlite", "encrypt_at_rest": True},
             "drain_timeout": 10.0,
             "start_timeout": 60.0,

@@ -23,6 +23,7 @@ class Options:
     msg_servers: int = 2
     routers: int = 1
     biz: int = 1
+    layout: str | None = None  # None: the cluster config's default (runtime.cluster.layout)
     client_procs: int = 0  # 0: one per PER_PROCESS users, at least 2
     sources: int = 0  # 0: one per PER_SOURCE users, at least 2
     login_rate: float = 1000.0  # logins per second, all load processes together (open loop)

@@ -33,6 +33,12 @@ def _say(line: str) -> None:
 @click.option("--routers", type=click.IntRange(1, 16), help="Router processes of the started cluster.")
 @click.option("--biz", type=click.IntRange(1, 16), help="Biz processes of the started cluster.")
 @click.option(
+    "--layout",
+    type=click.Choice(["sharded", "split"]),
+    help="Roles per process of the started cluster: msg+biz+router per shard, or one per instance "
+    "(default: the config's default, runtime.cluster.layout).",
+)
+@click.option(
     "--client-procs", type=click.IntRange(1, 64), help="Load processes (default: 1 per 15,000 users, >= 2)."
 )
 @click.option(

@@ -3,42 +3,30 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any
 
+from runtime.dispatch import Context
 from runtime.services.biz.convert import fill_department, fill_latest, fill_user, result_of
-from runtime.services.links import Link, Proto, ResultCode
+from runtime.services.contracts import ResultCode
+from runtime.services.links import Proto
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
-from runtime.storage.models import SessionType, UserPatch, UserStatus
+from runtime.storage.models import GroupVersion, SessionType, UserPatch, UserStatus
 
 log = logging.getLogger("ttgen.biz")
 
-MAX_IDS = 500  # user ids per users-info/stat request
+MAX_IDS = 500  # user ids per users-info/stat/shield request
+PUSH_NOT_CONFIGURED = 1  # PushResult.result_code: no push provider, nothing was sent
 
 
 class DirectoryHandlers:
     """Everything about users that is not a message. Mixed into BizService."""
 
-    HANDLES: ClassVar[dict[str, str]] = {
-        "CID_OTHER_VALIDATE_REQ": "h_validate",
-        "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST": "h_recent",
-        "CID_BUDDY_LIST_USER_INFO_REQUEST": "h_users_info",
-        "CID_BUDDY_LIST_REMOVE_SESSION_REQ": "h_remove_session",
-        "CID_BUDDY_LIST_ALL_USER_REQUEST": "h_all_users",
-        "CID_BUDDY_LIST_DEPARTMENT_REQUEST": "h_departments",
-        "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST": "h_sign_info",
-        "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST": "h_avatar",
-        "CID_LOGIN_REQ_DEVICETOKEN": "h_device_token",
-        "CID_LOGIN_REQ_PUSH_SHIELD": "h_push_shield",
-        "CID_LOGIN_REQ_QUERY_PUSH_SHIELD": "h_query_push_shield",
-        "CID_LOGIN_REQ_LOGINOUT": "h_logout",
-        "CID_OTHER_GET_DEVICE_TOKEN_REQ": "h_get_tokens",
-    }
     storage: Storage
     proto: Proto
     auth: Any
 
-    async def h_validate(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_other_validate_req(self, ctx: Context, msg: Any) -> Any:
         """Check a login: argon2id over the MD5hex the client sends; lockout per user and per address."""
         address = msg.attach_data.decode("utf-8", "replace") if msg.HasField("attach_data") else ""
         rsp: Any = self.proto.new("CID_OTHER_VALIDATE_RSP", user_name=msg.user_name)
@@ -53,8 +41,9 @@ class DirectoryHandlers:
                 fill_user(rsp.user_info, user)
         return rsp
 
-    async def h_recent(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_buddy_list_recent_contact_session_request(self, ctx: Context, msg: Any) -> Any:
         """Recent sessions updated after the given time, each with its last message."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new("CID_BUDDY_LIST_RECENT_CONTACT_SESSION_RESPONSE", user_id=user_id)
         for s in await self.storage.recent_sessions(user_id, msg.latest_update_time):
             info = rsp.contact_session_list.add()
@@ -65,15 +54,17 @@ class DirectoryHandlers:
             fill_latest(info, s.latest)
         return rsp
 
-    async def h_users_info(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_buddy_list_user_info_request(self, ctx: Context, msg: Any) -> Any:
         """Profiles of the asked ids."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new("CID_BUDDY_LIST_USER_INFO_RESPONSE", user_id=user_id)
         for user in await self.storage.get_users(list(msg.user_id_list)[:MAX_IDS]):
             fill_user(rsp.user_info_list.add(), user)
         return rsp
 
-    async def h_remove_session(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_buddy_list_remove_session_req(self, ctx: Context, msg: Any) -> Any:
         """Remove a recent session (msg then tells the user's other devices)."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new(
             "CID_BUDDY_LIST_REMOVE_SESSION_RES",
             user_id=user_id,
@@ -89,8 +80,9 @@ class DirectoryHandlers:
             rsp.result_code = int(ResultCode.INVALID_ARGUMENT)
         return rsp
 
-    async def h_all_users(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_buddy_list_all_user_request(self, ctx: Context, msg: Any) -> Any:
         """Incremental company directory (departed users hidden)."""
+        user_id = ctx.user_id
         users = await self.storage.list_users_since(msg.latest_update_time)
         latest = max([u.updated for u in users], default=msg.latest_update_time)
         rsp: Any = self.proto.new(
@@ -100,8 +92,9 @@ class DirectoryHandlers:
             fill_user(rsp.user_list.add(), user)
         return rsp
 
-    async def h_departments(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_buddy_list_department_request(self, ctx: Context, msg: Any) -> Any:
         """Incremental department tree."""
+        user_id = ctx.user_id
         depts = await self.storage.list_departments_since(msg.latest_update_time)
         latest = max([d.updated for d in depts], default=msg.latest_update_time)
         rsp: Any = self.proto.new(
@@ -111,8 +104,9 @@ class DirectoryHandlers:
             fill_department(rsp.dept_list.add(), dept)
         return rsp
 
-    async def h_sign_info(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_buddy_list_change_sign_info_request(self, ctx: Context, msg: Any) -> Any:
         """Set the signature (msg broadcasts the change on success)."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new("CID_BUDDY_LIST_CHANGE_SIGN_INFO_RESPONSE", user_id=user_id)
         try:
             await self.storage.set_sign_info(user_id, msg.sign_info)
@@ -122,8 +116,9 @@ class DirectoryHandlers:
             rsp.result_code = int(result_of(exc))
         return rsp
 
-    async def h_avatar(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_buddy_list_change_avatar_request(self, ctx: Context, msg: Any) -> Any:
         """Change the avatar URL (TeamTalk declared this and never answered it)."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new("CID_BUDDY_LIST_CHANGE_AVATAR_RESPONSE", user_id=user_id)
         try:
             await self.storage.update_user(user_id, UserPatch(avatar=msg.avatar_url))
@@ -132,16 +127,18 @@ class DirectoryHandlers:
             rsp.result_code = int(result_of(exc))
         return rsp
 
-    async def h_device_token(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_login_req_devicetoken(self, ctx: Context, msg: Any) -> Any:
         """Bind a push token to the user."""
+        user_id = ctx.user_id
         try:
             await self.storage.set_device_token(user_id, msg.device_token, msg.client_type)
         except se.StorageError as exc:
             log.info("device token refused: %s", exc)
         return self.proto.new("CID_LOGIN_RES_DEVICETOKEN", user_id=user_id)
 
-    async def h_push_shield(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_login_req_push_shield(self, ctx: Context, msg: Any) -> Any:
         """Set do-not-disturb."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new("CID_LOGIN_RES_PUSH_SHIELD", user_id=user_id)
         if msg.shield_status not in (0, 1):
             rsp.result_code = int(ResultCode.INVALID_ARGUMENT)
@@ -151,8 +148,9 @@ class DirectoryHandlers:
         rsp.shield_status = msg.shield_status
         return rsp
 
-    async def h_query_push_shield(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_login_req_query_push_shield(self, ctx: Context, msg: Any) -> Any:
         """Read do-not-disturb."""
+        user_id = ctx.user_id
         shield = await self.storage.get_push_shield(user_id)
         return self.proto.new(
             "CID_LOGIN_RES_QUERY_PUSH_SHIELD",
@@ -161,12 +159,13 @@ class DirectoryHandlers:
             shield_status=1 if shield else 0,
         )
 
-    async def h_logout(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_login_req_loginout(self, ctx: Context, msg: Any) -> Any:
         """Forget the push token on logout."""
+        user_id = ctx.user_id
         await self.storage.clear_device_token(user_id)
         return self.proto.new("CID_LOGIN_RES_LOGINOUT", result_code=0)
 
-    async def h_get_tokens(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_other_get_device_token_req(self, ctx: Context, msg: Any) -> Any:
         """Push tokens with the badge (total unread) of each user (service call from msg)."""
         rsp: Any = self.proto.new("CID_OTHER_GET_DEVICE_TOKEN_RSP")
         for tok in await self.storage.get_device_tokens(list(msg.user_id)[:MAX_IDS]):
@@ -177,4 +176,28 @@ class DirectoryHandlers:
             info.token = tok.token
             info.push_count = summary.total
             info.push_type = 1
+        return rsp
+
+    async def on_cid_other_get_shield_req(self, ctx: Context, msg: Any) -> Any:
+        """Which of the listed members muted the group (service call from msg, to decide whom to push): each
+        member's own mute flag, read as that member; members not in the group are left out."""
+        rsp: Any = self.proto.new("CID_OTHER_GET_SHIELD_RSP", group_id=msg.group_id)
+        for uid in list(dict.fromkeys(msg.user_id))[:MAX_IDS]:
+            try:
+                groups = await self.storage.get_groups_info(uid, [GroupVersion(msg.group_id, 0)])
+            except se.StorageError as exc:
+                log.info("shield of user %d in group %d not read: %s", uid, msg.group_id, exc)
+                continue
+            if groups:
+                s = rsp.shield_status_list.add()
+                s.user_id, s.group_id, s.shield_status = uid, msg.group_id, 1 if groups[0].shield else 0
+        return rsp
+
+    async def on_cid_other_push_to_user_req(self, ctx: Context, msg: Any) -> Any:
+        """Push notifications: this cluster has no push provider configured, so every token is answered
+        with a failure code (PUSH_NOT_CONFIGURED) rather than reported as sent."""
+        rsp: Any = self.proto.new("CID_OTHER_PUSH_TO_USER_RSP")
+        for tok in list(msg.user_token_list)[:MAX_IDS]:
+            r = rsp.push_result_list.add()
+            r.user_token, r.result_code = tok.token, PUSH_NOT_CONFIGURED
         return rsp

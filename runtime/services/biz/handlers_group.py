@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any
 
+from runtime.dispatch import Context
 from runtime.services.biz.convert import fill_group, result_of
-from runtime.services.links import Link, Proto, ResultCode
+from runtime.services.contracts import ResultCode
+from runtime.services.links import Proto
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import GroupModify, GroupType, GroupVersion
@@ -17,27 +19,22 @@ log = logging.getLogger("ttgen.biz")
 class GroupHandlers:
     """Group commands. Mixed into BizService; keeps the member cache of MessageHandlers current."""
 
-    HANDLES: ClassVar[dict[str, str]] = {
-        "CID_GROUP_NORMAL_LIST_REQUEST": "h_normal_list",
-        "CID_GROUP_INFO_REQUEST": "h_group_info",
-        "CID_GROUP_CREATE_REQUEST": "h_group_create",
-        "CID_GROUP_CHANGE_MEMBER_REQUEST": "h_group_change",
-        "CID_GROUP_SHIELD_GROUP_REQUEST": "h_group_shield",
-    }
     storage: Storage
     proto: Proto
     _group_cache: dict[int, tuple[int, list[int]]]
 
-    async def h_normal_list(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_group_normal_list_request(self, ctx: Context, msg: Any) -> Any:
         """The NORMAL groups the user belongs to, with versions."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new("CID_GROUP_NORMAL_LIST_RESPONSE", user_id=user_id)
         for gv in await self.storage.list_user_groups(user_id, GroupType.NORMAL):
             info = rsp.group_version_list.add()
             info.group_id, info.version = gv.group_id, gv.version
         return rsp
 
-    async def h_group_info(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_group_info_request(self, ctx: Context, msg: Any) -> Any:
         """Info of the user's groups whose version is above the one the client knows."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new("CID_GROUP_INFO_RESPONSE", user_id=user_id)
         known = [GroupVersion(v.group_id, v.version) for v in msg.group_version_list][:500]
         try:
@@ -49,8 +46,9 @@ class GroupHandlers:
             fill_group(rsp.group_info_list.add(), g)
         return rsp
 
-    async def h_group_create(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_group_create_request(self, ctx: Context, msg: Any) -> Any:
         """Create a TMP group (clients may not create NORMAL groups: refused with ACCESS_DENIED)."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new("CID_GROUP_CREATE_RESPONSE", user_id=user_id, group_name=msg.group_name)
         if msg.group_type != GroupType.TMP:
             rsp.result_code = int(ResultCode.ACCESS_DENIED)
@@ -69,8 +67,9 @@ class GroupHandlers:
         rsp.user_id_list.extend(members)
         return rsp
 
-    async def h_group_change(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_group_change_member_request(self, ctx: Context, msg: Any) -> Any:
         """Add or remove members under the permission rules; bumps the version."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new(
             "CID_GROUP_CHANGE_MEMBER_RESPONSE",
             user_id=user_id,
@@ -93,8 +92,9 @@ class GroupHandlers:
         rsp.chg_user_id_list.extend(change.changed)
         return rsp
 
-    async def h_group_shield(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_group_shield_group_request(self, ctx: Context, msg: Any) -> Any:
         """Mute or unmute a group for the asking member."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new("CID_GROUP_SHIELD_GROUP_RESPONSE", user_id=user_id, group_id=msg.group_id)
         if msg.shield_status not in (0, 1):
             rsp.result_code = int(ResultCode.INVALID_ARGUMENT)

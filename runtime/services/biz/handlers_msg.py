@@ -1,34 +1,34 @@
-"""Runtime services layer (biz): message handlers: store, read acks, unread, history, get-by-id, recall."""
+"""Runtime services layer (biz): message handlers: store, read acks, unread, history, get-by-id, recall,
+edit."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
-from runtime.services.biz.convert import (
-    GROUP_MSG_BIT,
-    fill_latest,
-    fill_msg,
+from runtime.dispatch import Context
+from runtime.link_dispatch import answer_later
+from runtime.services.biz.convert import fill_latest, fill_msg, result_of
+from runtime.services.contracts import (
+    ResultCode,
     is_resend,
     pack_store_reply,
     request_token,
-    result_of,
     unpack_version,
 )
-from runtime.services.links import Link, Proto, ResultCode
+from runtime.services.links import Proto
+from runtime.services.protocol import enums_of
 from runtime.stages.transport import DedupWindow
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import GroupVersion, SessionType
 
 log = logging.getLogger("ttgen.biz")
-
-RECALL_OK, RECALL_NOT_FOUND, RECALL_NOT_SENDER, RECALL_TIME_LIMIT = 0, 1, 2, 3
-EDIT_OK, EDIT_NOT_FOUND, EDIT_NOT_SENDER, EDIT_TIME_LIMIT, EDIT_NOT_TEXT = 0, 1, 2, 3, 4
 
 
 _STORED = pack_store_reply(ResultCode.OK, 0, False)  # the reply envelope of a stored 1:1 message
@@ -72,7 +72,7 @@ def _single_stored(
     res: Any,
     error: BaseException | None,
 ) -> None:
-    """The storage callback of `store_single_nowait`: fill in the reply as `h_msg_data` would."""
+    """The storage callback of `store_single_nowait`: fill in the reply as `store_message` would."""
     if error is None:
         msg.msg_id = res.msg_id
         msg.create_time = res.created
@@ -92,22 +92,11 @@ def _single_stored(
 class MessageHandlers:
     """IMMsgData storage and the message read paths. Mixed into BizService."""
 
-    HANDLES: ClassVar[dict[str, str]] = {
-        "CID_MSG_DATA": "h_msg_data",
-        "CID_EXT_MSG_BURN": "h_msg_burn",
-        "CID_MSG_READ_ACK": "h_read_ack",
-        "CID_EXT_MSG_BURN_READ": "h_read_ack",
-        "CID_EXT_MSG_RECALL_REQ": "h_recall",
-        "CID_EXT_MSG_EDIT_REQ": "h_edit",
-        "CID_MSG_UNREAD_CNT_REQUEST": "h_unread",
-        "CID_MSG_LIST_REQUEST": "h_msg_list",
-        "CID_MSG_GET_LATEST_MSG_ID_REQ": "h_latest_id",
-        "CID_MSG_GET_BY_MSG_ID_REQ": "h_by_ids",
-    }
     storage: Storage
     proto: Proto
     _group_cache: dict[int, tuple[int, list[int]]]
     _store_tokens: DedupWindow  # made by the service: new_store_tokens()
+    _store_tasks: set[asyncio.Task[None]]  # stores that could not take the callback path, in flight
 
     def _token_hit(self, user_id: int, msg: Any) -> tuple[int, tuple[int, int] | None, bool]:
         """(the request token, 0 if none; the (msg id, created) remembered for it, or None; whether the
@@ -140,12 +129,13 @@ class MessageHandlers:
         return state
 
     def store_single_nowait(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> bool:
-        """`h_msg_data` for a 1:1 message without a task or a future: the storage calls back after the commit
-        and `done(reply)` gets what `h_msg_data` would return (None if storing failed unexpectedly). False
-        (nothing done) for a group message, a storage without the callback form, or a resend whose token
-        the memory does not know (rare: `h_msg_data` asks storage whether its first copy was stored)."""
-        send = getattr(self.storage, "send_single_nowait", None)
-        if send is None or msg.msg_type & GROUP_MSG_BIT:
+        """`store_message` for a 1:1 message without a task or a future: the storage calls back after the
+        commit and `done(reply)` gets what `store_message` would return (None if storing failed
+        unexpectedly). False (nothing done) for a group message, a storage without commit callbacks, or a
+        resend whose token the memory does not know (rare: `store_message` asks storage whether its first
+        copy was stored)."""
+        storage = self.storage
+        if not storage.commit_callbacks or msg.msg_type & enums_of(self.proto.registry).MsgTypeBits.GROUP:
             return False
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id
@@ -162,21 +152,50 @@ class MessageHandlers:
         # A partial, not a closure: cheaper per message.
         stored = partial(_single_stored, msg, done, self._store_tokens, user_id, token)
         try:
-            send(user_id, to, msg.msg_type, msg.msg_data, stored, dedup_key=dedup, burn=burn, token=token)
+            storage.send_single_nowait(
+                user_id, to, msg.msg_type, msg.msg_data, stored, dedup_key=dedup, burn=burn, token=token
+            )
         except se.StorageError as exc:  # closed
             stored(None, exc)
         return True
 
-    async def h_msg_burn(self, user_id: int, msg: Any, link: Link) -> Any:
-        """Store a burn-after-reading 1:1 message (CID_EXT_MSG_BURN)."""
-        return await self.h_msg_data(user_id, msg, link, burn=True)
+    def on_cid_msg_data(self, ctx: Context, msg: Any) -> Any:
+        """Store a message and answer with the durable id (the stored IMMsgData, its attach_data the store
+        reply envelope). A plain function on the hot path: a 1:1 message is answered from the storage's
+        commit callback (no task, no future); anything else continues in `store_message`."""
+        return self._store(ctx, msg, False)
 
-    async def h_msg_data(self, user_id: int, msg: Any, link: Link, burn: bool = False) -> Any:
+    def on_cid_ext_msg_burn(self, ctx: Context, msg: Any) -> Any:
+        """Store a burn-after-reading 1:1 message (CID_EXT_MSG_BURN)."""
+        return self._store(ctx, msg, True)
+
+    def _store(self, ctx: Context, msg: Any, burn: bool) -> Any:
+        answer = partial(self._stored, answer_later(ctx))
+        if self.store_single_nowait(ctx.user_id, msg, burn, answer):
+            return None
+        task = asyncio.get_running_loop().create_task(self._store_async(ctx.user_id, msg, burn, answer))
+        self._store_tasks.add(task)
+        task.add_done_callback(self._store_tasks.discard)
+        return None
+
+    def _stored(self, answer: Callable[[Any], None], reply: Any) -> None:
+        """A store finished: answer the request with the stored message (None: it failed, answered empty)."""
+        answer(reply)
+
+    async def _store_async(self, user_id: int, msg: Any, burn: bool, answer: Callable[[Any], None]) -> None:
+        try:
+            reply = await self.store_message(user_id, msg, burn)
+        except Exception:
+            log.exception("storing a message failed")
+            reply = None
+        answer(reply)
+
+    async def store_message(self, user_id: int, msg: Any, burn: bool = False) -> Any:
         """Store a message (msg id allocated in the same transaction) and answer with the durable id."""
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id
         cached_version = unpack_version(msg.attach_data) if msg.HasField("attach_data") else 0
-        is_group = bool(msg.msg_type & GROUP_MSG_BIT)
+        is_group = bool(msg.msg_type & enums_of(self.proto.registry).MsgTypeBits.GROUP)
         # A resend the token memory does not know (biz restarted since its first copy?) is looked up by
         # storage in the same write as the store: found, it answers with that message (duplicate) as below.
         token, hit, resend = self._token_hit(user_id, msg)
@@ -235,7 +254,15 @@ class MessageHandlers:
             self._store_tokens.remember(user_id, token, _stored_id(res.msg_id, res.created), time.monotonic())
         return msg
 
-    async def h_read_ack(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_msg_read_ack(self, ctx: Context, msg: Any) -> Any:
+        """Clear unread up to the msg id; the reply lists burned msg ids in attach-free form (see msg)."""
+        return await self.read_ack(ctx.user_id, msg)
+
+    async def on_cid_ext_msg_burn_read(self, ctx: Context, msg: Any) -> Any:
+        """The recipient opened a burn-after-reading message: a read ack that destroys what it covers."""
+        return await self.read_ack(ctx.user_id, msg)
+
+    async def read_ack(self, user_id: int, msg: Any) -> Any:
         """Clear unread up to the msg id; the reply lists burned msg ids in attach-free form (see msg)."""
         msg.user_id = user_id
         try:
@@ -259,8 +286,9 @@ class MessageHandlers:
             info.msg_data = b""
         return reply
 
-    async def h_unread(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_msg_unread_cnt_request(self, ctx: Context, msg: Any) -> Any:
         """Unread count per session with its latest message, and the total."""
+        user_id = ctx.user_id
         summary = await self.storage.unread_summary(user_id)
         rsp: Any = self.proto.new("CID_MSG_UNREAD_CNT_RESPONSE", user_id=user_id, total_cnt=summary.total)
         for item in summary.items:
@@ -271,8 +299,9 @@ class MessageHandlers:
             fill_latest(info, item.latest)
         return rsp
 
-    async def h_msg_list(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_msg_list_request(self, ctx: Context, msg: Any) -> Any:
         """History page, newest first; refused sessions answer with an empty list."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new(
             "CID_MSG_LIST_RESPONSE",
             user_id=user_id,
@@ -291,8 +320,9 @@ class MessageHandlers:
             fill_msg(rsp.msg_list.add(), m)
         return rsp
 
-    async def h_latest_id(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_msg_get_latest_msg_id_req(self, ctx: Context, msg: Any) -> Any:
         """The session's latest msg id (0 when refused or empty)."""
+        user_id = ctx.user_id
         try:
             latest = await self.storage.latest_msg_id(user_id, SessionType(msg.session_type), msg.session_id)
         except (se.StorageError, ValueError):
@@ -305,8 +335,9 @@ class MessageHandlers:
             latest_msg_id=latest,
         )
 
-    async def h_by_ids(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_msg_get_by_msg_id_req(self, ctx: Context, msg: Any) -> Any:
         """Specific messages by id (visible ones only)."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new(
             "CID_MSG_GET_BY_MSG_ID_RES",
             user_id=user_id,
@@ -324,8 +355,9 @@ class MessageHandlers:
             fill_msg(rsp.msg_list.add(), m)
         return rsp
 
-    async def h_recall(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_ext_msg_recall_req(self, ctx: Context, msg: Any) -> Any:
         """The sender withdraws a message within the recall window; no copy of the content remains."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new(
             "CID_EXT_MSG_RECALL_RSP",
             user_id=user_id,
@@ -333,19 +365,21 @@ class MessageHandlers:
             session_id=msg.session_id,
             msg_id=msg.msg_id,
         )
+        result = enums_of(self.proto.registry).RecallResult
         try:
             await self.storage.recall(user_id, SessionType(msg.session_type), msg.session_id, msg.msg_id)
-            rsp.result_code = RECALL_OK
+            rsp.result_code = result.RECALL_OK
         except se.RecallWindowExpired:
-            rsp.result_code = RECALL_TIME_LIMIT
+            rsp.result_code = result.RECALL_TIME_LIMIT
         except se.AccessDenied:
-            rsp.result_code = RECALL_NOT_SENDER
+            rsp.result_code = result.RECALL_NOT_SENDER
         except (se.StorageError, ValueError):
-            rsp.result_code = RECALL_NOT_FOUND
+            rsp.result_code = result.RECALL_NOT_FOUND
         return rsp
 
-    async def h_edit(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_ext_msg_edit_req(self, ctx: Context, msg: Any) -> Any:
         """The sender replaces the text of a message within the edit window; history shows the new text."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new(
             "CID_EXT_MSG_EDIT_RSP",
             user_id=user_id,
@@ -354,17 +388,18 @@ class MessageHandlers:
             msg_id=msg.msg_id,
             edit_time=0,
         )
+        result = enums_of(self.proto.registry).EditResult
         try:
             rsp.edit_time = await self.storage.edit_message(
                 user_id, SessionType(msg.session_type), msg.session_id, msg.msg_id, bytes(msg.msg_data)
             )
-            rsp.result_code = EDIT_OK
+            rsp.result_code = result.EDIT_OK
         except se.EditWindowExpired:
-            rsp.result_code = EDIT_TIME_LIMIT
+            rsp.result_code = result.EDIT_TIME_LIMIT
         except se.AccessDenied:
-            rsp.result_code = EDIT_NOT_SENDER
+            rsp.result_code = result.EDIT_NOT_SENDER
         except (se.InvalidArgument, se.ValueTooLarge):
-            rsp.result_code = EDIT_NOT_TEXT
+            rsp.result_code = result.EDIT_NOT_TEXT
         except (se.StorageError, ValueError):
-            rsp.result_code = EDIT_NOT_FOUND
+            rsp.result_code = result.EDIT_NOT_FOUND
         return rsp

@@ -11,12 +11,13 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from runtime.auth.tickets import TicketError, TicketKey, TicketRefused, load_or_create_key
+from runtime.dispatch import Context
 from runtime.monitor.metrics import Counter, Metrics
 from runtime.services.biz.convert import fill_user
-from runtime.services.links import Link, Proto
+from runtime.services.links import Proto
 from runtime.storage.base import Storage
 from runtime.storage.models import UserStatus
 
@@ -141,11 +142,6 @@ class TicketService:
 class TicketHandlers:
     """The three internal ticket commands. Mixed into BizService."""
 
-    HANDLES: ClassVar[dict[str, str]] = {
-        "CID_EXT_TICKET_ISSUE_REQ": "h_ticket_issue",
-        "CID_EXT_TICKET_VERIFY_REQ": "h_ticket_verify",
-        "CID_EXT_TICKET_REVOKE_REQ": "h_ticket_revoke",
-    }
     storage: Storage
     proto: Proto
     tickets: TicketService | None
@@ -153,8 +149,9 @@ class TicketHandlers:
     def _ticket_codes(self) -> dict[str, int]:
         return self.proto.enum("CID_EXT_TICKET_VERIFY_RSP", "result_code")
 
-    async def h_ticket_issue(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_ext_ticket_issue_req(self, ctx: Context, msg: Any) -> Any:
         """A ticket for a logged-in connection of `msg.user_id` (the relay envelope's user must match)."""
+        user_id = ctx.user_id
         rsp: Any = self.proto.new("CID_EXT_TICKET_ISSUE_RSP")
         svc = self.tickets
         if svc is None or svc.key is None or msg.user_id != user_id:
@@ -171,7 +168,7 @@ class TicketHandlers:
         rsp.session_id = session_id
         return rsp
 
-    async def h_ticket_verify(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_ext_ticket_verify_req(self, ctx: Context, msg: Any) -> Any:
         """Check and consume a ticket; on success the profile and the successor ticket."""
         rsp: Any = self.proto.new("CID_EXT_TICKET_VERIFY_RSP")
         svc = self.tickets
@@ -195,7 +192,7 @@ class TicketHandlers:
         rsp.ticket, rsp.expire_time, rsp.session_id, rsp.auth_time = ticket, expires, session_id, auth_time
         return rsp
 
-    async def h_ticket_revoke(self, user_id: int, msg: Any, link: Link) -> Any:
+    async def on_cid_ext_ticket_revoke_req(self, ctx: Context, msg: Any) -> Any:
         """Record a logged-out or kicked session's ticket as dead."""
         rsp: Any = self.proto.new("CID_EXT_TICKET_REVOKE_RSP")
         svc = self.tickets

@@ -15,7 +15,7 @@ from runtime.auth import (
     VerifyPool,
 )
 from runtime.monitor.metrics import Metrics
-from runtime.services.links import ResultCode
+from runtime.services.contracts import ResultCode
 from runtime.storage.base import Storage
 from runtime.storage.models import User
 

@@ -13,7 +13,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from runtime.dispatch import Context
-from runtime.services.file import tasks as t
+from runtime.link_dispatch import LinkContext
 from runtime.services.file.offline_store import (
     OfflineFileError,
     OfflineHeader,
@@ -23,6 +23,7 @@ from runtime.services.file.offline_store import (
     valid_task_id,
 )
 from runtime.services.file.tasks import Session, Task
+from runtime.services.protocol import enums_of
 from runtime.services.refusals import RejectingHandlers
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 SEGMENT = 32 * 1024  # offline upload segment, as TeamTalk's file_server
 MAX_CHUNK = 128 * 1024  # largest chunk a client may ask for (the reply must fit the input stage's limit)
-PC = 0x01
 
 
 class FileHandlers(RejectingHandlers):
@@ -39,6 +39,7 @@ class FileHandlers(RejectingHandlers):
     def __init__(self, svc: FileService) -> None:
         self.svc = svc
         self.proto = svc.proto
+        self.e = enums_of(svc.proto.registry)
 
     # connection hooks ------------------------------------------------------------------------------------
     def on_disconnect(self, link: Any, reason: str) -> None:
@@ -60,57 +61,74 @@ class FileHandlers(RejectingHandlers):
     # login -----------------------------------------------------------------------------------------------
     async def on_cid_file_login_req(self, ctx: Context, msg: Any) -> Any:
         """Log a connection in to a task in a role."""
-        rsp: Any = self.proto.new("CID_FILE_LOGIN_RES", result_code=t.OK, task_id=msg.task_id)
+        rsp: Any = self.proto.new(
+            "CID_FILE_LOGIN_RES", result_code=self.e.FileServerError.FILE_SERVER_ERRNO_OK, task_id=msg.task_id
+        )
         if "file" in ctx.link.extras():
-            rsp.result_code = t.LOGIN_INVALID_TOKEN  # one task per connection
+            rsp.result_code = (
+                self.e.FileServerError.FILE_SERVER_ERRNO_LOGIN_INVALID_TOKEN
+            )  # one task per connection
             return rsp
-        if msg.file_role == t.OFFLINE_DOWNLOAD:
+        if msg.file_role == self.e.ClientFileRole.CLIENT_OFFLINE_DOWNLOAD:
             code = await self._login_download(msg)
         else:
             code = self._login_task(ctx, msg)
         rsp.result_code = code
-        if code != t.OK:
+        if code != self.e.FileServerError.FILE_SERVER_ERRNO_OK:
             self.svc.m_refused.inc()
             ctx.close(f"file login refused ({code})")
             return rsp
         ctx.link.extras()["file"] = Session(msg.file_role, msg.task_id, msg.user_id)
-        ctx.authenticate(msg.user_id, PC)
+        ctx.authenticate(msg.user_id, self.e.ClientType.CLIENT_TYPE_WINDOWS)  # a file connection: PC class
         return rsp
 
     async def _login_download(self, msg: Any) -> int:
         if not valid_task_id(msg.task_id):
-            return t.LOGIN_INVALID_TOKEN
+            return self.e.FileServerError.FILE_SERVER_ERRNO_LOGIN_INVALID_TOKEN
         try:
             header = await asyncio.to_thread(read_header, self.svc.ctx.data_dir, msg.task_id)
         except (OfflineFileError, OSError):
-            return t.LOGIN_INVALID_TOKEN
-        return t.OK if header.to_user_id == msg.user_id else t.INVALID_USER_FOR_TASK
+            return self.e.FileServerError.FILE_SERVER_ERRNO_LOGIN_INVALID_TOKEN
+        return (
+            self.e.FileServerError.FILE_SERVER_ERRNO_OK
+            if header.to_user_id == msg.user_id
+            else self.e.FileServerError.FILE_SERVER_ERRNO_INVALID_USER_FOR_TASK
+        )
 
     def _login_task(self, ctx: Context, msg: Any) -> int:
         task = self.svc.tasks.get(msg.task_id)
         if task is None:
-            return t.LOGIN_INVALID_TOKEN
+            return self.e.FileServerError.FILE_SERVER_ERRNO_LOGIN_INVALID_TOKEN
         role = msg.file_role
-        if role == t.REALTIME_SENDER and task.mode == t.ONLINE:
+        if (
+            role == self.e.ClientFileRole.CLIENT_REALTIME_SENDER
+            and task.mode == self.e.TransferFileType.FILE_TYPE_ONLINE
+        ):
             want, slot = task.from_user_id, "sender"
-        elif role == t.REALTIME_RECVER and task.mode == t.ONLINE:
+        elif (
+            role == self.e.ClientFileRole.CLIENT_REALTIME_RECVER
+            and task.mode == self.e.TransferFileType.FILE_TYPE_ONLINE
+        ):
             want, slot = task.to_user_id, "receiver"
-        elif role == t.OFFLINE_UPLOAD and task.mode == t.OFFLINE:
+        elif (
+            role == self.e.ClientFileRole.CLIENT_OFFLINE_UPLOAD
+            and task.mode == self.e.TransferFileType.FILE_TYPE_OFFLINE
+        ):
             want, slot = task.from_user_id, "sender"
         else:
-            return t.INVALID_USER_FOR_TASK
+            return self.e.FileServerError.FILE_SERVER_ERRNO_INVALID_USER_FOR_TASK
         if msg.user_id != want or getattr(task, slot) is not None:
-            return t.INVALID_USER_FOR_TASK
+            return self.e.FileServerError.FILE_SERVER_ERRNO_INVALID_USER_FOR_TASK
         setattr(task, slot, ctx.link)
         task.touch()
-        if role == t.OFFLINE_UPLOAD:
+        if role == self.e.ClientFileRole.CLIENT_OFFLINE_UPLOAD:
             task.pump = asyncio.get_running_loop().create_task(
                 self._pump(task), name=f"upload-{task.task_id}"
             )
         elif task.sender is not None and task.receiver is not None:
             for link, peer in ((task.sender, task.to_user_id), (task.receiver, task.from_user_id)):
-                self._state(link, t.PEER_READY, task.task_id, peer)
-        return t.OK
+                self._state(link, self.e.ClientFileState.CLIENT_FILE_PEER_READY, task.task_id, peer)
+        return self.e.FileServerError.FILE_SERVER_ERRNO_OK
 
     # chunks ----------------------------------------------------------------------------------------------
     async def on_cid_file_pull_data_req(self, ctx: Context, msg: Any) -> Any:
@@ -118,28 +136,34 @@ class FileHandlers(RejectingHandlers):
         sess = ctx.link.extras().get("file")
         rsp: Any = self.proto.new(
             "CID_FILE_PULL_DATA_RSP",
-            result_code=t.OK,
+            result_code=self.e.FileServerError.FILE_SERVER_ERRNO_OK,
             task_id=msg.task_id,
             user_id=ctx.user_id,
             offset=msg.offset,
             file_data=b"",
         )
         if not isinstance(sess, Session) or sess.task_id != msg.task_id:
-            rsp.result_code = t.PULL_INVALID_TASK
+            rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_PULL_DATA_WITH_INVALID_TASK_ID
             return rsp
         size = min(msg.data_size, MAX_CHUNK)
-        if sess.role == t.OFFLINE_DOWNLOAD:
+        if sess.role == self.e.ClientFileRole.CLIENT_OFFLINE_DOWNLOAD:
             return await self._serve_stored(rsp, msg.task_id, msg.offset, size)
         task = self.svc.tasks.get(msg.task_id)
-        if sess.role != t.REALTIME_RECVER or task is None or task.receiver is not ctx.link:
-            rsp.result_code = t.PULL_ILLEGAL_USER
+        if (
+            sess.role != self.e.ClientFileRole.CLIENT_REALTIME_RECVER
+            or task is None
+            or task.receiver is not ctx.link
+        ):
+            rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_PULL_DATA_ILLIEAGE_USER
             return rsp
         if msg.offset >= task.size:
-            rsp.result_code = t.PULL_FINISHED
+            rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_PULL_DATA_FINISHED
             return rsp
-        chunk = await self._pull(task, msg.offset, min(size, task.size - msg.offset), t.ONLINE)
+        chunk = await self._pull(
+            task, msg.offset, min(size, task.size - msg.offset), self.e.TransferFileType.FILE_TYPE_ONLINE
+        )
         if chunk is None:
-            rsp.result_code = t.PULL_ILLEGAL_USER
+            rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_PULL_DATA_ILLIEAGE_USER
             return rsp
         rsp.result_code, rsp.file_data = chunk.result_code, chunk.file_data
         self.svc.m_bytes.inc(len(chunk.file_data))
@@ -150,11 +174,11 @@ class FileHandlers(RejectingHandlers):
         try:
             header = await asyncio.to_thread(read_header, data_dir, task_id)
             if offset >= header.size:
-                rsp.result_code = t.PULL_FINISHED
+                rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_PULL_DATA_FINISHED
                 return rsp
             rsp.file_data = await asyncio.to_thread(read_chunk, data_dir, task_id, offset, size)
         except (OfflineFileError, OSError):
-            rsp.result_code = t.PULL_OPEN_FILE_ERROR
+            rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_PULL_DATA_OPEN_FILE_ERROR
             return rsp
         self.svc.m_bytes.inc(len(rsp.file_data))
         return rsp
@@ -207,13 +231,13 @@ class FileHandlers(RejectingHandlers):
             upload = await asyncio.to_thread(Upload, self.svc.ctx.data_dir, header)
         except OSError as exc:
             self.svc.log.error("cannot create offline file for %s: %s", task.task_id, exc)
-            self._end(task, t.CANCEL)
+            self._end(task, self.e.ClientFileState.CLIENT_FILE_CANCEL)
             return
         task.upload = upload
         try:
             while not upload.complete:
                 n = min(SEGMENT, task.size - upload.received)
-                chunk = await self._pull(task, upload.received, n, t.OFFLINE)
+                chunk = await self._pull(task, upload.received, n, self.e.TransferFileType.FILE_TYPE_OFFLINE)
                 if chunk is None or len(chunk.file_data) != n:
                     raise OfflineFileError("uploader did not deliver the segment")
                 upload.write(upload.received, chunk.file_data)
@@ -222,10 +246,10 @@ class FileHandlers(RejectingHandlers):
         except (OfflineFileError, OSError, asyncio.CancelledError) as exc:
             upload.abort()
             self.svc.log.info("offline upload %s aborted: %r", task.task_id, exc)
-            self._end(task, t.CANCEL)
+            self._end(task, self.e.ClientFileState.CLIENT_FILE_CANCEL)
             return
         self.svc.m_uploads.inc()
-        self._end(task, t.DONE)
+        self._end(task, self.e.ClientFileState.CLIENT_FILE_DONE)
 
     def _end(self, task: Task, state: int) -> None:
         """Tell the uploader how its upload ended and forget the task."""
@@ -251,10 +275,14 @@ class FileHandlers(RejectingHandlers):
             return None
         if peer is not None:
             self._state(peer, msg.state, task.task_id, ctx.user_id)
-        if msg.state in (t.CANCEL, t.REFUSE, t.DONE):
+        if msg.state in (
+            self.e.ClientFileState.CLIENT_FILE_CANCEL,
+            self.e.ClientFileState.CLIENT_FILE_REFUSE,
+            self.e.ClientFileState.CLIENT_FILE_DONE,
+        ):
             if task.pump is not None and not task.pump.done():
                 task.pump.cancel()
-            elif task.mode == t.ONLINE:
+            elif task.mode == self.e.TransferFileType.FILE_TYPE_ONLINE:
                 self.svc.tasks.remove(task.task_id)
         return None
 
@@ -267,18 +295,51 @@ class FileHandlers(RejectingHandlers):
         """Heartbeats are answered by the connection layer."""
         return None
 
-    async def on_cid_other_file_transfer_req(self, ctx: Context, msg: Any) -> None:
-        """Task creation arrives on the internal listener, never from clients."""
-        return None
+    # the internal listener (msg servers) ------------------------------------------------------------------
+    async def on_cid_other_file_transfer_req(self, ctx: Context, msg: Any) -> Any:
+        """Create a transfer task (a msg server asks; never a client: s2s commands are refused from clients
+        before they reach a handler)."""
+        return self.svc.create_task(msg)
 
-    async def on_cid_other_file_server_ip_req(self, ctx: Context, msg: Any) -> None:
-        """Address queries arrive on the internal listener, never from clients."""
-        return None
+    async def on_cid_other_file_server_ip_req(self, ctx: Context, msg: Any) -> Any:
+        """The addresses file clients should connect to."""
+        ips: Any = self.proto.new("CID_OTHER_FILE_SERVER_IP_RSP")
+        for ip, port in self.svc.client_addresses():
+            a = ips.ip_addr_list.add()
+            a.ip, a.port = ip, port
+        return ips
+
+    async def on_cid_file_has_offline_req(self, ctx: Context, msg: Any) -> Any:
+        """The offline files waiting for the user the msg server authenticated (the relay envelope's)."""
+        if not _from_msg_server(ctx):
+            return None
+        return await self.svc.has_offline(ctx.user_id)
+
+    async def on_cid_file_add_offline_req(self, ctx: Context, msg: Any) -> Any:
+        """Record a finished upload of the authenticated user (None, answered empty: refused)."""
+        if not _from_msg_server(ctx):
+            return None
+        return await self.svc.add_offline(ctx.user_id, msg)
+
+    async def on_cid_file_del_offline_req(self, ctx: Context, msg: Any) -> Any:
+        """Delete an offline file of the authenticated user (its sender or receiver)."""
+        if not _from_msg_server(ctx):
+            return None
+        return await self.svc.del_offline(ctx.user_id, msg)
 
     async def on_cid_ext_handshake_req(self, ctx: Context, msg: Any) -> Any:
         """Secure sessions are not offered by the file service: no common suite."""
         codes = self.proto.enum("CID_EXT_HANDSHAKE_RSP", "result_code")
         return self.proto.new("CID_EXT_HANDSHAKE_RSP", result_code=codes["HANDSHAKE_NO_COMMON_SUITE"])
+
+
+def _from_msg_server(ctx: Context) -> bool:
+    """Offline-file records change only through a msg server, which names the user it authenticated; a file
+    client asking directly is closed."""
+    if isinstance(ctx, LinkContext):
+        return True
+    ctx.close(f"{ctx.info.name} is for msg servers")
+    return False
 
 
 def close_quietly(link: Any, reason: str) -> None:

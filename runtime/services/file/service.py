@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 from runtime.dispatch import Dispatcher
-from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
     Endpoint,
@@ -28,19 +27,20 @@ from runtime.services.base import (
     cancel_task,
     config_port,
     generated_handlers,
-    listener_port,
+    hosted_mapping,
     publish_endpoints,
     withdraw_endpoints,
 )
-from runtime.services.biz.storage_open import open_storage
+from runtime.services.biz import open_storage
 from runtime.services.file import tasks as t
 from runtime.services.file.handlers import FileHandlers, close_quietly
 from runtime.services.file.offline_store import OfflineFileError, delete_offline, read_header
-from runtime.services.links import FLAG_RELAY, Link, Proto, serve_links, unpack_relay
+from runtime.services.links import Proto
+from runtime.services.protocol import enums_of
 from runtime.storage import errors as se
 from runtime.storage.base import Storage
 from runtime.storage.models import OfflineFile
-from runtime.transport import Server, serve
+from runtime.transport import Server, serve, serve_links
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_NAME_BYTES = 255
@@ -54,6 +54,7 @@ class FileService(Service):
         cfg = ctx.config
         self.metrics = Metrics(labels={"service": "file", "instance": str(ctx.instance)})
         self.proto = Proto(ctx.registry)
+        self.e = enums_of(ctx.registry)
         self.max_file = int(cfg.get("max_file_bytes", MAX_FILE_BYTES))
         self.pull_timeout = float(cfg.get("pull_timeout", 30.0))
         self.tasks = t.TaskTable(float(cfg.get("task_timeout", 60.0)))
@@ -61,16 +62,11 @@ class FileService(Service):
         cls = generated_handlers(ctx, FileHandlers, "FileServiceBase")
         self.handlers = cls(self)
         if cls is FileHandlers:
-            self.handlers.__mapping__ = {  # type: ignore[attr-defined]
-                info.command_id: "on_" + info.name.lower()
-                for info in ctx.registry.hosted_by("file")
-                if hasattr(self.handlers, "on_" + info.name.lower())
-            }
+            self.handlers.__mapping__ = hosted_mapping(self.handlers, ctx, "file")  # type: ignore[attr-defined]
+        # One dispatcher for both listeners: file clients, and msg servers on the internal one.
         self.dispatcher = Dispatcher(ctx.registry, self.handlers)
         self._client: Server | None = None
-        self._internal: asyncio.Server | None = None
-        self._links: set[Link] = set()
-        self._jobs: set[asyncio.Task[None]] = set()  # offline-record requests in flight (kept referenced)
+        self._internal: Server | None = None
         self._endpoints: list[Endpoint] = []
         self._ticker: asyncio.Task[None] | None = None
         self.m_tasks = self.metrics.counter("file_tasks_total", "transfer tasks created")
@@ -94,12 +90,13 @@ class FileService(Service):
         self._internal = await serve_links(
             self.ctx.internal_host,
             config_port(cfg, "internal_port"),
-            self._on_link,
-            "file",
+            self.dispatcher.handler_factory,
+            registry=self.ctx.registry,
             auth=self.ctx.link_auth,
+            name="file<-msg",
         )
         self._endpoints = publish_endpoints(
-            self.ctx, {"client": self._client.port, "internal": listener_port(self._internal)}
+            self.ctx, {"client": self._client.port, "internal": self._internal.port}
         )
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="file-tick")
 
@@ -113,13 +110,9 @@ class FileService(Service):
             self.tasks.remove(task.task_id)
         if self._client is not None:
             await self._client.shutdown(min(drain_timeout, 1.0))
-        if self._internal is not None:
-            self._internal.close()
-        for link in list(self._links):
-            link.close()
         await self.dispatcher.drain(min(drain_timeout, 1.0))
-        if self._jobs:
-            await asyncio.wait(list(self._jobs), timeout=min(drain_timeout, 1.0))
+        if self._internal is not None:
+            await self._internal.shutdown(1.0)
         if self.storage is not None:
             await self.storage.close()
 
@@ -129,7 +122,8 @@ class FileService(Service):
 
     def health(self) -> dict[str, Any]:
         """Live tasks and msg links."""
-        return {"status": "ok", "tasks": len(self.tasks.tasks), "links": len(self._links)}
+        links = len(self._internal.links) if self._internal is not None else 0
+        return {"status": "ok", "tasks": len(self.tasks.tasks), "links": links}
 
     @staticmethod
     def now() -> int:
@@ -149,7 +143,7 @@ class FileService(Service):
         configured = self.ctx.config.get("client_addresses")
         if configured:
             return [(str(a["ip"]), int(a["port"])) for a in configured]
-        return [(self.ctx.host, self._client.port)] if self._client is not None else []
+        return [(self.ctx.advertised(), self._client.port)] if self._client is not None else []
 
     async def _tick_loop(self) -> None:
         while True:
@@ -163,50 +157,13 @@ class FileService(Service):
                     if link is not None:
                         close_quietly(link, "file task timed out")
             self.g_tasks.set(len(self.tasks.tasks))
-            for link in list(self._links):
-                link.tick(now)
 
-    # internal link ---------------------------------------------------------------------------------------
-    def _on_link(self, link: Link) -> None:
-        link.name = "file<-msg"
-        link.on_frame = self._on_frame
-        link.on_lost.append(self._links.discard)
-        self._links.add(link)
-
-    def _on_frame(self, link: Link, frame: Frame) -> None:
-        user_id = 0
-        body: bytes | memoryview = frame.body
-        try:
-            if frame.flag & FLAG_RELAY:
-                targets, body = unpack_relay(body)
-                user_id = targets[0] if targets else 0
-            name = self.proto.registry.by_id(frame.command_id).name
-            msg: Any = self.proto.parse(frame.command_id, body)
-        except Exception as exc:  # a bad frame is refused, the link survives
-            self.log.warning("file: bad 0x%04x from %s: %s", frame.command_id, link.name, exc)
-            link.reply(frame, frame.command_id)
-            return
-        if name == "CID_OTHER_FILE_TRANSFER_REQ":
-            rsp = self.create_task(msg)
-            link.reply(frame, self.proto.cid("CID_OTHER_FILE_TRANSFER_RSP"), rsp.SerializeToString())
-        elif name == "CID_OTHER_FILE_SERVER_IP_REQ":
-            ips: Any = self.proto.new("CID_OTHER_FILE_SERVER_IP_RSP")
-            for ip, port in self.client_addresses():
-                a = ips.ip_addr_list.add()
-                a.ip, a.port = ip, port
-            link.reply(frame, self.proto.cid("CID_OTHER_FILE_SERVER_IP_RSP"), ips.SerializeToString())
-        elif name in ("CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ"):
-            job = asyncio.get_running_loop().create_task(self._offline(link, frame, name, user_id, msg))
-            self._jobs.add(job)
-            job.add_done_callback(self._jobs.discard)
-        else:
-            link.reply(frame, frame.command_id)
-
+    # internal requests (runtime.services.file.handlers routes them here) ---------------------------------
     def create_task(self, msg: Any) -> Any:
         """IMFileTransferReq -> a task (or a refusal with a FileServerError code)."""
         rsp: Any = self.proto.new(
             "CID_OTHER_FILE_TRANSFER_RSP",
-            result_code=t.OK,
+            result_code=self.e.FileServerError.FILE_SERVER_ERRNO_OK,
             from_user_id=msg.from_user_id,
             to_user_id=msg.to_user_id,
             file_name=msg.file_name,
@@ -221,12 +178,16 @@ class FileService(Service):
             problem = f"file of {msg.file_size} bytes exceeds the limit of {self.max_file}"
         elif not name_bytes or len(name_bytes) > MAX_NAME_BYTES or "\0" in msg.file_name:
             problem = "bad file name"
-        elif msg.trans_mode not in (t.ONLINE, t.OFFLINE) or msg.from_user_id == msg.to_user_id:
+        elif (
+            msg.trans_mode
+            not in (self.e.TransferFileType.FILE_TYPE_ONLINE, self.e.TransferFileType.FILE_TYPE_OFFLINE)
+            or msg.from_user_id == msg.to_user_id
+        ):
             problem = "bad transfer request"
         if problem is not None:
             self.log.info("file task refused: %s", problem)
             self.m_refused.inc()
-            rsp.result_code = t.CREATE_TASK_ERROR
+            rsp.result_code = self.e.FileServerError.FILE_SERVER_ERRNO_CREATE_TASK_ERROR
             return rsp
         task = self.tasks.create(
             msg.from_user_id, msg.to_user_id, msg.file_name, msg.file_size, msg.trans_mode
@@ -235,26 +196,8 @@ class FileService(Service):
         rsp.task_id = task.task_id
         return rsp
 
-    async def _offline(self, link: Link, frame: Frame, name: str, user_id: int, msg: Any) -> None:
-        """Offline-file records, for the user the msg server authenticated (the relay target)."""
-        reply: Any = None
-        try:
-            if name == "CID_FILE_HAS_OFFLINE_REQ":
-                reply = await self._has_offline(user_id)
-            elif name == "CID_FILE_ADD_OFFLINE_REQ":
-                reply = await self._add_offline(user_id, msg)
-            else:
-                reply = await self._del_offline(user_id, msg)
-        except Exception:
-            self.log.exception("file: %s failed", name)
-        cid = (
-            self.proto.cid("CID_FILE_HAS_OFFLINE_RES")
-            if name == "CID_FILE_HAS_OFFLINE_REQ"
-            else frame.command_id
-        )
-        link.reply(frame, cid, b"" if reply is None else reply.SerializeToString())
-
-    async def _has_offline(self, user_id: int) -> Any:
+    async def has_offline(self, user_id: int) -> Any:
+        """The user's offline files, with the addresses to fetch them from."""
         assert self.storage is not None
         rsp: Any = self.proto.new("CID_FILE_HAS_OFFLINE_RES", user_id=user_id)
         for rec in await self.storage.list_offline_files(user_id):
@@ -266,7 +209,7 @@ class FileService(Service):
             a.ip, a.port = ip, port
         return rsp
 
-    async def _add_offline(self, user_id: int, msg: Any) -> Any:
+    async def add_offline(self, user_id: int, msg: Any) -> Any:
         """Record a finished upload: only its uploader may, and only for the file actually stored."""
         assert self.storage is not None
         try:
@@ -288,7 +231,7 @@ class FileService(Service):
         msg.from_user_id, msg.file_name, msg.file_size = user_id, header.file_name, header.size
         return msg
 
-    async def _del_offline(self, user_id: int, msg: Any) -> Any:
+    async def del_offline(self, user_id: int, msg: Any) -> Any:
         """Delete the record (its sender or receiver only) and the stored file."""
         assert self.storage is not None
         try:

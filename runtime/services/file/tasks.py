@@ -10,24 +10,6 @@ from typing import Any
 
 from runtime.services.file.offline_store import Upload
 
-ONLINE, OFFLINE = 1, 2  # TransferFileType
-REALTIME_SENDER, REALTIME_RECVER, OFFLINE_UPLOAD, OFFLINE_DOWNLOAD = 1, 2, 3, 4  # ClientFileRole
-PEER_READY, CANCEL, REFUSE, DONE = 0, 1, 2, 3  # ClientFileState
-
-# FileServerError values (IM.BaseDefine); CREATE_TASK_ERROR also covers refused task requests (size, name).
-OK = 0
-CREATE_TASK_ID_ERROR = 1
-CREATE_TASK_ERROR = 2
-LOGIN_INVALID_TOKEN = 3
-INVALID_USER_FOR_TASK = 4
-PULL_INVALID_TASK = 5
-PULL_ILLEGAL_USER = 6
-PULL_MKDIR_ERROR = 7
-PULL_OPEN_FILE_ERROR = 8
-PULL_READ_HEADER_ERROR = 9
-PULL_SEEK_OFFSET_ERROR = 11
-PULL_FINISHED = 12
-
 
 @dataclass
 class Task:

@@ -20,6 +20,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from runtime.httpkit import Request, Response, json_response
+from runtime.services.protocol import enums_of
 from runtime.storage import errors as se
 from runtime.storage.models import GroupModify, GroupType
 
@@ -30,7 +31,6 @@ OK, BAD_PARAMS, UNKNOWN_KEY, FORBIDDEN_IDS, SERVER_ERROR, CREATE_FAILED, CHANGE_
 MAX_MEMBERS = 2000
 MAX_NAME = 256
 MAX_AVATAR = 1024
-ADD = 1
 
 
 def _error(code: int, message: str, status: int) -> Response:
@@ -128,7 +128,8 @@ class AdminApi:
         except se.StorageError as exc:
             return _error(CREATE_FAILED, f"create group failed: {exc}", 409)
         ids = sorted(m.user_id for m in group.members)
-        await self._announce(creator, group.id, ADD, ids, ids)
+        add = enums_of(self.svc.proto.registry).GroupModifyType.GROUP_MODIFY_TYPE_ADD
+        await self._announce(creator, group.id, add, ids, ids)
         return json_response({"error_code": OK, "error_msg": "", "group_id": group.id})
 
     async def change_members(self, doc: dict[str, Any]) -> Response:

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from runtime.admin import AdminError, AuditLog, UserAdmin, audit_path, parse_users_csv
-from runtime.admin.kick import KICK_ACCOUNT, KICK_DUPLICATE
 from runtime.auth import PasswordHasher, PolicyError, cluster_hash_policy
 from runtime.httpkit import Request, Response, json_response, serve_simple
+from runtime.services.protocol import enums_of
 
 if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
@@ -164,10 +164,16 @@ class AdminUsersApi:
         """End every session of the users: this gateway's at once, the msg servers' (and other gateways')
         through the routers."""
         svc = self.svc
+        enums = enums_of(svc.ctx.registry)
+        kicks = enums.KickReasonType
         for uid in user_ids:
             for session in list(svc.sessions.of(uid)):
-                svc.kick(session, KICK_DUPLICATE)
+                svc.kick(session, kicks.KICK_REASON_DUPLICATE_USER)
             note = svc.proto.new(
-                "CID_OTHER_SERVER_KICK_USER", user_id=uid, client_type=1, reason=KICK_ACCOUNT
+                "CID_OTHER_SERVER_KICK_USER",
+                user_id=uid,
+                # not looked at: SERVER_KICK_ACCOUNT ends the sessions of every client class
+                client_type=enums.ClientType.CLIENT_TYPE_WINDOWS,
+                reason=enums.ServerKickReason.SERVER_KICK_ACCOUNT,
             )
             svc.routers.relay(svc.proto.cid("CID_OTHER_SERVER_KICK_USER"), note.SerializeToString(), [uid])

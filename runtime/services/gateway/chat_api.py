@@ -17,7 +17,6 @@ from google.protobuf.json_format import MessageToDict
 
 from runtime.httpkit import Request, Response, json_response
 from runtime.services.gateway.files import file_event
-from runtime.services.gateway.relays import GROUP_MSG_BIT
 from runtime.services.gateway.sessions import Session
 
 if TYPE_CHECKING:
@@ -358,4 +357,4 @@ class ChatPageApi:
         return _ok()
 
 
-__all__ = ["GROUP_MSG_BIT", "ChatPageApi", "arg_uint", "history_message", "proto_doc"]
+__all__ = ["ChatPageApi", "arg_uint", "history_message", "proto_doc"]

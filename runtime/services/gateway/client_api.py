@@ -36,30 +36,27 @@ from google.protobuf.json_format import MessageToDict
 
 from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.errors import CallTimeout, ConnectionClosed
-from runtime.framing import Frame
 from runtime.httpkit import Request, Response, json_response
-from runtime.services.biz.convert import (
-    STORE_RETRY_DELAYS,
-    StoreTokens,
-    pack_store_request,
-    pack_version,
-    resend_request,
-    unpack_store_reply,
-)
 from runtime.services.blobs import issue_upload_token
+from runtime.services.contracts import ResultCode, StoreAttempt, StoreResult, StoreTokens
 from runtime.services.gateway.chat_api import ChatPageApi
 from runtime.services.gateway.files import file_text
-from runtime.services.gateway.relays import GROUP_MSG_BIT, chat_key
+from runtime.services.gateway.relays import chat_key
 from runtime.services.gateway.sessions import Session
-from runtime.services.links import FLAG_RELAY, ResultCode, pack_relay
+from runtime.services.links import FLAG_RELAY, pack_relay
+from runtime.services.protocol import enums_of
 
 if TYPE_CHECKING:
+    from generated.teamtalk.registry import Enums
     from runtime.services.gateway.service import GatewayService
 
+# The HTTP API's result codes: its own below 20, ResultCode's from there on.
 OK, BAD_REQUEST, NOT_LOGGED_IN, UNAVAILABLE, LOGIN_REFUSED = 0, 1, 2, 3, 6
-ACCESS_DENIED, TOO_LARGE, RATE_LIMITED = 22, 24, 27
-KICK_DUPLICATE = 1
-CLIENT_TYPES = (1, 2, 17, 18)
+ACCESS_DENIED, TOO_LARGE, RATE_LIMITED = (
+    ResultCode.ACCESS_DENIED,
+    ResultCode.VALUE_TOO_LARGE,
+    ResultCode.RATE_LIMITED,
+)
 MAX_MSG_BYTES = 4096
 BIZ_TIMEOUT = 10.0
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -112,6 +109,7 @@ class ClientApi(ChatPageApi):
     def __init__(self, svc: GatewayService) -> None:
         self.svc = svc
         self.proto = svc.proto
+        self.enums = enums_of(svc.proto.registry)
         self.tokens = StoreTokens()
         self._revocations: set[asyncio.Task[Any]] = set()
         self.routes: dict[tuple[str, str], Route] = {
@@ -193,29 +191,29 @@ class ClientApi(ChatPageApi):
             return None
         return self.proto.parse(frame.command_id, frame.body) if frame.body else None
 
-    async def _store(self, cid: int, user: int, msg: Any) -> Frame | None:
-        """Send a store request to biz. If the link drops before the answer (or no biz is connected), send it
-        again after STORE_RETRY_DELAYS, flagged as a resend: biz answers a copy it already stored with that
-        message, as it does for msg (docs/cluster.md). None if biz stayed out of reach or did not answer in
-        BIZ_TIMEOUT (then nothing more is sent: a client retry with a `client_msg_id` is stored once)."""
-        for delay in (0.0, *STORE_RETRY_DELAYS):
-            if delay:
-                await asyncio.sleep(delay)
-                flagged = resend_request(msg.attach_data) if msg.HasField("attach_data") else None
-                if flagged is not None and not msg.msg_id:
-                    msg.attach_data = flagged
+    async def _store(self, cid: int, user: int, attempt: StoreAttempt) -> StoreResult | None:
+        """Drive a store attempt to biz (runtime.services.contracts): if the link drops before the answer (or
+        no biz is connected), send it again after the attempt's delays, flagged as a resend: biz answers a
+        copy it already stored with that message, as it does for msg (docs/cluster.md). None if biz stayed
+        out of reach, answered empty, or did not answer in BIZ_TIMEOUT (then nothing more is sent: a client
+        retry with a `client_msg_id` is stored once)."""
+        request = attempt.request
+        while True:
             link = self.svc.biz_link()
-            if link is None:
-                continue
-            try:
-                return await link.call(
-                    cid, pack_relay([user], msg.SerializeToString()), BIZ_TIMEOUT, flag=FLAG_RELAY
-                )
-            except ConnectionClosed:
-                continue
-            except CallTimeout:
+            if link is not None:
+                try:
+                    frame = await link.call(cid, pack_relay([user], request), BIZ_TIMEOUT, flag=FLAG_RELAY)
+                except ConnectionClosed:
+                    pass
+                except CallTimeout:
+                    return None
+                else:
+                    return attempt.answer(frame.body)
+            delay = attempt.retry_delay()
+            if delay is None:
                 return None
-        return None
+            await asyncio.sleep(delay)
+            request = attempt.resend()
 
     # endpoints -------------------------------------------------------------------------------------------
     async def login(self, request: Request, doc: dict[str, Any], _s: Session | None) -> Response:
@@ -231,7 +229,7 @@ class ClientApi(ChatPageApi):
             password = hashlib.md5(doc["password"].encode("utf-8")).hexdigest()
         else:
             raise ValueError("password (plain) or password_md5 (32 lower-case hex) is required")
-        client_type = _client_type(doc)
+        client_type = _client_type(doc, self.enums)
         if self.svc.biz_link() is None or not self.svc.routers.available:
             return error(UNAVAILABLE, "messaging is unavailable", 503)
         req = self.proto.new(
@@ -258,7 +256,7 @@ class ClientApi(ChatPageApi):
             ticket = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         except (binascii.Error, ValueError):
             raise ValueError("ticket is not base64url") from None
-        client_type = _client_type(doc)
+        client_type = _client_type(doc, self.enums)
         if self.svc.biz_link() is None or not self.svc.routers.available:
             return error(UNAVAILABLE, "messaging is unavailable", 503)
         req = self.proto.new(
@@ -339,11 +337,14 @@ class ClientApi(ChatPageApi):
         svc = self.svc
         for other in list(svc.sessions.of(user_id)):
             if ((other.client_type ^ client_type) >> 4) == 0:
-                svc.kick(other, KICK_DUPLICATE)
+                svc.kick(other, self.enums.KickReasonType.KICK_REASON_DUPLICATE_USER)
         session = svc.sessions.create(user_id, client_type)
         svc.g_sessions.set(len(svc.sessions))
         kick = self.proto.new(
-            "CID_OTHER_SERVER_KICK_USER", user_id=user_id, client_type=client_type, reason=KICK_DUPLICATE
+            "CID_OTHER_SERVER_KICK_USER",
+            user_id=user_id,
+            client_type=client_type,
+            reason=self.enums.KickReasonType.KICK_REASON_DUPLICATE_USER,
         )
         svc.routers.relay(self.proto.cid("CID_OTHER_SERVER_KICK_USER"), kick.SerializeToString(), [user_id])
         svc.status_update(session, True)
@@ -418,33 +419,33 @@ class ClientApi(ChatPageApi):
         link = self.svc.biz_link()
         if link is None:
             return error(UNAVAILABLE, "biz is unavailable", 503)
+        kinds = self.enums.MsgType
         msg: Any = self.proto.new(
             "CID_MSG_DATA",
             from_user_id=user,
             to_session_id=to,
             msg_id=client_msg_id,
             create_time=0,
-            msg_type=0x11 if group else 0x01,
+            msg_type=kinds.MSG_TYPE_GROUP_TEXT if group else kinds.MSG_TYPE_SINGLE_TEXT,
             msg_data=data,
         )
         cached = self.svc.group_members.get(to) if group else None
-        version = cached[0] if cached else 0
-        if client_msg_id == 0:
-            # A token biz deduplicates by, so a store resent after the link to biz dropped is stored once.
-            msg.attach_data = pack_store_request(version, self.tokens.next())
-        elif group:
-            msg.attach_data = pack_version(version)
-        command = "CID_EXT_MSG_BURN" if burn else "CID_MSG_DATA"
-        cid = self.proto.cid(command)
-        frame = await self._store(cid, user, msg)
-        stored: Any = self.proto.parse(frame.command_id, frame.body) if frame and frame.body else None
-        if stored is None:
+        # Without a client msg id the attempt carries a token biz deduplicates by, so a store resent after
+        # the link to biz dropped is stored once.
+        attempt = StoreAttempt(msg, self.tokens, group=group, version=cached[0] if cached else 0)
+        cid = self.proto.cid("CID_EXT_MSG_BURN" if burn else "CID_MSG_DATA")
+        answer = await self._store(cid, user, attempt)
+        if answer is None:
             return error(UNAVAILABLE, "biz did not answer", 503)
-        result, version, _dup, members = unpack_store_reply(stored.attach_data)
+        stored, result, version, members = answer.message, answer.result, answer.version, answer.members
         if stored.msg_id == 0 and result == ResultCode.NO_DB_SERVER:  # not stored: the client may retry
             return error(UNAVAILABLE, "the database is unavailable; the message was not stored", 503)
         if stored.msg_id == 0:
-            return error(result or 99, "the message was refused", 403 if result == 22 else 400)
+            return error(
+                result or ResultCode.INTERNAL,
+                "the message was refused",
+                403 if result == ACCESS_DENIED else 400,
+            )
         stored.ClearField("attach_data")
         if group:
             if members is not None:
@@ -452,12 +453,12 @@ class ClientApi(ChatPageApi):
             targets = self.svc.group_members.get(to, (0, [user]))[1]
         else:
             targets = [user, to]
-        session.first_delivery(chat_key(user, stored))
+        session.first_delivery(chat_key(user, stored, self.enums))
         self.svc.deliver_chat(stored, targets, skip=session, burn=burn)
         self.svc.routers.relay(cid, stored.SerializeToString(), targets)
         return ok(
             msg_id=stored.msg_id,
-            session_type=2 if stored.msg_type & GROUP_MSG_BIT else 1,
+            session_type=chat_key(user, stored, self.enums)[0],
             create_time=stored.create_time,
         )
 
@@ -544,9 +545,10 @@ class ClientApi(ChatPageApi):
         return ok(total=rsp.total_cnt, sessions=doc.get("unreadinfo_list", []))
 
 
-def _client_type(doc: dict[str, Any]) -> int:
-    """The login's `client_type` (default PC), one TeamTalk knows."""
-    client_type = doc.get("client_type", 1)
-    if client_type not in CLIENT_TYPES:
-        raise ValueError(f"client_type must be one of {CLIENT_TYPES}")
-    return int(client_type)
+def _client_type(doc: dict[str, Any], enums: type[Enums]) -> int:
+    """The login's `client_type` (default Windows PC), one the spec's ClientType knows."""
+    known = [int(t) for t in enums.ClientType]
+    client_type = doc.get("client_type", int(enums.ClientType.CLIENT_TYPE_WINDOWS))
+    if type(client_type) is not int or client_type not in known:
+        raise ValueError(f"client_type must be one of {tuple(known)}")
+    return client_type

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from runtime.services.gateway.relays import generic_event
-from runtime.services.msg.delivery import is_mobile
 from runtime.services.presence import EVERYONE, Everyone, Flusher, PresenceCodec, PresencePolicy, States
+from runtime.services.protocol import enums_of
 
 if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
@@ -27,6 +27,7 @@ class GatewayPresence:
         self.policy = PresencePolicy.from_registry(svc.ctx.registry)
         self.codec = PresenceCodec(self.policy, svc.ctx.registry)
         self.flusher: Flusher[Everyone] = Flusher(self.policy.interval, self._flush)
+        self._mobile_bit = enums_of(svc.ctx.registry).ClientTypeBits.MOBILE
 
     def close(self) -> None:
         """Stop flushing."""
@@ -43,7 +44,8 @@ class GatewayPresence:
 
     def _flush(self, _everyone: Everyone, states: States) -> None:
         wants = self.policy.wants
-        sessions = [s for s in self.svc.sessions.by_token.values() if wants(is_mobile(s.client_type))]
+        mobile = self._mobile_bit
+        sessions = [s for s in self.svc.sessions.by_token.values() if wants(bool(s.client_type & mobile))]
         if not sessions:
             return
         owner = self.policy.batch_owner_field

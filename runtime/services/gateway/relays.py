@@ -14,20 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.json_format import MessageToDict
 
-from runtime.admin.kick import KICK_ACCOUNT, KICK_DUPLICATE, KICK_MOBILE
-from runtime.framing import Frame
-from runtime.services.links import FLAG_RELAY, Link, unpack_relay
+from runtime.dispatch import Context
+from runtime.link_dispatch import LinkContext
+from runtime.services.protocol import enums_of
 
 if TYPE_CHECKING:
+    from generated.teamtalk.registry import Enums
     from runtime.services.gateway.service import GatewayService
 
 log = logging.getLogger("ttgen.gateway")
 
-GROUP_MSG_BIT = 0x10
 CHAT = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
 
 
-def chat_event(msg: Any, burn: bool = False) -> dict[str, Any]:
+def chat_event(msg: Any, enums: type[Enums], burn: bool = False) -> dict[str, Any]:
     """A stored IMMsgData as a poll event; `burn` marks a burn-after-reading message (CID_EXT_MSG_BURN): the
     client shows it until it is read, then destroys it (storage destroys it when `/api/read` covers it)."""
     data = bytes(msg.msg_data)
@@ -35,13 +35,14 @@ def chat_event(msg: Any, burn: bool = False) -> dict[str, Any]:
         text: str | None = data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    group = bool(msg.msg_type & GROUP_MSG_BIT)
+    group = bool(msg.msg_type & enums.MsgTypeBits.GROUP)
+    sessions = enums.SessionType
     return {
         "type": "msg",
         "msg_id": msg.msg_id,
         "from": msg.from_user_id,
         "to": msg.to_session_id,
-        "session_type": 2 if group else 1,
+        "session_type": int(sessions.SESSION_TYPE_GROUP if group else sessions.SESSION_TYPE_SINGLE),
         "msg_type": msg.msg_type,
         "create_time": msg.create_time,
         "text": text,
@@ -50,12 +51,12 @@ def chat_event(msg: Any, burn: bool = False) -> dict[str, Any]:
     }
 
 
-def chat_key(receiver: int, msg: Any) -> tuple[int, int, int]:
+def chat_key(receiver: int, msg: Any, enums: type[Enums]) -> tuple[int, int, int]:
     """(session type, session id as the receiver sees it, msg id): the duplicate-suppression key."""
-    if msg.msg_type & GROUP_MSG_BIT:
-        return (2, msg.to_session_id, msg.msg_id)
+    if msg.msg_type & enums.MsgTypeBits.GROUP:
+        return (int(enums.SessionType.SESSION_TYPE_GROUP), msg.to_session_id, msg.msg_id)
     peer = msg.to_session_id if msg.from_user_id == receiver else msg.from_user_id
-    return (1, peer, msg.msg_id)
+    return (int(enums.SessionType.SESSION_TYPE_SINGLE), peer, msg.msg_id)
 
 
 def generic_event(name: str, msg: Any) -> dict[str, Any]:
@@ -74,30 +75,22 @@ def generic_event(name: str, msg: Any) -> dict[str, Any]:
 
 
 class GatewayInbound:
-    """Frames routers send the gateway: relays to its users, kicks, presence broadcasts."""
+    """The handler object of the gateway's links to routers (a `Dispatcher` routes their frames here):
+    relays to its users, kicks, presence broadcasts. Every command is routed to `on_relay`; the Dispatcher
+    confirms a relay once it returns (also when it failed), so the sender's router can finish it."""
 
     def __init__(self, svc: GatewayService) -> None:
         self.svc = svc
-        self._names = {info.command_id: info.name for info in svc.ctx.registry}
-        # Server-to-server broadcasts (e.g. a plugin's CID_SHAKE_SHARE) are for msg servers, not for users.
-        self._internal = {info.command_id for info in svc.ctx.registry if info.direction == "s2s"}
+        self.enums = enums_of(svc.ctx.registry)
+        # Server-to-server frames (e.g. a plugin's CID_SHAKE_SHARE) are for msg servers, not for users: not
+        # routed, so answered empty.
+        self.__mapping__ = {
+            info.command_id: "on_relay" for info in svc.ctx.registry if info.direction != "s2s"
+        }
 
-    def on_frame(self, link: Link, frame: Frame) -> None:
-        """Handle one router frame; always confirm a relay so the sender's router can finish it."""
-        name = self._names.get(frame.command_id)
-        try:
-            if name is None or frame.command_id in self._internal:
-                return
-            targets: tuple[int, ...] | None = None
-            body: bytes | memoryview = frame.body
-            if frame.flag & FLAG_RELAY:
-                targets, body = unpack_relay(body)
-            msg: Any = self.svc.proto.parse(frame.command_id, body)
-            self._handle(name, msg, targets)
-        except Exception as exc:  # a bad relay is dropped, the link survives
-            log.warning("gateway: bad frame 0x%04x from %s: %s", frame.command_id, link.name, exc)
-        finally:
-            link.confirm(frame)
+    def on_relay(self, ctx: Context, msg: Any) -> None:
+        """One frame from a router."""
+        self._handle(ctx.info.name, msg, ctx.targets if isinstance(ctx, LinkContext) else None)
 
     def _handle(self, name: str, msg: Any, targets: tuple[int, ...] | None) -> None:
         svc = self.svc
@@ -107,10 +100,11 @@ class GatewayInbound:
             svc.deliver_chat(msg, targets or (), burn=name == "CID_EXT_MSG_BURN")
         elif name == "CID_OTHER_SERVER_KICK_USER":
             for session in list(svc.sessions.of(msg.user_id)):
-                mobile = bool(session.client_type & 0x10)
-                if msg.reason == KICK_ACCOUNT:  # disabled or deleted by an admin: every session goes
-                    svc.kick(session, KICK_DUPLICATE)
-                elif msg.reason == KICK_MOBILE:
+                mobile = bool(session.client_type & self.enums.ClientTypeBits.MOBILE)
+                kicks = self.enums.KickReasonType
+                if msg.reason == self.enums.ServerKickReason.SERVER_KICK_ACCOUNT:  # disabled or deleted
+                    svc.kick(session, kicks.KICK_REASON_DUPLICATE_USER)
+                elif msg.reason == kicks.KICK_REASON_MOBILE_KICK:
                     if not mobile:
                         svc.kick(session, msg.reason)
                 elif ((session.client_type ^ msg.client_type) >> 4) == 0:

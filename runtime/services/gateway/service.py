@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from runtime.auth.secret_files import read_or_create_secret
+from runtime.dispatch import Dispatcher
 from runtime.httpkit import HttpServer, Request, Response, json_response, serve_simple
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import (
@@ -36,7 +37,7 @@ from runtime.services.base import (
     publish_endpoints,
     withdraw_endpoints,
 )
-from runtime.services.biz.storage_open import open_storage
+from runtime.services.biz import open_storage
 from runtime.services.gateway.admin import AdminApi
 from runtime.services.gateway.admin_users import AdminUsersApi
 from runtime.services.gateway.client_api import ClientApi, error
@@ -46,8 +47,8 @@ from runtime.services.gateway.relays import GatewayInbound, chat_event, chat_key
 from runtime.services.gateway.sessions import Session, SessionTable, TokenBucket
 from runtime.services.gateway.static import StaticFiles
 from runtime.services.gateway.websocket import WebSockets
-from runtime.services.links import Dialer, Link, Proto
-from runtime.services.msg.routing import RouterPool
+from runtime.services.links import Dialer, Link, NoRequests, Proto
+from runtime.services.msg import RouterPool
 from runtime.storage.base import Storage
 
 MAX_IPS = 10000
@@ -73,8 +74,10 @@ class GatewayService(Service):
         self._ip_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.presence = GatewayPresence(self)
         self.inbound = GatewayInbound(self)
+        # Frames from routers go through a Dispatcher to the relay handlers.
+        self.inbound_dispatcher = Dispatcher(ctx.registry, self.inbound)
         self.routers = RouterPool(
-            self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot, ctx.link_auth
+            self.proto, ctx.discovery, self.metrics, self.inbound_dispatcher, self.snapshot, ctx.link_auth
         )
         self.biz: Dialer | None = None
         self.client_api = ClientApi(self)
@@ -107,7 +110,12 @@ class GatewayService(Service):
         await self.http.start()
         self._endpoints = publish_endpoints(self.ctx, {"http": self.http.port})
         self.biz = Dialer(
-            "gateway->biz", self._resolve_biz, lambda _l, _f: None, max_backoff=1.0, auth=self.ctx.link_auth
+            "gateway->biz",
+            self._resolve_biz,
+            NoRequests(),
+            registry=self.ctx.registry,
+            max_backoff=1.0,
+            auth=self.ctx.link_auth,
         )
         self.biz.start()
         self.routers.refresh()
@@ -163,7 +171,7 @@ class GatewayService(Service):
                 self.routers.tick(now)
                 link = self.biz_link()
                 if link is not None:
-                    link.tick(now)
+                    link.tick(link.now())
                 for session in self.sessions.idle(now):
                     self.retire(session)
             except Exception:
@@ -236,9 +244,9 @@ class GatewayService(Service):
 
     def deliver_chat(self, msg: Any, targets: Any, skip: Session | None = None, burn: bool = False) -> None:
         """A stored chat message to every session of the targets, once per session."""
-        event = file_event(chat_event(msg, burn))
+        event = file_event(chat_event(msg, self.inbound.enums, burn))
         for uid in targets:
-            key = chat_key(uid, msg)
+            key = chat_key(uid, msg, self.inbound.enums)
             for session in self.sessions.of(uid):
                 if session.first_delivery(key) and session is not skip:
                     session.push(event)

@@ -111,7 +111,8 @@ class Session:
             if remaining <= 0:
                 break
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):  # no task per wait, unlike wait_for
+                    await self._changed.wait()
             except TimeoutError:
                 break
         self.last_seen = time.monotonic()

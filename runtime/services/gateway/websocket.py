@@ -2,9 +2,11 @@
 
 One socket per session reads the session's event queue (the one `/api/poll` reads) and carries the client
 API's commands as JSON frames `{op, id, ...}`, answered `{op: "reply", id, error_code, error_msg, ...}` by
-the same routes as HTTP (`ClientApi.dispatch`), one at a time in arrival order (so sends keep their order)
-while the socket keeps being read. Events are sent once per socket and stay queued until the client acks
-them, so a client that reconnects with `since` gets everything it missed (resume).
+the same routes as HTTP (`ClientApi.dispatch`) in arrival order while the socket keeps being read: text sends
+are pipelined (their store requests go to biz in order, each answered when biz answers it, at most
+MAX_IN_FLIGHT at once), any other command waits for them and runs alone. Events are sent once per socket and
+stay queued until the client acks them, so a client that reconnects with `since` gets everything it missed
+(resume).
 
 Limits: a frame above `ws_max_frame` closes the socket (1009, aiohttp), binary frames close it (1003), no
 authentication within AUTH_TIMEOUT closes it (4001), malformed frames are answered with error 1 and counted
@@ -18,17 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from runtime.httpkit import json_bytes, peer_of
-from runtime.services.gateway.client_api import WS_OPS
+from runtime.services.gateway.client_api import WS_OPS, error
 from runtime.services.gateway.sessions import Session
 
 if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
+
+log = logging.getLogger("ttgen.gateway")
 
 AUTH_TIMEOUT = 10.0
 SEND_TIMEOUT = 10.0
@@ -37,6 +42,8 @@ MAX_BAD = 20
 MAX_QUEUED = 64
 MAX_ID = 64
 MAX_BATCH = 100  # events per frame
+MAX_IN_FLIGHT = 32  # pipelined sends per socket
+DRAIN_TIMEOUT = 15.0  # at most this long for a closed socket's queued commands
 
 CLOSE_LOGOUT, CLOSE_AUTH, CLOSE_ENDED, CLOSE_REPLACED, CLOSE_SLOW, CLOSE_ABUSE = (
     1000,
@@ -93,16 +100,24 @@ class Conn:
         self.lock = asyncio.Lock()
         self.queue: asyncio.Queue[tuple[Any, str, dict[str, Any]]] = asyncio.Queue(MAX_QUEUED)
         self.bad = 0
+        self.busy = False  # a command other than a send is being carried out
+        self.sends: set[asyncio.Task[None]] = set()  # pipelined sends in flight
+        self.window = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+    def send_done(self, task: asyncio.Task[None]) -> None:
+        """A pipelined send finished."""
+        self.sends.discard(task)
+        self.window.release()
         self.close_code = CLOSE_ENDED
 
     async def send(self, doc: dict[str, Any]) -> bool:
         """One frame; False (and the socket dropped) if the client does not read it in time."""
-        text = json_bytes(doc).decode("utf-8")
+        text = json.dumps(doc, separators=(",", ":"))
         if self.ws.closed:
             return False
         try:
-            async with self.lock:
-                await asyncio.wait_for(self.ws.send_str(text), SEND_TIMEOUT)
+            async with self.lock, asyncio.timeout(SEND_TIMEOUT):
+                await self.ws.send_str(text)
         except TimeoutError:
             self.drop()
             return False
@@ -148,7 +163,6 @@ class WebSockets:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Upgrade, authenticate, then serve the socket until it closes."""
-        from runtime.services.gateway.client_api import error
         from runtime.services.gateway.service import rate_limited
 
         peer = peer_of(request)
@@ -242,9 +256,16 @@ class WebSockets:
             if ok:
                 await self._reader(conn)
         finally:
-            for task in (sender, worker):
+            sender.cancel()
+            # Commands the client sent before it went away are carried out (a send is stored and delivered
+            # to its recipients, as an HTTP request is after its client disconnects); their replies are lost.
+            if conn.busy or conn.sends or not conn.queue.empty():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drained(conn), DRAIN_TIMEOUT)
+            worker.cancel()
+            for task in list(conn.sends):
                 task.cancel()
-            for task in (sender, worker):
+            for task in (sender, worker, *conn.sends):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self.conns.discard(conn)
@@ -308,18 +329,45 @@ class WebSockets:
             return False
         return await conn.send({"op": "error", "id": frame_id, "error_code": code, "error_msg": message})
 
+    async def _drained(self, conn: Conn) -> None:
+        while conn.busy or conn.sends or not conn.queue.empty():
+            await asyncio.sleep(0.01)
+
     async def _worker(self, conn: Conn) -> None:
-        """Commands one at a time, in arrival order."""
-        api = self.svc.client_api
+        """Commands in arrival order. Text sends are pipelined: each one's store request is written to biz
+        before the next command starts (so they are stored in order) but its answer is not awaited, as msg
+        does for a TCP client; any other command first waits for the sends before it."""
+        loop = asyncio.get_running_loop()
         while True:
             frame_id, op, doc = await conn.queue.get()
             if conn.session.closed:
                 continue
-            response = await api.dispatch(op, doc, conn.session, conn.peer)
-            answer = response.doc if isinstance(response.doc, dict) else {"error_code": 99, "error_msg": ""}
-            await conn.send({**answer, "op": "reply", "id": frame_id})
-            if op == "logout" and answer.get("error_code") == 0:
-                conn.close_code = CLOSE_LOGOUT
+            if op == "send" and "file" not in doc:
+                await conn.window.acquire()
+                task = loop.create_task(self._run(conn, frame_id, op, doc))
+                conn.sends.add(task)
+                task.add_done_callback(conn.send_done)
+                await asyncio.sleep(0)  # the task writes its store request now, before the next command
+                continue
+            if conn.sends:
+                await asyncio.wait(list(conn.sends))
+            conn.busy = True
+            try:
+                await self._run(conn, frame_id, op, doc)
+            finally:
+                conn.busy = False
+
+    async def _run(self, conn: Conn, frame_id: Any, op: str, doc: dict[str, Any]) -> None:
+        """One command and its reply."""
+        try:
+            response = await self.svc.client_api.dispatch(op, doc, conn.session, conn.peer)
+        except Exception:  # a bug in one command must not stop the socket's others
+            log.exception("gateway: WebSocket command %s failed", op)
+            response = error(99, "internal error", 500)
+        answer = response.doc if isinstance(response.doc, dict) else {"error_code": 99, "error_msg": ""}
+        await conn.send({**answer, "op": "reply", "id": frame_id})
+        if op == "logout" and answer.get("error_code") == 0:
+            conn.close_code = CLOSE_LOGOUT
 
     async def _sender(self, conn: Conn) -> None:
         """The session's events, each once, until the session ends (then the socket is closed)."""

@@ -13,20 +13,32 @@ import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from runtime.monitor.metrics import Metrics
 
-MOBILE_BIT = 0x10
-GROUP_MSG_BIT = 0x10
+if TYPE_CHECKING:
+    from generated.teamtalk import IM_Message_pb2 as message
+    from generated.teamtalk.registry import Enums
+
 SEEN_LIMIT = 4096  # delivered keys remembered per connection
 
 DeliveryKey = tuple[int, int, int]  # (session type, session id as the receiver sees it, msg id)
 
 
-def is_mobile(client_type: int) -> bool:
-    """ClientType bit 0x10 marks a mobile client."""
-    return bool(client_type & MOBILE_BIT)
+class ChatKinds(NamedTuple):
+    """The spec's values a delivery key is made of, as plain ints (they are on every delivery's path)."""
+
+    group_bit: int  # MsgType bit GROUP
+    single: int  # SessionType SESSION_TYPE_SINGLE
+    group: int  # SessionType SESSION_TYPE_GROUP
+
+    @classmethod
+    def of(cls, enums: type[Enums]) -> ChatKinds:
+        sessions = enums.SessionType
+        return cls(
+            enums.MsgTypeBits.GROUP, int(sessions.SESSION_TYPE_SINGLE), int(sessions.SESSION_TYPE_GROUP)
+        )
 
 
 def same_class(a: int, b: int) -> bool:
@@ -34,12 +46,12 @@ def same_class(a: int, b: int) -> bool:
     return ((a ^ b) >> 4) == 0
 
 
-def delivery_key(receiver: int, msg: Any) -> DeliveryKey:
+def delivery_key(receiver: int, msg: message.IMMsgData, kinds: ChatKinds) -> DeliveryKey:
     """The ack key of an IMMsgData for one receiving user."""
-    if msg.msg_type & GROUP_MSG_BIT:
-        return (2, msg.to_session_id, msg.msg_id)
+    if msg.msg_type & kinds.group_bit:
+        return (kinds.group, msg.to_session_id, msg.msg_id)
     peer = msg.to_session_id if msg.from_user_id == receiver else msg.from_user_id
-    return (1, peer, msg.msg_id)
+    return (kinds.single, peer, msg.msg_id)
 
 
 class ClientState:
@@ -50,6 +62,7 @@ class ClientState:
         "client_type",
         "link",
         "logged_in",
+        "mobile",
         "seen",
         "seen_old",
         "ticket_session",
@@ -61,6 +74,9 @@ class ClientState:
         self.link = link
         self.user_id = 0
         self.client_type = 0
+        self.mobile = (
+            False  # whether the client is a mobile device (the spec's ClientType bit MOBILE), at login
+        )
         self.logged_in = False
         self.auth_time = 0  # unix seconds of the password login this session descends from
         self.ticket_session = b""  # session id of the last resumption ticket handed to this connection
@@ -70,11 +86,6 @@ class ClientState:
         # keys are remembered. Made at the first delivery: an idle connection keeps two empty sets' 430 bytes.
         self.seen: set[DeliveryKey] | None = None
         self.seen_old: set[DeliveryKey] | None = None
-
-    @property
-    def mobile(self) -> bool:
-        """Whether the client is a mobile device."""
-        return is_mobile(self.client_type)
 
     def mark_seen(self, key: DeliveryKey) -> bool:
         """Remember a delivered key; False if it was delivered before (a duplicate)."""

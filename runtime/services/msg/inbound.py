@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from runtime.admin.kick import KICK_ACCOUNT, KICK_DUPLICATE, KICK_MOBILE
-from runtime.framing import Frame
-from runtime.services.links import FLAG_RELAY, Link, unpack_relay
+from runtime.dispatch import Context
+from runtime.link_dispatch import LinkContext
 from runtime.services.msg.delivery import same_class
+from runtime.services.protocol import enums_of
 
 if TYPE_CHECKING:
     from runtime.services.msg.service import MsgService
@@ -19,37 +19,33 @@ CHAT = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")
 
 
 class InboundRelays:
-    """Turns router frames into local pushes. Chat messages are tracked for retransmit like local ones."""
+    """The handler object of the links to routers (a `Dispatcher` routes their frames here): relays become
+    local pushes, chat messages tracked for retransmit like local ones. Every command a router may relay
+    is routed to `on_relay`, which a Dispatcher answers (confirms) once it returns: the relay is then queued
+    to the local clients."""
 
     def __init__(self, svc: MsgService) -> None:
         self.svc = svc
         self.proto = svc.proto
         reg = svc.ctx.registry
-        self._names = {info.command_id: info.name for info in reg}
-        self._parsers = {info.command_id: info.message_class.FromString for info in reg}
+        self.__mapping__ = {info.command_id: "on_relay" for info in reg}
+        enums = enums_of(reg)
+        kicks = enums.KickReasonType
+        self.kick_mobile = kicks.KICK_REASON_MOBILE_KICK
+        self.kick_account = enums.ServerKickReason.SERVER_KICK_ACCOUNT
+        self.kick_duplicate = kicks.KICK_REASON_DUPLICATE_USER
+        self.online, self.offline = (
+            enums.UserStatType.USER_STATUS_ONLINE,
+            enums.UserStatType.USER_STATUS_OFFLINE,
+        )
         self.m_inbound = svc.metrics.counter("msg_relays_in_total", "relayed frames received from routers")
 
-    def on_frame(self, link: Link, frame: Frame) -> None:
-        """Handle one frame from a router; confirm relays once they are queued to local clients."""
-        name = self._names.get(frame.command_id)
-        if name is None:
-            link.confirm(frame)
-            return
-        targets: tuple[int, ...] | None = None
-        body: bytes | memoryview = frame.body
-        try:
-            if frame.flag & FLAG_RELAY:
-                targets, body = unpack_relay(body)
-            msg: Any = self._parsers[frame.command_id](bytes(body))
-        except Exception as exc:
-            log.warning("bad frame 0x%04x from %s: %s", frame.command_id, link.name, exc)
-            link.confirm(frame)
-            return
+    def on_relay(self, ctx: Context, msg: Any) -> None:
+        """One relayed frame from a router."""
         self.m_inbound.inc()
-        try:
-            self._handle(name, msg, targets, body)
-        finally:
-            link.confirm(frame)
+        targets = ctx.targets if isinstance(ctx, LinkContext) else None
+        body = ctx.body if isinstance(ctx, LinkContext) else b""
+        self._handle(ctx.info.name, msg, targets, body)
 
     def _handle(
         self, name: str, msg: Any, targets: tuple[int, ...] | None, body: bytes | memoryview = b""
@@ -65,9 +61,9 @@ class InboundRelays:
             handlers.deliver_chat(name, msg, targets or (), body=bytes(body) if body else None)
         elif name == "CID_OTHER_SERVER_KICK_USER":
             for st in list(svc.states_of(msg.user_id)):
-                if msg.reason == KICK_ACCOUNT:  # disabled or deleted by an admin: every session goes
-                    handlers.kick(st, KICK_DUPLICATE)
-                elif msg.reason == KICK_MOBILE:
+                if msg.reason == self.kick_account:  # disabled or deleted by an admin: every session goes
+                    handlers.kick(st, self.kick_duplicate)
+                elif msg.reason == self.kick_mobile:
                     if not st.mobile:
                         handlers.kick(st, msg.reason)
                 elif same_class(st.client_type, msg.client_type):
@@ -76,7 +72,7 @@ class InboundRelays:
             note = self.proto.new(
                 "CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY",
                 user_id=msg.user_id,
-                login_stat=1 if msg.login_status else 2,
+                login_stat=self.online if msg.login_status else self.offline,
             )
             handlers.fan_out("CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY", note, [msg.user_id], mobile_only=True)
         elif name == "CID_GROUP_CHANGE_MEMBER_NOTIFY":

@@ -12,8 +12,11 @@ Interest is remembered per connection (at most `MAX_WATCHED` users each) and for
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from runtime.monitor.metrics import Metrics
+from runtime.registry import Registry
+from runtime.services.msg.common import LocalSessions, Push
 from runtime.services.msg.delivery import ClientState
 from runtime.services.presence import (
     EVERYONE,
@@ -23,9 +26,12 @@ from runtime.services.presence import (
     PresencePolicy,
     States,
 )
+from runtime.services.protocol import enums_of
 
 if TYPE_CHECKING:
-    from runtime.services.msg.service import MsgService
+    from google.protobuf.message import Message
+
+    from generated.teamtalk import IM_Buddy_pb2 as buddy
 
 MAX_WATCHED = 65536  # users one connection can be told about individually
 
@@ -35,32 +41,27 @@ Recipient = ClientState | Everyone
 class LocalPresence:
     """Recipients, coalescing and pushes of presence changes on one msg server."""
 
-    def __init__(self, svc: MsgService) -> None:
-        self.svc = svc
-        registry = svc.ctx.registry
+    def __init__(self, registry: Registry, metrics: Metrics, sessions: LocalSessions, push: Push) -> None:
+        self.sessions = sessions
+        self.push = push
         self.policy = PresencePolicy.from_registry(registry)
         self.codec = PresenceCodec(self.policy, registry)
         self.flusher: Flusher[Recipient] = Flusher(self.policy.interval, self._flush)
         self._watchers: dict[int, set[ClientState]] = {}  # user id -> connections interested in the user
         self._watching: dict[ClientState, set[int]] = {}
-        self.m_flushes = svc.metrics.counter("msg_presence_flushes_total", "presence flushes to recipients")
-        self.m_frames = svc.metrics.counter("msg_presence_frames_total", "presence frames pushed to clients")
-        self.m_relays_in = svc.metrics.counter(
+        self.m_flushes = metrics.counter("msg_presence_flushes_total", "presence flushes to recipients")
+        self.m_frames = metrics.counter("msg_presence_frames_total", "presence frames pushed to clients")
+        self.m_relays_in = metrics.counter(
             "msg_presence_relays_in_total", "presence relays received from routers"
         )
-        self._single_session = _enum_value(
-            registry.by_name("CID_BUDDY_LIST_RECENT_CONTACT_SESSION_RESPONSE").message_class,
-            "contact_session_list",
-            "session_type",
-            "SESSION_TYPE_SINGLE",
-        )
+        self._single_session = int(enums_of(registry).SessionType.SESSION_TYPE_SINGLE)
 
     def close(self) -> None:
         """Stop flushing."""
         self.flusher.close()
 
     # changes from routers ----------------------------------------------------------------------------------
-    def on_relay(self, command: str, msg: Any) -> bool:
+    def on_relay(self, command: str, msg: Message) -> bool:
         """Take a router's presence relay (notify or batch); False for any other command."""
         if command not in self.codec.commands:
             return False
@@ -86,9 +87,9 @@ class LocalPresence:
         if "subscribers" in self.policy.audience:
             self._watch(st, user_ids)
 
-    def contacts(self, st: ClientState, rsp: Any) -> None:
+    def contacts(self, st: ClientState, rsp: buddy.IMRecentContactSessionRsp) -> None:
         """A connection fetched its recent sessions (audience `contacts`): watch its one-to-one peers."""
-        if "contacts" not in self.policy.audience or self._single_session is None:
+        if "contacts" not in self.policy.audience:
             return
         single = self._single_session
         self._watch(st, (s.session_id for s in rsp.contact_session_list if s.session_type == single))
@@ -119,14 +120,14 @@ class LocalPresence:
         if isinstance(recipient, ClientState):
             return [recipient] if recipient.logged_in else []
         wants = self.policy.wants
-        return [st for states in self.svc.sessions.values() for st in states if wants(st.mobile)]
+        return [st for states in self.sessions.by_user.values() for st in states if wants(st.mobile)]
 
     def _flush(self, recipient: Recipient, states: States) -> None:
         targets = self._recipients(recipient)
         if not targets:
             return
         pushes = self.codec.pushes(states)
-        push = self.svc.push
+        push = self.push
         sent = 0
         for st in targets:
             for p in pushes:
@@ -135,13 +136,3 @@ class LocalPresence:
                     sent += 1
         self.m_flushes.inc(len(targets))
         self.m_frames.inc(sent)
-
-
-def _enum_value(message_class: Any, list_field: str, field: str, name: str) -> int | None:
-    """The number of enum value `name` of `message_class.<list_field>[].<field>` (None if absent)."""
-    try:
-        item = message_class.DESCRIPTOR.fields_by_name[list_field].message_type
-        value = item.fields_by_name[field].enum_type.values_by_name[name]
-    except (KeyError, AttributeError):
-        return None
-    return int(value.number)

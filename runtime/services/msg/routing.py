@@ -12,12 +12,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from runtime.framing import Frame
+from runtime.inprocess import is_in_process
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import Discovery
 from runtime.services.links import FLAG_RELAY, Dialer, Link, LinkAuth, Proto, relay_head
+from runtime.services.protocol import command_ids_of
+from runtime.transport import FrameHandler
+
+if TYPE_CHECKING:
+    from generated.teamtalk import IM_Server_pb2 as server
 
 log = logging.getLogger("ttgen.msg.routing")
 MAX_OUTBOX = 100_000  # relays kept while no router confirms; beyond it the oldest are dropped
@@ -31,14 +37,14 @@ class RouterPool:
         proto: Proto,
         discovery: Discovery,
         metrics: Metrics,
-        on_frame: Callable[[Link, Frame], None],
+        handler: FrameHandler,
         snapshot: Callable[[], list[tuple[int, int, int]]],
         auth: LinkAuth | None,
     ) -> None:
         self.proto = proto
         self.auth = auth
         self.discovery = discovery
-        self.on_frame = on_frame
+        self.handler = handler  # what routers send: a Dispatcher over the service's relay handlers
         self.snapshot = snapshot  # -> [(user_id, status, client_type)] of local sessions
         self.dialers: dict[tuple[str, int], Dialer] = {}
         self._order: list[tuple[str, int]] = []
@@ -68,7 +74,8 @@ class RouterPool:
                 dialer = Dialer(
                     f"msg->router:{ep.port}",
                     _fixed(key),
-                    self.on_frame,
+                    self.handler,
+                    registry=self.proto.registry,
                     on_up=self._up,
                     on_down=self._down,
                     max_backoff=1.0,
@@ -87,12 +94,14 @@ class RouterPool:
         self._elect()
 
     def live_links(self) -> list[Link]:
-        """Connected router links, master candidates first."""
+        """Connected router links, master candidates first: a router of this process's shard (an in-process
+        link, runtime.cluster.layout), then the others oldest first."""
         out = []
         for key in self._order:
             d = self.dialers.get(key)
             if d is not None and d.link is not None and d.link.is_open:
                 out.append(d.link)
+        out.sort(key=lambda link: not is_in_process(link))
         return out
 
     @property
@@ -110,10 +119,8 @@ class RouterPool:
             return
         if old is not None:
             self.m_master_changes.inc()
-        new.send(
-            self.proto.cid("CID_OTHER_ROLE_SET"),
-            self.proto.new("CID_OTHER_ROLE_SET", master=1).SerializeToString(),
-        )
+        role_set = command_ids_of(self.proto.registry).CID_OTHER_ROLE_SET
+        new.send(role_set, self.proto.new(role_set, master=1).SerializeToString())
         if old is not None:
             self._send_snapshot(new)  # the new master may have missed updates while it was a standby
         self._flush_outbox()
@@ -128,11 +135,11 @@ class RouterPool:
         self._elect()
 
     def _send_snapshot(self, link: Link) -> None:
-        msg: Any = self.proto.new("CID_OTHER_ONLINE_USER_INFO")
+        cid = command_ids_of(self.proto.registry).CID_OTHER_ONLINE_USER_INFO
+        msg = cast("server.IMOnlineUserInfo", self.proto.new(cid))
         for user_id, status, client_type in self.snapshot():
-            s = msg.user_stat_list.add()
-            s.user_id, s.status, s.client_type = user_id, status, client_type
-        link.send(self.proto.cid("CID_OTHER_ONLINE_USER_INFO"), msg.SerializeToString())
+            msg.user_stat_list.add(user_id=user_id, status=status, client_type=client_type)
+        link.send(cid, msg.SerializeToString())
 
     # sending ---------------------------------------------------------------------------------------------
     def to_all(self, command_id: int, body: bytes) -> None:
@@ -195,7 +202,7 @@ class RouterPool:
         self.g_outbox.set(len(self._outbox))
         for d in self.dialers.values():
             if d.link is not None:
-                d.link.tick(now)
+                d.link.tick(d.link.now())
         if self.master is not None and len(self._in_flight) < len(self._outbox):
             self._flush_outbox()
 

@@ -12,18 +12,24 @@ import socket
 import time
 from typing import Any
 
+from google.protobuf.message import Message
+
 from runtime.codec_legacy import LegacyText, legacy_key_from_config
 from runtime.dispatch import Dispatcher
-from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
 from runtime.plugins import load_plugins
 from runtime.services.base import Endpoint, Service, ServiceContext, cancel_task, config_port
-from runtime.services.links import Dialer, Link, Proto
+from runtime.services.file import FileRequestHandlers
+from runtime.services.links import Dialer, Link, NoRequests, Proto
+from runtime.services.msg.chat import ChatHandlers
+from runtime.services.msg.common import BizPool, Fanout, GroupCache, LocalSessions
 from runtime.services.msg.delivery import ClientState, DeliveryTracker
-from runtime.services.msg.handlers import MsgHandlers
+from runtime.services.msg.handlers import BizForwarding, Counts, MsgHandlers, SessionHandlers
 from runtime.services.msg.inbound import InboundRelays
 from runtime.services.msg.presence import LocalPresence
 from runtime.services.msg.routing import RouterPool
+from runtime.services.protocol import command_ids_of
+from runtime.stages import build_stages
 from runtime.transport import Server, serve
 
 TICK = 0.1  # retransmit resolution; link heartbeats every 10th tick, discovery every 50th
@@ -48,33 +54,35 @@ class MsgService(Service):
         super().__init__(ctx)
         self.metrics = Metrics(labels={"service": "msg", "instance": str(ctx.instance)})
         self.proto = Proto(ctx.registry)
-        self.sessions: dict[int, list[ClientState]] = {}  # user id -> authenticated connections here
-        self.group_members: dict[int, tuple[int, list[int]]] = {}  # group id -> (version, members)
+        self.cmd = command_ids_of(ctx.registry)
+        self.local = LocalSessions(self.metrics)
+        self.sessions = self.local.by_user  # user id -> authenticated connections here
         self.max_conn = int(ctx.config.get("max_conn", 100000))
-        policy = ctx.registry.by_name("CID_MSG_DATA").policy("transport")
+        policy = ctx.registry.by_id(self.cmd.CID_MSG_DATA).policy("transport")
         timeout = _seconds(ctx.config.get("retransmit_timeout", policy.get("timeout")), 5.0)
         attempts = int(ctx.config.get("max_attempts", policy.get("max_attempts", 5)))
         self.plugins = load_plugins(ctx.cluster_config.get("plugins") or (), self)  # runtime.plugins
         key = legacy_key_from_config(ctx.config)  # TeamTalk's text codec for original clients
-        self.legacy = LegacyText(key, self.metrics) if key is not None else None
-        self.handlers = self._make_handlers()
-        self.dispatcher = Dispatcher(ctx.registry, self.handlers)
+        self.legacy = LegacyText(key, self.metrics, ctx.registry) if key is not None else None
         self.tracker = DeliveryTracker(
             self.push, self.metrics, timeout=timeout, max_attempts=attempts, clock=time.monotonic
         )
-        self.presence = LocalPresence(self)
+        self.presence = LocalPresence(ctx.registry, self.metrics, self.local, self.push)
         self.inbound = InboundRelays(self)
+        # Frames from routers: the same dispatcher machinery, routed to the relay handlers.
+        self._stages = build_stages(ctx.registry)  # shared with the client dispatcher (made below)
+        self.inbound_dispatcher = Dispatcher(ctx.registry, self.inbound, stages=self._stages)
         self.routers = RouterPool(
-            self.proto, ctx.discovery, self.metrics, self.inbound.on_frame, self.snapshot, ctx.link_auth
+            self.proto, ctx.discovery, self.metrics, self.inbound_dispatcher, self.snapshot, ctx.link_auth
         )
-        self.biz: list[Dialer] = []  # one per biz instance, by instance number
-        self.biz_by_instance: dict[int, Dialer] = {}
+        self.biz = BizPool(self.proto)  # one dialer per biz instance, by instance number
+        self.groups = GroupCache(self.proto, self.biz)
+        self.group_members = self.groups.groups  # group id -> (version, members)
         self.logins: dict[int, Dialer] = {}  # login instance -> dialer
         self._server: Server | None = None
         self._endpoints: list[Endpoint] = []
         self._ticker: asyncio.Task[None] | None = None
-        self.g_conns = self.metrics.gauge("msg_connections", "authenticated client connections")
-        self.g_users = self.metrics.gauge("msg_online_users", "users with a connection here")
+        self.g_conns = self.local.g_conns
         self.m_store_retries = self.metrics.counter(
             "msg_store_retries_total", "store requests sent to biz again after the link dropped unanswered"
         )
@@ -86,6 +94,53 @@ class MsgService(Service):
             "msg_ticket_refused_total", "ticket logins refused (biz counts them by reason)"
         )
         self._background: set[asyncio.Task[Any]] = set()
+        self.handlers = self._make_handlers()
+        self.dispatcher = Dispatcher(ctx.registry, self.handlers, stages=self._stages)
+
+    def _components(self) -> tuple[SessionHandlers, BizForwarding, ChatHandlers, FileRequestHandlers]:
+        """The handler components, each given its collaborators."""
+        fanout = Fanout(self.proto, self.local, self.push, self.routers)
+        sessions = SessionHandlers(
+            self.proto,
+            sessions=self.local,
+            biz=self.biz,
+            routers=self.routers,
+            presence=self.presence,
+            fanout=fanout,
+            push=self.push,
+            counts=Counts(self.report_count, self.m_ticket_logins, self.m_ticket_refused),
+            max_conn=self.max_conn,
+            background=self.background,
+        )
+        forwarding = BizForwarding(
+            self.proto,
+            biz=self.biz,
+            groups=self.groups,
+            presence=self.presence,
+            fanout=fanout,
+            legacy=self.legacy,
+        )
+        chat = ChatHandlers(
+            self.proto,
+            sessions=self.local,
+            groups=self.groups,
+            biz=self.biz,
+            routers=self.routers,
+            tracker=self.tracker,
+            fanout=fanout,
+            m_msgs_in=self.m_msgs_in,
+            m_store_retries=self.m_store_retries,
+            legacy=self.legacy,
+        )
+        files = FileRequestHandlers(
+            self.proto,
+            sessions=self.local,
+            routers=self.routers,
+            fanout=fanout,
+            discovery=self.ctx.discovery,
+            link_auth=self.ctx.link_auth,
+        )
+        return sessions, forwarding, chat, files
 
     def _make_handlers(self) -> MsgHandlers:
         base = getattr(self.ctx.servers, "MsgServiceBase", None) if self.ctx.servers is not None else None
@@ -94,7 +149,7 @@ class MsgService(Service):
             # The generated base proves (through the ABC machinery) that every hosted command has a handler.
             plugin_methods = self.plugins.handler_namespace(self.ctx.registry.hosted_by("msg"), MsgHandlers)
             cls = type("MsgServiceHandlers", (MsgHandlers, base), plugin_methods)
-        handlers = cls(self)
+        handlers = cls(*self._components())
         if base is None:
             handlers.__mapping__ = {  # type: ignore[attr-defined]
                 info.command_id: "on_" + info.name.lower()
@@ -110,12 +165,12 @@ class MsgService(Service):
         self._server = await serve(
             self.ctx.host, port, self.dispatcher.handler_factory, registry=self.ctx.registry
         )
-        ep = Endpoint("msg", self.ctx.instance, "client", self.ctx.host, self._server.port)
+        ep = Endpoint("msg", self.ctx.instance, "client", self.ctx.advertised(), self._server.port)
         self._endpoints = [ep]
         self._refresh_peers()
         self.routers.refresh()
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(), name="msg-tick")
-        for d in self.biz:
+        for d in self.biz.dialers:
             await d.wait_up(5.0)
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
@@ -130,7 +185,8 @@ class MsgService(Service):
             for task in list(self._background):
                 await cancel_task(task)
         await self.routers.stop()
-        for d in [*self.biz, *self.logins.values()]:
+        await self.biz.stop()
+        for d in self.logins.values():
             await d.stop()
 
     def background(self, task: asyncio.Task[Any]) -> None:
@@ -144,7 +200,7 @@ class MsgService(Service):
 
     def health(self) -> dict[str, Any]:
         """Peers and load."""
-        biz_up = any(d.link is not None for d in self.biz)
+        biz_up = self.biz.up
         ok = biz_up and self.routers.available
         return {
             "status": "ok" if ok else "degraded",
@@ -155,14 +211,17 @@ class MsgService(Service):
         }
 
     # peers -----------------------------------------------------------------------------------------------
+    def refresh_peers(self) -> None:
+        """Look for new biz, login and router instances now (the supervisor's hint that more started)."""
+        self._refresh_peers()
+        self.routers.refresh()
+
     def _refresh_peers(self) -> None:
         """One dialer per biz and per login instance (by instance number: a restarted peer keeps its dialer,
         which re-resolves the new port)."""
         biz_instances = {0} | {ep.instance for ep in self.ctx.discovery.endpoints("biz", "internal")}
-        for instance in sorted(biz_instances - set(self.biz_by_instance)):
-            self.biz_by_instance[instance] = self._dial(f"msg->biz{instance}", "biz", instance, None)
-        if len(self.biz) != len(self.biz_by_instance):
-            self.biz[:] = [self.biz_by_instance[i] for i in sorted(self.biz_by_instance)]
+        for instance in sorted(biz_instances - set(self.biz.by_instance)):
+            self.biz.add(instance, self._dial(f"msg->biz{instance}", "biz", instance, None))
         for ep in self.ctx.discovery.endpoints("login", "internal"):
             if ep.instance not in self.logins:
                 self.logins[ep.instance] = self._dial(
@@ -175,51 +234,38 @@ class MsgService(Service):
             return eps[0].address if eps else None
 
         d = Dialer(
-            name, resolve, self._unexpected_frame, on_up=on_up, max_backoff=1.0, auth=self.ctx.link_auth
+            name,
+            resolve,
+            NoRequests(),
+            registry=self.ctx.registry,
+            on_up=on_up,
+            max_backoff=1.0,
+            auth=self.ctx.link_auth,
         )
         d.start()
         return d
 
-    def _unexpected_frame(self, link: Link, frame: Frame) -> None:
-        if frame.command_id == self.proto.cid("CID_OTHER_STOP_RECV_PACKET"):
-            self.log.info("%s asked us to stop sending", link.name)
-
     def biz_link(self, user_id: int = 0) -> Link | None:
-        """The biz link for requests on behalf of `user_id`: a stable hash of the user id picks one of the
-        known biz instances (so one user's requests, e.g. a sender's messages, keep their order on one link);
-        if that one is down, the next live instance takes over. None if no biz is connected."""
-        dialers = self.biz
-        n = len(dialers)
-        if n == 1:
-            link = dialers[0].link
-            return link if link is not None and link.transport is not None else None
-        if n == 0:
-            return None
-        start = ((user_id * 0x9E3779B1) & 0xFFFFFFFF) % n if n > 1 else 0
-        for i in range(n):
-            link = dialers[(start + i) % n].link
-            if link is not None and link.is_open:
-                return link
-        return None
+        """The biz link for requests on behalf of `user_id` (runtime.services.msg.common.BizPool.link)."""
+        return self.biz.link(user_id)
 
     def _login_up(self, link: Link) -> None:
+        cid = self.cmd.CID_OTHER_MSG_SERV_INFO
         info = self.proto.new(
-            "CID_OTHER_MSG_SERV_INFO",
-            ip1=self.ctx.host,
-            ip2=self.ctx.host,
+            cid,
+            ip1=self.ctx.advertised(),
+            ip2=self.ctx.advertised(),
             port=self._endpoints[0].port if self._endpoints else 0,
             max_conn_cnt=self.max_conn,
             cur_conn_cnt=int(self.g_conns.value),
             host_name=socket.gethostname(),
         )
-        link.send(self.proto.cid("CID_OTHER_MSG_SERV_INFO"), info.SerializeToString())
+        link.send(cid, info.SerializeToString())
 
     def report_count(self, user_id: int, delta: int) -> None:
         """IMUserCntUpdate (+1 action 1, -1 action 2) to every login server."""
-        body = self.proto.new(
-            "CID_OTHER_USER_CNT_UPDATE", user_action=1 if delta > 0 else 2, user_id=user_id
-        ).SerializeToString()
-        cid = self.proto.cid("CID_OTHER_USER_CNT_UPDATE")
+        cid = self.cmd.CID_OTHER_USER_CNT_UPDATE
+        body = self.proto.new(cid, user_action=1 if delta > 0 else 2, user_id=user_id).SerializeToString()
         for d in self.logins.values():
             if d.link is not None:
                 d.link.send(cid, body)
@@ -237,9 +283,9 @@ class MsgService(Service):
                         self._refresh_peers()
                         self.routers.refresh()
                     self.routers.tick(now)
-                    for d in [*self.biz, *self.logins.values()]:
+                    for d in [*self.biz.dialers, *self.logins.values()]:
                         if d.link is not None:
-                            d.link.tick(now)
+                            d.link.tick(d.link.now())
             except Exception:
                 self.log.exception("msg tick failed")
 
@@ -249,30 +295,11 @@ class MsgService(Service):
         online = self.presence.policy.online
         return [(uid, online, st.client_type) for uid, states in self.sessions.items() for st in states]
 
-    def add_session(self, state: ClientState) -> None:
-        """Register an authenticated connection."""
-        self.sessions.setdefault(state.user_id, []).append(state)
-        self.g_conns.inc()
-        self.g_users.set(len(self.sessions))
-
-    def remove_session(self, state: ClientState) -> bool:
-        """Forget a connection; True if it was registered."""
-        states = self.sessions.get(state.user_id)
-        if not states or state not in states:
-            return False
-        states.remove(state)
-        if not states:
-            del self.sessions[state.user_id]
-        self.presence.forget(state)
-        self.g_conns.dec()
-        self.g_users.set(len(self.sessions))
-        return True
-
     def states_of(self, user_id: int) -> list[ClientState]:
         """Local authenticated connections of a user."""
-        return self.sessions.get(user_id, [])
+        return self.local.of(user_id)
 
-    def push(self, link: Any, command: str, msg: Any, body: bytes | None = None) -> bool:
+    def push(self, link: Any, command: str, msg: Message, body: bytes | None = None) -> bool:
         """Send a server-initiated frame (seq 0) to a client (`body`: `msg` serialized, if known)."""
         if self.legacy is not None:
             encoded = self.legacy.outbound(link, command, msg)

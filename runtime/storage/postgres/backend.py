@@ -82,6 +82,8 @@ def load_or_create_cluster_id(folder: Path) -> str:
 class PostgresStorage(Storage):
     """PostgreSQL backend: a group-commit writer task, a pool of readers, optional AES-GCM at rest."""
 
+    commit_callbacks = True  # send_single_nowait
+
     def __init__(
         self,
         dsn: str,

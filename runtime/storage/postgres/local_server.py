@@ -9,6 +9,7 @@ package creates) and every command runs as that user through `runuser`.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import pwd
 import shutil
@@ -43,9 +44,23 @@ class LocalServer:
     `fsync=False` suits tests (a crash of the machine loses the throwaway data anyway); benchmarks keep the
     default so commits cost what they cost in production."""
 
-    def __init__(self, *, fsync: bool = True, max_connections: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        fsync: bool = True,
+        max_connections: int = 200,
+        listen: str = "",
+        trust_network: str | None = None,
+        netns: str | None = None,
+    ) -> None:
+        """`listen`: a TCP address to listen on besides the unix socket (default none); `trust_network`: a
+        CIDR whose TCP clients are let in without a password (a test network of its own, never a real
+        one); `netns`: run the server inside this network namespace (`ip netns exec`), where `listen` is."""
         self.fsync = fsync
         self.max_connections = max_connections
+        if trust_network is not None:
+            ipaddress.ip_network(trust_network)  # ValueError for anything but a CIDR
+        self.listen, self.trust_network, self.netns = listen, trust_network, netns
         self.root: Path | None = None
         self._bindir: Path | None = None
         self._user: str | None = None  # the user the server runs as, when we are root
@@ -65,10 +80,18 @@ class LocalServer:
         """A libpq-style URL for the database, over the server's unix socket."""
         return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={PORT}"
 
+    def tcp_dsn(self, database: str = "postgres") -> str:
+        """A URL for the database over TCP at the `listen` address (from inside its network)."""
+        if not self.listen:
+            raise ValueError("this server listens on its unix socket only (no `listen` address)")
+        return f"postgresql://postgres@{self.listen}:{PORT}/{database}"
+
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = list(args)
         if self._user is not None:
             cmd = ["runuser", "-u", self._user, "--", *cmd]
+        if self.netns is not None:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
         if check and proc.returncode != 0:
             raise ServerUnavailable(f"{' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -107,8 +130,13 @@ class LocalServer:
             "--no-instructions",
         )
         self._run("mkdir", str(self.socket_dir))
+        if self.trust_network is not None:
+            hba = self.data_dir / "pg_hba.conf"
+            with hba.open("a", encoding="utf-8") as fh:
+                fh.write(f"host all all {self.trust_network} trust\n")
         options = (
-            f"-k {self.socket_dir} -p {PORT} -c listen_addresses='' -c max_connections={self.max_connections}"
+            f"-k {self.socket_dir} -p {PORT} -c listen_addresses='{self.listen}' "
+            f"-c max_connections={self.max_connections}"
             + ("" if self.fsync else " -c fsync=off -c full_page_writes=off")
         )
         self._options = options

@@ -60,6 +60,8 @@ _log = logging.getLogger(__name__)
 class SqliteStorage(Storage):
     """SQLite backend: one group-commit writer thread, a pool of reader threads, optional AES-GCM at rest."""
 
+    commit_callbacks = True  # send_single_nowait
+
     def __init__(
         self,
         data_dir: Path,

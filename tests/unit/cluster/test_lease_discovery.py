@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from runtime.cluster.discovery import CombinedDiscovery, RunDirDiscovery, StaticDiscovery
 from runtime.cluster.lease_discovery import LeaseDiscovery
@@ -103,5 +104,51 @@ def test_a_static_list_works_beside_it(pg_databases: PgDatabases) -> None:
             assert both.endpoints("router", "internal") == [ROUTER, Endpoint("router", 1, "internal", "h", 9)]
         finally:
             await lease.close()
+
+    asyncio.run(body())
+
+
+def test_instance_numbers_held_by_another_host_are_refused_until_their_lease_lapses(
+    pg_databases: PgDatabases, tmp_path: Path
+) -> None:
+    from runtime.cluster.config import parse_config
+    from runtime.cluster.lease_discovery import InstanceTaken, wait_instances_free
+
+    dsn = pg_databases.create()
+
+    def config(first: int) -> Any:
+        return parse_config(
+            {
+                "data_dir": str(tmp_path),
+                "storage": {"backend": "postgres", "dsn": dsn, "cluster_id": "c1"},
+                "discovery": {"backend": "database", "ttl": 1.0, "poll": 0.1},
+                "services": {"biz": {"instances": 1, "first_instance": first}},
+                "only": ["biz"],
+                "host": "10.0.0.9",
+                "internal_host": "10.0.0.9",
+            }
+        )
+
+    async def body() -> None:
+        await wait_instances_free(config(0))  # no table yet: nothing is held
+        holder = LeaseDiscovery(dsn, "c1", ttl=1.0, poll=0.1)
+        await holder.start()
+        try:
+            holder.publish(BIZ0)
+            await until(lambda: holder.refreshes > 1, 5)
+            try:
+                await wait_instances_free(config(0), timeout=0.5)
+            except InstanceTaken as exc:
+                assert "biz-0 is already running at 10.0.0.1:7000" in str(exc)
+                assert "--first-instance" in str(exc)
+            else:
+                raise AssertionError("biz-0 is held by another process, yet it was free")
+            await wait_instances_free(config(1), timeout=0.5)  # another number is free at once
+            crash(holder)  # the holder's host dies: its lease lapses within ttl, then the number is free
+            started = time.monotonic()
+            await wait_instances_free(config(0))
+            assert time.monotonic() - started < 1.0 + 0.1 + 1.0
+        finally:
+            await holder.close()
 
     asyncio.run(body())

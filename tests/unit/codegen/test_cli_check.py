@@ -99,7 +99,7 @@ def test_schema_command_prints_draft_2020_12() -> None:
     doc = json.loads(out)
     assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert {ref["$ref"] for ref in doc["anyOf"]} == {
-        f"#/$defs/{k}" for k in ("manifest", "module", "cluster", "stages", "presence", "plugin")
+        f"#/$defs/{k}" for k in ("manifest", "module", "cluster", "stages", "presence", "web", "plugin")
     }
     code, out = run("schema", "--kind", "module")
     assert code == 0 and json.loads(out)["$ref"] == "#/$defs/module"

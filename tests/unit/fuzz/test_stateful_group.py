@@ -20,6 +20,8 @@ from runtime.fuzz.stateful_group import GroupChatMachine, GroupModel
 from runtime.storage.sqlite import groups as sqlite_groups
 from runtime.storage.sqlite import messages as sqlite_messages
 
+ENUMS = registry.REGISTRY.enums
+
 STACK = FuzzStack.from_modules(registry, servers, strategies)
 
 
@@ -62,10 +64,10 @@ def outcomes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     def counted_call(self: chat.ChatClient, command: str, **fields: Any) -> Any:
         rsp = call(self, command, **fields)
         if command == "CID_MSG_DATA":
-            kind = "group" if fields["msg_type"] & chat.GROUP_MSG_BIT else "single"
+            kind = "group" if fields["msg_type"] & ENUMS.MsgTypeBits.GROUP else "single"
             seen[f"send {kind} {'refused' if rsp.msg_id == 0 else 'ok'}"] += 1
         elif command == "CID_GROUP_CHANGE_MEMBER_REQUEST":
-            op = "add" if fields["change_type"] == 1 else "del"
+            op = "add" if fields["change_type"] == ENUMS.GroupModifyType.GROUP_MODIFY_TYPE_ADD else "del"
             seen[f"change {op} {'refused' if rsp.result_code else 'ok'}"] += 1
         else:
             seen[command] += 1
@@ -73,7 +75,8 @@ def outcomes(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
     def counted_send(self: chat.ChatClient, command: str, **fields: Any) -> int:
         if command == "CID_MSG_READ_ACK":
-            seen[f"read {'group' if fields['session_type'] == chat.GROUP else 'single'}"] += 1
+            group = fields["session_type"] == ENUMS.SessionType.SESSION_TYPE_GROUP
+            seen[f"read {'group' if group else 'single'}"] += 1
         return send(self, command, **fields)
 
     monkeypatch.setattr(chat.ChatClient, "call", counted_call)

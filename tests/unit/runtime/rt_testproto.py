@@ -13,6 +13,9 @@ F = descriptor_pb2.FieldDescriptorProto
 REQ, OPT, REP = F.LABEL_REQUIRED, F.LABEL_OPTIONAL, F.LABEL_REPEATED
 U32, STR, BYTES = F.TYPE_UINT32, F.TYPE_STRING, F.TYPE_BYTES
 
+# Named enum bits as a generated registry carries them (TeamTalk's ClientType marks mobiles with 0x10).
+ENUM_BITS = {"rttest.ClientType": {"MOBILE": 0x10}}
+
 MESSAGES: dict[str, list[tuple[str, int, int, int]]] = {
     "LoginReq": [("user_name", 1, STR, REQ), ("password", 2, STR, REQ), ("client_type", 3, U32, REQ)],
     "LoginRes": [("result_code", 1, U32, REQ), ("user_id", 2, U32, OPT)],
@@ -95,4 +98,5 @@ def build_registry(overrides: dict[str, dict[str, Any]] | None = None) -> Regist
             )
             for name, sid, cid, cls, direction, reply, stages in commands
         ],
+        enum_bits=ENUM_BITS,
     )

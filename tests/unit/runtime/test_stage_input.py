@@ -47,7 +47,7 @@ def test_required_fields() -> None:
 
 
 def test_self_message_and_empty_body_are_refused_as_on_invalid_says() -> None:
-    stage = InputStage({"reject": ["self_message", "empty_body"]}, MSG)
+    stage = InputStage({"reject": ["self_message", "empty_body"]}, MSG, group_bit=0x10)
     stage.check_message(msg(), 1)
     with pytest.raises(InputRejected) as info:
         stage.check_message(msg(to_session_id=1), 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from generated.teamtalk.registry import REGISTRY
 from runtime.services.file.offline_store import (
     HEADER_SIZE,
     OfflineFileError,
@@ -18,7 +19,7 @@ from runtime.services.file.offline_store import (
     read_header,
     valid_task_id,
 )
-from runtime.services.file.tasks import OFFLINE, TaskTable
+from runtime.services.file.tasks import TaskTable
 
 
 def header(task_id: str, size: int) -> OfflineHeader:
@@ -75,8 +76,9 @@ def test_aborted_upload_leaves_nothing(tmp_path: Path) -> None:
 
 def test_task_ids_are_fresh_uuids_and_idle_tasks_expire() -> None:
     table = TaskTable(timeout=60.0)
-    a = table.create(1, 2, "a", 10, OFFLINE)
-    b = table.create(1, 2, "a", 10, OFFLINE)
+    offline = REGISTRY.enums.TransferFileType.FILE_TYPE_OFFLINE
+    a = table.create(1, 2, "a", 10, offline)
+    b = table.create(1, 2, "a", 10, offline)
     assert a.task_id != b.task_id and valid_task_id(a.task_id) and uuid.UUID(a.task_id).version == 4
     a.touched, b.touched = 100.0, 150.0
     assert [t.task_id for t in table.expired(now=200.0)] == [a.task_id]

@@ -61,11 +61,12 @@ def test_token_bucket_limits_bursts() -> None:
 def test_events_from_messages() -> None:
     cls = REGISTRY.by_name("CID_MSG_DATA").message_class
     msg = cls(from_user_id=1, to_session_id=2, msg_id=5, create_time=9, msg_type=0x01, msg_data="hé".encode())
-    ev = chat_event(msg)
+    enums = REGISTRY.enums
+    ev = chat_event(msg, enums)
     assert (ev["type"], ev["text"], ev["session_type"], ev["data_b64"]) == ("msg", "hé", 1, "aMOp")
-    assert chat_key(2, msg) == (1, 1, 5) and chat_key(1, msg) == (1, 2, 5)
+    assert chat_key(2, msg, enums) == (1, 1, 5) and chat_key(1, msg, enums) == (1, 2, 5)
     binary = cls(from_user_id=1, to_session_id=2, msg_id=6, create_time=9, msg_type=0x11, msg_data=b"\xff")
-    assert chat_event(binary)["text"] is None and chat_event(binary)["session_type"] == 2
+    assert chat_event(binary, enums)["text"] is None and chat_event(binary, enums)["session_type"] == 2
     note = REGISTRY.by_name("CID_MSG_READ_NOTIFY").message_class(
         user_id=1, session_id=2, msg_id=3, session_type=1
     )

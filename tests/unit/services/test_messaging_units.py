@@ -8,12 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from generated.teamtalk.registry import REGISTRY
 from runtime.errors import FrameError
 from runtime.monitor.metrics import Metrics
-from runtime.services.biz.convert import pack_store_reply, unpack_store_reply
+from runtime.services.contracts import pack_store_reply, unpack_store_reply
 from runtime.services.links import pack_relay, unpack_relay
 from runtime.services.login import MSG_SERVER_FULL, NO_MSG_SERVER, NONE, Admission, MsgServer
-from runtime.services.msg.delivery import ClientState, DeliveryTracker, delivery_key, same_class
+from runtime.services.msg.delivery import ChatKinds, ClientState, DeliveryTracker, delivery_key, same_class
 from runtime.services.router import UserTable
 
 
@@ -47,9 +48,11 @@ class FakeMsg:
 
 def test_delivery_key_is_the_receivers_view() -> None:
     m = FakeMsg(1, 2, 9)
-    assert delivery_key(2, m) == (1, 1, 9)  # the recipient acks with the sender as session
-    assert delivery_key(1, m) == (1, 2, 9)  # the sender's other device acks with the peer as session
-    assert delivery_key(5, FakeMsg(1, 77, 3, 0x11)) == (2, 77, 3)
+    kinds = ChatKinds.of(REGISTRY.enums)
+    assert kinds == (0x10, 1, 2)  # the spec's group bit and session types
+    assert delivery_key(2, m, kinds) == (1, 1, 9)  # the recipient acks with the sender as session
+    assert delivery_key(1, m, kinds) == (1, 2, 9)  # the sender's other device acks with the peer as session
+    assert delivery_key(5, FakeMsg(1, 77, 3, 0x11), kinds) == (2, 77, 3)
 
 
 def test_same_class_rule() -> None:
@@ -141,7 +144,7 @@ def test_admission_queues_when_full_and_keeps_the_place() -> None:
 
 
 def test_user_table_presence_counts_pcs_only() -> None:
-    table = UserTable()
+    table = UserTable(REGISTRY.enums.ClientTypeBits.MOBILE)
     link_a: Any = object()
     link_b: Any = object()
     table.update(link_a, 7, 0x11, +1)
@@ -165,21 +168,40 @@ class FakeTransport:
     def close(self) -> None:
         self.closed = True
 
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def set_write_buffer_limits(self, high: int, low: int) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
     def get_extra_info(self, name: str) -> None:
         return None
+
+
+def _link(name: str = "t") -> Any:
+    from generated.teamtalk.registry import REGISTRY
+    from runtime.services.links import Link, NoRequests
+
+    return Link(REGISTRY, NoRequests(), name=name)
 
 
 def test_link_heartbeats_when_idle_and_closes_when_peer_is_silent() -> None:
     import asyncio
 
     from runtime.framing import FrameDecoder
-    from runtime.services.links import HEARTBEAT_CID, Link
+    from runtime.services.links import HEARTBEAT_CID
 
     async def body() -> None:
-        link = Link("t")
+        link = _link()
         transport = FakeTransport()
-        link.connection_made(transport)  # type: ignore[arg-type]
-        t0 = link.last_sent
+        link.connection_made(transport)
+        t0 = link.conn.last_sent
         link.tick(t0 + 4.0)
         await asyncio.sleep(0)
         assert transport.written == []  # nothing sent for only 4 s: no heartbeat yet
@@ -187,7 +209,7 @@ def test_link_heartbeats_when_idle_and_closes_when_peer_is_silent() -> None:
         await asyncio.sleep(0)
         (frame,) = FrameDecoder().feed(b"".join(transport.written))
         assert frame.command_id == HEARTBEAT_CID
-        link.tick(link.last_received + 30.0)
+        link.tick(link.conn.last_received + 30.0)
         assert transport.closed  # the peer said nothing for 30 s
 
     asyncio.run(body())
@@ -221,23 +243,17 @@ def test_a_relay_sent_in_two_parts_is_the_same_frame(
     """`Link.send(..., head=relay_head(t))` writes exactly the frame of `Link.send(pack_relay(t, body))`."""
     import asyncio
 
-    from runtime.services.links import Link, relay_head
-
-    class Capture:
-        def __init__(self) -> None:
-            self.data = b""
-
-        def write(self, data: bytes) -> None:
-            self.data += data
+    from runtime.services.links import relay_head
 
     async def frames() -> tuple[bytes, bytes]:
         out = []
         for parts in ({"head": relay_head(targets), "body": body}, {"body": pack_relay(targets, body)}):
-            link = Link("t")
-            link.transport = Capture()  # type: ignore[assignment]
-            assert link.send(cid, parts["body"], flag=0x1000, corr=7, head=parts.get("head", b""))
-            link._flush()
-            out.append(link.transport.data)  # type: ignore[union-attr]
+            link = _link()
+            transport = FakeTransport()
+            link.connection_made(transport)
+            assert link.send(cid, parts["body"], flag=0x1000, head=parts.get("head", b""))
+            link.flush()
+            out.append(b"".join(transport.written))
         return out[0], out[1]
 
     split, joined = asyncio.run(frames())
@@ -248,13 +264,13 @@ def test_confirmations_of_one_iteration_leave_in_one_frame_and_answer_each_reque
     import asyncio
 
     from runtime.framing import FrameDecoder
-    from runtime.services.links import CONFIRMED, FLAG_BATCH, FLAG_RESPONSE, Link
+    from runtime.services.links import CONFIRMED, FLAG_BATCH, FLAG_RESPONSE
 
     async def body() -> None:
-        asker, answerer = Link("asker"), Link("answerer")
+        asker, answerer = _link("asker"), _link("answerer")
         to_answerer, to_asker = FakeTransport(), FakeTransport()
-        asker.connection_made(to_answerer)  # type: ignore[arg-type]
-        answerer.connection_made(to_asker)  # type: ignore[arg-type]
+        asker.connection_made(to_answerer)
+        answerer.connection_made(to_asker)
         got: dict[int, object] = {}
         for i in range(3):
             asker.request(0x0711, b"relay %d" % i, lambda f, i=i: got.__setitem__(i, f))

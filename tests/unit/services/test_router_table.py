@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from generated.teamtalk.registry import REGISTRY
 from runtime.services.router import UserTable
 
 PC, MAC, ANDROID = 0x01, 0x02, 0x12
@@ -12,7 +13,7 @@ class L:  # a stand-in for a msg server link: identity and hashing are all the t
 
 
 def test_counts_presence_and_cleanup() -> None:
-    t = UserTable()
+    t = UserTable(REGISTRY.enums.ClientTypeBits.MOBILE)
     a, b = L(), L()
     t.update(a, 7, ANDROID, 1)
     assert not t.pc_online(7) and t.links_for([7]) == {a}
@@ -31,7 +32,7 @@ def test_counts_presence_and_cleanup() -> None:
 
 
 def test_drop_link_forgets_only_that_servers_entries() -> None:
-    t = UserTable()
+    t = UserTable(REGISTRY.enums.ClientTypeBits.MOBILE)
     a, b = L(), L()
     for uid in range(5):
         t.update(a, uid, PC, 1)

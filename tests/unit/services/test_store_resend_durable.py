@@ -19,26 +19,14 @@ import pytest
 
 from generated.teamtalk.registry import REGISTRY
 from runtime.cluster.discovery import StaticDiscovery
-from runtime.framing import Frame
 from runtime.services.base import ServiceContext
-from runtime.services.biz.convert import pack_store_request, unpack_store_reply
 from runtime.services.biz.service import BizService
-from runtime.services.links import FLAG_RELAY, FLAG_REQUEST, pack_relay
+from runtime.services.contracts import pack_store_request, unpack_store_reply
+from runtime.services.links import FLAG_RELAY, Link, NoRequests, pack_relay
 from runtime.storage import GroupType, NewUser
 
 TOKEN = b"\x9a\x01\x02\x03\x00\x00\x00\x2a"
 OTHER_TOKEN = b"\x9a\x01\x02\x03\x00\x00\x00\x2b"
-
-
-class ReplyLink:
-    """Stands in for the link from a msg server: collects biz's replies."""
-
-    def __init__(self) -> None:
-        self.replies: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
-
-    def reply(self, request: Frame, command_id: int, body: bytes = b"") -> bool:
-        self.replies.put_nowait((command_id, bytes(body)))
-        return True
 
 
 @asynccontextmanager
@@ -83,10 +71,15 @@ async def store(
         msg_data=text,
         attach_data=pack_store_request(0, token, resend=resend),
     ).SerializeToString()
-    link = ReplyLink()
-    frame = Frame(info.service_id, info.command_id, 1, pack_relay([sender], body), FLAG_RELAY | FLAG_REQUEST)
-    biz._on_frame(link, frame)  # type: ignore[arg-type]
-    cid, answer = await asyncio.wait_for(link.replies.get(), 10)
+    (ep,) = biz.endpoints()
+    _tr, link = await asyncio.get_running_loop().create_connection(
+        lambda: Link(REGISTRY, NoRequests(), name="test->biz", dialer=True), ep.host, ep.port
+    )
+    try:
+        frame = await link.call(info.command_id, pack_relay([sender], body), 10, flag=FLAG_RELAY)
+    finally:
+        link.close()
+    cid, answer = frame.command_id, bytes(frame.body)
     reply: Any = biz.proto.parse(cid, answer)
     return reply, unpack_store_reply(reply.attach_data)[2]
 

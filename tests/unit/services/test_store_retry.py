@@ -16,14 +16,16 @@ from typing import Any
 from generated.teamtalk.registry import REGISTRY
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
-from runtime.services.biz.convert import (
+from runtime.services.biz.handlers_msg import MessageHandlers, new_store_tokens
+from runtime.services.contracts import (
+    StoreAttempt,
+    StoreTokens,
     is_resend,
     pack_store_request,
     request_token,
     resend_request,
     unpack_store_reply,
 )
-from runtime.services.biz.handlers_msg import MessageHandlers, new_store_tokens
 from runtime.services.links import Proto, relay_head
 from runtime.services.msg import chat as chat_mod
 from runtime.storage import NewUser
@@ -97,21 +99,28 @@ class FakeLink:
         return True
 
 
+class FakeBiz:
+    def __init__(self, link: FakeLink) -> None:
+        self._link = link
+
+    def link(self, _user: int) -> FakeLink:
+        return self._link
+
+
 class FakeChat:
+    """What `_PendingStore` is given of the chat component: its biz pool, counter, `stored` and `ack`."""
+
     def __init__(self, link: FakeLink) -> None:
         self.link = link
-        self.svc = self
+        self.biz = FakeBiz(link)
         self.m_store_retries = Metrics().counter("retries", "")
         self.stored_bodies: list[bytes] = []
         self.acks: list[Any] = []
 
-    def biz_link(self, _user: int) -> FakeLink:
-        return self.link
+    def stored(self, _c: Any, _st: Any, _command: str, _cid: int, _msg: Any, result: Any, _g: bool) -> None:
+        self.stored_bodies.append(result.message.msg_data)
 
-    def _stored(self, _ctx: Any, _st: Any, _command: str, _cid: int, _msg: Any, body: Any, _g: bool) -> None:
-        self.stored_bodies.append(bytes(body))
-
-    def _ack(self, user: int, to: int, is_group: bool) -> Any:
+    def ack(self, user: int, to: int, is_group: bool) -> Any:
         return ("ack0", user, to)
 
 
@@ -127,56 +136,76 @@ class FakeState:
     user_id = 7
 
 
-def test_msg_resends_the_same_request_after_the_link_dropped(monkeypatch: Any) -> None:
-    monkeypatch.setattr(chat_mod, "STORE_RETRY_DELAYS", (0.01, 0.01, 0.01))
-
-    token = b"\x11\x22\x33\x44\x00\x00\x00\x05"
-
-    async def main() -> tuple[FakeChat, FakeLink]:
-        link = FakeLink([None, None, b"stored"])  # dropped twice, then answered
+def test_msg_resends_the_same_request_after_the_link_dropped() -> None:
+    async def main() -> tuple[FakeChat, FakeLink, bytes]:
+        stored = MsgData(from_user_id=7, to_session_id=8, msg_id=41, create_time=5, msg_type=1)
+        stored.msg_data = b"ok"
+        link = FakeLink([None, None, stored.SerializeToString()])  # dropped twice, then answered
         chat = FakeChat(link)
         msg = MsgData(from_user_id=7, to_session_id=8, msg_id=0, create_time=0, msg_type=1, msg_data=b"x")
-        msg.attach_data = pack_store_request(0, token)  # as `_send_chat` sets it when the client gave no id
-        request = msg.SerializeToString()
+        # as `_send_chat` makes it when the client gave no id: a token of ours in the request
+        attempt = StoreAttempt(msg, StoreTokens(), group=False, delays=(0.01, 0.01, 0.01))
         pending = chat_mod._PendingStore(
-            chat, FakeCtx(chat), FakeState(), "CID_MSG_DATA", 0x301, msg, False, request
+            chat, FakeCtx(chat), FakeState(), "CID_MSG_DATA", 0x301, attempt, False
         )  # type: ignore[arg-type]
-        link.request(0x301, request, pending.stored, head=relay_head((7,)))  # as `_send_chat` sends it
+        first_request = attempt.request
+        link.request(0x301, first_request, pending.stored, head=relay_head((7,)))  # as `_send_chat` sends it
         await asyncio.sleep(0.2)
-        return chat, link
+        return chat, link, first_request
 
-    chat, link = asyncio.run(main())
+    chat, link, first_request = asyncio.run(main())
     assert len(link.sent) == 3 and link.sent[1] == link.sent[2] != link.sent[0]
     head = len(relay_head((7,)))
+    assert link.sent[0][head:] == first_request
     first, resent = (MsgData.FromString(body[head:]) for body in link.sent[:2])
     # the same message, its resends flagged as such (so biz also asks storage for the token)
-    assert not is_resend(first.attach_data) and resent.attach_data == pack_store_request(
-        0, token, resend=True
-    )
+    assert not is_resend(first.attach_data) and is_resend(resent.attach_data)
+    assert resent.attach_data == resend_request(first.attach_data)
     assert request_token(resent.attach_data) == request_token(first.attach_data) != 0
     resent.attach_data = first.attach_data
     assert resent == first
-    assert chat.stored_bodies == [b"stored"] and chat.acks == []  # acked by `_stored`, never with msg id 0
+    assert chat.stored_bodies == [b"ok"] and chat.acks == []  # acked by `stored`, never with msg id 0
     assert chat.m_store_retries.value == 2
 
 
-def test_msg_gives_up_after_its_retries(monkeypatch: Any) -> None:
-    monkeypatch.setattr(chat_mod, "STORE_RETRY_DELAYS", (0.01, 0.01))
-
+def test_msg_gives_up_after_its_retries() -> None:
     async def main() -> FakeChat:
         link = FakeLink([None, None, None])
         chat = FakeChat(link)
-        msg = MsgData(from_user_id=7, to_session_id=8, msg_id=0, create_time=0, msg_type=1, msg_data=b"x")
+        msg = MsgData(from_user_id=7, to_session_id=8, msg_id=3, create_time=0, msg_type=1, msg_data=b"x")
+        attempt = StoreAttempt(msg, StoreTokens(), group=False, delays=(0.01, 0.01))  # a client msg id
         pending = chat_mod._PendingStore(
-            chat, FakeCtx(chat), FakeState(), "CID_MSG_DATA", 0x301, msg, False, b"r"
+            chat, FakeCtx(chat), FakeState(), "CID_MSG_DATA", 0x301, attempt, False
         )  # type: ignore[arg-type]
-        link.request(0x301, b"r", pending.stored)
+        link.request(0x301, attempt.request, pending.stored)
         await asyncio.sleep(0.2)
         return chat
 
     chat = asyncio.run(main())
     assert chat.stored_bodies == [] and chat.acks == [(("ack0", 7, 8), False)]  # msg id 0, not remembered
-    assert chat.link.sent[1:] == [relay_head((7,)) + b"r"] * 2  # no token, nothing to flag: the same bytes
+    request = chat.link.sent[0]
+    assert chat.link.sent[1:] == [relay_head((7,)) + request] * 2  # no token, nothing to flag: the same bytes
+
+
+def test_a_store_attempt_prepares_the_request_and_reads_the_answer() -> None:
+    tokens = StoreTokens()
+    msg = MsgData(from_user_id=7, to_session_id=9, msg_id=0, create_time=0, msg_type=0x11, msg_data=b"x")
+    attempt = StoreAttempt(msg, tokens, group=True, version=4, delays=(0.5,))
+    sent = MsgData.FromString(attempt.request)
+    assert sent.attach_data[:4] == b"\x00\x00\x00\x04" and request_token(sent.attach_data) != 0
+    assert attempt.retry_delay() == 0.5 and attempt.retry_delay() is None  # the delays, then give up
+    assert attempt.answer(b"") is None  # an empty answer: biz failed without one
+    reply = MsgData(from_user_id=7, to_session_id=9, msg_id=77, create_time=3, msg_type=0x11, msg_data=b"x")
+    from runtime.services.contracts import pack_store_reply
+
+    reply.attach_data = pack_store_reply(0, 5, False, [7, 9])
+    result = attempt.answer(reply.SerializeToString())
+    assert result is not None and result.stored and result.message.msg_id == 77
+    assert (result.result, result.version, result.duplicate, result.members) == (0, 5, False, [7, 9])
+    # A client msg id: no token; a 1:1 message's stray attach_data is dropped.
+    one = MsgData(from_user_id=7, to_session_id=9, msg_id=12, create_time=0, msg_type=1, msg_data=b"x")
+    one.attach_data = b"client junk"
+    assert not MsgData.FromString(StoreAttempt(one, tokens, group=False).request).HasField("attach_data")
 
 
 def test_store_request_formats() -> None:

@@ -267,3 +267,42 @@ def test_users_made_by_one_writer_are_seen_by_the_other(
             assert (await one.unread_summary(b.id)).total == 1
 
     asyncio.run(body())
+
+
+def test_the_writer_opens_its_next_transaction_ahead_and_survives_its_loss(
+    pg_databases: PgDatabases, tmp_path: Path, clock: Clock
+) -> None:
+    """After a commit the write connections sit in an open transaction (one round trip fewer per batch); one
+    whose backend was killed while it waited costs nothing: the next batch runs again on a new connection."""
+    import asyncpg
+
+    dsn = pg_databases.create()
+
+    async def body() -> None:
+        async with store_on(dsn, tmp_path, clock, commit_pipeline=1) as s:
+            a, b = [await s.create_user(NewUser(n)) for n in ("a", "b")]
+            assert (await s.send_single(a.id, b.id, 1, b"one")).msg_id == 1
+            writer = s._writer
+            assert writer is not None
+            (slot,) = writer._slots
+            for _ in range(100):  # the BEGIN goes out right after the COMMIT that answered us
+                if slot.begun:
+                    break
+                await asyncio.sleep(0.01)
+            assert slot.begun and slot.conn is not None and slot.conn.is_in_transaction()
+            admin = await asyncpg.connect(dsn)
+            try:
+                idle = await admin.fetch(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state = 'idle in transaction'"
+                )
+                assert idle, "no write connection waits in an open transaction"
+                for row in idle:  # its server process dies while the writer waits
+                    await admin.execute("SELECT pg_terminate_backend($1)", row[0])
+            finally:
+                await admin.close()
+            assert (await s.send_single(b.id, a.id, 1, b"two")).msg_id == 2  # no error reaches the caller
+            history = await s.get_history(a.id, S, b.id, 0, 10)
+            assert sorted(m.content for m in history) == [b"one", b"two"]
+
+    asyncio.run(body())

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 from runtime.registry import CommandInfo, Registry
 
@@ -33,6 +33,15 @@ class CommandId(enum.IntEnum):
     CID_SHAKE_RES = 0x1102
     CID_SHAKE_MATCH = 0x1103
 
+
+class Enums:
+    """The spec's enums (value name -> number) and the named bits of their values (`<Enum>Bits`)."""
+
+    pass
+
+
+# The named bits of enum values, by the enum's full name (what the runtime's generic stages look up).
+ENUM_BITS: dict[str, dict[str, int]] = {}
 
 SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
 
@@ -103,4 +112,13 @@ COMMANDS: tuple[CommandInfo, ...] = (
 # Presence fan-out: audience, client class, coalescing interval, notify/batch commands and status values.
 PRESENCE: dict[str, Any] | None = None
 
-REGISTRY = Registry(SPEC_NAME, SPEC_VERSION, COMMANDS, services=SERVICE_IDS, presence=PRESENCE)
+REGISTRY = Registry(
+    SPEC_NAME,
+    SPEC_VERSION,
+    COMMANDS,
+    services=SERVICE_IDS,
+    presence=PRESENCE,
+    enums=Enums,
+    command_ids=CommandId,
+    enum_bits=ENUM_BITS,
+)

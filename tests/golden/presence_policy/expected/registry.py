@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 from runtime.registry import CommandInfo, Registry
 
@@ -29,6 +29,20 @@ class CommandId(enum.IntEnum):
     CID_STAT_REQ = 0x0202
     CID_STAT_RSP = 0x0203
 
+
+class Enums:
+    """The spec's enums (value name -> number) and the named bits of their values (`<Enum>Bits`)."""
+
+    class StatType(enum.IntEnum):
+        """Gold.Presence.StatType."""
+
+        STAT_ONLINE = 1
+        STAT_OFFLINE = 2
+        STAT_AWAY = 3
+
+
+# The named bits of enum values, by the enum's full name (what the runtime's generic stages look up).
+ENUM_BITS: dict[str, dict[str, int]] = {}
 
 SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
 
@@ -76,4 +90,13 @@ COMMANDS: tuple[CommandInfo, ...] = (
 # Presence fan-out: audience, client class, coalescing interval, notify/batch commands and status values.
 PRESENCE: dict[str, Any] | None = {"audience": ("contacts", "subscribers"), "batch": "CID_STAT_RSP", "batch_field": "stats", "batch_from": 4, "batch_owner_field": "user_id", "clients": "all", "coalesce_ms": 2000, "notify": "CID_STAT_NOTIFY", "notify_field": "stat", "offline": 2, "online": 1}
 
-REGISTRY = Registry(SPEC_NAME, SPEC_VERSION, COMMANDS, services=SERVICE_IDS, presence=PRESENCE)
+REGISTRY = Registry(
+    SPEC_NAME,
+    SPEC_VERSION,
+    COMMANDS,
+    services=SERVICE_IDS,
+    presence=PRESENCE,
+    enums=Enums,
+    command_ids=CommandId,
+    enum_bits=ENUM_BITS,
+)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 from runtime.registry import CommandInfo, Registry
 
@@ -31,6 +31,27 @@ class CommandId(enum.IntEnum):
     CID_MSG_DATA_ACK = 0x0204
     CID_HEARTBEAT = 0x0205
 
+
+class Enums:
+    """The spec's enums (value name -> number) and the named bits of their values (`<Enum>Bits`)."""
+
+    class ResultCode(enum.IntEnum):
+        """Gold.P2.Base.ResultCode."""
+
+        RESULT_OK = 0
+        RESULT_FAILED = 1
+        RESULT_DENIED = 2
+
+    class UserStatus(enum.IntEnum):
+        """Presence of a user."""
+
+        USER_STATUS_ONLINE = 1
+        USER_STATUS_OFFLINE = 2
+        USER_STATUS_LEAVE = 3
+
+
+# The named bits of enum values, by the enum's full name (what the runtime's generic stages look up).
+ENUM_BITS: dict[str, dict[str, int]] = {}
 
 SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
 
@@ -101,4 +122,13 @@ COMMANDS: tuple[CommandInfo, ...] = (
 # Presence fan-out: audience, client class, coalescing interval, notify/batch commands and status values.
 PRESENCE: dict[str, Any] | None = None
 
-REGISTRY = Registry(SPEC_NAME, SPEC_VERSION, COMMANDS, services=SERVICE_IDS, presence=PRESENCE)
+REGISTRY = Registry(
+    SPEC_NAME,
+    SPEC_VERSION,
+    COMMANDS,
+    services=SERVICE_IDS,
+    presence=PRESENCE,
+    enums=Enums,
+    command_ids=CommandId,
+    enum_bits=ENUM_BITS,
+)

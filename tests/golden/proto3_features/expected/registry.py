@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 from runtime.registry import CommandInfo, Registry
 
@@ -32,6 +32,27 @@ class CommandId(enum.IntEnum):
     DOC_SYNC = 0x1005
     DOC_NOTIFY = 0x1006
 
+
+class Enums:
+    """The spec's enums (value name -> number) and the named bits of their values (`<Enum>Bits`)."""
+
+    class Document_Visibility(enum.IntEnum):
+        """Who can see a document."""
+
+        VISIBILITY_PRIVATE = 0
+        VISIBILITY_PUBLIC = 1
+
+    class Kind(enum.IntEnum):
+        """Gold.P3.Types.Kind."""
+
+        KIND_UNSPECIFIED = 0
+        KIND_TEXT = 1
+        KIND_IMAGE = 2
+        KIND_PICTURE = 2
+
+
+# The named bits of enum values, by the enum's full name (what the runtime's generic stages look up).
+ENUM_BITS: dict[str, dict[str, int]] = {}
 
 SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
 
@@ -113,4 +134,13 @@ COMMANDS: tuple[CommandInfo, ...] = (
 # Presence fan-out: audience, client class, coalescing interval, notify/batch commands and status values.
 PRESENCE: dict[str, Any] | None = None
 
-REGISTRY = Registry(SPEC_NAME, SPEC_VERSION, COMMANDS, services=SERVICE_IDS, presence=PRESENCE)
+REGISTRY = Registry(
+    SPEC_NAME,
+    SPEC_VERSION,
+    COMMANDS,
+    services=SERVICE_IDS,
+    presence=PRESENCE,
+    enums=Enums,
+    command_ids=CommandId,
+    enum_bits=ENUM_BITS,
+)

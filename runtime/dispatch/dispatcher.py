@@ -1,257 +1,34 @@
-"""Runtime dispatch layer: command id -> service handler, with the input/unpack/pack stages around each call.
-
-A service object has `__mapping__: dict[int, str]` (command id -> method name) and methods
-`async def on_x(self, ctx: Context, msg) -> Message | None` (or a plain `def` for a hot command that never
-suspends); a returned message is sent as the command's `reply` with the request's seq. Handlers that finish
-without suspending run inline, without an asyncio Task.
-"""
+"""`Dispatcher`: routes the frames of every connection of a server to one service object's handlers, through
+the input/unpack stages on the way in and the reply cache and pack stage on the way out."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import itertools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.message import Message
 
 from runtime.connection import Kind
+from runtime.dispatch import reply_cache
+from runtime.dispatch.context import Context
+from runtime.dispatch.replies import body_as_is, send_packed, send_reply, send_reply_body
+from runtime.dispatch.reply_cache import Waiting, connection_epoch, dedup_key
+from runtime.dispatch.routes import EXT_OPT_IN, EXTENSION_SERVICE, Route, extension_capable
+from runtime.dispatch.stepping import Resume
 from runtime.errors import BodyError, StageError
 from runtime.framing import FLAG_COMPRESSED, Frame
 from runtime.refusal import error_reply
 from runtime.registry import CommandInfo, Registry
 from runtime.stages import CommandStages, build_stages
-from runtime.stages.crypto import SessionCipher, SessionKeys
 from runtime.stages.input import missing_fields
-from runtime.stages.transport import DedupWindow
-from runtime.stages.unpack import InflateBudget, ReplayWindow, text_check
+from runtime.stages.unpack import InflateBudget
 from runtime.transport import Link
 
 log = logging.getLogger("runtime.dispatch")
 
-Handler = Callable[["Context", Any], Awaitable[Message | None] | Message | None]
-
-EXTENSION_SERVICE = "EXT"  # the registry service whose commands only opted-in clients receive
-EXT_OPT_IN = "ext"  # link data key: the client sent an extension command
-
-
-def extension_capable(link: Link) -> bool:
-    """Whether `link` may receive extension commands: every server link does; a client connection once the
-    client sent one itself (an original TeamTalk client never does, and must never receive one)."""
-    if link.kind is not Kind.CLIENT_SESSION:
-        return True
-    data = link.data
-    return bool(data and data.get(EXT_OPT_IN))
-
-
-_epochs = itertools.count(1)
-_EPOCH = "dedup_epoch"
 _INFLATE = "inflate_budget"
-
-
-def _connection_epoch(link: Link) -> int:
-    """A number that names this connection for as long as the process runs (an address, a port or an object
-    id can be reused by a later connection; a retransmit never crosses connections)."""
-    data = link.extras()
-    epoch: int | None = data.get(_EPOCH)
-    if epoch is None:
-        epoch = data[_EPOCH] = next(_epochs)
-    return epoch
-
-
-class Route:
-    """Everything the hot path needs for one command, computed once."""
-
-    __slots__ = (
-        "check_text",
-        "client_ok",
-        "dedup",
-        "dedup_per_connection",
-        "fast_in",
-        "fast_reply",
-        "handler",
-        "info",
-        "is_async",
-        "max_body",
-        "name",
-        "parse",
-        "reply",
-        "reply_sealed",
-        "stages",
-        "verify",
-    )
-
-    def __init__(
-        self,
-        info: CommandInfo,
-        handler: Handler,
-        stages: CommandStages,
-        reply: tuple[CommandInfo, CommandStages] | None,
-    ) -> None:
-        self.info = info
-        self.name = info.name
-        self.handler = handler
-        # Handlers are `async def` as the generated bases declare them; a service may implement a hot command
-        # with a plain function (it must not block), which the dispatcher then calls without a coroutine.
-        self.is_async = inspect.iscoroutinefunction(handler)
-        self.stages = stages
-        self.reply = reply
-        # No input checks, no decryption: parse the body directly.
-        self.fast_in = not stages.input.active and not stages.unpack.require_encryption
-        # Required fields are checked at parse time unless the unpack policy turns `verify` off (then the
-        # input stage checks them, and refuses by its own rules).
-        self.verify = self.fast_in or stages.unpack.verify
-        self.max_body = stages.input.max_bytes if stages.input.max_bytes is not None else 1 << 62
-        self.dedup = DedupWindow(stages.transport.dedup_window) if stages.transport.dedup else None
-        self.dedup_per_connection = stages.transport.dedup_per_connection
-        self.client_ok = info.from_client
-        self.parse = info.message_class.FromString
-        self.check_text = text_check(info.message_class.DESCRIPTOR)
-        # (message class, service id, command id) of a plain-protobuf reply: sent without the pack stage.
-        # `session_aead` replies take it too while a connection has no session keys (checked per reply).
-        self.fast_reply: tuple[type[Message], int, int] | None = None
-        self.reply_sealed = False
-        if reply is not None and not reply[1].pack.compress and reply[1].pack.codec is None:
-            self.fast_reply = (reply[0].message_class, reply[0].service_id, reply[0].command_id)
-            self.reply_sealed = reply[1].pack.encrypt
-
-
-class Context:
-    """What a handler sees of the request: its connection, seq, command, and helpers to answer or push."""
-
-    __slots__ = ("close_reason", "dedup_key", "dedup_slot", "dispatcher", "info", "link", "seq")
-
-    def __init__(self, dispatcher: Dispatcher, link: Link, info: CommandInfo, seq: int) -> None:
-        self.dispatcher = dispatcher
-        self.link = link
-        self.info = info
-        self.seq = seq
-        self.close_reason: str | None = None
-        # The request's key in its command's dedup window (None: not deduplicated, or forgotten).
-        self.dedup_key: tuple[int, ...] | None = None
-        self.dedup_slot: _Waiting | None = None
-
-    @property
-    def connection(self) -> Link:
-        return self.link
-
-    @property
-    def peer(self) -> str:
-        return self.link.peer
-
-    @property
-    def user_id(self) -> int:
-        conn = self.link.conn
-        return conn.user_id if conn is not None else 0
-
-    @property
-    def client_type(self) -> int:
-        conn = self.link.conn
-        return conn.client_type if conn is not None else 0
-
-    @property
-    def authenticated(self) -> bool:
-        conn = self.link.conn
-        return conn is not None and conn.user_id != 0 and conn.is_open
-
-    def authenticate(self, user_id: int, client_type: int) -> None:
-        """Complete login on this connection: binds the user and lifts the auth gate."""
-        assert self.link.conn is not None
-        self.link.conn.authenticate(user_id, client_type)
-        if self.link.data:
-            # The rate buckets of the login exchange: an idle logged-in connection need not keep them.
-            self.link.data.pop("buckets", None)
-
-    def enable_encryption(self, keys: SessionKeys, algorithm: str = "aes-256-gcm") -> None:
-        """Install the session keys agreed at login; `session_aead` commands are sealed from now on."""
-        data = self.link.extras()
-        data["cipher"] = SessionCipher(keys, algorithm)
-        data["replay"] = ReplayWindow()
-
-    def reply(self, msg: Message, *, remember: bool = True) -> bool:
-        """Send `msg` as this command's reply with the request's seq (same as returning it).
-
-        For a deduplicated command the reply is remembered in the dedup window (a later retransmit of the
-        request is answered with it, and one that arrived while this request was pending gets it now);
-        `remember=False` sends a provisional answer instead (e.g. "not stored, try again") and forgets the
-        request, so a retransmit is processed afresh."""
-        body = None
-        if self.dedup_key is not None:
-            if remember:
-                body = self.dispatcher.remember_reply(self, msg)
-            else:
-                self.dispatcher.forget_request(self, msg)
-                self.dedup_key = None
-        return self.dispatcher.send(self.link, self.info.reply or self.info.name, msg, self.seq, body)
-
-    def forget(self) -> None:
-        """Drop this request from its dedup window: a retransmit will be processed again, not answered from
-        the window. Requests that joined it while it was pending are answered by the next reply sent."""
-        if self.dedup_key is not None:
-            self.dispatcher.forget_request(self)
-            self.dedup_key = None
-
-    def send(self, command: str, msg: Message, seq: int = 0) -> bool:
-        """Send `command` on this connection."""
-        return self.dispatcher.send(self.link, command, msg, seq)
-
-    def push(self, link: Link, command: str, msg: Message) -> bool:
-        """Send a server-initiated `command` (seq 0) on another connection, e.g. to fan out a message."""
-        return self.dispatcher.send(link, command, msg, 0)
-
-    def close(self, reason: str) -> None:
-        """Close this connection once the handler has finished and its reply is written (e.g. a failed login
-        or a logout: reply, then close)."""
-        self.close_reason = reason
-
-
-class _Waiting:
-    """A dedup window entry: the request's reply once it is known (`result`), and until then the duplicates
-    that arrived meanwhile (`waiters`, bounded), which get that reply when it is sent. The entry is stored
-    once; the reply is filled in place."""
-
-    __slots__ = ("result", "waiters")
-    LIMIT = 8
-
-    def __init__(self) -> None:
-        self.result: Message | None = None
-        self.waiters: list[tuple[Link, int]] | None = None
-
-    def add(self, link: Link, seq: int) -> None:
-        waiters = self.waiters
-        if waiters is None:
-            self.waiters = [(link, seq)]
-        elif len(waiters) < self.LIMIT:
-            waiters.append((link, seq))
-
-
-class _Resume:
-    """Continue a coroutine that already ran up to its first suspension (a hand-rolled eager task start)."""
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self.coro = coro
-        self.first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self.coro
-        yielded = self.first
-        while True:
-            try:
-                value = yield yielded
-            except BaseException as exc:  # cancellation and errors go into the handler, as with a plain await
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    yielded = coro.send(value)
-                except StopIteration as stop:
-                    return stop.value
 
 
 class Dispatcher:
@@ -289,6 +66,9 @@ class Dispatcher:
             if info.reply and reply is None:
                 raise ValueError(f"{info.name}: reply command {info.reply!r} is not in the registry")
             self.routes[cid] = Route(info, getattr(service, method), self.stages[cid], reply)
+        from runtime.link_dispatch import frames_received  # imports this module
+
+        self._link_frames = frames_received  # frames of internal links
         self._on_connect = getattr(service, "on_connect", None)
         self._on_disconnect = getattr(service, "on_disconnect", None)
         self._on_rejected = getattr(service, "on_rejected", None)
@@ -308,6 +88,9 @@ class Dispatcher:
             self._guard(self._on_disconnect, link, reason)
 
     def frames_received(self, link: Link, frames: Iterable[tuple[Frame, CommandInfo]]) -> None:
+        if link.kind is Kind.SERVER_LINK:
+            self._link_frames(self, link, frames)  # runtime.link_dispatch
+            return
         routes = self.routes
         conn = link.conn
         assert conn is not None
@@ -378,16 +161,16 @@ class Dispatcher:
         ctx = Context(self, link, info, frame.seq)
         key = None
         if route.dedup is not None:
-            key = self._dedup_key(frame, msg)
+            key = dedup_key(frame, msg)
             if route.dedup_per_connection:
-                key = (_connection_epoch(link), *key)
+                key = (connection_epoch(link), *key)
             now = link.now()
             cached = route.dedup.get(user_id, key, now)
             if type(cached) is bytes:
                 log.info(
                     "%r: duplicate %s (seq %d) answered from the dedup window", link, info.name, frame.seq
                 )
-                self._send_reply_body(ctx, route, cached)
+                send_reply_body(ctx, route, cached)
                 return
             if cached is not None:
                 if cached.result is None:
@@ -404,9 +187,9 @@ class Dispatcher:
                     log.info(
                         "%r: duplicate %s (seq %d) answered from the dedup window", link, info.name, frame.seq
                     )
-                    self._send_reply(ctx, route, cached.result)
+                    send_reply(ctx, route, cached.result)
                 return
-            slot = _Waiting()
+            slot = Waiting()
             route.dedup.remember(user_id, key, slot, now)
             ctx.dedup_key = key
             ctx.dedup_slot = slot
@@ -468,14 +251,6 @@ class Dispatcher:
             )
             link.close(f"{route.name} refused ({exc.rule}): {exc}")
 
-    @staticmethod
-    def _dedup_key(frame: Frame, msg: Message) -> tuple[int, ...]:
-        # A retransmit repeats the seq and the content. Sealed bodies differ per attempt (fresh nonce), so for
-        # those the key hashes the plaintext. The key is computed once and handed to `_finish`.
-        if not frame.flag:
-            return frame.command_id, frame.seq, hash(bytes(frame.body))
-        return frame.command_id, frame.seq, hash(msg.SerializePartialToString())
-
     def _run(self, ctx: Context, route: Route, msg: Message, key: tuple[int, ...] | None) -> None:
         if not route.is_async:  # a plain function: no coroutine to make and step
             try:
@@ -526,7 +301,7 @@ class Dispatcher:
         self, ctx: Context, route: Route, coro: Any, first: Any, key: tuple[int, ...] | None
     ) -> None:
         try:
-            result = await _Resume(coro, first)
+            result = await Resume(coro, first)
         except Exception as exc:
             self._handler_failed(ctx, route, exc)
             return
@@ -544,86 +319,19 @@ class Dispatcher:
         if ctx.dedup_key is not None and result is not None:
             self.remember_reply(ctx, result)
         if result is not None:
-            self._send_reply(ctx, route, result)
+            send_reply(ctx, route, result)
 
-    # -- the dedup window ------------------------------------------------------------------------------------
+    # -- the dedup window (runtime.dispatch.reply_cache) ----------------------------------------------------
     def remember_reply(self, ctx: Context, result: Message, body: bytes | None = None) -> bytes | None:
         """Record `result` as the reply to `ctx`'s request in its dedup window (whenever it is sent: returned
-        or through `ctx.reply` later) and answer the duplicates that arrived while it was pending.
-
-        The window keeps the reply serialized (`body`, made here if not given, and returned): bytes are not
-        tracked by the cycle collector, where a message object and its slot would be, for the whole window."""
-        slot = ctx.dedup_slot
-        key = ctx.dedup_key
-        if slot is None or key is None:
-            return body
-        slot.result = result
-        if body is None:
-            try:
-                body = result.SerializeToString()
-            except Exception:  # e.g. required fields missing: the send reports it; keep the message
-                body = None
-        route = self.routes.get(ctx.info.command_id)
-        if body is not None and route is not None and route.dedup is not None:
-            route.dedup.replace(ctx.user_id, key, slot, body)
-        if slot.waiters:
-            self._answer_waiters(ctx, slot, result)
-        return body
+        or through `ctx.reply` later) and answer the duplicates that arrived while it was pending. Returns the
+        reply serialized (`body`, made here if not given)."""
+        return reply_cache.remember(self.routes.get(ctx.info.command_id), ctx, result, body)
 
     def forget_request(self, ctx: Context, provisional: Message | None = None) -> None:
         """Drop `ctx`'s request from its dedup window, so a retransmit is processed afresh. Duplicates that
         were waiting for its reply get `provisional` (the same answer the first copy got), if given."""
-        route = self.routes.get(ctx.info.command_id)
-        key = ctx.dedup_key
-        slot = ctx.dedup_slot
-        if route is None or route.dedup is None or key is None:
-            return
-        route.dedup.forget(ctx.user_id, key)
-        ctx.dedup_slot = None
-        if provisional is not None and slot is not None and slot.waiters:
-            self._answer_waiters(ctx, slot, provisional)
-
-    def _answer_waiters(self, ctx: Context, slot: _Waiting, result: Message) -> None:
-        waiters, slot.waiters = slot.waiters, None
-        route = self.routes.get(ctx.info.command_id)
-        if not waiters or route is None or route.reply is None:
-            return
-        info, stages = route.reply
-        if type(result) is not info.message_class:
-            return
-        for link, seq in waiters:
-            conn = link.conn
-            if conn is not None and conn.is_open:
-                self._send_packed(link, info, stages, result, seq)
-
-    def _send_reply_body(self, ctx: Context, route: Route, body: bytes) -> None:
-        """Send a remembered (serialized) reply again, through the pack stage where it transforms it."""
-        if route.reply is None:
-            return
-        info, stages = route.reply
-        link = ctx.link
-        if stages.pack.trivial or (
-            stages.pack.plain_unless_sealed and not (link.data and link.data.get("cipher"))
-        ):
-            link.send_frame(info.service_id, info.command_id, ctx.seq, body)
-        else:
-            self._send_packed(link, info, stages, info.message_class.FromString(body), ctx.seq)
-
-    def _send_reply(self, ctx: Context, route: Route, result: Any) -> None:
-        if route.reply is None:
-            log.error("%s returned a %s but the command has no reply", route.name, type(result).__name__)
-            return
-        info, stages = route.reply
-        if type(result) is not info.message_class:
-            log.error(
-                "%s returned a %s; its reply %s carries %s",
-                route.name,
-                type(result).__name__,
-                info.name,
-                info.message_class.__name__,
-            )
-            return
-        self._send_packed(ctx.link, info, stages, result, ctx.seq)
+        reply_cache.forget(self.routes.get(ctx.info.command_id), ctx, provisional)
 
     def _handler_failed(self, ctx: Context, route: Route, exc: BaseException) -> None:
         log.error("handler %s failed for %r (seq %d): %r", route.name, ctx.link, ctx.seq, exc, exc_info=exc)
@@ -649,20 +357,9 @@ class Dispatcher:
         if info.command_id in self.extension_commands and not extension_capable(link):
             log.debug("%r: %s not sent: the client never opted in to extensions", link, command)
             return False
-        if body is not None and (
-            stages.pack.trivial
-            or (stages.pack.plain_unless_sealed and not (link.data and link.data.get("cipher")))
-        ):
+        if body is not None and body_as_is(link, stages):
             return link.send_frame(info.service_id, info.command_id, seq, body)
-        return self._send_packed(link, info, stages, msg, seq)
-
-    @staticmethod
-    def _send_packed(link: Link, info: CommandInfo, stages: CommandStages, msg: Message, seq: int) -> bool:
-        if stages.pack.trivial:
-            return link.send_frame(info.service_id, info.command_id, seq, msg.SerializeToString())
-        cipher = link.data.get("cipher") if link.data else None
-        flag, body = stages.pack.pack(msg, info.service_id, info.command_id, seq, cipher)
-        return link.send_frame(info.service_id, info.command_id, seq, body, flag=flag)
+        return send_packed(link, info, stages, msg, seq)
 
     def _guard(self, hook: Callable[..., Any], *args: Any) -> None:
         try:

@@ -1,0 +1,81 @@
+"""Integration: the layout decides which internal links are in-process (runtime.cluster.layout); messages
+cross shards either way."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from runtime.inprocess import is_in_process
+from tests.integration.conftest import TestCluster, run_in_cluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_roles_of_one_shard_link_in_process_and_shards_link_over_tcp(
+    tmp_path: Path, cluster_layout: str
+) -> None:
+    async def body(c: TestCluster) -> None:
+        msg0, msg1 = c.services("msg")
+        sharded = cluster_layout == "sharded"
+        # msg 0 shares shard 0 with biz 0 and router 0; msg 1 (shard 1) reaches biz 0 over TCP
+        assert is_in_process(msg0.biz_link()) is sharded
+        assert not is_in_process(msg1.biz_link())
+        # each msg server relays through the router of its own shard
+        assert is_in_process(msg0.routers.master) is sharded
+        assert is_in_process(msg1.routers.master) is sharded
+        assert len(msg0.routers.live_links()) == 2
+        a, b = await c.login("user00", 0), await c.login("user01", 1)
+        for i in range(5):  # both ways across the shards
+            assert (await a.text(b.user_id, b"to b %d" % i)).msg_id > 0
+            assert (await b.text(a.user_id, b"to a %d" % i)).msg_id > 0
+        got_b = await b.wait_for("CID_MSG_DATA", count=5)
+        got_a = await a.wait_for("CID_MSG_DATA", count=5)
+        assert [m.msg_data for m in got_b] == [b"to b %d" % i for i in range(5)]
+        assert [m.msg_data for m in got_a] == [b"to a %d" % i for i in range(5)]
+
+    run_in_cluster(tmp_path, body)
+
+
+def test_a_sharded_process_cluster_runs_one_worker_per_shard(tmp_path: Path, cluster_layout: str) -> None:
+    from runtime.cluster.config import parse_config
+    from runtime.cluster.discovery import RunDirDiscovery
+    from runtime.cluster.processes import ProcessSupervisor
+    from tests.integration.conftest import NAMES, cluster_config, seed_users
+    from tests.integration.test_messaging_processes import login
+    from ttgen.commands.status import gather_status
+
+    async def main() -> None:
+        await seed_users(tmp_path, NAMES[:2])
+        config = parse_config(cluster_config(tmp_path))
+        sup = ProcessSupervisor(config, "generated.teamtalk", console=lambda _s: None)
+        await sup.start()
+        try:
+            names = [w.name for w in sup.workers]
+            if cluster_layout == "sharded":
+                assert names == ["login-0", "shard-0", "shard-1"]
+            else:
+                assert names == ["biz-0", "router-0", "router-1", "login-0", "msg-0", "msg-1"]
+            eps = RunDirDiscovery(config.run_dir)
+            pid = {(r.endpoint.service, r.endpoint.instance): r.pid for r in eps.records()}
+            together = pid[("msg", 0)] == pid[("biz", 0)] == pid[("router", 0)]
+            assert together is (cluster_layout == "sharded")
+            assert pid[("msg", 0)] != pid[("msg", 1)]
+            status = await gather_status(tmp_path)
+            assert not [r for r in status["instances"] if r.get("status") == "down"], status
+            msg_eps = sorted(eps.endpoints("msg", "client"), key=lambda e: e.instance)
+            a, b = await login(msg_eps, 0, "user00"), await login(msg_eps, 1, "user01")
+            try:
+                ack = await a.text(b.user_id, b"across")
+                assert ack.msg_id > 0
+                (got,) = await b.wait_for("CID_MSG_DATA", timeout=10)
+                assert got.msg_id == ack.msg_id
+            finally:
+                await a.close()
+                await b.close()
+        finally:
+            await sup.stop()
+
+    asyncio.run(main())
