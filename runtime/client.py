@@ -1,7 +1,11 @@
 """Runtime client layer: `ClientCore`, the protocol-agnostic async client that generated clients wrap.
 
 It connects directly or through the login service (`GET /msg_server`), matches replies to requests by seq,
-delivers server pushes through `pushes()`, sends heartbeats, and reconnects with exponential backoff.
+delivers server pushes through `pushes()`, sends heartbeats, and reconnects with exponential backoff. On every
+connection it first offers the IM.Ext secure session (`CID_EXT_HANDSHAKE_REQ`, when the protocol has it):
+`encryption="prefer"` (the default) seals `session_aead` commands when the server agrees and stays in clear
+when it does not answer; `"require"` refuses to go on in clear (`PlaintextRefused`); `"off"` never offers it.
+A client that gives up waiting in the login queue releases its place (`DELETE /msg_server?ticket=`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, cast
@@ -18,13 +23,19 @@ from urllib.parse import quote, urlsplit
 from google.protobuf.message import Message
 
 from runtime.connection import DEFAULT_TIMEOUTS, Kind, Timeouts
-from runtime.errors import CallTimeout, ConnectionClosed, LoginServiceError, RuntimeProtocolError
+from runtime.errors import (
+    CallTimeout,
+    ConnectionClosed,
+    LoginServiceError,
+    PlaintextRefused,
+    RuntimeProtocolError,
+)
 from runtime.framing import DEFAULT_MAX_FRAME_BYTES, Frame
 from runtime.httpkit import MalformedRequest, fetch
-from runtime.registry import CommandInfo, Registry
+from runtime.registry import CommandInfo, Registry, UnknownCommand
 from runtime.services.links import ResultCode
 from runtime.stages import CommandStages, build_stages
-from runtime.stages.crypto import SessionCipher, SessionKeys
+from runtime.stages.crypto import KeyExchange, SessionCipher, SessionKeys, derive_session_keys
 from runtime.stages.unpack import ReplayWindow
 from runtime.transport import TICK_SECONDS, Link, connect
 
@@ -36,6 +47,20 @@ Resync = Callable[["ClientCore"], Awaitable[None]]
 
 QueueProgress = Callable[[int, float], None]  # (1-based queue position, expected wait in seconds)
 QUEUED = ResultCode.MSG_SERVER_FULL  # the login service queued us (runtime.services.admission)
+ENCRYPTION_MODES = ("prefer", "require", "off")
+HANDSHAKE = "CID_EXT_HANDSHAKE_REQ"
+
+
+def aead_suites(registry: Registry) -> dict[int, str]:
+    """The spec's IM.Ext.AeadSuite values -> runtime.stages.crypto algorithms, in the order the client offers
+    them (empty when the stack has no such enum)."""
+    suite = getattr(registry.enums, "AeadSuite", None) if registry.enums is not None else None
+    if suite is None:
+        return {}
+    return {
+        int(suite.AEAD_AES_256_GCM): "aes-256-gcm",
+        int(suite.AEAD_CHACHA20_POLY1305): "chacha20-poly1305",
+    }
 
 
 async def resolve_msg_server(
@@ -49,7 +74,8 @@ async def resolve_msg_server(
 
     When the service queues the client (code 2 with a `queueTicket`), wait `retryAfterMs` and ask again with
     the ticket, which keeps the place in the queue, until a server is assigned; `on_queue(position, wait)` is
-    told each place. `queue_timeout` (seconds, None: no limit) bounds the whole wait."""
+    told each place. `queue_timeout` (seconds, None: no limit) bounds the whole wait. A wait that ends
+    without a server (timed out, cancelled, failed) releases its place, so nobody queues behind it."""
     parts = urlsplit(url if "//" in url else f"http://{url}")
     if parts.scheme != "http" or not parts.hostname:
         raise LoginServiceError(f"login service URL must be http://host:port/path, got {url!r}")
@@ -58,28 +84,58 @@ async def resolve_msg_server(
     loop = asyncio.get_running_loop()
     deadline = None if queue_timeout is None else loop.time() + queue_timeout
     ticket = ""
-    while True:
-        reply = await _lookup(host, port, path + (f"?ticket={quote(ticket)}" if ticket else ""), timeout)
-        code = int(reply.get("code", -1))
-        if code == 0:
+    try:
+        while True:
+            reply = await _lookup(host, port, path + (f"?ticket={quote(ticket)}" if ticket else ""), timeout)
+            code = int(reply.get("code", -1))
+            if code == 0:
+                ticket = ""  # the place is used up by the assignment
+                try:
+                    return str(reply["priorIP"]), int(reply["port"])  # TeamTalk sends the port as a string
+                except (KeyError, ValueError, TypeError):
+                    raise LoginServiceError("login service reply lacks priorIP/port") from None
+            queue_ticket = reply.get("queueTicket")
+            if code != QUEUED or not isinstance(queue_ticket, str) or not queue_ticket:
+                raise LoginServiceError(f"login service refused: {reply.get('msg', '')} (code {code})", code)
+            ticket = queue_ticket[:64]
             try:
-                return str(reply["priorIP"]), int(reply["port"])  # TeamTalk sends the port as a string
-            except (KeyError, ValueError, TypeError):
-                raise LoginServiceError("login service reply lacks priorIP/port") from None
-        queue_ticket = reply.get("queueTicket")
-        if code != QUEUED or not isinstance(queue_ticket, str) or not queue_ticket:
-            raise LoginServiceError(f"login service refused: {reply.get('msg', '')} (code {code})", code)
-        ticket = queue_ticket[:64]
-        try:
-            wait = min(max(int(reply.get("retryAfterMs", 1000)), 50), 30_000) / 1000
-            position = int(reply.get("queuePosition", 0))
-        except (ValueError, TypeError):
-            raise LoginServiceError("login service queue answer is malformed") from None
-        if on_queue is not None:
-            on_queue(position, float(reply.get("expectedWaitMs", wait * 1000)) / 1000)
-        if deadline is not None and loop.time() + wait > deadline:
-            raise LoginServiceError(f"still queued (position {position}) after {queue_timeout:g} s", code)
-        await asyncio.sleep(wait)
+                wait = min(max(int(reply.get("retryAfterMs", 1000)), 50), 30_000) / 1000
+                position = int(reply.get("queuePosition", 0))
+            except (ValueError, TypeError):
+                raise LoginServiceError("login service queue answer is malformed") from None
+            if on_queue is not None:
+                on_queue(position, float(reply.get("expectedWaitMs", wait * 1000)) / 1000)
+            if deadline is not None and loop.time() + wait > deadline:
+                raise LoginServiceError(f"still queued (position {position}) after {queue_timeout:g} s", code)
+            await asyncio.sleep(wait)
+    except BaseException:
+        if ticket:
+            release = loop.create_task(release_queue_ticket(host, port, path, ticket, min(timeout, 5.0)))
+            _RELEASES.add(release)
+            release.add_done_callback(_RELEASES.discard)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(release)
+        raise
+
+
+_RELEASES: set[asyncio.Task[bool]] = set()  # releases still running when their waiter was cancelled
+
+
+async def release_queue_ticket(host: str, port: int, path: str, ticket: str, timeout: float = 5.0) -> bool:
+    """Give a login-queue place back (`DELETE <path>?ticket=`); True if the service knew the ticket."""
+    try:
+        response = await fetch(
+            host,
+            port,
+            "DELETE",
+            f"{path}?ticket={quote(ticket)}",
+            headers={"Accept": "application/json"},
+            timeout=timeout,
+            max_response=MAX_LOGIN_REPLY,
+        )
+    except (OSError, TimeoutError, MalformedRequest):
+        return False
+    return response.status == 200
 
 
 async def _lookup(host: str, port: int, target: str, timeout: float) -> dict[str, Any]:
@@ -136,11 +192,19 @@ class ClientCore:
         legacy_key: bytes | None = None,
         on_queue: QueueProgress | None = None,
         queue_timeout: float | None = None,
+        encryption: str = "prefer",
+        handshake_timeout: float = 3.0,
     ) -> None:
         """`on_queue(position, expected_wait)` is told each place while the login service queues this
-        client; `queue_timeout` bounds that wait (None: wait as long as it takes)."""
+        client; `queue_timeout` bounds that wait (None: wait as long as it takes). `encryption`: "prefer"
+        (negotiate the secure session when the server answers the handshake within `handshake_timeout`),
+        "require" (close and raise PlaintextRefused when it does not) or "off"."""
         if login_url is None and (host is None or port is None):
             raise ValueError("give either login_url or host and port")
+        if encryption not in ENCRYPTION_MODES:
+            raise ValueError(f"encryption must be one of {', '.join(ENCRYPTION_MODES)}, not {encryption!r}")
+        self.encryption, self.handshake_timeout = encryption, handshake_timeout
+        self.encrypted = False  # whether the current connection completed the handshake
         self.registry = registry
         self.host, self.port, self.login_url = host, port, login_url
         self.timeouts = timeouts
@@ -183,9 +247,52 @@ class ClientCore:
             timeouts=self.timeouts,
             max_frame_bytes=self.max_frame_bytes,
         )
+        self.encrypted = False
         self._connected.set()
         if not any(t.get_name() == "ticker" for t in self._tasks):
             self._spawn(self._ticker(), "ticker")
+        if self.encryption != "off":
+            await self._negotiate()
+
+    async def _negotiate(self) -> None:
+        """Offer the secure session on the fresh connection (before anything else is sent on it)."""
+        try:
+            info = self.registry.by_name(HANDSHAKE)
+        except UnknownCommand:
+            info = None
+        why = "the protocol has no secure-session handshake"
+        suites = aead_suites(self.registry)
+        if info is not None and suites:
+            kx, nonce = KeyExchange(), os.urandom(16)
+            req: Any = info.message_class()
+            req.client_public_key, req.client_nonce = kx.public_bytes, nonce
+            req.suites.extend(suites)
+            rsp: Any = None
+            try:
+                rsp = await self.call(HANDSHAKE, req, timeout=self.handshake_timeout)
+            except CallTimeout:
+                why = f"the server did not answer the handshake within {self.handshake_timeout:g} s"
+            if rsp is not None and rsp.result_code == 0 and rsp.suite in suites:
+                try:
+                    keys = derive_session_keys(
+                        kx, rsp.server_public_key, nonce, rsp.server_nonce, initiator=True
+                    )
+                except (ValueError, RuntimeProtocolError) as exc:
+                    why = f"the server's handshake is unusable: {exc}"
+                else:
+                    self.enable_encryption(keys, suites[rsp.suite])
+                    self.encrypted = True
+                    return
+            elif rsp is not None:
+                why = f"the server refused the handshake (result {rsp.result_code})"
+        if self.encryption == "require":
+            link = self._link
+            self._closing = True
+            if link is not None:
+                link.close("plaintext refused")
+            self._fail_pending(ConnectionClosed("plaintext refused"))
+            raise PlaintextRefused(f"no encrypted session: {why} (encryption=require)")
+        log.info("continuing in clear: %s", why)
 
     async def close(self) -> None:
         """Close for good: no reconnect; pending calls fail with `ConnectionClosed`; `pushes()` ends."""

@@ -85,3 +85,7 @@ class LoginServiceError(ConnectionError):
     def __init__(self, message: str, code: int = -1) -> None:
         super().__init__(message)
         self.code = code
+
+
+class PlaintextRefused(ConnectionError):
+    """The client requires an encrypted session (`encryption="require"`) and the server did not agree one."""

@@ -31,7 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "up": ("ttgen.commands.up", "up", "Start the IM cluster (one process or one per service)."),
     "status": ("ttgen.commands.status", "status", "Show each running service's health and load."),
-    "admin": ("ttgen.commands.admin", "admin", "Create users, departments and groups."),
+    "admin": ("ttgen.commands.admin", "admin", "Users, departments, groups, keys, audit."),
     "chat": ("ttgen.commands.chat", "chat", "Terminal chat client for a running cluster."),
     "bench": ("ttgen.commands.bench", "bench", "Load benchmarks: connections, login storms, messages."),
 }

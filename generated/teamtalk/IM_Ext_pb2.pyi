@@ -37,6 +37,9 @@ class ExtCmdID(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CID_EXT_TICKET_VERIFY_RSP: _ClassVar[ExtCmdID]
     CID_EXT_TICKET_REVOKE_REQ: _ClassVar[ExtCmdID]
     CID_EXT_TICKET_REVOKE_RSP: _ClassVar[ExtCmdID]
+    CID_EXT_MSG_EDIT_REQ: _ClassVar[ExtCmdID]
+    CID_EXT_MSG_EDIT_RSP: _ClassVar[ExtCmdID]
+    CID_EXT_MSG_EDIT_NOTIFY: _ClassVar[ExtCmdID]
 
 class AeadSuite(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +59,18 @@ class RecallResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECALL_NOT_FOUND: _ClassVar[RecallResult]
     RECALL_NOT_SENDER: _ClassVar[RecallResult]
     RECALL_TIME_LIMIT: _ClassVar[RecallResult]
+
+class ServerKickReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SERVER_KICK_ACCOUNT: _ClassVar[ServerKickReason]
+
+class EditResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EDIT_OK: _ClassVar[EditResult]
+    EDIT_NOT_FOUND: _ClassVar[EditResult]
+    EDIT_NOT_SENDER: _ClassVar[EditResult]
+    EDIT_TIME_LIMIT: _ClassVar[EditResult]
+    EDIT_NOT_TEXT: _ClassVar[EditResult]
 
 class TicketResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -104,6 +119,9 @@ CID_EXT_TICKET_VERIFY_REQ: ExtCmdID
 CID_EXT_TICKET_VERIFY_RSP: ExtCmdID
 CID_EXT_TICKET_REVOKE_REQ: ExtCmdID
 CID_EXT_TICKET_REVOKE_RSP: ExtCmdID
+CID_EXT_MSG_EDIT_REQ: ExtCmdID
+CID_EXT_MSG_EDIT_RSP: ExtCmdID
+CID_EXT_MSG_EDIT_NOTIFY: ExtCmdID
 AEAD_AES_256_GCM: AeadSuite
 AEAD_CHACHA20_POLY1305: AeadSuite
 HANDSHAKE_OK: HandshakeResult
@@ -114,6 +132,12 @@ RECALL_OK: RecallResult
 RECALL_NOT_FOUND: RecallResult
 RECALL_NOT_SENDER: RecallResult
 RECALL_TIME_LIMIT: RecallResult
+SERVER_KICK_ACCOUNT: ServerKickReason
+EDIT_OK: EditResult
+EDIT_NOT_FOUND: EditResult
+EDIT_NOT_SENDER: EditResult
+EDIT_TIME_LIMIT: EditResult
+EDIT_NOT_TEXT: EditResult
 TICKET_OK: TicketResult
 TICKET_MALFORMED: TicketResult
 TICKET_FORGED: TicketResult
@@ -258,6 +282,56 @@ class IMMsgRecallNotify(_message.Message):
     msg_id: int
     recall_time: int
     def __init__(self, from_user_id: _Optional[int] = ..., to_session_id: _Optional[int] = ..., session_type: _Optional[_Union[_IM_BaseDefine_pb2.SessionType, str]] = ..., msg_id: _Optional[int] = ..., recall_time: _Optional[int] = ...) -> None: ...
+
+class IMMsgEditReq(_message.Message):
+    __slots__ = ("user_id", "session_type", "session_id", "msg_id", "msg_data", "attach_data")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MSG_ID_FIELD_NUMBER: _ClassVar[int]
+    MSG_DATA_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_DATA_FIELD_NUMBER: _ClassVar[int]
+    user_id: int
+    session_type: _IM_BaseDefine_pb2.SessionType
+    session_id: int
+    msg_id: int
+    msg_data: bytes
+    attach_data: bytes
+    def __init__(self, user_id: _Optional[int] = ..., session_type: _Optional[_Union[_IM_BaseDefine_pb2.SessionType, str]] = ..., session_id: _Optional[int] = ..., msg_id: _Optional[int] = ..., msg_data: _Optional[bytes] = ..., attach_data: _Optional[bytes] = ...) -> None: ...
+
+class IMMsgEditRsp(_message.Message):
+    __slots__ = ("user_id", "session_type", "session_id", "msg_id", "result_code", "edit_time", "attach_data")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MSG_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_CODE_FIELD_NUMBER: _ClassVar[int]
+    EDIT_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTACH_DATA_FIELD_NUMBER: _ClassVar[int]
+    user_id: int
+    session_type: _IM_BaseDefine_pb2.SessionType
+    session_id: int
+    msg_id: int
+    result_code: EditResult
+    edit_time: int
+    attach_data: bytes
+    def __init__(self, user_id: _Optional[int] = ..., session_type: _Optional[_Union[_IM_BaseDefine_pb2.SessionType, str]] = ..., session_id: _Optional[int] = ..., msg_id: _Optional[int] = ..., result_code: _Optional[_Union[EditResult, str]] = ..., edit_time: _Optional[int] = ..., attach_data: _Optional[bytes] = ...) -> None: ...
+
+class IMMsgEditNotify(_message.Message):
+    __slots__ = ("from_user_id", "to_session_id", "session_type", "msg_id", "msg_data", "edit_time")
+    FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    MSG_ID_FIELD_NUMBER: _ClassVar[int]
+    MSG_DATA_FIELD_NUMBER: _ClassVar[int]
+    EDIT_TIME_FIELD_NUMBER: _ClassVar[int]
+    from_user_id: int
+    to_session_id: int
+    session_type: _IM_BaseDefine_pb2.SessionType
+    msg_id: int
+    msg_data: bytes
+    edit_time: int
+    def __init__(self, from_user_id: _Optional[int] = ..., to_session_id: _Optional[int] = ..., session_type: _Optional[_Union[_IM_BaseDefine_pb2.SessionType, str]] = ..., msg_id: _Optional[int] = ..., msg_data: _Optional[bytes] = ..., edit_time: _Optional[int] = ...) -> None: ...
 
 class IMTypingNotify(_message.Message):
     __slots__ = ("from_user_id", "to_session_id", "session_type", "state")

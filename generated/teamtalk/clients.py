@@ -343,6 +343,13 @@ class TeamtalkClient:
             raise UnexpectedReply(f"CID_EXT_TICKET_LOGIN_REQ: expected CID_EXT_TICKET_LOGIN_RSP, got {type(reply).__name__}")
         return reply
 
+    async def ext_msg_edit_req(self, msg: IM_Ext_pb2.IMMsgEditReq, *, timeout: float | None = None) -> IM_Ext_pb2.IMMsgEditRsp:
+        """CID_EXT_MSG_EDIT_REQ (0x1017): Replace the text of a sent message."""
+        reply = await self.core.call("CID_EXT_MSG_EDIT_REQ", msg, timeout=timeout)
+        if not isinstance(reply, IM_Ext_pb2.IMMsgEditRsp):
+            raise UnexpectedReply(f"CID_EXT_MSG_EDIT_REQ: expected CID_EXT_MSG_EDIT_RSP, got {type(reply).__name__}")
+        return reply
+
     async def shake_req(self, msg: IM_Plugin_Shake_pb2.IMShakeReq, *, timeout: float | None = None) -> IM_Plugin_Shake_pb2.IMShakeRsp:
         """CID_SHAKE_REQ (0x1101): Shake; the reply lists the users matched so far."""
         reply = await self.core.call("CID_SHAKE_REQ", msg, timeout=timeout)

@@ -66,6 +66,7 @@ class BizServiceBase(abc.ABC):
         0x1011: "on_cid_ext_ticket_issue_req",
         0x1013: "on_cid_ext_ticket_verify_req",
         0x1015: "on_cid_ext_ticket_revoke_req",
+        0x1017: "on_cid_ext_msg_edit_req",
     }
 
     @abc.abstractmethod
@@ -199,6 +200,10 @@ class BizServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_ext_ticket_revoke_req(self, ctx: Context, msg: IM_Ext_pb2.IMTicketRevokeReq) -> Message | None:
         """CID_EXT_TICKET_REVOKE_REQ (0x1015, s2s); return the CID_EXT_TICKET_REVOKE_RSP reply (IMTicketRevokeRsp). Revoke a session's ticket (logout, kick), msg or gateway to biz."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_msg_edit_req(self, ctx: Context, msg: IM_Ext_pb2.IMMsgEditReq) -> Message | None:
+        """CID_EXT_MSG_EDIT_REQ (0x1017, c2s); return the CID_EXT_MSG_EDIT_RSP reply (IMMsgEditRsp). Replace the text of a sent message."""
 
 
 class FileServiceBase(abc.ABC):
@@ -591,6 +596,7 @@ class MsgServiceBase(abc.ABC):
         0x1012: "on_cid_ext_ticket_issue_rsp",
         0x1014: "on_cid_ext_ticket_verify_rsp",
         0x1016: "on_cid_ext_ticket_revoke_rsp",
+        0x1017: "on_cid_ext_msg_edit_req",
         0x1101: "on_cid_shake_req",
         0x1104: "on_cid_shake_share",
     }
@@ -808,6 +814,10 @@ class MsgServiceBase(abc.ABC):
         """CID_EXT_TICKET_REVOKE_RSP (0x1016, s2s); no reply (return None). Revocation stored, biz to msg or gateway."""
 
     @abc.abstractmethod
+    async def on_cid_ext_msg_edit_req(self, ctx: Context, msg: IM_Ext_pb2.IMMsgEditReq) -> Message | None:
+        """CID_EXT_MSG_EDIT_REQ (0x1017, c2s); return the CID_EXT_MSG_EDIT_RSP reply (IMMsgEditRsp). Replace the text of a sent message."""
+
+    @abc.abstractmethod
     async def on_cid_shake_req(self, ctx: Context, msg: IM_Plugin_Shake_pb2.IMShakeReq) -> Message | None:
         """CID_SHAKE_REQ (0x1101, c2s); return the CID_SHAKE_RSP reply (IMShakeRsp). Shake; the reply lists the users matched so far."""
 
@@ -840,6 +850,7 @@ class RouterServiceBase(abc.ABC):
         0x100a: "on_cid_ext_msg_recall_notify",
         0x100b: "on_cid_ext_typing",
         0x100c: "on_cid_ext_signal",
+        0x1019: "on_cid_ext_msg_edit_notify",
         0x1104: "on_cid_shake_share",
     }
 
@@ -914,6 +925,10 @@ class RouterServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_ext_signal(self, ctx: Context, msg: IM_Ext_pb2.IMEphemeralSignal) -> Message | None:
         """CID_EXT_SIGNAL (0x100c, both); no reply (return None). Other ephemeral signals; never stored."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_msg_edit_notify(self, ctx: Context, msg: IM_Ext_pb2.IMMsgEditNotify) -> Message | None:
+        """CID_EXT_MSG_EDIT_NOTIFY (0x1019, s2c); no reply (return None). Push to every device of both sides: a message's text was replaced."""
 
     @abc.abstractmethod
     async def on_cid_shake_share(self, ctx: Context, msg: IM_Plugin_Shake_pb2.IMShakeShare) -> Message | None:

@@ -52,10 +52,12 @@ ENUMS: dict[str, tuple[int, ...]] = {
     "IM.BaseDefine.TransferFileType": (1, 2),
     "IM.BaseDefine.UserStatType": (1, 2, 3),
     "IM.Ext.AeadSuite": (1, 2),
-    "IM.Ext.ExtCmdID": (4097, 4098, 4099, 4100, 4101, 4102, 4103, 4104, 4105, 4106, 4107, 4108, 4109, 4110, 4111, 4112, 4113, 4114, 4115, 4116, 4117, 4118),
+    "IM.Ext.EditResult": (0, 1, 2, 3, 4),
+    "IM.Ext.ExtCmdID": (4097, 4098, 4099, 4100, 4101, 4102, 4103, 4104, 4105, 4106, 4107, 4108, 4109, 4110, 4111, 4112, 4113, 4114, 4115, 4116, 4117, 4118, 4119, 4120, 4121),
     "IM.Ext.ExtServiceID": (16,),
     "IM.Ext.HandshakeResult": (0, 1, 2, 3),
     "IM.Ext.RecallResult": (0, 1, 2, 3),
+    "IM.Ext.ServerKickReason": (3,),
     "IM.Ext.SignalKind": (1, 2, 100),
     "IM.Ext.TicketResult": (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
     "IM.Ext.TypingState": (1, 2, 3),
@@ -303,6 +305,31 @@ MESSAGES: dict[str, MessageSpec] = {
         F("retry_after_ms", 6, "uint32", "optional"),
         F("queue_ticket", 7, "bytes", "optional"),
         F("expected_wait_ms", 8, "uint32", "optional"),
+    )),
+    "IM.Ext.IMMsgEditNotify": MessageSpec(IM_Ext_pb2.IMMsgEditNotify, SYNTAX, (
+        F("from_user_id", 1, "uint32", "required"),
+        F("to_session_id", 2, "uint32", "required"),
+        F("session_type", 3, "enum", "required", ref="IM.BaseDefine.SessionType"),
+        F("msg_id", 4, "uint32", "required"),
+        F("msg_data", 5, "bytes", "required"),
+        F("edit_time", 6, "uint32", "required"),
+    )),
+    "IM.Ext.IMMsgEditReq": MessageSpec(IM_Ext_pb2.IMMsgEditReq, SYNTAX, (
+        F("user_id", 1, "uint32", "required"),
+        F("session_type", 2, "enum", "required", ref="IM.BaseDefine.SessionType"),
+        F("session_id", 3, "uint32", "required"),
+        F("msg_id", 4, "uint32", "required"),
+        F("msg_data", 5, "bytes", "required"),
+        F("attach_data", 20, "bytes", "optional"),
+    )),
+    "IM.Ext.IMMsgEditRsp": MessageSpec(IM_Ext_pb2.IMMsgEditRsp, SYNTAX, (
+        F("user_id", 1, "uint32", "required"),
+        F("session_type", 2, "enum", "required", ref="IM.BaseDefine.SessionType"),
+        F("session_id", 3, "uint32", "required"),
+        F("msg_id", 4, "uint32", "required"),
+        F("result_code", 5, "enum", "required", ref="IM.Ext.EditResult"),
+        F("edit_time", 6, "uint32", "required"),
+        F("attach_data", 20, "bytes", "optional"),
     )),
     "IM.Ext.IMMsgRecallNotify": MessageSpec(IM_Ext_pb2.IMMsgRecallNotify, SYNTAX, (
         F("from_user_id", 1, "uint32", "required"),
@@ -881,6 +908,9 @@ IM_Ext_IMBurnedNotify = STRATEGIES.valid("IM.Ext.IMBurnedNotify")
 IM_Ext_IMEphemeralSignal = STRATEGIES.valid("IM.Ext.IMEphemeralSignal")
 IM_Ext_IMLoginQueueReq = STRATEGIES.valid("IM.Ext.IMLoginQueueReq")
 IM_Ext_IMLoginQueueRsp = STRATEGIES.valid("IM.Ext.IMLoginQueueRsp")
+IM_Ext_IMMsgEditNotify = STRATEGIES.valid("IM.Ext.IMMsgEditNotify")
+IM_Ext_IMMsgEditReq = STRATEGIES.valid("IM.Ext.IMMsgEditReq")
+IM_Ext_IMMsgEditRsp = STRATEGIES.valid("IM.Ext.IMMsgEditRsp")
 IM_Ext_IMMsgRecallNotify = STRATEGIES.valid("IM.Ext.IMMsgRecallNotify")
 IM_Ext_IMMsgRecallReq = STRATEGIES.valid("IM.Ext.IMMsgRecallReq")
 IM_Ext_IMMsgRecallRsp = STRATEGIES.valid("IM.Ext.IMMsgRecallRsp")

@@ -350,6 +350,11 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         if not isinstance(folder, str) or not folder:
             raise ConfigError("storage.dir", f"must be a folder path (got {folder!r})", source)
         storage["dir"] = str(data_path / Path(folder).expanduser())  # relative: under data_dir
+    if "key_dir" in storage:  # at-rest keys kept apart from the database (runtime.storage.at_rest)
+        folder = storage["key_dir"]
+        if not isinstance(folder, str) or not folder:
+            raise ConfigError("storage.key_dir", f"must be a folder path (got {folder!r})", source)
+        storage["key_dir"] = str(data_path / Path(folder).expanduser())  # relative: under data_dir
     if not isinstance(storage.get("encrypt_at_rest"), bool):
         got = storage["encrypt_at_rest"]
         raise ConfigError("storage.encrypt_at_rest", f"must be true or false (got {got!r})", source)

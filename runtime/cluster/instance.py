@@ -22,6 +22,11 @@ from runtime.monitor.metrics import Metrics
 from runtime.registry import Registry
 from runtime.services.base import Discovery, Endpoint, Service, ServiceContext
 from runtime.services.links import LinkAuth
+from runtime.storage.errors import ClusterMismatch, KeyMismatch
+
+# Start failures whose message says all an operator needs (a wrong or missing key, a database of another
+# cluster): logged as one line, without a traceback.
+OPERATOR_ERRORS = (KeyMismatch, ClusterMismatch)
 
 
 def empty_registry() -> Registry:
@@ -142,7 +147,11 @@ async def _start_instance(
     cls: type[Service], ctx: ServiceContext, log_dir: Path, metrics_port: int
 ) -> HostedInstance:
     handler = attach_instance_log(log_dir, ctx.name, ctx.instance)
-    service = cls(ctx)
+    try:
+        service = cls(ctx)
+    except BaseException:  # a bad option refused by the constructor: nothing started, the log is let go
+        detach(handler, ctx.name, ctx.instance)
+        raise
     if ctx.link_auth is not None:
         refused = instance_metrics(service).counter(
             "link_auth_refused_total", "internal peers refused: no proof of the cluster secret"
@@ -151,8 +160,11 @@ async def _start_instance(
     service.log.info("starting", extra={"class": f"{cls.__module__}:{cls.__qualname__}"})
     try:
         await service.start()
-    except BaseException:
-        service.log.exception("start failed")
+    except BaseException as exc:
+        if isinstance(exc, OPERATOR_ERRORS):  # a one-line reason the operator acts on, not a bug
+            service.log.error("start failed: %s: %s", type(exc).__name__, exc)
+        else:
+            service.log.exception("start failed")
         try:
             await service.stop(0.0)
         except Exception:

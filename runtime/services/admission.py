@@ -230,6 +230,13 @@ class Admission:
         else:
             self._per_address.pop(place.address, None)
 
+    def release(self, ticket: str) -> bool:
+        """A queued client gave up: its place goes now (not `ticket_ttl` later), so those behind it move up.
+        True if the ticket held a place."""
+        known = ticket in self.queue
+        self._leave(ticket)
+        return known
+
     def decide(
         self, servers: list[MsgServer], ticket: str = "", address: str = "", *, enqueue: bool = True
     ) -> Decision:

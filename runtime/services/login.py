@@ -227,11 +227,18 @@ class LoginService(Service):
 
     # HTTP ------------------------------------------------------------------------------------------------
     async def _http_request(self, request: Request) -> Response:
-        """`GET /msg_server[?ticket=]`: a lookup; any other request is refused and its connection closed."""
-        if request.method != "GET":
-            return _json_error(405, "method not allowed")
+        """`GET /msg_server[?ticket=]`: a lookup; `DELETE /msg_server?ticket=`: a queued client gives its
+        place back. Any other request is refused and its connection closed."""
         if request.path != "/msg_server":
             return _json_error(404, "not found")
+        if request.method == "DELETE":
+            released = self.admission.release(request.query.get("ticket", "")[:64])
+            answer = (
+                {"code": 0, "msg": "released"} if released else {"code": -1, "msg": "no such queue ticket"}
+            )
+            return Response(200 if released else 404, json.dumps(answer).encode(), JSON)
+        if request.method != "GET":
+            return _json_error(405, "method not allowed")
         d = self.decide(request.query.get("ticket", "")[:64], _address(request.peer))
         doc: dict[str, Any] = {
             "code": d.code,

@@ -19,6 +19,7 @@ from runtime.dispatch import Context, Dispatcher
 from runtime.framing import Frame
 from runtime.link_dispatch import LinkContext, forwards
 from runtime.monitor.metrics import Metrics
+from runtime.push import OfflinePush, push_from_config
 from runtime.services.base import (
     Endpoint,
     Service,
@@ -29,10 +30,13 @@ from runtime.services.base import (
     publish_endpoints,
     withdraw_endpoints,
 )
-from runtime.services.links import FLAG_RELAY, Link, Proto, pack_relay, relay_head
+from runtime.services.links import FLAG_RELAY, Link, Proto, pack_relay, relay_head, relay_targets
 from runtime.services.presence import EVERYONE, Everyone, Flusher, PresenceCodec, PresencePolicy, States
 from runtime.services.protocol import enums_of
+from runtime.storage.base import Storage
 from runtime.transport import Server, serve_links
+
+PUSHED = ("CID_MSG_DATA", "CID_EXT_MSG_BURN")  # relays that may notify offline mobiles
 
 
 class UserTable:
@@ -75,6 +79,15 @@ class UserTable:
                 return
         if delta > 0:
             entries += (link, client_type, delta)
+
+    def mobile_online(self, user_id: int) -> bool:
+        """Whether some mobile client of the user is connected somewhere (no push needed then)."""
+        entries = self.users.get(user_id)
+        if entries:
+            for i in range(0, len(entries), 3):
+                if entries[i + 2] > 0 and entries[i + 1] & self.mobile_bit:
+                    return True
+        return False
 
     def entries(self, user_id: int) -> dict[Link, dict[int, int]]:
         """A user's connections as {link: {client type: count}} (for inspection)."""
@@ -145,9 +158,32 @@ class RouterService(Service):
         self.m_presence_frames = self.metrics.counter(
             "router_presence_frames_total", "presence relay frames sent to msg servers and gateways"
         )
+        # Pushes to offline mobiles (runtime.push), when `push:` is configured: the router sees every chat
+        # relay and knows every connection, so it is where "offline" is known.
+        self.push_dispatcher = push_from_config(ctx.config.get("push"), ctx.data_dir, self.metrics)
+        self.push: OfflinePush | None = None
+        self._storage: Storage | None = None
 
     async def start(self) -> None:
-        """Bind the internal listener for msg servers (its timers send heartbeats and close dead links)."""
+        """Bind the internal listener for msg servers (its timers send heartbeats and close dead links) and
+        open storage for pushes, if configured."""
+        if self.push_dispatcher is not None:
+            from runtime.services.biz import open_storage
+
+            self._storage = await open_storage(self.ctx)
+            chat = {
+                self.proto.cid(name): name == "CID_EXT_MSG_BURN" for name in PUSHED if self.proto.has(name)
+            }
+            self.push = OfflinePush(
+                self.push_dispatcher,
+                self._storage,
+                self.table.mobile_online,
+                self.proto.parse,
+                chat,
+                self.metrics,
+                enums_of(self.ctx.registry),
+            )
+            self.push_dispatcher.start()
         port = config_port(self.ctx.config, "internal_port")
         self._server = await serve_links(
             self.ctx.internal_host,
@@ -165,6 +201,13 @@ class RouterService(Service):
         self._presence_out.close()
         if self._server is not None:
             await self._server.shutdown(1.0)
+        if self.push is not None:
+            await self.push.close()
+        if self.push_dispatcher is not None:
+            await self.push_dispatcher.stop(min(drain_timeout, 2.0))
+        if self._storage is not None:
+            await self._storage.close()
+            self._storage = None
 
     def endpoints(self) -> list[Endpoint]:
         """The internal listener."""
@@ -268,6 +311,11 @@ class RouterService(Service):
         self._relay(ctx)
 
     @forwards
+    def on_cid_ext_msg_edit_notify(self, ctx: Context, msg: Any) -> None:
+        """A message's text was replaced."""
+        self._relay(ctx)
+
+    @forwards
     def on_cid_ext_typing(self, ctx: Context, msg: Any) -> None:
         """A typing indicator."""
         self._relay(ctx)
@@ -341,6 +389,10 @@ class RouterService(Service):
             self.m_broadcasts.inc()
         else:
             dests = [link for link in self.table.links_for(targets) if link is not origin]
+            push = self.push
+            if push is not None and ctx.frame.command_id in push.chat_ids:
+                _, start = relay_targets(ctx.frame.body)  # a forwarded frame's body has the envelope
+                push.on_chat(ctx.frame.command_id, bytes(ctx.frame.body[start:]), targets)
         if not dests:
             return
         ctx.defer()

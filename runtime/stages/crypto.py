@@ -95,3 +95,16 @@ class SessionCipher:
         except InvalidTag:
             raise IntegrityError("authentication tag mismatch: tampered or wrong key") from None
         return COUNTER.unpack(prefix)[0], plain
+
+
+def derive_session_keys(
+    kx: KeyExchange, peer_public: bytes, client_nonce: bytes, server_nonce: bytes, *, initiator: bool
+) -> SessionKeys:
+    """Both sides' key schedule for the IM.Ext handshake: HKDF-SHA256 with salt client_nonce || server_nonce
+    and context client_key || server_key (the client passes initiator=True)."""
+    if len(peer_public) != 32:
+        raise ValueError("public key must be 32 bytes")
+    client_pub, server_pub = (kx.public_bytes, peer_public) if initiator else (peer_public, kx.public_bytes)
+    return kx.derive(
+        peer_public, initiator=initiator, salt=client_nonce + server_nonce, context=client_pub + server_pub
+    )

@@ -30,6 +30,7 @@ from runtime.storage.models import (
     RecentSession,
     SendResult,
     SessionType,
+    Tombstone,
     UnreadSummary,
     User,
     UserPatch,
@@ -70,6 +71,20 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def create_user(self, user: NewUser) -> User:
         """Create a user; Conflict if the login name is taken."""
+
+    @abc.abstractmethod
+    async def create_users(self, users: Sequence[NewUser]) -> list[User]:
+        """Create many users in one transaction: all of them, or none (the first error is raised: Conflict
+        for a taken login name, InvalidArgument or ValueTooLarge for a bad value)."""
+
+    @abc.abstractmethod
+    async def reseal(self, limit: int = 500) -> int:
+        """Re-seal up to `limit` message rows sealed with an older at-rest key version under the current one
+        (one transaction); returns how many, 0 when none is left. InvalidArgument without encryption."""
+
+    @abc.abstractmethod
+    async def key_usage(self) -> dict[int, int]:
+        """Message rows per at-rest key version (0: stored in clear)."""
 
     @abc.abstractmethod
     async def update_user(self, user_id: int, patch: UserPatch) -> User:
@@ -207,6 +222,18 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def unread_summary(self, user_id: int) -> UnreadSummary:
         """Unread count and latest message per session with unread messages, and the total."""
+
+    @abc.abstractmethod
+    async def list_tombstones(self, since: int = 0, limit: int = 1000) -> list[Tombstone]:
+        """Content-free records of recalled and burned messages removed at or after `since`, oldest first."""
+
+    @abc.abstractmethod
+    async def edit_message(
+        self, user_id: int, session_type: SessionType, session_id: int, msg_id: int, content: bytes
+    ) -> int:
+        """Replace the text of the sender's own text message within the edit window; returns the edit time.
+        NotFound, AccessDenied (not the sender), EditWindowExpired, InvalidArgument (not a text message, or
+        empty), ValueTooLarge."""
 
     @abc.abstractmethod
     async def recall(self, user_id: int, session_type: SessionType, session_id: int, msg_id: int) -> None:

@@ -37,6 +37,10 @@ class RecallWindowExpired(AccessDenied):
     """The sender tried to recall a message after the configured recall window."""
 
 
+class EditWindowExpired(AccessDenied):
+    """The sender tried to edit a message after the configured edit window."""
+
+
 class SchemaTooNew(StorageError):
     """The database was written by newer code (its schema version is above the one this code knows)."""
 

@@ -28,7 +28,8 @@ class GroupModify(IntEnum):
 
 
 class UserStatus(IntEnum):
-    """Employment status (`UserInfo.status`); LEFT users are hidden from the directory."""
+    """Employment status (`UserInfo.status`); LEFT users are hidden from the directory and may not log in
+    (`ttgen admin user disable` and `delete` set it)."""
 
     NORMAL = 0
     PROBATION = 1
@@ -243,3 +244,18 @@ class OfflineFile:
     file_name: str
     size: int
     created: int = 0
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """What remains of a recalled or burned message, for audit: never its content. `session_id` is the
+    session as the actor saw it: the group, or the peer (the recipient of a recall, the sender of a burn)."""
+
+    session_type: int
+    session_id: int
+    msg_id: int
+    from_id: int
+    action: str  # "recall" or "burn"
+    actor_id: int  # who recalled (the sender) or burned (the reader) it
+    sent: int  # when it was stored (unix seconds)
+    removed: int  # when its content was erased

@@ -51,6 +51,7 @@ def cluster_config(
     biz: dict[str, Any] | None = None,
     storage: dict[str, Any] | None = None,
     discovery: dict[str, Any] | None = None,
+    router: dict[str, Any] | None = None,
     layout: str | None = None,
     **msg: Any,
 ) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def cluster_config(
         "services": {
             "login": {"instances": 1, "http_port": 0, "client_port": 0, "internal_port": 0, **(login or {})},
             "msg": {"instances": 2, "client_port": 0, "retransmit_timeout": 0.3, "max_attempts": 4, **msg},
-            "router": {"instances": 2},
+            "router": {"instances": 2, **(router or {})},
             "biz": {
                 "instances": 1,
                 # Every test client logs in from 127.0.0.1: one address is not one flooder here.
@@ -332,7 +333,9 @@ class TestCluster:
 
     async def connect(self, index: int) -> ClientCore:
         """A raw connection to msg server `index` (not logged in)."""
-        core = ClientCore(REGISTRY, host="127.0.0.1", port=self.msg_port(index), reconnect=False)
+        core = ClientCore(
+            REGISTRY, host="127.0.0.1", port=self.msg_port(index), reconnect=False, encryption="off"
+        )
         await core.connect()
         return core
 
@@ -341,8 +344,7 @@ class TestCluster:
         is extension-capable (it receives IM.Ext pushes)."""
         import os
 
-        from runtime.services.msg.handlers import derive_session_keys
-        from runtime.stages.crypto import KeyExchange
+        from runtime.stages.crypto import KeyExchange, derive_session_keys
 
         kx, nonce = KeyExchange(), os.urandom(16)
         req = REGISTRY.by_name("CID_EXT_HANDSHAKE_REQ").message_class(

@@ -160,8 +160,7 @@ def test_encrypted_session_then_login_and_chat(with_cluster: WithCluster) -> Non
         import os
 
         from generated.teamtalk.registry import REGISTRY
-        from runtime.services.msg.handlers import derive_session_keys
-        from runtime.stages.crypto import KeyExchange
+        from runtime.stages.crypto import KeyExchange, derive_session_keys
         from tests.integration.conftest import PASSWORD, Client, md5hex
 
         core = await c.connect(0)

@@ -1,8 +1,10 @@
 """CLI layer: `ttgen chat`, a line-based terminal client for a running cluster (also drivable through a pipe).
 
-`ChatSession` wraps the generated TeamTalk client over `runtime.client.ClientCore`: login, the directory and
-group lists (to turn names into ids), 1:1 and group sends (waiting for the durable msg id), history, unread,
-presence, and a push loop that prints incoming messages and acknowledges them. The demo uses it too.
+`ChatSession` wraps the generated TeamTalk client over `runtime.client.ClientCore`: login (over the secure
+session when the server offers it), the directory and group lists (to turn names into ids), 1:1 and group
+sends (waiting for the durable msg id), history, unread, presence, files (runtime.client_files), temporary
+groups, and a push loop that prints incoming messages, acknowledges them and marks them read (a printed
+message is a read one; `/history` marks the session read too, so `/unread` clears). The demo uses it too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 import click
 
-from runtime.client import ClientCore
+from runtime.client import ENCRYPTION_MODES, ClientCore
+from runtime.client_files import FileTransferError, FileTransfers, OfflineFile
 from runtime.client_login import LoginBusy, LoginRefused, SessionLogin
 from runtime.cluster.discovery import RunDirDiscovery
 from runtime.errors import RuntimeProtocolError
@@ -30,11 +33,22 @@ ONLINE, CLIENT_WINDOWS = 1, 1
 SINGLE, GROUP = 1, 2
 SINGLE_TEXT, GROUP_TEXT = 0x01, 0x11
 STATUS_NAMES = {1: "online", 2: "offline", 3: "away"}
+GROUP_MODIFY_ADD, GROUP_MODIFY_DEL = 1, 2
+GROUP_TYPE_TMP = 2
+ACCESS_DENIED = 22  # the result code of a member change the asking user may not make
+MAX_SEND_FILE = 64 * 1024 * 1024  # what the chat reads into memory for one /sendfile
 HELP = """commands:
   /msg USER text       send a 1:1 message          /group NAME text    send to a group
-  /history USER|GROUP  last messages of a session  /unread             unread counts
-  /who                 who is online               /users /groups      the directory
-  /help                this text                   /quit               leave
+  /history USER|GROUP  last messages (marks read)  /unread             unread counts
+  /read USER|GROUP     mark a session read         /who                who is online
+  /users /groups       the directory               /help               this text
+  /newgroup NAME USER,USER...   make a temporary group with you and those users
+  /invite GROUP USER,USER...    add users to a group (any member of a temporary group)
+  /kick GROUP USER,USER...      remove them (the group's creator)
+  /sendfile USER PATH  send a file (kept for USER until fetched)
+  /files               files waiting for you       /getfile N [DIR]    fetch file N of /files
+  /edit MSGID new text replace the text of a message you sent to the last target (within 15 minutes)
+  /quit                leave
   text without a command goes to the last /msg or /group target"""
 
 
@@ -72,6 +86,12 @@ class ChatSession:
         self._arrived = asyncio.Event()
         self.lost = asyncio.Event()  # set when the session is over (closed, or refused after a reconnect)
         self.auth: SessionLogin | None = None
+        self.files = FileTransfers(core)
+        self.waiting_files: list[OfflineFile] = []  # the last /files listing, numbered from 1
+        self._file_addresses: Any = []
+        self.read_acks = 0  # CID_MSG_READ_ACKs sent
+        self.extra_groups: set[int] = set()  # temporary groups met in this session (made, joined, messaged)
+        self.edits: list[tuple[int, str]] = []  # (msg id, new text) of edit notices received
 
     def new(self, command: str, **fields: Any) -> Any:
         """A message of the command's type, built from the registry (no generated module named here)."""
@@ -108,11 +128,21 @@ class ChatSession:
         normal = await self.client.group_normal_list_request(
             self.new("CID_GROUP_NORMAL_LIST_REQUEST", user_id=self.user_id)
         )
+        # Temporary groups are not in the NORMAL list: they are known from the recent sessions, from being
+        # made or joined here (a member-change push) and from their messages.
+        recent = await self.client.buddy_list_recent_contact_session_request(
+            self.new(
+                "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", user_id=self.user_id, latest_update_time=0
+            )
+        )
+        wanted = {gv.group_id for gv in normal.group_version_list} | self.extra_groups
+        wanted |= {c.session_id for c in recent.contact_session_list if c.session_type == GROUP}
         req = self.new("CID_GROUP_INFO_REQUEST", user_id=self.user_id)
-        for gv in normal.group_version_list:
-            req.group_version_list.add(group_id=gv.group_id, version=0)
-        info = await self.client.group_info_request(req) if normal.group_version_list else None
-        self.groups = {g.group_id: g for g in (info.group_info_list if info else [])}
+        for gid in sorted(wanted)[:500]:
+            req.group_version_list.add(group_id=gid, version=0)
+        info = await self.client.group_info_request(req) if wanted else None
+        mine = [g for g in (info.group_info_list if info else []) if self.user_id in g.group_member_list]
+        self.groups = {g.group_id: g for g in mine}
 
     async def close(self) -> None:
         """Stop the push loop and close the connection."""
@@ -198,6 +228,143 @@ class ChatSession:
             for m in reversed(rsp.msg_list)
         ]
 
+    async def mark_read(self, target: Target, msg_id: int = 0, *, confirm: bool = False) -> int:
+        """Tell the server this session is read up to `msg_id` (default: its newest message), which clears
+        its unread count and tells the user's other devices; returns the msg id marked. A read ack has no
+        reply: `confirm` waits (up to 2 s) until the server's unread count shows it."""
+        if not msg_id:
+            rsp = await self.client.msg_get_latest_msg_id_req(
+                self.new(
+                    "CID_MSG_GET_LATEST_MSG_ID_REQ",
+                    user_id=self.user_id,
+                    session_type=target.session_type,
+                    session_id=target.session_id,
+                )
+            )
+            msg_id = int(rsp.latest_msg_id)
+        await self.client.msg_read_ack(
+            self.new(
+                "CID_MSG_READ_ACK",
+                user_id=self.user_id,
+                session_id=target.session_id,
+                msg_id=msg_id,
+                session_type=target.session_type,
+            )
+        )
+        self.read_acks += 1
+        if confirm:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 2.0
+            while loop.time() < deadline and await self._unread_of(target):
+                await asyncio.sleep(0.05)
+        return msg_id
+
+    async def _unread_of(self, target: Target) -> int:
+        rsp = await self.client.msg_unread_cnt_request(
+            self.new("CID_MSG_UNREAD_CNT_REQUEST", user_id=self.user_id)
+        )
+        return sum(
+            i.unread_cnt
+            for i in rsp.unreadinfo_list
+            if (i.session_type, i.session_id) == (target.session_type, target.session_id)
+        )
+
+    async def create_group(self, name: str, members: list[str]) -> Target:
+        """Make a temporary group of this user and `members` (login names); returns it as a target."""
+        ids = [self.find_user(m) for m in members]
+        rsp = await self.client.group_create_request(
+            self.new(
+                "CID_GROUP_CREATE_REQUEST",
+                user_id=self.user_id,
+                group_type=GROUP_TYPE_TMP,
+                group_name=name,
+                group_avatar="",
+                member_id_list=sorted(set(ids)),
+            )
+        )
+        if rsp.result_code != 0 or not rsp.group_id:
+            raise ChatError(f"group {name!r} was not created (code {rsp.result_code})")
+        self.extra_groups.add(int(rsp.group_id))
+        await self.refresh()
+        return Target(GROUP, int(rsp.group_id), f"#{name}")
+
+    async def change_members(self, group: str, members: list[int], add: bool) -> list[int]:
+        """Add users to or remove them from a group; returns the members after the change."""
+        gid = self.find_group(group)
+        rsp = await self.client.group_change_member_request(
+            self.new(
+                "CID_GROUP_CHANGE_MEMBER_REQUEST",
+                user_id=self.user_id,
+                change_type=GROUP_MODIFY_ADD if add else GROUP_MODIFY_DEL,
+                group_id=gid,
+                member_id_list=members,
+            )
+        )
+        if rsp.result_code == ACCESS_DENIED:
+            raise ChatError(f"only the creator of {group!r} may do that")
+        if rsp.result_code != 0:
+            raise ChatError(f"membership of {group!r} was not changed (code {rsp.result_code})")
+        await self.refresh()
+        return list(rsp.cur_user_id_list)
+
+    async def send_file(self, user: str, path: Path) -> str:
+        """Send a local file to a user (stored for them until they fetch it); returns the task id."""
+        to = self.find_user(user)
+        try:
+            size = path.stat().st_size
+            if size > MAX_SEND_FILE:
+                raise ChatError(f"{path} has {size} bytes; the chat sends at most {MAX_SEND_FILE}")
+            data = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise ChatError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            return await self.files.send(self.user_id, to, path.name, data)
+        except FileTransferError as exc:
+            raise ChatError(str(exc)) from None
+
+    async def list_files(self) -> list[OfflineFile]:
+        """Files waiting for this user (numbered from 1 for `fetch_file`)."""
+        self.waiting_files, self._file_addresses = await self.files.waiting()
+        return self.waiting_files
+
+    async def fetch_file(self, number: int, directory: Path) -> Path:
+        """Download file `number` of the last listing into `directory` (never over an existing file)."""
+        if not 1 <= number <= len(self.waiting_files):
+            raise ChatError(f"no file {number} (see /files)")
+        item = self.waiting_files[number - 1]
+        name = Path(item.name).name or item.task_id  # never a path outside `directory`
+        target = directory / name
+        if target.exists():
+            raise ChatError(f"{target} exists; fetch into another directory")
+        try:
+            data = await self.files.fetch(self.user_id, item, self._file_addresses)
+        except FileTransferError as exc:
+            raise ChatError(str(exc)) from None
+        try:
+            await asyncio.to_thread(target.write_bytes, data)
+        except OSError as exc:
+            raise ChatError(f"cannot write {target}: {exc.strerror or exc}") from None
+        self.waiting_files.pop(number - 1)
+        return target
+
+    async def edit(self, target: Target, msg_id: int, text: str) -> int:
+        """Replace the text of a message this user sent in `target`; returns the edit time."""
+        rsp = await self.client.ext_msg_edit_req(
+            self.new(
+                "CID_EXT_MSG_EDIT_REQ",
+                user_id=self.user_id,
+                session_type=target.session_type,
+                session_id=target.session_id,
+                msg_id=msg_id,
+                msg_data=text.encode("utf-8"),
+            )
+        )
+        reasons = {1: "no such message", 2: "only its sender may edit it", 3: "too late to edit it"}
+        if rsp.result_code != 0:
+            why = reasons.get(rsp.result_code, "only text may be edited, to non-empty text")
+            raise ChatError(f"message {msg_id} was not edited: {why}")
+        return int(rsp.edit_time)
+
     async def unread(self) -> list[tuple[str, int]]:
         """(session label, unread count) for every session with unread messages."""
         rsp = await self.client.msg_unread_cnt_request(
@@ -246,6 +413,8 @@ class ChatSession:
             )
             text = msg.msg_data.decode("utf-8", "replace")
             if (is_group and msg.to_session_id not in self.groups) or msg.from_user_id not in self.users:
+                if is_group:
+                    self.extra_groups.add(int(msg.to_session_id))
                 await self.refresh()  # a group or user made after we logged in
             sender = self.user_label(msg.from_user_id)
             if is_group:
@@ -256,6 +425,19 @@ class ChatSession:
             self.received.append((sender, text, int(msg.msg_id)))
             self._arrived.set()
             self.say(f"[{time.strftime('%H:%M:%S')}] {sender} -> {where}: {text}   (msg {msg.msg_id})")
+            # Shown on screen is read: the session's unread count clears and other devices are told.
+            await self.mark_read(Target(GROUP if is_group else SINGLE, session, where), int(msg.msg_id))
+        elif name == "CID_EXT_MSG_EDIT_NOTIFY":
+            text = msg.msg_data.decode("utf-8", "replace")
+            self.edits.append((int(msg.msg_id), text))
+            self._arrived.set()
+            self.say(f"* {self.user_label(msg.from_user_id)} edited msg {msg.msg_id}: {text}")
+        elif name == "CID_FILE_NOTIFY":
+            sender = self.user_label(msg.from_user_id)
+            if msg.offline_ready:
+                self.say(
+                    f"* {sender} sent you {msg.file_name} ({msg.file_size} bytes): /files, then /getfile"
+                )
         elif name == "CID_BUDDY_LIST_STATUS_NOTIFY":
             status = STATUS_NAMES.get(msg.user_stat.status, str(msg.user_stat.status))
             self.say(f"* {self.user_label(msg.user_stat.user_id)} is {status}")
@@ -266,6 +448,7 @@ class ChatSession:
         elif name == "CID_LOGIN_KICK_USER":
             self.say("* you were signed in elsewhere and have been disconnected")
         elif name == "CID_GROUP_CHANGE_MEMBER_NOTIFY":
+            self.extra_groups.add(int(msg.group_id))
             await self.refresh()
             self.say(f"* members of group {msg.group_id} changed")
 
@@ -303,6 +486,48 @@ async def execute(session: ChatSession, line: str, state: dict[str, Target]) -> 
             say(f"history of {target.label} ({len(rows)} messages):")
             for msg_id, sender, text in rows:
                 say(f"  {msg_id:>5}  {sender}: {text}")
+            if rows:
+                await session.mark_read(target, max(r[0] for r in rows), confirm=True)
+        elif cmd == "/read":
+            target = session.target(rest)
+            say(f"{target.label} read up to msg {await session.mark_read(target, confirm=True)}")
+        elif cmd == "/newgroup":
+            name, _, members = rest.partition(" ")
+            if not name or not _names(members):
+                raise ChatError("usage: /newgroup NAME USER,USER...")
+            target = await session.create_group(name, _names(members))
+            state["last"] = target
+            say(f"created {target.label} (group {target.session_id}); plain text now goes there")
+        elif cmd in ("/invite", "/kick"):
+            group, _, members = rest.partition(" ")
+            if not group or not _names(members):
+                raise ChatError(f"usage: {cmd} GROUP USER,USER...")
+            ids = [session.find_user(m) for m in _names(members)]
+            now = await session.change_members(group, ids, add=(cmd == "/invite"))
+            say(f"members of #{group.lstrip('#')}: " + ", ".join(session.user_label(u) for u in sorted(now)))
+        elif cmd == "/sendfile":
+            name, _, path = rest.partition(" ")
+            if not name or not path.strip():
+                raise ChatError("usage: /sendfile USER PATH")
+            task = await session.send_file(name, Path(path.strip()).expanduser())
+            say(f"-> {name}: {Path(path.strip()).name} sent (task {task})")
+        elif cmd == "/edit":
+            number, _, text = rest.partition(" ")
+            if not number.isdigit() or not text.strip() or "last" not in state:
+                raise ChatError("usage: /edit MSGID new text (after a /msg or /group)")
+            await session.edit(state["last"], int(number), text)
+            say(f"edited msg {number} in {state['last'].label}")
+        elif cmd == "/files":
+            waiting = await session.list_files()
+            say("files: " + ("nothing waiting" if not waiting else ""))
+            for n, f in enumerate(waiting, start=1):
+                say(f"  {n}. {f.name} ({f.size} bytes) from {session.user_label(f.from_user_id)}")
+        elif cmd == "/getfile":
+            number, _, directory = rest.partition(" ")
+            if not number.isdigit():
+                raise ChatError("usage: /getfile N [DIR]")
+            saved = await session.fetch_file(int(number), Path(directory.strip() or ".").expanduser())
+            say(f"saved {saved}")
         elif cmd == "/unread":
             counts = await session.unread()
             say("unread: " + (", ".join(f"{label} {n}" for label, n in counts) if counts else "nothing"))
@@ -321,6 +546,10 @@ async def execute(session: ChatSession, line: str, state: dict[str, Target]) -> 
     except (TimeoutError, ConnectionError, OSError, RuntimeProtocolError) as exc:
         say(f"! {type(exc).__name__}: {exc}")
     return True
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str | None]) -> None:
@@ -348,8 +577,8 @@ async def run_chat(
         await core.close()
         return 1
     say(
-        f"logged in as {user} (id {session.user_id}); {len(session.users)} users, "
-        f"{len(session.groups)} groups. /help for commands"
+        f"logged in as {user} (id {session.user_id}, {'encrypted' if core.encrypted else 'in clear'}); "
+        f"{len(session.users)} users, {len(session.groups)} groups. /help for commands"
     )
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     threading.Thread(target=_stdin_lines, args=(asyncio.get_running_loop(), queue), daemon=True).start()
@@ -390,10 +619,24 @@ async def run_chat(
     help="A local cluster's data dir, to find the login service.",
 )
 @click.option("--spec", default="teamtalk", show_default=True, help="The generated stack to speak.")
+@click.option(
+    "--encryption",
+    type=click.Choice(ENCRYPTION_MODES),
+    default="prefer",
+    show_default=True,
+    envvar="TTGEN_ENCRYPTION",
+    help="prefer: an encrypted session when the server offers one; require: refuse to chat in clear; off.",
+)
 def chat(
-    user: str, password: str | None, login_url: str | None, server: str | None, data_dir: Path, spec: str
+    user: str,
+    password: str | None,
+    login_url: str | None,
+    server: str | None,
+    data_dir: Path,
+    spec: str,
+    encryption: str,
 ) -> None:
-    """Chat in the terminal: /msg USER text, /group NAME text, /history, /unread, /who, /quit.
+    """Chat in the terminal: /msg USER text, /group NAME text, /history, /unread, /sendfile, /newgroup, /quit.
 
     \b
     Examples:
@@ -422,7 +665,13 @@ def chat(
 
     async def main() -> int:
         core = ClientCore(
-            stack.registry, reconnect=True, backoff_initial=0.5, backoff_max=8.0, on_queue=queued, **core_args
+            stack.registry,
+            reconnect=True,
+            backoff_initial=0.5,
+            backoff_max=8.0,
+            on_queue=queued,
+            encryption=encryption,
+            **core_args,
         )
         return await run_chat(stack, core, user, password or "", say)
 

@@ -1,4 +1,5 @@
-"""Runtime services layer (biz): message handlers: store, read acks, unread, history, get-by-id, recall."""
+"""Runtime services layer (biz): message handlers: store, read acks, unread, history, get-by-id, recall,
+edit."""
 
 from __future__ import annotations
 
@@ -374,4 +375,31 @@ class MessageHandlers:
             rsp.result_code = result.RECALL_NOT_SENDER
         except (se.StorageError, ValueError):
             rsp.result_code = result.RECALL_NOT_FOUND
+        return rsp
+
+    async def on_cid_ext_msg_edit_req(self, ctx: Context, msg: Any) -> Any:
+        """The sender replaces the text of a message within the edit window; history shows the new text."""
+        user_id = ctx.user_id
+        rsp: Any = self.proto.new(
+            "CID_EXT_MSG_EDIT_RSP",
+            user_id=user_id,
+            session_type=msg.session_type,
+            session_id=msg.session_id,
+            msg_id=msg.msg_id,
+            edit_time=0,
+        )
+        result = enums_of(self.proto.registry).EditResult
+        try:
+            rsp.edit_time = await self.storage.edit_message(
+                user_id, SessionType(msg.session_type), msg.session_id, msg.msg_id, bytes(msg.msg_data)
+            )
+            rsp.result_code = result.EDIT_OK
+        except se.EditWindowExpired:
+            rsp.result_code = result.EDIT_TIME_LIMIT
+        except se.AccessDenied:
+            rsp.result_code = result.EDIT_NOT_SENDER
+        except (se.InvalidArgument, se.ValueTooLarge):
+            rsp.result_code = result.EDIT_NOT_TEXT
+        except (se.StorageError, ValueError):
+            rsp.result_code = result.EDIT_NOT_FOUND
         return rsp

@@ -32,18 +32,20 @@ def storage_from_config(cfg: dict[str, Any], data_dir: Path) -> Storage:
     folder = Path(path) if path else data_dir
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     options: dict[str, Any] = {"encrypt_at_rest": bool(cfg.get("encrypt_at_rest", False))}
+    if cfg.get("key_dir"):  # the at-rest keys' folder (default: the storage folder)
+        options["key_dir"] = Path(str(cfg["key_dir"]))
     if backend == "sqlite":
         from runtime.storage.sqlite import SqliteStorage
 
-        for key in ("synchronous", "max_batch", "readers", "recall_window", "dedup_window"):
+        for key in ("synchronous", "max_batch", "readers", "recall_window", "edit_window", "dedup_window"):
             if key in cfg:
                 options[key] = cfg[key]
         return SqliteStorage(folder, **options)
     if backend == "postgres":
         from runtime.storage.postgres import PostgresStorage
 
-        keys = ("max_batch", "readers", "recall_window", "dedup_window", "cluster_id", "connect_timeout")
-        for key in (*keys, "command_timeout", "commit_pipeline"):
+        keys = ("max_batch", "readers", "recall_window", "edit_window", "dedup_window", "cluster_id")
+        for key in (*keys, "connect_timeout", "command_timeout", "commit_pipeline"):
             if key in cfg:
                 options[key] = cfg[key]
         return PostgresStorage(str(cfg.get("dsn") or ""), folder, **options)

@@ -71,9 +71,17 @@ class AdminApi:
         self.m_done = svc.metrics.counter("gateway_admin_done_total", "admin changes made")
 
     async def handle(self, request: Request) -> Response:
-        """Decode, authenticate, validate, then change."""
+        """Decode, authenticate, validate, then change; every request goes to the admin audit log."""
         response = await self._handle(request)
         (self.m_done if response.status == 200 else self.m_refused).inc()
+        doc = response.doc if isinstance(response.doc, dict) else {}
+        outcome = "ok" if response.status == 200 else f"refused: {doc.get('error_msg', response.status)}"
+        self.svc.admin_users.audit.record(
+            f"http:{request.peer.rsplit(':', 1)[0]}",
+            request.path[:100],
+            str(doc.get("group_id", "-")),
+            str(outcome),
+        )
         return response
 
     async def _handle(self, request: Request) -> Response:

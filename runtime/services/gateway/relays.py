@@ -101,7 +101,10 @@ class GatewayInbound:
         elif name == "CID_OTHER_SERVER_KICK_USER":
             for session in list(svc.sessions.of(msg.user_id)):
                 mobile = bool(session.client_type & self.enums.ClientTypeBits.MOBILE)
-                if msg.reason == self.enums.KickReasonType.KICK_REASON_MOBILE_KICK:
+                kicks = self.enums.KickReasonType
+                if msg.reason == self.enums.ServerKickReason.SERVER_KICK_ACCOUNT:  # disabled or deleted
+                    svc.kick(session, kicks.KICK_REASON_DUPLICATE_USER)
+                elif msg.reason == kicks.KICK_REASON_MOBILE_KICK:
                     if not mobile:
                         svc.kick(session, msg.reason)
                 elif ((session.client_type ^ msg.client_type) >> 4) == 0:

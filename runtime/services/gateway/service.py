@@ -39,6 +39,7 @@ from runtime.services.base import (
 )
 from runtime.services.biz import open_storage
 from runtime.services.gateway.admin import AdminApi
+from runtime.services.gateway.admin_users import AdminUsersApi
 from runtime.services.gateway.client_api import ClientApi, error
 from runtime.services.gateway.files import Files, file_event
 from runtime.services.gateway.presence import GatewayPresence
@@ -81,6 +82,7 @@ class GatewayService(Service):
         self.biz: Dialer | None = None
         self.client_api = ClientApi(self)
         self.admin_api = AdminApi(self)
+        self.admin_users = AdminUsersApi(self)
         self.files = Files(self, int(cfg.get("max_upload_bytes", 5 * 1024 * 1024 + 64 * 1024)))
         self.websockets = WebSockets(self, int(cfg.get("ws_max_frame", 64 * 1024)))
         self.static = StaticFiles(self, cfg.get("web_root"), cfg.get("web_gen_root"))
@@ -89,6 +91,7 @@ class GatewayService(Service):
         app.router.add_post("/api/upload", self.files.upload)
         app.router.add_get("/api/blob/{path:.+}", self.files.download)
         self.static.add_routes(app)
+        self.admin_users.add_routes(app)
         max_body = int(cfg.get("max_body_bytes", 64 * 1024))
         handler = serve_simple(self.handle, max_body=max_body, name="gateway", refusal=_refusal)
         app.router.add_route("*", "/{tail:.*}", handler)

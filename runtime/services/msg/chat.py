@@ -1,4 +1,5 @@
-"""Runtime services layer (msg): chat handlers: send (1:1, group, burn), acks, read acks, recall, relays."""
+"""Runtime services layer (msg): chat handlers: send (1:1, group, burn), acks, read acks, recall, edit,
+relays."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf.message import Message
 
+from runtime.codec_legacy import LegacyText
 from runtime.dispatch import Context
 from runtime.framing import Frame
 from runtime.monitor.metrics import Counter
@@ -38,6 +40,7 @@ class ChatHandlers:
         fanout: Fanout,
         m_msgs_in: Counter,
         m_store_retries: Counter,
+        legacy: LegacyText | None = None,
     ) -> None:
         self.proto = proto
         self.sessions = sessions
@@ -48,6 +51,7 @@ class ChatHandlers:
         self.fanout = fanout
         self.m_msgs_in = m_msgs_in
         self.m_store_retries = m_store_retries
+        self.legacy = legacy  # TeamTalk's text codec for original clients (services.msg.legacy_key), or None
         self.cmd = command_ids_of(proto.registry)
         enums = enums_of(proto.registry)
         # Plain ints on the hot path (an IntEnum member costs a lookup and a method call per operation).
@@ -82,6 +86,8 @@ class ChatHandlers:
         to = msg.to_session_id
         if not msg.msg_data or (not is_group and to == user) or to == 0:
             return self.ack(user, to, is_group)  # msg_id 0: refused (the input stage normally drops these)
+        if self.legacy is not None:  # an original TeamTalk client's text: stored as the text itself
+            self.legacy.inbound(ctx.link, msg)
         link = self.biz.link(user)
         if link is None:
             # Not stored: a retransmit is processed again, not answered with 0.
@@ -240,6 +246,41 @@ class ChatHandlers:
                 recall_time=now(),
             )
             self.fanout.notify(cmd.CID_EXT_MSG_RECALL_NOTIFY.name, note, targets, skip=st)
+        return rsp
+
+    async def edit(self, ctx: Context, msg: ext.IMMsgEditReq) -> Message:
+        """The sender replaces a message's text; every device of every party gets the new text."""
+        st = client_state(ctx)
+        user = st.user_id
+        msg.user_id = user
+        cmd = self.cmd
+        rsp = cast("ext.IMMsgEditRsp | None", await self.biz.call(cmd.CID_EXT_MSG_EDIT_REQ.name, user, msg))
+        if rsp is None:
+            return self.proto.new(
+                cmd.CID_EXT_MSG_EDIT_RSP,
+                user_id=user,
+                session_type=msg.session_type,
+                session_id=msg.session_id,
+                msg_id=msg.msg_id,
+                result_code=enums_of(self.proto.registry).EditResult.EDIT_NOT_FOUND,
+                edit_time=0,
+            )
+        rsp.ClearField("attach_data")
+        if rsp.result_code == 0:
+            if msg.session_type == self._group:
+                targets = await self.groups.members(user, msg.session_id)
+            else:
+                targets = [user, msg.session_id]
+            note = self.proto.new(
+                cmd.CID_EXT_MSG_EDIT_NOTIFY,
+                from_user_id=user,
+                to_session_id=msg.session_id,
+                session_type=msg.session_type,
+                msg_id=msg.msg_id,
+                msg_data=msg.msg_data,
+                edit_time=rsp.edit_time,
+            )
+            self.fanout.notify(cmd.CID_EXT_MSG_EDIT_NOTIFY.name, note, targets, skip=st)
         return rsp
 
     async def p2p(self, ctx: Context, msg: switch.IMP2PCmdMsg) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 from google.protobuf.message import Message
 
 from runtime.auth.tickets import REVOKE_RETRY_DELAYS
+from runtime.codec_legacy import LegacyText
 from runtime.dispatch import Context
 from runtime.errors import IntegrityError, StageError
 from runtime.monitor.metrics import Counter
@@ -42,7 +43,7 @@ from runtime.services.msg.presence import LocalPresence
 from runtime.services.msg.routing import RouterPool
 from runtime.services.protocol import command_ids_of, enums_of
 from runtime.services.refusals import answer_refusal
-from runtime.stages.crypto import KeyExchange, SessionKeys
+from runtime.stages.crypto import KeyExchange, derive_session_keys
 
 if TYPE_CHECKING:
     from generated.teamtalk import IM_Buddy_pb2 as buddy
@@ -421,9 +422,17 @@ class BizForwarding:
     ones whose accepted answer is also announced to other devices and users."""
 
     def __init__(
-        self, proto: Proto, *, biz: BizPool, groups: GroupCache, presence: LocalPresence, fanout: Fanout
+        self,
+        proto: Proto,
+        *,
+        biz: BizPool,
+        groups: GroupCache,
+        presence: LocalPresence,
+        fanout: Fanout,
+        legacy: LegacyText | None = None,
     ) -> None:
         self.proto = proto
+        self.legacy = legacy  # TeamTalk's text codec for original clients, or None
         self.biz = biz
         self.groups = groups
         self.presence = presence
@@ -435,7 +444,12 @@ class BizForwarding:
         st = client_state(ctx)
         stamp_user(msg, st.user_id)
         rsp = await self.biz.call(ctx.info.name, st.user_id, msg)
-        return None if rsp is None else strip_attach(rsp)
+        if rsp is None:
+            return None
+        rsp = strip_attach(rsp)
+        if self.legacy is not None and ctx.info.reply:  # history for an original client: its text encoded
+            rsp = self.legacy.outbound(ctx.link, ctx.info.reply, rsp)
+        return rsp
 
     async def recent_sessions(self, ctx: Context, msg: buddy.IMRecentContactSessionReq) -> Message | None:
         """Recent sessions from biz; their one-to-one peers are the connection's presence contacts."""
@@ -670,6 +684,9 @@ class MsgHandlers:
     async def on_cid_ext_msg_recall_req(self, ctx: Context, msg: ext.IMMsgRecallReq) -> Message | None:
         return await self.chat.recall(ctx, msg)
 
+    async def on_cid_ext_msg_edit_req(self, ctx: Context, msg: ext.IMMsgEditReq) -> Message | None:
+        return await self.chat.edit(ctx, msg)
+
     async def on_cid_switch_p2p_cmd(self, ctx: Context, msg: switch.IMP2PCmdMsg) -> None:
         await self.chat.p2p(ctx, msg)
 
@@ -733,15 +750,3 @@ def _still_logged_in(st: ClientState) -> bool:
     """Whether a session is still logged in after an await (a call, which a type checker does not take for
     the check it already narrowed before the await)."""
     return bool(st.logged_in)
-
-
-def derive_session_keys(
-    kx: KeyExchange, peer_public: bytes, client_nonce: bytes, server_nonce: bytes, *, initiator: bool
-) -> SessionKeys:
-    """Both sides' key schedule for the handshake (the client passes initiator=True and its own key first)."""
-    if len(peer_public) != 32:
-        raise ValueError("public key must be 32 bytes")
-    client_pub, server_pub = (kx.public_bytes, peer_public) if initiator else (peer_public, kx.public_bytes)
-    return kx.derive(
-        peer_public, initiator=initiator, salt=client_nonce + server_nonce, context=client_pub + server_pub
-    )

@@ -30,7 +30,10 @@ class InboundRelays:
         reg = svc.ctx.registry
         self.__mapping__ = {info.command_id: "on_relay" for info in reg}
         enums = enums_of(reg)
-        self.kick_mobile = enums.KickReasonType.KICK_REASON_MOBILE_KICK
+        kicks = enums.KickReasonType
+        self.kick_mobile = kicks.KICK_REASON_MOBILE_KICK
+        self.kick_account = enums.ServerKickReason.SERVER_KICK_ACCOUNT
+        self.kick_duplicate = kicks.KICK_REASON_DUPLICATE_USER
         self.online, self.offline = (
             enums.UserStatType.USER_STATUS_ONLINE,
             enums.UserStatType.USER_STATUS_OFFLINE,
@@ -58,7 +61,9 @@ class InboundRelays:
             handlers.deliver_chat(name, msg, targets or (), body=bytes(body) if body else None)
         elif name == "CID_OTHER_SERVER_KICK_USER":
             for st in list(svc.states_of(msg.user_id)):
-                if msg.reason == self.kick_mobile:
+                if msg.reason == self.kick_account:  # disabled or deleted by an admin: every session goes
+                    handlers.kick(st, self.kick_duplicate)
+                elif msg.reason == self.kick_mobile:
                     if not st.mobile:
                         handlers.kick(st, msg.reason)
                 elif same_class(st.client_type, msg.client_type):

@@ -14,6 +14,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from runtime.codec_legacy import LegacyText, legacy_key_from_config
 from runtime.dispatch import Dispatcher
 from runtime.monitor.metrics import Metrics
 from runtime.plugins import load_plugins
@@ -61,6 +62,8 @@ class MsgService(Service):
         timeout = _seconds(ctx.config.get("retransmit_timeout", policy.get("timeout")), 5.0)
         attempts = int(ctx.config.get("max_attempts", policy.get("max_attempts", 5)))
         self.plugins = load_plugins(ctx.cluster_config.get("plugins") or (), self)  # runtime.plugins
+        key = legacy_key_from_config(ctx.config)  # TeamTalk's text codec for original clients
+        self.legacy = LegacyText(key, self.metrics, ctx.registry) if key is not None else None
         self.tracker = DeliveryTracker(
             self.push, self.metrics, timeout=timeout, max_attempts=attempts, clock=time.monotonic
         )
@@ -110,7 +113,12 @@ class MsgService(Service):
             background=self.background,
         )
         forwarding = BizForwarding(
-            self.proto, biz=self.biz, groups=self.groups, presence=self.presence, fanout=fanout
+            self.proto,
+            biz=self.biz,
+            groups=self.groups,
+            presence=self.presence,
+            fanout=fanout,
+            legacy=self.legacy,
         )
         chat = ChatHandlers(
             self.proto,
@@ -122,6 +130,7 @@ class MsgService(Service):
             fanout=fanout,
             m_msgs_in=self.m_msgs_in,
             m_store_retries=self.m_store_retries,
+            legacy=self.legacy,
         )
         files = FileRequestHandlers(
             self.proto,
@@ -296,6 +305,10 @@ class MsgService(Service):
 
     def push(self, link: Any, command: str, msg: Message, body: bytes | None = None) -> bool:
         """Send a server-initiated frame (seq 0) to a client (`body`: `msg` serialized, if known)."""
+        if self.legacy is not None:
+            encoded = self.legacy.outbound(link, command, msg)
+            if encoded is not msg:
+                msg, body = encoded, None
         try:
             return self.dispatcher.send(link, command, msg, 0, body)
         except Exception:

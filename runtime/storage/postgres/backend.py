@@ -23,9 +23,9 @@ from typing import TypeVar
 
 import asyncpg
 
-from runtime.storage.at_rest import ContentCipher, load_or_create_key
+from runtime.storage.at_rest import at_rest_cipher, check_key_ids, key_id_name
 from runtime.storage.base import Storage
-from runtime.storage.errors import ClusterMismatch, InvalidArgument, KeyMismatch, StorageClosed, StorageError
+from runtime.storage.errors import ClusterMismatch, InvalidArgument, StorageClosed, StorageError
 from runtime.storage.models import (
     Credentials,
     Department,
@@ -44,6 +44,7 @@ from runtime.storage.models import (
     RecentSession,
     SendResult,
     SessionType,
+    Tombstone,
     UnreadSummary,
     User,
     UserPatch,
@@ -52,7 +53,7 @@ from runtime.storage.postgres import directory, groups, lockout, messages, sessi
 from runtime.storage.postgres.common import Conn
 from runtime.storage.postgres.schema import MIGRATIONS, migrate
 from runtime.storage.postgres.writer import CONNECTION_ERRORS, Callback, PgWriter, unavailable
-from runtime.storage.sqlite.context import OpContext
+from runtime.storage.sqlite.context import OpContext, check_int
 from runtime.storage.sqlite.schema import Migration
 
 T = TypeVar("T")
@@ -90,6 +91,7 @@ class PostgresStorage(Storage):
         *,
         encrypt_at_rest: bool = False,
         at_rest_key: bytes | None = None,
+        key_dir: Path | None = None,
         cluster_id: str | None = None,
         group_commit: bool = True,
         max_batch: int = 1024,
@@ -97,6 +99,7 @@ class PostgresStorage(Storage):
         limits: Limits | None = None,
         dedup_window: int = 600,
         recall_window: int = 120,
+        edit_window: int = 900,
         clock: Callable[[], float] = time.time,
         migrations: Sequence[Migration] = MIGRATIONS,
         connect_timeout: float = 5.0,
@@ -112,6 +115,7 @@ class PostgresStorage(Storage):
         self.data_dir = Path(data_dir)
         self._encrypt = encrypt_at_rest
         self._key = at_rest_key
+        self.key_dir = Path(key_dir) if key_dir is not None else self.data_dir
         self._cluster_id = cluster_id
         self._max_batch = max_batch if group_commit else 1
         self._n_readers = max(1, readers)
@@ -120,6 +124,7 @@ class PostgresStorage(Storage):
         self._command_timeout = command_timeout
         self._pipeline = max(1, int(commit_pipeline)) if group_commit else 1
         self._ctx = OpContext(limits or Limits(), None, clock, dedup_window, recall_window)
+        self._ctx.edit_window = edit_window
         self._writer: PgWriter | None = None
         self._pool: asyncpg.Pool | None = None
         self._sends = 0
@@ -135,7 +140,7 @@ class PostgresStorage(Storage):
         """Connect, migrate, check the at-rest key and the owning cluster, start the writer and readers."""
         if self._encrypt:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._ctx.cipher = ContentCipher(self._key or load_or_create_key(self.data_dir))
+            self._ctx.cipher = at_rest_cipher(self._key, self.key_dir)
         cluster = self._cluster_id or load_or_create_cluster_id(self.data_dir)
         try:
             conn = await self._connect()
@@ -185,8 +190,20 @@ class PostgresStorage(Storage):
         cipher = self._ctx.cipher
         if cipher is None:
             return
-        if await self._meta(conn, "at_rest_key_id", cipher.key_id) != cipher.key_id:
-            raise KeyMismatch("the at-rest key is not the key this database was encrypted with")
+        names = [r[0] for r in await conn.fetch("SELECT key FROM meta WHERE key LIKE 'at_rest_key_id%'")]
+        stored = {}
+        for version, kid in cipher.key_ids.items():
+            name = key_id_name(version)
+            stored[name] = await self._meta(conn, name, kid)
+        check_key_ids(cipher, [*names, *stored], lambda name, _value: stored[name], "the database")
+
+    async def reseal(self, limit: int = 500) -> int:
+        if self._ctx.cipher is None:
+            raise InvalidArgument("this database is not encrypted at rest (storage.encrypt_at_rest)")
+        return await self._write(lambda c: messages.reseal(c, self._ctx, limit))
+
+    async def key_usage(self) -> dict[int, int]:
+        return await self._read(messages.key_usage)
 
     async def close(self) -> None:
         """Drain the writer, then close the readers."""
@@ -233,6 +250,10 @@ class PostgresStorage(Storage):
     # directory -------------------------------------------------------------------------------------------
     async def create_user(self, user: NewUser) -> User:
         return await self._write(lambda c: directory.create_user(c, self._ctx, user))
+
+    async def create_users(self, users: Sequence[NewUser]) -> list[User]:
+        batch = list(users)
+        return await self._write(lambda c: directory.create_users(c, self._ctx, batch))
 
     async def update_user(self, user_id: int, patch: UserPatch) -> User:
         return await self._write(lambda c: directory.update_user(c, self._ctx, user_id, patch))
@@ -398,6 +419,17 @@ class PostgresStorage(Storage):
 
     async def unread_summary(self, user_id: int) -> UnreadSummary:
         return await self._read(lambda c: sessions.unread_summary(c, self._ctx, user_id))
+
+    async def list_tombstones(self, since: int = 0, limit: int = 1000) -> list[Tombstone]:
+        check_int("limit", limit, 1, 100_000)
+        return await self._read(lambda c: messages.list_tombstones(c, since, limit))
+
+    async def edit_message(
+        self, user_id: int, session_type: SessionType, session_id: int, msg_id: int, content: bytes
+    ) -> int:
+        return await self._write(
+            lambda c: messages.edit(c, self._ctx, user_id, session_type, session_id, msg_id, content)
+        )
 
     async def recall(self, user_id: int, session_type: SessionType, session_id: int, msg_id: int) -> None:
         await self._write(lambda c: messages.recall(c, self._ctx, user_id, session_type, session_id, msg_id))

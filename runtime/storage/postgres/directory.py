@@ -107,6 +107,11 @@ async def create_user(conn: Conn, ctx: OpContext, new: NewUser) -> User:
     return _user(row)
 
 
+async def create_users(conn: Conn, ctx: OpContext, users: Sequence[NewUser]) -> list[User]:
+    """Insert users in the caller's transaction: all of them, or (on the first error) none."""
+    return [await create_user(conn, ctx, new) for new in users]
+
+
 async def update_user(conn: Conn, ctx: OpContext, user_id: int, patch: UserPatch) -> User:
     """Apply the non-None fields of the patch and bump `updated`."""
     await get_user(conn, user_id)

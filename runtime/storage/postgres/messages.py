@@ -15,8 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runtime.storage.errors import AccessDenied, InvalidArgument, NotFound, RecallWindowExpired
-from runtime.storage.models import Message, ReadResult, SendResult, SessionType
+from runtime.storage.errors import (
+    AccessDenied,
+    EditWindowExpired,
+    InvalidArgument,
+    NotFound,
+    RecallWindowExpired,
+)
+from runtime.storage.models import Message, ReadResult, SendResult, SessionType, Tombstone
 from runtime.storage.postgres.common import Conn, message_from_record, require_users
 from runtime.storage.sqlite.context import MAX_INT, OpContext, check_bytes, check_ids, check_int
 from runtime.storage.sqlite.messages import check_token
@@ -474,12 +480,20 @@ async def mark_read(
     )
     rows = await conn.fetch(
         "DELETE FROM messages WHERE pair_id = $1 AND to_id = $2 AND burn = 1 AND msg_id <= $3 "
-        "RETURNING msg_id",
+        "RETURNING msg_id, from_id, created",
         scope,
         user_id,
         read,
     )
     burned = sorted(r[0] for r in rows)
+    if rows:
+        # Tombstones: the reader burned them (content-free, for audit).
+        await conn.executemany(
+            "INSERT INTO tombstones "
+            "(session_type, session_id, msg_id, from_id, action, actor_id, sent, removed) "
+            "VALUES (1, $1, $2, $3, 'burn', $4, $5, $6)",
+            [(sid, r[0], r[1], user_id, r[2], now) for r in rows],
+        )
     if burned:
         await _forget_dedup(conn, sid, _SINGLE, user_id, burned)
     return ReadResult(read, burned)
@@ -511,7 +525,115 @@ async def recall(conn: Conn, ctx: OpContext, user_id: int, stype: SessionType, s
     if ctx.now() - row[1] > ctx.recall_window:
         raise RecallWindowExpired(f"message {msg_id} is older than the {ctx.recall_window} s recall window")
     await conn.execute(f"DELETE FROM {table} WHERE {column} = $1 AND msg_id = $2", scope, msg_id)
+    await conn.execute(
+        "INSERT INTO tombstones (session_type, session_id, msg_id, from_id, action, actor_id, sent, removed) "
+        "VALUES ($1, $2, $3, $4, 'recall', $5, $6, $7)",
+        int(stype),
+        sid,
+        msg_id,
+        row[0],
+        user_id,
+        row[1],
+        ctx.now(),
+    )
     await _forget_dedup(conn, user_id, int(stype), sid, [msg_id])
 
 
+TEXT_TYPES = (0x01, 0x11)  # MSG_TYPE_SINGLE_TEXT, MSG_TYPE_GROUP_TEXT
+
+
+async def edit(
+    conn: Conn, ctx: OpContext, user_id: int, stype: SessionType, sid: int, msg_id: int, content: bytes
+) -> int:
+    """Replace the text of the sender's own text message within the edit window; returns the edit time."""
+    check_int("msg_id", msg_id, 1)
+    data = check_bytes("content", content, ctx.limits.max_content)
+    if not data:
+        raise InvalidArgument("content: the new text must not be empty")
+    kind, scope, _, _ = await _scope(conn, user_id, stype, sid)
+    table, column = ("messages", "pair_id") if kind == "s" else ("group_messages", "group_id")
+    burn = ", burn" if kind == "s" else ", 0"
+    row = await conn.fetchrow(
+        f"SELECT from_id, created, msg_type{burn} FROM {table} "
+        f"WHERE {column} = $1 AND msg_id = $2 FOR UPDATE",
+        scope,
+        msg_id,
+    )
+    if row is None:
+        raise NotFound(f"message {msg_id}")
+    if row[0] != user_id:
+        raise AccessDenied("only the sender may edit a message")
+    if row[2] not in TEXT_TYPES or row[3]:
+        raise InvalidArgument("only a text message (not burn-after-reading) may be edited")
+    now = ctx.now()
+    if now - row[1] > ctx.edit_window:
+        raise EditWindowExpired(f"message {msg_id} is older than the {ctx.edit_window} s edit window")
+    stored, encrypted = ctx.seal(kind, scope, msg_id, data)
+    await conn.execute(
+        f"UPDATE {table} SET content = $1, encrypted = $2 WHERE {column} = $3 AND msg_id = $4",
+        stored,
+        encrypted,
+        scope,
+        msg_id,
+    )
+    return now
+
+
+async def list_tombstones(conn: Conn, since: int, limit: int) -> list[Tombstone]:
+    """Tombstones removed at or after `since` (unix seconds), oldest first."""
+    rows = await conn.fetch(
+        "SELECT session_type, session_id, msg_id, from_id, action, actor_id, sent, removed FROM tombstones "
+        "WHERE removed >= $1 ORDER BY id LIMIT $2",
+        since,
+        limit,
+    )
+    return [Tombstone(*r) for r in rows]
+
+
 __all__ = ["MAX_INT", "SingleSend", "check_single", "send_group", "store_single_checked", "store_singles"]
+
+
+_SEALED = (("messages", "s", "pair_id"), ("group_messages", "g", "group_id"))
+
+
+async def reseal(conn: Conn, ctx: OpContext, limit: int) -> int:
+    """Re-seal up to `limit` rows sealed with an older key version under the current one; returns how many
+    (0: none left). A row another writer changed meanwhile is skipped by its `encrypted` check."""
+    cipher = ctx.cipher
+    if cipher is None:
+        return 0
+    cipher.refresh()
+    current = cipher.version
+    done = 0
+    for table, kind, scope in _SEALED:
+        rows = await conn.fetch(
+            f"SELECT {scope}, msg_id, content, encrypted FROM {table} "  # constant names, not values
+            "WHERE encrypted NOT IN (0, $1) LIMIT $2 FOR UPDATE SKIP LOCKED",
+            current,
+            limit - done,
+        )
+        for scope_id, msg_id, content, version in rows:
+            plain = ctx.unseal(kind, scope_id, msg_id, content, version)
+            sealed, now_version = ctx.seal(kind, scope_id, msg_id, plain)
+            await conn.execute(
+                f"UPDATE {table} SET content = $1, encrypted = $2 WHERE {scope} = $3 AND msg_id = $4 "
+                "AND encrypted = $5",
+                sealed,
+                now_version,
+                scope_id,
+                msg_id,
+                version,
+            )
+        done += len(rows)
+        if done >= limit:
+            break
+    return done
+
+
+async def key_usage(conn: Conn) -> dict[int, int]:
+    """Rows per `encrypted` value (0: clear, N: sealed with key version N), over both message tables."""
+    usage: dict[int, int] = {}
+    for table, _, _ in _SEALED:
+        for version, count in await conn.fetch(f"SELECT encrypted, COUNT(*) FROM {table} GROUP BY encrypted"):
+            usage[int(version)] = usage.get(int(version), 0) + int(count)
+    return usage

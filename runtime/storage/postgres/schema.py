@@ -115,11 +115,22 @@ _V4 = (
     "ALTER TABLE device_tokens ADD COLUMN sealed BYTEA",
 )
 
+# Content-free records of recalled and burned messages, for audit (as on SQLite).
+_V5 = (
+    """CREATE TABLE tombstones (
+        id BIGSERIAL PRIMARY KEY, session_type INTEGER NOT NULL CHECK (session_type IN (1, 2)),
+        session_id BIGINT NOT NULL, msg_id BIGINT NOT NULL, from_id BIGINT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('recall', 'burn')), actor_id BIGINT NOT NULL,
+        sent BIGINT NOT NULL, removed BIGINT NOT NULL)""",
+    "CREATE INDEX tombstones_removed ON tombstones (removed)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _V1),
     Migration(2, _V2),
     Migration(3, _V3),
     Migration(4, _V4),
+    Migration(5, _V5),
 )
 
 

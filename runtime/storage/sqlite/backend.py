@@ -18,9 +18,9 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from runtime.storage.at_rest import ContentCipher, load_or_create_key
+from runtime.storage.at_rest import at_rest_cipher, check_key_ids
 from runtime.storage.base import Storage
-from runtime.storage.errors import InvalidArgument, KeyMismatch, StorageClosed
+from runtime.storage.errors import InvalidArgument, StorageClosed
 from runtime.storage.models import (
     Credentials,
     Department,
@@ -39,12 +39,13 @@ from runtime.storage.models import (
     RecentSession,
     SendResult,
     SessionType,
+    Tombstone,
     UnreadSummary,
     User,
     UserPatch,
 )
 from runtime.storage.sqlite import directory, groups, lockout, messages, sessions
-from runtime.storage.sqlite.context import OpContext
+from runtime.storage.sqlite.context import OpContext, check_int
 from runtime.storage.sqlite.readers import ReaderPool, connect
 from runtime.storage.sqlite.schema import MIGRATIONS, Migration, migrate
 from runtime.storage.sqlite.write_cache import WriteCache
@@ -68,6 +69,7 @@ class SqliteStorage(Storage):
         *,
         encrypt_at_rest: bool = False,
         at_rest_key: bytes | None = None,
+        key_dir: Path | None = None,
         group_commit: bool = True,
         max_batch: int = 1024,
         readers: int = 2,
@@ -75,6 +77,7 @@ class SqliteStorage(Storage):
         limits: Limits | None = None,
         dedup_window: int = 600,
         recall_window: int = 120,
+        edit_window: int = 900,
         clock: Callable[[], float] = time.time,
         migrations: Sequence[Migration] = MIGRATIONS,
     ) -> None:
@@ -85,11 +88,13 @@ class SqliteStorage(Storage):
         self.path = self.data_dir / DB_FILE_NAME
         self._encrypt = encrypt_at_rest
         self._key = at_rest_key
+        self.key_dir = Path(key_dir) if key_dir is not None else self.data_dir
         self._max_batch = max_batch if group_commit else 1
         self._n_readers = readers
         self._synchronous = synchronous.upper()
         self._migrations = migrations
         self._ctx = OpContext(limits or Limits(), None, clock, dedup_window, recall_window)
+        self._ctx.edit_window = edit_window
         self._writer: GroupCommitWriter | None = None
         self._readers: ReaderPool | None = None
         self._wconn: sqlite3.Connection | None = None
@@ -103,7 +108,7 @@ class SqliteStorage(Storage):
         # The database is created 0600 (SQLite gives its -wal and -shm files the database's mode).
         os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         if self._encrypt:
-            self._ctx.cipher = ContentCipher(self._key or load_or_create_key(self.data_dir))
+            self._ctx.cipher = at_rest_cipher(self._key, self.key_dir)
         conn = connect(self.path, read_only=False)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -122,17 +127,27 @@ class SqliteStorage(Storage):
 
     def _check_key(self, conn: sqlite3.Connection) -> None:
         cipher = self._ctx.cipher
-        row = conn.execute("SELECT value FROM meta WHERE key = 'at_rest_key_id'").fetchone()
         if cipher is None:
             return
-        if row is None:
+
+        def recorded(name: str, value: str) -> str:
             # OR IGNORE: another process opening the same database may record it first; re-read what won.
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('at_rest_key_id', ?)", (cipher.key_id,)
-            )
-            row = conn.execute("SELECT value FROM meta WHERE key = 'at_rest_key_id'").fetchone()
-        if row[0] != cipher.key_id:
-            raise KeyMismatch(f"{self.path}: the at-rest key is not the key this database was encrypted with")
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (name, value))
+            return str(conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()[0])
+
+        names = conn.execute("SELECT key FROM meta WHERE key LIKE 'at_rest_key_id%'").fetchall()
+        check_key_ids(cipher, [n[0] for n in names], recorded, str(self.path))
+
+    async def reseal(self, limit: int = 500) -> int:
+        self._need_cipher()
+        return await self._write(lambda c: messages.reseal(c, self._ctx, limit))
+
+    async def key_usage(self) -> dict[int, int]:
+        return await self._read(messages.key_usage)
+
+    def _need_cipher(self) -> None:
+        if self._ctx.cipher is None:
+            raise InvalidArgument("this database is not encrypted at rest (storage.encrypt_at_rest)")
 
     def _after_commit(self, conn: sqlite3.Connection) -> None:
         if self._ctx.checkpoint_wanted:
@@ -167,6 +182,10 @@ class SqliteStorage(Storage):
     # directory -------------------------------------------------------------------------------------------
     async def create_user(self, user: NewUser) -> User:
         return await self._write(lambda c: directory.create_user(c, self._ctx, user))
+
+    async def create_users(self, users: Sequence[NewUser]) -> list[User]:
+        batch = list(users)
+        return await self._write(lambda c: directory.create_users(c, self._ctx, batch))
 
     async def update_user(self, user_id: int, patch: UserPatch) -> User:
         return await self._write(lambda c: directory.update_user(c, self._ctx, user_id, patch))
@@ -335,6 +354,17 @@ class SqliteStorage(Storage):
 
     async def unread_summary(self, user_id: int) -> UnreadSummary:
         return await self._read(lambda c: sessions.unread_summary(c, self._ctx, user_id))
+
+    async def list_tombstones(self, since: int = 0, limit: int = 1000) -> list[Tombstone]:
+        check_int("limit", limit, 1, 100_000)
+        return await self._read(lambda c: messages.list_tombstones(c, since, limit))
+
+    async def edit_message(
+        self, user_id: int, session_type: SessionType, session_id: int, msg_id: int, content: bytes
+    ) -> int:
+        return await self._write(
+            lambda c: messages.edit(c, self._ctx, user_id, session_type, session_id, msg_id, content)
+        )
 
     async def recall(self, user_id: int, session_type: SessionType, session_id: int, msg_id: int) -> None:
         await self._write(lambda c: messages.recall(c, self._ctx, user_id, session_type, session_id, msg_id))

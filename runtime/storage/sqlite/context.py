@@ -25,16 +25,17 @@ class OpContext:
     recall_window: int
     checkpoint_wanted: bool = False  # set by burn/recall so the writer truncates the WAL after commit
     cache: WriteCache | None = None  # the writer's write-behind state (None: every send hits the tables)
+    edit_window: int = 900  # seconds during which a sender may edit a text message
 
     def now(self) -> int:
         """Server time in unix seconds."""
         return int(self.clock())
 
     def seal(self, kind: str, scope_id: int, msg_id: int, content: bytes) -> tuple[bytes, int]:
-        """Content as stored, and the `encrypted` flag."""
+        """Content as stored, and the `encrypted` column: the sealing key's version (0: clear)."""
         if self.cipher is None:
             return content, 0
-        return self.cipher.seal(content, message_aad(kind, scope_id, msg_id)), 1
+        return self.cipher.seal_versioned(content, message_aad(kind, scope_id, msg_id))
 
     def seal_token(self, token: str) -> tuple[str, bytes | None]:
         """A push token as stored: (the `token` column, the `sealed` column). With an at-rest key the column
@@ -59,7 +60,7 @@ class OpContext:
             return bytes(stored)
         if self.cipher is None:
             raise KeyMismatch("the database holds encrypted messages but no at-rest key was given")
-        return self.cipher.open(bytes(stored), message_aad(kind, scope_id, msg_id))
+        return self.cipher.open(bytes(stored), message_aad(kind, scope_id, msg_id), encrypted)
 
 
 def check_text(field: str, value: str, limit: int) -> str:

@@ -122,6 +122,11 @@ def create_user(conn: sqlite3.Connection, ctx: OpContext, new: NewUser) -> User:
     return get_user(conn, cur.lastrowid)
 
 
+def create_users(conn: sqlite3.Connection, ctx: OpContext, users: Sequence[NewUser]) -> list[User]:
+    """Insert users in the caller's transaction: all of them, or (on the first error) none."""
+    return [create_user(conn, ctx, new) for new in users]
+
+
 def update_user(conn: sqlite3.Connection, ctx: OpContext, user_id: int, patch: UserPatch) -> User:
     """Apply the non-None fields of the patch and bump `updated`."""
     get_user(conn, user_id)

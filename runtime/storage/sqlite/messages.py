@@ -14,8 +14,14 @@ import sqlite3
 from collections.abc import Sequence
 
 from runtime.storage.at_rest import message_aad
-from runtime.storage.errors import AccessDenied, InvalidArgument, NotFound, RecallWindowExpired
-from runtime.storage.models import Message, ReadResult, SendResult, SessionType
+from runtime.storage.errors import (
+    AccessDenied,
+    EditWindowExpired,
+    InvalidArgument,
+    NotFound,
+    RecallWindowExpired,
+)
+from runtime.storage.models import Message, ReadResult, SendResult, SessionType, Tombstone
 from runtime.storage.sqlite.context import (
     MAX_INT,
     OpContext,
@@ -224,8 +230,8 @@ def send_single_op(
         if cipher is None:
             row = (pid, msg_id, from_id, to_id, msg_type, bytearray(data), 0, int(burn), now, token)
         else:
-            sealed = bytearray(cipher.seal(data, message_aad("s", pid, msg_id)))
-            row = (pid, msg_id, from_id, to_id, msg_type, sealed, 1, int(burn), now, token)
+            sealed, version = cipher.seal_versioned(data, message_aad("s", pid, msg_id))
+            row = (pid, msg_id, from_id, to_id, msg_type, bytearray(sealed), version, int(burn), now, token)
         cache.messages.append(row)
         if cache.touched.get(pair) != now:
             cache.touched[pair] = now
@@ -402,14 +408,20 @@ def mark_read(
         "RETURNING read_msg_id",
         (user_id, sid, target, ctx.now(), ctx.now()),
     ).fetchone()
-    burned = [
-        r[0]
-        for r in conn.execute(
-            "DELETE FROM messages WHERE pair_id = ? AND to_id = ? AND burn = 1 AND msg_id <= ? "
-            "RETURNING msg_id",
-            (scope, user_id, read),
+    gone = conn.execute(
+        "DELETE FROM messages WHERE pair_id = ? AND to_id = ? AND burn = 1 AND msg_id <= ? "
+        "RETURNING msg_id, from_id, created",
+        (scope, user_id, read),
+    ).fetchall()
+    burned = [r[0] for r in gone]
+    if gone:
+        # Tombstones (content-free, for audit): the reader burned them; the session as the reader sees it.
+        conn.executemany(
+            "INSERT INTO tombstones "
+            "(session_type, session_id, msg_id, from_id, action, actor_id, sent, removed) "
+            "VALUES (1, ?, ?, ?, 'burn', ?, ?, ?)",
+            [(sid, mid, sender, user_id, sent, ctx.now()) for mid, sender, sent in gone],
         )
-    ]
     if burned:
         _forget_dedup(conn, sid, int(SessionType.SINGLE), user_id, burned)
         ctx.checkpoint_wanted = True
@@ -443,5 +455,103 @@ def recall(
     if ctx.now() - row[1] > ctx.recall_window:
         raise RecallWindowExpired(f"message {msg_id} is older than the {ctx.recall_window} s recall window")
     conn.execute(f"DELETE FROM {table} WHERE {column} = ? AND msg_id = ?", (scope, msg_id))
+    conn.execute(
+        "INSERT INTO tombstones (session_type, session_id, msg_id, from_id, action, actor_id, sent, removed) "
+        "VALUES (?, ?, ?, ?, 'recall', ?, ?, ?)",
+        (int(stype), sid, msg_id, row[0], user_id, row[1], ctx.now()),
+    )
     _forget_dedup(conn, user_id, int(stype), sid, [msg_id])
     ctx.checkpoint_wanted = True
+
+
+TEXT_TYPES = (0x01, 0x11)  # MSG_TYPE_SINGLE_TEXT, MSG_TYPE_GROUP_TEXT
+
+
+def edit(
+    conn: sqlite3.Connection,
+    ctx: OpContext,
+    user_id: int,
+    stype: SessionType,
+    sid: int,
+    msg_id: int,
+    content: bytes,
+) -> int:
+    """Replace the text of the sender's own text message within the edit window; returns the edit time."""
+    check_int("msg_id", msg_id, 1)
+    data = check_bytes("content", content, ctx.limits.max_content)
+    if not data:
+        raise InvalidArgument("content: the new text must not be empty")
+    kind, scope, _, _ = _scope(conn, user_id, stype, sid)
+    table, column = ("messages", "pair_id") if kind == "s" else ("group_messages", "group_id")
+    burn = ", burn" if kind == "s" else ", 0"
+    row = conn.execute(
+        f"SELECT from_id, created, msg_type{burn} FROM {table} WHERE {column} = ? AND msg_id = ?",
+        (scope, msg_id),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"message {msg_id}")
+    if row[0] != user_id:
+        raise AccessDenied("only the sender may edit a message")
+    if row[2] not in TEXT_TYPES or row[3]:
+        raise InvalidArgument("only a text message (not burn-after-reading) may be edited")
+    now = ctx.now()
+    if now - row[1] > ctx.edit_window:
+        raise EditWindowExpired(f"message {msg_id} is older than the {ctx.edit_window} s edit window")
+    stored, encrypted = ctx.seal(kind, scope, msg_id, data)
+    conn.execute(
+        f"UPDATE {table} SET content = ?, encrypted = ? WHERE {column} = ? AND msg_id = ?",
+        (stored, encrypted, scope, msg_id),
+    )
+    ctx.checkpoint_wanted = True  # the old text must not linger in the WAL
+    return now
+
+
+def list_tombstones(conn: sqlite3.Connection, since: int, limit: int) -> list[Tombstone]:
+    """Tombstones removed at or after `since` (unix seconds), oldest first."""
+    rows = conn.execute(
+        "SELECT session_type, session_id, msg_id, from_id, action, actor_id, sent, removed FROM tombstones "
+        "WHERE removed >= ? ORDER BY id LIMIT ?",
+        (since, limit),
+    ).fetchall()
+    return [Tombstone(*r) for r in rows]
+
+
+_SEALED = (("messages", "s", "pair_id"), ("group_messages", "g", "group_id"))
+
+
+def reseal(conn: sqlite3.Connection, ctx: OpContext, limit: int) -> int:
+    """Re-seal up to `limit` rows sealed with an older key version under the current one; returns how many
+    (0: none left). A row another writer changed meanwhile is skipped by its `encrypted` check."""
+    cipher = ctx.cipher
+    if cipher is None:
+        return 0
+    cipher.refresh()
+    current = cipher.version
+    done = 0
+    for table, kind, scope in _SEALED:
+        rows = conn.execute(
+            f"SELECT {scope}, msg_id, content, encrypted FROM {table} "  # constant names, not values
+            "WHERE encrypted NOT IN (0, ?) LIMIT ?",
+            (current, limit - done),
+        ).fetchall()
+        for scope_id, msg_id, content, version in rows:
+            plain = ctx.unseal(kind, scope_id, msg_id, content, version)
+            sealed, now_version = ctx.seal(kind, scope_id, msg_id, plain)
+            conn.execute(
+                f"UPDATE {table} SET content = ?, encrypted = ? "
+                f"WHERE {scope} = ? AND msg_id = ? AND encrypted = ?",
+                (sealed, now_version, scope_id, msg_id, version),
+            )
+        done += len(rows)
+        if done >= limit:
+            break
+    return done
+
+
+def key_usage(conn: sqlite3.Connection) -> dict[int, int]:
+    """Rows per `encrypted` value (0: clear, N: sealed with key version N), over both message tables."""
+    usage: dict[int, int] = {}
+    for table, _, _ in _SEALED:
+        for version, count in conn.execute(f"SELECT encrypted, COUNT(*) FROM {table} GROUP BY encrypted"):
+            usage[int(version)] = usage.get(int(version), 0) + int(count)
+    return usage

@@ -113,11 +113,23 @@ _V4 = (
     "ALTER TABLE device_tokens ADD COLUMN sealed BLOB",
 )
 
+# Content-free records of recalled and burned messages, for audit: which message (session, msg_id), whose,
+# who removed it and when; never its content (docs/teamtalk-extensions.md).
+_V5 = (
+    """CREATE TABLE tombstones (
+        id INTEGER PRIMARY KEY, session_type INTEGER NOT NULL CHECK (session_type IN (1, 2)),
+        session_id INTEGER NOT NULL, msg_id INTEGER NOT NULL, from_id INTEGER NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('recall', 'burn')), actor_id INTEGER NOT NULL,
+        sent INTEGER NOT NULL, removed INTEGER NOT NULL)""",
+    "CREATE INDEX tombstones_removed ON tombstones (removed)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, _V1),
     Migration(2, _V2),
     Migration(3, _V3),
     Migration(4, _V4),
+    Migration(5, _V5),
 )
 
 

@@ -146,3 +146,17 @@ def test_queue_ranks_and_lapses_match_a_plain_list() -> None:
         for k in rng.sample(range(len(model)), min(3, len(model))):
             assert places.rank(model[k][0]) == k
     assert serial > 1024  # the arrival numbers were renumbered at least once
+
+
+def test_a_released_place_goes_at_once_and_those_behind_move_up() -> None:
+    clock = Clock()
+    adm, servers = gate(clock, window_min=1), [roomy()]
+    adm.decide(servers)
+    gone = adm.decide(servers, address="x")
+    stays = adm.decide(servers, address="y")
+    assert (gone.position, stays.position) == (1, 2)
+    assert adm.release(gone.ticket) is True
+    assert gone.ticket not in adm.queue
+    assert adm.release(gone.ticket) is False  # twice, or a ticket never issued: nothing to release
+    assert adm.decide(servers, stays.ticket, "y").position == 1
+    assert adm.decide(servers, address="x").position == 2  # the address's count went down too

@@ -130,3 +130,41 @@ def test_group_recall(make_store: Callable[..., SqliteStorage], mk_users: MkUser
             assert await s.get_history(a.id, G, g.id, 0, 10) == []
 
     asyncio.run(body())
+
+
+def test_recall_and_burn_leave_a_content_free_tombstone(
+    make_store: Callable[..., SqliteStorage], mk_users: MkUsers, clock: Any
+) -> None:
+    store = make_store()
+
+    async def body() -> None:
+        async with store as s:
+            a, b, c = await mk_users(s, "a", "b", "c")
+            g = await s.create_group(a.id, "g", GroupType.TMP, [b.id, c.id])
+            sent_at = int(clock())
+            one = await s.send_single(a.id, b.id, 1, SECRET)
+            grp = await s.send_group(a.id, g.id, 0x11, SECRET)
+            burn = await s.send_single(a.id, b.id, 1, SECRET, burn=True)
+            clock.now += 30
+            await s.recall(a.id, S, b.id, one.msg_id)
+            await s.recall(a.id, G, g.id, grp.msg_id)
+            await s.mark_read(b.id, S, a.id, burn.msg_id)
+            stones = await s.list_tombstones()
+            assert [
+                (t.action, t.session_type, t.session_id, t.msg_id, t.from_id, t.actor_id) for t in stones
+            ] == [
+                ("recall", S, b.id, one.msg_id, a.id, a.id),
+                ("recall", G, g.id, grp.msg_id, a.id, a.id),
+                ("burn", S, a.id, burn.msg_id, a.id, b.id),
+            ]
+            assert {(t.sent, t.removed) for t in stones} == {(sent_at, sent_at + 30)}
+            assert await s.find_bytes(SECRET) == []  # the tombstones hold no content
+            assert await s.list_tombstones(since=sent_at + 31) == []
+            assert len(await s.list_tombstones(limit=1)) == 1
+            # Refused recalls leave none.
+            with pytest.raises(AccessDenied):
+                await s.recall(b.id, S, a.id, (await s.send_single(a.id, b.id, 1, b"x")).msg_id)
+            assert len(await s.list_tombstones()) == 3
+
+    asyncio.run(body())
+    assert on_disk_nowhere(store)
