@@ -40,6 +40,7 @@ class ChatHandlers:
         fanout: Fanout,
         m_msgs_in: Counter,
         m_store_retries: Counter,
+        m_store_unknown: Counter,
         legacy: LegacyText | None = None,
     ) -> None:
         self.proto = proto
@@ -51,6 +52,7 @@ class ChatHandlers:
         self.fanout = fanout
         self.m_msgs_in = m_msgs_in
         self.m_store_retries = m_store_retries
+        self.m_store_unknown = m_store_unknown
         self.legacy = legacy  # TeamTalk's text codec for original clients (services.msg.legacy_key), or None
         self.cmd = command_ids_of(proto.registry)
         enums = enums_of(proto.registry)
@@ -350,16 +352,19 @@ class _PendingStore:
                 chat = self.chat
                 chat.stored(self.ctx, self.st, self.command, self.cid, attempt.msg, result, self.is_group)
                 return
-        else:
-            delay = attempt.retry_delay()
-            if delay is not None:
-                self.chat.m_store_retries.inc()
-                asyncio.get_running_loop().call_later(delay, self.retry)
-                return
-        # Biz refused without an answer, or stayed out of reach: msg_id 0, and the dedup window forgets the
-        # request, so the client's retransmit is processed again rather than answered with 0.
-        ack = self.chat.ack(self.st.user_id, attempt.msg.to_session_id, self.is_group)
-        self.ctx.reply(ack, remember=False)
+        # No answer (the link was lost), or an empty one (biz failed storing it): whether the message was
+        # stored is unknown, so the same request goes again (biz answers a stored one with its id).
+        delay = attempt.retry_delay()
+        if delay is not None:
+            self.chat.m_store_retries.inc()
+            asyncio.get_running_loop().call_later(delay, self.retry)
+            return
+        # Biz stayed out of reach, or kept failing: the message may have been stored before its answer was
+        # lost, so it is not refused (an ack with msg id 0 says "not stored"). No ack: the client's
+        # retransmit (same client msg id) is processed afresh, and biz answers it with the stored id if there
+        # is one. The dedup window forgets the request.
+        self.chat.m_store_unknown.inc()
+        self.ctx.forget()
 
     def retry(self) -> None:
         """Send the request again to the biz instance for this sender (flagged as a resend)."""
