@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -77,7 +79,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass
+def free_ports(count: int) -> int:
+    """A port P such that P .. P+count-1 are free now (instance i of a service listens on P+i)."""
+    for _ in range(100):
+        port = free_port()
+        if port + count - 1 > 65535:
+            continue
+        try:
+            for i in range(1, count):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port + i))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+@dataclass(slots=True)
 class Sent:
     """One logical message: where it went, its number in its sender's sequence, and what became of it."""
 
@@ -119,7 +137,33 @@ class Device:
     by_push: int = 0
     by_sync: int = 0
     logins: int = 0
-    ack_times: list[float] = field(default_factory=list)
+    tries: int = 0  # connection attempts (the login service to ask rotates with them)
+    ack_times: list[float] = field(default_factory=list)  # time.monotonic(): one clock for every process
+
+    def export(self) -> dict[str, Any]:
+        """The device's record as plain data (to hand it from a client process to the checker)."""
+        return {
+            "sent": [
+                (s.session_type, s.session_id, s.number, s.text, s.acked, s.refused, s.attempts, s.uncertain)
+                for s in self.sent
+            ],
+            "seen": [(conv, list(got.items())) for conv, got in self.seen.items()],
+            "own_last": list(self.own_last.items()),
+            "by_push": self.by_push,
+            "by_sync": self.by_sync,
+            "logins": self.logins,
+            "ack_times": self.ack_times,
+        }
+
+    def restore(self, doc: dict[str, Any]) -> None:
+        """Take the record `export` made (in another process) for this device."""
+        self.sent = [Sent(*row) for row in doc["sent"]]
+        for conv, items in doc["seen"]:
+            self.seen[tuple(conv)].update(items)  # type: ignore[index]
+        for conv, last in doc["own_last"]:
+            self.own_last[tuple(conv)] = last  # type: ignore[index]
+        self.by_push, self.by_sync, self.logins = doc["by_push"], doc["by_sync"], doc["logins"]
+        self.ack_times = doc["ack_times"]
 
 
 @dataclass
@@ -151,17 +195,34 @@ class Chaos:
         seed: int,
         cycle: bool = False,
         layout: str | None = None,
+        logins: int = 1,
+        client_procs: int = 1,
+        *,
+        cluster: bool = True,
     ) -> None:
         """`cycle`: kill msg, biz, router, login in turn (every kind early) rather than at random. `layout`:
         the cluster's (runtime.cluster.layout; default: the config's default); in the sharded layout a kill
-        of a role takes down its whole shard."""
+        of a role takes down its whole shard. `logins`: login service instances (devices try the next one
+        when theirs does not answer). `client_procs`: processes the devices are spread over (the checker
+        and the nemesis stay in this one). `cluster=False`: a client process's share, no cluster."""
+        self.client_procs = max(1, client_procs)
         self.cycle = cycle
         self.data_dir = data_dir
         self.n = devices
         self.rate = rate
         self.kill_every = kill_every
         self.random = random.Random(seed)
-        self.http_port = free_port()
+        self.devices: list[Device] = []
+        self.kills: list[Kill] = []
+        self.unread: dict[int, dict[tuple[int, int], int]] = {}  # per user, per conversation, at the end
+        self.stop = asyncio.Event()
+        self.sending = asyncio.Event()
+        self.zero_retries = 0  # msg id 0 answers to a message whose earlier attempt had an unknown outcome
+        if not cluster:
+            self.login_urls: list[str] = []
+            return
+        self.http_port = free_ports(logins)
+        self.login_urls = [f"http://127.0.0.1:{self.http_port + i}/msg_server" for i in range(logins)]
         self.config: ClusterConfig = parse_config(
             {
                 "data_dir": str(data_dir),
@@ -169,7 +230,7 @@ class Chaos:
                 **({"layout": layout} if layout else {}),
                 "services": {
                     "login": {
-                        "instances": 1,
+                        "instances": logins,
                         "http_port": self.http_port,
                         "client_port": 0,
                         "internal_port": 0,
@@ -185,16 +246,14 @@ class Chaos:
             }
         )
         self.sup = ProcessSupervisor(self.config, "generated.teamtalk", console=lambda _s: None)
-        self.devices: list[Device] = []
-        self.kills: list[Kill] = []
-        self.unread: dict[int, dict[tuple[int, int], int]] = {}  # per user, per conversation, at the end
-        self.stop = asyncio.Event()
-        self.sending = asyncio.Event()
-        self.zero_retries = 0  # msg id 0 answers to a message whose earlier attempt had an unknown outcome
 
     @property
     def login_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/msg_server"
+        return self.login_urls[0]
+
+    def login_url_for(self, d: Device) -> str:
+        """The login service a device asks now: the next one after each failed attempt."""
+        return self.login_urls[d.tries % len(self.login_urls)]
 
     async def seed(self) -> None:
         """Users chaos00.. and groups of GROUP_SIZE; each device's peer is the next user."""
@@ -229,7 +288,9 @@ class Chaos:
         number = 0
         pending: Sent | None = None
         while not self.stop.is_set():
-            core = ClientCore(REGISTRY, login_url=self.login_url, reconnect=False, default_timeout=3.0)
+            d.tries += 1
+            url = self.login_url_for(d)
+            core = ClientCore(REGISTRY, login_url=url, reconnect=False, default_timeout=3.0)
             reader: asyncio.Task[None] | None = None
             try:
                 await core.connect()
@@ -397,6 +458,11 @@ class Chaos:
         await self.seed()
         await self.sup.start()
         started = time.monotonic()
+        if self.client_procs > 1:
+            try:
+                return await self._run_spread(duration, started)
+            finally:
+                await self.sup.stop()
         try:
             tasks = [asyncio.create_task(self.device_loop(d)) for d in self.devices]
             tasks.append(asyncio.create_task(self.nemesis()))
@@ -414,16 +480,81 @@ class Chaos:
                     await self.sup.restart(w.service, w.instance)
             await self.final_sync()
             report = self.check()
-            report.update(duration_s=round(elapsed, 1), wall_s=round(time.monotonic() - started, 1))
+            report.update(
+                acked_per_s=round(report["acked"] / elapsed, 1) if elapsed else 0.0,
+                duration_s=round(elapsed, 1),
+                wall_s=round(time.monotonic() - started, 1),
+            )
             return report
         finally:
             await self.sup.stop()
 
-    async def final_sync(self) -> None:
-        """Every device logs in once more, syncs, and reads its unread counts."""
-        for d in self.devices:
+    async def _run_spread(self, duration: float, started: float) -> dict[str, Any]:
+        """`run` with the devices spread over client processes (`client_main`): this process kills and
+        restarts workers, then gathers every device's record and checks them all."""
+        ctx = multiprocessing.get_context("spawn")
+        spec = {
+            "devices": [(d.name, d.user_id, d.peer, d.group) for d in self.devices],
+            "login_urls": self.login_urls,
+            "rate": self.rate,
+        }
+        procs, pipes = [], []
+        for k in range(self.client_procs):
+            parent, child = ctx.Pipe()
+            mine = list(range(k, self.n, self.client_procs))
+            proc = ctx.Process(target=client_main, args=(child, {**spec, "mine": mine, "seed": k + 1}))
+            proc.start()
+            procs.append(proc)
+            pipes.append(parent)
+        loop = asyncio.get_running_loop()
+
+        async def ask(message: str) -> list[Any]:
+            for pipe in pipes:
+                pipe.send(message)
+            return await asyncio.gather(*(loop.run_in_executor(None, pipe.recv) for pipe in pipes))
+
+        try:
+            await ask("go")  # every device of every process has logged in (or tried) once
+            self.sending.set()
+            nemesis = asyncio.create_task(self.nemesis())
+            t0 = time.monotonic()
+            await asyncio.sleep(duration)
+            self.stop.set()
+            await ask("stop")
+            await asyncio.wait([nemesis], timeout=30)
+            elapsed = time.monotonic() - t0
+            for w in self.sup.workers:  # anything the nemesis left down comes back for the final sync
+                if w.process.returncode is not None:
+                    await self.sup.restart(w.service, w.instance)
+            results = await ask("sync")
+        finally:
+            for proc in procs:
+                proc.join(60)
+                if proc.is_alive():
+                    proc.kill()
+        by_name = {d.name: d for d in self.devices}
+        for result in results:
+            self.zero_retries += result["zero_retries"]
+            for name, doc in result["devices"].items():
+                by_name[name].restore(doc)
+            for uid, counts in result["unread"].items():
+                self.unread[int(uid)] = {tuple(k): v for k, v in counts}  # type: ignore[misc]
+        report = self.check()
+        report.update(
+            acked_per_s=round(report["acked"] / elapsed, 1) if elapsed else 0.0,
+            duration_s=round(elapsed, 1),
+            wall_s=round(time.monotonic() - started, 1),
+            client_procs=self.client_procs,
+        )
+        return report
+
+    async def final_sync(self, devices: list[Device] | None = None) -> None:
+        """Every device (of `devices`: default all) logs in once more, syncs, and reads its unread counts."""
+        for d in self.devices if devices is None else devices:
             for attempt in range(20):
-                core = ClientCore(REGISTRY, login_url=self.login_url, reconnect=False, default_timeout=5.0)
+                d.tries += 1
+                url = self.login_url_for(d)
+                core = ClientCore(REGISTRY, login_url=url, reconnect=False, default_timeout=5.0)
                 try:
                     await core.connect()
                     await core.call(
@@ -511,7 +642,10 @@ class Chaos:
         for k in self.kills:
             # Until every device has had an ack again after the kill: the slowest device's wait (devices
             # the kill did not touch answer at once; the ones it cut off reconnect and resend first).
-            waits = [next((t - k.at for t in d.ack_times if t > k.at), None) for d in self.devices]
+            waits = []
+            for d in self.devices:
+                i = bisect.bisect_right(d.ack_times, k.at)
+                waits.append(d.ack_times[i] - k.at if i < len(d.ack_times) else None)
             known = [w for w in waits if w is not None]
             if known and k.restarted_at:
                 recovery[k.service].append(max(known))
@@ -555,6 +689,43 @@ def passed(report: dict[str, Any]) -> bool:
     return not any(report[k] for k in ("lost", "duplicated", "reordered", "phantom", "unread_mismatch"))
 
 
+def client_main(pipe: Any, spec: dict[str, Any]) -> None:
+    """A client process of a spread run (`Chaos._run_spread`): runs its share of the devices against the
+    cluster, answering the parent's "go" (logged in), "stop" (traffic stopped) and "sync" (final sync done:
+    here are the records)."""
+    from runtime.transport import install_event_loop_policy
+
+    install_event_loop_policy()
+    asyncio.run(_client(pipe, spec))
+
+
+async def _client(pipe: Any, spec: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    run = Chaos(Path(tempfile.gettempdir()), 0, spec["rate"], 1.0, spec["seed"], cluster=False)
+    run.login_urls = list(spec["login_urls"])
+    run.devices = [Device(name, uid, peer, group) for name, uid, peer, group in spec["devices"]]
+    run.n = len(run.devices)
+    mine = [run.devices[i] for i in spec["mine"]]
+    assert await loop.run_in_executor(None, pipe.recv) == "go"
+    tasks = [asyncio.create_task(run.device_loop(d)) for d in mine]
+    await asyncio.sleep(1.0)  # let every device log in first
+    pipe.send("ready")
+    run.sending.set()
+    assert await loop.run_in_executor(None, pipe.recv) == "stop"
+    run.stop.set()
+    await asyncio.wait(tasks, timeout=30)
+    pipe.send("stopped")
+    assert await loop.run_in_executor(None, pipe.recv) == "sync"
+    await run.final_sync(mine)
+    pipe.send(
+        {
+            "devices": {d.name: d.export() for d in mine},
+            "unread": {uid: list(counts.items()) for uid, counts in run.unread.items()},
+            "zero_retries": run.zero_retries,
+        }
+    )
+
+
 async def run_chaos(
     *,
     duration: float,
@@ -567,14 +738,16 @@ async def run_chaos(
     layout: str | None = None,
     min_acked: int = 0,
     max_duration: float = 0.0,
+    logins: int = 1,
+    client_procs: int = 1,
 ) -> dict[str, Any]:
     """One chaos run in `data_dir` (a temporary folder when None); returns the report. With `min_acked`, the
     run goes on after `duration` (up to `max_duration` seconds in all) until that many messages were acked."""
     if data_dir is not None:
-        chaos = Chaos(data_dir, devices, rate, kill_every, seed, cycle, layout)
+        chaos = Chaos(data_dir, devices, rate, kill_every, seed, cycle, layout, logins, client_procs)
         return await chaos.run(duration, min_acked, max_duration)
     with tempfile.TemporaryDirectory(prefix="ttgen-chaos-") as tmp:
-        chaos = Chaos(Path(tmp), devices, rate, kill_every, seed, cycle, layout)
+        chaos = Chaos(Path(tmp), devices, rate, kill_every, seed, cycle, layout, logins, client_procs)
         return await chaos.run(duration, min_acked, max_duration)
 
 
@@ -586,6 +759,11 @@ def main() -> int:
     ap.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between kills (default 5)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--layout", choices=["sharded", "split"], help="the cluster's (default: the config's)")
+    ap.add_argument("--logins", type=int, default=2, help="login service instances (default 2)")
+    ap.add_argument(
+        "--client-procs", type=int, default=1, help="processes the devices are spread over (default 1)"
+    )
+    ap.add_argument("--cycle", action="store_true", help="kill msg, biz, router, login in turn")
     ap.add_argument("--json", type=Path, help="also write the report here")
     args = ap.parse_args()
     from runtime.transport import install_event_loop_policy
@@ -599,6 +777,9 @@ def main() -> int:
             kill_every=args.kill_every,
             seed=args.seed,
             layout=args.layout,
+            logins=args.logins,
+            client_procs=args.client_procs,
+            cycle=args.cycle,
         )
     )
     print(json.dumps(report, indent=2))

@@ -91,10 +91,6 @@ class ChatHandlers:
         if self.legacy is not None:  # an original TeamTalk client's text: stored as the text itself
             self.legacy.inbound(ctx.link, msg)
         link = self.biz.link(user)
-        if link is None:
-            # Not stored: a retransmit is processed again, not answered with 0.
-            ctx.reply(self.ack(user, to, is_group), remember=False)
-            return None
         msg.from_user_id = user
         version = self.groups.version(to) if is_group else 0
         # A message without a client msg id gets a token of ours, so a store sent again after the link to biz
@@ -102,7 +98,12 @@ class ChatHandlers:
         attempt = StoreAttempt(msg, self._tokens, group=is_group, version=version)
         cid = self._cids[command]
         pending = _PendingStore(self, ctx, st, command, cid, attempt, is_group)
-        link.request(cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,)))
+        pending.sent = True  # before the request: a link may answer (or fail) it at once
+        if link is None or not link.request(
+            cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,))
+        ):
+            pending.sent = False  # no biz reachable (one restarting?): tried again after the delays
+            pending.stored(None)
         return None
 
     def ack(self, user: int, to: int, is_group: bool, msg_id: int = 0) -> message.IMMsgDataAck:
@@ -323,7 +324,7 @@ class _PendingStore:
     that id (by client msg id, or by msg's token), so the message is stored once and the sender acked with
     its id."""
 
-    __slots__ = ("attempt", "chat", "cid", "command", "ctx", "is_group", "st")
+    __slots__ = ("attempt", "chat", "cid", "command", "ctx", "is_group", "sent", "st")
 
     def __init__(
         self,
@@ -342,6 +343,7 @@ class _PendingStore:
         self.cid = cid
         self.attempt = attempt
         self.is_group = is_group
+        self.sent = False  # whether a request left for biz (else nothing can have been stored)
 
     def stored(self, frame: Frame | None) -> None:
         """Biz answered (`frame`), or the link to it was lost (None)."""
@@ -359,6 +361,12 @@ class _PendingStore:
             self.chat.m_store_retries.inc()
             asyncio.get_running_loop().call_later(delay, self.retry)
             return
+        if not self.sent:
+            # No biz was reachable for any attempt: nothing was stored, msg id 0 says so, and the dedup
+            # window forgets the request, so the client's retransmit is processed again.
+            ack = self.chat.ack(self.st.user_id, attempt.msg.to_session_id, self.is_group)
+            self.ctx.reply(ack, remember=False)
+            return
         # Biz stayed out of reach, or kept failing: the message may have been stored before its answer was
         # lost, so it is not refused (an ack with msg id 0 says "not stored"). No ack: the client's
         # retransmit (same client msg id) is processed afresh, and biz answers it with the stored id if there
@@ -371,7 +379,9 @@ class _PendingStore:
         user = self.st.user_id
         link = self.chat.biz.link(user)
         request = self.attempt.resend()
+        sent, self.sent = self.sent, True
         if link is None or not link.request(
             self.cid, request, self.stored, flag=FLAG_RELAY, head=relay_head((user,))
         ):
+            self.sent = sent  # this attempt never left
             self.stored(None)

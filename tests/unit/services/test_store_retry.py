@@ -187,9 +187,7 @@ def test_msg_gives_up_after_its_retries_without_calling_the_message_refused(answ
         msg = MsgData(from_user_id=7, to_session_id=8, msg_id=3, create_time=0, msg_type=1, msg_data=b"x")
         attempt = StoreAttempt(msg, StoreTokens(), group=False, delays=(0.01, 0.01))  # a client msg id
         ctx = FakeCtx(chat)
-        pending = chat_mod._PendingStore(
-            chat, ctx, FakeState(), "CID_MSG_DATA", 0x301, attempt, False
-        )  # type: ignore[arg-type]
+        pending = chat_mod._PendingStore(chat, ctx, FakeState(), "CID_MSG_DATA", 0x301, attempt, False)  # type: ignore[arg-type]
         link.request(0x301, attempt.request, pending.stored)
         await asyncio.sleep(0.2)
         return chat, ctx
@@ -199,6 +197,48 @@ def test_msg_gives_up_after_its_retries_without_calling_the_message_refused(answ
     assert ctx.forgotten and chat.m_store_unknown.value == 1 and chat.m_store_retries.value == 2
     request = chat.link.sent[0]
     assert chat.link.sent[1:] == [relay_head((7,)) + request] * 2  # no token, nothing to flag: the same bytes
+
+
+class GoneBiz:
+    """A biz pool with no live instance for the first `down` lookups, then `link`."""
+
+    def __init__(self, link: FakeLink, down: int) -> None:
+        self._link, self.down = link, down
+
+    def link(self, _user: int) -> FakeLink | None:
+        if self.down:
+            self.down -= 1
+            return None
+        return self._link
+
+
+@pytest.mark.parametrize("down", [3, 1], ids=["never-back", "back-in-time"])
+def test_no_biz_reachable_waits_out_the_retries_then_says_not_stored(down: int) -> None:
+    """No biz instance is reachable when the message comes (one restarting): msg tries again after the
+    attempt's delays rather than refusing at once; if none came back, nothing left for biz, so msg id 0 (not
+    stored, not remembered) is the truth; if one came back, the message is stored and acked."""
+
+    async def main() -> FakeChat:
+        stored = MsgData(
+            from_user_id=7, to_session_id=8, msg_id=41, create_time=5, msg_type=1, msg_data=b"ok"
+        )
+        link = FakeLink([stored.SerializeToString()])
+        chat = FakeChat(link)
+        chat.biz = GoneBiz(link, down)  # type: ignore[assignment]
+        msg = MsgData(from_user_id=7, to_session_id=8, msg_id=3, create_time=0, msg_type=1, msg_data=b"x")
+        attempt = StoreAttempt(msg, StoreTokens(), group=False, delays=(0.01, 0.01))
+        ctx = FakeCtx(chat)
+        pending = chat_mod._PendingStore(chat, ctx, FakeState(), "CID_MSG_DATA", 0x301, attempt, False)  # type: ignore[arg-type]
+        pending.stored(None)  # as `_send_chat` does when no link is up
+        await asyncio.sleep(0.2)
+        return chat
+
+    chat = asyncio.run(main())
+    if down == 3:
+        assert chat.link.sent == [] and chat.acks == [(("ack0", 7, 8), False)] and chat.stored_bodies == []
+        assert chat.m_store_unknown.value == 0
+    else:
+        assert len(chat.link.sent) == 1 and chat.acks == [] and chat.stored_bodies == [b"ok"]
 
 
 def test_a_store_attempt_prepares_the_request_and_reads_the_answer() -> None:
