@@ -444,6 +444,46 @@ def backend_section(backend: str, request: pytest.FixtureRequest) -> dict[str, A
     return {"backend": "postgres", "dsn": request.getfixturevalue("pg_databases").create()}
 
 
+# Tests the cluster layout cannot affect: they build no msg, biz or router, or never use the layout the
+# `cluster_layout` fixture sets. They run once, in the default layout; `pytest --all-layouts` runs them in
+# both. Keyed by module file name, or `file::test function` for one test of a module.
+ONE_LAYOUT: dict[str, str] = {
+    "test_runtime_loopback.py": "a generated server and its clients over loopback, no cluster",
+    "test_perimeter_sockets.py": "the transport's limits on a bare dispatcher, no cluster",
+    "test_cluster_cli_monitor.py": "the monitor server and the runner on probe services only",
+    "test_bench_web_smoke.py": "bench/bench_web.py starts its own cluster in its own default layout",
+    "test_chaos.py::test_the_checker_reports_each_broken_promise": "the checker over hand-made records",
+    "test_cluster_cli_im.py::test_admin_before_start": "`ttgen admin` on a database, no cluster running",
+    "test_cluster_cli_im.py::test_admin_hashes_with_the_cluster_policy_and_passwd_replaces_the_hash": (
+        "`ttgen admin` on a database, no cluster running"
+    ),
+}
+
+
+def runs_in_one_layout(item: pytest.Item) -> bool:
+    """Whether `item` is a test the layout cannot affect (ONE_LAYOUT)."""
+    file = item.path.name
+    function = getattr(item, "originalname", item.name)
+    return file in ONE_LAYOUT or f"{file}::{function}" in ONE_LAYOUT
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselects the other-layout copy of the tests the layout cannot affect (unless --all-layouts)."""
+    if config.getoption("--all-layouts"):
+        return
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        layout = callspec.params.get("cluster_layout") if callspec is not None else None
+        if layout is not None and layout != DEFAULT_LAYOUT and runs_in_one_layout(item):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(autouse=True, params=["sharded", "split"])
 def cluster_layout(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs every integration test once per layout: msg, biz and router of a shard linked in-process, or
