@@ -453,6 +453,22 @@ ONE_LAYOUT: dict[str, str] = {
     "test_cluster_cli_monitor.py": "the monitor server and the runner on probe services only",
     "test_bench_web_smoke.py": "bench/bench_web.py starts its own cluster in its own default layout",
     "test_chaos.py::test_the_checker_reports_each_broken_promise": "the checker over hand-made records",
+    # Refusals made by the msg server's input stage, the file service or the gateway's HTTP layer, before
+    # anything crosses a msg-biz-router link (the part the layout changes); both backends still run.
+    "test_input_constraints.py": "constraints checked by the msg server's input stage, and the registry",
+    "test_messaging_bad_input.py::test_commands_before_login_are_refused": "msg refuses before any link",
+    "test_messaging_bad_input.py::test_invalid_utf8_in_a_string_field_is_refused_like_any_bad_body": (
+        "msg's input stage refuses the body"
+    ),
+    "test_files_refusals.py": "refusals of the file service, which no layout moves",
+    "test_gateway.py::test_client_api_refuses_bad_input_with_clear_codes": "the gateway's HTTP layer refuses",
+    "test_gateway.py::test_requests_above_the_per_address_rate_get_429_and_change_nothing": (
+        "the gateway's per-address rate limit"
+    ),
+    "test_admin_users.py::test_the_key_is_checked_first_and_every_action_is_audited": "the admin API's key",
+    "test_admin_users.py::test_import_over_http_is_one_transaction_with_per_row_errors": (
+        "the admin API on the database"
+    ),
     "test_cluster_cli_im.py::test_admin_before_start": "`ttgen admin` on a database, no cluster running",
     "test_cluster_cli_im.py::test_admin_hashes_with_the_cluster_policy_and_passwd_replaces_the_hash": (
         "`ttgen admin` on a database, no cluster running"
