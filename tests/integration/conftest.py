@@ -446,7 +446,8 @@ def backend_section(backend: str, request: pytest.FixtureRequest) -> dict[str, A
 
 # Tests the cluster layout cannot affect: they build no msg, biz or router, or never use the layout the
 # `cluster_layout` fixture sets. They run once, in the default layout; `pytest --all-layouts` runs them in
-# both. Keyed by module file name, or `file::test function` for one test of a module.
+# both. Keyed by module file name, `file::test function`, or `file::function[ids]` for one parametrization
+# (its ids without the layout's).
 ONE_LAYOUT: dict[str, str] = {
     "test_runtime_loopback.py": "a generated server and its clients over loopback, no cluster",
     "test_perimeter_sockets.py": "the transport's limits on a bare dispatcher, no cluster",
@@ -475,23 +476,50 @@ ONE_LAYOUT: dict[str, str] = {
     ),
 }
 
+# The command-line tools' own tests (`ttgen bench` modes, `ttgen chat` and `ttgen admin` against a running
+# cluster, `ttgen up --demo`): each runs once, in the layout named here, alternated so that the tools meet
+# both layouts. What the layout does change (delivery, restarts, kills, both backends) is checked in both
+# layouts by the messaging, delivery, chaos, process and restart tests, which are not listed.
+TOOL_LAYOUT: dict[str, str] = {
+    "test_bench_smoke.py::test_connections_2000_smoke": "sharded",
+    "test_bench_smoke.py::test_login_storm_smoke": "split",
+    "test_bench_smoke.py::test_restart_storm_smoke": "sharded",
+    "test_bench_smoke.py::test_restart_storm_with_resumption_tickets_smoke": "split",
+    "test_bench_smoke.py::test_target_a_running_cluster_and_report_refused_logins": "split",
+    "test_cluster_cli_im.py::test_demo_runs_to_completion[one-process]": "split",  # what ./dev demo runs
+    "test_cluster_cli_im.py::test_demo_runs_to_completion[processes]": "sharded",
+    "test_cluster_cli_im.py::test_chat_through_pipes": "sharded",
+    "test_cluster_cli_im.py::test_chat_bad_password_exits_1": "sharded",
+    "test_cluster_cli_im.py::test_chat_straight_to_a_msg_server": "sharded",
+    "test_cluster_cli_im.py::test_admin_while_running": "sharded",
+    "test_cluster_cli_im.py::test_admin_member_change_reaches_a_running_biz": "sharded",
+}
 
-def runs_in_one_layout(item: pytest.Item) -> bool:
-    """Whether `item` is a test the layout cannot affect (ONE_LAYOUT)."""
+
+def kept_layout(item: pytest.Item, layout: str) -> str | None:
+    """The one layout `item` runs in by default (ONE_LAYOUT, TOOL_LAYOUT), or None: both."""
     file = item.path.name
     function = getattr(item, "originalname", item.name)
-    return file in ONE_LAYOUT or f"{file}::{function}" in ONE_LAYOUT
+    callspec = getattr(item, "callspec", None)
+    ids = callspec.id.split("-") if callspec is not None else []
+    if layout in ids:
+        ids.remove(layout)
+    keys = (file, f"{file}::{function}", f"{file}::{function}[{'-'.join(ids)}]")
+    if any(key in ONE_LAYOUT for key in keys):
+        return DEFAULT_LAYOUT
+    return next((TOOL_LAYOUT[key] for key in keys if key in TOOL_LAYOUT), None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselects the other-layout copy of the tests the layout cannot affect (unless --all-layouts)."""
+    """Deselects the other-layout copy of the tests that run in one layout (unless --all-layouts)."""
     if config.getoption("--all-layouts"):
         return
     keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         layout = callspec.params.get("cluster_layout") if callspec is not None else None
-        if layout is not None and layout != DEFAULT_LAYOUT and runs_in_one_layout(item):
+        kept = kept_layout(item, layout) if layout is not None else None
+        if kept is not None and layout != kept:
             drop.append(item)
         else:
             keep.append(item)
