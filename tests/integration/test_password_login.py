@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,10 @@ import pytest
 from generated.teamtalk.registry import REGISTRY
 from runtime.client import ClientCore
 from runtime.client_login import LoginRefused, SessionLogin
+from tests.http_support import post_json
 from tests.integration.conftest import AUTH, PASSWORD, WINDOWS, TestCluster, md5hex
+from tests.integration.file_support import run_file_cluster
+from tests.integration.gateway_support import GATEWAY, wait_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +207,15 @@ def test_md5_login_policy(with_cluster: Callable[..., None], policy: str) -> Non
         await core.close()
 
     with_cluster(body, biz={"auth": {**AUTH, **LOCKOUT, "md5_login": policy}})
+
+
+def test_gateway_refuses_password_md5_unless_allowed(tmp_path: Path) -> None:
+    async def body(c: Any) -> None:
+        addr = await wait_gateway(c)
+        md5 = await post_json(*addr, "/api/login", {"user": "user09", "password_md5": md5hex(PASSWORD)})
+        assert (md5.status, md5.json()["error_code"]) == (401, 6) and "MD5" in md5.json()["error_msg"]
+        plain = await post_json(*addr, "/api/login", {"user": "user09", "password": PASSWORD})
+        assert plain.status == 200 and plain.json()["user_id"] == c.users["user09"]
+
+    biz = {"instances": 1, "auth": {**AUTH, **LOCKOUT, "md5_login": "refuse"}}
+    asyncio.run(run_file_cluster(tmp_path, body, services={**GATEWAY, "biz": biz}))
