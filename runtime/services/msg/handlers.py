@@ -168,7 +168,8 @@ class SessionHandlers:
             refusal = (ResultCode.DB_VALIDATE_FAILED, "password logins need a secure session")
         elif len(msg.password.encode("utf-8", "surrogatepass")) > MAX_PLAIN_PASSWORD:
             refusal = (ResultCode.DB_VALIDATE_FAILED, "password too long")
-        return await self._check_password(ctx, msg, wire_password(msg.password), refusal)
+        wire = wire_password(msg.password) if refusal is None else ""
+        return await self._check_password(ctx, msg, wire, refusal)
 
     async def _check_password(
         self,
