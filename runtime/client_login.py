@@ -1,12 +1,12 @@
 """Runtime client layer: logging a `ClientCore` in, with the password or a resumption ticket.
 
 `SessionLogin` speaks the bundled protocol's login commands by name through the registry: a password login,
-then a resumption ticket (`CID_EXT_RESUME_TICKET_REQ`), renewed at half its life while connected. On a reconnect (the core's
-`on_resync`) it logs in with the ticket (`CID_EXT_TICKET_LOGIN_REQ`: no password hashing at the server) and
-keeps the successor ticket; a refused ticket falls back to the password on the same connection. A server
-that answers "busy" (its password verification is saturated) is asked again after a jittered backoff, and
-the login service's queue is waited out by the core (`on_queue`). A protocol without the ticket commands
-gets password logins only.
+then a resumption ticket (`CID_EXT_RESUME_TICKET_REQ`), renewed at half its life while connected. On a
+reconnect (the core's `on_resync`) it logs in with the ticket (`CID_EXT_TICKET_LOGIN_REQ`: no password hashing
+at the server) and keeps the successor ticket; a refused ticket falls back to the password on the same
+connection. A server that answers "busy" (its password verification is saturated) is asked again after a
+jittered backoff, and the login service's queue is waited out by the core (`on_queue`). A protocol without the
+ticket commands gets password logins only.
 
 The password login never puts TeamTalk's MD5-hex credential (a password equivalent) on the wire when it can
 avoid it: on a secure session (the core's handshake succeeded) it sends the password itself, sealed under that
