@@ -219,11 +219,12 @@ class Files:
             msg_id = arg_uint(query, "msg_id", positive=True)
             sender = arg_uint(query, "from", positive=True)
             to = arg_uint(query, "to", positive=True)
-            session_type = arg_session_type(query, None)
+            enums = self.svc.client_api.enums
+            session_type = arg_session_type(query, enums, required=True)
         except ValueError as exc:
             return _error(1, str(exc), 400).to_aiohttp()
         user = session.user_id
-        if session_type == 2:
+        if session_type == enums.SessionType.SESSION_TYPE_GROUP:
             session_id = to
         elif user in (sender, to):
             session_id = to if user == sender else sender
