@@ -79,6 +79,8 @@ def edit_event(msg: Any) -> dict[str, Any]:
 
 def generic_event(name: str, msg: Any) -> dict[str, Any]:
     """Any other message as a poll event."""
+    if name == "CID_EXT_MSG_EDIT_NOTIFY":
+        return edit_event(msg)
     if name == "CID_MSG_READ_NOTIFY":
         return {
             "type": "read",
@@ -123,7 +125,7 @@ class GatewayRelays:
 
     def on_cid_ext_msg_edit_notify(self, ctx: Context, msg: Any) -> None:
         """A message's text was replaced: an `edit` event."""
-        self._push(ctx, edit_event(msg))
+        self._push(ctx, generic_event(ctx.info.name, msg))
 
     def on_cid_ext_msg_recall_notify(self, ctx: Context, msg: Any) -> None:
         """A message was recalled (the event the page shows as "message recalled")."""
