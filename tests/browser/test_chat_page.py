@@ -253,7 +253,8 @@ def test_edit_shows_the_latest_text_marked_edited(pages: dict[str, Page], web_cl
     bob.message("see you at 3pm")
     alice.d.find_element("css selector", f"#messages li[data-msg-id='{sent['id']}'] button.edit").click()
     alice.js(
-        "document.querySelector(`#messages li[data-msg-id='${arguments[0]}'] .edit-text`).value = arguments[1]",
+        "document.querySelector(`#messages li[data-msg-id='${arguments[0]}'] .edit-text`).value ="
+        " arguments[1]",
         sent["id"],
         "see you at <b>4pm</b>",
     )
