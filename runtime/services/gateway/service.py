@@ -41,6 +41,7 @@ from runtime.services.biz import open_storage
 from runtime.services.gateway.admin import AdminApi
 from runtime.services.gateway.admin_users import AdminUsersApi
 from runtime.services.gateway.client_api import ClientApi, error
+from runtime.services.gateway.codes import BAD_REQUEST, TOO_LARGE
 from runtime.services.gateway.files import Files, file_event
 from runtime.services.gateway.presence import GatewayPresence
 from runtime.services.gateway.relays import chat_event, chat_key, generic_event, relay_handlers
@@ -267,4 +268,4 @@ def rate_limited() -> Response:
 
 def _refusal(status: int, reason: str) -> Response:
     """Requests refused before the API sees them: too large (error 24), malformed or too slow (error 1)."""
-    return error(24 if status == 413 else 1, reason, status)
+    return error(TOO_LARGE if status == 413 else BAD_REQUEST, reason, status)
