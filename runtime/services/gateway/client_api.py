@@ -542,24 +542,25 @@ class ClientApi(ChatPageApi):
             session_type=session_type,
         )
         self.svc.notify("CID_MSG_READ_NOTIFY", note, [user], skip=session)
-        if session_type == 1:
+        single = int(self.enums.SessionType.SESSION_TYPE_SINGLE)
+        if session_type == single:
             # A read receipt for the peer's sessions on this gateway (docs/web-api.md: `receipt`).
             receipt = {
                 "type": "receipt",
                 "reader": user,
                 "session_id": user,
-                "session_type": 1,
+                "session_type": single,
                 "msg_id": msg_id,
             }
             self.svc.push_event([session_id], receipt)
-        burned = [m.msg_id for m in cast(Any, rsp).msg_list] if session_type == 1 else []
+        burned = [m.msg_id for m in cast(Any, rsp).msg_list] if session_type == single else []
         for mid in burned:
             # As msg does for TCP readers: the reader's and the sender's devices all drop the message.
             gone = self.proto.new(
                 "CID_EXT_MSG_BURNED_NOTIFY",
                 from_user_id=session_id,
                 to_session_id=user,
-                session_type=1,
+                session_type=single,
                 msg_id=mid,
                 reader_id=user,
                 burn_time=int(time.time()),
