@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from generated.teamtalk import IM_Ext_pb2 as ext
     from generated.teamtalk import IM_Message_pb2 as message
     from generated.teamtalk import IM_SwitchService_pb2 as switch
+    from runtime.services.contracts import DirectStore
 
 
 class ChatHandlers:
@@ -100,6 +101,10 @@ class ChatHandlers:
         attempt = StoreAttempt(msg, self._tokens, group=is_group, version=version)
         cid = self._cids[command]
         pending = _PendingStore(self, ctx, st, command, cid, attempt, is_group)
+        direct = link.local_peer
+        if direct is not None:  # biz shares this process (runtime.inprocess): a call, no frame
+            cast("DirectStore", direct).store(user, msg, command == self._burn_name, pending.answered)
+            return None
         link.request(cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,)))
         return None
 
@@ -341,6 +346,15 @@ class _PendingStore:
         self.attempt = attempt
         self.is_group = is_group
 
+    def answered(self, reply: Any) -> None:
+        """Biz of this shard answered a direct call (`DirectStore`) with the reply object (None: it failed)."""
+        result = self.attempt.answer_message(reply)
+        if result is not None:
+            chat = self.chat
+            chat.stored(self.ctx, self.st, self.command, self.cid, self.attempt.msg, result, self.is_group)
+        else:
+            self.refused()
+
     def stored(self, frame: Frame | None) -> None:
         """Biz answered (`frame`), or the link to it was lost (None)."""
         attempt = self.attempt
@@ -356,9 +370,12 @@ class _PendingStore:
                 self.chat.m_store_retries.inc()
                 asyncio.get_running_loop().call_later(delay, self.retry)
                 return
-        # Biz refused without an answer, or stayed out of reach: msg_id 0, and the dedup window forgets the
-        # request, so the client's retransmit is processed again rather than answered with 0.
-        ack = self.chat.ack(self.st.user_id, attempt.msg.to_session_id, self.is_group)
+        self.refused()
+
+    def refused(self) -> None:
+        """Biz refused without an answer, or stayed out of reach: msg_id 0, and the dedup window forgets the
+        request, so the client's retransmit is processed again rather than answered with 0."""
+        ack = self.chat.ack(self.st.user_id, self.attempt.msg.to_session_id, self.is_group)
         self.ctx.reply(ack, remember=False)
 
     def retry(self) -> None:
