@@ -186,3 +186,13 @@ def connect_in_process(listener: _Listener, protocol: asyncio.Protocol, name: st
 def is_in_process(link: Any) -> bool:
     """Whether a link runs over an in-memory transport (a role of this process's shard at the other end)."""
     return isinstance(getattr(link, "transport", None), MemoryTransport)
+
+
+def peer_of(link: Any) -> Any:
+    """The protocol at the other end of an in-process link (e.g. a router's link from this msg server), or
+    None for a TCP link or one that is gone."""
+    transport = getattr(link, "transport", None)
+    if not isinstance(transport, MemoryTransport) or transport._closing:
+        return None
+    peer = transport._peer
+    return peer._protocol if peer is not None and not peer._lost else None

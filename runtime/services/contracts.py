@@ -233,3 +233,13 @@ class DirectStore(Protocol):
     store reply in `attach_data` (None: storing failed without an answer). `msg` belongs to biz until then."""
 
     def store(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> None: ...
+
+
+class DirectRelay(Protocol):
+    """What a router offers the msg server of its own shard (runtime.inprocess): a relay as a function call.
+
+    `relay_from(origin, command_id, body, done)` forwards the relay `body` (the envelope, `relay_head`, then
+    the message) as if it had arrived on `origin` (the router's end of the msg server's in-process link: it
+    is never sent back there) and calls `done()` once every copy is confirmed by its msg server (or lost)."""
+
+    def relay_from(self, origin: Any, command_id: int, body: bytes, done: Callable[[], object]) -> None: ...

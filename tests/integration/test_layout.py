@@ -81,7 +81,9 @@ def test_a_sharded_process_cluster_runs_one_worker_per_shard(tmp_path: Path, clu
     asyncio.run(main())
 
 
-def test_a_msg_server_stores_through_its_shards_biz_by_direct_calls(tmp_path: Path, cluster_layout: str) -> None:
+def test_a_msg_server_stores_and_relays_through_its_shards_roles_by_direct_calls(
+    tmp_path: Path, cluster_layout: str
+) -> None:
     async def body(c: TestCluster) -> None:
         msg0, msg1 = c.services("msg")
         (biz0,) = c.services("biz")
@@ -101,9 +103,18 @@ def test_a_msg_server_stores_through_its_shards_biz_by_direct_calls(tmp_path: Pa
         assert from_b.msg_id > other.msg_id
         assert biz0._m_requests.value > before
         got = await b.wait_for("CID_MSG_DATA", count=2)
-        assert [(m.msg_id, m.msg_data) for m in got] == [(first.msg_id, b"direct"), (other.msg_id, b"direct too")]
+        expected = [(first.msg_id, b"direct"), (other.msg_id, b"direct too")]
+        assert [(m.msg_id, m.msg_data) for m in got] == expected
         assert all(m.from_user_id == a.user_id for m in got)
         (got_a,) = await a.wait_for("CID_MSG_DATA", count=1)
         assert (got_a.msg_id, got_a.msg_data) == (from_b.msg_id, b"over tcp")
+        # relays to the shard's own router are direct calls too, confirmed like frames
+        router0 = next(r for r in c.services("router") if r.ctx.instance == 0)
+        assert (msg0.routers.master.local_peer is router0) is sharded
+        for _ in range(50):
+            if not msg0.routers._outbox:
+                break
+            await asyncio.sleep(0.02)
+        assert not msg0.routers._outbox and not msg0.routers._in_flight
 
     run_in_cluster(tmp_path, body)

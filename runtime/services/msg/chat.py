@@ -347,7 +347,7 @@ class _PendingStore:
         self.is_group = is_group
 
     def answered(self, reply: Any) -> None:
-        """Biz of this shard answered a direct call (`DirectStore`) with the reply object (None: it failed)."""
+        """Biz of this shard answered a direct call (`DirectStore`) with the reply (None: it failed)."""
         result = self.attempt.answer_message(reply)
         if result is not None:
             chat = self.chat
