@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from generated.teamtalk import IM_Ext_pb2 as ext
     from generated.teamtalk import IM_Message_pb2 as message
     from generated.teamtalk import IM_SwitchService_pb2 as switch
+    from runtime.services.contracts import DirectStore
 
 
 class ChatHandlers:
@@ -102,6 +103,10 @@ class ChatHandlers:
         attempt = StoreAttempt(msg, self._tokens, group=is_group, version=version)
         cid = self._cids[command]
         pending = _PendingStore(self, ctx, st, command, cid, attempt, is_group)
+        direct = link.local_peer
+        if direct is not None:  # biz shares this process (runtime.inprocess): a call, no frame
+            cast("DirectStore", direct).store(user, msg, command == self._burn_name, pending.answered)
+            return None
         link.request(cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,)))
         return None
 
@@ -343,6 +348,15 @@ class _PendingStore:
         self.attempt = attempt
         self.is_group = is_group
 
+    def answered(self, reply: Any) -> None:
+        """Biz of this shard answered a direct call (`DirectStore`) with the reply (None: it failed)."""
+        result = self.attempt.answer_message(reply)
+        if result is not None:
+            chat = self.chat
+            chat.stored(self.ctx, self.st, self.command, self.cid, self.attempt.msg, result, self.is_group)
+        else:
+            self.unknown()
+
     def stored(self, frame: Frame | None) -> None:
         """Biz answered (`frame`), or the link to it was lost (None)."""
         attempt = self.attempt
@@ -359,10 +373,13 @@ class _PendingStore:
             self.chat.m_store_retries.inc()
             asyncio.get_running_loop().call_later(delay, self.retry)
             return
-        # Biz stayed out of reach, or kept failing: the message may have been stored before its answer was
-        # lost, so it is not refused (an ack with msg id 0 says "not stored"). No ack: the client's
-        # retransmit (same client msg id) is processed afresh, and biz answers it with the stored id if there
-        # is one. The dedup window forgets the request.
+        self.unknown()
+
+    def unknown(self) -> None:
+        """Biz stayed out of reach, or kept failing: the message may have been stored before its answer was
+        lost, so it is not refused (an ack with msg id 0 says "not stored"). No ack: the client's retransmit
+        (same client msg id) is processed afresh, and biz answers it with the stored id if there is one. The
+        dedup window forgets the request."""
         self.chat.m_store_unknown.inc()
         self.ctx.forget()
 
