@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from runtime.auth.link_seal import SEAL_POLICIES
 from runtime.services.registry_table import SERVICE_TABLE, BadServiceClass, ServiceRef, start_rank
 
 # Per-service defaults. `http_port: preferred:8080` means "8080 if it is free, else any free port" (for every
@@ -46,6 +47,7 @@ TOP_LEVEL_KEYS = frozenset(
         "only",
         "join",
         "secret_file",
+        "link_seal",
         "spec",
         "storage",
         "services",
@@ -126,6 +128,7 @@ class ClusterConfig:
     only: tuple[str, ...] = ()  # the services this host runs (empty: all); the rest run on other hosts
     join: str | None = None  # the database of the cluster this host joins (sets storage and discovery)
     secret_file: Path | None = None  # the cluster secret internal links prove; None: <data_dir>/cluster.key
+    link_seal: str = "between_hosts"  # which internal links are sealed: runtime.auth.link_seal.SEAL_POLICIES
     spec: str = "teamtalk"
     storage: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_STORAGE))
     services: Mapping[str, ServiceConfig] = field(default_factory=dict)
@@ -194,6 +197,7 @@ class ClusterConfig:
             **({"only": list(self.only)} if self.only else {}),
             **({"join": self.join} if self.join else {}),
             "secret_file": str(self.secret_path),
+            "link_seal": self.link_seal,
             "spec": self.spec,
             "storage": dict(self.storage),
             "plugins": list(self.plugins),
@@ -315,6 +319,14 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
     if not isinstance(secret_file, str) or not secret_file:
         raise ConfigError("secret_file", f"must be a file path (got {secret_file!r})", source)
     secret_path = data_path / Path(secret_file).expanduser()  # relative: under data_dir
+    link_seal = doc.get("link_seal", "between_hosts")
+    if link_seal not in SEAL_POLICIES:
+        raise ConfigError(
+            "link_seal",
+            f"must be one of {', '.join(SEAL_POLICIES)} (got {link_seal!r}): which internal links are "
+            "encrypted (between_hosts: links whose peer is not on a loopback address)",
+            source,
+        )
     spec = doc.get("spec", "teamtalk")
     if not isinstance(spec, str) or not (spec == "" or spec.isidentifier()):
         raise ConfigError("spec", f"must name a generated stack, e.g. teamtalk (got {spec!r})", source)
@@ -441,6 +453,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         only=only,
         join=join,
         secret_file=secret_path,
+        link_seal=link_seal,
         spec=spec,
         storage=storage,
         services=services,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from generated.teamtalk import IM_Ext_pb2 as ext
     from generated.teamtalk import IM_Message_pb2 as message
     from generated.teamtalk import IM_SwitchService_pb2 as switch
+    from runtime.services.contracts import DirectStore
 
 
 class ChatHandlers:
@@ -98,11 +99,16 @@ class ChatHandlers:
         attempt = StoreAttempt(msg, self._tokens, group=is_group, version=version)
         cid = self._cids[command]
         pending = _PendingStore(self, ctx, st, command, cid, attempt, is_group)
+        if link is None:  # no biz reachable (one restarting?): tried again after the attempt's delays
+            pending.stored(None)
+            return None
         pending.sent = True  # before the request: a link may answer (or fail) it at once
-        if link is None or not link.request(
-            cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,))
-        ):
-            pending.sent = False  # no biz reachable (one restarting?): tried again after the delays
+        direct = link.local_peer
+        if direct is not None:  # biz shares this process (runtime.inprocess): a call, no frame
+            cast("DirectStore", direct).store(user, msg, command == self._burn_name, pending.answered)
+            return None
+        if not link.request(cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,))):
+            pending.sent = False  # it never left
             pending.stored(None)
         return None
 
@@ -345,6 +351,15 @@ class _PendingStore:
         self.is_group = is_group
         self.sent = False  # whether a request left for biz (else nothing can have been stored)
 
+    def answered(self, reply: Any) -> None:
+        """Biz of this shard answered a direct call (`DirectStore`) with the reply (None: it failed)."""
+        result = self.attempt.answer_message(reply)
+        if result is not None:
+            chat = self.chat
+            chat.stored(self.ctx, self.st, self.command, self.cid, self.attempt.msg, result, self.is_group)
+        else:
+            self.unknown()
+
     def stored(self, frame: Frame | None) -> None:
         """Biz answered (`frame`), or the link to it was lost (None)."""
         attempt = self.attempt
@@ -367,10 +382,13 @@ class _PendingStore:
             ack = self.chat.ack(self.st.user_id, attempt.msg.to_session_id, self.is_group)
             self.ctx.reply(ack, remember=False)
             return
-        # Biz stayed out of reach, or kept failing: the message may have been stored before its answer was
-        # lost, so it is not refused (an ack with msg id 0 says "not stored"). No ack: the client's
-        # retransmit (same client msg id) is processed afresh, and biz answers it with the stored id if there
-        # is one. The dedup window forgets the request.
+        self.unknown()
+
+    def unknown(self) -> None:
+        """Biz stayed out of reach, or kept failing: the message may have been stored before its answer was
+        lost, so it is not refused (an ack with msg id 0 says "not stored"). No ack: the client's retransmit
+        (same client msg id) is processed afresh, and biz answers it with the stored id if there is one. The
+        dedup window forgets the request."""
         self.chat.m_store_unknown.inc()
         self.ctx.forget()
 

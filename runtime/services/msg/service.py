@@ -14,6 +14,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from runtime.auth.passwords import md5_login_policy
 from runtime.codec_legacy import LegacyText, legacy_key_from_config
 from runtime.dispatch import Dispatcher
 from runtime.monitor.metrics import Metrics
@@ -115,6 +116,7 @@ class MsgService(Service):
             counts=Counts(self.report_count, self.m_ticket_logins, self.m_ticket_refused),
             max_conn=self.max_conn,
             background=self.background,
+            md5_login=md5_login_policy(self.ctx.cluster_config),
         )
         forwarding = BizForwarding(
             self.proto,
