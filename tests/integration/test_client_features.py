@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ttgen.stack import load_stack
 
 pytestmark = pytest.mark.integration
 STACK = load_stack("teamtalk")
+PRESENCE_NOTICE = re.compile(r"\* \S+ is (online|offline|away|\d+)")
 
 
 class Chat:
@@ -32,10 +34,11 @@ class Chat:
         self.state: dict[str, Target] = {}
 
     async def run(self, line: str) -> list[str]:
-        """Run one typed line; returns what it printed."""
+        """Run one typed line; returns what it printed (less presence notices, which a coalesced presence
+        flush may print at any moment, e.g. while this line runs)."""
         start = len(self.lines)
         assert await execute(self.session, line, self.state)
-        return self.lines[start:]
+        return [out for out in self.lines[start:] if not PRESENCE_NOTICE.fullmatch(out)]
 
 
 async def chat(c: TestCluster, name: str, index: int = 0, **core: Any) -> Chat:
