@@ -250,7 +250,7 @@ class LostAfterCommit:
         self.committed: list[int] = []
         self._stopping: list[asyncio.Task[None]] = []
 
-        def crash(_answer: Any, reply: Any) -> None:
+        def crash(reply: Any) -> None:
             from runtime.services.biz.handlers_msg import new_store_tokens
 
             self.committed.append(reply.msg_id)  # committed; the answer is never sent
@@ -258,7 +258,18 @@ class LostAfterCommit:
             stop = cluster.stop_instance("biz", victim.ctx.instance)
             self._stopping.append(asyncio.get_running_loop().create_task(stop))
 
-        victim._stored = crash
+        store = victim.store  # biz's one store path, for link requests and direct calls alike
+
+        def store_then_crash(user_id: int, msg: Any, burn: bool, done: Any) -> None:
+            def answer(reply: Any) -> None:
+                if reply is None or not reply.msg_id:
+                    done(reply)  # not stored: answered as usual
+                else:
+                    crash(reply)
+
+            store(user_id, msg, burn, answer)
+
+        victim.store = store_then_crash
 
     async def stopped(self) -> None:
         await asyncio.gather(*self._stopping)
