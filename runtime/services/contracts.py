@@ -12,7 +12,7 @@ link to biz is lost before an answer (biz answers a copy it already stored with 
 msg id or by the token, so the message is stored once), and what an answer means (`StoreResult`). msg drives
 one from link callbacks (runtime.services.msg.chat); the gateway awaits one (runtime.services.gateway.
 client_api). When msg's biz shares its process (the sharded layout, runtime.inprocess) msg calls biz's
-`DirectStore.store` instead: the same request object, answered by a callback with the same reply object
+`DirectStore.store_direct` instead: the same request object, answered by a callback with the same reply object
 (`StoreAttempt.answer_message`), with no frame encoded, decoded or sent.
 """
 
@@ -227,12 +227,12 @@ class StoreAttempt:
 class DirectStore(Protocol):
     """What biz offers a role of its own shard (runtime.inprocess): its one store path called as a function.
 
-    `store(user_id, msg, burn, done)` stores the IMMsgData `msg` (its `attach_data` the store request, as
-    `StoreAttempt` makes it) on behalf of the authenticated `user_id` and calls `done(reply)` once it is
+    `store_direct(user_id, msg, burn, done)` stores the IMMsgData `msg` (its `attach_data` the store request,
+    as `StoreAttempt` makes it) on behalf of the authenticated `user_id` and calls `done(reply)` once it is
     committed, with what the link would have answered: the message itself, its msg id, create time and the
     store reply in `attach_data` (None: storing failed without an answer). `msg` belongs to biz until then."""
 
-    def store(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> None: ...
+    def store_direct(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> None: ...
 
 
 class DirectRelay(Protocol):

@@ -92,16 +92,19 @@ def test_a_msg_server_stores_and_relays_through_its_shards_roles_by_direct_calls
         assert (msg0.biz_link().local_peer is biz0) is sharded
         assert msg1.biz_link().local_peer is None
         a, b = await c.login("user00", 0), await c.login("user01", 1)
-        before = biz0._m_requests.value
+        before, direct = biz0._m_requests.value, biz0._m_direct_stores.value
         first = await a.text(b.user_id, b"direct", client_msg_id=7)
         again = await a.text(b.user_id, b"direct", client_msg_id=7)  # a retransmit: stored once
         other = await a.text(b.user_id, b"direct too")
         assert first.msg_id > 0 and again.msg_id == first.msg_id and other.msg_id > first.msg_id
-        # msg 0's stores reached biz without a frame on the link only in the sharded layout
-        assert (biz0._m_requests.value == before) is sharded
+        # msg 0's three stores (the retransmit too: biz answers it with the stored id) reached biz by direct
+        # calls, with no frame on the link, only in the sharded layout
+        assert biz0._m_direct_stores.value - direct == (3 if sharded else 0)
+        assert biz0._m_requests.value - before == 3
         from_b = await b.text(a.user_id, b"over tcp")  # msg 1 (shard 1) stores over its TCP link
         assert from_b.msg_id > other.msg_id
-        assert biz0._m_requests.value > before
+        assert biz0._m_direct_stores.value - direct == (3 if sharded else 0)
+        assert biz0._m_requests.value - before == 4
         got = await b.wait_for("CID_MSG_DATA", count=2)
         expected = [(first.msg_id, b"direct"), (other.msg_id, b"direct too")]
         assert [(m.msg_id, m.msg_data) for m in got] == expected

@@ -13,6 +13,7 @@ from typing import Any
 
 from runtime.dispatch import Context
 from runtime.link_dispatch import answer_later
+from runtime.monitor.metrics import Counter
 from runtime.services.biz.convert import fill_latest, fill_msg, result_of
 from runtime.services.contracts import (
     ResultCode,
@@ -97,6 +98,8 @@ class MessageHandlers:
     _group_cache: dict[int, tuple[int, list[int]]]
     _store_tokens: DedupWindow  # made by the service: new_store_tokens()
     _store_tasks: set[asyncio.Task[None]]  # stores that could not take the callback path, in flight
+    _m_requests: Counter
+    _m_direct_stores: Counter
 
     def _token_hit(self, user_id: int, msg: Any) -> tuple[int, tuple[int, int] | None, bool]:
         """(the request token, 0 if none; the (msg id, created) remembered for it, or None; whether the
@@ -171,16 +174,29 @@ class MessageHandlers:
         self.store(ctx.user_id, msg, True, answer_later(ctx))
         return None
 
+    def store_direct(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> None:
+        """A store called by a msg server of this shard (runtime.services.contracts.DirectStore), counted as a
+        request like one from a link, and in `biz_direct_stores_total`."""
+        self._m_requests.inc()
+        self._m_direct_stores.inc()
+        self.store(user_id, msg, burn, done)
+
     def store(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> None:
-        """The one store path (runtime.services.contracts.DirectStore): store `msg` for `user_id` and call
-        `done(reply)` after the commit (None: it failed unexpectedly). Requests from links (the handlers
-        above) and direct calls from a msg server of this shard (runtime.inprocess) both come here: a 1:1
-        message through the storage's commit callback, anything else in a task running `store_message`."""
-        if self.store_single_nowait(user_id, msg, burn, done):
+        """The one store path: store `msg` for `user_id` and call `done(reply)` after the commit (None: it
+        failed unexpectedly). Requests from links (the handlers above) and direct calls from a msg server of
+        this shard (`store_direct`) both come here: a 1:1 message through the storage's commit callback,
+        anything else in a task running `store_message`."""
+        answer = partial(self._stored, done)
+        if self.store_single_nowait(user_id, msg, burn, answer):
             return
-        task = asyncio.get_running_loop().create_task(self._store_async(user_id, msg, burn, done))
+        task = asyncio.get_running_loop().create_task(self._store_async(user_id, msg, burn, answer))
         self._store_tasks.add(task)
         task.add_done_callback(self._store_tasks.discard)
+
+    def _stored(self, answer: Callable[[Any], None], reply: Any) -> None:
+        """A store finished (committed, or failed: `reply` None): answer whoever asked, a link's request or a
+        direct call. One place between the commit and the answer for both (the tests stop biz here)."""
+        answer(reply)
 
     async def _store_async(self, user_id: int, msg: Any, burn: bool, answer: Callable[[Any], None]) -> None:
         try:

@@ -6,7 +6,7 @@ links of msg servers and gateways. They forward client requests in a relay envel
 the authenticated user, which handlers read as `ctx.user_id`, so biz never trusts a `user_id` written by a
 client. Requests that suspend run as tasks: storage commits in groups, so many concurrent sends share one
 transaction; a 1:1 message is stored and answered from the storage's commit callback (no task). A msg
-server sharing biz's process (the sharded layout) calls `store` directly instead of sending a frame.
+server sharing biz's process (the sharded layout) calls `store_direct` instead of sending a frame.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, TicketHandle
         self._store_tokens = new_store_tokens()
         self._m_requests = self.metrics.counter("biz_requests_total", "requests handled")
         self._m_errors = self.metrics.counter("biz_errors_total", "requests answered with an error")
+        self._m_direct_stores = self.metrics.counter(
+            "biz_direct_stores_total", "messages stored by direct calls of this shard's msg server"
+        )
         self._m_latency = self.metrics.histogram("biz_request_seconds", "request handling time")
         self._m_links = self.metrics.gauge("biz_links", "connected msg servers")
 

@@ -105,7 +105,7 @@ class ChatHandlers:
         pending.sent = True  # before the request: a link may answer (or fail) it at once
         direct = link.local_peer
         if direct is not None:  # biz shares this process (runtime.inprocess): a call, no frame
-            cast("DirectStore", direct).store(user, msg, command == self._burn_name, pending.answered)
+            cast("DirectStore", direct).store_direct(user, msg, command == self._burn_name, pending.answered)
             return None
         if not link.request(cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,))):
             pending.sent = False  # it never left
