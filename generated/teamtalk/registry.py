@@ -162,6 +162,8 @@ class CommandId(enum.IntEnum):
     CID_EXT_MSG_EDIT_REQ = 0x1017
     CID_EXT_MSG_EDIT_RSP = 0x1018
     CID_EXT_MSG_EDIT_NOTIFY = 0x1019
+    CID_EXT_PASSWORD_LOGIN_REQ = 0x101a
+    CID_EXT_PASSWORD_LOGIN_RSP = 0x101b
     CID_SHAKE_REQ = 0x1101
     CID_SHAKE_RSP = 0x1102
     CID_SHAKE_MATCH_NOTIFY = 0x1103
@@ -474,6 +476,8 @@ class Enums:
         CID_EXT_MSG_EDIT_REQ = 4119
         CID_EXT_MSG_EDIT_RSP = 4120
         CID_EXT_MSG_EDIT_NOTIFY = 4121
+        CID_EXT_PASSWORD_LOGIN_REQ = 4122
+        CID_EXT_PASSWORD_LOGIN_RSP = 4123
 
     class ExtServiceID(enum.IntEnum):
         """Service id of the extensions, kept as an enum so generated clients in other languages get the constant."""
@@ -542,7 +546,7 @@ CLUSTER_SERVICES: dict[str, dict[str, Any]] = {
     "gateway": {"default_port": 8400, "hosts": ["CID_BUDDY_LIST_STATUS_NOTIFY", "CID_BUDDY_LIST_USERS_STATUS_RESPONSE", "CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY", "CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY", "CID_MSG_DATA", "CID_MSG_READ_NOTIFY", "CID_GROUP_CHANGE_MEMBER_NOTIFY", "CID_FILE_NOTIFY", "CID_SWITCH_P2P_CMD", "CID_OTHER_SERVER_KICK_USER", "CID_OTHER_LOGIN_STATUS_NOTIFY", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURNED_NOTIFY", "CID_EXT_MSG_RECALL_NOTIFY", "CID_EXT_TYPING", "CID_EXT_SIGNAL", "CID_EXT_MSG_EDIT_NOTIFY"], "links": ["biz", "router"], "listen": "http", "plugin": None, "role": "gateway"},
     "login": {"default_port": 8008, "hosts": ["CID_LOGIN_REQ_MSGSERVER", "CID_OTHER_HEARTBEAT", "CID_OTHER_MSG_SERV_INFO", "CID_OTHER_USER_CNT_UPDATE", "CID_EXT_LOGIN_QUEUE_REQ"], "links": [], "listen": "tcp+http", "plugin": None, "role": "login"},
     "monitor": {"default_port": 8900, "hosts": ["CID_OTHER_HEARTBEAT"], "links": ["biz", "file", "gateway", "login", "msg", "router", "storage"], "listen": "http", "plugin": None, "role": "monitor"},
-    "msg": {"default_port": 8000, "hosts": ["CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_REQ_LOGINOUT", "CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_KICKPCCLIENT", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_READ_ACK", "CID_MSG_TIME_REQUEST", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_STOP_RECV_PACKET", "CID_OTHER_VALIDATE_RSP", "CID_OTHER_GET_DEVICE_TOKEN_RSP", "CID_OTHER_SERVER_KICK_USER", "CID_OTHER_LOGIN_STATUS_NOTIFY", "CID_OTHER_PUSH_TO_USER_RSP", "CID_OTHER_GET_SHIELD_RSP", "CID_OTHER_FILE_TRANSFER_RSP", "CID_OTHER_FILE_SERVER_IP_RSP", "CID_EXT_HANDSHAKE_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TYPING", "CID_EXT_SIGNAL", "CID_EXT_RESUME_TICKET_REQ", "CID_EXT_TICKET_LOGIN_REQ", "CID_EXT_TICKET_ISSUE_RSP", "CID_EXT_TICKET_VERIFY_RSP", "CID_EXT_TICKET_REVOKE_RSP", "CID_EXT_MSG_EDIT_REQ", "CID_SHAKE_REQ", "CID_SHAKE_SHARE"], "links": ["biz", "file", "login", "router"], "listen": "tcp", "plugin": None, "role": "msg"},
+    "msg": {"default_port": 8000, "hosts": ["CID_LOGIN_REQ_USERLOGIN", "CID_LOGIN_REQ_LOGINOUT", "CID_LOGIN_REQ_DEVICETOKEN", "CID_LOGIN_REQ_KICKPCCLIENT", "CID_LOGIN_REQ_PUSH_SHIELD", "CID_LOGIN_REQ_QUERY_PUSH_SHIELD", "CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST", "CID_BUDDY_LIST_USER_INFO_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_REQ", "CID_BUDDY_LIST_ALL_USER_REQUEST", "CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST", "CID_BUDDY_LIST_DEPARTMENT_REQUEST", "CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST", "CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_MSG_READ_ACK", "CID_MSG_TIME_REQUEST", "CID_MSG_UNREAD_CNT_REQUEST", "CID_MSG_LIST_REQUEST", "CID_MSG_GET_LATEST_MSG_ID_REQ", "CID_MSG_GET_BY_MSG_ID_REQ", "CID_GROUP_NORMAL_LIST_REQUEST", "CID_GROUP_INFO_REQUEST", "CID_GROUP_CREATE_REQUEST", "CID_GROUP_CHANGE_MEMBER_REQUEST", "CID_GROUP_SHIELD_GROUP_REQUEST", "CID_FILE_REQUEST", "CID_FILE_HAS_OFFLINE_REQ", "CID_FILE_ADD_OFFLINE_REQ", "CID_FILE_DEL_OFFLINE_REQ", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_STOP_RECV_PACKET", "CID_OTHER_VALIDATE_RSP", "CID_OTHER_GET_DEVICE_TOKEN_RSP", "CID_OTHER_SERVER_KICK_USER", "CID_OTHER_LOGIN_STATUS_NOTIFY", "CID_OTHER_PUSH_TO_USER_RSP", "CID_OTHER_GET_SHIELD_RSP", "CID_OTHER_FILE_TRANSFER_RSP", "CID_OTHER_FILE_SERVER_IP_RSP", "CID_EXT_HANDSHAKE_REQ", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURN_READ", "CID_EXT_MSG_RECALL_REQ", "CID_EXT_TYPING", "CID_EXT_SIGNAL", "CID_EXT_RESUME_TICKET_REQ", "CID_EXT_TICKET_LOGIN_REQ", "CID_EXT_TICKET_ISSUE_RSP", "CID_EXT_TICKET_VERIFY_RSP", "CID_EXT_TICKET_REVOKE_RSP", "CID_EXT_MSG_EDIT_REQ", "CID_EXT_PASSWORD_LOGIN_REQ", "CID_SHAKE_REQ", "CID_SHAKE_SHARE"], "links": ["biz", "file", "login", "router"], "listen": "tcp", "plugin": None, "role": "msg"},
     "router": {"default_port": 8200, "hosts": ["CID_BUDDY_LIST_USERS_STATUS_REQUEST", "CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY", "CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY", "CID_MSG_DATA", "CID_MSG_READ_NOTIFY", "CID_GROUP_CHANGE_MEMBER_NOTIFY", "CID_FILE_NOTIFY", "CID_SWITCH_P2P_CMD", "CID_OTHER_HEARTBEAT", "CID_OTHER_ROLE_SET", "CID_OTHER_ONLINE_USER_INFO", "CID_OTHER_USER_STATUS_UPDATE", "CID_OTHER_SERVER_KICK_USER", "CID_EXT_MSG_BURN", "CID_EXT_MSG_BURNED_NOTIFY", "CID_EXT_MSG_RECALL_NOTIFY", "CID_EXT_TYPING", "CID_EXT_SIGNAL", "CID_EXT_MSG_EDIT_NOTIFY", "CID_SHAKE_SHARE"], "links": [], "listen": "tcp", "plugin": None, "role": "router"},
     "storage": {"default_port": None, "hosts": ["CID_OTHER_HEARTBEAT"], "links": [], "listen": "", "plugin": None, "role": "storage"},
 }
@@ -1867,6 +1871,28 @@ COMMANDS: tuple[CommandInfo, ...] = (
         hosted_by=("gateway", "router"),
         stages={"pack": {"encrypt": "session_aead"}, "store": {"persist": False}},
         doc="Push to every device of both sides: a message's text was replaced.",
+    ),
+    CommandInfo(
+        name="CID_EXT_PASSWORD_LOGIN_REQ",
+        service_id=16,
+        command_id=0x101a,
+        message_class=IM_Ext_pb2.IMPasswordLoginReq,
+        direction="c2s",
+        reply="CID_EXT_PASSWORD_LOGIN_RSP",
+        hosted_by=("msg",),
+        stages={"input": {"fields": {"client_version": {"max_len": 64}, "password": {"max_len": 256, "non_empty": True}, "user_name": {"max_len": 64, "non_empty": True}}, "max_bytes": 1024, "on_rate_exceeded": "close", "rate": "1/s", "require_auth": False}, "pack": {"encrypt": "session_aead"}, "present": {"redact": ["password"]}, "store": {"persist": False}, "transport": {"timeout": "15s"}},
+        doc="Log in with the password, not its MD5 hex; refused outside a secure session.",
+    ),
+    CommandInfo(
+        name="CID_EXT_PASSWORD_LOGIN_RSP",
+        service_id=16,
+        command_id=0x101b,
+        message_class=IM_Login_pb2.IMLoginRes,
+        direction="s2c",
+        reply=None,
+        hosted_by=(),
+        stages={"pack": {"encrypt": "session_aead"}, "store": {"persist": False}},
+        doc="Login result, as for CID_LOGIN_REQ_USERLOGIN.",
     ),
     CommandInfo(
         name="CID_SHAKE_REQ",

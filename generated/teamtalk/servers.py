@@ -472,6 +472,7 @@ class MsgServiceBase(abc.ABC):
         0x1014: "on_cid_ext_ticket_verify_rsp",
         0x1016: "on_cid_ext_ticket_revoke_rsp",
         0x1017: "on_cid_ext_msg_edit_req",
+        0x101a: "on_cid_ext_password_login_req",
         0x1101: "on_cid_shake_req",
         0x1104: "on_cid_shake_share",
     }
@@ -691,6 +692,10 @@ class MsgServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_ext_msg_edit_req(self, ctx: Context, msg: IM_Ext_pb2.IMMsgEditReq) -> Message | None:
         """CID_EXT_MSG_EDIT_REQ (0x1017, c2s); return the CID_EXT_MSG_EDIT_RSP reply (IMMsgEditRsp). Replace the text of a sent message."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_password_login_req(self, ctx: Context, msg: IM_Ext_pb2.IMPasswordLoginReq) -> Message | None:
+        """CID_EXT_PASSWORD_LOGIN_REQ (0x101a, c2s); return the CID_EXT_PASSWORD_LOGIN_RSP reply (IMLoginRes). Log in with the password, not its MD5 hex; refused outside a secure session."""
 
     @abc.abstractmethod
     async def on_cid_shake_req(self, ctx: Context, msg: IM_Plugin_Shake_pb2.IMShakeReq) -> Message | None:

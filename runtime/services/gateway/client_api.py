@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf.json_format import MessageToDict
 
+from runtime.auth.passwords import md5_login_policy
 from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.errors import CallTimeout, ConnectionClosed
 from runtime.httpkit import Request, Response, json_response
@@ -238,6 +239,8 @@ class ClientApi(ChatPageApi):
         if not isinstance(user, str) or not user or len(user) > 64:
             raise ValueError("user must be a non-empty string")
         if isinstance(doc.get("password_md5"), str) and _MD5.match(doc["password_md5"]):
+            if md5_login_policy(self.svc.ctx.cluster_config) != "allow":  # cannot tell a secure channel here
+                return error(LOGIN_REFUSED, "MD5 logins are switched off: send the password", 401)
             password = doc["password_md5"]
         elif isinstance(doc.get("password"), str):
             password = hashlib.md5(doc["password"].encode("utf-8")).hexdigest()
