@@ -250,7 +250,7 @@ class LostAfterCommit:
         self.committed: list[int] = []
         self._stopping: list[asyncio.Task[None]] = []
 
-        def crash(_answer: Any, reply: Any) -> None:
+        def crash(reply: Any) -> None:
             from runtime.services.biz.handlers_msg import new_store_tokens
 
             self.committed.append(reply.msg_id)  # committed; the answer is never sent
@@ -258,7 +258,17 @@ class LostAfterCommit:
             stop = cluster.stop_instance("biz", victim.ctx.instance)
             self._stopping.append(asyncio.get_running_loop().create_task(stop))
 
-        victim._stored = crash
+        store = victim.store  # biz's one store path: `done` answers the sender once storage committed
+
+        def store_then_crash(user_id: int, msg: Any, burn: bool, done: Any) -> None:
+            store(
+                user_id,
+                msg,
+                burn,
+                lambda reply: done(reply) if reply is None or not reply.msg_id else crash(reply),
+            )
+
+        victim.store = store_then_crash
 
     async def stopped(self) -> None:
         await asyncio.gather(*self._stopping)
