@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+    parser.addoption(
+        "--all-layouts",
+        action="store_true",
+        default=False,
+        help="run every integration test in both cluster layouts, also those the layout cannot affect "
+        "(tests/integration/conftest.py: ONE_LAYOUT)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,6 +7,7 @@ from codegen.diff.check_enums import check_enums
 from codegen.diff.check_messages import check_message_pairs, check_messages
 from codegen.diff.check_spec import check_spec, check_version
 from codegen.diff.check_stages import check_presence, check_stages
+from codegen.diff.check_web import check_web
 from codegen.diff.context import DiffContext
 from codegen.diff.findings import Finding
 from codegen.model import Spec
@@ -22,6 +23,7 @@ CHECKS = (
     check_cluster,
     check_stages,
     check_presence,
+    check_web,
 )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from codegen.emit import EmitOptions, FileMap
 from codegen.emit.common import header_line, hex_id, lookups, one_line, render
 from codegen.emit.python import commands_sorted, hosts_of
-from codegen.model import Constraints, Enum, Field, Message, Spec
+from codegen.model import Constraints, Enum, Field, Message, Spec, WebField
 
 _CONSTRAINT_TEXT = {
     "max_len": "max_len {}", "min_len": "min_len {}", "min": "min {}", "max": "max {}",
@@ -89,6 +89,7 @@ def protocol_markdown(spec: Spec, options: EmitOptions) -> str:
         modules=modules,
         stage_rows=stage_rows,
         presence=presence_view(spec),
+        web=web_view(spec),
     )
 
 
@@ -101,6 +102,43 @@ def presence_view(spec: Spec) -> dict[str, Any] | None:
     return {
         "doc": one_line(p.doc), "audience": ", ".join(p.audience), "clients": p.clients,
         "coalesce": p.coalesce, "notify": p.notify, "batch": batch, "online": p.online, "offline": p.offline,
+    }
+
+
+def web_view(spec: Spec) -> dict[str, Any] | None:
+    """The browser API (the manifest's `web:`) for the reference (None: the spec declares none)."""
+    web = spec.web
+    if web is None:
+        return None
+    names = lookups(spec)
+
+    def fields(items: tuple[WebField, ...]) -> str:
+        def kind(f: WebField) -> str:
+            known = f.type in names.messages or f.type in names.enums
+            base = f"[`{f.type}`](#{anchor(f.type)})" if known else f"`{f.type}`"
+            return base + ("[]" if f.list else "") + ("?" if f.optional else "")
+
+        return cell(", ".join(f"{f.name}: {kind(f)}" for f in items))
+
+    return {
+        "doc": one_line(web.doc), "http": web.http, "websocket": web.websocket,
+        "commands": [
+            {"name": c.name, "http": f"`{c.method} {c.path}`" if c.method else "-",
+             "ws": "yes" if c.ws else "no", "auth": "yes" if c.auth else "no",
+             "request": ("multipart: " if c.body == "multipart" else "") + fields(c.request),
+             "reply": fields(c.reply), "doc": cell(c.doc)}
+            for c in web.commands
+        ],
+        "events": [
+            {"name": e.name, "doc": cell(e.doc),
+             "fields": cell(", ".join(x for x in (
+                 fields(e.fields), f"data: `{e.data}` ([`{names.commands[e.data].message}`]"
+                 f"(#{anchor(names.commands[e.data].message)}))"
+                 if e.data and e.data in names.commands else (f"data: `{e.data}`" if e.data else ""),
+             ) if x))}
+            for e in web.events
+        ],
+        "types": [{"name": t.name, "fields": fields(t.fields), "doc": cell(t.doc)} for t in web.types],
     }
 
 

@@ -29,6 +29,7 @@ MAX_ROUND_EXAMPLES = 400
 # replays it), so it asks for few examples at a time: the budget is checked between runs.
 MAX_STATEFUL_EXAMPLES = 8
 Progress = Callable[["Stats"], None]
+Clock = Callable[[], float]
 
 
 @dataclass
@@ -47,9 +48,11 @@ class SuiteStats:
 
 @dataclass
 class Stats:
-    """Running totals of one fuzz session."""
+    """Running totals of one fuzz session (`clock`: where time comes from, time.monotonic unless a test
+    fakes it)."""
 
-    started: float = field(default_factory=time.monotonic)
+    clock: Clock = field(default=time.monotonic, repr=False, compare=False)
+    started: float = -1.0  # set from `clock` at creation
     examples: int = 0
     cases_run: int = 0
     rounds: int = 0
@@ -59,9 +62,13 @@ class Stats:
     covered_messages: set[str] = field(default_factory=set)
     suites: dict[str, SuiteStats] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.started < 0:
+            self.started = self.clock()
+
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return self.clock() - self.started
 
     @property
     def rate(self) -> float:
@@ -98,7 +105,8 @@ class Engine:
 
     Suites share the budget: the next case always comes from the suite that has had the least time so far,
     and each suite cycles through its cases, asking for twice as many examples on every pass. So a suite with
-    one slow case (stateful) runs from the first seconds on, and no suite waits for another to finish."""
+    one slow case (stateful) runs from the first seconds on, and no suite waits for another to finish. Time is
+    read from `clock` (time.monotonic; tests pass a fake one to check the shares exactly)."""
 
     def __init__(
         self,
@@ -113,6 +121,7 @@ class Engine:
         progress: Progress | None = None,
         progress_every: float = 1.0,
         max_failures: int = 0,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.stack, self.target = stack, target
         self.suite_names = suite_names
@@ -121,7 +130,8 @@ class Engine:
         self.progress = progress
         self.progress_every = progress_every
         self.max_failures = max_failures  # stop after this many failures (0: run the whole budget)
-        self.stats = Stats()
+        self.clock = clock  # every budget and share decision reads this (a test may fake it)
+        self.stats = Stats(clock=clock)
         self.reproducers: list[Reproducer] = []
         self._last_progress = 0.0
         self._deadline = float("inf")  # set by run()
@@ -162,18 +172,18 @@ class Engine:
         }
         deadline = self._deadline = self.stats.started + self.budget
         calls = 0
-        while queues and time.monotonic() < deadline and not self._enough():
+        while queues and self.clock() < deadline and not self._enough():
             name = min(queues, key=lambda n: (self.stats.suites[n].seconds, n))
             suite = self.stats.suites[name]
             cases = queues[name]
             case = cases[position[name]]
-            started = time.monotonic()
+            started = self.clock()
             self._suite = suite
             if self.target is not None:
                 self.target.sent_commands = set()
             failure = self._run_case(case, examples[name], self.seed + calls * 100_003)
             calls += 1
-            suite.seconds += time.monotonic() - started
+            suite.seconds += self.clock() - started
             suite.cases_run.add(case.name)
             if case.command and case.suite != "stateful":
                 suite.commands.add(case.command)
@@ -217,7 +227,7 @@ class Engine:
             if self.target is not None:
                 self.stats.frames = self.target.frames_sent
             self._tick()
-            if time.monotonic() >= self._deadline:
+            if self.clock() >= self._deadline:
                 raise BudgetSpent  # ends this case's run between examples (never while shrinking a failure)
 
         try:
@@ -273,7 +283,7 @@ class Engine:
         return None
 
     def _tick(self, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.progress is not None and (force or now - self._last_progress >= self.progress_every):
             self._last_progress = now
             if self.target is not None:

@@ -7,7 +7,9 @@ from enum import IntEnum
 
 
 class SessionType(IntEnum):
-    """TeamTalk's SessionType: a one-to-one chat or a group chat."""
+    """TeamTalk's SessionType: a one-to-one chat or a group chat. The values are the spec's
+    IM.BaseDefine.SessionType (storage imports no generated code; tests/unit/storage/test_spec_values.py pins
+    this enum, GroupType and GroupModify to the spec)."""
 
     SINGLE = 1
     GROUP = 2

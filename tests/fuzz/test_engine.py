@@ -1,19 +1,22 @@
-"""The fuzz engine and its models: suites share the budget (none starved) and are reported per suite; the
-session model logs a session in on a successful login; stateful examples get users of their own; a
-handler exception is a failure carrying the server's traceback."""
+"""The fuzz engine and its models: suites share the budget fairly (checked exactly, on a fake clock) and are
+reported per suite; the session model logs a session in on a successful login; stateful examples get users of
+their own; a handler exception is a failure carrying the server's traceback."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from runtime.fuzz import stateful, suites
 from runtime.fuzz.cluster import ClusterTarget
-from runtime.fuzz.engine import Engine
+from runtime.fuzz.engine import MAX_STATEFUL_EXAMPLES, Engine
 from runtime.fuzz.plant import PlantedError, plant_command, trips
+from runtime.fuzz.reproducer import Reproducer
 from runtime.fuzz.stack import FuzzStack
 from runtime.fuzz.strategies import boundary_messages, minimal_message
+from runtime.fuzz.suites import Case
 from runtime.fuzz.targets import ValidatingTarget
 
 
@@ -26,17 +29,65 @@ def validating(tt_stack: FuzzStack) -> Iterator[ValidatingTarget]:
         target.close()
 
 
+class FakeClock:
+    """Time that passes only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# Fake seconds each example of a suite costs: binary fractions, so sums are exact in floating point. The
+# stateful suite is slow, as it is for real (a whole chat session per example).
+COST = {"roundtrip": 1 / 64, "frames": 1 / 64, "live": 1 / 16, "stateful": 1 / 4}
+
+
+class TimedEngine(Engine):
+    """An engine on a fake clock: every example counted advances it by its suite's cost. Records, before
+    each case, which suite ran and every suite's time so far."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.running = ""
+        self.choices: list[tuple[str, float, dict[str, float]]] = []  # suite, start, seconds of all suites
+
+    def _run_case(self, case: Case, examples: int, seed: int) -> Reproducer | None:
+        self.running = case.suite
+        seconds = {name: s.seconds for name, s in self.stats.suites.items()}
+        self.choices.append((case.suite, self.clock(), seconds))
+        return super()._run_case(case, examples, seed)
+
+    def _count(self) -> None:
+        assert isinstance(self.clock, FakeClock)
+        self.clock.now += COST[self.running]
+        super()._count()
+
+
 def test_every_suite_gets_a_share_of_the_budget(tt_stack: FuzzStack, validating: ValidatingTarget) -> None:
-    engine = Engine(tt_stack, validating, suite_names=("roundtrip", "frames", "live", "stateful"), budget=4.0)
+    clock = FakeClock()
+    budget = 4.0
+    names = ("roundtrip", "frames", "live", "stateful")
+    engine = TimedEngine(tt_stack, validating, suite_names=names, budget=budget, clock=clock)
     assert engine.run() == []
     shares = {name: s.seconds for name, s in engine.stats.suites.items()}
-    assert set(shares) == {"roundtrip", "frames", "live", "stateful"}
+    assert set(shares) == set(names)
     for name, suite in engine.stats.suites.items():
         assert suite.examples > 0, f"{name} was starved"
-    # The budget is shared, not multiplied: the suites' times add up to about the budget (one case may overrun
-    # it). How the time divides depends on the machine's load (one slow stateful case can take most of it), so
-    # the share itself is not asserted here.
-    assert 2.0 < sum(shares.values()) < 4.0 + 10.0, shares
+        assert suite.seconds == suite.examples * COST[name]  # time passes only in examples
+    # Fair: every case went to the suite that had had the least time so far (ties to the first name).
+    for chosen, _start, seconds in engine.choices:
+        assert chosen == min(seconds, key=lambda n: (seconds[n], n)), (chosen, seconds)
+    # Shared, not multiplied: the suites' times add up to the time that passed, the last case started inside
+    # the budget, and only a stateful run (never cut short) may overrun it.
+    assert sum(shares.values()) == clock.now == engine.stats.elapsed
+    last, last_start, _ = engine.choices[-1]
+    assert last_start < budget <= clock.now
+    if last == "stateful":
+        assert clock.now - budget < MAX_STATEFUL_EXAMPLES * COST["stateful"]
+    else:
+        assert clock.now == budget  # checked after every example: stopped by the one that reached it
     lines = engine.stats.report({c.name for c in tt_stack.registry})
     assert len(lines) == 4 and all("examples" in line and "commands covered" in line for line in lines)
     assert engine.stats.suites["stateful"].commands  # the stateful model's requests count as coverage

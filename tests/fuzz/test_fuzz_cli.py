@@ -114,16 +114,26 @@ def test_the_time_budget_is_kept_between_examples(
     tt_stack: FuzzStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A case is cut short between two examples once the budget is spent (not only between cases), so a run
-    ends close to its budget however many examples a round asks for."""
-    import time
-
+    ends at its budget however many examples a round asks for. On a fake clock where each example takes
+    1/64 s, a 1.5 s budget is exactly 96 examples."""
     from runtime.fuzz import engine as engine_mod
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+
+    class Timed(engine_mod.Engine):
+        def _count(self) -> None:
+            clock.now += 1 / 64
+            super()._count()
 
     # One round of 20,000 examples per case: a single case alone would take many times the budget.
     monkeypatch.setattr(engine_mod, "FIRST_ROUND_EXAMPLES", 20_000)
-    engine = engine_mod.Engine(tt_stack, None, suite_names=("roundtrip",), budget=1.5, seed=7)
-    started = time.monotonic()
+    engine = Timed(tt_stack, None, suite_names=("roundtrip",), budget=1.5, seed=7, clock=clock)
     assert engine.run() == []
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.5 + 0.75, f"a 1.5 s budget took {elapsed:.2f} s"
-    assert engine.stats.examples > 0
+    assert clock.now == 1.5 and engine.stats.examples == 96
+    assert engine.stats.suites["roundtrip"].seconds == 1.5

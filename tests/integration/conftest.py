@@ -444,6 +444,90 @@ def backend_section(backend: str, request: pytest.FixtureRequest) -> dict[str, A
     return {"backend": "postgres", "dsn": request.getfixturevalue("pg_databases").create()}
 
 
+# Tests the cluster layout cannot affect: they build no msg, biz or router, or never use the layout the
+# `cluster_layout` fixture sets. They run once, in the default layout; `pytest --all-layouts` runs them in
+# both. Keyed by module file name, `file::test function`, or `file::function[ids]` for one parametrization
+# (its ids without the layout's).
+ONE_LAYOUT: dict[str, str] = {
+    "test_runtime_loopback.py": "a generated server and its clients over loopback, no cluster",
+    "test_perimeter_sockets.py": "the transport's limits on a bare dispatcher, no cluster",
+    "test_cluster_cli_monitor.py": "the monitor server and the runner on probe services only",
+    "test_bench_web_smoke.py": "bench/bench_web.py starts its own cluster in its own default layout",
+    "test_chaos.py::test_the_checker_reports_each_broken_promise": "the checker over hand-made records",
+    # Refusals made by the msg server's input stage, the file service or the gateway's HTTP layer, before
+    # anything crosses a msg-biz-router link (the part the layout changes); both backends still run.
+    "test_input_constraints.py": "constraints checked by the msg server's input stage, and the registry",
+    "test_messaging_bad_input.py::test_commands_before_login_are_refused": "msg refuses before any link",
+    "test_messaging_bad_input.py::test_invalid_utf8_in_a_string_field_is_refused_like_any_bad_body": (
+        "msg's input stage refuses the body"
+    ),
+    "test_files_refusals.py": "refusals of the file service, which no layout moves",
+    "test_gateway.py::test_client_api_refuses_bad_input_with_clear_codes": "the gateway's HTTP layer refuses",
+    "test_gateway.py::test_requests_above_the_per_address_rate_get_429_and_change_nothing": (
+        "the gateway's per-address rate limit"
+    ),
+    "test_admin_users.py::test_the_key_is_checked_first_and_every_action_is_audited": "the admin API's key",
+    "test_admin_users.py::test_import_over_http_is_one_transaction_with_per_row_errors": (
+        "the admin API on the database"
+    ),
+    "test_cluster_cli_im.py::test_admin_before_start": "`ttgen admin` on a database, no cluster running",
+    "test_cluster_cli_im.py::test_admin_hashes_with_the_cluster_policy_and_passwd_replaces_the_hash": (
+        "`ttgen admin` on a database, no cluster running"
+    ),
+}
+
+# The command-line tools' own tests (`ttgen bench` modes, `ttgen chat` and `ttgen admin` against a running
+# cluster, `ttgen up --demo`): each runs once, in the layout named here, alternated so that the tools meet
+# both layouts. What the layout does change (delivery, restarts, kills, both backends) is checked in both
+# layouts by the messaging, delivery, chaos, process and restart tests, which are not listed.
+TOOL_LAYOUT: dict[str, str] = {
+    "test_bench_smoke.py::test_connections_2000_smoke": "sharded",
+    "test_bench_smoke.py::test_login_storm_smoke": "split",
+    "test_bench_smoke.py::test_restart_storm_smoke": "sharded",
+    "test_bench_smoke.py::test_restart_storm_with_resumption_tickets_smoke": "split",
+    "test_bench_smoke.py::test_target_a_running_cluster_and_report_refused_logins": "split",
+    "test_cluster_cli_im.py::test_demo_runs_to_completion[one-process]": "split",  # what ./dev demo runs
+    "test_cluster_cli_im.py::test_demo_runs_to_completion[processes]": "sharded",
+    "test_cluster_cli_im.py::test_chat_through_pipes": "sharded",
+    "test_cluster_cli_im.py::test_chat_bad_password_exits_1": "sharded",
+    "test_cluster_cli_im.py::test_chat_straight_to_a_msg_server": "sharded",
+    "test_cluster_cli_im.py::test_admin_while_running": "sharded",
+    "test_cluster_cli_im.py::test_admin_member_change_reaches_a_running_biz": "sharded",
+}
+
+
+def kept_layout(item: pytest.Item, layout: str) -> str | None:
+    """The one layout `item` runs in by default (ONE_LAYOUT, TOOL_LAYOUT), or None: both."""
+    file = item.path.name
+    function = getattr(item, "originalname", item.name)
+    callspec = getattr(item, "callspec", None)
+    ids = callspec.id.split("-") if callspec is not None else []
+    if layout in ids:
+        ids.remove(layout)
+    keys = (file, f"{file}::{function}", f"{file}::{function}[{'-'.join(ids)}]")
+    if any(key in ONE_LAYOUT for key in keys):
+        return DEFAULT_LAYOUT
+    return next((TOOL_LAYOUT[key] for key in keys if key in TOOL_LAYOUT), None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselects the other-layout copy of the tests that run in one layout (unless --all-layouts)."""
+    if config.getoption("--all-layouts"):
+        return
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        layout = callspec.params.get("cluster_layout") if callspec is not None else None
+        kept = kept_layout(item, layout) if layout is not None else None
+        if kept is not None and layout != kept:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 @pytest.fixture(autouse=True, params=["sharded", "split"])
 def cluster_layout(request: pytest.FixtureRequest) -> Iterator[str]:
     """Runs every integration test once per layout: msg, biz and router of a shard linked in-process, or

@@ -155,3 +155,45 @@ def test_the_service_rule_catches_a_planted_violation(tmp_path: Path, source: st
     assert bool(found) is bad, found
     if bad:
         assert found[0].startswith("runtime/services/gateway/planted.py:")
+
+
+# -- storage: a layer below the services ---------------------------------------------------------------------
+#
+# runtime/storage knows nothing of the protocol: no generated code (the spec's values it repeats, such as
+# SessionType, are pinned to the spec by tests/unit/storage/test_spec_values.py) and no services. Of the rest
+# of runtime it uses only runtime.auth (password hashing for accounts).
+STORAGE_ROOT = ROOT / "runtime" / "storage"
+STORAGE_MAY_IMPORT = ("runtime.storage", "runtime.auth")
+
+
+def storage_violations(root: Path = STORAGE_ROOT) -> list[str]:
+    bad: set[str] = set()
+    for path in sorted(root.rglob("*.py")):
+        name = module_name(path, root.parents[1])
+        for module, line in imported_modules(path, name):
+            top = module.split(".")[0]
+            inside = any(module == ok or module.startswith(ok + ".") for ok in STORAGE_MAY_IMPORT)
+            if top == "generated" or (top == "runtime" and not inside):
+                bad.add(f"{path.relative_to(root.parents[1])}:{line}: {name} imports {module}")
+    return sorted(bad)
+
+
+def test_storage_imports_no_generated_code_and_no_services() -> None:
+    assert storage_violations() == []
+
+
+@pytest.mark.parametrize(
+    ("source", "bad"),
+    [
+        ("from generated.teamtalk.registry import Enums\n", True),
+        ("if TYPE_CHECKING:\n    from runtime.services.biz import BizService\n", True),
+        ("from runtime.storage.models import SessionType\n", False),
+        ("from .models import SessionType\n", False),
+        ("from runtime.auth import PasswordHasher\n", False),
+    ],
+)
+def test_the_storage_rule_catches_a_planted_violation(tmp_path: Path, source: str, bad: bool) -> None:
+    storage = tmp_path / "runtime" / "storage"
+    storage.mkdir(parents=True)
+    (storage / "planted.py").write_text(source, encoding="utf-8")
+    assert bool(storage_violations(storage)) is bad

@@ -87,6 +87,10 @@ class MsgService(Service):
         self.m_store_retries = self.metrics.counter(
             "msg_store_retries_total", "store requests sent to biz again after the link dropped unanswered"
         )
+        self.m_store_unknown = self.metrics.counter(
+            "msg_store_unknown_total",
+            "chat messages left unacked after every store retry (stored or not unknown: the client resends)",
+        )
         self.m_msgs_in = self.metrics.counter(
             "msg_msgs_in_total", "chat messages received from clients (IMMsgData and burn messages)"
         )
@@ -132,6 +136,7 @@ class MsgService(Service):
             fanout=fanout,
             m_msgs_in=self.m_msgs_in,
             m_store_retries=self.m_store_retries,
+            m_store_unknown=self.m_store_unknown,
             legacy=self.legacy,
         )
         files = FileRequestHandlers(

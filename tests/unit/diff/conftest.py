@@ -157,13 +157,54 @@ presence:
 """,
 }
 
-BASES: dict[str, dict[str, str]] = {"chat": BASE, "mini3": MINI3, "presence": PRESENCE}
+# The chat spec with a browser API (the manifest's `web:`) over its messages and enums.
+WEB: dict[str, str] = {
+    **BASE,
+    "ttgen.yaml": BASE["ttgen.yaml"] + "web: web.yaml\n",
+    "web.yaml": """\
+web:
+  http: /api
+  websocket: /api/ws
+  enums: [Chat.Base.Mood]
+  types:
+    Line:
+      fields:
+        id: int
+        text: string?
+        mood: Chat.Base.Mood
+  commands:
+    send:
+      http: POST /api/send
+      request:
+        to: int
+        text: string
+        mood: Chat.Base.Mood?
+      reply:
+        msg_id: int
+        note: Chat.Msg.Note?
+    history:
+      http: GET /api/history
+      ws: false
+      reply:
+        lines: Line[]
+  events:
+    msg:
+      fields:
+        from: int
+        line: Line
+        seen: int?
+    note:
+      data: CID_PONG
+""",
+}
+
+BASES: dict[str, dict[str, str]] = {"chat": BASE, "mini3": MINI3, "presence": PRESENCE, "web": WEB}
 
 
 @pytest.fixture
 def bases() -> dict[str, dict[str, str]]:
-    """The base specs cases edit: `chat` (proto2, two modules, cluster, stages), `mini3` (proto3) and
-    `presence` (a presence policy)."""
+    """The base specs cases edit: `chat` (proto2, two modules, cluster, stages), `mini3` (proto3),
+    `presence` (a presence policy) and `web` (chat with a browser API)."""
     return {name: dict(files) for name, files in BASES.items()}
 
 

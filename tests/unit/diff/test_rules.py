@@ -48,6 +48,10 @@ COUNT = "count: {number: 2, type: int32, label: optional}"
 RES = "reserved: {numbers: [9, 20-22], names: [old_field]}"
 ENUM_RES = "reserved: {numbers: [9], names: [MOOD_OLD]}"
 COLOR = "  Color:\n    values:\n      COLOR_RED: 0\n      COLOR_BLUE: 1\n"
+WB = "web.yaml"
+WEB_EXTRA_TYPE = (WB, "  commands:\n", "    Extra:\n      fields:\n        a: int\n  commands:\n")
+WEB_TYPING = (WB, "  events:\n", "  events:\n    typing:\n      fields:\n        from: int\n")
+WEB_PING = (WB, "  events:\n", "    ping:\n      doc: WebSocket only.\n  events:\n")
 SHAPE = "  Shape:\n    fields:\n      y: {number: 1, type: int32, label: optional}\n"
 
 
@@ -530,6 +534,66 @@ CASES: list[Case] = [
         ("presence.yaml", "coalesce: 2s", "coalesce: 5s"),
         base="presence",
     ),
+    # the browser API (`web:`)
+    Case("WEB_API_ADDED", OK, ("new", WB, "http: /api"), old=[(T, "web: web.yaml\n", "")], base="web"),
+    o("WEB_API_REMOVED", W, WB, "http: /api", (T, "web: web.yaml\n", ""), base="web"),
+    n("WEB_ENDPOINT_CHANGED", W, WB, "/api/socket", (WB, "/api/ws", "/api/socket"), base="web"),
+    n("WEB_TYPE_ADDED", OK, WB, "Extra:", WEB_EXTRA_TYPE, base="web"),
+    Case("WEB_TYPE_DELETED", S, ("old", WB, "Extra:"), old=[WEB_EXTRA_TYPE], base="web"),
+    n("WEB_EVENT_ADDED", OK, WB, "typing:", WEB_TYPING, base="web"),
+    Case("WEB_EVENT_DELETED", W, ("old", WB, "typing:"), old=[WEB_TYPING], base="web"),
+    n("WEB_EVENT_DATA_CHANGED", W, WB, "CID_PING", (WB, "data: CID_PONG", "data: CID_PING"), base="web"),
+    n("WEB_COMMAND_ADDED", OK, WB, "ping:", WEB_PING, base="web"),
+    Case("WEB_COMMAND_DELETED", W, ("old", WB, "ping:"), old=[WEB_PING], base="web"),
+    n(
+        "WEB_COMMAND_ROUTE_CHANGED",
+        W,
+        WB,
+        "PUT /api/send",
+        (WB, "POST /api/send", "PUT /api/send"),
+        base="web",
+    ),
+    n(
+        "WEB_COMMAND_AUTH_CHANGED",
+        SEM,
+        WB,
+        "false\n      request",
+        (WB, "POST /api/send\n", "POST /api/send\n      auth: false\n"),
+        base="web",
+    ),
+    n(
+        "WEB_FIELD_ADDED",
+        OK,
+        WB,
+        "number",
+        (WB, "seen: int?\n", "seen: int?\n        extra: number\n"),
+        base="web",
+    ),
+    n(
+        "WEB_REQUIRED_FIELD_ADDED",
+        W,
+        WB,
+        "bool",
+        (WB, "        text: string\n", "        text: string\n        subject: bool\n"),
+        base="web",
+    ),
+    o("WEB_FIELD_DELETED", W, WB, "int\n        line:", (WB, "        from: int\n", ""), base="web"),
+    n(
+        "WEB_FIELD_TYPE_CHANGED",
+        W,
+        WB,
+        "string\n        line:",
+        (WB, "from: int\n", "from: string\n"),
+        base="web",
+    ),
+    n(
+        "WEB_FIELD_OPTIONALITY_CHANGED",
+        W,
+        WB,
+        "Line?\n        seen",
+        (WB, "line: Line\n", "line: Line?\n"),
+        base="web",
+    ),
 ]
 
 
@@ -705,3 +769,37 @@ def test_presence_policy_added_and_equal_intervals(
     same = dict(files, **{"presence.yaml": same_interval})
     equal = load(write_spec("old", same))
     assert [f for f in diff_specs(equal, new) if f.rule == "PRESENCE_CHANGED"] == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "subject", "category"),
+    [
+        # what the browser sends: dropping a field is compatible, requiring one breaks old pages
+        ((WB, "        to: int\n", ""), "web.commands.send.request.to", OK),
+        ((WB, "mood: Chat.Base.Mood?\n", "mood: Chat.Base.Mood\n"), "web.commands.send.request.mood", W),
+        ((WB, "        text: string\n", "        text: string?\n"), "web.commands.send.request.text", OK),
+        # what the gateway sends: a `?` field may go (old pages handle its absence); required is compatible
+        ((WB, "        seen: int?\n", ""), "web.events.msg.seen", SEM),
+        ((WB, "seen: int?\n", "seen: int\n"), "web.events.msg.seen", OK),
+        ((WB, "        msg_id: int\n", "        msg_id: int?\n"), "web.commands.send.reply.msg_id", W),
+        # the shapes of `types:` are read by pages too
+        ((WB, "        id: int\n", "        id: int[]\n"), "web.types.Line.id", W),
+    ],
+)
+def test_web_field_changes_are_judged_by_who_reads_the_shape(
+    edit: Edit, subject: str, category: str, run_case: Build
+) -> None:
+    findings, _ = run_case(Case("x", category, ("new", WB, None), new=[edit], base="web"))
+    assert {f.category.value for f in findings if f.subject == subject} == {category}, [
+        f.format() for f in findings
+    ]
+
+
+def test_web_type_rename_of_a_spec_enum_is_followed(run_case: Build) -> None:
+    rename = [
+        (B, "  Mood:\n", "  Feeling:\n    renamed_from: Mood\n"),
+        (C, "Chat.Base.Mood", "Chat.Base.Feeling"),
+        (WB, "Chat.Base.Mood", "Chat.Base.Feeling"),
+    ]
+    findings, _ = run_case(Case("x", S, ("new", WB, None), new=rename, base="web"))
+    assert not [f for f in findings if f.rule == "WEB_FIELD_TYPE_CHANGED"], [f.format() for f in findings]
