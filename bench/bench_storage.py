@@ -20,6 +20,12 @@ CPU (time.process_time, event loop and writer thread together) per message, medi
 
     .venv/bin/python bench/bench_storage.py --biz [--messages 20000] [--window 16] [--pairs 300] [--runs 5]
 
+`--store-cpu` measures the storage send path alone as biz drives it (`send_single_nowait` with store tokens,
+`--window` in flight, encrypted at rest): CPU per message of the process and, with `--backend postgres` on
+the throwaway server, of the server's processes. CPU time, not wall time: comparable on a busy machine.
+
+    .venv/bin/python bench/bench_storage.py --store-cpu --backend postgres [--window 8] [--runs 3]
+
 `--tokens` gives each --biz request the 8-byte store token msg adds when the client sent no msg id
 (runtime.services.biz.convert.pack_store_request), as in the cluster: biz then remembers and stores it.
 """
@@ -92,6 +98,109 @@ def measure(
         rates.append(rate)
         sizes.append(size)
     return statistics.median(rates), statistics.median(sizes)
+
+
+def server_cpu(pidfile: Path | None) -> float:
+    """CPU seconds (user + system) used so far by a PostgreSQL server's processes (0 without a pidfile)."""
+    if pidfile is None:
+        return 0.0
+    master = int(pidfile.read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if entry.name == str(master) or int(fields[1]) == master:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
+async def store_cpu_run(
+    data_dir: Path, messages: int, window: int, pairs: int, dsn: str | None, pidfile: Path | None
+) -> dict[str, float]:
+    """One run of the storage send path as biz drives it: `window` first 1:1 sends with store tokens in
+    flight through `send_single_nowait` (each commit callback lets the next one in, so batches are about
+    that size), encrypted at rest. CPU per message of this process (event loop and any writer thread) and, on
+    a throwaway PostgreSQL server, of the server's processes."""
+    if dsn is not None:
+        from runtime.storage.postgres.local_server import create_database
+
+        dsn = await create_database(dsn, "bench_" + os.urandom(6).hex())
+    async with open_store(data_dir, True, True, dsn) as store:
+        users = [u.id for u in await store.create_users([NewUser(f"user{i}") for i in range(2 * pairs)])]
+        payload = os.urandom(64)
+        sent = stored = 0
+        done = asyncio.Event()
+
+        def feed() -> None:
+            nonlocal sent
+            i = sent
+            sent += 1
+            a, b = users[2 * (i % pairs)], users[2 * (i % pairs) + 1]
+            store.send_single_nowait(a, b, 1, payload, stored_cb, token=0x5A5A5A5A00000000 + i + 1)
+
+        def stored_cb(result: Any, error: BaseException | None) -> None:
+            nonlocal stored
+            if error is not None:
+                raise error
+            stored += 1
+            if stored == messages:
+                done.set()
+            elif sent < messages:
+                feed()
+
+        writer: Any = store.writer  # type: ignore[attr-defined]
+        batches, operations = writer.batches, writer.operations
+        cpu, server, wall = time.process_time(), server_cpu(pidfile), time.perf_counter()
+        for _ in range(window):
+            feed()
+        await done.wait()
+        cpu, server = time.process_time() - cpu, server_cpu(pidfile) - server
+        wall = time.perf_counter() - wall
+        batch = (writer.operations - operations) / max(writer.batches - batches, 1)
+    return {
+        "cpu": cpu / messages * 1e6,
+        "server": server / messages * 1e6,
+        "rate": messages / wall,
+        "batch": batch,
+    }
+
+
+def measure_store_cpu(args: argparse.Namespace) -> None:
+    server = None
+    dsn = args.dsn
+    if args.backend == "postgres" and dsn is None:
+        from runtime.storage.postgres.local_server import LocalServer
+
+        server = LocalServer(fsync=True).start()
+        dsn = server.dsn()
+    pidfile = server.data_dir / "postmaster.pid" if server is not None else None
+    results = []
+    try:
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory(prefix="ttgen-bench-") as tmp:
+                run = store_cpu_run(Path(tmp), args.messages, args.window, args.pairs, dsn, pidfile)
+                results.append(run_loop(run, server_gc=True))
+    finally:
+        if server is not None:
+            server.stop()
+    med = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    where = "sqlite, WAL, synchronous=FULL"
+    if args.backend == "postgres":
+        where = f"postgresql ({'throwaway local server, fsync on' if server else 'given server'})"
+    print(
+        f"storage send path, {where}, encrypted, store tokens, {args.window} in flight, {args.pairs} pairs, "
+        f"{args.messages} msgs/run, uvloop, median of {args.runs} runs"
+    )
+    server_part = f"; server {med['server']:.1f} us" if server else ""
+    print(
+        f"CPU per stored message: this process {med['cpu']:.1f} us{server_part}; {med['rate']:.0f} msg/s, "
+        f"batch {med['batch']:.1f}"
+    )
 
 
 class _BenchLink:
@@ -242,12 +351,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--encrypt", action="store_true", help="AES-256-GCM at rest")
     parser.add_argument("--biz", action="store_true", help="CPU per message of the biz store path instead")
+    parser.add_argument(
+        "--store-cpu", action="store_true", help="CPU per message of the storage send path (and the server's)"
+    )
     parser.add_argument("--window", type=int, default=16, help="--biz: stores in flight")
     parser.add_argument("--pairs", type=int, default=300, help="--biz: sender/recipient pairs")
     parser.add_argument("--tokens", action="store_true", help="--biz: requests carry msg's store token")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--dsn", help="--backend postgres: a server of your own (default: a throwaway one)")
     args = parser.parse_args()
+    if args.store_cpu:
+        args.messages = args.messages or 20000
+        measure_store_cpu(args)
+        return
     if args.biz:
         measure_biz(args.messages or 20000, args.window, args.pairs, args.runs, args.tokens)
         return

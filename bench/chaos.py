@@ -88,6 +88,9 @@ class Sent:
     acked: int = 0  # the msg id of the ack
     refused: bool = False
     attempts: int = 0
+    # An attempt whose outcome is unknown (no ack: the link died, a timeout): the message may be stored, so a
+    # later msg id 0 ("not stored by this attempt") is no refusal; it is sent again with its client msg id.
+    uncertain: bool = False
 
 
 @dataclass
@@ -187,6 +190,7 @@ class Chaos:
         self.unread: dict[int, dict[tuple[int, int], int]] = {}  # per user, per conversation, at the end
         self.stop = asyncio.Event()
         self.sending = asyncio.Event()
+        self.zero_retries = 0  # msg id 0 answers to a message whose earlier attempt had an unknown outcome
 
     @property
     def login_url(self) -> str:
@@ -256,6 +260,8 @@ class Chaos:
                     pending = None
                     await asyncio.sleep(self.random.expovariate(self.rate))
             except Exception:  # the link died, the server is down or slow: back off, reconnect, go on
+                if pending is not None and pending.attempts:
+                    pending.uncertain = True  # sent, unanswered: stored or not, nobody knows yet
                 await asyncio.sleep(0.2 + self.random.random() * 0.5)
             finally:
                 if reader is not None:
@@ -264,18 +270,32 @@ class Chaos:
                     await core.close()
 
     async def _send(self, core: ClientCore, d: Device, s: Sent) -> None:
-        s.attempts += 1
-        ack: Any = await core.call(
-            "CID_MSG_DATA",
-            _cls["CID_MSG_DATA"](
-                from_user_id=d.user_id,
-                to_session_id=s.session_id,
-                msg_id=s.number,
-                create_time=0,
-                msg_type=0x11 if s.session_type == GROUP else 0x01,
-                msg_data=s.text,
-            ),
-        )
+        """Send `s` (its number as the client msg id) until it is acked, refused, or the run stops.
+
+        A msg id 0 answers "not stored by this request". To a first attempt it is a refusal (the msg server
+        acks 0 only when it knows nothing was stored). After an attempt whose outcome is unknown it is not:
+        that attempt may have been stored (biz killed between its commit and its answer), so the message is
+        sent again with the same client msg id (biz answers a stored one with its id) until an ack says so;
+        one still unanswered when the run stops is reported as unknown, never as refused."""
+        while True:
+            s.attempts += 1
+            ack: Any = await core.call(
+                "CID_MSG_DATA",
+                _cls["CID_MSG_DATA"](
+                    from_user_id=d.user_id,
+                    to_session_id=s.session_id,
+                    msg_id=s.number,
+                    create_time=0,
+                    msg_type=0x11 if s.session_type == GROUP else 0x01,
+                    msg_data=s.text,
+                ),
+            )
+            if ack.msg_id or not s.uncertain:
+                break
+            self.zero_retries += 1
+            if self.stop.is_set():
+                return  # unknown: neither acked nor refused
+            await asyncio.sleep(0.2 + self.random.random() * 0.3)
         if ack.msg_id:
             s.acked = int(ack.msg_id)
             d.ack_times.append(time.monotonic())
@@ -368,7 +388,12 @@ class Chaos:
             kill.restarted_at = time.monotonic()
 
     # the run and the check ---------------------------------------------------------------------------------
-    async def run(self, duration: float) -> dict[str, Any]:
+    def acked(self) -> int:
+        return sum(1 for d in self.devices for s in d.sent if s.acked)
+
+    async def run(self, duration: float, min_acked: int = 0, max_duration: float = 0.0) -> dict[str, Any]:
+        """Traffic and kills for `duration` seconds, then on (up to `max_duration` in all) until `min_acked`
+        messages were acked: a loaded machine slows the traffic, not what the run covers."""
         await self.seed()
         await self.sup.start()
         started = time.monotonic()
@@ -379,6 +404,8 @@ class Chaos:
             self.sending.set()
             t0 = time.monotonic()
             await asyncio.sleep(duration)
+            while self.acked() < min_acked and time.monotonic() - t0 < max_duration:
+                await asyncio.sleep(0.5)
             self.stop.set()
             await asyncio.wait(tasks, timeout=30)
             elapsed = time.monotonic() - t0
@@ -430,7 +457,7 @@ class Chaos:
             members[d.group].append(d)
         by_id = {d.user_id: d for d in self.devices}
         lost = duplicated = reordered = phantom = unread_bad = 0
-        acked = refused = attempts = 0
+        acked = refused = attempts = unknown = unknown_stored = 0
         examples: list[str] = []
         for d in self.devices:
             for s in d.sent:
@@ -443,6 +470,11 @@ class Chaos:
                     else [m for m in members[s.session_id] if m is not d]
                 )
                 conv = (SINGLE, d.user_id) if s.session_type == SINGLE else (GROUP, s.session_id)
+                if not s.acked and not s.refused:
+                    # Its sender never heard (the run stopped first): stored or not, both are honest; a
+                    # stored one must still be delivered once, in order (the checks below see it).
+                    unknown += 1
+                    unknown_stored += any(s.text in r.seen[conv].values() for r in recipients)
                 for r in recipients:
                     got = r.seen[conv]
                     if s.acked and s.acked not in got:
@@ -492,7 +524,10 @@ class Chaos:
             "sent": sent,
             "acked": acked,
             "refused": refused,
+            "unknown": unknown,
+            "unknown_stored": unknown_stored,
             "send_attempts": attempts,
+            "zero_ack_retries": self.zero_retries,
             "logins": sum(d.logins for d in self.devices),
             "delivered_by_push": delivered_push,
             "delivered_by_sync": delivered_sync,
@@ -530,12 +565,17 @@ async def run_chaos(
     data_dir: Path | None = None,
     cycle: bool = False,
     layout: str | None = None,
+    min_acked: int = 0,
+    max_duration: float = 0.0,
 ) -> dict[str, Any]:
-    """One chaos run in `data_dir` (a temporary folder when None); returns the report."""
+    """One chaos run in `data_dir` (a temporary folder when None); returns the report. With `min_acked`, the
+    run goes on after `duration` (up to `max_duration` seconds in all) until that many messages were acked."""
     if data_dir is not None:
-        return await Chaos(data_dir, devices, rate, kill_every, seed, cycle, layout).run(duration)
+        chaos = Chaos(data_dir, devices, rate, kill_every, seed, cycle, layout)
+        return await chaos.run(duration, min_acked, max_duration)
     with tempfile.TemporaryDirectory(prefix="ttgen-chaos-") as tmp:
-        return await Chaos(Path(tmp), devices, rate, kill_every, seed, cycle, layout).run(duration)
+        chaos = Chaos(Path(tmp), devices, rate, kill_every, seed, cycle, layout)
+        return await chaos.run(duration, min_acked, max_duration)
 
 
 def main() -> int:

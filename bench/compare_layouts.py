@@ -10,6 +10,8 @@ same schedule and histograms). Stacks:
 - `sharded1`: this tree, one shard (login, and msg 0 + biz 0 + router 0 in one process);
 - `base`: another tree (`--base-tree`, e.g. main extracted with `git archive main | tar -x -C DIR`) run with
   its own code, one process per instance (login, 2 msg, 1 router, 1 biz: `ttgen bench`'s default cluster);
+- `base-split`, `base-sharded`, `base-sharded1`: those clusters run with `--base-tree`'s code (before and
+  after a change, alternated in one session);
 - `grpc`: the conventional relay (bench/grpc_relay.py).
 
 Stacks alternate within each round (`--rounds`), so all see the same background load; the table gives
@@ -40,12 +42,14 @@ CLUSTERS = {  # stack -> (ttgen bench options, tree)
     "sharded1": ["--layout", "sharded", "--msg-servers", "1", "--routers", "1"],
     "base": ["--msg-servers", "2", "--routers", "1"],
 }
+# the same clusters run with --base-tree's code (before/after a change, alternated in one session)
+CLUSTERS.update({f"base-{name}": CLUSTERS[name] for name in ("split", "sharded", "sharded1")})
 
 KEYS = ("offered_per_s", "delivered_per_s", "server_us", "load_us", "e2e_p50_ms", "e2e_p99_ms")
 
 
 def run_cluster(stack: str, pairs: int, opts: argparse.Namespace, out: Path) -> dict[str, Any]:
-    tree = Path(opts.base_tree).resolve() if stack == "base" else ROOT
+    tree = Path(opts.base_tree).resolve() if stack.startswith("base") else ROOT
     env = {**os.environ, "PYTHONPATH": str(tree)}
     argv = [sys.executable, "-c", "from ttgen.cli import main; main()", "bench", "one-to-one"]
     argv += ["--hash", "cheap"]
@@ -134,8 +138,8 @@ def main() -> None:
     for s in stacks:
         if s not in CLUSTERS and s != "grpc":
             raise SystemExit(f"unknown stack {s!r}")
-    if "base" in stacks and not opts.base_tree:
-        raise SystemExit("the base stack needs --base-tree")
+    if any(s.startswith("base") for s in stacks) and not opts.base_tree:
+        raise SystemExit("the base stacks need --base-tree")
     tmp = Path(tempfile.mkdtemp(prefix="ttgen-layouts-"))
     if not opts.find_rate:
         rows: dict[str, list[dict[str, Any]]] = {s: [] for s in stacks}

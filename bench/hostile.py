@@ -20,9 +20,15 @@ loopback source address (127.0.0.x) and bounded in count and time:
   owner of that account logs in from its usual address;
 - `bad_utf8`: login names and message fields with invalid UTF-8, before and after login;
 - `foreign_files`: offline-file downloads with a bare task id, blob downloads without a credential or by the
-  content's hash, an upload with the token of a session that logged out.
+  content's hash, an upload with the token of a session that logged out;
+- `login_replay`: an eavesdropper records two logins on the wire (the shipped client's sealed password login,
+  CID_EXT_PASSWORD_LOGIN_REQ, and an original TeamTalk client's clear MD5 login) and replays each recorded
+  byte stream on new connections for the phase; expected: the sealed one logs nobody in (the handshake is
+  answered with fresh keys, the recorded login no longer opens), the MD5 one does while
+  `services.biz.auth.md5_login` is `allow` (the default; what that key is for).
 
-Usage: bench/hostile.py [--phase-seconds 10] [--only NAME,...] [--json out.json]
+Usage: bench/hostile.py [--phase-seconds 10] [--only NAME,...] [--json out.json] [--md5-login allow]
+(`--md5-login` sets `services.biz.auth.md5_login`: allow, secure_only or refuse.)
 Figures: bench/RESULTS.md ("Hostile clients").
 """
 
@@ -53,8 +59,9 @@ if str(ROOT) not in sys.path:
 import aiohttp  # noqa: E402
 
 from generated.teamtalk.registry import REGISTRY  # noqa: E402
-from runtime.auth import PasswordHasher, wire_password  # noqa: E402
+from runtime.auth import MD5_LOGIN_POLICIES, PasswordHasher, wire_password  # noqa: E402
 from runtime.client import ClientCore  # noqa: E402
+from runtime.client_login import SessionLogin  # noqa: E402
 from runtime.cluster.config import parse_config  # noqa: E402
 from runtime.cluster.discovery import RunDirDiscovery  # noqa: E402
 from runtime.cluster.processes import ProcessSupervisor  # noqa: E402
@@ -81,6 +88,7 @@ ATTACKS = (
     "spraying",
     "bad_utf8",
     "foreign_files",
+    "login_replay",
 )
 
 
@@ -196,7 +204,7 @@ class Pair:
 
 
 class Hostile:
-    def __init__(self, data_dir: Path, phase_seconds: float) -> None:
+    def __init__(self, data_dir: Path, phase_seconds: float, md5_login: str = "allow") -> None:
         self.data_dir = data_dir
         self.phase = phase_seconds
         self.http_port = free_port()
@@ -213,7 +221,7 @@ class Hostile:
                     },
                     "msg": {"instances": 2, "client_port": 0},
                     "router": {"instances": 1},
-                    "biz": {"instances": 1, "auth": AUTH},
+                    "biz": {"instances": 1, "auth": {**AUTH, "md5_login": md5_login}},
                     "file": {"instances": 1},
                     "storage": {"instances": 1},
                     "gateway": {"instances": 1},
@@ -660,6 +668,114 @@ class Hostile:
             "outcome": {"offline_downloads_refused": refused, **statuses},
         }
 
+    async def _record(self, source: str, login: Callable[[int], Awaitable[bool]]) -> tuple[bytes, bool]:
+        """The bytes a client sent to msg 0 while `login(proxy_port)` ran through a recording proxy bound to
+        `source`, and whether it logged in."""
+        host, port = self.endpoints("msg", "client")[0]
+        sent = bytearray()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_r, up_w = await open_from(source, host, port)
+
+            async def pump(
+                src: asyncio.StreamReader, dst: asyncio.StreamWriter, keep: bytearray | None
+            ) -> None:
+                with contextlib.suppress(ConnectionError, OSError):
+                    while data := await src.read(65536):
+                        if keep is not None:
+                            keep += data
+                        dst.write(data)
+                        await dst.drain()
+                dst.close()
+
+            await asyncio.gather(pump(reader, up_w, sent), pump(up_r, writer, None))
+
+        proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+        try:
+            ok = await login(int(proxy.sockets[0].getsockname()[1]))
+            await asyncio.sleep(0.2)
+        finally:
+            proxy.close()
+        return bytes(sent), ok
+
+    async def _replay(self, source: str, transcript: bytes) -> list[int]:
+        """Command ids the server answered a replayed transcript with, until it closed, answered a login or
+        3 s passed; after a clear IMLoginRes, -1 when it logged in and -2 when it refused."""
+        host, port = self.endpoints("msg", "client")[0]
+        logins = (cid("CID_LOGIN_RES_USERLOGIN"), cid("CID_EXT_PASSWORD_LOGIN_RSP"))
+        reader, writer = await open_from(source, host, port)
+        writer.write(transcript)
+        got, answers, at = bytearray(), list[int](), 0
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(3.0):
+                while not any(a in logins for a in answers) and (data := await reader.read(65536)):
+                    got += data
+                    while at + 16 <= len(got):
+                        length = max(16, int.from_bytes(got[at : at + 4], "big"))
+                        if at + length > len(got):
+                            break
+                        command = int.from_bytes(got[at + 10 : at + 12], "big")
+                        answers.append(command)
+                        if command == logins[0]:
+                            res = REGISTRY.by_name("CID_LOGIN_RES_USERLOGIN").message_class()
+                            res.ParseFromString(bytes(got[at + 16 : at + length]))
+                            answers.append(-1 if res.result_code == 0 else -2)
+                        at += length
+        writer.close()
+        return answers
+
+    async def attack_login_replay(self) -> dict[str, Any]:
+        async def sealed_login(port: int) -> bool:
+            core = ClientCore(REGISTRY, host="127.0.0.1", port=port, reconnect=False, default_timeout=15.0)
+            session = SessionLogin(core, "h003", PASSWORD, use_tickets=False, allow_md5=False)
+            try:
+                await session.login()
+                return core.encrypted and not session.sent_md5
+            finally:
+                await core.close()
+
+        async def md5_login(port: int) -> bool:
+            core = ClientCore(
+                REGISTRY, host="127.0.0.1", port=port, reconnect=False, encryption="off", default_timeout=15.0
+            )
+            try:
+                await core.connect()
+                res: Any = await core.call(
+                    "CID_LOGIN_REQ_USERLOGIN",
+                    REGISTRY.by_name("CID_LOGIN_REQ_USERLOGIN").message_class(
+                        user_name="h004", password=wire_password(PASSWORD), online_status=1, client_type=PC
+                    ),
+                )
+                return bool(res.result_code == 0)
+            finally:
+                await core.close()
+
+        sealed, sealed_ok = await self._record("127.0.0.80", sealed_login)
+        clear, clear_ok = await self._record("127.0.0.80", md5_login)
+        secrets_seen = {
+            "sealed_shows_password_or_md5": PASSWORD.encode() in sealed
+            or wire_password(PASSWORD).encode() in sealed,
+            "clear_shows_md5": wire_password(PASSWORD).encode() in clear,
+        }
+        tally = {"sealed": [0, 0, 0], "md5": [0, 0, 0]}  # replays, logged in, bytes sent
+        login_rsp = cid("CID_EXT_PASSWORD_LOGIN_RSP")
+        end = time.monotonic() + self.phase
+        while time.monotonic() < end:
+            for kind, transcript in (("sealed", sealed), ("md5", clear)):
+                answers = await self._replay("127.0.0.81", transcript)
+                tally[kind][0] += 1
+                tally[kind][1] += (-1 in answers) or (login_rsp in answers)
+                tally[kind][2] += len(transcript)
+            await asyncio.sleep(0.25)
+        return {
+            "attacker": {
+                "recorded": {"sealed_login_ok": sealed_ok, "md5_login_ok": clear_ok, **secrets_seen},
+                "replays": {k: v[0] for k, v in tally.items()},
+                "bytes_sent": sum(v[2] for v in tally.values()),
+            },
+            "outcome": {"logged_in_by_replay": {k: v[1] for k, v in tally.items()}},
+        }
+
     # the run -----------------------------------------------------------------------------------------------
     async def run(self, only: list[str]) -> dict[str, Any]:
         await self.seed()
@@ -713,6 +829,7 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(ATTACKS))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--md5-login", choices=MD5_LOGIN_POLICIES, default="allow")
     args = ap.parse_args()
     only = [a for a in args.only.split(",") if a]
     unknown = set(only) - set(ATTACKS)
@@ -721,9 +838,9 @@ def main() -> int:
 
     async def go() -> dict[str, Any]:
         if args.data_dir:
-            return await Hostile(args.data_dir, args.phase_seconds).run(only)
+            return await Hostile(args.data_dir, args.phase_seconds, args.md5_login).run(only)
         with tempfile.TemporaryDirectory(prefix="ttgen-hostile-") as tmp:
-            return await Hostile(Path(tmp), args.phase_seconds).run(only)
+            return await Hostile(Path(tmp), args.phase_seconds, args.md5_login).run(only)
 
     report = asyncio.run(go())
     text = json.dumps(report, indent=2)

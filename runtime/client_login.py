@@ -1,13 +1,18 @@
 """Runtime client layer: logging a `ClientCore` in, with the password or a resumption ticket.
 
-`SessionLogin` speaks the bundled protocol's login commands by name through the registry: a password login
-(`CID_LOGIN_REQ_USERLOGIN`, MD5hex as TeamTalk clients send), then a resumption ticket
-(`CID_EXT_RESUME_TICKET_REQ`), renewed at half its life while connected. On a reconnect (the core's
-`on_resync`) it logs in with the ticket (`CID_EXT_TICKET_LOGIN_REQ`: no password hashing at the server) and
-keeps the successor ticket; a refused ticket falls back to the password on the same connection. A server
-that answers "busy" (its password verification is saturated) is asked again after a jittered backoff, and
-the login service's queue is waited out by the core (`on_queue`). A protocol without the ticket commands
-gets password logins only.
+`SessionLogin` speaks the bundled protocol's login commands by name through the registry: a password login,
+then a resumption ticket (`CID_EXT_RESUME_TICKET_REQ`), renewed at half its life while connected. On a
+reconnect (the core's `on_resync`) it logs in with the ticket (`CID_EXT_TICKET_LOGIN_REQ`: no password hashing
+at the server) and keeps the successor ticket; a refused ticket falls back to the password on the same
+connection. A server that answers "busy" (its password verification is saturated) is asked again after a
+jittered backoff, and the login service's queue is waited out by the core (`on_queue`). A protocol without the
+ticket commands gets password logins only.
+
+The password login never puts TeamTalk's MD5-hex credential (a password equivalent) on the wire when it can
+avoid it: on a secure session (the core's handshake succeeded) it sends the password itself, sealed under that
+connection's ephemeral keys (`CID_EXT_PASSWORD_LOGIN_REQ`); only without a secure session, or when given the
+MD5 value instead of the password, does it send `CID_LOGIN_REQ_USERLOGIN` with the MD5 hex as TeamTalk
+clients do, and `allow_md5=False` refuses even that (`LoginRefused` before anything is sent).
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class SessionLogin:
         client_version: str = "ttgen",
         device_id: bytes | None = None,
         use_tickets: bool = True,
+        allow_md5: bool = True,
         busy_timeout: float = 300.0,
         on_status: Status | None = None,
     ) -> None:
@@ -74,6 +80,8 @@ class SessionLogin:
         self.registry = core.registry
         self.user_name = user_name
         self._wire = normalize_wire(password) if password_is_md5 else wire_password(password)
+        self._plain = None if password_is_md5 else password  # sent only sealed (CID_EXT_PASSWORD_LOGIN_REQ)
+        self.allow_md5 = allow_md5
         self.client_type, self.online_status = client_type, online_status
         # Tickets are bound to this device id: by default a random one per SessionLogin, so a ticket copied
         # off this client is useless elsewhere (tickets live in memory only and die with the client anyway).
@@ -86,6 +94,7 @@ class SessionLogin:
         self.ticket_expires = 0
         self.user_info: Any = None
         self.last_method = ""  # "password" or "ticket": how the last login succeeded
+        self.sent_md5 = False  # whether the last password login sent the MD5 hex (no secure session)
         self.ticket_refusals: list[int] = []  # TicketResult codes of refused tickets, oldest first
         self.refused: LoginRefused | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -183,15 +192,24 @@ class SessionLogin:
         return True
 
     async def _password_login(self) -> None:
+        if self._plain is not None and self.core.encrypted and self._has("CID_EXT_PASSWORD_LOGIN_REQ"):
+            command, secret = "CID_EXT_PASSWORD_LOGIN_REQ", self._plain
+        elif self.allow_md5:
+            command, secret = "CID_LOGIN_REQ_USERLOGIN", self._wire
+        else:
+            why = "no secure session" if self._plain is not None else "only the MD5 value is known"
+            self.refused = LoginRefused(f"login not sent: {why}, and MD5 logins are not allowed", -1)
+            raise self.refused
         req = self._new(
-            "CID_LOGIN_REQ_USERLOGIN",
+            command,
             user_name=self.user_name,
-            password=self._wire,
+            password=secret,
             online_status=self.online_status,
             client_type=self.client_type,
             client_version=self.client_version,
         )
-        res: Any = await self.core.call("CID_LOGIN_REQ_USERLOGIN", req)
+        self.sent_md5 = command == "CID_LOGIN_REQ_USERLOGIN"
+        res: Any = await self.core.call(command, req)
         if res.result_code in self._transient:
             raise LoginBusy(res.result_string or f"code {res.result_code}")
         if res.result_code != 0:

@@ -29,14 +29,13 @@ Heartbeats (`CID_OTHER_HEARTBEAT`) are sent after 5 s without sending and never 
 from __future__ import annotations
 
 import enum
-import ipaddress
 import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from runtime.auth.link_handshake import LinkAuthError, LinkHandshake
-from runtime.auth.link_seal import LinkSealer, SealError
+from runtime.auth.link_seal import SEAL_POLICIES, LinkSealer, SealError, wants_seal
 from runtime.errors import FrameError, InvalidTransition
 from runtime.framing import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -486,23 +485,6 @@ def unpack_relay(data: bytes | memoryview) -> tuple[tuple[int, ...] | None, byte
 def correlation(frame: Frame) -> int:
     """The 32-bit correlation id of a request or response frame."""
     return frame.seq | (frame.reserved << 16)
-
-
-SEAL_POLICIES = ("always", "between_hosts", "never")
-
-
-def wants_seal(policy: str, peer: str) -> bool:
-    """Whether this end asks to seal a link to `peer` (`host:port`): always, never, or unless the peer is on
-    a loopback address (the same host; the other end decides for itself too, and either one asking seals)."""
-    if policy == "always":
-        return True
-    if policy == "never":
-        return False
-    host = peer.rsplit(":", 1)[0].strip("[]")
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True
 
 
 class LinkAuth:

@@ -13,6 +13,12 @@ starts; tasks the instance creates inherit it) and the protocol factory its serv
 `runtime.services.links.Dialer` whose peer is such a listener *of its own shard*, still serving, with the same
 cluster secret, connects in memory instead of over TCP. Anything else (another shard, another process, a
 listener that stopped) goes over TCP as before. Without a shard (the split layout) nothing changes.
+
+Direct calls: a listener may name the service object behind it (`serve_links(local=...)`). A link dialed to it
+in memory then carries that object as `local_peer`, and the dialing role calls it as a Python function on the
+message object it already holds, with no frame encoded or decoded and no loop hop (msg's stores into its
+shard's biz: runtime.services.contracts.DirectStore). Only the calls a role offers that way skip the link;
+everything else on the link (and every link between shards) stays as described above.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class _Listener:
     factory: Callable[[], asyncio.Protocol]  # what the listening server makes for an accepted connection
     secret: bytes | None  # the cluster secret its links prove (None: no proof asked)
     server: Any  # the listening server (its `is_serving()` says whether it still accepts)
+    local: Any = None  # the service behind the listener, offered to in-process peers for direct calls
 
 
 # (host, port) of an internal listener of this process -> who listens there
@@ -46,15 +53,20 @@ def _serving(server: Any) -> bool:
 
 
 def register_listener(
-    server: Any, host: str, factory: Callable[[], asyncio.Protocol], secret: bytes | None
+    server: Any,
+    host: str,
+    factory: Callable[[], asyncio.Protocol],
+    secret: bytes | None,
+    local: Any = None,
 ) -> None:
-    """Record an internal listener opened in the current shard (a no-op outside any shard)."""
+    """Record an internal listener opened in the current shard (a no-op outside any shard); `local` is the
+    service behind it that in-process peers may call directly (None: links only)."""
     for key in [k for k, v in _LISTENERS.items() if not _serving(v.server)]:
         del _LISTENERS[key]  # listeners that stopped since
     shard = SHARD.get()
     if shard is None:
         return
-    entry = _Listener(shard, factory, secret, server)
+    entry = _Listener(shard, factory, secret, server, local)
     for sock in getattr(server, "sockets", None) or ():
         address = sock.getsockname()
         _LISTENERS[(str(address[0]), int(address[1]))] = entry
@@ -159,15 +171,28 @@ class MemoryTransport(asyncio.Transport):
 
 def connect_in_process(listener: _Listener, protocol: asyncio.Protocol, name: str) -> None:
     """Connect `protocol` (a dialer's link) to a new protocol of `listener` through a memory transport pair;
-    both see `connection_made` now, as after a TCP connect and accept."""
+    both see `connection_made` now, as after a TCP connect and accept. The dialer's link gets the listener's
+    service as `local_peer` (for direct calls) when the listener offers one."""
     loop = asyncio.get_running_loop()
     accepted = listener.factory()
     mine, theirs = MemoryTransport(loop, protocol, name), MemoryTransport(loop, accepted, name)
     mine._peer, theirs._peer = theirs, mine
     accepted.connection_made(theirs)
+    if listener.local is not None and hasattr(protocol, "local_peer"):
+        protocol.local_peer = listener.local
     protocol.connection_made(mine)
 
 
 def is_in_process(link: Any) -> bool:
     """Whether a link runs over an in-memory transport (a role of this process's shard at the other end)."""
     return isinstance(getattr(link, "transport", None), MemoryTransport)
+
+
+def peer_of(link: Any) -> Any:
+    """The protocol at the other end of an in-process link (e.g. a router's link from this msg server), or
+    None for a TCP link or one that is gone."""
+    transport = getattr(link, "transport", None)
+    if not isinstance(transport, MemoryTransport) or transport._closing:
+        return None
+    peer = transport._peer
+    return peer._protocol if peer is not None and not peer._lost else None

@@ -632,7 +632,7 @@ class InternalLink(Link):
     Unlike a client connection, an internal link never stops reading when its peer reads slowly (two servers
     writing to each other must not wait on each other), and has no slow-consumer limit."""
 
-    __slots__ = ("_auth", "_dialer", "authenticated", "name", "on_lost")
+    __slots__ = ("_auth", "_dialer", "authenticated", "local_peer", "name", "on_lost")
 
     def __init__(
         self,
@@ -658,6 +658,8 @@ class InternalLink(Link):
         self._dialer = dialer
         self.on_lost: list[Callable[[InternalLink], None]] = []
         self.authenticated: asyncio.Future[bool] = self._loop.create_future()
+        # The service at the other end when it shares this process and offers direct calls (runtime.inprocess)
+        self.local_peer: Any = None
 
     def __repr__(self) -> str:
         return f"<InternalLink {self.name} {self.peer} open={self.is_open}>"
@@ -841,10 +843,12 @@ async def serve_links(
     name: str = "link",
     timeouts: Timeouts = DEFAULT_TIMEOUTS,
     backlog: int = 1024,
+    local: Any = None,
 ) -> Server:
     """Listen for internal links (`InternalLink`), each handled by `handler_factory()`. With `auth` (a cluster
     always passes one) a peer must prove it holds the cluster secret first. The server's timer wheel applies
-    the handshake deadline, heartbeats and the dead-peer rule."""
+    the handshake deadline, heartbeats and the dead-peer rule. `local`: the service behind the listener, which
+    roles of the same shard may call directly (runtime.inprocess)."""
     server = await _listen(
         host,
         port,
@@ -853,7 +857,8 @@ async def serve_links(
         backlog,
     )
     if server.protocol_factory is not None:  # a role of this shard dials it in memory (runtime.inprocess)
-        register_listener(server, host, server.protocol_factory, auth.secret if auth is not None else None)
+        secret = auth.secret if auth is not None else None
+        register_listener(server, host, server.protocol_factory, secret, local)
     return server
 
 

@@ -40,6 +40,8 @@ class ExtCmdID(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CID_EXT_MSG_EDIT_REQ: _ClassVar[ExtCmdID]
     CID_EXT_MSG_EDIT_RSP: _ClassVar[ExtCmdID]
     CID_EXT_MSG_EDIT_NOTIFY: _ClassVar[ExtCmdID]
+    CID_EXT_PASSWORD_LOGIN_REQ: _ClassVar[ExtCmdID]
+    CID_EXT_PASSWORD_LOGIN_RSP: _ClassVar[ExtCmdID]
 
 class AeadSuite(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -122,6 +124,8 @@ CID_EXT_TICKET_REVOKE_RSP: ExtCmdID
 CID_EXT_MSG_EDIT_REQ: ExtCmdID
 CID_EXT_MSG_EDIT_RSP: ExtCmdID
 CID_EXT_MSG_EDIT_NOTIFY: ExtCmdID
+CID_EXT_PASSWORD_LOGIN_REQ: ExtCmdID
+CID_EXT_PASSWORD_LOGIN_RSP: ExtCmdID
 AEAD_AES_256_GCM: AeadSuite
 AEAD_CHACHA20_POLY1305: AeadSuite
 HANDSHAKE_OK: HandshakeResult
@@ -358,6 +362,20 @@ class IMEphemeralSignal(_message.Message):
     kind: SignalKind
     payload: bytes
     def __init__(self, from_user_id: _Optional[int] = ..., to_session_id: _Optional[int] = ..., session_type: _Optional[_Union[_IM_BaseDefine_pb2.SessionType, str]] = ..., kind: _Optional[_Union[SignalKind, str]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class IMPasswordLoginReq(_message.Message):
+    __slots__ = ("user_name", "password", "online_status", "client_type", "client_version")
+    USER_NAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    user_name: str
+    password: str
+    online_status: _IM_BaseDefine_pb2.UserStatType
+    client_type: _IM_BaseDefine_pb2.ClientType
+    client_version: str
+    def __init__(self, user_name: _Optional[str] = ..., password: _Optional[str] = ..., online_status: _Optional[_Union[_IM_BaseDefine_pb2.UserStatType, str]] = ..., client_type: _Optional[_Union[_IM_BaseDefine_pb2.ClientType, str]] = ..., client_version: _Optional[str] = ...) -> None: ...
 
 class IMResumeTicketReq(_message.Message):
     __slots__ = ("device_id",)

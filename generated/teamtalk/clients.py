@@ -350,6 +350,13 @@ class TeamtalkClient:
             raise UnexpectedReply(f"CID_EXT_MSG_EDIT_REQ: expected CID_EXT_MSG_EDIT_RSP, got {type(reply).__name__}")
         return reply
 
+    async def ext_password_login_req(self, msg: IM_Ext_pb2.IMPasswordLoginReq, *, timeout: float | None = None) -> IM_Login_pb2.IMLoginRes:
+        """CID_EXT_PASSWORD_LOGIN_REQ (0x101a): Log in with the password, not its MD5 hex; refused outside a secure session."""
+        reply = await self.core.call("CID_EXT_PASSWORD_LOGIN_REQ", msg, timeout=timeout)
+        if not isinstance(reply, IM_Login_pb2.IMLoginRes):
+            raise UnexpectedReply(f"CID_EXT_PASSWORD_LOGIN_REQ: expected CID_EXT_PASSWORD_LOGIN_RSP, got {type(reply).__name__}")
+        return reply
+
     async def shake_req(self, msg: IM_Plugin_Shake_pb2.IMShakeReq, *, timeout: float | None = None) -> IM_Plugin_Shake_pb2.IMShakeRsp:
         """CID_SHAKE_REQ (0x1101): Shake; the reply lists the users matched so far."""
         reply = await self.core.call("CID_SHAKE_REQ", msg, timeout=timeout)

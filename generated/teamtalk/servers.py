@@ -276,189 +276,60 @@ class GatewayServiceBase(abc.ABC):
     __service__: ClassVar[str] = "gateway"
     __role__: ClassVar[str] = "gateway"
     __mapping__: ClassVar[dict[int, str]] = {
-        0x0103: "on_cid_login_req_userlogin",
-        0x0105: "on_cid_login_req_loginout",
-        0x0108: "on_cid_login_req_devicetoken",
-        0x010a: "on_cid_login_req_kickpcclient",
-        0x010c: "on_cid_login_req_push_shield",
-        0x010e: "on_cid_login_req_query_push_shield",
-        0x0201: "on_cid_buddy_list_recent_contact_session_request",
-        0x0204: "on_cid_buddy_list_user_info_request",
-        0x0206: "on_cid_buddy_list_remove_session_req",
-        0x0208: "on_cid_buddy_list_all_user_request",
-        0x020a: "on_cid_buddy_list_users_status_request",
-        0x020c: "on_cid_buddy_list_change_avatar_request",
-        0x0210: "on_cid_buddy_list_department_request",
-        0x0213: "on_cid_buddy_list_change_sign_info_request",
+        0x0203: "on_cid_buddy_list_status_notify",
+        0x020b: "on_cid_buddy_list_users_status_response",
+        0x020f: "on_cid_buddy_list_remove_session_notify",
+        0x0215: "on_cid_buddy_list_sign_info_changed_notify",
         0x0301: "on_cid_msg_data",
-        0x0302: "on_cid_msg_data_ack",
-        0x0303: "on_cid_msg_read_ack",
-        0x0305: "on_cid_msg_time_request",
-        0x0307: "on_cid_msg_unread_cnt_request",
-        0x0309: "on_cid_msg_list_request",
-        0x030b: "on_cid_msg_get_latest_msg_id_req",
-        0x030d: "on_cid_msg_get_by_msg_id_req",
-        0x0401: "on_cid_group_normal_list_request",
-        0x0403: "on_cid_group_info_request",
-        0x0405: "on_cid_group_create_request",
-        0x0407: "on_cid_group_change_member_request",
-        0x0409: "on_cid_group_shield_group_request",
-        0x0506: "on_cid_file_request",
-        0x0509: "on_cid_file_has_offline_req",
-        0x050b: "on_cid_file_add_offline_req",
-        0x050c: "on_cid_file_del_offline_req",
+        0x0304: "on_cid_msg_read_notify",
+        0x040b: "on_cid_group_change_member_notify",
+        0x0508: "on_cid_file_notify",
         0x0601: "on_cid_switch_p2p_cmd",
-        0x0701: "on_cid_other_heartbeat",
-        0x0702: "on_cid_other_stop_recv_packet",
-        0x0704: "on_cid_other_validate_rsp",
         0x070d: "on_cid_other_server_kick_user",
         0x070e: "on_cid_other_login_status_notify",
         0x1005: "on_cid_ext_msg_burn",
-        0x1006: "on_cid_ext_msg_burn_read",
-        0x1008: "on_cid_ext_msg_recall_req",
+        0x1007: "on_cid_ext_msg_burned_notify",
+        0x100a: "on_cid_ext_msg_recall_notify",
         0x100b: "on_cid_ext_typing",
         0x100c: "on_cid_ext_signal",
+        0x1019: "on_cid_ext_msg_edit_notify",
     }
 
     @abc.abstractmethod
-    async def on_cid_login_req_userlogin(self, ctx: Context, msg: IM_Login_pb2.IMLoginReq) -> Message | None:
-        """CID_LOGIN_REQ_USERLOGIN (0x0103, c2s); return the CID_LOGIN_RES_USERLOGIN reply (IMLoginRes). Authenticate on a msg server; must be the first command on a client connection."""
+    async def on_cid_buddy_list_status_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMUserStatNotify) -> Message | None:
+        """CID_BUDDY_LIST_STATUS_NOTIFY (0x0203, s2c); no reply (return None). Push: a user's presence changed (PC clients)."""
 
     @abc.abstractmethod
-    async def on_cid_login_req_loginout(self, ctx: Context, msg: IM_Login_pb2.IMLogoutReq) -> Message | None:
-        """CID_LOGIN_REQ_LOGINOUT (0x0105, c2s); return the CID_LOGIN_RES_LOGINOUT reply (IMLogoutRsp). Log out and close the connection."""
+    async def on_cid_buddy_list_users_status_response(self, ctx: Context, msg: IM_Buddy_pb2.IMUsersStatRsp) -> Message | None:
+        """CID_BUDDY_LIST_USERS_STATUS_RESPONSE (0x020b, s2c); no reply (return None). Presence of the requested users."""
 
     @abc.abstractmethod
-    async def on_cid_login_req_devicetoken(self, ctx: Context, msg: IM_Login_pb2.IMDeviceTokenReq) -> Message | None:
-        """CID_LOGIN_REQ_DEVICETOKEN (0x0108, c2s); return the CID_LOGIN_RES_DEVICETOKEN reply (IMDeviceTokenRsp). Register a mobile push token."""
+    async def on_cid_buddy_list_remove_session_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMRemoveSessionNotify) -> Message | None:
+        """CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY (0x020f, s2c); no reply (return None). Push to the user's other devices: a session was deleted."""
 
     @abc.abstractmethod
-    async def on_cid_login_req_kickpcclient(self, ctx: Context, msg: IM_Login_pb2.IMKickPCClientReq) -> Message | None:
-        """CID_LOGIN_REQ_KICKPCCLIENT (0x010a, c2s); return the CID_LOGIN_RES_KICKPCCLIENT reply (IMKickPCClientRsp). Mobile client kicks the user's PC sessions."""
-
-    @abc.abstractmethod
-    async def on_cid_login_req_push_shield(self, ctx: Context, msg: IM_Login_pb2.IMPushShieldReq) -> Message | None:
-        """CID_LOGIN_REQ_PUSH_SHIELD (0x010c, c2s); return the CID_LOGIN_RES_PUSH_SHIELD reply (IMPushShieldRsp). Set do-not-disturb."""
-
-    @abc.abstractmethod
-    async def on_cid_login_req_query_push_shield(self, ctx: Context, msg: IM_Login_pb2.IMQueryPushShieldReq) -> Message | None:
-        """CID_LOGIN_REQ_QUERY_PUSH_SHIELD (0x010e, c2s); return the CID_LOGIN_RES_QUERY_PUSH_SHIELD reply (IMQueryPushShieldRsp). Read do-not-disturb."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_recent_contact_session_request(self, ctx: Context, msg: IM_Buddy_pb2.IMRecentContactSessionReq) -> Message | None:
-        """CID_BUDDY_LIST_RECENT_CONTACT_SESSION_REQUEST (0x0201, c2s); return the CID_BUDDY_LIST_RECENT_CONTACT_SESSION_RESPONSE reply (IMRecentContactSessionRsp). Fetch recent sessions changed since a time."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_user_info_request(self, ctx: Context, msg: IM_Buddy_pb2.IMUsersInfoReq) -> Message | None:
-        """CID_BUDDY_LIST_USER_INFO_REQUEST (0x0204, c2s); return the CID_BUDDY_LIST_USER_INFO_RESPONSE reply (IMUsersInfoRsp). Fetch user profiles."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_remove_session_req(self, ctx: Context, msg: IM_Buddy_pb2.IMRemoveSessionReq) -> Message | None:
-        """CID_BUDDY_LIST_REMOVE_SESSION_REQ (0x0206, c2s); return the CID_BUDDY_LIST_REMOVE_SESSION_RES reply (IMRemoveSessionRsp). Delete a recent session."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_all_user_request(self, ctx: Context, msg: IM_Buddy_pb2.IMAllUserReq) -> Message | None:
-        """CID_BUDDY_LIST_ALL_USER_REQUEST (0x0208, c2s); return the CID_BUDDY_LIST_ALL_USER_RESPONSE reply (IMAllUserRsp). Incremental company directory sync."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_users_status_request(self, ctx: Context, msg: IM_Buddy_pb2.IMUsersStatReq) -> Message | None:
-        """CID_BUDDY_LIST_USERS_STATUS_REQUEST (0x020a, c2s); return the CID_BUDDY_LIST_USERS_STATUS_RESPONSE reply (IMUsersStatRsp). Presence query; msg forwards it to the router, which answers."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_change_avatar_request(self, ctx: Context, msg: IM_Buddy_pb2.IMChangeAvatarReq) -> Message | None:
-        """CID_BUDDY_LIST_CHANGE_AVATAR_REQUEST (0x020c, c2s); return the CID_BUDDY_LIST_CHANGE_AVATAR_RESPONSE reply (IMChangeAvatarRsp). Change the avatar URL (TeamTalk never answered it; we do)."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_department_request(self, ctx: Context, msg: IM_Buddy_pb2.IMDepartmentReq) -> Message | None:
-        """CID_BUDDY_LIST_DEPARTMENT_REQUEST (0x0210, c2s); return the CID_BUDDY_LIST_DEPARTMENT_RESPONSE reply (IMDepartmentRsp). Incremental department tree sync."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_change_sign_info_request(self, ctx: Context, msg: IM_Buddy_pb2.IMChangeSignInfoReq) -> Message | None:
-        """CID_BUDDY_LIST_CHANGE_SIGN_INFO_REQUEST (0x0213, c2s); return the CID_BUDDY_LIST_CHANGE_SIGN_INFO_RESPONSE reply (IMChangeSignInfoRsp). Set the personal signature."""
+    async def on_cid_buddy_list_sign_info_changed_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMSignInfoChangedNotify) -> Message | None:
+        """CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY (0x0215, s2c); no reply (return None). Push to every online user: a signature changed."""
 
     @abc.abstractmethod
     async def on_cid_msg_data(self, ctx: Context, msg: IM_Message_pb2.IMMsgData) -> Message | None:
         """CID_MSG_DATA (0x0301, both); return the CID_MSG_DATA_ACK reply (IMMsgDataAck). Send a chat message (client to server) or deliver one (server to client)."""
 
     @abc.abstractmethod
-    async def on_cid_msg_data_ack(self, ctx: Context, msg: IM_Message_pb2.IMMsgDataAck) -> Message | None:
-        """CID_MSG_DATA_ACK (0x0302, both); no reply (return None). Server to sender: stored with this msg_id. Client to server: delivered message received."""
+    async def on_cid_msg_read_notify(self, ctx: Context, msg: IM_Message_pb2.IMMsgDataReadNotify) -> Message | None:
+        """CID_MSG_READ_NOTIFY (0x0304, s2c); no reply (return None). Push to the user's other devices: a session was read."""
 
     @abc.abstractmethod
-    async def on_cid_msg_read_ack(self, ctx: Context, msg: IM_Message_pb2.IMMsgDataReadAck) -> Message | None:
-        """CID_MSG_READ_ACK (0x0303, c2s); no reply (return None). Mark a session read; clears its unread count."""
+    async def on_cid_group_change_member_notify(self, ctx: Context, msg: IM_Group_pb2.IMGroupChangeMemberNotify) -> Message | None:
+        """CID_GROUP_CHANGE_MEMBER_NOTIFY (0x040b, s2c); no reply (return None). Push to current and changed members: membership changed."""
 
     @abc.abstractmethod
-    async def on_cid_msg_time_request(self, ctx: Context, msg: IM_Message_pb2.IMClientTimeReq) -> Message | None:
-        """CID_MSG_TIME_REQUEST (0x0305, c2s); return the CID_MSG_TIME_RESPONSE reply (IMClientTimeRsp). Clock sync request."""
-
-    @abc.abstractmethod
-    async def on_cid_msg_unread_cnt_request(self, ctx: Context, msg: IM_Message_pb2.IMUnreadMsgCntReq) -> Message | None:
-        """CID_MSG_UNREAD_CNT_REQUEST (0x0307, c2s); return the CID_MSG_UNREAD_CNT_RESPONSE reply (IMUnreadMsgCntRsp). Fetch the unread summary."""
-
-    @abc.abstractmethod
-    async def on_cid_msg_list_request(self, ctx: Context, msg: IM_Message_pb2.IMGetMsgListReq) -> Message | None:
-        """CID_MSG_LIST_REQUEST (0x0309, c2s); return the CID_MSG_LIST_RESPONSE reply (IMGetMsgListRsp). Page a session's history."""
-
-    @abc.abstractmethod
-    async def on_cid_msg_get_latest_msg_id_req(self, ctx: Context, msg: IM_Message_pb2.IMGetLatestMsgIdReq) -> Message | None:
-        """CID_MSG_GET_LATEST_MSG_ID_REQ (0x030b, c2s); return the CID_MSG_GET_LATEST_MSG_ID_RSP reply (IMGetLatestMsgIdRsp). Fetch a session's newest msg_id."""
-
-    @abc.abstractmethod
-    async def on_cid_msg_get_by_msg_id_req(self, ctx: Context, msg: IM_Message_pb2.IMGetMsgByIdReq) -> Message | None:
-        """CID_MSG_GET_BY_MSG_ID_REQ (0x030d, c2s); return the CID_MSG_GET_BY_MSG_ID_RES reply (IMGetMsgByIdRsp). Fetch messages by id."""
-
-    @abc.abstractmethod
-    async def on_cid_group_normal_list_request(self, ctx: Context, msg: IM_Group_pb2.IMNormalGroupListReq) -> Message | None:
-        """CID_GROUP_NORMAL_LIST_REQUEST (0x0401, c2s); return the CID_GROUP_NORMAL_LIST_RESPONSE reply (IMNormalGroupListRsp). List the user's fixed groups."""
-
-    @abc.abstractmethod
-    async def on_cid_group_info_request(self, ctx: Context, msg: IM_Group_pb2.IMGroupInfoListReq) -> Message | None:
-        """CID_GROUP_INFO_REQUEST (0x0403, c2s); return the CID_GROUP_INFO_RESPONSE reply (IMGroupInfoListRsp). Fetch profiles of groups that changed."""
-
-    @abc.abstractmethod
-    async def on_cid_group_create_request(self, ctx: Context, msg: IM_Group_pb2.IMGroupCreateReq) -> Message | None:
-        """CID_GROUP_CREATE_REQUEST (0x0405, c2s); return the CID_GROUP_CREATE_RESPONSE reply (IMGroupCreateRsp). Create a TMP group."""
-
-    @abc.abstractmethod
-    async def on_cid_group_change_member_request(self, ctx: Context, msg: IM_Group_pb2.IMGroupChangeMemberReq) -> Message | None:
-        """CID_GROUP_CHANGE_MEMBER_REQUEST (0x0407, c2s); return the CID_GROUP_CHANGE_MEMBER_RESPONSE reply (IMGroupChangeMemberRsp). Add or remove group members."""
-
-    @abc.abstractmethod
-    async def on_cid_group_shield_group_request(self, ctx: Context, msg: IM_Group_pb2.IMGroupShieldReq) -> Message | None:
-        """CID_GROUP_SHIELD_GROUP_REQUEST (0x0409, c2s); return the CID_GROUP_SHIELD_GROUP_RESPONSE reply (IMGroupShieldRsp). Mute or unmute a group's pushes."""
-
-    @abc.abstractmethod
-    async def on_cid_file_request(self, ctx: Context, msg: IM_File_pb2.IMFileReq) -> Message | None:
-        """CID_FILE_REQUEST (0x0506, c2s); return the CID_FILE_RESPONSE reply (IMFileRsp). Offer a file to another user."""
-
-    @abc.abstractmethod
-    async def on_cid_file_has_offline_req(self, ctx: Context, msg: IM_File_pb2.IMFileHasOfflineReq) -> Message | None:
-        """CID_FILE_HAS_OFFLINE_REQ (0x0509, c2s); return the CID_FILE_HAS_OFFLINE_RES reply (IMFileHasOfflineRsp). List offline files waiting for the user."""
-
-    @abc.abstractmethod
-    async def on_cid_file_add_offline_req(self, ctx: Context, msg: IM_File_pb2.IMFileAddOfflineReq) -> Message | None:
-        """CID_FILE_ADD_OFFLINE_REQ (0x050b, c2s); no reply (return None). An offline upload finished; record it and notify the receiver."""
-
-    @abc.abstractmethod
-    async def on_cid_file_del_offline_req(self, ctx: Context, msg: IM_File_pb2.IMFileDelOfflineReq) -> Message | None:
-        """CID_FILE_DEL_OFFLINE_REQ (0x050c, c2s); no reply (return None). Delete an offline file record after download."""
+    async def on_cid_file_notify(self, ctx: Context, msg: IM_File_pb2.IMFileNotify) -> Message | None:
+        """CID_FILE_NOTIFY (0x0508, s2c); no reply (return None). Push to the receiver's devices: a file is offered or an offline file is ready."""
 
     @abc.abstractmethod
     async def on_cid_switch_p2p_cmd(self, ctx: Context, msg: IM_SwitchService_pb2.IMP2PCmdMsg) -> Message | None:
         """CID_SWITCH_P2P_CMD (0x0601, both); no reply (return None). Opaque user-to-user command relayed to both users' devices; never stored."""
-
-    @abc.abstractmethod
-    async def on_cid_other_heartbeat(self, ctx: Context, msg: IM_Other_pb2.IMHeartBeat) -> Message | None:
-        """CID_OTHER_HEARTBEAT (0x0701, both); no reply (return None). Keep-alive; a client's heartbeat is echoed back, server links send their own."""
-
-    @abc.abstractmethod
-    async def on_cid_other_stop_recv_packet(self, ctx: Context, msg: IM_Server_pb2.IMStopReceivePacket) -> Message | None:
-        """CID_OTHER_STOP_RECV_PACKET (0x0702, s2s); no reply (return None). A biz instance is draining; stop sending it requests."""
-
-    @abc.abstractmethod
-    async def on_cid_other_validate_rsp(self, ctx: Context, msg: IM_Server_pb2.IMValidateRsp) -> Message | None:
-        """CID_OTHER_VALIDATE_RSP (0x0704, s2s); no reply (return None). Credential check result, biz to msg."""
 
     @abc.abstractmethod
     async def on_cid_other_server_kick_user(self, ctx: Context, msg: IM_Server_pb2.IMServerKickUser) -> Message | None:
@@ -473,12 +344,12 @@ class GatewayServiceBase(abc.ABC):
         """CID_EXT_MSG_BURN (0x1005, both); return the CID_MSG_DATA_ACK reply (IMMsgDataAck). Send or deliver a burn-after-reading message: the body is an ordinary IMMsgData; the command id alone marks it, so its stage policy can differ."""
 
     @abc.abstractmethod
-    async def on_cid_ext_msg_burn_read(self, ctx: Context, msg: IM_Ext_pb2.IMBurnReadReq) -> Message | None:
-        """CID_EXT_MSG_BURN_READ (0x1006, c2s); no reply (return None). The recipient read a burn-after-reading message."""
+    async def on_cid_ext_msg_burned_notify(self, ctx: Context, msg: IM_Ext_pb2.IMBurnedNotify) -> Message | None:
+        """CID_EXT_MSG_BURNED_NOTIFY (0x1007, s2c); no reply (return None). Push to every device of both sides: erase the burned message."""
 
     @abc.abstractmethod
-    async def on_cid_ext_msg_recall_req(self, ctx: Context, msg: IM_Ext_pb2.IMMsgRecallReq) -> Message | None:
-        """CID_EXT_MSG_RECALL_REQ (0x1008, c2s); return the CID_EXT_MSG_RECALL_RSP reply (IMMsgRecallRsp). Recall a sent message."""
+    async def on_cid_ext_msg_recall_notify(self, ctx: Context, msg: IM_Ext_pb2.IMMsgRecallNotify) -> Message | None:
+        """CID_EXT_MSG_RECALL_NOTIFY (0x100a, s2c); no reply (return None). Push to every device of both sides: a message was recalled."""
 
     @abc.abstractmethod
     async def on_cid_ext_typing(self, ctx: Context, msg: IM_Ext_pb2.IMTypingNotify) -> Message | None:
@@ -487,6 +358,10 @@ class GatewayServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_ext_signal(self, ctx: Context, msg: IM_Ext_pb2.IMEphemeralSignal) -> Message | None:
         """CID_EXT_SIGNAL (0x100c, both); no reply (return None). Other ephemeral signals; never stored."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_msg_edit_notify(self, ctx: Context, msg: IM_Ext_pb2.IMMsgEditNotify) -> Message | None:
+        """CID_EXT_MSG_EDIT_NOTIFY (0x1019, s2c); no reply (return None). Push to every device of both sides: a message's text was replaced."""
 
 
 class LoginServiceBase(abc.ABC):
@@ -597,6 +472,7 @@ class MsgServiceBase(abc.ABC):
         0x1014: "on_cid_ext_ticket_verify_rsp",
         0x1016: "on_cid_ext_ticket_revoke_rsp",
         0x1017: "on_cid_ext_msg_edit_req",
+        0x101a: "on_cid_ext_password_login_req",
         0x1101: "on_cid_shake_req",
         0x1104: "on_cid_shake_share",
     }
@@ -816,6 +692,10 @@ class MsgServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_ext_msg_edit_req(self, ctx: Context, msg: IM_Ext_pb2.IMMsgEditReq) -> Message | None:
         """CID_EXT_MSG_EDIT_REQ (0x1017, c2s); return the CID_EXT_MSG_EDIT_RSP reply (IMMsgEditRsp). Replace the text of a sent message."""
+
+    @abc.abstractmethod
+    async def on_cid_ext_password_login_req(self, ctx: Context, msg: IM_Ext_pb2.IMPasswordLoginReq) -> Message | None:
+        """CID_EXT_PASSWORD_LOGIN_REQ (0x101a, c2s); return the CID_EXT_PASSWORD_LOGIN_RSP reply (IMLoginRes). Log in with the password, not its MD5 hex; refused outside a secure session."""
 
     @abc.abstractmethod
     async def on_cid_shake_req(self, ctx: Context, msg: IM_Plugin_Shake_pb2.IMShakeReq) -> Message | None:

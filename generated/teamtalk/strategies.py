@@ -53,7 +53,7 @@ ENUMS: dict[str, tuple[int, ...]] = {
     "IM.BaseDefine.UserStatType": (1, 2, 3),
     "IM.Ext.AeadSuite": (1, 2),
     "IM.Ext.EditResult": (0, 1, 2, 3, 4),
-    "IM.Ext.ExtCmdID": (4097, 4098, 4099, 4100, 4101, 4102, 4103, 4104, 4105, 4106, 4107, 4108, 4109, 4110, 4111, 4112, 4113, 4114, 4115, 4116, 4117, 4118, 4119, 4120, 4121),
+    "IM.Ext.ExtCmdID": (4097, 4098, 4099, 4100, 4101, 4102, 4103, 4104, 4105, 4106, 4107, 4108, 4109, 4110, 4111, 4112, 4113, 4114, 4115, 4116, 4117, 4118, 4119, 4120, 4121, 4122, 4123),
     "IM.Ext.ExtServiceID": (16,),
     "IM.Ext.HandshakeResult": (0, 1, 2, 3),
     "IM.Ext.RecallResult": (0, 1, 2, 3),
@@ -352,6 +352,13 @@ MESSAGES: dict[str, MessageSpec] = {
         F("msg_id", 4, "uint32", "required"),
         F("result_code", 5, "enum", "required", ref="IM.Ext.RecallResult"),
         F("attach_data", 20, "bytes", "optional"),
+    )),
+    "IM.Ext.IMPasswordLoginReq": MessageSpec(IM_Ext_pb2.IMPasswordLoginReq, SYNTAX, (
+        F("user_name", 1, "string", "required", max_len=64, non_empty=True),
+        F("password", 2, "string", "required", max_len=256, non_empty=True),
+        F("online_status", 3, "enum", "required", ref="IM.BaseDefine.UserStatType"),
+        F("client_type", 4, "enum", "required", ref="IM.BaseDefine.ClientType"),
+        F("client_version", 5, "string", "optional", max_len=64),
     )),
     "IM.Ext.IMResumeTicketReq": MessageSpec(IM_Ext_pb2.IMResumeTicketReq, SYNTAX, (
         F("device_id", 1, "bytes", "optional", max_len=64),
@@ -914,6 +921,7 @@ IM_Ext_IMMsgEditRsp = STRATEGIES.valid("IM.Ext.IMMsgEditRsp")
 IM_Ext_IMMsgRecallNotify = STRATEGIES.valid("IM.Ext.IMMsgRecallNotify")
 IM_Ext_IMMsgRecallReq = STRATEGIES.valid("IM.Ext.IMMsgRecallReq")
 IM_Ext_IMMsgRecallRsp = STRATEGIES.valid("IM.Ext.IMMsgRecallRsp")
+IM_Ext_IMPasswordLoginReq = STRATEGIES.valid("IM.Ext.IMPasswordLoginReq")
 IM_Ext_IMResumeTicketReq = STRATEGIES.valid("IM.Ext.IMResumeTicketReq")
 IM_Ext_IMResumeTicketRsp = STRATEGIES.valid("IM.Ext.IMResumeTicketRsp")
 IM_Ext_IMSecureHandshakeReq = STRATEGIES.valid("IM.Ext.IMSecureHandshakeReq")

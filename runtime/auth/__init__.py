@@ -4,16 +4,19 @@ pool), login lockout, and resumption tickets (runtime.auth.tickets)."""
 from runtime.auth.authenticator import Authenticator, CredentialStore, LoginOutcome, LoginResult
 from runtime.auth.lockout import Lock, LockoutPolicy, LoginLimiter
 from runtime.auth.passwords import (
+    MD5_LOGIN_POLICIES,
     HashPolicy,
     PasswordHasher,
     PolicyError,
     cluster_hash_policy,
+    md5_login_policy,
     normalize_wire,
     wire_password,
 )
 from runtime.auth.pool import PoolBusy, VerifyPool
 
 __all__ = [
+    "MD5_LOGIN_POLICIES",
     "Authenticator",
     "CredentialStore",
     "HashPolicy",
@@ -27,6 +30,7 @@ __all__ = [
     "PoolBusy",
     "VerifyPool",
     "cluster_hash_policy",
+    "md5_login_policy",
     "normalize_wire",
     "wire_password",
 ]

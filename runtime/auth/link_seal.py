@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import struct
 
 from cryptography.exceptions import InvalidTag
@@ -23,6 +24,25 @@ TAG = 16
 _LEN = struct.Struct(">I")
 _NONCE = struct.Struct(">4xQ")
 DEFAULT_MAX_RECORD = (16 << 20) + 4096  # a link frame of 16 MiB and change, sealed
+
+
+# Which links ask to be sealed (config key `link_seal`): every link, links whose peer is not on a loopback
+# address (the default), or none. Either end asking seals the link; every link is authenticated anyway.
+SEAL_POLICIES = ("always", "between_hosts", "never")
+
+
+def wants_seal(policy: str, peer: str) -> bool:
+    """Whether this end asks to seal a link to `peer` (`host:port`): always, never, or unless the peer is on
+    a loopback address (the same host; the other end decides for itself too, and either one asking seals)."""
+    if policy == "always":
+        return True
+    if policy == "never":
+        return False
+    host = peer.rsplit(":", 1)[0].strip("[]")
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 class SealError(Exception):

@@ -23,6 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 _HEX = frozenset(string.hexdigits)
 MAX_WIRE_PASSWORD = 1024  # longer inputs are refused before hashing (argon2 cost must not be attacker-driven)
+MAX_PLAIN_PASSWORD = 256  # UTF-8 bytes of a password sent itself (IMPasswordLoginReq), before its MD5 hex
 MIN_MEMORY_KIB, MAX_MEMORY_KIB = 1024, 4 * 1024 * 1024
 MAX_TIME_COST, MAX_PARALLELISM = 64, 64
 
@@ -90,6 +91,29 @@ def cluster_hash_policy(cluster_config: Mapping[str, Any]) -> HashPolicy:
     biz = services.get("biz") if isinstance(services, Mapping) else None
     auth = biz.get("auth") if isinstance(biz, Mapping) else None
     return HashPolicy.from_config(auth if isinstance(auth, Mapping) else None)
+
+
+# `services.biz.auth.md5_login`: where a login with TeamTalk's MD5-hex credential is accepted. The MD5 hex
+# of the password is a password equivalent: whoever captures it (a clear-text TeamTalk login, a fake server)
+# logs in with it. Our clients log in with the password itself inside the secure session
+# (CID_EXT_PASSWORD_LOGIN_REQ) and never send it. "allow": everywhere (TeamTalk's behaviour, the default);
+# "secure_only": only inside a secure session (nothing to capture off the wire; original TeamTalk clients,
+# which never open one, are refused); "refuse": nowhere (a harvested MD5 value is worthless; only our
+# clients and tickets log in).
+MD5_LOGIN_POLICIES = ("allow", "secure_only", "refuse")
+
+
+def md5_login_policy(cluster_config: Mapping[str, Any]) -> str:
+    """The cluster's `services.biz.auth.md5_login` (default "allow"); PolicyError names a bad value."""
+    services = cluster_config.get("services")
+    biz = services.get("biz") if isinstance(services, Mapping) else None
+    auth = biz.get("auth") if isinstance(biz, Mapping) else None
+    value = auth.get("md5_login", "allow") if isinstance(auth, Mapping) else "allow"
+    if value not in MD5_LOGIN_POLICIES:
+        raise PolicyError(
+            f"services.biz.auth.md5_login must be one of {', '.join(MD5_LOGIN_POLICIES)} (got {value!r})"
+        )
+    return str(value)
 
 
 def wire_password(plaintext: str) -> str:

@@ -17,18 +17,24 @@ from typing import Any
 
 import yaml
 
+from runtime.auth.link_seal import SEAL_POLICIES
 from runtime.services.registry_table import SERVICE_TABLE, BadServiceClass, ServiceRef, start_rank
 
-# Per-service defaults. `http_port: preferred:8080` means "8080 if it is free, else any free port".
+# Per-service defaults. `http_port: preferred:8080` means "8080 if it is free, else any free port" (for every
+# instance: N, N+1, ...). Two of every service that holds no state of its own, so a killed worker leaves one
+# serving while it restarts; biz is one on SQLite (one writer; docs/cluster.md) and two on PostgreSQL
+# (BIZ_INSTANCES); the blob store keeps one folder.
 DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
-    "login": {"instances": 1, "http_port": "preferred:8080", "client_port": 0, "internal_port": 0},
+    "login": {"instances": 2, "http_port": "preferred:8080", "client_port": 0, "internal_port": 0},
     "msg": {"instances": 2, "client_port": 0, "max_conn": 100000},
     "router": {"instances": 2},
     "biz": {"instances": 1},
-    "file": {"instances": 1},
+    "file": {"instances": 2},
     "storage": {"instances": 1},
-    "gateway": {"instances": 1, "http_port": 0},
+    "gateway": {"instances": 2, "http_port": 0},
 }
+# biz instances when the config does not say, per storage backend.
+BIZ_INSTANCES: dict[str, int] = {"sqlite": 1, "postgres": 2}
 # The SQLite database is `<dir>/ttgen.db`; `dir` defaults to data_dir (relative paths: under data_dir).
 DEFAULT_STORAGE: dict[str, Any] = {"backend": "sqlite", "encrypt_at_rest": True}
 TOP_LEVEL_KEYS = frozenset(
@@ -41,6 +47,7 @@ TOP_LEVEL_KEYS = frozenset(
         "only",
         "join",
         "secret_file",
+        "link_seal",
         "spec",
         "storage",
         "services",
@@ -121,6 +128,7 @@ class ClusterConfig:
     only: tuple[str, ...] = ()  # the services this host runs (empty: all); the rest run on other hosts
     join: str | None = None  # the database of the cluster this host joins (sets storage and discovery)
     secret_file: Path | None = None  # the cluster secret internal links prove; None: <data_dir>/cluster.key
+    link_seal: str = "between_hosts"  # which internal links are sealed: runtime.auth.link_seal.SEAL_POLICIES
     spec: str = "teamtalk"
     storage: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_STORAGE))
     services: Mapping[str, ServiceConfig] = field(default_factory=dict)
@@ -189,6 +197,7 @@ class ClusterConfig:
             **({"only": list(self.only)} if self.only else {}),
             **({"join": self.join} if self.join else {}),
             "secret_file": str(self.secret_path),
+            "link_seal": self.link_seal,
             "spec": self.spec,
             "storage": dict(self.storage),
             "plugins": list(self.plugins),
@@ -231,7 +240,10 @@ def resolve_preferred_ports(config: ClusterConfig) -> ClusterConfig:
         for key, value in svc.options.items():
             if isinstance(value, str) and value.startswith("preferred:"):
                 wanted = int(value.split(":", 1)[1])
-                options[key] = wanted if port_is_free(config.host, wanted) else 0
+                # A fixed port is offset by the instance number: every instance's must be free.
+                ports = [wanted + i for i in range(svc.instances)]
+                free = all(p <= 65535 and port_is_free(config.host, p) for p in ports)
+                options[key] = wanted if free else 0
         services[name] = replace(svc, options=options)
     return replace(config, services=services)
 
@@ -307,6 +319,14 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
     if not isinstance(secret_file, str) or not secret_file:
         raise ConfigError("secret_file", f"must be a file path (got {secret_file!r})", source)
     secret_path = data_path / Path(secret_file).expanduser()  # relative: under data_dir
+    link_seal = doc.get("link_seal", "between_hosts")
+    if link_seal not in SEAL_POLICIES:
+        raise ConfigError(
+            "link_seal",
+            f"must be one of {', '.join(SEAL_POLICIES)} (got {link_seal!r}): which internal links are "
+            "encrypted (between_hosts: links whose peer is not on a loopback address)",
+            source,
+        )
     spec = doc.get("spec", "teamtalk")
     if not isinstance(spec, str) or not (spec == "" or spec.isidentifier()):
         raise ConfigError("spec", f"must name a generated stack, e.g. teamtalk (got {spec!r})", source)
@@ -360,6 +380,10 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         raise ConfigError("storage.encrypt_at_rest", f"must be true or false (got {got!r})", source)
     services_raw = _mapping(doc.get("services"), "services", source)
     names = list(DEFAULT_SERVICES) + [n for n in services_raw if n not in DEFAULT_SERVICES]
+    biz_raw = services_raw.get("biz")
+    if biz_raw is None or (isinstance(biz_raw, Mapping) and "instances" not in biz_raw):
+        biz_raw = {**(biz_raw or {}), "instances": BIZ_INSTANCES[storage["backend"]]}
+        services_raw["biz"] = biz_raw
     services = {name: _service(name, services_raw.get(name), source) for name in names}
     plugins = doc.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
@@ -429,6 +453,7 @@ def parse_config(raw: Any, *, source: str | None = None, base_dir: Path | None =
         only=only,
         join=join,
         secret_file=secret_path,
+        link_seal=link_seal,
         spec=spec,
         storage=storage,
         services=services,

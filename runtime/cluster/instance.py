@@ -123,7 +123,7 @@ def make_context(
         internal_host=config.internal_host,
         advertise_host=config.advertise_host,
         internal_advertise_host=config.internal_advertise_host,
-        link_auth=LinkAuth(cluster_secret(config.secret_path)),
+        link_auth=LinkAuth(cluster_secret(config.secret_path), config.link_seal),
         servers=servers,
         local=local,
         log=logging.getLogger("ttgen"),

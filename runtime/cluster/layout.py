@@ -3,8 +3,9 @@
 - `split`: one process per service instance (ARCHITECTURE.md's original topology). Every internal link is a
   TCP connection.
 - `sharded`: shard k is msg-k together with biz-k and router-k (those that exist) in one process; a link
-  between two roles of one shard is an in-process link (runtime.inprocess: frames handed over as
-  objects once per loop iteration, no socket), and only traffic between shards uses TCP links. Every other
+  between two roles of one shard is an in-process link (runtime.inprocess: bytes handed over once per
+  loop iteration, no socket), msg stores into its shard's biz and relays through its shard's router by direct
+  calls (no frame at all), and only traffic between shards uses TCP links. Every other
   instance (login, file, gateway, storage, the biz and router instances beyond the msg count) keeps a process
   of its own.
 

@@ -11,7 +11,9 @@ version, duplicate flag, and the members when the sender's cache is stale).
 link to biz is lost before an answer (biz answers a copy it already stored with that message, by the client
 msg id or by the token, so the message is stored once), and what an answer means (`StoreResult`). msg drives
 one from link callbacks (runtime.services.msg.chat); the gateway awaits one (runtime.services.gateway.
-client_api).
+client_api). When msg's biz shares its process (the sharded layout, runtime.inprocess) msg calls biz's
+`DirectStore.store` instead: the same request object, answered by a callback with the same reply object
+(`StoreAttempt.answer_message`), with no frame encoded, decoded or sent.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import enum
 import itertools
 import os
 import struct
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 _REPLY = struct.Struct(">IIB")  # biz -> msg IMMsgData reply envelope: result, group version, duplicate
 _VERSION = struct.Struct(">I")
@@ -159,7 +161,7 @@ class StoreAttempt:
     `retry_delay()` says how long to wait before sending `resend()`, or None: give up (the client retries,
     and biz deduplicates by the client's msg id)."""
 
-    __slots__ = ("attempts", "delays", "msg", "request")
+    __slots__ = ("_request", "attempts", "delays", "msg")
 
     def __init__(
         self,
@@ -177,9 +179,16 @@ class StoreAttempt:
         elif msg.HasField("attach_data"):
             msg.ClearField("attach_data")
         self.msg = msg
-        self.request: bytes = msg.SerializeToString()
+        self._request: bytes | None = None  # serialized when first asked for (a direct call never asks)
         self.delays = tuple(STORE_RETRY_DELAYS if delays is None else delays)
         self.attempts = 0
+
+    @property
+    def request(self) -> bytes:
+        """The request to send: the message with the store request in its attach_data, serialized."""
+        if self._request is None:
+            self._request = self.msg.SerializeToString()
+        return self._request
 
     def retry_delay(self) -> float | None:
         """The answer was lost with the link (or there was no link): seconds to wait before `resend()`, or
@@ -198,13 +207,39 @@ class StoreAttempt:
             flagged = resend_request(msg.attach_data)
             if flagged is not None:
                 msg.attach_data = flagged
-                self.request = msg.SerializeToString()
+                self._request = None
         return self.request
 
     def answer(self, body: bytes | memoryview) -> StoreResult | None:
         """Biz's answer (the body of its reply); None for an empty one (biz failed without an answer)."""
         if not body:
             return None
-        reply: Any = type(self.msg).FromString(bytes(body))
+        return self.answer_message(type(self.msg).FromString(bytes(body)))
+
+    def answer_message(self, reply: Any) -> StoreResult | None:
+        """Biz's answer as a message object (a direct call, `DirectStore`; None: biz failed without one)."""
+        if reply is None:
+            return None
         result, version, duplicate, members = unpack_store_reply(reply.attach_data)
         return StoreResult(reply, result, version, duplicate, members)
+
+
+class DirectStore(Protocol):
+    """What biz offers a role of its own shard (runtime.inprocess): its one store path called as a function.
+
+    `store(user_id, msg, burn, done)` stores the IMMsgData `msg` (its `attach_data` the store request, as
+    `StoreAttempt` makes it) on behalf of the authenticated `user_id` and calls `done(reply)` once it is
+    committed, with what the link would have answered: the message itself, its msg id, create time and the
+    store reply in `attach_data` (None: storing failed without an answer). `msg` belongs to biz until then."""
+
+    def store(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> None: ...
+
+
+class DirectRelay(Protocol):
+    """What a router offers the msg server of its own shard (runtime.inprocess): a relay as a function call.
+
+    `relay_from(origin, command_id, body, done)` forwards the relay `body` (the envelope, `relay_head`, then
+    the message) as if it had arrived on `origin` (the router's end of the msg server's in-process link: it
+    is never sent back there) and calls `done()` once every copy is confirmed by its msg server (or lost)."""
+
+    def relay_from(self, origin: Any, command_id: int, body: bytes, done: Callable[[], object]) -> None: ...

@@ -13,6 +13,7 @@ status notice to the user's own mobiles is not coalesced, and status queries are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from runtime.dispatch import Context, Dispatcher
@@ -192,6 +193,7 @@ class RouterService(Service):
             registry=self.ctx.registry,
             auth=self.ctx.link_auth,
             name="router<-msg",
+            local=self,  # this shard's msg server relays by direct calls (DirectRelay, runtime.inprocess)
         )
         self._endpoints = publish_endpoints(self.ctx, {"internal": self._server.port})
 
@@ -379,46 +381,55 @@ class RouterService(Service):
     def _relay(self, ctx: Context) -> None:
         """Forward a relayed frame as it came (the envelope included) to the servers holding its targets
         (every other server for a broadcast); confirm it to its sender once every copy is confirmed."""
-        self.m_relayed.inc()
         if not isinstance(ctx, LinkContext) or not ctx.frame.flag & FLAG_RELAY:
+            self.m_relayed.inc()
             return  # not a relay (nothing to forward): answered empty
-        origin = ctx.internal
-        targets = ctx.targets
+        ctx.defer()
+        frame = ctx.frame
+        self.relay_from(ctx.internal, frame.command_id, frame.body, ctx.answer_empty)
+
+    def relay_from(
+        self, origin: Link, command_id: int, body: bytes | memoryview, done: Callable[[], object]
+    ) -> None:
+        """Forward the relay `body` (envelope included) from the msg server at `origin` to the servers
+        holding its targets; `done()` once every copy is confirmed (or lost), at once if there is none. The
+        relay handlers above call it for frames; a msg server of this shard calls it directly
+        (runtime.services.contracts.DirectRelay), `origin` being the link its own relays would arrive on."""
+        self.m_relayed.inc()
+        targets, start = relay_targets(body)
         if targets is None:
             dests = [link for link in self.links if link is not origin]
             self.m_broadcasts.inc()
         else:
             dests = [link for link in self.table.links_for(targets) if link is not origin]
             push = self.push
-            if push is not None and ctx.frame.command_id in push.chat_ids:
-                _, start = relay_targets(ctx.frame.body)  # a forwarded frame's body has the envelope
-                push.on_chat(ctx.frame.command_id, bytes(ctx.frame.body[start:]), targets)
+            if push is not None and command_id in push.chat_ids:
+                push.on_chat(command_id, bytes(body[start:]), targets)
         if not dests:
+            done()
             return
-        ctx.defer()
-        frame = ctx.frame
-        body = frame.body if type(frame.body) is bytes else bytes(frame.body)
-        confirm = _Countdown(len(dests), ctx)
+        data = body if type(body) is bytes else bytes(body)
+        confirm = _Countdown(len(dests), done)
         for link in dests:
-            if link.request(frame.command_id, body, confirm, flag=FLAG_RELAY):
+            if link.request(command_id, data, confirm, flag=FLAG_RELAY):
                 self.m_forwarded.inc()
             else:
                 confirm(None)
 
 
 class _Countdown:
-    """Confirms a relay to its sender after `n` replies (or losses) from the destinations arrived."""
+    """Confirms a relay to its sender (`done()`) after `n` replies (or losses) from the destinations."""
 
-    __slots__ = ("ctx", "n")
+    __slots__ = ("done", "n")
 
-    def __init__(self, n: int, ctx: LinkContext) -> None:
+    def __init__(self, n: int, done: Callable[[], object]) -> None:
         self.n = n
-        self.ctx = ctx
+        self.done = done
 
     def __call__(self, _frame: Frame | None) -> None:
         self.n -= 1
         if self.n == 0:
-            self.ctx.answer_empty()
+            self.done()
 
 
 _MASTER = "router_master"  # link data key: the msg server chose this router as its master

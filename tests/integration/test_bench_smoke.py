@@ -111,7 +111,7 @@ def test_target_a_running_cluster_and_report_refused_logins(tmp_path: Path) -> N
         "  msg: {instances: 1, max_conn: 30}\n"
         "  router: {instances: 1}\n"
         "  biz: {auth: {time_cost: 1, memory_cost: 1024, parallelism: 1}}\n"
-        "  login: {http_port: 0}\n"
+        "  login: {instances: 1, http_port: 0}\n"
         "  storage: {instances: 0}\n"
         "  file: {instances: 0}\n"
         "  gateway: {instances: 0}\n"

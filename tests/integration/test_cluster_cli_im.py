@@ -28,7 +28,7 @@ CONFIG = {
         "storage": {"instances": 0},
         "file": {"instances": 0},
         "gateway": {"instances": 0},
-        "login": {"http_port": 0},
+        "login": {"instances": 1, "http_port": 0},
     },
 }
 
@@ -319,7 +319,7 @@ def test_chat_waits_out_a_restart_and_resumes_with_its_ticket(tmp_path: Path, cl
         "services": {
             **CONFIG["services"],  # type: ignore[dict-item]
             # The chat finds the restarted msg servers through the login service: only its port is fixed.
-            "login": {"http_port": _free_port()},
+            "login": {"instances": 1, "http_port": _free_port()},
         },
     }
     config_file = tmp_path / "ttgen.yaml"

@@ -79,3 +79,42 @@ def test_a_sharded_process_cluster_runs_one_worker_per_shard(tmp_path: Path, clu
             await sup.stop()
 
     asyncio.run(main())
+
+
+def test_a_msg_server_stores_and_relays_through_its_shards_roles_by_direct_calls(
+    tmp_path: Path, cluster_layout: str
+) -> None:
+    async def body(c: TestCluster) -> None:
+        msg0, msg1 = c.services("msg")
+        (biz0,) = c.services("biz")
+        sharded = cluster_layout == "sharded"
+        # the in-process link to biz carries biz itself for direct calls; a TCP link never does
+        assert (msg0.biz_link().local_peer is biz0) is sharded
+        assert msg1.biz_link().local_peer is None
+        a, b = await c.login("user00", 0), await c.login("user01", 1)
+        before = biz0._m_requests.value
+        first = await a.text(b.user_id, b"direct", client_msg_id=7)
+        again = await a.text(b.user_id, b"direct", client_msg_id=7)  # a retransmit: stored once
+        other = await a.text(b.user_id, b"direct too")
+        assert first.msg_id > 0 and again.msg_id == first.msg_id and other.msg_id > first.msg_id
+        # msg 0's stores reached biz without a frame on the link only in the sharded layout
+        assert (biz0._m_requests.value == before) is sharded
+        from_b = await b.text(a.user_id, b"over tcp")  # msg 1 (shard 1) stores over its TCP link
+        assert from_b.msg_id > other.msg_id
+        assert biz0._m_requests.value > before
+        got = await b.wait_for("CID_MSG_DATA", count=2)
+        expected = [(first.msg_id, b"direct"), (other.msg_id, b"direct too")]
+        assert [(m.msg_id, m.msg_data) for m in got] == expected
+        assert all(m.from_user_id == a.user_id for m in got)
+        (got_a,) = await a.wait_for("CID_MSG_DATA", count=1)
+        assert (got_a.msg_id, got_a.msg_data) == (from_b.msg_id, b"over tcp")
+        # relays to the shard's own router are direct calls too, confirmed like frames
+        router0 = next(r for r in c.services("router") if r.ctx.instance == 0)
+        assert (msg0.routers.master.local_peer is router0) is sharded
+        for _ in range(50):
+            if not msg0.routers._outbox:
+                break
+            await asyncio.sleep(0.02)
+        assert not msg0.routers._outbox and not msg0.routers._in_flight
+
+    run_in_cluster(tmp_path, body)

@@ -157,3 +157,85 @@ def test_a_failing_webhook_is_retried_and_counted(tmp_path: Path) -> None:
             await runner.cleanup()
 
     asyncio.run(main())
+
+
+def test_shield_off_resumes_pushes_and_the_query_reports_it(tmp_path: Path) -> None:
+    """Push shield is TeamTalk's on/off do-not-disturb (PushShieldStatus: no hours in its data): set and
+    cleared by the user's own client, read back by the query, and obeyed for each message at the time it is
+    stored."""
+
+    async def body(c: TestCluster) -> None:
+        bob = c.users["user01"]
+        phone = await register(c, "user01", "tok-bob")
+        assert (await phone.call("CID_LOGIN_REQ_PUSH_SHIELD", user_id=0, shield_status=1)).result_code == 0
+        query = await phone.call("CID_LOGIN_REQ_QUERY_PUSH_SHIELD", user_id=0)
+        assert (query.result_code, query.shield_status) == (0, 1)
+        refused = await phone.call("CID_LOGIN_REQ_PUSH_SHIELD", user_id=0, shield_status=7)
+        assert refused.result_code != 0  # neither on nor off: refused, the shield stays on
+        await phone.close()
+        alice = await c.login("user00", 0)
+        await alice.text(bob, b"while shielded")
+        assert await settle(c, 1, timeout=0.5) == []
+        phone = await c.login("user01", 1, IOS)
+        query = await phone.call("CID_LOGIN_REQ_QUERY_PUSH_SHIELD", user_id=0)
+        assert query.shield_status == 1
+        assert (await phone.call("CID_LOGIN_REQ_PUSH_SHIELD", user_id=0, shield_status=0)).result_code == 0
+        await phone.close()
+        await asyncio.sleep(0.2)
+        ack = await alice.text(bob, b"shield off")
+        (note,) = await settle(c, 1)
+        assert (note.user_id, note.msg_id, note.preview) == (bob, ack.msg_id, "shield off")
+        assert sum(r.push.m_shielded.value for r in c.services("router")) == 1
+
+    run_in_cluster(tmp_path, body, router={"push": {"sink": "local"}})
+
+
+@pytest.mark.parametrize(("status", "attempts"), [(503, 3), (400, 1)], ids=["retried-then-dropped", "final"])
+def test_a_failing_webhook_is_given_up_and_counted(tmp_path: Path, status: int, attempts: int) -> None:
+    """5xx/429 are retried up to `max_attempts` in all, any other error status is final: then the notification
+    is dropped and counted as failed, and the router goes on (the next message is pushed)."""
+    hits: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        doc = await request.json()
+        hits.append(doc["preview"])
+        return web.Response(status=200 if doc["preview"] == "next" else status)
+
+    async def body(c: TestCluster) -> None:
+        await (await register(c, "user01", "tok")).close()
+        alice = await c.login("user00", 0)
+        await alice.text(c.users["user01"], b"doomed")
+        await alice.text(c.users["user01"], b"next")
+        routers = c.services("router")
+        for _ in range(300):
+            if sum(r.push_dispatcher.m_sent.value + r.push_dispatcher.m_failed.value for r in routers) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # no further attempt comes
+        # Each router has its own queue: the two messages may go through either, in any order.
+        assert sorted(hits) == ["doomed"] * attempts + ["next"]
+        assert sum(r.push_dispatcher.m_failed.value for r in routers) == 1
+        assert sum(r.push_dispatcher.m_retries.value for r in routers) == attempts - 1
+        assert sum(r.push_dispatcher.m_sent.value for r in routers) == 1
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/push", hook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            push = {
+                "sink": "webhook",
+                "url": f"http://127.0.0.1:{port}/push",
+                "backoff": 0.02,
+                "timeout": 2,
+                "max_attempts": 3,
+            }
+            await asyncio.to_thread(run_in_cluster, tmp_path, body, router={"push": push})
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())

@@ -92,6 +92,10 @@ export declare class Client {
   typing(args?: Commands["typing"][0]): Promise<Commands["typing"][1]>;
   /** recall: Recall a message the user sent, within the recall window. */
   recall(args?: Commands["recall"][0]): Promise<Commands["recall"][1]>;
+  /** edit: Replace the text of a text message the user sent, within the edit window; every device of both sides (every member for a group) gets an edit event, and history shows the new text. */
+  edit(args?: Commands["edit"][0]): Promise<Commands["edit"][1]>;
+  /** discovery: Where a client finds the cluster (the discovery URL the login service hands out): this gateway's URLs, the login services' lookup URLs, the msg and file servers' TCP listeners, the blob store. */
+  discovery(args?: Commands["discovery"][0]): Promise<Commands["discovery"][1]>;
   /** upload: Store a file (multipart part `file`) for a message to carry. */
   upload(args?: Commands["upload"][0]): Promise<Commands["upload"][1]>;
   /** ping: Answers nothing more (keeps a connection busy). */

@@ -579,6 +579,24 @@ export class Client {
   }
 
   /**
+   * edit: Replace the text of a text message the user sent, within the edit window; every device of both sides (every member for a group) gets an edit event, and history shows the new text.
+   * @param {import("./protocol.js").EditRequest} [args]
+   * @returns {Promise<import("./protocol.js").EditReply>}
+   */
+  edit(args = {}) {
+    return this.call("edit", args);
+  }
+
+  /**
+   * discovery: Where a client finds the cluster (the discovery URL the login service hands out): this gateway's URLs, the login services' lookup URLs, the msg and file servers' TCP listeners, the blob store.
+   * @param {import("./protocol.js").DiscoveryRequest} [args]
+   * @returns {Promise<import("./protocol.js").DiscoveryReply>}
+   */
+  discovery(args = {}) {
+    return this.call("discovery", args);
+  }
+
+  /**
    * upload: Store a file (multipart part `file`) for a message to carry.
    * @param {import("./protocol.js").UploadRequest} [args]
    * @returns {Promise<import("./protocol.js").UploadReply>}

@@ -118,6 +118,12 @@ export interface IM_BaseDefine_UserStat {
   status: IM_BaseDefine_UserStatTypeName;
 }
 
+/** IM.Buddy.IMPCLoginStatusNotify: Pushed to a user's mobile devices when the user's PC client goes online or offline. (protobuf JSON form) */
+export interface IM_Buddy_IMPCLoginStatusNotify {
+  user_id: number;
+  /** ONLINE or OFFLINE: the state of the user's PC client. */ login_stat: IM_BaseDefine_UserStatTypeName;
+}
+
 /** IM.Buddy.IMUserStatNotify: Pushed to PC clients when a user's presence changes; presence is company-wide. (protobuf JSON form) */
 export interface IM_Buddy_IMUserStatNotify {
   user_stat: IM_BaseDefine_UserStat;
@@ -221,6 +227,19 @@ export interface Message {
   data_b64: string;
   burn: boolean;
   file?: File;
+}
+
+/** A TCP listener of a service (msg, file) as discovery lists it. */
+export interface Address {
+  host: string;
+  port: number;
+}
+
+/** Where this gateway answers (as the client reached it). */
+export interface GatewayUrls {
+  api: string;
+  websocket: string;
+  page: string;
 }
 
 /** A user's presence. */
@@ -399,6 +418,28 @@ export interface RecallRequest {
 export interface RecallReply extends Answer {
 }
 
+/** edit: Replace the text of a text message the user sent, within the edit window; every device of both sides (every member for a group) gets an edit event, and history shows the new text. */
+export interface EditRequest {
+  session_id: number;
+  session_type: IM_BaseDefine_SessionType;
+  msg_id: number;
+  text: string;
+}
+export interface EditReply extends Answer {
+  edit_time: number;
+}
+
+/** discovery: Where a client finds the cluster (the discovery URL the login service hands out): this gateway's URLs, the login services' lookup URLs, the msg and file servers' TCP listeners, the blob store. */
+export interface DiscoveryRequest {
+}
+export interface DiscoveryReply extends Answer {
+  gateway: GatewayUrls;
+  login: string[];
+  msg: Address[];
+  file: Address[];
+  blobs: string[];
+}
+
 /** upload: Store a file (multipart part `file`) for a message to carry. */
 export interface UploadRequest {
   file: unknown;
@@ -432,6 +473,8 @@ export interface Commands {
   "presence": [PresenceRequest, PresenceReply];
   "typing": [TypingRequest, TypingReply];
   "recall": [RecallRequest, RecallReply];
+  "edit": [EditRequest, EditReply];
+  "discovery": [DiscoveryRequest, DiscoveryReply];
   "upload": [UploadRequest, UploadReply];
   "ping": [PingRequest, PingReply];
 }
@@ -450,6 +493,18 @@ export interface MsgEvent {
   data_b64: string;
   burn: boolean;
   file?: File;
+}
+
+/** edit: A message's text was replaced by its sender (text null when the new data is not UTF-8). */
+export interface EditEvent {
+  type: "edit";
+  seq: number;
+  msg_id: number;
+  from: number;
+  to: number;
+  session_type: IM_BaseDefine_SessionType;
+  text?: string;
+  edit_time: number;
 }
 
 /** read: The user read a session on another device. */
@@ -521,9 +576,17 @@ export interface CidGroupChangeMemberNotifyEvent {
   data: IM_Group_IMGroupChangeMemberNotify;
 }
 
+/** CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY: The user's PC client came online or went offline (sent to the user's mobile-class sessions). */
+export interface CidBuddyListPcLoginStatusNotifyEvent {
+  type: "CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY";
+  seq: number;
+  data: IM_Buddy_IMPCLoginStatusNotify;
+}
+
 /** Event type -> event. */
 export interface Events {
   "msg": MsgEvent;
+  "edit": EditEvent;
   "read": ReadEvent;
   "receipt": ReceiptEvent;
   "kick": KickEvent;
@@ -533,6 +596,7 @@ export interface Events {
   "CID_EXT_MSG_RECALL_NOTIFY": CidExtMsgRecallNotifyEvent;
   "CID_EXT_TYPING": CidExtTypingEvent;
   "CID_GROUP_CHANGE_MEMBER_NOTIFY": CidGroupChangeMemberNotifyEvent;
+  "CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY": CidBuddyListPcLoginStatusNotifyEvent;
 }
 export type Event = Events[keyof Events];
 

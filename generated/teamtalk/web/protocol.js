@@ -59,6 +59,7 @@ export const MESSAGES = Object.freeze({
   "IM.BaseDefine.UnreadInfo": [["session_id", "int", 0], ["session_type", "enumname:IM.BaseDefine.SessionType", 0], ["unread_cnt", "int", 0], ["latest_msg_id", "int", 0], ["latest_msg_data", "string", 0], ["latest_msg_type", "enumname:IM.BaseDefine.MsgType", 0], ["latest_msg_from_user_id", "int", 0]],
   "IM.BaseDefine.UserInfo": [["user_id", "int", 0], ["user_gender", "int", 0], ["user_nick_name", "string", 0], ["avatar_url", "string", 0], ["department_id", "int", 0], ["email", "string", 0], ["user_real_name", "string", 0], ["user_tel", "string", 0], ["user_domain", "string", 0], ["status", "int", 0], ["sign_info", "string", 1]],
   "IM.BaseDefine.UserStat": [["user_id", "int", 0], ["status", "enumname:IM.BaseDefine.UserStatType", 0]],
+  "IM.Buddy.IMPCLoginStatusNotify": [["user_id", "int", 0], ["login_stat", "enumname:IM.BaseDefine.UserStatType", 0]],
   "IM.Buddy.IMUserStatNotify": [["user_stat", "message:IM.BaseDefine.UserStat", 0]],
   "IM.Buddy.IMUsersStatRsp": [["user_id", "int", 0], ["user_stat_list", "message:IM.BaseDefine.UserStat", 3], ["attach_data", "string", 1]],
   "IM.Ext.IMBurnedNotify": [["from_user_id", "int", 0], ["to_session_id", "int", 0], ["session_type", "enumname:IM.BaseDefine.SessionType", 0], ["msg_id", "int", 0], ["reader_id", "int", 0], ["burn_time", "int", 0]],
@@ -74,6 +75,8 @@ export const TYPES = Object.freeze({
   "Recent": [["session_id", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["session_status", "int", 0], ["updated_time", "int", 0], ["latest_msg_id", "int", 0], ["latest_msg_type", "int", 0], ["latest_msg_from_user_id", "int", 0], ["latest_msg_text", "string", 1], ["latest_msg_data_b64", "string", 0]],
   "File": [["path", "string", 0], ["name", "string", 0], ["size", "int", 0], ["mime", "string", 0], ["url", "string", 1]],
   "Message": [["msg_id", "int", 0], ["from", "int", 0], ["to", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["msg_type", "int", 0], ["create_time", "int", 0], ["text", "string", 1], ["data_b64", "string", 0], ["burn", "bool", 0], ["file", "type:File", 1]],
+  "Address": [["host", "string", 0], ["port", "int", 0]],
+  "GatewayUrls": [["api", "string", 0], ["websocket", "string", 0], ["page", "string", 0]],
   "Status": [["user_id", "int", 0], ["status", "enum:IM.BaseDefine.UserStatType", 0]],
 });
 
@@ -96,6 +99,8 @@ export const COMMANDS = Object.freeze({
   "presence": {"method": "GET", "path": "/api/presence", "ws": true, "auth": true, "body": "json", "request": [["user_ids", "string", 0]], "reply": [["statuses", "type:Status", 2]]},
   "typing": {"method": "POST", "path": "/api/typing", "ws": true, "auth": true, "body": "json", "request": [["to", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["state", "enum:IM.Ext.TypingState", 0]], "reply": []},
   "recall": {"method": "POST", "path": "/api/recall", "ws": true, "auth": true, "body": "json", "request": [["session_id", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["msg_id", "int", 0]], "reply": []},
+  "edit": {"method": "POST", "path": "/api/edit", "ws": true, "auth": true, "body": "json", "request": [["session_id", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["msg_id", "int", 0], ["text", "string", 0]], "reply": [["edit_time", "int", 0]]},
+  "discovery": {"method": "GET", "path": "/api/discovery", "ws": false, "auth": false, "body": "json", "request": [], "reply": [["gateway", "type:GatewayUrls", 0], ["login", "string", 2], ["msg", "type:Address", 2], ["file", "type:Address", 2], ["blobs", "string", 2]]},
   "upload": {"method": "POST", "path": "/api/upload", "ws": false, "auth": true, "body": "multipart", "request": [["file", "json", 0]], "reply": [["file", "type:File", 0]]},
   "ping": {"method": "GET", "path": "/api/ping", "ws": true, "auth": true, "body": "json", "request": [], "reply": []},
 });
@@ -103,6 +108,7 @@ export const COMMANDS = Object.freeze({
 /** Gateway-to-client events by `type` (each also carries its `seq`). */
 export const EVENTS = Object.freeze({
   "msg": {"fields": [["msg_id", "int", 0], ["from", "int", 0], ["to", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["msg_type", "int", 0], ["create_time", "int", 0], ["text", "string", 1], ["data_b64", "string", 0], ["burn", "bool", 0], ["file", "type:File", 1]]},
+  "edit": {"fields": [["msg_id", "int", 0], ["from", "int", 0], ["to", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["text", "string", 1], ["edit_time", "int", 0]]},
   "read": {"fields": [["user_id", "int", 0], ["session_id", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["msg_id", "int", 0]]},
   "receipt": {"fields": [["reader", "int", 0], ["session_id", "int", 0], ["session_type", "enum:IM.BaseDefine.SessionType", 0], ["msg_id", "int", 0]]},
   "kick": {"fields": [["reason", "int", 0]]},
@@ -112,6 +118,7 @@ export const EVENTS = Object.freeze({
   "CID_EXT_MSG_RECALL_NOTIFY": {"fields": [["data", "message:IM.Ext.IMMsgRecallNotify", 0]]},
   "CID_EXT_TYPING": {"fields": [["data", "message:IM.Ext.IMTypingNotify", 0]]},
   "CID_GROUP_CHANGE_MEMBER_NOTIFY": {"fields": [["data", "message:IM.Group.IMGroupChangeMemberNotify", 0]]},
+  "CID_BUDDY_LIST_PC_LOGIN_STATUS_NOTIFY": {"fields": [["data", "message:IM.Buddy.IMPCLoginStatusNotify", 0]]},
 });
 
 const MAX_DEPTH = 16;

@@ -163,24 +163,24 @@ class MessageHandlers:
         """Store a message and answer with the durable id (the stored IMMsgData, its attach_data the store
         reply envelope). A plain function on the hot path: a 1:1 message is answered from the storage's
         commit callback (no task, no future); anything else continues in `store_message`."""
-        return self._store(ctx, msg, False)
+        self.store(ctx.user_id, msg, False, answer_later(ctx))
+        return None
 
     def on_cid_ext_msg_burn(self, ctx: Context, msg: Any) -> Any:
         """Store a burn-after-reading 1:1 message (CID_EXT_MSG_BURN)."""
-        return self._store(ctx, msg, True)
-
-    def _store(self, ctx: Context, msg: Any, burn: bool) -> Any:
-        answer = partial(self._stored, answer_later(ctx))
-        if self.store_single_nowait(ctx.user_id, msg, burn, answer):
-            return None
-        task = asyncio.get_running_loop().create_task(self._store_async(ctx.user_id, msg, burn, answer))
-        self._store_tasks.add(task)
-        task.add_done_callback(self._store_tasks.discard)
+        self.store(ctx.user_id, msg, True, answer_later(ctx))
         return None
 
-    def _stored(self, answer: Callable[[Any], None], reply: Any) -> None:
-        """A store finished: answer the request with the stored message (None: it failed, answered empty)."""
-        answer(reply)
+    def store(self, user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> None:
+        """The one store path (runtime.services.contracts.DirectStore): store `msg` for `user_id` and call
+        `done(reply)` after the commit (None: it failed unexpectedly). Requests from links (the handlers
+        above) and direct calls from a msg server of this shard (runtime.inprocess) both come here: a 1:1
+        message through the storage's commit callback, anything else in a task running `store_message`."""
+        if self.store_single_nowait(user_id, msg, burn, done):
+            return
+        task = asyncio.get_running_loop().create_task(self._store_async(user_id, msg, burn, done))
+        self._store_tasks.add(task)
+        task.add_done_callback(self._store_tasks.discard)
 
     async def _store_async(self, user_id: int, msg: Any, burn: bool, answer: Callable[[Any], None]) -> None:
         try:

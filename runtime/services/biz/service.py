@@ -5,7 +5,8 @@ bound_to_base), its `on_cid_*` methods (the handler mixins) are routed by a `Dis
 links of msg servers and gateways. They forward client requests in a relay envelope whose single target is
 the authenticated user, which handlers read as `ctx.user_id`, so biz never trusts a `user_id` written by a
 client. Requests that suspend run as tasks: storage commits in groups, so many concurrent sends share one
-transaction; a 1:1 message is stored and answered from the storage's commit callback (no task).
+transaction; a 1:1 message is stored and answered from the storage's commit callback (no task). A msg
+server sharing biz's process (the sharded layout) calls `store` directly instead of sending a frame.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, TicketHandle
             registry=self.ctx.registry,
             auth=self.ctx.link_auth,
             name="biz<-msg",
+            local=self,  # msg servers of this shard store by direct calls (DirectStore, runtime.inprocess)
         )
         self._endpoints = publish_endpoints(self.ctx, {"internal": self._server.port})
 

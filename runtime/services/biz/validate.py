@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from runtime.auth import (
+    MD5_LOGIN_POLICIES,
     Authenticator,
     HashPolicy,
     LockoutPolicy,
     LoginLimiter,
     LoginOutcome,
     PasswordHasher,
+    PolicyError,
     VerifyPool,
 )
 from runtime.monitor.metrics import Metrics
@@ -37,10 +39,15 @@ class Validator:
     `time_cost`, `memory_cost` (KiB), `parallelism` (argon2id policy, default OWASP's 2 / 19456 / 1),
     `verify_workers` (default: the cores), `verify_queue` (waiting verifications beyond which logins are
     answered busy, default 32 per worker), `max_pending_per_address` (verifications one client address may
-    have waiting or running, default 16)."""
+    have waiting or running, default 16); `md5_login` (allow | secure_only | refuse: where TeamTalk's MD5-hex
+    login is accepted, read by msg and the gateway: runtime.auth.passwords.MD5_LOGIN_POLICIES)."""
 
     def __init__(self, storage: Storage, config: Mapping[str, Any]) -> None:
         self.storage = storage
+        if config.get("md5_login", "allow") not in MD5_LOGIN_POLICIES:
+            raise PolicyError(
+                f"md5_login must be one of {', '.join(MD5_LOGIN_POLICIES)} (got {config.get('md5_login')!r})"
+            )
         policy = LockoutPolicy(
             pair_free=int(config.get("pair_free_failures", 5)),
             address_free=int(config.get("address_free_failures", 50)),

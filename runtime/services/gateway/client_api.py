@@ -34,12 +34,25 @@ from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf.json_format import MessageToDict
 
+from runtime.auth.passwords import md5_login_policy
 from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.errors import CallTimeout, ConnectionClosed
 from runtime.httpkit import Request, Response, json_response
 from runtime.services.blobs_auth import issue_upload_token, revoke_session
 from runtime.services.contracts import ResultCode, StoreAttempt, StoreResult, StoreTokens
-from runtime.services.gateway.chat_api import ChatPageApi
+from runtime.services.gateway.chat_api import ChatPageApi, arg_session_type
+from runtime.services.gateway.codes import (
+    ACCESS_DENIED,
+    BAD_REQUEST,
+    LOGIN_REFUSED,
+    NOT_LOGGED_IN,
+    OK,
+    RATE_LIMITED,
+    TOO_LARGE,
+    UNAVAILABLE,
+    ApiError,
+    refusal_codes,
+)
 from runtime.services.gateway.files import file_text
 from runtime.services.gateway.relays import chat_key
 from runtime.services.gateway.sessions import Session
@@ -50,13 +63,6 @@ if TYPE_CHECKING:
     from generated.teamtalk.registry import Enums
     from runtime.services.gateway.service import GatewayService
 
-# The HTTP API's result codes: its own below 20, ResultCode's from there on.
-OK, BAD_REQUEST, NOT_LOGGED_IN, UNAVAILABLE, LOGIN_REFUSED = 0, 1, 2, 3, 6
-ACCESS_DENIED, TOO_LARGE, RATE_LIMITED = (
-    ResultCode.ACCESS_DENIED,
-    ResultCode.VALUE_TOO_LARGE,
-    ResultCode.RATE_LIMITED,
-)
 MAX_MSG_BYTES = 4096
 BIZ_TIMEOUT = 10.0
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -89,6 +95,7 @@ WS_OPS = (
     "read",
     "typing",
     "recall",
+    "edit",
     "unread",
     "users",
     "departments",
@@ -110,6 +117,7 @@ class ClientApi(ChatPageApi):
         self.svc = svc
         self.proto = svc.proto
         self.enums = enums_of(svc.proto.registry)
+        self.refusals = refusal_codes(self.enums)
         self.tokens = StoreTokens()
         self._revocations: set[asyncio.Task[Any]] = set()
         self.routes: dict[tuple[str, str], Route] = {
@@ -130,8 +138,11 @@ class ClientApi(ChatPageApi):
             ("GET", "/api/presence"): self.presence,
             ("POST", "/api/typing"): self.typing,
             ("POST", "/api/recall"): self.recall,
+            ("POST", "/api/edit"): self.edit,
             ("GET", "/api/ping"): self.ping,
+            ("GET", "/api/discovery"): self.discovery,
         }
+        self.public: tuple[Route, ...] = (self.login, self.discovery)  # answered without a session
         by_path = {path: route for (_m, path), route in self.routes.items()}
         self.ws_routes: dict[str, Route] = {op: by_path["/api/" + op] for op in WS_OPS}
 
@@ -140,6 +151,8 @@ class ClientApi(ChatPageApi):
         request = Request("WS", "/api/" + op, {}, {}, b"", peer)
         try:
             response: Response = await self.ws_routes[op](request, doc, session)
+        except ApiError as exc:
+            return error(exc.code, str(exc), exc.status)
         except ValueError as exc:
             return error(BAD_REQUEST, str(exc))
         return response
@@ -165,12 +178,14 @@ class ClientApi(ChatPageApi):
         elif request.method != "POST":
             doc = {k: v for k, v in request.query.items() if k != "token"}
         session = None
-        if route != self.login:
+        if route not in self.public:
             session = self._session(request)
             if session is None:
                 return error(NOT_LOGGED_IN, "not logged in (missing, unknown or expired token)", 401)
         try:
             response: Response = await route(request, doc, session)
+        except ApiError as exc:
+            return error(exc.code, str(exc), exc.status)
         except ValueError as exc:
             return error(BAD_REQUEST, str(exc))
         return response
@@ -224,6 +239,8 @@ class ClientApi(ChatPageApi):
         if not isinstance(user, str) or not user or len(user) > 64:
             raise ValueError("user must be a non-empty string")
         if isinstance(doc.get("password_md5"), str) and _MD5.match(doc["password_md5"]):
+            if md5_login_policy(self.svc.ctx.cluster_config) != "allow":  # cannot tell a secure channel here
+                return error(LOGIN_REFUSED, "MD5 logins are switched off: send the password", 401)
             password = doc["password_md5"]
         elif isinstance(doc.get("password"), str):
             password = hashlib.md5(doc["password"].encode("utf-8")).hexdigest()
@@ -507,9 +524,7 @@ class ClientApi(ChatPageApi):
         """Clear unread through biz; tell the user's other devices; burned messages leave every device."""
         assert session is not None
         session_id = _uint(doc.get("session_id"), "session_id")
-        session_type = doc.get("session_type", 1)
-        if session_type not in (1, 2):
-            raise ValueError("session_type must be 1 or 2")
+        session_type = arg_session_type(doc, self.enums)
         msg_id = _uint(doc.get("msg_id", 0), "msg_id", positive=False)
         user = session.user_id
         req = self.proto.new(
@@ -530,24 +545,25 @@ class ClientApi(ChatPageApi):
             session_type=session_type,
         )
         self.svc.notify("CID_MSG_READ_NOTIFY", note, [user], skip=session)
-        if session_type == 1:
+        single = int(self.enums.SessionType.SESSION_TYPE_SINGLE)
+        if session_type == single:
             # A read receipt for the peer's sessions on this gateway (docs/web-api.md: `receipt`).
             receipt = {
                 "type": "receipt",
                 "reader": user,
                 "session_id": user,
-                "session_type": 1,
+                "session_type": single,
                 "msg_id": msg_id,
             }
             self.svc.push_event([session_id], receipt)
-        burned = [m.msg_id for m in cast(Any, rsp).msg_list] if session_type == 1 else []
+        burned = [m.msg_id for m in cast(Any, rsp).msg_list] if session_type == single else []
         for mid in burned:
             # As msg does for TCP readers: the reader's and the sender's devices all drop the message.
             gone = self.proto.new(
                 "CID_EXT_MSG_BURNED_NOTIFY",
                 from_user_id=session_id,
                 to_session_id=user,
-                session_type=1,
+                session_type=single,
                 msg_id=mid,
                 reader_id=user,
                 burn_time=int(time.time()),

@@ -31,6 +31,14 @@ from runtime.httpkit import (
     peer_of,
 )
 from runtime.services.blobs import _extension
+from runtime.services.gateway.codes import (
+    ACCESS_DENIED,
+    BAD_REQUEST,
+    NOT_FOUND,
+    NOT_LOGGED_IN,
+    TOO_LARGE,
+    UNAVAILABLE,
+)
 
 if TYPE_CHECKING:
     from runtime.services.gateway.service import GatewayService
@@ -108,17 +116,17 @@ async def file_text(svc: GatewayService, value: Any) -> tuple[str, Response | No
         )
     addr = svc.files.blob_address()
     if addr is None:
-        return "", _error(3, "the blob store is unavailable", 503)
+        return "", _error(UNAVAILABLE, "the blob store is unavailable", 503)
     try:
         rsp = await fetch(
             *addr, "HEAD", "/" + found["path"], headers={"X-Api-Key": svc.admin_key}, timeout=BLOB_TIMEOUT
         )
     except (OSError, TimeoutError, MalformedRequest):
-        return "", _error(3, "the blob store did not answer", 503)
+        return "", _error(UNAVAILABLE, "the blob store did not answer", 503)
     if rsp.status == 404:
-        return "", _error(21, "no such file: upload it first", 404)
+        return "", _error(NOT_FOUND, "no such file: upload it first", 404)
     if rsp.status != 200:
-        return "", _error(3, f"the blob store answered {rsp.status}", 503)
+        return "", _error(UNAVAILABLE, f"the blob store answered {rsp.status}", 503)
     return MARKER + json.dumps(found, sort_keys=True, separators=(",", ":")), None
 
 
@@ -154,20 +162,20 @@ class Files:
             return rate_limited()
         session = self._session(request)
         if session is None:
-            return _closing(_error(2, "not logged in (missing, unknown or expired token)", 401))
+            return _closing(_error(NOT_LOGGED_IN, "not logged in (missing, unknown or expired token)", 401))
         declared = request.content_length
         if declared is not None and declared > self.max_upload:
-            return _closing(_error(24, f"upload of {declared} bytes exceeds {self.max_upload}", 413))
+            return _closing(_error(TOO_LARGE, f"upload of {declared} bytes exceeds {self.max_upload}", 413))
         try:
             name, data = await _read_file(request, self.max_upload)
         except _Refused as exc:
             return _closing(exc.response)
         ext = _extension(name)
         if ext is None:
-            return _error(1, "the file name's extension must be 1 to 8 letters or digits", 400)
+            return _error(BAD_REQUEST, "the file name's extension must be 1 to 8 letters or digits", 400)
         addr = self.blob_address()
         if addr is None:
-            return _error(3, "the blob store is unavailable", 503)
+            return _error(UNAVAILABLE, "the blob store is unavailable", 503)
         boundary = "ttgen-" + secrets.token_hex(12)
         body = (
             (
@@ -186,11 +194,13 @@ class Files:
             rsp = await fetch(*addr, "POST", "/", body, headers, timeout=BLOB_TIMEOUT, max_response=64 * 1024)
             doc = rsp.json()
         except (OSError, TimeoutError, MalformedRequest, ValueError):
-            return _error(3, "the blob store did not answer", 503)
+            return _error(UNAVAILABLE, "the blob store did not answer", 503)
         if rsp.status == 413:
-            return _error(24, str(doc.get("error_msg", "file too large")), 413)
+            return _error(TOO_LARGE, str(doc.get("error_msg", "file too large")), 413)
         if rsp.status != 200 or not isinstance(doc.get("path"), str):
-            return _error(3, f"the blob store refused the file: {doc.get('error_msg', rsp.status)}", 503)
+            return _error(
+                UNAVAILABLE, f"the blob store refused the file: {doc.get('error_msg', rsp.status)}", 503
+            )
         self.m_uploads.inc()
         path = doc["path"].split("?", 1)[0]  # the gateway fetches with the API key, not the signed URL
         return json_response(
@@ -210,25 +220,28 @@ class Files:
             return rate_limited().to_aiohttp()
         session = self._session(request)
         if session is None:
-            return _error(2, "not logged in (missing, unknown or expired token)", 401).to_aiohttp()
+            return _error(
+                NOT_LOGGED_IN, "not logged in (missing, unknown or expired token)", 401
+            ).to_aiohttp()
         path = request.match_info["path"]
         if PATH.match(path) is None:
-            return _error(21, "no such file", 404).to_aiohttp()
+            return _error(NOT_FOUND, "no such file", 404).to_aiohttp()
         try:
             query = dict(request.query)
             msg_id = arg_uint(query, "msg_id", positive=True)
             sender = arg_uint(query, "from", positive=True)
             to = arg_uint(query, "to", positive=True)
-            session_type = arg_session_type(query, None)
+            enums = self.svc.client_api.enums
+            session_type = arg_session_type(query, enums, required=True)
         except ValueError as exc:
-            return _error(1, str(exc), 400).to_aiohttp()
+            return _error(BAD_REQUEST, str(exc), 400).to_aiohttp()
         user = session.user_id
-        if session_type == 2:
+        if session_type == enums.SessionType.SESSION_TYPE_GROUP:
             session_id = to
         elif user in (sender, to):
             session_id = to if user == sender else sender
         else:
-            return _error(22, "not a party to that message", 403).to_aiohttp()
+            return _error(ACCESS_DENIED, "not a party to that message", 403).to_aiohttp()
         req = self.svc.proto.new(
             "CID_MSG_GET_BY_MSG_ID_REQ",
             user_id=user,
@@ -238,7 +251,7 @@ class Files:
         )
         rsp = await self.svc.client_api._biz("CID_MSG_GET_BY_MSG_ID_REQ", user, req)
         if rsp is None:
-            return _error(3, "biz did not answer", 503).to_aiohttp()
+            return _error(UNAVAILABLE, "biz did not answer", 503).to_aiohttp()
         carried = None
         for m in getattr(rsp, "msg_list", []):
             if m.msg_id == msg_id and m.from_session_id == sender:
@@ -251,17 +264,17 @@ class Files:
             ).to_aiohttp()
         addr = self.blob_address()
         if addr is None:
-            return _error(3, "the blob store is unavailable", 503).to_aiohttp()
+            return _error(UNAVAILABLE, "the blob store is unavailable", 503).to_aiohttp()
         try:
             got = await fetch(
                 *addr, "GET", "/" + path, headers={"X-Api-Key": self.svc.admin_key}, timeout=BLOB_TIMEOUT
             )
         except (OSError, TimeoutError, MalformedRequest):
-            return _error(3, "the blob store did not answer", 503).to_aiohttp()
+            return _error(UNAVAILABLE, "the blob store did not answer", 503).to_aiohttp()
         if got.status == 404:
-            return _error(21, "the file is gone", 404).to_aiohttp()
+            return _error(NOT_FOUND, "the file is gone", 404).to_aiohttp()
         if got.status != 200:
-            return _error(3, f"the blob store answered {got.status}", 503).to_aiohttp()
+            return _error(UNAVAILABLE, f"the blob store answered {got.status}", 503).to_aiohttp()
         self.m_downloads.inc()
         mime = carried["mime"]
         headers = {
@@ -290,7 +303,7 @@ async def _read_file(request: web.Request, limit: int) -> tuple[str, bytes]:
     import asyncio
 
     if not request.content_type.startswith("multipart/form-data"):
-        raise _Refused(_error(1, "expected multipart/form-data with a part named file", 400))
+        raise _Refused(_error(BAD_REQUEST, "expected multipart/form-data with a part named file", 400))
 
     async def go() -> tuple[str, bytes]:
         reader = await request.multipart()
@@ -304,13 +317,13 @@ async def _read_file(request: web.Request, limit: int) -> tuple[str, bytes]:
             while chunk := await part.read_chunk(65536):
                 data += chunk
                 if len(data) > MAX_FILE:
-                    raise _Refused(_error(24, f"a file above {MAX_FILE} bytes", 413))
+                    raise _Refused(_error(TOO_LARGE, f"a file above {MAX_FILE} bytes", 413))
             if part.name == "file" and part.filename is not None and found is None:
                 found = (part.filename, bytes(data))
         if found is None:
-            raise _Refused(_error(1, "no part named file with a file name", 400))
+            raise _Refused(_error(BAD_REQUEST, "no part named file with a file name", 400))
         if not 0 < len(found[0]) <= MAX_NAME:
-            raise _Refused(_error(1, f"the file name must be 1 to {MAX_NAME} characters", 400))
+            raise _Refused(_error(BAD_REQUEST, f"the file name must be 1 to {MAX_NAME} characters", 400))
         return found
 
     try:
@@ -318,6 +331,6 @@ async def _read_file(request: web.Request, limit: int) -> tuple[str, bytes]:
     except _Refused:
         raise
     except TimeoutError:
-        raise _Refused(_error(1, "the upload did not arrive in time", 400)) from None
+        raise _Refused(_error(BAD_REQUEST, "the upload did not arrive in time", 400)) from None
     except Exception as exc:  # aiohttp's multipart and payload errors: malformed or truncated bodies
-        raise _Refused(_error(1, f"malformed upload: {type(exc).__name__}", 400)) from None
+        raise _Refused(_error(BAD_REQUEST, f"malformed upload: {type(exc).__name__}", 400)) from None

@@ -41,9 +41,10 @@ from runtime.services.biz import open_storage
 from runtime.services.gateway.admin import AdminApi
 from runtime.services.gateway.admin_users import AdminUsersApi
 from runtime.services.gateway.client_api import ClientApi, error
+from runtime.services.gateway.codes import BAD_REQUEST, TOO_LARGE
 from runtime.services.gateway.files import Files, file_event
 from runtime.services.gateway.presence import GatewayPresence
-from runtime.services.gateway.relays import GatewayInbound, chat_event, chat_key
+from runtime.services.gateway.relays import chat_event, chat_key, generic_event, relay_handlers
 from runtime.services.gateway.sessions import Session, SessionTable, TokenBucket
 from runtime.services.gateway.static import StaticFiles
 from runtime.services.gateway.websocket import WebSockets
@@ -73,8 +74,8 @@ class GatewayService(Service):
         self.ip_rate, self.ip_burst = float(cfg.get("ip_rate", 50)), float(cfg.get("ip_burst", 100))
         self._ip_buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.presence = GatewayPresence(self)
-        self.inbound = GatewayInbound(self)
-        # Frames from routers go through a Dispatcher to the relay handlers.
+        # Frames from routers go through a Dispatcher to the relay handlers (the generated base's methods).
+        self.inbound = relay_handlers(self)
         self.inbound_dispatcher = Dispatcher(ctx.registry, self.inbound)
         self.routers = RouterPool(
             self.proto, ctx.discovery, self.metrics, self.inbound_dispatcher, self.snapshot, ctx.link_auth
@@ -256,8 +257,6 @@ class GatewayService(Service):
 
     def notify(self, command: str, msg: Any, users: list[int], skip: Session | None = None) -> None:
         """Local events plus a targeted relay through the routers (to TCP clients and other gateways)."""
-        from runtime.services.gateway.relays import generic_event
-
         self.push_event(users, generic_event(command, msg), skip)
         self.routers.relay(self.proto.cid(command), msg.SerializeToString(), sorted(set(users)))
 
@@ -269,4 +268,4 @@ def rate_limited() -> Response:
 
 def _refusal(status: int, reason: str) -> Response:
     """Requests refused before the API sees them: too large (error 24), malformed or too slow (error 1)."""
-    return error(24 if status == 413 else 1, reason, status)
+    return error(TOO_LARGE if status == 413 else BAD_REQUEST, reason, status)

@@ -28,6 +28,7 @@ from aiohttp import WSMsgType, web
 
 from runtime.httpkit import json_bytes, peer_of
 from runtime.services.gateway.client_api import WS_OPS, error
+from runtime.services.gateway.codes import BAD_REQUEST, INTERNAL, RATE_LIMITED
 from runtime.services.gateway.sessions import Session
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ class WebSockets:
             heartbeat=HEARTBEAT, max_msg_size=self.max_frame, autoping=True, compress=False, timeout=1.0
         )
         if not ws.can_prepare(request).ok:
-            return error(1, "a WebSocket upgrade request is expected", 400).to_aiohttp()
+            return error(BAD_REQUEST, "a WebSocket upgrade request is expected", 400).to_aiohttp()
         await ws.prepare(request)
         self._sockets.add(ws)
         self.g_sockets.set(len(self._sockets))
@@ -315,7 +316,7 @@ class WebSockets:
                     {
                         "op": "reply",
                         "id": frame_id,
-                        "error_code": 27,
+                        "error_code": RATE_LIMITED,
                         "error_msg": f"more than {MAX_QUEUED} commands waiting",
                     }
                 )
@@ -363,8 +364,8 @@ class WebSockets:
             response = await self.svc.client_api.dispatch(op, doc, conn.session, conn.peer)
         except Exception:  # a bug in one command must not stop the socket's others
             log.exception("gateway: WebSocket command %s failed", op)
-            response = error(99, "internal error", 500)
-        answer = response.doc if isinstance(response.doc, dict) else {"error_code": 99, "error_msg": ""}
+            response = error(INTERNAL, "internal error", 500)
+        answer = response.doc if isinstance(response.doc, dict) else {"error_code": INTERNAL, "error_msg": ""}
         await conn.send({**answer, "op": "reply", "id": frame_id})
         if op == "logout" and answer.get("error_code") == 0:
             conn.close_code = CLOSE_LOGOUT

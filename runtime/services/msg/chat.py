@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from generated.teamtalk import IM_Ext_pb2 as ext
     from generated.teamtalk import IM_Message_pb2 as message
     from generated.teamtalk import IM_SwitchService_pb2 as switch
+    from runtime.services.contracts import DirectStore
 
 
 class ChatHandlers:
@@ -40,6 +41,7 @@ class ChatHandlers:
         fanout: Fanout,
         m_msgs_in: Counter,
         m_store_retries: Counter,
+        m_store_unknown: Counter,
         legacy: LegacyText | None = None,
     ) -> None:
         self.proto = proto
@@ -51,6 +53,7 @@ class ChatHandlers:
         self.fanout = fanout
         self.m_msgs_in = m_msgs_in
         self.m_store_retries = m_store_retries
+        self.m_store_unknown = m_store_unknown
         self.legacy = legacy  # TeamTalk's text codec for original clients (services.msg.legacy_key), or None
         self.cmd = command_ids_of(proto.registry)
         enums = enums_of(proto.registry)
@@ -100,6 +103,10 @@ class ChatHandlers:
         attempt = StoreAttempt(msg, self._tokens, group=is_group, version=version)
         cid = self._cids[command]
         pending = _PendingStore(self, ctx, st, command, cid, attempt, is_group)
+        direct = link.local_peer
+        if direct is not None:  # biz shares this process (runtime.inprocess): a call, no frame
+            cast("DirectStore", direct).store(user, msg, command == self._burn_name, pending.answered)
+            return None
         link.request(cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,)))
         return None
 
@@ -341,6 +348,15 @@ class _PendingStore:
         self.attempt = attempt
         self.is_group = is_group
 
+    def answered(self, reply: Any) -> None:
+        """Biz of this shard answered a direct call (`DirectStore`) with the reply (None: it failed)."""
+        result = self.attempt.answer_message(reply)
+        if result is not None:
+            chat = self.chat
+            chat.stored(self.ctx, self.st, self.command, self.cid, self.attempt.msg, result, self.is_group)
+        else:
+            self.unknown()
+
     def stored(self, frame: Frame | None) -> None:
         """Biz answered (`frame`), or the link to it was lost (None)."""
         attempt = self.attempt
@@ -350,16 +366,22 @@ class _PendingStore:
                 chat = self.chat
                 chat.stored(self.ctx, self.st, self.command, self.cid, attempt.msg, result, self.is_group)
                 return
-        else:
-            delay = attempt.retry_delay()
-            if delay is not None:
-                self.chat.m_store_retries.inc()
-                asyncio.get_running_loop().call_later(delay, self.retry)
-                return
-        # Biz refused without an answer, or stayed out of reach: msg_id 0, and the dedup window forgets the
-        # request, so the client's retransmit is processed again rather than answered with 0.
-        ack = self.chat.ack(self.st.user_id, attempt.msg.to_session_id, self.is_group)
-        self.ctx.reply(ack, remember=False)
+        # No answer (the link was lost), or an empty one (biz failed storing it): whether the message was
+        # stored is unknown, so the same request goes again (biz answers a stored one with its id).
+        delay = attempt.retry_delay()
+        if delay is not None:
+            self.chat.m_store_retries.inc()
+            asyncio.get_running_loop().call_later(delay, self.retry)
+            return
+        self.unknown()
+
+    def unknown(self) -> None:
+        """Biz stayed out of reach, or kept failing: the message may have been stored before its answer was
+        lost, so it is not refused (an ack with msg id 0 says "not stored"). No ack: the client's retransmit
+        (same client msg id) is processed afresh, and biz answers it with the stored id if there is one. The
+        dedup window forgets the request."""
+        self.chat.m_store_unknown.inc()
+        self.ctx.forget()
 
     def retry(self) -> None:
         """Send the request again to the biz instance for this sender (flagged as a resend)."""

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf.message import Message
 
+from runtime.auth.passwords import MAX_PLAIN_PASSWORD, wire_password
 from runtime.auth.tickets import REVOKE_RETRY_DELAYS
 from runtime.codec_legacy import LegacyText
 from runtime.dispatch import Context
@@ -83,8 +84,10 @@ class SessionHandlers:
         counts: Counts,
         max_conn: int,
         background: Any,
+        md5_login: str = "allow",
     ) -> None:
         self.proto = proto
+        self.md5_login = md5_login  # runtime.auth.MD5_LOGIN_POLICIES: where TeamTalk's MD5 login is accepted
         self.sessions = sessions
         self.biz = biz
         self.routers = routers
@@ -143,8 +146,40 @@ class SessionHandlers:
         self.routers.relay(cid, kick.SerializeToString(), [user_id])
 
     # login -----------------------------------------------------------------------------------------------
+    def secured(self, ctx: Context) -> bool:
+        """Whether the connection completed the secure-session handshake (its session_aead frames are sealed:
+        the unpack stage refuses a clear one)."""
+        return "cipher" in ctx.link.extras()
+
     async def login(self, ctx: Context, msg: login_pb.IMLoginReq) -> Message | None:
-        """Authenticate through biz; enforce one PC and one mobile session per user, cluster-wide."""
+        """TeamTalk's login with the MD5 hex of the password, where `md5_login` allows it."""
+        refusal: tuple[ResultCode, str] | None = None
+        if self.md5_login == "refuse":
+            refusal = (ResultCode.DB_VALIDATE_FAILED, "MD5 logins are switched off: log in with the password")
+        elif self.md5_login == "secure_only" and not self.secured(ctx):
+            refusal = (ResultCode.DB_VALIDATE_FAILED, "MD5 logins need a secure session")
+        return await self._check_password(ctx, msg, msg.password, refusal)
+
+    async def password_login(self, ctx: Context, msg: ext.IMPasswordLoginReq) -> Message | None:
+        """Log in with the password itself (never its MD5 hex on the wire), inside a secure session only: biz
+        checks it as IMLoginReq's (argon2id of its MD5 hex; the same lockout and hashing share)."""
+        refusal: tuple[ResultCode, str] | None = None
+        if not self.secured(ctx):
+            refusal = (ResultCode.DB_VALIDATE_FAILED, "password logins need a secure session")
+        elif len(msg.password.encode("utf-8", "surrogatepass")) > MAX_PLAIN_PASSWORD:
+            refusal = (ResultCode.DB_VALIDATE_FAILED, "password too long")
+        wire = wire_password(msg.password) if refusal is None else ""
+        return await self._check_password(ctx, msg, wire, refusal)
+
+    async def _check_password(
+        self,
+        ctx: Context,
+        msg: login_pb.IMLoginReq | ext.IMPasswordLoginReq,
+        wire: str,
+        refusal: tuple[ResultCode, str] | None,
+    ) -> Message | None:
+        """Authenticate through biz; enforce one PC and one mobile session per user, cluster-wide. A refusal
+        given by the caller closes the connection without asking biz (no password is checked or counted)."""
         cmd = self.cmd
         res = cast(
             "login_pb.IMLoginRes",
@@ -154,13 +189,14 @@ class SessionHandlers:
         if st.logged_in:
             res.result_code, res.result_string = ResultCode.DB_VALIDATE_FAILED, "already logged in"  # type: ignore[assignment]
             return res
-        refusal = self._login_gate()
+        if refusal is None:
+            refusal = self._login_gate()
         rsp: server.IMValidateRsp | None = None
         if refusal is None:
             req = self.proto.new(
                 cmd.CID_OTHER_VALIDATE_REQ,
                 user_name=msg.user_name,
-                password=msg.password,
+                password=wire,
                 attach_data=ctx.peer.rsplit(":", 1)[0].encode(),
             )
             rsp = cast(
@@ -547,6 +583,11 @@ class MsgHandlers:
     # sessions --------------------------------------------------------------------------------------------
     async def on_cid_login_req_userlogin(self, ctx: Context, msg: login_pb.IMLoginReq) -> Message | None:
         return await self.session.login(ctx, msg)
+
+    async def on_cid_ext_password_login_req(
+        self, ctx: Context, msg: ext.IMPasswordLoginReq
+    ) -> Message | None:
+        return await self.session.password_login(ctx, msg)
 
     async def on_cid_ext_ticket_login_req(self, ctx: Context, msg: ext.IMTicketLoginReq) -> Message | None:
         return await self.session.ticket_login(ctx, msg)

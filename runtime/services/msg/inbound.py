@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.dispatch import Context
 from runtime.link_dispatch import LinkContext
+from runtime.services.deliveries import router_deliveries
 from runtime.services.msg.delivery import same_class
 from runtime.services.protocol import enums_of
 
@@ -28,7 +29,8 @@ class InboundRelays:
         self.svc = svc
         self.proto = svc.proto
         reg = svc.ctx.registry
-        self.__mapping__ = {info.command_id: "on_relay" for info in reg}
+        # What a router delivers (runtime.services.deliveries, shared with the gateway).
+        self.__mapping__ = {info.command_id: "on_relay" for info in router_deliveries(reg)}
         enums = enums_of(reg)
         kicks = enums.KickReasonType
         self.kick_mobile = kicks.KICK_REASON_MOBILE_KICK

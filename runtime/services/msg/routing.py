@@ -3,7 +3,9 @@
 Status updates go to every router (each keeps the whole user table); relays go through the master, the oldest
 live router. A relay stays pending until a router confirms it; when the master's link drops, pending relays
 are sent again through the next master, and receivers drop what they already delivered. On every (re)connect
-the router gets this server's full online snapshot, so any router can take over at any time.
+the router gets this server's full online snapshot, so any router can take over at any time. A master that
+shares this process (the sharded layout, runtime.inprocess) gets each relay as a direct call
+(`DirectRelay.relay_from`) instead of a frame; status updates and snapshots still use its link.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from runtime.framing import Frame
-from runtime.inprocess import is_in_process
+from runtime.inprocess import is_in_process, peer_of
 from runtime.monitor.metrics import Metrics
 from runtime.services.base import Discovery
 from runtime.services.links import FLAG_RELAY, Dialer, Link, LinkAuth, Proto, relay_head
@@ -24,6 +27,7 @@ from runtime.transport import FrameHandler
 
 if TYPE_CHECKING:
     from generated.teamtalk import IM_Server_pb2 as server
+    from runtime.services.contracts import DirectRelay
 
 log = logging.getLogger("ttgen.msg.routing")
 MAX_OUTBOX = 100_000  # relays kept while no router confirms; beyond it the oldest are dropped
@@ -168,7 +172,7 @@ class RouterPool:
             return
         command_id, head, body = entry
 
-        def confirmed(frame: Frame | None, rid: int = rid) -> None:
+        def confirmed(frame: Frame | bool | None, rid: int = rid) -> None:
             if frame is not None:
                 self._outbox.pop(rid, None)
                 self._in_flight.pop(rid, None)
@@ -179,7 +183,12 @@ class RouterPool:
                 self.m_relay_retries.inc()
                 self._send_relay(rid)
 
-        if link.request(command_id, body, confirmed, flag=FLAG_RELAY, head=head):
+        local = link.local_peer
+        origin = peer_of(link) if local is not None else None
+        if origin is not None:  # this shard's router (runtime.inprocess): a call, no frame
+            self._in_flight[rid] = link
+            cast("DirectRelay", local).relay_from(origin, command_id, head + body, partial(confirmed, True))
+        elif link.request(command_id, body, confirmed, flag=FLAG_RELAY, head=head):
             self._in_flight[rid] = link
 
     def _flush_outbox(self) -> None:

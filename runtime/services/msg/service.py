@@ -14,6 +14,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from runtime.auth.passwords import md5_login_policy
 from runtime.codec_legacy import LegacyText, legacy_key_from_config
 from runtime.dispatch import Dispatcher
 from runtime.monitor.metrics import Metrics
@@ -86,6 +87,10 @@ class MsgService(Service):
         self.m_store_retries = self.metrics.counter(
             "msg_store_retries_total", "store requests sent to biz again after the link dropped unanswered"
         )
+        self.m_store_unknown = self.metrics.counter(
+            "msg_store_unknown_total",
+            "chat messages left unacked after every store retry (stored or not unknown: the client resends)",
+        )
         self.m_msgs_in = self.metrics.counter(
             "msg_msgs_in_total", "chat messages received from clients (IMMsgData and burn messages)"
         )
@@ -111,6 +116,7 @@ class MsgService(Service):
             counts=Counts(self.report_count, self.m_ticket_logins, self.m_ticket_refused),
             max_conn=self.max_conn,
             background=self.background,
+            md5_login=md5_login_policy(self.ctx.cluster_config),
         )
         forwarding = BizForwarding(
             self.proto,
@@ -130,6 +136,7 @@ class MsgService(Service):
             fanout=fanout,
             m_msgs_in=self.m_msgs_in,
             m_store_retries=self.m_store_retries,
+            m_store_unknown=self.m_store_unknown,
             legacy=self.legacy,
         )
         files = FileRequestHandlers(

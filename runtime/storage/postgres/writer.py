@@ -1,9 +1,9 @@
 """Storage layer (PostgreSQL): the group-commit writer, one asyncio task owning the write connection.
 
-Callers queue operations (async functions of a connection) and 1:1 sends. The task takes everything queued
-(up to `max_batch`), runs it in one transaction (opened ahead, while the connection was idle) and commits
-once; only then are the callers' futures and callbacks settled, so an acknowledged write is durable and one
-WAL flush serves the whole batch. Runs of consecutive first sends are stored in bulk
+Callers queue operations (async functions of a connection) and 1:1 sends. The task takes everything queued (up
+to `max_batch`), runs it in one transaction (opened by the previous batch's COMMIT, in the same round trip)
+and commits once; only then are the callers' futures and callbacks settled, so an acknowledged write is
+durable and one WAL flush serves the whole batch. Runs of consecutive first sends are stored in bulk
 (`messages.store_singles`). If an operation raises, the transaction is rolled back and the batch replayed with
 a savepoint per operation, so the failing one is undone alone. A deadlock or serialization failure between
 writers (rare: counters are locked in a fixed order) replays the whole batch. When the server cannot be
@@ -79,7 +79,7 @@ def _settle(pending: _Pending, result: Any, error: BaseException | None) -> None
 
 class _Slot:
     """One write connection, the COMMIT it may have in flight, and whether its next transaction is already
-    open (`begun`: the BEGIN was sent after the last COMMIT, while the slot was idle)."""
+    open (`begun`: the BEGIN went with the last COMMIT, in the same round trip)."""
 
     __slots__ = ("begun", "commit", "conn")
 
@@ -228,9 +228,10 @@ class PgWriter:
                     continue
                 self._finish(batch, None, unavailable(exc))
                 return
-            loop = asyncio.get_running_loop()
-            commit = loop.create_task(self._commit(slot, conn, batch, results, errors, self._last_commit))
-            slot.commit = loop.create_task(self._open_next(slot, conn, commit))
+            commit = asyncio.get_running_loop().create_task(
+                self._commit(slot, conn, batch, results, errors, self._last_commit)
+            )
+            slot.commit = commit
             self._last_commit = commit
             return
         self._finish(batch, None, StorageError(f"gave up after {_RETRIES} attempts: {last}"))
@@ -262,7 +263,13 @@ class PgWriter:
     ) -> None:
         failure: BaseException | None = None
         try:
-            await conn.execute("COMMIT")
+            # COMMIT and the slot's next BEGIN in one simple query, one round trip: the next batch then starts
+            # with its first statement (the round trips, not the rows, are most of a small batch's cost, on
+            # both ends). The server runs the BEGIN only once the COMMIT succeeded; in READ COMMITTED a BEGIN
+            # alone takes no snapshot and no lock, so an open, idle transaction holds nothing back.
+            reopen = not self._closed
+            await conn.execute("COMMIT; BEGIN" if reopen else "COMMIT")
+            slot.begun = reopen and slot.conn is conn
         except CONNECTION_ERRORS as exc:  # in doubt: reported as not stored (docs/storage-postgres.md)
             if slot.conn is conn:
                 slot.drop()
@@ -284,24 +291,6 @@ class PgWriter:
         for pending, result, error in zip(batch, results, errors, strict=True):
             _settle(pending, result, error)
 
-    async def _open_next(self, slot: _Slot, conn: Conn, commit: asyncio.Task[None]) -> None:
-        """After a COMMIT, BEGIN the slot's next transaction at once, while it is idle: the next batch then
-        starts with its first statement, one round trip fewer on the path of every acknowledged write (the
-        round trips, not the rows, are most of a small batch's time). In READ COMMITTED a BEGIN alone takes
-        no snapshot and no lock, so an open, idle transaction holds nothing back."""
-        with contextlib.suppress(Exception):
-            await commit
-        current = slot.conn
-        if current is None or current is not conn or self._closed or current.is_closed():
-            return
-        try:
-            await current.execute("BEGIN")
-        except Exception:  # the next batch connects again
-            if slot.conn is current:
-                slot.drop()
-            return
-        slot.begun = True
-
     async def _rollback(self, slot: _Slot) -> None:
         if slot.conn is None:
             return
@@ -316,8 +305,7 @@ class PgWriter:
         try:
             return await self._fast_pass(conn, batch), [None] * len(batch)
         except _OpFailed:
-            await conn.execute("ROLLBACK")
-            await conn.execute("BEGIN")
+            await conn.execute("ROLLBACK; BEGIN")
             return await self._isolated_pass(conn, batch)
 
     async def _fast_pass(self, conn: Conn, batch: list[_Pending]) -> list[Any]:

@@ -383,6 +383,11 @@ function addMessage(m, { older = false } = {}) {
   if (mine) {
     const tools = el("div", { className: "tools" });
     tools.append(el("span", { className: "receipt" }, ""));
+    if (!m.file && !m.burn && typeof m.text === "string") {
+      const edit = el("button", { type: "button", className: "edit" }, "Edit");
+      edit.addEventListener("click", () => startEdit(m));
+      tools.append(edit);
+    }
     const recall = el("button", { type: "button", className: "recall" }, "Recall");
     recall.addEventListener("click", () => recallMessage(m));
     tools.append(recall);
@@ -419,6 +424,45 @@ function drawReceipts() {
     const receipt = item.querySelector(".receipt");
     if (receipt) receipt.textContent = Number(item.dataset.msgId) <= upTo ? "Read" : "Sent";
   }
+}
+
+// An edited message shows its latest text, marked "edited" (history shows the latest text too).
+function applyEdit(msgId, text) {
+  const m = state.messages.get(msgId);
+  const item = document.querySelector(`#messages li[data-msg-id="${msgId}"]`);
+  if (!m || !item || item.classList.contains("notice")) return;
+  m.text = text;
+  item.querySelector(".edit-form")?.remove();
+  const body = item.querySelector(".body");
+  body.hidden = false;
+  body.textContent = text ?? "[binary message]";
+  if (!item.querySelector(".edited")) {
+    item.querySelector(".meta").append(el("span", { className: "edited" }, " · edited"));
+  }
+}
+
+function startEdit(m) {
+  const item = document.querySelector(`#messages li[data-msg-id="${m.msg_id}"]`);
+  if (!item || item.querySelector(".edit-form")) return;
+  const body = item.querySelector(".body");
+  const form = el("form", { className: "edit-form" });
+  const input = el("input", { className: "edit-text", type: "text", "aria-label": "New text", maxLength: 4096 });
+  input.value = m.text ?? "";
+  form.append(input, el("button", { type: "submit", className: "edit-save" }, "Save"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = input.value;
+    if (!text.trim()) return;
+    try {
+      await client.edit({ session_id: state.active.id, session_type: state.active.type, msg_id: m.msg_id, text });
+      applyEdit(m.msg_id, text);
+    } catch (err) {
+      $("composer-error").textContent = err instanceof ApiError ? `Edit refused: ${err.message}` : String(err);
+    }
+  });
+  body.hidden = true;
+  body.after(form);
+  input.focus();
 }
 
 async function recallMessage(m) {
@@ -554,6 +598,8 @@ client.on("CID_EXT_MSG_RECALL_NOTIFY", ({ data }) => {
     replaceWithNotice(data.msg_id, "recalled", `${who} recalled a message`);
   }
 });
+
+client.on("edit", (e) => applyEdit(e.msg_id, e.text));
 
 client.on("CID_EXT_MSG_BURNED_NOTIFY", ({ data }) => {
   if (!state.messages.has(data.msg_id)) return;

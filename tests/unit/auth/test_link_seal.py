@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
+from generated.teamtalk.registry import REGISTRY
 from runtime.auth.link_handshake import LinkAuthError, LinkHandshake
 from runtime.auth.link_seal import LinkSealer, SealError
 
@@ -81,7 +83,6 @@ def test_forged_replayed_reordered_reflected_or_oversized_records_are_refused(at
 
 
 def test_a_link_between_hosts_is_sealed_after_the_handshake_and_one_on_loopback_is_not() -> None:
-    from generated.teamtalk.registry import REGISTRY
     from runtime.connection import (
         FLAG_RELAY,
         LinkAuth,
@@ -120,3 +121,69 @@ def test_a_link_between_hosts_is_sealed_after_the_handshake_and_one_on_loopback_
         data[-1] ^= 1
         list(lst.receive_data(bytes(data), 0.0))
         assert lst.is_open is not sealed
+
+
+def _link_pair(d_policy: str, l_policy: str, d_peer: str, l_peer: str) -> tuple[bool, bool]:
+    """Handshake two link ends with the given seal policies; (wire showed the body, listener open after a
+    flipped byte)."""
+    from runtime.connection import FLAG_RELAY, LinkAuth, LinkConnection, State, pack_relay
+
+    cid = REGISTRY.by_name("CID_MSG_DATA").command_id
+    d = LinkConnection(REGISTRY, 0.0, peer=d_peer, auth=LinkAuth(SECRET, d_policy), dialer=True)
+    lst = LinkConnection(REGISTRY, 0.0, peer=l_peer, auth=LinkAuth(SECRET, l_policy))
+    d.send_link(cid, pack_relay([7], b"the secret plans"), 0.0, flag=FLAG_RELAY)
+    wire = b""
+    for _ in range(6):
+        for src, dst in ((d, lst), (lst, d)):
+            data = src.data_to_send()
+            wire += data
+            list(dst.receive_data(data, 0.0))
+    assert d.state is State.AUTHENTICATED and lst.state is State.AUTHENTICATED
+    return b"the secret plans" in wire, lst.is_open
+
+
+@pytest.mark.parametrize(
+    ("d_policy", "l_policy", "between_hosts", "sealed"),
+    [
+        ("always", "always", False, True),  # always: even a loopback link
+        ("always", "never", False, True),  # either end asking seals
+        ("never", "never", True, False),  # never: not even between hosts (still authenticated)
+        ("never", "between_hosts", True, True),  # the other end's default still asks between hosts
+        ("between_hosts", "between_hosts", False, False),
+        ("between_hosts", "between_hosts", True, True),
+    ],
+)
+def test_each_link_seal_policy_seals_what_it_says(
+    d_policy: str, l_policy: str, between_hosts: bool, sealed: bool
+) -> None:
+    peers = ("10.0.0.2:7000", "10.0.0.1:40000") if between_hosts else ("127.0.0.1:1", "127.0.0.1:2")
+    in_clear, _open = _link_pair(d_policy, l_policy, *peers)
+    assert in_clear is not sealed
+
+
+def test_the_link_seal_config_key_is_validated_and_reaches_the_links(tmp_path: Path) -> None:
+    from runtime.cluster.config import ConfigError, parse_config
+    from runtime.cluster.instance import make_context
+    from runtime.connection import LinkAuth
+
+    assert parse_config({"data_dir": str(tmp_path)}).link_seal == "between_hosts"
+    config = parse_config({"data_dir": str(tmp_path), "link_seal": "always"})
+    assert config.link_seal == "always"
+    assert parse_config(config.as_dict()).link_seal == "always"  # survives the trip to worker processes
+    for bad in ("sometimes", True, None, ["always"]):
+        with pytest.raises(ConfigError) as err:
+            parse_config({"data_dir": str(tmp_path), "link_seal": bad})
+        assert "link_seal" in str(err.value) and "always, between_hosts, never" in str(err.value)
+    with pytest.raises(ValueError, match="link seal must be one of"):
+        LinkAuth(SECRET, "sometimes")
+    svc = config.services["biz"]
+    ctx = make_context(
+        config,
+        svc,
+        0,
+        registry=REGISTRY,
+        servers=None,
+        discovery=None,
+        local={},  # type: ignore[arg-type]
+    )
+    assert ctx.link_auth is not None and ctx.link_auth.seal == "always"

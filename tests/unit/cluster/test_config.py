@@ -25,7 +25,9 @@ def test_defaults_need_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert config.storage["backend"] == "sqlite"
     assert config.storage_dir == config.data_dir
     counts = {name: s.instances for name, s in config.services.items()}
-    assert counts == {"login": 1, "msg": 2, "router": 2, "biz": 1, "file": 1, "storage": 1, "gateway": 1}
+    # Two of every service without state of its own; one biz on SQLite (one writer); one blob store.
+    assert counts == {"login": 2, "msg": 2, "router": 2, "biz": 1, "file": 2, "storage": 1, "gateway": 2}
+    assert config.restart == "on-failure"
     assert [s.name for s in config.ordered_services()][:4] == ["storage", "biz", "router", "login"]
     assert config.services["login"].options["http_port"] == "preferred:8080"
 
@@ -64,10 +66,41 @@ def test_preferred_port_falls_back_to_any_when_taken(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         config = parse_config(
-            {"data_dir": str(tmp_path), "services": {"login": {"http_port": f"preferred:{port}"}}}
+            {
+                "data_dir": str(tmp_path),
+                "services": {"login": {"instances": 1, "http_port": f"preferred:{port}"}},
+            }
         )
         assert resolve_preferred_ports(config).services["login"].options["http_port"] == 0
     assert resolve_preferred_ports(config).services["login"].options["http_port"] == port
+
+
+def test_preferred_port_needs_every_instance_port_free(tmp_path: Path) -> None:
+    """Instance i listens on the preferred port + i: when the second one is taken, any free ports instead."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1] - 1
+        raw = {"data_dir": str(tmp_path), "services": {"login": {"http_port": f"preferred:{port}"}}}
+        config = parse_config(raw)
+        assert config.services["login"].instances == 2
+        assert resolve_preferred_ports(config).services["login"].options["http_port"] == 0
+
+
+def test_biz_instances_default_per_backend(tmp_path: Path) -> None:
+    """One biz on SQLite (one writer), two on PostgreSQL; an explicit count wins either way."""
+    pg = {"backend": "postgres", "dsn": "postgresql://ttgen@db:5432/ttgen"}
+    assert parse_config({"data_dir": str(tmp_path)}).services["biz"].instances == 1
+    assert parse_config({"data_dir": str(tmp_path), "storage": pg}).services["biz"].instances == 2
+    auth = {"time_cost": 1}
+    kept = parse_config({"data_dir": str(tmp_path), "storage": pg, "services": {"biz": {"auth": auth}}})
+    assert kept.services["biz"].instances == 2 and kept.services["biz"].options["auth"] == auth
+    one = parse_config({"data_dir": str(tmp_path), "storage": pg, "services": {"biz": {"instances": 1}}})
+    assert one.services["biz"].instances == 1
+    with pytest.raises(ConfigError, match=r"services\.biz"):
+        parse_config({"data_dir": str(tmp_path), "services": {"biz": [1]}})
 
 
 def test_round_trip_through_json(tmp_path: Path) -> None:

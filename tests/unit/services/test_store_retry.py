@@ -13,6 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from generated.teamtalk.registry import REGISTRY
 from runtime.framing import Frame
 from runtime.monitor.metrics import Metrics
@@ -114,6 +116,7 @@ class FakeChat:
         self.link = link
         self.biz = FakeBiz(link)
         self.m_store_retries = Metrics().counter("retries", "")
+        self.m_store_unknown = Metrics().counter("unknown", "")
         self.stored_bodies: list[bytes] = []
         self.acks: list[Any] = []
 
@@ -127,9 +130,13 @@ class FakeChat:
 class FakeCtx:
     def __init__(self, chat: FakeChat) -> None:
         self.chat = chat
+        self.forgotten = False
 
     def reply(self, ack: Any, *, remember: bool = True) -> None:
         self.chat.acks.append((ack, remember))
+
+    def forget(self) -> None:
+        self.forgotten = True
 
 
 class FakeState:
@@ -168,21 +175,28 @@ def test_msg_resends_the_same_request_after_the_link_dropped() -> None:
     assert chat.m_store_retries.value == 2
 
 
-def test_msg_gives_up_after_its_retries() -> None:
-    async def main() -> FakeChat:
-        link = FakeLink([None, None, None])
+@pytest.mark.parametrize("answer", [None, b""], ids=["link-lost", "empty-answer"])
+def test_msg_gives_up_after_its_retries_without_calling_the_message_refused(answer: bytes | None) -> None:
+    """The store outcome stays unknown (biz may have committed before its answer was lost): no msg id 0 (that
+    says "not stored"); no ack at all, the request forgotten by the dedup window, so the client's retransmit
+    is processed afresh and answered by biz with the stored id if there is one."""
+
+    async def main() -> tuple[FakeChat, FakeCtx]:
+        link = FakeLink([answer, answer, answer])
         chat = FakeChat(link)
         msg = MsgData(from_user_id=7, to_session_id=8, msg_id=3, create_time=0, msg_type=1, msg_data=b"x")
         attempt = StoreAttempt(msg, StoreTokens(), group=False, delays=(0.01, 0.01))  # a client msg id
+        ctx = FakeCtx(chat)
         pending = chat_mod._PendingStore(
-            chat, FakeCtx(chat), FakeState(), "CID_MSG_DATA", 0x301, attempt, False
+            chat, ctx, FakeState(), "CID_MSG_DATA", 0x301, attempt, False
         )  # type: ignore[arg-type]
         link.request(0x301, attempt.request, pending.stored)
         await asyncio.sleep(0.2)
-        return chat
+        return chat, ctx
 
-    chat = asyncio.run(main())
-    assert chat.stored_bodies == [] and chat.acks == [(("ack0", 7, 8), False)]  # msg id 0, not remembered
+    chat, ctx = asyncio.run(main())
+    assert chat.stored_bodies == [] and chat.acks == []  # neither acked nor refused
+    assert ctx.forgotten and chat.m_store_unknown.value == 1 and chat.m_store_retries.value == 2
     request = chat.link.sent[0]
     assert chat.link.sent[1:] == [relay_head((7,)) + request] * 2  # no token, nothing to flag: the same bytes
 

@@ -57,3 +57,38 @@ def test_bad_keys_are_refused_and_write_nothing(make_store: Callable[..., Any]) 
             assert await store.login_failures(["k1"], 0.0) == {"k1": (1, 5.0)}
 
     asyncio.run(body())
+
+
+def test_keys_are_parameters_never_sql(make_store: Callable[..., Any]) -> None:
+    """The statements both backends share (runtime.storage.lockout_sql) carry keys as parameters only: keys
+    full of SQL are stored, counted, cleared and remembered as the strings they are."""
+    from runtime.storage import lockout_sql
+
+    hostile = ["a'); DELETE FROM login_failures; --", 'b" OR 1=1 --', "$1::text[]", "c?"]
+    for dialect in (lockout_sql.SQLITE, lockout_sql.POSTGRES):
+        for sql in (
+            lockout_sql.select_failures(dialect, hostile, 0.0)[0],
+            lockout_sql.clear_failures(dialect, hostile)[0],
+            lockout_sql.note_known(dialect, hostile[0], 0.0)[0],
+            lockout_sql.is_known(dialect, hostile[0], 0.0)[0],
+        ):
+            assert not any(k in sql for k in hostile[:2]) and "c?" not in sql
+
+    async def body() -> None:
+        async with make_store() as store:
+            await store.add_login_failure(["plain"], 5.0, 10.0)
+            await store.add_login_failure(hostile, 6.0, 10.0)
+            await store.add_login_failure(hostile[:1], 7.0, 10.0)
+            got = await store.login_failures([*hostile, "plain"], 0.0)
+            assert got == {hostile[0]: (2, 7.0), **{k: (1, 6.0) for k in hostile[1:]}, "plain": (1, 5.0)}
+            await store.clear_login_failures(hostile[1:])
+            assert await store.login_failures([*hostile, "plain"], 0.0) == {
+                hostile[0]: (2, 7.0),
+                "plain": (1, 5.0),
+            }
+            await store.note_known_login(hostile[2], 8.0, 100.0)
+            assert await store.is_known_login(hostile[2], 8.0)
+            assert not await store.is_known_login(hostile[3], 0.0)
+            assert not await store.is_known_login(hostile[2], 9.0)
+
+    asyncio.run(body())
