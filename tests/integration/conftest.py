@@ -250,15 +250,23 @@ class LostAfterCommit:
         self.committed: list[int] = []
         self._stopping: list[asyncio.Task[None]] = []
 
-        def crash(_answer: Any, reply: Any) -> None:
-            from runtime.services.biz.handlers_msg import new_store_tokens
+        store = victim.store  # biz's one store path: store(user_id, msg, burn, done)
 
-            self.committed.append(reply.msg_id)  # committed; the answer is never sent
-            victim._store_tokens = new_store_tokens()  # the memory goes with the process
-            stop = cluster.stop_instance("biz", victim.ctx.instance)
-            self._stopping.append(asyncio.get_running_loop().create_task(stop))
+        def lost_store(user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> None:
+            def crash(reply: Any) -> None:
+                from runtime.services.biz.handlers_msg import new_store_tokens
 
-        victim._stored = crash
+                if reply is None or not reply.msg_id:  # not committed: answered as usual
+                    done(reply)
+                    return
+                self.committed.append(reply.msg_id)  # committed; the answer is never sent
+                victim._store_tokens = new_store_tokens()  # the memory goes with the process
+                stop = cluster.stop_instance("biz", victim.ctx.instance)
+                self._stopping.append(asyncio.get_running_loop().create_task(stop))
+
+            store(user_id, msg, burn, crash)
+
+        victim.store = lost_store
 
     async def stopped(self) -> None:
         await asyncio.gather(*self._stopping)
