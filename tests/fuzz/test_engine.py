@@ -11,7 +11,7 @@ import pytest
 
 from runtime.fuzz import stateful, suites
 from runtime.fuzz.cluster import ClusterTarget
-from runtime.fuzz.engine import MAX_STATEFUL_EXAMPLES, Engine
+from runtime.fuzz.engine import Engine
 from runtime.fuzz.plant import PlantedError, plant_command, trips
 from runtime.fuzz.reproducer import Reproducer
 from runtime.fuzz.stack import FuzzStack
@@ -39,9 +39,10 @@ class FakeClock:
         return self.now
 
 
-# Fake seconds each example of a suite costs: binary fractions, so sums are exact in floating point. The
-# stateful suite is slow, as it is for real (a whole chat session per example).
-COST = {"roundtrip": 1 / 64, "frames": 1 / 64, "live": 1 / 16, "stateful": 1 / 4}
+# Fake seconds each example of a suite costs: binary fractions, so sums are exact in floating point. Examples
+# that talk to a server cost more, as they do for real; stateful ones get about 16 examples (two runs), enough
+# for the model to send requests.
+COST = {"roundtrip": 1 / 64, "frames": 1 / 64, "live": 1 / 16, "stateful": 1 / 16}
 
 
 class TimedEngine(Engine):
@@ -79,13 +80,13 @@ def test_every_suite_gets_a_share_of_the_budget(tt_stack: FuzzStack, validating:
     # Fair: every case went to the suite that had had the least time so far (ties to the first name).
     for chosen, _start, seconds in engine.choices:
         assert chosen == min(seconds, key=lambda n: (seconds[n], n)), (chosen, seconds)
-    # Shared, not multiplied: the suites' times add up to the time that passed, the last case started inside
-    # the budget, and only a stateful run (never cut short) may overrun it.
+    # Shared, not multiplied: the suites' times add up to the time that passed, every case started inside the
+    # budget, and only a stateful run (never cut short mid-way) may overrun it.
     assert sum(shares.values()) == clock.now == engine.stats.elapsed
-    last, last_start, _ = engine.choices[-1]
-    assert last_start < budget <= clock.now
+    assert all(start < budget for _, start, _ in engine.choices)
+    last, _, _ = engine.choices[-1]
     if last == "stateful":
-        assert clock.now - budget < MAX_STATEFUL_EXAMPLES * COST["stateful"]
+        assert clock.now >= budget
     else:
         assert clock.now == budget  # checked after every example: stopped by the one that reached it
     lines = engine.stats.report({c.name for c in tt_stack.registry})
