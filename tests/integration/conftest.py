@@ -253,11 +253,11 @@ class LostAfterCommit:
         def crash(reply: Any) -> None:
             from runtime.services.biz.handlers_msg import new_store_tokens
 
-        def lost_store(user_id: int, msg: Any, burn: bool, done: Callable[[Any], None]) -> None:
-            def crash(reply: Any) -> None:
-                from runtime.services.biz.handlers_msg import new_store_tokens
+            self.committed.append(reply.msg_id)  # committed; the answer is never sent
+            victim._store_tokens = new_store_tokens()  # the memory goes with the process
+            stop = cluster.stop_instance("biz", victim.ctx.instance)
+            self._stopping.append(asyncio.get_running_loop().create_task(stop))
 
-<<<<<<< HEAD
         store = victim.store  # biz's one store path, for link requests and direct calls alike
 
         def store_then_crash(user_id: int, msg: Any, burn: bool, done: Any) -> None:
@@ -270,19 +270,6 @@ class LostAfterCommit:
             store(user_id, msg, burn, answer)
 
         victim.store = store_then_crash
-=======
-                if reply is None or not reply.msg_id:  # not committed: answered as usual
-                    done(reply)
-                    return
-                self.committed.append(reply.msg_id)  # committed; the answer is never sent
-                victim._store_tokens = new_store_tokens()  # the memory goes with the process
-                stop = cluster.stop_instance("biz", victim.ctx.instance)
-                self._stopping.append(asyncio.get_running_loop().create_task(stop))
-
-            store(user_id, msg, burn, crash)
-
-        victim.store = lost_store
->>>>>>> wip/suite
 
     async def stopped(self) -> None:
         await asyncio.gather(*self._stopping)
