@@ -12,11 +12,12 @@ commits per second and messages per commit (the database's write rate per commit
 
     .venv/bin/python bench/bench_storage.py --backend postgres --encrypt --runs 3
 
-`--biz` measures instead the CPU the biz service spends per stored 1:1 message: relayed IMMsgData request
-frames go into `BizService._on_frame` as msg servers send them (parse, store with a commit callback, reply),
+`--biz` measures instead the CPU the biz service spends per stored 1:1 message: IMMsgData request bodies as
+msg servers send them are parsed and handed to biz's one store path (`BizService.store`: store with a commit
+callback, answer; the link's framing and dispatch are left out),
 on SQLite with group commit, at-rest encryption and synchronous=FULL. `--window` stores stay in flight (each
-reply lets the next frame in, so batches are about that size, as under load in the cluster). Reported: process
-CPU (time.process_time, event loop and writer thread together) per message, median of `--runs`.
+answer lets the next request in, so batches are about that size, as under load in the cluster). Reported:
+process CPU (time.process_time, event loop and writer thread together) per message, median of `--runs`.
 
     .venv/bin/python bench/bench_storage.py --biz [--messages 20000] [--window 16] [--pairs 300] [--runs 5]
 
@@ -204,20 +205,19 @@ def measure_store_cpu(args: argparse.Namespace) -> None:
 
 
 class _BenchLink:
-    """Stands in for the link from a msg server: counts replies and lets the next frame in."""
+    """Stands in for the msg servers: counts biz's answers and lets the next request in."""
 
     def __init__(self, total: int, feed: Callable[[], None], done: asyncio.Event) -> None:
         self.total, self.feed, self.done = total, feed, done
         self.replies = self.stored = 0
 
-    def reply(self, request: Any, command_id: int, body: bytes = b"") -> bool:
+    def answered(self, reply: Any) -> None:
         self.replies += 1
-        self.stored += bool(body)
+        self.stored += bool(reply is not None and reply.msg_id)
         if self.replies == self.total:
             self.done.set()
         else:
             self.feed()
-        return True
 
 
 async def biz_run(
@@ -226,11 +226,9 @@ async def biz_run(
     """One run of the biz store path: CPU per message (all threads, and the writer thread alone)."""
     from generated.teamtalk.registry import REGISTRY
     from runtime.cluster.discovery import StaticDiscovery
-    from runtime.framing import Frame
     from runtime.services.base import ServiceContext
     from runtime.services.biz.service import BizService
     from runtime.services.contracts import pack_store_request
-    from runtime.services.links import FLAG_RELAY, FLAG_REQUEST, pack_relay
 
     info = REGISTRY.by_name("CID_MSG_DATA")
     storage = {"backend": "sqlite", "encrypt_at_rest": True, "synchronous": "FULL"}
@@ -248,7 +246,7 @@ async def biz_run(
     gc.freeze()  # as a worker process does once its service started
     try:
         users = [(await biz.storage.create_user(NewUser(f"user{i}"))).id for i in range(2 * pairs)]
-        frames = []
+        requests = []
         for i in range(messages):
             sender, peer = users[2 * (i % pairs)], users[2 * (i % pairs) + 1]
             body = info.message_class(
@@ -262,17 +260,16 @@ async def biz_run(
                 if tokens
                 else None,
             ).SerializeToString()
-            flag = FLAG_RELAY | FLAG_REQUEST
-            frames.append(
-                Frame(info.service_id, info.command_id, i & 0xFFFF, pack_relay([sender], body), flag)
-            )
-        pending = iter(frames)
+            requests.append((sender, body))
+        pending = iter(requests)
         done = asyncio.Event()
+        parse = info.message_class.FromString
 
         def feed() -> None:
-            frame = next(pending, None)
-            if frame is not None:
-                biz._on_frame(link, frame)  # type: ignore[arg-type]
+            request = next(pending, None)
+            if request is not None:
+                sender, body = request
+                biz.store(sender, parse(body), False, link.answered)
 
         link = _BenchLink(messages, feed, done)
         writer = biz.storage.writer  # type: ignore[attr-defined]
