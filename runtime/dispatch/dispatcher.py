@@ -29,6 +29,8 @@ from runtime.transport import Link
 log = logging.getLogger("runtime.dispatch")
 
 _INFLATE = "inflate_budget"
+_DROPS = "drop_log"
+DROP_LOG_EVERY = 10.0  # s: a connection's unanswered drops of one command and rule log once per this
 
 
 class Dispatcher:
@@ -208,6 +210,29 @@ class Dispatcher:
                 budget = data[_INFLATE] = InflateBudget(link.now)
         return route.stages.unpack.unpack(frame, route.info.message_class, cipher, window, budget)
 
+    @staticmethod
+    def _log_drop(link: Link, route: Route, exc: StageError) -> None:
+        """Say that a request was dropped unanswered, at most once per `DROP_LOG_EVERY` seconds per
+        connection, command and rule, with the count of those not logged since: a flooding client must not
+        turn the log into the most expensive part of refusing it."""
+        drops: dict[tuple[str, str], list[float]] = link.extras().setdefault(_DROPS, {})
+        now = link.now()
+        key = (route.name, exc.rule)
+        entry = drops.get(key)
+        if entry is not None and now - entry[0] < DROP_LOG_EVERY:
+            entry[1] += 1
+            return
+        unlogged = int(entry[1]) if entry is not None else 0
+        drops[key] = [now, 0]  # when last logged, how many since
+        log.info(
+            "%r: %s dropped unanswered (%s, on the spec's drop policy): %s%s",
+            link,
+            route.name,
+            exc.rule,
+            exc,
+            f" ({unlogged} more since the last such line)" if unlogged else "",
+        )
+
     def _refused(self, link: Link, frame: Frame, route: Route, msg: Message | None, exc: StageError) -> None:
         """A refused request always gets an answer: `reject` an error reply where the command's reply can
         carry one (the service's `on_rejected`, else `runtime.refusal.error_reply`), otherwise the connection
@@ -218,13 +243,7 @@ class Dispatcher:
             link.close(f"{route.name} refused: {exc}")
             return
         if exc.action != "reject":
-            log.info(
-                "%r: %s dropped unanswered (%s, on the spec's drop policy): %s",
-                link,
-                route.name,
-                exc.rule,
-                exc,
-            )
+            self._log_drop(link, route, exc)
             return
         answered: object = None
         if self._on_rejected is not None:

@@ -282,6 +282,28 @@ def test_input_stage_drops_self_and_empty_messages_and_rate_limits() -> None:
     run(body)
 
 
+def test_unanswered_drops_are_logged_once_per_interval_with_a_count(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.dispatch import dispatcher as dispatcher_mod
+
+    def rate_lines() -> list[str]:
+        return [m for r in caplog.records if "dropped unanswered (rate" in (m := r.getMessage())]
+
+    async def body(d: Dispatcher, s: Service) -> None:
+        link, _t = open_link(d, 1)
+        link.data_received(LOGIN_OK)
+        link.data_received(b"".join(req(0x0301, 10 + i, msg_data()) for i in range(25)))
+        assert len(s.msgs) == 20  # five dropped by the 20/s rate limit
+        assert len(rate_lines()) == 1 and "more since" not in rate_lines()[0]  # four of them unlogged
+        monkeypatch.setattr(dispatcher_mod, "DROP_LOG_EVERY", 0.0)
+        link.data_received(req(0x0301, 40, msg_data()))  # the interval has passed: logged, with the count
+        assert len(rate_lines()) == 2 and "(4 more since the last such line)" in rate_lines()[1]
+
+    with caplog.at_level(logging.INFO, logger="runtime.dispatch"):
+        run(body)
+
+
 def test_reject_action_reaches_the_service_hook() -> None:
     policy = {"MSG_DATA": {"input": {"rate": "1/s", "on_rate_exceeded": "reject"}}}
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("generated.teamtalk.registry")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_biz_store_path_bench_stores_every_message() -> None:
