@@ -4,6 +4,8 @@ against the same running cluster, alternated, so the two instruments can be comp
 Starts `ttgen up --processes` (login, --msg-servers msg, 1 router, 1 biz; SQLite FULL sync, encrypted at
 rest; cheap argon2 since only messages are measured), lets `ttgen bench one-to-one --target` create the users,
 then runs the two clients `--rounds` times each, in turn, at the same offered load (`--pairs` x `--rate`).
+`--backend postgres` stores on PostgreSQL instead: a throwaway local server (fsync and synchronous_commit on)
+with a fresh database, stopped at the end.
 The cluster's CPU per delivered message is read from /proc around each run. Bounded: every run has its
 duration and drain; the cluster is stopped at the end.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -34,10 +37,14 @@ services:
   login: {{http_port: 0}}
   msg: {{instances: {msg}}}
   router: {{instances: 1}}
-  biz: {{auth: {{time_cost: 1, memory_cost: 1024, parallelism: 1}}}}
+  biz: {{instances: 1, auth: {{time_cost: 1, memory_cost: 1024, parallelism: 1}}}}
   storage: {{instances: 0}}
   file: {{instances: 0}}
   gateway: {{instances: 0}}
+"""
+POSTGRES = """storage:
+  backend: postgres
+  dsn: "{dsn}"
 """
 
 
@@ -104,6 +111,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--msg-servers", type=int, default=2)
+    ap.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite", help="storage backend")
     ap.add_argument(
         "--closed-loop",
         action="store_true",
@@ -112,7 +120,17 @@ def main() -> None:
     opts = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ttgen-compare-"))
     data, config = tmp / "data", tmp / "ttgen.yaml"
-    config.write_text(CONFIG.format(msg=opts.msg_servers))
+    text = CONFIG.format(msg=opts.msg_servers)
+    server = None
+    if opts.backend == "postgres":
+        import asyncio
+
+        from runtime.storage.postgres.local_server import LocalServer, create_database
+
+        server = LocalServer(fsync=True).start()
+        dsn = asyncio.run(create_database(server.dsn(), "compare_" + os.urandom(6).hex()))
+        text += POSTGRES.format(dsn=dsn)
+    config.write_text(text)
     up = subprocess.Popen(
         [*TTGEN, "up", "--processes", "--config", str(config), "--data-dir", str(data)],
         stdout=subprocess.PIPE,
@@ -138,6 +156,8 @@ def main() -> None:
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(60)
+        if server is not None:
+            server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     keys = (
         "offered_per_s",
@@ -152,8 +172,8 @@ def main() -> None:
         "client_cpu_us_per_msg",
     )
     print(
-        f"\noffered {opts.pairs * opts.rate:,.0f} msgs/s ({opts.pairs} pairs x {opts.rate:g}/s) for "
-        f"{opts.duration:g} s, medians of {opts.rounds}:\n"
+        f"\n{opts.backend}: offered {opts.pairs * opts.rate:,.0f} msgs/s "
+        f"({opts.pairs} pairs x {opts.rate:g}/s) for {opts.duration:g} s, medians of {opts.rounds}:\n"
     )
     print("| client | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
