@@ -222,6 +222,12 @@ class ChatHandlers:
                 )
                 self.fanout.notify(cmd.CID_EXT_MSG_BURNED_NOTIFY.name, note, [user, msg.session_id])
 
+    async def _parties(self, user: int, session_type: int, session_id: int) -> list[int]:
+        """Whose devices hear of a change to a message of this session: a group's members, or both users."""
+        if session_type == self._group:
+            return await self.groups.members(user, session_id)
+        return [user, session_id]
+
     async def recall(self, ctx: Context, msg: ext.IMMsgRecallReq) -> Message:
         """The sender withdraws a message; every device of every party is told to remove it."""
         st = client_state(ctx)
@@ -242,10 +248,7 @@ class ChatHandlers:
             )
         rsp.ClearField("attach_data")
         if rsp.result_code == 0:
-            if msg.session_type == self._group:
-                targets = await self.groups.members(user, msg.session_id)
-            else:
-                targets = [user, msg.session_id]
+            targets = await self._parties(user, msg.session_type, msg.session_id)
             note = self.proto.new(
                 cmd.CID_EXT_MSG_RECALL_NOTIFY,
                 from_user_id=user,
@@ -276,10 +279,7 @@ class ChatHandlers:
             )
         rsp.ClearField("attach_data")
         if rsp.result_code == 0:
-            if msg.session_type == self._group:
-                targets = await self.groups.members(user, msg.session_id)
-            else:
-                targets = [user, msg.session_id]
+            targets = await self._parties(user, msg.session_type, msg.session_id)
             note = self.proto.new(
                 cmd.CID_EXT_MSG_EDIT_NOTIFY,
                 from_user_id=user,
