@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from runtime.storage.errors import (
     AccessDenied,
-    EditWindowExpired,
     InvalidArgument,
     NotFound,
     RecallWindowExpired,
@@ -25,7 +24,7 @@ from runtime.storage.errors import (
 from runtime.storage.models import Message, ReadResult, SendResult, SessionType, Tombstone
 from runtime.storage.postgres.common import Conn, message_from_record, require_users
 from runtime.storage.sqlite.context import MAX_INT, OpContext, check_bytes, check_ids, check_int
-from runtime.storage.sqlite.messages import check_token
+from runtime.storage.sqlite.messages import check_editable, check_token
 
 _SINGLE = int(SessionType.SINGLE)
 _GROUP = int(SessionType.GROUP)
@@ -539,7 +538,6 @@ async def recall(conn: Conn, ctx: OpContext, user_id: int, stype: SessionType, s
     await _forget_dedup(conn, user_id, int(stype), sid, [msg_id])
 
 
-TEXT_TYPES = (0x01, 0x11)  # MSG_TYPE_SINGLE_TEXT, MSG_TYPE_GROUP_TEXT
 
 
 async def edit(
@@ -559,15 +557,7 @@ async def edit(
         scope,
         msg_id,
     )
-    if row is None:
-        raise NotFound(f"message {msg_id}")
-    if row[0] != user_id:
-        raise AccessDenied("only the sender may edit a message")
-    if row[2] not in TEXT_TYPES or row[3]:
-        raise InvalidArgument("only a text message (not burn-after-reading) may be edited")
-    now = ctx.now()
-    if now - row[1] > ctx.edit_window:
-        raise EditWindowExpired(f"message {msg_id} is older than the {ctx.edit_window} s edit window")
+    now = check_editable(ctx, row, user_id, msg_id)
     stored, encrypted = ctx.seal(kind, scope, msg_id, data)
     await conn.execute(
         f"UPDATE {table} SET content = $1, encrypted = $2 WHERE {column} = $3 AND msg_id = $4",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from runtime.storage.at_rest import message_aad
 from runtime.storage.errors import (
@@ -467,6 +468,22 @@ def recall(
 TEXT_TYPES = (0x01, 0x11)  # MSG_TYPE_SINGLE_TEXT, MSG_TYPE_GROUP_TEXT
 
 
+def check_editable(ctx: OpContext, row: Sequence[Any] | None, user_id: int, msg_id: int) -> int:
+    """The time of an edit of the message `row` (from_id, created, msg_type, burn; None: no such message),
+    refused unless `user_id` sent it, it is plain text (not burn-after-reading) and younger than the edit
+    window (both backends)."""
+    if row is None:
+        raise NotFound(f"message {msg_id}")
+    if row[0] != user_id:
+        raise AccessDenied("only the sender may edit a message")
+    if row[2] not in TEXT_TYPES or row[3]:
+        raise InvalidArgument("only a text message (not burn-after-reading) may be edited")
+    now = ctx.now()
+    if now - row[1] > ctx.edit_window:
+        raise EditWindowExpired(f"message {msg_id} is older than the {ctx.edit_window} s edit window")
+    return now
+
+
 def edit(
     conn: sqlite3.Connection,
     ctx: OpContext,
@@ -488,15 +505,7 @@ def edit(
         f"SELECT from_id, created, msg_type{burn} FROM {table} WHERE {column} = ? AND msg_id = ?",
         (scope, msg_id),
     ).fetchone()
-    if row is None:
-        raise NotFound(f"message {msg_id}")
-    if row[0] != user_id:
-        raise AccessDenied("only the sender may edit a message")
-    if row[2] not in TEXT_TYPES or row[3]:
-        raise InvalidArgument("only a text message (not burn-after-reading) may be edited")
-    now = ctx.now()
-    if now - row[1] > ctx.edit_window:
-        raise EditWindowExpired(f"message {msg_id} is older than the {ctx.edit_window} s edit window")
+    now = check_editable(ctx, row, user_id, msg_id)
     stored, encrypted = ctx.seal(kind, scope, msg_id, data)
     conn.execute(
         f"UPDATE {table} SET content = ?, encrypted = ? WHERE {column} = ? AND msg_id = ?",
