@@ -122,24 +122,26 @@ def main() -> None:
     data, config = tmp / "data", tmp / "ttgen.yaml"
     text = CONFIG.format(msg=opts.msg_servers)
     server = None
-    if opts.backend == "postgres":
-        import asyncio
-
-        from runtime.storage.postgres.local_server import LocalServer, create_database
-
-        server = LocalServer(fsync=True).start()
-        dsn = asyncio.run(create_database(server.dsn(), "compare_" + os.urandom(6).hex()))
-        text += POSTGRES.format(dsn=dsn)
-    config.write_text(text)
-    up = subprocess.Popen(
-        [*TTGEN, "up", "--processes", "--config", str(config), "--data-dir", str(data)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    up: subprocess.Popen[str] | None = None
     rows: list[dict[str, Any]] = []
-    try:
+    try:  # everything started below is stopped in `finally`, also when a later start fails
+        if opts.backend == "postgres":
+            import asyncio
+
+            from runtime.storage.postgres.local_server import LocalServer, create_database
+
+            server = LocalServer(fsync=True).start()
+            dsn = asyncio.run(create_database(server.dsn(), "compare_" + os.urandom(6).hex()))
+            text += POSTGRES.format(dsn=dsn)
+        config.write_text(text)
+        up = subprocess.Popen(
+            [*TTGEN, "up", "--processes", "--config", str(config), "--data-dir", str(data)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert up.stdout is not None
+        line = ""
         for line in up.stdout:
             if "cluster is up" in line or "error" in line:
                 break
@@ -154,8 +156,9 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
+        if up is not None:
+            up.send_signal(signal.SIGINT)
+            up.wait(60)
         if server is not None:
             server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
