@@ -22,7 +22,9 @@ With `--find-rate` it searches instead the highest load (pairs x rate, bisecting
 
 `ttgen bench one-to-one` is the better instrument (latency from each message's due time, senders spread over
 the msg servers, presence storm settled before the load): bench/RESULTS.md (2026-12-07) compares them. With
-BENCH_CLIENT_TYPE=0x12 the clients log in as mobiles, which causes no presence storm at login.
+BENCH_CLIENT_TYPE=0x12 the clients log in as mobiles, which causes no presence storm at login. `--layout
+sharded` groups msg, biz and router of one instance number into one process (runtime.cluster.layout); the load
+client is the same in every layout, and the same as this bench's before the layouts existed.
 
 `--backend postgres` runs the cluster on PostgreSQL (a throwaway local server with fsync on, started once for
 all runs, a fresh database per run; or `--dsn` of a server of your own), optionally with `--biz 2` instances
@@ -340,6 +342,7 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
         config = parse_config(
             {
                 "data_dir": str(data_dir),
+                **({"layout": opts.layout} if getattr(opts, "layout", None) else {}),
                 "storage": {**storage, "encrypt_at_rest": True},
                 "services": {
                     "login": {"instances": 1, "http_port": 0},
@@ -373,7 +376,10 @@ async def one_run(opts: argparse.Namespace) -> dict[str, float]:
                 proc = ctx.Process(target=client_process, args=(args, out))
                 proc.start()
                 procs.append(proc)
-            workers = {f"{w.service}{w.instance}": w.process.pid for w in sup.workers}
+            workers = {
+                (w.group.name.replace("-", "") if w.group else f"{w.service}{w.instance}"): w.process.pid
+                for w in sup.workers
+            }
             workers.update(postgres_pids(opts))
             time.sleep(max(0.0, start_at - time.time()))
             cpu_before = {name: cpu_seconds(pid) for name, pid in workers.items()}
@@ -518,6 +524,12 @@ def main() -> None:
         "--client-procs", type=int, default=4, help="load-generator processes (separate from the cluster)"
     )
     ap.add_argument("--routers", type=int, default=1)
+    ap.add_argument(
+        "--layout",
+        choices=("split", "sharded"),
+        help="which roles share a process (default: the config's default, runtime.cluster.layout); the load "
+        "client is the same for every layout",
+    )
     ap.add_argument(
         "--synchronous",
         default="FULL",
