@@ -41,7 +41,8 @@ def fill_latest(info: Any, msg: Message | None) -> None:
     if msg is None:
         info.latest_msg_id = 0
         info.latest_msg_data = b""
-        info.latest_msg_type = 1
+        # A required enum field: its default (the enum's first value, a text message in the bundled spec).
+        info.latest_msg_type = info.DESCRIPTOR.fields_by_name["latest_msg_type"].default_value
         info.latest_msg_from_user_id = 0
         return
     info.latest_msg_id = msg.msg_id

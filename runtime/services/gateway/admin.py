@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import unicodedata
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 from runtime.httpkit import Request, Response, json_response
@@ -35,6 +36,11 @@ MAX_AVATAR = 1024
 
 def _error(code: int, message: str, status: int) -> Response:
     return json_response({"error_code": code, "error_msg": message}, status)
+
+
+def _choices(enum: type[IntEnum]) -> str:
+    """The values of an enum for an error message: "1 (NORMAL), 2 (TMP)"."""
+    return ", ".join(f"{int(m)} ({m.name})" for m in enum)
 
 
 def _uint(doc: dict[str, Any], key: str) -> int:
@@ -113,8 +119,8 @@ class AdminApi:
         name = _text(doc, "group_name", MAX_NAME, required=True)
         avatar = _text(doc, "group_avatar", MAX_AVATAR, required=False)
         group_type = doc.get("group_type")
-        if group_type not in (1, 2) or isinstance(group_type, bool):
-            raise ValueError("group_type must be 1 (normal) or 2 (temporary)")
+        if isinstance(group_type, bool) or group_type not in set(GroupType):
+            raise ValueError(f"group_type must be one of {_choices(GroupType)}")
         members = _ids(doc, "user_id_list")
         assert self.svc.storage is not None
         try:
@@ -137,8 +143,8 @@ class AdminApi:
         actor = _uint(doc, "req_user_id")
         group_id = _uint(doc, "group_id")
         modify = doc.get("modify_type")
-        if modify not in (1, 2) or isinstance(modify, bool):
-            raise ValueError("modify_type must be 1 (add) or 2 (delete)")
+        if isinstance(modify, bool) or modify not in set(GroupModify):
+            raise ValueError(f"modify_type must be one of {_choices(GroupModify)}")
         users = _ids(doc, "user_id_list")
         if not users:
             raise ValueError("user_id_list must not be empty")

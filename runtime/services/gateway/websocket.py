@@ -28,7 +28,7 @@ from aiohttp import WSMsgType, web
 
 from runtime.httpkit import json_bytes, peer_of
 from runtime.services.gateway.client_api import WS_OPS, error
-from runtime.services.gateway.codes import BAD_REQUEST, INTERNAL, RATE_LIMITED
+from runtime.services.gateway.codes import BAD_REQUEST, INTERNAL, NOT_LOGGED_IN, RATE_LIMITED
 from runtime.services.gateway.sessions import Session
 
 if TYPE_CHECKING:
@@ -208,16 +208,18 @@ class WebSockets:
             except _Bad as exc:
                 frame_id, op, doc = exc.frame_id, "", {}
             if op != "auth" or not isinstance(doc.get("token"), str):
-                await self._refuse(ws, frame_id, 1, 'the first frame must be {"op": "auth", "token": ...}')
+                first = 'the first frame must be {"op": "auth", "token": ...}'
+                await self._refuse(ws, frame_id, BAD_REQUEST, first)
                 return None, 0, None
             token = doc["token"]
             since_text = str(doc.get("since", 0))
         if not (since_text.isascii() and since_text.isdigit() and len(since_text) <= 15):
-            await self._refuse(ws, frame_id, 1, "since must be a sequence number")
+            await self._refuse(ws, frame_id, BAD_REQUEST, "since must be a sequence number")
             return None, 0, None
         session = self.svc.sessions.get(token[:256])
         if session is None:
-            await self._refuse(ws, frame_id, 2, "not logged in (missing, unknown or expired token)")
+            why = "not logged in (missing, unknown or expired token)"
+            await self._refuse(ws, frame_id, NOT_LOGGED_IN, why)
             return None, 0, None
         return session, int(since_text), frame_id
 
@@ -296,7 +298,7 @@ class WebSockets:
                 if op not in _OPS:
                     raise _Bad(f"unknown op {op[:64]!r}", frame_id)
             except _Bad as exc:
-                if not await self._bad(conn, exc.frame_id, 1, str(exc)):
+                if not await self._bad(conn, exc.frame_id, BAD_REQUEST, str(exc)):
                     return
                 continue
             if op == "ack":  # cheap and order-free: answered here
