@@ -57,7 +57,8 @@ def fill_department(info: Any, dept: Department) -> None:
     info.priority = dept.priority
     info.dept_name = dept.name
     info.parent_dept_id = dept.parent_id
-    info.dept_status = 1 if dept.status else 0
+    status = info.DESCRIPTOR.fields_by_name["dept_status"].enum_type.values_by_name
+    info.dept_status = status["DEPT_STATUS_DELETE" if dept.status else "DEPT_STATUS_OK"].number
 
 
 def fill_group(info: Any, group: Group) -> None:
