@@ -267,7 +267,9 @@ class PresencePolicy:
 
 @dataclass(frozen=True)
 class ClusterService:
-    """A cluster service (a process role): which commands it hosts and which services it links to."""
+    """A cluster service (a process role): which commands it hosts (what its clients send it), which it
+    receives from its links (what linked services deliver to it: relays, pushes, notices) and which services
+    it links to."""
 
     name: str  # e.g. msg
     # login | msg | router | biz | storage | file | gateway | monitor | config | log | <plugin role>
@@ -275,6 +277,7 @@ class ClusterService:
     loc: Loc
     doc: str = ""
     hosts: tuple[str, ...] = ()  # command names
+    receives: tuple[str, ...] = ()  # command names delivered over its links
     links: tuple[str, ...] = ()  # other cluster service names
     listen: str = ""  # "tcp" | "http" | "tcp+http" | "" (none)
     default_port: int | None = None

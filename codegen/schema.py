@@ -184,6 +184,10 @@ def _defs() -> dict[str, Any]:
             "listen": {"enum": list(LISTEN)},
             "default_port": {"type": "integer", "minimum": 0, "maximum": 65535},
             "hosts": _STR_LIST,
+            "receives": {
+                **_STR_LIST,
+                "description": "commands linked services deliver (relays, pushes): a second server base",
+            },
             "links": _STR_LIST,
         },
         CLUSTER_SERVICE_KEYS,

@@ -6,6 +6,7 @@ from codegen.diagnostics import Diagnostics, did_you_mean
 from codegen.model import Command, ProtoService, Spec, loc_at
 
 HOSTED_DIRECTIONS = ("c2s", "both", "s2s")
+DELIVERED_DIRECTIONS = ("s2c", "both", "s2s")  # what a server may send: what a link can deliver
 
 
 def check_command_messages(spec: Spec, diags: Diagnostics) -> None:
@@ -74,12 +75,16 @@ def check_service_names_unique(spec: Spec, diags: Diagnostics) -> None:
 
 
 def check_hosting(spec: Spec, diags: Diagnostics) -> None:
-    """TT503: a c2s/both/s2s command that no cluster service hosts (s2c commands need no host)."""
+    """TT503: a c2s/both/s2s command that no cluster service hosts (s2c commands need no host). An s2s command
+    a service receives from its links (`receives`) counts as handled: clients never send it."""
     if not spec.cluster:
         return  # a protocol-only spec: nothing to host yet
     hosted = {name for svc in spec.cluster for name in svc.hosts}
+    received = {name for svc in spec.cluster for name in svc.receives}
     commands = spec.commands()
     for c in commands.values():
+        if c.direction == "s2s" and c.name in received:
+            continue
         if c.direction in HOSTED_DIRECTIONS and c.name not in hosted:
             diags.error(
                 "TT503",
@@ -110,6 +115,40 @@ def check_cluster_refs(spec: Spec, diags: Diagnostics) -> None:
                     + did_you_mean(name, services),
                     loc_at(svc, f"links:{name}"),
                 )
+
+
+def check_deliveries(spec: Spec, diags: Diagnostics) -> None:
+    """TT514: `receives` names an unknown command. TT515: `receives` names a c2s command (only clients send
+    it: no linked service can deliver it). TT516 (warning): a service receives deliveries but links to no
+    service, so nothing can deliver them."""
+    commands = spec.commands()
+    for svc in spec.cluster:
+        for name in svc.receives:
+            command = commands.get(name)
+            if command is None:
+                diags.error(
+                    "TT514",
+                    f"cluster service '{svc.name}' receives unknown command '{name}'"
+                    + did_you_mean(name, commands),
+                    loc_at(svc, f"receives:{name}"),
+                )
+            elif command.direction not in DELIVERED_DIRECTIONS:
+                diags.error(
+                    "TT515",
+                    f"cluster service '{svc.name}' receives {command.direction} command '{name}': only"
+                    " clients send it, so no linked service can deliver it",
+                    loc_at(svc, f"receives:{name}"),
+                    hint="`receives` lists what linked services send (s2c, both or s2s commands); what"
+                    " clients send goes in `hosts`",
+                )
+        if svc.receives and not svc.links:
+            diags.warning(
+                "TT516",
+                f"cluster service '{svc.name}' receives {len(svc.receives)} command(s) but links to no"
+                " service, so nothing delivers them",
+                loc_at(svc, "receives"),
+                hint="list the services that deliver them in `links`",
+            )
 
 
 def check_ports(spec: Spec, diags: Diagnostics) -> None:
@@ -183,6 +222,7 @@ CHECKS = [
     check_service_names_unique,
     check_hosting,
     check_cluster_refs,
+    check_deliveries,
     check_ports,
     check_wire_enums,
 ]

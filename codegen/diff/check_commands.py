@@ -1,4 +1,5 @@
-"""Codegen diff layer: protocol service and command ids, messages, replies, directions, cluster hosting."""
+"""Codegen diff layer: protocol service and command ids, messages, replies, directions, cluster hosting and
+deliveries."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def check_services(ctx: DiffContext) -> dict[str, str]:
 
 def _hosts(spec: Spec, command: str) -> set[str]:
     return {s.name for s in spec.cluster if command in s.hosts}
+
+
+def _receivers(spec: Spec, command: str) -> set[str]:
+    return {s.name for s in spec.cluster if command in s.receives}
 
 
 def check_commands(ctx: DiffContext) -> None:
@@ -98,6 +103,14 @@ def _check_command(ctx: DiffContext, o: Command, n: Command, how: str, service_m
             "COMMAND_HOSTING_CHANGED",
             n.loc,
             f"command {n.name} hosted by {_names(old_hosts)} -> {_names(new_hosts)}",
+            subject,
+        )
+    old_receivers, new_receivers = _receivers(ctx.old, o.name), _receivers(ctx.new, n.name)
+    if old_receivers != new_receivers:
+        ctx.report(
+            "COMMAND_DELIVERY_CHANGED",
+            n.loc,
+            f"command {n.name} delivered to {_names(old_receivers)} -> {_names(new_receivers)}",
             subject,
         )
     if n.deprecated and not o.deprecated:

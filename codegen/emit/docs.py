@@ -81,7 +81,8 @@ def protocol_markdown(spec: Spec, options: EmitOptions) -> str:
             {"name": s.name, "role": s.role, "listen": s.listen or "-",
              "port": s.default_port if s.default_port is not None else "-",
              "links": ", ".join(sorted(s.links)) or "-",
-             "hosts": ", ".join(sorted(s.hosts)) or "-", "doc": cell(s.doc), "plugin": s.plugin or ""}
+             "hosts": ", ".join(sorted(s.hosts)) or "-", "receives": ", ".join(sorted(s.receives)) or "-",
+             "doc": cell(s.doc), "plugin": s.plugin or ""}
             for s in sorted(spec.cluster, key=lambda s: s.name)
         ],
         plugins=[{"name": p.name, "requires": p.requires, "doc": cell(p.doc)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import keyword
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from codegen.emit import EmitOptions, FileMap
@@ -113,6 +113,7 @@ def emit_registry(spec: Spec, options: EmitOptions, files: Mapping[str, str | by
         s.name: {
             "role": s.role, "listen": s.listen, "default_port": s.default_port, "links": sorted(s.links),
             "hosts": sorted(s.hosts, key=lambda n: names.commands[n].id if n in names.commands else 0),
+            "receives": sorted(s.receives, key=lambda n: names.commands[n].id if n in names.commands else 0),
             "plugin": s.plugin,
         }
         for s in spec.cluster
@@ -176,38 +177,62 @@ def presence_of(spec: Spec) -> dict[str, Any] | None:
 
 
 def emit_servers(spec: Spec, options: EmitOptions, files: Mapping[str, str | bytes]) -> FileMap:
-    """Emitter: `servers.py`: one abstract async base class per cluster service, with a `__mapping__`."""
+    """Emitter: `servers.py`: one abstract async base class per cluster service, with a `__mapping__`, and a
+    deliveries base per service that `receives` commands from its links (one method per delivered command)."""
     commands = lookups(spec).commands
     bases: list[dict[str, Any]] = []
+    deliveries: list[dict[str, Any]] = []
     used: list[str] = []
+
+    def handlers(names: tuple[str, ...], summary: Callable[[Spec, Command], str]) -> list[dict[str, Any]]:
+        listed = sorted((commands[n] for n in names if n in commands), key=lambda c: c.id)
+        used.extend(c.message for c in listed)
+        return [
+            {
+                "id": hex_id(c.id),
+                "method": handler_name(c),
+                "message": python_ref(spec, c.message),
+                "summary": py_doc(summary(spec, c)),
+            }
+            for c in listed
+        ]
+
     for service in sorted(spec.cluster, key=lambda s: s.name):
-        hosted = sorted((commands[n] for n in service.hosts if n in commands), key=lambda c: c.id)
-        used.extend(c.message for c in hosted)
         bases.append(
             {
                 "class_name": camel(service.name) + "ServiceBase",
                 "name": service.name,
                 "role": service.role,
                 "doc": py_doc(one_line(service.doc) or f"The {service.name} cluster service."),
-                "handlers": [
-                    {
-                        "id": hex_id(c.id),
-                        "method": handler_name(c),
-                        "message": python_ref(spec, c.message),
-                        "summary": py_doc(handler_summary(spec, c)),
-                    }
-                    for c in hosted
-                ],
+                "handlers": handlers(service.hosts, handler_summary),
             }
         )
+        if service.receives:
+            deliveries.append(
+                {
+                    "class_name": camel(service.name) + "DeliveriesBase",
+                    "name": service.name,
+                    "role": service.role,
+                    "doc": py_doc(f"What linked services deliver to the {service.name} cluster service."),
+                    "handlers": handlers(service.receives, delivery_summary),
+                }
+            )
     text = render(
         "servers.py.j2",
         header=header_line(spec, options.spec_label, "#"),
         spec=spec,
         imports=used_pb2_modules(spec, used),
         bases=bases,
+        deliveries=deliveries,
     )
     return {"servers.py": text}
+
+
+def delivery_summary(spec: Spec, c: Command) -> str:
+    """The docstring of a delivery handler: command, id, direction and the spec's doc."""
+    text = f"{c.name} ({hex_id(c.id)}, {c.direction}) delivered by a link; confirmed once this returns"
+    doc = one_line(c.doc)
+    return f"{text}. {doc}".rstrip() if doc else text + "."
 
 
 def handler_summary(spec: Spec, c: Command) -> str:

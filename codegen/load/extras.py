@@ -20,7 +20,7 @@ from codegen.model import (
 )
 
 CLUSTER_KEYS = ("services",)
-SERVICE_KEYS = ("role", "doc", "listen", "default_port", "hosts", "links")
+SERVICE_KEYS = ("role", "doc", "listen", "default_port", "hosts", "receives", "links")
 LISTEN = ("", "tcp", "http", "tcp+http")
 PRESENCE_KEYS = (
     "doc", "audience", "clients", "coalesce", "notify", "batch", "batch_from", "online", "offline",
@@ -40,9 +40,12 @@ def build_cluster(r: Reader, y: Y, plugin: str | None) -> list[ClusterService]:
             continue
         locs = {k: v.loc for k, v in sm.items()}
         hosts = r.str_list(sm.get("hosts"), f"cluster service '{name}' hosts")
+        receives = r.str_list(sm.get("receives"), f"cluster service '{name}' receives")
         links = r.str_list(sm.get("links"), f"cluster service '{name}' links")
         for cmd, loc in hosts:
             locs.setdefault(f"hosts:{cmd}", loc)
+        for cmd, loc in receives:
+            locs.setdefault(f"receives:{cmd}", loc)
         for link, loc in links:
             locs.setdefault(f"links:{link}", loc)
         listen = (
@@ -55,6 +58,7 @@ def build_cluster(r: Reader, y: Y, plugin: str | None) -> list[ClusterService]:
                 loc=services_y.keys[name],
                 doc=r.string(sm.get("doc"), "doc") or "",
                 hosts=tuple(dict.fromkeys(c for c, _ in hosts)),
+                receives=tuple(dict.fromkeys(c for c, _ in receives)),
                 links=tuple(dict.fromkeys(s for s, _ in links)),
                 listen=listen or "",
                 default_port=r.integer(sm.get("default_port"), "default_port"),
@@ -66,7 +70,8 @@ def build_cluster(r: Reader, y: Y, plugin: str | None) -> list[ClusterService]:
 
 
 def merge_cluster(base: list[ClusterService], extra: list[ClusterService]) -> list[ClusterService]:
-    """Add a plugin's services: new names are appended, existing ones get the plugin's hosts and links."""
+    """Add a plugin's services: new names are appended, existing ones get the plugin's hosts, receives and
+    links."""
     index = {s.name: i for i, s in enumerate(base)}
     out = list(base)
     for svc in extra:
@@ -77,11 +82,12 @@ def merge_cluster(base: list[ClusterService], extra: list[ClusterService]) -> li
         old = out[index[svc.name]]
         locs = dict(old.key_locs)
         for key, loc in svc.key_locs.items():
-            if key.startswith(("hosts:", "links:")):
+            if key.startswith(("hosts:", "receives:", "links:")):
                 locs.setdefault(key, loc)
         out[index[svc.name]] = dataclasses.replace(
             old,
             hosts=tuple(dict.fromkeys(old.hosts + svc.hosts)),
+            receives=tuple(dict.fromkeys(old.receives + svc.receives)),
             links=tuple(dict.fromkeys(old.links + svc.links)),
             key_locs=locs,
         )

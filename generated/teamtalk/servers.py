@@ -3,6 +3,11 @@
 
 Subclass a base and implement every handler; `__mapping__` (command id -> method name) is what the dispatcher
 routes by. A handler returns the reply message (sent with the reply command and the request's seq) or None.
+
+A service that `receives` commands from its links (relays, pushes, notices a router delivers) also gets a
+`<Service>DeliveriesBase`: one method per delivered command, for the handler object of those links. It is
+separate from the service base because one command may be both (a chat message from a client is a send, from
+a router a delivery). A delivery has no reply; the link confirms it once its method returns.
 """
 
 from __future__ import annotations
@@ -276,92 +281,7 @@ class GatewayServiceBase(abc.ABC):
     __service__: ClassVar[str] = "gateway"
     __role__: ClassVar[str] = "gateway"
     __mapping__: ClassVar[dict[int, str]] = {
-        0x0203: "on_cid_buddy_list_status_notify",
-        0x020b: "on_cid_buddy_list_users_status_response",
-        0x020f: "on_cid_buddy_list_remove_session_notify",
-        0x0215: "on_cid_buddy_list_sign_info_changed_notify",
-        0x0301: "on_cid_msg_data",
-        0x0304: "on_cid_msg_read_notify",
-        0x040b: "on_cid_group_change_member_notify",
-        0x0508: "on_cid_file_notify",
-        0x0601: "on_cid_switch_p2p_cmd",
-        0x070d: "on_cid_other_server_kick_user",
-        0x070e: "on_cid_other_login_status_notify",
-        0x1005: "on_cid_ext_msg_burn",
-        0x1007: "on_cid_ext_msg_burned_notify",
-        0x100a: "on_cid_ext_msg_recall_notify",
-        0x100b: "on_cid_ext_typing",
-        0x100c: "on_cid_ext_signal",
-        0x1019: "on_cid_ext_msg_edit_notify",
     }
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_status_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMUserStatNotify) -> Message | None:
-        """CID_BUDDY_LIST_STATUS_NOTIFY (0x0203, s2c); no reply (return None). Push: a user's presence changed (PC clients)."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_users_status_response(self, ctx: Context, msg: IM_Buddy_pb2.IMUsersStatRsp) -> Message | None:
-        """CID_BUDDY_LIST_USERS_STATUS_RESPONSE (0x020b, s2c); no reply (return None). Presence of the requested users."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_remove_session_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMRemoveSessionNotify) -> Message | None:
-        """CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY (0x020f, s2c); no reply (return None). Push to the user's other devices: a session was deleted."""
-
-    @abc.abstractmethod
-    async def on_cid_buddy_list_sign_info_changed_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMSignInfoChangedNotify) -> Message | None:
-        """CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY (0x0215, s2c); no reply (return None). Push to every online user: a signature changed."""
-
-    @abc.abstractmethod
-    async def on_cid_msg_data(self, ctx: Context, msg: IM_Message_pb2.IMMsgData) -> Message | None:
-        """CID_MSG_DATA (0x0301, both); return the CID_MSG_DATA_ACK reply (IMMsgDataAck). Send a chat message (client to server) or deliver one (server to client)."""
-
-    @abc.abstractmethod
-    async def on_cid_msg_read_notify(self, ctx: Context, msg: IM_Message_pb2.IMMsgDataReadNotify) -> Message | None:
-        """CID_MSG_READ_NOTIFY (0x0304, s2c); no reply (return None). Push to the user's other devices: a session was read."""
-
-    @abc.abstractmethod
-    async def on_cid_group_change_member_notify(self, ctx: Context, msg: IM_Group_pb2.IMGroupChangeMemberNotify) -> Message | None:
-        """CID_GROUP_CHANGE_MEMBER_NOTIFY (0x040b, s2c); no reply (return None). Push to current and changed members: membership changed."""
-
-    @abc.abstractmethod
-    async def on_cid_file_notify(self, ctx: Context, msg: IM_File_pb2.IMFileNotify) -> Message | None:
-        """CID_FILE_NOTIFY (0x0508, s2c); no reply (return None). Push to the receiver's devices: a file is offered or an offline file is ready."""
-
-    @abc.abstractmethod
-    async def on_cid_switch_p2p_cmd(self, ctx: Context, msg: IM_SwitchService_pb2.IMP2PCmdMsg) -> Message | None:
-        """CID_SWITCH_P2P_CMD (0x0601, both); no reply (return None). Opaque user-to-user command relayed to both users' devices; never stored."""
-
-    @abc.abstractmethod
-    async def on_cid_other_server_kick_user(self, ctx: Context, msg: IM_Server_pb2.IMServerKickUser) -> Message | None:
-        """CID_OTHER_SERVER_KICK_USER (0x070d, s2s); no reply (return None). Cluster-wide kick, msg to router to every msg server."""
-
-    @abc.abstractmethod
-    async def on_cid_other_login_status_notify(self, ctx: Context, msg: IM_Server_pb2.IMServerPCLoginStatusNotify) -> Message | None:
-        """CID_OTHER_LOGIN_STATUS_NOTIFY (0x070e, s2s); no reply (return None). A user's PC presence changed, router to msg."""
-
-    @abc.abstractmethod
-    async def on_cid_ext_msg_burn(self, ctx: Context, msg: IM_Message_pb2.IMMsgData) -> Message | None:
-        """CID_EXT_MSG_BURN (0x1005, both); return the CID_MSG_DATA_ACK reply (IMMsgDataAck). Send or deliver a burn-after-reading message: the body is an ordinary IMMsgData; the command id alone marks it, so its stage policy can differ."""
-
-    @abc.abstractmethod
-    async def on_cid_ext_msg_burned_notify(self, ctx: Context, msg: IM_Ext_pb2.IMBurnedNotify) -> Message | None:
-        """CID_EXT_MSG_BURNED_NOTIFY (0x1007, s2c); no reply (return None). Push to every device of both sides: erase the burned message."""
-
-    @abc.abstractmethod
-    async def on_cid_ext_msg_recall_notify(self, ctx: Context, msg: IM_Ext_pb2.IMMsgRecallNotify) -> Message | None:
-        """CID_EXT_MSG_RECALL_NOTIFY (0x100a, s2c); no reply (return None). Push to every device of both sides: a message was recalled."""
-
-    @abc.abstractmethod
-    async def on_cid_ext_typing(self, ctx: Context, msg: IM_Ext_pb2.IMTypingNotify) -> Message | None:
-        """CID_EXT_TYPING (0x100b, both); no reply (return None). Typing indicator; ephemeral."""
-
-    @abc.abstractmethod
-    async def on_cid_ext_signal(self, ctx: Context, msg: IM_Ext_pb2.IMEphemeralSignal) -> Message | None:
-        """CID_EXT_SIGNAL (0x100c, both); no reply (return None). Other ephemeral signals; never stored."""
-
-    @abc.abstractmethod
-    async def on_cid_ext_msg_edit_notify(self, ctx: Context, msg: IM_Ext_pb2.IMMsgEditNotify) -> Message | None:
-        """CID_EXT_MSG_EDIT_NOTIFY (0x1019, s2c); no reply (return None). Push to every device of both sides: a message's text was replaced."""
 
 
 class LoginServiceBase(abc.ABC):
@@ -829,6 +749,199 @@ class StorageServiceBase(abc.ABC):
         """CID_OTHER_HEARTBEAT (0x0701, both); no reply (return None). Keep-alive; a client's heartbeat is echoed back, server links send their own."""
 
 
+class GatewayDeliveriesBase(abc.ABC):
+    """What linked services deliver to the gateway cluster service."""
+
+    __service__: ClassVar[str] = "gateway"
+    __role__: ClassVar[str] = "gateway"
+    __mapping__: ClassVar[dict[int, str]] = {
+        0x0203: "on_cid_buddy_list_status_notify",
+        0x020b: "on_cid_buddy_list_users_status_response",
+        0x020f: "on_cid_buddy_list_remove_session_notify",
+        0x0215: "on_cid_buddy_list_sign_info_changed_notify",
+        0x0301: "on_cid_msg_data",
+        0x0304: "on_cid_msg_read_notify",
+        0x040b: "on_cid_group_change_member_notify",
+        0x0508: "on_cid_file_notify",
+        0x0601: "on_cid_switch_p2p_cmd",
+        0x070d: "on_cid_other_server_kick_user",
+        0x070e: "on_cid_other_login_status_notify",
+        0x1005: "on_cid_ext_msg_burn",
+        0x1007: "on_cid_ext_msg_burned_notify",
+        0x100a: "on_cid_ext_msg_recall_notify",
+        0x100b: "on_cid_ext_typing",
+        0x100c: "on_cid_ext_signal",
+        0x1019: "on_cid_ext_msg_edit_notify",
+    }
+
+    @abc.abstractmethod
+    def on_cid_buddy_list_status_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMUserStatNotify) -> None:
+        """CID_BUDDY_LIST_STATUS_NOTIFY (0x0203, s2c) delivered by a link; confirmed once this returns. Push: a user's presence changed (PC clients)."""
+
+    @abc.abstractmethod
+    def on_cid_buddy_list_users_status_response(self, ctx: Context, msg: IM_Buddy_pb2.IMUsersStatRsp) -> None:
+        """CID_BUDDY_LIST_USERS_STATUS_RESPONSE (0x020b, s2c) delivered by a link; confirmed once this returns. Presence of the requested users."""
+
+    @abc.abstractmethod
+    def on_cid_buddy_list_remove_session_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMRemoveSessionNotify) -> None:
+        """CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY (0x020f, s2c) delivered by a link; confirmed once this returns. Push to the user's other devices: a session was deleted."""
+
+    @abc.abstractmethod
+    def on_cid_buddy_list_sign_info_changed_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMSignInfoChangedNotify) -> None:
+        """CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY (0x0215, s2c) delivered by a link; confirmed once this returns. Push to every online user: a signature changed."""
+
+    @abc.abstractmethod
+    def on_cid_msg_data(self, ctx: Context, msg: IM_Message_pb2.IMMsgData) -> None:
+        """CID_MSG_DATA (0x0301, both) delivered by a link; confirmed once this returns. Send a chat message (client to server) or deliver one (server to client)."""
+
+    @abc.abstractmethod
+    def on_cid_msg_read_notify(self, ctx: Context, msg: IM_Message_pb2.IMMsgDataReadNotify) -> None:
+        """CID_MSG_READ_NOTIFY (0x0304, s2c) delivered by a link; confirmed once this returns. Push to the user's other devices: a session was read."""
+
+    @abc.abstractmethod
+    def on_cid_group_change_member_notify(self, ctx: Context, msg: IM_Group_pb2.IMGroupChangeMemberNotify) -> None:
+        """CID_GROUP_CHANGE_MEMBER_NOTIFY (0x040b, s2c) delivered by a link; confirmed once this returns. Push to current and changed members: membership changed."""
+
+    @abc.abstractmethod
+    def on_cid_file_notify(self, ctx: Context, msg: IM_File_pb2.IMFileNotify) -> None:
+        """CID_FILE_NOTIFY (0x0508, s2c) delivered by a link; confirmed once this returns. Push to the receiver's devices: a file is offered or an offline file is ready."""
+
+    @abc.abstractmethod
+    def on_cid_switch_p2p_cmd(self, ctx: Context, msg: IM_SwitchService_pb2.IMP2PCmdMsg) -> None:
+        """CID_SWITCH_P2P_CMD (0x0601, both) delivered by a link; confirmed once this returns. Opaque user-to-user command relayed to both users' devices; never stored."""
+
+    @abc.abstractmethod
+    def on_cid_other_server_kick_user(self, ctx: Context, msg: IM_Server_pb2.IMServerKickUser) -> None:
+        """CID_OTHER_SERVER_KICK_USER (0x070d, s2s) delivered by a link; confirmed once this returns. Cluster-wide kick, msg to router to every msg server."""
+
+    @abc.abstractmethod
+    def on_cid_other_login_status_notify(self, ctx: Context, msg: IM_Server_pb2.IMServerPCLoginStatusNotify) -> None:
+        """CID_OTHER_LOGIN_STATUS_NOTIFY (0x070e, s2s) delivered by a link; confirmed once this returns. A user's PC presence changed, router to msg."""
+
+    @abc.abstractmethod
+    def on_cid_ext_msg_burn(self, ctx: Context, msg: IM_Message_pb2.IMMsgData) -> None:
+        """CID_EXT_MSG_BURN (0x1005, both) delivered by a link; confirmed once this returns. Send or deliver a burn-after-reading message: the body is an ordinary IMMsgData; the command id alone marks it, so its stage policy can differ."""
+
+    @abc.abstractmethod
+    def on_cid_ext_msg_burned_notify(self, ctx: Context, msg: IM_Ext_pb2.IMBurnedNotify) -> None:
+        """CID_EXT_MSG_BURNED_NOTIFY (0x1007, s2c) delivered by a link; confirmed once this returns. Push to every device of both sides: erase the burned message."""
+
+    @abc.abstractmethod
+    def on_cid_ext_msg_recall_notify(self, ctx: Context, msg: IM_Ext_pb2.IMMsgRecallNotify) -> None:
+        """CID_EXT_MSG_RECALL_NOTIFY (0x100a, s2c) delivered by a link; confirmed once this returns. Push to every device of both sides: a message was recalled."""
+
+    @abc.abstractmethod
+    def on_cid_ext_typing(self, ctx: Context, msg: IM_Ext_pb2.IMTypingNotify) -> None:
+        """CID_EXT_TYPING (0x100b, both) delivered by a link; confirmed once this returns. Typing indicator; ephemeral."""
+
+    @abc.abstractmethod
+    def on_cid_ext_signal(self, ctx: Context, msg: IM_Ext_pb2.IMEphemeralSignal) -> None:
+        """CID_EXT_SIGNAL (0x100c, both) delivered by a link; confirmed once this returns. Other ephemeral signals; never stored."""
+
+    @abc.abstractmethod
+    def on_cid_ext_msg_edit_notify(self, ctx: Context, msg: IM_Ext_pb2.IMMsgEditNotify) -> None:
+        """CID_EXT_MSG_EDIT_NOTIFY (0x1019, s2c) delivered by a link; confirmed once this returns. Push to every device of both sides: a message's text was replaced."""
+
+
+class MsgDeliveriesBase(abc.ABC):
+    """What linked services deliver to the msg cluster service."""
+
+    __service__: ClassVar[str] = "msg"
+    __role__: ClassVar[str] = "msg"
+    __mapping__: ClassVar[dict[int, str]] = {
+        0x0203: "on_cid_buddy_list_status_notify",
+        0x020b: "on_cid_buddy_list_users_status_response",
+        0x020f: "on_cid_buddy_list_remove_session_notify",
+        0x0215: "on_cid_buddy_list_sign_info_changed_notify",
+        0x0301: "on_cid_msg_data",
+        0x0304: "on_cid_msg_read_notify",
+        0x040b: "on_cid_group_change_member_notify",
+        0x0508: "on_cid_file_notify",
+        0x0601: "on_cid_switch_p2p_cmd",
+        0x070d: "on_cid_other_server_kick_user",
+        0x070e: "on_cid_other_login_status_notify",
+        0x1005: "on_cid_ext_msg_burn",
+        0x1007: "on_cid_ext_msg_burned_notify",
+        0x100a: "on_cid_ext_msg_recall_notify",
+        0x100b: "on_cid_ext_typing",
+        0x100c: "on_cid_ext_signal",
+        0x1019: "on_cid_ext_msg_edit_notify",
+        0x1104: "on_cid_shake_share",
+    }
+
+    @abc.abstractmethod
+    def on_cid_buddy_list_status_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMUserStatNotify) -> None:
+        """CID_BUDDY_LIST_STATUS_NOTIFY (0x0203, s2c) delivered by a link; confirmed once this returns. Push: a user's presence changed (PC clients)."""
+
+    @abc.abstractmethod
+    def on_cid_buddy_list_users_status_response(self, ctx: Context, msg: IM_Buddy_pb2.IMUsersStatRsp) -> None:
+        """CID_BUDDY_LIST_USERS_STATUS_RESPONSE (0x020b, s2c) delivered by a link; confirmed once this returns. Presence of the requested users."""
+
+    @abc.abstractmethod
+    def on_cid_buddy_list_remove_session_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMRemoveSessionNotify) -> None:
+        """CID_BUDDY_LIST_REMOVE_SESSION_NOTIFY (0x020f, s2c) delivered by a link; confirmed once this returns. Push to the user's other devices: a session was deleted."""
+
+    @abc.abstractmethod
+    def on_cid_buddy_list_sign_info_changed_notify(self, ctx: Context, msg: IM_Buddy_pb2.IMSignInfoChangedNotify) -> None:
+        """CID_BUDDY_LIST_SIGN_INFO_CHANGED_NOTIFY (0x0215, s2c) delivered by a link; confirmed once this returns. Push to every online user: a signature changed."""
+
+    @abc.abstractmethod
+    def on_cid_msg_data(self, ctx: Context, msg: IM_Message_pb2.IMMsgData) -> None:
+        """CID_MSG_DATA (0x0301, both) delivered by a link; confirmed once this returns. Send a chat message (client to server) or deliver one (server to client)."""
+
+    @abc.abstractmethod
+    def on_cid_msg_read_notify(self, ctx: Context, msg: IM_Message_pb2.IMMsgDataReadNotify) -> None:
+        """CID_MSG_READ_NOTIFY (0x0304, s2c) delivered by a link; confirmed once this returns. Push to the user's other devices: a session was read."""
+
+    @abc.abstractmethod
+    def on_cid_group_change_member_notify(self, ctx: Context, msg: IM_Group_pb2.IMGroupChangeMemberNotify) -> None:
+        """CID_GROUP_CHANGE_MEMBER_NOTIFY (0x040b, s2c) delivered by a link; confirmed once this returns. Push to current and changed members: membership changed."""
+
+    @abc.abstractmethod
+    def on_cid_file_notify(self, ctx: Context, msg: IM_File_pb2.IMFileNotify) -> None:
+        """CID_FILE_NOTIFY (0x0508, s2c) delivered by a link; confirmed once this returns. Push to the receiver's devices: a file is offered or an offline file is ready."""
+
+    @abc.abstractmethod
+    def on_cid_switch_p2p_cmd(self, ctx: Context, msg: IM_SwitchService_pb2.IMP2PCmdMsg) -> None:
+        """CID_SWITCH_P2P_CMD (0x0601, both) delivered by a link; confirmed once this returns. Opaque user-to-user command relayed to both users' devices; never stored."""
+
+    @abc.abstractmethod
+    def on_cid_other_server_kick_user(self, ctx: Context, msg: IM_Server_pb2.IMServerKickUser) -> None:
+        """CID_OTHER_SERVER_KICK_USER (0x070d, s2s) delivered by a link; confirmed once this returns. Cluster-wide kick, msg to router to every msg server."""
+
+    @abc.abstractmethod
+    def on_cid_other_login_status_notify(self, ctx: Context, msg: IM_Server_pb2.IMServerPCLoginStatusNotify) -> None:
+        """CID_OTHER_LOGIN_STATUS_NOTIFY (0x070e, s2s) delivered by a link; confirmed once this returns. A user's PC presence changed, router to msg."""
+
+    @abc.abstractmethod
+    def on_cid_ext_msg_burn(self, ctx: Context, msg: IM_Message_pb2.IMMsgData) -> None:
+        """CID_EXT_MSG_BURN (0x1005, both) delivered by a link; confirmed once this returns. Send or deliver a burn-after-reading message: the body is an ordinary IMMsgData; the command id alone marks it, so its stage policy can differ."""
+
+    @abc.abstractmethod
+    def on_cid_ext_msg_burned_notify(self, ctx: Context, msg: IM_Ext_pb2.IMBurnedNotify) -> None:
+        """CID_EXT_MSG_BURNED_NOTIFY (0x1007, s2c) delivered by a link; confirmed once this returns. Push to every device of both sides: erase the burned message."""
+
+    @abc.abstractmethod
+    def on_cid_ext_msg_recall_notify(self, ctx: Context, msg: IM_Ext_pb2.IMMsgRecallNotify) -> None:
+        """CID_EXT_MSG_RECALL_NOTIFY (0x100a, s2c) delivered by a link; confirmed once this returns. Push to every device of both sides: a message was recalled."""
+
+    @abc.abstractmethod
+    def on_cid_ext_typing(self, ctx: Context, msg: IM_Ext_pb2.IMTypingNotify) -> None:
+        """CID_EXT_TYPING (0x100b, both) delivered by a link; confirmed once this returns. Typing indicator; ephemeral."""
+
+    @abc.abstractmethod
+    def on_cid_ext_signal(self, ctx: Context, msg: IM_Ext_pb2.IMEphemeralSignal) -> None:
+        """CID_EXT_SIGNAL (0x100c, both) delivered by a link; confirmed once this returns. Other ephemeral signals; never stored."""
+
+    @abc.abstractmethod
+    def on_cid_ext_msg_edit_notify(self, ctx: Context, msg: IM_Ext_pb2.IMMsgEditNotify) -> None:
+        """CID_EXT_MSG_EDIT_NOTIFY (0x1019, s2c) delivered by a link; confirmed once this returns. Push to every device of both sides: a message's text was replaced."""
+
+    @abc.abstractmethod
+    def on_cid_shake_share(self, ctx: Context, msg: IM_Plugin_Shake_pb2.IMShakeShare) -> None:
+        """CID_SHAKE_SHARE (0x1104, s2s) delivered by a link; confirmed once this returns. A shake shared with every msg server (via the routers)."""
+
+
 SERVICE_BASES: dict[str, type[abc.ABC]] = {
     "biz": BizServiceBase,
     "file": FileServiceBase,
@@ -838,4 +951,10 @@ SERVICE_BASES: dict[str, type[abc.ABC]] = {
     "msg": MsgServiceBase,
     "router": RouterServiceBase,
     "storage": StorageServiceBase,
+}
+
+# Cluster service name -> its deliveries base (the services whose cluster entry lists `receives`).
+DELIVERY_BASES: dict[str, type[abc.ABC]] = {
+    "gateway": GatewayDeliveriesBase,
+    "msg": MsgDeliveriesBase,
 }

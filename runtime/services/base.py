@@ -157,13 +157,16 @@ async def cancel_task(task: asyncio.Task[Any] | None) -> None:
         await task
 
 
-def generated_handlers(ctx: ServiceContext, handlers: type[H], base_name: str) -> type[H]:
+def generated_handlers(
+    ctx: ServiceContext, handlers: type[H], base_name: str, namespace: Mapping[str, Any] | None = None
+) -> type[H]:
     """`handlers` bound to the generated server base `base_name` (the ABC then proves every hosted command
-    has a handler), or `handlers` itself when the stack has no such base (the caller builds `__mapping__`)."""
+    has a handler), or `handlers` itself when the stack has no such base (the caller builds `__mapping__`).
+    `namespace` adds methods to the bound class (e.g. for a plugin's commands the handlers leave to it)."""
     base = getattr(ctx.servers, base_name, None) if ctx.servers is not None else None
     if base is None:
         return handlers
-    return type(base_name.removesuffix("Base") + "Handlers", (handlers, base), {})
+    return type(base_name.removesuffix("Base") + "Handlers", (handlers, base), dict(namespace or {}))
 
 
 _BOUND: dict[tuple[type, type], type] = {}

@@ -4,9 +4,9 @@ A router forwards every relay it hosts (the cluster file's `router.hosts`) excep
 user table (status updates, snapshots, role choice, status queries, heartbeats), and sends two kinds of
 frames of its own: the presence policy's pushes (`notify`, `batch`) and the PC login status of a user to the
 servers holding that user (for their mobiles). msg servers (runtime.services.msg.inbound) and gateways
-(runtime.services.gateway.relays) route exactly these commands from their router links; the gateway's
-`hosts` in the cluster file list the same set, so its generated `GatewayServiceBase` has one method per
-delivered command (tests/unit/test_deliveries.py checks the two agree).
+(runtime.services.gateway.relays) route exactly these commands from their router links; their `receives` in
+the cluster file list the same set, so the generated `MsgDeliveriesBase` and `GatewayDeliveriesBase` have one
+method per delivered command (tests/unit/test_deliveries.py checks they agree).
 """
 
 from __future__ import annotations

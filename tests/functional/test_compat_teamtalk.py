@@ -42,6 +42,8 @@ def base_only(target: Path) -> Path:
         cluster: dict[str, Any] = yaml.safe_load(cluster_path.read_text())
         for service in cluster["services"].values():
             service["hosts"] = [h for h in service.get("hosts", []) if not _is_ext(h)]
+            if "receives" in service:
+                service["receives"] = [h for h in service["receives"] if not _is_ext(h)]
         cluster_path.write_text(yaml.safe_dump(cluster, sort_keys=False))
     if isinstance(manifest.get("stages"), str):
         stages_path = target / manifest["stages"]

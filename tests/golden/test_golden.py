@@ -111,6 +111,10 @@ def test_expected_stack_imports_and_round_trips(
     for service in spec.cluster:
         base = servers.SERVICE_BASES[service.name]
         assert set(base.__mapping__) == {spec.commands()[n].id for n in service.hosts}
+        deliveries = servers.DELIVERY_BASES.get(service.name)
+        assert (deliveries is None) == (not service.receives)
+        if deliveries is not None:
+            assert set(deliveries.__mapping__) == {spec.commands()[n].id for n in service.receives}
     shape = resolve_presence(spec, spec.presence) if spec.presence else None
     presence = registry.REGISTRY.presence
     assert (None if presence is None else dict(presence)) == (None if shape is None else shape.as_dict())

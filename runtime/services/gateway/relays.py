@@ -95,23 +95,21 @@ def generic_event(name: str, msg: Any) -> dict[str, Any]:
 
 
 class GatewayRelays:
-    """What routers deliver to the gateway (runtime.services.deliveries; the cluster file's gateway `hosts`):
-    one method per command, bound to the generated `GatewayServiceBase` by `relay_handlers`. A `Dispatcher`
-    routes the frames of the router links here and confirms a relay once its method returns (also when it
-    failed), so the sender's router can finish it."""
+    """What routers deliver to the gateway (runtime.services.deliveries; the cluster file's gateway
+    `receives`): one method per command, bound to the generated `GatewayDeliveriesBase` by `relay_handlers`.
+    A `Dispatcher` routes the frames of the router links here and confirms a relay once its method returns
+    (also when it failed), so the sender's router can finish it."""
 
     def __init__(self, svc: GatewayService) -> None:
         self.svc = svc
         self.enums = enums_of(svc.ctx.registry)
-        hosted = {info.command_id for info in svc.ctx.registry.hosted_by("gateway")}
         mapping = dict(getattr(self, "__mapping__", None) or {})
         for info in router_deliveries(svc.ctx.registry):
             if info.command_id not in mapping:
-                # Without a generated base (a stack whose spec lacks one): the methods by their names; a
+                # Without a generated base (a stack whose spec lacks the list): the methods by their names; a
                 # plugin's server-to-server frames (e.g. CID_SHAKE_SHARE) are for msg servers: dropped.
                 name = "on_" + info.name.lower()
-                hosted_here = info.command_id in hosted and hasattr(self, name)
-                mapping[info.command_id] = name if hosted_here else "on_server_only"
+                mapping[info.command_id] = name if hasattr(self, name) else "on_server_only"
         self.__mapping__ = mapping
 
     # chat ------------------------------------------------------------------------------------------------
@@ -224,9 +222,9 @@ class GatewayRelays:
 
 
 def relay_handlers(svc: GatewayService) -> GatewayRelays:
-    """The relay handler object, bound to the stack's generated `GatewayServiceBase` when it has one (the ABC
-    then proves every delivered command has a method)."""
-    return generated_handlers(svc.ctx, GatewayRelays, "GatewayServiceBase")(svc)
+    """The relay handler object, bound to the stack's generated `GatewayDeliveriesBase` when it has one (the
+    ABC then proves every delivered command has a method)."""
+    return generated_handlers(svc.ctx, GatewayRelays, "GatewayDeliveriesBase")(svc)
 
 
 def _targets(ctx: Context) -> tuple[int, ...] | None:

@@ -26,7 +26,7 @@ from runtime.services.msg.chat import ChatHandlers
 from runtime.services.msg.common import BizPool, Fanout, GroupCache, LocalSessions
 from runtime.services.msg.delivery import ClientState, DeliveryTracker
 from runtime.services.msg.handlers import BizForwarding, Counts, MsgHandlers, SessionHandlers
-from runtime.services.msg.inbound import InboundRelays
+from runtime.services.msg.inbound import relay_handlers
 from runtime.services.msg.presence import LocalPresence
 from runtime.services.msg.routing import RouterPool
 from runtime.services.protocol import command_ids_of
@@ -69,7 +69,7 @@ class MsgService(Service):
             self.push, self.metrics, timeout=timeout, max_attempts=attempts, clock=time.monotonic
         )
         self.presence = LocalPresence(ctx.registry, self.metrics, self.local, self.push)
-        self.inbound = InboundRelays(self)
+        self.inbound = relay_handlers(self)  # what routers deliver: the generated MsgDeliveriesBase
         # Frames from routers: the same dispatcher machinery, routed to the relay handlers.
         self._stages = build_stages(ctx.registry)  # shared with the client dispatcher (made below)
         self.inbound_dispatcher = Dispatcher(ctx.registry, self.inbound, stages=self._stages)

@@ -492,6 +492,13 @@ CASES: list[Case] = [
         (CL, "hosts: []", "hosts: [CID_PING]"),
     ),
     n(
+        "COMMAND_DELIVERY_CHANGED",
+        LIFE,
+        C,
+        "CID_PONG:",
+        (CL, "links: [biz]", "links: [biz]\n    receives: [CID_PONG]"),
+    ),
+    n(
         "COMMAND_DEPRECATED",
         OK,
         C,

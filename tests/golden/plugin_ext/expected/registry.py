@@ -47,8 +47,8 @@ SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
 
 # Cluster services: role, listener, default port, links to other services, hosted commands.
 CLUSTER_SERVICES: dict[str, dict[str, Any]] = {
-    "msg": {"default_port": None, "hosts": ["CID_PING", "CID_SHAKE_REQ"], "links": [], "listen": "tcp", "plugin": None, "role": "msg"},
-    "shaker": {"default_port": None, "hosts": ["CID_SHAKE_MATCH"], "links": ["msg"], "listen": "", "plugin": "shake", "role": "shaker"},
+    "msg": {"default_port": None, "hosts": ["CID_PING", "CID_SHAKE_REQ"], "links": [], "listen": "tcp", "plugin": None, "receives": [], "role": "msg"},
+    "shaker": {"default_port": None, "hosts": ["CID_SHAKE_MATCH"], "links": ["msg"], "listen": "", "plugin": "shake", "receives": [], "role": "shaker"},
 }
 
 COMMANDS: tuple[CommandInfo, ...] = (

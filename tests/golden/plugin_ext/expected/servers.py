@@ -3,6 +3,11 @@
 
 Subclass a base and implement every handler; `__mapping__` (command id -> method name) is what the dispatcher
 routes by. A handler returns the reply message (sent with the reply command and the request's seq) or None.
+
+A service that `receives` commands from its links (relays, pushes, notices a router delivers) also gets a
+`<Service>DeliveriesBase`: one method per delivered command, for the handler object of those links. It is
+separate from the service base because one command may be both (a chat message from a client is a send, from
+a router a delivery). A delivery has no reply; the link confirms it once its method returns.
 """
 
 from __future__ import annotations
@@ -55,4 +60,8 @@ class ShakerServiceBase(abc.ABC):
 SERVICE_BASES: dict[str, type[abc.ABC]] = {
     "msg": MsgServiceBase,
     "shaker": ShakerServiceBase,
+}
+
+# Cluster service name -> its deliveries base (the services whose cluster entry lists `receives`).
+DELIVERY_BASES: dict[str, type[abc.ABC]] = {
 }

@@ -48,7 +48,7 @@ SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
 
 # Cluster services: role, listener, default port, links to other services, hosted commands.
 CLUSTER_SERVICES: dict[str, dict[str, Any]] = {
-    "msg": {"default_port": 9301, "hosts": ["CID_STAT_REQ"], "links": [], "listen": "tcp", "plugin": None, "role": "msg"},
+    "msg": {"default_port": 9301, "hosts": ["CID_STAT_REQ"], "links": [], "listen": "tcp", "plugin": None, "receives": [], "role": "msg"},
 }
 
 COMMANDS: tuple[CommandInfo, ...] = (

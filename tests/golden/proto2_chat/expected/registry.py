@@ -57,8 +57,8 @@ SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
 
 # Cluster services: role, listener, default port, links to other services, hosted commands.
 CLUSTER_SERVICES: dict[str, dict[str, Any]] = {
-    "login": {"default_port": 9101, "hosts": ["CID_LOGIN_REQ"], "links": ["msg"], "listen": "tcp", "plugin": None, "role": "login"},
-    "msg": {"default_port": 9102, "hosts": ["CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_HEARTBEAT"], "links": ["login"], "listen": "tcp", "plugin": None, "role": "msg"},
+    "login": {"default_port": 9101, "hosts": ["CID_LOGIN_REQ"], "links": ["msg"], "listen": "tcp", "plugin": None, "receives": [], "role": "login"},
+    "msg": {"default_port": 9102, "hosts": ["CID_MSG_DATA", "CID_MSG_DATA_ACK", "CID_HEARTBEAT"], "links": ["login"], "listen": "tcp", "plugin": None, "receives": ["CID_MSG_DATA"], "role": "msg"},
 }
 
 COMMANDS: tuple[CommandInfo, ...] = (

@@ -3,6 +3,11 @@
 
 Subclass a base and implement every handler; `__mapping__` (command id -> method name) is what the dispatcher
 routes by. A handler returns the reply message (sent with the reply command and the request's seq) or None.
+
+A service that `receives` commands from its links (relays, pushes, notices a router delivers) also gets a
+`<Service>DeliveriesBase`: one method per delivered command, for the handler object of those links. It is
+separate from the service base because one command may be both (a chat message from a client is a send, from
+a router a delivery). A delivery has no reply; the link confirms it once its method returns.
 """
 
 from __future__ import annotations
@@ -56,7 +61,26 @@ class MsgServiceBase(abc.ABC):
         """CID_HEARTBEAT (0x0205, both); no reply (return None)."""
 
 
+class MsgDeliveriesBase(abc.ABC):
+    """What linked services deliver to the msg cluster service."""
+
+    __service__: ClassVar[str] = "msg"
+    __role__: ClassVar[str] = "msg"
+    __mapping__: ClassVar[dict[int, str]] = {
+        0x0203: "on_cid_msg_data",
+    }
+
+    @abc.abstractmethod
+    def on_cid_msg_data(self, ctx: Context, msg: Gold_P2_Chat_pb2.MsgData) -> None:
+        """CID_MSG_DATA (0x0203, both) delivered by a link; confirmed once this returns."""
+
+
 SERVICE_BASES: dict[str, type[abc.ABC]] = {
     "login": LoginServiceBase,
     "msg": MsgServiceBase,
+}
+
+# Cluster service name -> its deliveries base (the services whose cluster entry lists `receives`).
+DELIVERY_BASES: dict[str, type[abc.ABC]] = {
+    "msg": MsgDeliveriesBase,
 }

@@ -58,8 +58,8 @@ SERVICE_IDS: dict[str, int] = {s.name: int(s) for s in ServiceId}
 
 # Cluster services: role, listener, default port, links to other services, hosted commands.
 CLUSTER_SERVICES: dict[str, dict[str, Any]] = {
-    "gateway": {"default_port": 8080, "hosts": ["DOC_GET"], "links": ["store"], "listen": "http", "plugin": None, "role": "gateway"},
-    "store": {"default_port": None, "hosts": ["DOC_PUT", "DOC_GET", "DOC_SYNC"], "links": [], "listen": "", "plugin": None, "role": "storage"},
+    "gateway": {"default_port": 8080, "hosts": ["DOC_GET"], "links": ["store"], "listen": "http", "plugin": None, "receives": [], "role": "gateway"},
+    "store": {"default_port": None, "hosts": ["DOC_PUT", "DOC_GET", "DOC_SYNC"], "links": [], "listen": "", "plugin": None, "receives": [], "role": "storage"},
 }
 
 COMMANDS: tuple[CommandInfo, ...] = (
