@@ -171,6 +171,11 @@ class Link(asyncio.Protocol):
             self.flush()
         if not conn.is_open:
             self._close_transport()
+        elif conn.partial_since is not None and self.timer_slot != NO_SLOT:
+            self._partial_frame()
+
+    def _partial_frame(self) -> None:
+        """A read left a frame incomplete on a link a server's timers track (see `_listen`)."""
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -568,12 +573,12 @@ async def _listen(
             super().connection_made(transport)
             timers.track(self)
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            conn = self.conn
+        def _partial_frame(self) -> None:
             # A frame left incomplete brings the deadline forward (slow read): move the link in the wheel
-            # (deadlines that move later are re-checked when their bucket fires; see runtime.timers).
-            if conn is not None and conn.partial_since is not None and self.timer_slot != NO_SLOT:
+            # (deadlines that move later are re-checked when their bucket fires; see runtime.timers). Called
+            # by `Link.data_received`, which checks the condition itself (no call per read).
+            conn = self.conn
+            if conn is not None:
                 deadline = conn.next_deadline()
                 if deadline is not None and timers.wheel.slot_of(deadline) < self.timer_slot:
                     timers.untrack(self)

@@ -149,13 +149,15 @@ class Dispatcher:
             return
         conn = link.conn
         user_id = conn.user_id if conn is not None else 0
+        now = -1.0  # the loop's time, read once for the rate check and the dedup window
         if not route.fast_in:
             try:
                 stage = route.stages.input
                 if not route.verify:
                     stage.check_required(msg)
                 if stage.rate is not None:
-                    stage.check_rate(link.extras().setdefault("buckets", {}), frame.command_id, link.now())
+                    now = link.now()
+                    stage.check_rate(link.extras().setdefault("buckets", {}), frame.command_id, now)
                 stage.check_message(msg, user_id)
             except StageError as exc:
                 self._refused(link, frame, route, msg, exc)
@@ -166,7 +168,8 @@ class Dispatcher:
             key = dedup_key(frame, msg)
             if route.dedup_per_connection:
                 key = (connection_epoch(link), *key)
-            now = link.now()
+            if now < 0:
+                now = link.now()
             cached = route.dedup.get(user_id, key, now)
             if type(cached) is bytes:
                 log.info(
