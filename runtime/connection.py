@@ -744,7 +744,22 @@ class LinkConnection(Connection):
         corr = self._next_corr
         self._next_corr = corr + 1 if corr < 0xFFFFFFFF else 1
         self._pending[corr] = callback
-        return self.send_link(command_id, body, now, flag=flag | FLAG_REQUEST, corr=corr, head=head)
+        # send_link, inline (once per message on the msg servers and the router)
+        out = self._out
+        out += _pack_header(
+            HEADER_SIZE + len(head) + len(body),
+            PROTOCOL_VERSION,
+            flag | FLAG_REQUEST,
+            command_id >> 8,
+            command_id,
+            corr & 0xFFFF,
+            corr >> 16,
+        )
+        if head:
+            out += head
+        out += body
+        self.last_sent = now
+        return True
 
     def reply(
         self, request: Frame, command_id: int, body: bytes | bytearray | memoryview, now: float

@@ -68,20 +68,19 @@ class ChatHandlers:
         self._burn_name = self.cmd.CID_EXT_MSG_BURN.name
         self._cids = {name: proto.cid(name) for name in (self._data_name, self._burn_name) if proto.has(name)}
 
-    def send(self, ctx: Context, msg: message.IMMsgData) -> message.IMMsgDataAck | None:
-        """IMMsgData: store through biz, ack the sender with the durable id, deliver to every device of every
-        party. A plain function (the hot path never suspends), which the dispatcher calls without a
-        coroutine."""
-        return self._send_chat(ctx, msg, self._data_name)
-
     def send_burn(self, ctx: Context, msg: message.IMMsgData) -> message.IMMsgDataAck | None:
         """A burn-after-reading 1:1 message: stored flagged, destroyed when the recipient reads it."""
-        return self._send_chat(ctx, msg, self._burn_name)
+        return self.send(ctx, msg, self._burn_name)
 
-    def _send_chat(self, ctx: Context, msg: message.IMMsgData, command: str) -> message.IMMsgDataAck | None:
-        """The hot path. It never suspends: biz's answer arrives in a callback that acks and fans out, so no
-        task, future or timer is made per message (the dispatcher runs non-suspending handlers inline).
-        Returns the ack only for a refusal decided here."""
+    def send(
+        self, ctx: Context, msg: message.IMMsgData, command: str | None = None
+    ) -> message.IMMsgDataAck | None:
+        """IMMsgData (`command` None) or a burn message: store through biz, ack the sender with the durable
+        id, deliver to every device of every party. The hot path. It never suspends: biz's answer arrives in
+        a callback that acks and fans out, so no task, future or timer is made per message (the dispatcher
+        runs non-suspending handlers inline). Returns the ack only for a refusal decided here."""
+        if command is None:
+            command = self._data_name
         self.m_msgs_in.value += 1  # in place, no call (once per message)
         st = client_state(ctx)
         user = st.user_id
