@@ -670,7 +670,10 @@ class LinkConnection(Connection):
                     continue
                 cb = pending.pop(frame.seq | (frame.reserved << 16), None)
                 if cb is not None:
-                    _answer(cb, frame)
+                    try:  # _answer(cb, frame), inline: once per answered request
+                        cb(frame)
+                    except Exception:  # a buggy callback must not kill the link
+                        log.exception("reply callback failed")
                 continue
             cid = frame.command_id
             if cid == HEARTBEAT_COMMAND_ID:
@@ -692,7 +695,10 @@ class LinkConnection(Connection):
         for corr in struct.unpack(f">{n}I", body):
             cb = pending.pop(corr, None)
             if cb is not None:
-                _answer(cb, CONFIRMED)
+                try:  # _answer(cb, CONFIRMED), inline: once per confirmed relay
+                    cb(CONFIRMED)
+                except Exception:
+                    log.exception("reply callback failed")
 
     def connection_lost(self) -> None:
         """The socket is gone: every outstanding request's callback gets None."""
