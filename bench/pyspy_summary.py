@@ -5,7 +5,10 @@
 
 For each file: the share of samples per thread (the event loop, the SQLite writer, ...), per area (the first
 matching rule of AREAS on the innermost frames: the storage writer, links, the dispatcher, stages, metrics,
-logging, the event loop itself, ...), and the functions with the most samples of their own.
+logging, the event loop itself, ...), and the functions with the most samples of their own (and, with
+`--cumulative N`, the N functions on the most stacks). py-spy counts a sample whenever the process is
+runnable, waiting for a CPU included: on a busy machine the line after a socket write (which wakes the peer)
+collects preemptions, so `perf record` is the measure of CPU, this of where Python code spends it.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ AREAS = (
 )
 
 
-def summarise(path: Path, top: int) -> None:
+def summarise(path: Path, top: int, cumulative: int = 0) -> None:
     threads: collections.Counter[str] = collections.Counter()
     areas: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -44,6 +48,8 @@ def summarise(path: Path, top: int) -> None:
         frames = stack.split(";")
         threads["writer thread" if any("threading.py" in f for f in frames[:3]) else "event loop"] += n
         own[frames[-1]] += n
+        for name in {_function(f) for f in frames}:
+            inclusive[name] += n
         for frame in reversed(frames):
             area = next((name for name, keys in AREAS if any(k in frame for k in keys)), None)
             if area is not None:
@@ -59,15 +65,34 @@ def summarise(path: Path, top: int) -> None:
     print("  own samples:")
     for key, n in own.most_common(top):
         print(f"    {100 * n / max(1, total):5.1f}%  {key[:120]}")
+    if cumulative:
+        print("  cumulative (samples with the function anywhere on the stack; entry frames left out):")
+        shown = 0
+        for key, n in inclusive.most_common():
+            if n >= 0.98 * total:
+                continue  # runpy, the worker's main, the event loop's run: (nearly) every sample
+            print(f"    {100 * n / max(1, total):5.1f}%  {key[:120]}")
+            shown += 1
+            if shown >= cumulative:
+                break
+
+
+def _function(frame: str) -> str:
+    """A frame without its line: `f (runtime/transport.py:232)` -> `f (runtime/transport.py)`."""
+    head, sep, where = frame.rpartition(" (")
+    if not sep:
+        return frame
+    return f"{head} ({where.rstrip(')').rsplit(':', 1)[0]})"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("files", nargs="+", type=Path)
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--cumulative", type=int, default=0, help="also the N functions on the most stacks")
     args = ap.parse_args()
     for path in args.files:
-        summarise(path, args.top)
+        summarise(path, args.top, args.cumulative)
 
 
 if __name__ == "__main__":

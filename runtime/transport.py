@@ -171,6 +171,11 @@ class Link(asyncio.Protocol):
             self.flush()
         if not conn.is_open:
             self._close_transport()
+        elif conn.partial_since is not None and self.timer_slot != NO_SLOT:
+            self._partial_frame()
+
+    def _partial_frame(self) -> None:
+        """A read left a frame incomplete on a link a server's timers track (see `_listen`)."""
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -568,12 +573,12 @@ async def _listen(
             super().connection_made(transport)
             timers.track(self)
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            conn = self.conn
+        def _partial_frame(self) -> None:
             # A frame left incomplete brings the deadline forward (slow read): move the link in the wheel
-            # (deadlines that move later are re-checked when their bucket fires; see runtime.timers).
-            if conn is not None and conn.partial_since is not None and self.timer_slot != NO_SLOT:
+            # (deadlines that move later are re-checked when their bucket fires; see runtime.timers). Called
+            # by `Link.data_received`, which checks the condition itself (no call per read).
+            conn = self.conn
+            if conn is not None:
                 deadline = conn.next_deadline()
                 if deadline is not None and timers.wheel.slot_of(deadline) < self.timer_slot:
                     timers.untrack(self)
@@ -784,7 +789,8 @@ class InternalLink(Link):
         assert isinstance(conn, LinkConnection)
         if not conn.request(command_id, body, callback, self._loop.time(), flag=flag, head=head):
             return False
-        self._queued()
+        if not self._in_batch and self._flush_handle is None:  # self._queued(), inline: once per message
+            self._flush_handle = self._loop.call_soon(self.flush)
         return True
 
     async def call(self, command_id: int, body: bytes, timeout: float = 10.0, *, flag: int = 0) -> Frame:
@@ -820,7 +826,7 @@ class InternalLink(Link):
         """Answer a `FLAG_REQUEST` frame with an empty reply, batched with the other confirmations of this
         event-loop iteration (the requester's callback gets `CONFIRMED`). A no-op for frames that did not ask
         for a reply; False if the link is closed."""
-        conn = cast(LinkConnection | None, self.conn)  # on every relay: no isinstance check
+        conn: Any = self.conn  # a LinkConnection; on every relay: no isinstance check, no cast() call
         if conn is None or self.transport is None or not conn.confirm(request):
             return False
         if not self._in_batch and self._flush_handle is None:

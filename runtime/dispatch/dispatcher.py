@@ -13,8 +13,8 @@ from google.protobuf.message import Message
 from runtime.connection import Kind
 from runtime.dispatch import reply_cache
 from runtime.dispatch.context import Context
-from runtime.dispatch.replies import body_as_is, send_packed, send_reply, send_reply_body
-from runtime.dispatch.reply_cache import Waiting, connection_epoch, dedup_key
+from runtime.dispatch.replies import send_packed, send_reply, send_reply_body
+from runtime.dispatch.reply_cache import EPOCH_KEY, Waiting, connection_epoch, dedup_key
 from runtime.dispatch.routes import EXT_OPT_IN, EXTENSION_SERVICE, Route, extension_capable
 from runtime.dispatch.stepping import Resume
 from runtime.errors import BodyError, StageError
@@ -149,13 +149,16 @@ class Dispatcher:
             return
         conn = link.conn
         user_id = conn.user_id if conn is not None else 0
+        now = -1.0  # the loop's time, read once for the rate check and the dedup window
         if not route.fast_in:
             try:
                 stage = route.stages.input
                 if not route.verify:
                     stage.check_required(msg)
                 if stage.rate is not None:
-                    stage.check_rate(link.extras().setdefault("buckets", {}), frame.command_id, link.now())
+                    now = link.now()
+                    buckets = (data or link.extras()).setdefault("buckets", {})  # `data`: link.data, above
+                    stage.check_rate(buckets, frame.command_id, now)
                 stage.check_message(msg, user_id)
             except StageError as exc:
                 self._refused(link, frame, route, msg, exc)
@@ -165,8 +168,11 @@ class Dispatcher:
         if route.dedup is not None:
             key = dedup_key(frame, msg)
             if route.dedup_per_connection:
-                key = (connection_epoch(link), *key)
-            now = link.now()
+                data = link.data
+                epoch = data.get(EPOCH_KEY) if data else None  # connection_epoch(link), without two calls
+                key = (epoch if epoch is not None else connection_epoch(link), *key)
+            if now < 0:
+                now = link.now()
             cached = route.dedup.get(user_id, key, now)
             if type(cached) is bytes:
                 log.info(
@@ -294,8 +300,10 @@ class Dispatcher:
 
     def _answer(self, ctx: Context, route: Route, result: Any, key: tuple[int, ...] | None) -> None:
         """A handler finished without suspending: send its reply (if any) now."""
-        if result is None and ctx.close_reason is None and ctx.dedup_key is None:
-            return  # nothing to send, remember or close (e.g. a client's IMMsgDataAck)
+        if result is None and ctx.close_reason is None:
+            # Nothing to send or close (a client's IMMsgDataAck; an IMMsgData whose ack comes from a callback,
+            # its dedup slot filled by `ctx.reply` then).
+            return
         fast = route.fast_reply
         link = ctx.link
         if (
@@ -376,8 +384,12 @@ class Dispatcher:
         if info.command_id in self.extension_commands and not extension_capable(link):
             log.debug("%r: %s not sent: the client never opted in to extensions", link, command)
             return False
-        if body is not None and body_as_is(link, stages):
-            return link.send_frame(info.service_id, info.command_id, seq, body)
+        if body is not None:
+            # body_as_is(link, stages), inline: every delivery passes here
+            pack = stages.pack
+            data = link.data
+            if pack.trivial or (pack.plain_unless_sealed and not (data and data.get("cipher"))):
+                return link.send_frame(info.service_id, info.command_id, seq, body)
         return send_packed(link, info, stages, msg, seq)
 
     def _guard(self, hook: Callable[..., Any], *args: Any) -> None:

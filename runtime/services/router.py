@@ -13,7 +13,7 @@ status notice to the user's own mobiles is not coalesced, and status queries are
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, cast
 
 from runtime.dispatch import Context, Dispatcher
@@ -121,7 +121,10 @@ class UserTable:
         for uid in user_ids:
             entries = users.get(uid)
             if entries:
-                out.update(entries[0::3])
+                if len(entries) == 3:  # one connection's msg server (the common case): no slice
+                    out.add(entries[0])
+                else:
+                    out.update(entries[0::3])
         return out
 
 
@@ -380,39 +383,55 @@ class RouterService(Service):
     # relay -----------------------------------------------------------------------------------------------
     def _relay(self, ctx: Context) -> None:
         """Forward a relayed frame as it came (the envelope included) to the servers holding its targets
-        (every other server for a broadcast); confirm it to its sender once every copy is confirmed."""
+        (every other server for a broadcast); confirm it to its sender once every copy is confirmed. The
+        envelope was read once, by the link dispatcher (`ctx.targets`)."""
         if not isinstance(ctx, LinkContext) or not ctx.frame.flag & FLAG_RELAY:
-            self.m_relayed.inc()
+            self.m_relayed.value += 1
             return  # not a relay (nothing to forward): answered empty
-        ctx.defer()
+        ctx.deferred = True  # answered by `answer_empty` once every copy is confirmed (ctx.defer())
         frame = ctx.frame
-        self.relay_from(ctx.internal, frame.command_id, frame.body, ctx.answer_empty)
+        self._forward(ctx.internal, frame.command_id, frame.body, ctx.targets, ctx.answer_empty)
 
     def relay_from(
         self, origin: Link, command_id: int, body: bytes | memoryview, done: Callable[[], object]
     ) -> None:
         """Forward the relay `body` (envelope included) from the msg server at `origin` to the servers
-        holding its targets; `done()` once every copy is confirmed (or lost), at once if there is none. The
-        relay handlers above call it for frames; a msg server of this shard calls it directly
-        (runtime.services.contracts.DirectRelay), `origin` being the link its own relays would arrive on."""
-        self.m_relayed.inc()
-        targets, start = relay_targets(body)
+        holding its targets; `done()` once every copy is confirmed (or lost), at once if there is none. A msg
+        server of this shard calls it directly (runtime.services.contracts.DirectRelay), `origin` being the
+        link its own relays would arrive on; the relay handlers above forward frames the same way."""
+        targets, _start = relay_targets(body)
+        self._forward(origin, command_id, body, targets, done)
+
+    def _forward(
+        self,
+        origin: Link,
+        command_id: int,
+        body: bytes | memoryview,
+        targets: tuple[int, ...] | None,
+        done: Callable[[], object],
+    ) -> None:
+        # Counters are bumped in place (`value += 1`, no call): this runs once per relayed message.
+        self.m_relayed.value += 1
+        dests: Collection[Link]
         if targets is None:
             dests = [link for link in self.links if link is not origin]
-            self.m_broadcasts.inc()
+            self.m_broadcasts.value += 1
         else:
-            dests = [link for link in self.table.links_for(targets) if link is not origin]
+            found = self.table.links_for(targets)
+            found.discard(origin)
+            dests = found
             push = self.push
             if push is not None and command_id in push.chat_ids:
-                push.on_chat(command_id, bytes(body[start:]), targets)
+                push.on_chat(command_id, bytes(body[2 + 4 * len(targets) :]), targets)
         if not dests:
             done()
             return
         data = body if type(body) is bytes else bytes(body)
         confirm = _Countdown(len(dests), done)
+        forwarded = self.m_forwarded
         for link in dests:
             if link.request(command_id, data, confirm, flag=FLAG_RELAY):
-                self.m_forwarded.inc()
+                forwarded.value += 1
             else:
                 confirm(None)
 

@@ -117,6 +117,27 @@ def test_requests_get_their_own_answers_and_confirmations_leave_in_one_frame() -
     assert list(d.receive_data(out, 0.0)) == [] and d.in_flight == 0  # answered twice: ignored
 
 
+def test_a_failing_answer_callback_is_logged_and_the_link_goes_on() -> None:
+    d, lst, _ = pair()
+    pump(d, lst)
+    got: list[Frame | None] = []
+
+    def broken(_frame: Frame | None) -> None:
+        raise RuntimeError("a buggy callback")
+
+    for callback in (broken, got.append, broken, got.append):
+        assert d.request(CID_MSG_DATA, b"x", callback, 0.0, flag=FLAG_RELAY, head=relay_head((5,)))
+    requests = [f for f, _info in lst.receive_data(d.data_to_send(), 0.0)]
+    assert [relay_targets(f.body)[0] for f in requests] == [(5,)] * 4  # the head went before the body
+    lst.reply(requests[0], CID_MSG_DATA, b"a", 0.0)
+    lst.reply(requests[1], CID_MSG_DATA, b"b", 0.0)
+    lst.confirm(requests[2])
+    lst.confirm(requests[3])
+    assert list(d.receive_data(lst.data_to_send(), 0.0)) == []
+    assert d.is_open and d.in_flight == 0
+    assert got[0] is not None and got[0].body == b"b" and got[1] is CONFIRMED
+
+
 def test_correlation_ids_use_all_32_bits() -> None:
     d, lst, _ = pair()
     pump(d, lst)

@@ -62,27 +62,26 @@ class ChatHandlers:
         self._single = int(enums.SessionType.SESSION_TYPE_SINGLE)
         self._group = int(enums.SessionType.SESSION_TYPE_GROUP)
         self._kinds = ChatKinds.of(enums)
-        self._ack_class = proto.info(self.cmd.CID_MSG_DATA_ACK).message_class
+        self._ack_class: Any = proto.info(self.cmd.CID_MSG_DATA_ACK).message_class
         self._tokens = StoreTokens()
         self._data_name = self.cmd.CID_MSG_DATA.name
         self._burn_name = self.cmd.CID_EXT_MSG_BURN.name
         self._cids = {name: proto.cid(name) for name in (self._data_name, self._burn_name) if proto.has(name)}
 
-    def send(self, ctx: Context, msg: message.IMMsgData) -> message.IMMsgDataAck | None:
-        """IMMsgData: store through biz, ack the sender with the durable id, deliver to every device of every
-        party. A plain function (the hot path never suspends), which the dispatcher calls without a
-        coroutine."""
-        return self._send_chat(ctx, msg, self._data_name)
-
     def send_burn(self, ctx: Context, msg: message.IMMsgData) -> message.IMMsgDataAck | None:
         """A burn-after-reading 1:1 message: stored flagged, destroyed when the recipient reads it."""
-        return self._send_chat(ctx, msg, self._burn_name)
+        return self.send(ctx, msg, self._burn_name)
 
-    def _send_chat(self, ctx: Context, msg: message.IMMsgData, command: str) -> message.IMMsgDataAck | None:
-        """The hot path. It never suspends: biz's answer arrives in a callback that acks and fans out, so no
-        task, future or timer is made per message (the dispatcher runs non-suspending handlers inline).
-        Returns the ack only for a refusal decided here."""
-        self.m_msgs_in.inc()
+    def send(
+        self, ctx: Context, msg: message.IMMsgData, command: str | None = None
+    ) -> message.IMMsgDataAck | None:
+        """IMMsgData (`command` None) or a burn message: store through biz, ack the sender with the durable
+        id, deliver to every device of every party. The hot path. It never suspends: biz's answer arrives in
+        a callback that acks and fans out, so no task, future or timer is made per message (the dispatcher
+        runs non-suspending handlers inline). Returns the ack only for a refusal decided here."""
+        if command is None:
+            command = self._data_name
+        self.m_msgs_in.value += 1  # in place, no call (once per message)
         st = client_state(ctx)
         user = st.user_id
         is_group = bool(msg.msg_type & self._group_bit)
@@ -107,14 +106,15 @@ class ChatHandlers:
         if direct is not None:  # biz shares this process (runtime.inprocess): a call, no frame
             cast("DirectStore", direct).store_direct(user, msg, command == self._burn_name, pending.answered)
             return None
-        if not link.request(cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=relay_head((user,))):
+        head = st.envelope if st.user_id == user and st.envelope else relay_head((user,))
+        if not link.request(cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=head):
             pending.sent = False  # it never left
             pending.stored(None)
         return None
 
     def ack(self, user: int, to: int, is_group: bool, msg_id: int = 0) -> message.IMMsgDataAck:
         """The sender's IMMsgDataAck (msg id 0: not stored)."""
-        ack = cast("message.IMMsgDataAck", self._ack_class())
+        ack: message.IMMsgDataAck = self._ack_class()  # (no cast() call: once per message)
         ack.user_id = user
         ack.session_id = to
         ack.msg_id = msg_id

@@ -33,10 +33,10 @@ def client_state(ctx: Context) -> ClientState:
     """The ClientState of the request's connection (created at its first request). On every chat message's
     path."""
     data = ctx.link.data
-    st = data.get("msg") if data else None
+    st: ClientState | None = data.get("msg") if data else None
     if st is None:
         st = ctx.link.extras()["msg"] = ClientState(ctx.link)
-    return cast(ClientState, st)
+    return st
 
 
 def now() -> int:

@@ -60,6 +60,7 @@ class ClientState:
     __slots__ = (
         "auth_time",
         "client_type",
+        "envelope",
         "link",
         "logged_in",
         "mobile",
@@ -73,6 +74,7 @@ class ClientState:
     def __init__(self, link: Any) -> None:
         self.link = link
         self.user_id = 0
+        self.envelope = b""  # relay envelope head naming user_id (runtime.connection.relay_head), made once
         self.client_type = 0
         self.mobile = (
             False  # whether the client is a mobile device (the spec's ClientType bit MOBILE), at login
@@ -143,7 +145,7 @@ class DeliveryTracker:
             return False
         if not self._send(state.link, command, msg, body):
             return False
-        self.m_delivered.inc()
+        self.m_delivered.value += 1  # in place, no call (once per delivery)
         state.unacked[key] = (command, msg, 1)
         self._first.append((self._clock() + self.timeout, state, key))
         return True
@@ -152,7 +154,7 @@ class DeliveryTracker:
         """The client confirmed receipt."""
         if state.unacked.pop(key, None) is None:
             return False
-        self.m_acked.inc()
+        self.m_acked.value += 1
         return True
 
     @property

@@ -27,7 +27,7 @@ from runtime.dispatch import Context
 from runtime.errors import IntegrityError, StageError
 from runtime.monitor.metrics import Counter
 from runtime.services.file import FileRequestHandlers
-from runtime.services.links import Proto, ResultCode
+from runtime.services.links import Proto, ResultCode, relay_head
 from runtime.services.msg.chat import ChatHandlers
 from runtime.services.msg.common import (
     BizPool,
@@ -240,6 +240,7 @@ class SessionHandlers:
         """An authenticated connection: register it, announce it, kick same-class sessions cluster-wide."""
         ctx.authenticate(user_id, client_type)
         st.user_id, st.client_type, st.logged_in = user_id, client_type, True
+        st.envelope = relay_head((user_id,))  # what every store request of this session is sent with
         st.mobile = bool(client_type & self.mobile_bit)
         older = [o for o in self.sessions.of(user_id) if same_class(o.client_type, client_type)]
         self.sessions.add(st)

@@ -162,7 +162,7 @@ class RouterPool:
             self._in_flight.pop(oldest, None)
             self.m_relay_dropped.inc()
         self._outbox[rid] = (command_id, head, body)
-        self.m_relays.inc()
+        self.m_relays.value += 1  # in place, no call (once per message)
         self._send_relay(rid)
 
     def _send_relay(self, rid: int) -> None:

@@ -150,13 +150,13 @@ def test_msg_resends_the_same_request_after_the_link_dropped() -> None:
         link = FakeLink([None, None, stored.SerializeToString()])  # dropped twice, then answered
         chat = FakeChat(link)
         msg = MsgData(from_user_id=7, to_session_id=8, msg_id=0, create_time=0, msg_type=1, msg_data=b"x")
-        # as `_send_chat` makes it when the client gave no id: a token of ours in the request
+        # as `ChatHandlers.send` makes it when the client gave no id: a token of ours in the request
         attempt = StoreAttempt(msg, StoreTokens(), group=False, delays=(0.01, 0.01, 0.01))
         pending = chat_mod._PendingStore(
             chat, FakeCtx(chat), FakeState(), "CID_MSG_DATA", 0x301, attempt, False
         )  # type: ignore[arg-type]
         first_request = attempt.request
-        link.request(0x301, first_request, pending.stored, head=relay_head((7,)))  # as `_send_chat` sends it
+        link.request(0x301, first_request, pending.stored, head=relay_head((7,)))  # as `send` sends it
         await asyncio.sleep(0.2)
         return chat, link, first_request
 
@@ -229,7 +229,7 @@ def test_no_biz_reachable_waits_out_the_retries_then_says_not_stored(down: int) 
         attempt = StoreAttempt(msg, StoreTokens(), group=False, delays=(0.01, 0.01))
         ctx = FakeCtx(chat)
         pending = chat_mod._PendingStore(chat, ctx, FakeState(), "CID_MSG_DATA", 0x301, attempt, False)  # type: ignore[arg-type]
-        pending.stored(None)  # as `_send_chat` does when no link is up
+        pending.stored(None)  # as `ChatHandlers.send` does when no link is up
         await asyncio.sleep(0.2)
         return chat
 
