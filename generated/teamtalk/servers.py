@@ -374,8 +374,6 @@ class MsgServiceBase(abc.ABC):
         0x0702: "on_cid_other_stop_recv_packet",
         0x0704: "on_cid_other_validate_rsp",
         0x0706: "on_cid_other_get_device_token_rsp",
-        0x070d: "on_cid_other_server_kick_user",
-        0x070e: "on_cid_other_login_status_notify",
         0x0710: "on_cid_other_push_to_user_rsp",
         0x0712: "on_cid_other_get_shield_rsp",
         0x0732: "on_cid_other_file_transfer_rsp",
@@ -540,14 +538,6 @@ class MsgServiceBase(abc.ABC):
     @abc.abstractmethod
     async def on_cid_other_get_device_token_rsp(self, ctx: Context, msg: IM_Server_pb2.IMGetDeviceTokenRsp) -> Message | None:
         """CID_OTHER_GET_DEVICE_TOKEN_RSP (0x0706, s2s); no reply (return None). Push tokens, biz to msg."""
-
-    @abc.abstractmethod
-    async def on_cid_other_server_kick_user(self, ctx: Context, msg: IM_Server_pb2.IMServerKickUser) -> Message | None:
-        """CID_OTHER_SERVER_KICK_USER (0x070d, s2s); no reply (return None). Cluster-wide kick, msg to router to every msg server."""
-
-    @abc.abstractmethod
-    async def on_cid_other_login_status_notify(self, ctx: Context, msg: IM_Server_pb2.IMServerPCLoginStatusNotify) -> Message | None:
-        """CID_OTHER_LOGIN_STATUS_NOTIFY (0x070e, s2s); no reply (return None). A user's PC presence changed, router to msg."""
 
     @abc.abstractmethod
     async def on_cid_other_push_to_user_rsp(self, ctx: Context, msg: IM_Server_pb2.IMPushToUserRsp) -> Message | None:

@@ -765,8 +765,6 @@ class MsgHandlers:
     on_cid_ext_ticket_verify_rsp = _internal_only
     on_cid_ext_ticket_revoke_rsp = _internal_only
     on_cid_other_get_device_token_rsp = _internal_only
-    on_cid_other_server_kick_user = _internal_only
-    on_cid_other_login_status_notify = _internal_only
     on_cid_other_push_to_user_rsp = _internal_only
     on_cid_other_get_shield_rsp = _internal_only
     on_cid_other_file_transfer_rsp = _internal_only
