@@ -21,11 +21,24 @@ process CPU (time.process_time, event loop and writer thread together) per messa
 
     .venv/bin/python bench/bench_storage.py --biz [--messages 20000] [--window 16] [--pairs 300] [--runs 5]
 
+`--rate R` (with --biz) offers R requests per second instead (open loop, a tick every millisecond, as msg
+servers under load send them whatever biz answers): batches are then as large as the commits make them, and
+the answers' latency (request to answer, p50 and p99) is reported beside the CPU.
+
+    .venv/bin/python bench/bench_storage.py --biz --tokens --rate 10000 --messages 40000 --runs 5
+
 `--store-cpu` measures the storage send path alone as biz drives it (`send_single_nowait` with store tokens,
 `--window` in flight, encrypted at rest): CPU per message of the process and, with `--backend postgres` on
 the throwaway server, of the server's processes. CPU time, not wall time: comparable on a busy machine.
 
     .venv/bin/python bench/bench_storage.py --store-cpu --backend postgres [--window 8] [--runs 3]
+
+`--writer` measures the SQLite writer thread alone (no event loop): the cached send operation run on the
+writer thread in transactions of `--window` messages, each flushed and committed with FULL sync; CPU of the
+thread (user and system) and bytes written per message, for the whole path encrypted, the same in clear, and
+the operations alone (no SQL, no commit I/O), alternated run by run.
+
+    .venv/bin/python bench/bench_storage.py --writer --window 32 --pairs 500 [--messages 40000] [--runs 3]
 
 `--tokens` gives each --biz request the 8-byte store token msg adds when the client sent no msg id
 (runtime.services.biz.convert.pack_store_request), as in the cluster: biz then remembers and stores it.
@@ -205,25 +218,37 @@ def measure_store_cpu(args: argparse.Namespace) -> None:
 
 
 class _BenchLink:
-    """Stands in for the msg servers: counts biz's answers and lets the next request in."""
+    """Stands in for the msg servers: counts biz's answers and lets the next request in (closed loop; with a
+    rate the requests come from a clock instead, and each answer's latency is kept)."""
 
-    def __init__(self, total: int, feed: Callable[[], None], done: asyncio.Event) -> None:
-        self.total, self.feed, self.done = total, feed, done
+    def __init__(self, total: int, feed: Callable[[], None], done: asyncio.Event, open_loop: bool) -> None:
+        self.total, self.feed, self.done, self.open_loop = total, feed, done, open_loop
         self.replies = self.stored = 0
+        self.sent_at: list[float] = []
+        self.latencies: list[float] = []
 
     def answered(self, reply: Any) -> None:
+        if self.open_loop:
+            self.latencies.append(time.perf_counter() - self.sent_at[self.replies])
         self.replies += 1
         self.stored += bool(reply is not None and reply.msg_id)
         if self.replies == self.total:
             self.done.set()
-        else:
+        elif not self.open_loop:
             self.feed()
 
 
 async def biz_run(
-    data_dir: Path, messages: int, window: int, pairs: int, tokens: bool = False
+    data_dir: Path,
+    messages: int,
+    window: int,
+    pairs: int,
+    tokens: bool = False,
+    rate: float = 0.0,
 ) -> dict[str, float]:
-    """One run of the biz store path: CPU per message (all threads, and the writer thread alone)."""
+    """One run of the biz store path: CPU per message (all threads, and the writer thread alone). With a
+    `rate`, requests arrive at that rate (a tick every millisecond) whatever the answers do, as from msg
+    servers under load; the answers' latency is reported too."""
     from generated.teamtalk.registry import REGISTRY
     from runtime.cluster.discovery import StaticDiscovery
     from runtime.services.base import ServiceContext
@@ -269,15 +294,34 @@ async def biz_run(
             request = next(pending, None)
             if request is not None:
                 sender, body = request
+                if rate:
+                    link.sent_at.append(time.perf_counter())
                 biz.store(sender, parse(body), False, link.answered)
 
-        link = _BenchLink(messages, feed, done)
+        loop = asyncio.get_running_loop()
+        started = 0.0
+        fed = 0
+
+        def tick() -> None:  # open loop: the requests due by now, then again in a millisecond
+            nonlocal fed
+            due = min(messages, int((time.perf_counter() - started) * rate) + 1)
+            while fed < due:
+                fed += 1
+                feed()
+            if fed < messages:
+                loop.call_later(0.001, tick)
+
+        link = _BenchLink(messages, feed, done, open_loop=bool(rate))
         writer = biz.storage.writer  # type: ignore[attr-defined]
         writer_clock = time.pthread_getcpuclockid(writer._thread.ident)
         batches, operations = writer.batches, writer.operations
         cpu, writer_cpu, wall = time.process_time(), time.clock_gettime(writer_clock), time.perf_counter()
-        for _ in range(window):
-            feed()
+        if rate:
+            started = time.perf_counter()
+            tick()
+        else:
+            for _ in range(window):
+                feed()
         await done.wait()
         cpu, writer_cpu = time.process_time() - cpu, time.clock_gettime(writer_clock) - writer_cpu
         wall = time.perf_counter() - wall
@@ -286,30 +330,109 @@ async def biz_run(
     finally:
         await biz.stop()
         gc.unfreeze()
+    lat = sorted(link.latencies) or [0.0]
     return {
         "cpu": cpu / messages * 1e6,
         "writer": writer_cpu / messages * 1e6,
         "rate": messages / wall,
         "batch": batch,
+        "p50_ms": lat[len(lat) // 2] * 1e3,
+        "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
     }
 
 
-def measure_biz(messages: int, window: int, pairs: int, runs: int, tokens: bool) -> None:
+def measure_biz(args: argparse.Namespace) -> None:
     results = []
-    for _ in range(runs):
+    for _ in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="ttgen-bench-") as tmp:
             # uvloop and the GC settings of a server process, as the cluster's worker processes run
-            results.append(run_loop(biz_run(Path(tmp), messages, window, pairs, tokens), server_gc=True))
+            run = biz_run(Path(tmp), args.messages, args.window, args.pairs, args.tokens, args.rate)
+            results.append(run_loop(run, server_gc=True))
     med = {key: statistics.median(r[key] for r in results) for key in results[0]}
+    load = f"{args.rate:.0f} msgs/s offered" if args.rate else f"{args.window} in flight"
     print(
         f"biz store path, sqlite {__import__('sqlite3').sqlite_version}, WAL, synchronous=FULL, encrypted, "
-        f"{window} in flight, {pairs} pairs, {messages} msgs/run, store tokens {'on' if tokens else 'off'}, "
-        f"uvloop and server GC, median of {runs} runs"
+        f"{load}, {args.pairs} pairs, {args.messages} msgs/run, "
+        f"store tokens {'on' if args.tokens else 'off'}, uvloop and server GC, median of {args.runs} runs"
     )
+    latency = f", answer p50 {med['p50_ms']:.1f} ms p99 {med['p99_ms']:.1f} ms" if args.rate else ""
     print(
         f"CPU per stored message: {med['cpu']:.1f} us (writer thread {med['writer']:.1f} us), "
-        f"{med['rate']:.0f} msg/s, batch {med['batch']:.1f}"
+        f"{med['rate']:.0f} msg/s, batch {med['batch']:.1f}{latency}"
     )
+
+
+async def writer_run(data_dir: Path, messages: int, batch: int, pairs: int, part: str) -> dict[str, float]:
+    """The SQLite writer thread's work per 1:1 message without the event loop: the cached send operation
+    (`send_single_op`, encrypted) run on the writer thread in transactions of `batch`, each flushed and
+    committed (FULL). `part`: "all"; "python" (the operations only: rows dropped before the flush, so no SQL
+    and no commit I/O); "clear" (as "all", without encryption at rest). CPU of the thread (user, system,
+    getrusage) and bytes the process wrote to the disk, per message."""
+    import resource
+
+    from runtime.storage.sqlite import messages as sqlite_messages
+
+    async with SqliteStorage(data_dir, encrypt_at_rest=True) as store:
+        users = [u.id for u in await store.create_users([NewUser(f"user{i}") for i in range(2 * pairs)])]
+        ctx = store._ctx
+        payload = os.urandom(64)
+
+        def io_written() -> int:
+            fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+            return int(fields["write_bytes"])
+
+        def work(conn: Any) -> dict[str, float]:
+            cache = ctx.cache
+            assert cache is not None
+            conn.execute("COMMIT")  # the writer opened a transaction for this operation: run our own
+            if part == "clear":
+                ctx.cipher = None
+            written, before = io_written(), resource.getrusage(resource.RUSAGE_THREAD)
+            for start in range(0, messages, batch):
+                conn.execute("BEGIN IMMEDIATE")
+                cache.begin(conn)
+                for i in range(start, min(messages, start + batch)):
+                    a, b = users[2 * (i % pairs)], users[2 * (i % pairs) + 1]
+                    sqlite_messages.send_single_op(ctx, a, b, 1, payload, None, False, 0x5A000000 + i, conn)
+                if part == "python":
+                    cache.messages.clear()
+                    cache.pairs_dirty.clear()
+                    cache.touches.clear()
+                else:
+                    cache.flush(conn)
+                conn.execute("COMMIT")
+            after, written = resource.getrusage(resource.RUSAGE_THREAD), io_written() - written
+            conn.execute("BEGIN IMMEDIATE")
+            return {
+                "user": (after.ru_utime - before.ru_utime) / messages * 1e6,
+                "system": (after.ru_stime - before.ru_stime) / messages * 1e6,
+                "disk": written / messages,
+            }
+
+        result: dict[str, float] = await store.writer.submit(work)
+        return result
+
+
+def measure_writer(args: argparse.Namespace) -> None:
+    """--writer: the parts alternate run by run; medians."""
+    parts = ("all", "clear", "python")
+    results: dict[str, list[dict[str, float]]] = {part: [] for part in parts}
+    for _ in range(args.runs):
+        for part in parts:
+            with tempfile.TemporaryDirectory(prefix="ttgen-bench-") as tmp:
+                run = writer_run(Path(tmp), args.messages, args.window, args.pairs, part)
+                results[part].append(asyncio.run(run))
+    print(
+        f"sqlite writer thread alone, WAL, synchronous=FULL, transactions of {args.window}, "
+        f"{args.pairs} pairs, {args.messages} msgs/run, median of {args.runs} runs"
+    )
+    names = {"all": "encrypted, stored", "clear": "clear, stored", "python": "operations only (no SQL)"}
+    for part, runs in results.items():
+        med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        print(
+            f"{names[part]:26s}: {med['user'] + med['system']:5.1f} us per message (user {med['user']:.1f}, "
+            f"system {med['system']:.1f}), {med['disk']:.0f} bytes written"
+        )
 
 
 def measure_postgres(args: argparse.Namespace) -> None:
@@ -351,9 +474,15 @@ def main() -> None:
     parser.add_argument(
         "--store-cpu", action="store_true", help="CPU per message of the storage send path (and the server's)"
     )
-    parser.add_argument("--window", type=int, default=16, help="--biz: stores in flight")
+    parser.add_argument(
+        "--writer", action="store_true", help="CPU per message of the SQLite writer thread alone, by part"
+    )
+    parser.add_argument("--window", type=int, default=16, help="--biz: stores in flight; --writer: batch")
     parser.add_argument("--pairs", type=int, default=300, help="--biz: sender/recipient pairs")
     parser.add_argument("--tokens", action="store_true", help="--biz: requests carry msg's store token")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="--biz: requests per second (open loop) instead of a window"
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--dsn", help="--backend postgres: a server of your own (default: a throwaway one)")
     args = parser.parse_args()
@@ -361,8 +490,13 @@ def main() -> None:
         args.messages = args.messages or 20000
         measure_store_cpu(args)
         return
+    if args.writer:
+        args.messages = args.messages or 40000
+        measure_writer(args)
+        return
     if args.biz:
-        measure_biz(args.messages or 20000, args.window, args.pairs, args.runs, args.tokens)
+        args.messages = args.messages or 20000
+        measure_biz(args)
         return
     args.messages = args.messages or 5000
     if args.backend == "postgres":

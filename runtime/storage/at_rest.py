@@ -218,6 +218,21 @@ class ContentCipher:
             nonce = self._nonce()
         return nonce + aead.encrypt(nonce, plaintext, aad), version
 
+    def seal_row(self, kind: bytes, scope_id: int, msg_id: int, plaintext: bytes) -> tuple[bytearray, int]:
+        """`seal_versioned(plaintext, message_aad(kind, scope_id, msg_id))` for a message row being stored,
+        as a bytearray (what the SQLite write cache binds): the same bytes, with one call and one copy fewer
+        per message (`kind` as bytes: b"s" or b"g")."""
+        if self._key_dir is not None and time.monotonic() >= self._next_check:
+            self.refresh()
+        aead, version = self._aead, self.version
+        try:
+            nonce = next(self._nonces)
+        except StopIteration:
+            nonce = self._nonce()
+        sealed = bytearray(nonce)
+        sealed += aead.encrypt(nonce, plaintext, b"%s:%d:%d" % (kind, scope_id, msg_id))
+        return sealed, version
+
     def open(self, sealed: bytes, aad: bytes, version: int = 1) -> bytes:
         """Decrypt and verify with key `version`; KeyMismatch if the key is missing or the tag does not
         verify."""

@@ -97,6 +97,7 @@ class MessageHandlers:
     proto: Proto
     _group_cache: dict[int, tuple[int, list[int]]]
     _store_tokens: DedupWindow  # made by the service: new_store_tokens()
+    _group_bit: int  # the stack's MsgTypeBits.GROUP, read from the registry once by the service
     _store_tasks: set[asyncio.Task[None]]  # stores that could not take the callback path, in flight
     _m_requests: Counter
     _m_direct_stores: Counter
@@ -138,7 +139,7 @@ class MessageHandlers:
         resend whose token the memory does not know (rare: `store_message` asks storage whether its first
         copy was stored)."""
         storage = self.storage
-        if not storage.commit_callbacks or msg.msg_type & enums_of(self.proto.registry).MsgTypeBits.GROUP:
+        if not storage.commit_callbacks or msg.msg_type & self._group_bit:
             return False
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id
@@ -211,7 +212,7 @@ class MessageHandlers:
         msg.from_user_id = user_id
         client_msg_id = msg.msg_id
         cached_version = unpack_version(msg.attach_data) if msg.HasField("attach_data") else 0
-        is_group = bool(msg.msg_type & enums_of(self.proto.registry).MsgTypeBits.GROUP)
+        is_group = bool(msg.msg_type & self._group_bit)
         # A resend the token memory does not know (biz restarted since its first copy?) is looked up by
         # storage in the same write as the store: found, it answers with that message (duplicate) as below.
         token, hit, resend = self._token_hit(user_id, msg)

@@ -32,6 +32,7 @@ from runtime.services.biz.handlers_msg import MessageHandlers, new_store_tokens
 from runtime.services.biz.storage_open import open_auth, open_storage, open_tickets
 from runtime.services.biz.tickets import TicketHandlers, TicketService
 from runtime.services.links import Link, Proto
+from runtime.services.protocol import enums_of
 from runtime.storage.base import Storage
 from runtime.transport import Server, serve_links
 
@@ -58,6 +59,7 @@ class BizService(MessageHandlers, DirectoryHandlers, GroupHandlers, TicketHandle
         self._store_tasks: set[asyncio.Task[None]] = set()
         self._group_cache: dict[int, tuple[int, list[int]]] = {}
         self._store_tokens = new_store_tokens()
+        self._group_bit = int(enums_of(ctx.registry).MsgTypeBits.GROUP)
         self._m_requests = self.metrics.counter("biz_requests_total", "requests handled")
         self._m_errors = self.metrics.counter("biz_errors_total", "requests answered with an error")
         self._m_direct_stores = self.metrics.counter(

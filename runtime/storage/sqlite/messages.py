@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from runtime.storage.at_rest import message_aad
 from runtime.storage.errors import (
     AccessDenied,
     EditWindowExpired,
@@ -230,9 +229,9 @@ def send_single_op(
         # CPython 3.11). The stored value is the same BLOB.
         if cipher is None:
             row = (pid, msg_id, from_id, to_id, msg_type, bytearray(data), 0, int(burn), now, token)
-        else:
-            sealed, version = cipher.seal_versioned(data, message_aad("s", pid, msg_id))
-            row = (pid, msg_id, from_id, to_id, msg_type, bytearray(sealed), version, int(burn), now, token)
+        else:  # sealed as ctx.seal("s", pid, msg_id, data) would, straight into a bytearray
+            sealed, version = cipher.seal_row(b"s", pid, msg_id, data)
+            row = (pid, msg_id, from_id, to_id, msg_type, sealed, version, int(burn), now, token)
         cache.messages.append(row)
         if cache.touched.get(pair) != now:
             cache.touched[pair] = now

@@ -30,6 +30,7 @@ from runtime.services.contracts import (
 )
 from runtime.services.links import Proto, relay_head
 from runtime.services.msg import chat as chat_mod
+from runtime.services.protocol import enums_of
 from runtime.storage import NewUser
 from runtime.storage.sqlite import SqliteStorage
 
@@ -42,6 +43,7 @@ class Biz(MessageHandlers):
         self.proto = Proto(REGISTRY)
         self._group_cache = {}
         self._store_tokens = new_store_tokens()
+        self._group_bit = int(enums_of(REGISTRY).MsgTypeBits.GROUP)
 
 
 def rows(db: Path) -> int:

@@ -230,3 +230,18 @@ def test_a_new_database_is_private(tmp_path: Path) -> None:
         assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), files
 
     asyncio.run(body())
+
+
+def test_seal_row_is_seal_versioned_of_the_row_aad() -> None:
+    """The write cache's sealing (`seal_row`) binds a row exactly as `seal_versioned` with `message_aad`
+    does: what one seals the other's reader opens, and another row's aad is refused."""
+    cipher = ContentCipher({1: os.urandom(32), 2: os.urandom(32)})
+    sealed, version = cipher.seal_row(b"s", 7, 42, b"hello")
+    assert isinstance(sealed, bytearray) and version == 2
+    assert cipher.open(bytes(sealed), at_rest.message_aad("s", 7, 42), version) == b"hello"
+    with pytest.raises(KeyMismatch):
+        cipher.open(bytes(sealed), at_rest.message_aad("s", 7, 43), version)
+    with pytest.raises(KeyMismatch):
+        cipher.open(bytes(sealed), at_rest.message_aad("g", 7, 42), version)
+    other, _ = cipher.seal_versioned(b"hello", at_rest.message_aad("s", 7, 42))
+    assert len(other) == len(sealed) and other[:12] != bytes(sealed[:12])  # same layout, fresh nonce
