@@ -8,12 +8,18 @@ coalesced per event-loop iteration, as in the cluster. What the stubs leave out 
 with a message: no protobuf, no input stages, no dedup, no retransmit tracking, no storage (biz echoes), no
 router confirmations; the load generator sends pre-built bodies and parses nothing.
 
+`--topology one` is the floor of a one-process design instead: a single stub server holds every client
+connection; a send is acked to its sender and written to its recipient at once (or, with `--store`, after a
+writer thread has committed it to SQLite in WAL mode, synchronous FULL, batched like the cluster's writer:
+the floor of "ack after commit" in one process). No biz or router process exists.
+
 So the figures are a lower bound: the CPU per message that the processes and hops cost before any protocol
 work. Comparing them with bench_cluster's at the same offered rate shows what share of the cluster's time is
 the transport floor and what is work in the services (bench/RESULTS.md).
 
     .venv/bin/python bench/bench_floor.py --pairs 500 --rate 20 --duration 8 --runs 3
     .venv/bin/python bench/bench_floor.py --find-rate --pairs 1000 --min-pairs 248 --step 24
+    .venv/bin/python bench/bench_floor.py --topology one --store --pairs 500 --rate 20 --duration 8 --runs 3
 """
 
 from __future__ import annotations
@@ -21,8 +27,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import queue
 import socket
+import sqlite3
 import struct
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -152,11 +162,63 @@ async def _msg(port_out: Any, biz_port: int, router_port: int) -> None:
     await _listen(from_client, port_out)
 
 
+async def _single(port_out: Any, store: bool) -> None:
+    """Every client on one server: a send is acked and delivered at once, or after its batch committed."""
+    loop = asyncio.get_running_loop()
+    clients: dict[int, Stream] = {}
+
+    def settle(done: list[tuple[Stream, int, bytes]]) -> None:
+        for sender, seq, body in done:
+            sender.transport.write(frame(ACK, seq, U32.pack(seq)))
+            client = clients.get(U32.unpack_from(body)[0])
+            if client is not None:
+                client.transport.write(frame(DATA, 0, body))
+
+    todo: queue.SimpleQueue[tuple[Stream, int, bytes]] = queue.SimpleQueue()
+
+    def writer(path: str) -> None:  # one transaction per batch of what is queued, then one loop wake-up
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE m (id INTEGER PRIMARY KEY, to_user INTEGER NOT NULL, body BLOB NOT NULL)")
+        while True:
+            batch = [todo.get()]
+            while len(batch) < 1024:
+                try:
+                    batch.append(todo.get_nowait())
+                except queue.Empty:
+                    break
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT INTO m (to_user, body) VALUES (?, ?)",
+                [(U32.unpack_from(b)[0], b) for _, _, b in batch],
+            )
+            db.execute("COMMIT")
+            loop.call_soon_threadsafe(settle, batch)
+
+    if store:
+        folder = tempfile.mkdtemp(prefix="ttgen-floor-")
+        threading.Thread(target=writer, args=(f"{folder}/floor.db",), daemon=True).start()
+
+    def from_client(stream: Stream, f: Any) -> None:
+        cid = f.command_id
+        if cid == DATA:
+            if store:
+                todo.put((stream, f.seq, f.body))
+            else:
+                settle([(stream, f.seq, f.body)])
+        elif cid == HELLO:
+            clients[U32.unpack_from(f.body)[0]] = stream
+
+    await _listen(from_client, port_out)
+
+
 def service_process(name: str, port_out: Any, *args: Any) -> None:
     import uvloop
 
     services: dict[str, Callable[..., Coroutine[Any, Any, None]]] = {"biz": _biz, "router": _router}
     services["msg"] = _msg
+    services["single"] = _single
     uvloop.run(services[name](port_out, *args))
 
 
@@ -229,9 +291,13 @@ def one_run(opts: argparse.Namespace) -> dict[str, float]:
         port: int = ports.get(timeout=30)
         return port
 
-    biz_port = start("biz0", "biz")
-    router_port = start("router0", "router")
-    msg_ports = (start("msg0", "msg", biz_port, router_port), start("msg1", "msg", biz_port, router_port))
+    if opts.topology == "one":
+        port = start("single", "single", opts.store)
+        msg_ports = (port, port)
+    else:
+        biz_port = start("biz0", "biz")
+        router_port = start("router0", "router")
+        msg_ports = (start("msg0", "msg", biz_port, router_port), start("msg1", "msg", biz_port, router_port))
     out = ctx.Queue()
     start_at = time.time() + 2.0 + opts.pairs / 500
     share = opts.pairs // opts.client_procs
@@ -276,8 +342,21 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=8.0, help="seconds of load per run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--client-procs", type=int, default=4, help="load-generator processes")
+    ap.add_argument(
+        "--topology",
+        choices=("split", "one"),
+        default="split",
+        help="split: msg x 2, biz and router processes (bench_cluster's cluster); one: one server process",
+    )
+    ap.add_argument(
+        "--store",
+        action="store_true",
+        help="--topology one: ack and deliver after a SQLite commit (WAL, FULL)",
+    )
     add_search_args(ap)
     opts = ap.parse_args()
+    if opts.store and opts.topology != "one":
+        ap.error("--store needs --topology one")
     for name in ("pairs", "min_pairs", "step") if opts.find_rate else ("pairs",):
         if getattr(opts, name) % opts.client_procs:
             ap.error(f"--{name.replace('_', '-')} must be a multiple of --client-procs")
