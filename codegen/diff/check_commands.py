@@ -97,22 +97,13 @@ def _check_command(ctx: DiffContext, o: Command, n: Command, how: str, service_m
             subject,
             severity="high" if _narrowed(o.direction, n.direction) else "medium",
         )
-    old_hosts, new_hosts = _hosts(ctx.old, o.name), _hosts(ctx.new, n.name)
-    if old_hosts != new_hosts:
-        ctx.report(
-            "COMMAND_HOSTING_CHANGED",
-            n.loc,
-            f"command {n.name} hosted by {_names(old_hosts)} -> {_names(new_hosts)}",
-            subject,
-        )
-    old_receivers, new_receivers = _receivers(ctx.old, o.name), _receivers(ctx.new, n.name)
-    if old_receivers != new_receivers:
-        ctx.report(
-            "COMMAND_DELIVERY_CHANGED",
-            n.loc,
-            f"command {n.name} delivered to {_names(old_receivers)} -> {_names(new_receivers)}",
-            subject,
-        )
+    for rule, services_of, verb in (
+        ("COMMAND_HOSTING_CHANGED", _hosts, "hosted by"),
+        ("COMMAND_DELIVERY_CHANGED", _receivers, "delivered to"),
+    ):
+        before, after = services_of(ctx.old, o.name), services_of(ctx.new, n.name)
+        if before != after:
+            ctx.report(rule, n.loc, f"command {n.name} {verb} {_names(before)} -> {_names(after)}", subject)
     if n.deprecated and not o.deprecated:
         ctx.report("COMMAND_DEPRECATED", n.loc, f"command {n.name} deprecated", subject)
 

@@ -197,38 +197,31 @@ class ContentCipher:
             self.version, self._aead, self.key_id = newest, self._aeads[newest], self.key_ids[newest]
             return True
 
-    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
-        """nonce || ciphertext+tag, under the current version (`self.version`, read right after)."""
+    def _sealing(self) -> tuple[AESGCM, int, bytes]:
+        """The current key (after a due check for a newer one), its version and a fresh nonce."""
         if self._key_dir is not None and time.monotonic() >= self._next_check:
             self.refresh()
         try:
             nonce = next(self._nonces)
         except StopIteration:
             nonce = self._nonce()
-        return nonce + self._aead.encrypt(nonce, plaintext, aad)
+        return self._aead, self.version, nonce
+
+    def seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        """nonce || ciphertext+tag, under the current version (`self.version`, read right after)."""
+        aead, _version, nonce = self._sealing()
+        return nonce + aead.encrypt(nonce, plaintext, aad)
 
     def seal_versioned(self, plaintext: bytes, aad: bytes) -> tuple[bytes, int]:
         """The sealed bytes and the version that sealed them."""
-        if self._key_dir is not None and time.monotonic() >= self._next_check:
-            self.refresh()
-        aead, version = self._aead, self.version
-        try:
-            nonce = next(self._nonces)
-        except StopIteration:
-            nonce = self._nonce()
+        aead, version, nonce = self._sealing()
         return nonce + aead.encrypt(nonce, plaintext, aad), version
 
     def seal_row(self, kind: bytes, scope_id: int, msg_id: int, plaintext: bytes) -> tuple[bytearray, int]:
         """`seal_versioned(plaintext, message_aad(kind, scope_id, msg_id))` for a message row being stored,
-        as a bytearray (what the SQLite write cache binds): the same bytes, with one call and one copy fewer
-        per message (`kind` as bytes: b"s" or b"g")."""
-        if self._key_dir is not None and time.monotonic() >= self._next_check:
-            self.refresh()
-        aead, version = self._aead, self.version
-        try:
-            nonce = next(self._nonces)
-        except StopIteration:
-            nonce = self._nonce()
+        as a bytearray (what the SQLite write cache binds): the same bytes, with one copy fewer per message
+        (`kind` as bytes: b"s" or b"g")."""
+        aead, version, nonce = self._sealing()
         sealed = bytearray(nonce)
         sealed += aead.encrypt(nonce, plaintext, b"%s:%d:%d" % (kind, scope_id, msg_id))
         return sealed, version
