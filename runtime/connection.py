@@ -670,10 +670,7 @@ class LinkConnection(Connection):
                     continue
                 cb = pending.pop(frame.seq | (frame.reserved << 16), None)
                 if cb is not None:
-                    try:  # _answer(cb, frame), inline: once per answered request
-                        cb(frame)
-                    except Exception:  # a buggy callback must not kill the link
-                        log.exception("reply callback failed")
+                    _answer(cb, frame)
                 continue
             cid = frame.command_id
             if cid == HEARTBEAT_COMMAND_ID:
@@ -695,10 +692,7 @@ class LinkConnection(Connection):
         for corr in struct.unpack(f">{n}I", body):
             cb = pending.pop(corr, None)
             if cb is not None:
-                try:  # _answer(cb, CONFIRMED), inline: once per confirmed relay
-                    cb(CONFIRMED)
-                except Exception:
-                    log.exception("reply callback failed")
+                _answer(cb, CONFIRMED)
 
     def connection_lost(self) -> None:
         """The socket is gone: every outstanding request's callback gets None."""
@@ -750,22 +744,7 @@ class LinkConnection(Connection):
         corr = self._next_corr
         self._next_corr = corr + 1 if corr < 0xFFFFFFFF else 1
         self._pending[corr] = callback
-        # send_link, inline (once per message on the msg servers and the router)
-        out = self._out
-        out += _pack_header(
-            HEADER_SIZE + len(head) + len(body),
-            PROTOCOL_VERSION,
-            flag | FLAG_REQUEST,
-            command_id >> 8,
-            command_id,
-            corr & 0xFFFF,
-            corr >> 16,
-        )
-        if head:
-            out += head
-        out += body
-        self.last_sent = now
-        return True
+        return self.send_link(command_id, body, now, flag=flag | FLAG_REQUEST, corr=corr, head=head)
 
     def reply(
         self, request: Frame, command_id: int, body: bytes | bytearray | memoryview, now: float

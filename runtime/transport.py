@@ -789,8 +789,7 @@ class InternalLink(Link):
         assert isinstance(conn, LinkConnection)
         if not conn.request(command_id, body, callback, self._loop.time(), flag=flag, head=head):
             return False
-        if not self._in_batch and self._flush_handle is None:  # self._queued(), inline: once per message
-            self._flush_handle = self._loop.call_soon(self.flush)
+        self._queued()
         return True
 
     async def call(self, command_id: int, body: bytes, timeout: float = 10.0, *, flag: int = 0) -> Frame:

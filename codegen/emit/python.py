@@ -109,11 +109,15 @@ def emit_registry(spec: Spec, options: EmitOptions, files: Mapping[str, str | by
         for c in commands_sorted(spec)
     ]
     services = sorted(names.services.values(), key=lambda s: s.id)
+
+    def by_id(command_names: tuple[str, ...]) -> list[str]:
+        return sorted(command_names, key=lambda n: names.commands[n].id if n in names.commands else 0)
+
     cluster = {
         s.name: {
             "role": s.role, "listen": s.listen, "default_port": s.default_port, "links": sorted(s.links),
-            "hosts": sorted(s.hosts, key=lambda n: names.commands[n].id if n in names.commands else 0),
-            "receives": sorted(s.receives, key=lambda n: names.commands[n].id if n in names.commands else 0),
+            "hosts": by_id(s.hosts),
+            "receives": by_id(s.receives),
             "plugin": s.plugin,
         }
         for s in spec.cluster

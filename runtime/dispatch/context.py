@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
-from runtime.dispatch import reply_cache
 from runtime.registry import CommandInfo
 from runtime.stages.crypto import SessionCipher, SessionKeys
 from runtime.stages.unpack import ReplayWindow
@@ -78,8 +77,8 @@ class Context:
         request, so a retransmit is processed afresh."""
         body = None
         if self.dedup_key is not None:
-            if remember:  # dispatcher.remember_reply, one call less (once per acked message)
-                body = reply_cache.remember(self.dispatcher.routes.get(self.info.command_id), self, msg, None)
+            if remember:
+                body = self.dispatcher.remember_reply(self, msg)
             else:
                 self.dispatcher.forget_request(self, msg)
                 self.dedup_key = None

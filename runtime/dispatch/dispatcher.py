@@ -13,8 +13,8 @@ from google.protobuf.message import Message
 from runtime.connection import Kind
 from runtime.dispatch import reply_cache
 from runtime.dispatch.context import Context
-from runtime.dispatch.replies import send_packed, send_reply, send_reply_body
-from runtime.dispatch.reply_cache import EPOCH_KEY, Waiting, connection_epoch, dedup_key
+from runtime.dispatch.replies import body_as_is, send_packed, send_reply, send_reply_body
+from runtime.dispatch.reply_cache import Waiting, connection_epoch, dedup_key
 from runtime.dispatch.routes import EXT_OPT_IN, EXTENSION_SERVICE, Route, extension_capable
 from runtime.dispatch.stepping import Resume
 from runtime.errors import BodyError, StageError
@@ -168,9 +168,7 @@ class Dispatcher:
         if route.dedup is not None:
             key = dedup_key(frame, msg)
             if route.dedup_per_connection:
-                data = link.data
-                epoch = data.get(EPOCH_KEY) if data else None  # connection_epoch(link), without two calls
-                key = (epoch if epoch is not None else connection_epoch(link), *key)
+                key = (connection_epoch(link), *key)
             if now < 0:
                 now = link.now()
             cached = route.dedup.get(user_id, key, now)
@@ -384,12 +382,8 @@ class Dispatcher:
         if info.command_id in self.extension_commands and not extension_capable(link):
             log.debug("%r: %s not sent: the client never opted in to extensions", link, command)
             return False
-        if body is not None:
-            # body_as_is(link, stages), inline: every delivery passes here
-            pack = stages.pack
-            data = link.data
-            if pack.trivial or (pack.plain_unless_sealed and not (data and data.get("cipher"))):
-                return link.send_frame(info.service_id, info.command_id, seq, body)
+        if body is not None and body_as_is(link, stages):
+            return link.send_frame(info.service_id, info.command_id, seq, body)
         return send_packed(link, info, stages, msg, seq)
 
     def _guard(self, hook: Callable[..., Any], *args: Any) -> None:

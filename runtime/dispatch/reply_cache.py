@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from runtime.dispatch.routes import Route
 
 _epochs = itertools.count(1)
-EPOCH_KEY = "dedup_epoch"
+_EPOCH = "dedup_epoch"
 
 
 class Waiting:
@@ -45,9 +45,9 @@ def connection_epoch(link: Link) -> int:
     """A number that names this connection for as long as the process runs (an address, a port or an object
     id can be reused by a later connection; a retransmit never crosses connections)."""
     data = link.extras()
-    epoch: int | None = data.get(EPOCH_KEY)
+    epoch: int | None = data.get(_EPOCH)
     if epoch is None:
-        epoch = data[EPOCH_KEY] = next(_epochs)
+        epoch = data[_EPOCH] = next(_epochs)
     return epoch
 
 

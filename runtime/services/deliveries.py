@@ -11,6 +11,8 @@ method per delivered command (tests/unit/test_deliveries.py checks they agree).
 
 from __future__ import annotations
 
+from runtime.dispatch import Context
+from runtime.link_dispatch import LinkContext
 from runtime.registry import CommandInfo, Registry
 from runtime.services.presence import PresencePolicy
 
@@ -36,3 +38,22 @@ def router_deliveries(registry: Registry) -> list[CommandInfo]:
         names.add(policy.batch)
     names.update(n for n in ROUTER_NOTICES if n in known)
     return sorted((registry.by_name(n) for n in names), key=lambda info: info.command_id)
+
+
+def delivery_mapping(handlers: object, registry: Registry, fallback: str) -> dict[int, str]:
+    """The `__mapping__` of a delivery handler object (a msg server's or a gateway's): its generated
+    `<Service>DeliveriesBase`'s when bound to one, completed for every command a router delivers that the base
+    does not list (a stack whose spec lacks the `receives` list, a plugin's frame) by its method's name, else
+    `fallback`."""
+    mapping: dict[int, str] = dict(getattr(handlers, "__mapping__", None) or {})
+    for info in router_deliveries(registry):
+        if info.command_id not in mapping:
+            name = "on_" + info.name.lower()
+            mapping[info.command_id] = name if hasattr(handlers, name) else fallback
+    return mapping
+
+
+def delivery_targets(ctx: Context) -> tuple[int, ...] | None:
+    """The users a delivered frame is for (its relay envelope), None for everyone (a broadcast, or a frame
+    that did not come over a link)."""
+    return ctx.targets if isinstance(ctx, LinkContext) else None

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.json_format import MessageToDict
 
 from runtime.dispatch import Context
-from runtime.link_dispatch import LinkContext
 from runtime.services.base import generated_handlers
-from runtime.services.deliveries import router_deliveries
+from runtime.services.deliveries import delivery_mapping, delivery_targets
 from runtime.services.protocol import enums_of
 
 if TYPE_CHECKING:
@@ -103,23 +102,17 @@ class GatewayRelays:
     def __init__(self, svc: GatewayService) -> None:
         self.svc = svc
         self.enums = enums_of(svc.ctx.registry)
-        mapping = dict(getattr(self, "__mapping__", None) or {})
-        for info in router_deliveries(svc.ctx.registry):
-            if info.command_id not in mapping:
-                # Without a generated base (a stack whose spec lacks the list): the methods by their names; a
-                # plugin's server-to-server frames (e.g. CID_SHAKE_SHARE) are for msg servers: dropped.
-                name = "on_" + info.name.lower()
-                mapping[info.command_id] = name if hasattr(self, name) else "on_server_only"
-        self.__mapping__ = mapping
+        # A plugin's server-to-server frames (e.g. CID_SHAKE_SHARE) are for msg servers: dropped here.
+        self.__mapping__ = delivery_mapping(self, svc.ctx.registry, "on_server_only")
 
     # chat ------------------------------------------------------------------------------------------------
     def on_cid_msg_data(self, ctx: Context, msg: Any) -> None:
         """A stored chat message for the targets' sessions."""
-        self.svc.deliver_chat(msg, _targets(ctx) or ())
+        self.svc.deliver_chat(msg, delivery_targets(ctx) or ())
 
     def on_cid_ext_msg_burn(self, ctx: Context, msg: Any) -> None:
         """A stored burn-after-reading message."""
-        self.svc.deliver_chat(msg, _targets(ctx) or (), burn=True)
+        self.svc.deliver_chat(msg, delivery_targets(ctx) or (), burn=True)
 
     def on_cid_ext_msg_edit_notify(self, ctx: Context, msg: Any) -> None:
         """A message's text was replaced: an `edit` event."""
@@ -216,7 +209,7 @@ class GatewayRelays:
 
     def _push(self, ctx: Context, event: dict[str, Any]) -> None:
         """An event to the targets' sessions (every session for a relay to everyone)."""
-        targets = _targets(ctx)
+        targets = delivery_targets(ctx)
         svc = self.svc
         svc.push_event(list(svc.sessions.by_user) if targets is None else targets, event)
 
@@ -226,6 +219,3 @@ def relay_handlers(svc: GatewayService) -> GatewayRelays:
     ABC then proves every delivered command has a method)."""
     return generated_handlers(svc.ctx, GatewayRelays, "GatewayDeliveriesBase")(svc)
 
-
-def _targets(ctx: Context) -> tuple[int, ...] | None:
-    return ctx.targets if isinstance(ctx, LinkContext) else None

@@ -106,7 +106,7 @@ class ChatHandlers:
         if direct is not None:  # biz shares this process (runtime.inprocess): a call, no frame
             cast("DirectStore", direct).store_direct(user, msg, command == self._burn_name, pending.answered)
             return None
-        head = st.envelope if st.user_id == user and st.envelope else relay_head((user,))
+        head = st.envelope or relay_head((user,))  # made at login (user is st.user_id)
         if not link.request(cid, attempt.request, pending.stored, flag=FLAG_RELAY, head=head):
             pending.sent = False  # it never left
             pending.stored(None)

@@ -21,7 +21,7 @@ from runtime.dispatch import Context
 from runtime.link_dispatch import LinkContext
 from runtime.plugins import plugin_commands
 from runtime.services.base import generated_handlers
-from runtime.services.deliveries import router_deliveries
+from runtime.services.deliveries import delivery_mapping, delivery_targets
 from runtime.services.msg.delivery import same_class
 from runtime.services.protocol import enums_of
 
@@ -42,7 +42,7 @@ def delivery(method: Delivery) -> Delivery:
     def deliver(self: InboundRelays, ctx: Context, msg: Any) -> None:
         self.m_inbound.inc()
         plugins = self.svc.plugins
-        if plugins.plugins and plugins.on_relay(ctx.info.name, msg, _targets(ctx)):
+        if plugins.plugins and plugins.on_relay(ctx.info.name, msg, delivery_targets(ctx)):
             return
         method(self, ctx, msg)
 
@@ -58,14 +58,7 @@ class InboundRelays:
         self.svc = svc
         self.proto = svc.proto
         reg = svc.ctx.registry
-        # The generated base's mapping when bound to one; every other delivered command (a stack without the
-        # base, or a command the spec does not list) by its method name, else the fallback.
-        mapping: dict[int, str] = dict(getattr(self, "__mapping__", None) or {})
-        for info in router_deliveries(reg):
-            if info.command_id not in mapping:
-                name = "on_" + info.name.lower()
-                mapping[info.command_id] = name if hasattr(self, name) else FALLBACK
-        self.__mapping__ = mapping
+        self.__mapping__ = delivery_mapping(self, reg, FALLBACK)
         enums = enums_of(reg)
         kicks = enums.KickReasonType
         self.kick_mobile = kicks.KICK_REASON_MOBILE_KICK
@@ -198,7 +191,7 @@ class InboundRelays:
     def _chat(self, ctx: Context, msg: Any) -> None:
         body = ctx.body if isinstance(ctx, LinkContext) else b""
         self.svc.handlers.deliver_chat(
-            ctx.info.name, msg, _targets(ctx) or (), body=bytes(body) if body else None
+            ctx.info.name, msg, delivery_targets(ctx) or (), body=bytes(body) if body else None
         )
 
     def _presence(self, ctx: Context, msg: Any) -> None:
@@ -210,7 +203,7 @@ class InboundRelays:
     def _fan_out(self, ctx: Context, msg: Any) -> None:
         """The frame to the targets' local sessions (every local session for a relay to everyone)."""
         svc = self.svc
-        targets = _targets(ctx)
+        targets = delivery_targets(ctx)
         svc.handlers.fan_out(ctx.info.name, msg, targets if targets is not None else list(svc.sessions))
 
 
@@ -230,6 +223,3 @@ def relay_handlers(svc: MsgService) -> InboundRelays:
         }
     return generated_handlers(svc.ctx, InboundRelays, "MsgDeliveriesBase", namespace)(svc)
 
-
-def _targets(ctx: Context) -> tuple[int, ...] | None:
-    return ctx.targets if isinstance(ctx, LinkContext) else None
